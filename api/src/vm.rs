@@ -1,0 +1,103 @@
+//! What a virtual machine is made of.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole description of one VM. `kiln-vmm --config FILE` reads this as
+/// JSON; `kiln-vmm`'s flags build the same value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    pub cpus: CpusConfig,
+    pub memory: MemoryConfig,
+    /// Direct kernel boot. Exactly one of `kernel` and `firmware` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelConfig>,
+    /// Firmware boot (SeaBIOS, OVMF), started at the reset vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<FirmwareConfig>,
+    #[serde(default)]
+    pub serial: SerialConfig,
+    /// Path of the control socket (HTTP/JSON, see [`crate::control`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_socket: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpusConfig {
+    /// Number of vCPUs, 1 to 255.
+    pub count: u8,
+    /// CPU template: `host` or one of the named masks (`kvm-nested`, ...).
+    #[serde(default = "default_cpu_template")]
+    pub template: String,
+}
+
+fn default_cpu_template() -> String {
+    "host".to_string()
+}
+
+impl Default for CpusConfig {
+    fn default() -> Self {
+        CpusConfig {
+            count: 1,
+            template: default_cpu_template(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Guest RAM in MiB.
+    pub size_mib: u64,
+    /// Back guest RAM with a memfd instead of anonymous memory (so it can be
+    /// shared with another process later).
+    #[serde(default)]
+    pub shared: bool,
+    /// Back guest RAM with huge pages (2 MiB, from the host's pool).
+    #[serde(default)]
+    pub hugepages: bool,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            size_mib: 512,
+            shared: false,
+            hugepages: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfig {
+    /// ELF `vmlinux` (64-bit or PVH entry) or `bzImage`.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initramfs: Option<String>,
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareConfig {
+    pub path: String,
+}
+
+/// Where the 8250 UART's output goes and where its input comes from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    /// Append everything the guest writes to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// Listen on this unix socket; a client that connects sees the guest's
+    /// output and types into its console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    /// Also use the VMM's own stdin/stdout as the console.
+    #[serde(default)]
+    pub stdio: bool,
+}

@@ -1,0 +1,3 @@
+//! x86_64: guest physical layout, CPUID, registers, boot and ACPI.
+
+pub mod layout;
