@@ -6,6 +6,8 @@
 //! unit-tested without `/dev/kvm`.
 
 pub mod bus;
+pub mod legacy;
+pub mod pci;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,3 +1,4 @@
 //! x86_64: guest physical layout, CPUID, registers, boot and ACPI.
 
+pub mod acpi;
 pub mod layout;

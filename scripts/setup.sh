@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install what building, running and testing Kiln needs on a fresh Debian 12
+# machine (as root), then fetch guest material and build. Idempotent.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+need_pkgs=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+for p in binutils cpio xz-utils iproute2 socat fio python3; do have "$p" || need_pkgs+=("$p"); done
+if ! have qemu-system-x86; then need_pkgs+=(qemu-system-x86); fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # qemu-system-x86 (7.2, the benchmark peer) needs qemu-utils of the same
+    # version; a machine that came with a newer qemu-utils from backports
+    # gets the matching one, so qemu-img is always there (testbed.md).
+    extra=()
+    if [[ " ${need_pkgs[*]} " == *" qemu-system-x86 "* ]]; then
+        v=$(apt-cache madison qemu-system-x86 | awk 'NR==1 {print $3}')
+        extra=(--allow-downgrades "qemu-utils=$v")
+    fi
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" "${extra[@]}" >/dev/null
+fi
+"$root/scripts/fetch-guest.sh"

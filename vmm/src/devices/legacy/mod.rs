@@ -1,0 +1,7 @@
+//! Legacy PC devices on I/O ports.
+
+pub mod debug_port;
+pub mod i8042;
+pub mod pm;
+pub mod rtc;
+pub mod serial;

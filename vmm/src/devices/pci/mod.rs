@@ -1,0 +1,1 @@
+//! PCI root: configuration mechanism 1, ECAM, host bridge.
