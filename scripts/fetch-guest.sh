@@ -33,6 +33,7 @@ fetch_deb() {
     esac
     local tmp
     tmp=$(mktemp -d)
+    chmod 755 "$tmp"
     (cd "$tmp" && apt-get download -qq "$real")
     dpkg -x "$tmp"/*.deb "$cache/debs/$name.partial"
     rm -rf "$tmp"
@@ -53,7 +54,7 @@ if [ ! -e "$g/vmlinux" ]; then
     # The bzImage carries an XZ stream; decompressing it here spares the guest
     # its slow in-guest decompressor (testbed.md). xz ends with a complaint
     # about the trailing bytes after the stream, which is expected.
-    off=$(grep -obUaP '\xfd7zXZ\x00' "$g/vmlinuz" | head -n1 | cut -d: -f1)
+    off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$g/vmlinuz" | head -n1 | cut -d: -f1)
     tail -c +"$((off + 1))" "$g/vmlinuz" | xz -dc > "$g/vmlinux.partial" 2>/dev/null || true
     head -c 4 "$g/vmlinux.partial" | grep -q $'\x7fELF' || { echo "vmlinux extraction failed" >&2; exit 1; }
     mv "$g/vmlinux.partial" "$g/vmlinux"

@@ -8,5 +8,6 @@
 //! Plain serde data only: validation and use live with the code that needs
 //! them (`vmm/src/config.rs`).
 
+pub mod compute;
 pub mod control;
 pub mod vm;

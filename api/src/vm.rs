@@ -78,6 +78,22 @@ pub struct KernelConfig {
     pub initramfs: Option<String>,
     #[serde(default)]
     pub cmdline: String,
+    /// Which entry point of the kernel to use.
+    #[serde(default)]
+    pub protocol: BootProtocol,
+}
+
+/// Entry point of a directly booted kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootProtocol {
+    /// PVH if the ELF kernel has a PVH note, else the 64-bit Linux entry.
+    #[default]
+    Auto,
+    /// The 64-bit Linux boot protocol (ELF entry or bzImage + 0x200).
+    Linux,
+    /// PVH (32-bit entry named by the kernel's Xen ELF note).
+    Pvh,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

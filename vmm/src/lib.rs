@@ -2,4 +2,14 @@
 //! the map of this crate.
 
 pub mod arch;
+pub mod config;
+pub mod console;
+pub mod control;
+pub mod controller;
+pub mod device_manager;
 pub mod devices;
+pub mod logger;
+pub mod memory;
+pub mod terminal;
+pub mod vcpu;
+pub mod vm;

@@ -1,1 +1,117 @@
-fn main() {}
+//! kiln-vmm: run one KVM virtual machine, then exit with a status that says
+//! how it ended (see `kiln_api::control::ExitReason::exit_code`).
+
+use std::os::unix::process::CommandExt;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::Parser;
+use event_manager::{EventManager, SubscriberOps};
+use kiln_api::control::ExitReason;
+use kiln_vmm::config::Args;
+use kiln_vmm::controller::{bind, Controller, Outcome};
+use kiln_vmm::vm::Vm;
+use kiln_vmm::{logger, terminal};
+use log::{error, info};
+
+/// Print an error and its chain of causes, once.
+fn report(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    msg
+}
+
+fn fail(msg: String) -> ! {
+    terminal::restore();
+    error!("{msg}");
+    eprintln!("kiln-vmm: {msg}");
+    std::process::exit(
+        ExitReason::HostError {
+            message: msg.clone(),
+        }
+        .exit_code(),
+    );
+}
+
+fn main() {
+    let start = Instant::now();
+    let args = Args::parse();
+    logger::init(args.log_level, start);
+    let config = args.vm_config().unwrap_or_else(|e| {
+        eprintln!("kiln-vmm: {}", report(&e));
+        std::process::exit(2);
+    });
+    let api = config.api_socket.as_deref().map(|p| {
+        bind(p).unwrap_or_else(|e| fail(format!("cannot listen on the API socket {p}: {e}")))
+    });
+    let console = config.serial.socket.as_deref().map(|p| {
+        bind(p).unwrap_or_else(|e| fail(format!("cannot listen on the console socket {p}: {e}")))
+    });
+    let mut vm = Vm::build(&config, start).unwrap_or_else(|e| fail(report(&e)));
+    if config.serial.stdio {
+        terminal::set_raw();
+    }
+    vm.start().unwrap_or_else(|e| fail(report(&e)));
+    info!(
+        "VM running: {} vCPUs, {} MiB, built in {} µs",
+        config.cpus.count,
+        config.memory.size_mib,
+        vm.build_time.as_micros()
+    );
+
+    let controller = Arc::new(Mutex::new(Controller::new(vm, api, console)));
+    let mut events = EventManager::<Arc<Mutex<Controller>>>::new()
+        .unwrap_or_else(|e| fail(format!("cannot create the event loop: {e}")));
+    events.add_subscriber(controller.clone());
+    let outcome = loop {
+        let timeout = if controller.lock().unwrap().has_pending_input() {
+            10
+        } else {
+            -1
+        };
+        if let Err(e) = events.run_with_timeout(timeout) {
+            fail(format!("event loop failed: {e}"));
+        }
+        let mut ctl = controller.lock().unwrap();
+        ctl.flush_input();
+        if let Some(outcome) = ctl.outcome() {
+            break outcome;
+        }
+    };
+    terminal::restore();
+    let ctl = controller.lock().unwrap();
+    for path in ctl.socket_paths() {
+        let _ = std::fs::remove_file(path);
+    }
+    match outcome {
+        Outcome::Ended(reason) => {
+            let code = reason.exit_code();
+            match &reason {
+                ExitReason::PowerOff => info!("guest powered off"),
+                ExitReason::Reboot => info!("guest asked for a reboot"),
+                ExitReason::Killed => info!("killed through the control API"),
+                ExitReason::TripleFault { vcpu } => error!("vcpu{vcpu}: triple fault"),
+                ExitReason::EmulationFailure { vcpu, registers } => {
+                    error!("vcpu{vcpu}: KVM emulation failure at {registers}")
+                }
+                ExitReason::HostError { message } => error!("host error: {message}"),
+            }
+            info!("exit status {code}");
+            std::process::exit(code);
+        }
+        Outcome::Restart => {
+            info!("reset: restarting the VMM in place");
+            let mut argv = std::env::args_os();
+            let _ = argv.next();
+            let err = std::process::Command::new("/proc/self/exe")
+                .args(argv)
+                .exec();
+            fail(format!("cannot restart: {err}"));
+        }
+    }
+}

@@ -1,4 +1,7 @@
 //! x86_64: guest physical layout, CPUID, registers, boot and ACPI.
 
 pub mod acpi;
+pub mod boot;
+pub mod cpuid;
 pub mod layout;
+pub mod regs;

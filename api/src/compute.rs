@@ -1,0 +1,269 @@
+//! The compute API of `kilnd`: JSON bodies of the REST resources under `/v1`
+//! on its unix socket (see `api/openapi.json` for the routes).
+//!
+//! | resource | bodies |
+//! |---|---|
+//! | `GET /v1/host` | [`HostInfo`] |
+//! | `/v1/flavors` | [`FlavorCreate`] in, [`Flavor`] / [`FlavorList`] out |
+//! | `/v1/images` | [`ImageCreate`] in, [`Image`] / [`ImageList`] out |
+//! | `/v1/servers` | [`ServerCreate`] in, [`Server`] / [`ServerList`] out |
+//! | `POST /v1/servers/{id}/action` | [`ServerAction`] in, 202 |
+//! | `GET /v1/servers/{id}/console` | [`ConsoleOutput`] out |
+//!
+//! Every request body rejects unknown fields. Every error answers an
+//! [`ErrorBody`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The body of every error answer (4xx and 5xx).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// A size of server: what placement counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flavor {
+    pub id: String,
+    pub name: String,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+}
+
+/// `POST /v1/flavors`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlavorCreate {
+    pub name: String,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlavorList {
+    pub flavors: Vec<Flavor>,
+}
+
+/// The format of a disk image, always given explicitly, never probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+/// What an image is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum ImageKind {
+    /// A kernel for direct boot (Nova's AKI/ARI): paths on the host.
+    Kernel {
+        kernel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        initramfs: Option<String>,
+        #[serde(default)]
+        cmdline: String,
+    },
+    /// A disk image copied into the image store.
+    Disk {
+        format: DiskFormat,
+        /// Where the copy lives in the image store.
+        path: String,
+        size_bytes: u64,
+        sha256: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: ImageKind,
+    pub created_at: String,
+}
+
+/// `POST /v1/images`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", deny_unknown_fields)]
+pub enum ImageCreate {
+    /// Register a kernel (absolute host paths; the files are not copied).
+    Kernel {
+        name: String,
+        kernel: String,
+        #[serde(default)]
+        initramfs: Option<String>,
+        #[serde(default)]
+        cmdline: Option<String>,
+    },
+    /// Import a disk image from an absolute host path into the image store.
+    Disk {
+        name: String,
+        path: String,
+        format: DiskFormat,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageList {
+    pub images: Vec<Image>,
+}
+
+/// Nova's server statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerStatus {
+    Build,
+    Active,
+    Shutoff,
+    Paused,
+    Reboot,
+    Error,
+    Deleted,
+}
+
+impl ServerStatus {
+    pub const ALL: [ServerStatus; 7] = [
+        ServerStatus::Build,
+        ServerStatus::Active,
+        ServerStatus::Shutoff,
+        ServerStatus::Paused,
+        ServerStatus::Reboot,
+        ServerStatus::Error,
+        ServerStatus::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerStatus::Build => "BUILD",
+            ServerStatus::Active => "ACTIVE",
+            ServerStatus::Shutoff => "SHUTOFF",
+            ServerStatus::Paused => "PAUSED",
+            ServerStatus::Reboot => "REBOOT",
+            ServerStatus::Error => "ERROR",
+            ServerStatus::Deleted => "DELETED",
+        }
+    }
+
+    /// Parses the upper-case name (`ACTIVE`); case-insensitive.
+    pub fn parse(s: &str) -> Option<ServerStatus> {
+        ServerStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// Why a server is in ERROR.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub message: String,
+    pub created: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Server {
+    pub id: String,
+    pub name: String,
+    pub status: ServerStatus,
+    /// What is being done to it right now (`spawning`, `powering-off`,
+    /// `rebooting`, `deleting`, ...), as Nova's `OS-EXT-STS:task_state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    pub flavor_id: String,
+    pub image_id: String,
+    /// The allocation it holds from create until delete.
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    pub cmdline: String,
+    pub metadata: BTreeMap<String, String>,
+    /// Process id of its `kiln-vmm`, while one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /v1/servers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCreate {
+    pub name: String,
+    /// Flavor id or name.
+    pub flavor: String,
+    /// Kernel image id or name.
+    pub image: String,
+    /// Kernel command line; the image's default when absent.
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    #[serde(default)]
+    pub user_data: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerList {
+    pub servers: Vec<Server>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebootType {
+    /// ACPI power button, then a restart; forced after the stop timeout.
+    #[default]
+    Soft,
+    /// Kill the VMM and start a new one.
+    Hard,
+}
+
+/// `POST /v1/servers/{id}/action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action", deny_unknown_fields)]
+pub enum ServerAction {
+    Start,
+    /// ACPI power button, then forced after the stop timeout.
+    Stop,
+    Reboot {
+        #[serde(default, rename = "type")]
+        kind: RebootType,
+    },
+    Pause,
+    Resume,
+}
+
+/// `GET /v1/servers/{id}/console?tail=N`: the serial log (the last `tail`
+/// lines when given).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleOutput {
+    pub output: String,
+}
+
+/// One resource class as placement sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResourceUsage {
+    pub total: u64,
+    pub reserved: u64,
+    pub allocation_ratio: f64,
+    /// `(total - reserved) * allocation_ratio`, rounded down.
+    pub capacity: u64,
+    pub used: u64,
+    pub free: u64,
+}
+
+/// `GET /v1/host`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub vcpus: ResourceUsage,
+    pub ram_mb: ResourceUsage,
+    pub disk_gb: ResourceUsage,
+    /// Servers holding an allocation (every status but DELETED).
+    pub servers: u64,
+}

@@ -1,0 +1,247 @@
+//! From the command line (or a JSON file) to a validated
+//! [`kiln_api::vm::VmConfig`].
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use kiln_api::vm::{BootProtocol, CpusConfig, KernelConfig, MemoryConfig, SerialConfig, VmConfig};
+
+use crate::arch::x86_64::cpuid;
+
+/// kiln-vmm: run one KVM virtual machine.
+///
+/// Describe the VM with flags, or with `--config FILE` (the JSON form of the
+/// same description, as kilnd writes it).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// VM description as JSON (kiln_api::vm::VmConfig); excludes the VM flags.
+    #[arg(long, conflicts_with_all = ["kernel", "cpus", "memory"])]
+    pub config: Option<PathBuf>,
+    /// Kernel to boot directly: ELF vmlinux (PVH or 64-bit entry) or bzImage.
+    #[arg(long, required_unless_present = "config")]
+    pub kernel: Option<String>,
+    #[arg(long)]
+    pub initramfs: Option<String>,
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Kernel entry point: auto (PVH if the kernel has one), linux, pvh.
+    #[arg(long, default_value = "auto", value_parser = parse_protocol)]
+    pub boot_protocol: BootProtocol,
+    /// Number of vCPUs.
+    #[arg(long)]
+    pub cpus: Option<u8>,
+    /// Guest RAM, e.g. 512M, 2G (a plain number is MiB).
+    #[arg(long, value_parser = parse_size_mib)]
+    pub memory: Option<u64>,
+    /// Back guest RAM with a memfd (shareable) instead of anonymous memory.
+    #[arg(long)]
+    pub shared_memory: bool,
+    /// Back guest RAM with huge pages.
+    #[arg(long)]
+    pub hugepages: bool,
+    /// CPU template: host, x86-64-v2, kvm-nested.
+    #[arg(long, default_value = "host")]
+    pub cpu_template: String,
+    /// Append the serial console's output to this file.
+    #[arg(long)]
+    pub serial_log: Option<String>,
+    /// Serve the serial console on this unix socket.
+    #[arg(long)]
+    pub console_socket: Option<String>,
+    /// Use stdin/stdout as the serial console.
+    #[arg(long)]
+    pub serial_stdout: bool,
+    /// Control API socket (HTTP/JSON).
+    #[arg(long)]
+    pub api_socket: Option<String>,
+    /// Log level: error, warn, info, debug.
+    #[arg(long, default_value = "info", value_parser = parse_level)]
+    pub log_level: log::LevelFilter,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}", .0.display())]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("{} is not a valid VM description", .0.display())]
+    Parse(PathBuf, #[source] serde_json::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("unknown log level {s:?}: use error, warn, info, debug"))
+}
+
+fn parse_protocol(s: &str) -> Result<BootProtocol, String> {
+    match s {
+        "auto" => Ok(BootProtocol::Auto),
+        "linux" => Ok(BootProtocol::Linux),
+        "pvh" => Ok(BootProtocol::Pvh),
+        _ => Err(format!(
+            "unknown boot protocol {s:?}: use auto, linux or pvh"
+        )),
+    }
+}
+
+/// `512M`, `2G`, `1024` (MiB), `1T` → MiB.
+pub fn parse_size_mib(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult = match c.to_ascii_uppercase() {
+                'M' => 1,
+                'G' => 1024,
+                'T' => 1024 * 1024,
+                _ => return Err(format!("unknown size suffix in {s:?}: use M, G or T")),
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size like 512M or 2G"))
+}
+
+impl Args {
+    /// The VM description these arguments give.
+    pub fn vm_config(&self) -> Result<VmConfig, ConfigError> {
+        let cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                serde_json::from_str(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?
+            }
+            None => VmConfig {
+                cpus: CpusConfig {
+                    count: self.cpus.unwrap_or(1),
+                    template: self.cpu_template.clone(),
+                },
+                memory: MemoryConfig {
+                    size_mib: self.memory.unwrap_or(512),
+                    shared: self.shared_memory,
+                    hugepages: self.hugepages,
+                },
+                kernel: self.kernel.as_ref().map(|k| KernelConfig {
+                    path: k.clone(),
+                    initramfs: self.initramfs.clone(),
+                    cmdline: self.cmdline.clone(),
+                    protocol: self.boot_protocol,
+                }),
+                firmware: None,
+                serial: SerialConfig {
+                    log: self.serial_log.clone(),
+                    socket: self.console_socket.clone(),
+                    stdio: self.serial_stdout,
+                },
+                api_socket: self.api_socket.clone(),
+            },
+        };
+        validate(&cfg)?;
+        Ok(cfg)
+    }
+}
+
+/// Check what serde cannot: ranges and combinations.
+pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    if cfg.cpus.count == 0 || cfg.cpus.count > 254 {
+        return bad(format!("cpus must be 1 to 254, not {}", cfg.cpus.count));
+    }
+    if let Err(e) = cpuid::template(&cfg.cpus.template) {
+        return bad(e.to_string());
+    }
+    if cfg.memory.size_mib < 16 || cfg.memory.size_mib > (1 << 20) {
+        return bad(format!(
+            "memory must be 16 MiB to 1 TiB, not {} MiB",
+            cfg.memory.size_mib
+        ));
+    }
+    match (&cfg.kernel, &cfg.firmware) {
+        (None, None) => return bad("nothing to boot: give a kernel".into()),
+        (Some(_), Some(_)) => return bad("give a kernel or a firmware, not both".into()),
+        (None, Some(_)) => return bad("firmware boot is not supported yet".into()),
+        (Some(_), None) => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size_mib("512M"), Ok(512));
+        assert_eq!(parse_size_mib("2G"), Ok(2048));
+        assert_eq!(parse_size_mib("2g"), Ok(2048));
+        assert_eq!(parse_size_mib("1024"), Ok(1024));
+        assert_eq!(parse_size_mib("1T"), Ok(1 << 20));
+        for bad in ["", "M", "0", "-1G", "12Q", "99999999999999999999G"] {
+            assert!(parse_size_mib(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_and_json_give_the_same_config() {
+        let args = Args::parse_from([
+            "kiln-vmm",
+            "--kernel",
+            "/k",
+            "--cmdline",
+            "console=ttyS0",
+            "--cpus",
+            "2",
+            "--memory",
+            "1G",
+            "--serial-log",
+            "/tmp/s.log",
+            "--api-socket",
+            "/tmp/a.sock",
+            "--cpu-template",
+            "kvm-nested",
+        ]);
+        let from_flags = args.vm_config().unwrap();
+        assert_eq!(from_flags.cpus.count, 2);
+        assert_eq!(from_flags.memory.size_mib, 1024);
+        assert_eq!(from_flags.kernel.as_ref().unwrap().cmdline, "console=ttyS0");
+        let dir = std::env::temp_dir().join(format!("kiln-cfg-{}.json", std::process::id()));
+        std::fs::write(&dir, serde_json::to_string(&from_flags).unwrap()).unwrap();
+        let args = Args::parse_from(["kiln-vmm", "--config", dir.to_str().unwrap()]);
+        assert_eq!(args.vm_config().unwrap(), from_flags);
+        std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_configs_say_what_is_wrong() {
+        let mut cfg = VmConfig {
+            kernel: Some(KernelConfig::default()),
+            ..Default::default()
+        };
+        validate(&cfg).unwrap();
+        cfg.cpus.count = 0;
+        assert!(validate(&cfg).unwrap_err().to_string().contains("cpus"));
+        cfg.cpus.count = 1;
+        cfg.cpus.template = "nope".into();
+        assert!(validate(&cfg).unwrap_err().to_string().contains("nope"));
+        cfg.cpus.template = "host".into();
+        cfg.memory.size_mib = 1;
+        assert!(validate(&cfg).unwrap_err().to_string().contains("memory"));
+        cfg.memory.size_mib = 64;
+        cfg.kernel = None;
+        assert!(validate(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("nothing to boot"));
+        let bad_json = r#"{"cpus":{"count":1},"memory":{"size_mib":64},"bogus":1}"#;
+        assert!(serde_json::from_str::<VmConfig>(bad_json)
+            .unwrap_err()
+            .to_string()
+            .contains("bogus"));
+    }
+}

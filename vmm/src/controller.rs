@@ -1,0 +1,323 @@
+//! The control loop: one thread (the main one) runs an `event-manager`
+//! loop over the control API socket, the console socket and its clients,
+//! stdin, and the eventfd that says the guest has ended.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use kiln_api::control::{ExitReason, VmInfo, VmState};
+use log::{info, warn};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::control::{self, Command, ControlTarget};
+use crate::vcpu::RunState;
+use crate::vm::Vm;
+
+const EXIT: u32 = 0;
+const API: u32 = 1;
+const CONSOLE: u32 = 2;
+const STDIN: u32 = 3;
+const CLIENT: u32 = 4;
+
+/// Ctrl-A, then `x`, on an interactive stdin console ends the VM.
+const ESCAPE: u8 = 0x01;
+
+/// How the control loop ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The VM ended; exit with this reason.
+    Ended(ExitReason),
+    /// Restart the VMM in place (same pid, same config).
+    Restart,
+}
+
+pub struct Controller {
+    vm: Vm,
+    api: Option<(UnixListener, PathBuf)>,
+    console: Option<(UnixListener, PathBuf)>,
+    stdin: bool,
+    escape_pending: bool,
+    pending_input: VecDeque<u8>,
+    outcome: Option<Outcome>,
+}
+
+/// Bind a unix socket, replacing a stale socket file (not any other file).
+pub fn bind(path: &str) -> std::io::Result<(UnixListener, PathBuf)> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = PathBuf::from(path);
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    let listener = UnixListener::bind(&path)?;
+    listener.set_nonblocking(true)?;
+    Ok((listener, path))
+}
+
+impl Controller {
+    pub fn new(
+        vm: Vm,
+        api: Option<(UnixListener, PathBuf)>,
+        console: Option<(UnixListener, PathBuf)>,
+    ) -> Self {
+        let stdin = vm.config.serial.stdio;
+        Controller {
+            vm,
+            api,
+            console,
+            stdin,
+            escape_pending: false,
+            pending_input: VecDeque::new(),
+            outcome: None,
+        }
+    }
+
+    pub fn outcome(&mut self) -> Option<Outcome> {
+        self.outcome.take()
+    }
+
+    pub fn has_pending_input(&self) -> bool {
+        !self.pending_input.is_empty()
+    }
+
+    /// Socket files to remove when the VMM exits.
+    pub fn socket_paths(&self) -> Vec<PathBuf> {
+        [&self.api, &self.console]
+            .into_iter()
+            .flatten()
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// Offer queued console input to the UART (it takes what fits).
+    pub fn flush_input(&mut self) {
+        if self.pending_input.is_empty() {
+            return;
+        }
+        let (a, b) = self.pending_input.as_slices();
+        let data = [a, b].concat();
+        let taken = self
+            .vm
+            .devices
+            .serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .enqueue_input(&data);
+        self.pending_input.drain(..taken);
+    }
+
+    fn queue_input(&mut self, data: &[u8]) {
+        // Bound what we hold for a guest that does not read its console.
+        let room = (64 * 1024usize).saturating_sub(self.pending_input.len());
+        self.pending_input.extend(data.iter().take(room));
+        self.flush_input();
+    }
+
+    fn read_stdin(&mut self) {
+        let mut buf = [0u8; 256];
+        let n = match std::io::stdin().lock().read(&mut buf) {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        let mut input = Vec::with_capacity(n);
+        for &b in &buf[..n] {
+            if self.escape_pending {
+                self.escape_pending = false;
+                match b {
+                    b'x' => {
+                        info!("console escape: ending the VM");
+                        self.vm.shared.end(ExitReason::Killed);
+                        return;
+                    }
+                    ESCAPE => input.push(ESCAPE),
+                    other => input.extend([ESCAPE, other]),
+                }
+            } else if b == ESCAPE && crate::terminal::is_raw() {
+                self.escape_pending = true;
+            } else {
+                input.push(b);
+            }
+        }
+        self.queue_input(&input);
+    }
+
+    fn accept_console(&mut self, ops: &mut EventOps) {
+        let Some((listener, _)) = &self.console else {
+            return;
+        };
+        while let Ok((stream, _)) = listener.accept() {
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let fd = stream.as_raw_fd();
+            if ops
+                .add(Events::with_data_raw(
+                    fd,
+                    CLIENT,
+                    EventSet::IN | EventSet::HANG_UP,
+                ))
+                .is_ok()
+            {
+                self.vm
+                    .console_clients
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(stream);
+            }
+        }
+    }
+
+    fn read_client(&mut self, fd: RawFd, ops: &mut EventOps) {
+        let mut buf = [0u8; 256];
+        let mut clients = self
+            .vm
+            .console_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(pos) = clients.iter().position(|c| c.as_raw_fd() == fd) else {
+            let _ = ops.remove(Events::empty_raw(fd));
+            return;
+        };
+        match clients[pos].read(&mut buf) {
+            Ok(0) => {
+                let _ = ops.remove(Events::empty_raw(fd));
+                clients.remove(pos);
+            }
+            Ok(n) => {
+                drop(clients);
+                self.queue_input(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                let _ = ops.remove(Events::empty_raw(fd));
+                clients.remove(pos);
+            }
+        }
+    }
+
+    fn serve_api(&mut self) {
+        loop {
+            let stream = match &self.api {
+                Some((listener, _)) => match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => return,
+                },
+                None => return,
+            };
+            match control::serve_connection(stream, self) {
+                Some(Command::Kill) => self.vm.shared.end(ExitReason::Killed),
+                Some(Command::Reset) => self.outcome = Some(Outcome::Restart),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl ControlTarget for Controller {
+    fn info(&self) -> VmInfo {
+        let exit_reason = self.vm.shared.exit_reason();
+        let state = match (&exit_reason, self.vm.shared.run_state()) {
+            (Some(_), _) => VmState::Shutdown,
+            (None, RunState::Paused) => VmState::Paused,
+            (None, RunState::Running) => VmState::Running,
+        };
+        VmInfo {
+            state,
+            pid: std::process::id(),
+            config: self.vm.config.clone(),
+            boot_progress: self
+                .vm
+                .devices
+                .boot_progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            exit_reason,
+        }
+    }
+
+    fn act(&mut self, cmd: Command) -> Result<(), String> {
+        if self.vm.shared.exit_reason().is_some() {
+            return Err("the VM has already ended".into());
+        }
+        let state = self.vm.shared.run_state();
+        match cmd {
+            Command::Info => {}
+            Command::Pause if state == RunState::Paused => {
+                return Err("the VM is already paused".into())
+            }
+            Command::Pause => {
+                self.vm.shared.pause(&self.vm.threads);
+                info!("paused");
+            }
+            Command::Resume if state != RunState::Paused => {
+                return Err("the VM is not paused".into())
+            }
+            Command::Resume => {
+                self.vm.shared.resume();
+                info!("resumed");
+            }
+            Command::PowerButton if state == RunState::Paused => {
+                return Err("the VM is paused; resume it first".into())
+            }
+            Command::PowerButton => {
+                info!("ACPI power button pressed");
+                self.vm
+                    .devices
+                    .pm
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .press_power_button();
+            }
+            Command::Reset | Command::Kill => {}
+        }
+        Ok(())
+    }
+}
+
+impl MutEventSubscriber for Controller {
+    fn init(&mut self, ops: &mut EventOps) {
+        let mut add = |fd: RawFd, data: u32| {
+            if let Err(e) = ops.add(Events::with_data_raw(fd, data, EventSet::IN)) {
+                warn!("cannot watch fd {fd}: {e}");
+            }
+        };
+        add(self.vm.shared.exit_evt.as_raw_fd(), EXIT);
+        if let Some((l, _)) = &self.api {
+            add(l.as_raw_fd(), API);
+        }
+        if let Some((l, _)) = &self.console {
+            add(l.as_raw_fd(), CONSOLE);
+        }
+        if self.stdin {
+            add(libc::STDIN_FILENO, STDIN);
+        }
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        match events.data() {
+            EXIT => {
+                let _ = self.vm.shared.exit_evt.read();
+                if let Some(reason) = self.vm.shared.exit_reason() {
+                    self.outcome = Some(Outcome::Ended(reason));
+                }
+            }
+            API => self.serve_api(),
+            CONSOLE => self.accept_console(ops),
+            STDIN => {
+                if events.event_set().contains(EventSet::HANG_UP) {
+                    let _ = ops.remove(Events::empty_raw(libc::STDIN_FILENO));
+                } else {
+                    self.read_stdin();
+                }
+            }
+            CLIENT => self.read_client(events.fd(), ops),
+            _ => {}
+        }
+    }
+}
