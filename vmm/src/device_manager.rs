@@ -16,7 +16,9 @@ use crate::devices::legacy::debug_port::DebugPort;
 use crate::devices::legacy::i8042::I8042Device;
 use crate::devices::legacy::pm::PmDevice;
 use crate::devices::legacy::reset::ResetControl;
+use crate::devices::legacy::rtc::Rtc;
 use crate::devices::legacy::serial::SerialDevice;
+use crate::devices::pci::{PciConfigIo, PciConfigMmio, PciRoot, PCI_CONFIG_IO_LEN};
 use crate::devices::{Interrupt, VmRequests};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,7 @@ pub struct DeviceManager {
     pub serial: Arc<Mutex<SerialDevice>>,
     pub pm: Arc<Mutex<PmDevice>>,
     pub boot_progress: Arc<Mutex<Vec<BootProgress>>>,
+    pub pci: Arc<Mutex<PciRoot>>,
 }
 
 fn put<D: BusDevice + 'static>(
@@ -77,49 +80,21 @@ fn put<D: BusDevice + 'static>(
     Ok(dev)
 }
 
-/// Port 0xCF8..0xCFF is PCI configuration mechanism 1, except that a byte
-/// access to 0xCF9 is the reset control register, as on a PC chipset.
-struct CfPorts {
-    pci: Option<Arc<Mutex<dyn BusDevice>>>,
-    reset: ResetControl,
-}
-
-impl BusDevice for CfPorts {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        match (&self.pci, offset, data.len()) {
-            (_, 1, 1) => self.reset.read(0, data),
-            (Some(pci), ..) => pci
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .read(offset, data),
-            (None, ..) => data.fill(0xff),
-        }
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        match (&self.pci, offset, data.len()) {
-            (_, 1, 1) => self.reset.write(0, data),
-            (Some(pci), ..) => pci
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .write(offset, data),
-            (None, ..) => {}
-        }
-    }
-}
-
 impl DeviceManager {
-    /// Create the legacy devices. `console` receives the UART's output;
-    /// `requests` hears power-off and reset; `start` is the VMM's start time
-    /// that debug-port timestamps count from.
+    /// Create the platform devices for a VM of `mem_size` bytes and `cpus`
+    /// vCPUs. `console` receives the UART's output; `requests` hears
+    /// power-off and reset; `start` is the VMM's start time that debug-port
+    /// timestamps count from.
     pub fn new(
         vm: &VmFd,
         console: Box<dyn Write + Send>,
         requests: Arc<dyn VmRequests>,
         start: Instant,
+        mem_size: u64,
+        cpus: u8,
     ) -> Result<Self, DeviceError> {
         let mut pio = Bus::new();
-        let mmio = Bus::new();
+        let mut mmio = Bus::new();
         let serial = put(
             &mut pio,
             "COM1",
@@ -130,10 +105,14 @@ impl DeviceManager {
         put(
             &mut pio,
             "i8042",
-            I8042Device::new(requests.clone()),
+            I8042Device::new(requests.clone()).with_interrupt(irq_line(vm, layout::I8042_IRQ)?),
             u64::from(layout::I8042_PORT),
             5,
         )?;
+        let mut rtc = Rtc::new(false);
+        rtc.set_memory_size(mem_size);
+        rtc.set_cpu_count(cpus);
+        put(&mut pio, "RTC", rtc, u64::from(layout::RTC_PORT), 2)?;
         let debug = DebugPort::new(start);
         let boot_progress = debug.log();
         put(
@@ -150,17 +129,27 @@ impl DeviceManager {
             u64::from(layout::PM_IO_BASE),
             12,
         )?;
+        // Direct kernel boot: a Q35-like host bridge; Linux finds the ECAM
+        // through the MCFG table. 0xCF9 (reset control) sits inside the
+        // mechanism-1 ports, so the PCI config device forwards it.
+        let pci = Arc::new(Mutex::new(PciRoot::new()));
+        let reset: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(ResetControl::new(requests)));
         put(
             &mut pio,
-            "PCI config / reset",
-            CfPorts {
-                pci: None,
-                reset: ResetControl::new(requests),
-            },
+            "PCI config ports",
+            PciConfigIo::new(pci.clone()).with_port_cf9(reset),
             u64::from(layout::PCI_CONFIG_PORT),
-            8,
+            PCI_CONFIG_IO_LEN,
+        )?;
+        put(
+            &mut mmio,
+            "PCI ECAM",
+            PciConfigMmio::new(pci.clone()),
+            layout::PCI_ECAM_START,
+            layout::PCI_ECAM_SIZE,
         )?;
         Ok(DeviceManager {
+            pci,
             pio,
             mmio,
             serial,

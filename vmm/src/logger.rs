@@ -20,9 +20,11 @@ impl Log for Logger {
             return;
         }
         let t = self.start.elapsed();
-        let _ = writeln!(
+        // A raw-mode terminal needs the carriage return spelled out.
+        let end = if crate::terminal::is_raw() { "\r\n" } else { "\n" };
+        let _ = write!(
             std::io::stderr().lock(),
-            "kiln-vmm[{}] {:<5} +{}.{:06} {}\r",
+            "kiln-vmm[{}] {:<5} +{}.{:06} {}{end}",
             std::process::id(),
             record.level(),
             t.as_secs(),

@@ -12,7 +12,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use log::info;
 
 use crate::arch::x86_64::regs::{self, EntryMode};
-use crate::arch::x86_64::{acpi, boot, cpuid};
+use crate::arch::x86_64::{acpi, boot, cpuid, irq};
 use crate::console::{Clients, ConsoleOutput};
 use crate::device_manager::{DeviceError, DeviceManager};
 use crate::memory::{self, Backing, GuestMemoryMmap, MemoryError};
@@ -100,6 +100,7 @@ impl Vm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(kvm_op("create the PIT"))?;
+        irq::set_routes(&fd, &irq::legacy_routes()).map_err(kvm_op("set the interrupt routing"))?;
 
         let shared = Arc::new(VmShared::new().map_err(VmError::Console)?);
         let console_clients = Clients::default();
@@ -110,7 +111,14 @@ impl Vm {
             console_clients.clone(),
         )
         .map_err(VmError::Console)?;
-        let devices = DeviceManager::new(&fd, Box::new(console), shared.clone(), start)?;
+        let devices = DeviceManager::new(
+            &fd,
+            Box::new(console),
+            shared.clone(),
+            start,
+            mem_size,
+            config.cpus.count,
+        )?;
 
         let rsdp = acpi::create_acpi_tables(&mem, config.cpus.count, mem_size)?;
         let kernel = config

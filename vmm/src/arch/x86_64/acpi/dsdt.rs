@@ -1,0 +1,189 @@
+//! The DSDT: the AML namespace of the machine.
+//!
+//! ```text
+//! \_SB.PCI0   PCI host bridge (PNP0A08, PNP0A03): segment 0, bus 0, the
+//!             config ports, I/O, 32-bit and 64-bit MMIO windows
+//! \_SB.COM1   16550 UART (PNP0501)
+//! \_SB.RTC_   CMOS RTC (PNP0B00)
+//! \_SB.KBD_   i8042 keyboard controller (PNP0303)
+//! \_SB.MBRD   motherboard resources (PNP0C02): the ECAM area, PM ports
+//! \_SB.Cnnn   one processor device (ACPI0007) per vCPU, _UID = MADT UID
+//! \_S0_ \_S5_ sleep states; SLP_TYP of S5 is layout::S5_SLEEP_TYPE
+//! ```
+//!
+//! The power button is the fixed-hardware one (see the FADT), so there is
+//! no PNP0C0C device.
+
+use acpi_tables::aml::{
+    self, AddressSpace, AddressSpaceCacheable, Device, EISAName, Memory32Fixed, Name, Package,
+    Path, ResourceTemplate, IO,
+};
+use acpi_tables::sdt::Sdt;
+use acpi_tables::{Aml, AmlSink};
+
+use super::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
+use crate::arch::x86_64::layout;
+use crate::devices::legacy::pm;
+
+/// Revision 2: integers in AML are 64 bits wide.
+pub const REVISION: u8 = 2;
+/// ISA IRQs of devices that have no constant in `layout`.
+pub const RTC_IRQ: u8 = 8;
+pub const KBD_IRQ: u8 = 1;
+const RTC_PORT_LEN: u8 = 2;
+const I8042_COMMAND_PORT: u16 = layout::I8042_PORT + 4;
+const PCI_CONFIG_PORT_LEN: u16 = 8;
+
+/// An ISA IRQ descriptor without flags (edge triggered, active high,
+/// exclusive), as firmware describes ISA devices; the crate only has the
+/// extended interrupt descriptor.
+struct IrqNoFlags(u8);
+
+impl Aml for IrqNoFlags {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        // Small resource, type 4 (IRQ), two bytes: the IRQ mask.
+        sink.byte(0x22);
+        sink.word(1u16.checked_shl(u32::from(self.0)).unwrap_or(0));
+    }
+}
+
+fn emit(sink: &mut Vec<u8>, aml: &dyn Aml) {
+    aml.to_aml_bytes(sink);
+}
+
+fn pci_host_bridge(sink: &mut Vec<u8>, mem_size: u64) {
+    let cfg = layout::PCI_CONFIG_PORT;
+    let cfg_end = cfg + PCI_CONFIG_PORT_LEN;
+    let (mmio64_start, mmio64_size) = layout::mmio64_window(mem_size);
+    let bus = AddressSpace::<u16>::new_bus_number(0, u16::from(super::last_pci_bus()));
+    let cfg_io = IO::new(cfg, cfg, 1, PCI_CONFIG_PORT_LEN as u8);
+    let io_low = AddressSpace::<u16>::new_io(0, cfg - 1, None);
+    let io_high = AddressSpace::<u16>::new_io(cfg_end, u16::MAX, None);
+    let mmio32 = AddressSpace::<u32>::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        layout::MMIO32_START as u32,
+        (layout::MMIO32_START + layout::MMIO32_SIZE - 1) as u32,
+        None,
+    );
+    let mmio64 = AddressSpace::<u64>::new_memory(
+        AddressSpaceCacheable::Cacheable,
+        true,
+        mmio64_start,
+        mmio64_start + mmio64_size - 1,
+        None,
+    );
+    let crs = ResourceTemplate::new(vec![&bus, &cfg_io, &io_low, &io_high, &mmio32, &mmio64]);
+    emit(
+        sink,
+        &Device::new(
+            "_SB_.PCI0".into(),
+            vec![
+                &Name::new("_HID".into(), &EISAName::new("PNP0A08")),
+                &Name::new("_CID".into(), &EISAName::new("PNP0A03")),
+                &Name::new("_SEG".into(), &aml::ZERO),
+                &Name::new("_BBN".into(), &aml::ZERO),
+                &Name::new("_UID".into(), &aml::ZERO),
+                &Name::new("_CRS".into(), &crs),
+            ],
+        ),
+    );
+}
+
+/// A device with a _HID (EISA id), a _UID and a _CRS.
+fn isa_device(sink: &mut Vec<u8>, path: &str, hid: &str, uid: u8, resources: Vec<&dyn Aml>) {
+    let crs = ResourceTemplate::new(resources);
+    emit(
+        sink,
+        &Device::new(
+            path.into(),
+            vec![
+                &Name::new("_HID".into(), &EISAName::new(hid)),
+                &Name::new("_UID".into(), &uid),
+                &Name::new("_CRS".into(), &crs),
+            ],
+        ),
+    );
+}
+
+fn legacy_devices(sink: &mut Vec<u8>) {
+    let com1_io = IO::new(layout::COM1_PORT, layout::COM1_PORT, 1, 8);
+    let com1_irq = IrqNoFlags(layout::COM1_IRQ as u8);
+    isa_device(sink, "_SB_.COM1", "PNP0501", 1, vec![&com1_io, &com1_irq]);
+
+    let rtc_io = IO::new(layout::RTC_PORT, layout::RTC_PORT, 1, RTC_PORT_LEN);
+    let rtc_irq = IrqNoFlags(RTC_IRQ);
+    isa_device(sink, "_SB_.RTC_", "PNP0B00", 0, vec![&rtc_io, &rtc_irq]);
+
+    let kbd_data = IO::new(layout::I8042_PORT, layout::I8042_PORT, 1, 1);
+    let kbd_cmd = IO::new(I8042_COMMAND_PORT, I8042_COMMAND_PORT, 1, 1);
+    let kbd_irq = IrqNoFlags(KBD_IRQ);
+    isa_device(
+        sink,
+        "_SB_.KBD_",
+        "PNP0303",
+        0,
+        vec![&kbd_data, &kbd_cmd, &kbd_irq],
+    );
+
+    // Reserve what PCI must not hand out and an OS checks is reserved (the
+    // ECAM area, for Linux's MMCONFIG check).
+    let ecam = Memory32Fixed::new(
+        true,
+        layout::PCI_ECAM_START as u32,
+        layout::PCI_ECAM_SIZE as u32,
+    );
+    let pm_io = IO::new(
+        layout::PM_IO_BASE,
+        layout::PM_IO_BASE,
+        1,
+        pm::PM_IO_LEN as u8,
+    );
+    isa_device(sink, "_SB_.MBRD", "PNP0C02", 0, vec![&ecam, &pm_io]);
+}
+
+fn processors(sink: &mut Vec<u8>, num_cpus: u8) {
+    for id in 0..num_cpus {
+        let path = format!("_SB_.C{id:03X}");
+        emit(
+            sink,
+            &Device::new(
+                Path::new(&path),
+                vec![
+                    &Name::new("_HID".into(), &"ACPI0007"),
+                    &Name::new("_UID".into(), &id),
+                ],
+            ),
+        );
+    }
+}
+
+fn sleep_states(sink: &mut Vec<u8>) {
+    let s0 = 0u8;
+    let s5 = layout::S5_SLEEP_TYPE;
+    // SLP_TYPa, SLP_TYPb, two reserved.
+    emit(
+        sink,
+        &Name::new("_S0_".into(), &Package::new(vec![&s0, &s0, &0u8, &0u8])),
+    );
+    emit(
+        sink,
+        &Name::new("_S5_".into(), &Package::new(vec![&s5, &s5, &0u8, &0u8])),
+    );
+}
+
+/// The AML definition block, without the table header.
+pub fn dsdt_aml(num_cpus: u8, mem_size: u64) -> Vec<u8> {
+    let mut aml = Vec::new();
+    pci_host_bridge(&mut aml, mem_size);
+    legacy_devices(&mut aml);
+    processors(&mut aml, num_cpus);
+    sleep_states(&mut aml);
+    aml
+}
+
+pub fn dsdt(num_cpus: u8, mem_size: u64) -> Vec<u8> {
+    let mut sdt = Sdt::new(*b"DSDT", 36, REVISION, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    sdt.append_slice(&dsdt_aml(num_cpus, mem_size));
+    sdt.as_slice().to_vec()
+}

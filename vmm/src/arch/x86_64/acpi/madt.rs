@@ -1,0 +1,83 @@
+//! The MADT (signature "APIC"): one enabled local APIC per vCPU (APIC id and
+//! ACPI processor UID = vCPU index), the IOAPIC with GSI base 0, the two
+//! interrupt source overrides of a PC (IRQ0 -> GSI2, the SCI level
+//! triggered), and LINT1 as NMI on every processor.
+//!
+//! Built with `acpi_tables::sdt::Sdt`: the crate's MADT type cannot set the
+//! PCAT_COMPAT flag nor hold override and NMI entries.
+//!
+//! IRQ0 -> GSI2 is what QEMU tells guests; it holds only if the VMM routes
+//! GSI 0 (the in-kernel PIT) to IOAPIC pin 2, as QEMU's KVM routing does.
+
+use acpi_tables::sdt::Sdt;
+
+use super::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
+use crate::arch::x86_64::layout;
+
+pub const REVISION: u8 = 3;
+/// The machine also has dual 8259 PICs.
+pub const PCAT_COMPAT: u32 = 1;
+/// Structure types.
+pub const TYPE_LOCAL_APIC: u8 = 0;
+pub const TYPE_IOAPIC: u8 = 1;
+pub const TYPE_INTERRUPT_OVERRIDE: u8 = 2;
+pub const TYPE_LOCAL_APIC_NMI: u8 = 4;
+pub const LOCAL_APIC_ENABLED: u32 = 1;
+/// MPS INTI flags: polarity in bits 0-1, trigger mode in bits 2-3.
+pub const INTI_CONFORMS: u16 = 0;
+pub const INTI_ACTIVE_HIGH: u16 = 0b01;
+pub const INTI_LEVEL: u16 = 0b11 << 2;
+/// The IOAPIC's id; the in-kernel IOAPIC starts with id 0, like QEMU's.
+pub const IOAPIC_ID: u8 = 0;
+/// Processor UID meaning "all processors" in a local APIC NMI entry.
+const ALL_PROCESSORS: u8 = 0xff;
+/// The ISA timer IRQ and the GSI it arrives on.
+pub const TIMER_IRQ: u8 = 0;
+pub const TIMER_GSI: u32 = 2;
+
+fn local_apic(id: u8) -> [u8; 8] {
+    let mut e = [TYPE_LOCAL_APIC, 8, id, id, 0, 0, 0, 0];
+    e[4..].copy_from_slice(&LOCAL_APIC_ENABLED.to_le_bytes());
+    e
+}
+
+fn ioapic() -> [u8; 12] {
+    let mut e = [0u8; 12];
+    e[..4].copy_from_slice(&[TYPE_IOAPIC, 12, IOAPIC_ID, 0]);
+    e[4..8].copy_from_slice(&(layout::IOAPIC_START as u32).to_le_bytes());
+    // GSI base 0.
+    e
+}
+
+fn interrupt_override(irq: u8, gsi: u32, flags: u16) -> [u8; 10] {
+    let mut e = [0u8; 10];
+    // Bus 0 (ISA).
+    e[..4].copy_from_slice(&[TYPE_INTERRUPT_OVERRIDE, 10, 0, irq]);
+    e[4..8].copy_from_slice(&gsi.to_le_bytes());
+    e[8..].copy_from_slice(&flags.to_le_bytes());
+    e
+}
+
+fn local_apic_nmi() -> [u8; 6] {
+    // All processors, flags conform to the bus, LINT1.
+    [TYPE_LOCAL_APIC_NMI, 6, ALL_PROCESSORS, 0, 0, 1]
+}
+
+pub fn madt(num_cpus: u8) -> Vec<u8> {
+    let mut sdt = Sdt::new(*b"APIC", 44, REVISION, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    sdt.write_u32(36, layout::LAPIC_START as u32);
+    sdt.write_u32(40, PCAT_COMPAT);
+    for id in 0..num_cpus {
+        sdt.append_slice(&local_apic(id));
+    }
+    sdt.append_slice(&ioapic());
+    sdt.append_slice(&interrupt_override(TIMER_IRQ, TIMER_GSI, INTI_CONFORMS));
+    let sci = layout::SCI_IRQ;
+    sdt.append_slice(&interrupt_override(
+        sci as u8,
+        sci,
+        INTI_ACTIVE_HIGH | INTI_LEVEL,
+    ));
+    sdt.append_slice(&local_apic_nmi());
+    sdt.as_slice().to_vec()
+}

@@ -1,0 +1,198 @@
+//! Bus 0 and its host bridge.
+//!
+//! [`PciRoot`] holds one device per slot (function 0 only; other functions
+//! and empty slots read all ones, as nothing answers there). Slot 0 is the
+//! host bridge, whose identity ([`HostBridgeIdentity`]) is chosen at
+//! creation: Q35's MCH by default, i440FX's PMC as the alternative that
+//! firmware may prefer.
+
+use std::sync::{Arc, Mutex};
+
+use super::configuration::{PciConfiguration, PciHeader, NUM_CONFIG_REGS, NUM_EXT_CONFIG_REGS};
+use super::{BarMove, BarMoveHandler, PciBar, PciDevice, PciError, SharedPciDevice};
+
+/// Devices per bus.
+pub const NUM_SLOTS: usize = 32;
+
+/// The IDs the host bridge shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostBridgeIdentity {
+    pub vendor_id: u16,
+    pub device_id: u16,
+    pub class_code: u32,
+    pub revision_id: u8,
+}
+
+impl HostBridgeIdentity {
+    /// Intel 82G33/Q35 MCH, as QEMU's `q35` machine.
+    pub const Q35: Self = HostBridgeIdentity {
+        vendor_id: 0x8086,
+        device_id: 0x29c0,
+        class_code: 0x060000,
+        revision_id: 0,
+    };
+    /// Intel 440FX PMC, as QEMU's `pc` machine.
+    pub const I440FX: Self = HostBridgeIdentity {
+        vendor_id: 0x8086,
+        device_id: 0x1237,
+        class_code: 0x060000,
+        revision_id: 2,
+    };
+}
+
+/// The host bridge at 00:00.0: a header, no BARs. Its device-specific
+/// registers (0x40..0x100) read back what firmware writes (PAM, SMRAM,
+/// PCIEXBAR on a real chipset) but have no effect.
+pub struct PciHostBridge {
+    config: PciConfiguration,
+}
+
+impl PciHostBridge {
+    pub fn new(id: HostBridgeIdentity) -> Self {
+        let mut config = PciConfiguration::new(&PciHeader {
+            vendor_id: id.vendor_id,
+            device_id: id.device_id,
+            class_code: id.class_code,
+            revision_id: id.revision_id,
+            subsystem_vendor_id: 0,
+            subsystem_id: 0,
+        });
+        for reg in 0x40 / 4..NUM_CONFIG_REGS {
+            config.set_writable(reg, u32::MAX);
+        }
+        PciHostBridge { config }
+    }
+}
+
+impl PciDevice for PciHostBridge {
+    fn config_read(&mut self, reg_idx: usize) -> u32 {
+        self.config.read_reg(reg_idx)
+    }
+
+    fn config_write(&mut self, reg_idx: usize, offset: u64, data: &[u8]) -> Option<BarMove> {
+        self.config.write_reg(reg_idx, offset, data)
+    }
+
+    fn bars(&self) -> Vec<PciBar> {
+        Vec::new()
+    }
+}
+
+/// PCI bus 0.
+pub struct PciRoot {
+    slots: [Option<SharedPciDevice>; NUM_SLOTS],
+    host_bridge: HostBridgeIdentity,
+    bar_handler: Option<Arc<dyn BarMoveHandler>>,
+}
+
+impl Default for PciRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PciRoot {
+    /// A bus with a Q35 host bridge.
+    pub fn new() -> Self {
+        Self::with_host_bridge(HostBridgeIdentity::Q35)
+    }
+
+    pub fn with_host_bridge(id: HostBridgeIdentity) -> Self {
+        let mut slots: [Option<SharedPciDevice>; NUM_SLOTS] = std::array::from_fn(|_| None);
+        slots[0] = Some(Arc::new(Mutex::new(PciHostBridge::new(id))));
+        PciRoot {
+            slots,
+            host_bridge: id,
+            bar_handler: None,
+        }
+    }
+
+    pub fn host_bridge(&self) -> HostBridgeIdentity {
+        self.host_bridge
+    }
+
+    /// Put `device` in the first free slot; returns the slot (device
+    /// number).
+    pub fn add_device(&mut self, device: SharedPciDevice) -> Result<u8, PciError> {
+        let slot = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(PciError::NoFreeSlot)?;
+        self.slots[slot] = Some(device);
+        Ok(slot as u8)
+    }
+
+    /// Put `device` in `slot`.
+    pub fn add_device_at(&mut self, slot: u8, device: SharedPciDevice) -> Result<(), PciError> {
+        match self.slots.get_mut(usize::from(slot)) {
+            Some(s @ None) => {
+                *s = Some(device);
+                Ok(())
+            }
+            _ => Err(PciError::SlotUnavailable(slot)),
+        }
+    }
+
+    pub fn device(&self, slot: u8) -> Option<SharedPciDevice> {
+        self.slots.get(usize::from(slot))?.clone()
+    }
+
+    /// Who is told about BAR moves.
+    pub fn set_bar_move_handler(&mut self, handler: Arc<dyn BarMoveHandler>) {
+        self.bar_handler = Some(handler);
+    }
+
+    pub(super) fn bar_move_handler(&self) -> Option<Arc<dyn BarMoveHandler>> {
+        self.bar_handler.clone()
+    }
+
+    fn function(&self, bus: u8, slot: u8, function: u8) -> Option<&SharedPciDevice> {
+        if bus != 0 || function != 0 {
+            return None;
+        }
+        self.slots.get(usize::from(slot))?.as_ref()
+    }
+
+    /// Read register `reg_idx` of bus:slot.function; all ones if nothing is
+    /// there.
+    pub fn config_read(&self, bus: u8, slot: u8, function: u8, reg_idx: usize) -> u32 {
+        if reg_idx >= NUM_EXT_CONFIG_REGS {
+            return u32::MAX;
+        }
+        match self.function(bus, slot, function) {
+            Some(dev) => dev
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .config_read(reg_idx),
+            None => u32::MAX,
+        }
+    }
+
+    /// Write to bus:slot.function; `offset + data.len()` must stay within
+    /// the dword (else ignored). Returns the slot and BAR move, if the
+    /// write moved a BAR; the caller tells the handler once the root is
+    /// unlocked.
+    pub fn config_write(
+        &self,
+        bus: u8,
+        slot: u8,
+        function: u8,
+        reg_idx: usize,
+        offset: u64,
+        data: &[u8],
+    ) -> Option<(u8, BarMove)> {
+        if reg_idx >= NUM_EXT_CONFIG_REGS
+            || !matches!(data.len(), 1 | 2 | 4)
+            || offset.saturating_add(data.len() as u64) > 4
+        {
+            return None;
+        }
+        let dev = self.function(bus, slot, function)?;
+        let mv = dev
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config_write(reg_idx, offset, data)?;
+        Some((slot, mv))
+    }
+}
