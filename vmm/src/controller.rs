@@ -22,6 +22,36 @@ const API: u32 = 1;
 const CONSOLE: u32 = 2;
 const STDIN: u32 = 3;
 const CLIENT: u32 = 4;
+const SIGNAL: u32 = 5;
+
+/// Signals that end the VM cleanly (sockets removed, exit status 13).
+const TERMINATING: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Block the terminating signals in this thread (and so in every thread it
+/// starts afterwards) and return a signalfd that reports them.
+pub fn terminating_signals_fd() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset below.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for these calls; results are
+    // checked where they can fail.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for sig in TERMINATING {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: `set` is valid; the returned descriptor is checked.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
 
 /// Ctrl-A, then `x`, on an interactive stdin console ends the VM.
 const ESCAPE: u8 = 0x01;
@@ -43,6 +73,7 @@ pub struct Controller {
     escape_pending: bool,
     pending_input: VecDeque<u8>,
     outcome: Option<Outcome>,
+    signals: Option<std::os::fd::OwnedFd>,
 }
 
 /// Bind a unix socket, replacing a stale socket file (not any other file).
@@ -74,6 +105,24 @@ impl Controller {
             escape_pending: false,
             pending_input: VecDeque::new(),
             outcome: None,
+            signals: None,
+        }
+    }
+
+    /// End the VM (as killed) when one of the signals `fd` reports arrives.
+    pub fn watch_signals(&mut self, fd: std::os::fd::OwnedFd) {
+        self.signals = Some(fd);
+    }
+
+    fn read_signal(&mut self) {
+        let Some(fd) = &self.signals else { return };
+        let mut info = [0u8; 128];
+        // SAFETY: reads at most 128 bytes (one signalfd_siginfo) into `info`.
+        let n = unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) };
+        if n == info.len() as isize {
+            let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+            info!("signal {signo}: ending the VM");
+            self.vm.shared.end(ExitReason::Killed);
         }
     }
 
@@ -297,6 +346,9 @@ impl MutEventSubscriber for Controller {
         if self.stdin {
             add(libc::STDIN_FILENO, STDIN);
         }
+        if let Some(fd) = &self.signals {
+            add(fd.as_raw_fd(), SIGNAL);
+        }
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
@@ -317,6 +369,7 @@ impl MutEventSubscriber for Controller {
                 }
             }
             CLIENT => self.read_client(events.fd(), ops),
+            SIGNAL => self.read_signal(),
             _ => {}
         }
     }

@@ -52,6 +52,9 @@ fn main() {
     let console = config.serial.socket.as_deref().map(|p| {
         bind(p).unwrap_or_else(|e| fail(format!("cannot listen on the console socket {p}: {e}")))
     });
+    // Before any thread starts, so that every thread blocks them.
+    let signals = kiln_vmm::controller::terminating_signals_fd()
+        .unwrap_or_else(|e| fail(format!("cannot set up signal handling: {e}")));
     let mut vm = Vm::build(&config, start).unwrap_or_else(|e| fail(report(&e)));
     if config.serial.stdio {
         terminal::set_raw();
@@ -64,7 +67,9 @@ fn main() {
         vm.build_time.as_micros()
     );
 
-    let controller = Arc::new(Mutex::new(Controller::new(vm, api, console)));
+    let mut controller = Controller::new(vm, api, console);
+    controller.watch_signals(signals);
+    let controller = Arc::new(Mutex::new(controller));
     let mut events = EventManager::<Arc<Mutex<Controller>>>::new()
         .unwrap_or_else(|e| fail(format!("cannot create the event loop: {e}")));
     events.add_subscriber(controller.clone());
@@ -94,7 +99,7 @@ fn main() {
             match &reason {
                 ExitReason::PowerOff => info!("guest powered off"),
                 ExitReason::Reboot => info!("guest asked for a reboot"),
-                ExitReason::Killed => info!("killed through the control API"),
+                ExitReason::Killed => info!("killed (control API, signal or console escape)"),
                 ExitReason::TripleFault { vcpu } => error!("vcpu{vcpu}: triple fault"),
                 ExitReason::EmulationFailure { vcpu, registers } => {
                     error!("vcpu{vcpu}: KVM emulation failure at {registers}")
