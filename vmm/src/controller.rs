@@ -344,7 +344,14 @@ impl MutEventSubscriber for Controller {
             add(l.as_raw_fd(), CONSOLE);
         }
         if self.stdin {
-            add(libc::STDIN_FILENO, STDIN);
+            // A file or /dev/null as stdin cannot be polled: then there is
+            // simply no console input from stdin.
+            if ops
+                .add(Events::with_data_raw(libc::STDIN_FILENO, STDIN, EventSet::IN))
+                .is_err()
+            {
+                info!("stdin cannot be polled; console input only through the console socket");
+            }
         }
         if let Some(fd) = &self.signals {
             add(fd.as_raw_fd(), SIGNAL);
