@@ -343,6 +343,9 @@ impl MutEventSubscriber for Controller {
         if let Some((l, _)) = &self.console {
             add(l.as_raw_fd(), CONSOLE);
         }
+        if let Some(fd) = &self.signals {
+            add(fd.as_raw_fd(), SIGNAL);
+        }
         if self.stdin {
             // A file or /dev/null as stdin cannot be polled: then there is
             // simply no console input from stdin.
@@ -352,9 +355,6 @@ impl MutEventSubscriber for Controller {
             {
                 info!("stdin cannot be polled; console input only through the console socket");
             }
-        }
-        if let Some(fd) = &self.signals {
-            add(fd.as_raw_fd(), SIGNAL);
         }
     }
 
