@@ -163,7 +163,23 @@ impl Vcpu {
     pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name(format!("vcpu{}", self.id))
-            .spawn(move || self.run())
+            .spawn(move || {
+                let id = self.id;
+                let shared = self.shared.clone();
+                // A bug in a device model must end the VM with a reason, not
+                // leave a vCPU thread dead and the VM hung.
+                let run = std::panic::AssertUnwindSafe(move || self.run());
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    shared.end(ExitReason::HostError {
+                        message: format!("vcpu{id} thread panicked: {what}"),
+                    });
+                }
+            })
     }
 
     fn run(mut self) {
