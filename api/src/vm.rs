@@ -99,7 +99,12 @@ pub enum BootProtocol {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareConfig {
+    /// The firmware image (SeaBIOS bios.bin, OVMF_CODE.fd), mapped to end at 4 GiB.
     pub path: String,
+    /// The VM's own copy of the UEFI variable store (OVMF_VARS.fd), mapped
+    /// writable right below the code; what the guest writes lands in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vars: Option<String>,
 }
 
 /// Where the 8250 UART's output goes and where its input comes from.
@@ -116,4 +121,76 @@ pub struct SerialConfig {
     /// Also use the VMM's own stdin/stdout as the console.
     #[serde(default)]
     pub stdio: bool,
+}
+
+/// Format of a disk image: always given, never guessed from its bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    #[default]
+    Raw,
+    Qcow2,
+}
+
+/// A virtio-blk disk.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Image file or block device.
+    pub path: String,
+    #[serde(default)]
+    pub format: DiskFormat,
+    /// The guest may not write (VIRTIO_BLK_F_RO; the file is opened
+    /// read-only).
+    #[serde(default)]
+    pub readonly: bool,
+    /// Bypass the host page cache (`O_DIRECT`).
+    #[serde(default)]
+    pub direct: bool,
+    /// What VIRTIO_BLK_T_GET_ID returns (at most 20 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// A virtio-net NIC on a tap device.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Open (or create) the tap of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
+    /// Use this already-open tap fd (inherited from the caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    /// MAC address `aa:bb:cc:dd:ee:ff`; a random local one if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// Token-bucket limits of one device (Firecracker's model).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<TokenBucketConfig>,
+    /// Operations (requests or frames).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<TokenBucketConfig>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBucketConfig {
+    /// Tokens the bucket holds.
+    pub size: u64,
+    /// Extra tokens available once, at start.
+    #[serde(default)]
+    pub one_time_burst: u64,
+    /// Milliseconds to refill an empty bucket.
+    pub refill_time_ms: u64,
 }

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use kiln_api::vm::{BootProtocol, CpusConfig, KernelConfig, MemoryConfig, SerialConfig, VmConfig};
+use kiln_api::vm::{
+    BootProtocol, CpusConfig, FirmwareConfig, KernelConfig, MemoryConfig, SerialConfig, VmConfig,
+};
 
 use crate::arch::x86_64::cpuid;
 
@@ -16,11 +18,17 @@ use crate::arch::x86_64::cpuid;
 #[command(version, about)]
 pub struct Args {
     /// VM description as JSON (kiln_api::vm::VmConfig); excludes the VM flags.
-    #[arg(long, conflicts_with_all = ["kernel", "cpus", "memory"])]
+    #[arg(long, conflicts_with_all = ["kernel", "firmware", "cpus", "memory"])]
     pub config: Option<PathBuf>,
     /// Kernel to boot directly: ELF vmlinux (PVH or 64-bit entry) or bzImage.
-    #[arg(long, required_unless_present = "config")]
+    #[arg(long, required_unless_present_any = ["config", "firmware"], conflicts_with = "firmware")]
     pub kernel: Option<String>,
+    /// Boot through this firmware image instead (SeaBIOS bios.bin, OVMF_CODE.fd).
+    #[arg(long)]
+    pub firmware: Option<String>,
+    /// The VM's own copy of OVMF's variable store (OVMF_VARS.fd); written by the guest.
+    #[arg(long)]
+    pub firmware_vars: Option<String>,
     #[arg(long)]
     pub initramfs: Option<String>,
     #[arg(long, default_value = "")]
@@ -111,6 +119,11 @@ pub fn parse_size_mib(s: &str) -> Result<u64, String> {
 impl Args {
     /// The VM description these arguments give.
     pub fn vm_config(&self) -> Result<VmConfig, ConfigError> {
+        if self.firmware_vars.is_some() && self.firmware.is_none() {
+            return Err(ConfigError::Invalid(
+                "--firmware-vars needs --firmware".into(),
+            ));
+        }
         let cfg = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -133,7 +146,10 @@ impl Args {
                     cmdline: self.cmdline.clone(),
                     protocol: self.boot_protocol,
                 }),
-                firmware: None,
+                firmware: self.firmware.as_ref().map(|path| FirmwareConfig {
+                    path: path.clone(),
+                    vars: self.firmware_vars.clone(),
+                }),
                 serial: SerialConfig {
                     log: self.serial_log.clone(),
                     socket: self.console_socket.clone(),
@@ -163,10 +179,9 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
         ));
     }
     match (&cfg.kernel, &cfg.firmware) {
-        (None, None) => return bad("nothing to boot: give a kernel".into()),
+        (None, None) => return bad("nothing to boot: give a kernel or a firmware".into()),
         (Some(_), Some(_)) => return bad("give a kernel or a firmware, not both".into()),
-        (None, Some(_)) => return bad("firmware boot is not supported yet".into()),
-        (Some(_), None) => {}
+        (None, Some(_)) | (Some(_), None) => {}
     }
     Ok(())
 }
@@ -215,6 +230,38 @@ mod tests {
         let args = Args::parse_from(["kiln-vmm", "--config", dir.to_str().unwrap()]);
         assert_eq!(args.vm_config().unwrap(), from_flags);
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn firmware_flags() {
+        let args = Args::parse_from([
+            "kiln-vmm",
+            "--firmware",
+            "/fw/OVMF_CODE.fd",
+            "--firmware-vars",
+            "/vm/vars.fd",
+        ]);
+        let cfg = args.vm_config().unwrap();
+        assert_eq!(cfg.kernel, None);
+        assert_eq!(
+            cfg.firmware,
+            Some(FirmwareConfig {
+                path: "/fw/OVMF_CODE.fd".into(),
+                vars: Some("/vm/vars.fd".into()),
+            })
+        );
+        for bad in [
+            &["kiln-vmm", "--kernel", "/k", "--firmware", "/fw"][..],
+            &["kiln-vmm"][..],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let vars_alone = Args::parse_from(["kiln-vmm", "--kernel", "/k", "--firmware-vars", "/v"]);
+        assert!(vars_alone
+            .vm_config()
+            .unwrap_err()
+            .to_string()
+            .contains("--firmware-vars needs --firmware"));
     }
 
     #[test]

@@ -13,13 +13,18 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::arch::x86_64::layout;
 use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::legacy::debug_port::DebugPort;
+use crate::devices::legacy::debugcon::{self, DebugCon};
+use crate::devices::legacy::fw_cfg::{self, pc::PcFwCfgError, FwCfg};
 use crate::devices::legacy::i8042::I8042Device;
 use crate::devices::legacy::pm::PmDevice;
 use crate::devices::legacy::reset::ResetControl;
 use crate::devices::legacy::rtc::Rtc;
 use crate::devices::legacy::serial::SerialDevice;
-use crate::devices::pci::{PciConfigIo, PciConfigMmio, PciRoot, PCI_CONFIG_IO_LEN};
+use crate::devices::pci::{
+    HostBridgeIdentity, PciConfigIo, PciConfigMmio, PciRoot, PCI_CONFIG_IO_LEN,
+};
 use crate::devices::{Interrupt, VmRequests};
+use crate::memory::GuestMemoryMmap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -31,6 +36,8 @@ pub enum DeviceError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    #[error("building the firmware configuration (fw_cfg)")]
+    FwCfg(#[from] PcFwCfgError),
     #[error("placing {name} on the bus failed")]
     Bus {
         name: &'static str,
@@ -65,6 +72,8 @@ pub struct DeviceManager {
     pub pm: Arc<Mutex<PmDevice>>,
     pub boot_progress: Arc<Mutex<Vec<BootProgress>>>,
     pub pci: Arc<Mutex<PciRoot>>,
+    /// Firmware boot only: fw_cfg, e.g. to set `bootorder` once disks exist.
+    pub fw_cfg: Option<Arc<Mutex<FwCfg>>>,
 }
 
 fn put<D: BusDevice + 'static>(
@@ -92,6 +101,7 @@ impl DeviceManager {
         start: Instant,
         mem_size: u64,
         cpus: u8,
+        firmware: Option<&GuestMemoryMmap>,
     ) -> Result<Self, DeviceError> {
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
@@ -112,6 +122,12 @@ impl DeviceManager {
         let mut rtc = Rtc::new(false);
         rtc.set_memory_size(mem_size);
         rtc.set_cpu_count(cpus);
+        if firmware.is_some() {
+            for (index, value) in fw_cfg::pc::CMOS_BOOT_ORDER {
+                rtc.set_cmos_byte(index, value)
+                    .expect("the boot order bytes are CMOS RAM");
+            }
+        }
         put(&mut pio, "RTC", rtc, u64::from(layout::RTC_PORT), 2)?;
         let debug = DebugPort::new(start);
         let boot_progress = debug.log();
@@ -132,7 +148,13 @@ impl DeviceManager {
         // Direct kernel boot: a Q35-like host bridge; Linux finds the ECAM
         // through the MCFG table. 0xCF9 (reset control) sits inside the
         // mechanism-1 ports, so the PCI config device forwards it.
-        let pci = Arc::new(Mutex::new(PciRoot::new()));
+        // Firmware boot: an i440FX host bridge, which SeaBIOS drives through
+        // 0xCF8/0xCFC only (with Q35 it would move the ECAM and expect an
+        // ICH9 LPC bridge).
+        let pci = Arc::new(Mutex::new(match firmware {
+            Some(_) => PciRoot::with_host_bridge(HostBridgeIdentity::I440FX),
+            None => PciRoot::new(),
+        }));
         let reset: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(ResetControl::new(requests)));
         put(
             &mut pio,
@@ -148,7 +170,29 @@ impl DeviceManager {
             layout::PCI_ECAM_START,
             layout::PCI_ECAM_SIZE,
         )?;
+        let fw_cfg = match firmware {
+            Some(mem) => {
+                let dev =
+                    fw_cfg::pc::build(mem.clone(), &fw_cfg::pc::PcConfig::new(mem_size, cpus))?;
+                put(
+                    &mut pio,
+                    "debugcon",
+                    DebugCon::to_log(),
+                    u64::from(debugcon::DEBUGCON_PORT),
+                    1,
+                )?;
+                Some(put(
+                    &mut pio,
+                    "fw_cfg",
+                    dev,
+                    u64::from(fw_cfg::FW_CFG_PORT),
+                    fw_cfg::FW_CFG_PORT_LEN,
+                )?)
+            }
+            None => None,
+        };
         Ok(DeviceManager {
+            fw_cfg,
             pci,
             pio,
             mmio,

@@ -12,7 +12,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use log::info;
 
 use crate::arch::x86_64::regs::{self, EntryMode};
-use crate::arch::x86_64::{acpi, boot, cpuid, irq};
+use crate::arch::x86_64::{acpi, boot, cpuid, firmware, irq};
 use crate::console::{Clients, ConsoleOutput};
 use crate::device_manager::{DeviceError, DeviceManager};
 use crate::memory::{self, Backing, GuestMemoryMmap, MemoryError};
@@ -39,6 +39,8 @@ pub enum VmError {
     Devices(#[from] DeviceError),
     #[error("ACPI tables")]
     Acpi(#[from] acpi::AcpiError),
+    #[error("loading the firmware")]
+    Firmware(#[from] firmware::FirmwareError),
     #[error("booting the kernel")]
     Boot(#[from] boot::BootError),
     #[error("CPUID")]
@@ -70,6 +72,8 @@ pub struct Vm {
     pub shared: Arc<VmShared>,
     pub console_clients: Clients,
     vcpus: Vec<Vcpu>,
+    /// Firmware boot: the firmware's memory, mapped into the guest.
+    _firmware: Option<firmware::Firmware>,
     pub threads: Vec<JoinHandle<()>>,
     /// How long building took, for the log.
     pub build_time: std::time::Duration,
@@ -118,18 +122,33 @@ impl Vm {
             start,
             mem_size,
             config.cpus.count,
+            config.firmware.as_ref().map(|_| &mem),
         )?;
 
-        let rsdp = acpi::create_acpi_tables(&mem, config.cpus.count, mem_size)?;
-        let kernel = config
-            .kernel
-            .as_ref()
-            .expect("validated: a kernel is given");
-        let boot = boot::load(&mem, kernel, mem_size, rsdp)?;
-        info!(
-            "kernel {} loaded, entry {:?}, initramfs {:?}",
-            kernel.path, boot.entry, boot.initramfs
-        );
+        // Firmware boot: the firmware installs the ACPI tables it reads
+        // from fw_cfg, and every vCPU starts at the reset vector.
+        let (entry, firmware) = match &config.firmware {
+            Some(fw) => {
+                let images = firmware::FirmwareImages {
+                    code: std::path::Path::new(&fw.path),
+                    vars: fw.vars.as_deref().map(std::path::Path::new),
+                };
+                (EntryMode::Reset, Some(firmware::load(&fd, &mem, images)?))
+            }
+            None => {
+                let rsdp = acpi::create_acpi_tables(&mem, config.cpus.count, mem_size)?;
+                let kernel = config
+                    .kernel
+                    .as_ref()
+                    .expect("validated: a kernel or a firmware is given");
+                let boot = boot::load(&mem, kernel, mem_size, rsdp)?;
+                info!(
+                    "kernel {} loaded, entry {:?}, initramfs {:?}",
+                    kernel.path, boot.entry, boot.initramfs
+                );
+                (boot.entry, None)
+            }
+        };
 
         let mut base_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -149,11 +168,7 @@ impl Vm {
                 regs::setup_fpu(&vfd)?;
                 regs::setup_lint(&vfd)?;
                 // Application processors wait for INIT/SIPI from the boot CPU.
-                let mode = if id == 0 {
-                    boot.entry
-                } else {
-                    EntryMode::Reset
-                };
+                let mode = if id == 0 { entry } else { EntryMode::Reset };
                 regs::setup_sregs(&mem, &vfd, mode)?;
                 regs::setup_regs(&vfd, mode)
             };
@@ -174,6 +189,7 @@ impl Vm {
             shared,
             console_clients,
             vcpus,
+            _firmware: firmware,
             threads: Vec::new(),
             build_time: t0.elapsed(),
         })

@@ -3,6 +3,7 @@
 pub mod acpi;
 pub mod boot;
 pub mod cpuid;
+pub mod firmware;
 pub mod irq;
 pub mod layout;
 pub mod regs;

@@ -1,6 +1,8 @@
 //! Legacy PC devices on I/O ports.
 
 pub mod debug_port;
+pub mod debugcon;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod pm;
 pub mod reset;

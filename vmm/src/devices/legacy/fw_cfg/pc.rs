@@ -1,0 +1,134 @@
+//! The fw_cfg contents of a Kiln PC, as SeaBIOS and OVMF read them from
+//! QEMU's `pc` machine:
+//!
+//! | item | contents |
+//! |---|---|
+//! | `RAM_SIZE` (0x03) | guest RAM in bytes, u64 LE |
+//! | `NOGRAPHIC` (0x04) | 1: no display, so SeaBIOS uses COM1 as its console |
+//! | `NB_CPUS` (0x05), `MAX_CPUS` (0x0f) | vCPU count, u16 LE (no hotplug) |
+//! | `BOOT_MENU` (0x0e) | 0: no boot menu |
+//! | `IRQ0_OVERRIDE` (0x8002) | 1: IRQ0 is wired to GSI2 (as our MADT says) |
+//! | `etc/e820` | [`layout::e820_map`]: 20-byte LE entries (addr, size, type) |
+//! | `etc/boot-cpus` | vCPU count, u16 LE |
+//! | `bootorder` | OpenFirmware device paths, one a line |
+//! | `etc/boot-fail-wait` | ms before rebooting when nothing boots, u32 LE (`u32::MAX`: never) |
+//! | `etc/acpi/rsdp`, `etc/acpi/tables`, `etc/table-loader` | Kiln's ACPI tables ([`table_loader`]) |
+
+use super::table_loader::{self, LoaderError};
+use super::{keys, FwCfg, FwCfgError};
+use crate::arch::x86_64::acpi::{self, AcpiError};
+use crate::arch::x86_64::layout;
+use crate::memory::GuestMemoryMmap;
+
+/// CMOS bytes (index, value) for SeaBIOS's default boot order, used when
+/// `bootorder` names nothing: 0x3d holds the first (low nibble) and second
+/// device, 0x38 the third (high nibble) and, in bit 0, "skip the floppy
+/// boot-signature check". Devices: 1 floppy, 2 hard disk, 3 CD, 4 network.
+/// Kiln's order: hard disk, CD, network (QEMU's default puts the floppy
+/// second).
+pub const CMOS_BOOT_ORDER: [(u8, u8); 2] = [(0x3d, 0x32), (0x38, 0x41)];
+
+/// Size of one `etc/e820` entry.
+pub const E820_ENTRY_LEN: usize = 20;
+/// `etc/boot-fail-wait` value that means "wait forever".
+pub const BOOT_FAIL_WAIT_FOREVER: u32 = u32::MAX;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PcFwCfgError {
+    #[error("building the ACPI tables")]
+    Acpi(#[from] AcpiError),
+    #[error("building the ACPI table loader")]
+    Loader(#[from] LoaderError),
+    #[error("adding a fw_cfg item")]
+    Item(#[from] FwCfgError),
+}
+
+/// What a PC's fw_cfg describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PcConfig {
+    /// Guest RAM in bytes.
+    pub mem_size: u64,
+    pub cpus: u8,
+    /// Boot devices in order, as OpenFirmware paths (e.g.
+    /// `/pci@i0cf8/scsi@4/disk@0,0` for a virtio-blk disk in slot 4);
+    /// empty: the firmware's own order.
+    pub bootorder: Vec<String>,
+    /// Milliseconds before the firmware reboots after finding nothing to
+    /// boot; [`BOOT_FAIL_WAIT_FOREVER`] to wait forever.
+    pub boot_fail_wait_ms: u32,
+}
+
+impl PcConfig {
+    pub fn new(mem_size: u64, cpus: u8) -> Self {
+        PcConfig {
+            mem_size,
+            cpus,
+            bootorder: Vec::new(),
+            boot_fail_wait_ms: BOOT_FAIL_WAIT_FOREVER,
+        }
+    }
+}
+
+/// `etc/e820` for `mem_size` bytes of RAM.
+pub fn e820_file(mem_size: u64) -> Vec<u8> {
+    let map = layout::e820_map(mem_size);
+    let mut out = Vec::with_capacity(map.len() * E820_ENTRY_LEN);
+    for e in map {
+        out.extend_from_slice(&e.addr.to_le_bytes());
+        out.extend_from_slice(&e.size.to_le_bytes());
+        out.extend_from_slice(&(e.kind as u32).to_le_bytes());
+    }
+    out
+}
+
+/// `bootorder`: the paths one a line, NUL-terminated (as QEMU writes it);
+/// empty when there are none.
+pub fn bootorder_file(paths: &[String]) -> Vec<u8> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let mut out = paths.join("\n").into_bytes();
+    out.push(0);
+    out
+}
+
+/// The `bootorder` path of a virtio-blk disk in slot `slot` of PCI bus 0,
+/// as QEMU writes it: SeaBIOS matches it by slot, OVMF translates it to
+/// the UEFI device path of that virtio-blk device.
+pub fn virtio_blk_boot_path(slot: u8) -> String {
+    format!("/pci@i0cf8/scsi@{slot:x}/disk@0,0")
+}
+
+/// The `bootorder` path of a virtio-net NIC (network boot) in slot `slot`.
+pub fn virtio_net_boot_path(slot: u8) -> String {
+    format!("/pci@i0cf8/ethernet@{slot:x}/ethernet-phy@0")
+}
+
+/// A fw_cfg device holding everything in the module table, doing DMA into
+/// `mem`.
+pub fn build(mem: GuestMemoryMmap, cfg: &PcConfig) -> Result<FwCfg, PcFwCfgError> {
+    let mut dev = FwCfg::new(mem);
+    let cpus = u16::from(cfg.cpus);
+    dev.set_item(keys::RAM_SIZE, cfg.mem_size.to_le_bytes().to_vec())?;
+    dev.set_item(keys::NOGRAPHIC, 1u16.to_le_bytes().to_vec())?;
+    dev.set_item(keys::NB_CPUS, cpus.to_le_bytes().to_vec())?;
+    dev.set_item(keys::MAX_CPUS, cpus.to_le_bytes().to_vec())?;
+    dev.set_item(keys::BOOT_MENU, 0u16.to_le_bytes().to_vec())?;
+    dev.set_item(keys::UUID, vec![0; 16])?;
+    dev.set_item(keys::IRQ0_OVERRIDE, 1u32.to_le_bytes().to_vec())?;
+
+    dev.add_file("etc/e820", e820_file(cfg.mem_size))?;
+    dev.add_file("etc/boot-cpus", cpus.to_le_bytes().to_vec())?;
+    dev.add_file("bootorder", bootorder_file(&cfg.bootorder))?;
+    dev.add_file(
+        "etc/boot-fail-wait",
+        cfg.boot_fail_wait_ms.to_le_bytes().to_vec(),
+    )?;
+
+    let tables = acpi::build_tables_at(cfg.cpus, cfg.mem_size, 0, 0)?;
+    let files = table_loader::acpi_files(&tables)?;
+    dev.add_file(table_loader::RSDP_FILE, files.rsdp)?;
+    dev.add_file(table_loader::TABLES_FILE, files.tables)?;
+    dev.add_file(table_loader::LOADER_FILE, files.loader)?;
+    Ok(dev)
+}
