@@ -18,9 +18,15 @@ use log::{error, info};
 fn report(err: &dyn std::error::Error) -> String {
     let mut msg = err.to_string();
     let mut cause = err.source();
+    let mut last = String::new();
     while let Some(c) = cause {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
+        // Some libraries repeat their cause in their own message; say it once.
+        let text = c.to_string();
+        if !msg.ends_with(&text) && text != last {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        last = text;
         cause = c.source();
     }
     msg

@@ -38,6 +38,8 @@ pub enum BootError {
     },
     #[error("kernel {} has no PVH entry note, but the PVH protocol was asked for", .0.display())]
     NoPvhEntry(PathBuf),
+    #[error("kernel entry point {entry:#x} is outside guest RAM")]
+    EntryOutsideRam { entry: u64 },
     #[error("PVH needs an ELF kernel; {} is a bzImage", .0.display())]
     PvhNeedsElf(PathBuf),
     #[error("kernel command line is invalid or longer than {} bytes", layout::CMDLINE_MAX_SIZE - 1)]
@@ -68,13 +70,11 @@ pub struct BootInfo {
     pub initramfs: Option<(u64, u64)>,
 }
 
-fn is_elf(path: &Path) -> Result<bool, BootError> {
+/// Whether the file starts with the ELF magic (else it is taken for a
+/// bzImage, whose loader checks its own header).
+fn is_elf(file: &mut File) -> bool {
     let mut magic = [0u8; 4];
-    let mut f = File::open(path).map_err(|source| BootError::Open {
-        path: path.into(),
-        source,
-    })?;
-    Ok(f.read_exact(&mut magic).is_ok() && magic == *b"\x7fELF")
+    file.read_exact(&mut magic).is_ok() && magic == *b"\x7fELF"
 }
 
 /// Load the kernel, initramfs and command line of `cfg` into `mem` (of
@@ -96,7 +96,7 @@ pub fn load(
         path: path.into(),
         source,
     };
-    let elf = is_elf(path)?;
+    let elf = is_elf(&mut file);
     let loaded = if elf {
         Elf::load(mem, None, &mut file, himem).map_err(kerr)?
     } else {
@@ -114,6 +114,14 @@ pub fn load(
         _ if !elf => EntryMode::Linux64(loaded.kernel_load.raw_value() + 0x200),
         _ => EntryMode::Linux64(loaded.kernel_load.raw_value()),
     };
+
+    let entry_addr = match entry {
+        EntryMode::Pvh(a) | EntryMode::Linux64(a) => a,
+        EntryMode::Reset => 0,
+    };
+    if !mem.address_in_range(GuestAddress(entry_addr)) {
+        return Err(BootError::EntryOutsideRam { entry: entry_addr });
+    }
 
     let cmdline =
         Cmdline::try_from(&cfg.cmdline, layout::CMDLINE_MAX_SIZE).map_err(BootError::Cmdline)?;

@@ -1,0 +1,178 @@
+//! Malformed guest images and guests that break themselves: `kiln-vmm`
+//! must end with a clear error and the right exit status, never a panic,
+//! a hang or a death by signal.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use kiln_tests::{kvm_available, probe, ScratchDir, Vm, VmSpec};
+
+const EXIT_HOST_ERROR: i32 = 1;
+const EXIT_TRIPLE_FAULT: i32 = 11;
+const EXIT_EMULATION_FAILURE: i32 = 12;
+/// Generous: the machine is shared and often loaded; a passing run is fast.
+const SHORT: Duration = Duration::from_secs(60);
+
+/// ELF64 program header fields (offsets inside one header).
+const P_OFFSET: usize = 8;
+const P_PADDR: usize = 24;
+const P_FILESZ: usize = 32;
+const P_MEMSZ: usize = 40;
+const PT_LOAD: u32 = 1;
+const PT_NOTE: u32 = 4;
+
+fn u16_at(b: &[u8], off: usize) -> usize {
+    u16::from_le_bytes(b[off..off + 2].try_into().unwrap()) as usize
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+
+/// File offset of the first program header of type `ty`.
+fn phdr(elf: &[u8], ty: u32) -> usize {
+    let phoff = u64_at(elf, 0x20) as usize;
+    let size = u16_at(elf, 0x36);
+    let num = u16_at(elf, 0x38);
+    (0..num)
+        .map(|i| phoff + i * size)
+        .find(|&h| u32::from_le_bytes(elf[h..h + 4].try_into().unwrap()) == ty) // p_type
+        .expect("program header present")
+}
+
+fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Run kiln-vmm on `image`; it must exit (not be killed by a signal) with
+/// one of `codes`, and its log must not show a panic.
+fn expect_exit(image: &Path, what: &str, codes: &[i32]) -> Vm {
+    let mut vm = Vm::start(&VmSpec::new(image).memory_mib(32));
+    let status = vm.wait_exit(SHORT);
+    let log = vm.vmm_log();
+    assert!(
+        !log.contains("panicked"),
+        "{what}: kiln-vmm panicked\n{}",
+        vm.describe()
+    );
+    let code = status
+        .code()
+        .unwrap_or_else(|| panic!("{what}: died by a signal ({status})\n{}", vm.describe()));
+    assert!(
+        codes.contains(&code),
+        "{what}: exit {code}, wanted one of {codes:?}\n{}",
+        vm.describe()
+    );
+    vm
+}
+
+#[test]
+fn malformed_kernel_images_are_clear_errors() {
+    if !kvm_available("malformed_kernel_images_are_clear_errors") {
+        return;
+    }
+    let dir = ScratchDir::new("bad").unwrap();
+    let good = fs::read(probe("hello")).unwrap();
+    let load = phdr(&good, PT_LOAD);
+    let note = phdr(&good, PT_NOTE);
+
+    let junk: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty file", Vec::new()),
+        ("truncated ELF header", good[..40].to_vec()),
+        ("headers only", good[..0x200.min(good.len())].to_vec()),
+        ("junk", junk),
+    ];
+    let mut e = good.clone();
+    put_u64(&mut e, load + P_PADDR, 0x7f00_0000_0000);
+    cases.push(("segment far beyond guest RAM", e));
+    let mut e = good.clone();
+    put_u64(&mut e, load + P_FILESZ, u64::MAX / 2);
+    put_u64(&mut e, load + P_MEMSZ, u64::MAX / 2);
+    cases.push(("segment with a huge size", e));
+    let mut e = good.clone();
+    put_u64(&mut e, load + P_OFFSET, 1 << 40);
+    cases.push(("segment data past the end of the file", e));
+    let mut e = good.clone();
+    put_u64(&mut e, note + P_OFFSET, 1 << 40);
+    cases.push(("note past the end of the file", e));
+
+    for (what, bytes) in cases {
+        let path = dir.path().join("kernel");
+        fs::write(&path, &bytes).unwrap();
+        let vm = expect_exit(&path, what, &[EXIT_HOST_ERROR]);
+        assert!(
+            vm.vmm_log().to_lowercase().contains("kernel"),
+            "{what}: the error does not say what failed\n{}",
+            vm.describe()
+        );
+    }
+
+    // A PVH note whose name size runs off the segment is no PVH note: the
+    // image may then boot through its plain ELF entry (in 64-bit mode,
+    // where this probe's 32-bit entry code faults) or be refused.
+    let mut e = good.clone();
+    let note_off = u64_at(&good, note + P_OFFSET) as usize;
+    e[note_off..note_off + 4].copy_from_slice(&0xffff_fff0u32.to_le_bytes()); // n_namesz
+    let path = dir.path().join("kernel");
+    fs::write(&path, &e).unwrap();
+    expect_exit(
+        &path,
+        "note with a huge name size",
+        &[EXIT_HOST_ERROR, EXIT_TRIPLE_FAULT, EXIT_EMULATION_FAILURE],
+    );
+}
+
+#[test]
+fn pvh_entry_outside_ram_does_not_hang_or_panic() {
+    if !kvm_available("pvh_entry_outside_ram_does_not_hang_or_panic") {
+        return;
+    }
+    let dir = ScratchDir::new("entry").unwrap();
+    let mut e = fs::read(probe("hello")).unwrap();
+    let note = phdr(&e, PT_NOTE);
+    let desc = u64_at(&e, note + P_OFFSET) as usize + 16;
+    put_u64(&mut e, desc, 0xffff_fff0);
+    let path = dir.path().join("kernel");
+    fs::write(&path, &e).unwrap();
+    // A clear refusal, or the guest faulting at once: never a hang.
+    expect_exit(
+        &path,
+        "PVH entry outside RAM",
+        &[EXIT_HOST_ERROR, EXIT_TRIPLE_FAULT, EXIT_EMULATION_FAILURE],
+    );
+}
+
+#[test]
+fn ring0_int3_ends_in_emulation_failure_here() {
+    if !kvm_available("ring0_int3_ends_in_emulation_failure_here") {
+        return;
+    }
+    let mut vm = expect_exit(
+        &probe("emufail"),
+        "int3 in ring 0",
+        &[EXIT_EMULATION_FAILURE, EXIT_TRIPLE_FAULT],
+    );
+    let code = vm.wait_exit_code(SHORT);
+    // testbed.md: on this nested KVM (kvm_pvm) ring 0 is emulated and the
+    // emulator lacks int3; with hardware virtualization it triple-faults.
+    let nested_pvm = Path::new("/sys/module/kvm_pvm").exists();
+    let want = if nested_pvm {
+        EXIT_EMULATION_FAILURE
+    } else {
+        EXIT_TRIPLE_FAULT
+    };
+    assert_eq!(code, want, "{}", vm.describe());
+    assert!(vm.serial().starts_with('!'), "{}", vm.describe());
+    if code == EXIT_EMULATION_FAILURE {
+        let log = vm.vmm_log();
+        assert!(
+            log.contains("emulation failure") && log.contains("rip="),
+            "the log should name the failure and the registers\n{}",
+            vm.describe()
+        );
+    }
+}
