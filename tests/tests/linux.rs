@@ -104,6 +104,60 @@ fn debian_kernel_reaches_smp_setup() {
     );
 }
 
+/// The same kernel through its 64-bit Linux entry point (boot_params, not
+/// PVH), with 5 GiB so the e820 map has RAM above 4 GiB: the kernel must
+/// print the exact command line and a map that splits RAM around the
+/// 32-bit PCI hole. Only the first lines, so it is quick.
+#[test]
+fn debian_kernel_by_64_bit_entry_sees_memory_above_4g() {
+    if !kvm_available("debian_kernel_by_64_bit_entry_sees_memory_above_4g") {
+        return;
+    }
+    let kernel = cache_dir().join("guest/vmlinux");
+    assert!(
+        kernel.exists(),
+        "{} is missing: run scripts/fetch-guest.sh",
+        kernel.display()
+    );
+    let cmdline = "console=ttyS0 earlyprintk=ttyS0 noxsave";
+    let mut spec = VmSpec::new(kernel)
+        .cpus(1)
+        .memory_mib(5 * 1024)
+        .cmdline(cmdline)
+        .cpu_template("kvm-nested");
+    spec.extra_args = vec!["--boot-protocol".into(), "linux".into()];
+    let mut vm = Vm::start(&spec);
+    let secs = std::env::var("KILN_LINUX_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let out = vm.wait_serial_line("printk: bootconsole", Duration::from_secs(secs));
+    let d = vm.describe();
+    assert!(vm.vmm_log().contains("entry Linux64("), "{d}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_end().ends_with(&format!("Command line: {cmdline}"))),
+        "{d}"
+    );
+    let usable: Vec<_> = e820_entries(&out)
+        .into_iter()
+        .filter(|e| e.2 == "usable")
+        .collect();
+    assert!(
+        usable.contains(&(MIB, 0xbfff_ffff, "usable".to_string())),
+        "RAM below the hole\n{d}"
+    );
+    assert!(
+        usable.contains(&(
+            1 << 32,
+            (1 << 32) + 2 * 1024 * MIB - 1,
+            "usable".to_string()
+        )),
+        "RAM above 4 GiB\n{d}"
+    );
+    assert_eq!(vm.put("kill").expect("PUT /v1/vm/kill"), 204);
+}
+
 #[test]
 fn e820_line_parser() {
     let m = e820_entries(
