@@ -20,6 +20,15 @@ pub struct VmConfig {
     /// Path of the control socket (HTTP/JSON, see [`crate::control`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_socket: Option<String>,
+    /// virtio-blk disks, in PCI slot order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskConfig>,
+    /// virtio-net NICs, after the disks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nets: Vec<NetConfig>,
+    /// A virtio-rng device fed by the host's getrandom.
+    #[serde(default)]
+    pub rng: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

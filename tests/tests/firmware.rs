@@ -391,7 +391,6 @@ fn boot_sector() -> [u8; 512] {
 const MBR_MESSAGE: &str = "KILN MBR: booted by SeaBIOS from virtio-blk";
 
 #[test]
-#[ignore = "needs `disks` in VmConfig, the virtio-blk wiring and a BAR window up to 0xFEC00000 (see the firmware report)"]
 fn seabios_boots_a_boot_sector_from_qcow2_over_virtio_blk() {
     if !kvm_available("seabios_boots_a_boot_sector_from_qcow2_over_virtio_blk") {
         return;

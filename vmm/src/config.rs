@@ -63,6 +63,15 @@ pub struct Args {
     /// Control API socket (HTTP/JSON).
     #[arg(long)]
     pub api_socket: Option<String>,
+    /// A virtio-blk disk (repeatable): path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
+    #[arg(long = "disk", value_name = "path=FILE,...", value_parser = crate::devices::virtio::cli::parse_disk)]
+    pub disks: Vec<kiln_api::vm::DiskConfig>,
+    /// A virtio-net NIC (repeatable): tap=NAME[,mac=MAC] or fd=N[,mac=MAC], plus [,bw=BYTES_PER_S][,pps=N]
+    #[arg(long = "net", value_name = "tap=NAME|fd=N,...", value_parser = crate::devices::virtio::cli::parse_net)]
+    pub nets: Vec<kiln_api::vm::NetConfig>,
+    /// A virtio-rng entropy device.
+    #[arg(long)]
+    pub rng: bool,
     /// Log level: error, warn, info, debug.
     #[arg(long, default_value = "info", value_parser = parse_level)]
     pub log_level: log::LevelFilter,
@@ -156,6 +165,9 @@ impl Args {
                     stdio: self.serial_stdout,
                 },
                 api_socket: self.api_socket.clone(),
+                disks: self.disks.clone(),
+                nets: self.nets.clone(),
+                rng: self.rng,
             },
         };
         validate(&cfg)?;

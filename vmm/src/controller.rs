@@ -350,7 +350,11 @@ impl MutEventSubscriber for Controller {
             // A file or /dev/null as stdin cannot be polled: then there is
             // simply no console input from stdin.
             if ops
-                .add(Events::with_data_raw(libc::STDIN_FILENO, STDIN, EventSet::IN))
+                .add(Events::with_data_raw(
+                    libc::STDIN_FILENO,
+                    STDIN,
+                    EventSet::IN,
+                ))
                 .is_err()
             {
                 info!("stdin cannot be polled; console input only through the console socket");

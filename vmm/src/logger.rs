@@ -21,7 +21,11 @@ impl Log for Logger {
         }
         let t = self.start.elapsed();
         // A raw-mode terminal needs the carriage return spelled out.
-        let end = if crate::terminal::is_raw() { "\r\n" } else { "\n" };
+        let end = if crate::terminal::is_raw() {
+            "\r\n"
+        } else {
+            "\n"
+        };
         let _ = write!(
             std::io::stderr().lock(),
             "kiln-vmm[{}] {:<5} +{}.{:06} {}{end}",

@@ -39,6 +39,8 @@ pub enum VmError {
     Devices(#[from] DeviceError),
     #[error("ACPI tables")]
     Acpi(#[from] acpi::AcpiError),
+    #[error("virtio devices")]
+    Virtio(#[from] crate::virtio_wiring::WiringError),
     #[error("loading the firmware")]
     Firmware(#[from] firmware::FirmwareError),
     #[error("booting the kernel")]
@@ -71,6 +73,8 @@ pub struct Vm {
     pub devices: DeviceManager,
     pub shared: Arc<VmShared>,
     pub console_clients: Clients,
+    /// The virtio devices (dropping them stops their workers).
+    pub virtio: crate::virtio_wiring::VirtioDevices,
     vcpus: Vec<Vcpu>,
     /// Firmware boot: the firmware's memory, mapped into the guest.
     _firmware: Option<firmware::Firmware>,
@@ -115,7 +119,7 @@ impl Vm {
             console_clients.clone(),
         )
         .map_err(VmError::Console)?;
-        let devices = DeviceManager::new(
+        let mut devices = DeviceManager::new(
             &fd,
             Box::new(console),
             shared.clone(),
@@ -123,6 +127,15 @@ impl Vm {
             mem_size,
             config.cpus.count,
             config.firmware.as_ref().map(|_| &mem),
+        )?;
+        let virtio = crate::virtio_wiring::add_virtio_devices(
+            &fd,
+            &mem,
+            &devices.pci,
+            &mut devices.mmio,
+            &config.disks,
+            &config.nets,
+            config.rng,
         )?;
 
         // Firmware boot: the firmware installs the ACPI tables it reads
@@ -188,6 +201,7 @@ impl Vm {
             devices,
             shared,
             console_clients,
+            virtio,
             vcpus,
             _firmware: firmware,
             threads: Vec::new(),

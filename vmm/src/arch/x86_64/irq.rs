@@ -53,7 +53,8 @@ pub fn legacy_routes() -> Vec<kvm_irq_routing_entry> {
 
 /// Install `routes` as the VM's whole GSI routing table.
 pub fn set_routes(vm: &VmFd, routes: &[kvm_irq_routing_entry]) -> Result<(), kvm_ioctls::Error> {
-    let table = KvmIrqRouting::from_entries(routes).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
+    let table =
+        KvmIrqRouting::from_entries(routes).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
     vm.set_gsi_routing(&table)
 }
 

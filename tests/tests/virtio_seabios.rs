@@ -1,0 +1,161 @@
+//! Third-party guest code on our virtio-blk: SeaBIOS (the Debian build the
+//! project fetches into cache/guest/bios.bin) enumerates PCI, moves the
+//! disk's BAR to where it allocates (top down below the IOAPIC), drives
+//! virtio-blk in modern mode and boots an MBR from a raw and a qcow2 image;
+//! the MBR prints a line and powers off.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_tests::{cache_dir, kiln_vmm, kvm_available, ScratchDir};
+
+const MBR_SOURCE: &str = r#"
+        .code16
+        .globl _start
+_start:
+        cli
+        xor %ax, %ax
+        mov %ax, %ds
+        mov $msg, %si
+1:      lodsb
+        test %al, %al
+        jz 2f
+        mov $0x3f8, %dx
+        out %al, %dx
+        jmp 1b
+2:      mov $0x604, %dx
+        mov $(0x2000 | (5 << 10)), %ax  /* ACPI S5 */
+        out %ax, %dx
+3:      hlt
+        jmp 3b
+msg:    .asciz "kiln MBR booted from virtio-blk\n"
+        .org 510
+        .word 0xaa55
+"#;
+
+/// Assemble the MBR (GNU as, ld) into `dir`; returns the 512-byte sector.
+fn build_mbr(dir: &Path) -> Vec<u8> {
+    let s = dir.join("mbr.s");
+    fs::write(&s, MBR_SOURCE).unwrap();
+    let o = dir.join("mbr.o");
+    let bin = dir.join("mbr.bin");
+    let st = Command::new("as")
+        .args(["--32", "-o"])
+        .arg(&o)
+        .arg(&s)
+        .status()
+        .unwrap();
+    assert!(st.success(), "as");
+    let st = Command::new("ld")
+        .args([
+            "-m",
+            "elf_i386",
+            "-Ttext",
+            "0x7c00",
+            "--oformat",
+            "binary",
+            "-o",
+        ])
+        .arg(&bin)
+        .arg(&o)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ld");
+    let mbr = fs::read(&bin).unwrap();
+    assert_eq!(mbr.len(), 512);
+    mbr
+}
+
+fn seabios() -> PathBuf {
+    let p = cache_dir().join("guest/bios.bin");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-guest.sh",
+        p.display()
+    );
+    p
+}
+
+/// Boot SeaBIOS with `disk` (`--disk` value); returns (serial, vmm log).
+fn boot(dir: &Path, disk: &str) -> (String, String) {
+    let serial = dir.join("serial.log");
+    let log = dir.join("vmm.log");
+    let mut child = Command::new(kiln_vmm())
+        .arg("--firmware")
+        .arg(seabios())
+        .args(["--memory", "128M", "--log-level", "debug", "--disk", disk])
+        .arg("--serial-log")
+        .arg(&serial)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn kiln-vmm");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).into_owned();
+    let log = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "kiln-vmm: {status:?}\n--- serial ---\n{out}\n--- log ---\n{log}"
+    );
+    (out, log)
+}
+
+fn check(out: &str, log: &str) {
+    assert!(
+        out.contains("kiln MBR booted from virtio-blk"),
+        "--- serial ---\n{out}\n--- log ---\n{log}"
+    );
+    assert!(log.contains("using modern (1.0) virtio mode"), "{log}");
+    // SeaBIOS moved the BAR; the VMM followed.
+    assert!(log.contains("BAR 0 now at"), "{log}");
+}
+
+#[test]
+fn seabios_boots_an_mbr_from_a_raw_virtio_disk() {
+    if !kvm_available("seabios_boots_an_mbr_from_a_raw_virtio_disk") {
+        return;
+    }
+    let dir = ScratchDir::new("sbraw").unwrap();
+    let mut disk = build_mbr(dir.path());
+    disk.resize(8 << 20, 0);
+    let img = dir.path().join("disk.raw");
+    fs::write(&img, &disk).unwrap();
+    let (out, log) = boot(dir.path(), &format!("path={},format=raw", img.display()));
+    check(&out, &log);
+}
+
+#[test]
+fn seabios_boots_an_mbr_from_a_qcow2_virtio_disk() {
+    if !kvm_available("seabios_boots_an_mbr_from_a_qcow2_virtio_disk") {
+        return;
+    }
+    let dir = ScratchDir::new("sbqcow").unwrap();
+    let mut disk = build_mbr(dir.path());
+    disk.resize(8 << 20, 0);
+    let raw = dir.path().join("disk.raw");
+    fs::write(&raw, &disk).unwrap();
+    let img = dir.path().join("disk.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&img)
+        .status()
+        .expect("run qemu-img (scripts/setup.sh installs it)");
+    assert!(st.success());
+    let (out, log) = boot(dir.path(), &format!("path={},format=qcow2", img.display()));
+    check(&out, &log);
+}

@@ -1,0 +1,197 @@
+//! The virtio-blk device: what it offers (features, configuration space)
+//! and its worker, which serves queue 0 with [`process_queue`].
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use kiln_api::vm::RateLimitConfig;
+use kiln_block::Disk;
+use virtio_queue::Queue;
+
+use super::request::{process_queue, BlockBackend, Served};
+use super::*;
+use crate::devices::virtio::rate_limiter::RateLimiter;
+use crate::devices::virtio::worker::{Wake, Worker, WorkerHandler};
+use crate::devices::virtio::{
+    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, F_EVENT_IDX,
+    F_INDIRECT_DESC, F_VERSION_1, TYPE_BLOCK,
+};
+use crate::memory::GuestMemoryMmap;
+
+const QUEUE_SIZE: u16 = 256;
+const CONFIG_LEN: usize = 60;
+
+/// How the disk is presented.
+#[derive(Clone, Debug, Default)]
+pub struct BlockOptions {
+    pub read_only: bool,
+    pub serial: String,
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+pub struct BlockDevice {
+    disk: Arc<dyn Disk>,
+    opts: BlockOptions,
+    config: [u8; CONFIG_LEN],
+    worker: Option<Worker>,
+    /// A name for logs and the worker thread.
+    name: String,
+}
+
+impl BlockDevice {
+    pub fn new(disk: Arc<dyn Disk>, opts: BlockOptions, name: String) -> Self {
+        let mut config = [0u8; CONFIG_LEN];
+        let capacity = disk.size() / SECTOR_SIZE;
+        config[0..8].copy_from_slice(&capacity.to_le_bytes());
+        // seg_max: all but header and status of a full queue.
+        config[12..16].copy_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes());
+        config[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+        // num_queues (only read with VIRTIO_BLK_F_MQ, which is not offered).
+        config[34..36].copy_from_slice(&1u16.to_le_bytes());
+        let max_sectors = u32::MAX;
+        config[36..40].copy_from_slice(&max_sectors.to_le_bytes());
+        config[40..44].copy_from_slice(&MAX_DISCARD_SEGS.to_le_bytes());
+        config[44..48].copy_from_slice(&1u32.to_le_bytes());
+        config[48..52].copy_from_slice(&max_sectors.to_le_bytes());
+        config[52..56].copy_from_slice(&MAX_DISCARD_SEGS.to_le_bytes());
+        config[56] = 1;
+        BlockDevice {
+            disk,
+            opts,
+            config,
+            worker: None,
+            name,
+        }
+    }
+
+    fn read_only(&self) -> bool {
+        self.opts.read_only || self.disk.read_only()
+    }
+}
+
+impl VirtioDevice for BlockDevice {
+    fn device_type(&self) -> u32 {
+        TYPE_BLOCK
+    }
+
+    fn class_code(&self) -> u32 {
+        // Mass storage, SCSI (what QEMU's virtio-blk shows).
+        0x010000
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        let mut f = F_VERSION_1 | F_INDIRECT_DESC | F_EVENT_IDX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
+        if self.read_only() {
+            f |= F_RO;
+        } else {
+            f |= F_DISCARD | F_WRITE_ZEROES;
+        }
+        f
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
+        let queue = ctx
+            .queues
+            .get_mut(0)
+            .and_then(Option::take)
+            .ok_or(ActivateError::MissingQueue(0))?;
+        let mut backend = BlockBackend::new(self.disk.clone(), &self.opts.serial, self.read_only());
+        if let Some(rl) = &self.opts.rate_limit {
+            backend.limiter = RateLimiter::from_config(rl).map_err(ActivateError::Backend)?;
+        }
+        let handler = BlockWorker {
+            mem: ctx.mem,
+            queue,
+            backend,
+            interrupt: ctx.interrupt,
+            broken: false,
+            name: self.name.clone(),
+        };
+        let worker = Worker::spawn(format!("{}-io", self.name), ctx.queue_evts, handler)
+            .map_err(ActivateError::Thread)?;
+        self.worker = Some(worker);
+        log::info!("{}: activated", self.name);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            w.stop();
+        }
+    }
+}
+
+struct BlockWorker {
+    mem: GuestMemoryMmap,
+    queue: Queue,
+    backend: BlockBackend,
+    interrupt: Arc<VirtioInterrupt>,
+    /// Set once the driver broke the ring protocol: nothing more is served
+    /// until a reset.
+    broken: bool,
+    name: String,
+}
+
+impl BlockWorker {
+    fn serve(&mut self) {
+        if self.broken {
+            return;
+        }
+        match process_queue(&self.mem, &mut self.queue, &mut self.backend) {
+            Ok((notify, served)) => {
+                if notify {
+                    self.interrupt.signal_queue(0);
+                }
+                if served == Served::Throttled {
+                    log::trace!("{}: rate limited", self.name);
+                }
+            }
+            Err(e) => {
+                log::error!("{}: {e}; the device needs a reset", self.name);
+                self.broken = true;
+                self.interrupt.set_needs_reset();
+            }
+        }
+    }
+}
+
+impl WorkerHandler for BlockWorker {
+    fn extra_fds(&self) -> Vec<RawFd> {
+        self.backend
+            .limiter
+            .as_ref()
+            .map(|l| vec![l.timer_fd()])
+            .unwrap_or_default()
+    }
+
+    fn handle(&mut self, wake: Wake) {
+        match wake {
+            Wake::Queue(_) => {
+                // While throttled, the timer decides when to go on.
+                if self
+                    .backend
+                    .limiter
+                    .as_ref()
+                    .is_some_and(|l| l.is_blocked())
+                {
+                    return;
+                }
+                self.serve();
+            }
+            Wake::Fd(_) => {
+                if let Some(l) = &mut self.backend.limiter {
+                    l.on_timer();
+                }
+                self.serve();
+            }
+        }
+    }
+}

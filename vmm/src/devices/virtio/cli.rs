@@ -1,0 +1,214 @@
+//! Parsers for the virtio command-line flags, so that `main.rs` only
+//! declares them:
+//!
+//! ```text
+//! --disk path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
+//! --net tap=NAME[,mac=MAC][,bw=BYTES_PER_S][,pps=N]
+//! --net fd=N[,mac=MAC][,bw=BYTES_PER_S][,pps=N]
+//! ```
+//! Rate limits become token buckets that refill in one second (no burst).
+//! The disk format defaults to raw and is never guessed from the file.
+
+use kiln_api::vm::{DiskConfig, DiskFormat, NetConfig, RateLimitConfig, TokenBucketConfig};
+
+use crate::net::MacAddr;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CliError {
+    #[error("{flag}: expected key=value, got {item:?}")]
+    NotKeyValue { flag: &'static str, item: String },
+    #[error("{flag}: unknown key {key:?}")]
+    UnknownKey { flag: &'static str, key: String },
+    #[error("{flag}: {key} is given twice")]
+    Duplicate { flag: &'static str, key: String },
+    #[error("{flag}: bad value {value:?} for {key}")]
+    BadValue {
+        flag: &'static str,
+        key: String,
+        value: String,
+    },
+    #[error("{0}: {1} is required")]
+    Missing(&'static str, &'static str),
+    #[error("--net: give exactly one of tap= and fd=")]
+    NetBackend,
+}
+
+fn pairs<'a>(
+    flag: &'static str,
+    s: &'a str,
+    known: &[&str],
+) -> Result<Vec<(&'a str, &'a str)>, CliError> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for item in s.split(',') {
+        let (k, v) = item.split_once('=').ok_or_else(|| CliError::NotKeyValue {
+            flag,
+            item: item.to_string(),
+        })?;
+        if !known.contains(&k) {
+            return Err(CliError::UnknownKey {
+                flag,
+                key: k.to_string(),
+            });
+        }
+        if out.iter().any(|(ok, _)| *ok == k) {
+            return Err(CliError::Duplicate {
+                flag,
+                key: k.to_string(),
+            });
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn bad(flag: &'static str, key: &str, value: &str) -> CliError {
+    CliError::BadValue {
+        flag,
+        key: key.to_string(),
+        value: value.to_string(),
+    }
+}
+
+fn on_off(flag: &'static str, key: &str, v: &str) -> Result<bool, CliError> {
+    match v {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(bad(flag, key, v)),
+    }
+}
+
+fn per_second(flag: &'static str, key: &str, v: &str) -> Result<TokenBucketConfig, CliError> {
+    let n: u64 = v.parse().map_err(|_| bad(flag, key, v))?;
+    if n == 0 {
+        return Err(bad(flag, key, v));
+    }
+    Ok(TokenBucketConfig {
+        size: n,
+        one_time_burst: 0,
+        refill_time_ms: 1000,
+    })
+}
+
+fn limit(bw: Option<TokenBucketConfig>, ops: Option<TokenBucketConfig>) -> Option<RateLimitConfig> {
+    (bw.is_some() || ops.is_some()).then_some(RateLimitConfig { bandwidth: bw, ops })
+}
+
+/// Parse one `--disk` value.
+pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
+    const F: &str = "--disk";
+    let mut d = DiskConfig::default();
+    let (mut bw, mut ops) = (None, None);
+    let mut path = None;
+    for (k, v) in pairs(
+        F,
+        s,
+        &[
+            "path", "format", "readonly", "direct", "serial", "bw", "iops",
+        ],
+    )? {
+        match k {
+            "path" if !v.is_empty() => path = Some(v.to_string()),
+            "format" => {
+                d.format = match v {
+                    "raw" => DiskFormat::Raw,
+                    "qcow2" => DiskFormat::Qcow2,
+                    _ => return Err(bad(F, k, v)),
+                }
+            }
+            "readonly" => d.readonly = on_off(F, k, v)?,
+            "direct" => d.direct = on_off(F, k, v)?,
+            "serial" if v.len() <= 20 && v.is_ascii() => d.serial = Some(v.to_string()),
+            "bw" => bw = Some(per_second(F, k, v)?),
+            "iops" => ops = Some(per_second(F, k, v)?),
+            _ => return Err(bad(F, k, v)),
+        }
+    }
+    d.path = path.ok_or(CliError::Missing(F, "path="))?;
+    d.rate_limit = limit(bw, ops);
+    Ok(d)
+}
+
+/// Parse one `--net` value.
+pub fn parse_net(s: &str) -> Result<NetConfig, CliError> {
+    const F: &str = "--net";
+    let mut n = NetConfig::default();
+    let (mut bw, mut ops) = (None, None);
+    for (k, v) in pairs(F, s, &["tap", "fd", "mac", "bw", "pps"])? {
+        match k {
+            "tap" if !v.is_empty() && v.len() < 16 => n.tap = Some(v.to_string()),
+            "fd" => {
+                n.fd = Some(
+                    v.parse::<i32>()
+                        .ok()
+                        .filter(|&fd| fd >= 0)
+                        .ok_or_else(|| bad(F, k, v))?,
+                )
+            }
+            "mac" => {
+                v.parse::<MacAddr>().map_err(|_| bad(F, k, v))?;
+                n.mac = Some(v.to_string());
+            }
+            "bw" => bw = Some(per_second(F, k, v)?),
+            "pps" => ops = Some(per_second(F, k, v)?),
+            _ => return Err(bad(F, k, v)),
+        }
+    }
+    if n.tap.is_some() == n.fd.is_some() {
+        return Err(CliError::NetBackend);
+    }
+    n.rate_limit = limit(bw, ops);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_flags() {
+        let d = parse_disk("path=/img/a.qcow2,format=qcow2,readonly=on,direct=on,serial=disk-1")
+            .unwrap();
+        assert_eq!(d.path, "/img/a.qcow2");
+        assert_eq!(d.format, DiskFormat::Qcow2);
+        assert!(d.readonly && d.direct);
+        assert_eq!(d.serial.as_deref(), Some("disk-1"));
+        assert!(d.rate_limit.is_none());
+        let d = parse_disk("path=x.raw,bw=1048576,iops=100").unwrap();
+        assert_eq!(d.format, DiskFormat::Raw);
+        let rl = d.rate_limit.unwrap();
+        assert_eq!(rl.bandwidth.unwrap().size, 1 << 20);
+        assert_eq!(rl.ops.unwrap().refill_time_ms, 1000);
+        for (bad, want) in [
+            ("format=raw", "path= is required"),
+            ("path=a,format=vmdk", "bad value"),
+            ("path=a,readonly=yes", "bad value"),
+            ("path=a,path=b", "twice"),
+            ("path=a,cache=none", "unknown key"),
+            ("path=a,serial=123456789012345678901", "bad value"),
+            ("path=a,iops=0", "bad value"),
+            ("path", "key=value"),
+            ("path=", "bad value"),
+        ] {
+            let e = parse_disk(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn net_flags() {
+        let n = parse_net("tap=kt0,mac=52:54:00:12:34:56").unwrap();
+        assert_eq!(n.tap.as_deref(), Some("kt0"));
+        assert_eq!(n.mac.as_deref(), Some("52:54:00:12:34:56"));
+        let n = parse_net("fd=5,pps=1000").unwrap();
+        assert_eq!(n.fd, Some(5));
+        assert_eq!(n.rate_limit.unwrap().ops.unwrap().size, 1000);
+        assert_eq!(
+            parse_net("mac=52:54:00:12:34:56"),
+            Err(CliError::NetBackend)
+        );
+        assert_eq!(parse_net("tap=a,fd=3"), Err(CliError::NetBackend));
+        assert!(parse_net("tap=a,mac=52:54").is_err());
+        assert!(parse_net("fd=-1").is_err());
+        assert!(parse_net("tap=a-name-far-too-long").is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! A Linux tap device with a virtio-net header on every frame
+//! (`IFF_VNET_HDR`), opened by name through `/dev/net/tun` (needs
+//! CAP_NET_ADMIN unless the tap is persistent and owned by us) or taken as
+//! an fd the caller already opened, so the VMM needs no privilege.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+const IFNAMSIZ: usize = 16;
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+const IFF_VNET_HDR: i16 = 0x4000;
+const IFF_MULTI_QUEUE: i16 = 0x0100;
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+
+/// The virtio-net header on each frame (`struct virtio_net_hdr_v1`, with
+/// `num_buffers`), as virtio 1.x devices use it.
+pub const VNET_HDR_LEN: usize = 12;
+
+/// Offload flags for [`Tap::set_offload`] (linux/if_tun.h).
+pub const TUN_F_CSUM: u32 = 0x01;
+pub const TUN_F_TSO4: u32 = 0x02;
+pub const TUN_F_TSO6: u32 = 0x04;
+pub const TUN_F_TSO_ECN: u32 = 0x08;
+pub const TUN_F_UFO: u32 = 0x10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("tap name {0:?} is empty or longer than 15 bytes")]
+    Name(String),
+    #[error("opening /dev/net/tun")]
+    OpenTun(#[source] io::Error),
+    #[error("creating/attaching tap {name}")]
+    SetIff {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("fd {0} is not a tap device")]
+    NotTap(RawFd, #[source] io::Error),
+    #[error("fd {0} is a tap without IFF_VNET_HDR")]
+    NoVnetHdr(RawFd),
+    #[error("configuring the tap ({what})")]
+    Ioctl {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; IFNAMSIZ],
+    flags: i16,
+    _pad: [u8; 22],
+}
+
+impl IfReq {
+    fn new() -> Self {
+        IfReq {
+            name: [0; IFNAMSIZ],
+            flags: 0,
+            _pad: [0; 22],
+        }
+    }
+}
+
+/// An open tap queue.
+pub struct Tap {
+    file: File,
+    name: String,
+}
+
+fn last_err(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+impl Tap {
+    /// Open (creating if needed) the tap `name`, non-blocking, with a
+    /// virtio-net header on frames.
+    pub fn open_named(name: &str, multi_queue: bool) -> Result<Tap, TapError> {
+        if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
+            return Err(TapError::Name(name.to_string()));
+        }
+        // SAFETY: a NUL-terminated path; the result is checked.
+        let fd = unsafe {
+            libc::open(
+                c"/dev/net/tun".as_ptr(),
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        let fd = last_err(fd).map_err(TapError::OpenTun)?;
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let mut req = IfReq::new();
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        req.flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+        if multi_queue {
+            req.flags |= IFF_MULTI_QUEUE;
+        }
+        // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is (40
+        // bytes, the kernel's size).
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) };
+        last_err(r).map_err(|source| TapError::SetIff {
+            name: name.to_string(),
+            source,
+        })?;
+        let tap = Tap {
+            file,
+            name: Self::name_of(&req),
+        };
+        tap.init()?;
+        Ok(tap)
+    }
+
+    /// Take over `fd`, a tap the caller opened with IFF_VNET_HDR.
+    ///
+    /// # Safety
+    /// `fd` must be an open fd that nothing else in this process uses or
+    /// closes; the returned `Tap` owns it.
+    pub unsafe fn from_raw_fd(fd: RawFd) -> Result<Tap, TapError> {
+        // SAFETY: the caller hands over ownership of an open fd.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let mut req = IfReq::new();
+        // SAFETY: TUNGETIFF writes an ifreq into `req`.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), TUNGETIFF, &mut req) };
+        last_err(r).map_err(|e| TapError::NotTap(fd, e))?;
+        if req.flags & IFF_VNET_HDR == 0 {
+            return Err(TapError::NoVnetHdr(fd));
+        }
+        // SAFETY: F_GETFL/F_SETFL on our own fd.
+        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        let r = unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
+        last_err(r).map_err(|source| TapError::Ioctl {
+            what: "O_NONBLOCK",
+            source,
+        })?;
+        let tap = Tap {
+            file,
+            name: Self::name_of(&req),
+        };
+        tap.init()?;
+        Ok(tap)
+    }
+
+    fn name_of(req: &IfReq) -> String {
+        CStr::from_bytes_until_nul(&req.name)
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    fn init(&self) -> Result<(), TapError> {
+        self.set_vnet_hdr_size(VNET_HDR_LEN as i32)?;
+        self.set_offload(0)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Size of the virtio-net header the tap reads and writes.
+    pub fn set_vnet_hdr_size(&self, size: i32) -> Result<(), TapError> {
+        // SAFETY: TUNSETVNETHDRSZ reads an int.
+        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETVNETHDRSZ, &size) };
+        last_err(r).map(drop).map_err(|source| TapError::Ioctl {
+            what: "TUNSETVNETHDRSZ",
+            source,
+        })
+    }
+
+    /// Which offloads the tap may hand us (frames with partial checksums,
+    /// TSO/UFO super-frames): only what the guest accepts.
+    pub fn set_offload(&self, flags: u32) -> Result<(), TapError> {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value.
+        let r = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                TUNSETOFFLOAD,
+                libc::c_ulong::from(flags),
+            )
+        };
+        last_err(r).map(drop).map_err(|source| TapError::Ioctl {
+            what: "TUNSETOFFLOAD",
+            source,
+        })
+    }
+
+    /// Read one frame (with its header); `WouldBlock` when none is queued.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: reads at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Write one frame (with its header).
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: reads `buf.len()` bytes from `buf`.
+        let n = unsafe { libc::write(self.file.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_bad_names_and_non_tap_fds() {
+        assert!(matches!(Tap::open_named("", false), Err(TapError::Name(_))));
+        assert!(matches!(
+            Tap::open_named("a-name-far-too-long", false),
+            Err(TapError::Name(_))
+        ));
+        let f = File::open("/dev/null").unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+        // SAFETY: `fd` was just opened and is handed over.
+        let r = unsafe { Tap::from_raw_fd(fd) };
+        assert!(matches!(r, Err(TapError::NotTap(..))));
+    }
+}

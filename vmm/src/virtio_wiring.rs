@@ -1,0 +1,458 @@
+//! Wiring virtio devices into the VM: the one place that knows both the
+//! device models and KVM.
+//!
+//! [`add_virtio_devices`] builds a device per configured disk, NIC and the
+//! entropy source, wraps each in the virtio-pci transport, gives it MSI-X
+//! vectors (a GSI and irqfd per vector, through `crate::interrupts`), puts
+//! it on the PCI root, places its BAR 0 in the 32-bit MMIO window, and
+//! registers a KVM ioeventfd on each queue's notify address so that a
+//! guest notify wakes the device's worker without a vCPU exit.
+//!
+//! BARs can move: firmware or the guest kernel may reprogram them. The
+//! MMIO bus is fixed once the vCPUs run, so the 32-bit PCI hole (the
+//! window the ACPI tables announce, and the part above the ECAM up to the
+//! IOAPIC, where SeaBIOS places BARs) is one bus device, [`BarWindow`],
+//! that looks up the BAR at the accessed address in a table the
+//! [`BarMover`] (the PCI root's `BarMoveHandler`) updates, moving the
+//! notify ioeventfds with it. Nothing else may sit on the MMIO bus there.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use kiln_api::vm::{DiskConfig, DiskFormat, NetConfig};
+use kiln_block::{open_disk, ImageFormat, OpenOptions};
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::layout;
+use crate::devices::bus::{Bus, BusDevice, BusError};
+use crate::devices::pci::{BarMove, BarMoveHandler, PciError, PciRoot, SharedPciDevice};
+use crate::devices::virtio::block::{BlockDevice, BlockOptions};
+use crate::devices::virtio::net::NetDevice;
+use crate::devices::virtio::rng::RngDevice;
+use crate::devices::virtio::transport::{TransportError, VirtioPciDevice, BAR_INDEX, BAR_SIZE};
+use crate::devices::virtio::VirtioDevice;
+use crate::interrupts::{dup_vm_fd, InterruptError, MsiRouter};
+use crate::memory::GuestMemoryMmap;
+use crate::net::tap::{Tap, TapError};
+use crate::net::MacAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error("opening disk {path} ({format})")]
+    Disk {
+        path: String,
+        format: &'static str,
+        #[source]
+        source: kiln_block::Error,
+    },
+    #[error("opening the tap of NIC {index}")]
+    Tap {
+        index: usize,
+        #[source]
+        source: TapError,
+    },
+    #[error("NIC {index}: MAC address {mac:?} is invalid")]
+    Mac { index: usize, mac: String },
+    #[error("NIC {0}: give exactly one of tap= and fd=")]
+    NetBackend(usize),
+    #[error("MSI-X interrupts")]
+    Interrupts(#[from] InterruptError),
+    #[error("virtio-pci transport")]
+    Transport(#[from] TransportError),
+    #[error("PCI bus")]
+    Pci(#[from] PciError),
+    #[error("the 32-bit MMIO window is full")]
+    WindowFull,
+    #[error("registering the notify ioeventfd at {addr:#x}")]
+    Ioevent {
+        addr: u64,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("placing the PCI BAR window on the MMIO bus")]
+    Bus(#[source] BusError),
+    #[error("starting the entropy device")]
+    Rng(#[source] std::io::Error),
+}
+
+struct Mapping {
+    slot: u8,
+    bar: usize,
+    addr: u64,
+    len: u64,
+    device: SharedPciDevice,
+}
+
+/// The BARs living in the 32-bit MMIO window, by current address.
+#[derive(Default)]
+pub struct BarWindow {
+    maps: RwLock<Vec<Mapping>>,
+}
+
+impl BarWindow {
+    fn find(&self, addr: u64) -> Option<(SharedPciDevice, usize, u64)> {
+        let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
+        maps.iter()
+            .find(|m| m.addr != 0 && addr >= m.addr && addr - m.addr < m.len)
+            .map(|m| (m.device.clone(), m.bar, addr - m.addr))
+    }
+
+    fn set_addr(&self, slot: u8, bar: usize, addr: u64) {
+        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = maps.iter_mut().find(|m| m.slot == slot && m.bar == bar) {
+            m.addr = addr;
+        }
+    }
+}
+
+/// [`BarWindow`] as the bus device covering the window from `base`.
+struct BarWindowRange {
+    window: Arc<BarWindow>,
+    base: u64,
+}
+
+impl BusDevice for BarWindowRange {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match self.window.find(self.base + offset) {
+            Some((dev, bar, off)) => dev
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .bar_read(bar, off, data),
+            None => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let Some((dev, bar, off)) = self.window.find(self.base + offset) {
+            dev.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .bar_write(bar, off, data);
+        }
+    }
+}
+
+/// Follows BAR moves: the window's table and the notify ioeventfds.
+pub struct BarMover {
+    vm: VmFd,
+    window: Arc<BarWindow>,
+    /// Per slot: the queue eventfds of its virtio device.
+    notify: Mutex<Vec<(u8, Vec<EventFd>)>>,
+}
+
+/// Where a BAR may be: the 32-bit PCI window the ACPI tables announce
+/// (where the VMM places BARs), and the rest of the hole below the IOAPIC
+/// past the ECAM, where SeaBIOS allocates (top down from 0xfec0_0000).
+fn bar_ranges() -> [(u64, u64); 2] {
+    [
+        (
+            layout::MMIO32_START,
+            layout::MMIO32_START + layout::MMIO32_SIZE,
+        ),
+        (
+            layout::PCI_ECAM_START + layout::PCI_ECAM_SIZE,
+            layout::IOAPIC_START,
+        ),
+    ]
+}
+
+fn in_window(addr: u64, len: u64) -> bool {
+    let Some(end) = addr.checked_add(len) else {
+        return false;
+    };
+    bar_ranges()
+        .iter()
+        .any(|&(start, stop)| addr >= start && end <= stop)
+}
+
+impl BarMover {
+    fn ioevents(&self, evts: &[EventFd], bar_addr: u64, register: bool) {
+        for (q, evt) in evts.iter().enumerate() {
+            let addr = IoEventAddress::Mmio(VirtioPciDevice::notify_addr(bar_addr, q));
+            let r = if register {
+                self.vm.register_ioevent(evt, &addr, NoDatamatch)
+            } else {
+                self.vm.unregister_ioevent(evt, &addr, NoDatamatch)
+            };
+            if let Err(e) = r {
+                log::warn!("virtio: ioeventfd at {addr:?} (register {register}): {e}");
+            }
+        }
+    }
+}
+
+impl BarMoveHandler for BarMover {
+    fn bar_moved(&self, slot: u8, mv: BarMove) {
+        if mv.index != BAR_INDEX {
+            return;
+        }
+        let new = if in_window(mv.new_addr, mv.size) {
+            mv.new_addr
+        } else {
+            if mv.new_addr != 0 {
+                log::warn!(
+                    "PCI 00:{slot:02x}.0 BAR {} moved to {:#x}, outside the 32-bit PCI hole; unmapped",
+                    mv.index,
+                    mv.new_addr
+                );
+            }
+            0
+        };
+        self.window.set_addr(slot, mv.index, new);
+        let notify = self.notify.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, evts)) = notify.iter().find(|(s, _)| *s == slot) {
+            if mv.old_addr != 0 && in_window(mv.old_addr, mv.size) {
+                self.ioevents(evts, mv.old_addr, false);
+            }
+            if new != 0 {
+                self.ioevents(evts, new, true);
+            }
+        }
+        log::debug!(
+            "PCI 00:{slot:02x}.0 BAR {} now at {new:#x} (was {:#x})",
+            mv.index,
+            mv.old_addr
+        );
+    }
+}
+
+/// The virtio devices of a VM; dropping it stops their workers.
+pub struct VirtioDevices {
+    /// (PCI slot, device) in the order they were created: disks, NICs,
+    /// entropy.
+    pub devices: Vec<(u8, Arc<Mutex<VirtioPciDevice>>)>,
+    pub window: Option<Arc<BarWindow>>,
+    _router: Option<Arc<MsiRouter>>,
+}
+
+fn image_format(f: DiskFormat) -> ImageFormat {
+    match f {
+        DiskFormat::Raw => ImageFormat::Raw,
+        DiskFormat::Qcow2 => ImageFormat::Qcow2,
+    }
+}
+
+fn block_device(i: usize, d: &DiskConfig) -> Result<Box<dyn VirtioDevice>, WiringError> {
+    let format = image_format(d.format);
+    let disk = open_disk(
+        Path::new(&d.path),
+        format,
+        OpenOptions {
+            read_only: d.readonly,
+            direct: d.direct,
+        },
+    )
+    .map_err(|source| WiringError::Disk {
+        path: d.path.clone(),
+        format: format.as_str(),
+        source,
+    })?;
+    log::info!(
+        "virtio-blk{i}: {} ({format}, {} bytes{}{})",
+        d.path,
+        disk.size(),
+        if d.readonly { ", read-only" } else { "" },
+        if d.direct { ", O_DIRECT" } else { "" }
+    );
+    Ok(Box::new(BlockDevice::new(
+        Arc::from(disk),
+        BlockOptions {
+            read_only: d.readonly,
+            serial: d.serial.clone().unwrap_or_default(),
+            rate_limit: d.rate_limit.clone(),
+        },
+        format!("virtio-blk{i}"),
+    )))
+}
+
+fn net_device(i: usize, n: &NetConfig) -> Result<Box<dyn VirtioDevice>, WiringError> {
+    let tap = match (&n.tap, n.fd) {
+        (Some(name), None) => Tap::open_named(name, false),
+        // SAFETY: the configuration hands this fd to the VMM (an inherited
+        // tap); nothing else in the process uses it.
+        (None, Some(fd)) => unsafe { Tap::from_raw_fd(fd) },
+        _ => return Err(WiringError::NetBackend(i)),
+    }
+    .map_err(|source| WiringError::Tap { index: i, source })?;
+    let mac = match &n.mac {
+        Some(m) => m.parse::<MacAddr>().map_err(|_| WiringError::Mac {
+            index: i,
+            mac: m.clone(),
+        })?,
+        None => MacAddr::random_local(),
+    };
+    log::info!("virtio-net{i}: tap {}, MAC {mac}", tap.name());
+    Ok(Box::new(NetDevice::new(
+        tap,
+        mac,
+        n.rate_limit.clone(),
+        format!("virtio-net{i}"),
+    )))
+}
+
+/// Create the configured virtio devices and wire them in: PCI root,
+/// MMIO bus (`mmio`, before the vCPUs take their copies), KVM routes,
+/// irqfds and ioeventfds.
+pub fn add_virtio_devices(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    pci: &Arc<Mutex<PciRoot>>,
+    mmio: &mut Bus,
+    disks: &[DiskConfig],
+    nets: &[NetConfig],
+    rng: bool,
+) -> Result<VirtioDevices, WiringError> {
+    let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        models.push(block_device(i, d)?);
+    }
+    for (i, n) in nets.iter().enumerate() {
+        models.push(net_device(i, n)?);
+    }
+    if rng {
+        models.push(Box::new(RngDevice::new().map_err(WiringError::Rng)?));
+    }
+    if models.is_empty() {
+        return Ok(VirtioDevices {
+            devices: Vec::new(),
+            window: None,
+            _router: None,
+        });
+    }
+    let router = MsiRouter::new(vm)?;
+    let window = Arc::new(BarWindow::default());
+    let mover = Arc::new(BarMover {
+        vm: dup_vm_fd(vm)?,
+        window: window.clone(),
+        notify: Mutex::new(Vec::new()),
+    });
+    let mut next_bar = layout::MMIO32_START;
+    let mut devices = Vec::new();
+    for model in models {
+        let vectors =
+            router.allocate(VirtioPciDevice::vectors_for(model.queue_max_sizes().len()))?;
+        let addr = next_bar;
+        if !in_window(addr, BAR_SIZE) {
+            return Err(WiringError::WindowFull);
+        }
+        next_bar += BAR_SIZE;
+        let dev = VirtioPciDevice::new(model, mem.clone(), vectors, addr)?;
+        let evts = dev
+            .queue_evts()
+            .iter()
+            .map(EventFd::try_clone)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| WiringError::Transport(TransportError::EventFd(e)))?;
+        for (q, evt) in evts.iter().enumerate() {
+            let at = VirtioPciDevice::notify_addr(addr, q);
+            vm.register_ioevent(evt, &IoEventAddress::Mmio(at), NoDatamatch)
+                .map_err(|source| WiringError::Ioevent { addr: at, source })?;
+        }
+        let kind = dev.device_type();
+        let dev = Arc::new(Mutex::new(dev));
+        let shared: SharedPciDevice = dev.clone();
+        let slot = pci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_device(shared.clone())?;
+        window
+            .maps
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Mapping {
+                slot,
+                bar: BAR_INDEX,
+                addr,
+                len: BAR_SIZE,
+                device: shared,
+            });
+        mover
+            .notify
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((slot, evts));
+        log::info!("virtio type {kind} at PCI 00:{slot:02x}.0, BAR 0 at {addr:#x}");
+        devices.push((slot, dev));
+    }
+    for (start, stop) in bar_ranges() {
+        mmio.insert(
+            Arc::new(Mutex::new(BarWindowRange {
+                window: window.clone(),
+                base: start,
+            })),
+            start,
+            stop - start,
+        )
+        .map_err(WiringError::Bus)?;
+    }
+    pci.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_bar_move_handler(mover);
+    Ok(VirtioDevices {
+        devices,
+        window: Some(window),
+        _router: Some(router),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::pci::{PciBar, PciDevice};
+
+    struct Echo;
+    impl PciDevice for Echo {
+        fn config_read(&mut self, _: usize) -> u32 {
+            0
+        }
+        fn config_write(&mut self, _: usize, _: u64, _: &[u8]) -> Option<BarMove> {
+            None
+        }
+        fn bars(&self) -> Vec<PciBar> {
+            Vec::new()
+        }
+        fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+            data.copy_from_slice(&(offset as u32 | (bar as u32) << 24).to_le_bytes()[..data.len()]);
+        }
+    }
+
+    #[test]
+    fn the_window_follows_bar_moves() {
+        let window = Arc::new(BarWindow::default());
+        let dev: SharedPciDevice = Arc::new(Mutex::new(Echo));
+        window.maps.write().unwrap().push(Mapping {
+            slot: 3,
+            bar: 0,
+            addr: 0xc000_0000,
+            len: 0x8000,
+            device: dev,
+        });
+        let mut range = BarWindowRange {
+            window: window.clone(),
+            base: layout::MMIO32_START,
+        };
+        let mut b = [0u8; 4];
+        range.read(0x10, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 0x10);
+        window.set_addr(3, 0, 0xc010_0000);
+        range.read(0x10, &mut b);
+        assert_eq!(b, [0xff; 4], "nothing at the old address");
+        range.read(0x10_0010, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 0x10);
+        range.read(0x10_8000, &mut b);
+        assert_eq!(b, [0xff; 4], "past the BAR's end");
+        // Unmapped (moved outside the window): nowhere.
+        window.set_addr(3, 0, 0);
+        range.read(0, &mut b);
+        assert_eq!(b, [0xff; 4]);
+        assert!(in_window(0xc000_0000, 0x8000));
+        assert!(in_window(0xdfff_8000, 0x8000));
+        assert!(!in_window(0xdfff_8000, 0x8001));
+        assert!(!in_window(0xbfff_f000, 0x8000));
+        assert!(!in_window(u64::MAX - 4, 0x8000));
+        // SeaBIOS's top-down placement, below the IOAPIC; not the ECAM.
+        assert!(in_window(0xfebf_8000, 0x8000));
+        assert!(!in_window(0xfebf_8000, 0x8001));
+        assert!(!in_window(layout::PCI_ECAM_START, 0x8000));
+    }
+}
