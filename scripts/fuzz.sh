@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run every cargo-fuzz target for a bounded time (part of scripts/test.sh):
+#   kiln-block: qcow2_open (headers and tables of hostile qcow2 files)
+#   kiln-vmm:   virtio_chain (descriptor chains), virtio_blk_request (headers)
+# KILN_FUZZ_SECS sets the time per target (default 45). A crash fails the
+# run and leaves its input under the fuzz crate's artifacts/.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+secs=${KILN_FUZZ_SECS:-45}
+export CARGO_TARGET_DIR=$root/cache/fuzz-target
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --quiet
+fi
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz.sh: the nightly toolchain is needed (rustup toolchain install nightly)" >&2
+    exit 1
+fi
+
+"$root/vmm/block/fuzz/run.sh" "$secs"
+cd "$root/vmm/fuzz"
+for target in virtio_chain virtio_blk_request; do
+    mkdir -p "corpus/$target"
+    cargo +nightly fuzz run "$target" "corpus/$target" -- \
+        -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10
+done
