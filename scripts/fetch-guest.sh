@@ -34,7 +34,7 @@ fetch_deb() {
     local tmp
     tmp=$(mktemp -d)
     chmod 755 "$tmp"
-    (cd "$tmp" && apt-get download -qq "$real")
+    (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$real")
     dpkg -x "$tmp"/*.deb "$cache/debs/$name.partial"
     rm -rf "$tmp"
     mv "$cache/debs/$name.partial" "$cache/debs/$name"
