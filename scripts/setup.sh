@@ -22,3 +22,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" "${extra[@]}" >/dev/null
 fi
 "$root/scripts/fetch-guest.sh"
+
+# schemathesis (PyPI) fuzzes kilnd's API from its OpenAPI document in the
+# tests; it lives in a virtualenv in the git-ignored cache.
+venv=$root/cache/venv
+if [ ! -x "$venv/bin/st" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis
+fi

@@ -6,7 +6,8 @@
 #   4. cargo test over the whole workspace: unit tests, qemu-img interop,
 #      probe guests on real KVM, the stock Debian kernel's early boot,
 #      kilnd end to end
-#   5. the fuzz targets, each for a bounded time (scripts/fuzz.sh)
+#   5. schemathesis against kilnd's OpenAPI document: no 5xx
+#   6. the fuzz targets, each for a bounded time (scripts/fuzz.sh)
 # Needs root, /dev/kvm and /dev/net/tun (see README). Exits non-zero on any
 # failure.
 set -euo pipefail
@@ -31,6 +32,9 @@ cargo build --workspace --bins --quiet
 
 step "cargo test"
 cargo test --workspace --no-fail-fast
+
+step "schemathesis against kilnd's /openapi.json"
+PATH=$root/cache/venv/bin:$PATH manager/tests/schemathesis.sh "$root/target/debug/kilnd"
 
 if [ -x scripts/fuzz.sh ]; then
     step "fuzz (bounded)"

@@ -75,6 +75,7 @@ pub enum ImageKind {
         /// Where the copy lives in the image store.
         path: String,
         size_bytes: u64,
+        /// Hex sha256 of the image's bytes; empty until imported.
         sha256: String,
     },
 }
@@ -86,6 +87,31 @@ pub struct Image {
     #[serde(flatten)]
     pub kind: ImageKind,
     pub created_at: String,
+    #[serde(default)]
+    pub status: ImageStatus,
+    /// While a disk image is importing: how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ImportProgress>,
+    /// Why an import failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+}
+
+/// Where an image is in its life. A disk image is `importing` from its
+/// `POST` (202) until copied and hashed; only `active` images can be used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    #[default]
+    Active,
+    Importing,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportProgress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
 }
 
 /// `POST /v1/images`.
@@ -178,6 +204,10 @@ pub struct Server {
     pub fault: Option<Fault>,
     pub flavor_id: String,
     pub image_id: String,
+    /// The disk image under its root disk, a qcow2 overlay of the flavor's
+    /// size in the server's directory (`root.qcow2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_image_id: Option<String>,
     /// The allocation it holds from create until delete.
     pub vcpus: u32,
     pub ram_mb: u64,
@@ -189,6 +219,32 @@ pub struct Server {
     pub pid: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
+    /// The readiness condition given at create, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_condition: Option<ReadyCondition>,
+    /// ACTIVE, and the current boot met the readiness condition if there
+    /// is one.
+    #[serde(default)]
+    pub ready: bool,
+    /// Milliseconds from starting its kiln-vmm to ready, for the current
+    /// boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_after_ms: Option<u64>,
+    /// When the server is deleted automatically (from `ttl_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// When a server counts as ready. Exactly one field is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadyCondition {
+    /// A regular expression matched against the serial console output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<String>,
+    /// A code the guest writes to the debug port (I/O port 0x80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_code: Option<u8>,
 }
 
 /// `POST /v1/servers`.
@@ -200,6 +256,10 @@ pub struct ServerCreate {
     pub flavor: String,
     /// Kernel image id or name.
     pub image: String,
+    /// Disk image id or name for the root disk: the server gets a qcow2
+    /// overlay on it of the flavor's `disk_gb` (the image's size if 0).
+    #[serde(default)]
+    pub disk_image: Option<String>,
     /// Kernel command line; the image's default when absent.
     #[serde(default)]
     pub cmdline: Option<String>,
@@ -207,6 +267,11 @@ pub struct ServerCreate {
     pub user_data: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ready: Option<ReadyCondition>,
+    /// Seconds after which the server is deleted automatically.
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,6 +29,15 @@ pub struct VmConfig {
     /// A virtio-rng device fed by the host's getrandom.
     #[serde(default)]
     pub rng: bool,
+    /// Windows guests: the Hyper-V enlightenments OpenStack Nova turns on
+    /// for `os_type=windows` (relaxed, vapic, spinlocks=8191, vpindex,
+    /// runtime, time, synic, stimer, frequencies, reset, tlbflush, ipi).
+    /// The VM fails to start where the host's KVM cannot emulate them.
+    #[serde(default)]
+    pub hyperv: bool,
+    /// Windows guests: the RTC keeps host local time instead of UTC.
+    #[serde(default)]
+    pub rtc_local_time: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

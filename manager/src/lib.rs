@@ -1,1 +1,26 @@
+//! `kiln-manager`: `kilnd`, the compute service, and the `kiln` CLI.
+//!
+//! - [`config`]: the TOML configuration and its embedded defaults.
+//! - [`store`]: SQLite state (flavors, images, servers) with migrations.
+//! - [`placement`]: capacity with overcommit, checked atomically on create.
+//! - [`images`]: registering kernel images and importing disk images.
+//! - [`disks`]: ephemeral root disks, qcow2 overlays on disk images.
+//! - [`supervisor`]: one `kiln-vmm` per server, watched through a pidfd.
+//! - [`server`]: the REST API (axum) on the unix socket.
+//! - [`attach`]: the interactive console, an HTTP upgrade to the VMM's
+//!   console socket.
+//! - [`client`]: a small blocking HTTP/1.1 client for unix sockets, used by
+//!   the CLI, the tests and the supervisor to talk to each VMM.
+//! - [`daemon`]: wiring it all together for the `kilnd` binary.
 
+pub mod attach;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod disks;
+pub mod images;
+pub mod placement;
+pub mod server;
+pub mod store;
+pub mod supervisor;
+pub mod util;

@@ -1,0 +1,80 @@
+//! `kiln console`: the terminal in raw mode, its bytes to the server's
+//! console and the console's bytes to the terminal; Ctrl-] detaches.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Ctrl-]: detach.
+const DETACH: u8 = 0x1d;
+
+/// The terminal's settings, restored on drop.
+struct RawTerminal(libc::termios);
+
+impl RawTerminal {
+    fn enter() -> Option<RawTerminal> {
+        // SAFETY: isatty on fd 0.
+        if unsafe { libc::isatty(0) } != 1 {
+            return None;
+        }
+        // SAFETY: termios is plain data; tcgetattr fills it.
+        let mut old: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: fd 0 and a valid out pointer.
+        if unsafe { libc::tcgetattr(0, &mut old) } != 0 {
+            return None;
+        }
+        let mut raw = old;
+        // SAFETY: cfmakeraw edits the struct it is given.
+        unsafe { libc::cfmakeraw(&mut raw) };
+        // SAFETY: fd 0 and a valid termios.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &raw) };
+        Some(RawTerminal(old))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: fd 0 and the termios saved by `enter`.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.0) };
+    }
+}
+
+pub fn attach(socket: &Path, id: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let stream = kiln_manager::client::attach_console(socket, id)?;
+    let raw = RawTerminal::enter();
+    if raw.is_some() {
+        eprint!("[attached; Ctrl-] detaches]\r\n");
+    }
+    let mut to_vm = stream.try_clone()?;
+    let interactive = raw.is_some();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if interactive && buf[..n].contains(&DETACH) {
+                let _ = to_vm.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            if to_vm.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    let mut from_vm = stream;
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 4096];
+    loop {
+        match from_vm.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.write_all(&buf[..n])?;
+                out.flush()?;
+            }
+        }
+    }
+    drop(raw);
+    Ok(())
+}

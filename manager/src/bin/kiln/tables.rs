@@ -1,0 +1,87 @@
+//! The tables `kiln` prints for people.
+
+use kiln_api::compute::{Flavor, Image, ImageKind, Server};
+
+pub fn flavors(l: &[Flavor]) {
+    table(
+        &["ID", "NAME", "VCPUS", "RAM_MB", "DISK_GB"],
+        l.iter()
+            .map(|f| {
+                vec![
+                    f.id.clone(),
+                    f.name.clone(),
+                    f.vcpus.to_string(),
+                    f.ram_mb.to_string(),
+                    f.disk_gb.to_string(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn images(l: &[Image]) {
+    table(
+        &["ID", "NAME", "TYPE", "STATUS", "DETAIL"],
+        l.iter()
+            .map(|i| {
+                let (t, d) = match &i.kind {
+                    ImageKind::Kernel { kernel, .. } => ("kernel", kernel.clone()),
+                    ImageKind::Disk {
+                        format,
+                        size_bytes,
+                        sha256,
+                        ..
+                    } => (
+                        "disk",
+                        format!(
+                            "{format:?} {size_bytes} B sha256:{}",
+                            &sha256[..12.min(sha256.len())]
+                        ),
+                    ),
+                };
+                let status = format!("{:?}", i.status).to_lowercase();
+                vec![i.id.clone(), i.name.clone(), t.to_string(), status, d]
+            })
+            .collect(),
+    );
+}
+
+pub fn servers(l: &[Server]) {
+    table(
+        &["ID", "NAME", "STATUS", "TASK", "VCPUS", "RAM_MB", "PID"],
+        l.iter()
+            .map(|s| {
+                vec![
+                    s.id.clone(),
+                    s.name.clone(),
+                    s.status.as_str().to_string(),
+                    s.task_state.clone().unwrap_or_else(|| "-".into()),
+                    s.vcpus.to_string(),
+                    s.ram_mb.to_string(),
+                    s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn table(head: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(head.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}

@@ -1,0 +1,250 @@
+//! `kilnd`'s configuration: a TOML file whose every key has a default.
+//!
+//! [`DEFAULT_CONFIG`] is the embedded default file, with each key explained;
+//! `kilnd --print-default-config` prints it. A file given by `--config` only
+//! needs the keys it changes; unknown keys are refused.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The embedded default configuration, documented.
+pub const DEFAULT_CONFIG: &str = r#"# kilnd configuration. Every key is shown with its default value.
+
+# Where the SQLite store, the image store and each server's files live.
+# (`kilnd --state-dir DIR` overrides it.)
+state_dir = "/var/lib/kiln"
+
+# The REST API's unix socket (`kilnd --socket PATH` overrides it). It is made
+# mode `socket_mode` and group `socket_group` (created if missing, as Incus
+# does); members of that group may use the API.
+socket = "/run/kiln/kiln.sock"
+socket_group = "kiln"
+socket_mode = 0o660
+
+# Largest request body accepted, in bytes (larger ones answer 413).
+max_body_bytes = 262144
+
+[placement]
+# capacity = (total - reserved) x allocation ratio, per resource.
+# Defaults as Nova 2023.1.
+cpu_allocation_ratio = 4.0
+ram_allocation_ratio = 1.0
+disk_allocation_ratio = 1.0
+reserved_host_cpus = 0
+reserved_host_memory_mb = 512
+reserved_host_disk_gb = 0
+# Totals are detected from the host (online CPUs, MemTotal of /proc/meminfo,
+# the file system of state_dir) unless set here:
+# total_vcpus = 2
+# total_ram_mb = 4096
+# total_disk_gb = 100
+
+[vmm]
+# The kiln-vmm binary; by default the `kiln-vmm` next to the kilnd binary.
+# binary = "/usr/local/bin/kiln-vmm"
+# CPU template given to every VM (`host`, `kvm-nested`, ...).
+cpu_template = "host"
+# Seconds a new VMM has to answer on its control socket before the server
+# goes to ERROR.
+boot_timeout_s = 30
+# Seconds a graceful stop (ACPI power button) may take before the VMM is
+# killed.
+stop_timeout_s = 30
+# Seconds a deleted server's console log is kept (under
+# state_dir/console-archive).
+console_retention_s = 86400
+
+[tcp]
+# An optional TCP listener for the same API, off unless `listen` is set.
+# Every request on it must carry `Authorization: Bearer TOKEN`, TOKEN being
+# the first line of `token_file` (kilnd refuses to start without one).
+# listen = "127.0.0.1:8774"
+# token_file = "/etc/kiln/api-token"
+"#;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub socket_group: String,
+    pub socket_mode: u32,
+    pub max_body_bytes: usize,
+    pub placement: PlacementConfig,
+    pub vmm: VmmConfig,
+    pub tcp: TcpConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementConfig {
+    pub cpu_allocation_ratio: f64,
+    pub ram_allocation_ratio: f64,
+    pub disk_allocation_ratio: f64,
+    pub reserved_host_cpus: u64,
+    pub reserved_host_memory_mb: u64,
+    pub reserved_host_disk_gb: u64,
+    #[serde(default)]
+    pub total_vcpus: Option<u64>,
+    #[serde(default)]
+    pub total_ram_mb: Option<u64>,
+    #[serde(default)]
+    pub total_disk_gb: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmmConfig {
+    #[serde(default)]
+    pub binary: Option<PathBuf>,
+    pub cpu_template: String,
+    pub boot_timeout_s: u64,
+    pub stop_timeout_s: u64,
+    pub console_retention_s: u64,
+}
+
+impl Config {
+    /// The embedded defaults.
+    pub fn default_config() -> Config {
+        Config::parse(DEFAULT_CONFIG).expect("the embedded default config parses")
+    }
+
+    /// Parses a file's text, filling what it leaves out from the defaults.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table = DEFAULT_CONFIG.parse()?;
+        let user: toml::Table = text.parse()?;
+        merge(&mut merged, user);
+        let config: Config = toml::Value::Table(merged).try_into()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.placement;
+        for (name, ratio) in [
+            ("cpu_allocation_ratio", p.cpu_allocation_ratio),
+            ("ram_allocation_ratio", p.ram_allocation_ratio),
+            ("disk_allocation_ratio", p.disk_allocation_ratio),
+        ] {
+            if !(ratio.is_finite() && ratio > 0.0 && ratio <= 1000.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "placement.{name} must be in (0, 1000], not {ratio}"
+                )));
+            }
+        }
+        if self.socket_mode > 0o777 {
+            return Err(ConfigError::Invalid(format!(
+                "socket_mode {:o} is not a permission mode",
+                self.socket_mode
+            )));
+        }
+        if self.tcp.listen.is_some() && self.tcp.token_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "tcp.listen needs tcp.token_file: the TCP API always requires a bearer token"
+                    .into(),
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The kiln-vmm binary: as configured, else next to the running binary.
+    pub fn vmm_binary(&self) -> PathBuf {
+        if let Some(b) = &self.vmm.binary {
+            return b.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("kiln-vmm")))
+            .unwrap_or_else(|| PathBuf::from("kiln-vmm"))
+    }
+}
+
+/// Overlays `user` on `base`, table by table.
+fn merge(base: &mut toml::Table, user: toml::Table) {
+    for (k, v) in user {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(u)) => merge(b, u),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_match_nova() {
+        let c = Config::default_config();
+        assert_eq!(c.placement.cpu_allocation_ratio, 4.0);
+        assert_eq!(c.placement.ram_allocation_ratio, 1.0);
+        assert_eq!(c.placement.disk_allocation_ratio, 1.0);
+        assert_eq!(c.placement.reserved_host_memory_mb, 512);
+        assert_eq!(c.socket, PathBuf::from("/run/kiln/kiln.sock"));
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.placement.total_vcpus, None);
+    }
+
+    #[test]
+    fn partial_file_overrides_only_its_keys() {
+        let c =
+            Config::parse("[placement]\ncpu_allocation_ratio = 2.0\ntotal_vcpus = 3\n").unwrap();
+        assert_eq!(c.placement.cpu_allocation_ratio, 2.0);
+        assert_eq!(c.placement.total_vcpus, Some(3));
+        assert_eq!(c.placement.ram_allocation_ratio, 1.0);
+        assert_eq!(c.vmm.stop_timeout_s, 30);
+    }
+
+    #[test]
+    fn bad_files_are_refused() {
+        assert!(Config::parse("nonsense = 1\n").is_err());
+        assert!(Config::parse("[placement]\ncpu_allocation_ratio = -1.0\n").is_err());
+        assert!(Config::parse("[placement]\nram_allocation_ratio = \"x\"\n").is_err());
+        assert!(Config::parse("socket_mode = 0o7777\n").is_err());
+        assert!(Config::parse("[vmm\n").is_err());
+        assert!(Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\n").is_err());
+        assert!(Config::parse("[tcp]\nlisten = \"nonsense\"\ntoken_file = \"/t\"\n").is_err());
+        let c = Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/t\"\n").unwrap();
+        assert_eq!(c.tcp.listen.unwrap().port(), 1);
+    }
+}

@@ -1,0 +1,231 @@
+//! `kilnd` put together: open the store, measure the host, re-adopt VMMs,
+//! bind the unix socket (mode and group from the config) and serve until
+//! SIGTERM or SIGINT. VMMs keep running when kilnd ends.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::UnixListener;
+
+use crate::config::Config;
+use crate::placement::Placement;
+use crate::server::{router, AppState};
+use crate::store::{Store, StoreError};
+use crate::supervisor::Supervisor;
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("cannot make state directory {0}")]
+    StateDir(String, #[source] std::io::Error),
+    #[error("cannot open the store")]
+    Store(#[from] StoreError),
+    #[error("socket {0}")]
+    Socket(String, #[source] std::io::Error),
+    #[error("another kilnd answers on {0}")]
+    InUse(String),
+    #[error("serving failed")]
+    Serve(#[source] std::io::Error),
+    #[error("cannot read the TCP API token")]
+    Token(#[source] std::io::Error),
+    #[error("the TCP API token file {0} is empty or shorter than 16 characters")]
+    WeakToken(String),
+}
+
+fn read_token(path: Option<&Path>) -> Result<String, DaemonError> {
+    let path = path.ok_or_else(|| DaemonError::WeakToken("(none)".into()))?;
+    let text = std::fs::read_to_string(path).map_err(DaemonError::Token)?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.len() < 16 {
+        return Err(DaemonError::WeakToken(path.display().to_string()));
+    }
+    Ok(token)
+}
+
+/// Refuses a TCP request without the right `Authorization: Bearer` token.
+async fn require_token(
+    axum::extract::State(token): axum::extract::State<Arc<String>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return crate::server::ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "a valid `Authorization: Bearer TOKEN` header is required on the TCP API",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let config = Arc::new(config);
+    let state = &config.state_dir;
+    std::fs::create_dir_all(state)
+        .map_err(|e| DaemonError::StateDir(state.display().to_string(), e))?;
+    let store = Arc::new(Store::open(&state.join("kiln.db"))?);
+    let placement = Placement::from_config(&config.placement, state);
+    let sup = Supervisor::new(store.clone(), config.clone())
+        .map_err(|e| DaemonError::StateDir(state.display().to_string(), e))?;
+    for img in store.importing_images()? {
+        tracing::warn!(image = img.id, "import interrupted by a kilnd restart");
+        if let kiln_api::compute::ImageKind::Disk { path, .. } = &img.kind {
+            let _ = std::fs::remove_file(path);
+        }
+        store.fail_import(&img.id, "import interrupted: kilnd stopped before it ended")?;
+    }
+    let listener = bind(&config)?;
+    sup.reconcile().await;
+    let expirer = sup.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let s = expirer.clone();
+            let _ = tokio::task::spawn_blocking(move || s.expire()).await;
+        }
+    });
+    let reaper = sup.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for id in reaper
+                .store
+                .expired(crate::util::now_secs())
+                .unwrap_or_default()
+            {
+                tracing::info!(server = id, "time to live ran out: deleting");
+                let s = reaper.clone();
+                tokio::spawn(async move { s.delete(&id).await });
+            }
+        }
+    });
+    let app = router(Arc::new(AppState {
+        store,
+        sup,
+        placement,
+        config: config.clone(),
+    }));
+    if let Some(addr) = config.tcp.listen {
+        let token = read_token(config.tcp.token_file.as_deref())?;
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| DaemonError::Socket(addr.to_string(), e))?;
+        tracing::info!(%addr, "kilnd serving on TCP (bearer token required)");
+        let app = app.clone().layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(tcp, app).await {
+                tracing::error!(error = %e, "TCP listener failed");
+            }
+        });
+    }
+    tracing::info!(socket = %config.socket.display(), "kilnd serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(DaemonError::Serve)?;
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down; VMMs keep running");
+}
+
+/// Binds the API socket, replacing a stale one, and sets its mode and
+/// group.
+fn bind(config: &Config) -> Result<UnixListener, DaemonError> {
+    let path = &config.socket;
+    let name = path.display().to_string();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| DaemonError::Socket(name.clone(), e))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::InUse(name));
+        }
+        std::fs::remove_file(path).map_err(|e| DaemonError::Socket(name.clone(), e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| DaemonError::Socket(name.clone(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode))
+        .map_err(|e| DaemonError::Socket(name.clone(), e))?;
+    match group_id(&config.socket_group) {
+        Some(gid) => chown_group(path, gid),
+        None => tracing::warn!(
+            group = config.socket_group,
+            "socket group missing and not created"
+        ),
+    }
+    Ok(listener)
+}
+
+/// The gid of `group`, creating it (`groupadd --system`) if missing.
+fn group_id(group: &str) -> Option<u32> {
+    if let Some(g) = lookup_group(group) {
+        return Some(g);
+    }
+    let ok = std::process::Command::new("groupadd")
+        .args(["--system", group])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return None;
+    }
+    lookup_group(group)
+}
+
+fn lookup_group(group: &str) -> Option<u32> {
+    let c = CString::new(group).ok()?;
+    // SAFETY: getgrnam reads a NUL-terminated name and returns a pointer
+    // into static storage or null; we read one field at once. kilnd calls
+    // it only here, before serving, so no other thread races on it.
+    unsafe {
+        let g = libc::getgrnam(c.as_ptr());
+        if g.is_null() {
+            None
+        } else {
+            Some((*g).gr_gid)
+        }
+    }
+}
+
+fn chown_group(path: &Path, gid: u32) {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a NUL-terminated path; uid -1 leaves the owner unchanged.
+    if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot set the socket's group");
+    }
+}

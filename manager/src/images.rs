@@ -1,0 +1,301 @@
+//! The image service: kernel images are registered by host path; disk
+//! images are copied into the image store (`state_dir/images/ID.FORMAT`)
+//! with their sha256 computed on the way, in the background, reporting
+//! progress ([`prepare_image`] checks, [`ImportJob::run`] copies). A disk image's format is always
+//! the one the request names; a file claimed to be qcow2 must start with
+//! the qcow2 magic, and nothing is ever probed.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use kiln_api::compute::{DiskFormat, Image, ImageCreate, ImageKind, ImageStatus, ImportProgress};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::util::{check_name, now_rfc3339};
+
+#[derive(Debug, Error)]
+pub enum ImageError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot copy the image into the image store")]
+    Copy(#[source] std::io::Error),
+}
+
+/// Checks that `p` is an absolute path without `..` to a readable regular
+/// file.
+pub fn check_host_file(what: &str, p: &str) -> Result<PathBuf, ImageError> {
+    let path = Path::new(p);
+    if !path.is_absolute() || p.contains('\0') {
+        return Err(ImageError::Invalid(format!(
+            "{what} path {p:?} must be absolute"
+        )));
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(ImageError::Invalid(format!(
+            "{what} path {p:?} must not contain '..'"
+        )));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(path.to_owned()),
+        Ok(_) => Err(ImageError::Invalid(format!(
+            "{what} path {p:?} is not a regular file"
+        ))),
+        Err(e) => Err(ImageError::Invalid(format!("{what} path {p:?}: {e}"))),
+    }
+}
+
+/// A disk image copy still to do: `src` into `dst`.
+#[derive(Debug)]
+pub struct ImportJob {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub total: u64,
+}
+
+/// Checks a request and makes its image. A kernel image is complete; a
+/// disk image comes back `importing`, with the copy to run
+/// ([`ImportJob::run`]). Every check that can fail fast (name, path,
+/// size, the qcow2 magic) is done here, so a bad request is refused at
+/// once. Blocking: run it off the async threads.
+pub fn prepare_image(
+    req: &ImageCreate,
+    store_dir: &Path,
+) -> Result<(Image, Option<ImportJob>), ImageError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut job = None;
+    let (name, kind) = match req {
+        ImageCreate::Kernel {
+            name,
+            kernel,
+            initramfs,
+            cmdline,
+        } => {
+            check_name("image", name).map_err(ImageError::Invalid)?;
+            check_host_file("kernel", kernel)?;
+            if let Some(i) = initramfs {
+                check_host_file("initramfs", i)?;
+            }
+            let cmdline = cmdline.clone().unwrap_or_default();
+            check_cmdline(&cmdline)?;
+            (
+                name.clone(),
+                ImageKind::Kernel {
+                    kernel: kernel.clone(),
+                    initramfs: initramfs.clone(),
+                    cmdline,
+                },
+            )
+        }
+        ImageCreate::Disk { name, path, format } => {
+            check_name("image", name).map_err(ImageError::Invalid)?;
+            let src = check_host_file("disk image", path)?;
+            check_head(&src, *format)?;
+            let total = std::fs::metadata(&src).map_err(ImageError::Copy)?.len();
+            let ext = match format {
+                DiskFormat::Raw => "raw",
+                DiskFormat::Qcow2 => "qcow2",
+            };
+            std::fs::create_dir_all(store_dir).map_err(ImageError::Copy)?;
+            let dst = store_dir.join(format!("{id}.{ext}"));
+            job = Some(ImportJob {
+                src,
+                dst: dst.clone(),
+                total,
+            });
+            (
+                name.clone(),
+                ImageKind::Disk {
+                    format: *format,
+                    path: dst.display().to_string(),
+                    size_bytes: total,
+                    sha256: String::new(),
+                },
+            )
+        }
+    };
+    let status = if job.is_some() {
+        ImageStatus::Importing
+    } else {
+        ImageStatus::Active
+    };
+    let progress = job.as_ref().map(|j| ImportProgress {
+        bytes_done: 0,
+        bytes_total: j.total,
+    });
+    Ok((
+        Image {
+            id,
+            name,
+            kind,
+            created_at: now_rfc3339(),
+            status,
+            progress,
+            fault: None,
+        },
+        job,
+    ))
+}
+
+/// Refuses an empty file, and a file claimed to be qcow2 without the
+/// qcow2 magic.
+fn check_head(src: &Path, format: DiskFormat) -> Result<(), ImageError> {
+    let mut head = [0u8; 4];
+    let n = File::open(src)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(ImageError::Copy)?;
+    if n == 0 {
+        return Err(ImageError::Invalid("the disk image is empty".into()));
+    }
+    if format == DiskFormat::Qcow2 && head[..n] != *b"QFI\xfb" {
+        return Err(ImageError::Invalid(
+            "the file is not qcow2 (no QFI\\xfb magic); give the format it has".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl ImportJob {
+    /// Copies and hashes; `progress` is called with the bytes done so far
+    /// after every chunk. Answers (size, hex sha256). On error the partial
+    /// copy is removed.
+    pub fn run(&self, progress: impl FnMut(u64)) -> Result<(u64, String), ImageError> {
+        let r = copy_with_sha256(&self.src, &self.dst, progress);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&self.dst);
+        }
+        r
+    }
+}
+
+/// [`prepare_image`] and the import at once (for tests and tools).
+pub fn build_image(req: &ImageCreate, store_dir: &Path) -> Result<Image, ImageError> {
+    let (mut img, job) = prepare_image(req, store_dir)?;
+    if let Some(job) = job {
+        let (size, sha) = job.run(|_| {})?;
+        if let ImageKind::Disk {
+            size_bytes, sha256, ..
+        } = &mut img.kind
+        {
+            *size_bytes = size;
+            *sha256 = sha;
+        }
+        img.status = ImageStatus::Active;
+        img.progress = None;
+    }
+    Ok(img)
+}
+
+/// Kernel command lines: printable ASCII, at most 2048 bytes (the x86 boot
+/// protocol's usual limit).
+pub fn check_cmdline(c: &str) -> Result<(), ImageError> {
+    if c.len() > 2048 {
+        return Err(ImageError::Invalid(
+            "cmdline is longer than 2048 bytes".into(),
+        ));
+    }
+    if c.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+        return Err(ImageError::Invalid(
+            "cmdline must be printable ASCII".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn copy_with_sha256(
+    src: &Path,
+    dst: &Path,
+    mut progress: impl FnMut(u64),
+) -> Result<(u64, String), ImageError> {
+    let mut input = File::open(src).map_err(ImageError::Copy)?;
+    let mut out = File::create_new(dst).map_err(ImageError::Copy)?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = input.read(&mut buf).map_err(ImageError::Copy)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(ImageError::Copy)?;
+        total += n as u64;
+        progress(total);
+    }
+    out.sync_all().map_err(ImageError::Copy)?;
+    let digest = hash.finalize();
+    Ok((total, digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_import_copies_and_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("disk.raw");
+        std::fs::write(&src, b"abc").unwrap();
+        let req = ImageCreate::Disk {
+            name: "d".into(),
+            path: src.display().to_string(),
+            format: DiskFormat::Raw,
+        };
+        let img = build_image(&req, &dir.path().join("store")).unwrap();
+        let ImageKind::Disk {
+            path,
+            size_bytes,
+            sha256,
+            ..
+        } = img.kind
+        else {
+            panic!()
+        };
+        assert_eq!(size_bytes, 3);
+        assert_eq!(
+            sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(std::fs::read(path).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("disk.raw");
+        std::fs::write(&src, b"not qcow2").unwrap();
+        let store = dir.path().join("store");
+        let disk = |name: &str, path: &str, format| ImageCreate::Disk {
+            name: name.into(),
+            path: path.into(),
+            format,
+        };
+        let s = src.display().to_string();
+        for req in [
+            disk("q", &s, DiskFormat::Qcow2),
+            disk("../x", &s, DiskFormat::Raw),
+            disk("r", "relative/path", DiskFormat::Raw),
+            disk(
+                "r",
+                &format!("{}/../disk.raw", dir.path().display()),
+                DiskFormat::Raw,
+            ),
+            disk("r", "/nonexistent/file", DiskFormat::Raw),
+            disk("r", "/tmp", DiskFormat::Raw),
+            ImageCreate::Kernel {
+                name: "k".into(),
+                kernel: s.clone(),
+                initramfs: None,
+                cmdline: Some("a\nb".into()),
+            },
+        ] {
+            assert!(
+                matches!(build_image(&req, &store), Err(ImageError::Invalid(_))),
+                "{req:?}"
+            );
+        }
+        // A failed qcow2 import leaves nothing behind.
+        assert_eq!(std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0), 0);
+    }
+}

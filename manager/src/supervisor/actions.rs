@@ -1,0 +1,247 @@
+//! Server lifecycle work: build after create, the actions of
+//! `POST /v1/servers/{id}/action`, and delete.
+//!
+//! An action first checks, under the server's lock (taken without
+//! waiting: a busy server answers 409), that the status allows it, records
+//! its task state, and then runs in the background holding the lock; the
+//! API answers 202 in between. Delete does not wait for a running action:
+//! it kills the VMM first, then takes the lock, so it always finishes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_api::compute::{RebootType, Server, ServerAction, ServerStatus};
+use thiserror::Error;
+use tokio::sync::OwnedMutexGuard;
+
+use super::{Intent, Supervisor, Vm};
+use crate::store::StoreError;
+
+#[derive(Debug, Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl Supervisor {
+    /// Boots a server just recorded as BUILD.
+    pub fn build(self: &Arc<Self>, server: Server) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _g = this.lock_of(&server.id).lock_owned().await;
+            this.boot(&server, &[ServerStatus::Build], "spawning").await;
+        });
+    }
+
+    /// Starts the VMM and moves the server to ACTIVE, or ERROR with the
+    /// reason.
+    pub(crate) async fn boot(self: &Arc<Self>, server: &Server, from: &[ServerStatus], task: &str) {
+        let id = &server.id;
+        // A delete may have come first.
+        let Ok(current) = self.store.get_server(id) else {
+            return;
+        };
+        if current.task_state.as_deref() == Some("deleting") {
+            return;
+        }
+        let _ = self.store.set_task_state(id, Some(task));
+        match self.spawn(&current).await {
+            Ok(vm) => self.activate(id, &vm, from),
+            Err(fault) => {
+                tracing::warn!(server = id.as_str(), fault, "boot failed");
+                let _ = self.store.set_error(id, &fault);
+            }
+        }
+    }
+
+    /// Validates an action against the server's status and starts it.
+    pub fn action(self: &Arc<Self>, id: &str, action: ServerAction) -> Result<(), ActionError> {
+        let server = self.store.get_server(id)?;
+        let guard = self.lock_of(id).try_lock_owned().map_err(|_| {
+            ActionError::Conflict(format!(
+                "server {} is busy ({})",
+                server.name,
+                server
+                    .task_state
+                    .as_deref()
+                    .unwrap_or("an action is running")
+            ))
+        })?;
+        // Re-read under the lock.
+        let server = self.store.get_server(id)?;
+        if server.task_state.as_deref() == Some("deleting") {
+            return Err(ActionError::Conflict(format!(
+                "server {} is being deleted",
+                server.name
+            )));
+        }
+        use ServerStatus::*;
+        let allowed: &[ServerStatus] = match action {
+            ServerAction::Start => &[Shutoff, Error],
+            ServerAction::Stop => &[Active, Paused, Error],
+            ServerAction::Reboot {
+                kind: RebootType::Soft,
+            } => &[Active],
+            ServerAction::Reboot {
+                kind: RebootType::Hard,
+            } => &[Active, Paused, Shutoff, Error],
+            ServerAction::Pause => &[Active],
+            ServerAction::Resume => &[Paused],
+        };
+        if !allowed.contains(&server.status) {
+            return Err(ActionError::Conflict(format!(
+                "cannot {} server {} while it is {}",
+                action_name(action),
+                server.name,
+                server.status.as_str()
+            )));
+        }
+        let running = self.vm(id).filter(|vm| !vm.has_exited());
+        if action == ServerAction::Start && running.is_some() {
+            return Err(ActionError::Conflict(format!(
+                "server {} still has a running kiln-vmm",
+                server.name
+            )));
+        }
+        let this = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move { this.run_action(guard, &id, server, action, running).await });
+        Ok(())
+    }
+
+    async fn run_action(
+        self: Arc<Self>,
+        _guard: OwnedMutexGuard<()>,
+        id: &str,
+        server: Server,
+        action: ServerAction,
+        vm: Option<Arc<Vm>>,
+    ) {
+        let store = &self.store;
+        match action {
+            ServerAction::Start => {
+                self.boot(
+                    &server,
+                    &[ServerStatus::Shutoff, ServerStatus::Error],
+                    "powering-on",
+                )
+                .await
+            }
+            ServerAction::Stop => {
+                let _ = store.set_task_state(id, Some("powering-off"));
+                match vm {
+                    Some(vm) => {
+                        vm.set_intent(Intent::Stop);
+                        self.shut_down(id, &vm, server.status != ServerStatus::Paused)
+                            .await;
+                    }
+                    None => {
+                        let _ = store.set_status(id, ServerStatus::Shutoff, None);
+                    }
+                }
+            }
+            ServerAction::Reboot { kind } => {
+                let task = match kind {
+                    RebootType::Soft => "rebooting",
+                    RebootType::Hard => "rebooting_hard",
+                };
+                let _ = store.set_status(id, ServerStatus::Reboot, Some(task));
+                if let Some(vm) = vm {
+                    vm.set_intent(Intent::Restart);
+                    self.shut_down(id, &vm, kind == RebootType::Soft).await;
+                }
+                self.boot(&server, &[ServerStatus::Reboot], task).await;
+            }
+            ServerAction::Pause | ServerAction::Resume => {
+                let (path, from, to, task) = if action == ServerAction::Pause {
+                    (
+                        "/v1/vm/pause",
+                        ServerStatus::Active,
+                        ServerStatus::Paused,
+                        "pausing",
+                    )
+                } else {
+                    (
+                        "/v1/vm/resume",
+                        ServerStatus::Paused,
+                        ServerStatus::Active,
+                        "unpausing",
+                    )
+                };
+                let _ = store.set_task_state(id, Some(task));
+                match self.control(id, "PUT", path, Duration::from_secs(5)).await {
+                    Ok(_) => {
+                        // Under the VM's flags lock, so an exit meanwhile
+                        // (SHUTOFF, ERROR) is not overwritten.
+                        match &vm {
+                            Some(vm) => {
+                                let flags = vm.flags();
+                                if !flags.exited {
+                                    let _ = store.set_status_if(id, &[from], to, None);
+                                }
+                            }
+                            None => {
+                                let _ = store.set_task_state(id, None);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = store.set_task_state(id, None);
+                        tracing::warn!(server = id, error = e, "{task} failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a VMM: the ACPI power button first when `graceful`, the kill
+    /// after the stop timeout.
+    async fn shut_down(&self, id: &str, vm: &Vm, graceful: bool) {
+        if graceful {
+            let pressed = self
+                .control(id, "PUT", "/v1/vm/power-button", Duration::from_secs(2))
+                .await
+                .is_ok();
+            let t = Duration::from_secs(self.config.vmm.stop_timeout_s);
+            if pressed && vm.wait_exit(t).await.is_some() {
+                return;
+            }
+        }
+        self.kill(id, vm).await;
+    }
+
+    /// Deletes a server: its VMM, its files (the console log goes to the
+    /// archive) and its allocation. Waits until done.
+    pub async fn delete(self: &Arc<Self>, id: &str) -> Result<(), ActionError> {
+        self.store.get_server(id)?;
+        self.store.set_task_state(id, Some("deleting"))?;
+        if let Some(vm) = self.vm(id) {
+            vm.set_intent(Intent::Delete);
+            self.kill(id, &vm).await;
+        }
+        let _g = self.lock_of(id).lock_owned().await;
+        // An action that held the lock may have started a new VMM.
+        if let Some(vm) = self.vm(id) {
+            vm.set_intent(Intent::Delete);
+            self.kill(id, &vm).await;
+        }
+        let this = self.clone();
+        let id2 = id.to_owned();
+        let _ = tokio::task::spawn_blocking(move || this.remove_files(&id2)).await;
+        self.store.mark_deleted(id)?;
+        self.forget_lock(id);
+        Ok(())
+    }
+}
+
+fn action_name(a: ServerAction) -> &'static str {
+    match a {
+        ServerAction::Start => "start",
+        ServerAction::Stop => "stop",
+        ServerAction::Reboot { .. } => "reboot",
+        ServerAction::Pause => "pause",
+        ServerAction::Resume => "resume",
+    }
+}

@@ -1,0 +1,163 @@
+//! Start-up reconciliation: bring the store and the running VMMs back in
+//! line after kilnd stopped or was killed.
+//!
+//! - A `kiln-vmm` whose `--config` lies under our `servers/` directory and
+//!   whose server is in the store is re-adopted (pidfd + watcher) if it
+//!   answers on its control socket; its status follows what it reports.
+//!   One that does not answer is killed and its server goes to ERROR.
+//! - Such a process without a live server record is killed.
+//! - A server that should be running but has no process goes to ERROR
+//!   with a fault saying so; one left in BUILD or REBOOT is booted again;
+//!   one left `deleting` is deleted.
+//! - A server directory without a live record is removed (its console log
+//!   is archived).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_api::compute::ServerStatus;
+use kiln_api::control::VmState;
+
+use super::{sys, Supervisor};
+
+impl Supervisor {
+    pub async fn reconcile(self: &Arc<Self>) {
+        let servers = match self.store.list_servers(None, None) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list servers to reconcile");
+                return;
+            }
+        };
+        let known: HashSet<String> = servers.iter().map(|s| s.id.clone()).collect();
+        let dir = self.servers_dir().to_owned();
+        let procs = tokio::task::spawn_blocking(move || sys::processes_with_config_under(&dir))
+            .await
+            .unwrap_or_default();
+        let mut running: HashMap<String, u32> = HashMap::new();
+        for (pid, path) in procs {
+            let id = std::path::Path::new(&path)
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if known.contains(&id) && !running.contains_key(&id) {
+                running.insert(id, pid);
+            } else {
+                tracing::warn!(pid, path, "killing a kiln-vmm without a server record");
+                if let Ok(fd) = sys::pidfd_open(pid) {
+                    let _ = sys::pidfd_kill(&fd, libc::SIGKILL);
+                }
+            }
+        }
+        for s in servers {
+            let id = s.id.as_str();
+            if let Some(pid) = running.get(id).copied() {
+                self.readopt(&s, pid).await;
+            }
+            if s.task_state.as_deref() == Some("deleting") {
+                let this = self.clone();
+                let id = id.to_owned();
+                tokio::spawn(async move { this.delete(&id).await });
+                continue;
+            }
+            if self.vm(id).is_some() {
+                continue;
+            }
+            match s.status {
+                ServerStatus::Build | ServerStatus::Reboot => {
+                    tracing::info!(
+                        server = id,
+                        "booting a server left in {}",
+                        s.status.as_str()
+                    );
+                    let this = self.clone();
+                    let from = s.status;
+                    tokio::spawn(async move {
+                        let _g = this.lock_of(&s.id).lock_owned().await;
+                        this.boot(&s, &[from], "spawning").await;
+                    });
+                }
+                ServerStatus::Active | ServerStatus::Paused => {
+                    let pid = s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                    let _ = self.store.set_error(
+                        id,
+                        &format!("kiln-vmm{pid} exited while kilnd was not running"),
+                    );
+                }
+                _ => {
+                    if s.pid.is_some() {
+                        let _ = self.store.set_pid(id, None);
+                    }
+                    if s.task_state.is_some() {
+                        let _ = self.store.set_task_state(id, None);
+                    }
+                }
+            }
+        }
+        // Directories of servers that are gone.
+        if let Ok(rd) = std::fs::read_dir(self.servers_dir()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    tracing::info!(server = name, "removing leftover server directory");
+                    self.remove_files(&name);
+                }
+            }
+        }
+        self.expire();
+    }
+
+    /// Re-attaches to a running VMM of this server.
+    async fn readopt(self: &Arc<Self>, server: &kiln_api::compute::Server, pid: u32) {
+        let (id, status) = (server.id.as_str(), server.status);
+        let fd = match sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(_) => return, // exited in between
+        };
+        let vm = match self.watch(id, pid, fd, false) {
+            Ok(vm) => vm,
+            Err(e) => {
+                tracing::error!(server = id, error = %e, "cannot watch pid {pid}");
+                return;
+            }
+        };
+        let mut info = None;
+        for _ in 0..20 {
+            if let Ok(i) = self.vm_info(id).await {
+                info = Some(i);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.store.set_pid(id, Some(pid));
+        match info {
+            Some(i) => {
+                tracing::info!(server = id, pid, state = ?i.state, "re-adopted kiln-vmm");
+                let to = match i.state {
+                    VmState::Paused => ServerStatus::Paused,
+                    _ => ServerStatus::Active,
+                };
+                if status != to {
+                    let _ = self.store.set_status(id, to, None);
+                } else {
+                    let _ = self.store.set_task_state(id, None);
+                }
+                // Still waiting for readiness: watch again (the time then
+                // counts from the re-adoption).
+                if server.ready_condition.is_some() && server.ready_after_ms.is_none() {
+                    self.watch_readiness(server, &vm, std::time::Instant::now());
+                }
+            }
+            None => {
+                vm.set_intent(super::Intent::Delete);
+                self.kill(id, &vm).await;
+                let _ = self.store.set_error(
+                    id,
+                    &format!("kiln-vmm (pid {pid}) did not answer on its control socket after kilnd restarted"),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The supervisor: one `kiln-vmm` process per running server.
+//!
+//! How a server runs:
+//! 1. [`Supervisor::spawn`] writes `servers/ID/vm.json` (a
+//!    [`kiln_api::vm::VmConfig`]: the kernel image, the flavor's vCPUs and
+//!    RAM, `serial.log` and `api.sock` in the server's directory), starts
+//!    `kiln-vmm --config vm.json` in a session of its own (so it outlives
+//!    kilnd), records its pid, and opens a pidfd on it.
+//! 2. A watcher task waits on the pidfd (tokio `AsyncFd`). When the VMM
+//!    exits it reaps it and, unless an action asked for the exit (its
+//!    [`Intent`]), maps the exit: code 0 (guest power-off) -> SHUTOFF,
+//!    code 10 (guest reboot) -> a new VMM, anything else -> ERROR with a
+//!    fault message.
+//! 3. Actions ([`actions`]) run one at a time per server (a per-server
+//!    lock) and talk to the VMM over its control socket
+//!    ([`kiln_api::control`]).
+//! 4. On start, [`adopt`] re-attaches to VMMs still running from a
+//!    previous kilnd and reconciles half-done work.
+
+pub mod actions;
+pub mod adopt;
+pub mod sys;
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln_api::compute::{ImageKind, Server, ServerStatus};
+use kiln_api::control::{VmInfo, VmState};
+use kiln_api::vm::{
+    CpusConfig, DiskConfig, DiskFormat, KernelConfig, MemoryConfig, SerialConfig, VmConfig,
+};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+use crate::client;
+use crate::config::Config;
+use crate::store::Store;
+use sys::ExitStatus;
+
+/// Why kilnd itself is ending a VMM, so its exit is not taken for a guest
+/// event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intent {
+    None,
+    Stop,
+    Restart,
+    Delete,
+}
+
+/// One running VMM.
+pub struct Vm {
+    pub pid: u32,
+    pidfd: Arc<AsyncFd<OwnedFd>>,
+    /// Intent and whether the exit was handled; status changes made on its
+    /// behalf happen under this lock, so "became ACTIVE" and "exited"
+    /// cannot interleave.
+    flags: Mutex<Flags>,
+    exited: watch::Receiver<Option<ExitStatus>>,
+}
+
+struct Flags {
+    intent: Intent,
+    exited: bool,
+}
+
+impl Vm {
+    pub fn set_intent(&self, i: Intent) {
+        self.flags().intent = i;
+    }
+
+    fn flags(&self) -> std::sync::MutexGuard<'_, Flags> {
+        self.flags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the process is gone and its exit handled, up to `t`.
+    pub async fn wait_exit(&self, t: Duration) -> Option<ExitStatus> {
+        let mut rx = self.exited.clone();
+        let r = tokio::time::timeout(t, rx.wait_for(|s| s.is_some())).await;
+        match r {
+            Ok(Ok(s)) => *s,
+            _ => None,
+        }
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.exited.borrow().is_some()
+    }
+
+    pub fn sigkill(&self) {
+        let _ = sys::pidfd_kill(self.pidfd.get_ref(), libc::SIGKILL);
+    }
+}
+
+pub struct Supervisor {
+    pub store: Arc<Store>,
+    pub config: Arc<Config>,
+    servers_dir: PathBuf,
+    archive_dir: PathBuf,
+    vms: Mutex<HashMap<String, Arc<Vm>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Supervisor {
+    pub fn new(store: Arc<Store>, config: Arc<Config>) -> std::io::Result<Arc<Supervisor>> {
+        let servers_dir = config.state_dir.join("servers");
+        let archive_dir = config.state_dir.join("console-archive");
+        std::fs::create_dir_all(&servers_dir)?;
+        std::fs::create_dir_all(&archive_dir)?;
+        Ok(Arc::new(Supervisor {
+            store,
+            config,
+            servers_dir,
+            archive_dir,
+            vms: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn server_dir(&self, id: &str) -> PathBuf {
+        self.servers_dir.join(id)
+    }
+
+    pub fn archived_console(&self, id: &str) -> PathBuf {
+        self.archive_dir.join(format!("{id}.log"))
+    }
+
+    /// The VMM's interactive console socket.
+    pub fn console_socket(&self, id: &str) -> PathBuf {
+        self.server_dir(id).join("console.sock")
+    }
+
+    fn api_socket(&self, id: &str) -> PathBuf {
+        self.server_dir(id).join("api.sock")
+    }
+
+    /// The per-server lock that serializes actions.
+    pub fn lock_of(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id.to_owned()).or_default().clone()
+    }
+
+    pub fn forget_lock(&self, id: &str) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    pub fn vm(&self, id: &str) -> Option<Arc<Vm>> {
+        self.vms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.vms.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The VMM config for a server.
+    fn vm_config(&self, server: &Server) -> Result<VmConfig, String> {
+        let image = self
+            .store
+            .get_image(&server.image_id)
+            .map_err(|e| format!("image {}: {e}", server.image_id))?;
+        let ImageKind::Kernel {
+            kernel, initramfs, ..
+        } = image.kind
+        else {
+            return Err(format!("image {} is not a kernel image", image.name));
+        };
+        let dir = self.server_dir(&server.id);
+        Ok(VmConfig {
+            cpus: CpusConfig {
+                count: u8::try_from(server.vcpus).map_err(|_| "more than 255 vCPUs".to_string())?,
+                template: self.config.vmm.cpu_template.clone(),
+            },
+            memory: MemoryConfig {
+                size_mib: server.ram_mb,
+                shared: false,
+                hugepages: false,
+            },
+            kernel: Some(KernelConfig {
+                path: kernel,
+                initramfs,
+                cmdline: server.cmdline.clone(),
+                ..Default::default()
+            }),
+            serial: SerialConfig {
+                log: Some(dir.join("serial.log").display().to_string()),
+                socket: Some(self.console_socket(&server.id).display().to_string()),
+                stdio: false,
+            },
+            api_socket: Some(self.api_socket(&server.id).display().to_string()),
+            // The root disk: the qcow2 overlay made at create time.
+            disks: server
+                .disk_image_id
+                .as_ref()
+                .map(|_| DiskConfig {
+                    path: dir.join(crate::disks::ROOT_DISK).display().to_string(),
+                    format: DiskFormat::Qcow2,
+                    serial: Some(format!("root-{}", &server.id[..server.id.len().min(15)])),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    /// Starts the server's VMM and waits until it answers on its control
+    /// socket (or exits, which the watcher handles). An error is the fault
+    /// message; the caller puts the server in ERROR.
+    pub async fn spawn(self: &Arc<Self>, server: &Server) -> Result<Arc<Vm>, String> {
+        if let Some(vm) = self.vm(&server.id) {
+            if !vm.has_exited() {
+                return Err(format!(
+                    "a kiln-vmm (pid {}) already runs for this server",
+                    vm.pid
+                ));
+            }
+        }
+        let cfg = self.vm_config(server)?;
+        let root_disk = match &server.disk_image_id {
+            None => None,
+            Some(img) => Some(
+                self.store
+                    .get_image(img)
+                    .map_err(|e| format!("disk image {img}: {e}"))?,
+            ),
+        };
+        let disk_gb = server.disk_gb;
+        let started = Instant::now();
+        let _ = self.store.set_ready(&server.id, None);
+        let dir = self.server_dir(&server.id);
+        let binary = self.config.vmm_binary();
+        let sock = self.api_socket(&server.id);
+        let console_sock = self.console_socket(&server.id);
+        let child = {
+            let dir = dir.clone();
+            let sock = sock.clone();
+            let binary = binary.clone();
+            tokio::task::spawn_blocking(move || -> Result<u32, String> {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+                if let Some(img) = &root_disk {
+                    // Attached once VmConfig carries disks (virtio-blk).
+                    crate::disks::ensure_root_disk(&dir, img, disk_gb)?;
+                }
+                let cfg_path = dir.join("vm.json");
+                let json = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
+                std::fs::write(&cfg_path, json)
+                    .map_err(|e| format!("cannot write {}: {e}", cfg_path.display()))?;
+                // Left behind by a VMM that was killed.
+                let _ = std::fs::remove_file(&sock);
+                let _ = std::fs::remove_file(&console_sock);
+                let log = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("vmm.log"))
+                    .map_err(|e| format!("cannot open vmm.log: {e}"))?;
+                let log2 = log.try_clone().map_err(|e| e.to_string())?;
+                let mut cmd = Command::new(&binary);
+                cmd.arg("--config")
+                    .arg(&cfg_path)
+                    .stdin(Stdio::null())
+                    .stdout(log)
+                    .stderr(log2);
+                sys::new_session(&mut cmd);
+                let child = cmd
+                    .spawn()
+                    .map_err(|e| format!("cannot start kiln-vmm {}: {e}", binary.display()))?;
+                // The child is reaped through its pidfd, not the handle.
+                Ok(child.id())
+            })
+            .await
+            .map_err(|e| format!("spawn task failed: {e}"))??
+        };
+        let pidfd = sys::pidfd_open(child).map_err(|e| format!("pidfd_open({child}): {e}"))?;
+        self.store
+            .set_pid(&server.id, Some(child))
+            .map_err(|e| e.to_string())?;
+        let vm = self
+            .watch(&server.id, child, pidfd, true)
+            .map_err(|e| e.to_string())?;
+        self.wait_ready(&server.id, &vm).await?;
+        self.watch_readiness(server, &vm, started);
+        Ok(vm)
+    }
+
+    /// Records when the current boot meets the server's readiness
+    /// condition: a regex on the console, or a debug-port code. Without a
+    /// condition it is ready now (its VMM answers).
+    fn watch_readiness(self: &Arc<Self>, server: &Server, vm: &Arc<Vm>, started: Instant) {
+        let Some(cond) = server.ready_condition.clone() else {
+            let _ = self
+                .store
+                .set_ready(&server.id, Some(started.elapsed().as_millis() as u64));
+            return;
+        };
+        let regex = cond
+            .console
+            .as_deref()
+            .and_then(|p| crate::util::console_regex(p).ok());
+        let this = self.clone();
+        let vm = vm.clone();
+        let id = server.id.clone();
+        let log = self.server_dir(&id).join("serial.log");
+        tokio::spawn(async move {
+            while !vm.has_exited() {
+                let met = match (&regex, cond.debug_code) {
+                    (Some(re), _) => {
+                        let log = log.clone();
+                        let re = re.clone();
+                        tokio::task::spawn_blocking(move || {
+                            re.is_match(&crate::util::read_tail(&log, None))
+                        })
+                        .await
+                        .unwrap_or(false)
+                    }
+                    (None, Some(code)) => this
+                        .vm_info(&id)
+                        .await
+                        .is_ok_and(|i| i.boot_progress.iter().any(|p| p.code == code)),
+                    (None, None) => true,
+                };
+                if met {
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::info!(server = id, ms, "ready");
+                    let _ = this.store.set_ready(&id, Some(ms));
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+
+    /// Moves the server from one of `from` to ACTIVE if its VMM still runs.
+    pub fn activate(&self, id: &str, vm: &Vm, from: &[ServerStatus]) {
+        let flags = vm.flags();
+        if !flags.exited {
+            let _ = self
+                .store
+                .set_status_if(id, from, ServerStatus::Active, None);
+        }
+    }
+
+    /// Registers a VMM and starts its watcher.
+    fn watch(
+        self: &Arc<Self>,
+        id: &str,
+        pid: u32,
+        pidfd: OwnedFd,
+        child: bool,
+    ) -> std::io::Result<Arc<Vm>> {
+        let (tx, rx) = watch::channel(None);
+        let vm = Arc::new(Vm {
+            pid,
+            // SAFETY: `pidfd` is an open fd that the AsyncFd owns from now
+            // on, so it stays the same open file for the AsyncFd's life.
+            pidfd: Arc::new(
+                unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+                    .map_err(std::io::Error::from)?,
+            ),
+            flags: Mutex::new(Flags {
+                intent: Intent::None,
+                exited: false,
+            }),
+            exited: rx,
+        });
+        self.vms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), vm.clone());
+        let this = self.clone();
+        let id = id.to_owned();
+        let vm2 = vm.clone();
+        tokio::spawn(async move {
+            let _ = vm2.pidfd.readable().await;
+            let status = if child {
+                sys::reap(pid)
+            } else {
+                ExitStatus::Unknown
+            };
+            this.on_exit(&id, &vm2, status);
+            let _ = tx.send(Some(status));
+        });
+        Ok(vm)
+    }
+
+    /// Waits until the VMM answers `GET /v1/vm`, up to the boot timeout.
+    async fn wait_ready(&self, id: &str, vm: &Arc<Vm>) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(self.config.vmm.boot_timeout_s);
+        loop {
+            if vm.has_exited() {
+                return Ok(());
+            }
+            if let Ok(info) = self.vm_info(id).await {
+                if info.state != VmState::Created {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                vm.set_intent(Intent::Delete);
+                vm.sigkill();
+                vm.wait_exit(Duration::from_secs(5)).await;
+                return Err(format!(
+                    "kiln-vmm (pid {}) did not answer on its control socket within {} s",
+                    vm.pid, self.config.vmm.boot_timeout_s
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `GET /v1/vm` on the server's control socket.
+    pub async fn vm_info(&self, id: &str) -> Result<VmInfo, String> {
+        let r = self
+            .control(id, "GET", "/v1/vm", Duration::from_secs(2))
+            .await?;
+        serde_json::from_slice(&r).map_err(|e| format!("bad answer from kiln-vmm: {e}"))
+    }
+
+    /// One control request; the body of a 2xx answer.
+    pub async fn control(
+        &self,
+        id: &str,
+        method: &str,
+        path: &str,
+        t: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let sock = self.api_socket(id);
+        let method = method.to_owned();
+        let path = path.to_owned();
+        let r =
+            tokio::task::spawn_blocking(move || client::request(&sock, &method, &path, None, t))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        r.ok()
+            .map_err(|e| format!("kiln-vmm control request: {e}"))?;
+        Ok(r.body)
+    }
+
+    /// Asks the VMM to exit, then SIGKILLs it; waits for the exit.
+    pub async fn kill(&self, id: &str, vm: &Vm) {
+        if vm.has_exited() {
+            return;
+        }
+        let _ = self
+            .control(id, "PUT", "/v1/vm/kill", Duration::from_secs(1))
+            .await;
+        if vm.wait_exit(Duration::from_secs(2)).await.is_none() {
+            vm.sigkill();
+            vm.wait_exit(Duration::from_secs(10)).await;
+        }
+    }
+
+    /// What happens when a VMM exits.
+    fn on_exit(self: &Arc<Self>, id: &str, vm: &Arc<Vm>, status: ExitStatus) {
+        {
+            let mut vms = self.vms.lock().unwrap_or_else(|e| e.into_inner());
+            if vms.get(id).is_some_and(|v| Arc::ptr_eq(v, vm)) {
+                vms.remove(id);
+            }
+        }
+        let _ = std::fs::remove_file(self.api_socket(id));
+        let mut flags = vm.flags();
+        flags.exited = true;
+        let intent = flags.intent;
+        tracing::info!(
+            server = id,
+            pid = vm.pid,
+            ?status,
+            ?intent,
+            "kiln-vmm exited"
+        );
+        let store = &self.store;
+        let _ = store.set_pid(id, None);
+        match (intent, status) {
+            (Intent::Restart | Intent::Delete, _) => {}
+            (Intent::Stop, _) | (Intent::None, ExitStatus::Code(0)) => {
+                let _ = store.set_status(id, ServerStatus::Shutoff, None);
+            }
+            (Intent::None, ExitStatus::Code(10)) => {
+                let this = self.clone();
+                let id = id.to_owned();
+                tokio::spawn(async move { this.guest_reboot(&id).await });
+            }
+            (Intent::None, s) => {
+                let _ = store.set_error(id, &exit_fault(vm.pid, s));
+            }
+        }
+    }
+
+    /// The guest asked for a reboot: a new VMM, unless an action got there
+    /// first.
+    async fn guest_reboot(self: &Arc<Self>, id: &str) {
+        let lock = self.lock_of(id);
+        let _g = lock.lock().await;
+        let Ok(server) = self.store.get_server(id) else {
+            return;
+        };
+        if !matches!(server.status, ServerStatus::Active | ServerStatus::Build)
+            || self.vm(id).is_some()
+        {
+            return;
+        }
+        let _ = self
+            .store
+            .set_status(id, ServerStatus::Reboot, Some("rebooting"));
+        match self.spawn(&server).await {
+            Ok(vm) => self.activate(id, &vm, &[ServerStatus::Reboot]),
+            Err(e) => {
+                let _ = self.store.set_error(id, &e);
+            }
+        }
+    }
+
+    /// Removes a deleted server's files, keeping its console log in the
+    /// archive.
+    pub fn remove_files(&self, id: &str) {
+        let dir = self.server_dir(id);
+        let _ = std::fs::rename(dir.join("serial.log"), self.archived_console(id));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Deletes archived console logs and DELETED rows older than the
+    /// retention time.
+    pub fn expire(&self) {
+        let keep = Duration::from_secs(self.config.vmm.console_retention_s);
+        if let Ok(rd) = std::fs::read_dir(&self.archive_dir) {
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > keep);
+                if old {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let before = crate::util::now_secs().saturating_sub(keep.as_secs());
+        let _ = self.store.purge_deleted(before);
+    }
+
+    pub fn servers_dir(&self) -> &Path {
+        &self.servers_dir
+    }
+}
+
+/// The fault message for an unexpected exit.
+pub fn exit_fault(pid: u32, s: ExitStatus) -> String {
+    match s {
+        ExitStatus::Code(c) => {
+            let why = match c {
+                1 => "host or VMM error",
+                11 => "triple fault",
+                12 => "KVM emulation failure",
+                13 => "killed through its control API",
+                _ => "unexpected exit",
+            };
+            format!("kiln-vmm (pid {pid}) exited with code {c} ({why}); see vmm.log and the console")
+        }
+        ExitStatus::Signal(sig) => format!("kiln-vmm (pid {pid}) was killed by signal {sig}"),
+        ExitStatus::Unknown => format!(
+            "kiln-vmm (pid {pid}) exited while not a child of this kilnd (re-adopted); exit status unknown"
+        ),
+    }
+}

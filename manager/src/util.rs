@@ -1,0 +1,130 @@
+//! Small helpers: UTC timestamps, the rules for user-given names, reading
+//! the end of a console log.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now as RFC 3339 UTC with seconds (`2026-11-26T23:46:47Z`).
+pub fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// Seconds since the Unix epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Checks a user-given name (flavor, image, server): 1 to 64 characters of
+/// `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`. This keeps names
+/// safe in paths and tables (no `/`, no `..`, no control characters).
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("{what} name must be 1 to 64 characters long"));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(format!(
+            "{what} name {name:?} must not start with '.' or '-'"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{what} name {name:?} has the character {c:?}; allowed are A-Z a-z 0-9 . _ -"
+        ));
+    }
+    Ok(())
+}
+
+/// At most this much of the end of a console log is read.
+pub const CONSOLE_MAX: u64 = 1 << 20;
+
+/// The end of a log: at most [`CONSOLE_MAX`] bytes, and the last `tail`
+/// lines of that when given. A missing file is empty.
+pub fn read_tail(path: &std::path::Path, tail: Option<usize>) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(CONSOLE_MAX)));
+    let mut buf = Vec::new();
+    let _ = f.take(CONSOLE_MAX).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    match tail {
+        None => text,
+        Some(n) => {
+            let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            lines[lines.len().saturating_sub(n)..].concat()
+        }
+    }
+}
+
+/// A readiness regex, with a bound on its compiled size.
+pub fn console_regex(pattern: &str) -> Result<regex::Regex, String> {
+    if pattern.len() > 1024 {
+        return Err("ready.console is longer than 1024 bytes".into());
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("ready.console is not a valid regex: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_736_807), "2026-11-26T23:46:47Z");
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("server", "web-1.a_b").is_ok());
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            ".hidden",
+            "-x",
+            "a b",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert!(check_name("server", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Malformed requests: each gets a 4xx with a clear JSON message and
+//! changes nothing; kilnd's API fuzzed by schemathesis lives in
+//! `schemathesis.sh` next to this file.
+
+mod common;
+
+use common::api::*;
+use common::Kilnd;
+use kiln_api::compute::ImageKind;
+
+#[test]
+fn malformed_requests_get_4xx_and_change_nothing() {
+    let k = Kilnd::start(NO_VMM);
+    let img = kernel_image(&k, "kern");
+    let kernel_path = match &img.kind {
+        ImageKind::Kernel { kernel, .. } => kernel.clone(),
+        _ => unreachable!(),
+    };
+    let big = format!(
+        r#"{{"name":"x","vcpus":1,"ram_mb":1,"disk_gb":1,"pad":"{}"}}"#,
+        "a".repeat(300_000)
+    );
+    let long_name = "n".repeat(65);
+    let table: Vec<(&str, String, String, u16, &str)> = vec![
+        ("POST", "/v1/flavors".into(), "{".into(), 400, "EOF"),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            "not json".into(),
+            400,
+            "expected",
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            r#"{"name":"a","vcpus":1,"ram_mb":1,"disk_gb":1,"color":"red"}"#.into(),
+            400,
+            "unknown field `color`",
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            r#"{"name":"a","vcpus":-1,"ram_mb":1,"disk_gb":1}"#.into(),
+            400,
+            "invalid value",
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            r#"{"name":"a","vcpus":1,"ram_mb":-512,"disk_gb":1}"#.into(),
+            400,
+            "invalid value",
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            r#"{"name":"a","vcpus":0,"ram_mb":1,"disk_gb":1}"#.into(),
+            400,
+            "vcpus must be 1 to 255",
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            r#"{"name":"a","vcpus":1,"ram_mb":1}"#.into(),
+            400,
+            "missing field `disk_gb`",
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            r#"{"name":"../../etc","vcpus":1,"ram_mb":1,"disk_gb":1}"#.into(),
+            400,
+            "must not start with",
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            r#"{"name":"a/b","vcpus":1,"ram_mb":1,"disk_gb":1}"#.into(),
+            400,
+            "character '/'",
+        ),
+        ("POST", "/v1/flavors".into(), big, 413, "length limit"),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"nope","image":"kern"}"#.into(),
+            400,
+            "unknown flavor",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"nope"}"#.into(),
+            400,
+            "unknown image",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            format!(r#"{{"name":"{long_name}","flavor":"m1.tiny","image":"kern"}}"#),
+            400,
+            "1 to 64",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"..","flavor":"m1.tiny","image":"kern"}"#.into(),
+            400,
+            "must not start",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"kern","cmdline":"a\u0001b"}"#.into(),
+            400,
+            "printable",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"kern","admin":true}"#.into(),
+            400,
+            "unknown field `admin`",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":5,"flavor":"m1.tiny","image":"kern"}"#.into(),
+            400,
+            "invalid type",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"disk","name":"d","path":"/etc/passwd","format":"vmdk"}"#.into(),
+            400,
+            "unknown variant `vmdk`",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"disk","name":"d","path":"/etc/passwd"}"#.into(),
+            400,
+            "missing field `format`",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"disk","name":"d","path":"/etc/passwd","format":"qcow2"}"#.into(),
+            400,
+            "not qcow2",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"disk","name":"d","path":"relative.img","format":"raw"}"#.into(),
+            400,
+            "absolute",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"disk","name":"d","path":"/tmp/../etc/passwd","format":"raw"}"#.into(),
+            400,
+            "'..'",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            format!(r#"{{"type":"kernel","name":"../k","kernel":"{kernel_path}"}}"#),
+            400,
+            "must not start",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"kernel","name":"k2","kernel":"/nonexistent"}"#.into(),
+            400,
+            "No such file",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"iso","name":"k2"}"#.into(),
+            400,
+            "unknown variant `iso`",
+        ),
+        (
+            "GET",
+            "/v1/servers?status=RUNNING".into(),
+            String::new(),
+            400,
+            "unknown status",
+        ),
+        (
+            "GET",
+            "/v1/servers?colour=1".into(),
+            String::new(),
+            400,
+            "unknown field",
+        ),
+        (
+            "GET",
+            "/v1/servers/00000000-0000-0000-0000-000000000000".into(),
+            String::new(),
+            404,
+            "not found",
+        ),
+        (
+            "GET",
+            "/v1/servers/..%2F..%2Fetc/console".into(),
+            String::new(),
+            404,
+            "not found",
+        ),
+        (
+            "GET",
+            "/v1/nothing".into(),
+            String::new(),
+            404,
+            "no such route",
+        ),
+        ("PUT", "/v1/flavors".into(), "{}".into(), 405, "not allowed"),
+        (
+            "POST",
+            "/v1/servers/nope/action".into(),
+            r#"{"action":"start"}"#.into(),
+            404,
+            "not found",
+        ),
+        (
+            "POST",
+            "/v1/servers/nope/action".into(),
+            r#"{"action":"explode"}"#.into(),
+            400,
+            "unknown variant",
+        ),
+    ];
+    let before = (
+        k.json("GET", "/v1/flavors", None),
+        k.json("GET", "/v1/images", None),
+        k.json("GET", "/v1/servers", None),
+    );
+    for (method, path, body, status, msg) in &table {
+        let body = if body.is_empty() {
+            None
+        } else {
+            Some(body.as_str())
+        };
+        let r = k.req(method, path, body);
+        let text = r.text();
+        assert_eq!(r.status, *status, "{method} {path}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+        let err = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {text}"));
+        assert!(err.contains(msg), "{method} {path}: {err:?} lacks {msg:?}");
+    }
+    // A body without a JSON content type.
+    let mut s = std::os::unix::net::UnixStream::connect(&k.socket).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(
+        b"POST /v1/flavors HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 415"), "{out}");
+    let after = (
+        k.json("GET", "/v1/flavors", None),
+        k.json("GET", "/v1/images", None),
+        k.json("GET", "/v1/servers", None),
+    );
+    assert_eq!(before, after, "a refused request changed state");
+}

@@ -1,0 +1,281 @@
+//! Test harness: a real `kilnd` process on a temporary state dir and socket.
+
+#![allow(dead_code)]
+
+pub mod api;
+pub mod vm;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_api::compute::{Image, ImageStatus, Server, ServerStatus};
+use kiln_manager::client::{self, Response};
+
+pub struct Kilnd {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+/// The kilnd binary cargo built for these tests.
+pub fn kilnd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kilnd"))
+}
+
+/// kiln-vmm as kilnd finds it by default: next to the kilnd binary. The
+/// first call builds it (`cargo build -p kiln-vmm` into the same target
+/// directory; a no-op when it is up to date).
+pub fn vmm_bin() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let bin = kilnd_bin().with_file_name("kiln-vmm");
+    BUILD.call_once(|| {
+        let profile_dir = kilnd_bin().parent().unwrap().to_owned();
+        let target_dir = profile_dir.parent().unwrap().to_owned();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "kiln-vmm"])
+            .env("CARGO_TARGET_DIR", &target_dir);
+        if profile_dir.file_name().unwrap() == "release" {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo to build kiln-vmm");
+        assert!(st.success(), "cargo build -p kiln-vmm failed");
+    });
+    assert!(
+        bin.exists(),
+        "{} missing after building kiln-vmm",
+        bin.display()
+    );
+    bin
+}
+
+/// A guest probe built by scripts/build-probes.sh (built here if missing).
+pub fn probe(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let st = Command::new("bash")
+            .arg(root.join("scripts/build-probes.sh"))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "scripts/build-probes.sh failed");
+    });
+    let p = root.join("cache/probes").join(format!("{name}.elf"));
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+impl Kilnd {
+    /// Starts kilnd with `extra` TOML appended to a config that sets the
+    /// state dir and socket.
+    pub fn start(extra: &str) -> Kilnd {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let socket = dir.path().join("kiln.sock");
+        let config = dir.path().join("kilnd.toml");
+        std::fs::write(&config, extra).unwrap();
+        let mut k = Kilnd {
+            dir,
+            socket,
+            state,
+            config,
+            child: None,
+        };
+        k.spawn();
+        k
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("kilnd.log"))
+            .unwrap();
+        let mut cmd = Command::new(kilnd_bin());
+        // SAFETY: prctl between fork and exec, async-signal-safe: if the
+        // test (thread) that started kilnd dies, kilnd dies too.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("KILN_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.try_req("GET", "/v1/host", None).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "kilnd did not come up:\n{}",
+                self.log()
+            );
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("kilnd exited with {s}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// kill -9 kilnd.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kilnd.log")).unwrap_or_default()
+    }
+
+    pub fn try_req(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Response, client::ClientError> {
+        client::request(
+            &self.socket,
+            method,
+            path,
+            body.map(str::as_bytes),
+            Duration::from_secs(60),
+        )
+    }
+
+    pub fn req(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        self.try_req(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
+    }
+
+    pub fn json(&self, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+        let r = self.req(method, path, body);
+        assert!(
+            (200..300).contains(&r.status),
+            "{method} {path}: {} {}",
+            r.status,
+            r.text()
+        );
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    pub fn server(&self, id: &str) -> Server {
+        self.req("GET", &format!("/v1/servers/{id}"), None)
+            .json()
+            .unwrap()
+    }
+
+    /// Polls until the server has `status` (panics with its state after `t`).
+    pub fn wait_status(&self, id: &str, status: ServerStatus, t: Duration) -> Server {
+        let deadline = Instant::now() + t;
+        loop {
+            let s = self.server(id);
+            if s.status == status && s.task_state.is_none() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server {id} not {status:?} after {t:?}: {s:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Imports a disk image (202, `importing`) and waits until it is active.
+    pub fn import_disk(&self, name: &str, path: &Path, format: &str) -> Image {
+        let body = format!(
+            r#"{{"type":"disk","name":"{name}","path":"{}","format":"{format}"}}"#,
+            path.display()
+        );
+        let r = self.req("POST", "/v1/images", Some(&body));
+        assert_eq!(r.status, 202, "{}", r.text());
+        let img: Image = r.json().unwrap();
+        assert_eq!(img.status, ImageStatus::Importing);
+        let total = std::fs::metadata(path).unwrap().len();
+        assert_eq!(img.progress.unwrap().bytes_total, total);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let img: Image = self
+                .req("GET", &format!("/v1/images/{}", img.id), None)
+                .json()
+                .unwrap();
+            match img.status {
+                ImageStatus::Active => return img,
+                ImageStatus::Error => panic!("import failed: {img:?}"),
+                ImageStatus::Importing => {
+                    let p = img.progress.unwrap();
+                    assert!(p.bytes_done <= p.bytes_total);
+                }
+            }
+            assert!(Instant::now() < deadline, "import of {name} not done");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn state_path(&self, rel: &str) -> PathBuf {
+        self.state.join(rel)
+    }
+}
+
+impl Drop for Kilnd {
+    fn drop(&mut self) {
+        // Kill every VMM this kilnd started (they are in sessions of their
+        // own and would outlive it).
+        let servers = self.state.join("servers");
+        for (pid, _) in procs_under(&servers) {
+            // SAFETY: plain kill(2) of a process the test's kilnd started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        self.kill9();
+    }
+}
+
+/// Processes with `--config` under `dir`.
+pub fn procs_under(dir: &Path) -> Vec<(u32, String)> {
+    kiln_manager::supervisor::sys::processes_with_config_under(dir)
+}
+
+pub fn alive(pid: u32) -> bool {
+    // A zombie counts as dead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
