@@ -72,6 +72,15 @@ pub struct Args {
     /// A virtio-rng entropy device.
     #[arg(long)]
     pub rng: bool,
+    /// Hyper-V enlightenments for a Windows guest (the set Nova uses for os_type=windows).
+    #[arg(long)]
+    pub hyperv: bool,
+    /// Keep the RTC in host local time instead of UTC (as Windows expects).
+    #[arg(long)]
+    pub rtc_local_time: bool,
+    /// Seccomp filters on every thread: kill (a forbidden system call kills the VMM), log, off.
+    #[arg(long, default_value = "kill", value_parser = crate::seccomp::parse_mode)]
+    pub seccomp: crate::seccomp::SeccompMode,
     /// Log level: error, warn, info, debug.
     #[arg(long, default_value = "info", value_parser = parse_level)]
     pub log_level: log::LevelFilter,
@@ -168,6 +177,8 @@ impl Args {
                 disks: self.disks.clone(),
                 nets: self.nets.clone(),
                 rng: self.rng,
+                hyperv: self.hyperv,
+                rtc_local_time: self.rtc_local_time,
             },
         };
         validate(&cfg)?;
@@ -232,9 +243,12 @@ mod tests {
             "/tmp/a.sock",
             "--cpu-template",
             "kvm-nested",
+            "--hyperv",
+            "--rtc-local-time",
         ]);
         let from_flags = args.vm_config().unwrap();
         assert_eq!(from_flags.cpus.count, 2);
+        assert!(from_flags.hyperv && from_flags.rtc_local_time);
         assert_eq!(from_flags.memory.size_mib, 1024);
         assert_eq!(from_flags.kernel.as_ref().unwrap().cmdline, "console=ttyS0");
         let dir = std::env::temp_dir().join(format!("kiln-cfg-{}.json", std::process::id()));

@@ -93,7 +93,9 @@ impl DeviceManager {
     /// Create the platform devices for a VM of `mem_size` bytes and `cpus`
     /// vCPUs. `console` receives the UART's output; `requests` hears
     /// power-off and reset; `start` is the VMM's start time that debug-port
-    /// timestamps count from.
+    /// timestamps count from; `rtc_local_time` keeps the RTC in host local
+    /// time (Windows guests) instead of UTC.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         vm: &VmFd,
         console: Box<dyn Write + Send>,
@@ -102,6 +104,7 @@ impl DeviceManager {
         mem_size: u64,
         cpus: u8,
         firmware: Option<&GuestMemoryMmap>,
+        rtc_local_time: bool,
     ) -> Result<Self, DeviceError> {
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
@@ -119,7 +122,7 @@ impl DeviceManager {
             u64::from(layout::I8042_PORT),
             5,
         )?;
-        let mut rtc = Rtc::new(false);
+        let mut rtc = Rtc::new(rtc_local_time);
         rtc.set_memory_size(mem_size);
         rtc.set_cpu_count(cpus);
         if firmware.is_some() {

@@ -48,6 +48,7 @@ fn main() {
     let start = Instant::now();
     let args = Args::parse();
     logger::init(args.log_level, start);
+    kiln_vmm::seccomp::set_mode(args.seccomp);
     let config = args.vm_config().unwrap_or_else(|e| {
         eprintln!("kiln-vmm: {}", report(&e));
         std::process::exit(2);
@@ -76,6 +77,9 @@ fn main() {
     let mut controller = Controller::new(vm, api, console);
     controller.watch_signals(signals);
     let controller = Arc::new(Mutex::new(controller));
+    // Every other thread has started (and installed its own filter).
+    kiln_vmm::seccomp::apply(kiln_vmm::seccomp::ThreadKind::Vmm)
+        .unwrap_or_else(|e| fail(report(&e)));
     let mut events = EventManager::<Arc<Mutex<Controller>>>::new()
         .unwrap_or_else(|e| fail(format!("cannot create the event loop: {e}")));
     events.add_subscriber(controller.clone());

@@ -166,6 +166,11 @@ impl Vcpu {
             .spawn(move || {
                 let id = self.id;
                 let shared = self.shared.clone();
+                if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vcpu) {
+                    let message = format!("vcpu{id}: {}", e.report());
+                    shared.end(ExitReason::HostError { message });
+                    return;
+                }
                 // A bug in a device model must end the VM with a reason, not
                 // leave a vCPU thread dead and the VM hung.
                 let run = std::panic::AssertUnwindSafe(move || self.run());
@@ -250,6 +255,10 @@ impl Vcpu {
                 })
             }
             Ok(VcpuExit::Intr) => {}
+            Ok(VcpuExit::Hyperv) => {
+                let what = crate::arch::x86_64::hyperv::handle_exit(self.fd.get_kvm_run());
+                debug!("vcpu{id}: Hyper-V exit {what:?}");
+            }
             Ok(other) => {
                 warn!("vcpu{id}: unexpected exit {other:?}");
                 return Err(ExitReason::HostError {

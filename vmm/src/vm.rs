@@ -12,7 +12,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use log::info;
 
 use crate::arch::x86_64::regs::{self, EntryMode};
-use crate::arch::x86_64::{acpi, boot, cpuid, firmware, irq};
+use crate::arch::x86_64::{acpi, boot, cpuid, firmware, hyperv, irq};
 use crate::console::{Clients, ConsoleOutput};
 use crate::device_manager::{DeviceError, DeviceManager};
 use crate::memory::{self, Backing, GuestMemoryMmap, MemoryError};
@@ -47,6 +47,8 @@ pub enum VmError {
     Boot(#[from] boot::BootError),
     #[error("CPUID")]
     Cpuid(#[from] cpuid::CpuidError),
+    #[error("Hyper-V enlightenments")]
+    Hyperv(#[from] hyperv::HypervError),
     #[error("setting up vCPU {id}")]
     Regs {
         id: u8,
@@ -127,6 +129,7 @@ impl Vm {
             mem_size,
             config.cpus.count,
             config.firmware.as_ref().map(|_| &mem),
+            config.rtc_local_time,
         )?;
         let virtio = crate::virtio_wiring::add_virtio_devices(
             &fd,
@@ -169,13 +172,20 @@ impl Vm {
         cpuid::apply_template(&mut base_cpuid, &config.cpus.template)?;
         let count = config.cpus.count;
         let mut vcpus = Vec::with_capacity(usize::from(count));
+        let mut hyperv = config.hyperv.then(hyperv::Hyperv::windows);
         for id in 0..count {
             let vfd = fd
                 .create_vcpu(u64::from(id))
                 .map_err(kvm_op("create a vCPU"))?;
             let mut cpuid = base_cpuid.clone();
             cpuid::set_topology(&mut cpuid, id, count);
+            if let Some(hv) = hyperv.as_mut() {
+                hv.set_cpuid(&kvm, &vfd, &mut cpuid)?;
+            }
             vfd.set_cpuid2(&cpuid).map_err(kvm_op("set CPUID"))?;
+            if let Some(hv) = &hyperv {
+                hv.enable_vcpu(&kvm, &vfd)?;
+            }
             let setup = || -> Result<(), regs::RegsError> {
                 regs::setup_msrs(&vfd)?;
                 regs::setup_fpu(&vfd)?;

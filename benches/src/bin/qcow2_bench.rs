@@ -7,7 +7,8 @@
 //! blocking requests on one shared disk, which is what `qemu-img bench`'s
 //! default thread-pool AIO does too.
 //!
-//! Usage: `qcow2_bench [--dir DIR] [--size-mib N] [--scale F] [--only SUBSTR] [--aio threads|native] [--reps N]`
+//! Usage: `qcow2_bench [--dir DIR] [--size-mib N] [--scale F] [--only SUBSTR] [--aio threads|native] [--reps N]
+//! [--engine uring|aio|sync]`
 //! (each case runs N times per tool, alternating which goes first; medians
 //! are printed)
 //! (defaults: a directory under /var/tmp, 1024 MiB, scale 1.0).
@@ -170,6 +171,14 @@ fn main() {
     let only = arg("--only");
     // QEMU's AIO engine: "threads" (qemu-img's default) or "native" (Linux AIO).
     let aio = arg("--aio").unwrap_or_else(|| "threads".into());
+    // Kiln's O_DIRECT write engine: aio (default), uring or sync.
+    let engine = arg("--engine").unwrap_or_else(|| "aio".into());
+    kiln_block::set_write_engine(match engine.as_str() {
+        "uring" => kiln_block::WriteEngine::IoUring,
+        "aio" => kiln_block::WriteEngine::LinuxAio,
+        "sync" => kiln_block::WriteEngine::Sync,
+        e => panic!("unknown --engine {e} (uring, aio, sync)"),
+    });
     let reps: usize = arg("--reps").map(|s| s.parse().expect("reps")).unwrap_or(3);
     std::fs::create_dir_all(&dir).expect("bench dir");
     let size = size_mib << 20;
@@ -225,7 +234,7 @@ fn main() {
         }
     }
     println!(
-        "qcow2 bench: {size_mib} MiB images in {}, O_DIRECT, qemu aio={aio}, {}",
+        "qcow2 bench: {size_mib} MiB images in {}, O_DIRECT, qemu aio={aio}, kiln engine={engine}, {}",
         dir.display(),
         run(Command::new("qemu-img").arg("--version"))
             .lines()

@@ -9,6 +9,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -56,6 +57,46 @@ impl Drop for AlignedBuf {
     fn drop(&mut self) {
         // SAFETY: ptr was allocated with exactly this layout.
         unsafe { alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+/// How O_DIRECT writes reach the kernel (see `aio.rs`, `uring.rs`). Each
+/// engine falls back to the next when unavailable (e.g. refused by seccomp
+/// with an error; a filter that KILLs on unknown system calls must allow
+/// `io_setup`/`io_submit`/`io_getevents`/`io_destroy`, or
+/// `io_uring_setup`/`io_uring_enter`, or select [`WriteEngine::Sync`]).
+///
+/// Linux AIO is the default: a direct write into a hole (every newly
+/// allocated cluster) makes io_uring hand the request to a kernel worker
+/// thread, one more thread hop per write, while AIO submits it inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteEngine {
+    /// Linux AIO, then `pwrite` (the default).
+    LinuxAio,
+    /// io_uring, then Linux AIO, then `pwrite`.
+    IoUring,
+    /// `pwrite` only (writes from several threads into holes serialise on
+    /// ext4's inode lock).
+    Sync,
+}
+
+static ENGINE: AtomicU8 = AtomicU8::new(0);
+
+/// Selects the write engine for the whole process (call before opening disks).
+pub fn set_write_engine(e: WriteEngine) {
+    let v = match e {
+        WriteEngine::LinuxAio => 0,
+        WriteEngine::IoUring => 1,
+        WriteEngine::Sync => 2,
+    };
+    ENGINE.store(v, Ordering::Relaxed);
+}
+
+fn write_engine() -> WriteEngine {
+    match ENGINE.load(Ordering::Relaxed) {
+        0 => WriteEngine::LinuxAio,
+        1 => WriteEngine::IoUring,
+        _ => WriteEngine::Sync,
     }
 }
 
@@ -147,11 +188,21 @@ impl HostFile {
         Ok(())
     }
 
-    /// Writes an aligned buffer: through AIO with O_DIRECT (see `aio.rs`).
+    /// Writes an aligned buffer: with O_DIRECT through io_uring, else Linux
+    /// AIO, else `pwrite` (see `uring.rs`, `aio.rs`).
     fn write_raw(&self, off: u64, buf: &[u8]) -> io::Result<()> {
         if self.direct {
-            if let Some(r) = crate::aio::pwrite(self.file.as_raw_fd(), buf, off) {
-                return r;
+            let fd = self.file.as_raw_fd();
+            let engine = write_engine();
+            if engine == WriteEngine::IoUring {
+                if let Some(r) = crate::uring::pwrite(fd, buf, off) {
+                    return r;
+                }
+            }
+            if engine != WriteEngine::Sync {
+                if let Some(r) = crate::aio::pwrite(fd, buf, off) {
+                    return r;
+                }
             }
         }
         self.file.write_all_at(buf, off)

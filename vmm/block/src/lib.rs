@@ -6,7 +6,8 @@
 //! Code map:
 //! - `lib.rs`: the public interface ([`Disk`], [`open_disk`], [`create_qcow2`], [`resize`]).
 //! - `io.rs`: the host file (O_DIRECT bounce buffers, fallocate);
-//!   `aio.rs`: O_DIRECT writes through Linux AIO so threads' writes overlap.
+//!   `uring.rs`, `aio.rs`: O_DIRECT writes through io_uring or Linux AIO so
+//!   threads' writes overlap ([`set_write_engine`] picks).
 //! - `raw.rs`: raw images.
 //! - `qcow2/`: header parsing and validation, L1/L2 mapping with a bounded
 //!   L2 cache, refcounts and cluster allocation, compressed clusters,
@@ -24,13 +25,14 @@ pub mod error;
 mod io;
 pub mod qcow2;
 mod raw;
+mod uring;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use error::{Error, Result};
-pub use io::AlignedBuf;
+pub use io::{set_write_engine, AlignedBuf, WriteEngine};
 pub use raw::RawDisk;
 
 /// Format of an image file. Always given by the caller, never probed.

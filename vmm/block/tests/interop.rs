@@ -8,7 +8,10 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use kiln_block::{create_qcow2, open_disk, resize, CreateOptions, Disk, ImageFormat, OpenOptions};
+use kiln_block::{
+    create_qcow2, open_disk, resize, set_write_engine, CreateOptions, Disk, ImageFormat,
+    OpenOptions, WriteEngine,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -401,37 +404,49 @@ fn small_clusters_grow_the_refcount_table() {
 }
 
 #[test]
-fn direct_io_reads_and_writes_unaligned_requests() {
+fn direct_io_reads_and_writes_unaligned_requests_with_every_write_engine() {
     let dir = tmpdir();
-    let img = p(dir.path(), "d.qcow2");
-    create_qcow2(&img, 4 * MIB, CreateOptions::default()).expect("create");
-    let d = open_disk(
-        &img,
-        ImageFormat::Qcow2,
-        OpenOptions {
-            read_only: false,
-            direct: true,
-        },
-    )
-    .expect("open");
-    let model = random_io(&*d, vec![0u8; 4 * MIB as usize], 11, 60, true);
-    assert!(read_all(&*d) == model);
-    drop(d);
-    check_clean(&img, true);
-    let raw = p(dir.path(), "r.raw");
-    std::fs::write(&raw, &model).expect("write");
-    let r = open_disk(
-        &raw,
-        ImageFormat::Raw,
-        OpenOptions {
-            read_only: false,
-            direct: true,
-        },
-    )
-    .expect("open raw");
-    let model2 = random_io(&*r, model, 12, 60, true);
-    drop(r);
-    assert!(std::fs::read(&raw).expect("read") == model2);
+    for (i, engine) in [
+        WriteEngine::IoUring,
+        WriteEngine::LinuxAio,
+        WriteEngine::Sync,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Process-wide; other tests running meanwhile are correct with any engine.
+        set_write_engine(engine);
+        let img = p(dir.path(), &format!("d{i}.qcow2"));
+        create_qcow2(&img, 4 * MIB, CreateOptions::default()).expect("create");
+        let d = open_disk(
+            &img,
+            ImageFormat::Qcow2,
+            OpenOptions {
+                read_only: false,
+                direct: true,
+            },
+        )
+        .expect("open");
+        let model = random_io(&*d, vec![0u8; 4 * MIB as usize], 11 + i as u64, 60, true);
+        assert!(read_all(&*d) == model, "{engine:?}");
+        drop(d);
+        check_clean(&img, true);
+        let raw = p(dir.path(), &format!("r{i}.raw"));
+        std::fs::write(&raw, &model).expect("write");
+        let r = open_disk(
+            &raw,
+            ImageFormat::Raw,
+            OpenOptions {
+                read_only: false,
+                direct: true,
+            },
+        )
+        .expect("open raw");
+        let model2 = random_io(&*r, model, 12 + i as u64, 60, true);
+        drop(r);
+        assert!(std::fs::read(&raw).expect("read") == model2, "{engine:?}");
+    }
+    set_write_engine(WriteEngine::LinuxAio);
 }
 
 #[test]
@@ -570,6 +585,16 @@ fn backing_without_format_and_loops_are_refused() {
         "qcow2",
         s(&a),
     ]);
+    // Creating an image on top of itself is refused before anything is written.
+    assert!(create_qcow2(
+        &a,
+        0,
+        CreateOptions {
+            cluster_bits: 16,
+            backing: Some((a.clone(), ImageFormat::Qcow2)),
+        },
+    )
+    .is_err());
     let e = open_disk(&a, ImageFormat::Qcow2, ro())
         .err()
         .expect("loop refused");

@@ -43,6 +43,12 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<()> {
         if size == 0 {
             size = base.size();
         }
+        if same_file(path, &resolved) {
+            return Err(Error::InvalidArgument(format!(
+                "{} would be its own backing file",
+                path.display()
+            )));
+        }
         backing = Some((name.to_owned(), fmt.as_str()));
     }
     if size > MAX_VIRTUAL_SIZE {
@@ -108,6 +114,14 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<()> {
     file.write_at(blocks_off, &blocks, "write refcount blocks")?;
     file.write_at(0, &c0, "write header")?;
     file.sync()
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 /// Grows a qcow2 image to `new_size` bytes.

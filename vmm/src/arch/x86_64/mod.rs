@@ -4,6 +4,7 @@ pub mod acpi;
 pub mod boot;
 pub mod cpuid;
 pub mod firmware;
+pub mod hyperv;
 pub mod irq;
 pub mod layout;
 pub mod regs;

@@ -77,6 +77,10 @@ impl Worker {
         let stop_clone = stop.try_clone()?;
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let _keep = stop_clone;
+            if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Worker) {
+                log::error!("virtio worker: {}", e.report());
+                return;
+            }
             let mut events = vec![EpollEvent::default(); 16];
             loop {
                 let n = match epoll.wait(-1, &mut events) {

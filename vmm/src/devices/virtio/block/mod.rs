@@ -6,6 +6,7 @@
 //! - `request.rs`: serving the queue, a plain function of (memory, queue,
 //!   backend): parses each request, does the I/O, writes the status.
 
+pub mod bench_support;
 mod device;
 mod request;
 #[cfg(test)]
