@@ -507,8 +507,12 @@ impl Supervisor {
         let Ok(server) = self.store.get_server(id) else {
             return;
         };
-        if !matches!(server.status, ServerStatus::Active | ServerStatus::Build)
-            || self.vm(id).is_some()
+        // REBOOT too: a guest that reboots again before its new VMM was
+        // marked ACTIVE (a fast guest, a loaded host) must not be left there.
+        if !matches!(
+            server.status,
+            ServerStatus::Active | ServerStatus::Build | ServerStatus::Reboot
+        ) || self.vm(id).is_some()
         {
             return;
         }
