@@ -15,6 +15,29 @@ pub trait BusDevice: Send {
 
 pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 
+/// A device of byte-wide registers at consecutive offsets (the i8042, the
+/// RTC): a wider access covers several, as `outw` to the RTC's index port
+/// writes the index, then the data. Such a device implements this and is a
+/// [`BusDevice`] by the impl below.
+pub trait ByteRegisters: Send {
+    fn read_byte(&mut self, offset: u64) -> u8;
+    fn write_byte(&mut self, offset: u64, value: u8);
+}
+
+impl<T: ByteRegisters> BusDevice for T {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = self.read_byte(offset.saturating_add(i as u64));
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        for (i, &b) in data.iter().enumerate() {
+            self.write_byte(offset.saturating_add(i as u64), b);
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BusError {
     #[error("range {base:#x}+{len:#x} overlaps a device already on the bus")]

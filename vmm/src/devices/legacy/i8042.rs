@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::devices::bus::BusDevice;
+use crate::devices::bus::ByteRegisters;
 use crate::devices::{Interrupt, VmRequest, VmRequests};
 
 /// Ports 0x60..=0x64.
@@ -286,7 +286,9 @@ impl I8042Device {
             }
         }
     }
+}
 
+impl ByteRegisters for I8042Device {
     fn read_byte(&mut self, offset: u64) -> u8 {
         match offset {
             DATA_OFFSET => self.read_data(),
@@ -307,24 +309,10 @@ impl I8042Device {
     }
 }
 
-impl BusDevice for I8042Device {
-    // Byte registers: a wider access covers consecutive ports.
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = self.read_byte(offset.saturating_add(i as u64));
-        }
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        for (i, &b) in data.iter().enumerate() {
-            self.write_byte(offset.saturating_add(i as u64), b);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::bus::BusDevice;
     use crate::devices::{CountingInterrupt, RecordedRequests};
     use std::sync::atomic::Ordering;
 

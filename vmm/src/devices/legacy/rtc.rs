@@ -15,7 +15,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::arch::x86_64::layout;
-use crate::devices::bus::BusDevice;
+use crate::devices::bus::ByteRegisters;
 
 /// Ports 0x70 (index) and 0x71 (data).
 pub const RTC_PORT_LEN: u64 = 2;
@@ -406,7 +406,9 @@ impl Rtc {
             _ => self.ram[usize::from(index) % CMOS_SIZE] = value,
         }
     }
+}
 
+impl ByteRegisters for Rtc {
     fn read_byte(&mut self, offset: u64) -> u8 {
         match offset {
             // The index register is write-only.
@@ -424,24 +426,10 @@ impl Rtc {
     }
 }
 
-impl BusDevice for Rtc {
-    // Byte registers: `outw 0x70` writes the index, then the data.
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = self.read_byte(offset.saturating_add(i as u64));
-        }
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        for (i, &b) in data.iter().enumerate() {
-            self.write_byte(offset.saturating_add(i as u64), b);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::bus::BusDevice;
     use std::sync::{Arc, Mutex};
 
     /// 2026-11-26 23:47:05 UTC, a Thursday.
