@@ -60,6 +60,14 @@ impl ExitReason {
     }
 }
 
+/// What `exit_file` (see [`crate::vm::VmConfig`]) holds after the VMM ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The VMM's exit status, as [`ExitReason::exit_code`] gives it.
+    pub code: i32,
+    pub reason: ExitReason,
+}
+
 /// One write to the debug port (I/O port 0x80): the code and when it came,
 /// in microseconds since the VMM process started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,6 +38,11 @@ pub struct VmConfig {
     /// Windows guests: the RTC keeps host local time instead of UTC.
     #[serde(default)]
     pub rtc_local_time: bool,
+    /// Where kiln-vmm writes how the VM ended ([`crate::control::ExitRecord`]
+    /// as JSON) just before it exits, so that a supervisor that is not its
+    /// parent (kilnd after a restart) can still learn it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_file: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -79,6 +79,40 @@ fn kilnd_restart_readopts_running_vmms() {
     assert_nothing_left(&k);
 }
 
+/// A re-adopted VMM is not kilnd's child, so its exit status goes to init;
+/// the VMM's exit record still tells kilnd how the guest ended: a guest
+/// power-off after a kilnd restart is SHUTOFF, not ERROR.
+#[test]
+fn readopted_vmm_guest_power_off_is_shutoff() {
+    let mut k = start_kilnd("");
+    register(&k, "button", "powerbutton", "");
+    let s = create(&k, "b", "button");
+    let before = k.wait_status(&s.id, ServerStatus::Active, T);
+    k.kill9();
+    k.spawn();
+    assert_eq!(k.server(&s.id).pid, before.pid, "re-adopted");
+    // Press the button through the VMM's own control socket, as a guest
+    // event kilnd did not ask for.
+    let sock = k.state_path(&format!("servers/{}/api.sock", s.id));
+    let r = kiln_manager::client::request(
+        &sock,
+        "PUT",
+        "/v1/vm/power-button",
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 204);
+    let after = k.wait_status(&s.id, ServerStatus::Shutoff, T);
+    assert!(after.fault.is_none(), "{:?}", after.fault);
+    assert_eq!(
+        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
+            .status,
+        204
+    );
+    assert_nothing_left(&k);
+}
+
 #[test]
 fn kill9_during_creates_and_deletes_leaves_definite_states() {
     let k = std::sync::Arc::new(start_kilnd("[placement]\ntotal_vcpus = 8\n"));

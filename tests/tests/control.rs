@@ -181,3 +181,26 @@ fn bad_requests_get_4xx_and_change_nothing() {
     assert_eq!(vm.info().unwrap().state, VmState::Running);
     assert!(vm.try_status().is_none());
 }
+
+#[test]
+fn exit_file_records_how_the_vm_ended() {
+    if !kvm_available("exit_file_records_how_the_vm_ended") {
+        return;
+    }
+    for (probe_name, code, kind) in [("hello", 0, "power_off"), ("crash", 11, "triple_fault")] {
+        let mut spec = VmSpec::new(probe(probe_name));
+        let file = std::env::temp_dir().join(format!(
+            "kiln-exit-{}-{probe_name}.json",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&file);
+        spec.extra_args = vec!["--exit-file".into(), file.display().to_string()];
+        let mut vm = Vm::start(&spec);
+        assert_eq!(vm.wait_exit_code(SHORT), code, "{}", vm.describe());
+        let text = std::fs::read_to_string(&file).expect("exit file written");
+        let record: kiln_api::control::ExitRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(record.code, code, "{text}");
+        assert!(text.contains(kind), "{text}");
+        std::fs::remove_file(&file).unwrap();
+    }
+}

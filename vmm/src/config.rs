@@ -63,6 +63,9 @@ pub struct Args {
     /// Control API socket (HTTP/JSON).
     #[arg(long)]
     pub api_socket: Option<String>,
+    /// Write how the VM ended here (JSON) just before exiting.
+    #[arg(long)]
+    pub exit_file: Option<String>,
     /// A virtio-blk disk (repeatable): path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
     #[arg(long = "disk", value_name = "path=FILE,...", value_parser = crate::devices::virtio::cli::parse_disk)]
     pub disks: Vec<kiln_api::vm::DiskConfig>,
@@ -174,6 +177,7 @@ impl Args {
                     stdio: self.serial_stdout,
                 },
                 api_socket: self.api_socket.clone(),
+                exit_file: self.exit_file.clone(),
                 disks: self.disks.clone(),
                 nets: self.nets.clone(),
                 rng: self.rng,

@@ -44,6 +44,16 @@ fn fail(msg: String) -> ! {
     );
 }
 
+/// Write the exit record atomically (a reader sees all of it or nothing).
+fn write_exit_record(path: &str, code: i32, reason: ExitReason) {
+    let record = kiln_api::control::ExitRecord { code, reason };
+    let tmp = format!("{path}.tmp");
+    let json = serde_json::to_vec(&record).expect("exit records serialize");
+    if let Err(e) = std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, path)) {
+        error!("cannot write the exit record {path}: {e}");
+    }
+}
+
 fn main() {
     let start = Instant::now();
     let args = Args::parse();
@@ -117,6 +127,9 @@ fn main() {
                 ExitReason::HostError { message } => error!("host error: {message}"),
             }
             info!("exit status {code}");
+            if let Some(path) = &config.exit_file {
+                write_exit_record(path, code, reason);
+            }
             std::process::exit(code);
         }
         Outcome::Restart => {

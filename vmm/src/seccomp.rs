@@ -317,6 +317,10 @@ const VMM: &[libc::c_long] = &[
     libc::SYS_openat,
     libc::SYS_unlink,
     libc::SYS_unlinkat,
+    // The exit record is written to a temporary name, then renamed.
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
     libc::SYS_access,
     libc::SYS_readlink,
     libc::SYS_readlinkat,

@@ -42,6 +42,9 @@ use crate::config::Config;
 use crate::store::Store;
 use sys::ExitStatus;
 
+/// Where each VMM records how it ended (see `VmConfig::exit_file`).
+const EXIT_FILE: &str = "exit.json";
+
 /// Why kilnd itself is ending a VMM, so its exit is not taken for a guest
 /// event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +201,8 @@ impl Supervisor {
                 stdio: false,
             },
             api_socket: Some(self.api_socket(&server.id).display().to_string()),
+            // How a re-adopted VMM ended, since its exit status goes to init.
+            exit_file: Some(dir.join(EXIT_FILE).display().to_string()),
             // The root disk: the qcow2 overlay made at create time.
             disks: server
                 .disk_image_id
@@ -257,8 +262,9 @@ impl Supervisor {
                 let json = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
                 std::fs::write(&cfg_path, json)
                     .map_err(|e| format!("cannot write {}: {e}", cfg_path.display()))?;
-                // Left behind by a VMM that was killed.
+                // Left behind by a VMM that was killed, or by the last boot.
                 let _ = std::fs::remove_file(&sock);
+                let _ = std::fs::remove_file(dir.join(EXIT_FILE));
                 let _ = std::fs::remove_file(&console_sock);
                 let log = OpenOptions::new()
                     .create(true)
@@ -386,12 +392,21 @@ impl Supervisor {
             let status = if child {
                 sys::reap(pid)
             } else {
-                ExitStatus::Unknown
+                this.recorded_exit(&id)
             };
             this.on_exit(&id, &vm2, status);
             let _ = tx.send(Some(status));
         });
         Ok(vm)
+    }
+
+    /// The exit status a VMM that is not our child wrote before exiting
+    /// (`exit.json`), or `Unknown` if it wrote none (killed by a signal).
+    fn recorded_exit(&self, id: &str) -> ExitStatus {
+        std::fs::read(self.server_dir(id).join(EXIT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<kiln_api::control::ExitRecord>(&b).ok())
+            .map_or(ExitStatus::Unknown, |r| ExitStatus::Code(r.code))
     }
 
     /// Waits until the VMM answers `GET /v1/vm`, up to the boot timeout.
