@@ -39,6 +39,7 @@ quick_args() {
         qcow2_bench) echo "--size-mib 256 --scale 0.25 --reps 1" ;;
         virtio_blk_bench) echo "--size-mib 256 --seconds 1 --rounds 3" ;;
         virtio_net_bench) echo "--seconds 1 --rounds 3" ;;
+        kilnd_bench) echo "--quick" ;;
         *) echo "" ;;
     esac
 }
@@ -46,6 +47,7 @@ quick_args() {
 printf '== build (release)\n'
 cargo build --release --quiet -p kiln-benches --bins
 cargo build --release --quiet -p kiln-vmm --bin kiln-vmm
+cargo build --release --quiet -p kiln-manager --bin kilnd
 target=${CARGO_TARGET_DIR:-$root/target}
 
 failed=()

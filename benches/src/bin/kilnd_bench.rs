@@ -1,0 +1,558 @@
+//! kilnd_bench: the compute service's throughput and API latency, against
+//! the goals of issue 5.
+//!
+//! 1. Starts a real `kilnd` (temporary state dir and socket) with the real
+//!    `kiln-vmm`, registers the `hello` probe as a kernel image with the
+//!    command line `hold` (the guest prints a line and halts: held guests
+//!    cost no host CPU), creates N servers (flavor `k1.probe`) from C client
+//!    threads and times each create -> ACTIVE (polling `GET
+//!    /v1/servers/{id}`): p50, p99, and creates per second (N over the wall
+//!    time until the last one is ACTIVE). Then checks every guest printed
+//!    `hello: holding` on its console, deletes them all and checks no VMM
+//!    process or record is left.
+//! 2. Starts a second `kilnd` whose VMM binary does not exist, so servers
+//!    go to ERROR at boot but are real records, inserts M of them, and
+//!    times R sequential `GET /v1/servers` (each answer listing all M).
+//!
+//! Goals (issue 5): at least 50 creates per second; list p99 under 5 ms.
+//!
+//! Usage: kilnd_bench [--servers N] [--clients C] [--list-records M]
+//!                    [--list-requests R] [--quick] [--probe PATH]
+//! Defaults 100, 10, 1000, 500; `--quick` uses 20, 4, 200, 100. It builds
+//! nothing: `kilnd` and `kiln-vmm` must be next to this binary (`cargo
+//! build --release -p kiln-benches -p kiln-manager -p kiln-vmm`), and the
+//! probe at cache/probes/hello.elf (`scripts/build-probes.sh`; or
+//! `--probe PATH`, or `$KILN_PROBE`). Needs root and /dev/kvm.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_api::compute::{Server, ServerCreate, ServerList, ServerStatus};
+use kiln_manager::client::{self, Response};
+
+const CREATES_PER_S_GOAL: f64 = 50.0;
+const LIST_P99_GOAL: Duration = Duration::from_millis(5);
+/// Longest a server may take to become ACTIVE (or the records to settle).
+const WAIT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(10);
+const REQ_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Args {
+    servers: usize,
+    clients: usize,
+    list_records: usize,
+    list_requests: usize,
+    probe: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        servers: 100,
+        clients: 10,
+        list_records: 1000,
+        list_requests: 500,
+        probe: std::env::var_os("KILN_PROBE").map(PathBuf::from),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut num = || -> Result<usize, String> {
+            let v = it.next().ok_or(format!("{flag} needs a value"))?;
+            match v.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("{flag}: expected a positive integer, got {v:?}")),
+            }
+        };
+        match flag.as_str() {
+            "--servers" => a.servers = num()?,
+            "--clients" => a.clients = num()?,
+            "--list-records" => a.list_records = num()?,
+            "--list-requests" => a.list_requests = num()?,
+            "--quick" => {
+                a.servers = 20;
+                a.clients = 4;
+                a.list_records = 200;
+                a.list_requests = 100;
+            }
+            "--probe" => {
+                a.probe = Some(PathBuf::from(
+                    it.next().ok_or("--probe needs a value".to_string())?,
+                ))
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: kilnd_bench [--servers N] [--clients C] [--list-records M] \
+                     [--list-requests R] [--quick] [--probe PATH]"
+                );
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown argument {flag:?} (see --help)")),
+        }
+    }
+    Ok(a)
+}
+
+/// A running kilnd on a temporary directory; dropping it kills every VMM
+/// it started, then kilnd, and removes the directory.
+struct Daemon {
+    dir: PathBuf,
+    socket: PathBuf,
+    state: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start(kilnd: &Path, tag: &str, config: &str) -> Result<Daemon, String> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("kilnd-bench-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let mut d = Daemon {
+            socket: dir.join("kiln.sock"),
+            state: dir.join("state"),
+            dir,
+            child: None,
+        };
+        let cfg = d.dir.join("kilnd.toml");
+        std::fs::write(&cfg, config).map_err(|e| format!("write {}: {e}", cfg.display()))?;
+        let log = std::fs::File::create(d.log_path()).map_err(|e| format!("kilnd log: {e}"))?;
+        let log2 = log.try_clone().map_err(|e| format!("kilnd log: {e}"))?;
+        let mut cmd = Command::new(kilnd);
+        // SAFETY: prctl between fork and exec is async-signal-safe: kilnd
+        // dies with this benchmark.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&d.state)
+            .arg("--socket")
+            .arg(&d.socket)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", kilnd.display()))?;
+        d.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.req("GET", "/v1/host", None).is_err() {
+            if let Some(Ok(Some(st))) = d.child.as_mut().map(|c| c.try_wait()) {
+                return Err(format!("kilnd exited with {st}:\n{}", d.log_tail()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("kilnd did not come up in 20 s:\n{}", d.log_tail()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(d)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("kilnd.log")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    fn req(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, String> {
+        client::request(&self.socket, method, path, body, REQ_TIMEOUT)
+            .map_err(|e| format!("{method} {path}: {e}"))
+    }
+
+    /// A request that must answer `want`.
+    fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        want: u16,
+    ) -> Result<Response, String> {
+        let r = self.req(method, path, body)?;
+        if r.status != want {
+            return Err(format!(
+                "{method} {path}: HTTP {} (expected {want}): {}",
+                r.status,
+                r.text()
+            ));
+        }
+        Ok(r)
+    }
+
+    fn register_kernel(&self, name: &str, kernel: &Path, cmdline: &str) -> Result<(), String> {
+        let body = serde_json::json!({
+            "type": "kernel", "name": name, "kernel": kernel, "cmdline": cmdline,
+        });
+        self.expect("POST", "/v1/images", Some(body.to_string().as_bytes()), 201)
+            .map(drop)
+    }
+
+    fn create(&self, name: &str, image: &str) -> Result<Server, String> {
+        let body = ServerCreate {
+            name: name.to_string(),
+            flavor: "k1.probe".to_string(),
+            image: image.to_string(),
+            disk_image: None,
+            cmdline: None,
+            user_data: None,
+            metadata: Default::default(),
+            ready: None,
+            ttl_s: None,
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| format!("encode create: {e}"))?;
+        self.expect("POST", "/v1/servers", Some(&body), 202)?
+            .json()
+            .map_err(|e| format!("create {name}: {e}"))
+    }
+
+    fn server(&self, id: &str) -> Result<Server, String> {
+        self.expect("GET", &format!("/v1/servers/{id}"), None, 200)?
+            .json()
+            .map_err(|e| format!("server {id}: {e}"))
+    }
+
+    /// Polls the server's serial log until it contains `text`.
+    fn wait_console(&self, id: &str, text: &str) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v: serde_json::Value = self
+                .expect("GET", &format!("/v1/servers/{id}/console"), None, 200)?
+                .json()
+                .map_err(|e| format!("console of {id}: {e}"))?;
+            if v["output"].as_str().is_some_and(|o| o.contains(text)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("server {id}: no {text:?} on its console: {v}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn list(&self) -> Result<Vec<Server>, String> {
+        let l: ServerList = self
+            .expect("GET", "/v1/servers", None, 200)?
+            .json()
+            .map_err(|e| format!("list: {e}"))?;
+        Ok(l.servers)
+    }
+
+    fn vmm_processes(&self) -> Vec<(u32, String)> {
+        kiln_manager::supervisor::sys::processes_with_config_under(&self.state.join("servers"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // VMMs run in sessions of their own and would outlive kilnd.
+        for (pid, _) in self.vmm_processes() {
+            // SAFETY: kill(2) of a VMM process this benchmark's kilnd started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The nearest-rank percentile of a sorted slice.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "MET"
+    } else {
+        "NOT MET"
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Runs `work(i)` for i in 0..n on `clients` threads (thread t takes
+/// t, t+clients, ...); the results in order of i.
+fn fan_out<T: Send + 'static>(
+    n: usize,
+    clients: usize,
+    work: impl Fn(usize) -> Result<T, String> + Send + Sync + 'static,
+) -> Result<Vec<T>, String> {
+    let work = Arc::new(work);
+    let threads: Vec<_> = (0..clients.min(n))
+        .map(|t| {
+            let work = work.clone();
+            std::thread::spawn(move || {
+                (t..n)
+                    .step_by(clients)
+                    .map(|i| work(i).map(|r| (i, r)))
+                    .collect::<Result<Vec<_>, String>>()
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    let mut first_err = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(v)) => all.extend(v),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert("a client thread panicked".to_string());
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Placement totals that fit `n` k1.probe servers (1 vCPU, 64 MiB).
+fn placement(n: usize) -> String {
+    format!(
+        "[placement]\ncpu_allocation_ratio = 1.0\nram_allocation_ratio = 1.0\n\
+         total_vcpus = {}\nreserved_host_memory_mb = 512\ntotal_ram_mb = {}\ntotal_disk_gb = 1000\n",
+        n + 8,
+        512 + 64 * (n + 8)
+    )
+}
+
+/// Part 1: create -> ACTIVE for `servers` real probe guests.
+fn bench_creates(kilnd: &Path, vmm: &Path, probe: &Path, a: &Args) -> Result<bool, String> {
+    let config = format!(
+        "{}[vmm]\nbinary = \"{}\"\nstop_timeout_s = 2\nboot_timeout_s = 60\n",
+        placement(a.servers),
+        vmm.display()
+    );
+    let d = Arc::new(Daemon::start(kilnd, "create", &config)?);
+    d.register_kernel("hello", probe, "hold")?;
+    println!(
+        "creates: {} k1.probe servers (hello probe, `hold`) from {} client threads",
+        a.servers, a.clients
+    );
+    let t0 = Instant::now();
+    let dd = d.clone();
+    let results = fan_out(a.servers, a.clients, move |i| {
+        let start = Instant::now();
+        let s = dd.create(&format!("bench-{i}"), "hello")?;
+        loop {
+            let s = dd.server(&s.id)?;
+            match s.status {
+                ServerStatus::Active if s.task_state.is_none() => {
+                    return Ok((s.id, start.elapsed()))
+                }
+                ServerStatus::Build | ServerStatus::Active => {}
+                other => {
+                    return Err(format!(
+                        "server {} went {other:?}: {}",
+                        s.name,
+                        s.fault.map(|f| f.message).unwrap_or_default()
+                    ))
+                }
+            }
+            if start.elapsed() > WAIT {
+                return Err(format!("server {} not ACTIVE after {WAIT:?}", s.name));
+            }
+            std::thread::sleep(POLL);
+        }
+    })
+    .map_err(|e| format!("{e}\nkilnd log (tail):\n{}", d.log_tail()))?;
+    let total = t0.elapsed();
+    let running = d.vmm_processes().len();
+    if running != a.servers {
+        return Err(format!(
+            "{running} VMM processes running, expected {}",
+            a.servers
+        ));
+    }
+    // ACTIVE means the VMM runs; check every guest really booted too.
+    for (id, _) in &results {
+        d.wait_console(id, "hello: holding")?;
+    }
+    let mut lat: Vec<Duration> = results.iter().map(|r| r.1).collect();
+    lat.sort();
+    let rate = a.servers as f64 / total.as_secs_f64();
+    println!(
+        "  all {} ACTIVE in {:.2} s; create->ACTIVE p50 {}, p99 {}, max {}",
+        a.servers,
+        total.as_secs_f64(),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat[lat.len() - 1])
+    );
+    let met = rate >= CREATES_PER_S_GOAL;
+    println!(
+        "  creates/s to ACTIVE: {rate:.1}   goal >= {CREATES_PER_S_GOAL:.0}: {}",
+        verdict(met)
+    );
+
+    let ids: Arc<Vec<String>> = Arc::new(results.into_iter().map(|r| r.0).collect());
+    let t1 = Instant::now();
+    let dd = d.clone();
+    let ids2 = ids.clone();
+    fan_out(ids.len(), a.clients, move |i| {
+        dd.expect("DELETE", &format!("/v1/servers/{}", ids2[i]), None, 204)
+            .map(drop)
+    })?;
+    println!(
+        "  deleted all {} in {:.2} s ({:.1} deletes/s)",
+        ids.len(),
+        t1.elapsed().as_secs_f64(),
+        ids.len() as f64 / t1.elapsed().as_secs_f64()
+    );
+    let left = d.vmm_processes().len();
+    if left != 0 || !d.list()?.is_empty() {
+        return Err(format!(
+            "after deleting: {left} VMM processes and {} records left",
+            d.list()?.len()
+        ));
+    }
+    Ok(met)
+}
+
+/// Part 2: `GET /v1/servers` with `list_records` records.
+fn bench_list(kilnd: &Path, a: &Args) -> Result<bool, String> {
+    // A VMM binary that does not exist: each server goes to ERROR at boot,
+    // and stays a record that is listed.
+    let config = format!(
+        "{}[vmm]\nbinary = \"/nonexistent/kiln-vmm\"\n",
+        placement(a.list_records)
+    );
+    let d = Arc::new(Daemon::start(kilnd, "list", &config)?);
+    // Never booted: any file will do as the kernel.
+    let kernel = d.dir.join("fake.vmlinux");
+    std::fs::write(&kernel, b"\x7fELF not booted").map_err(|e| format!("fake kernel: {e}"))?;
+    d.register_kernel("fake", &kernel, "console=ttyS0")?;
+    let t0 = Instant::now();
+    let dd = d.clone();
+    fan_out(a.list_records, a.clients, move |i| {
+        dd.create(&format!("rec-{i}"), "fake").map(drop)
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "list: {} server records made in {secs:.2} s ({:.0} creates accepted/s; they go ERROR: no VMM)",
+        a.list_records,
+        a.list_records as f64 / secs
+    );
+    // Let every record settle (out of BUILD) so each answer is the same.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let l = d.list()?;
+        if l.len() != a.list_records {
+            return Err(format!(
+                "{} records listed, expected {}",
+                l.len(),
+                a.list_records
+            ));
+        }
+        if l.iter()
+            .all(|s| s.status != ServerStatus::Build && s.task_state.is_none())
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("records still in BUILD after {WAIT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..10 {
+        d.list()?;
+    }
+    let mut lat = Vec::with_capacity(a.list_requests);
+    let mut bytes = 0;
+    for _ in 0..a.list_requests {
+        let t = Instant::now();
+        let r = d.expect("GET", "/v1/servers", None, 200)?;
+        lat.push(t.elapsed());
+        bytes = r.body.len();
+    }
+    let n = d.list()?.len();
+    if n != a.list_records {
+        return Err(format!("{n} records listed, expected {}", a.list_records));
+    }
+    lat.sort();
+    let p99 = percentile(&lat, 0.99);
+    println!(
+        "  GET /v1/servers ({} records, {} KiB), {} requests one at a time: p50 {}, max {}",
+        a.list_records,
+        bytes / 1024,
+        a.list_requests,
+        ms(percentile(&lat, 0.5)),
+        ms(lat[lat.len() - 1])
+    );
+    let met = p99 < LIST_P99_GOAL;
+    println!(
+        "  list p99: {}   goal < {}: {}",
+        ms(p99),
+        ms(LIST_P99_GOAL),
+        verdict(met)
+    );
+    Ok(met)
+}
+
+fn run() -> Result<(), String> {
+    let a = parse_args()?;
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let bin_dir = exe
+        .parent()
+        .ok_or("this binary's directory is unknown")?
+        .to_owned();
+    let kilnd = bin_dir.join("kilnd");
+    let vmm = bin_dir.join("kiln-vmm");
+    for b in [&kilnd, &vmm] {
+        if !b.is_file() {
+            return Err(format!(
+                "{} missing: build it next to this binary with \
+                 `cargo build --release -p kiln-manager -p kiln-vmm` (same CARGO_TARGET_DIR)",
+                b.display()
+            ));
+        }
+    }
+    let probe = a
+        .probe
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../cache/probes/hello.elf"));
+    if !probe.is_file() {
+        return Err(format!(
+            "{} missing: run scripts/build-probes.sh (or pass --probe PATH)",
+            probe.display()
+        ));
+    }
+    let probe = probe
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", probe.display()))?;
+    println!("kilnd_bench: {}", kilnd.display());
+    let creates_met = bench_creates(&kilnd, &vmm, &probe, &a)?;
+    let list_met = bench_list(&kilnd, &a)?;
+    println!(
+        "summary: creates/s goal {}, list p99 goal {}",
+        verdict(creates_met),
+        verdict(list_met)
+    );
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("kilnd_bench: {e}");
+        std::process::exit(1);
+    }
+}
