@@ -302,9 +302,14 @@ async fn list_servers(State(s): St, Q(q): Q<ListQuery>) -> Result<impl IntoRespo
             ))
         })?),
     };
+    if status.is_none() && q.name.is_none() {
+        let json = s.store.servers_json()?;
+        return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
+    }
     Ok(Json(ServerList {
         servers: s.store.list_servers(status, q.name.as_deref())?,
-    }))
+    })
+    .into_response())
 }
 
 async fn show_server(State(s): St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {

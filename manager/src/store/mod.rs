@@ -79,6 +79,9 @@ const SEED_FLAVORS: &[(&str, u32, u64, u64)] = &[
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The unfiltered server list as JSON and the connection's change count
+    /// it was made at (see [`Store::servers_json`]).
+    list_json: Mutex<Option<(u64, bytes::Bytes)>>,
 }
 
 impl Store {
@@ -90,6 +93,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let store = Store {
             conn: Mutex::new(conn),
+            list_json: Mutex::new(None),
         };
         store.migrate()?;
         Ok(store)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_api::compute::{Fault, Flavor, ReadyCondition, Server, ServerStatus};
+use kiln_api::compute::{Fault, Flavor, ReadyCondition, Server, ServerList, ServerStatus};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{not_found, Store, StoreError};
@@ -125,6 +125,30 @@ impl Store {
         ))?;
         let rows = st.query_map(params![status.map(|s| s.as_str()), name], server_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The unfiltered server list (`GET /v1/servers`) as JSON. It is made
+    /// again only when a row changed since the last time: the store is one
+    /// connection, and SQLite's `total_changes` counts every row it ever
+    /// inserted, updated or deleted, in any table, so an unchanged count
+    /// means an unchanged answer. (The count is read before the query: a
+    /// change that lands in between makes the next request rebuild.)
+    /// Listing 1,000 servers costs the query and serialization once, not
+    /// per request.
+    pub fn servers_json(&self) -> Result<bytes::Bytes, StoreError> {
+        let changes = self.conn().total_changes();
+        let mut cache = self.list_json.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, json)) = cache.as_ref() {
+            if *at == changes {
+                return Ok(json.clone());
+            }
+        }
+        let list = ServerList {
+            servers: self.list_servers(None, None)?,
+        };
+        let json = bytes::Bytes::from(serde_json::to_vec(&list).unwrap_or_default());
+        *cache = Some((changes, json.clone()));
+        Ok(json)
     }
 
     /// Sets status and task state (and clears the fault unless ERROR).
@@ -390,6 +414,38 @@ mod tests {
             s.create_server(&placement(100), orphan),
             Err(StoreError::Conflict(_))
         ));
+    }
+
+    #[test]
+    fn cached_server_list_follows_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        let p = placement(8);
+        let list = |s: &Store| -> Vec<Server> {
+            serde_json::from_slice::<ServerList>(&s.servers_json().unwrap())
+                .unwrap()
+                .servers
+        };
+        assert!(list(&s).is_empty());
+        let a = s.create_server(&p, new_server(&s, "a")).unwrap();
+        assert_eq!(list(&s), s.list_servers(None, None).unwrap());
+        let first = s.servers_json().unwrap();
+        assert_eq!(
+            first.as_ptr(),
+            s.servers_json().unwrap().as_ptr(),
+            "unchanged: the same bytes"
+        );
+        s.set_status(&a.id, ServerStatus::Active, None).unwrap();
+        assert_eq!(list(&s)[0].status, ServerStatus::Active);
+        s.set_task_state(&a.id, Some("rebooting")).unwrap();
+        assert_eq!(list(&s)[0].task_state.as_deref(), Some("rebooting"));
+        s.set_error(&a.id, "boom").unwrap();
+        assert_eq!(list(&s)[0].fault.as_ref().unwrap().message, "boom");
+        s.create_server(&p, new_server(&s, "b")).unwrap();
+        assert_eq!(list(&s).len(), 2);
+        s.mark_deleted(&a.id).unwrap();
+        assert_eq!(list(&s), s.list_servers(None, None).unwrap());
+        assert_eq!(list(&s).len(), 1);
     }
 
     #[test]
