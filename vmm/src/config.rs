@@ -72,9 +72,9 @@ pub struct Args {
     /// A virtio-net NIC (repeatable): tap=NAME[,mac=MAC] or fd=N[,mac=MAC], plus [,bw=BYTES_PER_S][,pps=N]
     #[arg(long = "net", value_name = "tap=NAME|fd=N,...", value_parser = crate::devices::virtio::cli::parse_net)]
     pub nets: Vec<kiln_api::vm::NetConfig>,
-    /// A virtio-rng entropy device.
-    #[arg(long)]
-    pub rng: bool,
+    /// A virtio-rng entropy device: --rng, or --rng transitional=on
+    #[arg(long, value_name = "transitional=on", num_args = 0..=1, default_missing_value = "", value_parser = crate::devices::virtio::cli::parse_rng)]
+    pub rng: Option<crate::devices::virtio::cli::RngOptions>,
     /// Hyper-V enlightenments for a Windows guest (the set Nova uses for os_type=windows).
     #[arg(long)]
     pub hyperv: bool,
@@ -180,7 +180,8 @@ impl Args {
                 exit_file: self.exit_file.clone(),
                 disks: self.disks.clone(),
                 nets: self.nets.clone(),
-                rng: self.rng,
+                rng: self.rng.is_some(),
+                rng_transitional: self.rng.is_some_and(|o| o.transitional),
                 hyperv: self.hyperv,
                 rtc_local_time: self.rtc_local_time,
             },
