@@ -200,7 +200,7 @@ pub struct NetConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Present a transitional virtio-pci device, as QEMU does on a
     /// conventional PCI slot (`disable-legacy=off`): the pre-1.0 device ID
-    /// (0x1000 + type - 1: 0x1000 net, 0x1001 block, 0x1005 entropy) and,
+    /// (0x1000 net, 0x1001 block, 0x1005 entropy) and,
     /// besides the modern capabilities, the legacy register block in an
     /// I/O BAR, for older virtio-win drivers that bind only to those IDs.
     /// Off by default: a modern-only device needs no I/O ports (a scarce

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::devices::virtio::msix::{MsiVectors, MsixTable};
-use crate::devices::Interrupt;
 use crate::devices::virtio::{STATUS_DRIVER_OK, STATUS_NEEDS_RESET};
+use crate::devices::Interrupt;
 
 /// "No vector" in the common configuration's vector fields.
 pub const NO_VECTOR: u16 = 0xffff;

@@ -45,8 +45,20 @@ pub const TRANSITIONAL_MODERN_BAR: usize = 2;
 pub const LEGACY_NOTIFY: u64 = 0x10;
 /// Legacy rings: the used ring is aligned to this, the PFN counts it.
 pub const LEGACY_ALIGN: u64 = 4096;
-/// Legacy (transitional) PCI device IDs: 0x1000 + type - 1.
-pub const LEGACY_DEVICE_ID_BASE: u16 = 0x0fff;
+/// The transitional PCI device ID of virtio device type `t` (virtio 1.2,
+/// 4.1.2.1), if it has one: not a formula (entropy is 0x1005).
+pub fn legacy_device_id(t: u32) -> Option<u16> {
+    Some(match t {
+        1 => 0x1000, // net
+        2 => 0x1001, // block
+        3 => 0x1003, // console
+        4 => 0x1005, // entropy
+        5 => 0x1002, // balloon
+        8 => 0x1004, // SCSI host
+        9 => 0x1009, // 9P transport
+        _ => return None,
+    })
+}
 
 const HOST_FEATURES: u64 = 0x00;
 const GUEST_FEATURES: u64 = 0x04;
@@ -153,9 +165,9 @@ impl CommonConfig {
             STATUS => u32::from(irq.status()),
             ISR => u32::from(irq.take_isr()),
             CONFIG_VECTOR => u32::from(irq.config_vector().load(Ordering::Acquire)),
-            _ => irq
-                .queue_vector(sel)
-                .map_or(u32::from(NO_VECTOR), |v| u32::from(v.load(Ordering::Acquire))),
+            _ => irq.queue_vector(sel).map_or(u32::from(NO_VECTOR), |v| {
+                u32::from(v.load(Ordering::Acquire))
+            }),
         };
         data.copy_from_slice(&v.to_le_bytes()[..data.len()]);
         None
@@ -286,10 +298,7 @@ impl super::VirtioPciDevice {
 
     pub(super) fn read_legacy(&mut self, offset: u64, data: &mut [u8]) {
         let msix = self.interrupt.msix().enabled();
-        if let Some(cfg) = self
-            .common
-            .legacy_read(offset, data, &self.interrupt, msix)
-        {
+        if let Some(cfg) = self.common.legacy_read(offset, data, &self.interrupt, msix) {
             self.device.read_config(cfg, data);
         }
     }

@@ -19,7 +19,7 @@
 //! INFs match.
 //!
 //! A transitional device ([`VirtioPciDevice::new_transitional`]) has the
-//! legacy IDs instead (0x1000 + type - 1, revision 0, subsystem device =
+//! legacy IDs instead (0x1000 net, 0x1001 block, 0x1005 entropy; revision 0, subsystem device =
 //! virtio type), the legacy register block in I/O BAR 0 (`legacy.rs`),
 //! the layout above in BAR [`TRANSITIONAL_MODERN_BAR`], and an INTx pin.
 
@@ -74,6 +74,8 @@ pub enum TransportError {
     Pci(#[from] PciError),
     #[error("creating a queue eventfd")]
     EventFd(#[source] std::io::Error),
+    #[error("virtio device type {0} has no transitional PCI ID")]
+    NoLegacyId(u32),
 }
 
 /// A virtio device as a PCI function.
@@ -159,7 +161,7 @@ impl VirtioPciDevice {
         let mut config = PciConfiguration::new(&PciHeader {
             vendor_id: VIRTIO_VENDOR_ID,
             device_id: if transitional {
-                legacy::LEGACY_DEVICE_ID_BASE + dev_type as u16
+                legacy::legacy_device_id(dev_type).ok_or(TransportError::NoLegacyId(dev_type))?
             } else {
                 VIRTIO_DEVICE_ID_BASE + dev_type as u16
             },
@@ -467,5 +469,7 @@ impl PciDevice for VirtioPciDevice {
     }
 }
 
+#[cfg(test)]
+mod legacy_tests;
 #[cfg(test)]
 mod tests;
