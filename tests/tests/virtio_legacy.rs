@@ -51,7 +51,10 @@ fn a_legacy_driver_writes_and_reads_a_transitional_disk() {
     // The VMM placed the I/O BAR, followed the guest's move, and every
     // notify (all after the move) went through the PIO ioeventfd.
     let log = vm.vmm_log();
-    assert!(log.contains("transitional: I/O BAR 0 at port 0xc000"), "{log}");
+    assert!(
+        log.contains("transitional: I/O BAR 0 at port 0xc000"),
+        "{log}"
+    );
     assert!(log.contains("I/O BAR now at 0xd000"), "{log}");
     assert!(log.contains("uses the Legacy interface"), "{log}");
     assert!(!log.contains("notified through a vCPU exit"), "{log}");

@@ -264,6 +264,30 @@ mod tests {
     }
 
     #[test]
+    fn rng_and_transitional_flags() {
+        let cfg = |args: &[&str]| {
+            let mut v = vec!["kiln-vmm", "--kernel", "/k"];
+            v.extend_from_slice(args);
+            Args::try_parse_from(v).map(|a| a.vm_config().unwrap())
+        };
+        let c = cfg(&[]).unwrap();
+        assert!(!c.rng && !c.rng_transitional);
+        let c = cfg(&["--rng"]).unwrap();
+        assert!(c.rng && !c.rng_transitional);
+        let c = cfg(&["--rng", "--disk", "path=/d,transitional=on"]).unwrap();
+        assert!(c.rng && !c.rng_transitional && c.disks[0].transitional);
+        let c = cfg(&["--rng", "transitional=on", "--net", "tap=t0"]).unwrap();
+        assert!(c.rng && c.rng_transitional && !c.nets[0].transitional);
+        assert!(cfg(&["--rng", "transitional=nope"]).is_err());
+        // Off stays out of the JSON; on round-trips.
+        let json = serde_json::to_string(&cfg(&["--disk", "path=/d"]).unwrap()).unwrap();
+        assert!(!json.contains("transitional"), "{json}");
+        let on = cfg(&["--rng=transitional=on", "--disk", "path=/d,transitional=on"]).unwrap();
+        let back: VmConfig = serde_json::from_str(&serde_json::to_string(&on).unwrap()).unwrap();
+        assert_eq!(back, on);
+    }
+
+    #[test]
     fn firmware_flags() {
         let args = Args::parse_from([
             "kiln-vmm",

@@ -497,12 +497,11 @@ pub fn add_virtio_devices(
         )
         .map_err(WiringError::Bus)?;
     }
-    if io_window
+    if !io_window
         .maps
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .len()
-        > 0
+        .is_empty()
     {
         legacy::insert_io_window(pio, &io_window)?;
     }
