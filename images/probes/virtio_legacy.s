@@ -15,7 +15,10 @@
  * - writes a 512-byte pattern to sector 1 (header, data and status in
  *   separate descriptors), notifying with a 16-bit write to the notify
  *   port, checks the status and the ISR (queue bit, then cleared by the
- *   read), reads the sector back into another buffer and compares;
+ *   read), and that the INTx (the GSI in the interrupt line register,
+ *   routed at the IOAPIC to vector 0x50) left 0x50 pending in the local
+ *   APIC's IRR (interrupts stay disabled); reads the sector back into
+ *   another buffer and compares;
  * - resets the device (status 0 reads back 0).
  *
  * Prints `virtio-legacy: FAIL ...` on any failure, `virtio-legacy: done`
@@ -39,6 +42,10 @@
         .set R_STATUS, 0x12
         .set R_ISR, 0x13
         .set R_CONFIG, 0x14             /* without MSI-X */
+        .set IOAPIC, 0xfec00000
+        .set INTX_VECTOR, 0x50
+        .set LAPIC_SVR, 0xfee000f0
+        .set LAPIC_IRR2, 0xfee00220     /* IRR bits 64..95 */
 
         .macro FAIL str
         PRINT "virtio-legacy: FAIL \str\n"
@@ -329,6 +336,27 @@ probe_main:
         call put_dec
         PRINT " sectors\n"
 
+        /* INTx (MSI-X stays off): route the device's GSI, which the VMM
+         * wrote into the interrupt line register, at the IOAPIC to vector
+         * 0x50 (fixed, edge, APIC 0, unmasked), and software-enable the
+         * local APIC; the completion must leave 0x50 pending in its IRR. */
+        mov %ebx, %edi
+        mov $0x3c, %esi
+        call pci_rd
+        movzbl %al, %r15d
+        cmp $24, %r15d
+        jb 1f
+        FAIL "interrupt line is not an IOAPIC pin"
+1:      mov $IOAPIC, %edi
+        lea 0x11(%r15, %r15), %eax      /* redirection entry, high half */
+        mov %eax, (%rdi)
+        movl $0, 0x10(%rdi)
+        lea 0x10(%r15, %r15), %eax      /* low half */
+        mov %eax, (%rdi)
+        movl $INTX_VECTOR, 0x10(%rdi)
+        mov $LAPIC_SVR, %eax
+        movl $0x1ff, (%rax)
+
         /* The pattern: byte i = 5i + 11. */
         lea blk_data(%rip), %rdi
         xor %ecx, %ecx
@@ -357,6 +385,15 @@ probe_main:
         jz 1f
         FAIL "ISR not cleared by reading it"
 1:      PRINT "virtio-legacy: ISR queue bit set, cleared by the read\n"
+        mov $LAPIC_IRR2, %eax
+        movl (%rax), %eax
+        test $(1 << (INTX_VECTOR - 64)), %eax
+        jnz 1f
+        FAIL "no INTx: vector 0x50 not pending in the LAPIC"
+1:      PRINT "virtio-legacy: INTx on GSI "
+        mov %r15, %rax
+        call put_dec
+        PRINT " left vector 0x50 pending in the LAPIC\n"
         xor %edi, %edi                  /* VIRTIO_BLK_T_IN */
         lea blk_rbuf(%rip), %rsi
         mov $1, %edx

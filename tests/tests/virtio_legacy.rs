@@ -37,6 +37,7 @@ fn a_legacy_driver_writes_and_reads_a_transitional_disk() {
         "virtio-legacy: capacity 4096 sectors",
         "virtio-legacy: wrote sector 1",
         "virtio-legacy: ISR queue bit set, cleared by the read",
+        "virtio-legacy: INTx on GSI 10 left vector 0x50 pending in the LAPIC",
         "virtio-legacy: read back and verified 512 bytes",
         "virtio-legacy: reset done",
         "virtio-legacy: done",
