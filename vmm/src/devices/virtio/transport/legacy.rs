@@ -22,8 +22,22 @@
 //!
 //! A driver uses one interface: the transport ([`Mode`]) follows whichever
 //! the driver writes first after a reset, as QEMU does; writes to the
-//! other one (except a reset) are then ignored. Without VERSION_1 the
-//! devices keep their legacy formats (virtio-net's 10-byte header).
+//! other one (except a reset) are then ignored.
+//!
+//! What changes for the devices without VERSION_1 (virtio 1.2, the
+//! "Legacy Interface" sections of 5.1, 5.2, 5.4):
+//! - virtio-net: the header has no `num_buffers` (10 bytes) unless
+//!   MRG_RXBUF is negotiated (not offered), so the device tells the tap
+//!   the same size.
+//! - virtio-blk: the same 16-byte request header and configuration
+//!   layout (guest-endian is little-endian on x86); a legacy driver may
+//!   negotiate neither ANY_LAYOUT nor anything else and then puts header,
+//!   data and status in separate descriptors, which the request parser
+//!   takes as it takes any split. BARRIER and SCSI requests are not
+//!   offered (their types complete as unsupported).
+//! - virtio-rng: nothing.
+//! The legacy block offers ANY_LAYOUT (bit 27, implied by VERSION_1),
+//! since every device here parses chains by byte offset.
 
 use std::sync::atomic::Ordering;
 
@@ -79,6 +93,15 @@ pub enum Mode {
     Unset,
     Legacy,
     Modern,
+}
+
+/// VIRTIO_F_ANY_LAYOUT: legacy drivers may lay out chains freely.
+pub const F_ANY_LAYOUT: u64 = 1 << 27;
+
+/// The features the legacy block offers: the low half of the device's,
+/// plus ANY_LAYOUT.
+fn legacy_host_features(device: u64) -> u32 {
+    (device | F_ANY_LAYOUT) as u32
 }
 
 /// Where the legacy rings of a `size`-entry queue at `base` lie:
@@ -156,7 +179,7 @@ impl CommonConfig {
                 data.fill(0xff);
                 return None;
             }
-            HOST_FEATURES => self.device_features as u32,
+            HOST_FEATURES => legacy_host_features(self.device_features),
             GUEST_FEATURES => self.driver_features as u32,
             QUEUE_PFN => self.legacy_pfn(),
             QUEUE_NUM => self.queues.get(sel).map_or(0, |q| u32::from(q.max_size())),
@@ -198,7 +221,7 @@ impl CommonConfig {
         match offset {
             GUEST_FEATURES if !live => {
                 // Only what the device offers; VERSION_1 cannot be set here.
-                self.driver_features = u64::from(v) & self.device_features & 0xffff_ffff;
+                self.driver_features = u64::from(v & legacy_host_features(self.device_features));
             }
             QUEUE_PFN if !live => self.legacy_set_pfn(v, mem),
             QUEUE_SEL => self.queue_select = v as u16,

@@ -185,6 +185,7 @@ fn a_legacy_driver_writes_and_reads_back_a_block() {
     d.w8(0x12, 0);
     let host = d.r32(0x00);
     assert_ne!(host & F_INDIRECT_DESC as u32, 0);
+    assert_ne!(host & F_ANY_LAYOUT as u32, 0, "ANY_LAYOUT for legacy");
     // Device configuration right after the registers (MSI-X off):
     // capacity in sectors.
     assert_eq!(u64::from_le_bytes(d.r(0x14)), 2048);
@@ -247,6 +248,14 @@ fn a_legacy_driver_writes_and_reads_back_a_block() {
     let mut f = [0u8; 4];
     d.dev.bar_read(TRANSITIONAL_MODERN_BAR, 0x04, &mut f);
     assert_eq!(u32::from_le_bytes(f), 1, "VERSION_1 offered to modern");
+    d.dev
+        .bar_write(TRANSITIONAL_MODERN_BAR, 0x00, &0u32.to_le_bytes());
+    d.dev.bar_read(TRANSITIONAL_MODERN_BAR, 0x04, &mut f);
+    assert_eq!(
+        u32::from_le_bytes(f) & F_ANY_LAYOUT as u32,
+        0,
+        "not for 1.x"
+    );
     assert_eq!(d.dev.mode(), Mode::Modern);
     d.w8(0x12, STATUS_ACKNOWLEDGE);
     assert_eq!(d.r8(0x12), 0, "legacy ignored once modern");

@@ -40,8 +40,8 @@ use crate::memory::GuestMemoryMmap;
 use common::CommonConfig;
 pub use interrupt::{VirtioInterrupt, NO_VECTOR};
 pub use legacy::{
-    legacy_layout, Mode, LEGACY_ALIGN, LEGACY_BAR_INDEX, LEGACY_BAR_SIZE, LEGACY_NOTIFY,
-    TRANSITIONAL_MODERN_BAR,
+    legacy_layout, Mode, F_ANY_LAYOUT, LEGACY_ALIGN, LEGACY_BAR_INDEX, LEGACY_BAR_SIZE,
+    LEGACY_NOTIFY, TRANSITIONAL_MODERN_BAR,
 };
 
 pub const VIRTIO_VENDOR_ID: u16 = 0x1af4;
