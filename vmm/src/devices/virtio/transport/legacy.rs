@@ -36,6 +36,7 @@
 //!   takes as it takes any split. BARRIER and SCSI requests are not
 //!   offered (their types complete as unsupported).
 //! - virtio-rng: nothing.
+//!
 //! The legacy block offers ANY_LAYOUT (bit 27, implied by VERSION_1),
 //! since every device here parses chains by byte offset.
 
