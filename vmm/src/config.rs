@@ -211,6 +211,9 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
         (Some(_), Some(_)) => return bad("give a kernel or a firmware, not both".into()),
         (None, Some(_)) | (Some(_), None) => {}
     }
+    if cfg.rng_transitional && !cfg.rng {
+        return bad("rng_transitional needs rng".into());
+    }
     Ok(())
 }
 
@@ -285,6 +288,15 @@ mod tests {
         let on = cfg(&["--rng=transitional=on", "--disk", "path=/d,transitional=on"]).unwrap();
         let back: VmConfig = serde_json::from_str(&serde_json::to_string(&on).unwrap()).unwrap();
         assert_eq!(back, on);
+        let lone = VmConfig {
+            rng: false,
+            rng_transitional: true,
+            ..on
+        };
+        assert!(validate(&lone)
+            .unwrap_err()
+            .to_string()
+            .contains("needs rng"));
     }
 
     #[test]

@@ -19,9 +19,10 @@
 //! INFs match.
 //!
 //! A transitional device ([`VirtioPciDevice::new_transitional`]) has the
-//! legacy IDs instead (0x1000 net, 0x1001 block, 0x1005 entropy; revision 0, subsystem device =
-//! virtio type), the legacy register block in I/O BAR 0 (`legacy.rs`),
-//! the layout above in BAR [`TRANSITIONAL_MODERN_BAR`], and an INTx pin.
+//! legacy IDs instead (0x1000 net, 0x1001 block, 0x1005 entropy;
+//! revision 0, subsystem device = virtio type), the legacy register block
+//! in I/O BAR 0 (`legacy.rs`), the layout above in BAR
+//! [`TRANSITIONAL_MODERN_BAR`], and an INTx pin.
 
 mod common;
 mod interrupt;
