@@ -90,6 +90,8 @@ pub enum WiringError {
     },
     #[error("the legacy I/O port window is full")]
     IoWindowFull,
+    #[error("starting the INTx resampler")]
+    Resampler(#[source] std::io::Error),
 }
 
 struct Mapping {
@@ -283,6 +285,8 @@ pub struct VirtioDevices {
     pub devices: Vec<(u8, Arc<Mutex<VirtioPciDevice>>)>,
     pub window: Option<Arc<BarWindow>>,
     _router: Option<Arc<MsiRouter>>,
+    /// Transitional devices' INTx resampling thread.
+    _intx: Option<legacy::IntxResampler>,
 }
 
 fn image_format(f: DiskFormat) -> ImageFormat {
@@ -384,6 +388,7 @@ pub fn add_virtio_devices(
             devices: Vec::new(),
             window: None,
             _router: None,
+            _intx: None,
         });
     }
     let router = MsiRouter::new(vm)?;
@@ -397,6 +402,7 @@ pub fn add_virtio_devices(
     });
     let mut next_bar = layout::MMIO32_START;
     let mut next_io = legacy::IO_FIRST;
+    let mut intx = Vec::new();
     let mut devices = Vec::new();
     for (model, transitional) in models {
         let vectors =
@@ -445,8 +451,10 @@ pub fn add_virtio_devices(
             .unwrap_or_else(|e| e.into_inner())
             .add_device(shared.clone())?;
         if transitional {
-            let gsi =
+            let wire =
                 legacy::wire_intx(vm, &mut dev.lock().unwrap_or_else(|e| e.into_inner()), slot)?;
+            let gsi = wire.gsi();
+            intx.push(wire);
             log::info!(
                 "virtio type {kind} is transitional: I/O BAR 0 at port {io_addr:#x}, INTx GSI {gsi}"
             );
@@ -512,6 +520,10 @@ pub fn add_virtio_devices(
         devices,
         window: Some(window),
         _router: Some(router),
+        _intx: match intx.is_empty() {
+            true => None,
+            false => Some(legacy::IntxResampler::spawn(intx).map_err(WiringError::Resampler)?),
+        },
     })
 }
 

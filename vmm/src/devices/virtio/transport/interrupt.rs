@@ -40,8 +40,8 @@ impl VirtioInterrupt {
     }
 
     /// Give the device an INTx line, raised instead of MSI-X vectors while
-    /// the driver leaves MSI-X disabled (a legacy driver may). The line is
-    /// an edge on the GSI (a plain irqfd); the driver reads the ISR.
+    /// the driver leaves MSI-X disabled (a legacy driver may). The wiring
+    /// keeps it level: raised again after EOI while [`Self::intx_pending`].
     pub fn set_intx(&self, line: Arc<dyn Interrupt>) {
         let _ = self.intx.set(line);
     }
@@ -96,6 +96,12 @@ impl VirtioInterrupt {
 
     pub(crate) fn set_status(&self, s: u8) {
         self.status.store(s, Ordering::Release);
+    }
+
+    /// Whether a raised INTx should stay raised: MSI-X is off and the
+    /// driver has not read the ISR since the device set a bit in it.
+    pub fn intx_pending(&self) -> bool {
+        !self.msix().enabled() && self.isr.load(Ordering::SeqCst) != 0
     }
 
     /// Read and clear the ISR.
