@@ -11,9 +11,10 @@ use kiln_tests::{kvm_available, probe, ScratchDir, Vm, VmSpec};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn start(disk: String) -> Vm {
+fn start(disk: String, extra: &[&str]) -> Vm {
     let mut spec = VmSpec::new(probe("virtio_legacy"));
     spec.extra_args = vec!["--disk".into(), disk];
+    spec.extra_args.extend(extra.iter().map(|s| s.to_string()));
     let mut vm = Vm::start(&spec);
     let code = vm.wait_exit_code(TIMEOUT);
     assert_eq!(code, 0, "exit code\n{}", vm.describe());
@@ -28,7 +29,12 @@ fn a_legacy_driver_writes_and_reads_a_transitional_disk() {
     let dir = ScratchDir::new("vlegacy").unwrap();
     let img = dir.path().join("disk.raw");
     fs::File::create(&img).unwrap().set_len(2 << 20).unwrap();
-    let vm = start(format!("path={},format=raw,transitional=on", img.display()));
+    // A transitional entropy device too: a second I/O BAR, sharing the
+    // disk's INTx GSI (slots 1 and 2 both route to 10).
+    let vm = start(
+        format!("path={},format=raw,transitional=on", img.display()),
+        &["--rng", "transitional=on"],
+    );
     let out = vm.serial();
     assert!(!out.contains("FAIL"), "{}", vm.describe());
     for line in [
@@ -53,7 +59,11 @@ fn a_legacy_driver_writes_and_reads_a_transitional_disk() {
     // notify (all after the move) went through the PIO ioeventfd.
     let log = vm.vmm_log();
     assert!(
-        log.contains("transitional: I/O BAR 0 at port 0xc000"),
+        log.contains("virtio type 2 is transitional: I/O BAR 0 at port 0xc000, INTx GSI 10"),
+        "{log}"
+    );
+    assert!(
+        log.contains("virtio type 4 is transitional: I/O BAR 0 at port 0xc100, INTx GSI 10"),
         "{log}"
     );
     assert!(log.contains("I/O BAR now at 0xd000"), "{log}");
@@ -69,7 +79,7 @@ fn a_disk_is_modern_only_by_default() {
     let dir = ScratchDir::new("vmodern").unwrap();
     let img = dir.path().join("disk.raw");
     fs::File::create(&img).unwrap().set_len(2 << 20).unwrap();
-    let vm = start(format!("path={}", img.display()));
+    let vm = start(format!("path={}", img.display()), &[]);
     assert!(
         vm.serial()
             .contains("virtio-legacy: FAIL no transitional virtio-blk (1af4:1001)"),

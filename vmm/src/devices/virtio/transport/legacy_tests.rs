@@ -197,6 +197,10 @@ fn a_legacy_driver_writes_and_reads_back_a_block() {
     d.driver_ok();
     assert_eq!(d.dev.mode(), Mode::Legacy);
     assert_ne!(d.r8(0x12) & STATUS_DRIVER_OK, 0);
+    // Live: the queue address and features are frozen.
+    d.w32(0x08, 0x10);
+    d.w32(0x04, 0);
+    assert_eq!((d.r32(0x08), d.r32(0x04)), (2, F_INDIRECT_DESC as u32));
 
     // Write sector 3: header, data and status in separate descriptors.
     let mut h = [0u8; 16];
