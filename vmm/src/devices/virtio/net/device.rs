@@ -120,9 +120,11 @@ impl VirtioDevice for NetDevice {
             .take()
             .or_else(|| self.tap_back.take().and_then(|r| r.recv().ok()))
             .ok_or_else(|| ActivateError::Backend(std::io::Error::other("tap lost")))?;
-        // A legacy driver (no VERSION_1) uses the 10-byte header; the tap
-        // is told the same, so frames pass through unchanged.
-        let hdr_len = if ctx.acked_features & F_VERSION_1 != 0 {
+        // A legacy driver (no VERSION_1) uses the 10-byte header unless it
+        // took MRG_RXBUF (bit 15, which adds num_buffers); the tap is told
+        // the same size, so frames pass through unchanged.
+        const MRG_RXBUF: u64 = 1 << 15;
+        let hdr_len = if ctx.acked_features & (F_VERSION_1 | MRG_RXBUF) != 0 {
             NET_HDR_LEN
         } else {
             LEGACY_HDR_LEN
