@@ -29,6 +29,9 @@ pub struct VmConfig {
     /// A virtio-rng device fed by the host's getrandom.
     #[serde(default)]
     pub rng: bool,
+    /// The entropy device is transitional (see [`NetConfig::transitional`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rng_transitional: bool,
     /// Windows guests: the Hyper-V enlightenments OpenStack Nova turns on
     /// for `os_type=windows` (relaxed, vapic, spinlocks=8191, vpindex,
     /// runtime, time, synic, stimer, frequencies, reset, tlbflush, ipi).
@@ -175,6 +178,9 @@ pub struct DiskConfig {
     pub serial: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Present a transitional virtio-pci device (see [`NetConfig::transitional`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transitional: bool,
 }
 
 /// A virtio-net NIC on a tap device.
@@ -192,6 +198,16 @@ pub struct NetConfig {
     pub mac: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Present a transitional virtio-pci device, as QEMU does on a
+    /// conventional PCI slot (`disable-legacy=off`): the pre-1.0 device ID
+    /// (0x1000 net, 0x1001 block, 0x1005 entropy) and,
+    /// besides the modern capabilities, the legacy register block in an
+    /// I/O BAR, for older virtio-win drivers that bind only to those IDs.
+    /// Off by default: a modern-only device needs no I/O ports (a scarce
+    /// 64 KiB space) and no legacy INTx, and has none of the legacy
+    /// interface's guest-endian, fixed-size-queue quirks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transitional: bool,
 }
 
 /// Token-bucket limits of one device (Firecracker's model).

@@ -123,3 +123,37 @@ fn qemu_crash_and_reset_end_the_run() {
     assert!(out.contains("reset: through the i8042"), "{out}");
     assert!(!out.contains("still running"), "{out}");
 }
+
+/// The legacy virtio probe against QEMU's own transitional virtio-blk
+/// (the default on `-M pc`): the same lines, the same bytes on the disk.
+#[test]
+fn qemu_virtio_legacy_on_a_transitional_disk() {
+    if !kvm_available("qemu_virtio_legacy_on_a_transitional_disk") {
+        return;
+    }
+    let dir = ScratchDir::new("qlegacy").unwrap();
+    let img = dir.path().join("disk.raw");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let drive = format!("file={},format=raw,if=none,id=d0", img.display());
+    let out = run_qemu(
+        "virtio_legacy",
+        &["-drive", &drive, "-device", "virtio-blk-pci,drive=d0"],
+        TIMEOUT,
+    );
+    assert!(!out.contains("FAIL"), "{out}");
+    for line in [
+        "virtio-legacy: I/O BAR moved to 0xd000",
+        "virtio-legacy: ISR queue bit set, cleared by the read",
+        "left vector 0x50 pending in the LAPIC",
+        "virtio-legacy: read back and verified 512 bytes",
+        "virtio-legacy: done",
+    ] {
+        assert!(out.contains(line), "missing {line:?}\n{out}");
+    }
+    let data = std::fs::read(&img).unwrap();
+    let pattern: Vec<u8> = (0..512u32).map(|i| (i * 5 + 11) as u8).collect();
+    assert_eq!(&data[512..1024], &pattern[..]);
+}

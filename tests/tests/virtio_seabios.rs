@@ -2,7 +2,9 @@
 //! project fetches into cache/guest/bios.bin) enumerates PCI, moves the
 //! disk's BAR to where it allocates (top down below the IOAPIC), drives
 //! virtio-blk in modern mode and boots an MBR from a raw and a qcow2 image;
-//! the MBR prints a line and powers off.
+//! the MBR prints a line and powers off. A transitional disk
+//! (`transitional=on`) boots too: SeaBIOS binds to its legacy ID and,
+//! finding the modern capabilities, picks the modern interface.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -158,4 +160,37 @@ fn seabios_boots_an_mbr_from_a_qcow2_virtio_disk() {
     assert!(st.success());
     let (out, log) = boot(dir.path(), &format!("path={},format=qcow2", img.display()));
     check(&out, &log);
+}
+
+#[test]
+fn seabios_boots_an_mbr_from_a_transitional_virtio_disk() {
+    if !kvm_available("seabios_boots_an_mbr_from_a_transitional_virtio_disk") {
+        return;
+    }
+    let dir = ScratchDir::new("sbtrans").unwrap();
+    let mut disk = build_mbr(dir.path());
+    disk.resize(8 << 20, 0);
+    let img = dir.path().join("disk.raw");
+    fs::write(&img, &disk).unwrap();
+    let (out, log) = boot(
+        dir.path(),
+        &format!("path={},format=raw,transitional=on", img.display()),
+    );
+    assert!(
+        out.contains("kiln MBR booted from virtio-blk"),
+        "--- serial ---\n{out}\n--- log ---\n{log}"
+    );
+    // SeaBIOS found 1af4:1001 and chose the modern interface (it prefers
+    // it whenever the capabilities are there), in BAR 2.
+    assert!(log.contains("id=1af4:1001"), "{log}");
+    assert!(log.contains("using modern (1.0) virtio mode"), "{log}");
+    assert!(log.contains("uses the Modern interface"), "{log}");
+    assert!(!log.contains("uses the Legacy interface"), "{log}");
+    // It placed both BARs: the memory BAR moved (the VMM followed), the
+    // I/O BAR landed where the VMM had put it (SeaBIOS starts at 0xc000).
+    assert!(log.contains("BAR 2 now at"), "{log}");
+    assert!(
+        log.contains("bar 0, addr 0000c000, size 00000100 [io]"),
+        "{log}"
+    );
 }

@@ -72,9 +72,9 @@ pub struct Args {
     /// A virtio-net NIC (repeatable): tap=NAME[,mac=MAC] or fd=N[,mac=MAC], plus [,bw=BYTES_PER_S][,pps=N]
     #[arg(long = "net", value_name = "tap=NAME|fd=N,...", value_parser = crate::devices::virtio::cli::parse_net)]
     pub nets: Vec<kiln_api::vm::NetConfig>,
-    /// A virtio-rng entropy device.
-    #[arg(long)]
-    pub rng: bool,
+    /// A virtio-rng entropy device: --rng, or --rng transitional=on
+    #[arg(long, value_name = "transitional=on", num_args = 0..=1, default_missing_value = "", value_parser = crate::devices::virtio::cli::parse_rng)]
+    pub rng: Option<crate::devices::virtio::cli::RngOptions>,
     /// Hyper-V enlightenments for a Windows guest (the set Nova uses for os_type=windows).
     #[arg(long)]
     pub hyperv: bool,
@@ -180,7 +180,8 @@ impl Args {
                 exit_file: self.exit_file.clone(),
                 disks: self.disks.clone(),
                 nets: self.nets.clone(),
-                rng: self.rng,
+                rng: self.rng.is_some(),
+                rng_transitional: self.rng.is_some_and(|o| o.transitional),
                 hyperv: self.hyperv,
                 rtc_local_time: self.rtc_local_time,
             },
@@ -209,6 +210,9 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
         (None, None) => return bad("nothing to boot: give a kernel or a firmware".into()),
         (Some(_), Some(_)) => return bad("give a kernel or a firmware, not both".into()),
         (None, Some(_)) | (Some(_), None) => {}
+    }
+    if cfg.rng_transitional && !cfg.rng {
+        return bad("rng_transitional needs rng".into());
     }
     Ok(())
 }
@@ -260,6 +264,39 @@ mod tests {
         let args = Args::parse_from(["kiln-vmm", "--config", dir.to_str().unwrap()]);
         assert_eq!(args.vm_config().unwrap(), from_flags);
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn rng_and_transitional_flags() {
+        let cfg = |args: &[&str]| {
+            let mut v = vec!["kiln-vmm", "--kernel", "/k"];
+            v.extend_from_slice(args);
+            Args::try_parse_from(v).map(|a| a.vm_config().unwrap())
+        };
+        let c = cfg(&[]).unwrap();
+        assert!(!c.rng && !c.rng_transitional);
+        let c = cfg(&["--rng"]).unwrap();
+        assert!(c.rng && !c.rng_transitional);
+        let c = cfg(&["--rng", "--disk", "path=/d,transitional=on"]).unwrap();
+        assert!(c.rng && !c.rng_transitional && c.disks[0].transitional);
+        let c = cfg(&["--rng", "transitional=on", "--net", "tap=t0"]).unwrap();
+        assert!(c.rng && c.rng_transitional && !c.nets[0].transitional);
+        assert!(cfg(&["--rng", "transitional=nope"]).is_err());
+        // Off stays out of the JSON; on round-trips.
+        let json = serde_json::to_string(&cfg(&["--disk", "path=/d"]).unwrap()).unwrap();
+        assert!(!json.contains("transitional"), "{json}");
+        let on = cfg(&["--rng=transitional=on", "--disk", "path=/d,transitional=on"]).unwrap();
+        let back: VmConfig = serde_json::from_str(&serde_json::to_string(&on).unwrap()).unwrap();
+        assert_eq!(back, on);
+        let lone = VmConfig {
+            rng: false,
+            rng_transitional: true,
+            ..on
+        };
+        assert!(validate(&lone)
+            .unwrap_err()
+            .to_string()
+            .contains("needs rng"));
     }
 
     #[test]

@@ -15,6 +15,12 @@
 //! that looks up the BAR at the accessed address in a table the
 //! [`BarMover`] (the PCI root's `BarMoveHandler`) updates, moving the
 //! notify ioeventfds with it. Nothing else may sit on the MMIO bus there.
+//!
+//! Transitional devices (`transitional=on`) also have a legacy I/O BAR:
+//! `legacy.rs` wires it (a second window on the port bus, PIO
+//! ioeventfds, INTx).
+
+mod legacy;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,7 +36,9 @@ use crate::devices::pci::{BarMove, BarMoveHandler, PciError, PciRoot, SharedPciD
 use crate::devices::virtio::block::{BlockDevice, BlockOptions};
 use crate::devices::virtio::net::NetDevice;
 use crate::devices::virtio::rng::RngDevice;
-use crate::devices::virtio::transport::{TransportError, VirtioPciDevice, BAR_INDEX, BAR_SIZE};
+use crate::devices::virtio::transport::{
+    TransportError, VirtioPciDevice, BAR_SIZE, LEGACY_BAR_INDEX, LEGACY_BAR_SIZE,
+};
 use crate::devices::virtio::VirtioDevice;
 use crate::interrupts::{dup_vm_fd, InterruptError, MsiRouter};
 use crate::memory::GuestMemoryMmap;
@@ -74,6 +82,16 @@ pub enum WiringError {
     Bus(#[source] BusError),
     #[error("starting the entropy device")]
     Rng(#[source] std::io::Error),
+    #[error("registering the INTx irqfd of GSI {gsi}")]
+    Intx {
+        gsi: u32,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("the legacy I/O port window is full")]
+    IoWindowFull,
+    #[error("starting the INTx resampler")]
+    Resampler(#[source] std::io::Error),
 }
 
 struct Mapping {
@@ -132,12 +150,24 @@ impl BusDevice for BarWindowRange {
     }
 }
 
-/// Follows BAR moves: the window's table and the notify ioeventfds.
+/// What the [`BarMover`] knows of one device.
+struct SlotNotify {
+    slot: u8,
+    /// The BAR with the modern layout.
+    modern_bar: usize,
+    /// The device has a legacy I/O BAR (BAR 0).
+    transitional: bool,
+    /// The queue eventfds.
+    evts: Vec<EventFd>,
+}
+
+/// Follows BAR moves: the windows' tables and the notify ioeventfds.
 pub struct BarMover {
     vm: VmFd,
     window: Arc<BarWindow>,
-    /// Per slot: the queue eventfds of its virtio device.
-    notify: Mutex<Vec<(u8, Vec<EventFd>)>>,
+    /// The legacy I/O BARs of transitional devices.
+    io_window: Arc<BarWindow>,
+    notify: Mutex<Vec<SlotNotify>>,
 }
 
 /// Where a BAR may be: the 32-bit PCI window the ACPI tables announce
@@ -181,9 +211,44 @@ impl BarMover {
     }
 }
 
+impl BarMover {
+    fn legacy_bar_moved(&self, slot: u8, mv: BarMove, dev: &SlotNotify) {
+        let new = if legacy::in_io_window(mv.new_addr, mv.size) {
+            mv.new_addr
+        } else {
+            if mv.new_addr != 0 {
+                log::warn!(
+                    "PCI 00:{slot:02x}.0 I/O BAR moved to {:#x}, outside the port window; unmapped",
+                    mv.new_addr
+                );
+            }
+            0
+        };
+        self.io_window.set_addr(slot, mv.index, new);
+        if mv.old_addr != 0 && legacy::in_io_window(mv.old_addr, mv.size) {
+            legacy::ioevents(&self.vm, &dev.evts, mv.old_addr, false);
+        }
+        if new != 0 {
+            legacy::ioevents(&self.vm, &dev.evts, new, true);
+        }
+        log::debug!(
+            "PCI 00:{slot:02x}.0 I/O BAR now at {new:#x} (was {:#x})",
+            mv.old_addr
+        );
+    }
+}
+
 impl BarMoveHandler for BarMover {
     fn bar_moved(&self, slot: u8, mv: BarMove) {
-        if mv.index != BAR_INDEX {
+        let notify = self.notify.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(dev) = notify.iter().find(|d| d.slot == slot) else {
+            return;
+        };
+        if dev.transitional && mv.index == LEGACY_BAR_INDEX && mv.kind.is_io() {
+            self.legacy_bar_moved(slot, mv, dev);
+            return;
+        }
+        if mv.index != dev.modern_bar {
             return;
         }
         let new = if in_window(mv.new_addr, mv.size) {
@@ -199,14 +264,11 @@ impl BarMoveHandler for BarMover {
             0
         };
         self.window.set_addr(slot, mv.index, new);
-        let notify = self.notify.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, evts)) = notify.iter().find(|(s, _)| *s == slot) {
-            if mv.old_addr != 0 && in_window(mv.old_addr, mv.size) {
-                self.ioevents(evts, mv.old_addr, false);
-            }
-            if new != 0 {
-                self.ioevents(evts, new, true);
-            }
+        if mv.old_addr != 0 && in_window(mv.old_addr, mv.size) {
+            self.ioevents(&dev.evts, mv.old_addr, false);
+        }
+        if new != 0 {
+            self.ioevents(&dev.evts, new, true);
         }
         log::debug!(
             "PCI 00:{slot:02x}.0 BAR {} now at {new:#x} (was {:#x})",
@@ -223,6 +285,8 @@ pub struct VirtioDevices {
     pub devices: Vec<(u8, Arc<Mutex<VirtioPciDevice>>)>,
     pub window: Option<Arc<BarWindow>>,
     _router: Option<Arc<MsiRouter>>,
+    /// Transitional devices' INTx resampling thread.
+    _intx: Option<legacy::IntxResampler>,
 }
 
 fn image_format(f: DiskFormat) -> ImageFormat {
@@ -291,44 +355,56 @@ fn net_device(i: usize, n: &NetConfig) -> Result<Box<dyn VirtioDevice>, WiringEr
 }
 
 /// Create the configured virtio devices and wire them in: PCI root,
-/// MMIO bus (`mmio`, before the vCPUs take their copies), KVM routes,
-/// irqfds and ioeventfds.
+/// MMIO bus (`mmio`, before the vCPUs take their copies), the port bus
+/// (`pio`, for transitional devices' I/O BARs), KVM routes, irqfds and
+/// ioeventfds. `rng`: an entropy device, `Some(transitional)`.
+#[allow(clippy::too_many_arguments)]
 pub fn add_virtio_devices(
     vm: &VmFd,
     mem: &GuestMemoryMmap,
     pci: &Arc<Mutex<PciRoot>>,
     mmio: &mut Bus,
+    pio: &mut Bus,
     disks: &[DiskConfig],
     nets: &[NetConfig],
-    rng: bool,
+    rng: Option<bool>,
 ) -> Result<VirtioDevices, WiringError> {
-    let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    // (model, transitional)
+    let mut models: Vec<(Box<dyn VirtioDevice>, bool)> = Vec::new();
     for (i, d) in disks.iter().enumerate() {
-        models.push(block_device(i, d)?);
+        models.push((block_device(i, d)?, d.transitional));
     }
     for (i, n) in nets.iter().enumerate() {
-        models.push(net_device(i, n)?);
+        models.push((net_device(i, n)?, n.transitional));
     }
-    if rng {
-        models.push(Box::new(RngDevice::new().map_err(WiringError::Rng)?));
+    if let Some(transitional) = rng {
+        models.push((
+            Box::new(RngDevice::new().map_err(WiringError::Rng)?),
+            transitional,
+        ));
     }
     if models.is_empty() {
         return Ok(VirtioDevices {
             devices: Vec::new(),
             window: None,
             _router: None,
+            _intx: None,
         });
     }
     let router = MsiRouter::new(vm)?;
     let window = Arc::new(BarWindow::default());
+    let io_window = Arc::new(BarWindow::default());
     let mover = Arc::new(BarMover {
         vm: dup_vm_fd(vm)?,
         window: window.clone(),
+        io_window: io_window.clone(),
         notify: Mutex::new(Vec::new()),
     });
     let mut next_bar = layout::MMIO32_START;
+    let mut next_io = legacy::IO_FIRST;
+    let mut intx = Vec::new();
     let mut devices = Vec::new();
-    for model in models {
+    for (model, transitional) in models {
         let vectors =
             router.allocate(VirtioPciDevice::vectors_for(model.queue_max_sizes().len()))?;
         let addr = next_bar;
@@ -336,7 +412,21 @@ pub fn add_virtio_devices(
             return Err(WiringError::WindowFull);
         }
         next_bar += BAR_SIZE;
-        let dev = VirtioPciDevice::new(model, mem.clone(), vectors, addr)?;
+        let dev = if transitional {
+            if !legacy::in_io_window(next_io, LEGACY_BAR_SIZE) {
+                return Err(WiringError::IoWindowFull);
+            }
+            next_io += LEGACY_BAR_SIZE;
+            VirtioPciDevice::new_transitional(
+                model,
+                mem.clone(),
+                vectors,
+                addr,
+                next_io - LEGACY_BAR_SIZE,
+            )?
+        } else {
+            VirtioPciDevice::new(model, mem.clone(), vectors, addr)?
+        };
         let evts = dev
             .queue_evts()
             .iter()
@@ -348,20 +438,45 @@ pub fn add_virtio_devices(
             vm.register_ioevent(evt, &IoEventAddress::Mmio(at), NoDatamatch)
                 .map_err(|source| WiringError::Ioevent { addr: at, source })?;
         }
+        let io_addr = dev.io_addr();
+        if transitional {
+            legacy::register_ioevents(vm, &evts, io_addr)?;
+        }
         let kind = dev.device_type();
+        let modern_bar = dev.modern_bar();
         let dev = Arc::new(Mutex::new(dev));
         let shared: SharedPciDevice = dev.clone();
         let slot = pci
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .add_device(shared.clone())?;
+        if transitional {
+            let wire =
+                legacy::wire_intx(vm, &mut dev.lock().unwrap_or_else(|e| e.into_inner()), slot)?;
+            let gsi = wire.gsi();
+            intx.push(wire);
+            log::info!(
+                "virtio type {kind} is transitional: I/O BAR 0 at port {io_addr:#x}, INTx GSI {gsi}"
+            );
+            io_window
+                .maps
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Mapping {
+                    slot,
+                    bar: LEGACY_BAR_INDEX,
+                    addr: io_addr,
+                    len: LEGACY_BAR_SIZE,
+                    device: shared.clone(),
+                });
+        }
         window
             .maps
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(Mapping {
                 slot,
-                bar: BAR_INDEX,
+                bar: modern_bar,
                 addr,
                 len: BAR_SIZE,
                 device: shared,
@@ -370,8 +485,13 @@ pub fn add_virtio_devices(
             .notify
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((slot, evts));
-        log::info!("virtio type {kind} at PCI 00:{slot:02x}.0, BAR 0 at {addr:#x}");
+            .push(SlotNotify {
+                slot,
+                modern_bar,
+                transitional,
+                evts,
+            });
+        log::info!("virtio type {kind} at PCI 00:{slot:02x}.0, BAR {modern_bar} at {addr:#x}");
         devices.push((slot, dev));
     }
     for (start, stop) in bar_ranges() {
@@ -385,6 +505,14 @@ pub fn add_virtio_devices(
         )
         .map_err(WiringError::Bus)?;
     }
+    if !io_window
+        .maps
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_empty()
+    {
+        legacy::insert_io_window(pio, &io_window)?;
+    }
     pci.lock()
         .unwrap_or_else(|e| e.into_inner())
         .set_bar_move_handler(mover);
@@ -392,6 +520,10 @@ pub fn add_virtio_devices(
         devices,
         window: Some(window),
         _router: Some(router),
+        _intx: match intx.is_empty() {
+            true => None,
+            false => Some(legacy::IntxResampler::spawn(intx).map_err(WiringError::Resampler)?),
+        },
     })
 }
 

@@ -136,9 +136,10 @@ impl Vm {
             &mem,
             &devices.pci,
             &mut devices.mmio,
+            &mut devices.pio,
             &config.disks,
             &config.nets,
-            config.rng,
+            config.rng.then_some(config.rng_transitional),
         )?;
 
         // Firmware boot: the firmware installs the ACPI tables it reads

@@ -103,7 +103,14 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
         F,
         s,
         &[
-            "path", "format", "readonly", "direct", "serial", "bw", "iops",
+            "path",
+            "format",
+            "readonly",
+            "direct",
+            "serial",
+            "bw",
+            "iops",
+            "transitional",
         ],
     )? {
         match k {
@@ -120,6 +127,7 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
             "serial" if v.len() <= 20 && v.is_ascii() => d.serial = Some(v.to_string()),
             "bw" => bw = Some(per_second(F, k, v)?),
             "iops" => ops = Some(per_second(F, k, v)?),
+            "transitional" => d.transitional = on_off(F, k, v)?,
             _ => return Err(bad(F, k, v)),
         }
     }
@@ -133,7 +141,7 @@ pub fn parse_net(s: &str) -> Result<NetConfig, CliError> {
     const F: &str = "--net";
     let mut n = NetConfig::default();
     let (mut bw, mut ops) = (None, None);
-    for (k, v) in pairs(F, s, &["tap", "fd", "mac", "bw", "pps"])? {
+    for (k, v) in pairs(F, s, &["tap", "fd", "mac", "bw", "pps", "transitional"])? {
         match k {
             "tap" if !v.is_empty() && v.len() < 16 => n.tap = Some(v.to_string()),
             "fd" => {
@@ -150,6 +158,7 @@ pub fn parse_net(s: &str) -> Result<NetConfig, CliError> {
             }
             "bw" => bw = Some(per_second(F, k, v)?),
             "pps" => ops = Some(per_second(F, k, v)?),
+            "transitional" => n.transitional = on_off(F, k, v)?,
             _ => return Err(bad(F, k, v)),
         }
     }
@@ -158,6 +167,28 @@ pub fn parse_net(s: &str) -> Result<NetConfig, CliError> {
     }
     n.rate_limit = limit(bw, ops);
     Ok(n)
+}
+
+/// The options of `--rng` (`--rng` alone, or `--rng transitional=on`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RngOptions {
+    pub transitional: bool,
+}
+
+/// Parse the value of `--rng` (empty: the defaults).
+pub fn parse_rng(s: &str) -> Result<RngOptions, CliError> {
+    const F: &str = "--rng";
+    let mut o = RngOptions::default();
+    if s.is_empty() {
+        return Ok(o);
+    }
+    for (k, v) in pairs(F, s, &["transitional"])? {
+        match k {
+            "transitional" => o.transitional = on_off(F, k, v)?,
+            _ => return Err(bad(F, k, v)),
+        }
+    }
+    Ok(o)
 }
 
 #[cfg(test)]
@@ -210,5 +241,18 @@ mod tests {
         assert!(parse_net("tap=a,mac=52:54").is_err());
         assert!(parse_net("fd=-1").is_err());
         assert!(parse_net("tap=a-name-far-too-long").is_err());
+    }
+
+    #[test]
+    fn transitional_flags() {
+        assert!(!parse_disk("path=a").unwrap().transitional);
+        assert!(parse_disk("path=a,transitional=on").unwrap().transitional);
+        assert!(parse_net("tap=a,transitional=on").unwrap().transitional);
+        assert!(!parse_net("tap=a,transitional=off").unwrap().transitional);
+        assert!(parse_disk("path=a,transitional=maybe").is_err());
+        assert_eq!(parse_rng("").unwrap(), RngOptions::default());
+        assert!(parse_rng("transitional=on").unwrap().transitional);
+        assert!(parse_rng("transitional=2").is_err());
+        assert!(parse_rng("legacy=on").is_err());
     }
 }

@@ -41,8 +41,18 @@ pub struct GuestQueue<'a> {
 
 impl<'a> GuestQueue<'a> {
     pub fn new(mem: &'a GuestMemoryMmap, base: u64, size: u16) -> Self {
+        Self::with_align(mem, base, size, 4)
+    }
+
+    /// A queue in the legacy (virtio 0.9.5) layout: the used ring at the
+    /// next 4096-byte boundary, as a legacy driver places it at a PFN.
+    pub fn legacy(mem: &'a GuestMemoryMmap, base: u64, size: u16) -> Self {
+        Self::with_align(mem, base, size, 4096)
+    }
+
+    fn with_align(mem: &'a GuestMemoryMmap, base: u64, size: u16, align: u64) -> Self {
         let avail = base + 16 * u64::from(size);
-        let used = (avail + 6 + 2 * u64::from(size)).next_multiple_of(4);
+        let used = (avail + 6 + 2 * u64::from(size)).next_multiple_of(align);
         let q = GuestQueue {
             mem,
             size,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kiln_api::vm::RateLimitConfig;
 use virtio_queue::Queue;
 
-use super::rxtx::{process_rx, process_tx};
+use super::rxtx::{process_rx_hdr, process_tx_hdr};
 use super::*;
 use crate::devices::virtio::rate_limiter::RateLimiter;
 use crate::devices::virtio::worker::{Wake, Worker, WorkerHandler};
@@ -120,6 +120,19 @@ impl VirtioDevice for NetDevice {
             .take()
             .or_else(|| self.tap_back.take().and_then(|r| r.recv().ok()))
             .ok_or_else(|| ActivateError::Backend(std::io::Error::other("tap lost")))?;
+        // A legacy driver (no VERSION_1) uses the 10-byte header unless it
+        // took MRG_RXBUF (bit 15, which adds num_buffers); the tap is told
+        // the same size, so frames pass through unchanged.
+        const MRG_RXBUF: u64 = 1 << 15;
+        let hdr_len = if ctx.acked_features & (F_VERSION_1 | MRG_RXBUF) != 0 {
+            NET_HDR_LEN
+        } else {
+            LEGACY_HDR_LEN
+        };
+        if let Err(e) = tap.set_vnet_hdr_size(hdr_len as i32) {
+            self.tap = Some(tap);
+            return Err(ActivateError::Backend(std::io::Error::other(e.to_string())));
+        }
         if let Err(e) = tap.set_offload(Self::tap_offloads(ctx.acked_features)) {
             self.tap = Some(tap);
             return Err(ActivateError::Backend(std::io::Error::other(e.to_string())));
@@ -142,6 +155,7 @@ impl VirtioDevice for NetDevice {
             tx_buf: Vec::new(),
             broken: false,
             name: self.name.clone(),
+            hdr_len,
         };
         self.worker = Some(
             Worker::spawn(format!("{}-io", self.name), ctx.queue_evts, handler)
@@ -173,6 +187,8 @@ struct NetWorker {
     tx_buf: Vec<u8>,
     broken: bool,
     name: String,
+    /// The virtio-net header's length for the driver's interface.
+    hdr_len: usize,
 }
 
 impl Drop for NetWorker {
@@ -192,7 +208,13 @@ impl NetWorker {
 
     fn rx(&mut self) {
         let Some(tap) = self.tap.as_mut() else { return };
-        match process_rx(&self.mem, &mut self.rx, tap, &mut self.pending) {
+        match process_rx_hdr(
+            &self.mem,
+            &mut self.rx,
+            tap,
+            &mut self.pending,
+            self.hdr_len,
+        ) {
             Ok((notify, _)) => {
                 if notify {
                     self.interrupt.signal_queue(RX);
@@ -207,12 +229,13 @@ impl NetWorker {
         if self.limiter.as_ref().is_some_and(|l| l.is_blocked()) {
             return;
         }
-        match process_tx(
+        match process_tx_hdr(
             &self.mem,
             &mut self.tx,
             tap,
             &mut self.tx_buf,
             self.limiter.as_mut(),
+            self.hdr_len,
         ) {
             Ok((notify, _)) => {
                 if notify {

@@ -14,11 +14,16 @@ mod rxtx;
 mod tests;
 
 pub use device::NetDevice;
-pub use rxtx::{process_rx, process_tx, FrameIo, RxState, MAX_FRAME};
+pub use rxtx::{
+    process_rx, process_rx_hdr, process_tx, process_tx_hdr, FrameIo, RxState, MAX_FRAME,
+};
 
 /// virtio_net_hdr_v1: flags, gso_type, hdr_len, gso_size, csum_start,
 /// csum_offset, num_buffers.
 pub const NET_HDR_LEN: usize = crate::net::tap::VNET_HDR_LEN;
+/// The header a legacy driver (no VERSION_1, no MRG_RXBUF) uses:
+/// virtio_net_hdr without `num_buffers`.
+pub const LEGACY_HDR_LEN: usize = 10;
 
 pub const F_CSUM: u64 = 1 << 0;
 pub const F_GUEST_CSUM: u64 = 1 << 1;

@@ -45,7 +45,20 @@ pub fn process_tx(
     q: &mut Queue,
     io: &mut dyn FrameIo,
     buf: &mut Vec<u8>,
+    limiter: Option<&mut RateLimiter>,
+) -> Result<(bool, bool), QueueError> {
+    process_tx_hdr(mem, q, io, buf, limiter, NET_HDR_LEN)
+}
+
+/// [`process_tx`] with a header of `hdr_len` bytes ([`super::LEGACY_HDR_LEN`]
+/// for a legacy driver; the tap is set to the same size).
+pub fn process_tx_hdr(
+    mem: &GuestMemoryMmap,
+    q: &mut Queue,
+    io: &mut dyn FrameIo,
+    buf: &mut Vec<u8>,
     mut limiter: Option<&mut RateLimiter>,
+    hdr_len: usize,
 ) -> Result<(bool, bool), QueueError> {
     let mut throttled = false;
     queue::drain(mem, q, |q| {
@@ -59,7 +72,7 @@ pub fn process_tx(
                     return Ok(false);
                 }
             }
-            if len < NET_HDR_LEN as u64 || len > MAX_FRAME as u64 {
+            if len < hdr_len as u64 || len > MAX_FRAME as u64 {
                 log::warn!("virtio-net: dropped a {len}-byte transmit frame");
             } else {
                 buf.resize(len as usize, 0);
@@ -98,6 +111,18 @@ pub fn process_rx(
     io: &mut dyn FrameIo,
     pending: &mut Option<Vec<u8>>,
 ) -> Result<(bool, RxState), QueueError> {
+    process_rx_hdr(mem, q, io, pending, NET_HDR_LEN)
+}
+
+/// [`process_rx`] with a header of `hdr_len` bytes: a legacy driver's
+/// 10-byte header has no `num_buffers`.
+pub fn process_rx_hdr(
+    mem: &GuestMemoryMmap,
+    q: &mut Queue,
+    io: &mut dyn FrameIo,
+    pending: &mut Option<Vec<u8>>,
+    hdr_len: usize,
+) -> Result<(bool, RxState), QueueError> {
     let mut used = false;
     // One receive buffer per call, not per frame: zeroing 64 KiB for every
     // frame dominated the receive path's profile.
@@ -120,7 +145,7 @@ pub fn process_rx(
                 }
             }
         };
-        if frame.len() < NET_HDR_LEN {
+        if frame.len() < hdr_len {
             log::warn!(
                 "virtio-net: dropped a {}-byte frame from the tap",
                 frame.len()
@@ -151,7 +176,9 @@ pub fn process_rx(
             continue;
         }
         // num_buffers: one buffer per frame without VIRTIO_NET_F_MRG_RXBUF.
-        frame[10..12].copy_from_slice(&1u16.to_le_bytes());
+        if hdr_len >= NET_HDR_LEN {
+            frame[10..12].copy_from_slice(&1u16.to_le_bytes());
+        }
         let n = bufs.write(0, &frame).unwrap_or(0);
         queue::complete(mem, q, chain.head, n as u32)?;
         used = true;

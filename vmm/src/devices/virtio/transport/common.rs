@@ -60,13 +60,13 @@ pub enum ActivationError {
 }
 
 pub struct CommonConfig {
-    device_features: u64,
+    pub(super) device_features: u64,
     device_feature_select: u32,
     driver_feature_select: u32,
-    driver_features: u64,
-    queue_select: u16,
-    queues: Vec<Queue>,
-    live: bool,
+    pub(super) driver_features: u64,
+    pub(super) queue_select: u16,
+    pub(super) queues: Vec<Queue>,
+    pub(super) live: bool,
 }
 
 fn read_u16(data: &[u8]) -> Option<u16> {

@@ -3,10 +3,11 @@
 //! (`Arc`) between the transport on the vCPU threads and the worker.
 
 use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::devices::virtio::msix::{MsiVectors, MsixTable};
 use crate::devices::virtio::{STATUS_DRIVER_OK, STATUS_NEEDS_RESET};
+use crate::devices::Interrupt;
 
 /// "No vector" in the common configuration's vector fields.
 pub const NO_VECTOR: u16 = 0xffff;
@@ -21,6 +22,8 @@ pub struct VirtioInterrupt {
     queue_vectors: Vec<AtomicU16>,
     /// The device status byte (the transport's copy of record).
     status: AtomicU8,
+    /// Transitional devices: the INTx line used while MSI-X is off.
+    intx: OnceLock<Arc<dyn Interrupt>>,
 }
 
 impl VirtioInterrupt {
@@ -32,7 +35,15 @@ impl VirtioInterrupt {
             config_vector: AtomicU16::new(NO_VECTOR),
             queue_vectors: (0..num_queues).map(|_| AtomicU16::new(NO_VECTOR)).collect(),
             status: AtomicU8::new(0),
+            intx: OnceLock::new(),
         }
+    }
+
+    /// Give the device an INTx line, raised instead of MSI-X vectors while
+    /// the driver leaves MSI-X disabled (a legacy driver may). The wiring
+    /// keeps it level: raised again after EOI while [`Self::intx_pending`].
+    pub fn set_intx(&self, line: Arc<dyn Interrupt>) {
+        let _ = self.intx.set(line);
     }
 
     pub(crate) fn msix(&self) -> MutexGuard<'_, MsixTable> {
@@ -44,8 +55,16 @@ impl VirtioInterrupt {
     }
 
     fn signal(&self, vector: u16) {
-        if vector != NO_VECTOR {
-            self.msix().signal(vector, &*self.vectors);
+        let mut msix = self.msix();
+        if msix.enabled() || self.intx.get().is_none() {
+            if vector != NO_VECTOR {
+                msix.signal(vector, &*self.vectors);
+            }
+        } else if let Some(line) = self.intx.get() {
+            drop(msix);
+            if let Err(e) = line.trigger() {
+                log::warn!("virtio: raising INTx failed: {e}");
+            }
         }
     }
 
@@ -77,6 +96,12 @@ impl VirtioInterrupt {
 
     pub(crate) fn set_status(&self, s: u8) {
         self.status.store(s, Ordering::Release);
+    }
+
+    /// Whether a raised INTx should stay raised: MSI-X is off and the
+    /// driver has not read the ISR since the device set a bit in it.
+    pub fn intx_pending(&self) -> bool {
+        !self.msix().enabled() && self.isr.load(Ordering::SeqCst) != 0
     }
 
     /// Read and clear the ISR.

@@ -17,9 +17,16 @@
 //! IDs are the modern ones (0x1040 + type), revision 1, subsystem
 //! 0x1af4:0x1100, as QEMU gives its modern devices and the virtio-win
 //! INFs match.
+//!
+//! A transitional device ([`VirtioPciDevice::new_transitional`]) has the
+//! legacy IDs instead (0x1000 net, 0x1001 block, 0x1005 entropy;
+//! revision 0, subsystem device = virtio type), the legacy register block
+//! in I/O BAR 0 (`legacy.rs`), the layout above in BAR
+//! [`TRANSITIONAL_MODERN_BAR`], and an INTx pin.
 
 mod common;
 mod interrupt;
+mod legacy;
 
 use std::sync::Arc;
 
@@ -33,6 +40,10 @@ use crate::devices::pci::{
 use crate::memory::GuestMemoryMmap;
 use common::CommonConfig;
 pub use interrupt::{VirtioInterrupt, NO_VECTOR};
+pub use legacy::{
+    legacy_layout, Mode, F_ANY_LAYOUT, LEGACY_ALIGN, LEGACY_BAR_INDEX, LEGACY_BAR_SIZE,
+    LEGACY_NOTIFY, TRANSITIONAL_MODERN_BAR,
+};
 
 pub const VIRTIO_VENDOR_ID: u16 = 0x1af4;
 pub const VIRTIO_DEVICE_ID_BASE: u16 = 0x1040;
@@ -64,6 +75,8 @@ pub enum TransportError {
     Pci(#[from] PciError),
     #[error("creating a queue eventfd")]
     EventFd(#[source] std::io::Error),
+    #[error("virtio device type {0} has no transitional PCI ID")]
+    NoLegacyId(u32),
 }
 
 /// A virtio device as a PCI function.
@@ -79,12 +92,19 @@ pub struct VirtioPciDevice {
     msix_reg: usize,
     /// First register of the VIRTIO_PCI_CAP_PCI_CFG capability.
     pci_cfg_reg: usize,
+    /// The BAR holding the modern layout ([`BAR_INDEX`], or
+    /// [`TRANSITIONAL_MODERN_BAR`] for a transitional device).
+    modern_bar: usize,
+    /// A transitional device: legacy block in I/O BAR 0.
+    transitional: bool,
+    /// The interface the driver chose (transitional devices).
+    mode: Mode,
 }
 
-fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: Option<u32>) -> Vec<u8> {
+fn vendor_cap(bar: usize, cfg_type: u8, offset: u64, length: u64, extra: Option<u32>) -> Vec<u8> {
     // After id and next: cap_len, cfg_type, bar, id, padding[2], offset, length.
     let len = if extra.is_some() { 20 } else { 16 };
-    let mut b = vec![len, cfg_type, BAR_INDEX as u8, 0, 0, 0];
+    let mut b = vec![len, cfg_type, bar as u8, 0, 0, 0];
     b.extend_from_slice(&(offset as u32).to_le_bytes());
     b.extend_from_slice(&(length as u32).to_le_bytes());
     if let Some(x) = extra {
@@ -103,20 +123,70 @@ impl VirtioPciDevice {
         vectors: Arc<dyn MsiVectors>,
         bar_addr: u64,
     ) -> Result<Self, TransportError> {
+        Self::build(device, mem, vectors, bar_addr, None)
+    }
+
+    /// A transitional device: as [`Self::new`] with the modern layout in
+    /// BAR [`TRANSITIONAL_MODERN_BAR`] at `bar_addr`, plus the legacy
+    /// block in I/O BAR 0 at port `io_addr` (0: unassigned), the legacy
+    /// IDs and INTA#. Give it its INTx line with
+    /// [`VirtioInterrupt::set_intx`] and say which GSI that is with
+    /// [`Self::set_interrupt_line`].
+    pub fn new_transitional(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemoryMmap,
+        vectors: Arc<dyn MsiVectors>,
+        bar_addr: u64,
+        io_addr: u64,
+    ) -> Result<Self, TransportError> {
+        Self::build(device, mem, vectors, bar_addr, Some(io_addr))
+    }
+
+    fn build(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemoryMmap,
+        vectors: Arc<dyn MsiVectors>,
+        bar_addr: u64,
+        io_addr: Option<u64>,
+    ) -> Result<Self, TransportError> {
         let max_sizes = device.queue_max_sizes();
         let num_queues = max_sizes.len();
         let num_vectors = Self::vectors_for(num_queues);
         let dev_type = device.device_type();
+        let transitional = io_addr.is_some();
+        let modern_bar = if transitional {
+            TRANSITIONAL_MODERN_BAR
+        } else {
+            BAR_INDEX
+        };
         let mut config = PciConfiguration::new(&PciHeader {
             vendor_id: VIRTIO_VENDOR_ID,
-            device_id: VIRTIO_DEVICE_ID_BASE + dev_type as u16,
+            device_id: if transitional {
+                legacy::legacy_device_id(dev_type).ok_or(TransportError::NoLegacyId(dev_type))?
+            } else {
+                VIRTIO_DEVICE_ID_BASE + dev_type as u16
+            },
             class_code: device.class_code(),
-            revision_id: 1,
+            revision_id: if transitional { 0 } else { 1 },
             subsystem_vendor_id: VIRTIO_VENDOR_ID,
-            subsystem_id: SUBSYSTEM_ID,
+            subsystem_id: if transitional {
+                dev_type as u16
+            } else {
+                SUBSYSTEM_ID
+            },
         });
+        if let Some(io) = io_addr {
+            config.add_bar(&PciBar {
+                index: LEGACY_BAR_INDEX,
+                kind: PciBarKind::Io,
+                prefetchable: false,
+                addr: io,
+                size: LEGACY_BAR_SIZE,
+            })?;
+            config.set_interrupt(1, 0);
+        }
         config.add_bar(&PciBar {
-            index: BAR_INDEX,
+            index: modern_bar,
             kind: PciBarKind::Memory32,
             prefetchable: false,
             addr: bar_addr,
@@ -124,11 +194,12 @@ impl VirtioPciDevice {
         })?;
         config.add_capability(
             CAP_VENDOR,
-            &vendor_cap(CFG_COMMON, COMMON_OFFSET, REGION_SIZE, None),
+            &vendor_cap(modern_bar, CFG_COMMON, COMMON_OFFSET, REGION_SIZE, None),
         )?;
         config.add_capability(
             CAP_VENDOR,
             &vendor_cap(
+                modern_bar,
                 CFG_NOTIFY,
                 NOTIFY_OFFSET,
                 REGION_SIZE,
@@ -137,15 +208,15 @@ impl VirtioPciDevice {
         )?;
         config.add_capability(
             CAP_VENDOR,
-            &vendor_cap(CFG_ISR, ISR_OFFSET, REGION_SIZE, None),
+            &vendor_cap(modern_bar, CFG_ISR, ISR_OFFSET, REGION_SIZE, None),
         )?;
         config.add_capability(
             CAP_VENDOR,
-            &vendor_cap(CFG_DEVICE, DEVICE_CFG_OFFSET, REGION_SIZE, None),
+            &vendor_cap(modern_bar, CFG_DEVICE, DEVICE_CFG_OFFSET, REGION_SIZE, None),
         )?;
         // The BAR access window through configuration space (a driver
         // that cannot map the BAR uses it): bar, offset, length, data.
-        let mut pci_cfg = vendor_cap(CFG_PCI, 0, 0, Some(0));
+        let mut pci_cfg = vendor_cap(modern_bar, CFG_PCI, 0, 0, Some(0));
         pci_cfg[2] = 0;
         let pci_cfg_cap = config.add_capability(CAP_VENDOR, &pci_cfg)?;
         let pci_cfg_reg = pci_cfg_cap / 4;
@@ -156,8 +227,8 @@ impl VirtioPciDevice {
         // MSI-X: message control (table size - 1), table and PBA in BAR 0.
         let mut msix = Vec::with_capacity(10);
         msix.extend_from_slice(&(num_vectors - 1).to_le_bytes());
-        msix.extend_from_slice(&(MSIX_TABLE_OFFSET as u32 | BAR_INDEX as u32).to_le_bytes());
-        msix.extend_from_slice(&(MSIX_PBA_OFFSET as u32 | BAR_INDEX as u32).to_le_bytes());
+        msix.extend_from_slice(&(MSIX_TABLE_OFFSET as u32 | modern_bar as u32).to_le_bytes());
+        msix.extend_from_slice(&(MSIX_PBA_OFFSET as u32 | modern_bar as u32).to_le_bytes());
         let msix_cap = config.add_capability(CAP_MSIX, &msix)?;
         let msix_reg = msix_cap / 4;
         // Enable and function mask are the guest's to write.
@@ -176,7 +247,41 @@ impl VirtioPciDevice {
             mem,
             msix_reg,
             pci_cfg_reg,
+            modern_bar,
+            transitional,
+            mode: Mode::Unset,
         })
+    }
+
+    /// The BAR holding the modern layout (common configuration, notify,
+    /// MSI-X table).
+    pub fn modern_bar(&self) -> usize {
+        self.modern_bar
+    }
+
+    /// True for a transitional device (legacy block in I/O BAR 0).
+    pub fn is_transitional(&self) -> bool {
+        self.transitional
+    }
+
+    /// The interface the driver chose since the last reset.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The interrupt line register (the GSI of the device's INTx).
+    pub fn set_interrupt_line(&mut self, line: u8) {
+        if self.transitional {
+            self.config.set_interrupt(1, line);
+        }
+    }
+
+    /// The port of the legacy block (0: none or unassigned).
+    pub fn io_addr(&self) -> u64 {
+        match self.transitional {
+            true => self.config.bar(LEGACY_BAR_INDEX).map_or(0, |b| b.addr),
+            false => 0,
+        }
     }
 
     /// MSI-X vectors for a device with `num_queues` queues.
@@ -197,7 +302,7 @@ impl VirtioPciDevice {
     }
 
     pub fn bar_addr(&self) -> u64 {
-        self.config.bar(BAR_INDEX).map_or(0, |b| b.addr)
+        self.config.bar(self.modern_bar).map_or(0, |b| b.addr)
     }
 
     pub fn interrupt(&self) -> &Arc<VirtioInterrupt> {
@@ -214,7 +319,7 @@ impl VirtioPciDevice {
         let bar = self.config.reg(self.pci_cfg_reg + 1) & 0xff;
         let offset = u64::from(self.config.reg(self.pci_cfg_reg + 2));
         let len = self.config.reg(self.pci_cfg_reg + 3) as usize;
-        (bar == BAR_INDEX as u32
+        (bar == self.modern_bar as u32
             && matches!(len, 1 | 2 | 4)
             && offset.is_multiple_of(len as u64)
             && offset + len as u64 <= BAR_SIZE)
@@ -246,6 +351,9 @@ impl VirtioPciDevice {
     fn write_bar0(&mut self, offset: u64, data: &[u8]) {
         match offset {
             o if o < ISR_OFFSET => {
+                if !self.choose(Mode::Modern, o == 0x14 && data == [0]) {
+                    return;
+                }
                 let action = self.common.write(o, data, &self.interrupt);
                 self.apply(action);
             }
@@ -279,6 +387,7 @@ impl VirtioPciDevice {
                 self.device.reset();
                 self.common.reset();
                 self.interrupt.reset();
+                self.mode = Mode::Unset;
             }
             common::Action::Activate => {
                 match self
@@ -343,19 +452,25 @@ impl PciDevice for VirtioPciDevice {
     }
 
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
-        if bar == BAR_INDEX && offset < BAR_SIZE {
+        if bar == self.modern_bar && offset < BAR_SIZE {
             self.read_bar0(offset, data);
+        } else if self.transitional && bar == LEGACY_BAR_INDEX && offset < LEGACY_BAR_SIZE {
+            self.read_legacy(offset, data);
         } else {
             data.fill(0xff);
         }
     }
 
     fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
-        if bar == BAR_INDEX && offset < BAR_SIZE {
+        if bar == self.modern_bar && offset < BAR_SIZE {
             self.write_bar0(offset, data);
+        } else if self.transitional && bar == LEGACY_BAR_INDEX && offset < LEGACY_BAR_SIZE {
+            self.write_legacy(offset, data);
         }
     }
 }
 
+#[cfg(test)]
+mod legacy_tests;
 #[cfg(test)]
 mod tests;

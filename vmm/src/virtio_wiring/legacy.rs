@@ -1,0 +1,281 @@
+//! Wiring of transitional virtio devices: their legacy I/O BAR on the
+//! port bus, the queue-notify PIO ioeventfds that follow it, and INTx.
+//!
+//! The I/O BARs live in [`IO_WINDOW`], one [`BarWindow`] on the port bus
+//! (the bus is fixed once the vCPUs run, as for MMIO). The VMM places them
+//! from [`IO_FIRST`] (where SeaBIOS starts too); Linux may move them
+//! anywhere in the window. Each queue's eventfd is a KVM PIO ioeventfd on
+//! the notify register (BAR + 0x10) matching a 2-byte write of the queue's
+//! index, so a legacy notify costs no exit to user space either.
+//!
+//! INTx: pin A, on the ISA IRQ that SeaBIOS's i440FX routing gives the
+//! slot (10, 10, 11, 11 by slot, as QEMU's PIIX), so the interrupt line
+//! SeaBIOS writes names the GSI the VMM raises. The line is level, as PCI
+//! INTx is: a KVM irqfd with a resample eventfd asserts it and keeps it
+//! asserted until the guest's EOI; then KVM lowers it and signals the
+//! resample eventfd, and [`IntxResampler`] (one small thread for all
+//! transitional devices) raises it again if the device still has ISR bits
+//! the driver has not read (an event that came while the interrupt was in
+//! service would otherwise be lost on a level-triggered pin). Devices
+//! sharing a GSI share the line, as on a PC.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use kvm_ioctls::{IoEventAddress, VmFd};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{BarWindow, BarWindowRange, WiringError};
+use crate::devices::bus::Bus;
+use crate::devices::virtio::transport::{
+    TransportError, VirtioInterrupt, VirtioPciDevice, LEGACY_NOTIFY,
+};
+use crate::devices::Interrupt;
+
+/// The ports where legacy I/O BARs may be: above the legacy PC devices
+/// (everything the VMM puts on the port bus is below 0x1000).
+pub const IO_WINDOW: (u64, u64) = (0x1000, 0x1_0000);
+/// Where the VMM places the first I/O BAR.
+pub const IO_FIRST: u64 = 0xc000;
+
+pub fn in_io_window(addr: u64, len: u64) -> bool {
+    addr.checked_add(len)
+        .is_some_and(|end| addr >= IO_WINDOW.0 && end <= IO_WINDOW.1)
+}
+
+/// The port of queue `q`'s notify register and the value that means it.
+fn notify(io_addr: u64, q: usize) -> (IoEventAddress, u16) {
+    (IoEventAddress::Pio(io_addr + LEGACY_NOTIFY), q as u16)
+}
+
+/// (Un)register the legacy notify ioeventfds of a device at `io_addr`.
+pub fn ioevents(vm: &VmFd, evts: &[EventFd], io_addr: u64, register: bool) {
+    for (q, evt) in evts.iter().enumerate() {
+        let (addr, value) = notify(io_addr, q);
+        let r = if register {
+            vm.register_ioevent(evt, &addr, value)
+        } else {
+            vm.unregister_ioevent(evt, &addr, value)
+        };
+        if let Err(e) = r {
+            log::warn!("virtio legacy: PIO ioeventfd at {addr:?} (register {register}): {e}");
+        }
+    }
+}
+
+/// Register the notify ioeventfds at the initial address (errors are
+/// fatal here, unlike on a later move).
+pub fn register_ioevents(vm: &VmFd, evts: &[EventFd], io_addr: u64) -> Result<(), WiringError> {
+    for (q, evt) in evts.iter().enumerate() {
+        let (addr, value) = notify(io_addr, q);
+        vm.register_ioevent(evt, &addr, value)
+            .map_err(|source| WiringError::Ioevent {
+                addr: io_addr + LEGACY_NOTIFY,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// The GSI of INTA# for a device in `slot` (i440FX/PIIX routing).
+pub fn intx_gsi(slot: u8) -> u32 {
+    const PCI_IRQS: [u32; 4] = [10, 10, 11, 11];
+    PCI_IRQS[usize::from(slot.wrapping_sub(1) & 3)]
+}
+
+struct IntxLine(EventFd);
+
+impl Interrupt for IntxLine {
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// One device's INTx, as the resampler needs it.
+pub struct IntxWire {
+    gsi: u32,
+    resample: EventFd,
+    trigger: EventFd,
+    irq: Arc<VirtioInterrupt>,
+}
+
+impl IntxWire {
+    pub fn gsi(&self) -> u32 {
+        self.gsi
+    }
+}
+
+fn evt() -> Result<EventFd, WiringError> {
+    EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+        .map_err(|e| WiringError::Transport(TransportError::EventFd(e)))
+}
+
+/// Give a transitional device in `slot` its INTx line (a resampling
+/// irqfd on the slot's GSI).
+pub fn wire_intx(vm: &VmFd, dev: &mut VirtioPciDevice, slot: u8) -> Result<IntxWire, WiringError> {
+    let gsi = intx_gsi(slot);
+    let (trigger, resample) = (evt()?, evt()?);
+    vm.register_irqfd_with_resample(&trigger, &resample, gsi)
+        .map_err(|source| WiringError::Intx { gsi, source })?;
+    let line = trigger
+        .try_clone()
+        .map_err(|e| WiringError::Transport(TransportError::EventFd(e)))?;
+    dev.interrupt().set_intx(Arc::new(IntxLine(line)));
+    dev.set_interrupt_line(gsi as u8);
+    Ok(IntxWire {
+        gsi,
+        resample,
+        trigger,
+        irq: dev.interrupt().clone(),
+    })
+}
+
+const STOP_TOKEN: u64 = u64::MAX;
+
+/// The thread that raises INTx lines again after the guest's EOI while
+/// their devices still have unread ISR bits; stopped and joined on drop.
+pub struct IntxResampler {
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl IntxResampler {
+    pub fn spawn(wires: Vec<IntxWire>) -> io::Result<Self> {
+        let stop = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?;
+        let epoll = Epoll::new()?;
+        let add = |fd: RawFd, token: u64| {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )
+        };
+        add(stop.as_raw_fd(), STOP_TOKEN)?;
+        for (i, w) in wires.iter().enumerate() {
+            add(w.resample.as_raw_fd(), i as u64)?;
+        }
+        let stop_clone = stop.try_clone()?;
+        let thread = std::thread::Builder::new()
+            .name("intx-resample".into())
+            .spawn(move || {
+                let _keep = stop_clone;
+                if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Worker) {
+                    log::error!("INTx resampler: {}", e.report());
+                    return;
+                }
+                let mut events = vec![EpollEvent::default(); 8];
+                loop {
+                    let n = match epoll.wait(-1, &mut events) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            log::error!("INTx resampler: epoll failed: {e}");
+                            return;
+                        }
+                    };
+                    for ev in &events[..n] {
+                        let Some(w) = wires.get(ev.data() as usize) else {
+                            return; // the stop token
+                        };
+                        let _ = w.resample.read();
+                        if w.irq.intx_pending() {
+                            let _ = w.trigger.write(1);
+                        }
+                    }
+                }
+            })?;
+        Ok(IntxResampler {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for IntxResampler {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.stop.write(1);
+            let _ = t.join();
+        }
+    }
+}
+
+/// Put the I/O window on the port bus.
+pub fn insert_io_window(pio: &mut Bus, window: &Arc<BarWindow>) -> Result<(), WiringError> {
+    pio.insert(
+        Arc::new(std::sync::Mutex::new(BarWindowRange {
+            window: window.clone(),
+            base: IO_WINDOW.0,
+        })),
+        IO_WINDOW.0,
+        IO_WINDOW.1 - IO_WINDOW.0,
+    )
+    .map_err(WiringError::Bus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_window_and_intx_routing() {
+        assert!(in_io_window(0xc000, 0x100));
+        assert!(in_io_window(0xff00, 0x100));
+        assert!(!in_io_window(0xff01, 0x100));
+        assert!(!in_io_window(0x3f8, 8));
+        assert!(!in_io_window(u64::MAX, 2));
+        // SeaBIOS: pci_irqs[(pin - 1 + slot - 1) & 3] with pin A.
+        assert_eq!(
+            [1, 2, 3, 4, 5].map(intx_gsi),
+            [10, 10, 11, 11, 10],
+            "slot → GSI"
+        );
+    }
+
+    fn wait_count(evt: &EventFd) -> u64 {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < std::time::Duration::from_secs(5) {
+            if let Ok(n) = evt.read() {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        0
+    }
+
+    /// After an EOI (the resample eventfd), the line is raised again only
+    /// while the driver has unread ISR bits and MSI-X is off.
+    #[test]
+    fn the_resampler_raises_the_line_again_while_the_isr_is_unread() {
+        use crate::devices::virtio::msix::tests::RecordingVectors;
+        let irq = Arc::new(VirtioInterrupt::new(
+            2,
+            1,
+            Arc::new(RecordingVectors::default()),
+        ));
+        let (resample, trigger) = (evt().unwrap(), evt().unwrap());
+        let wire = IntxWire {
+            gsi: 10,
+            resample: resample.try_clone().unwrap(),
+            trigger: trigger.try_clone().unwrap(),
+            irq: irq.clone(),
+        };
+        let _r = IntxResampler::spawn(vec![wire]).unwrap();
+        // Nothing pending: the EOI leaves the line low.
+        resample.write(1).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(trigger.read().is_err(), "not raised");
+        // An event the driver has not read yet: raised again.
+        irq.signal_queue(0);
+        resample.write(1).unwrap();
+        assert_eq!(wait_count(&trigger), 1, "raised again");
+        // Read (cleared): low after the next EOI.
+        assert_eq!(irq.take_isr(), 1);
+        resample.write(1).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(trigger.read().is_err(), "stays low");
+    }
+}
