@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod disks;
 pub mod images;
+pub mod lvm;
 pub mod placement;
 pub mod server;
 pub mod store;

@@ -282,6 +282,9 @@ async fn delete_image(State(s): St, Path(id): Path<String>) -> Result<impl IntoR
     let img = s.store.delete_image(&id)?;
     if let ImageKind::Disk { path, .. } = img.kind {
         let _ = std::fs::remove_file(path);
+        // The lvm backend's copy of it (the next start reconciles a failure).
+        let disks = s.sup.disks.clone();
+        let _ = tokio::task::spawn_blocking(move || disks.remove_image(&img.id)).await;
     }
     Ok(StatusCode::NO_CONTENT)
 }
