@@ -101,6 +101,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
         store.fail_import(&img.id, "import interrupted: kilnd stopped before it ended")?;
     }
+    // Files of uploads that were cut short by the stop (their images are
+    // in error or queued now).
+    for p in crate::upload::remove_partials(&state.join("images")) {
+        tracing::warn!(file = %p.display(), "removed the file of an interrupted upload");
+    }
     let listener = bind(&config)?;
     sup.reconcile().await;
     let expirer = sup.clone();

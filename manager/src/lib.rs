@@ -24,4 +24,5 @@ pub mod placement;
 pub mod server;
 pub mod store;
 pub mod supervisor;
+pub mod upload;
 pub mod util;
