@@ -297,7 +297,10 @@ mod tests {
         let c = Config::parse("[disks]\nbackend = \"lvm\"\nvolume_group = \"vg0\"\n").unwrap();
         assert_eq!(c.disks.backend, DiskBackendKind::Lvm);
         assert_eq!(c.disks.thin_pool, "kiln-pool");
-        assert_eq!(Config::default_config().disks.backend, DiskBackendKind::Qcow2);
+        assert_eq!(
+            Config::default_config().disks.backend,
+            DiskBackendKind::Qcow2
+        );
         assert!(Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\n").is_err());
         assert!(Config::parse("[tcp]\nlisten = \"nonsense\"\ntoken_file = \"/t\"\n").is_err());
         let c = Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/t\"\n").unwrap();

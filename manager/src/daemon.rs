@@ -84,7 +84,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     std::fs::create_dir_all(state)
         .map_err(|e| DaemonError::StateDir(state.display().to_string(), e))?;
     let store = Arc::new(Store::open(&state.join("kiln.db"))?);
-    let disks = crate::disks::DiskBackend::from_config(&config.disks).map_err(DaemonError::Disks)?;
+    let disks =
+        crate::disks::DiskBackend::from_config(&config.disks).map_err(DaemonError::Disks)?;
     let mut placement = Placement::from_config(&config.placement, state);
     if config.placement.total_disk_gb.is_none() {
         // The lvm backend hands out its thin pool, not the state directory.

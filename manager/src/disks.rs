@@ -106,10 +106,7 @@ impl DiskBackend {
     pub fn root_disk(&self, server_id: &str, dir: &Path) -> (PathBuf, DiskFormat) {
         match self {
             DiskBackend::Qcow2 => (dir.join(ROOT_DISK), DiskFormat::Qcow2),
-            DiskBackend::Lvm(l) => (
-                l.dev_path(&crate::lvm::root_lv(server_id)),
-                DiskFormat::Raw,
-            ),
+            DiskBackend::Lvm(l) => (l.dev_path(&crate::lvm::root_lv(server_id)), DiskFormat::Raw),
         }
     }
 
@@ -135,9 +132,8 @@ impl DiskBackend {
                 };
                 let src = kiln_block::open_disk(Path::new(path), block_format(*format), opts)
                     .map_err(|e| format!("cannot open disk image {:?}: {e}", image.name))?;
-                let read = |off: u64, buf: &mut [u8]| {
-                    src.read_at(off, buf).map_err(std::io::Error::other)
-                };
+                let read =
+                    |off: u64, buf: &mut [u8]| src.read_at(off, buf).map_err(std::io::Error::other);
                 l.ensure_image(&image.id, &read, src.size())
                     .map_err(|e| format!("cannot copy image {:?} into LVM: {e}", image.name))?;
                 l.ensure_root(server_id, &image.id, size)

@@ -104,31 +104,30 @@ pub fn prepare_image(
             };
             std::fs::create_dir_all(store_dir).map_err(ImageError::Copy)?;
             let dst = store_dir.join(format!("{id}.{ext}"));
-            let total = match (source, path) {
-                (DiskSource::Path, Some(path)) => {
-                    let src = check_host_file("disk image", path)?;
-                    check_head(&src, *format)?;
-                    let total = std::fs::metadata(&src).map_err(ImageError::Copy)?.len();
-                    job = Some(ImportJob {
-                        src,
-                        dst: dst.clone(),
-                        total,
-                    });
-                    total
-                }
-                (DiskSource::Path, None) => {
-                    return Err(ImageError::Invalid(
-                        "a disk image needs a path (or source: upload)".into(),
-                    ))
-                }
-                (DiskSource::Upload, Some(_)) => {
-                    return Err(ImageError::Invalid(
+            let total =
+                match (source, path) {
+                    (DiskSource::Path, Some(path)) => {
+                        let src = check_host_file("disk image", path)?;
+                        check_head(&src, *format)?;
+                        let total = std::fs::metadata(&src).map_err(ImageError::Copy)?.len();
+                        job = Some(ImportJob {
+                            src,
+                            dst: dst.clone(),
+                            total,
+                        });
+                        total
+                    }
+                    (DiskSource::Path, None) => {
+                        return Err(ImageError::Invalid(
+                            "a disk image needs a path (or source: upload)".into(),
+                        ))
+                    }
+                    (DiskSource::Upload, Some(_)) => return Err(ImageError::Invalid(
                         "source: upload takes no path; send the data with PUT /v1/images/{id}/file"
                             .into(),
-                    ))
-                }
-                (DiskSource::Upload, None) => 0,
-            };
+                    )),
+                    (DiskSource::Upload, None) => 0,
+                };
             (
                 name.clone(),
                 ImageKind::Disk {
@@ -381,17 +380,26 @@ mod tests {
         assert!(job.is_none());
         assert_eq!(img.status, ImageStatus::Queued);
         // A file that is not what it claims, or names a backing file.
-        assert!(check_complete(&src, DiskFormat::Qcow2).unwrap_err().contains("not qcow2"));
+        assert!(check_complete(&src, DiskFormat::Qcow2)
+            .unwrap_err()
+            .contains("not qcow2"));
         check_complete(&src, DiskFormat::Raw).unwrap();
         let mut backed = b"QFI\xfb\0\0\0\x03\0\0\0\0\0\0\x01\0".to_vec();
         backed.resize(512, 0);
         let b = dir.path().join("backed.qcow2");
         std::fs::write(&b, backed).unwrap();
-        assert!(check_complete(&b, DiskFormat::Qcow2).unwrap_err().contains("backing file"));
+        assert!(check_complete(&b, DiskFormat::Qcow2)
+            .unwrap_err()
+            .contains("backing file"));
         let empty = dir.path().join("empty");
         std::fs::write(&empty, b"").unwrap();
         assert!(check_complete(&empty, DiskFormat::Raw).is_err());
         // A failed qcow2 import leaves nothing behind.
-        assert_eq!(std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0), 0, "{:?}", img.kind);
+        assert_eq!(
+            std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0),
+            0,
+            "{:?}",
+            img.kind
+        );
     }
 }

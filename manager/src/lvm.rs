@@ -286,13 +286,17 @@ impl Lvm {
         let copied = copy_to_device(&self.dev_path(&partial), read, size);
         let _ = self.activate(&partial, false);
         copied?;
-        self.run(&["lvrename", &self.vg, &partial, &name])
-            .map(drop)
+        self.run(&["lvrename", &self.vg, &partial, &name]).map(drop)
     }
 
     /// Makes (unless there) and activates server `id`'s root disk: a thin
     /// snapshot of its image's LV, grown to `size`; answers its device.
-    pub fn ensure_root(&self, server_id: &str, image_id: &str, size: u64) -> Result<PathBuf, LvmError> {
+    pub fn ensure_root(
+        &self,
+        server_id: &str,
+        image_id: &str,
+        size: u64,
+    ) -> Result<PathBuf, LvmError> {
         let name = root_lv(server_id);
         let lvs = self.lvs()?;
         let found = lvs.iter().find(|l| l.lv_name == name);
@@ -390,6 +394,9 @@ mod tests {
         assert_eq!(lvs[0].lv_size, 536870912);
         assert_eq!(lvs[1].lv_size, 0);
         assert_eq!(lvs[1].origin, "kiln-image-y");
-        assert!(parse_lvs(r#"{"report":[{"lv":[{"lv_name":"a","lv_size":"-1","lv_attr":""}]}]}"#).is_err());
+        assert!(
+            parse_lvs(r#"{"report":[{"lv":[{"lv_name":"a","lv_size":"-1","lv_attr":""}]}]}"#)
+                .is_err()
+        );
     }
 }

@@ -101,7 +101,15 @@ impl LoopVg {
     fn thin_pool(&self, size: &str, dm: bool) {
         if dm {
             lvm_cmd(&[
-                "lvcreate", "--type", "thin-pool", "-Zn", "-L", size, "-n", "pool", &self.vg,
+                "lvcreate",
+                "--type",
+                "thin-pool",
+                "-Zn",
+                "-L",
+                size,
+                "-n",
+                "pool",
+                &self.vg,
             ])
             .unwrap();
             return;
@@ -131,7 +139,11 @@ impl LoopVg {
                 "status = [\"READ\", \"WRITE\", \"VISIBLE\"]",
                 "status = [\"READ\", \"WRITE\"]",
             )
-            .replacen("logical_volumes {\n", &format!("logical_volumes {{\n\n{pool}"), 1);
+            .replacen(
+                "logical_volumes {\n",
+                &format!("logical_volumes {{\n\n{pool}"),
+                1,
+            );
         std::fs::write(&backup, text).unwrap();
         lvm_cmd(&[
             "vgcfgrestore",
@@ -183,7 +195,10 @@ fn lvm_backend_on_a_loop_volume_group() {
     // Capacity from the pool's JSON report.
     let l = Lvm::new(&vg.vg, "pool").unwrap();
     assert_eq!(l.capacity_bytes().unwrap(), 1 << 30);
-    assert!(Lvm::new(&vg.vg, "nopool").unwrap().capacity_bytes().is_err());
+    assert!(Lvm::new(&vg.vg, "nopool")
+        .unwrap()
+        .capacity_bytes()
+        .is_err());
 
     // Leftovers from an earlier kilnd (stand-ins: linear LVs), and one LV
     // that is not kiln's.
@@ -257,7 +272,11 @@ fn lvm_backend_on_a_loop_volume_group() {
             assert!(cfg.contains(&format!("/dev/{}/{}", vg.vg, lvm::root_lv(&s.id))));
         }
     }
-    assert_eq!(k.req("DELETE", &format!("/v1/servers/{}", s.id), None).status, 204);
+    assert_eq!(
+        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
+            .status,
+        204
+    );
     assert!(!vg.names().contains(&lvm::root_lv(&s.id)));
     assert_eq!(k.req("DELETE", "/v1/images/base", None).status, 204);
     assert!(

@@ -156,7 +156,11 @@ fn upload_raw_and_qcow2_then_boot_on_it() {
     assert_eq!(info["backing-filename"].as_str(), q["path"].as_str());
     assert_eq!(info["backing-filename-format"], "qcow2");
     assert_eq!(info["virtual-size"].as_u64(), Some(1 << 30));
-    assert_eq!(k.req("DELETE", &format!("/v1/servers/{}", s.id), None).status, 204);
+    assert_eq!(
+        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
+            .status,
+        204
+    );
 }
 
 #[test]
@@ -177,7 +181,10 @@ fn refused_uploads_leave_no_file() {
 
     // Too large by Content-Length: 413 at once, still queued.
     let big = k.dir.path().join("big");
-    std::fs::File::create(&big).unwrap().set_len(MAX + 1).unwrap();
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(MAX + 1)
+        .unwrap();
     let img = queued(&k, "big", "raw");
     let r = put(&k, &img.id, &big);
     assert_eq!(r.status, 413, "{}", r.text());
@@ -255,9 +262,72 @@ fn refused_uploads_leave_no_file() {
     // Uploading into an image in error is refused; deleting it works.
     let r = put(&k, &img.id, &junk);
     assert_eq!(r.status, 409, "{}", r.text());
-    assert_eq!(k.req("DELETE", &format!("/v1/images/{}", img.id), None).status, 204);
+    assert_eq!(
+        k.req("DELETE", &format!("/v1/images/{}", img.id), None)
+            .status,
+        204
+    );
     // Kernel images and unknown ids.
     register(&k, "hold", "hello", "hold");
     assert_eq!(put(&k, "hold", &junk).status, 409);
     assert_eq!(put(&k, "nonesuch", &junk).status, 404);
+}
+
+/// `kiln image create NAME --file PATH --format F --upload`: a progress bar,
+/// the image active with the file's sha256; a refused upload leaves no
+/// record.
+#[test]
+fn cli_uploads_with_a_progress_bar() {
+    let k = start();
+    let kiln = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--socket")
+            .arg(&k.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let f = k.dir.path().join("d.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", f.to_str().unwrap(), "16M"]);
+    let (ok, out, err) = kiln(&[
+        "image",
+        "create",
+        "up",
+        "--file",
+        f.to_str().unwrap(),
+        "--format",
+        "qcow2",
+        "--upload",
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("100%"), "no progress bar: {err}");
+    assert!(out.contains("up"), "{out}");
+    let img = image(&k, "up");
+    assert_eq!(img.status, ImageStatus::Active);
+    let ImageKind::Disk { sha256, .. } = &img.kind else {
+        panic!()
+    };
+    assert_eq!(*sha256, sha256sum(&f));
+    // Declared raw? fine. Declared qcow2 but raw data: refused, no record.
+    let raw = k.dir.path().join("r.raw");
+    std::fs::write(&raw, vec![7u8; 70_000]).unwrap();
+    let (ok, _, err) = kiln(&[
+        "image",
+        "create",
+        "bad",
+        "--file",
+        raw.to_str().unwrap(),
+        "--format",
+        "qcow2",
+        "--upload",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("not qcow2"), "{err}");
+    assert_eq!(k.req("GET", "/v1/images/bad", None).status, 404);
+    assert_eq!(store_files(&k).len(), 1, "{:?}", store_files(&k));
 }

@@ -105,7 +105,11 @@ impl Supervisor {
             .list_images()
             .map(|l| l.into_iter().map(|i| i.id).collect())
             .unwrap_or_default();
-        let (disks, dir, known2) = (self.disks.clone(), self.servers_dir().to_owned(), known.clone());
+        let (disks, dir, known2) = (
+            self.disks.clone(),
+            self.servers_dir().to_owned(),
+            known.clone(),
+        );
         match tokio::task::spawn_blocking(move || disks.reconcile(&dir, &known2, &images)).await {
             Ok(Ok(r)) => {
                 for what in &r.removed {

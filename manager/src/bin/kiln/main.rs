@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_api::compute::{
-    ConsoleOutput, DiskFormat, DiskSource, Flavor, FlavorCreate, FlavorList, HostInfo, Image, ImageCreate,
-    ImageKind, ImageList, ImageStatus, ReadyCondition, RebootType, Server, ServerAction,
-    ServerCreate, ServerList, ServerStatus,
+    ConsoleOutput, DiskFormat, DiskSource, Flavor, FlavorCreate, FlavorList, HostInfo, Image,
+    ImageCreate, ImageKind, ImageList, ImageStatus, ReadyCondition, RebootType, Server,
+    ServerAction, ServerCreate, ServerList, ServerStatus,
 };
 use kiln_manager::client::{self, ClientError};
 
