@@ -143,6 +143,9 @@ const LV_FIELDS: &str = "lv_name,lv_size,lv_attr,pool_lv,origin";
 pub struct Lvm {
     pub vg: String,
     pub pool: String,
+    /// Serializes image copies: two servers booting on the same new image
+    /// must not both make its LV.
+    images: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Lvm {
@@ -152,6 +155,7 @@ impl Lvm {
         Ok(Lvm {
             vg: vg.into(),
             pool: pool.into(),
+            images: Default::default(),
         })
     }
 
@@ -260,6 +264,7 @@ impl Lvm {
         read: &dyn Fn(u64, &mut [u8]) -> std::io::Result<()>,
         size: u64,
     ) -> Result<(), LvmError> {
+        let _one_at_a_time = self.images.lock().unwrap_or_else(|e| e.into_inner());
         let name = image_lv(image_id);
         let lvs = self.lvs()?;
         if lvs.iter().any(|l| l.lv_name == name) {
@@ -305,7 +310,6 @@ impl Lvm {
             self.run(&[
                 "lvcreate",
                 "-s",
-                "-kn",
                 "--setactivationskip",
                 "y",
                 "-n",

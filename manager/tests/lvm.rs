@@ -192,6 +192,20 @@ fn lvm_backend_on_a_loop_volume_group() {
     let vg = LoopVg::new(2 << 30);
     vg.thin_pool("1G", dm.is_ok());
 
+    // A block device opened as a raw disk (how the VMM opens a root LV)
+    // has the device's size, not stat's 0: shown on the loop device.
+    let d = kiln_block::open_disk(
+        Path::new(&vg.loop_dev),
+        kiln_block::ImageFormat::Raw,
+        kiln_block::OpenOptions {
+            read_only: true,
+            direct: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(d.size(), 2 << 30);
+    drop(d);
+
     // Capacity from the pool's JSON report.
     let l = Lvm::new(&vg.vg, "pool").unwrap();
     assert_eq!(l.capacity_bytes().unwrap(), 1 << 30);
