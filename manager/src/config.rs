@@ -36,7 +36,8 @@ reserved_host_cpus = 0
 reserved_host_memory_mb = 512
 reserved_host_disk_gb = 0
 # Totals are detected from the host (online CPUs, MemTotal of /proc/meminfo,
-# the file system of state_dir) unless set here:
+# the file system of state_dir, or with disks.backend = "lvm" the thin pool's
+# data size) unless set here:
 # total_vcpus = 2
 # total_ram_mb = 4096
 # total_disk_gb = 100

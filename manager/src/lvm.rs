@@ -283,9 +283,10 @@ impl Lvm {
             "-V",
             &size_arg,
             "--thinpool",
-            &self.full(&self.pool),
+            &self.pool,
             "-n",
             &partial,
+            &self.vg,
         ])?;
         self.activate(&partial, true)?;
         let copied = copy_to_device(&self.dev_path(&partial), read, size);
@@ -347,13 +348,20 @@ fn copy_to_device(
         .write(true)
         .open(dev)
         .map_err(err)?;
+    // A pool made without zeroing (-Zn) leaves old data in the part of a
+    // newly provisioned chunk a write does not cover: the last piece is
+    // written with zeros up to the next MiB (within the device).
+    let dev_size = std::io::Seek::seek(&mut &out, std::io::SeekFrom::End(0)).map_err(err)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0u64;
     while off < size {
         let n = (size - off).min(buf.len() as u64) as usize;
         read(off, &mut buf[..n]).map_err(err)?;
         if buf[..n].iter().any(|&b| b != 0) {
-            out.write_all_at(&buf[..n], off).map_err(err)?;
+            let padded = (dev_size.saturating_sub(off)).min(buf.len() as u64) as usize;
+            let len = n.max(padded);
+            buf[n..len].fill(0);
+            out.write_all_at(&buf[..len], off).map_err(err)?;
         }
         off += n as u64;
     }
@@ -380,6 +388,34 @@ mod tests {
         assert!(check_lvm_name("a b").is_err());
         assert!(check_lvm_name("..").is_err());
         assert!(check_lvm_name(&"a".repeat(128)).is_err());
+    }
+
+    #[test]
+    fn copy_writes_the_image_and_skips_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("dev");
+        // Stands for the LV: pre-filled, so skipped chunks show.
+        std::fs::write(&dev, vec![0xeeu8; 3 << 20]).unwrap();
+        let mut src = vec![0u8; (2 << 20) + 100];
+        src[5] = 1;
+        src[(2 << 20) + 99] = 2;
+        let read = |off: u64, buf: &mut [u8]| {
+            let off = off as usize;
+            buf.copy_from_slice(&src[off..off + buf.len()]);
+            Ok(())
+        };
+        copy_to_device(&dev, &read, src.len() as u64).unwrap();
+        let out = std::fs::read(&dev).unwrap();
+        assert_eq!(&out[..1 << 20], &src[..1 << 20], "first chunk written");
+        assert!(
+            out[1 << 20..2 << 20].iter().all(|&b| b == 0xee),
+            "zero chunk skipped"
+        );
+        assert_eq!(&out[2 << 20..(2 << 20) + 100], &src[2 << 20..]);
+        // The last piece is padded with zeros to the MiB, within the device.
+        assert!(out[(2 << 20) + 100..].iter().all(|&b| b == 0));
+        assert_eq!(out.len(), 3 << 20);
+        assert!(copy_to_device(&dir.path().join("none"), &read, 1).is_err());
     }
 
     #[test]
