@@ -99,6 +99,8 @@ pub struct Image {
 
 /// Where an image is in its life. A disk image is `importing` from its
 /// `POST` (202) until copied and hashed; only `active` images can be used.
+/// One created with `source: upload` is `queued` until its data is sent
+/// with `PUT /v1/images/{id}/file` (then `importing` while it streams).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageStatus {
@@ -106,6 +108,18 @@ pub enum ImageStatus {
     Active,
     Importing,
     Error,
+    Queued,
+}
+
+/// Where a disk image's data comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskSource {
+    /// Copied from `path` on the host.
+    #[default]
+    Path,
+    /// Sent later as the body of `PUT /v1/images/{id}/file` (no `path`).
+    Upload,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,11 +141,15 @@ pub enum ImageCreate {
         #[serde(default)]
         cmdline: Option<String>,
     },
-    /// Import a disk image from an absolute host path into the image store.
+    /// Import a disk image into the image store: from an absolute host
+    /// path (`source: path`, the default), or by upload (`source: upload`).
     Disk {
         name: String,
-        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
         format: DiskFormat,
+        #[serde(default)]
+        source: DiskSource,
     },
 }
 

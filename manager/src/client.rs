@@ -99,6 +99,50 @@ pub fn request(
     parse_response(&raw)
 }
 
+/// `PUT`s the contents of `file` to `path` as an `application/octet-stream`
+/// body, streamed in 1 MiB pieces; `progress(sent, total)` is called after
+/// each. If the server answers early (an error such as 413) the answer is
+/// still read.
+pub fn upload(
+    socket: &Path,
+    path: &str,
+    file: &Path,
+    timeout: Duration,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Response, ClientError> {
+    let mut input = std::fs::File::open(file)?;
+    let total = input.metadata()?.len();
+    let mut s = UnixStream::connect(socket)
+        .map_err(|e| ClientError::Connect(socket.display().to_string(), e))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {total}\r\n\r\n"
+    );
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let wrote = (|| -> std::io::Result<()> {
+        s.write_all(head.as_bytes())?;
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            s.write_all(&buf[..n])?;
+            sent += n as u64;
+            progress(sent, total);
+        }
+    })();
+    let mut raw = Vec::new();
+    let read = s.take(MAX_RESPONSE as u64 + 1).read_to_end(&mut raw);
+    if raw.is_empty() {
+        wrote?;
+        read?;
+    }
+    parse_response(&raw)
+}
+
 /// `request` with a JSON value as the body.
 pub fn request_json(
     socket: &Path,

@@ -36,7 +36,8 @@ reserved_host_cpus = 0
 reserved_host_memory_mb = 512
 reserved_host_disk_gb = 0
 # Totals are detected from the host (online CPUs, MemTotal of /proc/meminfo,
-# the file system of state_dir) unless set here:
+# the file system of state_dir, or with disks.backend = "lvm" the thin pool's
+# data size) unless set here:
 # total_vcpus = 2
 # total_ram_mb = 4096
 # total_disk_gb = 100
@@ -55,6 +56,25 @@ stop_timeout_s = 30
 # Seconds a deleted server's console log is kept (under
 # state_dir/console-archive).
 console_retention_s = 86400
+
+[disks]
+# Where each server's root disk (the flavor's disk_gb) lives:
+# "qcow2": a qcow2 overlay on the image, state_dir/servers/ID/root.qcow2.
+# "lvm":   Nova's images_type=lvm: each disk image is copied once into a
+#          thin LV `kiln-image-IMAGE_ID` of `thin_pool` in `volume_group`;
+#          each root disk is a thin snapshot of it, `kiln-SERVER_ID-root`,
+#          grown to the flavor's size and attached as a raw block device.
+#          Disk capacity for placement is then the thin pool's data size.
+#          Needs lvm2 and a kernel with device-mapper (dm-thin).
+backend = "qcow2"
+# For "lvm": the volume group and the thin pool in it (both must exist).
+volume_group = "kiln"
+thin_pool = "kiln-pool"
+
+# Largest disk image accepted by upload (PUT /v1/images/ID/file), in bytes;
+# a larger body answers 413. Uploads do not count against max_body_bytes.
+[images]
+max_upload_bytes = 68719476736
 
 [tcp]
 # An optional TCP listener for the same API, off unless `listen` is set.
@@ -89,6 +109,30 @@ pub struct Config {
     pub placement: PlacementConfig,
     pub vmm: VmmConfig,
     pub tcp: TcpConfig,
+    pub disks: DisksConfig,
+    pub images: ImagesConfig,
+}
+
+/// Which ephemeral-disk backend to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBackendKind {
+    Qcow2,
+    Lvm,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisksConfig {
+    pub backend: DiskBackendKind,
+    pub volume_group: String,
+    pub thin_pool: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -177,6 +221,13 @@ impl Config {
                     .into(),
             ));
         }
+        for (key, name) in [
+            ("disks.volume_group", &self.disks.volume_group),
+            ("disks.thin_pool", &self.disks.thin_pool),
+        ] {
+            crate::lvm::check_lvm_name(name)
+                .map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be at least 1024".into(),
@@ -242,6 +293,15 @@ mod tests {
         assert!(Config::parse("[placement]\nram_allocation_ratio = \"x\"\n").is_err());
         assert!(Config::parse("socket_mode = 0o7777\n").is_err());
         assert!(Config::parse("[vmm\n").is_err());
+        assert!(Config::parse("[disks]\nbackend = \"zfs\"\n").is_err());
+        assert!(Config::parse("[disks]\nvolume_group = \"a/b\"\n").is_err());
+        let c = Config::parse("[disks]\nbackend = \"lvm\"\nvolume_group = \"vg0\"\n").unwrap();
+        assert_eq!(c.disks.backend, DiskBackendKind::Lvm);
+        assert_eq!(c.disks.thin_pool, "kiln-pool");
+        assert_eq!(
+            Config::default_config().disks.backend,
+            DiskBackendKind::Qcow2
+        );
         assert!(Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\n").is_err());
         assert!(Config::parse("[tcp]\nlisten = \"nonsense\"\ntoken_file = \"/t\"\n").is_err());
         let c = Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/t\"\n").unwrap();

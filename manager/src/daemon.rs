@@ -32,6 +32,8 @@ pub enum DaemonError {
     Serve(#[source] std::io::Error),
     #[error("cannot read the TCP API token")]
     Token(#[source] std::io::Error),
+    #[error("disk backend: {0}")]
+    Disks(String),
     #[error("the TCP API token file {0} is empty or shorter than 16 characters")]
     WeakToken(String),
 }
@@ -82,8 +84,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     std::fs::create_dir_all(state)
         .map_err(|e| DaemonError::StateDir(state.display().to_string(), e))?;
     let store = Arc::new(Store::open(&state.join("kiln.db"))?);
-    let placement = Placement::from_config(&config.placement, state);
-    let sup = Supervisor::new(store.clone(), config.clone())
+    let disks =
+        crate::disks::DiskBackend::from_config(&config.disks).map_err(DaemonError::Disks)?;
+    let mut placement = Placement::from_config(&config.placement, state);
+    if config.placement.total_disk_gb.is_none() {
+        // The lvm backend hands out its thin pool, not the state directory.
+        if let Some(gb) = disks.capacity_gb().map_err(DaemonError::Disks)? {
+            placement.total.disk_gb = gb;
+        }
+    }
+    let sup = Supervisor::new(store.clone(), config.clone(), disks)
         .map_err(|e| DaemonError::StateDir(state.display().to_string(), e))?;
     for img in store.importing_images()? {
         tracing::warn!(image = img.id, "import interrupted by a kilnd restart");
@@ -91,6 +101,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             let _ = std::fs::remove_file(path);
         }
         store.fail_import(&img.id, "import interrupted: kilnd stopped before it ended")?;
+    }
+    // Files of uploads that were cut short by the stop (their images are
+    // in error or queued now).
+    for p in crate::upload::remove_partials(&state.join("images")) {
+        tracing::warn!(file = %p.display(), "removed the file of an interrupted upload");
     }
     let listener = bind(&config)?;
     sup.reconcile().await;

@@ -1,13 +1,24 @@
-//! Ephemeral root disks: a qcow2 overlay on a disk image from the image
-//! store, `servers/ID/root.qcow2`, made with the kiln-block engine in O(1)
-//! (only the header and tables are written; the image is never copied).
-//! It lives as long as the server: stop, start and reboot keep it, delete
-//! removes it with the server's directory.
+//! Ephemeral root disks, in one of two backends behind [`DiskBackend`]:
+//!
+//! - `qcow2`: a qcow2 overlay on a disk image from the image store,
+//!   `servers/ID/root.qcow2`, made with the kiln-block engine in O(1)
+//!   (only the header and tables are written; the image is never copied).
+//! - `lvm`: a thin snapshot of the image's thin LV (see [`crate::lvm`]).
+//!
+//! Naming, sizing ([`root_size`]), capacity, removal and start-up
+//! reconciliation ([`DiskBackend::reconcile`]) are shared. A root disk
+//! lives as long as the server: stop, start and reboot keep it, delete
+//! removes it.
 
 use std::path::{Path, PathBuf};
 
+use std::collections::HashSet;
+
 use kiln_api::compute::{DiskFormat, Image, ImageKind};
 use kiln_block::{CreateOptions, ImageFormat, OpenOptions};
+
+use crate::config::{DiskBackendKind, DisksConfig};
+use crate::lvm::{KilnLv, Lvm};
 
 /// The name of the root disk in a server's directory.
 pub const ROOT_DISK: &str = "root.qcow2";
@@ -50,6 +61,202 @@ pub fn root_size(image: &Image, disk_gb: u64) -> Result<u64, String> {
         ));
     }
     Ok(size)
+}
+
+/// Where servers' root disks live.
+#[derive(Clone, Debug)]
+pub enum DiskBackend {
+    /// `servers/ID/root.qcow2` overlays.
+    Qcow2,
+    /// Thin snapshots in an LVM thin pool.
+    Lvm(Lvm),
+}
+
+/// A root disk or image copy a backend holds, as found on start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Server `id`'s root disk.
+    Root(String),
+    /// Image `id`'s copy (lvm only).
+    Image(String),
+    /// Something a crash left half made, named as the backend names it.
+    Partial(String),
+}
+
+/// What [`DiskBackend::reconcile`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Removed: disks of servers that are gone, half-made things.
+    pub removed: Vec<String>,
+    /// Could not be removed (with why): left for the operator.
+    pub leftovers: Vec<String>,
+}
+
+impl DiskBackend {
+    pub fn from_config(c: &DisksConfig) -> Result<DiskBackend, String> {
+        Ok(match c.backend {
+            DiskBackendKind::Qcow2 => DiskBackend::Qcow2,
+            DiskBackendKind::Lvm => DiskBackend::Lvm(
+                Lvm::new(&c.volume_group, &c.thin_pool).map_err(|e| e.to_string())?,
+            ),
+        })
+    }
+
+    /// The root disk the VMM is given: its path and format.
+    pub fn root_disk(&self, server_id: &str, dir: &Path) -> (PathBuf, DiskFormat) {
+        match self {
+            DiskBackend::Qcow2 => (dir.join(ROOT_DISK), DiskFormat::Qcow2),
+            DiskBackend::Lvm(l) => (l.dev_path(&crate::lvm::root_lv(server_id)), DiskFormat::Raw),
+        }
+    }
+
+    /// Makes server `server_id`'s root disk (in `dir` for qcow2) of the
+    /// flavor's size unless it is there; answers its path. Blocking.
+    pub fn ensure_root_disk(
+        &self,
+        server_id: &str,
+        dir: &Path,
+        image: &Image,
+        disk_gb: u64,
+    ) -> Result<PathBuf, String> {
+        match self {
+            DiskBackend::Qcow2 => ensure_root_disk(dir, image, disk_gb),
+            DiskBackend::Lvm(l) => {
+                let size = root_size(image, disk_gb)?;
+                let ImageKind::Disk { path, format, .. } = &image.kind else {
+                    return Err(format!("image {:?} is not a disk image", image.name));
+                };
+                let opts = OpenOptions {
+                    read_only: true,
+                    direct: false,
+                };
+                let src = kiln_block::open_disk(Path::new(path), block_format(*format), opts)
+                    .map_err(|e| format!("cannot open disk image {:?}: {e}", image.name))?;
+                let read =
+                    |off: u64, buf: &mut [u8]| src.read_at(off, buf).map_err(std::io::Error::other);
+                l.ensure_image(&image.id, &read, src.size())
+                    .map_err(|e| format!("cannot copy image {:?} into LVM: {e}", image.name))?;
+                l.ensure_root(server_id, &image.id, size)
+                    .map_err(|e| format!("cannot make the root disk: {e}"))
+            }
+        }
+    }
+
+    /// Removes server `server_id`'s root disk (gone already is fine).
+    pub fn remove_root_disk(&self, server_id: &str, dir: &Path) -> Result<(), String> {
+        match self {
+            DiskBackend::Qcow2 => {
+                for f in [ROOT_DISK.to_owned(), format!("{ROOT_DISK}.partial")] {
+                    match std::fs::remove_file(dir.join(&f)) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(format!("cannot remove {f}: {e}"))
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            DiskBackend::Lvm(l) => l
+                .remove(&crate::lvm::root_lv(server_id))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Removes a deleted image's copy (lvm); qcow2 keeps none.
+    pub fn remove_image(&self, image_id: &str) -> Result<(), String> {
+        match self {
+            DiskBackend::Qcow2 => Ok(()),
+            DiskBackend::Lvm(l) => l
+                .remove(&crate::lvm::image_lv(image_id))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The disk capacity placement hands out, in GiB, when the backend has
+    /// its own (the thin pool's data size); `None`: the file system of the
+    /// state directory.
+    pub fn capacity_gb(&self) -> Result<Option<u64>, String> {
+        match self {
+            DiskBackend::Qcow2 => Ok(None),
+            DiskBackend::Lvm(l) => l
+                .capacity_bytes()
+                .map(|b| Some(b / GIB))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Everything this backend holds.
+    pub fn held(&self, servers_dir: &Path) -> Result<Vec<Held>, String> {
+        match self {
+            DiskBackend::Qcow2 => {
+                let mut out = Vec::new();
+                let rd = match std::fs::read_dir(servers_dir) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(format!("cannot list {}: {e}", servers_dir.display())),
+                };
+                for e in rd.flatten() {
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    if e.path().join(ROOT_DISK).exists() {
+                        out.push(Held::Root(id.clone()));
+                    }
+                    if e.path().join(format!("{ROOT_DISK}.partial")).exists() {
+                        out.push(Held::Partial(format!("{id}/{ROOT_DISK}.partial")));
+                    }
+                }
+                Ok(out)
+            }
+            DiskBackend::Lvm(l) => Ok(l
+                .kiln_lvs()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .filter_map(|lv| {
+                    Some(match crate::lvm::parse_lv_name(&lv.lv_name)? {
+                        KilnLv::Root(id) => Held::Root(id.into()),
+                        KilnLv::Image(id) => Held::Image(id.into()),
+                        KilnLv::PartialImage(_) => Held::Partial(lv.lv_name.clone()),
+                    })
+                })
+                .collect()),
+        }
+    }
+
+    fn remove_held(&self, servers_dir: &Path, h: &Held) -> Result<(), String> {
+        match (self, h) {
+            (_, Held::Root(id)) => self.remove_root_disk(id, &servers_dir.join(id)),
+            (_, Held::Image(id)) => self.remove_image(id),
+            (DiskBackend::Qcow2, Held::Partial(rel)) => std::fs::remove_file(servers_dir.join(rel))
+                .map_err(|e| format!("cannot remove {rel}: {e}")),
+            (DiskBackend::Lvm(l), Held::Partial(name)) => l.remove(name).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Start-up reconciliation: removes root disks of servers not in
+    /// `servers`, image copies of images not in `images`, and anything half
+    /// made; what cannot be removed is reported. Blocking.
+    pub fn reconcile(
+        &self,
+        servers_dir: &Path,
+        servers: &HashSet<String>,
+        images: &HashSet<String>,
+    ) -> Result<Reconciled, String> {
+        let mut r = Reconciled::default();
+        for h in self.held(servers_dir)? {
+            let (stale, name) = match &h {
+                Held::Root(id) => (!servers.contains(id), format!("root disk of server {id}")),
+                Held::Image(id) => (!images.contains(id), format!("copy of image {id}")),
+                Held::Partial(n) => (true, format!("half-made {n}")),
+            };
+            if !stale {
+                continue;
+            }
+            match self.remove_held(servers_dir, &h) {
+                Ok(()) => r.removed.push(name),
+                Err(e) => r.leftovers.push(format!("{name}: {e}")),
+            }
+        }
+        Ok(r)
+    }
 }
 
 /// Makes the root disk in `dir` unless it is there already; answers its
@@ -128,6 +335,40 @@ mod tests {
         assert_eq!(buf, [1, 2, 3, 4]);
         // Disk 0: the image's own size.
         assert_eq!(root_size(&img, 0).unwrap(), 1 << 20);
+    }
+
+    #[test]
+    fn reconcile_removes_disks_of_unknown_servers_and_partials() {
+        let dir = tempfile::tempdir().unwrap();
+        let servers = dir.path().join("servers");
+        let base = dir.path().join("base.raw");
+        std::fs::write(&base, vec![1u8; 4096]).unwrap();
+        let img = disk_image(&base, DiskFormat::Raw);
+        let b = DiskBackend::Qcow2;
+        for id in ["keep", "gone"] {
+            let d = servers.join(id);
+            std::fs::create_dir_all(&d).unwrap();
+            let p = b.ensure_root_disk(id, &d, &img, 1).unwrap();
+            assert_eq!(b.root_disk(id, &d), (p, DiskFormat::Qcow2));
+        }
+        std::fs::write(servers.join("keep").join("root.qcow2.partial"), b"x").unwrap();
+        let mut held = b.held(&servers).unwrap();
+        held.sort_by_key(|h| format!("{h:?}"));
+        assert_eq!(held.len(), 3, "{held:?}");
+        let known: HashSet<String> = ["keep".to_string()].into();
+        let r = b.reconcile(&servers, &known, &HashSet::new()).unwrap();
+        assert_eq!(r.removed.len(), 2, "{r:?}");
+        assert!(r.leftovers.is_empty(), "{r:?}");
+        assert_eq!(b.held(&servers).unwrap(), vec![Held::Root("keep".into())]);
+        assert!(servers.join("keep/root.qcow2").exists());
+        assert!(!servers.join("gone/root.qcow2").exists());
+        // A second pass has nothing to do; removing twice is fine.
+        assert_eq!(
+            b.reconcile(&servers, &known, &HashSet::new()).unwrap(),
+            Reconciled::default()
+        );
+        b.remove_root_disk("gone", &servers.join("gone")).unwrap();
+        assert_eq!(b.capacity_gb().unwrap(), None);
     }
 
     #[test]

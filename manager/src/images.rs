@@ -1,15 +1,18 @@
 //! The image service: kernel images are registered by host path; disk
 //! images are copied into the image store (`state_dir/images/ID.FORMAT`)
 //! with their sha256 computed on the way, in the background, reporting
-//! progress ([`prepare_image`] checks, [`ImportJob::run`] copies). A disk image's format is always
-//! the one the request names; a file claimed to be qcow2 must start with
-//! the qcow2 magic, and nothing is ever probed.
+//! progress ([`prepare_image`] checks, [`ImportJob::run`] copies), or
+//! uploaded as a request body (see [`crate::upload`]). A disk image's
+//! format is always the one the request names; a file claimed to be qcow2
+//! must start with the qcow2 magic, and nothing is ever probed.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use kiln_api::compute::{DiskFormat, Image, ImageCreate, ImageKind, ImageStatus, ImportProgress};
+use kiln_api::compute::{
+    DiskFormat, DiskSource, Image, ImageCreate, ImageKind, ImageStatus, ImportProgress,
+};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -88,22 +91,43 @@ pub fn prepare_image(
                 },
             )
         }
-        ImageCreate::Disk { name, path, format } => {
+        ImageCreate::Disk {
+            name,
+            path,
+            format,
+            source,
+        } => {
             check_name("image", name).map_err(ImageError::Invalid)?;
-            let src = check_host_file("disk image", path)?;
-            check_head(&src, *format)?;
-            let total = std::fs::metadata(&src).map_err(ImageError::Copy)?.len();
             let ext = match format {
                 DiskFormat::Raw => "raw",
                 DiskFormat::Qcow2 => "qcow2",
             };
             std::fs::create_dir_all(store_dir).map_err(ImageError::Copy)?;
             let dst = store_dir.join(format!("{id}.{ext}"));
-            job = Some(ImportJob {
-                src,
-                dst: dst.clone(),
-                total,
-            });
+            let total =
+                match (source, path) {
+                    (DiskSource::Path, Some(path)) => {
+                        let src = check_host_file("disk image", path)?;
+                        check_head(&src, *format)?;
+                        let total = std::fs::metadata(&src).map_err(ImageError::Copy)?.len();
+                        job = Some(ImportJob {
+                            src,
+                            dst: dst.clone(),
+                            total,
+                        });
+                        total
+                    }
+                    (DiskSource::Path, None) => {
+                        return Err(ImageError::Invalid(
+                            "a disk image needs a path (or source: upload)".into(),
+                        ))
+                    }
+                    (DiskSource::Upload, Some(_)) => return Err(ImageError::Invalid(
+                        "source: upload takes no path; send the data with PUT /v1/images/{id}/file"
+                            .into(),
+                    )),
+                    (DiskSource::Upload, None) => 0,
+                };
             (
                 name.clone(),
                 ImageKind::Disk {
@@ -115,10 +139,10 @@ pub fn prepare_image(
             )
         }
     };
-    let status = if job.is_some() {
-        ImageStatus::Importing
-    } else {
-        ImageStatus::Active
+    let status = match (req, &job) {
+        (_, Some(_)) => ImageStatus::Importing,
+        (ImageCreate::Disk { .. }, None) => ImageStatus::Queued,
+        (ImageCreate::Kernel { .. }, None) => ImageStatus::Active,
     };
     let progress = job.as_ref().map(|j| ImportProgress {
         bytes_done: 0,
@@ -136,6 +160,39 @@ pub fn prepare_image(
         },
         job,
     ))
+}
+
+/// Checks an image file against its declared format once its data is all
+/// there: not empty; a qcow2 one must open as qcow2 in the kiln-block
+/// engine and name no backing file (an uploaded image must not make kilnd
+/// read host files).
+pub fn check_complete(path: &Path, format: DiskFormat) -> Result<(), String> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the upload: {e}"))?
+        .len();
+    if len == 0 {
+        return Err("the image is empty".into());
+    }
+    if format == DiskFormat::Raw {
+        return Ok(());
+    }
+    let mut head = [0u8; 16];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|_| "the data is not qcow2: shorter than a qcow2 header".to_string())?;
+    if head[..4] != *b"QFI\xfb" {
+        return Err("the data is not qcow2 (no QFI\\xfb magic); declare the format it has".into());
+    }
+    if u64::from_be_bytes(head[8..16].try_into().unwrap()) != 0 {
+        return Err("the qcow2 image names a backing file; upload a self-contained image".into());
+    }
+    let opts = kiln_block::OpenOptions {
+        read_only: true,
+        direct: false,
+    };
+    kiln_block::open_disk(path, kiln_block::ImageFormat::Qcow2, opts)
+        .map(drop)
+        .map_err(|e| format!("the data is not a valid qcow2 image: {e}"))
 }
 
 /// Refuses an empty file, and a file claimed to be qcow2 without the
@@ -239,8 +296,9 @@ mod tests {
         std::fs::write(&src, b"abc").unwrap();
         let req = ImageCreate::Disk {
             name: "d".into(),
-            path: src.display().to_string(),
+            path: Some(src.display().to_string()),
             format: DiskFormat::Raw,
+            source: DiskSource::Path,
         };
         let img = build_image(&req, &dir.path().join("store")).unwrap();
         let ImageKind::Disk {
@@ -268,8 +326,9 @@ mod tests {
         let store = dir.path().join("store");
         let disk = |name: &str, path: &str, format| ImageCreate::Disk {
             name: name.into(),
-            path: path.into(),
+            path: Some(path.into()),
             format,
+            source: DiskSource::Path,
         };
         let s = src.display().to_string();
         for req in [
@@ -283,6 +342,18 @@ mod tests {
             ),
             disk("r", "/nonexistent/file", DiskFormat::Raw),
             disk("r", "/tmp", DiskFormat::Raw),
+            ImageCreate::Disk {
+                name: "u".into(),
+                path: Some(s.clone()),
+                format: DiskFormat::Raw,
+                source: DiskSource::Upload,
+            },
+            ImageCreate::Disk {
+                name: "p".into(),
+                path: None,
+                format: DiskFormat::Raw,
+                source: DiskSource::Path,
+            },
             ImageCreate::Kernel {
                 name: "k".into(),
                 kernel: s.clone(),
@@ -295,7 +366,40 @@ mod tests {
                 "{req:?}"
             );
         }
+        // An upload record waits for its data.
+        let (img, job) = prepare_image(
+            &ImageCreate::Disk {
+                name: "u".into(),
+                path: None,
+                format: DiskFormat::Qcow2,
+                source: DiskSource::Upload,
+            },
+            &store,
+        )
+        .unwrap();
+        assert!(job.is_none());
+        assert_eq!(img.status, ImageStatus::Queued);
+        // A file that is not what it claims, or names a backing file.
+        assert!(check_complete(&src, DiskFormat::Qcow2)
+            .unwrap_err()
+            .contains("not qcow2"));
+        check_complete(&src, DiskFormat::Raw).unwrap();
+        let mut backed = b"QFI\xfb\0\0\0\x03\0\0\0\0\0\0\x01\0".to_vec();
+        backed.resize(512, 0);
+        let b = dir.path().join("backed.qcow2");
+        std::fs::write(&b, backed).unwrap();
+        assert!(check_complete(&b, DiskFormat::Qcow2)
+            .unwrap_err()
+            .contains("backing file"));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(check_complete(&empty, DiskFormat::Raw).is_err());
         // A failed qcow2 import leaves nothing behind.
-        assert_eq!(std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0), 0);
+        assert_eq!(
+            std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0),
+            0,
+            "{:?}",
+            img.kind
+        );
     }
 }

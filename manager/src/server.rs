@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use kiln_api::compute::{
     ConsoleOutput, ErrorBody, FlavorCreate, FlavorList, ImageCreate, ImageKind, ImageList,
@@ -154,6 +154,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/flavors/{id}", get(show_flavor).delete(delete_flavor))
         .route("/v1/images", get(list_images).post(create_image))
         .route("/v1/images/{id}", get(show_image).delete(delete_image))
+        // Streamed to disk: images.max_upload_bytes, not max_body_bytes.
+        .route(
+            "/v1/images/{id}/file",
+            put(crate::upload::upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/servers", get(list_servers).post(create_server))
         .route("/v1/servers/{id}", get(show_server).delete(delete_server))
         .route("/v1/servers/{id}/action", post(server_action))
@@ -282,6 +287,9 @@ async fn delete_image(State(s): St, Path(id): Path<String>) -> Result<impl IntoR
     let img = s.store.delete_image(&id)?;
     if let ImageKind::Disk { path, .. } = img.kind {
         let _ = std::fs::remove_file(path);
+        // The lvm backend's copy of it (the next start reconciles a failure).
+        let disks = s.sup.disks.clone();
+        let _ = tokio::task::spawn_blocking(move || disks.remove_image(&img.id)).await;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -506,6 +514,7 @@ mod tests {
             ("/v1/servers/{id}/action", &["post"]),
             ("/v1/servers/{id}/console", &["get"]),
             ("/v1/servers/{id}/console/attach", &["get"]),
+            ("/v1/images/{id}/file", &["put"]),
         ] {
             for m in methods {
                 assert!(
@@ -515,6 +524,6 @@ mod tests {
             }
         }
         // And nothing documented that the router lacks.
-        assert_eq!(paths.len(), 11);
+        assert_eq!(paths.len(), 12);
     }
 }

@@ -223,6 +223,42 @@ fn malformed_requests_get_4xx_and_change_nothing() {
         ("PUT", "/v1/flavors".into(), "{}".into(), 405, "not allowed"),
         (
             "POST",
+            "/v1/images".into(),
+            r#"{"type":"disk","name":"u","format":"raw","source":"upload","path":"/etc/passwd"}"#
+                .into(),
+            400,
+            "takes no path",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"disk","name":"u","format":"raw"}"#.into(),
+            400,
+            "needs a path",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"disk","name":"u","format":"raw","source":"ftp"}"#.into(),
+            400,
+            "unknown variant",
+        ),
+        (
+            "PUT",
+            "/v1/images/kern/file".into(),
+            "data".into(),
+            409,
+            "kernel image",
+        ),
+        (
+            "PUT",
+            "/v1/images/nope/file".into(),
+            "data".into(),
+            404,
+            "not found",
+        ),
+        (
+            "POST",
             "/v1/servers/nope/action".into(),
             r#"{"action":"start"}"#.into(),
             404,

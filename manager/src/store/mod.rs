@@ -337,6 +337,29 @@ impl Store {
         Ok(())
     }
 
+    /// Starts an upload: `queued` becomes `importing` of `total` bytes
+    /// (0: unknown). False if the image was not `queued` (a concurrent
+    /// upload won, or it is not an upload).
+    pub fn start_upload(&self, id: &str, total: u64) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE images SET status = 'importing', bytes_done = 0, size_bytes = ?2
+             WHERE id = ?1 AND status = 'queued'",
+            params![id, total as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// An upload that did not end (client gone, too large): `queued` again,
+    /// ready for another try.
+    pub fn requeue_upload(&self, id: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE images SET status = 'queued', bytes_done = NULL, size_bytes = 0
+             WHERE id = ?1 AND status = 'importing'",
+            params![id],
+        )?;
+        Ok(())
+    }
+
     /// Images left `importing` (by a kilnd that stopped mid-import).
     pub fn importing_images(&self) -> Result<Vec<Image>, StoreError> {
         let conn = self.conn();
@@ -357,6 +380,7 @@ fn image_status_str(s: ImageStatus) -> &'static str {
         ImageStatus::Active => "active",
         ImageStatus::Importing => "importing",
         ImageStatus::Error => "error",
+        ImageStatus::Queued => "queued",
     }
 }
 
@@ -388,6 +412,7 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
     let status = match r.get::<_, String>(11)?.as_str() {
         "importing" => ImageStatus::Importing,
         "error" => ImageStatus::Error,
+        "queued" => ImageStatus::Queued,
         _ => ImageStatus::Active,
     };
     let bytes_done: Option<i64> = r.get(12)?;

@@ -10,7 +10,10 @@
 //!   with a fault saying so; one left in BUILD or REBOOT is booted again;
 //!   one left `deleting` is deleted.
 //! - A server directory without a live record is removed (its console log
-//!   is archived).
+//!   is archived); root disks of servers that are gone, image copies of
+//!   images that are gone (lvm) and half-made disks are removed
+//!   ([`crate::disks::DiskBackend::reconcile`]), and what cannot be is
+//!   logged as a leftover.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -95,6 +98,29 @@ impl Supervisor {
                     }
                 }
             }
+        }
+        // Root disks (and, for lvm, image copies) that belong to nothing.
+        let images: HashSet<String> = self
+            .store
+            .list_images()
+            .map(|l| l.into_iter().map(|i| i.id).collect())
+            .unwrap_or_default();
+        let (disks, dir, known2) = (
+            self.disks.clone(),
+            self.servers_dir().to_owned(),
+            known.clone(),
+        );
+        match tokio::task::spawn_blocking(move || disks.reconcile(&dir, &known2, &images)).await {
+            Ok(Ok(r)) => {
+                for what in &r.removed {
+                    tracing::info!(what, "removed a leftover disk");
+                }
+                for what in &r.leftovers {
+                    tracing::warn!(what, "leftover disk that could not be removed");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = e, "cannot reconcile disks"),
+            Err(e) => tracing::error!(error = %e, "disk reconcile task failed"),
         }
         // Directories of servers that are gone.
         if let Ok(rd) = std::fs::read_dir(self.servers_dir()) {

@@ -104,12 +104,18 @@ pub struct Supervisor {
     pub config: Arc<Config>,
     servers_dir: PathBuf,
     archive_dir: PathBuf,
+    /// Where root disks live (qcow2 overlays or LVM thin snapshots).
+    pub disks: crate::disks::DiskBackend,
     vms: Mutex<HashMap<String, Arc<Vm>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Supervisor {
-    pub fn new(store: Arc<Store>, config: Arc<Config>) -> std::io::Result<Arc<Supervisor>> {
+    pub fn new(
+        store: Arc<Store>,
+        config: Arc<Config>,
+        disks: crate::disks::DiskBackend,
+    ) -> std::io::Result<Arc<Supervisor>> {
         let servers_dir = config.state_dir.join("servers");
         let archive_dir = config.state_dir.join("console-archive");
         std::fs::create_dir_all(&servers_dir)?;
@@ -119,6 +125,7 @@ impl Supervisor {
             config,
             servers_dir,
             archive_dir,
+            disks,
             vms: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
         }))
@@ -203,13 +210,17 @@ impl Supervisor {
             api_socket: Some(self.api_socket(&server.id).display().to_string()),
             // How a re-adopted VMM ended, since its exit status goes to init.
             exit_file: Some(dir.join(EXIT_FILE).display().to_string()),
-            // The root disk: the qcow2 overlay made at create time.
+            // The root disk: a qcow2 overlay or a thin LV (raw).
             disks: server
                 .disk_image_id
                 .as_ref()
-                .map(|_| DiskConfig {
-                    path: dir.join(crate::disks::ROOT_DISK).display().to_string(),
-                    format: DiskFormat::Qcow2,
+                .map(|_| self.disks.root_disk(&server.id, &dir))
+                .map(|(path, format)| DiskConfig {
+                    path: path.display().to_string(),
+                    format: match format {
+                        kiln_api::compute::DiskFormat::Raw => DiskFormat::Raw,
+                        kiln_api::compute::DiskFormat::Qcow2 => DiskFormat::Qcow2,
+                    },
                     serial: Some(format!("root-{}", &server.id[..server.id.len().min(15)])),
                     ..Default::default()
                 })
@@ -247,6 +258,8 @@ impl Supervisor {
         let binary = self.config.vmm_binary();
         let sock = self.api_socket(&server.id);
         let console_sock = self.console_socket(&server.id);
+        let backend = self.disks.clone();
+        let server_id = server.id.clone();
         let child = {
             let dir = dir.clone();
             let sock = sock.clone();
@@ -255,8 +268,7 @@ impl Supervisor {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
                 if let Some(img) = &root_disk {
-                    // Attached once VmConfig carries disks (virtio-blk).
-                    crate::disks::ensure_root_disk(&dir, img, disk_gb)?;
+                    backend.ensure_root_disk(&server_id, &dir, img, disk_gb)?;
                 }
                 let cfg_path = dir.join("vm.json");
                 let json = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
@@ -547,6 +559,9 @@ impl Supervisor {
     pub fn remove_files(&self, id: &str) {
         let dir = self.server_dir(id);
         let _ = std::fs::rename(dir.join("serial.log"), self.archived_console(id));
+        if let Err(e) = self.disks.remove_root_disk(id, &dir) {
+            tracing::error!(server = id, error = e, "cannot remove the root disk");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

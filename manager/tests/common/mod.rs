@@ -233,7 +233,7 @@ impl Kilnd {
                 .unwrap();
             match img.status {
                 ImageStatus::Active => return img,
-                ImageStatus::Error => panic!("import failed: {img:?}"),
+                ImageStatus::Error | ImageStatus::Queued => panic!("import failed: {img:?}"),
                 ImageStatus::Importing => {
                     let p = img.progress.unwrap();
                     assert!(p.bytes_done <= p.bytes_total);

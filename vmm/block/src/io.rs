@@ -238,13 +238,17 @@ impl HostFile {
         self.file.sync_data().map_err(Error::io("fdatasync"))
     }
 
-    /// Current file length.
+    /// Current file length; for a block device (an LVM volume as a raw
+    /// disk), the device's size, which stat reports as 0.
     pub fn len(&self) -> Result<u64> {
-        Ok(self
-            .file
-            .metadata()
-            .map_err(Error::io("stat image file"))?
-            .len())
+        use std::os::unix::fs::FileTypeExt;
+        let m = self.file.metadata().map_err(Error::io("stat image file"))?;
+        if m.file_type().is_block_device() {
+            // Positional I/O (pread/pwrite) ignores the file offset.
+            return io::Seek::seek(&mut &self.file, io::SeekFrom::End(0))
+                .map_err(Error::io("size of block device"));
+        }
+        Ok(m.len())
     }
 
     /// Sets the file length.

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_api::compute::{
-    ConsoleOutput, DiskFormat, Flavor, FlavorCreate, FlavorList, HostInfo, Image, ImageCreate,
-    ImageKind, ImageList, ImageStatus, ReadyCondition, RebootType, Server, ServerAction,
-    ServerCreate, ServerList, ServerStatus,
+    ConsoleOutput, DiskFormat, DiskSource, Flavor, FlavorCreate, FlavorList, HostInfo, Image,
+    ImageCreate, ImageKind, ImageList, ImageStatus, ReadyCondition, RebootType, Server,
+    ServerAction, ServerCreate, ServerList, ServerStatus,
 };
 use kiln_manager::client::{self, ClientError};
 
@@ -102,6 +102,18 @@ enum ImageCmd {
         path: PathBuf,
         #[arg(long, value_enum)]
         format: Format,
+    },
+    /// Make a disk image from a local file: uploaded through the API with
+    /// `--upload` (the file may be anywhere the CLI can read), else
+    /// imported by kilnd from the file's path.
+    Create {
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        format: Format,
+        #[arg(long)]
+        upload: bool,
     },
     Delete {
         id: String,
@@ -349,15 +361,55 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
                     images(std::slice::from_ref(i))
                 })?
             }
-            ImageCmd::Import { name, path, format } => {
-                let format = match format {
-                    Format::Raw => DiskFormat::Raw,
-                    Format::Qcow2 => DiskFormat::Qcow2,
-                };
+            ImageCmd::Create {
+                name,
+                file,
+                format,
+                upload: true,
+            } => {
                 let req = ImageCreate::Disk {
                     name: name.clone(),
-                    path: abs(path)?,
-                    format,
+                    path: None,
+                    format: disk_format(*format),
+                    source: DiskSource::Upload,
+                };
+                let img: Image = api.send("POST", "/v1/images", &req)?;
+                let r = client::upload(
+                    &cli.socket,
+                    &format!("/v1/images/{}/file", img.id),
+                    file,
+                    TIMEOUT,
+                    |done, total| {
+                        if !json {
+                            eprint!("\r{}", progress_bar(done, total));
+                        }
+                    },
+                );
+                if !json {
+                    eprintln!();
+                }
+                let img: Image = match r.and_then(|r| r.json()) {
+                    Ok(img) => img,
+                    Err(e) => {
+                        // Leave no queued or failed record behind.
+                        let _ = api.call("DELETE", &format!("/v1/images/{}", img.id), None);
+                        return Err(format!("upload of {name} failed: {e}").into());
+                    }
+                };
+                show(json, &img, |i| images(std::slice::from_ref(i)))?
+            }
+            ImageCmd::Import { name, path, format }
+            | ImageCmd::Create {
+                name,
+                file: path,
+                format,
+                upload: false,
+            } => {
+                let req = ImageCreate::Disk {
+                    name: name.clone(),
+                    path: Some(abs(path)?),
+                    format: disk_format(*format),
+                    source: DiskSource::Path,
                 };
                 let mut img: Image = api.send("POST", "/v1/images", &req)?;
                 while img.status == ImageStatus::Importing {
@@ -523,6 +575,13 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
 }
 
 /// `[#########           ]  45%  58/128 MiB`
+fn disk_format(f: Format) -> DiskFormat {
+    match f {
+        Format::Raw => DiskFormat::Raw,
+        Format::Qcow2 => DiskFormat::Qcow2,
+    }
+}
+
 fn progress_bar(done: u64, total: u64) -> String {
     let frac = if total == 0 {
         1.0
