@@ -54,7 +54,7 @@ impl ApiError {
         }
     }
 
-    fn bad(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 }
@@ -162,6 +162,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/servers/{id}/console/attach",
             get(crate::attach::attach),
         )
+        .merge(crate::net::api::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -401,6 +402,7 @@ async fn create_server(
         Some(t @ 1..=31_536_000) => Some(crate::util::now_secs() + t),
         Some(_) => return Err(ApiError::bad("ttl_s must be 1 to 31536000 seconds")),
     };
+    let nics = crate::net::api::resolve_nics(&s.store, &req.networks)?;
     let server = s.store.create_server(
         &s.placement,
         NewServer {
@@ -413,6 +415,7 @@ async fn create_server(
             metadata: req.metadata,
             ready: req.ready,
             expires_at,
+            nics,
         },
     )?;
     s.sup.build(server.clone());

@@ -227,6 +227,15 @@ impl Supervisor {
             vm.set_intent(Intent::Delete);
             self.kill(id, &vm).await;
         }
+        // The VMM's exit took its taps away (they are not persistent);
+        // this only removes a leftover of the same name.
+        if let Ok(server) = self.store.get_server(id) {
+            for nic in &server.nics {
+                if let Err(e) = crate::net::link::delete(&nic.tap).await {
+                    tracing::warn!(tap = nic.tap, error = %e, "cannot delete tap");
+                }
+            }
+        }
         let this = self.clone();
         let id2 = id.to_owned();
         let _ = tokio::task::spawn_blocking(move || this.remove_files(&id2)).await;

@@ -11,6 +11,9 @@
 //!   one left `deleting` is deleted.
 //! - A server directory without a live record is removed (its console log
 //!   is archived).
+//! - Networks: a delete a crash interrupted is finished, a managed bridge
+//!   that vanished is recreated, and every kiln tap (`kt…`) of no live
+//!   server is deleted (see `crate::net`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +34,12 @@ impl Supervisor {
             }
         };
         let known: HashSet<String> = servers.iter().map(|s| s.id.clone()).collect();
+        crate::net::reconcile(&self.store).await;
+        let owners: HashSet<String> = servers
+            .iter()
+            .map(|s| crate::net::tap_name(&s.id, 0)[2..10].to_owned())
+            .collect();
+        crate::net::sweep(&owners).await;
         let dir = self.servers_dir().to_owned();
         let procs = tokio::task::spawn_blocking(move || sys::processes_with_config_under(&dir))
             .await
