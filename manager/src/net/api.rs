@@ -108,19 +108,14 @@ pub fn resolve_nics(store: &Store, reqs: &[NicRequest]) -> Result<Vec<NewNic>, A
             "networks: at most {MAX_NICS} NICs per server"
         )));
     }
-    let mut out: Vec<NewNic> = Vec::new();
+    // MACs first: a malformed request is refused before any lookup.
+    let mut macs: Vec<Option<String>> = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
-        let net = store.get_network(&r.network).map_err(|e| match e {
-            StoreError::NotFound { .. } => {
-                ApiError::bad(format!("networks[{i}]: unknown network {:?}", r.network))
-            }
-            e => e.into(),
-        })?;
         let mac = match &r.mac {
             None => None,
             Some(m) => {
                 let m = parse_mac(m).map_err(|e| ApiError::bad(format!("networks[{i}]: {e}")))?;
-                if out.iter().any(|n| n.mac.as_deref() == Some(m.as_str())) {
+                if macs.iter().any(|x| x.as_deref() == Some(m.as_str())) {
                     return Err(ApiError::bad(format!(
                         "networks[{i}]: mac {m} is given twice"
                     )));
@@ -128,6 +123,16 @@ pub fn resolve_nics(store: &Store, reqs: &[NicRequest]) -> Result<Vec<NewNic>, A
                 Some(m)
             }
         };
+        macs.push(mac);
+    }
+    let mut out: Vec<NewNic> = Vec::new();
+    for ((i, r), mac) in reqs.iter().enumerate().zip(macs) {
+        let net = store.get_network(&r.network).map_err(|e| match e {
+            StoreError::NotFound { .. } => {
+                ApiError::bad(format!("networks[{i}]: unknown network {:?}", r.network))
+            }
+            e => e.into(),
+        })?;
         out.push(NewNic {
             network_id: net.id,
             mac,

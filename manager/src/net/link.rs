@@ -100,14 +100,25 @@ pub async fn list() -> Result<Vec<Link>, LinkError> {
     Ok(out)
 }
 
-/// Creates bridge `name` with `mtu`, up.
+/// Creates bridge `name` with `mtu`, up. The MTU is set again once the
+/// bridge exists: only an MTU set on an existing bridge counts as the
+/// user's, which the kernel keeps when ports with other MTUs join.
 pub async fn create_bridge(name: &str, mtu: u32) -> Result<(), LinkError> {
     let h = connect()?;
     h.link()
         .add(LinkBridge::new(name).mtu(mtu).build())
         .execute()
         .await
-        .map_err(nl(format!("create bridge {name}")))
+        .map_err(nl(format!("create bridge {name}")))?;
+    let l = get(name).await?.ok_or_else(|| LinkError::Netlink {
+        what: format!("create bridge {name}"),
+        msg: "gone right after creation".into(),
+    })?;
+    h.link()
+        .set(LinkUnspec::new_with_index(l.index).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(nl(format!("set MTU of bridge {name}")))
 }
 
 /// Deletes link `name`; a missing link is not an error.
@@ -122,9 +133,9 @@ pub async fn delete(name: &str) -> Result<(), LinkError> {
     }
 }
 
-/// Puts link `port` on bridge `bridge` with the bridge's MTU, and sets it
-/// up.
-pub async fn attach(port: &str, bridge: &Link) -> Result<(), LinkError> {
+/// Puts link `port` on bridge `bridge` with `mtu` (the network's), and
+/// sets it up.
+pub async fn attach(port: &str, bridge: &Link, mtu: u32) -> Result<(), LinkError> {
     let l = get(port).await?.ok_or_else(|| LinkError::Netlink {
         what: format!("attach {port}"),
         msg: "no such link".into(),
@@ -134,7 +145,7 @@ pub async fn attach(port: &str, bridge: &Link) -> Result<(), LinkError> {
         .set(
             LinkUnspec::new_with_index(l.index)
                 .controller(bridge.index)
-                .mtu(bridge.mtu)
+                .mtu(mtu)
                 .up()
                 .build(),
         )

@@ -6,7 +6,7 @@
 //! uses one that exists. Each NIC of a server is a tap named
 //! [`tap_name`]`(server id, index)` (`kt` + the id's first 8 hex digits +
 //! the NIC index, 11 bytes), made by kilnd with `TUNSETIFF` ([`tap`]), put
-//! on the bridge with the bridge's MTU and set up through rtnetlink
+//! on the bridge with the network's MTU and set up through rtnetlink
 //! ([`link`]), and handed to kiln-vmm as an inherited fd (`NetConfig::fd`),
 //! so kiln-vmm needs no privilege.
 //!
@@ -31,9 +31,13 @@
 //! A persistent tap would outlive every one of these and need sweeping
 //! after each crash. What persistence would give (a VMM reopening its tap
 //! by name) kiln-vmm does not need. Still, at start [`sweep`] deletes every
-//! `kt…` link that belongs to no live server (one made by hand or by an
-//! older kilnd, or a tap another process still holds), and before opening a
-//! NIC's tap kilnd deletes a leftover link of that name.
+//! `kt…` link on the bridge of one of kilnd's networks that belongs to no
+//! live server (one made by hand or by an older kilnd, or a tap another
+//! process still holds), and before opening a NIC's tap kilnd deletes a
+//! leftover link of that name. Taps on other bridges or on none are left
+//! alone: they may be another kilnd's (tests run several side by side in
+//! one network namespace), caught between `TUNSETIFF` and joining its
+//! bridge.
 //!
 //! The netlink crate is `rtnetlink` (rust-netlink): it runs on the tokio
 //! runtime kilnd already has, builds bridge and port messages with typed
@@ -178,7 +182,7 @@ pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<OwnedFd>, S
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot create tap {}: {e}", nic.tap))?;
-        link::attach(&nic.tap, &bridge)
+        link::attach(&nic.tap, &bridge, net.mtu)
             .await
             .map_err(|e| e.to_string())?;
         fds.push(fd);
@@ -186,9 +190,10 @@ pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<OwnedFd>, S
     Ok(fds)
 }
 
-/// Deletes every kiln tap whose server is not in `live` (server-id
-/// prefixes of servers that are not DELETED); answers the names deleted.
-pub async fn sweep(live: &HashSet<String>) -> Vec<String> {
+/// Deletes every kiln tap on one of `bridges` whose server is not in
+/// `live` (server-id prefixes of servers that are not DELETED); answers the
+/// names deleted.
+pub async fn sweep(live: &HashSet<String>, bridges: &HashSet<String>) -> Vec<String> {
     let links = match link::list().await {
         Ok(l) => l,
         Err(e) => {
@@ -196,12 +201,17 @@ pub async fn sweep(live: &HashSet<String>) -> Vec<String> {
             return Vec::new();
         }
     };
+    let ours: HashSet<u32> = links
+        .iter()
+        .filter(|l| l.kind == "bridge" && bridges.contains(&l.name))
+        .map(|l| l.index)
+        .collect();
     let mut gone = Vec::new();
     for l in links {
         let Some(owner) = tap_owner(&l.name) else {
             continue;
         };
-        if live.contains(owner) {
+        if live.contains(owner) || !l.controller.is_some_and(|c| ours.contains(&c)) {
             continue;
         }
         tracing::info!(tap = l.name, "deleting a tap of no live server");

@@ -12,8 +12,8 @@
 //! - A server directory without a live record is removed (its console log
 //!   is archived).
 //! - Networks: a delete a crash interrupted is finished, a managed bridge
-//!   that vanished is recreated, and every kiln tap (`kt…`) of no live
-//!   server is deleted (see `crate::net`).
+//!   that vanished is recreated, and every kiln tap (`kt…`) on one of its
+//!   bridges that belongs to no live server is deleted (see `crate::net`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -39,7 +39,14 @@ impl Supervisor {
             .iter()
             .map(|s| crate::net::tap_name(&s.id, 0)[2..10].to_owned())
             .collect();
-        crate::net::sweep(&owners).await;
+        let bridges: HashSet<String> = self
+            .store
+            .all_networks()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, _)| n.bridge)
+            .collect();
+        crate::net::sweep(&owners, &bridges).await;
         let dir = self.servers_dir().to_owned();
         let procs = tokio::task::spawn_blocking(move || sys::processes_with_config_under(&dir))
             .await
