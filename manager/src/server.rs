@@ -504,6 +504,8 @@ mod tests {
             ("/v1/servers/{id}/action", &["post"]),
             ("/v1/servers/{id}/console", &["get"]),
             ("/v1/servers/{id}/console/attach", &["get"]),
+            ("/v1/networks", &["get", "post"]),
+            ("/v1/networks/{id}", &["get", "delete"]),
         ] {
             for m in methods {
                 assert!(
@@ -513,6 +515,6 @@ mod tests {
             }
         }
         // And nothing documented that the router lacks.
-        assert_eq!(paths.len(), 11);
+        assert_eq!(paths.len(), 13);
     }
 }

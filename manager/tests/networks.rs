@@ -127,10 +127,8 @@ fn assert_probe_talked(k: &common::Kilnd, ns: &NetNs, id: &str, mac: &str, runs:
         "{out}"
     );
     assert_eq!(
-        out.matches(&format!(
-            "virtio-net: ARP reply from 10.9.0.1 at {peer}"
-        ))
-        .count(),
+        out.matches(&format!("virtio-net: ARP reply from 10.9.0.1 at {peer}"))
+            .count(),
         runs,
         "{out}"
     );
@@ -173,10 +171,15 @@ fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
     assert_eq!(s.nics.len(), 1);
     let tap = s.nics[0].tap.clone();
     assert_eq!(tap, format!("kt{}0", &s.id[..8]));
-    assert_eq!((s.nics[0].mac.as_str(), s.nics[0].network.as_str()), (mac, "lan"));
+    assert_eq!(
+        (s.nics[0].mac.as_str(), s.nics[0].network.as_str()),
+        (mac, "lan")
+    );
     assert_probe_talked(&k, &ns, &s.id, mac, 1);
     // Its VMM is gone, and so is its (non-persistent) tap.
-    wait_until("tap of a SHUTOFF server gone", T, || ns.link(&tap).is_none());
+    wait_until("tap of a SHUTOFF server gone", T, || {
+        ns.link(&tap).is_none()
+    });
     // Started again, it talks again on a new tap of the same name.
     ip(&ns.name, &["neigh", "flush", "dev", "veth1"]);
     action(&k, &s.id, r#"{"action":"start"}"#);
@@ -220,7 +223,11 @@ fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
     assert!(ns.link(&htap).is_some(), "the VMM holds its tap");
     k.spawn();
     let h2 = k.server(&h.id);
-    assert_eq!((h2.status, h2.pid), (ServerStatus::Active, h.pid), "re-adopted");
+    assert_eq!(
+        (h2.status, h2.pid),
+        (ServerStatus::Active, h.pid),
+        "re-adopted"
+    );
     assert!(ns.link(&htap).unwrap().contains("master kbr0"));
     assert!(ns.link(stray).is_none(), "reconcile removed the stray tap");
 

@@ -53,7 +53,11 @@ async fn create(
                 StatusCode::CONFLICT,
                 format!(
                     "{bridge:?} exists and is not a bridge (it is {})",
-                    if l.kind.is_empty() { "a device" } else { &l.kind }
+                    if l.kind.is_empty() {
+                        "a device"
+                    } else {
+                        &l.kind
+                    }
                 ),
             ))
         }

@@ -294,7 +294,16 @@ mod tests {
         for ok in ["br0", "kiln-br_1.x", "a23456789012345"] {
             check_bridge_name(ok).unwrap();
         }
-        for bad in ["", "a234567890123456", "br 0", "br/0", "..", "-x", "kt1", "br\u{e9}"] {
+        for bad in [
+            "",
+            "a234567890123456",
+            "br 0",
+            "br/0",
+            "..",
+            "-x",
+            "kt1",
+            "br\u{e9}",
+        ] {
             assert!(check_bridge_name(bad).is_err(), "{bad}");
         }
     }

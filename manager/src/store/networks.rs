@@ -84,9 +84,7 @@ impl Store {
         let mut st = conn.prepare(&format!(
             "SELECT {NET_COLS} FROM networks WHERE status = 'active' ORDER BY created_at, name"
         ))?;
-        let mut nets: Vec<Network> = st
-            .query_map([], network_row)?
-            .collect::<Result<_, _>>()?;
+        let mut nets: Vec<Network> = st.query_map([], network_row)?.collect::<Result<_, _>>()?;
         for n in &mut nets {
             n.servers = users(&conn, &n.id)?;
         }

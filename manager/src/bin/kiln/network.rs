@@ -57,7 +57,11 @@ pub fn run(api: &Api<'_>, json: bool, c: &NetworkCmd) -> Result<(), Box<dyn std:
                 bridge: bridge.clone(),
                 mtu: *mtu,
             };
-            show(json, &api.send::<Network>("POST", "/v1/networks", &req)?, one)?
+            show(
+                json,
+                &api.send::<Network>("POST", "/v1/networks", &req)?,
+                one,
+            )?
         }
         NetworkCmd::Delete { network } => {
             api.call("DELETE", &format!("/v1/networks/{}", enc(network)), None)?

@@ -88,7 +88,14 @@ pub fn nics(l: &[Nic]) {
         &["NIC", "NETWORK", "MAC", "TAP"],
         l.iter()
             .enumerate()
-            .map(|(i, n)| vec![i.to_string(), n.network.clone(), n.mac.clone(), n.tap.clone()])
+            .map(|(i, n)| {
+                vec![
+                    i.to_string(),
+                    n.network.clone(),
+                    n.mac.clone(),
+                    n.tap.clone(),
+                ]
+            })
             .collect(),
     );
 }
