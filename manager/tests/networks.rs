@@ -241,6 +241,13 @@ fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
     assert_ne!(h3.pid, h.pid);
     assert!(ns.link(&htap).unwrap().contains("master kbr0"));
     assert_eq!(h3.nics, h.nics);
+    // A hard reboot is a new VMM: a new tap of the same name.
+    action(&k, &h.id, r#"{"action":"reboot","type":"hard"}"#);
+    wait_until("rebooted", T, || {
+        let s = k.server(&h.id);
+        s.status == ServerStatus::Active && s.task_state.is_none() && s.pid != h3.pid
+    });
+    assert!(ns.link(&htap).unwrap().contains("master kbr0"));
 
     // Delete: no tap left; then the network can go, with its bridge.
     for id in [&s.id, &h.id] {
@@ -307,4 +314,85 @@ fn existing_bridges_are_used_not_owned() {
     assert!(ns.link("mine").unwrap().contains("mtu 1500"));
     assert_eq!(k.req("DELETE", "/v1/networks/mine", None).status, 204);
     assert!(ns.link("mine").is_none());
+}
+
+#[test]
+fn cli_manages_networks_and_nics() {
+    let ns = NetNs::new("knet3");
+    let k = start_kilnd_in(Some(&ns.name), "");
+    register(&k, "hold", "hello", "hold");
+    let kiln = |args: &[&str]| -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--socket")
+            .arg(&k.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = kiln(&[
+        "network", "create", "lan", "--bridge", "kbr1", "--mtu", "1400",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("ID ") && out.contains("kbr1") && out.contains("1400"),
+        "{out}"
+    );
+    assert!(ns.link("kbr1").is_some());
+    let (ok, out, _) = kiln(&["--json", "network", "list"]);
+    assert!(ok);
+    let l: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(l["networks"][0]["bridge"], "kbr1");
+    let (ok, _, err) = kiln(&[
+        "server",
+        "create",
+        "h",
+        "--flavor",
+        "k1.probe",
+        "--image",
+        "hold",
+        "--network",
+        "lan,color=red",
+    ]);
+    assert!(!ok && err.contains("unknown option"), "{err}");
+    let (ok, out, err) = kiln(&[
+        "--json",
+        "server",
+        "create",
+        "h",
+        "--flavor",
+        "k1.probe",
+        "--image",
+        "hold",
+        "--network",
+        "lan",
+        "--network",
+        "lan,mac=52:54:00:00:00:09",
+        "--wait",
+        "active",
+    ]);
+    assert!(ok, "{err}");
+    let s: Server = serde_json::from_str(&out).unwrap();
+    assert_eq!(s.nics.len(), 2);
+    assert_eq!(s.nics[1].mac, "52:54:00:00:00:09");
+    for nic in &s.nics {
+        assert!(ns.link(&nic.tap).unwrap().contains("master kbr1"));
+    }
+    let (ok, out, _) = kiln(&["server", "show", "h"]);
+    assert!(ok);
+    assert!(out.contains("TAP") && out.contains(&s.nics[1].tap), "{out}");
+    let (ok, out, _) = kiln(&["network", "show", "lan"]);
+    assert!(ok && out.contains(&s.id), "{out}");
+    let (ok, _, err) = kiln(&["network", "delete", "lan"]);
+    assert!(!ok && err.contains("in use"), "{err}");
+    let (ok, _, err) = kiln(&["server", "delete", "h"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = kiln(&["network", "delete", "lan"]);
+    assert!(ok, "{err}");
+    assert!(ns.link("kbr1").is_none());
+    assert_nothing_left(&k);
 }
