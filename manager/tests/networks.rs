@@ -115,6 +115,9 @@ fn create_with_nics(k: &common::Kilnd, name: &str, image: &str, nets: &str) -> S
 /// Waits for the probe to power off after its run, and checks it got the
 /// peer's ARP reply through the tap and the bridge.
 fn assert_probe_talked(k: &common::Kilnd, ns: &NetNs, id: &str, mac: &str, runs: usize) {
+    wait_until("the probe's run", T, || {
+        console(k, id).matches("virtio: done").count() >= runs
+    });
     let s = k.wait_status(id, ServerStatus::Shutoff, T);
     assert!(s.fault.is_none(), "{:?}", s.fault);
     let out = console(k, id);

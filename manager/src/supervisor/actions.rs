@@ -105,6 +105,11 @@ impl Supervisor {
                 server.name
             )));
         }
+        if action == ServerAction::Start {
+            // Before the 202, so a client polling right after it never
+            // sees the old SHUTOFF with no task as the outcome.
+            self.store.set_task_state(id, Some("powering-on"))?;
+        }
         let this = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move { this.run_action(guard, &id, server, action, running).await });
