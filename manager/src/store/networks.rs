@@ -268,3 +268,81 @@ fn network_row(r: &Row<'_>) -> rusqlite::Result<Network> {
         servers: Vec::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::servers::tests::{new_server, placement};
+
+    #[test]
+    fn networks_nics_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        let lan = s.create_network("lan", "br0", 1500, true).unwrap();
+        assert!(lan.managed && lan.servers.is_empty());
+        for (name, bridge) in [("lan", "br9"), ("other", "br0")] {
+            assert!(matches!(
+                s.create_network(name, bridge, 1500, false),
+                Err(StoreError::Conflict(_))
+            ));
+        }
+        // A server with two NICs: tap names from its id, a given MAC kept,
+        // a generated one stable.
+        let p = placement(100);
+        let mut new = new_server(&s, "a");
+        new.nics = vec![
+            NewNic {
+                network_id: lan.id.clone(),
+                mac: Some("52:54:00:00:00:01".into()),
+            },
+            NewNic {
+                network_id: lan.id.clone(),
+                mac: None,
+            },
+        ];
+        let a = s.create_server(&p, new).unwrap();
+        assert_eq!(a.nics.len(), 2);
+        assert_eq!(a.nics[0].tap, crate::net::tap_name(&a.id, 0));
+        assert_eq!(a.nics[1].tap, crate::net::tap_name(&a.id, 1));
+        assert_eq!(a.nics[0].mac, "52:54:00:00:00:01");
+        assert_eq!(a.nics[1].mac, crate::net::generated_mac(&a.id, 1));
+        assert_eq!(a.nics[0].network, "lan");
+        assert_eq!(s.list_servers(None, None).unwrap()[0].nics, a.nics);
+        // A MAC another live server has: refused, nothing written.
+        let mut dup = new_server(&s, "b");
+        dup.nics = vec![NewNic {
+            network_id: lan.id.clone(),
+            mac: Some("52:54:00:00:00:01".into()),
+        }];
+        assert!(
+            matches!(s.create_server(&p, dup), Err(StoreError::Conflict(m)) if m.contains("already used by server \"a\""))
+        );
+        assert_eq!(s.list_servers(None, None).unwrap().len(), 1);
+        // In use: no delete.
+        assert_eq!(s.get_network("lan").unwrap().servers, vec![a.id.clone()]);
+        assert!(
+            matches!(s.begin_delete_network("lan"), Err(StoreError::Conflict(m)) if m.contains("in use by 1 server(s): a"))
+        );
+        s.mark_deleted(&a.id).unwrap();
+        // Being deleted: hidden, and no server can join it.
+        let gone = s.begin_delete_network("br0").err();
+        assert!(
+            matches!(gone, Some(StoreError::NotFound { .. })),
+            "by bridge name: not a key"
+        );
+        let net = s.begin_delete_network(&lan.id).unwrap();
+        assert!(s.get_network("lan").is_err());
+        assert_eq!(s.all_networks().unwrap(), vec![(net.clone(), true)]);
+        let mut late = new_server(&s, "c");
+        late.nics = vec![NewNic {
+            network_id: lan.id.clone(),
+            mac: None,
+        }];
+        assert!(matches!(
+            s.create_server(&p, late),
+            Err(StoreError::Conflict(_))
+        ));
+        s.finish_delete_network(&lan.id).unwrap();
+        assert!(s.all_networks().unwrap().is_empty());
+    }
+}

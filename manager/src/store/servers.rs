@@ -312,11 +312,11 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kiln_api::compute::{Image, ImageKind};
 
-    fn placement(vcpus: u64) -> Placement {
+    pub(crate) fn placement(vcpus: u64) -> Placement {
         Placement {
             total: Resources {
                 vcpus,
@@ -328,7 +328,7 @@ mod tests {
         }
     }
 
-    fn new_server(store: &Store, name: &str) -> NewServer {
+    pub(crate) fn new_server(store: &Store, name: &str) -> NewServer {
         if store.get_image("img").is_err() {
             let img = Image {
                 id: "img".into(),
