@@ -399,3 +399,41 @@ fn cli_manages_networks_and_nics() {
     assert!(ns.link("kbr1").is_none());
     assert_nothing_left(&k);
 }
+
+/// What kilnd finds at start after a crash: a managed bridge that vanished
+/// (as after a host reboot) is made again; a network delete that stopped
+/// between its two steps is finished, bridge and row.
+#[test]
+fn restart_repairs_bridges_and_finishes_deletes() {
+    let ns = NetNs::new("knet4");
+    let mut k = start_kilnd_in(Some(&ns.name), "");
+    for body in [
+        r#"{"name":"a","bridge":"kba","mtu":1380}"#,
+        r#"{"name":"b","bridge":"kbb"}"#,
+    ] {
+        let r = k.req("POST", "/v1/networks", Some(body));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    k.kill9();
+    ip(&ns.name, &["link", "del", "kba"]);
+    {
+        // The first step of `DELETE /v1/networks/b`, then the crash.
+        let store = kiln_manager::store::Store::open(&k.state_path("kiln.db")).unwrap();
+        store.begin_delete_network("b").unwrap();
+    }
+    assert!(ns.link("kbb").is_some());
+    k.spawn();
+    let a = ns.link("kba").expect("managed bridge recreated");
+    assert!(a.contains("mtu 1380") && a.contains("bridge"), "{a}");
+    assert!(ns.link("kbb").is_none(), "interrupted delete finished");
+    let l: serde_json::Value = k.json("GET", "/v1/networks", None);
+    let names: Vec<&str> = l["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a"]);
+    assert_eq!(k.req("DELETE", "/v1/networks/a", None).status, 204);
+    assert!(ns.link("kba").is_none());
+}
