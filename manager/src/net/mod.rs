@@ -66,12 +66,15 @@ pub const TAP_PREFIX: &str = "kt";
 /// The tap of NIC `index` of server `id`: `kt` + 8 hex digits of the id +
 /// the index in hex (`kt1a2b3c4d0`).
 pub fn tap_name(id: &str, index: usize) -> String {
-    let hex: String = id
-        .chars()
+    format!("{TAP_PREFIX}{}{index:x}", id_prefix(id))
+}
+
+/// The part of a server id its tap names carry: its first 8 hex digits.
+pub fn id_prefix(id: &str) -> String {
+    id.chars()
         .filter(|c| c.is_ascii_hexdigit())
         .take(8)
-        .collect();
-    format!("{TAP_PREFIX}{hex}{index:x}")
+        .collect()
 }
 
 /// The server-id prefix of a kiln tap name, if `name` is one.

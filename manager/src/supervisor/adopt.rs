@@ -37,7 +37,7 @@ impl Supervisor {
         crate::net::reconcile(&self.store).await;
         let owners: HashSet<String> = servers
             .iter()
-            .map(|s| crate::net::tap_name(&s.id, 0)[2..10].to_owned())
+            .map(|s| crate::net::id_prefix(&s.id))
             .collect();
         let bridges: HashSet<String> = self
             .store
