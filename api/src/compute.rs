@@ -9,6 +9,7 @@
 //! | `/v1/servers` | [`ServerCreate`] in, [`Server`] / [`ServerList`] out |
 //! | `POST /v1/servers/{id}/action` | [`ServerAction`] in, 202 |
 //! | `GET /v1/servers/{id}/console` | [`ConsoleOutput`] out |
+//! | `/v1/networks` | [`NetworkCreate`] in, [`Network`] / [`NetworkList`] out |
 //!
 //! Every request body rejects unknown fields. Every error answers an
 //! [`ErrorBody`].
@@ -251,6 +252,9 @@ pub struct Server {
     /// When the server is deleted automatically (from `ttl_s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Its virtio-net NICs, in PCI order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<Nic>,
 }
 
 /// When a server counts as ready. Exactly one field is set.
@@ -290,6 +294,10 @@ pub struct ServerCreate {
     /// Seconds after which the server is deleted automatically.
     #[serde(default)]
     pub ttl_s: Option<u64>,
+    /// One virtio-net NIC per entry, on the network's bridge (Nova's
+    /// `networks`).
+    #[serde(default)]
+    pub networks: Vec<NicRequest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -349,4 +357,63 @@ pub struct HostInfo {
     pub disk_gb: ResourceUsage,
     /// Servers holding an allocation (every status but DELETED).
     pub servers: u64,
+}
+
+/// A network: a Linux bridge that servers' NICs (taps) are attached to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    /// The bridge's interface name.
+    pub bridge: String,
+    pub mtu: u32,
+    /// kilnd created the bridge (and deletes it with the network); false
+    /// when the bridge existed already and is only used.
+    pub managed: bool,
+    pub created_at: String,
+    /// Ids of the servers (not DELETED) with a NIC on it.
+    #[serde(default)]
+    pub servers: Vec<String>,
+}
+
+/// `POST /v1/networks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCreate {
+    pub name: String,
+    /// The bridge's interface name (1 to 15 bytes of `A-Z a-z 0-9 _ . -`);
+    /// the network's name when absent. Created if missing, else used.
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// MTU of a bridge kilnd creates (68 to 65535, default 1500); must match
+    /// an existing bridge's when given.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkList {
+    pub networks: Vec<Network>,
+}
+
+/// One NIC asked for in [`ServerCreate::networks`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicRequest {
+    /// Network id or name.
+    pub network: String,
+    /// `aa:bb:cc:dd:ee:ff`, unicast; generated (locally administered,
+    /// stable for the server and NIC) when absent.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// A server's NIC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    pub network_id: String,
+    pub network: String,
+    pub mac: String,
+    /// The host tap device; it exists while the server's kiln-vmm runs.
+    pub tap: String,
 }

@@ -5,6 +5,7 @@
 //! - [`placement`]: capacity with overcommit, checked atomically on create.
 //! - [`images`]: registering kernel images and importing disk images.
 //! - [`disks`]: ephemeral root disks, qcow2 overlays on disk images.
+//! - [`net`]: networks (bridges) and servers' NICs (taps) on them.
 //! - [`supervisor`]: one `kiln-vmm` per server, watched through a pidfd.
 //! - [`server`]: the REST API (axum) on the unix socket.
 //! - [`attach`]: the interactive console, an HTTP upgrade to the VMM's
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod disks;
 pub mod images;
 pub mod lvm;
+pub mod net;
 pub mod placement;
 pub mod server;
 pub mod store;

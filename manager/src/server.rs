@@ -54,7 +54,7 @@ impl ApiError {
         }
     }
 
-    fn bad(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 }
@@ -167,6 +167,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/servers/{id}/console/attach",
             get(crate::attach::attach),
         )
+        .merge(crate::net::api::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -414,6 +415,7 @@ async fn create_server(
         Some(t @ 1..=31_536_000) => Some(crate::util::now_secs() + t),
         Some(_) => return Err(ApiError::bad("ttl_s must be 1 to 31536000 seconds")),
     };
+    let nics = crate::net::api::resolve_nics(&s.store, &req.networks)?;
     let server = s.store.create_server(
         &s.placement,
         NewServer {
@@ -426,6 +428,7 @@ async fn create_server(
             metadata: req.metadata,
             ready: req.ready,
             expires_at,
+            nics,
         },
     )?;
     s.sup.build(server.clone());
@@ -515,6 +518,8 @@ mod tests {
             ("/v1/servers/{id}/console", &["get"]),
             ("/v1/servers/{id}/console/attach", &["get"]),
             ("/v1/images/{id}/file", &["put"]),
+            ("/v1/networks", &["get", "post"]),
+            ("/v1/networks/{id}", &["get", "delete"]),
         ] {
             for m in methods {
                 assert!(
@@ -524,6 +529,6 @@ mod tests {
             }
         }
         // And nothing documented that the router lacks.
-        assert_eq!(paths.len(), 12);
+        assert_eq!(paths.len(), 14);
     }
 }

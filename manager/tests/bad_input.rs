@@ -271,11 +271,122 @@ fn malformed_requests_get_4xx_and_change_nothing() {
             400,
             "unknown variant",
         ),
+        (
+            "POST",
+            "/v1/networks".into(),
+            r#"{"name":"n","bridge":"a234567890123456"}"#.into(),
+            400,
+            "1 to 15 bytes long (IFNAMSIZ)",
+        ),
+        (
+            "POST",
+            "/v1/networks".into(),
+            r#"{"name":"n","bridge":"br 0"}"#.into(),
+            400,
+            "use A-Z a-z 0-9 _ . -",
+        ),
+        (
+            "POST",
+            "/v1/networks".into(),
+            r#"{"name":"n","bridge":"../x"}"#.into(),
+            400,
+            "has '/'",
+        ),
+        (
+            "POST",
+            "/v1/networks".into(),
+            r#"{"name":"n","bridge":"kt1a2b3c4d0"}"#.into(),
+            400,
+            "kiln's tap names",
+        ),
+        (
+            "POST",
+            "/v1/networks".into(),
+            r#"{"name":"this-name-is-too-long-for-a-bridge"}"#.into(),
+            400,
+            "IFNAMSIZ",
+        ),
+        (
+            "POST",
+            "/v1/networks".into(),
+            r#"{"name":"n","mtu":67}"#.into(),
+            400,
+            "mtu must be 68 to 65535",
+        ),
+        (
+            "POST",
+            "/v1/networks".into(),
+            r#"{"name":"n","vlan":7}"#.into(),
+            400,
+            "unknown field `vlan`",
+        ),
+        (
+            "POST",
+            "/v1/networks".into(),
+            r#"{"name":"../n"}"#.into(),
+            400,
+            "network name",
+        ),
+        (
+            "DELETE",
+            "/v1/networks/nope".into(),
+            String::new(),
+            404,
+            "network \"nope\" not found",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"k1.probe","image":"kern","networks":[{"network":"nope"}]}"#
+                .into(),
+            400,
+            "networks[0]: unknown network \"nope\"",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"k1.probe","image":"kern","networks":[{"network":"n","mac":"52:54:00:zz:00:01"}]}"#
+                .into(),
+            400,
+            "is not six ':'-separated hex pairs",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"k1.probe","image":"kern","networks":[{"network":"n","mac":"01:00:5e:00:00:01"}]}"#
+                .into(),
+            400,
+            "multicast",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"k1.probe","image":"kern","networks":[{"network":"n","mac":"52:54:00:00:00:01"},{"network":"n","mac":"52:54:00:00:00:01"}]}"#
+                .into(),
+            400,
+            "networks[1]: mac 52:54:00:00:00:01 is given twice",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"k1.probe","image":"kern","networks":[{"network":"n","ip":"10.0.0.1"}]}"#
+                .into(),
+            400,
+            "unknown field `ip`",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"k1.probe","image":"kern","networks":"lan"}"#.into(),
+            400,
+            "invalid type",
+        ),
     ];
     let before = (
         k.json("GET", "/v1/flavors", None),
         k.json("GET", "/v1/images", None),
         k.json("GET", "/v1/servers", None),
+        k.json("GET", "/v1/networks", None),
     );
     for (method, path, body, status, msg) in &table {
         let body = if body.is_empty() {
@@ -307,6 +418,7 @@ fn malformed_requests_get_4xx_and_change_nothing() {
         k.json("GET", "/v1/flavors", None),
         k.json("GET", "/v1/images", None),
         k.json("GET", "/v1/servers", None),
+        k.json("GET", "/v1/networks", None),
     );
     assert_eq!(before, after, "a refused request changed state");
 }

@@ -1,4 +1,5 @@
-//! The SQLite store under the state directory: flavors, images, servers.
+//! The SQLite store under the state directory: flavors, images, servers,
+//! networks (`networks.rs`).
 //!
 //! One connection in WAL mode behind a mutex. The schema is created by
 //! numbered migrations recorded in `schema_migrations`. A server row carries
@@ -18,8 +19,10 @@ use thiserror::Error;
 use crate::placement::Refusal;
 use crate::util::now_rfc3339;
 
+mod networks;
 mod servers;
 
+pub use networks::NewNic;
 pub use servers::NewServer;
 
 #[derive(Debug, Error)]
@@ -66,6 +69,16 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE images ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
      ALTER TABLE images ADD COLUMN bytes_done INTEGER;
      ALTER TABLE images ADD COLUMN fault TEXT;",
+    // (knet) networks: bridges, and servers' NICs on them.
+    "CREATE TABLE networks (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, bridge TEXT NOT NULL UNIQUE,
+        mtu INTEGER NOT NULL, managed INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active', created_at TEXT NOT NULL);
+     CREATE TABLE nics (
+        server_id TEXT NOT NULL, idx INTEGER NOT NULL, network_id TEXT NOT NULL,
+        mac TEXT NOT NULL, tap TEXT NOT NULL, PRIMARY KEY (server_id, idx));
+     CREATE INDEX nics_network ON nics(network_id);
+     CREATE INDEX nics_mac ON nics(mac);",
 ];
 
 /// The flavors a new store starts with.

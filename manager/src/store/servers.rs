@@ -22,6 +22,8 @@ pub struct NewServer {
     pub ready: Option<ReadyCondition>,
     /// Unix seconds after which the server is deleted.
     pub expires_at: Option<u64>,
+    /// Its NICs, in order.
+    pub nics: Vec<super::NewNic>,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
@@ -35,7 +37,7 @@ impl Store {
         placement: &Placement,
         new: NewServer,
     ) -> Result<Server, StoreError> {
-        let id = uuid::Uuid::new_v4().to_string();
+        let mut id = uuid::Uuid::new_v4().to_string();
         let now = now_rfc3339();
         let metadata = serde_json::to_string(&new.metadata).unwrap_or_else(|_| "{}".into());
         let ready = new
@@ -45,6 +47,10 @@ impl Store {
         let expires = new.expires_at.map(|e| i64::try_from(e).unwrap_or(i64::MAX));
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Tap names carry the id's first 8 hex digits: keep them unique.
+        while super::networks::id_prefix_taken(&tx, &id[..8])? {
+            id = uuid::Uuid::new_v4().to_string();
+        }
         let used = used_in(&tx)?.0;
         let request = Resources {
             vcpus: new.flavor.vcpus.into(),
@@ -93,20 +99,26 @@ impl Store {
                 new.disk_image_id
             ],
         )?;
+        super::networks::insert_nics(&tx, &id, &new.nics)?;
         tx.commit()?;
         drop(conn);
         self.get_server(&id)
     }
 
     pub fn get_server(&self, id: &str) -> Result<Server, StoreError> {
-        self.conn()
+        let conn = self.conn();
+        let s = conn
             .query_row(
                 &format!("SELECT {SERVER_COLS} FROM servers WHERE id = ?1 AND status != 'DELETED'"),
                 [id],
                 server_row,
             )
             .optional()?
-            .ok_or_else(|| not_found("server", id))
+            .ok_or_else(|| not_found("server", id))?;
+        let mut one = [s];
+        Store::attach_nics(&conn, &mut one)?;
+        let [s] = one;
+        Ok(s)
     }
 
     /// Servers, optionally of one status and/or one name. DELETED ones are
@@ -124,7 +136,9 @@ impl Store {
              ORDER BY created_at, id"
         ))?;
         let rows = st.query_map(params![status.map(|s| s.as_str()), name], server_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut servers: Vec<Server> = rows.collect::<Result<_, _>>()?;
+        Store::attach_nics(&conn, &mut servers)?;
+        Ok(servers)
     }
 
     /// The unfiltered server list (`GET /v1/servers`) as JSON. It is made
@@ -317,15 +331,16 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         ready,
         ready_after_ms: ready_after_ms.map(|m| m as u64),
         expires_at: expires_at.map(|e| crate::util::rfc3339(e as u64)),
+        nics: Vec::new(),
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kiln_api::compute::{Image, ImageKind};
 
-    fn placement(vcpus: u64) -> Placement {
+    pub(crate) fn placement(vcpus: u64) -> Placement {
         Placement {
             total: Resources {
                 vcpus,
@@ -337,7 +352,7 @@ mod tests {
         }
     }
 
-    fn new_server(store: &Store, name: &str) -> NewServer {
+    pub(crate) fn new_server(store: &Store, name: &str) -> NewServer {
         if store.get_image("img").is_err() {
             let img = Image {
                 id: "img".into(),
@@ -364,6 +379,7 @@ mod tests {
             metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
             ready: None,
             expires_at: None,
+            nics: Vec::new(),
         }
     }
 

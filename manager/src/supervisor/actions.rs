@@ -105,6 +105,11 @@ impl Supervisor {
                 server.name
             )));
         }
+        if action == ServerAction::Start {
+            // Before the 202, so a client polling right after it never
+            // sees the old SHUTOFF with no task as the outcome.
+            self.store.set_task_state(id, Some("powering-on"))?;
+        }
         let this = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move { this.run_action(guard, &id, server, action, running).await });
@@ -226,6 +231,15 @@ impl Supervisor {
         if let Some(vm) = self.vm(id) {
             vm.set_intent(Intent::Delete);
             self.kill(id, &vm).await;
+        }
+        // The VMM's exit took its taps away (they are not persistent);
+        // this only removes a leftover of the same name.
+        if let Ok(server) = self.store.get_server(id) {
+            for nic in &server.nics {
+                if let Err(e) = crate::net::link::delete(&nic.tap).await {
+                    tracing::warn!(tap = nic.tap, error = %e, "cannot delete tap");
+                }
+            }
         }
         let this = self.clone();
         let id2 = id.to_owned();

@@ -14,6 +14,9 @@
 //!   images that are gone (lvm) and half-made disks are removed
 //!   ([`crate::disks::DiskBackend::reconcile`]), and what cannot be is
 //!   logged as a leftover.
+//! - Networks: a delete a crash interrupted is finished, a managed bridge
+//!   that vanished is recreated, and every kiln tap (`kt…`) on one of its
+//!   bridges that belongs to no live server is deleted (see `crate::net`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +37,19 @@ impl Supervisor {
             }
         };
         let known: HashSet<String> = servers.iter().map(|s| s.id.clone()).collect();
+        crate::net::reconcile(&self.store).await;
+        let owners: HashSet<String> = servers
+            .iter()
+            .map(|s| crate::net::id_prefix(&s.id))
+            .collect();
+        let bridges: HashSet<String> = self
+            .store
+            .all_networks()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, _)| n.bridge)
+            .collect();
+        crate::net::sweep(&owners, &bridges).await;
         let dir = self.servers_dir().to_owned();
         let procs = tokio::task::spawn_blocking(move || sys::processes_with_config_under(&dir))
             .await

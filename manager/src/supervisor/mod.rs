@@ -23,7 +23,7 @@ pub mod sys;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use kiln_api::compute::{ImageKind, Server, ServerStatus};
 use kiln_api::control::{VmInfo, VmState};
 use kiln_api::vm::{
-    CpusConfig, DiskConfig, DiskFormat, KernelConfig, MemoryConfig, SerialConfig, VmConfig,
+    CpusConfig, DiskConfig, DiskFormat, KernelConfig, MemoryConfig, NetConfig, SerialConfig,
+    VmConfig,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
@@ -173,8 +174,9 @@ impl Supervisor {
         self.vms.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// The VMM config for a server.
-    fn vm_config(&self, server: &Server) -> Result<VmConfig, String> {
+    /// The VMM config for a server whose NICs' taps are `taps` (open fds
+    /// the VMM inherits).
+    fn vm_config(&self, server: &Server, taps: &[OwnedFd]) -> Result<VmConfig, String> {
         let image = self
             .store
             .get_image(&server.image_id)
@@ -226,6 +228,16 @@ impl Supervisor {
                 })
                 .into_iter()
                 .collect(),
+            nets: server
+                .nics
+                .iter()
+                .zip(taps)
+                .map(|(nic, fd)| NetConfig {
+                    fd: Some(fd.as_raw_fd()),
+                    mac: Some(nic.mac.clone()),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         })
     }
@@ -242,7 +254,11 @@ impl Supervisor {
                 ));
             }
         }
-        let cfg = self.vm_config(server)?;
+        // The NICs' taps: kilnd's copies close when this function returns,
+        // so from then on each lives exactly as long as the VMM (see
+        // `crate::net`).
+        let taps = crate::net::open_taps(&self.store, server).await?;
+        let cfg = self.vm_config(server, &taps)?;
         let root_disk = match &server.disk_image_id {
             None => None,
             Some(img) => Some(
@@ -291,6 +307,7 @@ impl Supervisor {
                     .stdout(log)
                     .stderr(log2);
                 sys::new_session(&mut cmd);
+                sys::inherit_fds(&mut cmd, taps.iter().map(|t| t.as_raw_fd()).collect());
                 let child = cmd
                     .spawn()
                     .map_err(|e| format!("cannot start kiln-vmm {}: {e}", binary.display()))?;

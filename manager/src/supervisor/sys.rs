@@ -78,6 +78,24 @@ pub fn new_session(cmd: &mut Command) {
     }
 }
 
+/// Makes the command's process inherit `fds` (clearing close-on-exec in
+/// the child only, so no other process started meanwhile gets them).
+pub fn inherit_fds(cmd: &mut Command, fds: Vec<i32>) {
+    if fds.is_empty() {
+        return;
+    }
+    // SAFETY: the closure runs between fork and exec and only calls fcntl
+    // (async-signal-safe) on fds open in the parent, hence in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                crate::net::tap::inherit(fd)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The command line of a process, NUL-separated arguments.
 pub fn cmdline(pid: u32) -> Option<Vec<String>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;

@@ -17,6 +17,8 @@ pub struct Kilnd {
     pub socket: PathBuf,
     pub state: PathBuf,
     pub config: PathBuf,
+    /// The network namespace kilnd runs in (`ip netns exec`), if any.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -75,6 +77,12 @@ impl Kilnd {
     /// Starts kilnd with `extra` TOML appended to a config that sets the
     /// state dir and socket.
     pub fn start(extra: &str) -> Kilnd {
+        Kilnd::start_in(None, extra)
+    }
+
+    /// Like [`Kilnd::start`], with kilnd (and so its VMMs and taps) inside
+    /// network namespace `netns` when given.
+    pub fn start_in(netns: Option<&str>, extra: &str) -> Kilnd {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let socket = dir.path().join("kiln.sock");
@@ -85,6 +93,7 @@ impl Kilnd {
             socket,
             state,
             config,
+            netns: netns.map(str::to_owned),
             child: None,
         };
         k.spawn();
@@ -97,7 +106,15 @@ impl Kilnd {
             .append(true)
             .open(self.dir.path().join("kilnd.log"))
             .unwrap();
-        let mut cmd = Command::new(kilnd_bin());
+        let mut cmd = match &self.netns {
+            None => Command::new(kilnd_bin()),
+            Some(ns) => {
+                // `ip netns exec` execs kilnd in place: same pid.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(kilnd_bin());
+                c
+            }
+        };
         // SAFETY: prctl between fork and exec, async-signal-safe: if the
         // test (thread) that started kilnd dies, kilnd dies too.
         unsafe {

@@ -14,11 +14,19 @@ use super::Kilnd;
 pub const T: Duration = Duration::from_secs(30);
 
 pub fn start_kilnd(extra: &str) -> Kilnd {
+    start_kilnd_in(None, extra)
+}
+
+/// [`start_kilnd`] inside network namespace `netns`.
+pub fn start_kilnd_in(netns: Option<&str>, extra: &str) -> Kilnd {
     let vmm = super::vmm_bin();
-    Kilnd::start(&format!(
-        "[vmm]\nbinary = \"{}\"\nstop_timeout_s = 2\nboot_timeout_s = 20\n{extra}",
-        vmm.display()
-    ))
+    Kilnd::start_in(
+        netns,
+        &format!(
+            "[vmm]\nbinary = \"{}\"\nstop_timeout_s = 2\nboot_timeout_s = 20\n{extra}",
+            vmm.display()
+        ),
+    )
 }
 
 pub fn register(k: &Kilnd, name: &str, probe: &str, cmdline: &str) {

@@ -14,6 +14,7 @@ use kiln_api::compute::{
 use kiln_manager::client::{self, ClientError};
 
 mod console;
+mod network;
 mod tables;
 
 use serde::de::DeserializeOwned;
@@ -49,6 +50,8 @@ enum Cmd {
     Image(ImageCmd),
     #[command(subcommand)]
     Server(ServerCmd),
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
     /// Attach to a server's serial console (Ctrl-] detaches).
     Console { server: String },
 }
@@ -159,6 +162,9 @@ enum ServerCmd {
         /// Delete the server automatically after this many seconds.
         #[arg(long)]
         ttl: Option<u64>,
+        /// A NIC on this network: `NAME[,mac=MAC]` (repeatable).
+        #[arg(long = "network", value_parser = network::parse_nic)]
+        networks: Vec<kiln_api::compute::NicRequest>,
         /// Wait until the server is ACTIVE or ready (fails if it goes to
         /// ERROR or SHUTOFF first)
         #[arg(long, value_enum)]
@@ -436,6 +442,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         },
         Cmd::Server(c) => server_cmd(&api, json, c)?,
+        Cmd::Network(c) => network::run(&api, json, c)?,
         Cmd::Console { server } => {
             let s = api.server(server)?;
             console::attach(&cli.socket, &s.id)?;
@@ -480,6 +487,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
+            network::print_nics(&s);
         }
         ServerCmd::Create {
             name,
@@ -490,6 +498,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             ready_console,
             ready_code,
             ttl,
+            networks,
             wait,
             timeout,
         } => {
@@ -507,6 +516,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 ready,
                 ttl_s: *ttl,
                 disk_image: disk_image.clone(),
+                networks: networks.clone(),
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {

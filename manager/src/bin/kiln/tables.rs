@@ -1,6 +1,6 @@
 //! The tables `kiln` prints for people.
 
-use kiln_api::compute::{Flavor, Image, ImageKind, Server};
+use kiln_api::compute::{Flavor, Image, ImageKind, Network, Nic, Server};
 
 pub fn flavors(l: &[Flavor]) {
     table(
@@ -59,6 +59,41 @@ pub fn servers(l: &[Server]) {
                     s.vcpus.to_string(),
                     s.ram_mb.to_string(),
                     s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn networks(l: &[Network]) {
+    table(
+        &["ID", "NAME", "BRIDGE", "MTU", "MANAGED", "SERVERS"],
+        l.iter()
+            .map(|n| {
+                vec![
+                    n.id.clone(),
+                    n.name.clone(),
+                    n.bridge.clone(),
+                    n.mtu.to_string(),
+                    if n.managed { "yes" } else { "no" }.to_string(),
+                    n.servers.len().to_string(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn nics(l: &[Nic]) {
+    table(
+        &["NIC", "NETWORK", "MAC", "TAP"],
+        l.iter()
+            .enumerate()
+            .map(|(i, n)| {
+                vec![
+                    i.to_string(),
+                    n.network.clone(),
+                    n.mac.clone(),
+                    n.tap.clone(),
                 ]
             })
             .collect(),

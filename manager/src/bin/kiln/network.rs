@@ -1,0 +1,95 @@
+//! `kiln network ...`, and the `--network NAME[,mac=MAC]` value of
+//! `kiln server create`.
+
+use clap::Subcommand;
+use kiln_api::compute::{Network, NetworkCreate, NetworkList, NicRequest};
+
+use crate::tables::{networks, nics};
+use crate::{enc, print_json, show, Api};
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    List,
+    Show {
+        network: String,
+    },
+    /// A network on a Linux bridge: created (and owned) by kilnd if
+    /// missing, else used as it is.
+    Create {
+        name: String,
+        /// The bridge's interface name; the network's name by default.
+        #[arg(long)]
+        bridge: Option<String>,
+        /// MTU of a bridge kilnd creates (default 1500).
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// Delete a network no server uses (and its bridge if kilnd made it).
+    Delete {
+        network: String,
+    },
+}
+
+pub fn run(api: &Api<'_>, json: bool, c: &NetworkCmd) -> Result<(), Box<dyn std::error::Error>> {
+    let one = |n: &Network| {
+        networks(std::slice::from_ref(n));
+    };
+    match c {
+        NetworkCmd::List => {
+            let l: NetworkList = api.get("/v1/networks")?;
+            if json {
+                return print_json(&l);
+            }
+            networks(&l.networks);
+        }
+        NetworkCmd::Show { network } => {
+            let n: Network = api.get(&format!("/v1/networks/{}", enc(network)))?;
+            show(json, &n, |n| {
+                one(n);
+                if !n.servers.is_empty() {
+                    println!("servers: {}", n.servers.join(", "));
+                }
+            })?
+        }
+        NetworkCmd::Create { name, bridge, mtu } => {
+            let req = NetworkCreate {
+                name: name.clone(),
+                bridge: bridge.clone(),
+                mtu: *mtu,
+            };
+            show(
+                json,
+                &api.send::<Network>("POST", "/v1/networks", &req)?,
+                one,
+            )?
+        }
+        NetworkCmd::Delete { network } => {
+            api.call("DELETE", &format!("/v1/networks/{}", enc(network)), None)?
+        }
+    }
+    Ok(())
+}
+
+/// Parses `NAME[,mac=MAC]`.
+pub fn parse_nic(s: &str) -> Result<NicRequest, String> {
+    let mut parts = s.split(',');
+    let network = parts.next().unwrap_or("").to_string();
+    if network.is_empty() {
+        return Err("--network needs a network name or id".into());
+    }
+    let mut mac = None;
+    for p in parts {
+        match p.split_once('=') {
+            Some(("mac", m)) => mac = Some(m.to_string()),
+            _ => return Err(format!("--network: unknown option {p:?} (mac=MAC)")),
+        }
+    }
+    Ok(NicRequest { network, mac })
+}
+
+/// The NIC lines of `kiln server show`.
+pub fn print_nics(s: &kiln_api::compute::Server) {
+    if !s.nics.is_empty() {
+        nics(&s.nics);
+    }
+}

@@ -1,0 +1,155 @@
+//! The netlink side of networks (rtnetlink on kilnd's tokio runtime):
+//! looking links up, creating and deleting bridges, putting a tap on a
+//! bridge. Each call opens its own short-lived rtnetlink connection, so
+//! nothing here holds state across requests.
+
+use futures_util::stream::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LinkError {
+    #[error("cannot open a netlink socket")]
+    Socket(#[source] std::io::Error),
+    #[error("netlink: {what}: {msg}")]
+    Netlink { what: String, msg: String },
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+    let what = what.into();
+    move |e| LinkError::Netlink {
+        what,
+        msg: match e {
+            rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+            e => e.to_string(),
+        },
+    }
+}
+
+/// What kilnd needs to know about one link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    /// The `IFLA_INFO_KIND`, e.g. `bridge`, `tun`; empty for a physical NIC.
+    pub kind: String,
+    /// Index of the bridge it is a port of.
+    pub controller: Option<u32>,
+    pub up: bool,
+}
+
+fn connect() -> Result<Handle, LinkError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(LinkError::Socket)?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+fn link_of(m: &LinkMessage) -> Link {
+    let mut l = Link {
+        index: m.header.index,
+        name: String::new(),
+        mtu: 0,
+        kind: String::new(),
+        controller: None,
+        up: m.header.flags.contains(LinkFlags::Up),
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Mtu(m) => l.mtu = *m,
+            LinkAttribute::Controller(c) => l.controller = Some(*c),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        l.kind = match k {
+                            InfoKind::Bridge => "bridge".into(),
+                            InfoKind::Tun => "tun".into(),
+                            other => format!("{other:?}").to_lowercase(),
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+/// The link named `name`, if there is one.
+pub async fn get(name: &str) -> Result<Option<Link>, LinkError> {
+    let h = connect()?;
+    let mut s = h.link().get().match_name(name.to_owned()).execute();
+    match s.try_next().await {
+        Ok(m) => Ok(m.map(|m| link_of(&m))),
+        // ENODEV: no such link.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(nl(format!("get link {name}"))(e)),
+    }
+}
+
+/// Every link of kilnd's network namespace.
+pub async fn list() -> Result<Vec<Link>, LinkError> {
+    let h = connect()?;
+    let mut s = h.link().get().execute();
+    let mut out = Vec::new();
+    while let Some(m) = s.try_next().await.map_err(nl("list links"))? {
+        out.push(link_of(&m));
+    }
+    Ok(out)
+}
+
+/// Creates bridge `name` with `mtu`, up. The MTU is set again once the
+/// bridge exists: only an MTU set on an existing bridge counts as the
+/// user's, which the kernel keeps when ports with other MTUs join.
+pub async fn create_bridge(name: &str, mtu: u32) -> Result<(), LinkError> {
+    let h = connect()?;
+    h.link()
+        .add(LinkBridge::new(name).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(nl(format!("create bridge {name}")))?;
+    let l = get(name).await?.ok_or_else(|| LinkError::Netlink {
+        what: format!("create bridge {name}"),
+        msg: "gone right after creation".into(),
+    })?;
+    h.link()
+        .set(LinkUnspec::new_with_index(l.index).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(nl(format!("set MTU of bridge {name}")))
+}
+
+/// Deletes link `name`; a missing link is not an error.
+pub async fn delete(name: &str) -> Result<(), LinkError> {
+    let Some(l) = get(name).await? else {
+        return Ok(());
+    };
+    let h = connect()?;
+    match h.link().del(l.index).execute().await {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
+        r => r.map_err(nl(format!("delete link {name}"))),
+    }
+}
+
+/// Puts link `port` on bridge `bridge` with `mtu` (the network's), and
+/// sets it up.
+pub async fn attach(port: &str, bridge: &Link, mtu: u32) -> Result<(), LinkError> {
+    let l = get(port).await?.ok_or_else(|| LinkError::Netlink {
+        what: format!("attach {port}"),
+        msg: "no such link".into(),
+    })?;
+    let h = connect()?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(l.index)
+                .controller(bridge.index)
+                .mtu(mtu)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!("put {port} on bridge {}", bridge.name)))
+}

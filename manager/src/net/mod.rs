@@ -1,0 +1,313 @@
+//! Networks: servers' virtio-net NICs on Linux bridges.
+//!
+//! A network names a bridge. kilnd creates the bridge if it is missing
+//! (the network is then `managed`: kilnd recreates it at start if it
+//! vanished, e.g. after a host reboot, and deletes it with the network) or
+//! uses one that exists. Each NIC of a server is a tap named
+//! [`tap_name`]`(server id, index)` (`kt` + the id's first 8 hex digits +
+//! the NIC index, 11 bytes), made by kilnd with `TUNSETIFF` ([`tap`]), put
+//! on the bridge with the network's MTU and set up through rtnetlink
+//! ([`link`]), and handed to kiln-vmm as an inherited fd (`NetConfig::fd`),
+//! so kiln-vmm needs no privilege.
+//!
+//! # Why the taps are not persistent
+//!
+//! A non-persistent tap lives exactly as long as an open fd refers to it;
+//! the kernel then deletes it and takes it off its bridge. kilnd opens the
+//! tap, the one kiln-vmm it starts inherits the fd, and kilnd closes its
+//! own copy right after the spawn. So the tap's life is the VMM's life,
+//! whatever crashes:
+//! - the VMM exits or is killed (power-off, crash, stop, delete): its fds
+//!   close and the tap is gone, with nothing for kilnd to undo;
+//! - kilnd is killed while making taps, before the VMM exists: kilnd's fds
+//!   close and the taps are gone;
+//! - kilnd is killed while VMMs run: they keep their fds, so their taps stay
+//!   up on the bridge and traffic goes on; the restarted kilnd knows each
+//!   tap by its name (derived from the server id, stored with the NIC);
+//! - a guest reset re-executes kiln-vmm in place, and the fd (not
+//!   close-on-exec in the VMM) survives it; a guest reboot that kilnd turns
+//!   into a new VMM gets new taps of the same names.
+//!
+//! A persistent tap would outlive every one of these and need sweeping
+//! after each crash. What persistence would give (a VMM reopening its tap
+//! by name) kiln-vmm does not need. Still, at start [`sweep`] deletes every
+//! `kt…` link on the bridge of one of kilnd's networks that belongs to no
+//! live server (one made by hand or by an older kilnd, or a tap another
+//! process still holds), and before opening a NIC's tap kilnd deletes a
+//! leftover link of that name. Taps on other bridges or on none are left
+//! alone: they may be another kilnd's (tests run several side by side in
+//! one network namespace), caught between `TUNSETIFF` and joining its
+//! bridge.
+//!
+//! The netlink crate is `rtnetlink` (rust-netlink): it runs on the tokio
+//! runtime kilnd already has, builds bridge and port messages with typed
+//! attributes, and is what youki and others use. `neli` is lower level
+//! (hand-built attribute lists) and synchronous.
+
+pub mod api;
+pub mod link;
+pub mod tap;
+
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+
+use kiln_api::compute::Server;
+use sha2::{Digest, Sha256};
+
+use crate::store::Store;
+
+/// Most NICs one server can have (the index is one hex digit of the tap
+/// name).
+pub const MAX_NICS: usize = 8;
+
+/// Tap names start with this; kilnd owns every link named like a tap.
+pub const TAP_PREFIX: &str = "kt";
+
+/// The tap of NIC `index` of server `id`: `kt` + 8 hex digits of the id +
+/// the index in hex (`kt1a2b3c4d0`).
+pub fn tap_name(id: &str, index: usize) -> String {
+    format!("{TAP_PREFIX}{}{index:x}", id_prefix(id))
+}
+
+/// The part of a server id its tap names carry: its first 8 hex digits.
+pub fn id_prefix(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect()
+}
+
+/// The server-id prefix of a kiln tap name, if `name` is one.
+pub fn tap_owner(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(TAP_PREFIX)?;
+    (rest.len() == 9 && rest.bytes().all(|b| b.is_ascii_hexdigit())).then(|| &rest[..8])
+}
+
+/// A locally administered unicast MAC, stable for (server, NIC).
+pub fn generated_mac(id: &str, index: usize) -> String {
+    let h = Sha256::digest(format!("{id}/{index}").as_bytes());
+    let first = (h[0] & 0xfc) | 0x02;
+    format!(
+        "{first:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        h[1], h[2], h[3], h[4], h[5]
+    )
+}
+
+/// Checks and normalizes (lower case) a user-given MAC: six `:`-separated
+/// hex pairs, unicast, not all zero.
+pub fn parse_mac(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || format!("mac {s:?} is not six ':'-separated hex pairs (aa:bb:cc:dd:ee:ff)");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut b = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        b[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if b[0] & 1 != 0 {
+        return Err(format!("mac {s:?} is a multicast address"));
+    }
+    if b == [0; 6] {
+        return Err(format!("mac {s:?} is all zero"));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// Checks a bridge name: 1 to 15 bytes (IFNAMSIZ) of `A-Z a-z 0-9 _ . -`,
+/// not `.`/`..`, not starting with `-`, and not a kiln tap name.
+pub fn check_bridge_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!(
+            "bridge name {name:?} must be 1 to 15 bytes long (IFNAMSIZ)"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "bridge name {name:?} has {c:?}; use A-Z a-z 0-9 _ . -"
+        ));
+    }
+    if name == "." || name == ".." || name.starts_with('-') {
+        return Err(format!("bridge name {name:?} is not allowed"));
+    }
+    if name.starts_with(TAP_PREFIX) {
+        return Err(format!(
+            "bridge name {name:?} must not start with {TAP_PREFIX:?} (kiln's tap names)"
+        ));
+    }
+    Ok(())
+}
+
+/// Makes the taps of a server about to start, each on its network's
+/// bridge, and answers their fds in NIC order. An error is a fault message.
+pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<OwnedFd>, String> {
+    let mut fds = Vec::new();
+    for nic in &server.nics {
+        let net = store
+            .get_network(&nic.network_id)
+            .map_err(|e| format!("NIC {}: {e}", nic.tap))?;
+        let bridge = match link::get(&net.bridge).await.map_err(|e| e.to_string())? {
+            Some(b) if b.kind == "bridge" => b,
+            Some(_) => {
+                return Err(format!(
+                    "{} of network {} is no longer a bridge",
+                    net.bridge, net.name
+                ))
+            }
+            None if net.managed => {
+                tracing::warn!(bridge = net.bridge, "recreating a missing bridge");
+                link::create_bridge(&net.bridge, net.mtu)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                link::get(&net.bridge)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("bridge {} vanished", net.bridge))?
+            }
+            None => {
+                return Err(format!(
+                    "bridge {} of network {} is missing",
+                    net.bridge, net.name
+                ))
+            }
+        };
+        // A leftover of the same name (a tap made by hand, or one still
+        // held by a process that should not have it).
+        link::delete(&nic.tap).await.map_err(|e| e.to_string())?;
+        let name = nic.tap.clone();
+        let fd = tokio::task::spawn_blocking(move || tap::create(&name))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot create tap {}: {e}", nic.tap))?;
+        link::attach(&nic.tap, &bridge, net.mtu)
+            .await
+            .map_err(|e| e.to_string())?;
+        fds.push(fd);
+    }
+    Ok(fds)
+}
+
+/// Deletes every kiln tap on one of `bridges` whose server is not in
+/// `live` (server-id prefixes of servers that are not DELETED); answers the
+/// names deleted.
+pub async fn sweep(live: &HashSet<String>, bridges: &HashSet<String>) -> Vec<String> {
+    let links = match link::list().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list links to sweep taps");
+            return Vec::new();
+        }
+    };
+    let ours: HashSet<u32> = links
+        .iter()
+        .filter(|l| l.kind == "bridge" && bridges.contains(&l.name))
+        .map(|l| l.index)
+        .collect();
+    let mut gone = Vec::new();
+    for l in links {
+        let Some(owner) = tap_owner(&l.name) else {
+            continue;
+        };
+        if live.contains(owner) || !l.controller.is_some_and(|c| ours.contains(&c)) {
+            continue;
+        }
+        tracing::info!(tap = l.name, "deleting a tap of no live server");
+        match link::delete(&l.name).await {
+            Ok(()) => gone.push(l.name),
+            Err(e) => tracing::warn!(tap = l.name, error = %e, "cannot delete tap"),
+        }
+    }
+    gone
+}
+
+/// At start: finishes network deletes a crash interrupted and recreates
+/// missing bridges of managed networks.
+pub async fn reconcile(store: &Store) {
+    let Ok(nets) = store.all_networks() else {
+        return;
+    };
+    for (net, deleting) in nets {
+        if deleting {
+            tracing::info!(network = net.name, "finishing an interrupted delete");
+            if net.managed {
+                if let Err(e) = link::delete(&net.bridge).await {
+                    tracing::warn!(bridge = net.bridge, error = %e, "cannot delete bridge");
+                    continue;
+                }
+            }
+            let _ = store.finish_delete_network(&net.id);
+            continue;
+        }
+        match link::get(&net.bridge).await {
+            Ok(Some(_)) => {}
+            Ok(None) if net.managed => {
+                tracing::info!(bridge = net.bridge, "recreating the bridge of a network");
+                if let Err(e) = link::create_bridge(&net.bridge, net.mtu).await {
+                    tracing::warn!(bridge = net.bridge, error = %e, "cannot create bridge");
+                }
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    bridge = net.bridge,
+                    network = net.name,
+                    "the bridge of an unmanaged network is missing"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look up bridge"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_macs() {
+        let id = "1a2b3c4d-0000-4000-8000-000000000000";
+        assert_eq!(tap_name(id, 0), "kt1a2b3c4d0");
+        assert_eq!(tap_name(id, 7).len(), 11);
+        assert_eq!(tap_owner("kt1a2b3c4d3"), Some("1a2b3c4d"));
+        assert_eq!(tap_owner("kt1a2b3c4d"), None);
+        assert_eq!(tap_owner("br0"), None);
+        let m = generated_mac(id, 0);
+        assert_eq!(m, generated_mac(id, 0), "stable");
+        assert_ne!(m, generated_mac(id, 1));
+        let first = u8::from_str_radix(&m[..2], 16).unwrap();
+        assert_eq!(first & 3, 2, "local, unicast: {m}");
+        assert_eq!(parse_mac(&m).unwrap(), m);
+        assert_eq!(parse_mac("52:54:00:AB:cd:01").unwrap(), "52:54:00:ab:cd:01");
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:0g",
+            "525:4:00:ab:cd:01",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "52-54-00-ab-cd-01",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+        for ok in ["br0", "kiln-br_1.x", "a23456789012345"] {
+            check_bridge_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "a234567890123456",
+            "br 0",
+            "br/0",
+            "..",
+            "-x",
+            "kt1",
+            "br\u{e9}",
+        ] {
+            assert!(check_bridge_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Creating a tap device for a NIC: `TUNSETIFF` on `/dev/net/tun` with
+//! `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR` (kiln-vmm's virtio-net wants the
+//! virtio-net header on every frame). The tap is not made persistent: it
+//! lives exactly as long as an open fd refers to it (see [`super`] for why).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+const IFNAMSIZ: usize = 16;
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+const IFF_VNET_HDR: i16 = 0x4000;
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; IFNAMSIZ],
+    flags: i16,
+    _pad: [u8; 22],
+}
+
+const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
+
+/// Creates tap `name` and answers its queue fd (close-on-exec; the
+/// supervisor clears that in the one child that must inherit it).
+pub fn create(name: &str) -> io::Result<OwnedFd> {
+    if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad tap name {name:?}"),
+        ));
+    }
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut req = IfReq {
+        name: [0; IFNAMSIZ],
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads and writes a struct ifreq (40 bytes), which
+    // `req` is; the fd is our open /dev/net/tun.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file.into())
+}
+
+/// Clears close-on-exec on `fd`. Call it only between fork and exec (in a
+/// `pre_exec` hook) so that no other child started meanwhile inherits it.
+///
+/// # Safety
+/// `fd` must be open; the call is async-signal-safe.
+pub unsafe fn inherit(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on an open fd, async-signal-safe.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

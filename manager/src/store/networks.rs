@@ -1,0 +1,348 @@
+//! Network rows and servers' NICs.
+//!
+//! A network row names a bridge and says whether kilnd created it
+//! (`managed`). Deleting one is two steps so that a crash in between is
+//! finished at the next start: [`Store::begin_delete_network`] checks, in
+//! one transaction, that no server (not DELETED) has a NIC on it and marks
+//! it `deleting` (server creates then refuse it); the caller removes the
+//! bridge and [`Store::finish_delete_network`] drops the row.
+//!
+//! A NIC row (`nics`) is written with its server in the create
+//! transaction: network, MAC and tap name are fixed for the server's life.
+
+use kiln_api::compute::{Network, Nic, Server};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+use super::{not_found, Store, StoreError};
+use crate::util::now_rfc3339;
+
+/// A NIC as the API resolved it for a new server.
+pub struct NewNic {
+    pub network_id: String,
+    /// Given by the user, else generated from the server id.
+    pub mac: Option<String>,
+}
+
+const NET_COLS: &str = "id, name, bridge, mtu, managed, created_at";
+
+impl Store {
+    /// Records a network; 409 if the name or the bridge is taken.
+    pub fn create_network(
+        &self,
+        name: &str,
+        bridge: &str,
+        mtu: u32,
+        managed: bool,
+    ) -> Result<Network, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let clash: Option<(String, String)> = tx
+            .query_row(
+                "SELECT name, bridge FROM networks WHERE name = ?1 OR bridge = ?2",
+                params![name, bridge],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((n, b)) = clash {
+            return Err(StoreError::Conflict(if n == name {
+                format!("a network named {name:?} already exists")
+            } else {
+                format!("network {n:?} already uses bridge {b:?}")
+            }));
+        }
+        tx.execute(
+            "INSERT INTO networks (id, name, bridge, mtu, managed, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6)",
+            params![id, name, bridge, mtu, managed, now_rfc3339()],
+        )?;
+        tx.commit()?;
+        drop(conn);
+        self.get_network(&id)
+    }
+
+    /// A network (not being deleted) by id or name, with its servers.
+    pub fn get_network(&self, key: &str) -> Result<Network, StoreError> {
+        let conn = self.conn();
+        let mut n = conn
+            .query_row(
+                &format!(
+                    "SELECT {NET_COLS} FROM networks
+                     WHERE (id = ?1 OR name = ?1) AND status = 'active'"
+                ),
+                [key],
+                network_row,
+            )
+            .optional()?
+            .ok_or_else(|| not_found("network", key))?;
+        n.servers = users(&conn, &n.id)?;
+        Ok(n)
+    }
+
+    pub fn list_networks(&self) -> Result<Vec<Network>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {NET_COLS} FROM networks WHERE status = 'active' ORDER BY created_at, name"
+        ))?;
+        let mut nets: Vec<Network> = st.query_map([], network_row)?.collect::<Result<_, _>>()?;
+        for n in &mut nets {
+            n.servers = users(&conn, &n.id)?;
+        }
+        Ok(nets)
+    }
+
+    /// Every network row, including those being deleted: (network,
+    /// deleting).
+    pub fn all_networks(&self) -> Result<Vec<(Network, bool)>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {NET_COLS}, status FROM networks ORDER BY created_at"
+        ))?;
+        let rows = st.query_map([], |r| {
+            Ok((network_row(r)?, r.get::<_, String>(6)? == "deleting"))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks a network no server uses as `deleting`; 409 naming the
+    /// servers if some do.
+    pub fn begin_delete_network(&self, key: &str) -> Result<Network, StoreError> {
+        let net = self.get_network(key)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let names = user_names(&tx, &net.id)?;
+        if !names.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "network {:?} is in use by {} server(s): {}; delete them first",
+                net.name,
+                names.len(),
+                names.join(", ")
+            )));
+        }
+        let n = tx.execute(
+            "UPDATE networks SET status = 'deleting' WHERE id = ?1 AND status = 'active'",
+            [&net.id],
+        )?;
+        if n == 0 {
+            return Err(not_found("network", key));
+        }
+        tx.commit()?;
+        Ok(net)
+    }
+
+    pub fn finish_delete_network(&self, id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM networks WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Fills in the NICs of `servers` (one query).
+    pub(crate) fn attach_nics(conn: &Connection, servers: &mut [Server]) -> rusqlite::Result<()> {
+        if servers.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = servers.iter().map(|s| s.id.as_str()).collect();
+        let mut st = conn.prepare_cached(
+            "SELECT n.server_id, n.network_id, COALESCE(w.name, ''), n.mac, n.tap
+             FROM nics n LEFT JOIN networks w ON w.id = n.network_id
+             WHERE n.server_id IN (SELECT value FROM json_each(?1))
+             ORDER BY n.server_id, n.idx",
+        )?;
+        let ids = serde_json::to_string(&ids).unwrap_or_default();
+        let rows = st.query_map([ids], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Nic {
+                    network_id: r.get(1)?,
+                    network: r.get(2)?,
+                    mac: r.get(3)?,
+                    tap: r.get(4)?,
+                },
+            ))
+        })?;
+        let mut by_id: std::collections::HashMap<String, Vec<Nic>> = Default::default();
+        for row in rows {
+            let (sid, nic) = row?;
+            by_id.entry(sid).or_default().push(nic);
+        }
+        for s in servers {
+            if let Some(n) = by_id.remove(&s.id) {
+                s.nics = n;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Inside the server-create transaction: checks that each network is still
+/// there and no MAC is taken, and writes the NIC rows.
+pub(crate) fn insert_nics(
+    tx: &Transaction<'_>,
+    server_id: &str,
+    nics: &[NewNic],
+) -> Result<(), StoreError> {
+    for (i, nic) in nics.iter().enumerate() {
+        let ok: Option<String> = tx
+            .query_row(
+                "SELECT status FROM networks WHERE id = ?1",
+                [&nic.network_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if ok.as_deref() != Some("active") {
+            return Err(StoreError::Conflict(format!(
+                "network {} was deleted",
+                nic.network_id
+            )));
+        }
+        let mac = nic
+            .mac
+            .clone()
+            .unwrap_or_else(|| crate::net::generated_mac(server_id, i));
+        let taken: Option<String> = tx
+            .query_row(
+                "SELECT s.name FROM nics n JOIN servers s ON s.id = n.server_id
+                 WHERE n.mac = ?1 AND s.status != 'DELETED'",
+                [&mac],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(other) = taken {
+            return Err(StoreError::Conflict(format!(
+                "MAC {mac} is already used by server {other:?}"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO nics (server_id, idx, network_id, mac, tap) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                server_id,
+                i as i64,
+                nic.network_id,
+                mac,
+                crate::net::tap_name(server_id, i)
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether a server not DELETED has an id starting with `prefix` (tap
+/// names carry 8 hex digits of the server id, so these must be unique).
+pub(crate) fn id_prefix_taken(tx: &Transaction<'_>, prefix: &str) -> rusqlite::Result<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM servers WHERE substr(id, 1, 8) = ?1 AND status != 'DELETED'",
+            [prefix],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn users(conn: &Connection, network_id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st = conn.prepare_cached(
+        "SELECT DISTINCT s.id FROM nics n JOIN servers s ON s.id = n.server_id
+         WHERE n.network_id = ?1 AND s.status != 'DELETED' ORDER BY s.created_at, s.id",
+    )?;
+    let rows = st.query_map([network_id], |r| r.get(0))?;
+    rows.collect()
+}
+
+fn user_names(conn: &Connection, network_id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st = conn.prepare_cached(
+        "SELECT DISTINCT s.name FROM nics n JOIN servers s ON s.id = n.server_id
+         WHERE n.network_id = ?1 AND s.status != 'DELETED' ORDER BY s.name",
+    )?;
+    let rows = st.query_map([network_id], |r| r.get(0))?;
+    rows.collect()
+}
+
+fn network_row(r: &Row<'_>) -> rusqlite::Result<Network> {
+    Ok(Network {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        bridge: r.get(2)?,
+        mtu: r.get(3)?,
+        managed: r.get(4)?,
+        created_at: r.get(5)?,
+        servers: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::servers::tests::{new_server, placement};
+
+    #[test]
+    fn networks_nics_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        let lan = s.create_network("lan", "br0", 1500, true).unwrap();
+        assert!(lan.managed && lan.servers.is_empty());
+        for (name, bridge) in [("lan", "br9"), ("other", "br0")] {
+            assert!(matches!(
+                s.create_network(name, bridge, 1500, false),
+                Err(StoreError::Conflict(_))
+            ));
+        }
+        // A server with two NICs: tap names from its id, a given MAC kept,
+        // a generated one stable.
+        let p = placement(100);
+        let mut new = new_server(&s, "a");
+        new.nics = vec![
+            NewNic {
+                network_id: lan.id.clone(),
+                mac: Some("52:54:00:00:00:01".into()),
+            },
+            NewNic {
+                network_id: lan.id.clone(),
+                mac: None,
+            },
+        ];
+        let a = s.create_server(&p, new).unwrap();
+        assert_eq!(a.nics.len(), 2);
+        assert_eq!(a.nics[0].tap, crate::net::tap_name(&a.id, 0));
+        assert_eq!(a.nics[1].tap, crate::net::tap_name(&a.id, 1));
+        assert_eq!(a.nics[0].mac, "52:54:00:00:00:01");
+        assert_eq!(a.nics[1].mac, crate::net::generated_mac(&a.id, 1));
+        assert_eq!(a.nics[0].network, "lan");
+        assert_eq!(s.list_servers(None, None).unwrap()[0].nics, a.nics);
+        // A MAC another live server has: refused, nothing written.
+        let mut dup = new_server(&s, "b");
+        dup.nics = vec![NewNic {
+            network_id: lan.id.clone(),
+            mac: Some("52:54:00:00:00:01".into()),
+        }];
+        assert!(
+            matches!(s.create_server(&p, dup), Err(StoreError::Conflict(m)) if m.contains("already used by server \"a\""))
+        );
+        assert_eq!(s.list_servers(None, None).unwrap().len(), 1);
+        // In use: no delete.
+        assert_eq!(s.get_network("lan").unwrap().servers, vec![a.id.clone()]);
+        assert!(
+            matches!(s.begin_delete_network("lan"), Err(StoreError::Conflict(m)) if m.contains("in use by 1 server(s): a"))
+        );
+        s.mark_deleted(&a.id).unwrap();
+        // Being deleted: hidden, and no server can join it.
+        let gone = s.begin_delete_network("br0").err();
+        assert!(
+            matches!(gone, Some(StoreError::NotFound { .. })),
+            "by bridge name: not a key"
+        );
+        let net = s.begin_delete_network(&lan.id).unwrap();
+        assert!(s.get_network("lan").is_err());
+        assert_eq!(s.all_networks().unwrap(), vec![(net.clone(), true)]);
+        let mut late = new_server(&s, "c");
+        late.nics = vec![NewNic {
+            network_id: lan.id.clone(),
+            mac: None,
+        }];
+        assert!(matches!(
+            s.create_server(&p, late),
+            Err(StoreError::Conflict(_))
+        ));
+        s.finish_delete_network(&lan.id).unwrap();
+        assert!(s.all_networks().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,439 @@
+//! Networks end to end: kilnd runs inside a network namespace the test
+//! creates (`ip netns exec`), makes a bridge for a network, and gives
+//! servers virtio-net NICs on taps on it. The `virtio_pci` probe guest
+//! ARPs for a peer (10.9.0.1 on a veth on the same bridge) and prints the
+//! reply, so frames crossing both ways show in its console and in the
+//! peer's neighbour table.
+
+mod common;
+
+use std::process::Command;
+
+use common::alive;
+use common::vm::*;
+use kiln_api::compute::{Network, Server, ServerStatus};
+
+/// A network namespace with `lo` up and a peer: veth `veth1` holding
+/// 10.9.0.1/24, whose other end `veth0` the test puts on a bridge. Deleted
+/// on drop, also when the test fails.
+struct NetNs {
+    name: String,
+}
+
+fn ip_out(ns: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(ns)
+        .args(args)
+        .output()
+        .expect("run ip");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn ip(ns: &str, args: &[&str]) -> String {
+    ip_out(ns, args).unwrap_or_else(|e| panic!("ip -n {ns} {args:?}: {e}"))
+}
+
+impl NetNs {
+    fn new(tag: &str) -> NetNs {
+        let name = format!("kiln-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        let ns = NetNs { name };
+        let n = ns.name.as_str();
+        ip(n, &["link", "set", "lo", "up"]);
+        ip(
+            n,
+            &[
+                "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            ],
+        );
+        ip(n, &["addr", "add", "10.9.0.1/24", "dev", "veth1"]);
+        ip(n, &["link", "set", "veth1", "up"]);
+        // Only the interface holding 10.9.0.1 answers ARP for it.
+        let st = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                n,
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.arp_ignore=1",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "sysctl arp_ignore");
+        ns
+    }
+
+    /// `ip -d link show DEV`, or None if there is no such link.
+    fn link(&self, dev: &str) -> Option<String> {
+        ip_out(&self.name, &["-d", "link", "show", "dev", dev]).ok()
+    }
+
+    fn mac_of(&self, dev: &str) -> String {
+        let l = self.link(dev).unwrap();
+        l.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn create_with_nics(k: &common::Kilnd, name: &str, image: &str, nets: &str) -> Server {
+    let r = k.req(
+        "POST",
+        "/v1/servers",
+        Some(&format!(
+            r#"{{"name":"{name}","flavor":"k1.probe","image":"{image}","networks":{nets}}}"#
+        )),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json().unwrap()
+}
+
+/// Waits for the probe to power off after its run, and checks it got the
+/// peer's ARP reply through the tap and the bridge.
+fn assert_probe_talked(k: &common::Kilnd, ns: &NetNs, id: &str, mac: &str, runs: usize) {
+    wait_until("the probe's run", T, || {
+        console(k, id).matches("virtio: done").count() >= runs
+    });
+    let s = k.wait_status(id, ServerStatus::Shutoff, T);
+    assert!(s.fault.is_none(), "{:?}", s.fault);
+    let out = console(k, id);
+    assert!(!out.contains("FAIL"), "{out}");
+    let peer = ns.mac_of("veth1");
+    assert_eq!(
+        out.matches(&format!("virtio-net: MAC {mac}, link up"))
+            .count(),
+        runs,
+        "{out}"
+    );
+    assert_eq!(
+        out.matches(&format!("virtio-net: ARP reply from 10.9.0.1 at {peer}"))
+            .count(),
+        runs,
+        "{out}"
+    );
+    // The peer learned the guest's MAC from its request.
+    let neigh = ip(&ns.name, &["neigh", "show", "10.9.0.2"]);
+    assert!(neigh.contains(mac), "peer's neighbour table: {neigh:?}");
+}
+
+#[test]
+fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
+    let ns = NetNs::new("knet");
+    let mut k = start_kilnd_in(Some(&ns.name), "");
+    register(&k, "vnet", "virtio_pci", "");
+    register(&k, "hold", "hello", "hold");
+
+    // A network whose bridge kilnd makes (and so owns).
+    let r = k.req(
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"lan","bridge":"kbr0","mtu":1400}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let net: Network = r.json().unwrap();
+    assert!(net.managed);
+    assert_eq!((net.bridge.as_str(), net.mtu), ("kbr0", 1400));
+    let br = ns.link("kbr0").expect("bridge made");
+    assert!(br.contains("bridge") && br.contains("mtu 1400"), "{br}");
+    let r = k.req("POST", "/v1/networks", Some(r#"{"name":"lan"}"#));
+    assert_eq!(r.status, 409, "{}", r.text());
+    ip(&ns.name, &["link", "set", "veth0", "master", "kbr0", "up"]);
+
+    // The probe ARPs for the peer through its NIC and powers off.
+    let mac = "52:54:00:4b:69:6c";
+    let s = create_with_nics(
+        &k,
+        "talker",
+        "vnet",
+        &format!(r#"[{{"network":"lan","mac":"{mac}"}}]"#),
+    );
+    assert_eq!(s.nics.len(), 1);
+    let tap = s.nics[0].tap.clone();
+    assert_eq!(tap, format!("kt{}0", &s.id[..8]));
+    assert_eq!(
+        (s.nics[0].mac.as_str(), s.nics[0].network.as_str()),
+        (mac, "lan")
+    );
+    assert_probe_talked(&k, &ns, &s.id, mac, 1);
+    // Its VMM is gone, and so is its (non-persistent) tap.
+    wait_until("tap of a SHUTOFF server gone", T, || {
+        ns.link(&tap).is_none()
+    });
+    // Started again, it talks again on a new tap of the same name.
+    ip(&ns.name, &["neigh", "flush", "dev", "veth1"]);
+    action(&k, &s.id, r#"{"action":"start"}"#);
+    assert_probe_talked(&k, &ns, &s.id, mac, 2);
+
+    // A server that keeps running: its tap is on the bridge, up, with the
+    // bridge's MTU; its MAC was generated (locally administered, stored).
+    let h = create_with_nics(&k, "holder", "hold", r#"[{"network":"lan"}]"#);
+    let h = k.wait_status(&h.id, ServerStatus::Active, T);
+    let htap = h.nics[0].tap.clone();
+    let gen_mac = h.nics[0].mac.clone();
+    assert_eq!(
+        u8::from_str_radix(&gen_mac[..2], 16).unwrap() & 3,
+        2,
+        "{gen_mac}"
+    );
+    assert_eq!(k.server(&h.id).nics, h.nics, "stable");
+    let l = ns.link(&htap).expect("tap exists while the server runs");
+    assert!(
+        l.contains("master kbr0") && l.contains("mtu 1400") && l.contains("tun"),
+        "{l}"
+    );
+    let net: Network = k.req("GET", "/v1/networks/lan", None).json().unwrap();
+    assert_eq!(net.servers.len(), 2, "{net:?}");
+    assert!(net.servers.contains(&h.id) && net.servers.contains(&s.id));
+
+    // In use: refused, and nothing changes.
+    let r = k.req("DELETE", "/v1/networks/lan", None);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("in use by 2 server(s)"), "{}", r.text());
+    assert!(ns.link("kbr0").is_some());
+
+    // kill -9 kilnd. A tap with a kiln name and no server is left on the
+    // bridge meanwhile (persistent, as a crash of an older kilnd could
+    // leave it).
+    k.kill9();
+    let stray = "kt0badc0de0";
+    ip(&ns.name, &["tuntap", "add", "dev", stray, "mode", "tap"]);
+    ip(&ns.name, &["link", "set", stray, "master", "kbr0"]);
+    assert!(alive(h.pid.unwrap()));
+    assert!(ns.link(&htap).is_some(), "the VMM holds its tap");
+    k.spawn();
+    let h2 = k.server(&h.id);
+    assert_eq!(
+        (h2.status, h2.pid),
+        (ServerStatus::Active, h.pid),
+        "re-adopted"
+    );
+    assert!(ns.link(&htap).unwrap().contains("master kbr0"));
+    assert!(ns.link(stray).is_none(), "reconcile removed the stray tap");
+
+    // Stop and start: the tap goes with the VMM and comes back on the
+    // bridge with the next one.
+    action(&k, &h.id, r#"{"action":"stop"}"#);
+    k.wait_status(&h.id, ServerStatus::Shutoff, T);
+    wait_until("tap gone after stop", T, || ns.link(&htap).is_none());
+    action(&k, &h.id, r#"{"action":"start"}"#);
+    let h3 = k.wait_status(&h.id, ServerStatus::Active, T);
+    assert_ne!(h3.pid, h.pid);
+    assert!(ns.link(&htap).unwrap().contains("master kbr0"));
+    assert_eq!(h3.nics, h.nics);
+    // A hard reboot is a new VMM: a new tap of the same name.
+    action(&k, &h.id, r#"{"action":"reboot","type":"hard"}"#);
+    wait_until("rebooted", T, || {
+        let s = k.server(&h.id);
+        s.status == ServerStatus::Active && s.task_state.is_none() && s.pid != h3.pid
+    });
+    assert!(ns.link(&htap).unwrap().contains("master kbr0"));
+
+    // Delete: no tap left; then the network can go, with its bridge.
+    for id in [&s.id, &h.id] {
+        assert_eq!(
+            k.req("DELETE", &format!("/v1/servers/{id}"), None).status,
+            204
+        );
+    }
+    assert!(ns.link(&htap).is_none() && ns.link(&tap).is_none());
+    let left = ip(&ns.name, &["-o", "link", "show"]);
+    assert!(!left.contains(": kt"), "taps left: {left}");
+    let r = k.req("DELETE", "/v1/networks/lan", None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(ns.link("kbr0").is_none(), "managed bridge deleted");
+    assert_eq!(k.req("GET", "/v1/networks/lan", None).status, 404);
+    assert_nothing_left(&k);
+}
+
+#[test]
+fn existing_bridges_are_used_not_owned() {
+    let ns = NetNs::new("knet2");
+    let k = start_kilnd_in(Some(&ns.name), "");
+    ip(&ns.name, &["link", "add", "ext0", "type", "bridge"]);
+    ip(&ns.name, &["link", "set", "ext0", "mtu", "1450"]);
+    // Not a bridge: refused.
+    let r = k.req(
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"v","bridge":"veth0"}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("is not a bridge"), "{}", r.text());
+    // An MTU that differs from the bridge's: refused.
+    let r = k.req(
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"ext","bridge":"ext0","mtu":1500}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("MTU 1450"), "{}", r.text());
+    let r = k.req(
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"ext","bridge":"ext0"}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let net: Network = r.json().unwrap();
+    assert_eq!((net.managed, net.mtu), (false, 1450));
+    // One bridge, one network.
+    let r = k.req(
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"ext2","bridge":"ext0"}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    let list: serde_json::Value = k.json("GET", "/v1/networks", None);
+    assert_eq!(list["networks"].as_array().unwrap().len(), 1);
+    // Deleting the network leaves a bridge kilnd did not make.
+    assert_eq!(k.req("DELETE", "/v1/networks/ext", None).status, 204);
+    assert!(ns.link("ext0").is_some(), "an existing bridge is kept");
+    // A network named like its bridge (the default).
+    let r = k.req("POST", "/v1/networks", Some(r#"{"name":"mine"}"#));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(ns.link("mine").unwrap().contains("mtu 1500"));
+    assert_eq!(k.req("DELETE", "/v1/networks/mine", None).status, 204);
+    assert!(ns.link("mine").is_none());
+}
+
+#[test]
+fn cli_manages_networks_and_nics() {
+    let ns = NetNs::new("knet3");
+    let k = start_kilnd_in(Some(&ns.name), "");
+    register(&k, "hold", "hello", "hold");
+    let kiln = |args: &[&str]| -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--socket")
+            .arg(&k.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = kiln(&[
+        "network", "create", "lan", "--bridge", "kbr1", "--mtu", "1400",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("ID ") && out.contains("kbr1") && out.contains("1400"),
+        "{out}"
+    );
+    assert!(ns.link("kbr1").is_some());
+    let (ok, out, _) = kiln(&["--json", "network", "list"]);
+    assert!(ok);
+    let l: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(l["networks"][0]["bridge"], "kbr1");
+    let (ok, _, err) = kiln(&[
+        "server",
+        "create",
+        "h",
+        "--flavor",
+        "k1.probe",
+        "--image",
+        "hold",
+        "--network",
+        "lan,color=red",
+    ]);
+    assert!(!ok && err.contains("unknown option"), "{err}");
+    let (ok, out, err) = kiln(&[
+        "--json",
+        "server",
+        "create",
+        "h",
+        "--flavor",
+        "k1.probe",
+        "--image",
+        "hold",
+        "--network",
+        "lan",
+        "--network",
+        "lan,mac=52:54:00:00:00:09",
+        "--wait",
+        "active",
+    ]);
+    assert!(ok, "{err}");
+    let s: Server = serde_json::from_str(&out).unwrap();
+    assert_eq!(s.nics.len(), 2);
+    assert_eq!(s.nics[1].mac, "52:54:00:00:00:09");
+    for nic in &s.nics {
+        assert!(ns.link(&nic.tap).unwrap().contains("master kbr1"));
+    }
+    let (ok, out, _) = kiln(&["server", "show", "h"]);
+    assert!(ok);
+    assert!(out.contains("TAP") && out.contains(&s.nics[1].tap), "{out}");
+    let (ok, out, _) = kiln(&["network", "show", "lan"]);
+    assert!(ok && out.contains(&s.id), "{out}");
+    let (ok, _, err) = kiln(&["network", "delete", "lan"]);
+    assert!(!ok && err.contains("in use"), "{err}");
+    let (ok, _, err) = kiln(&["server", "delete", "h"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = kiln(&["network", "delete", "lan"]);
+    assert!(ok, "{err}");
+    assert!(ns.link("kbr1").is_none());
+    assert_nothing_left(&k);
+}
+
+/// What kilnd finds at start after a crash: a managed bridge that vanished
+/// (as after a host reboot) is made again; a network delete that stopped
+/// between its two steps is finished, bridge and row.
+#[test]
+fn restart_repairs_bridges_and_finishes_deletes() {
+    let ns = NetNs::new("knet4");
+    let mut k = start_kilnd_in(Some(&ns.name), "");
+    for body in [
+        r#"{"name":"a","bridge":"kba","mtu":1380}"#,
+        r#"{"name":"b","bridge":"kbb"}"#,
+    ] {
+        let r = k.req("POST", "/v1/networks", Some(body));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    k.kill9();
+    ip(&ns.name, &["link", "del", "kba"]);
+    {
+        // The first step of `DELETE /v1/networks/b`, then the crash.
+        let store = kiln_manager::store::Store::open(&k.state_path("kiln.db")).unwrap();
+        store.begin_delete_network("b").unwrap();
+    }
+    assert!(ns.link("kbb").is_some());
+    k.spawn();
+    let a = ns.link("kba").expect("managed bridge recreated");
+    assert!(a.contains("mtu 1380") && a.contains("bridge"), "{a}");
+    assert!(ns.link("kbb").is_none(), "interrupted delete finished");
+    let l: serde_json::Value = k.json("GET", "/v1/networks", None);
+    let names: Vec<&str> = l["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a"]);
+    assert_eq!(k.req("DELETE", "/v1/networks/a", None).status, 204);
+    assert!(ns.link("kba").is_none());
+}
