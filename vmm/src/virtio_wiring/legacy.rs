@@ -17,7 +17,9 @@
 //! transitional devices) raises it again if the device still has ISR bits
 //! the driver has not read (an event that came while the interrupt was in
 //! service would otherwise be lost on a level-triggered pin). Devices
-//! sharing a GSI share the line, as on a PC.
+//! sharing a GSI share the line, as on a PC. The ACPI tables describe the
+//! same routing for every slot and pin ([`pci_pin_gsi`]: the DSDT's _PRT,
+//! the MADT's level overrides of IRQ 10 and 11).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

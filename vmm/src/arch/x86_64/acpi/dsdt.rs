@@ -79,9 +79,14 @@ pub struct PrtEntry {
 /// 10 and 11 are the same line on the 8259s (ISA IRQ 10/11, slave pins 2
 /// and 3) and on the IOAPIC (pins 10 and 11; see `irq::legacy_routes`),
 /// so the same entries hold in PIC and APIC mode and no _PIC method is
-/// needed. A static entry means level-triggered, active-low (ACPI 6.5
-/// §6.2.13); the MADT's overrides for ISA IRQ 10 and 11 say the same (see
-/// `madt.rs` on why the polarity does not matter to KVM).
+/// needed. A static entry carries no trigger mode or polarity, so an OS
+/// applies PCI's (INTx# is level-sensitive, asserted low; Linux's
+/// `acpi_pci_irq_enable` registers the GSI so); the MADT's overrides for
+/// ISA IRQ 10 and 11 say the same (see `madt.rs` on why the polarity does
+/// not matter to KVM). The routing is PIIX's whichever identity the host
+/// bridge shows (Q35's for direct boot): for a firmware boot (i440FX)
+/// SeaBIOS writes the same lines with the same swizzle, and an ACPI OS
+/// follows the _PRT, not the chipset.
 pub fn pci_routing() -> Vec<PrtEntry> {
     let mut entries = Vec::new();
     for slot in 1..NUM_SLOTS as u8 {

@@ -9,29 +9,31 @@
 //!
 //! IRQ0 -> GSI2 is what QEMU tells guests; it holds only if the VMM routes
 //! GSI 0 (the in-kernel PIT) to IOAPIC pin 2, as QEMU's KVM routing does.
-
 //!
 //! IRQ 10 and 11 carry PCI INTx (`virtio_wiring::PIRQ_GSIS`, the GSIs of
 //! the DSDT's _PRT). Without an override an OS takes an ISA IRQ as edge
 //! triggered, active high, while the _PRT's static entries make the same
-//! GSIs level triggered, active low (ACPI §6.2.13; Linux registers them
-//! so, and reprograms the pin on its first PCI user), so the overrides say
-//! level, active low too and every description of the pin agrees (Linux
-//! lets the first user of a legacy IRQ reprogram its pin, then refuses a
-//! user asking for other attributes). Level is what the line is: a
-//! resampling irqfd holds it asserted until the guest's EOI (KVM then
-//! lowers it and signals the resampler, which raises it again while a
-//! device still has an unread ISR), and a level entry delivers again
-//! whenever the line is still or again asserted after the EOI, which
-//! devices sharing a pin rely on; an edge entry would see no new edge
-//! while another device holds the line.
+//! GSIs level triggered, active low (PCI's INTx#; Linux registers them
+//! so), so the overrides say level, active low too and every description
+//! of the pin agrees (Linux lets the first user of a legacy IRQ reprogram
+//! its pin, then refuses a user asking for other attributes).
+//!
+//! Level is what the line is: a resampling irqfd holds it asserted until
+//! the guest's EOI (KVM then lowers it and signals the resampler, which
+//! raises it again while a device still has an unread ISR), and a level
+//! entry delivers again whenever the line is still or again asserted
+//! after the EOI, which devices sharing a pin rely on; an edge entry would
+//! see no new edge while another device holds the line.
+//!
 //! The polarity only has to be consistent: KVM's IOAPIC keeps a logical
 //! line state per pin (`kvm_ioapic_set_irq`: asserted = 1 from any
 //! source) and never looks at the redirection entry's polarity bit, so an
 //! irqfd's "assert" fires an active-low entry exactly as an active-high
-//! one. QEMU's PIIX tables say level active high instead, matching its
-//! link devices' Interrupt descriptors; Kiln has no links (see
-//! `dsdt::pci_routing`).
+//! one (`tests/tests/virtio_legacy.rs` shows it on real KVM: a probe
+//! programs the pin level, active low and gets the INTx with the entry's
+//! remote IRR set). QEMU's PIIX tables say level, active high instead,
+//! matching the Interrupt descriptors of its link devices; Kiln has no
+//! links (see `dsdt::pci_routing`).
 
 use acpi_tables::sdt::Sdt;
 
