@@ -353,7 +353,13 @@ probe_main:
         movl $0, 0x10(%rdi)
         lea 0x10(%r15, %r15), %eax      /* low half */
         mov %eax, (%rdi)
+        .ifdef INTX_LEVEL_LOW
+        /* As an OS programs the pin from Kiln's _PRT and MADT: level
+         * triggered (bit 15), active low (bit 13). */
+        movl $(INTX_VECTOR | 0xa000), 0x10(%rdi)
+        .else
         movl $INTX_VECTOR, 0x10(%rdi)
+        .endif
         mov $LAPIC_SVR, %eax
         movl $0x1ff, (%rax)
 
@@ -390,7 +396,20 @@ probe_main:
         test $(1 << (INTX_VECTOR - 64)), %eax
         jnz 1f
         FAIL "no INTx: vector 0x50 not pending in the LAPIC"
-1:      PRINT "virtio-legacy: INTx on GSI "
+1:
+        .ifdef INTX_LEVEL_LOW
+        /* Delivered as a level interrupt: the IOAPIC set the entry's
+         * remote IRR (bit 14) and holds it until an EOI. */
+        mov $IOAPIC, %edi
+        lea 0x10(%r15, %r15), %eax
+        mov %eax, (%rdi)
+        mov 0x10(%rdi), %eax
+        test $(1 << 14), %eax
+        jnz 2f
+        FAIL "remote IRR clear: the level entry did not deliver"
+2:      PRINT "virtio-legacy: level active-low entry delivered, remote IRR set\n"
+        .endif
+        PRINT "virtio-legacy: INTx on GSI "
         mov %r15, %rax
         call put_dec
         PRINT " left vector 0x50 pending in the LAPIC\n"

@@ -94,6 +94,27 @@ fn debian_kernel_reaches_smp_setup() {
         out.contains(&format!("smpboot: Allowing {CPUS} CPUs, 0 hotplug CPUs")),
         "{d}"
     );
+    // The MADT's interrupt source overrides as the kernel read them: the
+    // PIT on GSI 2, the SCI level active-high, and the PCI INTx IRQs of
+    // the DSDT's _PRT (10 and 11) level active-low, as a static _PRT entry
+    // means. (The _PRT itself is read at PCI enumeration, which this
+    // kernel does not reach here; the acpi unit tests decode it.)
+    for ovr in [
+        "bus_irq 0 global_irq 2 dfl dfl",
+        "bus_irq 9 global_irq 9 high level",
+        "bus_irq 10 global_irq 10 low level",
+        "bus_irq 11 global_irq 11 low level",
+    ] {
+        assert!(
+            out.contains(&format!("ACPI: INT_SRC_OVR (bus 0 {ovr})")),
+            "no override {ovr}\n{d}"
+        );
+    }
+    assert_eq!(
+        out.matches("ACPI: INT_SRC_OVR").count(),
+        4,
+        "exactly these overrides\n{d}"
+    );
 
     vm.wait_api(Duration::from_secs(5));
     assert_eq!(vm.put("kill").expect("PUT /v1/vm/kill"), 204);

@@ -157,3 +157,33 @@ fn qemu_virtio_legacy_on_a_transitional_disk() {
     let pattern: Vec<u8> = (0..512u32).map(|i| (i * 5 + 11) as u8).collect();
     assert_eq!(&data[512..1024], &pattern[..]);
 }
+
+/// The level/active-low variant of the legacy probe on QEMU (whose
+/// in-kernel IOAPIC is KVM's too): the INTx arrives and the entry's remote
+/// IRR is set, as on kiln-vmm.
+#[test]
+fn qemu_virtio_legacy_level_on_a_transitional_disk() {
+    if !kvm_available("qemu_virtio_legacy_level_on_a_transitional_disk") {
+        return;
+    }
+    let dir = ScratchDir::new("qlevel").unwrap();
+    let img = dir.path().join("disk.raw");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let drive = format!("file={},format=raw,if=none,id=d0", img.display());
+    let out = run_qemu(
+        "virtio_legacy_level",
+        &["-drive", &drive, "-device", "virtio-blk-pci,drive=d0"],
+        TIMEOUT,
+    );
+    assert!(!out.contains("FAIL"), "{out}");
+    for line in [
+        "virtio-legacy: level active-low entry delivered, remote IRR set",
+        "left vector 0x50 pending in the LAPIC",
+        "virtio-legacy: done",
+    ] {
+        assert!(out.contains(line), "missing {line:?}\n{out}");
+    }
+}

@@ -88,3 +88,39 @@ fn a_disk_is_modern_only_by_default() {
     );
     assert!(fs::read(&img).unwrap().iter().all(|&b| b == 0));
 }
+
+/// The same driver, with the disk's IOAPIC pin programmed as an OS
+/// programs it from Kiln's ACPI tables (the DSDT's static _PRT entry and
+/// the MADT's override for GSI 10: level triggered, active low; probe
+/// `virtio_legacy_level`): KVM's IOAPIC still delivers the resampling
+/// irqfd's assertion, since it ignores the polarity bit, and delivers it
+/// as a level interrupt (remote IRR set until an EOI).
+#[test]
+fn intx_reaches_a_level_active_low_ioapic_entry() {
+    if !kvm_available("intx_reaches_a_level_active_low_ioapic_entry") {
+        return;
+    }
+    let dir = ScratchDir::new("vlevel").unwrap();
+    let img = dir.path().join("disk.raw");
+    fs::File::create(&img).unwrap().set_len(2 << 20).unwrap();
+    let mut spec = VmSpec::new(probe("virtio_legacy_level"));
+    spec.extra_args = vec![
+        "--disk".into(),
+        format!("path={},format=raw,transitional=on", img.display()),
+    ];
+    let mut vm = Vm::start(&spec);
+    let code = vm.wait_exit_code(TIMEOUT);
+    assert_eq!(code, 0, "exit code\n{}", vm.describe());
+    let out = vm.serial();
+    assert!(!out.contains("FAIL"), "{}", vm.describe());
+    for line in [
+        "virtio-legacy: level active-low entry delivered, remote IRR set",
+        "virtio-legacy: INTx on GSI 10 left vector 0x50 pending in the LAPIC",
+        "virtio-legacy: read back and verified 512 bytes",
+        "virtio-legacy: done",
+    ] {
+        assert!(out.contains(line), "missing {line:?}\n{}", vm.describe());
+    }
+    let pattern: Vec<u8> = (0..512u32).map(|i| (i * 5 + 11) as u8).collect();
+    assert_eq!(&fs::read(&img).unwrap()[512..1024], &pattern[..]);
+}

@@ -22,6 +22,8 @@
 
 mod legacy;
 
+pub use legacy::{intx_gsi, pci_pin_gsi, PIRQ_GSIS};
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 

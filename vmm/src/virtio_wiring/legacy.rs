@@ -17,7 +17,9 @@
 //! transitional devices) raises it again if the device still has ISR bits
 //! the driver has not read (an event that came while the interrupt was in
 //! service would otherwise be lost on a level-triggered pin). Devices
-//! sharing a GSI share the line, as on a PC.
+//! sharing a GSI share the line, as on a PC. The ACPI tables describe the
+//! same routing for every slot and pin ([`pci_pin_gsi`]: the DSDT's _PRT,
+//! the MADT's level overrides of IRQ 10 and 11).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -80,10 +82,24 @@ pub fn register_ioevents(vm: &VmFd, evts: &[EventFd], io_addr: u64) -> Result<()
     Ok(())
 }
 
+/// The GSIs of PIIX's four PCI interrupt links PIRQA#..PIRQD#, as SeaBIOS
+/// routes them on i440FX (its `pci_irqs`). Fixed: the VMM does not
+/// emulate the PIIX route registers, so nothing can move a link.
+pub const PIRQ_GSIS: [u32; 4] = [10, 10, 11, 11];
+
+/// The GSI that interrupt pin `pin` (1 = INTA# .. 4 = INTD#, as in the
+/// PCI interrupt-pin register) of a device in bus-0 `slot` is raised on:
+/// PIIX's swizzle, link `(pin - 1 + slot - 1) & 3`. This is the one place
+/// that decides it: [`wire_intx`] raises INTA# here and the DSDT's _PRT
+/// (`arch::x86_64::acpi::dsdt`) and the MADT's overrides are built from it.
+pub fn pci_pin_gsi(slot: u8, pin: u8) -> u32 {
+    let link = pin.wrapping_sub(1).wrapping_add(slot.wrapping_sub(1)) & 3;
+    PIRQ_GSIS[usize::from(link)]
+}
+
 /// The GSI of INTA# for a device in `slot` (i440FX/PIIX routing).
 pub fn intx_gsi(slot: u8) -> u32 {
-    const PCI_IRQS: [u32; 4] = [10, 10, 11, 11];
-    PCI_IRQS[usize::from(slot.wrapping_sub(1) & 3)]
+    pci_pin_gsi(slot, 1)
 }
 
 struct IntxLine(EventFd);
@@ -233,6 +249,21 @@ mod tests {
             [10, 10, 11, 11, 10],
             "slot → GSI"
         );
+        // Pins B-D rotate through the links: slot 1 INTB# is PIRQB#,
+        // slot 2 INTD# is PIRQA# (wrapping), slot 4 INTC# is PIRQB#.
+        assert_eq!(pci_pin_gsi(1, 2), 10);
+        assert_eq!(pci_pin_gsi(1, 3), 11);
+        assert_eq!(pci_pin_gsi(2, 4), 10);
+        assert_eq!(pci_pin_gsi(3, 2), 11);
+        assert_eq!(pci_pin_gsi(4, 3), 10);
+        assert_eq!(pci_pin_gsi(4, 2), 10);
+        assert_eq!(pci_pin_gsi(31, 1), 11);
+        for slot in 0..=u8::MAX {
+            assert_eq!(pci_pin_gsi(slot, 1), intx_gsi(slot));
+            for pin in [0, 5, u8::MAX] {
+                assert!(PIRQ_GSIS.contains(&pci_pin_gsi(slot, pin)), "no panic");
+            }
+        }
     }
 
     fn wait_count(evt: &EventFd) -> u64 {

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! \_SB.PCI0   PCI host bridge (PNP0A08, PNP0A03): segment 0, bus 0, the
-//!             config ports, I/O, 32-bit and 64-bit MMIO windows
+//!             config ports, I/O, 32-bit and 64-bit MMIO windows, and the
+//!             _PRT: INTA#..INTD# of slots 1-31 to GSIs (see [`pci_routing`])
 //! \_SB.COM1   16550 UART (PNP0501)
 //! \_SB.RTC_   CMOS RTC (PNP0B00)
 //! \_SB.KBD_   i8042 keyboard controller (PNP0303)
@@ -24,6 +25,7 @@ use acpi_tables::{Aml, AmlSink};
 use super::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use crate::arch::x86_64::layout;
 use crate::devices::legacy::pm;
+use crate::devices::pci::NUM_SLOTS;
 
 /// Revision 2: integers in AML are 64 bits wide.
 pub const REVISION: u8 = 2;
@@ -45,6 +47,71 @@ impl Aml for IrqNoFlags {
         sink.byte(0x22);
         sink.word(1u16.checked_shl(u32::from(self.0)).unwrap_or(0));
     }
+}
+
+/// Interrupt pins per PCI function (INTA#..INTD#).
+pub const PCI_PINS: u8 = 4;
+// A Package holds at most 255 elements (its count is one byte).
+const _: () = assert!((NUM_SLOTS - 1) * PCI_PINS as usize <= u8::MAX as usize);
+
+/// One _PRT entry: `slot`'s `pin` (0 = INTA#, as _PRT counts) is wired to
+/// `gsi` directly (no link device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrtEntry {
+    pub slot: u8,
+    pub pin: u8,
+    pub gsi: u32,
+}
+
+/// The routing the _PRT describes: every pin of every slot of bus 0 that
+/// can hold a device (slot 0 is the host bridge, which has no interrupt),
+/// to the GSI the VMM really raises, from
+/// [`crate::virtio_wiring::pci_pin_gsi`] (PIIX's swizzle over the links
+/// SeaBIOS routes to IRQ 10, 10, 11, 11), the function that wires INTA#
+/// of transitional virtio devices, so the table and the wiring agree.
+///
+/// Static GSI entries (source 0), not link devices (LNKA-LNKD with
+/// _PRS/_CRS/_SRS/_DIS as QEMU's PIIX AML has): a link device tells the OS
+/// it may pick the IRQ from _PRS and program it with _SRS, and on a PIIX
+/// that lands in the PIRQ route registers. Kiln does not emulate those
+/// registers; each INTx line is a resampling irqfd registered on a fixed
+/// GSI at start-up, so the only honest description is a fixed one. GSIs
+/// 10 and 11 are the same line on the 8259s (ISA IRQ 10/11, slave pins 2
+/// and 3) and on the IOAPIC (pins 10 and 11; see `irq::legacy_routes`),
+/// so the same entries hold in PIC and APIC mode and no _PIC method is
+/// needed. A static entry carries no trigger mode or polarity, so an OS
+/// applies PCI's (INTx# is level-sensitive, asserted low; Linux's
+/// `acpi_pci_irq_enable` registers the GSI so); the MADT's overrides for
+/// ISA IRQ 10 and 11 say the same (see `madt.rs` on why the polarity does
+/// not matter to KVM). The routing is PIIX's whichever identity the host
+/// bridge shows (Q35's for direct boot): for a firmware boot (i440FX)
+/// SeaBIOS writes the same lines with the same swizzle, and an ACPI OS
+/// follows the _PRT, not the chipset.
+pub fn pci_routing() -> Vec<PrtEntry> {
+    let mut entries = Vec::new();
+    for slot in 1..NUM_SLOTS as u8 {
+        for pin in 0..PCI_PINS {
+            let gsi = crate::virtio_wiring::pci_pin_gsi(slot, pin + 1);
+            entries.push(PrtEntry { slot, pin, gsi });
+        }
+    }
+    entries
+}
+
+/// `Name (_PRT, Package { Package { 0xSSSSFFFF, pin, Zero, gsi }, ... })`:
+/// the address is the slot in the high word and "any function" (0xFFFF)
+/// in the low one.
+fn prt(entries: &[PrtEntry]) -> Name {
+    let rows: Vec<(u32, u8, u32)> = entries
+        .iter()
+        .map(|e| ((u32::from(e.slot) << 16) | 0xffff, e.pin, e.gsi))
+        .collect();
+    let packages: Vec<Package> = rows
+        .iter()
+        .map(|(addr, pin, gsi)| Package::new(vec![addr, pin, &aml::ZERO, gsi]))
+        .collect();
+    let list: Vec<&dyn Aml> = packages.iter().map(|p| p as &dyn Aml).collect();
+    Name::new("_PRT".into(), &Package::new(list))
 }
 
 fn emit(sink: &mut Vec<u8>, aml: &dyn Aml) {
@@ -74,6 +141,7 @@ fn pci_host_bridge(sink: &mut Vec<u8>, mem_size: u64) {
         None,
     );
     let crs = ResourceTemplate::new(vec![&bus, &cfg_io, &io_low, &io_high, &mmio32, &mmio64]);
+    let prt = prt(&pci_routing());
     emit(
         sink,
         &Device::new(
@@ -85,6 +153,7 @@ fn pci_host_bridge(sink: &mut Vec<u8>, mem_size: u64) {
                 &Name::new("_BBN".into(), &aml::ZERO),
                 &Name::new("_UID".into(), &aml::ZERO),
                 &Name::new("_CRS".into(), &crs),
+                &prt,
             ],
         ),
     );

@@ -193,3 +193,175 @@ fn dsdt_has_one_processor_device_per_cpu() {
         assert_eq!(uids, expect);
     }
 }
+
+/// The GSI of `pin` (0 = INTA#) of `slot` written out from SeaBIOS's
+/// i440FX routing, independently of `virtio_wiring::pci_pin_gsi`: link
+/// `(pin + slot - 1) & 3`, links A-D on IRQ 10, 10, 11, 11.
+fn seabios_gsi(slot: u8, pin: u8) -> u64 {
+    [10, 10, 11, 11][usize::from((pin + slot - 1) & 3)]
+}
+
+/// The decoded _PRT: (slot, pin, source, GSI) per entry, in table order.
+fn decoded_prt(nodes: &[Node]) -> Vec<(u64, u64, Value, u64)> {
+    let Some(Value::Package(entries)) = aml_reader::find_name(nodes, "\\_SB_.PCI0._PRT") else {
+        panic!("no \\_SB_.PCI0._PRT package");
+    };
+    entries
+        .iter()
+        .map(|e| match e {
+            Value::Package(f) => match f.as_slice() {
+                [Value::Int(addr), Value::Int(pin), source, Value::Int(gsi)] => {
+                    assert_eq!(addr & 0xffff, 0xffff, "{addr:#x}: any function");
+                    (addr >> 16, *pin, source.clone(), *gsi)
+                }
+                f => panic!("_PRT entry {f:?}"),
+            },
+            e => panic!("_PRT entry {e:?} is not a package"),
+        })
+        .collect()
+}
+
+#[test]
+fn prt_routes_every_pin_of_every_slot_to_the_gsi_the_vmm_raises() {
+    let nodes = dsdt_nodes(2, GIB);
+    let prt = decoded_prt(&nodes);
+    let mut expect = Vec::new();
+    for slot in 1..32u8 {
+        for pin in 0..4u8 {
+            expect.push((u64::from(slot), u64::from(pin), seabios_gsi(slot, pin)));
+        }
+    }
+    let got: Vec<_> = prt
+        .iter()
+        .map(|(slot, pin, source, gsi)| {
+            assert_eq!(*source, Value::Int(0), "a GSI, not a link device");
+            (*slot, *pin, *gsi)
+        })
+        .collect();
+    assert_eq!(got, expect, "slots 1-31 × INTA#..INTD#, SeaBIOS's swizzle");
+    // The same function decides the wiring: INTA# is where wire_intx
+    // raises a transitional device's interrupt.
+    for &(slot, pin, gsi) in &got {
+        let (slot, pin) = (slot as u8, pin as u8);
+        assert_eq!(
+            gsi,
+            u64::from(crate::virtio_wiring::pci_pin_gsi(slot, pin + 1))
+        );
+        if pin == 0 {
+            assert_eq!(gsi, u64::from(crate::virtio_wiring::intx_gsi(slot)));
+        }
+    }
+    assert_eq!(
+        dsdt::pci_routing()
+            .iter()
+            .map(|e| (u64::from(e.slot), u64::from(e.pin), u64::from(e.gsi)))
+            .collect::<Vec<_>>(),
+        got
+    );
+    // Spot checks against QEMU's PIIX: slot 1 INTA# is LNKA, slot 2 INTD#
+    // wraps to LNKA, slot 3 INTA# is LNKC.
+    assert_eq!(got[0], (1, 0, 10));
+    assert_eq!(got[7], (2, 3, 10));
+    assert_eq!(got[8], (3, 0, 11));
+    // The tables given to firmware through fw_cfg (built at address 0,
+    // for the table loader to place) hold the same _PRT.
+    let fw = build_tables_at(8, 8 * GIB, 0, 0).unwrap();
+    let fw_nodes = aml_reader::parse(&table(&fw, b"DSDT")[36..]).unwrap();
+    assert_eq!(decoded_prt(&fw_nodes), prt);
+}
+
+/// Every GSI in the _PRT is an ISA IRQ the MADT overrides to itself as
+/// level triggered, active low: what a static _PRT entry means, so the
+/// OS never sees two descriptions of one pin.
+#[test]
+fn madt_overrides_agree_with_the_prt() {
+    let t = build_tables(2, GIB).unwrap();
+    let madt = table(&t, b"APIC");
+    let mut overrides = Vec::new();
+    let mut off = 44;
+    while off < madt.len() {
+        let (kind, len) = (madt[off], usize::from(madt[off + 1]));
+        if kind == madt::TYPE_INTERRUPT_OVERRIDE {
+            let e = &madt[off..off + len];
+            overrides.push((
+                u64::from(e[3]),
+                u64::from(super::tests::u32_at(e, 4)),
+                super::tests::u16_at(e, 8),
+            ));
+        }
+        off += len;
+    }
+    let mut gsis: Vec<u64> = decoded_prt(&dsdt_nodes(2, GIB))
+        .iter()
+        .map(|e| e.3)
+        .collect();
+    gsis.sort_unstable();
+    gsis.dedup();
+    assert_eq!(gsis, vec![10, 11]);
+    for gsi in gsis {
+        let o: Vec<_> = overrides.iter().filter(|o| o.0 == gsi).collect();
+        assert_eq!(
+            o,
+            vec![&(gsi, gsi, madt::INTI_ACTIVE_LOW | madt::INTI_LEVEL)],
+            "IRQ {gsi}"
+        );
+        assert_ne!(gsi, u64::from(layout::SCI_IRQ), "not shared with the SCI");
+    }
+}
+
+/// ACPICA (acpiexec from Debian's acpica-tools) evaluates \_SB.PCI0._PRT
+/// and checks it against the predefined-name rules for _PRT (a package of
+/// four-element packages with the right types) without a complaint.
+#[test]
+fn acpica_evaluates_the_prt() {
+    let t = build_tables(2, GIB).unwrap();
+    let dir = std::env::temp_dir().join(format!("kiln-prt-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for sig in [b"DSDT", b"FACP", b"APIC"] {
+        let path = dir.join(format!("{}.dat", String::from_utf8_lossy(sig)));
+        std::fs::write(&path, table(&t, sig)).unwrap();
+        files.push(path);
+    }
+    let out = std::process::Command::new("acpiexec")
+        .arg("-b")
+        .arg("evaluate \\_SB.PCI0._PRT")
+        .args(&files)
+        .output();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = out.expect("acpiexec not found: install acpica-tools (scripts/setup.sh)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let complaints: Vec<_> = text
+        .lines()
+        .filter(|l| !l.contains("aetests"))
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("error") || l.contains("warning") || l.contains("fail")
+        })
+        .collect();
+    assert!(complaints.is_empty(), "{complaints:#?}\n{text}");
+    let result = text
+        .split_once("Evaluation of \\_SB.PCI0._PRT returned")
+        .unwrap_or_else(|| panic!("no _PRT evaluation\n{text}"))
+        .1;
+    assert!(
+        result.contains("[Package] Contains 124 Elements:"),
+        "{text}"
+    );
+    // ACPICA's integers, four per entry, as the OS will read them.
+    let ints: Vec<u64> = result
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("[Integer] = "))
+        .map(|v| u64::from_str_radix(v, 16).unwrap())
+        .collect();
+    let mut expect = Vec::new();
+    for slot in 1..32u8 {
+        for pin in 0..4u8 {
+            let addr = (u64::from(slot) << 16) | 0xffff;
+            expect.extend([addr, u64::from(pin), 0, seabios_gsi(slot, pin)]);
+        }
+    }
+    assert_eq!(ints, expect, "{text}");
+}

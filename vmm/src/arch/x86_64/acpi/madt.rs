@@ -1,13 +1,39 @@
 //! The MADT (signature "APIC"): one enabled local APIC per vCPU (APIC id and
-//! ACPI processor UID = vCPU index), the IOAPIC with GSI base 0, the two
-//! interrupt source overrides of a PC (IRQ0 -> GSI2, the SCI level
-//! triggered), and LINT1 as NMI on every processor.
+//! ACPI processor UID = vCPU index), the IOAPIC with GSI base 0, the
+//! interrupt source overrides (IRQ0 -> GSI2, the SCI level triggered, the
+//! PCI INTx IRQs 10 and 11 level triggered active low), and LINT1 as NMI
+//! on every processor.
 //!
 //! Built with `acpi_tables::sdt::Sdt`: the crate's MADT type cannot set the
 //! PCAT_COMPAT flag nor hold override and NMI entries.
 //!
 //! IRQ0 -> GSI2 is what QEMU tells guests; it holds only if the VMM routes
 //! GSI 0 (the in-kernel PIT) to IOAPIC pin 2, as QEMU's KVM routing does.
+//!
+//! IRQ 10 and 11 carry PCI INTx (`virtio_wiring::PIRQ_GSIS`, the GSIs of
+//! the DSDT's _PRT). Without an override an OS takes an ISA IRQ as edge
+//! triggered, active high, while the _PRT's static entries make the same
+//! GSIs level triggered, active low (PCI's INTx#; Linux registers them
+//! so), so the overrides say level, active low too and every description
+//! of the pin agrees (Linux lets the first user of a legacy IRQ reprogram
+//! its pin, then refuses a user asking for other attributes).
+//!
+//! Level is what the line is: a resampling irqfd holds it asserted until
+//! the guest's EOI (KVM then lowers it and signals the resampler, which
+//! raises it again while a device still has an unread ISR), and a level
+//! entry delivers again whenever the line is still or again asserted
+//! after the EOI, which devices sharing a pin rely on; an edge entry would
+//! see no new edge while another device holds the line.
+//!
+//! The polarity only has to be consistent: KVM's IOAPIC keeps a logical
+//! line state per pin (`kvm_ioapic_set_irq`: asserted = 1 from any
+//! source) and never looks at the redirection entry's polarity bit, so an
+//! irqfd's "assert" fires an active-low entry exactly as an active-high
+//! one (`tests/tests/virtio_legacy.rs` shows it on real KVM: a probe
+//! programs the pin level, active low and gets the INTx with the entry's
+//! remote IRR set). QEMU's PIIX tables say level, active high instead,
+//! matching the Interrupt descriptors of its link devices; Kiln has no
+//! links (see `dsdt::pci_routing`).
 
 use acpi_tables::sdt::Sdt;
 
@@ -26,6 +52,7 @@ pub const LOCAL_APIC_ENABLED: u32 = 1;
 /// MPS INTI flags: polarity in bits 0-1, trigger mode in bits 2-3.
 pub const INTI_CONFORMS: u16 = 0;
 pub const INTI_ACTIVE_HIGH: u16 = 0b01;
+pub const INTI_ACTIVE_LOW: u16 = 0b11;
 pub const INTI_LEVEL: u16 = 0b11 << 2;
 /// The IOAPIC's id; the in-kernel IOAPIC starts with id 0, like QEMU's.
 pub const IOAPIC_ID: u8 = 0;
@@ -63,6 +90,14 @@ fn local_apic_nmi() -> [u8; 6] {
     [TYPE_LOCAL_APIC_NMI, 6, ALL_PROCESSORS, 0, 0, 1]
 }
 
+/// The ISA IRQs (= GSIs) PCI INTx arrives on, each once, ascending.
+pub fn pci_intx_irqs() -> Vec<u32> {
+    let mut irqs = crate::virtio_wiring::PIRQ_GSIS.to_vec();
+    irqs.sort_unstable();
+    irqs.dedup();
+    irqs
+}
+
 pub fn madt(num_cpus: u8) -> Vec<u8> {
     let mut sdt = Sdt::new(*b"APIC", 44, REVISION, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     sdt.write_u32(36, layout::LAPIC_START as u32);
@@ -78,6 +113,13 @@ pub fn madt(num_cpus: u8) -> Vec<u8> {
         sci,
         INTI_ACTIVE_HIGH | INTI_LEVEL,
     ));
+    for irq in pci_intx_irqs() {
+        sdt.append_slice(&interrupt_override(
+            irq as u8,
+            irq,
+            INTI_ACTIVE_LOW | INTI_LEVEL,
+        ));
+    }
     sdt.append_slice(&local_apic_nmi());
     sdt.as_slice().to_vec()
 }

@@ -213,9 +213,11 @@ fn madt_lists_each_cpu_the_ioapic_and_the_overrides() {
             overrides,
             vec![
                 (0, 0, 2, 0),
-                (0, layout::SCI_IRQ as u8, layout::SCI_IRQ, 0b1101)
+                (0, layout::SCI_IRQ as u8, layout::SCI_IRQ, 0b1101),
+                (0, 10, 10, 0b1111),
+                (0, 11, 11, 0b1111),
             ],
-            "IRQ0 -> GSI2; SCI active high, level"
+            "IRQ0 -> GSI2; SCI active high, level; PCI INTx IRQs active low, level"
         );
         assert_eq!(nmis, vec![(0xff, 0, 1)], "LINT1 of all processors");
     }
