@@ -7,25 +7,30 @@
 //! 4 GiB - code             code: a read-only KVM slot (KVM_MEM_READONLY;
 //!                          guest writes exit as MMIO and are dropped)
 //! 4 GiB - code - vars      OVMF variable store: the VM's own copy of
-//!                          OVMF_VARS.fd, mapped shared and writable, so
-//!                          what the guest writes lands in that file
+//!                          OVMF_VARS.fd, mapped shared, behind a CFI
+//!                          flash device (see below)
 //! 0xE0000..0x100000        the code's last 128 KiB copied into RAM, as a
 //!                          PC aliases its BIOS there (SeaBIOS jumps to
 //!                          F000:E05B right after the reset vector)
 //! ```
 //!
-//! What is missing for OVMF: the variable store is plain memory, not a CFI
-//! pflash device (no command state machine, no status register). OVMF
-//! probes the flash by writing a command and reading it back, sees memory
-//! that behaves as RAM, and then keeps its variables in memory (they do
-//! not survive a reboot). The code is not write-protected through a flash
-//! interface either, only by the read-only slot.
+//! The variable store is a [`PflashDevice`] as OVMF expects from QEMU's
+//! pflash: in read-array mode its file mapping is a read-only KVM slot
+//! (reads cost no exit; writes exit as MMIO and are flash commands to the
+//! device on the MMIO bus); in the other modes (status, program, erase,
+//! CFI) [`KvmArrayMapping`] removes the slot so that reads exit to the
+//! device too, and puts it back when the guest returns to read-array mode.
+//! OVMF then detects a writable flash and keeps its variables in the file,
+//! so they survive reboots and power-offs. Without KVM's read-only slots
+//! (never seen on a current kernel) the store falls back to plain shared
+//! memory, which OVMF treats as RAM.
 //!
 //! [`EntryMode::Reset`]: super::regs::EntryMode::Reset
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::{Cap, VmFd};
@@ -34,6 +39,7 @@ use vm_memory::mmap::MmapRegion;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, VolatileMemory};
 
 use super::layout;
+use crate::devices::legacy::pflash::{ArrayMapping, MmapStore, PflashDevice};
 use crate::memory::GuestMemoryMmap;
 
 /// Size of the legacy BIOS window below 1 MiB that mirrors the image's end.
@@ -70,6 +76,8 @@ pub enum FirmwareError {
     Copy(#[source] vm_memory::VolatileMemoryError),
     #[error("copying the firmware's last 128 KiB below 1 MiB failed (guest RAM too small?)")]
     LegacyAlias(#[source] vm_memory::GuestMemoryError),
+    #[error("duplicating the VM file descriptor for the flash device")]
+    DupVm(#[source] crate::interrupts::InterruptError),
     #[error("registering firmware memory slot {slot} at {addr:#x} with KVM failed")]
     Register {
         slot: u32,
@@ -93,15 +101,52 @@ pub struct FirmwareRegion {
     pub guest_addr: u64,
     pub size: u64,
     pub read_only: bool,
-    /// Owned so that it outlives the KVM slot that maps it.
-    _mapping: MmapRegion<()>,
+    /// Owned so that it outlives the KVM slot that maps it (None: the
+    /// flash device owns it).
+    _mapping: Option<MmapRegion<()>>,
 }
 
 /// Loaded firmware. Keep it for as long as the VM runs: KVM maps its
 /// memory into the guest.
 pub struct Firmware {
     pub code: FirmwareRegion,
+    /// Where the variable store is (its mapping lives in `flash`, or here
+    /// when it is plain memory).
     pub vars: Option<FirmwareRegion>,
+    /// The variable store's flash device, to insert on the MMIO bus at
+    /// `vars.guest_addr` for `vars.size` bytes.
+    pub flash: Option<Arc<Mutex<VarsFlash>>>,
+}
+
+/// The flash device type of the variable store.
+pub type VarsFlash = PflashDevice<MmapStore, KvmArrayMapping>;
+
+/// Shows or hides the variable store's read-only KVM slot.
+pub struct KvmArrayMapping {
+    vm: VmFd,
+    slot: u32,
+    guest_addr: u64,
+    host_addr: u64,
+    size: u64,
+}
+
+impl ArrayMapping for KvmArrayMapping {
+    fn set_mapped(&mut self, mapped: bool) {
+        let desc = kvm_userspace_memory_region {
+            slot: self.slot,
+            flags: KVM_MEM_READONLY,
+            guest_phys_addr: self.guest_addr,
+            // Size 0 deletes the slot.
+            memory_size: if mapped { self.size } else { 0 },
+            userspace_addr: self.host_addr,
+        };
+        // SAFETY: the host range is the store's mapping, owned by the
+        // flash device that owns this mapping object, so it outlives the
+        // slot; the guest range is the store's, clear of RAM.
+        if let Err(e) = unsafe { self.vm.set_user_memory_region(desc) } {
+            log::error!("pflash: cannot change the variable store slot (mapped {mapped}): {e}");
+        }
+    }
 }
 
 fn file_size(path: &Path, file: &File) -> Result<u64, FirmwareError> {
@@ -238,17 +283,40 @@ pub fn load(
     }
     let slot = mem.num_regions() as u32;
     register(vm, slot, code_addr, &code_map, read_only)?;
-    let vars = match vars_map {
+    let (vars, flash) = match vars_map {
+        Some(m) if read_only => {
+            register(vm, slot + 1, vars_addr, &m, true)?;
+            let mapping = KvmArrayMapping {
+                vm: crate::interrupts::dup_vm_fd(vm).map_err(FirmwareError::DupVm)?,
+                slot: slot + 1,
+                guest_addr: vars_addr,
+                host_addr: m.as_ptr() as u64,
+                size: vars_size,
+            };
+            let flash = PflashDevice::new(MmapStore::new(m), mapping);
+            (
+                Some(FirmwareRegion {
+                    guest_addr: vars_addr,
+                    size: vars_size,
+                    read_only: true,
+                    _mapping: None,
+                }),
+                Some(Arc::new(Mutex::new(flash))),
+            )
+        }
         Some(m) => {
             register(vm, slot + 1, vars_addr, &m, false)?;
-            Some(FirmwareRegion {
-                guest_addr: vars_addr,
-                size: vars_size,
-                read_only: false,
-                _mapping: m,
-            })
+            (
+                Some(FirmwareRegion {
+                    guest_addr: vars_addr,
+                    size: vars_size,
+                    read_only: false,
+                    _mapping: Some(m),
+                }),
+                None,
+            )
         }
-        None => None,
+        None => (None, None),
     };
     info!(
         "firmware {} mapped at {code_addr:#x} ({code_size:#x} bytes{}){}",
@@ -256,10 +324,11 @@ pub fn load(
         if read_only { ", read-only" } else { "" },
         match (&vars, images.vars) {
             (Some(v), Some(p)) => format!(
-                ", variable store {} at {:#x} ({:#x} bytes)",
+                ", variable store {} at {:#x} ({:#x} bytes, {})",
                 p.display(),
                 v.guest_addr,
-                v.size
+                v.size,
+                if flash.is_some() { "CFI flash" } else { "plain memory" }
             ),
             _ => String::new(),
         }
@@ -269,9 +338,10 @@ pub fn load(
             guest_addr: code_addr,
             size: code_size,
             read_only,
-            _mapping: code_map,
+            _mapping: Some(code_map),
         },
         vars,
+        flash,
     })
 }
 
@@ -284,8 +354,10 @@ mod tests {
 
     /// A 4 KiB real-mode program for the reset vector: port 0x80 gets
     /// 0x42, then (after trying to overwrite its own first byte) the byte
-    /// it reads back there; then it writes 0x77 to 0xFFFFE000 (the
-    /// variable store when one is mapped) and halts.
+    /// it reads back there; then it programs 0x77 into 0xFFFFE000 (the
+    /// variable store when one is mapped) with the flash's byte-program
+    /// command, sends the status it reads there to port 0x80, returns the
+    /// flash to read-array mode, sends the byte it reads there, and halts.
     fn probe_image() -> Vec<u8> {
         let mut img = vec![0u8; KIB4];
         let code: &[u8] = &[
@@ -294,7 +366,13 @@ mod tests {
             0x2e, 0xc6, 0x06, 0x00, 0xf0, 0x99, // mov byte [cs:0xf000], 0x99
             0x2e, 0xa0, 0x00, 0xf0, // mov al, [cs:0xf000]
             0xe6, 0x80, // out 0x80, al
+            0x2e, 0xc6, 0x06, 0x00, 0xe0, 0x10, // mov byte [cs:0xe000], 0x10
             0x2e, 0xc6, 0x06, 0x00, 0xe0, 0x77, // mov byte [cs:0xe000], 0x77
+            0x2e, 0xa0, 0x00, 0xe0, // mov al, [cs:0xe000]
+            0xe6, 0x80, // out 0x80, al
+            0x2e, 0xc6, 0x06, 0x00, 0xe0, 0xff, // mov byte [cs:0xe000], 0xff
+            0x2e, 0xa0, 0x00, 0xe0, // mov al, [cs:0xe000]
+            0xe6, 0x80, // out 0x80, al
             0xf4, // hlt
         ];
         img[..code.len()].copy_from_slice(code);
@@ -313,23 +391,50 @@ mod tests {
     enum Seen {
         Out(u16, u8),
         MmioWrite(u64, u8),
+        MmioRead(u64),
+        /// Handled by the flash device.
+        Flash,
         Hlt,
     }
 
-    /// Run a one-vCPU VM with 16 MiB of RAM on `images` until HLT.
+    /// Run a one-vCPU VM with 16 MiB of RAM on `images` until HLT; MMIO to
+    /// the variable store goes to its flash device.
     fn run(images: FirmwareImages<'_>) -> (Vec<Seen>, Firmware, GuestMemoryMmap) {
+        use crate::devices::bus::BusDevice;
         let kvm = Kvm::new().expect("/dev/kvm (these tests run a real KVM vCPU)");
         let vm = kvm.create_vm().unwrap();
         let mem = crate::memory::create(16, Default::default()).unwrap();
         crate::memory::register(&vm, &mem).unwrap();
         vm.set_tss_address(0xfeff_d000).unwrap();
         let fw = load(&vm, &mem, images).unwrap();
+        let flash = |addr: u64| {
+            let v = fw.vars.as_ref()?;
+            let f = fw.flash.as_ref()?;
+            (addr >= v.guest_addr && addr - v.guest_addr < v.size)
+                .then(|| (f.clone(), addr - v.guest_addr))
+        };
         let mut vcpu = vm.create_vcpu(0).unwrap();
         let mut seen = Vec::new();
         for _ in 0..100 {
             match vcpu.run().unwrap() {
                 VcpuExit::IoOut(port, data) => seen.push(Seen::Out(port, data[0])),
-                VcpuExit::MmioWrite(addr, data) => seen.push(Seen::MmioWrite(addr, data[0])),
+                VcpuExit::MmioWrite(addr, data) => match flash(addr) {
+                    Some((f, off)) => {
+                        f.lock().unwrap().write(off, data);
+                        seen.push(Seen::Flash);
+                    }
+                    None => seen.push(Seen::MmioWrite(addr, data[0])),
+                },
+                VcpuExit::MmioRead(addr, data) => match flash(addr) {
+                    Some((f, off)) => {
+                        f.lock().unwrap().read(off, data);
+                        seen.push(Seen::Flash);
+                    }
+                    None => {
+                        data.fill(0xff);
+                        seen.push(Seen::MmioRead(addr));
+                    }
+                },
                 VcpuExit::Hlt => {
                     seen.push(Seen::Hlt);
                     break;
@@ -357,7 +462,13 @@ mod tests {
                     Seen::Out(0x80, 0x42),
                     Seen::MmioWrite(0xffff_f000, 0x99),
                     Seen::Out(0x80, 0xb0),
+                    Seen::MmioWrite(0xffff_e000, 0x10),
                     Seen::MmioWrite(0xffff_e000, 0x77),
+                    Seen::MmioRead(0xffff_e000),
+                    Seen::Out(0x80, 0xff),
+                    Seen::MmioWrite(0xffff_e000, 0xff),
+                    Seen::MmioRead(0xffff_e000),
+                    Seen::Out(0x80, 0xff),
                     Seen::Hlt
                 ]
             );
@@ -372,7 +483,7 @@ mod tests {
     }
 
     #[test]
-    fn variable_store_is_writable_and_backed_by_its_file() {
+    fn variable_store_is_a_flash_backed_by_its_file() {
         let code = temp_file("code", &probe_image());
         let vars = temp_file("vars", &[0xffu8; KIB4]);
         let (seen, fw, _mem) = run(FirmwareImages {
@@ -380,16 +491,34 @@ mod tests {
             vars: Some(&vars),
         });
         let v = fw.vars.as_ref().unwrap();
-        assert_eq!(
-            (v.guest_addr, v.size, v.read_only),
-            (0xffff_e000, 4096, false)
-        );
-        assert_eq!(seen.last(), Some(&Seen::Hlt));
-        assert!(!seen.contains(&Seen::MmioWrite(0xffff_e000, 0x77)));
+        assert_eq!((v.guest_addr, v.size), (0xffff_e000, 4096));
         let on_disk = std::fs::read(&vars).unwrap();
-        assert_eq!((on_disk[0], on_disk[1]), (0x77, 0xff));
         std::fs::remove_file(&code).unwrap();
         std::fs::remove_file(&vars).unwrap();
+        assert_eq!((on_disk[0], on_disk[1]), (0x77, 0xff));
+        if !v.read_only {
+            // No read-only slots: plain memory, no flash device.
+            assert!(fw.flash.is_none());
+            return;
+        }
+        // Program command and data, then a status read, all through the
+        // device (the slot is gone meanwhile); the read-array command, and
+        // then the byte read straight from the re-added slot (no exit).
+        assert_eq!(
+            seen,
+            vec![
+                Seen::Out(0x80, 0x42),
+                Seen::MmioWrite(0xffff_f000, 0x99),
+                Seen::Out(0x80, 0xb0),
+                Seen::Flash,
+                Seen::Flash,
+                Seen::Flash,
+                Seen::Out(0x80, crate::devices::legacy::pflash::SR_READY),
+                Seen::Flash,
+                Seen::Out(0x80, 0x77),
+                Seen::Hlt
+            ]
+        );
     }
 
     #[test]
