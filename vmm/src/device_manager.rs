@@ -18,7 +18,7 @@ use crate::devices::legacy::fw_cfg::{self, pc::PcFwCfgError, FwCfg};
 use crate::devices::legacy::i8042::I8042Device;
 use crate::devices::legacy::pm::PmDevice;
 use crate::devices::legacy::reset::ResetControl;
-use crate::devices::legacy::rtc::Rtc;
+use crate::devices::legacy::rtc::{Rtc, RtcDevice};
 use crate::devices::legacy::serial::SerialDevice;
 use crate::devices::pci::{
     HostBridgeIdentity, PciConfigIo, PciConfigMmio, PciRoot, PCI_CONFIG_IO_LEN,
@@ -38,6 +38,8 @@ pub enum DeviceError {
     },
     #[error("building the firmware configuration (fw_cfg)")]
     FwCfg(#[from] PcFwCfgError),
+    #[error("starting the RTC timer thread")]
+    RtcTimer(#[source] std::io::Error),
     #[error("placing {name} on the bus failed")]
     Bus {
         name: &'static str,
@@ -122,7 +124,7 @@ impl DeviceManager {
             u64::from(layout::I8042_PORT),
             5,
         )?;
-        let mut rtc = Rtc::new(rtc_local_time);
+        let mut rtc = Rtc::new(rtc_local_time).with_interrupt(irq_line(vm, layout::RTC_IRQ)?);
         rtc.set_memory_size(mem_size);
         rtc.set_cpu_count(cpus);
         if firmware.is_some() {
@@ -131,6 +133,7 @@ impl DeviceManager {
                     .expect("the boot order bytes are CMOS RAM");
             }
         }
+        let rtc = RtcDevice::new(rtc).map_err(DeviceError::RtcTimer)?;
         put(&mut pio, "RTC", rtc, u64::from(layout::RTC_PORT), 2)?;
         let debug = DebugPort::new(start);
         let boot_progress = debug.log();

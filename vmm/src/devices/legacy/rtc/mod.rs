@@ -9,13 +9,31 @@
 //! update-in-progress bit is set in the last 244 µs before each second, as
 //! on the chip; register D always reports valid RAM and time; the century is
 //! at 0x32. The other registers are CMOS RAM, which the VMM fills for
-//! firmware ([`Rtc::set_memory_size`]). No interrupts are raised (register
-//! C's update flag can be polled).
+//! firmware ([`Rtc::set_memory_size`]).
+//!
+//! Interrupts (IRQ 8): register C collects the update-ended (UF, each new
+//! second), alarm (AF, a second matching the alarm registers 1/3/5, where
+//! values 0xC0..0xFF match anything) and periodic (PF, at the rate of
+//! register A's RS bits) flags whether or not they are enabled; reading C
+//! returns and clears them. When a flag whose enable bit is set in register
+//! B (UIE/AIE/PIE) rises while IRQF is clear, IRQF is set and IRQ 8 pulses
+//! (the line stays "asserted" until C is read, so no second edge comes
+//! before that). The flags are computed lazily from the clock
+//! ([`Rtc::catch_up`]) whenever the guest reads C or changes A/B, and by
+//! the timer thread of [`timer::RtcDevice`], which sleeps until the next
+//! enabled event (or, with none enabled or IRQF already set, until the
+//! guest changes something): no CPU is spent while interrupts are off.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+mod timer;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::arch::x86_64::layout;
 use crate::devices::bus::ByteRegisters;
+use crate::devices::Interrupt;
+
+pub use timer::RtcDevice;
 
 /// Ports 0x70 (index) and 0x71 (data).
 pub const RTC_PORT_LEN: u64 = 2;
@@ -38,13 +56,25 @@ const A_UIP: u8 = 0x80;
 /// Divider bits for the normal 32.768 kHz time base.
 const A_DIVIDER_MASK: u8 = 0x70;
 const A_DIVIDER_NORMAL: u8 = 0x20;
+/// Rate select: the periodic interrupt's rate.
+const A_RATE_MASK: u8 = 0x0f;
 const B_SET: u8 = 0x80;
+const B_PIE: u8 = 0x40;
+const B_AIE: u8 = 0x20;
 const B_UIE: u8 = 0x10;
 const B_IRQ_ENABLES: u8 = 0x70;
 const B_BINARY: u8 = 0x04;
 const B_24H: u8 = 0x02;
 const C_IRQF: u8 = 0x80;
+const C_PF: u8 = 0x40;
+const C_AF: u8 = 0x20;
 const C_UF: u8 = 0x10;
+const REG_SECONDS_ALARM: u8 = 0x01;
+const REG_MINUTES_ALARM: u8 = 0x03;
+const REG_HOURS_ALARM: u8 = 0x05;
+/// An alarm register value at or above this matches any value.
+const ALARM_DONT_CARE: u8 = 0xc0;
+const NANOS_PER_SEC: i128 = 1_000_000_000;
 const D_VRT: u8 = 0x80;
 /// The update cycle takes 244 µs before the second ends.
 const UIP_NANOS: u32 = 244_000;
@@ -179,8 +209,17 @@ pub struct Rtc {
     offset: i64,
     /// The time being set while SET is held.
     setting: Option<DateTime>,
-    /// The guest second at the last read of register C.
-    last_c_read: i64,
+    /// The guest second at the last catch-up.
+    last_secs: i64,
+    /// Register C's PF/AF/UF flags gathered since it was last read.
+    flags: u8,
+    /// IRQF: an enabled flag is set and IRQ 8 was raised for it.
+    irqf: bool,
+    /// Host time (ns) the periodic count starts from, and the last period
+    /// index that set PF.
+    periodic_start: i128,
+    periodic_last: i128,
+    irq: Option<Arc<dyn Interrupt>>,
 }
 
 fn to_bcd(v: i64) -> u8 {
@@ -202,15 +241,128 @@ impl Rtc {
         let mut ram = [0u8; CMOS_SIZE];
         ram[usize::from(REG_A)] = A_DIVIDER_NORMAL | 0x06;
         ram[usize::from(REG_B)] = B_24H;
-        let last = clock().0;
+        let (secs, nanos) = clock();
         Rtc {
             clock,
             index: 0,
             ram,
             offset: 0,
             setting: None,
-            last_c_read: last,
+            last_secs: secs,
+            flags: 0,
+            irqf: false,
+            periodic_start: i128::from(secs) * NANOS_PER_SEC + i128::from(nanos),
+            periodic_last: 0,
+            irq: None,
         }
+    }
+
+    /// Raise IRQ 8 through `irq` for enabled events.
+    pub fn with_interrupt(mut self, irq: Arc<dyn Interrupt>) -> Self {
+        self.irq = Some(irq);
+        self
+    }
+
+    fn now_nanos(&self) -> (i64, u32, i128) {
+        let (secs, nanos) = (self.clock)();
+        (
+            secs,
+            nanos,
+            i128::from(secs) * NANOS_PER_SEC + i128::from(nanos),
+        )
+    }
+
+    /// Whether the clock runs (divider normal, SET clear).
+    fn running(&self) -> bool {
+        self.setting.is_none()
+            && self.ram[usize::from(REG_A)] & A_DIVIDER_MASK == A_DIVIDER_NORMAL
+    }
+
+    /// The periodic interrupt's period from register A, if any: rate 1
+    /// and 2 are 3.90625 and 7.8125 ms, rate n >= 3 is 32768 >> (n - 1) Hz.
+    fn period_nanos(&self) -> Option<i128> {
+        let a = self.ram[usize::from(REG_A)];
+        if a & A_DIVIDER_MASK != A_DIVIDER_NORMAL {
+            return None;
+        }
+        let shift = match a & A_RATE_MASK {
+            0 => return None,
+            r @ (1 | 2) => r + 6,
+            r => r - 1,
+        };
+        Some((NANOS_PER_SEC << shift) / 32_768)
+    }
+
+    /// Whether guest second `secs` matches the alarm registers.
+    fn alarm_matches(&self, secs: i64) -> bool {
+        let t = DateTime::from_secs(secs);
+        let fields = [
+            (REG_SECONDS_ALARM, self.encode(t.second)),
+            (REG_MINUTES_ALARM, self.encode(t.minute)),
+            (REG_HOURS_ALARM, self.encode_hour(t.hour)),
+        ];
+        fields.iter().all(|&(reg, now)| {
+            let alarm = self.ram[usize::from(reg)];
+            alarm >= ALARM_DONT_CARE || alarm == now
+        })
+    }
+
+    /// Bring register C's flags up to now, and raise IRQ 8 if an enabled
+    /// one is set while IRQF is clear.
+    pub fn catch_up(&mut self) {
+        let (host_secs, _, now) = self.now_nanos();
+        let secs = host_secs.saturating_add(self.offset);
+        if self.running() && secs > self.last_secs {
+            self.flags |= C_UF;
+            // After a long gap, only the last hour is checked for alarms.
+            let from = (self.last_secs + 1).max(secs - 3600);
+            if (from..=secs).any(|s| self.alarm_matches(s)) {
+                self.flags |= C_AF;
+            }
+        }
+        self.last_secs = secs;
+        if let Some(period) = self.period_nanos() {
+            let index = (now - self.periodic_start).div_euclid(period);
+            if index > self.periodic_last {
+                self.flags |= C_PF;
+                self.periodic_last = index;
+            }
+        }
+        self.update_irq();
+    }
+
+    fn update_irq(&mut self) {
+        if self.irqf || self.flags & self.reg_b() & B_IRQ_ENABLES == 0 {
+            return;
+        }
+        self.irqf = true;
+        if let Some(irq) = &self.irq {
+            if let Err(e) = irq.trigger() {
+                log::error!("rtc: cannot raise IRQ 8: {e}");
+            }
+        }
+    }
+
+    /// How long until the next enabled event can set a flag; None if no
+    /// event is enabled or IRQF is already set (nothing to raise until the
+    /// guest reads register C).
+    pub fn next_event(&self) -> Option<Duration> {
+        let enabled = self.reg_b() & B_IRQ_ENABLES;
+        if self.irqf || enabled == 0 {
+            return None;
+        }
+        let (_, nanos, now) = self.now_nanos();
+        let mut next: Option<i128> = None;
+        if enabled & (B_UIE | B_AIE) != 0 && self.running() {
+            next = Some(NANOS_PER_SEC - i128::from(nanos));
+        }
+        if enabled & B_PIE != 0 {
+            if let Some(period) = self.period_nanos() {
+                let due = self.periodic_start + (self.periodic_last + 1) * period - now;
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        next.map(|n| Duration::from_nanos(n.clamp(0, i128::from(u64::MAX)) as u64))
     }
 
     /// Set a byte of CMOS RAM (not the clock registers 0x00..0x0e or the
@@ -341,15 +493,10 @@ impl Rtc {
                 a | if uip { A_UIP } else { 0 }
             }
             REG_C => {
-                let now = self.guest_secs();
-                let mut c = 0;
-                if self.setting.is_none() && now != self.last_c_read {
-                    c |= C_UF;
-                }
-                self.last_c_read = now;
-                if c & self.reg_b() & B_IRQ_ENABLES != 0 {
-                    c |= C_IRQF;
-                }
+                self.catch_up();
+                let c = self.flags | if self.irqf { C_IRQF } else { 0 };
+                self.flags = 0;
+                self.irqf = false;
                 c
             }
             REG_D => D_VRT,
@@ -364,7 +511,11 @@ impl Rtc {
             return;
         }
         match t.to_secs() {
-            Some(secs) => self.offset = secs - (self.clock)().0,
+            Some(secs) => {
+                self.offset = secs - (self.clock)().0;
+                // The new time is no update of the old one.
+                self.last_secs = secs;
+            }
             None => log::debug!("rtc: guest wrote an invalid time {t:?}"),
         }
     }
@@ -388,8 +539,19 @@ impl Rtc {
             }
             // The weekday follows from the date.
             REG_WEEKDAY => {}
-            REG_A => self.ram[usize::from(REG_A)] = value & !A_UIP,
+            REG_A => {
+                self.catch_up();
+                let old = self.ram[usize::from(REG_A)];
+                self.ram[usize::from(REG_A)] = value & !A_UIP;
+                if (old ^ value) & (A_DIVIDER_MASK | A_RATE_MASK) != 0 {
+                    // A new rate (or a restarted divider) counts from now.
+                    self.periodic_start = self.now_nanos().2;
+                    self.periodic_last = 0;
+                    self.last_secs = self.guest_secs();
+                }
+            }
             REG_B => {
+                self.catch_up();
                 let mut value = value;
                 if value & B_SET != 0 {
                     // Setting SET stops updates and clears UIE.
@@ -401,6 +563,8 @@ impl Rtc {
                     self.set_time(t);
                 }
                 self.ram[usize::from(REG_B)] = value;
+                // Enabling an event whose flag is already set raises IRQ 8.
+                self.update_irq();
             }
             REG_C | REG_D => {}
             _ => self.ram[usize::from(index) % CMOS_SIZE] = value,
@@ -427,212 +591,4 @@ impl ByteRegisters for Rtc {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::devices::bus::BusDevice;
-    use std::sync::{Arc, Mutex};
-
-    /// 2026-11-26 23:47:05 UTC, a Thursday.
-    const THU: i64 = 1_795_736_825;
-
-    fn fixed(secs: i64, nanos: u32) -> (Rtc, Arc<Mutex<(i64, u32)>>) {
-        let now = Arc::new(Mutex::new((secs, nanos)));
-        let n = now.clone();
-        (Rtc::with_clock(Box::new(move || *n.lock().unwrap())), now)
-    }
-
-    fn read(rtc: &mut Rtc, index: u8) -> u8 {
-        rtc.write(0, &[index]);
-        let mut b = [0u8];
-        rtc.read(1, &mut b);
-        b[0]
-    }
-
-    fn write(rtc: &mut Rtc, index: u8, value: u8) {
-        rtc.write(0, &[index, value]);
-    }
-
-    fn time_regs(rtc: &mut Rtc) -> [u8; 8] {
-        [0x32, 9, 8, 7, 6, 4, 2, 0].map(|i| read(rtc, i))
-    }
-
-    #[test]
-    fn calendar_conversions_round_trip() {
-        for secs in [0, 946_684_799, 951_825_600, THU, 4_102_444_800, -86_400] {
-            let t = DateTime::from_secs(secs);
-            assert_eq!(t.to_secs(), Some(secs), "{t:?}");
-        }
-        let t = DateTime::from_secs(951_825_600);
-        assert_eq!((t.year, t.month, t.day, t.hour), (2000, 2, 29, 12));
-        assert_eq!(t.weekday(), 3);
-        let bad = DateTime { day: 30, ..t };
-        assert_eq!(bad.to_secs(), None);
-    }
-
-    #[test]
-    fn bcd_24h_by_default_then_binary_and_12h() {
-        let (mut rtc, _) = fixed(THU, 0);
-        // century, year, month, day, weekday (Thursday = 5), h, m, s.
-        assert_eq!(
-            time_regs(&mut rtc),
-            [0x20, 0x26, 0x11, 0x26, 5, 0x23, 0x47, 0x05]
-        );
-        write(&mut rtc, REG_B, B_24H | B_BINARY);
-        assert_eq!(time_regs(&mut rtc), [20, 26, 11, 26, 5, 23, 47, 5]);
-        write(&mut rtc, REG_B, B_BINARY);
-        assert_eq!(read(&mut rtc, REG_HOURS), 0x80 | 11);
-        write(&mut rtc, REG_B, 0);
-        assert_eq!(read(&mut rtc, REG_HOURS), 0x91);
-        // Midnight and noon in 12 hour mode.
-        let (mut rtc, _) = fixed(THU - 23 * 3600 - 47 * 60, 0);
-        write(&mut rtc, REG_B, 0);
-        assert_eq!(read(&mut rtc, REG_HOURS), 0x12);
-        let (mut rtc, _) = fixed(THU - 11 * 3600 - 47 * 60, 0);
-        write(&mut rtc, REG_B, 0);
-        assert_eq!(read(&mut rtc, REG_HOURS), 0x80 | 0x12);
-    }
-
-    #[test]
-    fn follows_the_host_clock() {
-        let mut rtc = Rtc::new(false);
-        write(&mut rtc, REG_B, B_24H | B_BINARY);
-        // Read until two readings agree, as Linux does, so a second that
-        // ends mid-reading cannot mix two times.
-        let mut r = time_regs(&mut rtc);
-        loop {
-            let again = time_regs(&mut rtc);
-            if again == r {
-                break;
-            }
-            r = again;
-        }
-        let t = DateTime {
-            year: i64::from(r[0]) * 100 + i64::from(r[1]),
-            month: i64::from(r[2]),
-            day: i64::from(r[3]),
-            hour: i64::from(r[5]),
-            minute: i64::from(r[6]),
-            second: i64::from(r[7]),
-        };
-        let host = host_utc().0;
-        let secs = t.to_secs().unwrap();
-        assert!((host - secs).abs() <= 2, "rtc {t:?} host {host}");
-        // Local time differs from UTC by the host's offset.
-        let mut local = Rtc::new(true);
-        write(&mut local, REG_B, B_24H | B_BINARY);
-        let diff = local.guest_secs() - rtc.guest_secs();
-        assert!((diff - local_offset(host)).abs() <= 2, "{diff}");
-    }
-
-    #[test]
-    fn guest_sets_the_time_with_set_held() {
-        let (mut rtc, now) = fixed(THU, 0);
-        write(&mut rtc, REG_B, B_24H | B_SET);
-        for (i, v) in [
-            (0x32, 0x19),
-            (9, 0x99),
-            (8, 0x12),
-            (7, 0x31),
-            (4, 0x23),
-            (2, 0x59),
-            (0, 0x59),
-        ] {
-            write(&mut rtc, i, v);
-        }
-        // Frozen while SET is held, even as the host clock moves.
-        now.lock().unwrap().0 += 5;
-        assert_eq!(read(&mut rtc, 0), 0x59);
-        write(&mut rtc, REG_B, B_24H);
-        now.lock().unwrap().0 += 2;
-        assert_eq!(
-            time_regs(&mut rtc),
-            [0x20, 0x00, 0x01, 0x01, 7, 0x00, 0x00, 0x01]
-        );
-        // A direct write (SET clear) applies at once.
-        write(&mut rtc, REG_MINUTES, 0x30);
-        assert_eq!(read(&mut rtc, REG_MINUTES), 0x30);
-        assert_eq!(read(&mut rtc, REG_SECONDS), 0x01);
-        // Nonsense is ignored, not a panic.
-        write(&mut rtc, REG_MONTH, 0xff);
-        write(&mut rtc, REG_DAY, 0x00);
-        assert_eq!(read(&mut rtc, REG_MONTH), 0x01);
-        write(&mut rtc, REG_B, B_SET);
-        write(&mut rtc, REG_MONTH, 0xff);
-        write(&mut rtc, REG_YEAR, 0xff);
-        let _ = time_regs(&mut rtc);
-        write(&mut rtc, REG_B, B_24H);
-        assert_eq!(read(&mut rtc, REG_MONTH), 0x01);
-    }
-
-    #[test]
-    fn update_in_progress_and_status_registers() {
-        let (mut rtc, now) = fixed(THU, 999_900_000);
-        assert_eq!(read(&mut rtc, REG_A), 0xa6);
-        now.lock().unwrap().1 = 999_700_000;
-        assert_eq!(read(&mut rtc, REG_A), 0x26);
-        now.lock().unwrap().1 = 999_900_000;
-        // No update cycle while SET is held, or the divider is stopped.
-        write(&mut rtc, REG_B, B_24H | B_SET);
-        assert_eq!(read(&mut rtc, REG_A), 0x26);
-        write(&mut rtc, REG_B, B_24H);
-        write(&mut rtc, REG_A, 0x76);
-        assert_eq!(read(&mut rtc, REG_A), 0x76);
-        assert_eq!(read(&mut rtc, REG_D), 0x80);
-        // Register C: an update flag once per second, cleared by reading.
-        assert_eq!(read(&mut rtc, REG_C), 0);
-        now.lock().unwrap().0 += 1;
-        assert_eq!(read(&mut rtc, REG_C), C_UF);
-        assert_eq!(read(&mut rtc, REG_C), 0);
-        write(&mut rtc, REG_B, B_24H | B_UIE);
-        now.lock().unwrap().0 += 1;
-        assert_eq!(read(&mut rtc, REG_C), C_UF | C_IRQF);
-        write(&mut rtc, REG_C, 0xff);
-        write(&mut rtc, REG_D, 0);
-        assert_eq!(read(&mut rtc, REG_D), 0x80);
-    }
-
-    #[test]
-    fn cmos_ram_and_memory_size() {
-        let (mut rtc, _) = fixed(THU, 0);
-        // NMI mask bit in the index is ignored.
-        write(&mut rtc, 0x80 | 0x40, 0x5a);
-        assert_eq!(read(&mut rtc, 0x40), 0x5a);
-        assert_eq!(rtc.cmos_byte(0x40), Some(0x5a));
-        assert_eq!(rtc.set_cmos_byte(0x00, 1), Err(RtcError::NotRam(0)));
-        assert_eq!(rtc.set_cmos_byte(0x32, 1), Err(RtcError::NotRam(0x32)));
-        assert_eq!(rtc.set_cmos_byte(0x80, 1), Err(RtcError::NotRam(0x80)));
-        rtc.set_cmos_byte(0x7f, 9).unwrap();
-        assert_eq!(read(&mut rtc, 0x7f), 9);
-        // The index port reads all ones; stray offsets are harmless.
-        let mut b = [0u8; 4];
-        rtc.read(0, &mut b);
-        assert_eq!(b[0], 0xff);
-        rtc.write(1, &[1, 2, 3]);
-        rtc.read(u64::MAX, &mut b);
-
-        let word = |rtc: &Rtc, i: u8| {
-            u32::from(rtc.cmos_byte(i).unwrap()) | u32::from(rtc.cmos_byte(i + 1).unwrap()) << 8
-        };
-        const MIB: u64 = 1 << 20;
-        rtc.set_memory_size(512 * MIB);
-        assert_eq!(word(&rtc, 0x15), 640);
-        assert_eq!(word(&rtc, 0x30), 0xffff);
-        assert_eq!(word(&rtc, 0x17), 0xffff);
-        assert_eq!(word(&rtc, 0x34), ((512 - 16) * 16) as u32);
-        assert_eq!(word(&rtc, 0x5b), 0);
-        // What SeaBIOS computes from them.
-        let ram_size = (u64::from(word(&rtc, 0x34)) << 16) + 16 * MIB;
-        assert_eq!(ram_size, 512 * MIB);
-        rtc.set_memory_size(8 << 30);
-        let ram_size = (u64::from(word(&rtc, 0x34)) << 16) + 16 * MIB;
-        assert_eq!(ram_size, layout::MMIO32_START);
-        let high =
-            u64::from(word(&rtc, 0x5b)) << 16 | u64::from(rtc.cmos_byte(0x5d).unwrap()) << 32;
-        assert_eq!(high, (8 << 30) - layout::MMIO32_START);
-        rtc.set_memory_size(12 * MIB);
-        assert_eq!(word(&rtc, 0x34), 0);
-        assert_eq!(u64::from(word(&rtc, 0x30)) * 1024 + MIB, 12 * MIB);
-        rtc.set_cpu_count(4);
-        assert_eq!(read(&mut rtc, 0x5f), 3);
-    }
-}
+mod tests;
