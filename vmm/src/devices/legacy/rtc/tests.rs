@@ -354,7 +354,7 @@ fn periodic_interrupt_at_the_rate_of_register_a() {
 fn timer_thread_raises_the_update_interrupt_on_the_real_clock() {
     let irq = Arc::new(CountingInterrupt::default());
     let mut dev = RtcDevice::new(Rtc::new(false).with_interrupt(irq.clone())).unwrap();
-    let mut reg = |dev: &mut RtcDevice, index: u8, value: Option<u8>| -> u8 {
+    let reg = |dev: &mut RtcDevice, index: u8, value: Option<u8>| -> u8 {
         dev.write(0, &[index]);
         match value {
             Some(v) => {
