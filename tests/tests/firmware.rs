@@ -229,6 +229,13 @@ fn walk_acpi(ram: &mut GuestRam, cpus: u8) -> Vec<String> {
             assert_eq!(ram.read(facs, 4), b"FACS");
             let dsdt = ram.table(le32(&t, 40));
             assert_eq!((&dsdt[..4], sum(&dsdt)), (&b"DSDT"[..], 0));
+            // PM1a_EVT, PM1a_CNT, PM_TMR: where SeaBIOS put the PM block
+            // through the PIIX4 PM function (0x600 with a table loader).
+            assert_eq!(
+                (le32(&t, 56), le32(&t, 64), le32(&t, 76)),
+                (0x600, 0x604, 0x608),
+                "FADT PM blocks"
+            );
         }
         if sig == "APIC" {
             let (mut o, mut n) = (44, 0);
@@ -276,6 +283,9 @@ fn seabios_finds_fw_cfg_and_installs_kiln_acpi_tables() {
         "QEMU fw_cfg DMA interface supported",
         "Moving pm_base to 0x600",
         "PCI: init bdf=00:00.0 id=8086:1237",
+        "PCI: init bdf=00:01.0 id=8086:7000",
+        "PIIX3/PIIX4 init: elcr=00 0c",
+        "PCI: init bdf=00:01.3 id=8086:7113",
         "sercon: using ioport 0x3f8",
     ] {
         assert!(has(needed), "{needed:?} missing\n{d}");
@@ -293,6 +303,10 @@ fn seabios_finds_fw_cfg_and_installs_kiln_acpi_tables() {
     );
     let cpus = format!("Found {CPUS} cpu(s) max supported {CPUS} cpu(s)");
     assert!(has(&cpus), "{cpus:?} missing\n{d}");
+    assert!(
+        log.contains("piix4: ACPI PM block at 0x600"),
+        "the PM block follows the PIIX4 PM function\n{d}"
+    );
     // SeaBIOS warns when the table loader fails or finds no RSDP.
     assert!(!fw.iter().any(|l| l.contains("WARNING")), "{d}");
 

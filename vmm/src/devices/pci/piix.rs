@@ -131,10 +131,11 @@ impl Piix4Pm {
         if self.pm_block.base() == base.map(u64::from) {
             return;
         }
+        let at = base.map_or_else(|| "nowhere (disabled)".to_string(), |b| format!("{b:#x}"));
         match self.pm_block.move_to(base.map(u64::from)) {
-            Ok(()) => log::info!("piix4: ACPI PM block at {base:#x?}"),
+            Ok(()) => log::info!("piix4: ACPI PM block at {at}"),
             Err(e) => {
-                log::warn!("piix4: cannot put the ACPI PM block at {base:#x?}: {e}; hidden");
+                log::warn!("piix4: cannot put the ACPI PM block at {at}: {e}; hidden");
                 let _ = self.pm_block.move_to(None);
             }
         }
