@@ -10,8 +10,10 @@
 //! - SeaBIOS boots a boot sector from a qcow2 overlay over virtio-blk; the
 //!   boot sector prints on COM1 and powers the VM off through ACPI S5.
 //! - OVMF: on these nested-KVM machines it stops in its 64-bit SEC on an
-//!   x87 instruction (testbed.md); the test checks exactly that, and on a
-//!   host where it runs further, that it is still running.
+//!   x87 instruction (testbed.md), right after its ACPI timer library
+//!   programmed the PIIX4 PM function (PM block moved to 0xB000); the test
+//!   checks exactly that, and on a host where it runs further, that it is
+//!   still running.
 
 use std::ffi::OsString;
 use std::fs;
@@ -371,6 +373,24 @@ fn ovmf_runs_until_what_this_host_cannot_emulate() {
     assert!(
         x87(op[0]) || (op[0] == 0x9b && x87(op[1])),
         "instruction {op:02x?} at {rip:#x} is not x87\n{line}"
+    );
+    // The variable store is the CFI flash device, and before the x87
+    // instruction OVMF's SEC (its ACPI timer library) programmed the PIIX4
+    // PM function: the PM block moved to 0xB000.
+    assert!(log.contains("CFI flash"), "vars as a pflash device\n{d}");
+    let pm = log
+        .find("piix4: ACPI PM block at 0xb000")
+        .unwrap_or_else(|| panic!("OVMF did not program PMBA 0xB000\n{d}"));
+    assert!(
+        pm < log.find("KVM emulation failure").unwrap(),
+        "PM block placed before the emulation failure\n{d}"
+    );
+    // OVMF's flash driver runs in DXE, which this host never reaches: the
+    // store is as it was.
+    assert_eq!(
+        fs::read(&vars).unwrap(),
+        fs::read(guest_file("OVMF_VARS.fd")).unwrap(),
+        "variable store untouched before DXE"
     );
     eprintln!("OVMF: stopped at {rip:#x} on x87 {op:02x?} (long mode, efer {efer:#x})");
     drop(vm);
