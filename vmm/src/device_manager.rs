@@ -163,12 +163,13 @@ impl DeviceManager {
                     })?;
                 None
             }
-            Some(_) => Some(pio.insert_movable(pm.clone(), PM_IO_LEN).map_err(|source| {
-                DeviceError::Bus {
-                    name: "ACPI PM",
-                    source,
-                }
-            })?),
+            Some(_) => Some(
+                pio.insert_movable(pm.clone(), PM_IO_LEN)
+                    .map_err(|source| DeviceError::Bus {
+                        name: "ACPI PM",
+                        source,
+                    })?,
+            ),
         };
         // Direct kernel boot: a Q35-like host bridge; Linux finds the ECAM
         // through the MCFG table. 0xCF9 (reset control) sits inside the

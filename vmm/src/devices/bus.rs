@@ -146,7 +146,11 @@ impl Bus {
 
     /// Add a device of `len` bytes that starts hidden; place it with the
     /// returned handle.
-    pub fn insert_movable(&mut self, device: SharedDevice, len: u64) -> Result<MovableRange, BusError> {
+    pub fn insert_movable(
+        &mut self,
+        device: SharedDevice,
+        len: u64,
+    ) -> Result<MovableRange, BusError> {
         if len == 0 {
             return Err(BusError::Empty(0));
         }

@@ -141,7 +141,13 @@ pub fn build_tables_at(
     rsdp_addr: u64,
     tables_addr: u64,
 ) -> Result<AcpiTables, AcpiError> {
-    build_tables_with_pm(num_cpus, mem_size, rsdp_addr, tables_addr, layout::PM_IO_BASE)
+    build_tables_with_pm(
+        num_cpus,
+        mem_size,
+        rsdp_addr,
+        tables_addr,
+        layout::PM_IO_BASE,
+    )
 }
 
 /// [`build_tables_at`] with the ACPI PM block (PM1a event and control, PM

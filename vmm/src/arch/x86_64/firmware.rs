@@ -328,7 +328,11 @@ pub fn load(
                 p.display(),
                 v.guest_addr,
                 v.size,
-                if flash.is_some() { "CFI flash" } else { "plain memory" }
+                if flash.is_some() {
+                    "CFI flash"
+                } else {
+                    "plain memory"
+                }
             ),
             _ => String::new(),
         }

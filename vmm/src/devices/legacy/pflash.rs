@@ -77,7 +77,8 @@ pub trait ArrayMapping: Send {
 
 /// The store's bytes: the shared mapping of the vars file.
 pub trait Store: Send {
-    fn len(&self) -> u64;
+    /// The store's size in bytes.
+    fn size(&self) -> u64;
     fn read(&self, offset: u64) -> u8;
     fn write(&mut self, offset: u64, value: u8);
     /// Fill `[offset, offset + len)` with `value`.
@@ -103,7 +104,7 @@ impl MmapStore {
 }
 
 impl Store for MmapStore {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.region.size() as u64
     }
 
@@ -173,7 +174,7 @@ impl<S: Store, M: ArrayMapping> PflashDevice<S, M> {
     /// A device in read-array mode; `mapping` is expected to show the
     /// store read-only already.
     pub fn new(store: S, mapping: M) -> Self {
-        let cfi = cfi_table(store.len());
+        let cfi = cfi_table(store.size());
         PflashDevice {
             store,
             mapping,
@@ -227,7 +228,7 @@ impl<S: Store, M: ArrayMapping> PflashDevice<S, M> {
     }
 
     fn program(&mut self, offset: u64, data: &[u8]) {
-        let len = self.store.len();
+        let len = self.store.size();
         for (i, &b) in data.iter().enumerate() {
             match offset.checked_add(i as u64).filter(|&a| a < len) {
                 Some(a) => self.store.write(a, b),
@@ -247,7 +248,7 @@ impl<S: Store, M: ArrayMapping> PflashDevice<S, M> {
     fn erase(&mut self, block: u64, offset: u64, cmd: u8) {
         match cmd {
             CMD_CONFIRM => {
-                let len = BLOCK_SIZE.min(self.store.len().saturating_sub(block));
+                let len = BLOCK_SIZE.min(self.store.size().saturating_sub(block));
                 self.store.fill(block, len, 0xff);
                 self.dirty = true;
                 self.status |= SR_READY;
@@ -263,7 +264,7 @@ impl<S: Store, M: ArrayMapping> PflashDevice<S, M> {
             // Reads in array mode normally do not exit; they do in the
             // window while a mapping change is in flight on another vCPU.
             Mode::ReadArray => {
-                if offset < self.store.len() {
+                if offset < self.store.size() {
                     self.store.read(offset)
                 } else {
                     0xff
@@ -306,7 +307,7 @@ fn cfi_table(size: u64) -> Vec<u8> {
     t[0x2d] = blocks as u8;
     t[0x2e] = (blocks >> 8) as u8;
     t[0x2f] = (BLOCK_SIZE / 256) as u8;
-    t[0x30] = (BLOCK_SIZE / 256 >> 8) as u8;
+    t[0x30] = ((BLOCK_SIZE / 256) >> 8) as u8;
     t
 }
 

@@ -133,12 +133,7 @@ fn legacy_devices(sink: &mut Vec<u8>, pm_base: u16) {
         layout::PCI_ECAM_START as u32,
         layout::PCI_ECAM_SIZE as u32,
     );
-    let pm_io = IO::new(
-        pm_base,
-        pm_base,
-        1,
-        pm::PM_IO_LEN as u8,
-    );
+    let pm_io = IO::new(pm_base, pm_base, 1, pm::PM_IO_LEN as u8);
     isa_device(sink, "_SB_.MBRD", "PNP0C02", 0, vec![&ecam, &pm_io]);
 }
 

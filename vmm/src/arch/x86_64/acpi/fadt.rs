@@ -104,16 +104,8 @@ pub fn fadt_with_pm(facs_addr: u64, dsdt_addr: u64, pm_base: u16) -> Vec<u8> {
     f.flags = flags().into();
     f.reset_reg = io_register(layout::RESET_CONTROL_PORT, 1, AccessSize::ByteAccess);
     f.reset_value = reset::RESET_VALUE;
-    f.x_pm1a_evt_blk = io_register(
-        evt,
-        pm::PM1_EVT_LEN,
-        AccessSize::WordAccess,
-    );
-    f.x_pm1a_cnt_blk = io_register(
-        cnt,
-        pm::PM1_CNT_LEN,
-        AccessSize::WordAccess,
-    );
+    f.x_pm1a_evt_blk = io_register(evt, pm::PM1_EVT_LEN, AccessSize::WordAccess);
+    f.x_pm1a_cnt_blk = io_register(cnt, pm::PM1_CNT_LEN, AccessSize::WordAccess);
     f.x_pm_tmr_blk = io_register(tmr, pm::PM_TMR_LEN, AccessSize::DwordAccess);
     let mut bytes = Vec::with_capacity(LENGTH);
     f.finalize().to_aml_bytes(&mut bytes);

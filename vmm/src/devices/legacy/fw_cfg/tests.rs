@@ -447,4 +447,3 @@ fn a_refreshed_file_changes_on_select_but_never_its_size() {
         Err(FwCfgError::NoSuchFile("etc/none".into()))
     );
 }
-

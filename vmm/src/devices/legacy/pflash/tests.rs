@@ -12,7 +12,7 @@ struct VecStore {
 }
 
 impl Store for VecStore {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.bytes.len() as u64
     }
     fn read(&self, offset: u64) -> u8 {
@@ -106,7 +106,10 @@ fn ovmf_detects_a_writable_flash_and_the_store_is_unchanged() {
     assert_eq!(d.mode, Mode::ReadArray);
     let changes = m.0.lock().unwrap().clone();
     assert_eq!(changes.last(), Some(&true));
-    assert!(changes.contains(&false), "status reads need the slot removed");
+    assert!(
+        changes.contains(&false),
+        "status reads need the slot removed"
+    );
     assert_eq!(rd(&mut d, 16), 0x8d);
 }
 

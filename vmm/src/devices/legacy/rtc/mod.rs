@@ -274,8 +274,7 @@ impl Rtc {
 
     /// Whether the clock runs (divider normal, SET clear).
     fn running(&self) -> bool {
-        self.setting.is_none()
-            && self.ram[usize::from(REG_A)] & A_DIVIDER_MASK == A_DIVIDER_NORMAL
+        self.setting.is_none() && self.ram[usize::from(REG_A)] & A_DIVIDER_MASK == A_DIVIDER_NORMAL
     }
 
     /// The periodic interrupt's period from register A, if any: rate 1

@@ -206,8 +206,7 @@ fn cmos_ram_and_memory_size() {
     rtc.set_memory_size(8 << 30);
     let ram_size = (u64::from(word(&rtc, 0x34)) << 16) + 16 * MIB;
     assert_eq!(ram_size, layout::MMIO32_START);
-    let high =
-        u64::from(word(&rtc, 0x5b)) << 16 | u64::from(rtc.cmos_byte(0x5d).unwrap()) << 32;
+    let high = u64::from(word(&rtc, 0x5b)) << 16 | u64::from(rtc.cmos_byte(0x5d).unwrap()) << 32;
     assert_eq!(high, (8 << 30) - layout::MMIO32_START);
     rtc.set_memory_size(12 * MIB);
     assert_eq!(word(&rtc, 0x34), 0);
@@ -217,7 +216,10 @@ fn cmos_ram_and_memory_size() {
 }
 
 /// An RTC on a fake clock that counts the IRQ 8 pulses it raises.
-fn with_irq(secs: i64, nanos: u32) -> (Rtc, Arc<Mutex<(i64, u32)>>, Arc<CountingInterrupt>) {
+/// A fake clock's (seconds, nanoseconds).
+type FakeClock = Arc<Mutex<(i64, u32)>>;
+
+fn with_irq(secs: i64, nanos: u32) -> (Rtc, FakeClock, Arc<CountingInterrupt>) {
     let (rtc, now) = fixed(secs, nanos);
     let irq = Arc::new(CountingInterrupt::default());
     (rtc.with_interrupt(irq.clone()), now, irq)
@@ -340,7 +342,12 @@ fn periodic_interrupt_at_the_rate_of_register_a() {
     assert_eq!(pulses(&irq), 2);
     // Other rates: 1 and 2 are 256 and 128 Hz, 15 is 2 Hz; 0 is off, and
     // so is a stopped divider.
-    for (rate, period) in [(1u8, 3_906_250), (2, 7_812_500), (3, 122_070), (15, 500_000_000)] {
+    for (rate, period) in [
+        (1u8, 3_906_250),
+        (2, 7_812_500),
+        (3, 122_070),
+        (15, 500_000_000),
+    ] {
         write(&mut rtc, REG_A, A_DIVIDER_NORMAL | rate);
         assert_eq!(rtc.period_nanos(), Some(period), "rate {rate}");
     }

@@ -52,7 +52,6 @@ impl RtcDevice {
         Ok(RtcDevice { shared, index: 0 })
     }
 
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Rtc> {
         self.shared.rtc.lock().unwrap_or_else(|e| e.into_inner())
     }

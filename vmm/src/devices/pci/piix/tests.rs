@@ -49,8 +49,14 @@ impl Fixture {
         self.root.config_read(0, PIIX_SLOT, function, offset / 4)
     }
     fn set(&self, function: u8, offset: usize, data: &[u8]) {
-        self.root
-            .config_write(0, PIIX_SLOT, function, offset / 4, (offset % 4) as u64, data);
+        self.root.config_write(
+            0,
+            PIIX_SLOT,
+            function,
+            offset / 4,
+            (offset % 4) as u64,
+            data,
+        );
     }
     fn timer_answers_at(&self, port: u16) -> bool {
         let mut d = [0u8; 4];
