@@ -322,7 +322,11 @@ impl Rtc {
         self.last_secs = secs;
         if let Some(period) = self.period_nanos() {
             let index = (now - self.periodic_start).div_euclid(period);
-            if index > self.periodic_last {
+            if index < self.periodic_last {
+                // The host clock went back: count from now.
+                self.periodic_start = now;
+                self.periodic_last = 0;
+            } else if index > self.periodic_last {
                 self.flags |= C_PF;
                 self.periodic_last = index;
             }

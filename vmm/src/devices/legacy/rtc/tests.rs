@@ -355,6 +355,14 @@ fn periodic_interrupt_at_the_rate_of_register_a() {
     assert_eq!(rtc.period_nanos(), None);
     write(&mut rtc, REG_A, 0x70 | 6);
     assert_eq!(rtc.period_nanos(), None);
+    // A host clock that goes back restarts the count instead of stalling.
+    write(&mut rtc, REG_A, A_DIVIDER_NORMAL | 6);
+    advance(&now, 10_000_000);
+    assert_eq!(read(&mut rtc, REG_C) & C_PF, C_PF);
+    now.lock().unwrap().0 -= 60;
+    rtc.catch_up();
+    let next = rtc.next_event().unwrap();
+    assert!(next <= Duration::from_nanos(976_562), "{next:?}");
 }
 
 #[test]
