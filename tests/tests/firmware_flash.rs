@@ -14,13 +14,17 @@
 //!    PM1a_CNT at 0xB004 (exit status 0).
 //!
 //! The test checks the serial lines and exit status of both boots and the
-//! vars file on disk afterwards.
+//! vars file on disk afterwards. A second test does the same with the
+//! control API's `reset` (the VMM re-executes itself in place) instead of
+//! the guest's: the test sets store byte 0x200 to 1, which makes the first
+//! boot halt after programming.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln_tests::api::request;
 use kiln_tests::{kiln_vmm, kvm_available, tail_lines, ScratchDir};
 
 /// Where `placement` puts a 4 KiB store under a 64 KiB code image.
@@ -28,6 +32,8 @@ const VARS_BASE: u32 = 0xfffe_f000;
 const VARS_SIZE: usize = 4096;
 const PROGRAMMED_AT: usize = 0x100;
 const PROGRAMMED: u8 = 0x77;
+/// Store byte the test sets to 1 to make the first boot wait for a reset.
+const HOLD_AT: usize = 0x200;
 
 const FIRMWARE_SOURCE: &str = r#"
         .set VARS, 0xfffef000
@@ -77,6 +83,9 @@ pm32:
         jne program_failed
         mov $(ALIAS + msg_programmed), %ebp
         call print
+        /* Store byte 0x200 == 1: wait for a reset from outside. */
+        cmpb $0x01, 0x200(%esi)
+        je 1f
         mov $0x06, %al
         mov $0xcf9, %dx
         out %al, %dx
@@ -177,6 +186,128 @@ fn build_firmware(dir: &Path) -> PathBuf {
     bin
 }
 
+/// A `kiln-vmm` on `firmware` and `vars` (serial log and VMM log in `dir`).
+struct FwRun {
+    child: Child,
+    serial: PathBuf,
+    log: PathBuf,
+}
+
+impl FwRun {
+    fn start(dir: &Path, firmware: &Path, vars: &Path, api: Option<&Path>) -> FwRun {
+        let serial = dir.join("serial.log");
+        let log = dir.join("vmm.log");
+        let mut cmd = Command::new(kiln_vmm());
+        cmd.arg("--firmware")
+            .arg(firmware)
+            .arg("--firmware-vars")
+            .arg(vars)
+            .args(["--cpus", "1", "--memory", "64M", "--log-level", "info"])
+            .arg("--serial-log")
+            .arg(&serial);
+        if let Some(sock) = api {
+            cmd.arg("--api-socket").arg(sock);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn kiln-vmm");
+        FwRun { child, serial, log }
+    }
+
+    fn serial(&self) -> String {
+        fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    fn vmm_log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "--- serial ---\n{}\n--- kiln-vmm log ---\n{}",
+            self.serial(),
+            tail_lines(&self.vmm_log(), 40)
+        )
+    }
+
+    /// Wait (bounded) until `cond` holds on the serial output.
+    fn wait_serial(&self, cond: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !cond(&self.serial()) {
+            assert!(Instant::now() < deadline, "timed out\n{}", self.describe());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The exit code (None: killed after the timeout).
+    fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for FwRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const FIRST_BOOT: &str = "flash: detected\nflash: programmed\n";
+const SECOND_BOOT: &str = "flash: persisted across the reboot\n";
+
+/// A blank 4 KiB store; `hold` sets byte 0x200 so that the first boot
+/// waits for a reset from outside.
+fn blank_vars(dir: &Path, hold: bool) -> PathBuf {
+    let mut bytes = vec![0xffu8; VARS_SIZE];
+    if hold {
+        bytes[HOLD_AT] = 1;
+    }
+    let vars = dir.join("vars.fd");
+    fs::write(&vars, bytes).unwrap();
+    vars
+}
+
+/// The store after both boots: the programmed byte, the rest as before.
+fn check_vars(vars: &Path, hold: bool) {
+    let on_disk = fs::read(vars).unwrap();
+    assert_eq!(on_disk.len(), VARS_SIZE);
+    assert_eq!(on_disk[PROGRAMMED_AT], PROGRAMMED);
+    let changed = on_disk
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| {
+            let before = if hold && i == HOLD_AT { 1 } else { 0xff };
+            i != PROGRAMMED_AT && b != before
+        })
+        .count();
+    assert_eq!(changed, 0, "only the programmed byte changed");
+}
+
+fn check_second_boot(run: &FwRun) {
+    let (vmm, d) = (run.vmm_log(), run.describe());
+    assert!(
+        vmm.contains(&format!("at {VARS_BASE:#x} (0x1000 bytes, CFI flash)")),
+        "{d}"
+    );
+    assert!(vmm.contains("piix4: ACPI PM block at 0xb000"), "{d}");
+    assert!(vmm.contains("guest powered off"), "{d}");
+}
+
 #[test]
 fn variables_survive_a_reboot_and_power_off_goes_through_the_piix4_pm_block() {
     if !kvm_available("variables_survive_a_reboot_and_power_off_goes_through_the_piix4_pm_block") {
@@ -184,67 +315,53 @@ fn variables_survive_a_reboot_and_power_off_goes_through_the_piix4_pm_block() {
     }
     let dir = ScratchDir::new("fwflash").expect("scratch dir");
     let firmware = build_firmware(dir.path());
-    let vars = dir.path().join("vars.fd");
-    fs::write(&vars, vec![0xffu8; VARS_SIZE]).unwrap();
-    let serial = dir.path().join("serial.log");
-    let log = dir.path().join("vmm.log");
-    let boot = |expect_code: i32, expect_serial: &str| -> String {
-        let mut child = Command::new(kiln_vmm())
-            .arg("--firmware")
-            .arg(&firmware)
-            .arg("--firmware-vars")
-            .arg(&vars)
-            .args(["--cpus", "1", "--memory", "64M", "--log-level", "info"])
-            .arg("--serial-log")
-            .arg(&serial)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn kiln-vmm");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let out = fs::read_to_string(&serial).unwrap_or_default();
-        let vmm = fs::read_to_string(&log).unwrap_or_default();
-        let d = format!(
-            "--- serial ---\n{out}\n--- kiln-vmm log ---\n{}",
-            tail_lines(&vmm, 40)
-        );
-        assert_eq!(status.and_then(|s| s.code()), Some(expect_code), "{d}");
-        assert_eq!(out, expect_serial, "{d}");
-        assert!(
-            vmm.contains(&format!("at {VARS_BASE:#x} (0x1000 bytes, CFI flash)")),
-            "{d}"
-        );
-        vmm
-    };
-    // First boot: detect, program, reboot (exit 10).
-    let first = "flash: detected\nflash: programmed\n";
-    boot(10, first);
+    let vars = blank_vars(dir.path(), false);
+    // First boot: detect, program, reboot through 0xCF9 (exit 10).
+    let mut run = FwRun::start(dir.path(), &firmware, &vars, None);
+    assert_eq!(run.wait_exit(), Some(10), "{}", run.describe());
+    assert_eq!(run.serial(), FIRST_BOOT, "{}", run.describe());
     assert_eq!(fs::read(&vars).unwrap()[PROGRAMMED_AT], PROGRAMMED);
-    // Second boot on the same files: the byte is there; power-off (exit 0)
-    // through the PM block the firmware placed at 0xB000.
-    let vmm = boot(0, &format!("{first}flash: persisted across the reboot\n"));
-    let d = tail_lines(&vmm, 40);
-    assert!(vmm.contains("piix4: ACPI PM block at 0xb000"), "{d}");
-    assert!(vmm.contains("guest powered off"), "{d}");
-    let on_disk = fs::read(&vars).unwrap();
-    assert_eq!(on_disk.len(), VARS_SIZE);
-    assert_eq!(on_disk[PROGRAMMED_AT], PROGRAMMED);
-    let others = on_disk
-        .iter()
-        .enumerate()
-        .filter(|&(i, &b)| i != PROGRAMMED_AT && b != 0xff)
-        .count();
-    assert_eq!(others, 0, "only the programmed byte changed");
+    // Second boot on the same files, as kilnd restarts a rebooted guest:
+    // the byte is there; power-off (exit 0) through the PM block the
+    // firmware placed at 0xB000.
+    let mut run = FwRun::start(dir.path(), &firmware, &vars, None);
+    assert_eq!(run.wait_exit(), Some(0), "{}", run.describe());
+    assert_eq!(
+        run.serial(),
+        format!("{FIRST_BOOT}{SECOND_BOOT}"),
+        "{}",
+        run.describe()
+    );
+    check_second_boot(&run);
+    check_vars(&vars, false);
+}
+
+#[test]
+fn variables_survive_a_control_api_reset_in_place() {
+    if !kvm_available("variables_survive_a_control_api_reset_in_place") {
+        return;
+    }
+    let dir = ScratchDir::new("fwflash-api").expect("scratch dir");
+    let firmware = build_firmware(dir.path());
+    let vars = blank_vars(dir.path(), true);
+    let sock = dir.path().join("api.sock");
+    let mut run = FwRun::start(dir.path(), &firmware, &vars, Some(&sock));
+    run.wait_serial(|s| s.contains("flash: programmed"));
+    let (code, body) = request(&sock, "PUT", "/v1/vm/reset").expect("reset through the API");
+    assert_eq!(code, 204, "{body}\n{}", run.describe());
+    // The same process (re-executed in place) boots again and powers off.
+    assert_eq!(run.wait_exit(), Some(0), "{}", run.describe());
+    assert_eq!(
+        run.serial(),
+        format!("{FIRST_BOOT}{SECOND_BOOT}"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.vmm_log().contains("reset: restarting the VMM in place"),
+        "{}",
+        run.describe()
+    );
+    check_second_boot(&run);
+    check_vars(&vars, true);
 }
