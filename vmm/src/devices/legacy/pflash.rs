@@ -247,8 +247,14 @@ impl<S: Store, M: ArrayMapping> PflashDevice<S, M> {
 
     fn erase(&mut self, block: u64, offset: u64, cmd: u8) {
         match cmd {
+            CMD_CONFIRM if block >= self.store.size() => {
+                // Only through a bus range larger than the store.
+                log::warn!("pflash: erase of block {block:#x} past the end of the store");
+                self.status |= SR_ERASE_ERROR | SR_READY;
+                self.set_mode(Mode::Status);
+            }
             CMD_CONFIRM => {
-                let len = BLOCK_SIZE.min(self.store.size().saturating_sub(block));
+                let len = BLOCK_SIZE.min(self.store.size() - block);
                 self.store.fill(block, len, 0xff);
                 self.dirty = true;
                 self.status |= SR_READY;

@@ -236,6 +236,13 @@ fn program_past_the_end_is_clipped_with_an_error() {
     wr(&mut d, 0, CMD_PROGRAM);
     d.write(u64::MAX - 1, &[0; 8]);
     assert_eq!(d.store().bytes.len(), SIZE);
+    // An erase past the end (only reachable through a larger bus range).
+    wr(&mut d, 0, CMD_CLEAR_STATUS);
+    let before = d.store().bytes.clone();
+    wr(&mut d, SIZE as u64 + 10, CMD_BLOCK_ERASE);
+    wr(&mut d, SIZE as u64 + 10, CMD_CONFIRM);
+    assert_eq!(rd(&mut d, 0) & SR_ERASE_ERROR, SR_ERASE_ERROR);
+    assert_eq!(d.store().bytes, before);
 }
 
 #[test]
@@ -287,4 +294,53 @@ fn writes_reach_the_vars_file() {
     let mut want = varstore_like();
     want[BLOCK_SIZE as usize..][..4].copy_from_slice(b"kiln");
     assert_eq!(on_disk, want);
+}
+
+#[test]
+fn random_accesses_never_panic_or_leave_the_store() {
+    let (mut d, m) = device(vec![0xa5; SIZE]);
+    // xorshift64: a fixed, reproducible sequence.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let interesting = [
+        CMD_READ_ARRAY,
+        CMD_CLEAR_STATUS,
+        CMD_READ_STATUS,
+        CMD_READ_ID,
+        CMD_CFI_QUERY,
+        CMD_PROGRAM,
+        CMD_BLOCK_ERASE,
+        CMD_CONFIRM,
+        CMD_LOCK_SETUP,
+    ];
+    for _ in 0..200_000 {
+        let r = next();
+        let offset = match r % 4 {
+            0 => r >> 40,                   // anywhere, mostly far past the end
+            _ => (r >> 20) % (SIZE as u64), // inside
+        };
+        let len = [1usize, 2, 4, 8][(r >> 8) as usize % 4];
+        if r & 0x10 != 0 {
+            let v = if r & 0x20 != 0 {
+                interesting[(r >> 12) as usize % interesting.len()]
+            } else {
+                (r >> 32) as u8
+            };
+            d.write(offset, &vec![v; len]);
+        } else {
+            let mut buf = vec![0u8; len];
+            d.read(offset, &mut buf);
+        }
+    }
+    assert_eq!(d.store().bytes.len(), SIZE);
+    // Whatever happened, read array brings the slot back.
+    wr(&mut d, 0, CMD_READ_ARRAY);
+    wr(&mut d, 0, CMD_READ_ARRAY);
+    assert_eq!(d.mode, Mode::ReadArray);
+    assert_eq!(m.0.lock().unwrap().last().copied().unwrap_or(true), true);
 }
