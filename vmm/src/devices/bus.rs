@@ -5,11 +5,14 @@
 //! *movable* ranges ([`Bus::insert_movable`]): a device the guest relocates
 //! (the ACPI PM block, whose base the firmware programs through the PIIX4
 //! PM function) gets a [`MovableRange`] handle that moves or hides it for
-//! every clone of the bus at once. Fixed ranges are looked up first, so a
-//! movable range never shadows a fixed device, and only an access that
-//! misses every fixed range pays for the movable ranges' read lock.
+//! every clone of the bus at once. A placed movable range is looked up
+//! before the fixed ones: the guest put it there on purpose, possibly
+//! inside a fixed catch-all range (a window of PCI I/O BARs covers OVMF's
+//! PM base 0xB000). While no movable range is placed (always, for a direct
+//! boot), an access costs one atomic load more than a fixed lookup.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// A device on a bus. `offset` is relative to the start of the range the
@@ -64,7 +67,14 @@ struct Entry {
 pub struct Bus {
     ranges: Arc<BTreeMap<u64, Entry>>,
     /// Shared by every clone: moving a range is seen by all vCPUs.
-    movable: Arc<RwLock<Vec<Movable>>>,
+    movable: Arc<MovableList>,
+}
+
+#[derive(Default)]
+struct MovableList {
+    /// How many ranges are placed (lets lookups skip the lock at 0).
+    placed: AtomicUsize,
+    ranges: RwLock<Vec<Movable>>,
 }
 
 struct Movable {
@@ -77,7 +87,7 @@ struct Movable {
 /// Moves or hides one movable range of a [`Bus`] (and of all its clones).
 #[derive(Clone)]
 pub struct MovableRange {
-    list: Arc<RwLock<Vec<Movable>>>,
+    list: Arc<MovableList>,
     index: usize,
 }
 
@@ -86,7 +96,7 @@ impl MovableRange {
     /// was, if the range would wrap around the address space or overlap
     /// another movable range.
     pub fn move_to(&self, base: Option<u64>) -> Result<(), BusError> {
-        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
+        let mut list = self.list.ranges.write().unwrap_or_else(|e| e.into_inner());
         let len = list[self.index].len;
         if let Some(base) = base {
             let end = base
@@ -99,13 +109,18 @@ impl MovableRange {
                 return Err(BusError::Overlap { base, len });
             }
         }
-        list[self.index].base = base;
+        let was = std::mem::replace(&mut list[self.index].base, base);
+        match (was.is_some(), base.is_some()) {
+            (false, true) => self.list.placed.fetch_add(1, Ordering::SeqCst),
+            (true, false) => self.list.placed.fetch_sub(1, Ordering::SeqCst),
+            _ => 0,
+        };
         Ok(())
     }
 
     /// Where the range is now.
     pub fn base(&self) -> Option<u64> {
-        self.list.read().unwrap_or_else(|e| e.into_inner())[self.index].base
+        self.list.ranges.read().unwrap_or_else(|e| e.into_inner())[self.index].base
     }
 }
 
@@ -154,7 +169,11 @@ impl Bus {
         if len == 0 {
             return Err(BusError::Empty(0));
         }
-        let mut list = self.movable.write().unwrap_or_else(|e| e.into_inner());
+        let mut list = self
+            .movable
+            .ranges
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         list.push(Movable {
             base: None,
             len,
@@ -166,20 +185,26 @@ impl Bus {
         })
     }
 
-    /// Run `f` on the device at `addr` with the offset into its range.
+    /// Run `f` on the device at `addr` with the offset into its range: a
+    /// placed movable range there, else a fixed one.
     fn with_device<R>(&self, addr: u64, f: impl FnOnce(u64, &SharedDevice) -> R) -> Option<R> {
-        if let Some((&base, entry)) = self.ranges.range(..=addr).next_back() {
-            if addr - base < entry.len {
-                return Some(f(addr - base, &entry.device));
+        if self.movable.placed.load(Ordering::SeqCst) > 0 {
+            let list = self
+                .movable
+                .ranges
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let found = list.iter().find_map(|m| {
+                let base = m.base?;
+                (addr >= base && addr - base < m.len).then(|| (addr - base, m.device.clone()))
+            });
+            drop(list);
+            if let Some((offset, device)) = found {
+                return Some(f(offset, &device));
             }
         }
-        let list = self.movable.read().unwrap_or_else(|e| e.into_inner());
-        let (offset, device) = list.iter().find_map(|m| {
-            let base = m.base?;
-            (addr >= base && addr - base < m.len).then(|| (addr - base, m.device.clone()))
-        })?;
-        drop(list);
-        Some(f(offset, &device))
+        let (&base, entry) = self.ranges.range(..=addr).next_back()?;
+        (addr - base < entry.len).then(|| f(addr - base, &entry.device))
     }
 
     /// Read from the device at `addr`. Returns false (and leaves `data` as
@@ -256,7 +281,7 @@ mod tests {
         let fixed = Arc::new(Mutex::new(Recorder::default()));
         let pm = Arc::new(Mutex::new(Recorder::default()));
         let mut bus = Bus::new();
-        bus.insert(fixed.clone(), 0x600, 0x10).unwrap();
+        bus.insert(fixed.clone(), 0x600, 0x40).unwrap();
         let handle = bus.insert_movable(pm.clone(), 0x40).unwrap();
         let vcpu = bus.clone();
         // Hidden at first.
@@ -269,15 +294,19 @@ mod tests {
         assert!(vcpu.read(0xb03f, &mut d));
         assert_eq!(d, [0x3f]);
         assert!(!vcpu.read(0xb040, &mut d));
-        // A fixed device is never shadowed.
-        handle.move_to(Some(0x600)).unwrap();
+        // Placed over a fixed range (a catch-all window), it wins there;
+        // the fixed range still answers around it.
+        handle.move_to(Some(0x5f8)).unwrap();
         assert!(vcpu.write(0x604, &[3]));
-        assert_eq!(fixed.lock().unwrap().0, vec![(4, vec![3])]);
-        assert!(vcpu.write(0x614, &[4]));
-        assert_eq!(pm.lock().unwrap().0.last(), Some(&(0x14, vec![4])));
-        // Hidden again; bad moves are refused and change nothing.
+        assert_eq!(pm.lock().unwrap().0.last(), Some(&(0xc, vec![3])));
+        assert!(fixed.lock().unwrap().0.is_empty());
+        assert!(vcpu.write(0x638, &[4]));
+        assert_eq!(fixed.lock().unwrap().0, vec![(0x38, vec![4])]);
+        // Hidden again: the fixed range answers; bad moves are refused and
+        // change nothing.
         handle.move_to(None).unwrap();
-        assert!(!vcpu.write(0x614, &[5]));
+        assert!(vcpu.write(0x604, &[5]));
+        assert_eq!(fixed.lock().unwrap().0.last(), Some(&(4, vec![5])));
         assert!(handle.move_to(Some(u64::MAX - 4)).is_err());
         let other = bus.insert_movable(fixed.clone(), 8).unwrap();
         other.move_to(Some(0xc000)).unwrap();
