@@ -112,19 +112,6 @@ fn qemu_rtc_binary_12h() {
 }
 
 #[test]
-fn qemu_crash_and_reset_end_the_run() {
-    if !kvm_available("qemu_crash_and_reset_end_the_run") {
-        return;
-    }
-    // With -no-reboot, QEMU exits on a triple fault and on a reset.
-    let out = run_qemu("crash", &[], TIMEOUT);
-    assert_eq!(out, "!", "crash ran on: {out}");
-    let out = run_qemu("reset", &[], TIMEOUT);
-    assert!(out.contains("reset: through the i8042"), "{out}");
-    assert!(!out.contains("still running"), "{out}");
-}
-
-#[test]
 fn qemu_rtc_update_interrupt() {
     if !kvm_available("qemu_rtc_update_interrupt") {
         return;
@@ -136,4 +123,17 @@ fn qemu_rtc_update_interrupt() {
         .and_then(|v| v.trim().parse::<u8>().ok())
         .unwrap_or_else(|| panic!("no interrupt seen: {out}"));
     assert_eq!(c & 0x90, 0x90, "IRQF and UF in register C {c:#x}: {out}");
+}
+
+#[test]
+fn qemu_crash_and_reset_end_the_run() {
+    if !kvm_available("qemu_crash_and_reset_end_the_run") {
+        return;
+    }
+    // With -no-reboot, QEMU exits on a triple fault and on a reset.
+    let out = run_qemu("crash", &[], TIMEOUT);
+    assert_eq!(out, "!", "crash ran on: {out}");
+    let out = run_qemu("reset", &[], TIMEOUT);
+    assert!(out.contains("reset: through the i8042"), "{out}");
+    assert!(!out.contains("still running"), "{out}");
 }
