@@ -10,8 +10,10 @@
 //! - SeaBIOS boots a boot sector from a qcow2 overlay over virtio-blk; the
 //!   boot sector prints on COM1 and powers the VM off through ACPI S5.
 //! - OVMF: on these nested-KVM machines it stops in its 64-bit SEC on an
-//!   x87 instruction (testbed.md); the test checks exactly that, and on a
-//!   host where it runs further, that it is still running.
+//!   x87 instruction (testbed.md), right after its ACPI timer library
+//!   programmed the PIIX4 PM function (PM block moved to 0xB000); the test
+//!   checks exactly that, and on a host where it runs further, that it is
+//!   still running.
 
 use std::ffi::OsString;
 use std::fs;
@@ -229,6 +231,13 @@ fn walk_acpi(ram: &mut GuestRam, cpus: u8) -> Vec<String> {
             assert_eq!(ram.read(facs, 4), b"FACS");
             let dsdt = ram.table(le32(&t, 40));
             assert_eq!((&dsdt[..4], sum(&dsdt)), (&b"DSDT"[..], 0));
+            // PM1a_EVT, PM1a_CNT, PM_TMR: where SeaBIOS put the PM block
+            // through the PIIX4 PM function (0x600 with a table loader).
+            assert_eq!(
+                (le32(&t, 56), le32(&t, 64), le32(&t, 76)),
+                (0x600, 0x604, 0x608),
+                "FADT PM blocks"
+            );
         }
         if sig == "APIC" {
             let (mut o, mut n) = (44, 0);
@@ -276,6 +285,9 @@ fn seabios_finds_fw_cfg_and_installs_kiln_acpi_tables() {
         "QEMU fw_cfg DMA interface supported",
         "Moving pm_base to 0x600",
         "PCI: init bdf=00:00.0 id=8086:1237",
+        "PCI: init bdf=00:01.0 id=8086:7000",
+        "PIIX3/PIIX4 init: elcr=00 0c",
+        "PCI: init bdf=00:01.3 id=8086:7113",
         "sercon: using ioport 0x3f8",
     ] {
         assert!(has(needed), "{needed:?} missing\n{d}");
@@ -293,6 +305,10 @@ fn seabios_finds_fw_cfg_and_installs_kiln_acpi_tables() {
     );
     let cpus = format!("Found {CPUS} cpu(s) max supported {CPUS} cpu(s)");
     assert!(has(&cpus), "{cpus:?} missing\n{d}");
+    assert!(
+        log.contains("piix4: ACPI PM block at 0x600"),
+        "the PM block follows the PIIX4 PM function\n{d}"
+    );
     // SeaBIOS warns when the table loader fails or finds no RSDP.
     assert!(!fw.iter().any(|l| l.contains("WARNING")), "{d}");
 
@@ -357,6 +373,24 @@ fn ovmf_runs_until_what_this_host_cannot_emulate() {
     assert!(
         x87(op[0]) || (op[0] == 0x9b && x87(op[1])),
         "instruction {op:02x?} at {rip:#x} is not x87\n{line}"
+    );
+    // The variable store is the CFI flash device, and before the x87
+    // instruction OVMF's SEC (its ACPI timer library) programmed the PIIX4
+    // PM function: the PM block moved to 0xB000.
+    assert!(log.contains("CFI flash"), "vars as a pflash device\n{d}");
+    let pm = log
+        .find("piix4: ACPI PM block at 0xb000")
+        .unwrap_or_else(|| panic!("OVMF did not program PMBA 0xB000\n{d}"));
+    assert!(
+        pm < log.find("KVM emulation failure").unwrap(),
+        "PM block placed before the emulation failure\n{d}"
+    );
+    // OVMF's flash driver runs in DXE, which this host never reaches: the
+    // store is as it was.
+    assert_eq!(
+        fs::read(&vars).unwrap(),
+        fs::read(guest_file("OVMF_VARS.fd")).unwrap(),
+        "variable store untouched before DXE"
     );
     eprintln!("OVMF: stopped at {rip:#x} on x87 {op:02x?} (long mode, efer {efer:#x})");
     drop(vm);

@@ -310,3 +310,25 @@ fn rtc_line_parser() {
     assert_eq!(parse_rtc_line("RTC 2026-11-27\n"), None);
     assert_eq!(parse_rtc_line("RTC error: x\n"), None);
 }
+
+#[test]
+fn rtc_update_interrupt_reaches_the_ioapic() {
+    if !kvm_available("rtc_update_interrupt_reaches_the_ioapic") {
+        return;
+    }
+    let mut vm = Vm::start(&VmSpec::new(probe("rtcirq")));
+    let out = vm.wait_serial_line("rtcirq", SHORT);
+    let c = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rtcirq: vector 0x48 pending, register C "))
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .unwrap_or_else(|| panic!("no interrupt seen\n{}", vm.describe()));
+    // IRQF and UF, and nothing else (the probe stopped the periodic rate).
+    assert_eq!(c, 0x90, "register C {c:#x}\n{}", vm.describe());
+    assert_eq!(
+        vm.wait_exit_code(SHORT),
+        EXIT_POWER_OFF,
+        "{}",
+        vm.describe()
+    );
+}

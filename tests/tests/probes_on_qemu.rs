@@ -112,6 +112,20 @@ fn qemu_rtc_binary_12h() {
 }
 
 #[test]
+fn qemu_rtc_update_interrupt() {
+    if !kvm_available("qemu_rtc_update_interrupt") {
+        return;
+    }
+    let out = run_qemu("rtcirq", &[], TIMEOUT);
+    let c = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rtcirq: vector 0x48 pending, register C "))
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .unwrap_or_else(|| panic!("no interrupt seen: {out}"));
+    assert_eq!(c & 0x90, 0x90, "IRQF and UF in register C {c:#x}: {out}");
+}
+
+#[test]
 fn qemu_crash_and_reset_end_the_run() {
     if !kvm_available("qemu_crash_and_reset_end_the_run") {
         return;

@@ -16,12 +16,13 @@ use crate::devices::legacy::debug_port::DebugPort;
 use crate::devices::legacy::debugcon::{self, DebugCon};
 use crate::devices::legacy::fw_cfg::{self, pc::PcFwCfgError, FwCfg};
 use crate::devices::legacy::i8042::I8042Device;
-use crate::devices::legacy::pm::PmDevice;
+use crate::devices::legacy::pm::{PmDevice, PM_IO_LEN};
 use crate::devices::legacy::reset::ResetControl;
-use crate::devices::legacy::rtc::Rtc;
+use crate::devices::legacy::rtc::{Rtc, RtcDevice};
 use crate::devices::legacy::serial::SerialDevice;
+use crate::devices::pci::piix::{self, Piix3IsaBridge, Piix4Pm};
 use crate::devices::pci::{
-    HostBridgeIdentity, PciConfigIo, PciConfigMmio, PciRoot, PCI_CONFIG_IO_LEN,
+    HostBridgeIdentity, PciConfigIo, PciConfigMmio, PciError, PciRoot, PCI_CONFIG_IO_LEN,
 };
 use crate::devices::{Interrupt, VmRequests};
 use crate::memory::GuestMemoryMmap;
@@ -38,6 +39,10 @@ pub enum DeviceError {
     },
     #[error("building the firmware configuration (fw_cfg)")]
     FwCfg(#[from] PcFwCfgError),
+    #[error("placing the PIIX3/PIIX4 functions on PCI bus 0")]
+    Piix(#[from] PciError),
+    #[error("starting the RTC timer thread")]
+    RtcTimer(#[source] std::io::Error),
     #[error("placing {name} on the bus failed")]
     Bus {
         name: &'static str,
@@ -122,7 +127,7 @@ impl DeviceManager {
             u64::from(layout::I8042_PORT),
             5,
         )?;
-        let mut rtc = Rtc::new(rtc_local_time);
+        let mut rtc = Rtc::new(rtc_local_time).with_interrupt(irq_line(vm, layout::RTC_IRQ)?);
         rtc.set_memory_size(mem_size);
         rtc.set_cpu_count(cpus);
         if firmware.is_some() {
@@ -131,6 +136,7 @@ impl DeviceManager {
                     .expect("the boot order bytes are CMOS RAM");
             }
         }
+        let rtc = RtcDevice::new(rtc).map_err(DeviceError::RtcTimer)?;
         put(&mut pio, "RTC", rtc, u64::from(layout::RTC_PORT), 2)?;
         let debug = DebugPort::new(start);
         let boot_progress = debug.log();
@@ -141,21 +147,52 @@ impl DeviceManager {
             u64::from(layout::DEBUG_PORT),
             1,
         )?;
-        let pm = put(
-            &mut pio,
-            "ACPI PM",
-            PmDevice::new(irq_line(vm, layout::SCI_IRQ)?, requests.clone()),
-            u64::from(layout::PM_IO_BASE),
-            12,
-        )?;
+        // The ACPI PM block: at its fixed ports for a direct boot (the
+        // tables say so); for a firmware boot, wherever the firmware puts
+        // it through the PIIX4 PM function (hidden until then).
+        let pm = Arc::new(Mutex::new(PmDevice::new(
+            irq_line(vm, layout::SCI_IRQ)?,
+            requests.clone(),
+        )));
+        let pm_block = match firmware {
+            None => {
+                pio.insert(pm.clone(), u64::from(layout::PM_IO_BASE), PM_IO_LEN)
+                    .map_err(|source| DeviceError::Bus {
+                        name: "ACPI PM",
+                        source,
+                    })?;
+                None
+            }
+            Some(_) => Some(
+                pio.insert_movable(pm.clone(), PM_IO_LEN)
+                    .map_err(|source| DeviceError::Bus {
+                        name: "ACPI PM",
+                        source,
+                    })?,
+            ),
+        };
         // Direct kernel boot: a Q35-like host bridge; Linux finds the ECAM
         // through the MCFG table. 0xCF9 (reset control) sits inside the
         // mechanism-1 ports, so the PCI config device forwards it.
         // Firmware boot: an i440FX host bridge, which SeaBIOS drives through
         // 0xCF8/0xCFC only (with Q35 it would move the ECAM and expect an
-        // ICH9 LPC bridge).
-        let pci = Arc::new(Mutex::new(match firmware {
-            Some(_) => PciRoot::with_host_bridge(HostBridgeIdentity::I440FX),
+        // ICH9 LPC bridge), and the PIIX3 ISA bridge and PIIX4 PM function
+        // at 00:01.0 and 00:01.3 that SeaBIOS and OVMF program.
+        let pci = Arc::new(Mutex::new(match &pm_block {
+            Some(range) => {
+                let mut root = PciRoot::with_host_bridge(HostBridgeIdentity::I440FX);
+                root.add_function(
+                    piix::PIIX_SLOT,
+                    piix::PIIX3_ISA_FUNCTION,
+                    Arc::new(Mutex::new(Piix3IsaBridge::new())),
+                )?;
+                root.add_function(
+                    piix::PIIX_SLOT,
+                    piix::PIIX4_PM_FUNCTION,
+                    Arc::new(Mutex::new(Piix4Pm::new(range.clone()))),
+                )?;
+                root
+            }
             None => PciRoot::new(),
         }));
         let reset: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(ResetControl::new(requests)));
@@ -175,8 +212,13 @@ impl DeviceManager {
         )?;
         let fw_cfg = match firmware {
             Some(mem) => {
-                let dev =
-                    fw_cfg::pc::build(mem.clone(), &fw_cfg::pc::PcConfig::new(mem_size, cpus))?;
+                let cfg = fw_cfg::pc::PcConfig::new(mem_size, cpus);
+                let mut dev = fw_cfg::pc::build(mem.clone(), &cfg)?;
+                if let Some(range) = pm_block {
+                    fw_cfg::pc::follow_pm_base(&mut dev, &cfg, move || {
+                        range.base().and_then(|b| u16::try_from(b).ok())
+                    })?;
+                }
                 put(
                     &mut pio,
                     "debugcon",

@@ -292,6 +292,8 @@ const VCPU: &[libc::c_long] = &[
     libc::SYS_timerfd_create,
     libc::SYS_clone,
     libc::SYS_clone3,
+    // The firmware variable store's flash flushes its file mapping.
+    libc::SYS_msync,
     // Sends to console clients.
     libc::SYS_sendto,
     libc::SYS_sendmsg,

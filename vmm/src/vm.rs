@@ -43,6 +43,8 @@ pub enum VmError {
     Virtio(#[from] crate::virtio_wiring::WiringError),
     #[error("loading the firmware")]
     Firmware(#[from] firmware::FirmwareError),
+    #[error("placing the firmware variable store's flash on the MMIO bus")]
+    FlashBus(#[source] crate::devices::bus::BusError),
     #[error("booting the kernel")]
     Boot(#[from] boot::BootError),
     #[error("CPUID")]
@@ -150,7 +152,16 @@ impl Vm {
                     code: std::path::Path::new(&fw.path),
                     vars: fw.vars.as_deref().map(std::path::Path::new),
                 };
-                (EntryMode::Reset, Some(firmware::load(&fd, &mem, images)?))
+                let loaded = firmware::load(&fd, &mem, images)?;
+                // The variable store's flash answers the writes (and, out
+                // of read-array mode, the reads) that exit as MMIO.
+                if let (Some(vars), Some(flash)) = (&loaded.vars, &loaded.flash) {
+                    devices
+                        .mmio
+                        .insert(flash.clone(), vars.guest_addr, vars.size)
+                        .map_err(VmError::FlashBus)?;
+                }
+                (EntryMode::Reset, Some(loaded))
             }
             None => {
                 let rsdp = acpi::create_acpi_tables(&mem, config.cpus.count, mem_size)?;

@@ -141,6 +141,26 @@ pub fn build_tables_at(
     rsdp_addr: u64,
     tables_addr: u64,
 ) -> Result<AcpiTables, AcpiError> {
+    build_tables_with_pm(
+        num_cpus,
+        mem_size,
+        rsdp_addr,
+        tables_addr,
+        layout::PM_IO_BASE,
+    )
+}
+
+/// [`build_tables_at`] with the ACPI PM block (PM1a event and control, PM
+/// timer) at I/O port `pm_base` instead of [`layout::PM_IO_BASE`]: a
+/// firmware boot puts it where the firmware programmed the PIIX4 PM
+/// function. The tables' sizes do not depend on `pm_base`.
+pub fn build_tables_with_pm(
+    num_cpus: u8,
+    mem_size: u64,
+    rsdp_addr: u64,
+    tables_addr: u64,
+    pm_base: u16,
+) -> Result<AcpiTables, AcpiError> {
     if num_cpus == 0 {
         return Err(AcpiError::NoCpus);
     }
@@ -158,10 +178,10 @@ pub fn build_tables_at(
         pointers: Vec::new(),
     };
     let facs = b.add(*b"FACS", &to_bytes(&FACS::new()));
-    let dsdt = b.add(*b"DSDT", &dsdt::dsdt(num_cpus, mem_size));
+    let dsdt = b.add(*b"DSDT", &dsdt::dsdt_with_pm(num_cpus, mem_size, pm_base));
     let madt = b.add(*b"APIC", &madt::madt(num_cpus));
     let mcfg = b.add(*b"MCFG", &mcfg());
-    let fadt_bytes = fadt::fadt(b.addr(facs), b.addr(dsdt));
+    let fadt_bytes = fadt::fadt_with_pm(b.addr(facs), b.addr(dsdt), pm_base);
     let fadt = b.add(*b"FACP", &fadt_bytes);
     for field in fadt::POINTER_FIELDS {
         b.pointer(fadt + field.0, field.1);

@@ -60,6 +60,7 @@ pub const DEBUG_PORT: u16 = 0x80;
 pub const I8042_PORT: u16 = 0x60;
 pub const I8042_IRQ: u32 = 1;
 pub const RTC_PORT: u16 = 0x70;
+pub const RTC_IRQ: u32 = 8;
 pub const PCI_CONFIG_PORT: u16 = 0xcf8;
 /// Reset control register (write 0x6 or 0xe to reset).
 pub const RESET_CONTROL_PORT: u16 = 0xcf9;

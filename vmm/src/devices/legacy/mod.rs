@@ -4,6 +4,7 @@ pub mod debug_port;
 pub mod debugcon;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod pflash;
 pub mod pm;
 pub mod reset;
 pub mod rtc;

@@ -20,6 +20,7 @@
 
 mod config_access;
 mod configuration;
+pub mod piix;
 mod root;
 
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ pub use config_access::{PciConfigIo, PciConfigMmio, PCI_CONFIG_IO_LEN};
 pub use configuration::{
     PciConfiguration, PciHeader, NUM_BARS, NUM_CONFIG_REGS, NUM_EXT_CONFIG_REGS,
 };
-pub use root::{HostBridgeIdentity, PciHostBridge, PciRoot, NUM_SLOTS};
+pub use root::{HostBridgeIdentity, PciHostBridge, PciRoot, NUM_FUNCTIONS, NUM_SLOTS};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PciError {

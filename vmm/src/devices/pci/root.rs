@@ -1,11 +1,14 @@
 //! Bus 0 and its host bridge.
 //!
-//! [`PciRoot`] holds one device per slot (function 0 only; other functions
-//! and empty slots read all ones, as nothing answers there). Slot 0 is the
+//! [`PciRoot`] holds one device per slot (function 0) and, for a
+//! multi-function device such as the PIIX3/PIIX4 south bridge, further
+//! functions 1..7 ([`PciRoot::add_function`]); empty functions read all
+//! ones, as nothing answers there. Slot 0 is the
 //! host bridge, whose identity ([`HostBridgeIdentity`]) is chosen at
 //! creation: Q35's MCH by default, i440FX's PMC as the alternative that
 //! firmware may prefer.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::configuration::{PciConfiguration, PciHeader, NUM_CONFIG_REGS, NUM_EXT_CONFIG_REGS};
@@ -13,6 +16,8 @@ use super::{BarMove, BarMoveHandler, PciBar, PciDevice, PciError, SharedPciDevic
 
 /// Devices per bus.
 pub const NUM_SLOTS: usize = 32;
+/// Functions per device.
+pub const NUM_FUNCTIONS: u8 = 8;
 
 /// The IDs the host bridge shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +86,8 @@ impl PciDevice for PciHostBridge {
 /// PCI bus 0.
 pub struct PciRoot {
     slots: [Option<SharedPciDevice>; NUM_SLOTS],
+    /// Functions 1..7, by (slot, function).
+    functions: BTreeMap<(u8, u8), SharedPciDevice>,
     host_bridge: HostBridgeIdentity,
     bar_handler: Option<Arc<dyn BarMoveHandler>>,
 }
@@ -102,6 +109,7 @@ impl PciRoot {
         slots[0] = Some(Arc::new(Mutex::new(PciHostBridge::new(id))));
         PciRoot {
             slots,
+            functions: BTreeMap::new(),
             host_bridge: id,
             bar_handler: None,
         }
@@ -134,6 +142,28 @@ impl PciRoot {
         }
     }
 
+    /// Put `device` at function `function` of `slot` (function 0 is the
+    /// slot itself, as [`Self::add_device_at`]). Function 0's header must
+    /// say multi-function for the guest to look at the others.
+    pub fn add_function(
+        &mut self,
+        slot: u8,
+        function: u8,
+        device: SharedPciDevice,
+    ) -> Result<(), PciError> {
+        if function == 0 {
+            return self.add_device_at(slot, device);
+        }
+        if usize::from(slot) >= NUM_SLOTS
+            || function >= NUM_FUNCTIONS
+            || self.functions.contains_key(&(slot, function))
+        {
+            return Err(PciError::SlotUnavailable(slot));
+        }
+        self.functions.insert((slot, function), device);
+        Ok(())
+    }
+
     pub fn device(&self, slot: u8) -> Option<SharedPciDevice> {
         self.slots.get(usize::from(slot))?.clone()
     }
@@ -148,8 +178,11 @@ impl PciRoot {
     }
 
     fn function(&self, bus: u8, slot: u8, function: u8) -> Option<&SharedPciDevice> {
-        if bus != 0 || function != 0 {
+        if bus != 0 {
             return None;
+        }
+        if function != 0 {
+            return self.functions.get(&(slot, function));
         }
         self.slots.get(usize::from(slot))?.as_ref()
     }

@@ -175,7 +175,7 @@ fn isa_device(sink: &mut Vec<u8>, path: &str, hid: &str, uid: u8, resources: Vec
     );
 }
 
-fn legacy_devices(sink: &mut Vec<u8>) {
+fn legacy_devices(sink: &mut Vec<u8>, pm_base: u16) {
     let com1_io = IO::new(layout::COM1_PORT, layout::COM1_PORT, 1, 8);
     let com1_irq = IrqNoFlags(layout::COM1_IRQ as u8);
     isa_device(sink, "_SB_.COM1", "PNP0501", 1, vec![&com1_io, &com1_irq]);
@@ -202,12 +202,7 @@ fn legacy_devices(sink: &mut Vec<u8>) {
         layout::PCI_ECAM_START as u32,
         layout::PCI_ECAM_SIZE as u32,
     );
-    let pm_io = IO::new(
-        layout::PM_IO_BASE,
-        layout::PM_IO_BASE,
-        1,
-        pm::PM_IO_LEN as u8,
-    );
+    let pm_io = IO::new(pm_base, pm_base, 1, pm::PM_IO_LEN as u8);
     isa_device(sink, "_SB_.MBRD", "PNP0C02", 0, vec![&ecam, &pm_io]);
 }
 
@@ -243,16 +238,26 @@ fn sleep_states(sink: &mut Vec<u8>) {
 
 /// The AML definition block, without the table header.
 pub fn dsdt_aml(num_cpus: u8, mem_size: u64) -> Vec<u8> {
+    dsdt_aml_with_pm(num_cpus, mem_size, layout::PM_IO_BASE)
+}
+
+/// [`dsdt_aml`] with the ACPI PM block at I/O port `pm_base`.
+pub fn dsdt_aml_with_pm(num_cpus: u8, mem_size: u64, pm_base: u16) -> Vec<u8> {
     let mut aml = Vec::new();
     pci_host_bridge(&mut aml, mem_size);
-    legacy_devices(&mut aml);
+    legacy_devices(&mut aml, pm_base);
     processors(&mut aml, num_cpus);
     sleep_states(&mut aml);
     aml
 }
 
 pub fn dsdt(num_cpus: u8, mem_size: u64) -> Vec<u8> {
+    dsdt_with_pm(num_cpus, mem_size, layout::PM_IO_BASE)
+}
+
+/// [`dsdt`] with the ACPI PM block at I/O port `pm_base`.
+pub fn dsdt_with_pm(num_cpus: u8, mem_size: u64, pm_base: u16) -> Vec<u8> {
     let mut sdt = Sdt::new(*b"DSDT", 36, REVISION, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    sdt.append_slice(&dsdt_aml(num_cpus, mem_size));
+    sdt.append_slice(&dsdt_aml_with_pm(num_cpus, mem_size, pm_base));
     sdt.as_slice().to_vec()
 }

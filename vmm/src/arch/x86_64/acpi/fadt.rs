@@ -76,15 +76,24 @@ fn io_register(port: u16, len: u8, access: AccessSize) -> GAS {
 /// The FADT, pointing at the FACS and DSDT at these guest addresses (both
 /// below 4 GiB).
 pub fn fadt(facs_addr: u64, dsdt_addr: u64) -> Vec<u8> {
+    fadt_with_pm(facs_addr, dsdt_addr, layout::PM_IO_BASE)
+}
+
+/// [`fadt`] with the ACPI PM block ([`pm`]) at I/O port `pm_base` (where
+/// the firmware put it through the PIIX4 PM function).
+pub fn fadt_with_pm(facs_addr: u64, dsdt_addr: u64, pm_base: u16) -> Vec<u8> {
+    let evt = pm_base;
+    let cnt = pm_base.wrapping_add(layout::PM1A_CNT_PORT - layout::PM_IO_BASE);
+    let tmr = pm_base.wrapping_add(layout::PM_TMR_PORT - layout::PM_IO_BASE);
     let mut f = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
         .preferred_pm_profile(PmProfile::Unspecified);
     f.firmware_ctrl = (facs_addr as u32).into();
     f.dsdt = (dsdt_addr as u32).into();
     f.x_dsdt = dsdt_addr.into();
     f.sci_int = (layout::SCI_IRQ as u16).into();
-    f.pm1a_evt_blk = u32::from(layout::PM1A_EVT_PORT).into();
-    f.pm1a_cnt_blk = u32::from(layout::PM1A_CNT_PORT).into();
-    f.pm_tmr_blk = u32::from(layout::PM_TMR_PORT).into();
+    f.pm1a_evt_blk = u32::from(evt).into();
+    f.pm1a_cnt_blk = u32::from(cnt).into();
+    f.pm_tmr_blk = u32::from(tmr).into();
     f.pm1_evt_len = pm::PM1_EVT_LEN;
     f.pm1_cnt_len = pm::PM1_CNT_LEN;
     f.pm_tmr_len = pm::PM_TMR_LEN;
@@ -95,17 +104,9 @@ pub fn fadt(facs_addr: u64, dsdt_addr: u64) -> Vec<u8> {
     f.flags = flags().into();
     f.reset_reg = io_register(layout::RESET_CONTROL_PORT, 1, AccessSize::ByteAccess);
     f.reset_value = reset::RESET_VALUE;
-    f.x_pm1a_evt_blk = io_register(
-        layout::PM1A_EVT_PORT,
-        pm::PM1_EVT_LEN,
-        AccessSize::WordAccess,
-    );
-    f.x_pm1a_cnt_blk = io_register(
-        layout::PM1A_CNT_PORT,
-        pm::PM1_CNT_LEN,
-        AccessSize::WordAccess,
-    );
-    f.x_pm_tmr_blk = io_register(layout::PM_TMR_PORT, pm::PM_TMR_LEN, AccessSize::DwordAccess);
+    f.x_pm1a_evt_blk = io_register(evt, pm::PM1_EVT_LEN, AccessSize::WordAccess);
+    f.x_pm1a_cnt_blk = io_register(cnt, pm::PM1_CNT_LEN, AccessSize::WordAccess);
+    f.x_pm_tmr_blk = io_register(tmr, pm::PM_TMR_LEN, AccessSize::DwordAccess);
     let mut bytes = Vec::with_capacity(LENGTH);
     f.finalize().to_aml_bytes(&mut bytes);
     bytes

@@ -272,3 +272,45 @@ fn tables_with_pointers_outside_them_are_refused() {
     past.entries[1].len = past.tables.len();
     assert!(table_loader::acpi_files(&past).is_err());
 }
+
+#[test]
+fn tables_name_the_pm_block_where_it_is_when_the_firmware_reads_them() {
+    use crate::arch::x86_64::acpi::fadt;
+    use crate::arch::x86_64::layout;
+    use std::sync::{Arc, Mutex};
+    let (cpus, mem_size) = (2u8, 512u64 << 20);
+    let cfg = PcConfig::new(mem_size, cpus);
+    let mem = guest_mem();
+    let mut dev = pc::build(mem.clone(), &cfg).unwrap();
+    let live: Arc<Mutex<Option<u16>>> = Arc::default();
+    let l = live.clone();
+    pc::follow_pm_base(&mut dev, &cfg, move || *l.lock().unwrap()).unwrap();
+    let u32_at = |t: &[u8], o: usize| u32::from_le_bytes(t[o..o + 4].try_into().unwrap());
+    let u64_at = |t: &[u8], o: usize| u64::from_le_bytes(t[o..o + 8].try_into().unwrap());
+    // (PM base the firmware programmed or None, base the tables must name)
+    for (programmed, named) in [
+        (None, layout::PM_IO_BASE),
+        (Some(0xb000u16), 0xb000),
+        (Some(0x600), 0x600),
+        (None, 0x600),
+    ] {
+        *live.lock().unwrap() = programmed;
+        let loader = fetch_file(&mut dev, &mem, table_loader::LOADER_FILE).unwrap();
+        let loaded = execute(&loader, &mut |name| fetch_file(&mut dev, &mem, name));
+        assert_eq!(validate(&loaded, cpus), ["FACP", "APIC", "MCFG"]);
+        let (tables_addr, tables) = &loaded.files[table_loader::TABLES_FILE];
+        let (rsdp_addr, _) = &loaded.files[table_loader::RSDP_FILE];
+        let direct =
+            acpi::build_tables_with_pm(cpus, mem_size, *rsdp_addr, *tables_addr, named).unwrap();
+        assert_eq!(tables, &direct.tables, "{programmed:?}");
+        let f = direct.table(b"FACP").unwrap();
+        let base = u32::from(named);
+        assert_eq!(u32_at(f, fadt::PM1A_EVT_BLK), base);
+        assert_eq!(u32_at(f, fadt::PM1A_CNT_BLK), base + 4);
+        assert_eq!(u32_at(f, fadt::PM_TMR_BLK), base + 8);
+        // The 64-bit GAS forms: address at +4.
+        assert_eq!(u64_at(f, fadt::X_PM1A_EVT_BLK + 4), u64::from(base));
+        assert_eq!(u64_at(f, fadt::X_PM1A_CNT_BLK + 4), u64::from(base + 4));
+        assert_eq!(u64_at(f, fadt::X_PM_TMR_BLK + 4), u64::from(base + 8));
+    }
+}

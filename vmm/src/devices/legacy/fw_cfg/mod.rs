@@ -27,6 +27,13 @@
 //!
 //! [`pc::build`] fills a device with what a PC firmware needs (RAM size,
 //! CPUs, e820, ACPI tables through [`table_loader`], boot order).
+//!
+//! A file may have a refresh function ([`FwCfg::set_refresh`]), called each
+//! time the guest selects the file, that rebuilds its contents from the
+//! VM's state at that moment (QEMU rebuilds its ACPI tables the same way):
+//! the ACPI tables then name the PM block where the firmware has put it by
+//! the time it reads them. A refresh keeps the file's size (the directory
+//! already told the guest); one that would change it is ignored.
 
 pub mod pc;
 pub mod table_loader;
@@ -127,11 +134,15 @@ enum Selected {
     File(String),
 }
 
+/// Rebuilds a file's contents when the guest selects it.
+pub type Refresh = Box<dyn FnMut() -> Option<Vec<u8>> + Send>;
+
 /// The fw_cfg device.
 pub struct FwCfg {
     legacy: BTreeMap<u16, Item>,
     /// Files by name: the map's order is the directory's order.
     files: BTreeMap<String, Item>,
+    refresh: BTreeMap<String, Refresh>,
     selected: Selected,
     offset: u64,
     dma_high: u32,
@@ -151,6 +162,7 @@ impl FwCfg {
         let mut dev = FwCfg {
             legacy: BTreeMap::new(),
             files: BTreeMap::new(),
+            refresh: BTreeMap::new(),
             selected: Selected::None,
             offset: 0,
             dma_high: 0,
@@ -230,6 +242,33 @@ impl FwCfg {
         Ok(())
     }
 
+    /// Call `refresh` each time the guest selects file `name`, and take
+    /// what it returns (if anything, and of the file's current size) as
+    /// the file's new contents.
+    pub fn set_refresh(&mut self, name: &str, refresh: Refresh) -> Result<(), FwCfgError> {
+        if !self.files.contains_key(name) {
+            return Err(FwCfgError::NoSuchFile(name.to_string()));
+        }
+        self.refresh.insert(name.to_string(), refresh);
+        Ok(())
+    }
+
+    fn refresh_file(&mut self, name: &str) {
+        let (Some(refresh), Some(item)) = (self.refresh.get_mut(name), self.files.get_mut(name))
+        else {
+            return;
+        };
+        match refresh() {
+            Some(data) if data.len() == item.data.len() => item.data = data,
+            Some(data) => log::warn!(
+                "fw_cfg: refreshed {name:?} is {} bytes, not {}; keeping the old contents",
+                data.len(),
+                item.data.len()
+            ),
+            None => {}
+        }
+    }
+
     /// The selector key of file `name`, as the directory lists it.
     pub fn file_key(&self, name: &str) -> Option<u16> {
         let index = self.files.keys().position(|n| n == name)?;
@@ -274,7 +313,11 @@ impl FwCfg {
             Selected::None
         } else if key & keys::ARCH_LOCAL == 0 && index >= keys::FILE_FIRST {
             match self.files.keys().nth(usize::from(index - keys::FILE_FIRST)) {
-                Some(name) => Selected::File(name.clone()),
+                Some(name) => {
+                    let name = name.clone();
+                    self.refresh_file(&name);
+                    Selected::File(name)
+                }
                 None => Selected::None,
             }
         } else if self.legacy.contains_key(&key) {

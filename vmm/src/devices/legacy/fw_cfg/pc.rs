@@ -13,6 +13,12 @@
 //! | `bootorder` | OpenFirmware device paths, one a line |
 //! | `etc/boot-fail-wait` | ms before rebooting when nothing boots, u32 LE (`u32::MAX`: never) |
 //! | `etc/acpi/rsdp`, `etc/acpi/tables`, `etc/table-loader` | Kiln's ACPI tables ([`table_loader`]) |
+//!
+//! With [`follow_pm_base`], `etc/acpi/tables` is rebuilt whenever the
+//! firmware selects it, naming the ACPI PM block at the I/O base live at
+//! that moment (the firmware programs it through the PIIX4 PM function
+//! before it loads the tables: SeaBIOS in its PCI setup, OVMF in
+//! PlatformPei), so the OS reads PM addresses that answer.
 
 use super::table_loader::{self, LoaderError};
 use super::{keys, FwCfg, FwCfgError};
@@ -131,4 +137,29 @@ pub fn build(mem: GuestMemoryMmap, cfg: &PcConfig) -> Result<FwCfg, PcFwCfgError
     dev.add_file(table_loader::TABLES_FILE, files.tables)?;
     dev.add_file(table_loader::LOADER_FILE, files.loader)?;
     Ok(dev)
+}
+
+/// Rebuild `etc/acpi/tables` of `dev` (built by [`build`] from `cfg`) each
+/// time the firmware selects it, with the ACPI PM block at `pm_base()`
+/// (None: not enabled yet; the tables then keep the base they have).
+pub fn follow_pm_base(
+    dev: &mut FwCfg,
+    cfg: &PcConfig,
+    pm_base: impl Fn() -> Option<u16> + Send + 'static,
+) -> Result<(), PcFwCfgError> {
+    let (cpus, mem_size) = (cfg.cpus, cfg.mem_size);
+    dev.set_refresh(
+        table_loader::TABLES_FILE,
+        Box::new(move || {
+            let base = pm_base()?;
+            match acpi::build_tables_with_pm(cpus, mem_size, 0, 0, base) {
+                Ok(t) => Some(t.tables),
+                Err(e) => {
+                    log::error!("fw_cfg: rebuilding the ACPI tables for PM base {base:#x}: {e}");
+                    None
+                }
+            }
+        }),
+    )?;
+    Ok(())
 }

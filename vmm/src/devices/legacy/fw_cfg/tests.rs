@@ -415,3 +415,35 @@ fn bootorder_is_lines_and_a_nul() {
         5000u32.to_le_bytes()
     );
 }
+
+#[test]
+fn a_refreshed_file_changes_on_select_but_never_its_size() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    let mem = guest_mem();
+    let mut dev = FwCfg::new(mem);
+    dev.add_file("etc/x", vec![0; 4]).unwrap();
+    let n = Arc::new(AtomicU8::new(0));
+    let counter = n.clone();
+    dev.set_refresh(
+        "etc/x",
+        Box::new(move || {
+            let v = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            // The third refresh has the wrong size and is ignored.
+            Some(vec![v; if v == 3 { 5 } else { 4 }])
+        }),
+    )
+    .unwrap();
+    let key = dev.file_key("etc/x").unwrap();
+    for want in [1u8, 2, 2, 4] {
+        select(&mut dev, key);
+        assert_eq!(port_read(&mut dev, 4), vec![want; 4]);
+    }
+    // Reading on without selecting again does not refresh.
+    assert_eq!(port_read(&mut dev, 1), vec![0]);
+    assert_eq!(n.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        dev.set_refresh("etc/none", Box::new(|| None)),
+        Err(FwCfgError::NoSuchFile("etc/none".into()))
+    );
+}
