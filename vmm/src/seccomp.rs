@@ -216,6 +216,9 @@ const TTY_TUN_IOCTL_TYPE: u64 = 0x54;
 /// Tap requests a net device's activation issues (from a vCPU thread).
 const TUNSETOFFLOAD: u64 = 0x4004_54d0;
 const TUNSETVNETHDRSZ: u64 = 0x4004_54d8;
+/// Attaching/detaching a multi-queue tap's queues: at activation (vCPU
+/// thread) and on the guest's VQ_PAIRS_SET (the net worker).
+const TUNSETQUEUE: u64 = 0x4004_54d9;
 
 /// What every Rust thread here needs: memory, locks, time, signals,
 /// logging to stderr, thread exit, panics.
@@ -372,6 +375,7 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
     // install filters (a worker's, from a vCPU thread's child) and name
     // the threads they start.
     if kind == ThreadKind::Worker {
+        allow_arg(&mut r, libc::SYS_ioctl, 1, &[TUNSETQUEUE])?;
         return Ok(r);
     }
     allow(&mut r, VCPU);
@@ -397,7 +401,7 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             &mut r,
             libc::SYS_ioctl,
             1,
-            &[TUNSETOFFLOAD, TUNSETVNETHDRSZ],
+            &[TUNSETOFFLOAD, TUNSETVNETHDRSZ, TUNSETQUEUE],
         )?;
         return Ok(r);
     }
