@@ -101,3 +101,38 @@ pub fn process_ctrl(
     })?;
     queue::needs_interrupt(mem, q)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pairs_set_and_refuses_the_rest() {
+        let p = |b: &[u8]| parse_ctrl(b, b.len() as u64, true, 4);
+        assert_eq!(p(&[4, 0, 3, 0]), CtrlCommand::SetPairs(3));
+        assert_eq!(p(&[4, 0, 4, 0]), CtrlCommand::SetPairs(4));
+        for bad in [
+            &[][..],
+            &[4],
+            &[4, 0],
+            &[4, 0, 5, 0],
+            &[4, 0, 0, 0],
+            &[4, 0, 0xff, 0xff],
+            &[4, 0, 1, 0, 0],
+            &[4, 1, 1, 0],
+            &[0, 0, 1],
+            &[1, 1, 0, 0, 0, 0, 0, 0],
+        ] {
+            assert!(matches!(p(bad), CtrlCommand::Refused(_)), "{bad:?}");
+        }
+        assert!(matches!(
+            parse_ctrl(&[4, 0, 1, 0], 4, false, 4),
+            CtrlCommand::Refused(_)
+        ));
+        // A long command (only the start read) is refused by its length.
+        assert!(matches!(
+            parse_ctrl(&[4, 0, 1, 0], 1 << 30, true, 4),
+            CtrlCommand::Refused(_)
+        ));
+    }
+}

@@ -17,6 +17,8 @@ mod device;
 mod link;
 mod rxtx;
 #[cfg(test)]
+mod mq_tests;
+#[cfg(test)]
 mod tests;
 mod worker;
 

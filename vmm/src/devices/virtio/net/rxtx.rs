@@ -64,6 +64,7 @@ pub fn process_tx(
     mut limiter: Option<&mut RateLimiter>,
 ) -> Result<(bool, bool), QueueError> {
     let mut throttled = false;
+    let mut used = false;
     queue::drain(mem, q, |q| {
         while let Some(chain) = queue::pop_chain(mem, q)? {
             let bufs = Buffers { mem, chain: &chain };
@@ -89,10 +90,11 @@ pub fn process_tx(
                 }
             }
             queue::complete(mem, q, chain.head, 0)?;
+            used = true;
         }
         Ok(true)
     })?;
-    let notify = queue::needs_interrupt(mem, q)?;
+    let notify = used && queue::needs_interrupt(mem, q)?;
     Ok((notify, throttled))
 }
 
