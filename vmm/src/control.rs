@@ -29,7 +29,10 @@ pub enum Command {
     Reset,
     Kill,
     /// Set NIC `index`'s link up or down.
-    NetLink { index: usize, up: bool },
+    NetLink {
+        index: usize,
+        up: bool,
+    },
 }
 
 /// An answer: status and optional JSON body.
@@ -316,13 +319,19 @@ mod tests {
     fn routes_nic_link_changes_with_their_body() {
         assert_eq!(
             route_request("PUT", "/v1/vm/net/1", br#"{"link":"down"}"#),
-            Ok(Command::NetLink { index: 1, up: false })
+            Ok(Command::NetLink {
+                index: 1,
+                up: false
+            })
         );
         assert_eq!(
             route_request("PUT", "/v1/vm/net/0/", br#"{"link":"up"}"#),
             Ok(Command::NetLink { index: 0, up: true })
         );
-        assert_eq!(route_request("PUT", "/v1/vm/pause", b""), Ok(Command::Pause));
+        assert_eq!(
+            route_request("PUT", "/v1/vm/pause", b""),
+            Ok(Command::Pause)
+        );
         for (method, path, body, status) in [
             ("GET", "/v1/vm/net/0", &br#"{"link":"up"}"#[..], 405),
             ("PUT", "/v1/vm/net/x", br#"{"link":"up"}"#, 404),

@@ -156,7 +156,10 @@ pub fn parse_net(s: &str) -> Result<NetConfig, CliError> {
             "tap" if !v.is_empty() && v.len() < 16 => n.tap = Some(v.to_string()),
             "fd" => n.fd = Some(fd(k, v)?),
             "fds" => {
-                let fds = v.split(':').map(|f| fd(k, f)).collect::<Result<Vec<_>, _>>()?;
+                let fds = v
+                    .split(':')
+                    .map(|f| fd(k, f))
+                    .collect::<Result<Vec<_>, _>>()?;
                 if fds.len() > MAX_QUEUE_PAIRS {
                     return Err(bad(F, k, v));
                 }

@@ -15,9 +15,9 @@
 mod ctrl;
 mod device;
 mod link;
-mod rxtx;
 #[cfg(test)]
 mod mq_tests;
+mod rxtx;
 #[cfg(test)]
 mod tests;
 mod worker;

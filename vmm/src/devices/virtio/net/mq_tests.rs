@@ -20,9 +20,8 @@ use crate::devices::virtio::rate_limiter::RateLimiter;
 use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
 use crate::devices::virtio::transport::{VirtioPciDevice, DEVICE_CFG_OFFSET, MSIX_TABLE_OFFSET};
 use crate::devices::virtio::{
-    VirtioDevice,
-    F_VERSION_1, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
-    STATUS_NEEDS_RESET,
+    VirtioDevice, F_VERSION_1, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK,
+    STATUS_FEATURES_OK, STATUS_NEEDS_RESET,
 };
 use crate::memory::GuestMemoryMmap;
 use crate::net::tap::Tap;
@@ -187,7 +186,10 @@ impl<'a> Driver<'a> {
         self.w32(0x0c, features as u32);
         self.w32(0x08, 1);
         self.w32(0x0c, (features >> 32) as u32);
-        self.w8(0x14, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+        self.w8(
+            0x14,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
         assert_ne!(self.r8(0x14) & STATUS_FEATURES_OK, 0, "features accepted");
         for v in 0..=n as u64 {
             let e = MSIX_TABLE_OFFSET + 16 * v;
@@ -265,7 +267,9 @@ impl<'a> Driver<'a> {
         self.ctrl_next += 2;
         let at = Self::buf(q, slot);
         self.mem.write_slice(cmd, GuestAddress(at)).unwrap();
-        self.mem.write_slice(&[0xaa; 8], GuestAddress(at + 0x400)).unwrap();
+        self.mem
+            .write_slice(&[0xaa; 8], GuestAddress(at + 0x400))
+            .unwrap();
         let gq = &self.queues[q];
         let before = gq.used_idx();
         if ack_len == 0 {
@@ -310,7 +314,11 @@ fn multiqueue_control_queue_and_pair_1() {
     in_netns_with_mq_tap(2, |taps| {
         let mem = mem_two_regions();
         let net = NetDevice::new(taps, MacAddr(GUEST_MAC), None, None, "vnet-mq".into()).unwrap();
-        assert_eq!(net.queue_max_sizes().len(), 5, "2 pairs and the control queue");
+        assert_eq!(
+            net.queue_max_sizes().len(),
+            5,
+            "2 pairs and the control queue"
+        );
         let mut d = Driver::new(&mem, net);
         let offered = d.features();
         assert_eq!(offered & (F_MQ | F_CTRL_VQ), F_MQ | F_CTRL_VQ);
@@ -329,7 +337,10 @@ fn multiqueue_control_queue_and_pair_1() {
             .filter(|f| is_udp_to_guest(f))
             .count()
             == 16));
-        assert!(d.received(2).is_empty(), "nothing on pair 1 before VQ_PAIRS_SET");
+        assert!(
+            d.received(2).is_empty(),
+            "nothing on pair 1 before VQ_PAIRS_SET"
+        );
         // Make room again on pair 0 (the same buffers, offered again).
         for i in 0..QSIZE {
             d.queues[0].push_avail(i);
@@ -341,12 +352,24 @@ fn multiqueue_control_queue_and_pair_1() {
         assert_eq!(d.command(4, &[4], 1), Some(CTRL_ERR), "short header");
         assert_eq!(d.command(4, &[], 1), Some(CTRL_ERR), "empty command");
         assert_eq!(d.command(4, &[9, 0, 2, 0], 1), Some(CTRL_ERR), "bad class");
-        assert_eq!(d.command(4, &[4, 7, 2, 0], 1), Some(CTRL_ERR), "bad command");
-        assert_eq!(d.command(4, &[4, 0, 3, 0], 1), Some(CTRL_ERR), "3 pairs of 2");
+        assert_eq!(
+            d.command(4, &[4, 7, 2, 0], 1),
+            Some(CTRL_ERR),
+            "bad command"
+        );
+        assert_eq!(
+            d.command(4, &[4, 0, 3, 0], 1),
+            Some(CTRL_ERR),
+            "3 pairs of 2"
+        );
         assert_eq!(d.command(4, &[4, 0, 0xff, 0xff], 1), Some(CTRL_ERR), "huge");
         assert_eq!(d.command(4, &[4, 0, 0, 0], 1), Some(CTRL_ERR), "0 pairs");
         assert_eq!(d.command(4, &[4, 0, 2], 1), Some(CTRL_ERR), "short data");
-        assert_eq!(d.command(4, &[4, 0, 2, 0, 0], 1), Some(CTRL_ERR), "long data");
+        assert_eq!(
+            d.command(4, &[4, 0, 2, 0, 0], 1),
+            Some(CTRL_ERR),
+            "long data"
+        );
         assert_eq!(d.command(4, &[4, 0, 2, 0], 0), None, "no ack byte");
         assert_eq!(d.r8(0x14) & STATUS_NEEDS_RESET, 0);
         // The ack is the last writable byte.
@@ -367,7 +390,10 @@ fn multiqueue_control_queue_and_pair_1() {
             d.received(2).iter().filter(|f| is_udp_to_guest(f)).count() >= 3,
             "UDP frames received on pair 1 after VQ_PAIRS_SET 2"
         );
-        assert!(d.vectors.fired.lock().unwrap().contains(&2), "rx 1 interrupt");
+        assert!(
+            d.vectors.fired.lock().unwrap().contains(&2),
+            "rx 1 interrupt"
+        );
 
         // Transmit on pair 1: the host answers the ARP request.
         let arp = arp_request();
@@ -378,7 +404,10 @@ fn multiqueue_control_queue_and_pair_1() {
                 || d.received(0).iter().any(|f| is_arp_reply(f))),
             "the ARP request sent on pair 1 was answered"
         );
-        assert!(d.vectors.fired.lock().unwrap().contains(&3), "tx 1 interrupt");
+        assert!(
+            d.vectors.fired.lock().unwrap().contains(&3),
+            "tx 1 interrupt"
+        );
 
         // A malformed control chain (a loop) is a queue error: NEEDS_RESET
         // and the configuration interrupt, not a panic.
@@ -475,8 +504,8 @@ fn rx_limiter_leaves_frames_in_the_tap_until_its_timer() {
         host_sends(8000..8006);
         let mut pending = None;
         assert!(wait_for(|| {
-            let (_, st) = process_rx_limited(&mem, &mut q, &mut tap, &mut pending, Some(&mut l))
-                .unwrap();
+            let (_, st) =
+                process_rx_limited(&mem, &mut q, &mut tap, &mut pending, Some(&mut l)).unwrap();
             st == RxState::Throttled
         }));
         assert_eq!(gq.used_idx(), 2, "two frames, then the limit");

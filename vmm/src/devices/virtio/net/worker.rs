@@ -216,7 +216,10 @@ impl NetWorker {
     /// VQ_PAIRS_SET `n`: every pair below `n` needs both queues.
     fn set_active(&mut self, n: u16) -> bool {
         let n = usize::from(n);
-        if n > self.pairs.len() || self.pairs[..n].iter().any(|p| p.rx.is_none() || p.tx.is_none())
+        if n > self.pairs.len()
+            || self.pairs[..n]
+                .iter()
+                .any(|p| p.rx.is_none() || p.tx.is_none())
         {
             return false;
         }
