@@ -179,7 +179,7 @@ impl VirtioDevice for NetDevice {
                 rx,
                 tx,
                 tap: tap.clone(),
-                pending: None,
+                backlog: Default::default(),
             });
         }
         let ctrl = if ctx.acked_features & F_CTRL_VQ != 0 {

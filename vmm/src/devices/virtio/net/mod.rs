@@ -25,7 +25,9 @@ mod worker;
 pub use ctrl::{parse_ctrl, process_ctrl, CtrlCommand, CTRL_ERR, CTRL_OK};
 pub use device::{NetDevice, MAX_QUEUE_PAIRS};
 pub use link::NetLink;
-pub use rxtx::{process_rx, process_rx_limited, process_tx, FrameIo, RxState, MAX_FRAME};
+pub use rxtx::{
+    process_rx, process_rx_limited, process_tx, FrameIo, RxBacklog, RxState, MAX_FRAME,
+};
 
 /// virtio_net_hdr_v1: flags, gso_type, hdr_len, gso_size, csum_start,
 /// csum_offset, num_buffers.

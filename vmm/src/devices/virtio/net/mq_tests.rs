@@ -502,14 +502,14 @@ fn rx_limiter_leaves_frames_in_the_tap_until_its_timer() {
         };
         let mut l = RateLimiter::from_config(&c).unwrap().unwrap();
         host_sends(8000..8006);
-        let mut pending = None;
+        let mut pending = RxBacklog::default();
         assert!(wait_for(|| {
             let (_, st) =
                 process_rx_limited(&mem, &mut q, &mut tap, &mut pending, Some(&mut l)).unwrap();
             st == RxState::Throttled
         }));
         assert_eq!(gq.used_idx(), 2, "two frames, then the limit");
-        assert!(pending.is_some(), "the refused frame waits");
+        assert!(pending.frame.is_some(), "the refused frame waits");
         // Nothing more until the timer fires, however often we try.
         for _ in 0..3 {
             let (n, st) =

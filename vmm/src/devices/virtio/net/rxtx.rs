@@ -110,19 +110,38 @@ pub enum RxState {
     Throttled,
 }
 
+/// What a receive queue carries from one [`process_rx`] call to the next.
+#[derive(Default)]
+pub struct RxBacklog {
+    /// A frame read from the host but refused by the rate limiter.
+    pub frame: Option<Vec<u8>>,
+    /// A chain taken from the ring (and walked) but not filled, because
+    /// the host had no frame: the next call fills it first, instead of
+    /// walking it again. The driver may not change a chain it made
+    /// available, and a reset drops the queue with it.
+    chain: Option<Chain>,
+}
+
+impl RxBacklog {
+    /// Whether a chain is held (taken from the ring, not yet used).
+    pub fn holds_chain(&self) -> bool {
+        self.chain.is_some()
+    }
+}
+
 /// Most buffers of one receive chain used for the direct read; Linux
 /// offers at most MAX_SKB_FRAGS + 2 (19) per chain.
 const MAX_IOV: usize = 64;
 
 /// Deliver frames from `io` until it or the guest's buffers run out.
-/// `pending` holds a frame read but not yet delivered.
+/// `backlog` carries what one call leaves to the next.
 pub fn process_rx(
     mem: &GuestMemoryMmap,
     q: &mut Queue,
     io: &mut dyn FrameIo,
-    pending: &mut Option<Vec<u8>>,
+    backlog: &mut RxBacklog,
 ) -> Result<(bool, RxState), QueueError> {
-    process_rx_limited(mem, q, io, pending, None)
+    process_rx_limited(mem, q, io, backlog, None)
 }
 
 /// One frame from `io` into a host buffer (`None`: no frame).
@@ -149,8 +168,9 @@ fn read_frame(io: &mut dyn FrameIo) -> Option<Vec<u8>> {
 
 /// Outcome of filling one chain.
 enum Fill {
-    /// `n` bytes of frame are in the chain's buffers.
-    Done(usize),
+    /// `n` bytes of frame are in the chain's buffers; `num_buffers` too
+    /// if the flag is set.
+    Done(usize, bool),
     /// The frame was dropped; the chain stays available.
     Dropped,
     Stop(RxState),
@@ -199,7 +219,22 @@ fn fill_direct(mem: &GuestMemoryMmap, chain: &Chain, io: &mut dyn FrameIo) -> Fi
                 log::warn!("virtio-net: dropped a {n}-byte frame: receive buffer of {cap} bytes");
                 return Fill::Dropped;
             }
-            Ok(n) => return Fill::Done(n),
+            Ok(n) => {
+                // num_buffers (header bytes 10..12) straight into the
+                // first buffer when it holds the header, as it always
+                // does with Linux.
+                if iov[0].iov_len >= NET_HDR_LEN {
+                    let p = iov[0].iov_base.cast::<u8>();
+                    // SAFETY: the first buffer is guest memory (see
+                    // above) at least NET_HDR_LEN bytes long.
+                    unsafe {
+                        std::ptr::write_volatile(p.add(10), 1);
+                        std::ptr::write_volatile(p.add(11), 0);
+                    }
+                    return Fill::Done(n, true);
+                }
+                return Fill::Done(n, false);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 if e.kind() != io::ErrorKind::WouldBlock {
@@ -237,7 +272,7 @@ fn fill_copy(
         return Fill::Dropped;
     }
     match bufs.write(0, &frame) {
-        Ok(n) => Fill::Done(n),
+        Ok(n) => Fill::Done(n, false),
         Err(e) => {
             log::warn!("virtio-net: writing a received frame: {e}");
             Fill::Dropped
@@ -250,7 +285,7 @@ pub fn process_rx_limited(
     mem: &GuestMemoryMmap,
     q: &mut Queue,
     io: &mut dyn FrameIo,
-    pending: &mut Option<Vec<u8>>,
+    backlog: &mut RxBacklog,
     mut limiter: Option<&mut RateLimiter>,
 ) -> Result<(bool, RxState), QueueError> {
     let mut used = false;
@@ -259,32 +294,42 @@ pub fn process_rx_limited(
             break RxState::Throttled;
         }
         // A chain first: without one, frames stay in the tap.
-        let Some(chain) = queue::pop_chain(mem, q)? else {
-            // Ask for a notification; buffers may have come meanwhile.
-            if q.enable_notification(mem)
-                .map_err(|e| QueueError::Ring(e.to_string()))?
-            {
-                continue;
-            }
-            break RxState::NoBuffers;
+        let chain = match backlog.chain.take() {
+            Some(c) => c,
+            None => match queue::pop_chain(mem, q)? {
+                Some(c) => c,
+                None => {
+                    // Ask for a notification; buffers may have come
+                    // meanwhile.
+                    if q.enable_notification(mem)
+                        .map_err(|e| QueueError::Ring(e.to_string()))?
+                    {
+                        continue;
+                    }
+                    break RxState::NoBuffers;
+                }
+            },
         };
         let bufs = Buffers { mem, chain: &chain };
-        let fill = if pending.is_some() || limiter.is_some() {
-            fill_copy(&bufs, io, pending, limiter.as_deref_mut())
+        let fill = if backlog.frame.is_some() || limiter.is_some() {
+            fill_copy(&bufs, io, &mut backlog.frame, limiter.as_deref_mut())
         } else {
             fill_direct(mem, &chain, io)
         };
         match fill {
-            Fill::Done(n) => {
+            Fill::Done(n, header_done) => {
                 // num_buffers: one buffer per frame without
                 // VIRTIO_NET_F_MRG_RXBUF.
-                let _ = bufs.write(10, &1u16.to_le_bytes());
+                if !header_done {
+                    let _ = bufs.write(10, &1u16.to_le_bytes());
+                }
                 queue::complete(mem, q, chain.head, n as u32)?;
                 used = true;
             }
-            Fill::Dropped => q.go_to_previous_position(),
+            // The chain serves the next frame.
+            Fill::Dropped => backlog.chain = Some(chain),
             Fill::Stop(state) => {
-                q.go_to_previous_position();
+                backlog.chain = Some(chain);
                 break state;
             }
         }

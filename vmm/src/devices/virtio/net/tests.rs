@@ -108,7 +108,7 @@ fn arp_through_a_real_tap() {
             rxq.set_desc(i, desc(0x100000 + u64::from(i) * 0x800, 0x800, 2, 0));
             rxq.push_avail(i);
         }
-        let mut pending = None;
+        let mut pending = RxBacklog::default();
         let t0 = Instant::now();
         let mut found = false;
         let mut seen = 0;
@@ -143,18 +143,18 @@ fn rx_without_buffers_leaves_frames_in_the_tap_and_small_buffers_drop_them() {
         txq.push_avail(0);
         process_tx(&mem, &mut tx, &mut tap, &mut Vec::new(), None).unwrap();
         // No buffers: nothing is read, the reply waits in the tap.
-        let mut pending = None;
+        let mut pending = RxBacklog::default();
         let (notify, state) = process_rx(&mem, &mut rx, &mut tap, &mut pending).unwrap();
         assert!(!notify);
         assert_eq!(state, RxState::NoBuffers);
-        assert!(pending.is_none());
+        assert!(pending.frame.is_none());
         wait_readable(&tap);
         // A buffer too small for it: dropped, the buffer stays available.
         rxq.set_desc(0, desc(0x100000, 20, 2, 0));
         rxq.push_avail(0);
         let (_, state) = process_rx(&mem, &mut rx, &mut tap, &mut pending).unwrap();
         assert_eq!(state, RxState::Drained);
-        assert!(pending.is_none());
+        assert!(pending.frame.is_none());
         assert_eq!(rxq.used_idx(), 0);
         // The reply was taken from the tap (other frames, IPv6 neighbour
         // discovery, may follow it).
@@ -206,7 +206,8 @@ fn hostile_tx_chains() {
         let mut q = gq.queue();
         gq.set_desc(0, desc(0x9_0000_0000, 2048, 2, 0));
         gq.push_avail(0);
-        let mut pending = Some(arp_request());
+        let mut pending = RxBacklog::default();
+        pending.frame = Some(arp_request());
         assert!(process_rx(&mem, &mut q, &mut tap, &mut pending).is_err());
     });
 }

@@ -24,7 +24,7 @@ use virtio_queue::Queue;
 
 use super::ctrl::process_ctrl;
 use super::link::NetLink;
-use super::rxtx::{discard_rx, process_rx_limited, process_tx, FrameIo};
+use super::rxtx::{discard_rx, process_rx_limited, process_tx, FrameIo, RxBacklog};
 use crate::devices::virtio::queue::QueueError;
 use crate::devices::virtio::rate_limiter::RateLimiter;
 use crate::devices::virtio::worker::{Wake, WorkerHandler};
@@ -38,8 +38,8 @@ pub(super) struct Pair {
     pub rx: Option<Queue>,
     pub tx: Option<Queue>,
     pub tap: Arc<Tap>,
-    /// A received frame held back by the receive limiter.
-    pub pending: Option<Vec<u8>>,
+    /// What receiving left for next time.
+    pub backlog: RxBacklog,
 }
 
 /// Attach or detach a tap queue; "already so" (EINVAL) is fine.
@@ -175,7 +175,7 @@ impl NetWorker {
             &self.mem,
             q,
             &mut TapIo(&p.tap),
-            &mut p.pending,
+            &mut p.backlog,
             self.rx_limiter.as_mut(),
         );
         match r {
