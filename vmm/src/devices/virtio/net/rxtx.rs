@@ -122,13 +122,6 @@ pub struct RxBacklog {
     chain: Option<Chain>,
 }
 
-impl RxBacklog {
-    /// Whether a chain is held (taken from the ring, not yet used).
-    pub fn holds_chain(&self) -> bool {
-        self.chain.is_some()
-    }
-}
-
 /// Most buffers of one receive chain used for the direct read; Linux
 /// offers at most MAX_SKB_FRAGS + 2 (19) per chain.
 const MAX_IOV: usize = 64;
