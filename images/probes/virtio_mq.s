@@ -556,7 +556,7 @@ net_mq_test:
         FAIL "virtio-net: transmit on pair 1 not completed"
 8:      PRINT "virtio-net: sent an ARP request on pair 1\n"
         PRINT "virtio-net: waiting on pair 1\n"
-        mov $10, %r12d                  /* up to 10 waits */
+        mov $60, %r12d                  /* up to 60 waits */
 9:      lea r1_used(%rip), %rdi
         mov $1, %esi
         call wait_used
