@@ -11,6 +11,10 @@
 //!   tap), plain functions of (memory, queue, backend).
 //! - `ctrl.rs`: the control queue's commands (`VIRTIO_NET_CTRL_MQ`).
 //! - `link.rs`: [`NetLink`], the link state the control API changes.
+//!
+//! Tests: `tests.rs` (frames through a real tap), `mq_tests.rs` (the whole
+//! NIC through the transport with a multi-queue tap, driven by
+//! `test_driver.rs`).
 
 mod ctrl;
 mod device;
@@ -18,6 +22,8 @@ mod link;
 #[cfg(test)]
 mod mq_tests;
 mod rxtx;
+#[cfg(test)]
+mod test_driver;
 #[cfg(test)]
 mod tests;
 mod worker;
