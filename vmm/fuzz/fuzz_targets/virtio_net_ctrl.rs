@@ -6,6 +6,8 @@
 //! chains than were offered. `parse_ctrl` is also fed the raw bytes.
 #![no_main]
 
+// The in-memory disk of common.rs is for the block targets.
+#[allow(dead_code)]
 #[path = "common.rs"]
 mod common;
 
