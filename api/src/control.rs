@@ -9,6 +9,7 @@
 //! | `PUT /v1/vm/power-button` |      | 204 (ACPI power button: the guest shuts down) |
 //! | `PUT /v1/vm/reset`     |         | 204 (hard reset, as the reset line) |
 //! | `PUT /v1/vm/kill`      |         | 204, then the VMM exits |
+//! | `PUT /v1/vm/net/{index}` | [`NetUpdate`] | 204 (link up/down: config space, config-change interrupt) |
 //!
 //! Errors answer 4xx/5xx with an [`ErrorBody`].
 
@@ -92,4 +93,20 @@ pub struct VmInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// `PUT /v1/vm/net/{index}`: change NIC `index` (in `VmConfig::nets`
+/// order) as the guest sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetUpdate {
+    pub link: LinkState,
+}
+
+/// A NIC's link, as the guest sees it (`VIRTIO_NET_S_LINK_UP`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Up,
+    Down,
 }

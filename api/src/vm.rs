@@ -193,9 +193,18 @@ pub struct NetConfig {
     /// Use this already-open tap fd (inherited from the caller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
+    /// Use these already-open queues of one multi-queue tap (opened with
+    /// IFF_MULTI_QUEUE | IFF_VNET_HDR), one per queue pair, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fds: Option<Vec<i32>>,
+    /// Queue pairs for `tap` (opened that many times with
+    /// IFF_MULTI_QUEUE); 1 if absent. With `fds`, the number of fds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<u16>,
     /// MAC address `aa:bb:cc:dd:ee:ff`; a random local one if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// Limits on what the guest sends (transmit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
     /// Present a transitional virtio-pci device, as QEMU does on a
@@ -208,6 +217,10 @@ pub struct NetConfig {
     /// interface's guest-endian, fixed-size-queue quirks.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transitional: bool,
+    /// Limits on what the guest receives; frames wait in the tap while
+    /// over budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_rate_limit: Option<RateLimitConfig>,
 }
 
 /// Token-bucket limits of one device (Firecracker's model).

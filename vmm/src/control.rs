@@ -12,11 +12,11 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use kiln_api::control::{ErrorBody, VmInfo};
+use kiln_api::control::{ErrorBody, LinkState, NetUpdate, VmInfo};
 
 /// Longest request head we read.
 const MAX_HEAD: usize = 8192;
-/// Longest body we accept (no route takes one; this bounds draining).
+/// Longest body we accept (only `PUT /v1/vm/net/{index}` takes one).
 const MAX_BODY: usize = 4096;
 
 /// A control request, parsed.
@@ -28,6 +28,11 @@ pub enum Command {
     PowerButton,
     Reset,
     Kill,
+    /// Set NIC `index`'s link up or down.
+    NetLink {
+        index: usize,
+        up: bool,
+    },
 }
 
 /// An answer: status and optional JSON body.
@@ -62,11 +67,43 @@ impl Reply {
     }
 }
 
+/// Why a command was not carried out.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ActError {
+    /// Not in this state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The command names something that does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl ActError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ActError::Conflict(_) => 409,
+            ActError::NotFound(_) => 404,
+        }
+    }
+}
+
+impl From<String> for ActError {
+    fn from(s: String) -> Self {
+        ActError::Conflict(s)
+    }
+}
+
+impl From<&str> for ActError {
+    fn from(s: &str) -> Self {
+        ActError::Conflict(s.to_string())
+    }
+}
+
 /// What the control API acts on: the running VM.
 pub trait ControlTarget {
     fn info(&self) -> VmInfo;
-    /// Carry out a state change; `Err` is a 409 with the message.
-    fn act(&mut self, cmd: Command) -> Result<(), String>;
+    /// Carry out a state change.
+    fn act(&mut self, cmd: Command) -> Result<(), ActError>;
 }
 
 /// Map a method and path to a command, or the error reply.
@@ -96,6 +133,34 @@ pub fn route(method: &str, path: &str) -> Result<Command, Reply> {
             format!("{method} is not allowed on {path}; use PUT"),
         )),
     }
+}
+
+/// Map a request with its body to a command: the routes of [`route`],
+/// and `PUT /v1/vm/net/{index}` with a [`NetUpdate`] body.
+pub fn route_request(method: &str, path: &str, body: &[u8]) -> Result<Command, Reply> {
+    let p = path.split('?').next().unwrap_or(path).trim_end_matches('/');
+    let Some(index) = p.strip_prefix("/v1/vm/net/") else {
+        return route(method, path);
+    };
+    let index: usize = index
+        .parse()
+        .map_err(|_| Reply::error(404, format!("no such resource: {p} (NIC index?)")))?;
+    if method != "PUT" {
+        return Err(Reply::error(
+            405,
+            format!("{method} is not allowed on {p}; use PUT"),
+        ));
+    }
+    let update: NetUpdate = serde_json::from_slice(body).map_err(|e| {
+        Reply::error(
+            400,
+            format!("body must be {{\"link\": \"up\"|\"down\"}}: {e}"),
+        )
+    })?;
+    Ok(Command::NetLink {
+        index,
+        up: update.link == LinkState::Up,
+    })
 }
 
 /// A request head's method, path and announced body length.
@@ -176,7 +241,8 @@ pub fn write_reply(out: &mut impl Write, reply: &Reply) -> io::Result<()> {
     out.write_all(msg.as_bytes())
 }
 
-fn read_request(stream: &mut UnixStream) -> Result<RequestHead, Reply> {
+/// Read one request: its head and its (bounded) body.
+fn read_request(stream: &mut UnixStream) -> Result<(RequestHead, Vec<u8>), Reply> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {
@@ -191,15 +257,16 @@ fn read_request(stream: &mut UnixStream) -> Result<RequestHead, Reply> {
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(head) = parse_head(&buf)? {
-            // Drain the (small, bounded) body so the client sees our answer.
-            let mut have = buf.len() - head.head_len;
-            while have < head.content_length {
+            // The body: at most MAX_BODY bytes (parse_head checked).
+            let mut body = buf.split_off(head.head_len);
+            while body.len() < head.content_length {
                 match stream.read(&mut chunk) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => have += n,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
                 }
             }
-            return Ok(head);
+            body.truncate(head.content_length);
+            return Ok((head, body));
         }
         if buf.len() > MAX_HEAD {
             return Err(Reply::error(431, "request head too large"));
@@ -213,12 +280,14 @@ pub fn serve_connection(mut stream: UnixStream, target: &mut dyn ControlTarget) 
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    let (reply, done) = match read_request(&mut stream).and_then(|h| route(&h.method, &h.path)) {
+    let (reply, done) = match read_request(&mut stream)
+        .and_then(|(h, body)| route_request(&h.method, &h.path, &body))
+    {
         Err(reply) => (reply, None),
         Ok(Command::Info) => (Reply::json(200, &target.info()), None),
         Ok(cmd) => match target.act(cmd) {
             Ok(()) => (Reply::no_content(), Some(cmd)),
-            Err(msg) => (Reply::error(409, msg), None),
+            Err(msg) => (Reply::error(msg.status(), msg.to_string()), None),
         },
     };
     let _ = write_reply(&mut stream, &reply);
@@ -244,6 +313,36 @@ mod tests {
         let e = route("GET", "/v1/nothing").unwrap_err();
         assert_eq!(e.status, 404);
         assert!(e.body.unwrap().contains("/v1/nothing"));
+    }
+
+    #[test]
+    fn routes_nic_link_changes_with_their_body() {
+        assert_eq!(
+            route_request("PUT", "/v1/vm/net/1", br#"{"link":"down"}"#),
+            Ok(Command::NetLink {
+                index: 1,
+                up: false
+            })
+        );
+        assert_eq!(
+            route_request("PUT", "/v1/vm/net/0/", br#"{"link":"up"}"#),
+            Ok(Command::NetLink { index: 0, up: true })
+        );
+        assert_eq!(
+            route_request("PUT", "/v1/vm/pause", b""),
+            Ok(Command::Pause)
+        );
+        for (method, path, body, status) in [
+            ("GET", "/v1/vm/net/0", &br#"{"link":"up"}"#[..], 405),
+            ("PUT", "/v1/vm/net/x", br#"{"link":"up"}"#, 404),
+            ("PUT", "/v1/vm/net/0", br#"{"link":"sideways"}"#, 400),
+            ("PUT", "/v1/vm/net/0", br#"{"link":"up","mtu":9000}"#, 400),
+            ("PUT", "/v1/vm/net/0", b"", 400),
+            ("PUT", "/v1/vm/net/0", b"\xff\xfe", 400),
+        ] {
+            let e = route_request(method, path, body).unwrap_err();
+            assert_eq!(e.status, status, "{method} {path}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use kiln_api::control::{ExitReason, VmInfo, VmState};
 use log::{info, warn};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::control::{self, Command, ControlTarget};
+use crate::control::{self, ActError, Command, ControlTarget};
 use crate::vcpu::RunState;
 use crate::vm::Vm;
 
@@ -290,7 +290,7 @@ impl ControlTarget for Controller {
         }
     }
 
-    fn act(&mut self, cmd: Command) -> Result<(), String> {
+    fn act(&mut self, cmd: Command) -> Result<(), ActError> {
         if self.vm.shared.exit_reason().is_some() {
             return Err("the VM has already ended".into());
         }
@@ -322,6 +322,17 @@ impl ControlTarget for Controller {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .press_power_button();
+            }
+            Command::NetLink { index, up } => {
+                let link = self.vm.virtio.nets.get(index).ok_or_else(|| {
+                    ActError::NotFound(format!(
+                        "no NIC {index}; the VM has {}",
+                        self.vm.virtio.nets.len()
+                    ))
+                })?;
+                if link.set_up(up) {
+                    info!("NIC {index}: link {}", if up { "up" } else { "down" });
+                }
             }
             Command::Reset | Command::Kill => {}
         }

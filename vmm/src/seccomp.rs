@@ -22,8 +22,9 @@
 //!   process finds the filter already in place and does not stack it again.
 //!
 //! Argument conditions where they are cheap: `ioctl` only with KVM request
-//! numbers on vCPU threads (plus the two tap offload requests that a net
-//! device's activation issues), none on workers; `socket` only for
+//! numbers on vCPU threads (plus the tap requests that a net device's
+//! activation issues: offloads, header size, queue attach/detach), on
+//! workers only TUNSETQUEUE (virtio-net's VQ_PAIRS_SET); `socket` only for
 //! `AF_UNIX`; `prctl` and `seccomp` only for the operations used; `fcntl`
 //! outside the main thread only for descriptor flags and `F_DUPFD_CLOEXEC`.
 
@@ -216,6 +217,9 @@ const TTY_TUN_IOCTL_TYPE: u64 = 0x54;
 /// Tap requests a net device's activation issues (from a vCPU thread).
 const TUNSETOFFLOAD: u64 = 0x4004_54d0;
 const TUNSETVNETHDRSZ: u64 = 0x4004_54d8;
+/// Attaching/detaching a multi-queue tap's queues: at activation (vCPU
+/// thread) and on the guest's VQ_PAIRS_SET (the net worker).
+const TUNSETQUEUE: u64 = 0x4004_54d9;
 
 /// What every Rust thread here needs: memory, locks, time, signals,
 /// logging to stderr, thread exit, panics.
@@ -374,6 +378,7 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
     // install filters (a worker's, from a vCPU thread's child) and name
     // the threads they start.
     if kind == ThreadKind::Worker {
+        allow_arg(&mut r, libc::SYS_ioctl, 1, &[TUNSETQUEUE])?;
         return Ok(r);
     }
     allow(&mut r, VCPU);
@@ -399,7 +404,7 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             &mut r,
             libc::SYS_ioctl,
             1,
-            &[TUNSETOFFLOAD, TUNSETVNETHDRSZ],
+            &[TUNSETOFFLOAD, TUNSETVNETHDRSZ, TUNSETQUEUE],
         )?;
         return Ok(r);
     }
@@ -566,7 +571,8 @@ mod tests {
         assert!(worker.keys().all(|k| vcpu.contains_key(k)));
         assert!(vcpu.keys().all(|k| vmm.contains_key(k)));
         assert!(!vcpu.contains_key(&libc::SYS_socket));
-        assert!(!worker.contains_key(&libc::SYS_ioctl));
+        // A worker's only ioctl: TUNSETQUEUE (virtio-net VQ_PAIRS_SET).
+        assert_eq!(worker.get(&libc::SYS_ioctl).map(Vec::len), Some(1));
         assert!(!worker.contains_key(&libc::SYS_clone3));
     }
 

@@ -36,7 +36,7 @@ use crate::arch::x86_64::layout;
 use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::pci::{BarMove, BarMoveHandler, PciError, PciRoot, SharedPciDevice};
 use crate::devices::virtio::block::{BlockDevice, BlockOptions};
-use crate::devices::virtio::net::NetDevice;
+use crate::devices::virtio::net::{NetDevice, NetLink, MAX_QUEUE_PAIRS};
 use crate::devices::virtio::rng::RngDevice;
 use crate::devices::virtio::transport::{
     TransportError, VirtioPciDevice, BAR_SIZE, LEGACY_BAR_INDEX, LEGACY_BAR_SIZE,
@@ -64,8 +64,16 @@ pub enum WiringError {
     },
     #[error("NIC {index}: MAC address {mac:?} is invalid")]
     Mac { index: usize, mac: String },
-    #[error("NIC {0}: give exactly one of tap= and fd=")]
+    #[error("NIC {0}: give exactly one of tap=, fd= and fds=")]
     NetBackend(usize),
+    #[error("NIC {0}: queues must be 1 to 16, and match the number of fds (fd= is one queue)")]
+    NetQueues(usize),
+    #[error("NIC {index}")]
+    Net {
+        index: usize,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("MSI-X interrupts")]
     Interrupts(#[from] InterruptError),
     #[error("virtio-pci transport")]
@@ -285,6 +293,9 @@ pub struct VirtioDevices {
     /// (PCI slot, device) in the order they were created: disks, NICs,
     /// entropy.
     pub devices: Vec<(u8, Arc<Mutex<VirtioPciDevice>>)>,
+    /// The link of each NIC, in configuration order (the control API's
+    /// `PUT /v1/vm/net/{index}`).
+    pub nets: Vec<Arc<NetLink>>,
     pub window: Option<Arc<BarWindow>>,
     _router: Option<Arc<MsiRouter>>,
     /// Transitional devices' INTx resampling thread.
@@ -331,15 +342,42 @@ fn block_device(i: usize, d: &DiskConfig) -> Result<Box<dyn VirtioDevice>, Wirin
     )))
 }
 
-fn net_device(i: usize, n: &NetConfig) -> Result<Box<dyn VirtioDevice>, WiringError> {
-    let tap = match (&n.tap, n.fd) {
-        (Some(name), None) => Tap::open_named(name, false),
-        // SAFETY: the configuration hands this fd to the VMM (an inherited
-        // tap); nothing else in the process uses it.
-        (None, Some(fd)) => unsafe { Tap::from_raw_fd(fd) },
-        _ => return Err(WiringError::NetBackend(i)),
+fn net_taps(i: usize, n: &NetConfig) -> Result<Vec<Tap>, WiringError> {
+    let queues = usize::from(n.queues.unwrap_or(1));
+    if queues == 0 || queues > MAX_QUEUE_PAIRS {
+        return Err(WiringError::NetQueues(i));
     }
-    .map_err(|source| WiringError::Tap { index: i, source })?;
+    let tap_err = |source| WiringError::Tap { index: i, source };
+    match (&n.tap, n.fd, &n.fds) {
+        (Some(name), None, None) => Tap::open_queues(name, queues).map_err(tap_err),
+        (None, Some(fd), None) if queues == 1 => {
+            // SAFETY: the configuration hands this fd to the VMM (an
+            // inherited tap); nothing else in the process uses it.
+            Ok(vec![unsafe { Tap::from_raw_fd(fd) }.map_err(tap_err)?])
+        }
+        (None, None, Some(fds))
+            if !fds.is_empty()
+                && fds.len() <= MAX_QUEUE_PAIRS
+                && n.queues.is_none_or(|q| usize::from(q) == fds.len()) =>
+        {
+            fds.iter()
+                .map(|&fd| {
+                    // SAFETY: as for `fd`: each is an inherited tap queue
+                    // handed to the VMM.
+                    unsafe { Tap::from_raw_fd(fd) }.map_err(tap_err)
+                })
+                .collect()
+        }
+        (None, Some(_), None) | (None, None, Some(_)) => Err(WiringError::NetQueues(i)),
+        _ => Err(WiringError::NetBackend(i)),
+    }
+}
+
+fn net_device(
+    i: usize,
+    n: &NetConfig,
+) -> Result<(Box<dyn VirtioDevice>, Arc<NetLink>), WiringError> {
+    let taps = net_taps(i, n)?;
     let mac = match &n.mac {
         Some(m) => m.parse::<MacAddr>().map_err(|_| WiringError::Mac {
             index: i,
@@ -347,13 +385,21 @@ fn net_device(i: usize, n: &NetConfig) -> Result<Box<dyn VirtioDevice>, WiringEr
         })?,
         None => MacAddr::random_local(),
     };
-    log::info!("virtio-net{i}: tap {}, MAC {mac}", tap.name());
-    Ok(Box::new(NetDevice::new(
-        tap,
+    log::info!(
+        "virtio-net{i}: tap {}, {} queue pair(s), MAC {mac}",
+        taps[0].name(),
+        taps.len()
+    );
+    let dev = NetDevice::new(
+        taps,
         mac,
         n.rate_limit.clone(),
+        n.rx_rate_limit.clone(),
         format!("virtio-net{i}"),
-    )))
+    )
+    .map_err(|source| WiringError::Net { index: i, source })?;
+    let link = dev.link();
+    Ok((Box::new(dev), link))
 }
 
 /// Create the configured virtio devices and wire them in: PCI root,
@@ -376,8 +422,12 @@ pub fn add_virtio_devices(
     for (i, d) in disks.iter().enumerate() {
         models.push((block_device(i, d)?, d.transitional));
     }
+    // The link of each NIC, with the index of its model.
+    let mut links = Vec::new();
     for (i, n) in nets.iter().enumerate() {
-        models.push((net_device(i, n)?, n.transitional));
+        let (model, link) = net_device(i, n)?;
+        links.push((models.len(), link));
+        models.push((model, n.transitional));
     }
     if let Some(transitional) = rng {
         models.push((
@@ -388,6 +438,7 @@ pub fn add_virtio_devices(
     if models.is_empty() {
         return Ok(VirtioDevices {
             devices: Vec::new(),
+            nets: Vec::new(),
             window: None,
             _router: None,
             _intx: None,
@@ -406,7 +457,7 @@ pub fn add_virtio_devices(
     let mut next_io = legacy::IO_FIRST;
     let mut intx = Vec::new();
     let mut devices = Vec::new();
-    for (model, transitional) in models {
+    for (m, (model, transitional)) in models.into_iter().enumerate() {
         let vectors =
             router.allocate(VirtioPciDevice::vectors_for(model.queue_max_sizes().len()))?;
         let addr = next_bar;
@@ -429,6 +480,9 @@ pub fn add_virtio_devices(
         } else {
             VirtioPciDevice::new(model, mem.clone(), vectors, addr)?
         };
+        if let Some((_, link)) = links.iter().find(|(at, _)| *at == m) {
+            link.attach_interrupt(dev.interrupt().clone());
+        }
         let evts = dev
             .queue_evts()
             .iter()
@@ -520,6 +574,7 @@ pub fn add_virtio_devices(
         .set_bar_move_handler(mover);
     Ok(VirtioDevices {
         devices,
+        nets: links.into_iter().map(|(_, l)| l).collect(),
         window: Some(window),
         _router: Some(router),
         _intx: match intx.is_empty() {

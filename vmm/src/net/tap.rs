@@ -17,6 +17,9 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUNSETQUEUE: libc::c_ulong = 0x4004_54d9;
+const IFF_ATTACH_QUEUE: i16 = 0x0200;
+const IFF_DETACH_QUEUE: i16 = 0x0400;
 
 /// The virtio-net header on each frame (`struct virtio_net_hdr_v1`, with
 /// `num_buffers`), as virtio 1.x devices use it.
@@ -193,6 +196,49 @@ impl Tap {
             what: "TUNSETOFFLOAD",
             source,
         })
+    }
+
+    /// Open `queues` queues of the multi-queue tap `name` (creating it if
+    /// needed). One queue opens it without IFF_MULTI_QUEUE, as before.
+    pub fn open_queues(name: &str, queues: usize) -> Result<Vec<Tap>, TapError> {
+        if queues <= 1 {
+            return Ok(vec![Self::open_named(name, false)?]);
+        }
+        (0..queues).map(|_| Self::open_named(name, true)).collect()
+    }
+
+    /// Attach this queue to its multi-queue tap (the kernel steers frames
+    /// to it) or detach it (frames go to the other queues only).
+    pub fn set_queue_attached(&self, attached: bool) -> Result<(), TapError> {
+        let mut req = IfReq::new();
+        req.flags = if attached {
+            IFF_ATTACH_QUEUE
+        } else {
+            IFF_DETACH_QUEUE
+        };
+        // SAFETY: TUNSETQUEUE reads an ifreq, which `req` is.
+        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETQUEUE, &mut req) };
+        last_err(r).map(drop).map_err(|source| TapError::Ioctl {
+            what: "TUNSETQUEUE",
+            source,
+        })
+    }
+
+    /// Read one frame (with its header) straight into the buffers `iov`
+    /// describes. Returns the bytes copied: a frame longer than the
+    /// buffers is cut (the rest is lost).
+    ///
+    /// # Safety
+    /// Every iovec must describe memory writable for the whole call.
+    pub unsafe fn readv(&self, iov: &[libc::iovec]) -> io::Result<usize> {
+        let cnt = iov.len().min(1024) as libc::c_int;
+        // SAFETY: the caller guarantees the iovecs; at most `cnt` are read.
+        let n = unsafe { libc::readv(self.file.as_raw_fd(), iov.as_ptr(), cnt) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     /// Read one frame (with its header); `WouldBlock` when none is queued.

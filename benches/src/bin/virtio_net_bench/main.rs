@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_vmm::devices::virtio::block::bench_support::{DriverQueue, DESC_WRITE};
-use kiln_vmm::devices::virtio::net::{process_rx, process_tx, RxState, NET_HDR_LEN};
+use kiln_vmm::devices::virtio::net::{process_rx, process_tx, RxBacklog, RxState, NET_HDR_LEN};
 use kiln_vmm::memory::GuestMemoryMmap;
 use kiln_vmm::net::tap::Tap;
 use netns::{build_topology, enter_netns, packet_socket, Netns, BRIDGE, ETHERTYPE, PEER, TAP};
@@ -322,7 +322,7 @@ fn rx(
             dq.push_avail(k).map_err(|e| e.to_string())?;
         }
         let mut q = dq.device_queue().map_err(|e| e.to_string())?;
-        let mut pending = None;
+        let mut pending = RxBacklog::default();
         let mut seen = 0u16;
         injector = spawn_injector(peer.clone(), len, stop.clone(), sent.clone());
         t0 = Instant::now();

@@ -3,14 +3,20 @@
 //!
 //! ```text
 //! --disk path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
-//! --net tap=NAME[,mac=MAC][,bw=BYTES_PER_S][,pps=N]
-//! --net fd=N[,mac=MAC][,bw=BYTES_PER_S][,pps=N]
+//! --net tap=NAME[,queues=N][,mac=MAC][,bw=BYTES_PER_S][,pps=N][,rx_bw=BYTES_PER_S][,rx_pps=N]
+//! --net fd=N[,mac=MAC][,...]
+//! --net fds=N:N:...[,mac=MAC][,...]
 //! ```
-//! Rate limits become token buckets that refill in one second (no burst).
+//! Rate limits become token buckets that refill in one second (no burst);
+//! `bw`/`pps` limit what the guest sends, `rx_bw`/`rx_pps` what it
+//! receives. `queues=N` (1 to 16) opens the tap N times with
+//! IFF_MULTI_QUEUE, one queue pair each; `fds=` takes the queues of one
+//! multi-queue tap the caller opened, one fd per pair.
 //! The disk format defaults to raw and is never guessed from the file.
 
 use kiln_api::vm::{DiskConfig, DiskFormat, NetConfig, RateLimitConfig, TokenBucketConfig};
 
+use crate::devices::virtio::net::MAX_QUEUE_PAIRS;
 use crate::net::MacAddr;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,7 +35,7 @@ pub enum CliError {
     },
     #[error("{0}: {1} is required")]
     Missing(&'static str, &'static str),
-    #[error("--net: give exactly one of tap= and fd=")]
+    #[error("--net: give exactly one of tap=, fd= and fds=")]
     NetBackend,
 }
 
@@ -140,15 +146,38 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
 pub fn parse_net(s: &str) -> Result<NetConfig, CliError> {
     const F: &str = "--net";
     let mut n = NetConfig::default();
-    let (mut bw, mut ops) = (None, None);
-    for (k, v) in pairs(F, s, &["tap", "fd", "mac", "bw", "pps", "transitional"])? {
+    let (mut bw, mut ops, mut rx_bw, mut rx_ops) = (None, None, None, None);
+    let fd = |k: &str, v: &str| {
+        v.parse::<i32>()
+            .ok()
+            .filter(|&fd| fd >= 0)
+            .ok_or_else(|| bad(F, k, v))
+    };
+    for (k, v) in pairs(
+        F,
+        s,
+        &[
+            "tap", "fd", "fds", "queues", "mac", "bw", "pps", "rx_bw", "rx_pps", "transitional",
+        ],
+    )? {
         match k {
             "tap" if !v.is_empty() && v.len() < 16 => n.tap = Some(v.to_string()),
-            "fd" => {
-                n.fd = Some(
-                    v.parse::<i32>()
+            "fd" => n.fd = Some(fd(k, v)?),
+            "fds" => {
+                let fds = v
+                    .split(':')
+                    .map(|f| fd(k, f))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if fds.len() > MAX_QUEUE_PAIRS {
+                    return Err(bad(F, k, v));
+                }
+                n.fds = Some(fds);
+            }
+            "queues" => {
+                n.queues = Some(
+                    v.parse::<u16>()
                         .ok()
-                        .filter(|&fd| fd >= 0)
+                        .filter(|&q| q >= 1 && usize::from(q) <= MAX_QUEUE_PAIRS)
                         .ok_or_else(|| bad(F, k, v))?,
                 )
             }
@@ -159,13 +188,26 @@ pub fn parse_net(s: &str) -> Result<NetConfig, CliError> {
             "bw" => bw = Some(per_second(F, k, v)?),
             "pps" => ops = Some(per_second(F, k, v)?),
             "transitional" => n.transitional = on_off(F, k, v)?,
+            "rx_bw" => rx_bw = Some(per_second(F, k, v)?),
+            "rx_pps" => rx_ops = Some(per_second(F, k, v)?),
             _ => return Err(bad(F, k, v)),
         }
     }
-    if n.tap.is_some() == n.fd.is_some() {
+    let backends = [n.tap.is_some(), n.fd.is_some(), n.fds.is_some()];
+    if backends.iter().filter(|b| **b).count() != 1 {
         return Err(CliError::NetBackend);
     }
+    match (n.queues, &n.fds) {
+        (Some(q), Some(fds)) if usize::from(q) != fds.len() => {
+            return Err(bad(F, "queues", &q.to_string()))
+        }
+        (Some(q), None) if n.fd.is_some() && q != 1 => {
+            return Err(bad(F, "queues", &q.to_string()))
+        }
+        _ => {}
+    }
     n.rate_limit = limit(bw, ops);
+    n.rx_rate_limit = limit(rx_bw, rx_ops);
     Ok(n)
 }
 
@@ -254,5 +296,35 @@ mod tests {
         assert!(parse_rng("transitional=on").unwrap().transitional);
         assert!(parse_rng("transitional=2").is_err());
         assert!(parse_rng("legacy=on").is_err());
+    }
+
+    #[test]
+    fn net_multiqueue_and_rx_limits() {
+        let n = parse_net("tap=kt0,queues=4,rx_bw=1000000,rx_pps=500,bw=10").unwrap();
+        assert_eq!(n.queues, Some(4));
+        let rx = n.rx_rate_limit.unwrap();
+        assert_eq!(rx.bandwidth.unwrap().size, 1_000_000);
+        assert_eq!(rx.ops.unwrap().size, 500);
+        assert_eq!(n.rate_limit.unwrap().bandwidth.unwrap().size, 10);
+        let n = parse_net("fds=3:4:5").unwrap();
+        assert_eq!(n.fds, Some(vec![3, 4, 5]));
+        assert!(n.rate_limit.is_none() && n.rx_rate_limit.is_none());
+        assert!(parse_net("fds=3:4,queues=2").is_ok());
+        for (bad, want) in [
+            ("tap=a,queues=0", "bad value"),
+            ("tap=a,queues=17", "bad value"),
+            ("tap=a,queues=x", "bad value"),
+            ("fds=3:4,queues=3", "bad value"),
+            ("fd=3,queues=2", "bad value"),
+            ("fds=3::4", "bad value"),
+            ("fds=3:-1", "bad value"),
+            ("fds=0:1:2:3:4:5:6:7:8:9:10:11:12:13:14:15:16", "bad value"),
+            ("tap=a,fds=3", "exactly one"),
+            ("fd=3,fds=4", "exactly one"),
+            ("tap=a,rx_bw=0", "bad value"),
+        ] {
+            let e = parse_net(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 }

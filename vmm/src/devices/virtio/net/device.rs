@@ -1,45 +1,60 @@
-//! The virtio-net device: what it offers, and its worker.
+//! The virtio-net device: what it offers, its configuration space, and
+//! activation (which starts the worker in `worker.rs`).
+//!
+//! Queues: receive/transmit pair `i` is queues `2i`/`2i + 1` and is served
+//! by tap queue `i`. With more than one tap queue the device offers
+//! `VIRTIO_NET_F_MQ` and `VIRTIO_NET_F_CTRL_VQ`; the control queue is then
+//! queue `2 * max_virtqueue_pairs`. A single-queue NIC offers neither and
+//! looks exactly as before multiqueue existed.
 
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use kiln_api::vm::RateLimitConfig;
-use virtio_queue::Queue;
 
-use super::rxtx::{process_rx_hdr, process_tx_hdr};
+use super::link::NetLink;
+use super::worker::{NetWorker, Pair};
 use super::*;
 use crate::devices::virtio::rate_limiter::RateLimiter;
-use crate::devices::virtio::worker::{Wake, Worker, WorkerHandler};
+use crate::devices::virtio::worker::Worker;
 use crate::devices::virtio::{
-    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, F_EVENT_IDX,
-    F_INDIRECT_DESC, F_VERSION_1, TYPE_NET,
+    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC,
+    F_VERSION_1, TYPE_NET,
 };
-use crate::memory::GuestMemoryMmap;
 use crate::net::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_UFO};
 use crate::net::MacAddr;
 
 const QUEUE_SIZE: u16 = 256;
-const RX: usize = 0;
-const TX: usize = 1;
+/// Most queue pairs of one NIC (33 queues, 34 MSI-X vectors).
+pub const MAX_QUEUE_PAIRS: usize = 16;
 
 pub struct NetDevice {
-    tap: Option<Tap>,
-    config: [u8; 12],
+    taps: Vec<Arc<Tap>>,
+    mac: MacAddr,
     features: u64,
     rate_limit: Option<RateLimitConfig>,
+    rx_rate_limit: Option<RateLimitConfig>,
+    link: Arc<NetLink>,
     worker: Option<Worker>,
-    /// The tap comes back from the worker on reset.
-    tap_back: Option<std::sync::mpsc::Receiver<Tap>>,
     name: String,
 }
 
 impl NetDevice {
-    pub fn new(tap: Tap, mac: MacAddr, rate_limit: Option<RateLimitConfig>, name: String) -> Self {
-        let mut config = [0u8; 12];
-        config[0..6].copy_from_slice(&mac.0);
-        config[6..8].copy_from_slice(&STATUS_LINK_UP.to_le_bytes());
-        config[8..10].copy_from_slice(&1u16.to_le_bytes());
-        config[10..12].copy_from_slice(&1500u16.to_le_bytes());
+    /// A NIC on `taps` (one per queue pair, 1 to [`MAX_QUEUE_PAIRS`], all
+    /// queues of one tap). `rate_limit` limits transmit, `rx_rate_limit`
+    /// receive.
+    pub fn new(
+        taps: Vec<Tap>,
+        mac: MacAddr,
+        rate_limit: Option<RateLimitConfig>,
+        rx_rate_limit: Option<RateLimitConfig>,
+        name: String,
+    ) -> std::io::Result<Self> {
+        if taps.is_empty() || taps.len() > MAX_QUEUE_PAIRS {
+            return Err(std::io::Error::other(format!(
+                "{} tap queues; 1 to {MAX_QUEUE_PAIRS} are supported",
+                taps.len()
+            )));
+        }
         let mut features = F_VERSION_1
             | F_INDIRECT_DESC
             | F_EVENT_IDX
@@ -51,20 +66,45 @@ impl NetDevice {
             | F_HOST_TSO6
             | F_GUEST_TSO4
             | F_GUEST_TSO6;
+        if taps.len() > 1 {
+            features |= F_MQ | F_CTRL_VQ;
+        }
         // UFO only where this kernel's tap still takes it.
-        if tap.set_offload(TUN_F_CSUM | TUN_F_UFO).is_ok() {
+        if taps[0].set_offload(TUN_F_CSUM | TUN_F_UFO).is_ok() {
             features |= F_GUEST_UFO | F_HOST_UFO;
         }
-        let _ = tap.set_offload(0);
-        NetDevice {
-            tap: Some(tap),
-            config,
+        let _ = taps[0].set_offload(0);
+        Ok(NetDevice {
+            taps: taps.into_iter().map(Arc::new).collect(),
+            mac,
             features,
             rate_limit,
+            rx_rate_limit,
+            link: Arc::new(NetLink::new()?),
             worker: None,
-            tap_back: None,
             name,
-        }
+        })
+    }
+
+    /// The link state, for the control API (and the wiring, which gives
+    /// it the transport's interrupt).
+    pub fn link(&self) -> Arc<NetLink> {
+        self.link.clone()
+    }
+
+    fn pairs(&self) -> usize {
+        self.taps.len()
+    }
+
+    /// The configuration space: mac, status, max_virtqueue_pairs, mtu.
+    fn config(&self) -> [u8; 12] {
+        let mut config = [0u8; 12];
+        config[0..6].copy_from_slice(&self.mac.0);
+        let status = if self.link.is_up() { STATUS_LINK_UP } else { 0 };
+        config[6..8].copy_from_slice(&status.to_le_bytes());
+        config[8..10].copy_from_slice(&(self.pairs() as u16).to_le_bytes());
+        config[10..12].copy_from_slice(&1500u16.to_le_bytes());
+        config
     }
 
     /// The tap offload flags matching what the guest accepts.
@@ -86,6 +126,13 @@ impl NetDevice {
     }
 }
 
+fn limiter(c: &Option<RateLimitConfig>) -> Result<Option<RateLimiter>, ActivateError> {
+    match c {
+        Some(c) => RateLimiter::from_config(c).map_err(ActivateError::Backend),
+        None => Ok(None),
+    }
+}
+
 impl VirtioDevice for NetDevice {
     fn device_type(&self) -> u32 {
         TYPE_NET
@@ -96,7 +143,12 @@ impl VirtioDevice for NetDevice {
     }
 
     fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![QUEUE_SIZE, QUEUE_SIZE]
+        let n = if self.pairs() > 1 {
+            2 * self.pairs() + 1
+        } else {
+            2
+        };
+        vec![QUEUE_SIZE; n]
     }
 
     fn features(&self) -> u64 {
@@ -104,22 +156,11 @@ impl VirtioDevice for NetDevice {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
+        read_config_bytes(&self.config(), offset, data);
     }
 
     fn activate(&mut self, mut ctx: ActivateContext) -> Result<(), ActivateError> {
-        let rx = ctx.queues.get_mut(RX).and_then(Option::take);
-        let tx = ctx.queues.get_mut(TX).and_then(Option::take);
-        let (rx, tx) = match (rx, tx) {
-            (Some(rx), Some(tx)) => (rx, tx),
-            (None, _) => return Err(ActivateError::MissingQueue(RX)),
-            (_, None) => return Err(ActivateError::MissingQueue(TX)),
-        };
-        let tap = self
-            .tap
-            .take()
-            .or_else(|| self.tap_back.take().and_then(|r| r.recv().ok()))
-            .ok_or_else(|| ActivateError::Backend(std::io::Error::other("tap lost")))?;
+        let mq = ctx.acked_features & F_MQ != 0;
         // A legacy driver (no VERSION_1) uses the 10-byte header unless it
         // took MRG_RXBUF (bit 15, which adds num_buffers); the tap is told
         // the same size, so frames pass through unchanged.
@@ -129,146 +170,69 @@ impl VirtioDevice for NetDevice {
         } else {
             LEGACY_HDR_LEN
         };
-        if let Err(e) = tap.set_vnet_hdr_size(hdr_len as i32) {
-            self.tap = Some(tap);
-            return Err(ActivateError::Backend(std::io::Error::other(e.to_string())));
+        // Without MQ only pair 0 exists for the driver.
+        let usable = if mq { self.pairs() } else { 1 };
+        let mut pairs = Vec::with_capacity(usable);
+        for (i, tap) in self.taps.iter().enumerate().take(usable) {
+            let rx = ctx.queues.get_mut(2 * i).and_then(Option::take);
+            let tx = ctx.queues.get_mut(2 * i + 1).and_then(Option::take);
+            if i == 0 && rx.is_none() {
+                return Err(ActivateError::MissingQueue(0));
+            }
+            if i == 0 && tx.is_none() {
+                return Err(ActivateError::MissingQueue(1));
+            }
+            tap.set_vnet_hdr_size(hdr_len as i32)
+                .map_err(|e| ActivateError::Backend(std::io::Error::other(e.to_string())))?;
+            tap.set_offload(Self::tap_offloads(ctx.acked_features))
+                .map_err(|e| ActivateError::Backend(std::io::Error::other(e.to_string())))?;
+            pairs.push(Pair {
+                rx,
+                tx,
+                tap: tap.clone(),
+                backlog: Default::default(),
+            });
         }
-        if let Err(e) = tap.set_offload(Self::tap_offloads(ctx.acked_features)) {
-            self.tap = Some(tap);
-            return Err(ActivateError::Backend(std::io::Error::other(e.to_string())));
+        let ctrl = if ctx.acked_features & F_CTRL_VQ != 0 {
+            let at = 2 * usable;
+            ctx.queues
+                .get_mut(at)
+                .and_then(Option::take)
+                .map(|q| (at, q))
+        } else {
+            None
+        };
+        // One pair until the driver asks for more (virtio 1.2, 5.1.6.5.5).
+        for (i, tap) in self.taps.iter().enumerate() {
+            super::worker::attach(tap, i == 0);
         }
-        let limiter = match &self.rate_limit {
-            Some(c) => RateLimiter::from_config(c).map_err(ActivateError::Backend)?,
-            None => None,
-        };
-        let (send_back, tap_back) = std::sync::mpsc::channel();
-        self.tap_back = Some(tap_back);
-        let handler = NetWorker {
-            mem: ctx.mem,
-            rx,
-            tx,
-            tap: Some(tap),
-            send_back,
-            interrupt: ctx.interrupt,
-            limiter,
-            pending: None,
-            tx_buf: Vec::new(),
-            broken: false,
-            name: self.name.clone(),
-            hdr_len,
-        };
+        let handler = NetWorker::new(
+            ctx.mem,
+            pairs,
+            ctrl,
+            mq,
+            ctx.interrupt,
+            limiter(&self.rate_limit)?,
+            limiter(&self.rx_rate_limit)?,
+            self.link.clone(),
+            self.name.clone(),
+        )
+        .with_hdr_len(hdr_len);
         self.worker = Some(
             Worker::spawn(format!("{}-io", self.name), ctx.queue_evts, handler)
                 .map_err(ActivateError::Thread)?,
         );
-        log::info!("{}: activated", self.name);
+        log::info!(
+            "{}: activated, {usable} queue pair(s){}",
+            self.name,
+            if mq { " (MQ)" } else { "" }
+        );
         Ok(())
     }
 
     fn reset(&mut self) {
         if let Some(mut w) = self.worker.take() {
             w.stop();
-        }
-        if self.tap.is_none() {
-            self.tap = self.tap_back.take().and_then(|r| r.try_recv().ok());
-        }
-    }
-}
-
-struct NetWorker {
-    mem: GuestMemoryMmap,
-    rx: Queue,
-    tx: Queue,
-    tap: Option<Tap>,
-    send_back: std::sync::mpsc::Sender<Tap>,
-    interrupt: Arc<VirtioInterrupt>,
-    limiter: Option<RateLimiter>,
-    pending: Option<Vec<u8>>,
-    tx_buf: Vec<u8>,
-    broken: bool,
-    name: String,
-    /// The virtio-net header's length for the driver's interface.
-    hdr_len: usize,
-}
-
-impl Drop for NetWorker {
-    fn drop(&mut self) {
-        if let Some(tap) = self.tap.take() {
-            let _ = self.send_back.send(tap);
-        }
-    }
-}
-
-impl NetWorker {
-    fn fail(&mut self, e: crate::devices::virtio::queue::QueueError) {
-        log::error!("{}: {e}; the device needs a reset", self.name);
-        self.broken = true;
-        self.interrupt.set_needs_reset();
-    }
-
-    fn rx(&mut self) {
-        let Some(tap) = self.tap.as_mut() else { return };
-        match process_rx_hdr(
-            &self.mem,
-            &mut self.rx,
-            tap,
-            &mut self.pending,
-            self.hdr_len,
-        ) {
-            Ok((notify, _)) => {
-                if notify {
-                    self.interrupt.signal_queue(RX);
-                }
-            }
-            Err(e) => self.fail(e),
-        }
-    }
-
-    fn tx(&mut self) {
-        let Some(tap) = self.tap.as_mut() else { return };
-        if self.limiter.as_ref().is_some_and(|l| l.is_blocked()) {
-            return;
-        }
-        match process_tx_hdr(
-            &self.mem,
-            &mut self.tx,
-            tap,
-            &mut self.tx_buf,
-            self.limiter.as_mut(),
-            self.hdr_len,
-        ) {
-            Ok((notify, _)) => {
-                if notify {
-                    self.interrupt.signal_queue(TX);
-                }
-            }
-            Err(e) => self.fail(e),
-        }
-    }
-}
-
-impl WorkerHandler for NetWorker {
-    fn extra_fds(&self) -> Vec<RawFd> {
-        let mut v: Vec<RawFd> = self.tap.iter().map(|t| t.as_raw_fd()).collect();
-        if let Some(l) = &self.limiter {
-            v.push(l.timer_fd());
-        }
-        v
-    }
-
-    fn handle(&mut self, wake: Wake) {
-        if self.broken {
-            return;
-        }
-        match wake {
-            Wake::Queue(RX) | Wake::Fd(0) => self.rx(),
-            Wake::Queue(_) => self.tx(),
-            Wake::Fd(_) => {
-                if let Some(l) = &mut self.limiter {
-                    l.on_timer();
-                }
-                self.tx();
-            }
         }
     }
 }

@@ -1,18 +1,24 @@
 //! Frames between the virtqueues and the host side.
 //!
 //! Transmit: each chain's readable bytes are one frame with its 12-byte
-//! virtio-net header, handed whole to the tap (which understands the
-//! header, GSO included). Receive: each frame read from the tap (header
-//! included) fills one chain's writable buffers, with `num_buffers` set to
-//! 1 (no mergeable buffers). Frames that do not fit are dropped with a log
-//! line, not truncated.
+//! virtio-net header (10 bytes for a legacy driver: no VERSION_1 nor
+//! MRG_RXBUF, so no `num_buffers`; the `_hdr` functions take the length), handed whole to the tap (which understands the
+//! header, GSO included). Receive: a chain is taken first (without
+//! buffers, frames stay in the tap), then one frame is read from the tap
+//! with `readv` straight into that chain's writable buffers (one copy,
+//! the kernel's), with `num_buffers` set to 1 (no mergeable buffers).
+//! With a receive rate limiter, the frame is read into a host buffer
+//! first, since its size decides whether it may go: a refused frame waits
+//! there (the rest in the tap) until the limiter's timer fires. Frames
+//! that do not fit are dropped with a log line, not truncated.
 
 use std::io;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::NET_HDR_LEN;
-use crate::devices::virtio::chain::Buffers;
+use crate::devices::virtio::chain::{Buffers, Chain};
 use crate::devices::virtio::queue::{self, QueueError};
 use crate::devices::virtio::rate_limiter::RateLimiter;
 use crate::memory::GuestMemoryMmap;
@@ -26,7 +32,14 @@ pub trait FrameIo {
     /// Send one frame (with header).
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
     /// Receive one frame (with header) into `buf`; `WouldBlock` if none.
+    /// A frame longer than `buf` is cut (its rest is lost).
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Receive one frame (with header) into the buffers `iov` describes;
+    /// the same answers as [`FrameIo::recv`].
+    ///
+    /// # Safety
+    /// Every iovec must describe memory writable for the whole call.
+    unsafe fn recv_iov(&mut self, iov: &[libc::iovec]) -> io::Result<usize>;
 }
 
 impl FrameIo for crate::net::tap::Tap {
@@ -35,6 +48,10 @@ impl FrameIo for crate::net::tap::Tap {
     }
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.read(buf)
+    }
+    unsafe fn recv_iov(&mut self, iov: &[libc::iovec]) -> io::Result<usize> {
+        // SAFETY: passed on from our caller.
+        unsafe { self.readv(iov) }
     }
 }
 
@@ -61,6 +78,7 @@ pub fn process_tx_hdr(
     hdr_len: usize,
 ) -> Result<(bool, bool), QueueError> {
     let mut throttled = false;
+    let mut used = false;
     queue::drain(mem, q, |q| {
         while let Some(chain) = queue::pop_chain(mem, q)? {
             let bufs = Buffers { mem, chain: &chain };
@@ -86,10 +104,11 @@ pub fn process_tx_hdr(
                 }
             }
             queue::complete(mem, q, chain.head, 0)?;
+            used = true;
         }
         Ok(true)
     })?;
-    let notify = queue::needs_interrupt(mem, q)?;
+    let notify = used && queue::needs_interrupt(mem, q)?;
     Ok((notify, throttled))
 }
 
@@ -98,91 +117,267 @@ pub fn process_tx_hdr(
 pub enum RxState {
     /// The host has no more frames.
     Drained,
-    /// The guest has no more buffers; a frame waits in `pending`, and the
+    /// The guest has no more buffers; frames wait in the tap, and the
     /// guest will notify the receive queue when it adds buffers.
     NoBuffers,
+    /// The receive rate limiter refused; its timer will fire.
+    Throttled,
 }
 
+/// What a receive queue carries from one [`process_rx`] call to the next.
+#[derive(Default)]
+pub struct RxBacklog {
+    /// A frame read from the host but refused by the rate limiter.
+    pub frame: Option<Vec<u8>>,
+    /// A chain taken from the ring (and walked) but not filled, because
+    /// the host had no frame: the next call fills it first, instead of
+    /// walking it again. The driver may not change a chain it made
+    /// available, and a reset drops the queue with it.
+    chain: Option<Chain>,
+}
+
+/// Most buffers of one receive chain used for the direct read; Linux
+/// offers at most MAX_SKB_FRAGS + 2 (19) per chain.
+const MAX_IOV: usize = 64;
+
 /// Deliver frames from `io` until it or the guest's buffers run out.
-/// `pending` holds a frame read but not yet delivered.
+/// `backlog` carries what one call leaves to the next.
 pub fn process_rx(
     mem: &GuestMemoryMmap,
     q: &mut Queue,
     io: &mut dyn FrameIo,
-    pending: &mut Option<Vec<u8>>,
+    backlog: &mut RxBacklog,
 ) -> Result<(bool, RxState), QueueError> {
-    process_rx_hdr(mem, q, io, pending, NET_HDR_LEN)
+    process_rx_limited(mem, q, io, backlog, None)
 }
 
-/// [`process_rx`] with a header of `hdr_len` bytes: a legacy driver's
-/// 10-byte header has no `num_buffers`.
+/// One frame from `io` into a host buffer (`None`: no frame).
+fn read_frame(io: &mut dyn FrameIo) -> Option<Vec<u8>> {
+    // One byte more than the largest frame, to see a longer one.
+    let mut buf = vec![0u8; MAX_FRAME + 1];
+    loop {
+        match io.recv(&mut buf) {
+            Ok(n) if n <= MAX_FRAME => {
+                buf.truncate(n);
+                return Some(buf);
+            }
+            Ok(n) => log::warn!("virtio-net: dropped a {n}-byte frame from the tap"),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    log::warn!("virtio-net: tap read failed: {e}");
+                }
+                return None;
+            }
+        }
+    }
+}
+
+/// Outcome of filling one chain.
+enum Fill {
+    /// `n` bytes of frame are in the chain's buffers; `num_buffers` too
+    /// if the flag is set.
+    Done(usize, bool),
+    /// The frame was dropped; the chain stays available.
+    Dropped,
+    Stop(RxState),
+}
+
+/// Read one frame from `io` straight into `chain`'s writable buffers.
+fn fill_direct(mem: &GuestMemoryMmap, chain: &Chain, io: &mut dyn FrameIo, hdr_len: usize) -> Fill {
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [empty; MAX_IOV + 1];
+    let mut cnt = 0;
+    let mut cap = 0u64;
+    'segs: for seg in &chain.writable {
+        for slice in mem.get_slices(GuestAddress(seg.addr), seg.len as usize) {
+            let Ok(slice) = slice else {
+                // chain::walk checked every buffer is in guest memory.
+                break 'segs;
+            };
+            if cnt == MAX_IOV {
+                break 'segs;
+            }
+            iov[cnt] = libc::iovec {
+                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                iov_len: slice.len(),
+            };
+            cap += slice.len() as u64;
+            cnt += 1;
+        }
+    }
+    // A byte past the guest's buffers: the tap returns what it copied, so
+    // a frame that fills this one too did not fit.
+    let mut past = [0u8; 1];
+    iov[cnt] = libc::iovec {
+        iov_base: past.as_mut_ptr().cast(),
+        iov_len: past.len(),
+    };
+    loop {
+        // SAFETY: each iovec but the last is a piece of guest memory
+        // (checked by chain::walk and vm-memory), mapped for the VM's
+        // lifetime, which outlives this call, and given by the driver to
+        // the device to write; the last is `past`, alive until we return.
+        match unsafe { io.recv_iov(&iov[..=cnt]) } {
+            Ok(n) if n < hdr_len || n as u64 > cap => {
+                log::warn!("virtio-net: dropped a {n}-byte frame: receive buffer of {cap} bytes");
+                return Fill::Dropped;
+            }
+            Ok(n) => {
+                // num_buffers (header bytes 10..12) straight into the
+                // first buffer when it holds the header, as it always
+                // does with Linux. A legacy header has none.
+                if hdr_len < NET_HDR_LEN {
+                    return Fill::Done(n, true);
+                }
+                if iov[0].iov_len >= NET_HDR_LEN {
+                    let p = iov[0].iov_base.cast::<u8>();
+                    // SAFETY: the first buffer is guest memory (see
+                    // above) at least NET_HDR_LEN bytes long.
+                    unsafe {
+                        std::ptr::write_volatile(p.add(10), 1);
+                        std::ptr::write_volatile(p.add(11), 0);
+                    }
+                    return Fill::Done(n, true);
+                }
+                return Fill::Done(n, false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    log::warn!("virtio-net: tap read failed: {e}");
+                }
+                return Fill::Stop(RxState::Drained);
+            }
+        }
+    }
+}
+
+/// Deliver one frame through a host buffer (rate limited, or held back).
+fn fill_copy(
+    bufs: &Buffers<'_>,
+    io: &mut dyn FrameIo,
+    pending: &mut Option<Vec<u8>>,
+    limiter: Option<&mut RateLimiter>,
+    hdr_len: usize,
+) -> Fill {
+    let frame = match pending.take().or_else(|| read_frame(io)) {
+        Some(f) => f,
+        None => return Fill::Stop(RxState::Drained),
+    };
+    if let Some(l) = limiter {
+        if !l.consume(frame.len() as u64) {
+            *pending = Some(frame);
+            return Fill::Stop(RxState::Throttled);
+        }
+    }
+    if frame.len() < hdr_len || frame.len() as u64 > bufs.writable_len() {
+        log::warn!(
+            "virtio-net: dropped a {}-byte frame: receive buffer of {} bytes",
+            frame.len(),
+            bufs.writable_len()
+        );
+        return Fill::Dropped;
+    }
+    match bufs.write(0, &frame) {
+        // A legacy header has no num_buffers to set.
+        Ok(n) => Fill::Done(n, hdr_len < NET_HDR_LEN),
+        Err(e) => {
+            log::warn!("virtio-net: writing a received frame: {e}");
+            Fill::Dropped
+        }
+    }
+}
+
+/// [`process_rx`] with an optional receive rate limiter.
+pub fn process_rx_limited(
+    mem: &GuestMemoryMmap,
+    q: &mut Queue,
+    io: &mut dyn FrameIo,
+    backlog: &mut RxBacklog,
+    limiter: Option<&mut RateLimiter>,
+) -> Result<(bool, RxState), QueueError> {
+    process_rx_hdr(mem, q, io, backlog, limiter, NET_HDR_LEN)
+}
+
+/// [`process_rx_limited`] with a header of `hdr_len` bytes: a legacy
+/// driver's 10-byte header has no `num_buffers`.
 pub fn process_rx_hdr(
     mem: &GuestMemoryMmap,
     q: &mut Queue,
     io: &mut dyn FrameIo,
-    pending: &mut Option<Vec<u8>>,
+    backlog: &mut RxBacklog,
+    mut limiter: Option<&mut RateLimiter>,
     hdr_len: usize,
 ) -> Result<(bool, RxState), QueueError> {
     let mut used = false;
-    // One receive buffer per call, not per frame: zeroing 64 KiB for every
-    // frame dominated the receive path's profile.
-    let mut scratch: Vec<u8> = Vec::new();
     let state = loop {
-        let mut frame = match pending.take() {
-            Some(f) => f,
-            None => {
-                if scratch.is_empty() {
-                    scratch = vec![0u8; MAX_FRAME];
-                }
-                match io.recv(&mut scratch) {
-                    Ok(n) => scratch[..n.min(MAX_FRAME)].to_vec(),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break RxState::Drained,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        log::warn!("virtio-net: tap read failed: {e}");
-                        break RxState::Drained;
-                    }
-                }
-            }
-        };
-        if frame.len() < hdr_len {
-            log::warn!(
-                "virtio-net: dropped a {}-byte frame from the tap",
-                frame.len()
-            );
-            continue;
+        if limiter.as_deref().is_some_and(RateLimiter::is_blocked) {
+            break RxState::Throttled;
         }
-        let chain = match queue::pop_chain(mem, q)? {
+        // A chain first: without one, frames stay in the tap.
+        let chain = match backlog.chain.take() {
             Some(c) => c,
-            None => {
-                *pending = Some(frame);
-                // Ask for a notification; buffers may have come meanwhile.
-                if q.enable_notification(mem)
-                    .map_err(|e| QueueError::Ring(e.to_string()))?
-                {
-                    continue;
+            None => match queue::pop_chain(mem, q)? {
+                Some(c) => c,
+                None => {
+                    // Ask for a notification; buffers may have come
+                    // meanwhile.
+                    if q.enable_notification(mem)
+                        .map_err(|e| QueueError::Ring(e.to_string()))?
+                    {
+                        continue;
+                    }
+                    break RxState::NoBuffers;
                 }
-                break RxState::NoBuffers;
-            }
+            },
         };
         let bufs = Buffers { mem, chain: &chain };
-        if bufs.writable_len() < frame.len() as u64 {
-            log::warn!(
-                "virtio-net: dropped a {}-byte frame: receive buffer of {} bytes",
-                frame.len(),
-                bufs.writable_len()
-            );
-            q.go_to_previous_position();
-            continue;
+        let fill = if backlog.frame.is_some() || limiter.is_some() {
+            fill_copy(
+                &bufs,
+                io,
+                &mut backlog.frame,
+                limiter.as_deref_mut(),
+                hdr_len,
+            )
+        } else {
+            fill_direct(mem, &chain, io, hdr_len)
+        };
+        match fill {
+            Fill::Done(n, header_done) => {
+                // num_buffers: one buffer per frame without
+                // VIRTIO_NET_F_MRG_RXBUF.
+                if !header_done {
+                    let _ = bufs.write(10, &1u16.to_le_bytes());
+                }
+                queue::complete(mem, q, chain.head, n as u32)?;
+                used = true;
+            }
+            // The chain serves the next frame.
+            Fill::Dropped => backlog.chain = Some(chain),
+            Fill::Stop(state) => {
+                backlog.chain = Some(chain);
+                break state;
+            }
         }
-        // num_buffers: one buffer per frame without VIRTIO_NET_F_MRG_RXBUF.
-        if hdr_len >= NET_HDR_LEN {
-            frame[10..12].copy_from_slice(&1u16.to_le_bytes());
-        }
-        let n = bufs.write(0, &frame).unwrap_or(0);
-        queue::complete(mem, q, chain.head, n as u32)?;
-        used = true;
     };
     let notify = used && queue::needs_interrupt(mem, q)?;
     Ok((notify, state))
+}
+
+/// Read and drop every frame the tap holds (the link is down).
+pub(super) fn discard_rx(io: &mut dyn FrameIo) -> usize {
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    loop {
+        match io.recv(&mut buf) {
+            Ok(_) => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return n,
+        }
+    }
 }

@@ -126,7 +126,7 @@ impl CommonConfig {
             (0x10, 2) => u64::from(irq.config_vector().load(Ordering::Acquire)),
             (0x12, 2) => self.queues.len() as u64,
             (0x14, 1) => u64::from(irq.status()),
-            (0x15, 1) => 0,
+            (0x15, 1) => u64::from(irq.config_generation()),
             (0x16, 2) => u64::from(self.queue_select),
             (0x18, 2) => self.queues.get(sel).map_or(0, |q| u64::from(q.size())),
             (0x1a, 2) => irq.queue_vector(sel).map_or(u64::from(NO_VECTOR), |v| {

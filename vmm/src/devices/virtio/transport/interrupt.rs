@@ -24,6 +24,9 @@ pub struct VirtioInterrupt {
     status: AtomicU8,
     /// Transitional devices: the INTx line used while MSI-X is off.
     intx: OnceLock<Arc<dyn Interrupt>>,
+    /// `config_generation` of the common configuration: changes with every
+    /// change of the device configuration space.
+    config_generation: AtomicU8,
 }
 
 impl VirtioInterrupt {
@@ -36,6 +39,7 @@ impl VirtioInterrupt {
             queue_vectors: (0..num_queues).map(|_| AtomicU16::new(NO_VECTOR)).collect(),
             status: AtomicU8::new(0),
             intx: OnceLock::new(),
+            config_generation: AtomicU8::new(0),
         }
     }
 
@@ -80,6 +84,20 @@ impl VirtioInterrupt {
     pub fn signal_config(&self) {
         self.isr.fetch_or(ISR_CONFIG, Ordering::SeqCst);
         self.signal(self.config_vector.load(Ordering::Acquire));
+    }
+
+    /// The device changed its configuration space: a new generation, and
+    /// the configuration-change interrupt once the driver is live (the
+    /// driver reads the configuration itself when it gets there).
+    pub fn config_changed(&self) {
+        self.config_generation.fetch_add(1, Ordering::SeqCst);
+        if self.status.load(Ordering::Acquire) & STATUS_DRIVER_OK != 0 {
+            self.signal_config();
+        }
+    }
+
+    pub fn config_generation(&self) -> u8 {
+        self.config_generation.load(Ordering::Acquire)
     }
 
     /// The driver broke the protocol: set NEEDS_RESET and tell it.

@@ -394,7 +394,7 @@ fn a_legacy_driver_exchanges_frames_with_10_byte_headers() {
             assert!(Command::new("ip").args(args).status().unwrap().success());
         }
         let mem = mem_two_regions();
-        let net = NetDevice::new(tap, MacAddr(GUEST_MAC), None, "vnl".into());
+        let net = NetDevice::new(vec![tap], MacAddr(GUEST_MAC), None, None, "vnl".into()).unwrap();
         let (mut d, intx) = Legacy::new(Box::new(net), &mem);
         d.w8(0x12, 0);
         // MAC in the device configuration at 0x14 (MSI-X off).
