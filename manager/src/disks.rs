@@ -92,6 +92,7 @@ mod tests {
                 path: path.display().to_string(),
                 size_bytes: 0,
                 sha256: String::new(),
+                firmware: Default::default(),
             },
             created_at: String::new(),
             status: Default::default(),

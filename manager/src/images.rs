@@ -88,7 +88,12 @@ pub fn prepare_image(
                 },
             )
         }
-        ImageCreate::Disk { name, path, format } => {
+        ImageCreate::Disk {
+            name,
+            path,
+            format,
+            firmware,
+        } => {
             check_name("image", name).map_err(ImageError::Invalid)?;
             let src = check_host_file("disk image", path)?;
             check_head(&src, *format)?;
@@ -111,6 +116,7 @@ pub fn prepare_image(
                     path: dst.display().to_string(),
                     size_bytes: total,
                     sha256: String::new(),
+                    firmware: firmware.unwrap_or_default(),
                 },
             )
         }
@@ -241,17 +247,20 @@ mod tests {
             name: "d".into(),
             path: src.display().to_string(),
             format: DiskFormat::Raw,
+            firmware: Some(kiln_api::compute::Firmware::Uefi),
         };
         let img = build_image(&req, &dir.path().join("store")).unwrap();
         let ImageKind::Disk {
             path,
             size_bytes,
             sha256,
+            firmware,
             ..
         } = img.kind
         else {
             panic!()
         };
+        assert_eq!(firmware, kiln_api::compute::Firmware::Uefi);
         assert_eq!(size_bytes, 3);
         assert_eq!(
             sha256,
@@ -270,6 +279,7 @@ mod tests {
             name: name.into(),
             path: path.into(),
             format,
+            firmware: None,
         };
         let s = src.display().to_string();
         for req in [

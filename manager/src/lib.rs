@@ -5,6 +5,8 @@
 //! - [`placement`]: capacity with overcommit, checked atomically on create.
 //! - [`images`]: registering kernel images and importing disk images.
 //! - [`disks`]: ephemeral root disks, qcow2 overlays on disk images.
+//! - [`firmware`]: firmware boot from a disk image: host firmware files and
+//!   each UEFI server's own NVRAM.
 //! - [`supervisor`]: one `kiln-vmm` per server, watched through a pidfd.
 //! - [`server`]: the REST API (axum) on the unix socket.
 //! - [`attach`]: the interactive console, an HTTP upgrade to the VMM's
@@ -18,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod disks;
+pub mod firmware;
 pub mod images;
 pub mod placement;
 pub mod server;

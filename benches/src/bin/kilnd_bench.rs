@@ -210,6 +210,7 @@ impl Daemon {
             metadata: Default::default(),
             ready: None,
             ttl_s: None,
+            firmware: None,
         };
         let body = serde_json::to_vec(&body).map_err(|e| format!("encode create: {e}"))?;
         self.expect("POST", "/v1/servers", Some(&body), 202)?

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use kiln_api::compute::{
-    DiskFormat, Flavor, FlavorCreate, Image, ImageKind, ImageStatus, ImportProgress,
+    DiskFormat, Firmware, Flavor, FlavorCreate, Image, ImageKind, ImageStatus, ImportProgress,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use thiserror::Error;
@@ -66,6 +66,11 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE images ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
      ALTER TABLE images ADD COLUMN bytes_done INTEGER;
      ALTER TABLE images ADD COLUMN fault TEXT;",
+    // 5: firmware boot from disk images (NULL: bios for a disk image), and
+    // each UEFI server's NVRAM file.
+    "ALTER TABLE images ADD COLUMN firmware TEXT;
+     ALTER TABLE servers ADD COLUMN firmware TEXT;
+     ALTER TABLE servers ADD COLUMN nvram TEXT;",
 ];
 
 /// The flavors a new store starts with.
@@ -233,6 +238,10 @@ impl Store {
     }
 
     pub fn insert_image(&self, img: &Image) -> Result<(), StoreError> {
+        let firmware = match &img.kind {
+            ImageKind::Disk { firmware, .. } => Some(firmware.as_str()),
+            ImageKind::Kernel { .. } => None,
+        };
         let (kind, kernel, initramfs, cmdline, format, path, size, sha) = match &img.kind {
             ImageKind::Kernel {
                 kernel,
@@ -253,6 +262,7 @@ impl Store {
                 path,
                 size_bytes,
                 sha256,
+                ..
             } => (
                 "disk",
                 None,
@@ -265,9 +275,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status)],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -346,7 +356,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault";
+     created_at, status, bytes_done, fault, firmware";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -360,6 +370,14 @@ pub(crate) fn not_found(kind: &'static str, id: &str) -> StoreError {
     StoreError::NotFound {
         kind,
         id: id.to_owned(),
+    }
+}
+
+/// A firmware column: NULL (rows from before migration 5) is bios.
+pub(crate) fn firmware_from(s: Option<String>) -> Firmware {
+    match s.as_deref() {
+        Some("uefi") => Firmware::Uefi,
+        _ => Firmware::Bios,
     }
 }
 
@@ -413,6 +431,7 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
             path: r.get(7)?,
             size_bytes: r.get::<_, i64>(8)? as u64,
             sha256: r.get(9)?,
+            firmware: firmware_from(r.get(14)?),
         }
     };
     Ok(Image {

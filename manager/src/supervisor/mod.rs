@@ -2,8 +2,10 @@
 //!
 //! How a server runs:
 //! 1. [`Supervisor::spawn`] writes `servers/ID/vm.json` (a
-//!    [`kiln_api::vm::VmConfig`]: the kernel image, the flavor's vCPUs and
-//!    RAM, `serial.log` and `api.sock` in the server's directory), starts
+//!    [`kiln_api::vm::VmConfig`]: the kernel image, or for a disk image the
+//!    firmware with the root disk first (and UEFI's `nvram.fd`, see
+//!    [`crate::firmware`]), the flavor's vCPUs and RAM, `serial.log` and
+//!    `api.sock` in the server's directory), starts
 //!    `kiln-vmm --config vm.json` in a session of its own (so it outlives
 //!    kilnd), records its pid, and opens a pidfd on it.
 //! 2. A watcher task waits on the pidfd (tokio `AsyncFd`). When the VMM
@@ -29,10 +31,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_api::compute::{ImageKind, Server, ServerStatus};
+use kiln_api::compute::{Firmware, ImageKind, Server, ServerStatus};
 use kiln_api::control::{VmInfo, VmState};
 use kiln_api::vm::{
-    CpusConfig, DiskConfig, DiskFormat, KernelConfig, MemoryConfig, SerialConfig, VmConfig,
+    CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig, SerialConfig,
+    VmConfig,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
@@ -172,13 +175,47 @@ impl Supervisor {
             .store
             .get_image(&server.image_id)
             .map_err(|e| format!("image {}: {e}", server.image_id))?;
-        let ImageKind::Kernel {
-            kernel, initramfs, ..
-        } = image.kind
-        else {
-            return Err(format!("image {} is not a kernel image", image.name));
-        };
         let dir = self.server_dir(&server.id);
+        // A kernel image boots directly; a disk image (its overlay is the
+        // root disk, the first virtio-blk disk) through firmware.
+        let (kernel, firmware) = match (image.kind, server.firmware) {
+            (
+                ImageKind::Kernel {
+                    kernel, initramfs, ..
+                },
+                None,
+            ) => (
+                Some(KernelConfig {
+                    path: kernel,
+                    initramfs,
+                    cmdline: server.cmdline.clone(),
+                    ..Default::default()
+                }),
+                None,
+            ),
+            (ImageKind::Disk { .. }, Some(fw)) => {
+                let code = crate::firmware::code(&self.config.firmware, fw)?;
+                let vars = match fw {
+                    Firmware::Bios => None,
+                    Firmware::Uefi => Some(server.nvram.clone().ok_or_else(|| {
+                        "a UEFI server without an NVRAM file recorded".to_string()
+                    })?),
+                };
+                (
+                    None,
+                    Some(FirmwareConfig {
+                        path: code.display().to_string(),
+                        vars,
+                    }),
+                )
+            }
+            _ => {
+                return Err(format!(
+                    "image {} does not match how the server boots (firmware {:?})",
+                    image.name, server.firmware
+                ))
+            }
+        };
         Ok(VmConfig {
             cpus: CpusConfig {
                 count: u8::try_from(server.vcpus).map_err(|_| "more than 255 vCPUs".to_string())?,
@@ -189,12 +226,8 @@ impl Supervisor {
                 shared: false,
                 hugepages: false,
             },
-            kernel: Some(KernelConfig {
-                path: kernel,
-                initramfs,
-                cmdline: server.cmdline.clone(),
-                ..Default::default()
-            }),
+            kernel,
+            firmware,
             serial: SerialConfig {
                 log: Some(dir.join("serial.log").display().to_string()),
                 socket: Some(self.console_socket(&server.id).display().to_string()),
@@ -241,6 +274,14 @@ impl Supervisor {
             ),
         };
         let disk_gb = server.disk_gb;
+        // UEFI: the server's own variable store, copied from the template
+        // on its first boot and kept afterwards.
+        let nvram = cfg.firmware.as_ref().and_then(|f| f.vars.clone()).map(|v| {
+            (
+                PathBuf::from(v),
+                self.config.firmware.uefi_vars_template.clone(),
+            )
+        });
         let started = Instant::now();
         let _ = self.store.set_ready(&server.id, None);
         let dir = self.server_dir(&server.id);
@@ -257,6 +298,9 @@ impl Supervisor {
                 if let Some(img) = &root_disk {
                     // Attached once VmConfig carries disks (virtio-blk).
                     crate::disks::ensure_root_disk(&dir, img, disk_gb)?;
+                }
+                if let Some((nvram, template)) = &nvram {
+                    crate::firmware::ensure_nvram(nvram, template)?;
                 }
                 let cfg_path = dir.join("vm.json");
                 let json = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
@@ -409,6 +453,23 @@ impl Supervisor {
             .map_or(ExitStatus::Unknown, |r| ExitStatus::Code(r.code))
     }
 
+    /// What the VMM recorded about how the guest ended, when that says
+    /// more than the exit code: where an instruction could not be emulated
+    /// (firmware such as OVMF on a nested KVM), which vCPU triple-faulted,
+    /// the host error.
+    fn exit_detail(&self, id: &str) -> Option<String> {
+        use kiln_api::control::{ExitReason, ExitRecord};
+        let b = std::fs::read(self.server_dir(id).join(EXIT_FILE)).ok()?;
+        match serde_json::from_slice::<ExitRecord>(&b).ok()?.reason {
+            ExitReason::EmulationFailure { vcpu, registers } => {
+                Some(format!("vCPU {vcpu} stopped at {registers}"))
+            }
+            ExitReason::TripleFault { vcpu } => Some(format!("vCPU {vcpu} triple-faulted")),
+            ExitReason::HostError { message } => Some(message),
+            _ => None,
+        }
+    }
+
     /// Waits until the VMM answers `GET /v1/vm`, up to the boot timeout.
     async fn wait_ready(&self, id: &str, vm: &Arc<Vm>) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(self.config.vmm.boot_timeout_s);
@@ -509,7 +570,11 @@ impl Supervisor {
                 tokio::spawn(async move { this.guest_reboot(&id).await });
             }
             (Intent::None, s) => {
-                let _ = store.set_error(id, &exit_fault(vm.pid, s));
+                let mut fault = exit_fault(vm.pid, s);
+                if let Some(d) = self.exit_detail(id) {
+                    fault = format!("{fault}: {d}");
+                }
+                let _ = store.set_error(id, &fault);
             }
         }
     }

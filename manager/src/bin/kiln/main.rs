@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_api::compute::{
-    ConsoleOutput, DiskFormat, Flavor, FlavorCreate, FlavorList, HostInfo, Image, ImageCreate,
-    ImageKind, ImageList, ImageStatus, ReadyCondition, RebootType, Server, ServerAction,
-    ServerCreate, ServerList, ServerStatus,
+    ConsoleOutput, DiskFormat, Firmware, Flavor, FlavorCreate, FlavorList, HostInfo, Image,
+    ImageCreate, ImageKind, ImageList, ImageStatus, ReadyCondition, RebootType, Server,
+    ServerAction, ServerCreate, ServerList, ServerStatus,
 };
 use kiln_manager::client::{self, ClientError};
 
@@ -79,6 +79,24 @@ enum Format {
     Qcow2,
 }
 
+/// How a disk image boots (Nova's `hw_firmware_type`).
+#[derive(Clone, Copy, ValueEnum)]
+enum Fw {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF, with an NVRAM of each server's own.
+    Uefi,
+}
+
+impl From<Fw> for Firmware {
+    fn from(f: Fw) -> Firmware {
+        match f {
+            Fw::Bios => Firmware::Bios,
+            Fw::Uefi => Firmware::Uefi,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum ImageCmd {
     List,
@@ -96,12 +114,17 @@ enum ImageCmd {
         cmdline: Option<String>,
     },
     /// Import a disk image of the given format into the image store.
+    /// Servers made from it boot through firmware from it.
+    #[command(visible_alias = "create")]
     Import {
         name: String,
         #[arg(long)]
         path: PathBuf,
         #[arg(long, value_enum)]
         format: Format,
+        /// Firmware of servers made from it [default: bios].
+        #[arg(long, value_enum)]
+        firmware: Option<Fw>,
     },
     Delete {
         id: String,
@@ -131,6 +154,8 @@ enum ServerCmd {
         name: String,
         #[arg(long)]
         flavor: String,
+        /// A kernel image (boots directly) or a disk image (the root disk,
+        /// booted through firmware).
         #[arg(long)]
         image: String,
         #[arg(long)]
@@ -138,6 +163,9 @@ enum ServerCmd {
         /// Disk image for the root disk (a qcow2 overlay of the flavor's size).
         #[arg(long)]
         disk_image: Option<String>,
+        /// Firmware, instead of the disk image's own (disk images only).
+        #[arg(long, value_enum)]
+        firmware: Option<Fw>,
         /// Ready when the console matches this regex.
         #[arg(long, conflicts_with = "ready_code")]
         ready_console: Option<String>,
@@ -349,7 +377,12 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
                     images(std::slice::from_ref(i))
                 })?
             }
-            ImageCmd::Import { name, path, format } => {
+            ImageCmd::Import {
+                name,
+                path,
+                format,
+                firmware,
+            } => {
                 let format = match format {
                     Format::Raw => DiskFormat::Raw,
                     Format::Qcow2 => DiskFormat::Qcow2,
@@ -358,6 +391,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
                     name: name.clone(),
                     path: abs(path)?,
                     format,
+                    firmware: firmware.map(Firmware::from),
                 };
                 let mut img: Image = api.send("POST", "/v1/images", &req)?;
                 while img.status == ImageStatus::Importing {
@@ -425,6 +459,12 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 return print_json(&s);
             }
             servers(std::slice::from_ref(&s));
+            if let Some(fw) = s.firmware {
+                println!("firmware: {}", fw.as_str());
+            }
+            if let Some(n) = &s.nvram {
+                println!("nvram: {n}");
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -435,6 +475,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             image,
             cmdline,
             disk_image,
+            firmware,
             ready_console,
             ready_code,
             ttl,
@@ -455,6 +496,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 ready,
                 ttl_s: *ttl,
                 disk_image: disk_image.clone(),
+                firmware: firmware.map(Firmware::from),
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {

@@ -1,0 +1,248 @@
+//! Firmware boot through kilnd, with real kilnd and real kiln-vmm on KVM:
+//!
+//! - A disk image holding the MBR probe (images/mbr/poweroff.s), registered
+//!   with `firmware: bios`: its server boots Debian's SeaBIOS, which finds
+//!   the root disk (the qcow2 overlay) as the first virtio-blk disk and runs
+//!   the boot sector; it prints on the console and powers off through ACPI,
+//!   so the server goes SHUTOFF; a start boots it again.
+//! - `firmware: uefi`: each server gets `nvram.fd`, a copy of the
+//!   configured OVMF_VARS template, kept across stop/start and kilnd
+//!   restarts, deleted with the server; a leftover one without a server is
+//!   removed by reconcile. On these nested-KVM machines OVMF stops in its
+//!   SEC phase on an instruction KVM's emulator lacks (testbed.md), so the
+//!   server goes ERROR with a fault naming the emulation failure; on a host
+//!   with hardware virtualization OVMF runs on (hardware-host.sh boots the
+//!   Debian image through it).
+//! - A missing firmware file refuses the create with 409 naming the file
+//!   and its config key.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use common::firmware::{firmware_config, guest_file, import_disk_fw, mbr_disk};
+use common::vm::{action, assert_nothing_left, console, start_kilnd};
+use common::Kilnd;
+use kiln_api::compute::{Firmware, Server, ServerStatus};
+use kiln_api::vm::VmConfig;
+
+/// SeaBIOS takes a few seconds here; much more under load.
+const BOOT: Duration = Duration::from_secs(180);
+
+const MBR_LINE: &str = "kiln MBR booted from virtio-blk";
+
+fn kvm_or_skip(test: &str) -> bool {
+    if std::path::Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    eprintln!("{test}: skipped: /dev/kvm is missing (needs KVM)");
+    false
+}
+
+fn fw_flavor(k: &Kilnd) {
+    let r = k.req(
+        "POST",
+        "/v1/flavors",
+        Some(r#"{"name":"fw.small","vcpus":1,"ram_mb":256,"disk_gb":1}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+fn create_from(k: &Kilnd, name: &str, image: &str, firmware: Option<&str>) -> Server {
+    let fw = firmware
+        .map(|f| format!(r#","firmware":"{f}""#))
+        .unwrap_or_default();
+    let r = k.req(
+        "POST",
+        "/v1/servers",
+        Some(&format!(
+            r#"{{"name":"{name}","flavor":"fw.small","image":"{image}"{fw}}}"#
+        )),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json().unwrap()
+}
+
+fn vm_json(k: &Kilnd, id: &str) -> VmConfig {
+    let b = std::fs::read(k.state_path(&format!("servers/{id}/vm.json"))).unwrap();
+    serde_json::from_slice(&b).unwrap()
+}
+
+#[test]
+fn disk_image_boots_through_seabios_from_its_root_disk() {
+    if !kvm_or_skip("disk_image_boots_through_seabios_from_its_root_disk") {
+        return;
+    }
+    let k = start_kilnd(&firmware_config());
+    fw_flavor(&k);
+    let disk = mbr_disk(k.dir.path());
+    let img = import_disk_fw(&k, "mbr", &disk, "raw", Some("bios"));
+    assert!(
+        matches!(
+            img.kind,
+            kiln_api::compute::ImageKind::Disk {
+                firmware: Firmware::Bios,
+                ..
+            }
+        ),
+        "{img:?}"
+    );
+    let s = create_from(&k, "sb", "mbr", None);
+    assert_eq!(s.firmware, Some(Firmware::Bios), "the image's firmware");
+    assert_eq!(s.nvram, None, "no NVRAM for BIOS");
+    assert_eq!(s.disk_image_id.as_deref(), Some(img.id.as_str()));
+
+    // The boot sector prints and powers the VM off: SHUTOFF.
+    let done = k.wait_status(&s.id, ServerStatus::Shutoff, BOOT);
+    assert!(done.fault.is_none(), "{done:?}");
+    let out = console(&k, &s.id);
+    assert!(out.contains("SeaBIOS (version"), "{out}");
+    assert_eq!(out.matches(MBR_LINE).count(), 1, "{out}");
+
+    // What kilnd gave kiln-vmm: the firmware, no kernel, the overlay first.
+    let cfg = vm_json(&k, &s.id);
+    assert!(cfg.kernel.is_none());
+    let fw = cfg.firmware.expect("firmware in vm.json");
+    assert_eq!(fw.path, guest_file("bios.bin").display().to_string());
+    assert_eq!(fw.vars, None);
+    let root = k.state_path(&format!("servers/{}/root.qcow2", s.id));
+    assert_eq!(cfg.disks[0].path, root.display().to_string());
+    assert_eq!(cfg.disks[0].format, kiln_api::vm::DiskFormat::Qcow2);
+    // The overlay has the flavor's size over the image.
+    let d = kiln_block::open_disk(
+        &root,
+        kiln_block::ImageFormat::Qcow2,
+        kiln_block::OpenOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(d.size(), 1 << 30);
+
+    // Start again: a second boot through the firmware.
+    action(&k, &s.id, r#"{"action":"start"}"#);
+    k.wait_status(&s.id, ServerStatus::Shutoff, BOOT);
+    common::vm::wait_until("the second boot's line", BOOT, || {
+        console(&k, &s.id).matches(MBR_LINE).count() == 2
+    });
+
+    let r = k.req("DELETE", &format!("/v1/servers/{}", s.id), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_nothing_left(&k);
+}
+
+#[test]
+fn uefi_servers_keep_their_own_nvram() {
+    if !kvm_or_skip("uefi_servers_keep_their_own_nvram") {
+        return;
+    }
+    let mut k = start_kilnd(&firmware_config());
+    fw_flavor(&k);
+    let disk = mbr_disk(k.dir.path());
+    // Registered as BIOS; the server asks for UEFI.
+    import_disk_fw(&k, "mbr", &disk, "raw", None);
+    let s = create_from(&k, "efi", "mbr", Some("uefi"));
+    assert_eq!(s.firmware, Some(Firmware::Uefi));
+    let nvram = k.state_path(&format!("servers/{}/nvram.fd", s.id));
+    assert_eq!(s.nvram.as_deref(), Some(nvram.to_str().unwrap()));
+    let template = std::fs::read(guest_file("OVMF_VARS.fd")).unwrap();
+
+    // What happens here: OVMF stops early in SEC on an instruction KVM's
+    // emulator lacks, kiln-vmm exits with its emulation-failure code, and
+    // kilnd puts the server in ERROR saying so.
+    let s = k.wait_status(&s.id, ServerStatus::Error, BOOT);
+    let fault = s.fault.expect("a fault").message;
+    assert!(
+        fault.contains("exited with code 12 (KVM emulation failure)"),
+        "{fault}"
+    );
+    // Where: in the firmware's code, just below 4 GiB (SEC runs in place
+    // from flash).
+    let rip = fault
+        .split("vCPU 0 stopped at rip=0x")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("no rip in {fault}"));
+    assert!((0xff00_0000..1 << 32).contains(&rip), "{fault}");
+    let cfg = vm_json(&k, &s.id);
+    let fw = cfg.firmware.expect("firmware in vm.json");
+    assert_eq!(fw.path, guest_file("OVMF_CODE.fd").display().to_string());
+    assert_eq!(fw.vars.as_deref(), Some(nvram.to_str().unwrap()));
+    assert!(cfg.kernel.is_none());
+    assert_eq!(
+        std::fs::read(&nvram).unwrap(),
+        template,
+        "a copy of the template"
+    );
+    let inode = std::fs::metadata(&nvram).unwrap().ino();
+
+    // Stop and start, and a hard reboot: the same file (not a new copy) is
+    // used again.
+    action(&k, &s.id, r#"{"action":"stop"}"#);
+    k.wait_status(&s.id, ServerStatus::Shutoff, BOOT);
+    action(&k, &s.id, r#"{"action":"start"}"#);
+    k.wait_status(&s.id, ServerStatus::Error, BOOT);
+    action(&k, &s.id, r#"{"action":"reboot","type":"hard"}"#);
+    let vmm_log = k.state_path(&format!("servers/{}/vmm.log", s.id));
+    common::vm::wait_until("the third boot's emulation failure", BOOT, || {
+        let log = std::fs::read_to_string(&vmm_log).unwrap_or_default();
+        log.matches("exit status 12").count() == 3
+    });
+    k.wait_status(&s.id, ServerStatus::Error, BOOT);
+    assert_eq!(std::fs::metadata(&nvram).unwrap().ino(), inode);
+    assert_eq!(std::fs::read(&nvram).unwrap(), template);
+    assert_eq!(vm_json(&k, &s.id).firmware.unwrap().vars, s.nvram);
+
+    // A kilnd restart keeps it; a leftover NVRAM of a server that does not
+    // exist is removed with its directory.
+    let orphan = k.state_path("servers/00000000-0000-4000-8000-000000000000");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("nvram.fd"), &template).unwrap();
+    std::fs::write(orphan.join("nvram.fd.partial"), b"half").unwrap();
+    k.stop();
+    k.spawn();
+    assert!(!orphan.exists(), "leftover NVRAM kept");
+    assert_eq!(std::fs::metadata(&nvram).unwrap().ino(), inode);
+    let shown = k.server(&s.id);
+    assert_eq!(shown.nvram.as_deref(), Some(nvram.to_str().unwrap()));
+
+    // Delete: the NVRAM goes with the server.
+    let r = k.req("DELETE", &format!("/v1/servers/{}", s.id), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(!nvram.exists());
+    assert_nothing_left(&k);
+}
+
+#[test]
+fn missing_firmware_file_refuses_the_create() {
+    // Refused before any VMM runs; no KVM needed.
+    let missing = "/nonexistent/kiln/OVMF_CODE.fd";
+    let k = Kilnd::start(&format!(
+        "{}[firmware]\nbios = \"{}\"\nuefi_code = \"{missing}\"\n",
+        common::api::NO_VMM,
+        guest_file("bios.bin").display()
+    ));
+    fw_flavor(&k);
+    let disk = mbr_disk(k.dir.path());
+    import_disk_fw(&k, "mbr", &disk, "raw", Some("uefi"));
+    let r = k.req(
+        "POST",
+        "/v1/servers",
+        Some(r#"{"name":"s","flavor":"fw.small","image":"mbr"}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    let err = r.text();
+    assert!(
+        err.contains(missing) && err.contains("firmware.uefi_code"),
+        "{err}"
+    );
+    let list = k.json("GET", "/v1/servers", None);
+    assert_eq!(list["servers"].as_array().unwrap().len(), 0);
+    // The same image with BIOS, whose file is there, is accepted.
+    let r = k.req(
+        "POST",
+        "/v1/servers",
+        Some(r#"{"name":"s","flavor":"fw.small","image":"mbr","firmware":"bios"}"#),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+}
