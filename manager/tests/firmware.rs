@@ -13,8 +13,12 @@
 //!   server goes ERROR with a fault naming the emulation failure; on a host
 //!   with hardware virtualization OVMF runs on (hardware-host.sh boots the
 //!   Debian image through it).
+//! - A disk without a boot sector: SeaBIOS says so and waits, so the
+//!   server stays ACTIVE; a console readiness condition sees SeaBIOS's
+//!   message; a kill -9 of kilnd re-adopts the firmware's VMM.
 //! - A missing firmware file refuses the create with 409 naming the file
-//!   and its config key.
+//!   and its config key; one that goes missing later puts the server in
+//!   ERROR at its next start, with the same message as its fault.
 
 mod common;
 
@@ -214,6 +218,49 @@ fn uefi_servers_keep_their_own_nvram() {
 }
 
 #[test]
+fn firmware_server_is_ready_by_console_and_readopted() {
+    if !kvm_or_skip("firmware_server_is_ready_by_console_and_readopted") {
+        return;
+    }
+    let mut k = start_kilnd(&firmware_config());
+    fw_flavor(&k);
+    let blank = k.dir.path().join("blank.raw");
+    std::fs::write(&blank, vec![0u8; 8 << 20]).unwrap();
+    import_disk_fw(&k, "blank", &blank, "raw", None);
+    let r = k.req(
+        "POST",
+        "/v1/servers",
+        Some(
+            r#"{"name":"nb","flavor":"fw.small","image":"blank","ready":{"console":"No bootable device"}}"#,
+        ),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let s: Server = r.json().unwrap();
+    common::vm::wait_until("ready", BOOT, || k.server(&s.id).ready);
+    let before = k.server(&s.id);
+    assert_eq!(before.status, ServerStatus::Active);
+    assert!(before.ready_after_ms.is_some());
+    let out = console(&k, &s.id);
+    assert!(out.contains("Boot failed: not a bootable disk"), "{out}");
+
+    // kill -9 kilnd: the firmware keeps running and is re-adopted.
+    k.kill9();
+    let pid = before.pid.unwrap();
+    assert!(common::alive(pid));
+    k.spawn();
+    let after = k.server(&s.id);
+    assert_eq!((after.status, after.pid), (ServerStatus::Active, Some(pid)));
+    assert_eq!(common::vm::vm_info(&k, &s.id).pid, pid);
+    // SeaBIOS ignores the power button: stop ends it after the timeout.
+    action(&k, &s.id, r#"{"action":"stop"}"#);
+    k.wait_status(&s.id, ServerStatus::Shutoff, BOOT);
+    assert!(!common::alive(pid));
+    let r = k.req("DELETE", &format!("/v1/servers/{}", s.id), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_nothing_left(&k);
+}
+
+#[test]
 fn missing_firmware_file_refuses_the_create() {
     // Refused before any VMM runs; no KVM needed.
     let missing = "/nonexistent/kiln/OVMF_CODE.fd";
@@ -245,4 +292,32 @@ fn missing_firmware_file_refuses_the_create() {
         Some(r#"{"name":"s","flavor":"fw.small","image":"mbr","firmware":"bios"}"#),
     );
     assert_eq!(r.status, 202, "{}", r.text());
+    let s: Server = r.json().unwrap();
+    // No kiln-vmm in this kilnd: ERROR at boot.
+    k.wait_status(&s.id, ServerStatus::Error, BOOT);
+
+    // The BIOS file goes missing: the next start says so.
+    let mut k = k;
+    k.stop();
+    std::fs::write(
+        &k.config,
+        format!(
+            "{}[firmware]\nbios = \"/nonexistent/kiln/bios.bin\"\n",
+            common::api::NO_VMM
+        ),
+    )
+    .unwrap();
+    k.spawn();
+    action(&k, &s.id, r#"{"action":"start"}"#);
+    common::vm::wait_until("the start's fault", BOOT, || {
+        let s = k.server(&s.id);
+        s.task_state.is_none()
+            && s.fault
+                .is_some_and(|f| f.message.contains("/nonexistent/kiln/bios.bin"))
+    });
+    let fault = k.server(&s.id).fault.unwrap().message;
+    assert!(
+        fault.contains("firmware.bios") && fault.contains("missing"),
+        "{fault}"
+    );
 }
