@@ -295,11 +295,13 @@ pub struct ServerCreate {
     /// becomes the root disk (a qcow2 overlay on it) and boots through
     /// firmware.
     pub image: String,
-    /// Disk image id or name for the root disk: the server gets a qcow2
-    /// overlay on it of the flavor's `disk_gb` (the image's size if 0).
+    /// With a kernel image only: disk image id or name for the root disk;
+    /// the server gets a qcow2 overlay on it of the flavor's `disk_gb` (the
+    /// image's size if 0).
     #[serde(default)]
     pub disk_image: Option<String>,
-    /// Kernel command line; the image's default when absent.
+    /// With a kernel image only: its command line; the image's default
+    /// when absent.
     #[serde(default)]
     pub cmdline: Option<String>,
     #[serde(default)]

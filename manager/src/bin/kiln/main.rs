@@ -114,7 +114,7 @@ enum ImageCmd {
         cmdline: Option<String>,
     },
     /// Import a disk image of the given format into the image store.
-    /// Servers made from it boot through firmware from it.
+    /// Servers made from it boot it through firmware.
     #[command(visible_alias = "create")]
     Import {
         name: String,
