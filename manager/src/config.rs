@@ -68,7 +68,9 @@ bios = "/usr/share/seabios/bios.bin"
 uefi_code = "/usr/share/OVMF/OVMF_CODE.fd"
 # OVMF's empty variable store: each UEFI server gets its own copy of it
 # (`nvram.fd` in its directory, made at create, kept across stop, start and
-# reboot, deleted with the server).
+# reboot, deleted with the server). Code and variable store must come from
+# the same OVMF build (Debian 13 ships only the 4 MiB pair,
+# OVMF_CODE_4M.fd and OVMF_VARS_4M.fd: name those there).
 uefi_vars_template = "/usr/share/OVMF/OVMF_VARS.fd"
 
 [tcp]
