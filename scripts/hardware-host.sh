@@ -47,8 +47,9 @@
 # Enable EMS on COM1 in the image so this script sees it come up:
 #   bcdedit /ems {current} on
 #   bcdedit /emssettings EMSPORT:1 EMSBAUDRATE:115200
-# kilnd has no per-server Hyper-V enlightenments or local-time RTC yet, so
-# Windows runs without them (slower, and its clock is in UTC).
+# The Windows image is registered with `--os-type windows`, so kilnd gives
+# its server the Hyper-V enlightenments and an RTC in local time, as Nova
+# does for os_type=windows.
 #
 # Full boots cannot run on hosts whose KVM is itself nested through PVM
 # (/sys/module/kvm_pvm, as on Kiln's development machines): guest kernels
@@ -206,6 +207,7 @@ done
 # image_cmd / server_cmd NAME FILE FORMAT FIRMWARE READY: set `cmd`.
 image_cmd() {
     cmd=("${kiln[@]}" image create "$1" --path "$(realpath "$2")" --format "$3" --firmware "$4")
+    if [ "$1" = windows ]; then cmd+=(--os-type windows); fi
 }
 server_cmd() {
     cmd=("${kiln[@]}" server create "$1" --flavor hw.vm --image "$1" --wait "$until"

@@ -78,6 +78,26 @@ impl Firmware {
     }
 }
 
+/// The operating system on a disk image (Nova's `os_type` image
+/// property). `windows` gives its servers what Windows expects, as Nova
+/// does: the Hyper-V enlightenments and an RTC in host local time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OsType {
+    #[default]
+    Linux,
+    Windows,
+}
+
+impl OsType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OsType::Linux => "linux",
+            OsType::Windows => "windows",
+        }
+    }
+}
+
 /// What an image is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -102,6 +122,8 @@ pub enum ImageKind {
         /// names another.
         #[serde(default)]
         firmware: Firmware,
+        #[serde(default)]
+        os_type: OsType,
     },
 }
 
@@ -160,6 +182,9 @@ pub enum ImageCreate {
         /// How servers booting from it start (`bios` when absent).
         #[serde(default)]
         firmware: Option<Firmware>,
+        /// Its operating system (`linux` when absent).
+        #[serde(default)]
+        os_type: Option<OsType>,
     },
 }
 

@@ -93,6 +93,7 @@ mod tests {
                 size_bytes: 0,
                 sha256: String::new(),
                 firmware: Default::default(),
+                os_type: Default::default(),
             },
             created_at: String::new(),
             status: Default::default(),

@@ -93,6 +93,7 @@ pub fn prepare_image(
             path,
             format,
             firmware,
+            os_type,
         } => {
             check_name("image", name).map_err(ImageError::Invalid)?;
             let src = check_host_file("disk image", path)?;
@@ -117,6 +118,7 @@ pub fn prepare_image(
                     size_bytes: total,
                     sha256: String::new(),
                     firmware: firmware.unwrap_or_default(),
+                    os_type: os_type.unwrap_or_default(),
                 },
             )
         }
@@ -248,6 +250,7 @@ mod tests {
             path: src.display().to_string(),
             format: DiskFormat::Raw,
             firmware: Some(kiln_api::compute::Firmware::Uefi),
+            os_type: Some(kiln_api::compute::OsType::Windows),
         };
         let img = build_image(&req, &dir.path().join("store")).unwrap();
         let ImageKind::Disk {
@@ -255,12 +258,14 @@ mod tests {
             size_bytes,
             sha256,
             firmware,
+            os_type,
             ..
         } = img.kind
         else {
             panic!()
         };
         assert_eq!(firmware, kiln_api::compute::Firmware::Uefi);
+        assert_eq!(os_type, kiln_api::compute::OsType::Windows);
         assert_eq!(size_bytes, 3);
         assert_eq!(
             sha256,
@@ -280,6 +285,7 @@ mod tests {
             path: path.into(),
             format,
             firmware: None,
+            os_type: None,
         };
         let s = src.display().to_string();
         for req in [

@@ -179,6 +179,14 @@ fn malformed_requests_get_4xx_and_change_nothing() {
         (
             "POST",
             "/v1/images".into(),
+            r#"{"type":"disk","name":"d","path":"/etc/passwd","format":"raw","os_type":"macos"}"#
+                .into(),
+            400,
+            "unknown variant `macos`",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
             format!(r#"{{"type":"kernel","name":"k3","kernel":"{kernel_path}","firmware":"uefi"}}"#),
             400,
             "unknown field `firmware`",

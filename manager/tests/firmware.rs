@@ -16,6 +16,9 @@
 //! - A disk without a boot sector: SeaBIOS says so and waits, so the
 //!   server stays ACTIVE; a console readiness condition sees SeaBIOS's
 //!   message; a kill -9 of kilnd re-adopts the firmware's VMM.
+//! - `os_type: windows` on the image: kiln-vmm gets the Hyper-V
+//!   enlightenments and a local-time RTC; where KVM cannot emulate Hyper-V
+//!   (these machines) the server goes ERROR saying so, elsewhere it boots.
 //! - A missing firmware file refuses the create with 409 naming the file
 //!   and its config key; one that goes missing later puts the server in
 //!   ERROR at its next start, with the same message as its fault.
@@ -258,6 +261,49 @@ fn firmware_server_is_ready_by_console_and_readopted() {
     let r = k.req("DELETE", &format!("/v1/servers/{}", s.id), None);
     assert_eq!(r.status, 204, "{}", r.text());
     assert_nothing_left(&k);
+}
+
+#[test]
+fn windows_images_get_hyperv_and_local_time() {
+    if !kvm_or_skip("windows_images_get_hyperv_and_local_time") {
+        return;
+    }
+    let k = start_kilnd(&firmware_config());
+    fw_flavor(&k);
+    let disk = mbr_disk(k.dir.path());
+    let body = format!(
+        r#"{{"type":"disk","name":"win","path":"{}","format":"raw","os_type":"windows"}}"#,
+        disk.display()
+    );
+    let r = k.req("POST", "/v1/images", Some(&body));
+    assert_eq!(r.status, 202, "{}", r.text());
+    common::vm::wait_until("import", BOOT, || {
+        k.json("GET", "/v1/images/win", None)["status"] == "active"
+    });
+    assert_eq!(k.json("GET", "/v1/images/win", None)["os_type"], "windows");
+    let s = create_from(&k, "w", "win", None);
+    let end = |st: ServerStatus| matches!(st, ServerStatus::Shutoff | ServerStatus::Error);
+    common::vm::wait_until("the boot's end", BOOT, || {
+        let s = k.server(&s.id);
+        end(s.status) && s.task_state.is_none()
+    });
+    let cfg = vm_json(&k, &s.id);
+    assert!(cfg.hyperv && cfg.rtc_local_time, "{cfg:?}");
+    let s = k.server(&s.id);
+    match s.status {
+        // This host's KVM has no Hyper-V emulation (KVM_CAP_HYPERV_CPUID).
+        ServerStatus::Error => {
+            let fault = s.fault.unwrap().message;
+            assert!(fault.contains("Hyper-V"), "{fault}");
+        }
+        _ => assert!(console(&k, &s.id).contains(MBR_LINE)),
+    }
+    // A Linux image's servers get neither.
+    import_disk_fw(&k, "lin", &disk, "raw", None);
+    let l = create_from(&k, "l", "lin", None);
+    k.wait_status(&l.id, ServerStatus::Shutoff, BOOT);
+    let cfg = vm_json(&k, &l.id);
+    assert!(!cfg.hyperv && !cfg.rtc_local_time, "{cfg:?}");
 }
 
 #[test]

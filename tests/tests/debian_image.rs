@@ -395,7 +395,10 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
     let windows_real = s(&windows.canonicalize().unwrap());
     assert_eq!(
         lines[6],
-        format!("{kiln} image create windows --path {windows_real} --format raw --firmware uefi")
+        format!(
+            "{kiln} image create windows --path {windows_real} --format raw --firmware uefi \
+             --os-type windows"
+        )
     );
     assert!(
         lines[7].ends_with(

@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use kiln_api::compute::{
     DiskFormat, Firmware, Flavor, FlavorCreate, Image, ImageKind, ImageStatus, ImportProgress,
+    OsType,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use thiserror::Error;
@@ -67,8 +68,9 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE images ADD COLUMN bytes_done INTEGER;
      ALTER TABLE images ADD COLUMN fault TEXT;",
     // 5: firmware boot from disk images (NULL: bios for a disk image), and
-    // each UEFI server's NVRAM file.
+    // each UEFI server's NVRAM file; disk images' os_type (NULL: linux).
     "ALTER TABLE images ADD COLUMN firmware TEXT;
+     ALTER TABLE images ADD COLUMN os_type TEXT;
      ALTER TABLE servers ADD COLUMN firmware TEXT;
      ALTER TABLE servers ADD COLUMN nvram TEXT;",
 ];
@@ -238,9 +240,11 @@ impl Store {
     }
 
     pub fn insert_image(&self, img: &Image) -> Result<(), StoreError> {
-        let firmware = match &img.kind {
-            ImageKind::Disk { firmware, .. } => Some(firmware.as_str()),
-            ImageKind::Kernel { .. } => None,
+        let (firmware, os_type) = match &img.kind {
+            ImageKind::Disk {
+                firmware, os_type, ..
+            } => (Some(firmware.as_str()), Some(os_type.as_str())),
+            ImageKind::Kernel { .. } => (None, None),
         };
         let (kind, kernel, initramfs, cmdline, format, path, size, sha) = match &img.kind {
             ImageKind::Kernel {
@@ -275,9 +279,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -356,7 +360,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault, firmware";
+     created_at, status, bytes_done, fault, firmware, os_type";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -432,6 +436,10 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
             size_bytes: r.get::<_, i64>(8)? as u64,
             sha256: r.get(9)?,
             firmware: firmware_from(r.get(14)?),
+            os_type: match r.get::<_, Option<String>>(15)?.as_deref() {
+                Some("windows") => OsType::Windows,
+                _ => OsType::Linux,
+            },
         }
     };
     Ok(Image {

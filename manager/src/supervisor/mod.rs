@@ -31,7 +31,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_api::compute::{Firmware, ImageKind, Server, ServerStatus};
+use kiln_api::compute::{Firmware, ImageKind, OsType, Server, ServerStatus};
 use kiln_api::control::{VmInfo, VmState};
 use kiln_api::vm::{
     CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig, SerialConfig,
@@ -178,6 +178,14 @@ impl Supervisor {
         let dir = self.server_dir(&server.id);
         // A kernel image boots directly; a disk image (its overlay is the
         // root disk, the first virtio-blk disk) through firmware.
+        // Windows: what Nova gives os_type=windows.
+        let windows = matches!(
+            image.kind,
+            ImageKind::Disk {
+                os_type: OsType::Windows,
+                ..
+            }
+        );
         let (kernel, firmware) = match (image.kind, server.firmware) {
             (
                 ImageKind::Kernel {
@@ -228,6 +236,8 @@ impl Supervisor {
             },
             kernel,
             firmware,
+            hyperv: windows,
+            rtc_local_time: windows,
             serial: SerialConfig {
                 log: Some(dir.join("serial.log").display().to_string()),
                 socket: Some(self.console_socket(&server.id).display().to_string()),
@@ -456,11 +466,26 @@ impl Supervisor {
     /// What the VMM recorded about how the guest ended, when that says
     /// more than the exit code: where an instruction could not be emulated
     /// (firmware such as OVMF on a nested KVM), which vCPU triple-faulted,
-    /// the host error.
-    fn exit_detail(&self, id: &str) -> Option<String> {
+    /// the host error; for a VMM that failed before its VM ran (no record),
+    /// the error it printed last in `vmm.log`.
+    fn exit_detail(&self, id: &str, status: ExitStatus) -> Option<String> {
         use kiln_api::control::{ExitReason, ExitRecord};
-        let b = std::fs::read(self.server_dir(id).join(EXIT_FILE)).ok()?;
-        match serde_json::from_slice::<ExitRecord>(&b).ok()?.reason {
+        let dir = self.server_dir(id);
+        let record = std::fs::read(dir.join(EXIT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok());
+        let Some(record) = record else {
+            if status != ExitStatus::Code(1) {
+                return None;
+            }
+            let log = crate::util::read_tail(&dir.join("vmm.log"), Some(10));
+            return log
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("kiln-vmm: "))
+                .map(|l| l.chars().take(1024).collect());
+        };
+        match record.reason {
             ExitReason::EmulationFailure { vcpu, registers } => {
                 Some(format!("vCPU {vcpu} stopped at {registers}"))
             }
@@ -571,7 +596,7 @@ impl Supervisor {
             }
             (Intent::None, s) => {
                 let mut fault = exit_fault(vm.pid, s);
-                if let Some(d) = self.exit_detail(id) {
+                if let Some(d) = self.exit_detail(id, s) {
                     fault = format!("{fault}: {d}");
                 }
                 let _ = store.set_error(id, &fault);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_api::compute::{
     ConsoleOutput, DiskFormat, Firmware, Flavor, FlavorCreate, FlavorList, HostInfo, Image,
-    ImageCreate, ImageKind, ImageList, ImageStatus, ReadyCondition, RebootType, Server,
+    ImageCreate, ImageKind, ImageList, ImageStatus, OsType, ReadyCondition, RebootType, Server,
     ServerAction, ServerCreate, ServerList, ServerStatus,
 };
 use kiln_manager::client::{self, ClientError};
@@ -88,6 +88,23 @@ enum Fw {
     Uefi,
 }
 
+/// The operating system on a disk image (Nova's `os_type`).
+#[derive(Clone, Copy, ValueEnum)]
+enum Os {
+    Linux,
+    /// Servers get the Hyper-V enlightenments and an RTC in local time.
+    Windows,
+}
+
+impl From<Os> for OsType {
+    fn from(o: Os) -> OsType {
+        match o {
+            Os::Linux => OsType::Linux,
+            Os::Windows => OsType::Windows,
+        }
+    }
+}
+
 impl From<Fw> for Firmware {
     fn from(f: Fw) -> Firmware {
         match f {
@@ -125,6 +142,9 @@ enum ImageCmd {
         /// Firmware of servers made from it [default: bios].
         #[arg(long, value_enum)]
         firmware: Option<Fw>,
+        /// Its operating system [default: linux].
+        #[arg(long, value_enum)]
+        os_type: Option<Os>,
     },
     Delete {
         id: String,
@@ -382,6 +402,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
                 path,
                 format,
                 firmware,
+                os_type,
             } => {
                 let format = match format {
                     Format::Raw => DiskFormat::Raw,
@@ -392,6 +413,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
                     path: abs(path)?,
                     format,
                     firmware: firmware.map(Firmware::from),
+                    os_type: os_type.map(OsType::from),
                 };
                 let mut img: Image = api.send("POST", "/v1/images", &req)?;
                 while img.status == ImageStatus::Importing {

@@ -31,13 +31,15 @@ pub fn images(l: &[Image]) {
                         size_bytes,
                         sha256,
                         firmware,
+                        os_type,
                         ..
                     } => (
                         "disk",
                         format!(
-                            "{format:?} {size_bytes} B sha256:{} firmware:{}",
+                            "{format:?} {size_bytes} B sha256:{} firmware:{} os:{}",
                             &sha256[..12.min(sha256.len())],
-                            firmware.as_str()
+                            firmware.as_str(),
+                            os_type.as_str()
                         ),
                     ),
                 };
