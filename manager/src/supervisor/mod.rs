@@ -205,9 +205,9 @@ impl Supervisor {
                 let code = crate::firmware::code(&self.config.firmware, fw)?;
                 let vars = match fw {
                     Firmware::Bios => None,
-                    Firmware::Uefi => Some(server.nvram.clone().ok_or_else(|| {
-                        "a UEFI server without an NVRAM file recorded".to_string()
-                    })?),
+                    // In the server's directory, like its root disk (the
+                    // path the store shows was made from the same place).
+                    Firmware::Uefi => Some(dir.join(crate::firmware::NVRAM).display().to_string()),
                 };
                 (
                     None,
