@@ -176,8 +176,6 @@ impl Supervisor {
             .get_image(&server.image_id)
             .map_err(|e| format!("image {}: {e}", server.image_id))?;
         let dir = self.server_dir(&server.id);
-        // A kernel image boots directly; a disk image (its overlay is the
-        // root disk, the first virtio-blk disk) through firmware.
         // Windows: what Nova gives os_type=windows.
         let windows = matches!(
             image.kind,
@@ -186,6 +184,8 @@ impl Supervisor {
                 ..
             }
         );
+        // A kernel image boots directly; a disk image (its overlay is the
+        // root disk, the first virtio-blk disk) through firmware.
         let (kernel, firmware) = match (image.kind, server.firmware) {
             (
                 ImageKind::Kernel {
@@ -306,7 +306,7 @@ impl Supervisor {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
                 if let Some(img) = &root_disk {
-                    // Attached once VmConfig carries disks (virtio-blk).
+                    // The root disk (vm_config attaches it).
                     crate::disks::ensure_root_disk(&dir, img, disk_gb)?;
                 }
                 if let Some((nvram, template)) = &nvram {
@@ -595,11 +595,8 @@ impl Supervisor {
                 tokio::spawn(async move { this.guest_reboot(&id).await });
             }
             (Intent::None, s) => {
-                let mut fault = exit_fault(vm.pid, s);
-                if let Some(d) = self.exit_detail(id, s) {
-                    fault = format!("{fault}: {d}");
-                }
-                let _ = store.set_error(id, &fault);
+                let detail = self.exit_detail(id, s);
+                let _ = store.set_error(id, &exit_fault(vm.pid, s, detail.as_deref()));
             }
         }
     }
@@ -666,8 +663,9 @@ impl Supervisor {
     }
 }
 
-/// The fault message for an unexpected exit.
-pub fn exit_fault(pid: u32, s: ExitStatus) -> String {
+/// The fault message for an unexpected exit, with what the VMM said about
+/// it (`detail`) when there is more.
+pub fn exit_fault(pid: u32, s: ExitStatus, detail: Option<&str>) -> String {
     match s {
         ExitStatus::Code(c) => {
             let why = match c {
@@ -677,7 +675,10 @@ pub fn exit_fault(pid: u32, s: ExitStatus) -> String {
                 13 => "killed through its control API",
                 _ => "unexpected exit",
             };
-            format!("kiln-vmm (pid {pid}) exited with code {c} ({why}); see vmm.log and the console")
+            let detail = detail.map(|d| format!(": {d}")).unwrap_or_default();
+            format!(
+                "kiln-vmm (pid {pid}) exited with code {c} ({why}){detail}; see vmm.log and the console"
+            )
         }
         ExitStatus::Signal(sig) => format!("kiln-vmm (pid {pid}) was killed by signal {sig}"),
         ExitStatus::Unknown => format!(
