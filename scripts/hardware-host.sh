@@ -1,37 +1,59 @@
 #!/usr/bin/env bash
-# Boots real operating systems through firmware on kiln-vmm, for hosts with
-# hardware virtualization (VT-x/AMD-V), and waits until each is ready:
+# Boots real operating systems through firmware on Kiln, for hosts with
+# hardware virtualization (VT-x/AMD-V), through kilnd as a user would, and
+# prints how long each took to become ready:
 #
 #   - the Debian disk image built by images/debian/build.sh
-#     (scripts/build-debian-image.sh), through SeaBIOS (--firmware bios) or
-#     OVMF (--firmware uefi); ready = cloud-init's final message and a login
-#     prompt on the serial console;
-#   - optionally a user-supplied Windows image (--windows FILE), through OVMF
-#     by default; ready = the Emergency Management Services console (SAC) on
-#     the serial port, or --windows-ready REGEX.
+#     (scripts/build-debian-image.sh), registered with `--firmware bios`
+#     and again with `--firmware uefi` (--firmware picks one); ready = a
+#     login prompt on the serial console (--debian-ready REGEX);
+#   - optionally a user-supplied Windows image (--windows FILE or
+#     KILN_WINDOWS_IMAGE), through OVMF by default; ready = the Emergency
+#     Management Services console (SAC) on the serial port, the first thing
+#     Windows prints there once its kernel is up (--windows-ready REGEX).
 #
-# Each VM runs on a throw-away qcow2 overlay (the image itself is never
-# written), then is shut down through the ACPI power button.
+# The script starts its own kilnd (a temporary state directory and socket
+# under the work directory, a config naming the firmware fetched into
+# cache/guest and the kiln-vmm binary), makes a flavor of --cpus and
+# --memory, registers each image (`kiln image create ... --firmware`),
+# creates one server per image and firmware with
+# `kiln server create ... --ready-console REGEX --wait ready`, prints the
+# time each took, stops it (ACPI power button), deletes it, and finally
+# stops kilnd and removes the work directory (unless --keep). kilnd makes
+# each server's root disk, a qcow2 overlay (the images are never written),
+# and for UEFI its own copy of OVMF_VARS.fd.
 #
-#   scripts/hardware-host.sh [--dry-run] [--debian FILE] [--firmware bios|uefi]
-#       [--windows FILE] [--windows-format qcow2|raw] [--windows-firmware bios|uefi]
-#       [--windows-ready REGEX] [--cpus N] [--memory SIZE] [--timeout SECS]
+#   scripts/hardware-host.sh [--dry-run] [--debian FILE] [--firmware bios|uefi|both]
+#       [--debian-ready REGEX] [--windows FILE] [--windows-format qcow2|raw]
+#       [--windows-firmware bios|uefi] [--windows-ready REGEX] [--cpus N]
+#       [--memory SIZE] [--timeout SECS] [--until ready|active] [--bin DIR]
 #       [--vmm PATH] [--workdir DIR] [--keep]
 #
-# --dry-run checks the arguments and the images and prints, one per line,
-# the kiln-vmm command each VM would run, without needing KVM.
-# Windows note: Windows has no built-in virtio-blk driver. The image must
+# --dry-run checks the arguments and the images and prints the kilnd config
+# (as `#` lines) and, one per line, the kilnd and kiln commands it would
+# run, without needing KVM.
+# --until active waits only until each server is ACTIVE (its kiln-vmm runs
+# the firmware) instead of ready, checks that it is still ACTIVE 10 s later
+# and shows its console; this much also runs on hosts whose KVM is nested
+# through PVM, which the script otherwise refuses. (There, the Debian image
+# gets through SeaBIOS to GRUB; OVMF stops in SEC on an instruction KVM's
+# emulator lacks and the server goes ERROR: see testbed.md.)
+# --bin DIR takes kilnd, kiln and kiln-vmm from DIR instead of building
+# them (cargo build --release).
+#
+# Windows notes: Windows has no built-in virtio-blk driver. The image must
 # have the virtio-win drivers (viostor for the disk, netkvm for the network)
 # installed, or it stops with INACCESSIBLE_BOOT_DEVICE (stop code 0x7B).
 # Enable EMS on COM1 in the image so this script sees it come up:
 #   bcdedit /ems {current} on
 #   bcdedit /emssettings EMSPORT:1 EMSBAUDRATE:115200
+# The Windows image is registered with `--os-type windows`, so kilnd gives
+# its server the Hyper-V enlightenments and an RTC in local time, as Nova
+# does for os_type=windows.
 #
-# This cannot run on hosts whose KVM is itself nested through PVM
+# Full boots cannot run on hosts whose KVM is itself nested through PVM
 # (/sys/module/kvm_pvm, as on Kiln's development machines): guest kernels
 # stop there at instructions KVM's emulator lacks (see testbed.md).
-# kilnd will take over starting these VMs (issue #5); until then the script
-# runs kiln-vmm directly.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${KILN_CACHE:-$root/cache}
@@ -42,14 +64,17 @@ pvm_module=${KILN_PVM_MODULE:-/sys/module/kvm_pvm}
 
 dry_run=0
 debian="$cache/images/debian-12.qcow2"
-debian_fw=bios
-windows=
+debian_fw=both
+debian_ready='login:'
+windows=${KILN_WINDOWS_IMAGE:-}
 windows_format=qcow2
 windows_fw=uefi
 windows_ready='SAC>|Computer is booting, SAC started'
 cpus=2
 memory=2G
 timeout=900
+until=ready
+bin=
 vmm=
 workdir=
 keep=0
@@ -61,7 +86,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) dry_run=1; shift ;;
         --debian) debian=${2:?--debian needs a file}; shift 2 ;;
-        --firmware) debian_fw=${2:?--firmware needs bios or uefi}; shift 2 ;;
+        --firmware) debian_fw=${2:?--firmware needs bios, uefi or both}; shift 2 ;;
+        --debian-ready) debian_ready=${2:?--debian-ready needs a regex}; shift 2 ;;
         --windows) windows=${2:?--windows needs a file}; shift 2 ;;
         --windows-format) windows_format=${2:?--windows-format needs qcow2 or raw}; shift 2 ;;
         --windows-firmware) windows_fw=${2:?--windows-firmware needs bios or uefi}; shift 2 ;;
@@ -69,6 +95,8 @@ while [ $# -gt 0 ]; do
         --cpus) cpus=${2:?--cpus needs a number}; shift 2 ;;
         --memory) memory=${2:?--memory needs a size}; shift 2 ;;
         --timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
+        --until) until=${2:?--until needs ready or active}; shift 2 ;;
+        --bin) bin=${2:?--bin needs a directory}; shift 2 ;;
         --vmm) vmm=${2:?--vmm needs a path}; shift 2 ;;
         --workdir) workdir=${2:?--workdir needs a directory}; shift 2 ;;
         --keep) keep=1; shift ;;
@@ -77,17 +105,23 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-case "$debian_fw" in bios|uefi) ;; *) die "--firmware must be bios or uefi, not '$debian_fw'" ;; esac
+case "$debian_fw" in bios|uefi|both) ;; *) die "--firmware must be bios or uefi (or both), not '$debian_fw'" ;; esac
 case "$windows_fw" in bios|uefi) ;; *) die "--windows-firmware must be bios or uefi, not '$windows_fw'" ;; esac
 case "$windows_format" in qcow2|raw) ;; *) die "--windows-format must be qcow2 or raw, not '$windows_format'" ;; esac
+case "$until" in ready|active) ;; *) die "--until must be ready or active, not '$until'" ;; esac
 [[ "$cpus" =~ ^[1-9][0-9]*$ ]] || die "--cpus must be a positive number, not '$cpus'"
-[[ "$memory" =~ ^[1-9][0-9]*[MGT]?$ ]] || die "--memory must be a size such as 2048M or 2G, not '$memory'"
+[[ "$memory" =~ ^([1-9][0-9]*)([MGT]?)$ ]] || die "--memory must be a size such as 2048M or 2G, not '$memory'"
+case "${BASH_REMATCH[2]}" in
+    ''|M) ram_mb=${BASH_REMATCH[1]} ;;
+    G) ram_mb=$((BASH_REMATCH[1] * 1024)) ;;
+    T) ram_mb=$((BASH_REMATCH[1] * 1024 * 1024)) ;;
+esac
 [[ "$timeout" =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive number of seconds, not '$timeout'"
 
 # --- the host ----------------------------------------------------------------
 if [ "$dry_run" = 0 ]; then
-    if [ -e "$pvm_module" ]; then
-        die "refusing to run: this host's KVM is nested through PVM ($pvm_module exists); guest kernels and Windows cannot boot on it (see README.md). Use a host with hardware virtualization (VT-x/AMD-V), or --dry-run."
+    if [ -e "$pvm_module" ] && [ "$until" = ready ]; then
+        die "refusing to run: this host's KVM is nested through PVM ($pvm_module exists); guest kernels and Windows cannot boot on it (see README.md). Use a host with hardware virtualization (VT-x/AMD-V), --until active, or --dry-run."
     fi
     if [ ! -e "$kvm_dev" ]; then
         die "refusing to run: $kvm_dev is missing. This script needs hardware virtualization (VT-x/AMD-V) with the kvm_intel or kvm_amd module loaded, or use --dry-run."
@@ -107,47 +141,33 @@ need_fw() {
         bios) [ -f "$bios" ] || die "no SeaBIOS at $bios: run scripts/fetch-guest.sh" ;;
         uefi) [ -f "$ovmf_code" ] && [ -f "$ovmf_vars" ] \
                   || die "no OVMF at $ovmf_code / $ovmf_vars: run scripts/fetch-guest.sh" ;;
+        both) need_fw bios; need_fw uefi ;;
     esac
 }
 need_fw "$debian_fw"
 [ -z "$windows" ] || need_fw "$windows_fw"
 
-if [ -z "$vmm" ]; then
-    vmm="${CARGO_TARGET_DIR:-$root/target}/release/kiln-vmm"
+if [ -z "$bin" ]; then
+    bin="${CARGO_TARGET_DIR:-$root/target}/release"
     if [ "$dry_run" = 0 ]; then
-        echo "hardware-host.sh: building kiln-vmm (release)"
-        (cd "$root" && cargo build --quiet --release -p kiln-vmm --bin kiln-vmm)
+        echo "hardware-host.sh: building kilnd, kiln and kiln-vmm (release)"
+        (cd "$root" && cargo build --quiet --release -p kiln-vmm -p kiln-manager)
     fi
 fi
-vmm_help=
-if [ -x "$vmm" ]; then
-    vmm_help=$("$vmm" --help 2>&1 || true)
-elif [ "$dry_run" = 0 ]; then
-    die "kiln-vmm is not executable at $vmm"
+kilnd=$bin/kilnd
+kiln_bin=$bin/kiln
+[ -n "$vmm" ] || vmm=$bin/kiln-vmm
+if [ "$dry_run" = 0 ]; then
+    for b in "$kilnd" "$kiln_bin" "$vmm"; do [ -x "$b" ] || die "$b is not executable"; done
 fi
-has_flag() { grep -q -- "$1" <<<"$vmm_help"; }
 
 if [ -z "$workdir" ]; then
     if [ "$dry_run" = 1 ]; then workdir=/tmp/kiln-hw.DRYRUN; else workdir=$(mktemp -d /tmp/kiln-hw.XXXXXX); fi
 fi
+socket=$workdir/kiln.sock
+config=$workdir/kilnd.toml
 
-# --- command lines ------------------------------------------------------------
-# vm_command NAME FIRMWARE DISK: sets the array `cmd` to the kiln-vmm command.
-vm_command() {
-    local name=$1 fw=$2 disk=$3
-    cmd=("$vmm")
-    case "$fw" in
-        bios) cmd+=(--firmware "$bios") ;;
-        uefi) cmd+=(--firmware "$ovmf_code" --firmware-vars "$workdir/$name.OVMF_VARS.fd") ;;
-    esac
-    cmd+=(--disk "path=$disk,format=qcow2" --cpus "$cpus" --memory "$memory"
-          --serial-log "$workdir/$name.serial.log" --api-socket "$workdir/$name.api.sock")
-    if [ "$name" = windows ]; then
-        if has_flag --hyperv; then cmd+=(--hyperv); fi
-        if has_flag --rtc-local-time; then cmd+=(--rtc-local-time); fi
-    fi
-}
-
+# --- what runs ------------------------------------------------------------------
 # Prints its arguments as one shell command line, quoting only where needed.
 print_command() {
     local w out=()
@@ -158,84 +178,142 @@ print_command() {
     echo "${out[*]}"
 }
 
-vms=(debian)
-[ -z "$windows" ] || vms+=(windows)
+kilnd_config() {
+    cat <<CONF
+[firmware]
+bios = "$bios"
+uefi_code = "$ovmf_code"
+uefi_vars_template = "$ovmf_vars"
+[vmm]
+binary = "$vmm"
+boot_timeout_s = 60
+stop_timeout_s = 120
+CONF
+}
+kilnd_cmd=("$kilnd" --config "$config" --state-dir "$workdir/state" --socket "$socket")
+kiln=("$kiln_bin" --socket "$socket")
+flavor_cmd=("${kiln[@]}" flavor create hw.vm --vcpus "$cpus" --ram-mb "$ram_mb" --disk-gb 0)
+
+# The servers: NAME IMAGE_FILE FORMAT FIRMWARE READY_REGEX, one per line
+# (tab-separated).
+servers=()
+for fw in bios uefi; do
+    if [ "$debian_fw" = "$fw" ] || [ "$debian_fw" = both ]; then
+        servers+=("debian-$fw"$'\t'"$debian"$'\t'qcow2$'\t'"$fw"$'\t'"$debian_ready")
+    fi
+done
+[ -z "$windows" ] || servers+=("windows"$'\t'"$windows"$'\t'"$windows_format"$'\t'"$windows_fw"$'\t'"$windows_ready")
+
+# image_cmd / server_cmd NAME FILE FORMAT FIRMWARE READY: set `cmd`.
+image_cmd() {
+    cmd=("${kiln[@]}" image create "$1" --path "$(realpath "$2")" --format "$3" --firmware "$4")
+    if [ "$1" = windows ]; then cmd+=(--os-type windows); fi
+}
+server_cmd() {
+    cmd=("${kiln[@]}" server create "$1" --flavor hw.vm --image "$1" --wait "$until"
+         --timeout "$timeout")
+    if [ "$until" = ready ]; then cmd+=(--ready-console "$5"); fi
+}
 
 if [ "$dry_run" = 1 ]; then
-    for name in "${vms[@]}"; do
-        if [ "$name" = debian ]; then vm_command debian "$debian_fw" "$workdir/debian.overlay.qcow2"
-        else vm_command windows "$windows_fw" "$workdir/windows.overlay.qcow2"; fi
-        print_command "${cmd[@]}"
+    kilnd_config | sed 's/^/# /'
+    print_command "${kilnd_cmd[@]}"
+    print_command "${flavor_cmd[@]}"
+    for s in "${servers[@]}"; do
+        IFS=$'\t' read -r name file format fw ready <<<"$s"
+        image_cmd "$name" "$file" "$format" "$fw" "$ready"; print_command "${cmd[@]}"
+        server_cmd "$name" "$file" "$format" "$fw" "$ready"; print_command "${cmd[@]}"
     done
-    if [ -n "$windows" ] && { ! has_flag --hyperv || ! has_flag --rtc-local-time; }; then
-        echo "# note: this kiln-vmm has no --hyperv/--rtc-local-time; Windows runs without Hyper-V enlightenments and with the RTC in UTC" >&2
-    fi
     exit 0
 fi
 
 # --- running ------------------------------------------------------------------
 mkdir -p "$workdir"
-pids=()
+kilnd_config > "$config"
+kilnd_pid=
 cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ "$keep" = 1 ] || rm -rf "$workdir"
+    if [ -n "$kilnd_pid" ]; then
+        # Deleting a server ends its kiln-vmm (they outlive kilnd otherwise).
+        local id
+        for id in $("${kiln[@]}" --json server list 2>/dev/null | sed -n 's/^ *"id": "\(.*\)",$/\1/p'); do
+            "${kiln[@]}" server delete "$id" >/dev/null 2>&1 || true
+        done
+        kill "$kilnd_pid" 2>/dev/null || true
+        wait "$kilnd_pid" 2>/dev/null || true
+    fi
+    if [ "$keep" = 1 ]; then echo "hardware-host.sh: kept $workdir"; else rm -rf "$workdir"; fi
 }
 trap cleanup EXIT
 
-# run_vm NAME FIRMWARE IMAGE FORMAT READY_REGEX...: boots NAME on an overlay
-# and waits until the serial log matches every regex.
-run_vm() {
-    local name=$1 fw=$2 image=$3 format=$4; shift 4
-    local overlay="$workdir/$name.overlay.qcow2" log="$workdir/$name.serial.log"
-    qemu-img create -q -f qcow2 -F "$format" -b "$(realpath "$image")" "$overlay" || return 1
-    if [ "$fw" = uefi ]; then cp "$ovmf_vars" "$workdir/$name.OVMF_VARS.fd" || return 1; fi
-    vm_command "$name" "$fw" "$overlay"
+echo "hardware-host.sh: $(print_command "${kilnd_cmd[@]}")"
+"${kilnd_cmd[@]}" >"$workdir/kilnd.log" 2>&1 &
+kilnd_pid=$!
+for _ in $(seq 200); do "${kiln[@]}" host >/dev/null 2>&1 && break; sleep 0.1; done
+"${kiln[@]}" host >/dev/null || { tail -n 20 "$workdir/kilnd.log" >&2; die "kilnd did not start"; }
+"${flavor_cmd[@]}" >/dev/null
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+status_of() { "${kiln[@]}" --json server show "$1" | sed -n 's/^ *"status": "\(.*\)",$/\1/p'; }
+
+# run NAME FILE FORMAT FIRMWARE READY: registers, boots, waits, stops, deletes.
+run() {
+    local name=$1
+    image_cmd "$@"
     echo "hardware-host.sh: $name: $(print_command "${cmd[@]}")"
-    local start=$SECONDS
-    "${cmd[@]}" 2>"$workdir/$name.vmm.log" &
-    local pid=$!
-    pids+=("$pid")
-    local re waiting=("$@")
-    while :; do
-        local still=()
-        for re in "${waiting[@]}"; do
-            grep -Eaq -- "$re" "$log" 2>/dev/null || still+=("$re")
-        done
-        waiting=("${still[@]+"${still[@]}"}")
-        [ ${#waiting[@]} -eq 0 ] && break
-        if ! kill -0 "$pid" 2>/dev/null; then
-            wait "$pid" && rc=0 || rc=$?
-            echo "hardware-host.sh: $name: kiln-vmm exited with status $rc before it was ready; serial log tail:" >&2
-            tail -n 30 "$log" >&2 || true
-            tail -n 10 "$workdir/$name.vmm.log" >&2 || true
-            return 1
-        fi
-        if [ $((SECONDS - start)) -ge "$timeout" ]; then
-            echo "hardware-host.sh: $name: not ready after ${timeout}s (still waiting for: ${waiting[*]}); serial log tail:" >&2
-            tail -n 30 "$log" >&2 || true
-            return 1
-        fi
-        sleep 1
-    done
-    echo "hardware-host.sh: $name: ready after $((SECONDS - start)) s"
-    # Graceful shutdown through the ACPI power button, then a hard stop.
-    curl -s --unix-socket "$workdir/$name.api.sock" -X PUT http://vm/v1/vm/power-button >/dev/null || true
-    local i
-    for i in $(seq 120); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "hardware-host.sh: $name: no power-off 120 s after the power button; killing it"
-        curl -s --unix-socket "$workdir/$name.api.sock" -X PUT http://vm/v1/vm/kill >/dev/null || kill "$pid" || true
+    local t0; t0=$(now)
+    "${cmd[@]}" >/dev/null || return 1
+    echo "hardware-host.sh: $name: image registered in $(since "$t0") s"
+    server_cmd "$@"
+    echo "hardware-host.sh: $name: $(print_command "${cmd[@]}")"
+    t0=$(now)
+    if "${cmd[@]}" >/dev/null; then
+        echo "hardware-host.sh: $name: $until after $(since "$t0") s (kilnd's ready_after_ms: $("${kiln[@]}" --json server show "$name" | sed -n 's/^ *"ready_after_ms": \([0-9]*\).*/\1/p'))"
+    else
+        echo "hardware-host.sh: $name: not $until; server and console tail:" >&2
+        "${kiln[@]}" server show "$name" >&2 || true
+        "${kiln[@]}" server console "$name" --tail 30 >&2 || true
+        "${kiln[@]}" server delete "$name" >/dev/null 2>&1 || true
+        return 1
     fi
-    wait "$pid" && rc=0 || rc=$?
-    echo "hardware-host.sh: $name: kiln-vmm exited with status $rc after $((SECONDS - start)) s"
+    "${kiln[@]}" server show "$name"
+    if [ "$until" = active ]; then
+        # ACTIVE only says that kiln-vmm runs: check that the firmware
+        # still runs a little later, and show how far the console got.
+        sleep 10
+        local now_status; now_status=$(status_of "$name")
+        echo "hardware-host.sh: $name: $now_status 10 s after ACTIVE; console tail:"
+        "${kiln[@]}" server console "$name" --tail 5 | tr -d '\033' | cut -c1-160 || true
+        echo
+        if [ "$now_status" != ACTIVE ]; then
+            "${kiln[@]}" server show "$name" >&2 || true
+            "${kiln[@]}" server delete "$name" >/dev/null 2>&1 || true
+            return 1
+        fi
+    fi
+    # Graceful: the ACPI power button, forced after kilnd's stop timeout.
+    t0=$(now)
+    "${kiln[@]}" server stop "$name"
+    local status=
+    for _ in $(seq 300); do
+        status=$(status_of "$name")
+        [ "$status" = SHUTOFF ] && break
+        sleep 0.5
+    done
+    echo "hardware-host.sh: $name: $status $(since "$t0") s after stop"
+    "${kiln[@]}" server delete "$name"
 }
 
 failed=0
-run_vm debian "$debian_fw" "$debian" qcow2 'Cloud-init v\. .* finished at' 'login:' || failed=1
-if [ -n "$windows" ]; then
-    echo "hardware-host.sh: windows: the image needs the virtio-win drivers (viostor) and EMS on COM1 (see --help)"
-    run_vm windows "$windows_fw" "$windows" "$windows_format" "$windows_ready" || failed=1
+for s in "${servers[@]}"; do
+    IFS=$'\t' read -r name file format fw ready <<<"$s"
+    [ "$name" != windows ] || echo "hardware-host.sh: windows: the image needs the virtio-win drivers (viostor) and EMS on COM1 (see --help)"
+    run "$name" "$file" "$format" "$fw" "$ready" || failed=1
+done
+if [ "$failed" = 0 ]; then
+    echo "hardware-host.sh: every server became $until"
+else
+    echo "hardware-host.sh: some servers failed (kilnd log: $workdir/kilnd.log, kept with --keep)" >&2
 fi
-[ "$failed" = 0 ] && echo "hardware-host.sh: all VMs became ready" || echo "hardware-host.sh: some VMs failed" >&2
 exit $failed

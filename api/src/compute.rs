@@ -58,6 +58,47 @@ pub enum DiskFormat {
     Qcow2,
 }
 
+/// How a server whose image is a disk image boots (Nova's
+/// `hw_firmware_type` image property): SeaBIOS, or OVMF with a variable
+/// store (NVRAM) of the server's own. Kernel images boot directly and have
+/// none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Firmware {
+    #[default]
+    Bios,
+    Uefi,
+}
+
+impl Firmware {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+/// The operating system on a disk image (Nova's `os_type` image
+/// property). `windows` gives its servers what Windows expects, as Nova
+/// does: the Hyper-V enlightenments and an RTC in host local time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OsType {
+    #[default]
+    Linux,
+    Windows,
+}
+
+impl OsType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OsType::Linux => "linux",
+            OsType::Windows => "windows",
+        }
+    }
+}
+
 /// What an image is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -78,6 +119,12 @@ pub enum ImageKind {
         size_bytes: u64,
         /// Hex sha256 of the image's bytes; empty until imported.
         sha256: String,
+        /// The firmware a server booting from it uses unless the server
+        /// names another.
+        #[serde(default)]
+        firmware: Firmware,
+        #[serde(default)]
+        os_type: OsType,
     },
 }
 
@@ -151,6 +198,12 @@ pub enum ImageCreate {
         format: DiskFormat,
         #[serde(default)]
         source: DiskSource,
+        /// How servers booting from it start (`bios` when absent).
+        #[serde(default)]
+        firmware: Option<Firmware>,
+        /// Its operating system (`linux` when absent).
+        #[serde(default)]
+        os_type: Option<OsType>,
     },
 }
 
@@ -227,6 +280,15 @@ pub struct Server {
     /// size in the server's directory (`root.qcow2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_image_id: Option<String>,
+    /// Set when the server boots through firmware from its root disk (its
+    /// image is a disk image); absent for a directly booted kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<Firmware>,
+    /// `uefi`: the server's own UEFI variable store, a copy of the
+    /// configured template made at create in its directory (`nvram.fd`),
+    /// kept across stop, start and reboot, deleted with the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvram: Option<String>,
     /// The allocation it holds from create until delete.
     pub vcpus: u32,
     pub ram_mb: u64,
@@ -276,13 +338,17 @@ pub struct ServerCreate {
     pub name: String,
     /// Flavor id or name.
     pub flavor: String,
-    /// Kernel image id or name.
+    /// Image id or name: a kernel image boots directly; a disk image
+    /// becomes the root disk (a qcow2 overlay on it) and boots through
+    /// firmware.
     pub image: String,
-    /// Disk image id or name for the root disk: the server gets a qcow2
-    /// overlay on it of the flavor's `disk_gb` (the image's size if 0).
+    /// With a kernel image only: disk image id or name for the root disk;
+    /// the server gets a qcow2 overlay on it of the flavor's `disk_gb` (the
+    /// image's size if 0).
     #[serde(default)]
     pub disk_image: Option<String>,
-    /// Kernel command line; the image's default when absent.
+    /// With a kernel image only: its command line; the image's default
+    /// when absent.
     #[serde(default)]
     pub cmdline: Option<String>,
     #[serde(default)]
@@ -298,6 +364,10 @@ pub struct ServerCreate {
     /// `networks`).
     #[serde(default)]
     pub networks: Vec<NicRequest>,
+    /// Firmware for a server whose image is a disk image, instead of the
+    /// image's own; refused for kernel images.
+    #[serde(default)]
+    pub firmware: Option<Firmware>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -76,6 +76,23 @@ thin_pool = "kiln-pool"
 [images]
 max_upload_bytes = 68719476736
 
+[firmware]
+# Firmware for servers whose image is a disk image (they boot through it
+# from their root disk; kernel images boot directly). The defaults are where
+# Debian's `seabios` and `ovmf` packages install them. A server whose
+# firmware file is missing is refused at create (409) and goes to ERROR with
+# a fault naming the file if it disappears later.
+# SeaBIOS, for `firmware: bios`.
+bios = "/usr/share/seabios/bios.bin"
+# OVMF's code, for `firmware: uefi`, mapped read-only.
+uefi_code = "/usr/share/OVMF/OVMF_CODE.fd"
+# OVMF's empty variable store: each UEFI server gets its own copy of it
+# (`nvram.fd` in its directory, made at create, kept across stop, start and
+# reboot, deleted with the server). Code and variable store must come from
+# the same OVMF build (Debian 13 ships only the 4 MiB pair,
+# OVMF_CODE_4M.fd and OVMF_VARS_4M.fd: name those there).
+uefi_vars_template = "/usr/share/OVMF/OVMF_VARS.fd"
+
 [tcp]
 # An optional TCP listener for the same API, off unless `listen` is set.
 # Every request on it must carry `Authorization: Bearer TOKEN`, TOKEN being
@@ -108,6 +125,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub placement: PlacementConfig,
     pub vmm: VmmConfig,
+    pub firmware: FirmwareConfig,
     pub tcp: TcpConfig,
     pub disks: DisksConfig,
     pub images: ImagesConfig,
@@ -133,6 +151,15 @@ pub struct DisksConfig {
 #[serde(deny_unknown_fields)]
 pub struct ImagesConfig {
     pub max_upload_bytes: u64,
+}
+
+/// `[firmware]`: the host's firmware files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareConfig {
+    pub bios: PathBuf,
+    pub uefi_code: PathBuf,
+    pub uefi_vars_template: PathBuf,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -228,6 +255,19 @@ impl Config {
             crate::lvm::check_lvm_name(name)
                 .map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;
         }
+        let f = &self.firmware;
+        for (name, p) in [
+            ("bios", &f.bios),
+            ("uefi_code", &f.uefi_code),
+            ("uefi_vars_template", &f.uefi_vars_template),
+        ] {
+            if !p.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "firmware.{name} must be an absolute path, not {}",
+                    p.display()
+                )));
+            }
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be at least 1024".into(),
@@ -274,6 +314,18 @@ mod tests {
         assert_eq!(c.socket, PathBuf::from("/run/kiln/kiln.sock"));
         assert_eq!(c.socket_mode, 0o660);
         assert_eq!(c.placement.total_vcpus, None);
+        assert_eq!(
+            c.firmware.bios,
+            PathBuf::from("/usr/share/seabios/bios.bin")
+        );
+        assert_eq!(
+            c.firmware.uefi_code,
+            PathBuf::from("/usr/share/OVMF/OVMF_CODE.fd")
+        );
+        assert_eq!(
+            c.firmware.uefi_vars_template,
+            PathBuf::from("/usr/share/OVMF/OVMF_VARS.fd")
+        );
     }
 
     #[test]
@@ -301,6 +353,14 @@ mod tests {
         assert_eq!(
             Config::default_config().disks.backend,
             DiskBackendKind::Qcow2
+        );
+        assert!(Config::parse("[firmware]\nbios = \"bios.bin\"\n").is_err());
+        assert!(Config::parse("[firmware]\nseabios = \"/b\"\n").is_err());
+        let c = Config::parse("[firmware]\nuefi_code = \"/x/CODE.fd\"\n").unwrap();
+        assert_eq!(c.firmware.uefi_code, PathBuf::from("/x/CODE.fd"));
+        assert_eq!(
+            c.firmware.bios,
+            PathBuf::from("/usr/share/seabios/bios.bin")
         );
         assert!(Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\n").is_err());
         assert!(Config::parse("[tcp]\nlisten = \"nonsense\"\ntoken_file = \"/t\"\n").is_err());

@@ -299,6 +299,8 @@ mod tests {
                 path: path.display().to_string(),
                 size_bytes: 0,
                 sha256: String::new(),
+                firmware: Default::default(),
+                os_type: Default::default(),
             },
             created_at: String::new(),
             status: Default::default(),

@@ -96,6 +96,8 @@ pub fn prepare_image(
             path,
             format,
             source,
+            firmware,
+            os_type,
         } => {
             check_name("image", name).map_err(ImageError::Invalid)?;
             let ext = match format {
@@ -135,6 +137,8 @@ pub fn prepare_image(
                     path: dst.display().to_string(),
                     size_bytes: total,
                     sha256: String::new(),
+                    firmware: firmware.unwrap_or_default(),
+                    os_type: os_type.unwrap_or_default(),
                 },
             )
         }
@@ -299,17 +303,23 @@ mod tests {
             path: Some(src.display().to_string()),
             format: DiskFormat::Raw,
             source: DiskSource::Path,
+            firmware: Some(kiln_api::compute::Firmware::Uefi),
+            os_type: Some(kiln_api::compute::OsType::Windows),
         };
         let img = build_image(&req, &dir.path().join("store")).unwrap();
         let ImageKind::Disk {
             path,
             size_bytes,
             sha256,
+            firmware,
+            os_type,
             ..
         } = img.kind
         else {
             panic!()
         };
+        assert_eq!(firmware, kiln_api::compute::Firmware::Uefi);
+        assert_eq!(os_type, kiln_api::compute::OsType::Windows);
         assert_eq!(size_bytes, 3);
         assert_eq!(
             sha256,
@@ -329,6 +339,8 @@ mod tests {
             path: Some(path.into()),
             format,
             source: DiskSource::Path,
+            firmware: None,
+            os_type: None,
         };
         let s = src.display().to_string();
         for req in [
@@ -347,12 +359,16 @@ mod tests {
                 path: Some(s.clone()),
                 format: DiskFormat::Raw,
                 source: DiskSource::Upload,
+                firmware: None,
+                os_type: None,
             },
             ImageCreate::Disk {
                 name: "p".into(),
                 path: None,
                 format: DiskFormat::Raw,
                 source: DiskSource::Path,
+                firmware: None,
+                os_type: None,
             },
             ImageCreate::Kernel {
                 name: "k".into(),
@@ -373,6 +389,8 @@ mod tests {
                 path: None,
                 format: DiskFormat::Qcow2,
                 source: DiskSource::Upload,
+                firmware: None,
+                os_type: None,
             },
             &store,
         )

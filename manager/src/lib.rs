@@ -6,6 +6,8 @@
 //! - [`images`]: registering kernel images and importing disk images.
 //! - [`disks`]: ephemeral root disks, qcow2 overlays on disk images.
 //! - [`net`]: networks (bridges) and servers' NICs (taps) on them.
+//! - [`firmware`]: firmware boot from a disk image: host firmware files and
+//!   each UEFI server's own NVRAM.
 //! - [`supervisor`]: one `kiln-vmm` per server, watched through a pidfd.
 //! - [`server`]: the REST API (axum) on the unix socket.
 //! - [`attach`]: the interactive console, an HTTP upgrade to the VMM's
@@ -19,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod disks;
+pub mod firmware;
 pub mod images;
 pub mod lvm;
 pub mod net;

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use kiln_api::compute::{
-    ConsoleOutput, ErrorBody, FlavorCreate, FlavorList, ImageCreate, ImageKind, ImageList,
-    ServerAction, ServerCreate, ServerList, ServerStatus,
+    ConsoleOutput, ErrorBody, Firmware, FlavorCreate, FlavorList, ImageCreate, ImageKind,
+    ImageList, ServerAction, ServerCreate, ServerList, ServerStatus,
 };
 use serde::Deserialize;
 
@@ -338,52 +338,64 @@ async fn create_server(
         StoreError::NotFound { .. } => ApiError::bad(format!("unknown image {:?}", req.image)),
         e => e.into(),
     })?;
-    let ImageKind::Kernel {
-        cmdline: default_cmdline,
-        ..
-    } = &image.kind
-    else {
-        return Err(ApiError::bad(format!(
-            "image {:?} is a disk image: give a kernel image as image, the disk image as disk_image",
-            image.name
-        )));
-    };
-    let disk_image_id = match &req.disk_image {
-        None => None,
-        Some(key) => {
-            let img = s.store.get_image(key).map_err(|e| match e {
-                StoreError::NotFound { .. } => ApiError::bad(format!("unknown disk image {key:?}")),
-                e => e.into(),
-            })?;
-            if !matches!(img.kind, ImageKind::Disk { .. }) {
+    let (firmware, disk_image_id, cmdline) = match &image.kind {
+        ImageKind::Kernel {
+            cmdline: default_cmdline,
+            ..
+        } => {
+            if let Some(f) = req.firmware {
                 return Err(ApiError::bad(format!(
-                    "image {:?} is not a disk image",
-                    img.name
+                    "image {:?} is a kernel image, which boots directly: firmware {:?} applies only \
+                     to servers whose image is a disk image",
+                    image.name,
+                    f.as_str()
                 )));
             }
-            if img.status != kiln_api::compute::ImageStatus::Active {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "disk image {:?} is not active (it is {:?})",
-                        img.name, img.status
-                    ),
-                ));
+            let disk_image_id = match &req.disk_image {
+                None => None,
+                Some(key) => {
+                    let img = s.store.get_image(key).map_err(|e| match e {
+                        StoreError::NotFound { .. } => {
+                            ApiError::bad(format!("unknown disk image {key:?}"))
+                        }
+                        e => e.into(),
+                    })?;
+                    check_root_image(&img, flavor.disk_gb).await?;
+                    Some(img.id)
+                }
+            };
+            let cmdline = req
+                .cmdline
+                .clone()
+                .unwrap_or_else(|| default_cmdline.clone());
+            check_cmdline(&cmdline)?;
+            (None, disk_image_id, cmdline)
+        }
+        ImageKind::Disk {
+            firmware: image_firmware,
+            ..
+        } => {
+            if req.disk_image.is_some() {
+                return Err(ApiError::bad(format!(
+                    "image {:?} is a disk image, which becomes the root disk: disk_image goes \
+                     only with a kernel image",
+                    image.name
+                )));
             }
-            let disk_gb = flavor.disk_gb;
-            let check = img.clone();
-            tokio::task::spawn_blocking(move || crate::disks::root_size(&check, disk_gb))
-                .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-                .map_err(ApiError::bad)?;
-            Some(img.id)
+            if req.cmdline.is_some() {
+                return Err(ApiError::bad(format!(
+                    "image {:?} is a disk image, which boots through firmware and its own boot \
+                     loader: cmdline goes only with a kernel image",
+                    image.name
+                )));
+            }
+            check_root_image(&image, flavor.disk_gb).await?;
+            let fw = req.firmware.unwrap_or(*image_firmware);
+            crate::firmware::check_host_files(&s.config.firmware, fw)
+                .map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
+            (Some(fw), Some(image.id.clone()), String::new())
         }
     };
-    let cmdline = req
-        .cmdline
-        .clone()
-        .unwrap_or_else(|| default_cmdline.clone());
-    check_cmdline(&cmdline)?;
     if req.user_data.as_ref().is_some_and(|u| u.len() > 65535) {
         return Err(ApiError::bad("user_data is longer than 65535 bytes"));
     }
@@ -429,10 +441,38 @@ async fn create_server(
             ready: req.ready,
             expires_at,
             nics,
+            firmware,
+            nvram_under: (firmware == Some(Firmware::Uefi)).then(|| s.sup.servers_dir().to_owned()),
         },
     )?;
     s.sup.build(server.clone());
     Ok((StatusCode::ACCEPTED, Json(server)))
+}
+
+/// Checks that a disk image can be a root disk of `disk_gb`: active, and
+/// no larger than the flavor's disk.
+async fn check_root_image(img: &kiln_api::compute::Image, disk_gb: u64) -> Result<(), ApiError> {
+    if !matches!(img.kind, ImageKind::Disk { .. }) {
+        return Err(ApiError::bad(format!(
+            "image {:?} is not a disk image",
+            img.name
+        )));
+    }
+    if img.status != kiln_api::compute::ImageStatus::Active {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "disk image {:?} is not active (it is {:?})",
+                img.name, img.status
+            ),
+        ));
+    }
+    let check = img.clone();
+    tokio::task::spawn_blocking(move || crate::disks::root_size(&check, disk_gb))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::bad)?;
+    Ok(())
 }
 
 async fn delete_server(

@@ -151,9 +151,17 @@ fn flavors_and_images_crud() {
     );
     assert!(path.starts_with(k.state.to_str().unwrap()));
     assert_eq!(std::fs::read(path).unwrap().len(), 3 << 20);
-    // A disk image cannot be booted yet.
+    // A disk image boots through firmware (bios unless registered
+    // otherwise; tests/firmware.rs boots one), with itself as root disk;
+    // in use, it cannot be deleted.
     let r = create(&k, "s", "k1.probe", "d1");
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 202, "{}", r.text());
+    let s: Server = r.json().unwrap();
+    assert_eq!(s.firmware, Some(kiln_api::compute::Firmware::Bios));
+    assert_eq!(s.disk_image_id.as_deref(), Some(img.id.as_str()));
+    assert_eq!(k.req("DELETE", "/v1/images/d1", None).status, 409);
+    let r = k.req("DELETE", &format!("/v1/servers/{}", s.id), None);
+    assert_eq!(r.status, 204, "{}", r.text());
 
     // An image in use cannot be deleted; after the server goes it can.
     let kimg = kernel_image(&k, "kern");

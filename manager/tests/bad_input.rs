@@ -21,6 +21,9 @@ fn malformed_requests_get_4xx_and_change_nothing() {
         "a".repeat(300_000)
     );
     let long_name = "n".repeat(65);
+    let raw = k.dir.path().join("disk.raw");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    k.import_disk("disk", &raw, "raw");
     let table: Vec<(&str, String, String, u16, &str)> = vec![
         ("POST", "/v1/flavors".into(), "{".into(), 400, "EOF"),
         (
@@ -128,6 +131,65 @@ fn malformed_requests_get_4xx_and_change_nothing() {
             r#"{"name":5,"flavor":"m1.tiny","image":"kern"}"#.into(),
             400,
             "invalid type",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"kern","firmware":"bios"}"#.into(),
+            400,
+            "is a kernel image, which boots directly",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"kern","disk_image":"disk","firmware":"uefi"}"#
+                .into(),
+            400,
+            "applies only to servers whose image is a disk image",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"disk","firmware":"efi"}"#.into(),
+            400,
+            "unknown variant `efi`",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"disk","cmdline":"quiet"}"#.into(),
+            400,
+            "cmdline goes only with a kernel image",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"disk","disk_image":"disk"}"#.into(),
+            400,
+            "disk_image goes only with a kernel image",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"disk","name":"d","path":"/etc/passwd","format":"raw","firmware":"coreboot"}"#
+                .into(),
+            400,
+            "unknown variant `coreboot`",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"disk","name":"d","path":"/etc/passwd","format":"raw","os_type":"macos"}"#
+                .into(),
+            400,
+            "unknown variant `macos`",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            format!(r#"{{"type":"kernel","name":"k3","kernel":"{kernel_path}","firmware":"uefi"}}"#),
+            400,
+            "unknown field `firmware`",
         ),
         (
             "POST",

@@ -1,5 +1,5 @@
 //! The Debian disk image that `images/debian/build.sh` makes, and the
-//! hardware-host script that boots it on kiln-vmm.
+//! hardware-host script that boots it through kilnd.
 //!
 //! - Slow (ignored; `scripts/test-slow.sh` runs them): build the image if it
 //!   is missing, then boot it under QEMU's software emulation (TCG), once
@@ -13,9 +13,10 @@
 //!   menu and starts loading Linux. That far the nested KVM can run
 //!   (testbed.md); the kernel itself needs a hardware host
 //!   (`scripts/hardware-host.sh`).
-//! - Fast: `scripts/hardware-host.sh --dry-run` assembles the kiln-vmm
-//!   command lines a hardware host would run, and the script refuses to run
-//!   on a PVM-nested KVM or without `/dev/kvm`.
+//! - Fast: `scripts/hardware-host.sh --dry-run` prints the kilnd config and
+//!   the kilnd/kiln commands a hardware host would run, and the script
+//!   refuses to run on a PVM-nested KVM (unless only `--until active`) or
+//!   without `/dev/kvm`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -297,7 +298,7 @@ fn flag_value<'a>(words: &[&'a str], flag: &str) -> Option<&'a str> {
 }
 
 #[test]
-fn hardware_host_dry_run_prints_the_kiln_vmm_commands() {
+fn hardware_host_dry_run_prints_the_kilnd_commands() {
     let dir = ScratchDir::new("hwdry").unwrap();
     let debian = dir.path().join("debian.qcow2");
     let windows = dir.path().join("windows.raw");
@@ -309,10 +310,10 @@ fn hardware_host_dry_run_prints_the_kiln_vmm_commands() {
         .expect("qemu-img not found: run scripts/setup.sh");
     assert!(qemu_img.success());
     fs::write(&windows, vec![0u8; 1 << 20]).unwrap();
-    let vmm = kiln_vmm();
+    let bin = dir.path().join("bin");
     let work = dir.path().join("work");
     let s = |p: &Path| p.display().to_string();
-    let (debian_s, windows_s, vmm_s, work_s) = (s(&debian), s(&windows), s(&vmm), s(&work));
+    let (debian_s, windows_s, bin_s, work_s) = (s(&debian), s(&windows), s(&bin), s(&work));
     let out = hardware_host(
         &[
             "--dry-run",
@@ -322,8 +323,8 @@ fn hardware_host_dry_run_prints_the_kiln_vmm_commands() {
             &windows_s,
             "--windows-format",
             "raw",
-            "--vmm",
-            &vmm_s,
+            "--bin",
+            &bin_s,
             "--workdir",
             &work_s,
             "--cpus",
@@ -342,52 +343,72 @@ fn hardware_host_dry_run_prints_the_kiln_vmm_commands() {
         stdout,
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "one command per VM:\n{stdout}");
-
+    // The kilnd config, as comments: the fetched firmware and kiln-vmm.
     let guest = cache_dir().join("guest");
-    let help = Command::new(&vmm).arg("--help").output().unwrap();
-    let help = String::from_utf8_lossy(&help.stdout).into_owned();
-
-    // Debian through SeaBIOS (the default firmware).
-    let deb: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(deb[0], vmm_s);
+    let config: Vec<&str> = stdout.lines().filter(|l| l.starts_with('#')).collect();
+    for want in [
+        format!("# bios = \"{}\"", s(&guest.join("bios.bin"))),
+        format!("# uefi_code = \"{}\"", s(&guest.join("OVMF_CODE.fd"))),
+        format!(
+            "# uefi_vars_template = \"{}\"",
+            s(&guest.join("OVMF_VARS.fd"))
+        ),
+        format!("# binary = \"{bin_s}/kiln-vmm\""),
+    ] {
+        assert!(config.contains(&want.as_str()), "{want} not in\n{stdout}");
+    }
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    // kilnd, the flavor, then image + server for Debian/BIOS, Debian/UEFI
+    // and Windows.
+    assert_eq!(lines.len(), 8, "{stdout}");
+    let words = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let kilnd = words(lines[0]);
+    assert_eq!(kilnd[0], format!("{bin_s}/kilnd"));
     assert_eq!(
-        flag_value(&deb, "--firmware"),
-        Some(s(&guest.join("bios.bin")).as_str())
+        flag_value(
+            &kilnd.iter().map(String::as_str).collect::<Vec<_>>(),
+            "--state-dir"
+        ),
+        Some(format!("{work_s}/state").as_str())
     );
-    assert!(!deb.contains(&"--firmware-vars"), "{}", lines[0]);
-    let deb_overlay = format!("path={work_s}/debian.overlay.qcow2,format=qcow2");
-    assert_eq!(flag_value(&deb, "--disk"), Some(deb_overlay.as_str()));
-    assert_eq!(flag_value(&deb, "--cpus"), Some("2"));
-    assert_eq!(flag_value(&deb, "--memory"), Some("2G"));
-    let serial_log = format!("{work_s}/debian.serial.log");
-    assert_eq!(flag_value(&deb, "--serial-log"), Some(serial_log.as_str()));
-    let api_socket = format!("{work_s}/debian.api.sock");
-    assert_eq!(flag_value(&deb, "--api-socket"), Some(api_socket.as_str()));
-    assert!(!deb.contains(&"--hyperv"), "Debian gets no Hyper-V flags");
-
-    // Windows through OVMF with its own variable store; the overlay is
-    // qcow2 whatever the base image's format.
-    let win: Vec<&str> = lines[1].split_whitespace().collect();
+    let kiln = format!("{bin_s}/kiln --socket {work_s}/kiln.sock");
     assert_eq!(
-        flag_value(&win, "--firmware"),
-        Some(s(&guest.join("OVMF_CODE.fd")).as_str())
+        lines[1],
+        format!("{kiln} flavor create hw.vm --vcpus 2 --ram-mb 2048 --disk-gb 0")
     );
-    let vars = format!("{work_s}/windows.OVMF_VARS.fd");
-    assert_eq!(flag_value(&win, "--firmware-vars"), Some(vars.as_str()));
-    let win_overlay = format!("path={work_s}/windows.overlay.qcow2,format=qcow2");
-    assert_eq!(flag_value(&win, "--disk"), Some(win_overlay.as_str()));
-    for flag in ["--hyperv", "--rtc-local-time"] {
+    let debian_real = s(&debian.canonicalize().unwrap());
+    for (i, fw) in [(2, "bios"), (4, "uefi")] {
         assert_eq!(
-            win.contains(&flag),
-            help.contains(flag),
-            "{flag} must be passed exactly when kiln-vmm --help lists it: {}",
-            lines[1]
+            lines[i],
+            format!(
+                "{kiln} image create debian-{fw} --path {debian_real} --format qcow2 --firmware {fw}"
+            )
+        );
+        assert_eq!(
+            lines[i + 1],
+            format!(
+                "{kiln} server create debian-{fw} --flavor hw.vm --image debian-{fw} --wait ready \
+                 --timeout 900 --ready-console login:"
+            )
         );
     }
+    let windows_real = s(&windows.canonicalize().unwrap());
+    assert_eq!(
+        lines[6],
+        format!(
+            "{kiln} image create windows --path {windows_real} --format raw --firmware uefi \
+             --os-type windows"
+        )
+    );
+    assert!(
+        lines[7].ends_with(
+            "--wait ready --timeout 900 --ready-console 'SAC>|Computer is booting, SAC started'"
+        ),
+        "{}",
+        lines[7]
+    );
 
-    // UEFI for Debian too, on request.
+    // One firmware on request, and only up to ACTIVE (no readiness regex).
     let out = hardware_host(
         &[
             "--dry-run",
@@ -395,8 +416,10 @@ fn hardware_host_dry_run_prints_the_kiln_vmm_commands() {
             &debian_s,
             "--firmware",
             "uefi",
-            "--vmm",
-            &vmm_s,
+            "--until",
+            "active",
+            "--bin",
+            &bin_s,
             "--workdir",
             &work_s,
         ],
@@ -405,13 +428,14 @@ fn hardware_host_dry_run_prints_the_kiln_vmm_commands() {
     );
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let deb: Vec<&str> = stdout.split_whitespace().collect();
-    assert_eq!(
-        flag_value(&deb, "--firmware"),
-        Some(s(&guest.join("OVMF_CODE.fd")).as_str())
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(lines[2].ends_with("--firmware uefi"), "{}", lines[2]);
+    assert!(
+        lines[3].ends_with("--image debian-uefi --wait active --timeout 900"),
+        "{}",
+        lines[3]
     );
-    let vars = format!("{work_s}/debian.OVMF_VARS.fd");
-    assert_eq!(flag_value(&deb, "--firmware-vars"), Some(vars.as_str()));
     assert!(
         !work.exists(),
         "--dry-run must not create the work directory"

@@ -211,6 +211,7 @@ impl Daemon {
             ready: None,
             ttl_s: None,
             networks: vec![],
+            firmware: None,
         };
         let body = serde_json::to_vec(&body).map_err(|e| format!("encode create: {e}"))?;
         self.expect("POST", "/v1/servers", Some(&body), 202)?

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use kiln_api::compute::{
-    DiskFormat, Flavor, FlavorCreate, Image, ImageKind, ImageStatus, ImportProgress,
+    DiskFormat, Firmware, Flavor, FlavorCreate, Image, ImageKind, ImageStatus, ImportProgress,
+    OsType,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use thiserror::Error;
@@ -69,7 +70,7 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE images ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
      ALTER TABLE images ADD COLUMN bytes_done INTEGER;
      ALTER TABLE images ADD COLUMN fault TEXT;",
-    // (knet) networks: bridges, and servers' NICs on them.
+    // 5: networks: bridges, and servers' NICs on them.
     "CREATE TABLE networks (
         id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, bridge TEXT NOT NULL UNIQUE,
         mtu INTEGER NOT NULL, managed INTEGER NOT NULL,
@@ -79,6 +80,12 @@ const MIGRATIONS: &[&str] = &[
         mac TEXT NOT NULL, tap TEXT NOT NULL, PRIMARY KEY (server_id, idx));
      CREATE INDEX nics_network ON nics(network_id);
      CREATE INDEX nics_mac ON nics(mac);",
+    // 6: firmware boot from disk images (NULL: bios for a disk image), and
+    // each UEFI server's NVRAM file; disk images' os_type (NULL: linux).
+    "ALTER TABLE images ADD COLUMN firmware TEXT;
+     ALTER TABLE images ADD COLUMN os_type TEXT;
+     ALTER TABLE servers ADD COLUMN firmware TEXT;
+     ALTER TABLE servers ADD COLUMN nvram TEXT;",
 ];
 
 /// The flavors a new store starts with.
@@ -250,6 +257,12 @@ impl Store {
     }
 
     pub fn insert_image(&self, img: &Image) -> Result<(), StoreError> {
+        let (firmware, os_type) = match &img.kind {
+            ImageKind::Disk {
+                firmware, os_type, ..
+            } => (Some(firmware.as_str()), Some(os_type.as_str())),
+            ImageKind::Kernel { .. } => (None, None),
+        };
         let (kind, kernel, initramfs, cmdline, format, path, size, sha) = match &img.kind {
             ImageKind::Kernel {
                 kernel,
@@ -270,6 +283,7 @@ impl Store {
                 path,
                 size_bytes,
                 sha256,
+                ..
             } => (
                 "disk",
                 None,
@@ -282,9 +296,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status)],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -386,7 +400,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault";
+     created_at, status, bytes_done, fault, firmware, os_type";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -401,6 +415,14 @@ pub(crate) fn not_found(kind: &'static str, id: &str) -> StoreError {
     StoreError::NotFound {
         kind,
         id: id.to_owned(),
+    }
+}
+
+/// A firmware column: NULL (rows from before migration 5) is bios.
+pub(crate) fn firmware_from(s: Option<String>) -> Firmware {
+    match s.as_deref() {
+        Some("uefi") => Firmware::Uefi,
+        _ => Firmware::Bios,
     }
 }
 
@@ -455,6 +477,11 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
             path: r.get(7)?,
             size_bytes: r.get::<_, i64>(8)? as u64,
             sha256: r.get(9)?,
+            firmware: firmware_from(r.get(14)?),
+            os_type: match r.get::<_, Option<String>>(15)?.as_deref() {
+                Some("windows") => OsType::Windows,
+                _ => OsType::Linux,
+            },
         }
     };
     Ok(Image {

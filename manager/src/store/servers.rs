@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use kiln_api::compute::{Fault, Flavor, ReadyCondition, Server, ServerList, ServerStatus};
+use kiln_api::compute::{
+    Fault, Firmware, Flavor, ReadyCondition, Server, ServerList, ServerStatus,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{not_found, Store, StoreError};
@@ -24,11 +26,17 @@ pub struct NewServer {
     pub expires_at: Option<u64>,
     /// Its NICs, in order.
     pub nics: Vec<super::NewNic>,
+    /// Firmware boot from `disk_image_id` (None: the kernel image boots
+    /// directly).
+    pub firmware: Option<Firmware>,
+    /// UEFI: the directory of server directories; the row records the
+    /// server's NVRAM as `DIR/ID/nvram.fd`.
+    pub nvram_under: Option<std::path::PathBuf>,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
      vcpus, ram_mb, disk_gb, cmdline, metadata, pid, created_at, updated_at, \
-     ready_condition, ready_after_ms, expires_at, disk_image_id";
+     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram";
 
 impl Store {
     /// Checks placement and records the server as BUILD, atomically.
@@ -45,6 +53,12 @@ impl Store {
             .as_ref()
             .and_then(|r| serde_json::to_string(r).ok());
         let expires = new.expires_at.map(|e| i64::try_from(e).unwrap_or(i64::MAX));
+        let nvram = new.nvram_under.as_ref().map(|d| {
+            d.join(&id)
+                .join(crate::firmware::NVRAM)
+                .display()
+                .to_string()
+        });
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Tap names carry the id's first 8 hex digits: keep them unique.
@@ -80,8 +94,9 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO servers (id, name, status, task_state, flavor_id, image_id, vcpus, ram_mb, disk_gb,
-                                  cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id)
-             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14)",
+                                  cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id,
+                                  firmware, nvram)
+             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 id,
                 new.name,
@@ -96,7 +111,9 @@ impl Store {
                 now,
                 ready,
                 expires,
-                new.disk_image_id
+                new.disk_image_id,
+                new.firmware.map(|f| f.as_str()),
+                nvram
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
@@ -319,6 +336,10 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         flavor_id: r.get(6)?,
         image_id: r.get(7)?,
         disk_image_id: r.get(19)?,
+        firmware: r
+            .get::<_, Option<String>>(20)?
+            .map(|f| super::firmware_from(Some(f))),
+        nvram: r.get(21)?,
         vcpus: r.get(8)?,
         ram_mb: r.get::<_, i64>(9)? as u64,
         disk_gb: r.get::<_, i64>(10)? as u64,
@@ -380,6 +401,8 @@ pub(crate) mod tests {
             ready: None,
             expires_at: None,
             nics: Vec::new(),
+            firmware: None,
+            nvram_under: None,
         }
     }
 

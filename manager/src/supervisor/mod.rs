@@ -2,8 +2,10 @@
 //!
 //! How a server runs:
 //! 1. [`Supervisor::spawn`] writes `servers/ID/vm.json` (a
-//!    [`kiln_api::vm::VmConfig`]: the kernel image, the flavor's vCPUs and
-//!    RAM, `serial.log` and `api.sock` in the server's directory), starts
+//!    [`kiln_api::vm::VmConfig`]: the kernel image, or for a disk image the
+//!    firmware with the root disk first (and UEFI's `nvram.fd`, see
+//!    [`crate::firmware`]), the flavor's vCPUs and RAM, `serial.log` and
+//!    `api.sock` in the server's directory), starts
 //!    `kiln-vmm --config vm.json` in a session of its own (so it outlives
 //!    kilnd), records its pid, and opens a pidfd on it.
 //! 2. A watcher task waits on the pidfd (tokio `AsyncFd`). When the VMM
@@ -29,11 +31,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_api::compute::{ImageKind, Server, ServerStatus};
+use kiln_api::compute::{Firmware, ImageKind, OsType, Server, ServerStatus};
 use kiln_api::control::{VmInfo, VmState};
 use kiln_api::vm::{
-    CpusConfig, DiskConfig, DiskFormat, KernelConfig, MemoryConfig, NetConfig, SerialConfig,
-    VmConfig,
+    CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig,
+    SerialConfig, VmConfig,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
@@ -181,13 +183,55 @@ impl Supervisor {
             .store
             .get_image(&server.image_id)
             .map_err(|e| format!("image {}: {e}", server.image_id))?;
-        let ImageKind::Kernel {
-            kernel, initramfs, ..
-        } = image.kind
-        else {
-            return Err(format!("image {} is not a kernel image", image.name));
-        };
         let dir = self.server_dir(&server.id);
+        // Windows: what Nova gives os_type=windows.
+        let windows = matches!(
+            image.kind,
+            ImageKind::Disk {
+                os_type: OsType::Windows,
+                ..
+            }
+        );
+        // A kernel image boots directly; a disk image (its overlay is the
+        // root disk, the first virtio-blk disk) through firmware.
+        let (kernel, firmware) = match (image.kind, server.firmware) {
+            (
+                ImageKind::Kernel {
+                    kernel, initramfs, ..
+                },
+                None,
+            ) => (
+                Some(KernelConfig {
+                    path: kernel,
+                    initramfs,
+                    cmdline: server.cmdline.clone(),
+                    ..Default::default()
+                }),
+                None,
+            ),
+            (ImageKind::Disk { .. }, Some(fw)) => {
+                let code = crate::firmware::code(&self.config.firmware, fw)?;
+                let vars = match fw {
+                    Firmware::Bios => None,
+                    // In the server's directory, like its root disk (the
+                    // path the store shows was made from the same place).
+                    Firmware::Uefi => Some(dir.join(crate::firmware::NVRAM).display().to_string()),
+                };
+                (
+                    None,
+                    Some(FirmwareConfig {
+                        path: code.display().to_string(),
+                        vars,
+                    }),
+                )
+            }
+            _ => {
+                return Err(format!(
+                    "image {} does not match how the server boots (firmware {:?})",
+                    image.name, server.firmware
+                ))
+            }
+        };
         Ok(VmConfig {
             cpus: CpusConfig {
                 count: u8::try_from(server.vcpus).map_err(|_| "more than 255 vCPUs".to_string())?,
@@ -198,12 +242,10 @@ impl Supervisor {
                 shared: false,
                 hugepages: false,
             },
-            kernel: Some(KernelConfig {
-                path: kernel,
-                initramfs,
-                cmdline: server.cmdline.clone(),
-                ..Default::default()
-            }),
+            kernel,
+            firmware,
+            hyperv: windows,
+            rtc_local_time: windows,
             serial: SerialConfig {
                 log: Some(dir.join("serial.log").display().to_string()),
                 socket: Some(self.console_socket(&server.id).display().to_string()),
@@ -268,6 +310,14 @@ impl Supervisor {
             ),
         };
         let disk_gb = server.disk_gb;
+        // UEFI: the server's own variable store, copied from the template
+        // on its first boot and kept afterwards.
+        let nvram = cfg.firmware.as_ref().and_then(|f| f.vars.clone()).map(|v| {
+            (
+                PathBuf::from(v),
+                self.config.firmware.uefi_vars_template.clone(),
+            )
+        });
         let started = Instant::now();
         let _ = self.store.set_ready(&server.id, None);
         let dir = self.server_dir(&server.id);
@@ -285,6 +335,9 @@ impl Supervisor {
                     .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
                 if let Some(img) = &root_disk {
                     backend.ensure_root_disk(&server_id, &dir, img, disk_gb)?;
+                }
+                if let Some((nvram, template)) = &nvram {
+                    crate::firmware::ensure_nvram(nvram, template)?;
                 }
                 let cfg_path = dir.join("vm.json");
                 let json = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
@@ -438,6 +491,38 @@ impl Supervisor {
             .map_or(ExitStatus::Unknown, |r| ExitStatus::Code(r.code))
     }
 
+    /// What the VMM recorded about how the guest ended, when that says
+    /// more than the exit code: where an instruction could not be emulated
+    /// (firmware such as OVMF on a nested KVM), which vCPU triple-faulted,
+    /// the host error; for a VMM that failed before its VM ran (no record),
+    /// the error it printed last in `vmm.log`.
+    fn exit_detail(&self, id: &str, status: ExitStatus) -> Option<String> {
+        use kiln_api::control::{ExitReason, ExitRecord};
+        let dir = self.server_dir(id);
+        let record = std::fs::read(dir.join(EXIT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok());
+        let Some(record) = record else {
+            if status != ExitStatus::Code(1) {
+                return None;
+            }
+            let log = crate::util::read_tail(&dir.join("vmm.log"), Some(10));
+            return log
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("kiln-vmm: "))
+                .map(|l| l.chars().take(1024).collect());
+        };
+        match record.reason {
+            ExitReason::EmulationFailure { vcpu, registers } => {
+                Some(format!("vCPU {vcpu} stopped at {registers}"))
+            }
+            ExitReason::TripleFault { vcpu } => Some(format!("vCPU {vcpu} triple-faulted")),
+            ExitReason::HostError { message } => Some(message),
+            _ => None,
+        }
+    }
+
     /// Waits until the VMM answers `GET /v1/vm`, up to the boot timeout.
     async fn wait_ready(&self, id: &str, vm: &Arc<Vm>) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(self.config.vmm.boot_timeout_s);
@@ -538,7 +623,8 @@ impl Supervisor {
                 tokio::spawn(async move { this.guest_reboot(&id).await });
             }
             (Intent::None, s) => {
-                let _ = store.set_error(id, &exit_fault(vm.pid, s));
+                let detail = self.exit_detail(id, s);
+                let _ = store.set_error(id, &exit_fault(vm.pid, s, detail.as_deref()));
             }
         }
     }
@@ -608,8 +694,9 @@ impl Supervisor {
     }
 }
 
-/// The fault message for an unexpected exit.
-pub fn exit_fault(pid: u32, s: ExitStatus) -> String {
+/// The fault message for an unexpected exit, with what the VMM said about
+/// it (`detail`) when there is more.
+pub fn exit_fault(pid: u32, s: ExitStatus, detail: Option<&str>) -> String {
     match s {
         ExitStatus::Code(c) => {
             let why = match c {
@@ -619,7 +706,10 @@ pub fn exit_fault(pid: u32, s: ExitStatus) -> String {
                 13 => "killed through its control API",
                 _ => "unexpected exit",
             };
-            format!("kiln-vmm (pid {pid}) exited with code {c} ({why}); see vmm.log and the console")
+            let detail = detail.map(|d| format!(": {d}")).unwrap_or_default();
+            format!(
+                "kiln-vmm (pid {pid}) exited with code {c} ({why}){detail}; see vmm.log and the console"
+            )
         }
         ExitStatus::Signal(sig) => format!("kiln-vmm (pid {pid}) was killed by signal {sig}"),
         ExitStatus::Unknown => format!(

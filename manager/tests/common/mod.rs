@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod firmware;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

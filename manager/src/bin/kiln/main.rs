@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_api::compute::{
-    ConsoleOutput, DiskFormat, DiskSource, Flavor, FlavorCreate, FlavorList, HostInfo, Image,
-    ImageCreate, ImageKind, ImageList, ImageStatus, ReadyCondition, RebootType, Server,
-    ServerAction, ServerCreate, ServerList, ServerStatus,
+    ConsoleOutput, DiskFormat, DiskSource, Firmware, Flavor, FlavorCreate, FlavorList, HostInfo,
+    Image, ImageCreate, ImageKind, ImageList, ImageStatus, OsType, ReadyCondition, RebootType,
+    Server, ServerAction, ServerCreate, ServerList, ServerStatus,
 };
 use kiln_manager::client::{self, ClientError};
 
@@ -82,6 +82,41 @@ enum Format {
     Qcow2,
 }
 
+/// How a disk image boots (Nova's `hw_firmware_type`).
+#[derive(Clone, Copy, ValueEnum)]
+enum Fw {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF, with an NVRAM of each server's own.
+    Uefi,
+}
+
+/// The operating system on a disk image (Nova's `os_type`).
+#[derive(Clone, Copy, ValueEnum)]
+enum Os {
+    Linux,
+    /// Servers get the Hyper-V enlightenments and an RTC in local time.
+    Windows,
+}
+
+impl From<Os> for OsType {
+    fn from(o: Os) -> OsType {
+        match o {
+            Os::Linux => OsType::Linux,
+            Os::Windows => OsType::Windows,
+        }
+    }
+}
+
+impl From<Fw> for Firmware {
+    fn from(f: Fw) -> Firmware {
+        match f {
+            Fw::Bios => Firmware::Bios,
+            Fw::Uefi => Firmware::Uefi,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum ImageCmd {
     List,
@@ -99,24 +134,37 @@ enum ImageCmd {
         cmdline: Option<String>,
     },
     /// Import a disk image of the given format into the image store.
+    /// Servers made from it boot it through firmware.
     Import {
         name: String,
         #[arg(long)]
         path: PathBuf,
         #[arg(long, value_enum)]
         format: Format,
+        /// Firmware of servers made from it [default: bios].
+        #[arg(long, value_enum)]
+        firmware: Option<Fw>,
+        /// Its operating system [default: linux].
+        #[arg(long, value_enum)]
+        os_type: Option<Os>,
     },
     /// Make a disk image from a local file: uploaded through the API with
     /// `--upload` (the file may be anywhere the CLI can read), else
     /// imported by kilnd from the file's path.
     Create {
         name: String,
-        #[arg(long)]
+        #[arg(long, visible_alias = "path")]
         file: PathBuf,
         #[arg(long, value_enum)]
         format: Format,
         #[arg(long)]
         upload: bool,
+        /// Firmware of servers made from it [default: bios].
+        #[arg(long, value_enum)]
+        firmware: Option<Fw>,
+        /// Its operating system [default: linux].
+        #[arg(long, value_enum)]
+        os_type: Option<Os>,
     },
     Delete {
         id: String,
@@ -146,6 +194,8 @@ enum ServerCmd {
         name: String,
         #[arg(long)]
         flavor: String,
+        /// A kernel image (boots directly) or a disk image (the root disk,
+        /// booted through firmware).
         #[arg(long)]
         image: String,
         #[arg(long)]
@@ -153,6 +203,9 @@ enum ServerCmd {
         /// Disk image for the root disk (a qcow2 overlay of the flavor's size).
         #[arg(long)]
         disk_image: Option<String>,
+        /// Firmware, instead of the disk image's own (disk images only).
+        #[arg(long, value_enum)]
+        firmware: Option<Fw>,
         /// Ready when the console matches this regex.
         #[arg(long, conflicts_with = "ready_code")]
         ready_console: Option<String>,
@@ -372,12 +425,16 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
                 file,
                 format,
                 upload: true,
+                firmware,
+                os_type,
             } => {
                 let req = ImageCreate::Disk {
                     name: name.clone(),
                     path: None,
                     format: disk_format(*format),
                     source: DiskSource::Upload,
+                    firmware: firmware.map(Firmware::from),
+                    os_type: os_type.map(OsType::from),
                 };
                 let img: Image = api.send("POST", "/v1/images", &req)?;
                 let r = client::upload(
@@ -404,18 +461,28 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
                 };
                 show(json, &img, |i| images(std::slice::from_ref(i)))?
             }
-            ImageCmd::Import { name, path, format }
+            ImageCmd::Import {
+                name,
+                path,
+                format,
+                firmware,
+                os_type,
+            }
             | ImageCmd::Create {
                 name,
                 file: path,
                 format,
                 upload: false,
+                firmware,
+                os_type,
             } => {
                 let req = ImageCreate::Disk {
                     name: name.clone(),
                     path: Some(abs(path)?),
                     format: disk_format(*format),
                     source: DiskSource::Path,
+                    firmware: firmware.map(Firmware::from),
+                    os_type: os_type.map(OsType::from),
                 };
                 let mut img: Image = api.send("POST", "/v1/images", &req)?;
                 while img.status == ImageStatus::Importing {
@@ -484,6 +551,12 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 return print_json(&s);
             }
             servers(std::slice::from_ref(&s));
+            if let Some(fw) = s.firmware {
+                println!("firmware: {}", fw.as_str());
+            }
+            if let Some(n) = &s.nvram {
+                println!("nvram: {n}");
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -495,6 +568,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             image,
             cmdline,
             disk_image,
+            firmware,
             ready_console,
             ready_code,
             ttl,
@@ -517,6 +591,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 ttl_s: *ttl,
                 disk_image: disk_image.clone(),
                 networks: networks.clone(),
+                firmware: firmware.map(Firmware::from),
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {

@@ -30,12 +30,16 @@ pub fn images(l: &[Image]) {
                         format,
                         size_bytes,
                         sha256,
+                        firmware,
+                        os_type,
                         ..
                     } => (
                         "disk",
                         format!(
-                            "{format:?} {size_bytes} B sha256:{}",
-                            &sha256[..12.min(sha256.len())]
+                            "{format:?} {size_bytes} B sha256:{} firmware:{} os:{}",
+                            &sha256[..12.min(sha256.len())],
+                            firmware.as_str(),
+                            os_type.as_str()
                         ),
                     ),
                 };

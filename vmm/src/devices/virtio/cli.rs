@@ -157,7 +157,16 @@ pub fn parse_net(s: &str) -> Result<NetConfig, CliError> {
         F,
         s,
         &[
-            "tap", "fd", "fds", "queues", "mac", "bw", "pps", "rx_bw", "rx_pps", "transitional",
+            "tap",
+            "fd",
+            "fds",
+            "queues",
+            "mac",
+            "bw",
+            "pps",
+            "rx_bw",
+            "rx_pps",
+            "transitional",
         ],
     )? {
         match k {

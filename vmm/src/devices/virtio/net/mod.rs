@@ -32,8 +32,8 @@ pub use ctrl::{parse_ctrl, process_ctrl, CtrlCommand, CTRL_ERR, CTRL_OK};
 pub use device::{NetDevice, MAX_QUEUE_PAIRS};
 pub use link::NetLink;
 pub use rxtx::{
-    process_rx, process_rx_hdr, process_rx_limited, process_tx, process_tx_hdr, FrameIo,
-    RxBacklog, RxState, MAX_FRAME,
+    process_rx, process_rx_hdr, process_rx_limited, process_tx, process_tx_hdr, FrameIo, RxBacklog,
+    RxState, MAX_FRAME,
 };
 
 /// virtio_net_hdr_v1: flags, gso_type, hdr_len, gso_size, csum_start,

@@ -1,0 +1,143 @@
+//! Firmware boot of servers whose image is a disk image: which host file
+//! each [`Firmware`] uses (`[firmware]` in the config), and each UEFI
+//! server's own variable store (NVRAM).
+//!
+//! The NVRAM is `nvram.fd` in the server's directory: a copy of the
+//! configured `uefi_vars_template`, made when the server is first booted
+//! (at create) through `nvram.fd.partial` and a rename, so it appears whole
+//! or not at all. Later boots (stop/start, reboot, a re-adopted VMM) find
+//! it there and keep it: what the guest wrote into it (boot entries,
+//! Secure Boot keys) survives. It goes with the server's directory on
+//! delete, and reconcile removes the directory of a server that is gone.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kiln_api::compute::Firmware;
+
+use crate::config::FirmwareConfig;
+
+/// The NVRAM file in a UEFI server's directory.
+pub const NVRAM: &str = "nvram.fd";
+
+/// Checks that `path` (config key `key`) is a regular file.
+fn check_file(key: &str, path: &Path, package: &str) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(format!(
+            "the firmware file {} (kilnd config firmware.{key}) is not a regular file",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "the firmware file {} (kilnd config firmware.{key}) is missing on this host ({e}); \
+             install Debian's {package} package or set firmware.{key}",
+            path.display()
+        )),
+    }
+}
+
+/// The firmware image for `fw`, checked to exist.
+pub fn code(config: &FirmwareConfig, fw: Firmware) -> Result<PathBuf, String> {
+    let (key, path, package) = match fw {
+        Firmware::Bios => ("bios", &config.bios, "seabios"),
+        Firmware::Uefi => ("uefi_code", &config.uefi_code, "ovmf"),
+    };
+    check_file(key, path, package)?;
+    Ok(path.clone())
+}
+
+/// Checks every host file a new server with `fw` needs: the firmware
+/// image, and for UEFI the variable store template.
+pub fn check_host_files(config: &FirmwareConfig, fw: Firmware) -> Result<(), String> {
+    code(config, fw)?;
+    if fw == Firmware::Uefi {
+        check_file("uefi_vars_template", &config.uefi_vars_template, "ovmf")?;
+    }
+    Ok(())
+}
+
+/// Makes `nvram` a copy of `template` unless it exists already (then it
+/// is kept as it is). Atomic: copied to `NAME.partial`, synced, renamed.
+pub fn ensure_nvram(nvram: &Path, template: &Path) -> Result<(), String> {
+    if nvram.exists() {
+        return Ok(());
+    }
+    check_file("uefi_vars_template", template, "ovmf")?;
+    let mut partial = nvram.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let fail = |e: std::io::Error| {
+        format!(
+            "cannot make the UEFI variable store {} from {}: {e}",
+            nvram.display(),
+            template.display()
+        )
+    };
+    // Left by a crash in the middle of an earlier copy.
+    let _ = std::fs::remove_file(&partial);
+    let bytes = std::fs::read(template).map_err(fail)?;
+    let r = (|| {
+        let mut f = std::fs::File::create_new(&partial)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&partial, nvram)
+    })();
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&partial);
+        return Err(fail(e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> FirmwareConfig {
+        FirmwareConfig {
+            bios: dir.join("bios.bin"),
+            uefi_code: dir.join("CODE.fd"),
+            uefi_vars_template: dir.join("VARS.fd"),
+        }
+    }
+
+    #[test]
+    fn missing_files_are_named_with_their_config_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let e = check_host_files(&c, Firmware::Bios).unwrap_err();
+        assert!(e.contains("bios.bin") && e.contains("firmware.bios"), "{e}");
+        assert!(e.contains("seabios"), "{e}");
+        std::fs::write(&c.bios, b"bios").unwrap();
+        std::fs::write(&c.uefi_code, b"code").unwrap();
+        assert_eq!(code(&c, Firmware::Bios).unwrap(), c.bios);
+        let e = check_host_files(&c, Firmware::Uefi).unwrap_err();
+        assert!(e.contains("firmware.uefi_vars_template"), "{e}");
+        std::fs::create_dir(&c.uefi_vars_template).unwrap();
+        let e = check_host_files(&c, Firmware::Uefi).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn nvram_is_copied_once_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("VARS.fd");
+        std::fs::write(&template, [0x5a; 8192]).unwrap();
+        let nvram = dir.path().join(NVRAM);
+        // A leftover partial copy from a crash is replaced.
+        std::fs::write(dir.path().join("nvram.fd.partial"), b"junk").unwrap();
+        ensure_nvram(&nvram, &template).unwrap();
+        assert_eq!(std::fs::read(&nvram).unwrap(), [0x5a; 8192]);
+        assert!(!dir.path().join("nvram.fd.partial").exists());
+        // What the guest wrote stays, even if the template changes or goes.
+        std::fs::write(&nvram, [1; 8192]).unwrap();
+        std::fs::remove_file(&template).unwrap();
+        ensure_nvram(&nvram, &template).unwrap();
+        assert_eq!(std::fs::read(&nvram).unwrap(), [1; 8192]);
+        // No template and no NVRAM: a clear error, nothing left behind.
+        std::fs::remove_file(&nvram).unwrap();
+        let e = ensure_nvram(&nvram, &template).unwrap_err();
+        assert!(e.contains("uefi_vars_template"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
