@@ -7,18 +7,19 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_api::compute::{
-    ConsoleOutput, DiskFormat, DiskSource, Firmware, Flavor, FlavorCreate, FlavorList, HostInfo,
-    Image, ImageCreate, ImageKind, ImageList, ImageStatus, OsType, ReadyCondition, RebootType,
-    Server, ServerAction, ServerCreate, ServerList, ServerStatus,
+    ConsoleOutput, Firmware, Flavor, FlavorCreate, FlavorList, HostInfo, ReadyCondition,
+    RebootType, Server, ServerAction, ServerCreate, ServerList, ServerStatus,
 };
 use kiln_manager::client::{self, ClientError};
 
 mod console;
+mod image;
+use image::{Fw, ImageCmd};
 mod network;
 mod tables;
 
 use serde::de::DeserializeOwned;
-use tables::{flavors, images, servers, table};
+use tables::{flavors, servers, table};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -70,101 +71,6 @@ enum FlavorCmd {
         ram_mb: u64,
         #[arg(long, default_value_t = 0)]
         disk_gb: u64,
-    },
-    Delete {
-        id: String,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Raw,
-    Qcow2,
-}
-
-/// How a disk image boots (Nova's `hw_firmware_type`).
-#[derive(Clone, Copy, ValueEnum)]
-enum Fw {
-    /// SeaBIOS.
-    Bios,
-    /// OVMF, with an NVRAM of each server's own.
-    Uefi,
-}
-
-/// The operating system on a disk image (Nova's `os_type`).
-#[derive(Clone, Copy, ValueEnum)]
-enum Os {
-    Linux,
-    /// Servers get the Hyper-V enlightenments and an RTC in local time.
-    Windows,
-}
-
-impl From<Os> for OsType {
-    fn from(o: Os) -> OsType {
-        match o {
-            Os::Linux => OsType::Linux,
-            Os::Windows => OsType::Windows,
-        }
-    }
-}
-
-impl From<Fw> for Firmware {
-    fn from(f: Fw) -> Firmware {
-        match f {
-            Fw::Bios => Firmware::Bios,
-            Fw::Uefi => Firmware::Uefi,
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum ImageCmd {
-    List,
-    Show {
-        id: String,
-    },
-    /// Register a kernel (host paths) for direct boot.
-    Kernel {
-        name: String,
-        #[arg(long)]
-        kernel: PathBuf,
-        #[arg(long)]
-        initramfs: Option<PathBuf>,
-        #[arg(long)]
-        cmdline: Option<String>,
-    },
-    /// Import a disk image of the given format into the image store.
-    /// Servers made from it boot it through firmware.
-    Import {
-        name: String,
-        #[arg(long)]
-        path: PathBuf,
-        #[arg(long, value_enum)]
-        format: Format,
-        /// Firmware of servers made from it [default: bios].
-        #[arg(long, value_enum)]
-        firmware: Option<Fw>,
-        /// Its operating system [default: linux].
-        #[arg(long, value_enum)]
-        os_type: Option<Os>,
-    },
-    /// Make a disk image from a local file: uploaded through the API with
-    /// `--upload` (the file may be anywhere the CLI can read), else
-    /// imported by kilnd from the file's path.
-    Create {
-        name: String,
-        #[arg(long, visible_alias = "path")]
-        file: PathBuf,
-        #[arg(long, value_enum)]
-        format: Format,
-        #[arg(long)]
-        upload: bool,
-        /// Firmware of servers made from it [default: bios].
-        #[arg(long, value_enum)]
-        firmware: Option<Fw>,
-        /// Its operating system [default: linux].
-        #[arg(long, value_enum)]
-        os_type: Option<Os>,
     },
     Delete {
         id: String,
@@ -391,123 +297,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
                 api.call("DELETE", &format!("/v1/flavors/{}", enc(id)), None)?
             }
         },
-        Cmd::Image(c) => match c {
-            ImageCmd::List => {
-                let l: ImageList = api.get("/v1/images")?;
-                if json {
-                    return print_json(&l);
-                }
-                images(&l.images);
-            }
-            ImageCmd::Show { id } => show(
-                json,
-                &api.get::<Image>(&format!("/v1/images/{}", enc(id)))?,
-                |i| images(std::slice::from_ref(i)),
-            )?,
-            ImageCmd::Kernel {
-                name,
-                kernel,
-                initramfs,
-                cmdline,
-            } => {
-                let req = ImageCreate::Kernel {
-                    name: name.clone(),
-                    kernel: abs(kernel)?,
-                    initramfs: initramfs.as_deref().map(abs).transpose()?,
-                    cmdline: cmdline.clone(),
-                };
-                show(json, &api.send::<Image>("POST", "/v1/images", &req)?, |i| {
-                    images(std::slice::from_ref(i))
-                })?
-            }
-            ImageCmd::Create {
-                name,
-                file,
-                format,
-                upload: true,
-                firmware,
-                os_type,
-            } => {
-                let req = ImageCreate::Disk {
-                    name: name.clone(),
-                    path: None,
-                    format: disk_format(*format),
-                    source: DiskSource::Upload,
-                    firmware: firmware.map(Firmware::from),
-                    os_type: os_type.map(OsType::from),
-                };
-                let img: Image = api.send("POST", "/v1/images", &req)?;
-                let r = client::upload(
-                    &cli.socket,
-                    &format!("/v1/images/{}/file", img.id),
-                    file,
-                    TIMEOUT,
-                    |done, total| {
-                        if !json {
-                            eprint!("\r{}", progress_bar(done, total));
-                        }
-                    },
-                );
-                if !json {
-                    eprintln!();
-                }
-                let img: Image = match r.and_then(|r| r.json()) {
-                    Ok(img) => img,
-                    Err(e) => {
-                        // Leave no queued or failed record behind.
-                        let _ = api.call("DELETE", &format!("/v1/images/{}", img.id), None);
-                        return Err(format!("upload of {name} failed: {e}").into());
-                    }
-                };
-                show(json, &img, |i| images(std::slice::from_ref(i)))?
-            }
-            ImageCmd::Import {
-                name,
-                path,
-                format,
-                firmware,
-                os_type,
-            }
-            | ImageCmd::Create {
-                name,
-                file: path,
-                format,
-                upload: false,
-                firmware,
-                os_type,
-            } => {
-                let req = ImageCreate::Disk {
-                    name: name.clone(),
-                    path: Some(abs(path)?),
-                    format: disk_format(*format),
-                    source: DiskSource::Path,
-                    firmware: firmware.map(Firmware::from),
-                    os_type: os_type.map(OsType::from),
-                };
-                let mut img: Image = api.send("POST", "/v1/images", &req)?;
-                while img.status == ImageStatus::Importing {
-                    if let (false, Some(p)) = (json, img.progress) {
-                        eprint!("\r{}", progress_bar(p.bytes_done, p.bytes_total));
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                    img = api.get(&format!("/v1/images/{}", img.id))?;
-                }
-                if let (false, ImageKind::Disk { size_bytes, .. }) = (json, &img.kind) {
-                    if img.status == ImageStatus::Active {
-                        eprint!("\r{}", progress_bar(*size_bytes, *size_bytes));
-                    }
-                    eprintln!();
-                }
-                if img.status == ImageStatus::Error {
-                    let why = img.fault.unwrap_or_default();
-                    return Err(format!("import of {name} failed: {why}").into());
-                }
-                show(json, &img, |i| images(std::slice::from_ref(i)))?
-            }
-            ImageCmd::Delete { id } => {
-                api.call("DELETE", &format!("/v1/images/{}", enc(id)), None)?
-            }
-        },
+        Cmd::Image(c) => image::run(&api, &cli.socket, json, c)?,
         Cmd::Server(c) => server_cmd(&api, json, c)?,
         Cmd::Network(c) => network::run(&api, json, c)?,
         Cmd::Console { server } => {
@@ -657,31 +447,6 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
         }
     }
     Ok(())
-}
-
-/// `[#########           ]  45%  58/128 MiB`
-fn disk_format(f: Format) -> DiskFormat {
-    match f {
-        Format::Raw => DiskFormat::Raw,
-        Format::Qcow2 => DiskFormat::Qcow2,
-    }
-}
-
-fn progress_bar(done: u64, total: u64) -> String {
-    let frac = if total == 0 {
-        1.0
-    } else {
-        done as f64 / total as f64
-    };
-    let filled = (frac * 30.0).round() as usize;
-    format!(
-        "[{}{}] {:3.0}% {}/{} MiB",
-        "#".repeat(filled.min(30)),
-        " ".repeat(30 - filled.min(30)),
-        frac * 100.0,
-        done >> 20,
-        total >> 20
-    )
 }
 
 fn abs(p: &Path) -> Result<String, std::io::Error> {

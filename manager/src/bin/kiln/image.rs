@@ -1,0 +1,258 @@
+//! `kiln image ...`: kernel images, disk images imported from a path or
+//! uploaded (with a progress bar), and their firmware and OS properties.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Subcommand, ValueEnum};
+use kiln_api::compute::{
+    DiskFormat, DiskSource, Firmware, Image, ImageCreate, ImageKind, ImageList, ImageStatus, OsType,
+};
+use kiln_manager::client;
+
+use crate::tables::images;
+use crate::{abs, enc, print_json, show, Api, TIMEOUT};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Raw,
+    Qcow2,
+}
+
+/// How a disk image boots (Nova's `hw_firmware_type`).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Fw {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF, with an NVRAM of each server's own.
+    Uefi,
+}
+
+/// The operating system on a disk image (Nova's `os_type`).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Os {
+    Linux,
+    /// Servers get the Hyper-V enlightenments and an RTC in local time.
+    Windows,
+}
+
+impl From<Os> for OsType {
+    fn from(o: Os) -> OsType {
+        match o {
+            Os::Linux => OsType::Linux,
+            Os::Windows => OsType::Windows,
+        }
+    }
+}
+
+impl From<Fw> for Firmware {
+    fn from(f: Fw) -> Firmware {
+        match f {
+            Fw::Bios => Firmware::Bios,
+            Fw::Uefi => Firmware::Uefi,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    List,
+    Show {
+        id: String,
+    },
+    /// Register a kernel (host paths) for direct boot.
+    Kernel {
+        name: String,
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initramfs: Option<PathBuf>,
+        #[arg(long)]
+        cmdline: Option<String>,
+    },
+    /// Import a disk image of the given format into the image store.
+    /// Servers made from it boot it through firmware.
+    Import {
+        name: String,
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long, value_enum)]
+        format: Format,
+        /// Firmware of servers made from it [default: bios].
+        #[arg(long, value_enum)]
+        firmware: Option<Fw>,
+        /// Its operating system [default: linux].
+        #[arg(long, value_enum)]
+        os_type: Option<Os>,
+    },
+    /// Make a disk image from a local file: uploaded through the API with
+    /// `--upload` (the file may be anywhere the CLI can read), else
+    /// imported by kilnd from the file's path.
+    Create {
+        name: String,
+        #[arg(long, visible_alias = "path")]
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        format: Format,
+        #[arg(long)]
+        upload: bool,
+        /// Firmware of servers made from it [default: bios].
+        #[arg(long, value_enum)]
+        firmware: Option<Fw>,
+        /// Its operating system [default: linux].
+        #[arg(long, value_enum)]
+        os_type: Option<Os>,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+pub fn run(
+    api: &Api<'_>,
+    socket: &Path,
+    json: bool,
+    c: &ImageCmd,
+) -> Result<(), Box<dyn std::error::Error>> {
+    match c {
+        ImageCmd::List => {
+            let l: ImageList = api.get("/v1/images")?;
+            if json {
+                return print_json(&l);
+            }
+            images(&l.images);
+        }
+        ImageCmd::Show { id } => show(
+            json,
+            &api.get::<Image>(&format!("/v1/images/{}", enc(id)))?,
+            |i| images(std::slice::from_ref(i)),
+        )?,
+        ImageCmd::Kernel {
+            name,
+            kernel,
+            initramfs,
+            cmdline,
+        } => {
+            let req = ImageCreate::Kernel {
+                name: name.clone(),
+                kernel: abs(kernel)?,
+                initramfs: initramfs.as_deref().map(abs).transpose()?,
+                cmdline: cmdline.clone(),
+            };
+            show(json, &api.send::<Image>("POST", "/v1/images", &req)?, |i| {
+                images(std::slice::from_ref(i))
+            })?
+        }
+        ImageCmd::Create {
+            name,
+            file,
+            format,
+            upload: true,
+            firmware,
+            os_type,
+        } => {
+            let req = ImageCreate::Disk {
+                name: name.clone(),
+                path: None,
+                format: disk_format(*format),
+                source: DiskSource::Upload,
+                firmware: firmware.map(Firmware::from),
+                os_type: os_type.map(OsType::from),
+            };
+            let img: Image = api.send("POST", "/v1/images", &req)?;
+            let r = client::upload(
+                socket,
+                &format!("/v1/images/{}/file", img.id),
+                file,
+                TIMEOUT,
+                |done, total| {
+                    if !json {
+                        eprint!("\r{}", progress_bar(done, total));
+                    }
+                },
+            );
+            if !json {
+                eprintln!();
+            }
+            let img: Image = match r.and_then(|r| r.json()) {
+                Ok(img) => img,
+                Err(e) => {
+                    // Leave no queued or failed record behind.
+                    let _ = api.call("DELETE", &format!("/v1/images/{}", img.id), None);
+                    return Err(format!("upload of {name} failed: {e}").into());
+                }
+            };
+            show(json, &img, |i| images(std::slice::from_ref(i)))?
+        }
+        ImageCmd::Import {
+            name,
+            path,
+            format,
+            firmware,
+            os_type,
+        }
+        | ImageCmd::Create {
+            name,
+            file: path,
+            format,
+            upload: false,
+            firmware,
+            os_type,
+        } => {
+            let req = ImageCreate::Disk {
+                name: name.clone(),
+                path: Some(abs(path)?),
+                format: disk_format(*format),
+                source: DiskSource::Path,
+                firmware: firmware.map(Firmware::from),
+                os_type: os_type.map(OsType::from),
+            };
+            let mut img: Image = api.send("POST", "/v1/images", &req)?;
+            while img.status == ImageStatus::Importing {
+                if let (false, Some(p)) = (json, img.progress) {
+                    eprint!("\r{}", progress_bar(p.bytes_done, p.bytes_total));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                img = api.get(&format!("/v1/images/{}", img.id))?;
+            }
+            if let (false, ImageKind::Disk { size_bytes, .. }) = (json, &img.kind) {
+                if img.status == ImageStatus::Active {
+                    eprint!("\r{}", progress_bar(*size_bytes, *size_bytes));
+                }
+                eprintln!();
+            }
+            if img.status == ImageStatus::Error {
+                let why = img.fault.unwrap_or_default();
+                return Err(format!("import of {name} failed: {why}").into());
+            }
+            show(json, &img, |i| images(std::slice::from_ref(i)))?
+        }
+        ImageCmd::Delete { id } => api.call("DELETE", &format!("/v1/images/{}", enc(id)), None)?,
+    }
+    Ok(())
+}
+
+fn disk_format(f: Format) -> DiskFormat {
+    match f {
+        Format::Raw => DiskFormat::Raw,
+        Format::Qcow2 => DiskFormat::Qcow2,
+    }
+}
+
+/// `[#########           ]  45%  58/128 MiB`
+fn progress_bar(done: u64, total: u64) -> String {
+    let frac = if total == 0 {
+        1.0
+    } else {
+        done as f64 / total as f64
+    };
+    let filled = (frac * 30.0).round() as usize;
+    format!(
+        "[{}{}] {:3.0}% {}/{} MiB",
+        "#".repeat(filled.min(30)),
+        " ".repeat(30 - filled.min(30)),
+        frac * 100.0,
+        done >> 20,
+        total >> 20
+    )
+}

@@ -1,0 +1,124 @@
+//! What a server's VMM is made of: the [`VmConfig`] kilnd writes to
+//! `servers/ID/vm.json` from the server record, its image (kernel image:
+//! direct boot; disk image: firmware, with UEFI's own `nvram.fd`), its root
+//! disk (from the disk backend) and its NICs' taps.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use kiln_api::compute::{Firmware, ImageKind, OsType, Server};
+use kiln_api::vm::{
+    CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig,
+    SerialConfig, VmConfig,
+};
+
+use super::{Supervisor, EXIT_FILE};
+
+impl Supervisor {
+    /// The VMM config for a server whose NICs' taps are `taps` (open fds
+    /// the VMM inherits).
+    pub(super) fn vm_config(&self, server: &Server, taps: &[OwnedFd]) -> Result<VmConfig, String> {
+        let image = self
+            .store
+            .get_image(&server.image_id)
+            .map_err(|e| format!("image {}: {e}", server.image_id))?;
+        let dir = self.server_dir(&server.id);
+        // Windows: what Nova gives os_type=windows.
+        let windows = matches!(
+            image.kind,
+            ImageKind::Disk {
+                os_type: OsType::Windows,
+                ..
+            }
+        );
+        // A kernel image boots directly; a disk image (its overlay is the
+        // root disk, the first virtio-blk disk) through firmware.
+        let (kernel, firmware) = match (image.kind, server.firmware) {
+            (
+                ImageKind::Kernel {
+                    kernel, initramfs, ..
+                },
+                None,
+            ) => (
+                Some(KernelConfig {
+                    path: kernel,
+                    initramfs,
+                    cmdline: server.cmdline.clone(),
+                    ..Default::default()
+                }),
+                None,
+            ),
+            (ImageKind::Disk { .. }, Some(fw)) => {
+                let code = crate::firmware::code(&self.config.firmware, fw)?;
+                let vars = match fw {
+                    Firmware::Bios => None,
+                    // In the server's directory, like its root disk (the
+                    // path the store shows was made from the same place).
+                    Firmware::Uefi => Some(dir.join(crate::firmware::NVRAM).display().to_string()),
+                };
+                (
+                    None,
+                    Some(FirmwareConfig {
+                        path: code.display().to_string(),
+                        vars,
+                    }),
+                )
+            }
+            _ => {
+                return Err(format!(
+                    "image {} does not match how the server boots (firmware {:?})",
+                    image.name, server.firmware
+                ))
+            }
+        };
+        Ok(VmConfig {
+            cpus: CpusConfig {
+                count: u8::try_from(server.vcpus).map_err(|_| "more than 255 vCPUs".to_string())?,
+                template: self.config.vmm.cpu_template.clone(),
+            },
+            memory: MemoryConfig {
+                size_mib: server.ram_mb,
+                shared: false,
+                hugepages: false,
+            },
+            kernel,
+            firmware,
+            hyperv: windows,
+            rtc_local_time: windows,
+            serial: SerialConfig {
+                log: Some(dir.join("serial.log").display().to_string()),
+                socket: Some(self.console_socket(&server.id).display().to_string()),
+                stdio: false,
+            },
+            api_socket: Some(self.api_socket(&server.id).display().to_string()),
+            // How a re-adopted VMM ended, since its exit status goes to init.
+            exit_file: Some(dir.join(EXIT_FILE).display().to_string()),
+            // The root disk: a qcow2 overlay or a thin LV (raw).
+            disks: server
+                .disk_image_id
+                .as_ref()
+                .map(|_| self.disks.root_disk(&server.id, &dir))
+                .map(|(path, format)| DiskConfig {
+                    path: path.display().to_string(),
+                    format: match format {
+                        kiln_api::compute::DiskFormat::Raw => DiskFormat::Raw,
+                        kiln_api::compute::DiskFormat::Qcow2 => DiskFormat::Qcow2,
+                    },
+                    serial: Some(format!("root-{}", &server.id[..server.id.len().min(15)])),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            nets: server
+                .nics
+                .iter()
+                .zip(taps)
+                .map(|(nic, fd)| NetConfig {
+                    fd: Some(fd.as_raw_fd()),
+                    mac: Some(nic.mac.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+}
