@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every cargo-fuzz target for a bounded time (part of scripts/test.sh):
 #   kiln-block: qcow2_open (headers and tables of hostile qcow2 files)
-#   kiln-vmm:   virtio_chain (descriptor chains), virtio_blk_request (headers)
+#   kiln-vmm:   virtio_chain (descriptor chains), virtio_blk_request (headers),
+#               virtio_net_ctrl (virtio-net control-queue commands)
 # KILN_FUZZ_SECS sets the time per target (default 45). A crash fails the
 # run and leaves its input under the fuzz crate's artifacts/.
 set -euo pipefail
@@ -19,7 +20,7 @@ fi
 
 "$root/vmm/block/fuzz/run.sh" "$secs"
 cd "$root/vmm/fuzz"
-for target in virtio_chain virtio_blk_request; do
+for target in virtio_chain virtio_blk_request virtio_net_ctrl; do
     mkdir -p "corpus/$target"
     cargo +nightly fuzz run "$target" "corpus/$target" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10
