@@ -512,7 +512,8 @@ fn header_with_data_and_data_with_status_in_one_descriptor() {
     assert_eq!(&img.bytes()[3 * 512..3 * 512 + 1024], &pattern[..]);
     // A read whose data and status byte share one writable buffer.
     header(&mem, HDR, T_IN, 3);
-    mem.write_slice(&[0xeeu8; 1025], GuestAddress(DATA)).unwrap();
+    mem.write_slice(&[0xeeu8; 1025], GuestAddress(DATA))
+        .unwrap();
     gq.set_desc(2, desc(HDR, 16, NEXT, 3));
     gq.set_desc(3, desc(DATA, 1025, WRITE, 0));
     gq.push_avail(2);
