@@ -305,3 +305,28 @@ fn virtio_net_talks_to_a_peer_through_a_bridged_tap() {
         vm.describe()
     );
 }
+
+/// With `direct=on` the probe's 512-byte write goes through kiln-block's
+/// O_DIRECT path (a bounce buffer where the file wants 4 KiB alignment,
+/// then a lone write, which is a plain `pwrite`).
+#[test]
+fn virtio_blk_on_a_raw_file_with_o_direct() {
+    if !kvm_available("virtio_blk_on_a_raw_file_with_o_direct") {
+        return;
+    }
+    let dir = ScratchDir::new("vblkd").unwrap();
+    let img = dir.path().join("disk.raw");
+    fs::File::create(&img).unwrap().set_len(2 << 20).unwrap();
+    let vm = run_probe(vec![
+        "--disk".into(),
+        format!(
+            "path={},format=raw,direct=on,serial=kiln-direct",
+            img.display()
+        ),
+    ]);
+    assert_blk_lines(&vm, "kiln-direct");
+    let data = fs::read(&img).unwrap();
+    assert_eq!(&data[512..1024], &pattern()[..], "sector 1 on the host");
+    assert!(data[..512].iter().all(|&b| b == 0), "sector 0 untouched");
+    assert!(data[1024..].iter().all(|&b| b == 0), "the rest untouched");
+}

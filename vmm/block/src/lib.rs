@@ -7,7 +7,8 @@
 //! - `lib.rs`: the public interface ([`Disk`], [`open_disk`], [`create_qcow2`], [`resize`]).
 //! - `io.rs`: the host file (O_DIRECT bounce buffers, fallocate);
 //!   `uring.rs`, `aio.rs`: O_DIRECT writes through io_uring or Linux AIO so
-//!   threads' writes overlap ([`set_write_engine`] picks).
+//!   threads' writes overlap ([`set_write_engine`] picks); once a file's
+//!   writes have stopped overlapping, they are plain `pwrite`s.
 //! - `raw.rs`: raw images.
 //! - `qcow2/`: header parsing and validation, L1/L2 mapping with a bounded
 //!   L2 cache, refcounts and cluster allocation, compressed clusters,

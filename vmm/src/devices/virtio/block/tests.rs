@@ -491,3 +491,36 @@ fn throughput_against_direct_file_io() {
         );
     }
 }
+
+#[test]
+fn header_with_data_and_data_with_status_in_one_descriptor() {
+    let mem = mem_two_regions();
+    let img = TempImage::new(1 << 20);
+    let mut b = img.backend(false);
+    let gq = GuestQueue::new(&mem, 0x1000, 16);
+    let mut q = gq.queue();
+    // A write whose header and 1 KiB of data share one readable buffer.
+    let pattern: Vec<u8> = (0..1024u32).map(|i| (i * 13 + 5) as u8).collect();
+    header(&mem, HDR, T_OUT, 3);
+    mem.write_slice(&pattern, GuestAddress(HDR + 16)).unwrap();
+    mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+    gq.set_desc(0, desc(HDR, 16 + 1024, NEXT, 1));
+    gq.set_desc(1, desc(STATUS, 1, WRITE, 0));
+    gq.push_avail(0);
+    run(&mem, &mut q, &mut b);
+    assert_eq!(status(&mem), S_OK);
+    assert_eq!(&img.bytes()[3 * 512..3 * 512 + 1024], &pattern[..]);
+    // A read whose data and status byte share one writable buffer.
+    header(&mem, HDR, T_IN, 3);
+    mem.write_slice(&[0xeeu8; 1025], GuestAddress(DATA))
+        .unwrap();
+    gq.set_desc(2, desc(HDR, 16, NEXT, 3));
+    gq.set_desc(3, desc(DATA, 1025, WRITE, 0));
+    gq.push_avail(2);
+    run(&mem, &mut q, &mut b);
+    assert_eq!(gq.used_elem(1), (2, 1025));
+    let mut back = vec![0u8; 1025];
+    mem.read_slice(&mut back, GuestAddress(DATA)).unwrap();
+    assert_eq!(&back[..1024], &pattern[..]);
+    assert_eq!(back[1024], S_OK);
+}
