@@ -6,14 +6,11 @@
 //! chains than were offered. `parse_ctrl` is also fed the raw bytes.
 #![no_main]
 
-// The in-memory disk of common.rs is for the block targets.
-#[allow(dead_code)]
 #[path = "common.rs"]
 mod common;
 
 use kiln_vmm::devices::virtio::net::{self, CtrlCommand};
 use libfuzzer_sys::fuzz_target;
-use vm_memory::{Bytes, GuestAddress};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 5 {
@@ -27,20 +24,13 @@ fuzz_target!(|data: &[u8]| {
     {
         assert!(mq && (1..=max).contains(&n));
     }
-    let mem = common::memory(&data[5..]);
-    mem.write_obj(avail_idx, GuestAddress(common::AVAIL + 2))
-        .unwrap();
-    mem.write_obj(0u16, GuestAddress(common::USED + 2)).unwrap();
+    let mem = common::ring_memory(&data[5..], avail_idx);
     let mut q = common::queue(&mem, size);
     let r = net::process_ctrl(&mem, &mut q, mq, max, &mut |n| {
         assert!(mq && (1..=max).contains(&n), "accepted {n} of {max}");
         true
     });
-    let used: u16 = mem.read_obj(GuestAddress(common::USED + 2)).unwrap();
     if r.is_ok() {
-        assert!(
-            used <= avail_idx.min(size),
-            "completed {used} of {avail_idx}"
-        );
+        common::assert_no_more_used_than_offered(&mem, avail_idx, size);
     }
 });

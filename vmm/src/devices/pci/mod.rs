@@ -4,7 +4,9 @@
 //! - [`PciDevice`] is what a PCI function implements (virtio-pci devices
 //!   later): configuration reads/writes, its BARs, and accesses to its BAR
 //!   regions. Most embed a [`PciConfiguration`] (type-0 header, BARs with
-//!   the sizing protocol, capability list) and forward to it.
+//!   the sizing protocol, capability list) and forward to it;
+//!   [`HeaderOnlyFunction`] is nothing more (the host bridge, the PIIX3
+//!   ISA bridge).
 //! - [`PciRoot`] is bus 0: a device per slot (function 0 only), the host
 //!   bridge at 00:00.0. It is shared (`Arc<Mutex<PciRoot>>`) by the two
 //!   ways the guest reaches configuration space:
