@@ -29,6 +29,19 @@ pub fn memory(image: &[u8]) -> GuestMemoryMmap {
     mem
 }
 
+/// The input of the queue targets: the queue size (a power of two up to
+/// 256, from byte 0), the available index (bytes 1 and 2), `n` bytes of
+/// the target's own parameters, and the guest memory image (the rest).
+/// None if the input is shorter than that.
+pub fn queue_input(data: &[u8], n: usize) -> Option<(u16, u16, &[u8], &[u8])> {
+    if data.len() < 3 + n {
+        return None;
+    }
+    let size = 1u16 << (data[0] % 9);
+    let avail_idx = u16::from_le_bytes([data[1], data[2]]);
+    Some((size, avail_idx, &data[3..3 + n], &data[3 + n..]))
+}
+
 /// [`memory`] from `image` with the rings' indices set: the available
 /// index to `avail_idx`, the used index to 0.
 pub fn ring_memory(image: &[u8], avail_idx: u16) -> GuestMemoryMmap {

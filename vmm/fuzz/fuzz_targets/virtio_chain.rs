@@ -14,19 +14,17 @@ use kiln_vmm::devices::virtio::{block, chain, rng};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 4 {
+    let Some((size, avail_idx, params, image)) = common::queue_input(data, 1) else {
         return;
-    }
-    let size = 1u16 << (data[0] % 9);
-    let avail_idx = u16::from_le_bytes([data[1], data[2]]);
-    let as_blk = data[3] & 1 == 0;
-    let mem = common::ring_memory(&data[4..], avail_idx);
+    };
+    let as_blk = params[0] & 1 == 0;
+    let mem = common::ring_memory(image, avail_idx);
     for head in 0..size {
         let _ = chain::walk(&mem, common::DESC, size, head);
     }
     let mut q = common::queue(&mem, size);
     let r = if as_blk {
-        let disk = Arc::new(common::MemDisk::new(64 << 10, data[3] & 2 != 0));
+        let disk = Arc::new(common::MemDisk::new(64 << 10, params[0] & 2 != 0));
         let mut backend = block::BlockBackend::new(disk, "fuzz", false);
         block::process_queue(&mem, &mut q, &mut backend).map(|_| ())
     } else {

@@ -13,18 +13,15 @@ use kiln_vmm::devices::virtio::net::{self, CtrlCommand};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 5 {
+    let Some((size, avail_idx, params, image)) = common::queue_input(data, 2) else {
         return;
-    }
-    let size = 1u16 << (data[0] % 9);
-    let avail_idx = u16::from_le_bytes([data[1], data[2]]);
-    let mq = data[3] & 1 != 0;
-    let max = u16::from(data[4] % 17).max(1);
-    if let CtrlCommand::SetPairs(n) = net::parse_ctrl(&data[5..], data.len() as u64 - 5, mq, max)
-    {
+    };
+    let mq = params[0] & 1 != 0;
+    let max = u16::from(params[1] % 17).max(1);
+    if let CtrlCommand::SetPairs(n) = net::parse_ctrl(image, image.len() as u64, mq, max) {
         assert!(mq && (1..=max).contains(&n));
     }
-    let mem = common::ring_memory(&data[5..], avail_idx);
+    let mem = common::ring_memory(image, avail_idx);
     let mut q = common::queue(&mem, size);
     let r = net::process_ctrl(&mem, &mut q, mq, max, &mut |n| {
         assert!(mq && (1..=max).contains(&n), "accepted {n} of {max}");
