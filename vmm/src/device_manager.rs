@@ -20,7 +20,7 @@ use crate::devices::legacy::pm::{PmDevice, PM_IO_LEN};
 use crate::devices::legacy::reset::ResetControl;
 use crate::devices::legacy::rtc::{Rtc, RtcDevice};
 use crate::devices::legacy::serial::SerialDevice;
-use crate::devices::pci::piix::{self, Piix3IsaBridge, Piix4Pm};
+use crate::devices::pci::piix::{self, piix3_isa_bridge, Piix4Pm};
 use crate::devices::pci::{
     HostBridgeIdentity, PciConfigIo, PciConfigMmio, PciError, PciRoot, PCI_CONFIG_IO_LEN,
 };
@@ -184,7 +184,7 @@ impl DeviceManager {
                 root.add_function(
                     piix::PIIX_SLOT,
                     piix::PIIX3_ISA_FUNCTION,
-                    Arc::new(Mutex::new(Piix3IsaBridge::new())),
+                    Arc::new(Mutex::new(piix3_isa_bridge())),
                 )?;
                 root.add_function(
                     piix::PIIX_SLOT,

@@ -1,7 +1,8 @@
 //! Shared by the fuzz targets: guest memory with awkward regions, a queue
 //! laid out in it, and an in-memory disk (fast enough for millions of
 //! runs; the real raw and qcow2 backends have their own tests and fuzzing
-//! in kiln-block).
+//! in kiln-block). Each target uses only part of it.
+#![allow(dead_code)]
 
 use std::sync::Mutex;
 
@@ -26,6 +27,40 @@ pub fn memory(image: &[u8]) -> GuestMemoryMmap {
     let n = image.len().min(0x20000);
     mem.write_slice(&image[..n], GuestAddress(0)).expect("fits");
     mem
+}
+
+/// The input of the queue targets: the queue size (a power of two up to
+/// 256, from byte 0), the available index (bytes 1 and 2), `n` bytes of
+/// the target's own parameters, and the guest memory image (the rest).
+/// None if the input is shorter than that.
+pub fn queue_input(data: &[u8], n: usize) -> Option<(u16, u16, &[u8], &[u8])> {
+    if data.len() < 3 + n {
+        return None;
+    }
+    let size = 1u16 << (data[0] % 9);
+    let avail_idx = u16::from_le_bytes([data[1], data[2]]);
+    Some((size, avail_idx, &data[3..3 + n], &data[3 + n..]))
+}
+
+/// [`memory`] from `image` with the rings' indices set: the available
+/// index to `avail_idx`, the used index to 0.
+pub fn ring_memory(image: &[u8], avail_idx: u16) -> GuestMemoryMmap {
+    let mem = memory(image);
+    mem.write_obj(avail_idx, GuestAddress(AVAIL + 2))
+        .expect("fixed layout");
+    mem.write_obj(0u16, GuestAddress(USED + 2))
+        .expect("fixed layout");
+    mem
+}
+
+/// After a queue of `size` entries was served without an error, no more
+/// chains may be complete than were offered.
+pub fn assert_no_more_used_than_offered(mem: &GuestMemoryMmap, avail_idx: u16, size: u16) {
+    let used: u16 = mem.read_obj(GuestAddress(USED + 2)).expect("fixed layout");
+    assert!(
+        used <= avail_idx.min(size),
+        "completed {used} of {avail_idx}"
+    );
 }
 
 /// A ready queue of `size` entries (a power of two) at the fixed layout.

@@ -12,35 +12,25 @@ use std::sync::Arc;
 
 use kiln_vmm::devices::virtio::{block, chain, rng};
 use libfuzzer_sys::fuzz_target;
-use vm_memory::{Bytes, GuestAddress};
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 4 {
+    let Some((size, avail_idx, params, image)) = common::queue_input(data, 1) else {
         return;
-    }
-    let size = 1u16 << (data[0] % 9);
-    let avail_idx = u16::from_le_bytes([data[1], data[2]]);
-    let as_blk = data[3] & 1 == 0;
-    let mem = common::memory(&data[4..]);
-    mem.write_obj(avail_idx, GuestAddress(common::AVAIL + 2))
-        .unwrap();
-    mem.write_obj(0u16, GuestAddress(common::USED + 2)).unwrap();
+    };
+    let as_blk = params[0] & 1 == 0;
+    let mem = common::ring_memory(image, avail_idx);
     for head in 0..size {
         let _ = chain::walk(&mem, common::DESC, size, head);
     }
     let mut q = common::queue(&mem, size);
     let r = if as_blk {
-        let disk = Arc::new(common::MemDisk::new(64 << 10, data[3] & 2 != 0));
+        let disk = Arc::new(common::MemDisk::new(64 << 10, params[0] & 2 != 0));
         let mut backend = block::BlockBackend::new(disk, "fuzz", false);
         block::process_queue(&mem, &mut q, &mut backend).map(|_| ())
     } else {
         rng::process_queue(&mem, &mut q, &mut Vec::new()).map(|_| ())
     };
-    let used: u16 = mem.read_obj(GuestAddress(common::USED + 2)).unwrap();
     if r.is_ok() {
-        assert!(
-            used <= avail_idx.min(size),
-            "completed {used} of {avail_idx}"
-        );
+        common::assert_no_more_used_than_offered(&mem, avail_idx, size);
     }
 });

@@ -6,41 +6,28 @@
 //! chains than were offered. `parse_ctrl` is also fed the raw bytes.
 #![no_main]
 
-// The in-memory disk of common.rs is for the block targets.
-#[allow(dead_code)]
 #[path = "common.rs"]
 mod common;
 
 use kiln_vmm::devices::virtio::net::{self, CtrlCommand};
 use libfuzzer_sys::fuzz_target;
-use vm_memory::{Bytes, GuestAddress};
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 5 {
+    let Some((size, avail_idx, params, image)) = common::queue_input(data, 2) else {
         return;
-    }
-    let size = 1u16 << (data[0] % 9);
-    let avail_idx = u16::from_le_bytes([data[1], data[2]]);
-    let mq = data[3] & 1 != 0;
-    let max = u16::from(data[4] % 17).max(1);
-    if let CtrlCommand::SetPairs(n) = net::parse_ctrl(&data[5..], data.len() as u64 - 5, mq, max)
-    {
+    };
+    let mq = params[0] & 1 != 0;
+    let max = u16::from(params[1] % 17).max(1);
+    if let CtrlCommand::SetPairs(n) = net::parse_ctrl(image, image.len() as u64, mq, max) {
         assert!(mq && (1..=max).contains(&n));
     }
-    let mem = common::memory(&data[5..]);
-    mem.write_obj(avail_idx, GuestAddress(common::AVAIL + 2))
-        .unwrap();
-    mem.write_obj(0u16, GuestAddress(common::USED + 2)).unwrap();
+    let mem = common::ring_memory(image, avail_idx);
     let mut q = common::queue(&mem, size);
     let r = net::process_ctrl(&mem, &mut q, mq, max, &mut |n| {
         assert!(mq && (1..=max).contains(&n), "accepted {n} of {max}");
         true
     });
-    let used: u16 = mem.read_obj(GuestAddress(common::USED + 2)).unwrap();
     if r.is_ok() {
-        assert!(
-            used <= avail_idx.min(size),
-            "completed {used} of {avail_idx}"
-        );
+        common::assert_no_more_used_than_offered(&mem, avail_idx, size);
     }
 });

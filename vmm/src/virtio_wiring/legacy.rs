@@ -22,12 +22,9 @@
 //! the MADT's level overrides of IRQ 10 and 11).
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use kvm_ioctls::{IoEventAddress, VmFd};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{BarWindow, BarWindowRange, WiringError};
@@ -35,6 +32,7 @@ use crate::devices::bus::Bus;
 use crate::devices::virtio::transport::{
     TransportError, VirtioInterrupt, VirtioPciDevice, LEGACY_NOTIFY,
 };
+use crate::devices::virtio::worker::{Wake, Worker, WorkerHandler};
 use crate::devices::Interrupt;
 
 /// The ports where legacy I/O BARs may be: above the legacy PC devices
@@ -149,73 +147,36 @@ pub fn wire_intx(vm: &VmFd, dev: &mut VirtioPciDevice, slot: u8) -> Result<IntxW
     })
 }
 
-const STOP_TOKEN: u64 = u64::MAX;
-
 /// The thread that raises INTx lines again after the guest's EOI while
-/// their devices still have unread ISR bits; stopped and joined on drop.
+/// their devices still have unread ISR bits: a virtio [`Worker`] woken by
+/// the resample eventfds; stopped and joined on drop.
 pub struct IntxResampler {
-    stop: EventFd,
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker,
+}
+
+/// The resampler's side of the worker loop: wake-up `i` is wire `i`'s EOI.
+struct Resample(Vec<(EventFd, Arc<VirtioInterrupt>)>);
+
+impl WorkerHandler for Resample {
+    fn handle(&mut self, wake: Wake) {
+        if let Wake::Queue(i) = wake {
+            if let Some((trigger, irq)) = self.0.get(i) {
+                if irq.intx_pending() {
+                    let _ = trigger.write(1);
+                }
+            }
+        }
+    }
 }
 
 impl IntxResampler {
     pub fn spawn(wires: Vec<IntxWire>) -> io::Result<Self> {
-        let stop = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?;
-        let epoll = Epoll::new()?;
-        let add = |fd: RawFd, token: u64| {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )
-        };
-        add(stop.as_raw_fd(), STOP_TOKEN)?;
-        for (i, w) in wires.iter().enumerate() {
-            add(w.resample.as_raw_fd(), i as u64)?;
-        }
-        let stop_clone = stop.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name("intx-resample".into())
-            .spawn(move || {
-                let _keep = stop_clone;
-                if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Worker) {
-                    log::error!("INTx resampler: {}", e.report());
-                    return;
-                }
-                let mut events = vec![EpollEvent::default(); 8];
-                loop {
-                    let n = match epoll.wait(-1, &mut events) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            log::error!("INTx resampler: epoll failed: {e}");
-                            return;
-                        }
-                    };
-                    for ev in &events[..n] {
-                        let Some(w) = wires.get(ev.data() as usize) else {
-                            return; // the stop token
-                        };
-                        let _ = w.resample.read();
-                        if w.irq.intx_pending() {
-                            let _ = w.trigger.write(1);
-                        }
-                    }
-                }
-            })?;
-        Ok(IntxResampler {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for IntxResampler {
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = self.stop.write(1);
-            let _ = t.join();
-        }
+        let (resamples, lines) = wires
+            .into_iter()
+            .map(|w| (w.resample, (w.trigger, w.irq)))
+            .unzip();
+        let worker = Worker::spawn("intx-resample".into(), resamples, Resample(lines))?;
+        Ok(IntxResampler { _worker: worker })
     }
 }
 

@@ -4,7 +4,9 @@
 //! - [`PciDevice`] is what a PCI function implements (virtio-pci devices
 //!   later): configuration reads/writes, its BARs, and accesses to its BAR
 //!   regions. Most embed a [`PciConfiguration`] (type-0 header, BARs with
-//!   the sizing protocol, capability list) and forward to it.
+//!   the sizing protocol, capability list) and forward to it;
+//!   [`HeaderOnlyFunction`] is nothing more (the host bridge, the PIIX3
+//!   ISA bridge).
 //! - [`PciRoot`] is bus 0: a device per slot (function 0 only), the host
 //!   bridge at 00:00.0. It is shared (`Arc<Mutex<PciRoot>>`) by the two
 //!   ways the guest reaches configuration space:
@@ -31,7 +33,7 @@ pub use config_access::{PciConfigIo, PciConfigMmio, PCI_CONFIG_IO_LEN};
 pub use configuration::{
     PciConfiguration, PciHeader, NUM_BARS, NUM_CONFIG_REGS, NUM_EXT_CONFIG_REGS,
 };
-pub use root::{HostBridgeIdentity, PciHostBridge, PciRoot, NUM_FUNCTIONS, NUM_SLOTS};
+pub use root::{host_bridge, HostBridgeIdentity, PciRoot, NUM_FUNCTIONS, NUM_SLOTS};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PciError {
@@ -152,6 +154,51 @@ impl BusDevice for PciBarRegion {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .bar_write(self.bar, offset, data);
+    }
+}
+
+/// Header-type register (dword 3): bit 23 says multi-function.
+const HEADER_TYPE_REG: usize = 3;
+const MULTI_FUNCTION: u32 = 0x80 << 16;
+/// The first device-specific register (0x40).
+const DEVICE_SPECIFIC_FIRST_REG: usize = 0x40 / 4;
+
+/// A function that is only its configuration header, with no BARs: its
+/// device-specific registers (0x40..0x100) read back what was written and
+/// have no effect. The host bridge and the PIIX3 ISA bridge are such.
+pub struct HeaderOnlyFunction {
+    config: PciConfiguration,
+}
+
+impl HeaderOnlyFunction {
+    /// `multi_function` sets the header-type bit that tells firmware to
+    /// look for functions 1..7 in the slot.
+    pub fn new(header: &PciHeader, multi_function: bool) -> Self {
+        let mut config = PciConfiguration::new(header);
+        if multi_function {
+            config.set_reg(
+                HEADER_TYPE_REG,
+                config.reg(HEADER_TYPE_REG) | MULTI_FUNCTION,
+            );
+        }
+        for reg in DEVICE_SPECIFIC_FIRST_REG..NUM_CONFIG_REGS {
+            config.set_writable(reg, u32::MAX);
+        }
+        HeaderOnlyFunction { config }
+    }
+}
+
+impl PciDevice for HeaderOnlyFunction {
+    fn config_read(&mut self, reg_idx: usize) -> u32 {
+        self.config.read_reg(reg_idx)
+    }
+
+    fn config_write(&mut self, reg_idx: usize, offset: u64, data: &[u8]) -> Option<BarMove> {
+        self.config.write_reg(reg_idx, offset, data)
+    }
+
+    fn bars(&self) -> Vec<PciBar> {
+        Vec::new()
     }
 }
 

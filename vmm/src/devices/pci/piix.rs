@@ -2,7 +2,7 @@
 //! for firmware boots only (next to the i440FX host bridge), because
 //! SeaBIOS and OVMF look for them at 00:01.x:
 //!
-//! - 00:01.0 [`Piix3IsaBridge`] (8086:7000, ISA bridge, multi-function
+//! - 00:01.0 [`piix3_isa_bridge`] (8086:7000, ISA bridge, multi-function
 //!   header): its device-specific registers (PIRQ routing at 0x60..0x63,
 //!   which SeaBIOS programs) read back what was written and have no effect;
 //!   Kiln's PCI devices interrupt through MSI-X.
@@ -18,7 +18,7 @@
 use crate::devices::bus::MovableRange;
 
 use super::configuration::{PciConfiguration, PciHeader};
-use super::{BarMove, PciBar, PciDevice};
+use super::{BarMove, HeaderOnlyFunction, PciBar, PciDevice};
 
 /// Where the south bridge sits: 00:01.
 pub const PIIX_SLOT: u8 = 1;
@@ -39,55 +39,20 @@ pub const SMBBA: usize = 0x90;
 const SMBBA_MASK: u32 = 0xfff0;
 pub const SMBHSTCFG: usize = 0xd2;
 
-/// Header-type register (dword 3): bit 23 says multi-function.
-const HEADER_TYPE_REG: usize = 3;
-const MULTI_FUNCTION: u32 = 0x80 << 16;
-const DEVICE_SPECIFIC_FIRST_REG: usize = 0x40 / 4;
-
-/// 00:01.0, the PIIX3 PCI-to-ISA bridge.
-pub struct Piix3IsaBridge {
-    config: PciConfiguration,
-}
-
-impl Default for Piix3IsaBridge {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Piix3IsaBridge {
-    pub fn new() -> Self {
-        let mut config = PciConfiguration::new(&PciHeader {
+/// 00:01.0, the PIIX3 PCI-to-ISA bridge (multi-function: the PM
+/// function follows).
+pub fn piix3_isa_bridge() -> HeaderOnlyFunction {
+    HeaderOnlyFunction::new(
+        &PciHeader {
             vendor_id: INTEL,
             device_id: PIIX3_ISA_DEVICE_ID,
             class_code: 0x06_01_00,
             revision_id: 0,
             subsystem_vendor_id: 0,
             subsystem_id: 0,
-        });
-        config.set_reg(
-            HEADER_TYPE_REG,
-            config.reg(HEADER_TYPE_REG) | MULTI_FUNCTION,
-        );
-        for reg in DEVICE_SPECIFIC_FIRST_REG..super::NUM_CONFIG_REGS {
-            config.set_writable(reg, u32::MAX);
-        }
-        Piix3IsaBridge { config }
-    }
-}
-
-impl PciDevice for Piix3IsaBridge {
-    fn config_read(&mut self, reg_idx: usize) -> u32 {
-        self.config.read_reg(reg_idx)
-    }
-
-    fn config_write(&mut self, reg_idx: usize, offset: u64, data: &[u8]) -> Option<BarMove> {
-        self.config.write_reg(reg_idx, offset, data)
-    }
-
-    fn bars(&self) -> Vec<PciBar> {
-        Vec::new()
-    }
+        },
+        true,
+    )
 }
 
 /// 00:01.3, the PIIX4 power-management function, placing the PM block.

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::configuration::{PciConfiguration, PciHeader, NUM_CONFIG_REGS, NUM_EXT_CONFIG_REGS};
-use super::{BarMove, BarMoveHandler, PciBar, PciDevice, PciError, SharedPciDevice};
+use super::configuration::{PciHeader, NUM_EXT_CONFIG_REGS};
+use super::{BarMove, BarMoveHandler, HeaderOnlyFunction, PciError, SharedPciDevice};
 
 /// Devices per bus.
 pub const NUM_SLOTS: usize = 32;
@@ -46,41 +46,20 @@ impl HostBridgeIdentity {
 }
 
 /// The host bridge at 00:00.0: a header, no BARs. Its device-specific
-/// registers (0x40..0x100) read back what firmware writes (PAM, SMRAM,
-/// PCIEXBAR on a real chipset) but have no effect.
-pub struct PciHostBridge {
-    config: PciConfiguration,
-}
-
-impl PciHostBridge {
-    pub fn new(id: HostBridgeIdentity) -> Self {
-        let mut config = PciConfiguration::new(&PciHeader {
+/// registers read back what firmware writes (PAM, SMRAM, PCIEXBAR on a
+/// real chipset) but have no effect.
+pub fn host_bridge(id: HostBridgeIdentity) -> HeaderOnlyFunction {
+    HeaderOnlyFunction::new(
+        &PciHeader {
             vendor_id: id.vendor_id,
             device_id: id.device_id,
             class_code: id.class_code,
             revision_id: id.revision_id,
             subsystem_vendor_id: 0,
             subsystem_id: 0,
-        });
-        for reg in 0x40 / 4..NUM_CONFIG_REGS {
-            config.set_writable(reg, u32::MAX);
-        }
-        PciHostBridge { config }
-    }
-}
-
-impl PciDevice for PciHostBridge {
-    fn config_read(&mut self, reg_idx: usize) -> u32 {
-        self.config.read_reg(reg_idx)
-    }
-
-    fn config_write(&mut self, reg_idx: usize, offset: u64, data: &[u8]) -> Option<BarMove> {
-        self.config.write_reg(reg_idx, offset, data)
-    }
-
-    fn bars(&self) -> Vec<PciBar> {
-        Vec::new()
-    }
+        },
+        false,
+    )
 }
 
 /// PCI bus 0.
@@ -106,7 +85,7 @@ impl PciRoot {
 
     pub fn with_host_bridge(id: HostBridgeIdentity) -> Self {
         let mut slots: [Option<SharedPciDevice>; NUM_SLOTS] = std::array::from_fn(|_| None);
-        slots[0] = Some(Arc::new(Mutex::new(PciHostBridge::new(id))));
+        slots[0] = Some(Arc::new(Mutex::new(host_bridge(id))));
         PciRoot {
             slots,
             functions: BTreeMap::new(),

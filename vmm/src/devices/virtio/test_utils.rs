@@ -1,11 +1,152 @@
-//! Test helpers: guest memory with awkward regions, and a split virtqueue
+//! Test helpers: guest memory with awkward regions, a split virtqueue
 //! laid out in it that tests fill descriptor by descriptor, as a driver
-//! (or a hostile one) would.
+//! (or a hostile one) would, and [`TestDriver`], a driver's register
+//! access to a virtio-pci device.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_block::{open_disk, ImageFormat, OpenOptions};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::devices::pci::PciDevice;
+use crate::devices::virtio::block::{BlockDevice, BlockOptions};
+use crate::devices::virtio::transport::{VirtioPciDevice, MSIX_TABLE_OFFSET};
+use crate::devices::virtio::{STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_FEATURES_OK};
 use crate::memory::GuestMemoryMmap;
+
+/// Whether `cond` holds within 5 s (polled every 2 ms): for what a worker
+/// thread does.
+pub fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+/// A virtio-blk device named `id` on a fresh 1 MiB raw file in the
+/// temporary directory, `name` and the process id; the caller removes it.
+pub fn temp_block_device(name: &str, id: &str) -> (PathBuf, BlockDevice) {
+    let path = std::env::temp_dir().join(format!("{name}-{}.raw", std::process::id()));
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let disk = open_disk(&path, ImageFormat::Raw, OpenOptions::default()).unwrap();
+    let blk = BlockDevice::new(Arc::from(disk), BlockOptions::default(), id.into());
+    (path, blk)
+}
+
+/// The MAC address of the test drivers' NICs.
+pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x57];
+
+/// A virtio-net header (`hdr_len` zero bytes) and an ARP request for
+/// 10.9.1.1 from [`GUEST_MAC`] at 10.9.1.2, padded to the Ethernet minimum.
+pub fn arp_request(hdr_len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; hdr_len];
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[10, 9, 1, 2]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 9, 1, 1]);
+    f.resize(hdr_len + 60, 0);
+    f
+}
+
+/// A test driver's access to a virtio-pci device's registers, as a guest
+/// driver makes it: little-endian accesses to one BAR, the capability
+/// list, and the modern transport's negotiation and MSI-X table.
+pub trait TestDriver {
+    /// The device driven.
+    fn device(&mut self) -> &mut VirtioPciDevice;
+
+    /// The BAR the registers are in.
+    fn bar(&self) -> usize {
+        0
+    }
+
+    fn w(&mut self, off: u64, data: &[u8]) {
+        let bar = self.bar();
+        self.device().bar_write(bar, off, data);
+    }
+    fn w8(&mut self, off: u64, v: u8) {
+        self.w(off, &[v]);
+    }
+    fn w16(&mut self, off: u64, v: u16) {
+        self.w(off, &v.to_le_bytes());
+    }
+    fn w32(&mut self, off: u64, v: u32) {
+        self.w(off, &v.to_le_bytes());
+    }
+    fn w64(&mut self, off: u64, v: u64) {
+        self.w(off, &v.to_le_bytes());
+    }
+    fn r<const N: usize>(&mut self, off: u64) -> [u8; N] {
+        let bar = self.bar();
+        let mut b = [0u8; N];
+        self.device().bar_read(bar, off, &mut b);
+        b
+    }
+    fn r8(&mut self, off: u64) -> u8 {
+        self.r::<1>(off)[0]
+    }
+    fn r16(&mut self, off: u64) -> u16 {
+        u16::from_le_bytes(self.r(off))
+    }
+    fn r32(&mut self, off: u64) -> u32 {
+        u32::from_le_bytes(self.r(off))
+    }
+
+    /// The offset of the first capability whose first dword satisfies
+    /// `is`, walking the list from the capabilities pointer.
+    fn find_cap(&mut self, is: impl Fn(u32) -> bool) -> Option<usize> {
+        let mut ptr = (self.device().config_read(13) & 0xff) as usize;
+        while ptr != 0 {
+            let r0 = self.device().config_read(ptr / 4);
+            if is(r0) {
+                return Some(ptr);
+            }
+            ptr = ((r0 >> 8) & 0xff) as usize;
+        }
+        None
+    }
+
+    /// Modern transport: reset, acknowledge, offer `features`, set
+    /// FEATURES_OK; the device status read back.
+    fn negotiate(&mut self, features: u64) -> u8 {
+        self.w8(0x14, 0);
+        self.w8(0x14, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        self.w32(0x08, 0);
+        self.w32(0x0c, features as u32);
+        self.w32(0x08, 1);
+        self.w32(0x0c, (features >> 32) as u32);
+        self.w8(
+            0x14,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
+        self.r8(0x14)
+    }
+
+    /// MSI-X table entries 0..`n`: vector v delivers 0x40 + v, unmasked.
+    fn program_msix(&mut self, n: u64) {
+        for v in 0..n {
+            let e = MSIX_TABLE_OFFSET + 16 * v;
+            self.w32(e, 0xfee0_0000);
+            self.w32(e + 4, 0);
+            self.w32(e + 8, 0x40 + v as u32);
+            self.w32(e + 12, 0);
+        }
+    }
+}
 
 /// Guest memory: [0, 0x40000), a gap, then [0x100000, 0x140000) and
 /// [0x140000, 0x600000), two regions that touch.

@@ -5,6 +5,10 @@
 //!
 //! [`Worker::stop`] (device reset, VMM exit) wakes it and joins it, so no
 //! worker touches guest memory once the device is reset.
+//!
+//! The transitional devices' INTx resampler
+//! (`virtio_wiring::legacy::IntxResampler`) runs on one too, its resample
+//! eventfds standing for the queue eventfds.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

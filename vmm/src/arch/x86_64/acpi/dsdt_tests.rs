@@ -2,7 +2,7 @@
 //! devices, resources and sleep states it must describe.
 
 use super::aml_reader::{self, Node, Resource, Value};
-use super::tests::{table, GIB, MIB};
+use super::tests::{acpiexec, table, GIB, MIB};
 use super::*;
 use crate::devices::legacy::pm;
 
@@ -315,33 +315,8 @@ fn madt_overrides_agree_with_the_prt() {
 #[test]
 fn acpica_evaluates_the_prt() {
     let t = build_tables(2, GIB).unwrap();
-    let dir = std::env::temp_dir().join(format!("kiln-prt-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut files = Vec::new();
-    for sig in [b"DSDT", b"FACP", b"APIC"] {
-        let path = dir.join(format!("{}.dat", String::from_utf8_lossy(sig)));
-        std::fs::write(&path, table(&t, sig)).unwrap();
-        files.push(path);
-    }
-    let out = std::process::Command::new("acpiexec")
-        .arg("-b")
-        .arg("evaluate \\_SB.PCI0._PRT")
-        .args(&files)
-        .output();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let out = out.expect("acpiexec not found: install acpica-tools (scripts/setup.sh)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    let complaints: Vec<_> = text
-        .lines()
-        .filter(|l| !l.contains("aetests"))
-        .filter(|l| {
-            let l = l.to_lowercase();
-            l.contains("error") || l.contains("warning") || l.contains("fail")
-        })
-        .collect();
-    assert!(complaints.is_empty(), "{complaints:#?}\n{text}");
+    let tables = [b"DSDT", b"FACP", b"APIC"].map(|sig| (sig, table(&t, sig)));
+    let text = acpiexec("prt", &tables, "evaluate \\_SB.PCI0._PRT");
     let result = text
         .split_once("Evaluation of \\_SB.PCI0._PRT returned")
         .unwrap_or_else(|| panic!("no _PRT evaluation\n{text}"))

@@ -29,6 +29,43 @@ pub(super) fn table<'a>(t: &'a AcpiTables, sig: &[u8; 4]) -> &'a [u8] {
         .unwrap_or_else(|| panic!("no {}", String::from_utf8_lossy(sig)))
 }
 
+/// Runs acpiexec (Debian's acpica-tools) in batch mode on `tables`
+/// (signature, bytes), executing `commands`; asserts it succeeded without
+/// a complaint and returns what it printed. `tag` names the scratch
+/// directory.
+pub(super) fn acpiexec(tag: &str, tables: &[(&[u8; 4], &[u8])], commands: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("kiln-{tag}-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for (sig, bytes) in tables {
+        let path = dir.join(format!("{}.dat", String::from_utf8_lossy(*sig)));
+        std::fs::write(&path, bytes).unwrap();
+        files.push(path);
+    }
+    let out = std::process::Command::new("acpiexec")
+        .arg("-b")
+        .arg(commands)
+        .args(&files)
+        .output();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = out.expect("acpiexec not found: install acpica-tools (scripts/setup.sh)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    // acpiexec's own hardware self-tests ("aetests") complain about the
+    // PM2 and GPE blocks this machine does not have; anything else counts.
+    let complaints: Vec<_> = text
+        .lines()
+        .filter(|l| !l.contains("aetests"))
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("error") || l.contains("warning") || l.contains("fail")
+        })
+        .collect();
+    assert!(complaints.is_empty(), "{complaints:#?}\n{text}");
+    text
+}
+
 /// Guest memory covering the low MiB, where the tables go.
 fn low_memory() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MIB as usize)]).unwrap()
@@ -332,35 +369,13 @@ fn bad_requests_are_errors() {
 #[test]
 fn acpica_loads_the_tables_cleanly() {
     let t = build_tables(4, 8 * GIB).unwrap();
-    let dir = std::env::temp_dir().join(format!("kiln-acpi-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut files = Vec::new();
-    for e in t.entries.iter().filter(|e| &e.signature != b"XSDT") {
-        let path = dir.join(format!("{}.dat", String::from_utf8_lossy(&e.signature)));
-        std::fs::write(&path, &t.tables[e.offset..e.offset + e.len]).unwrap();
-        files.push(path);
-    }
-    let out = std::process::Command::new("acpiexec")
-        .arg("-b")
-        .arg("evaluate \\_S5_; evaluate \\_SB.PCI0._CRS")
-        .args(&files)
-        .output();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let out = out.expect("acpiexec not found: install acpica-tools (scripts/setup.sh)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    // acpiexec's own hardware self-tests ("aetests") complain about the
-    // PM2 and GPE blocks this machine does not have; anything else counts.
-    let complaints: Vec<_> = text
-        .lines()
-        .filter(|l| !l.contains("aetests"))
-        .filter(|l| {
-            let l = l.to_lowercase();
-            l.contains("error") || l.contains("warning") || l.contains("fail")
-        })
+    let tables: Vec<_> = t
+        .entries
+        .iter()
+        .filter(|e| &e.signature != b"XSDT")
+        .map(|e| (&e.signature, &t.tables[e.offset..e.offset + e.len]))
         .collect();
-    assert!(complaints.is_empty(), "{complaints:#?}\n{text}");
+    let text = acpiexec("acpi", &tables, "evaluate \\_S5_; evaluate \\_SB.PCI0._CRS");
     assert!(text.contains("successfully acquired and loaded"), "{text}");
     let s5 = format!("[Integer] = {:016X}", layout::S5_SLEEP_TYPE);
     assert_eq!(text.matches(&s5).count(), 2, "{text}");

@@ -28,7 +28,7 @@ fn fixture() -> Fixture {
     root.add_function(
         PIIX_SLOT,
         PIIX3_ISA_FUNCTION,
-        Arc::new(Mutex::new(Piix3IsaBridge::new())),
+        Arc::new(Mutex::new(piix3_isa_bridge())),
     )
     .unwrap();
     root.add_function(
@@ -156,9 +156,9 @@ fn malformed_config_accesses_are_ignored() {
     // A function number past 7 cannot be added.
     let mut root = PciRoot::new();
     assert!(root
-        .add_function(1, 8, Arc::new(Mutex::new(Piix3IsaBridge::new())))
+        .add_function(1, 8, Arc::new(Mutex::new(piix3_isa_bridge())))
         .is_err());
     assert!(root
-        .add_function(32, 1, Arc::new(Mutex::new(Piix3IsaBridge::new())))
+        .add_function(32, 1, Arc::new(Mutex::new(piix3_isa_bridge())))
         .is_err());
 }

@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 
 use kiln_api::vm::{RateLimitConfig, TokenBucketConfig};
 
-use super::test_driver::{wait_for, Driver, BUF, QSIZE};
+use super::test_driver::{Driver, BUF, QSIZE};
 use super::*;
 use crate::devices::pci::PciDevice;
 use crate::devices::virtio::rate_limiter::RateLimiter;
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::test_utils::{
+    arp_request, desc, mem_two_regions, wait_for, GuestQueue, TestDriver, GUEST_MAC,
+};
 use crate::devices::virtio::{VirtioDevice, F_VERSION_1, STATUS_DRIVER_OK, STATUS_NEEDS_RESET};
 use crate::net::tap::Tap;
 use crate::net::MacAddr;
-
-const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x57];
 
 fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().expect("run ip");
@@ -67,19 +67,6 @@ fn host_sends(ports: std::ops::Range<u16>) {
         let s = UdpSocket::bind(("10.9.1.1", 0)).unwrap();
         s.send_to(b"kiln-mq", ("10.9.1.2", p)).unwrap();
     }
-}
-
-fn arp_request() -> Vec<u8> {
-    let mut f = vec![0u8; NET_HDR_LEN];
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&GUEST_MAC);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&GUEST_MAC);
-    f.extend_from_slice(&[10, 9, 1, 2]);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&[10, 9, 1, 1]);
-    f.resize(NET_HDR_LEN + 60, 0);
-    f
 }
 
 fn is_udp_to_guest(f: &[u8]) -> bool {
@@ -181,7 +168,7 @@ fn multiqueue_control_queue_and_pair_1() {
         );
 
         // Transmit on pair 1: the host answers the ARP request.
-        let arp = arp_request();
+        let arp = arp_request(NET_HDR_LEN);
         d.send(3, 0, &arp);
         assert!(wait_for(|| d.queues[3].used_idx() == 1), "tx 1 used");
         assert!(
@@ -241,7 +228,7 @@ fn link_down_and_up_interrupt_and_stop_frames() {
         assert_eq!(isr[0] & 2, 2, "ISR configuration bit");
         // Nothing comes in; what the guest sends is dropped (but used).
         host_sends(7001..7005);
-        d.send(1, 0, &arp_request());
+        d.send(1, 0, &arp_request(NET_HDR_LEN));
         assert!(wait_for(|| d.queues[1].used_idx() == 1));
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(d.received(0).len(), 1, "nothing delivered while down");
@@ -252,7 +239,7 @@ fn link_down_and_up_interrupt_and_stop_frames() {
         assert_ne!(d.generation(), g2);
         assert_eq!(d.config().0, STATUS_LINK_UP);
         assert_eq!(*d.vectors.fired.lock().unwrap().last().unwrap(), 2);
-        d.send(1, 1, &arp_request());
+        d.send(1, 1, &arp_request(NET_HDR_LEN));
         assert!(
             wait_for(|| d.received(0).iter().any(|f| is_arp_reply(f))),
             "link up: the ARP request is answered"

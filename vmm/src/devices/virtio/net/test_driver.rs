@@ -4,14 +4,13 @@
 //! driver would (used by `mq_tests.rs`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::pci::PciDevice;
 use crate::devices::virtio::msix::tests::RecordingVectors;
-use crate::devices::virtio::test_utils::{desc, GuestQueue};
-use crate::devices::virtio::transport::{VirtioPciDevice, DEVICE_CFG_OFFSET, MSIX_TABLE_OFFSET};
+use crate::devices::virtio::test_utils::{desc, wait_for, GuestQueue, TestDriver};
+use crate::devices::virtio::transport::{VirtioPciDevice, DEVICE_CFG_OFFSET};
 use crate::devices::virtio::{
     STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
 };
@@ -22,17 +21,6 @@ use super::NetDevice;
 pub(super) const QSIZE: u16 = 16;
 pub(super) const BUF: u64 = 0x800;
 
-pub(super) fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(5) {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
-}
-
 /// A driver of the NIC: the transport, its queues in guest memory.
 pub(super) struct Driver<'a> {
     pub dev: VirtioPciDevice,
@@ -41,6 +29,12 @@ pub(super) struct Driver<'a> {
     pub vectors: Arc<RecordingVectors>,
     /// Next free byte of the control queue's command area.
     pub ctrl_next: u16,
+}
+
+impl TestDriver for Driver<'_> {
+    fn device(&mut self) -> &mut VirtioPciDevice {
+        &mut self.dev
+    }
 }
 
 impl<'a> Driver<'a> {
@@ -55,33 +49,12 @@ impl<'a> Driver<'a> {
             ctrl_next: 0,
         }
     }
-    pub(super) fn w8(&mut self, off: u64, v: u8) {
-        self.dev.bar_write(0, off, &[v]);
-    }
-    pub(super) fn w16(&mut self, off: u64, v: u16) {
-        self.dev.bar_write(0, off, &v.to_le_bytes());
-    }
-    pub(super) fn w32(&mut self, off: u64, v: u32) {
-        self.dev.bar_write(0, off, &v.to_le_bytes());
-    }
-    pub(super) fn r8(&mut self, off: u64) -> u8 {
-        let mut b = [0u8; 1];
-        self.dev.bar_read(0, off, &mut b);
-        b[0]
-    }
-    pub(super) fn r16(&mut self, off: u64) -> u16 {
-        let mut b = [0u8; 2];
-        self.dev.bar_read(0, off, &mut b);
-        u16::from_le_bytes(b)
-    }
+
     pub(super) fn features(&mut self) -> u64 {
         self.w32(0, 0);
-        let mut b = [0u8; 4];
-        self.dev.bar_read(0, 4, &mut b);
-        let lo = u32::from_le_bytes(b);
+        let lo = self.r32(4);
         self.w32(0, 1);
-        self.dev.bar_read(0, 4, &mut b);
-        u64::from(lo) | u64::from(u32::from_le_bytes(b)) << 32
+        u64::from(lo) | u64::from(self.r32(4)) << 32
     }
     pub(super) fn generation(&mut self) -> u8 {
         self.r8(0x15)
@@ -95,40 +68,19 @@ impl<'a> Driver<'a> {
     }
 
     pub(super) fn enable_msix(&mut self) {
-        let mut ptr = (self.dev.config_read(13) & 0xff) as usize;
-        while ptr != 0 {
-            let r0 = self.dev.config_read(ptr / 4);
-            if r0 & 0xff == 0x11 {
-                self.dev.config_write(ptr / 4, 3, &[0x80]);
-                return;
-            }
-            ptr = ((r0 >> 8) & 0xff) as usize;
-        }
-        panic!("no MSI-X capability");
+        let msix = self
+            .find_cap(|r0| r0 & 0xff == 0x11)
+            .expect("no MSI-X capability");
+        self.dev.config_write(msix / 4, 3, &[0x80]);
     }
 
     /// Negotiate `features`, set up `n` queues (queue q on vector q,
     /// configuration changes on vector `n`), DRIVER_OK.
     pub(super) fn setup(&mut self, features: u64, n: usize) -> u8 {
         self.enable_msix();
-        self.w8(0x14, 0);
-        self.w8(0x14, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-        self.w32(0x08, 0);
-        self.w32(0x0c, features as u32);
-        self.w32(0x08, 1);
-        self.w32(0x0c, (features >> 32) as u32);
-        self.w8(
-            0x14,
-            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
-        );
-        assert_ne!(self.r8(0x14) & STATUS_FEATURES_OK, 0, "features accepted");
-        for v in 0..=n as u64 {
-            let e = MSIX_TABLE_OFFSET + 16 * v;
-            self.w32(e, 0xfee0_0000);
-            self.w32(e + 4, 0);
-            self.w32(e + 8, 0x40 + v as u32);
-            self.w32(e + 12, 0);
-        }
+        let st = self.negotiate(features);
+        assert_ne!(st & STATUS_FEATURES_OK, 0, "features accepted");
+        self.program_msix(n as u64 + 1);
         self.w16(0x10, n as u16);
         self.queues.clear();
         for q in 0..n {

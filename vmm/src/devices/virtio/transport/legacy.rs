@@ -252,15 +252,19 @@ impl CommonConfig {
         }
         let size = q.max_size();
         let (desc, avail, used, _) = legacy_layout(u64::from(pfn) * LEGACY_ALIGN, size);
+        // Both the probe and the queue get the rings and become ready.
+        let place = |q: &mut Queue| {
+            let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
+            let (lo, hi) = split(desc);
+            q.set_desc_table_address(lo, hi);
+            let (lo, hi) = split(avail);
+            q.set_avail_ring_address(lo, hi);
+            let (lo, hi) = split(used);
+            q.set_used_ring_address(lo, hi);
+            q.set_ready(true);
+        };
         let mut probe = Queue::new(size).expect("the queue was built with this size");
-        let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
-        let (lo, hi) = split(desc);
-        probe.set_desc_table_address(lo, hi);
-        let (lo, hi) = split(avail);
-        probe.set_avail_ring_address(lo, hi);
-        let (lo, hi) = split(used);
-        probe.set_used_ring_address(lo, hi);
-        probe.set_ready(true);
+        place(&mut probe);
         if !probe.is_valid(mem) {
             log::warn!(
                 "virtio legacy: queue {sel} at PFN {pfn:#x} is not in guest memory; ignored"
@@ -268,13 +272,7 @@ impl CommonConfig {
             return;
         }
         q.set_size(size);
-        let (lo, hi) = split(desc);
-        q.set_desc_table_address(lo, hi);
-        let (lo, hi) = split(avail);
-        q.set_avail_ring_address(lo, hi);
-        let (lo, hi) = split(used);
-        q.set_used_ring_address(lo, hi);
-        q.set_ready(true);
+        place(q);
     }
 
     fn legacy_status(&mut self, value: u8, irq: &VirtioInterrupt) -> Action {

@@ -6,17 +6,18 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use kiln_block::{open_disk, ImageFormat, OpenOptions};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
-use crate::devices::virtio::block::{BlockDevice, BlockOptions, T_IN, T_OUT};
+use crate::devices::virtio::block::{BlockDevice, T_IN, T_OUT};
 use crate::devices::virtio::msix::tests::RecordingVectors;
 use crate::devices::virtio::net::{NetDevice, LEGACY_HDR_LEN};
 use crate::devices::virtio::rng::RngDevice;
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::test_utils::{
+    arp_request, desc, mem_two_regions, temp_block_device, wait_for, GuestQueue, TestDriver,
+    GUEST_MAC,
+};
 use crate::devices::virtio::{
     F_INDIRECT_DESC, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK,
 };
@@ -43,6 +44,15 @@ struct Legacy {
     dev: VirtioPciDevice,
 }
 
+impl TestDriver for Legacy {
+    fn device(&mut self) -> &mut VirtioPciDevice {
+        &mut self.dev
+    }
+    fn bar(&self) -> usize {
+        LEGACY_BAR_INDEX
+    }
+}
+
 impl Legacy {
     fn new(model: Box<dyn VirtioDevice>, mem: &GuestMemoryMmap) -> (Self, Arc<CountingLine>) {
         let vectors = Arc::new(RecordingVectors::default());
@@ -52,32 +62,6 @@ impl Legacy {
         dev.interrupt().set_intx(line.clone());
         dev.set_interrupt_line(10);
         (Legacy { dev }, line)
-    }
-    fn w(&mut self, off: u64, data: &[u8]) {
-        self.dev.bar_write(LEGACY_BAR_INDEX, off, data);
-    }
-    fn w8(&mut self, off: u64, v: u8) {
-        self.w(off, &[v]);
-    }
-    fn w16(&mut self, off: u64, v: u16) {
-        self.w(off, &v.to_le_bytes());
-    }
-    fn w32(&mut self, off: u64, v: u32) {
-        self.w(off, &v.to_le_bytes());
-    }
-    fn r<const N: usize>(&mut self, off: u64) -> [u8; N] {
-        let mut b = [0u8; N];
-        self.dev.bar_read(LEGACY_BAR_INDEX, off, &mut b);
-        b
-    }
-    fn r8(&mut self, off: u64) -> u8 {
-        self.r::<1>(off)[0]
-    }
-    fn r16(&mut self, off: u64) -> u16 {
-        u16::from_le_bytes(self.r(off))
-    }
-    fn r32(&mut self, off: u64) -> u32 {
-        u32::from_le_bytes(self.r(off))
     }
 
     /// Reset, acknowledge, take `features` (low 32 bits) and place each
@@ -98,17 +82,6 @@ impl Legacy {
     }
 }
 
-fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(5) {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    false
-}
-
 /// Vendor capabilities' BAR numbers.
 fn cap_bars(dev: &mut VirtioPciDevice) -> Vec<u32> {
     let mut out = Vec::new();
@@ -124,17 +97,14 @@ fn cap_bars(dev: &mut VirtioPciDevice) -> Vec<u32> {
 }
 
 fn temp_disk(tag: &str) -> (std::path::PathBuf, BlockDevice) {
-    let path = std::env::temp_dir().join(format!(
-        "kiln-virtio-legacy-{tag}-{}.raw",
-        std::process::id()
-    ));
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let disk = open_disk(&path, ImageFormat::Raw, OpenOptions::default()).unwrap();
-    let blk = BlockDevice::new(Arc::from(disk), BlockOptions::default(), "vdl".into());
-    (path, blk)
+    temp_block_device(&format!("kiln-virtio-legacy-{tag}"), "vdl")
+}
+
+/// A transitional entropy device, reset.
+fn legacy_rng(mem: &GuestMemoryMmap) -> (Legacy, Arc<CountingLine>) {
+    let (mut d, line) = Legacy::new(Box::new(RngDevice::new().unwrap()), mem);
+    d.w8(0x12, 0);
+    (d, line)
 }
 
 #[test]
@@ -272,10 +242,7 @@ fn msix_moves_the_device_configuration() {
     let (path, blk) = temp_disk("msix");
     let (mut d, intx) = Legacy::new(Box::new(blk), &mem);
     // Find and enable MSI-X.
-    let mut ptr = (d.dev.config_read(13) & 0xff) as usize;
-    while d.dev.config_read(ptr / 4) & 0xff != 0x11 {
-        ptr = ((d.dev.config_read(ptr / 4) >> 8) & 0xff) as usize;
-    }
+    let ptr = d.find_cap(|r0| r0 & 0xff == 0x11).expect("MSI-X");
     assert_eq!(d.r16(0x14), 2048, "capacity at 0x14 without MSI-X");
     d.dev.config_write(ptr / 4, 3, &[0x80]);
     assert_eq!(d.r16(0x18), 2048, "capacity at 0x18 with MSI-X");
@@ -295,9 +262,7 @@ fn msix_moves_the_device_configuration() {
 #[test]
 fn hostile_legacy_accesses_are_refused() {
     let mem = mem_two_regions();
-    let rng = RngDevice::new().unwrap();
-    let (mut d, _) = Legacy::new(Box::new(rng), &mem);
-    d.w8(0x12, 0);
+    let (mut d, _) = legacy_rng(&mem);
     d.w8(0x12, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
     // Queue select out of range: size 0, a PFN is dropped.
     d.w16(0x0e, 9);
@@ -339,9 +304,7 @@ fn hostile_legacy_accesses_are_refused() {
 #[test]
 fn a_legacy_driver_reads_entropy() {
     let mem = mem_two_regions();
-    let rng = RngDevice::new().unwrap();
-    let (mut d, intx) = Legacy::new(Box::new(rng), &mem);
-    d.w8(0x12, 0);
+    let (mut d, intx) = legacy_rng(&mem);
     let max = {
         d.w16(0x0e, 0);
         d.r16(0x0c)
@@ -359,23 +322,6 @@ fn a_legacy_driver_reads_entropy() {
     mem.read_slice(&mut got, GuestAddress(0x20000)).unwrap();
     assert!(got.iter().any(|&b| b != 0), "random bytes");
     assert!(wait_for(|| intx.0.load(Ordering::SeqCst) >= 1));
-}
-
-const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x57];
-
-/// A 10-byte (legacy) virtio-net header and an ARP request for 10.9.1.1
-/// from 10.9.1.2.
-fn legacy_arp_request() -> Vec<u8> {
-    let mut f = vec![0u8; LEGACY_HDR_LEN];
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&GUEST_MAC);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&GUEST_MAC);
-    f.extend_from_slice(&[10, 9, 1, 2]);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&[10, 9, 1, 1]);
-    f.resize(LEGACY_HDR_LEN + 60, 0);
-    f
 }
 
 #[test]
@@ -407,7 +353,7 @@ fn a_legacy_driver_exchanges_frames_with_10_byte_headers() {
         d.driver_ok();
         rx.set_desc(0, desc(0x30000, 2048, WRITE, 0));
         rx.push_avail(0);
-        let req = legacy_arp_request();
+        let req = arp_request(LEGACY_HDR_LEN);
         mem.write_slice(&req, GuestAddress(0x20000)).unwrap();
         tx.set_desc(0, desc(0x20000, LEGACY_HDR_LEN as u32, NEXT, 1));
         tx.set_desc(

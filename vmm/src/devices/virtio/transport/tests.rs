@@ -4,15 +4,15 @@
 //! protocol violation.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use kiln_block::{open_disk, ImageFormat, OpenOptions};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
-use crate::devices::virtio::block::{BlockDevice, BlockOptions, T_OUT};
+use crate::devices::virtio::block::T_OUT;
 use crate::devices::virtio::msix::tests::RecordingVectors;
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::test_utils::{
+    desc, mem_two_regions, temp_block_device, wait_for, GuestQueue, TestDriver,
+};
 use crate::devices::virtio::{
     F_VERSION_1, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
     STATUS_NEEDS_RESET,
@@ -22,30 +22,13 @@ struct Driver {
     dev: VirtioPciDevice,
 }
 
-impl Driver {
-    fn w8(&mut self, off: u64, v: u8) {
-        self.dev.bar_write(0, off, &[v]);
+impl TestDriver for Driver {
+    fn device(&mut self) -> &mut VirtioPciDevice {
+        &mut self.dev
     }
-    fn w16(&mut self, off: u64, v: u16) {
-        self.dev.bar_write(0, off, &v.to_le_bytes());
-    }
-    fn w32(&mut self, off: u64, v: u32) {
-        self.dev.bar_write(0, off, &v.to_le_bytes());
-    }
-    fn w64(&mut self, off: u64, v: u64) {
-        self.dev.bar_write(0, off, &v.to_le_bytes());
-    }
-    fn r8(&mut self, off: u64) -> u8 {
-        let mut b = [0u8; 1];
-        self.dev.bar_read(0, off, &mut b);
-        b[0]
-    }
-    fn r32(&mut self, off: u64) -> u32 {
-        let mut b = [0u8; 4];
-        self.dev.bar_read(0, off, &mut b);
-        u32::from_le_bytes(b)
-    }
+}
 
+impl Driver {
     /// (cfg_type -> offset in BAR), MSI-X capability offset.
     fn caps(&mut self) -> (Vec<(u8, u32)>, usize) {
         let mut out = Vec::new();
@@ -70,40 +53,17 @@ impl Driver {
     }
 
     fn pci_cfg_cap(&mut self) -> usize {
-        let mut ptr = (self.dev.config_read(13) & 0xff) as usize;
-        while ptr != 0 {
-            let r0 = self.dev.config_read(ptr / 4);
-            if r0 & 0xff == 0x09 && (r0 >> 24) == 5 {
-                return ptr;
-            }
-            ptr = ((r0 >> 8) & 0xff) as usize;
-        }
-        panic!("no PCI_CFG capability");
+        self.find_cap(|r0| r0 & 0xff == 0x09 && (r0 >> 24) == 5)
+            .expect("no PCI_CFG capability")
     }
 
     fn setup(&mut self, gq: &GuestQueue, features: u64) -> u8 {
-        self.w8(0x14, 0);
-        self.w8(0x14, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-        self.w32(0x08, 0);
-        self.w32(0x0c, features as u32);
-        self.w32(0x08, 1);
-        self.w32(0x0c, (features >> 32) as u32);
-        self.w8(
-            0x14,
-            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
-        );
-        let st = self.r8(0x14);
+        let st = self.negotiate(features);
         if st & STATUS_FEATURES_OK == 0 {
             return st;
         }
         // MSI-X vectors 0 (queue) and 1 (config), unmasked.
-        for v in 0..2u64 {
-            let e = MSIX_TABLE_OFFSET + 16 * v;
-            self.w32(e, 0xfee0_0000);
-            self.w32(e + 4, 0);
-            self.w32(e + 8, 0x40 + v as u32);
-            self.w32(e + 12, 0);
-        }
+        self.program_msix(2);
         self.w16(0x10, 1);
         self.w16(0x16, 0);
         self.w16(0x18, gq.size);
@@ -121,28 +81,10 @@ impl Driver {
     }
 }
 
-fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(5) {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    false
-}
-
 #[test]
 fn a_driver_sets_up_the_device_and_it_serves_requests() {
     let mem = mem_two_regions();
-    let path =
-        std::env::temp_dir().join(format!("kiln-virtio-transport-{}.raw", std::process::id()));
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let disk = open_disk(&path, ImageFormat::Raw, OpenOptions::default()).unwrap();
-    let blk = BlockDevice::new(Arc::from(disk), BlockOptions::default(), "vdt".into());
+    let (path, blk) = temp_block_device("kiln-virtio-transport", "vdt");
     let vectors = Arc::new(RecordingVectors::default());
     let dev =
         VirtioPciDevice::new(Box::new(blk), mem.clone(), vectors.clone(), 0xc000_0000).unwrap();
