@@ -128,12 +128,8 @@ blk_req:
         outw %ax, %dx                   /* queue 0 */
         mov %ebx, %esi
         call wait_used
-        test %eax, %eax
-        jnz 2f
-        movzbl blk_status(%rip), %eax
-        jmp 3f
-2:      mov $0x100, %eax
-3:      pop %r13
+        call blk_result
+        pop %r13
         pop %r12
         pop %rbx
         ret
@@ -297,7 +293,6 @@ probe_main:
         movl $0x1ff, (%rax)
 
         /* The pattern: byte i = 5i + 11. */
-        lea blk_data(%rip), %rdi
         mov $5, %esi
         mov $11, %edx
         call fill_pattern

@@ -88,12 +88,8 @@ blk_req:
         lea blk_used(%rip), %rdi
         mov %r15d, %esi
         call wait_used
-        test %eax, %eax
-        jnz 5f
-        movzbl blk_status(%rip), %eax
-        jmp 6f
-5:      mov $0x100, %eax
-6:      pop %r15
+        call blk_result
+        pop %r15
         pop %r14
         pop %r13
         pop %r12
@@ -138,7 +134,6 @@ blk_test:
         SETUP_QUEUE 0, blk
         call driver_ok
         /* The pattern: byte i = 7i + 3. */
-        lea blk_data(%rip), %rdi
         mov $7, %esi
         mov $3, %edx
         call fill_pattern
