@@ -71,6 +71,17 @@ fn boot(dir: &Path, disk: &str) -> (String, String) {
     (out, log)
 }
 
+/// Boot SeaBIOS from the MBR disk as a raw image with the `--disk`
+/// options `options` (`,key=value...`); returns (serial, vmm log).
+fn boot_raw_mbr(tag: &str, options: &str) -> (String, String) {
+    let dir = ScratchDir::new(tag).unwrap();
+    let img = mbr_disk(dir.path());
+    boot(
+        dir.path(),
+        &format!("path={},format=raw{options}", img.display()),
+    )
+}
+
 fn check(out: &str, log: &str) {
     assert!(
         out.contains("kiln MBR booted from virtio-blk"),
@@ -86,9 +97,7 @@ fn seabios_boots_an_mbr_from_a_raw_virtio_disk() {
     if !kvm_available("seabios_boots_an_mbr_from_a_raw_virtio_disk") {
         return;
     }
-    let dir = ScratchDir::new("sbraw").unwrap();
-    let img = mbr_disk(dir.path());
-    let (out, log) = boot(dir.path(), &format!("path={},format=raw", img.display()));
+    let (out, log) = boot_raw_mbr("sbraw", "");
     check(&out, &log);
 }
 
@@ -116,12 +125,7 @@ fn seabios_boots_an_mbr_from_a_transitional_virtio_disk() {
     if !kvm_available("seabios_boots_an_mbr_from_a_transitional_virtio_disk") {
         return;
     }
-    let dir = ScratchDir::new("sbtrans").unwrap();
-    let img = mbr_disk(dir.path());
-    let (out, log) = boot(
-        dir.path(),
-        &format!("path={},format=raw,transitional=on", img.display()),
-    );
+    let (out, log) = boot_raw_mbr("sbtrans", ",transitional=on");
     assert!(
         out.contains("kiln MBR booted from virtio-blk"),
         "--- serial ---\n{out}\n--- log ---\n{log}"
