@@ -1,8 +1,9 @@
 /* A boot sector (MBR) probe for firmware boot: BIOS loads it at 0x7c00 in
  * real mode from the first disk; it prints one line on COM1 and powers the
  * VM off through ACPI S5 (PM1a control at port 0x604, SLP_TYP 5). Used by
- * kilnd's firmware tests (manager/tests/firmware.rs), which assemble it
- * with GNU as --32 and link it flat at 0x7c00 into a 512-byte sector.
+ * kilnd's firmware tests (manager/tests/firmware.rs) and by
+ * tests/tests/virtio_seabios.rs, which assemble it with GNU as --32 and
+ * link it flat at 0x7c00 into a 512-byte sector.
  */
         .code16
         .globl _start

@@ -25,13 +25,10 @@
  * at the end, and powers off.
  */
         .include "common.inc"
+        .include "virtio_common.inc"
 
-        .set VENDOR_VIRTIO, 0x1af4
         .set DEV_BLK_LEGACY, 0x1001
         .set NEW_IO, 0xd000             /* where the probe moves the I/O BAR */
-        .set F_NEXT, 1
-        .set F_WRITE, 2
-        .set WAIT_LOOPS, 200000000
         /* Legacy registers (offsets in the I/O BAR). */
         .set R_HOST_F, 0x00
         .set R_GUEST_F, 0x04
@@ -44,8 +41,6 @@
         .set R_CONFIG, 0x14             /* without MSI-X */
         .set IOAPIC, 0xfec00000
         .set INTX_VECTOR, 0x50
-        .set LAPIC_SVR, 0xfee000f0
-        .set LAPIC_IRR2, 0xfee00220     /* IRR bits 64..95 */
 
         .macro FAIL str
         PRINT "virtio-legacy: FAIL \str\n"
@@ -53,65 +48,7 @@
         .endm
 
         .text
-        .code32
-pvh_entry:
-        jmp common_start32
-
         .code64
-/* ---- PCI configuration mechanism 1 ------------------------------------- */
-/* pci_addr: slot %edi, register offset %esi -> CONFIG_ADDRESS in %eax. */
-pci_addr:
-        mov %edi, %eax
-        shl $11, %eax
-        or $0x80000000, %eax
-        mov %esi, %ecx
-        and $0xfc, %ecx
-        or %ecx, %eax
-        ret
-
-/* pci_rd: slot %edi, offset %esi -> %eax. */
-pci_rd:
-        call pci_addr
-        mov $0xcf8, %dx
-        outl %eax, %dx
-        mov $0xcfc, %dx
-        inl %dx, %eax
-        ret
-
-/* pci_wr: slot %edi, offset %esi, value %edx. */
-pci_wr:
-        mov %edx, %r8d
-        call pci_addr
-        mov $0xcf8, %dx
-        outl %eax, %dx
-        mov $0xcfc, %dx
-        mov %r8d, %eax
-        outl %eax, %dx
-        ret
-
-/* find_dev: device id %edi -> slot in %eax, or -1. */
-find_dev:
-        push %rbx
-        push %r12
-        mov %edi, %r12d
-        shl $16, %r12d
-        or $VENDOR_VIRTIO, %r12d
-        xor %ebx, %ebx
-1:      mov %ebx, %edi
-        xor %esi, %esi
-        call pci_rd
-        cmp %r12d, %eax
-        je 2f
-        inc %ebx
-        cmp $32, %ebx
-        jb 1b
-        mov $-1, %eax
-        jmp 3f
-2:      mov %ebx, %eax
-3:      pop %r12
-        pop %rbx
-        ret
-
 /* ---- the legacy queue --------------------------------------------------- */
 /* set_desc: index %edi: addr %rdx, len %ecx, flags %r8d, next %r9d. */
 set_desc:
@@ -161,11 +98,7 @@ blk_req:
         mov %rsi, %r12
         mov %edx, %r13d
         mov %ecx, %ebx
-        lea blk_hdr(%rip), %rax
-        mov %edi, (%rax)
-        movl $0, 4(%rax)
-        movq $1, 8(%rax)
-        movb $0xff, blk_status(%rip)
+        call blk_header
         xor %edi, %edi
         lea blk_hdr(%rip), %rdx
         mov $16, %ecx
@@ -195,12 +128,8 @@ blk_req:
         outw %ax, %dx                   /* queue 0 */
         mov %ebx, %esi
         call wait_used
-        test %eax, %eax
-        jnz 2f
-        movzbl blk_status(%rip), %eax
-        jmp 3f
-2:      mov $0x100, %eax
-3:      pop %r13
+        call blk_result
+        pop %r13
         pop %r12
         pop %rbx
         ret
@@ -364,14 +293,9 @@ probe_main:
         movl $0x1ff, (%rax)
 
         /* The pattern: byte i = 5i + 11. */
-        lea blk_data(%rip), %rdi
-        xor %ecx, %ecx
-2:      imul $5, %ecx, %eax
-        add $11, %eax
-        mov %al, (%rdi, %rcx)
-        inc %ecx
-        cmp $512, %ecx
-        jb 2b
+        mov $5, %esi
+        mov $11, %edx
+        call fill_pattern
         mov $1, %edi                    /* VIRTIO_BLK_T_OUT */
         lea blk_data(%rip), %rsi
         xor %edx, %edx
@@ -421,10 +345,7 @@ probe_main:
         test %eax, %eax
         jz 1f
         FAIL "read status"
-1:      lea blk_data(%rip), %rsi
-        lea blk_rbuf(%rip), %rdi
-        mov $512, %ecx
-        repe cmpsb
+1:      call blk_verify
         je 1f
         FAIL "read back differs"
 1:      PRINT "virtio-legacy: read back and verified 512 bytes\n"
@@ -449,8 +370,3 @@ q_size:         .quad 0
         .bss
         .balign 4096
 lq:             .skip 3 * 4096          /* a 256-entry legacy queue */
-blk_hdr:        .skip 16
-blk_status:     .skip 16
-        .balign 4096
-blk_data:       .skip 4096
-blk_rbuf:       .skip 4096

@@ -5,8 +5,7 @@
  * triggered, active low) instead of edge/active high. KVM's IOAPIC must
  * still deliver the resampling irqfd's assertion (it ignores the
  * polarity bit) and treat it as level (remote IRR set). Everything else
- * is virtio_legacy.s; scripts/build-probes.sh does not see that include,
- * so touch this file after changing virtio_legacy.s.
+ * is virtio_legacy.s (scripts/build-probes.sh follows the include).
  */
         .set INTX_LEVEL_LOW, 1
         .include "virtio_legacy.s"

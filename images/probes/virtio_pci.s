@@ -21,331 +21,11 @@
  * powers off.
  */
         .include "common.inc"
+        .include "virtio_modern.inc"
 
-        .set VENDOR_VIRTIO, 0x1af4
-        .set DEV_NET, 0x1041
         .set DEV_BLK, 0x1042
         .set DEV_RNG, 0x1044
-        .set QSIZE, 8
-        .set F_NEXT, 1
-        .set F_WRITE, 2
-        .set LAPIC_SVR, 0xfee000f0
-        .set LAPIC_IRR2, 0xfee00220     /* IRR bits 64..95 */
-        .set WAIT_LOOPS, 200000000
         .set BLK_BAR, 0xfebf8000        /* where the probe moves the disk's BAR 0: top of the hole, as SeaBIOS would */
-
-/* FAIL "text": report and power off. */
-        .macro FAIL str
-        PRINT "virtio: FAIL \str\n"
-        jmp poweroff
-        .endm
-
-        .text
-        .code32
-pvh_entry:
-        jmp common_start32
-
-        .code64
-/* ---- PCI configuration mechanism 1 ------------------------------------- */
-/* pci_addr: slot %edi, register offset %esi -> CONFIG_ADDRESS in %eax. */
-pci_addr:
-        mov %edi, %eax
-        shl $11, %eax
-        or $0x80000000, %eax
-        mov %esi, %ecx
-        and $0xfc, %ecx
-        or %ecx, %eax
-        ret
-
-/* pci_rd: slot %edi, offset %esi -> %eax. */
-pci_rd:
-        call pci_addr
-        mov $0xcf8, %dx
-        outl %eax, %dx
-        mov $0xcfc, %dx
-        inl %dx, %eax
-        ret
-
-/* pci_wr: slot %edi, offset %esi, value %edx. */
-pci_wr:
-        mov %edx, %r8d
-        call pci_addr
-        mov $0xcf8, %dx
-        outl %eax, %dx
-        mov $0xcfc, %dx
-        mov %r8d, %eax
-        outl %eax, %dx
-        ret
-
-/* find_dev: device id %edi -> slot in %eax, or -1. */
-find_dev:
-        push %rbx
-        push %r12
-        mov %edi, %r12d
-        shl $16, %r12d
-        or $VENDOR_VIRTIO, %r12d
-        xor %ebx, %ebx
-1:      mov %ebx, %edi
-        xor %esi, %esi
-        call pci_rd
-        cmp %r12d, %eax
-        je 2f
-        inc %ebx
-        cmp $32, %ebx
-        jb 1b
-        mov $-1, %eax
-        jmp 3f
-2:      mov %ebx, %eax
-3:      pop %r12
-        pop %rbx
-        ret
-
-/* ---- output helpers ----------------------------------------------------- */
-hexdigit:
-        and $15, %eax
-        cmp $10, %al
-        jb 1f
-        add $('a' - '0' - 10), %al
-1:      add $'0', %al
-        jmp putc
-
-/* put_hex2: %al as two hex digits. */
-put_hex2:
-        push %rbx
-        movzbl %al, %ebx
-        mov %ebx, %eax
-        shr $4, %eax
-        call hexdigit
-        mov %ebx, %eax
-        call hexdigit
-        pop %rbx
-        ret
-
-/* put_mac: the 6 bytes at %rsi as aa:bb:cc:dd:ee:ff. */
-put_mac:
-        push %rbx
-        push %r12
-        mov %rsi, %rbx
-        xor %r12d, %r12d
-1:      movzbl (%rbx, %r12), %eax
-        call put_hex2
-        inc %r12d
-        cmp $6, %r12d
-        je 2f
-        mov $':', %al
-        call putc
-        jmp 1b
-2:      pop %r12
-        pop %rbx
-        ret
-
-/* ---- virtio-pci --------------------------------------------------------- */
-/* virtio_init: slot %edi, driver features (low word) %esi. Finds the
- * register areas, enables MSI-X with vector 0 -> LAPIC vector 0x40,
- * negotiates. %eax = 0 on success. */
-virtio_init:
-        push %rbx
-        push %r12
-        push %r13
-        push %r14
-        push %r15
-        mov %edi, %ebx
-        mov %esi, %r13d
-        movq $0, v_common(%rip)
-        movq $0, v_notify(%rip)
-        movq $0, v_devcfg(%rip)
-        movq $0, v_msix(%rip)
-        mov %ebx, %edi
-        mov $0x10, %esi
-        call pci_rd
-        and $0xfffffff0, %eax
-        mov %rax, v_bar(%rip)
-        mov %ebx, %edi
-        mov $0x04, %esi
-        mov $0x06, %edx                 /* memory space, bus master */
-        call pci_wr
-        mov %ebx, %edi
-        mov $0x34, %esi
-        call pci_rd
-        movzbl %al, %r12d
-        mov $48, %r15d                  /* at most 48 capabilities */
-.Lcap:
-        test %r12d, %r12d
-        jz .Lcaps_done
-        dec %r15d
-        jz .Lcaps_done
-        mov %ebx, %edi
-        mov %r12d, %esi
-        call pci_rd
-        mov %eax, %r14d                 /* id, next, len, cfg_type */
-        cmp $0x11, %al
-        jne 1f
-        mov %r12, v_msix(%rip)
-        jmp .Lnext_cap
-1:      cmp $0x09, %al
-        jne .Lnext_cap
-        mov %ebx, %edi
-        lea 8(%r12), %esi
-        call pci_rd                     /* offset in the BAR */
-        add v_bar(%rip), %rax
-        mov %r14d, %ecx
-        shr $24, %ecx
-        cmp $1, %cl
-        jne 2f
-        mov %rax, v_common(%rip)
-        jmp .Lnext_cap
-2:      cmp $2, %cl
-        jne 3f
-        mov %rax, v_notify(%rip)
-        mov %ebx, %edi
-        lea 16(%r12), %esi
-        call pci_rd
-        mov %rax, v_mult(%rip)
-        jmp .Lnext_cap
-3:      cmp $4, %cl
-        jne .Lnext_cap
-        mov %rax, v_devcfg(%rip)
-.Lnext_cap:
-        mov %r14d, %eax
-        shr $8, %eax
-        movzbl %al, %r12d
-        jmp .Lcap
-.Lcaps_done:
-        cmpq $0, v_common(%rip)
-        je .Linit_fail
-        cmpq $0, v_notify(%rip)
-        je .Linit_fail
-        cmpq $0, v_msix(%rip)
-        je .Linit_fail
-        /* MSI-X enable (message control bit 15, the dword's bit 31). */
-        mov %ebx, %edi
-        mov v_msix(%rip), %esi
-        call pci_rd
-        or $0x80000000, %eax
-        mov %eax, %edx
-        mov %ebx, %edi
-        mov v_msix(%rip), %esi
-        call pci_wr
-        mov %ebx, %edi
-        mov v_msix(%rip), %esi
-        add $4, %esi
-        call pci_rd                     /* table offset | BIR 0 */
-        and $0xfffffff8, %eax
-        add v_bar(%rip), %rax
-        mov %rax, v_table(%rip)
-        /* Reset, ACKNOWLEDGE | DRIVER, features, FEATURES_OK. */
-        mov v_common(%rip), %rdi
-        movb $0, 0x14(%rdi)
-        movb $3, 0x14(%rdi)
-        movl $0, 0x08(%rdi)
-        mov %r13d, 0x0c(%rdi)
-        movl $1, 0x08(%rdi)
-        movl $1, 0x0c(%rdi)             /* VIRTIO_F_VERSION_1 */
-        movb $0x0b, 0x14(%rdi)
-        movzbl 0x14(%rdi), %eax
-        test $0x08, %al
-        jz .Linit_fail
-        movw $0xffff, 0x10(%rdi)        /* no configuration vector */
-        /* MSI-X entry 0: fixed delivery to APIC 0, vector 0x40, unmasked. */
-        mov v_table(%rip), %rsi
-        movl $0xfee00000, (%rsi)
-        movl $0, 4(%rsi)
-        movl $0x40, 8(%rsi)
-        movl $0, 12(%rsi)
-        /* Software-enable the local APIC so it accepts the interrupt. */
-        mov $LAPIC_SVR, %eax
-        movl $0x1ff, (%rax)
-        xor %eax, %eax
-        jmp 9f
-.Linit_fail:
-        mov $1, %eax
-9:      pop %r15
-        pop %r14
-        pop %r13
-        pop %r12
-        pop %rbx
-        ret
-
-/* setup_queue: queue %edi, descriptor table %rsi, available ring %rdx,
- * used ring %rcx (QSIZE entries), MSI-X vector 0. */
-setup_queue:
-        mov v_common(%rip), %rax
-        mov %di, 0x16(%rax)
-        movw $QSIZE, 0x18(%rax)
-        movw $0, 0x1a(%rax)
-        mov %esi, 0x20(%rax)
-        shr $32, %rsi
-        mov %esi, 0x24(%rax)
-        mov %edx, 0x28(%rax)
-        shr $32, %rdx
-        mov %edx, 0x2c(%rax)
-        mov %ecx, 0x30(%rax)
-        shr $32, %rcx
-        mov %ecx, 0x34(%rax)
-        movzwl 0x1e(%rax), %r9d         /* queue_notify_off */
-        imul v_mult(%rip), %r9d
-        add v_notify(%rip), %r9
-        lea q_notify(%rip), %r10
-        mov %edi, %edi
-        mov %r9, (%r10, %rdi, 8)
-        movw $1, 0x1c(%rax)
-        ret
-
-driver_ok:
-        mov v_common(%rip), %rdi
-        movb $0x0f, 0x14(%rdi)
-        ret
-
-/* notify: queue %edi (a 16-bit write of the queue index). */
-notify:
-        mov %edi, %edi
-        lea q_notify(%rip), %rax
-        mov (%rax, %rdi, 8), %rax
-        mov %di, (%rax)
-        ret
-
-/* set_desc: index %edi in table %rsi: addr %rdx, len %ecx, flags %r8d,
- * next %r9d. */
-set_desc:
-        mov %edi, %edi
-        shl $4, %rdi
-        add %rdi, %rsi
-        mov %rdx, (%rsi)
-        mov %ecx, 8(%rsi)
-        mov %r8w, 12(%rsi)
-        mov %r9w, 14(%rsi)
-        ret
-
-/* push_avail: ring %rdi, head %esi. */
-push_avail:
-        movzwl 2(%rdi), %eax
-        mov %eax, %ecx
-        and $(QSIZE - 1), %ecx
-        mov %si, 4(%rdi, %rcx, 2)
-        inc %eax
-        mov %ax, 2(%rdi)
-        ret
-
-/* wait_used: used ring %rdi until its index reaches %esi (16-bit
- * wrapping); %eax = 0, or 1 on timeout. */
-wait_used:
-        mov $WAIT_LOOPS, %ecx
-1:      movzwl 2(%rdi), %eax
-        sub %si, %ax
-        jns 2f
-        pause
-        dec %ecx
-        jnz 1b
-        mov $1, %eax
-        ret
-2:      xor %eax, %eax
-        ret
-
-/* irr_bit: %eax = LAPIC IRR bits 64..95. */
-irr_bits:
-        mov $LAPIC_IRR2, %eax
-        movl (%rax), %eax
-        ret
 
 /* ---- virtio-blk --------------------------------------------------------- */
 /* blk_req: request type %edi on sector 1, data buffer %rsi of %edx bytes
@@ -361,11 +41,7 @@ blk_req:
         mov %edx, %r13d
         mov %ecx, %r14d
         mov %r8d, %r15d
-        lea blk_hdr(%rip), %rax
-        mov %edi, (%rax)
-        movl $0, 4(%rax)
-        movq $1, 8(%rax)
-        movb $0xff, blk_status(%rip)
+        call blk_header
         xor %edi, %edi
         lea blk_desc(%rip), %rsi
         lea blk_hdr(%rip), %rdx
@@ -412,12 +88,8 @@ blk_req:
         lea blk_used(%rip), %rdi
         mov %r15d, %esi
         call wait_used
-        test %eax, %eax
-        jnz 5f
-        movzbl blk_status(%rip), %eax
-        jmp 6f
-5:      mov $0x100, %eax
-6:      pop %r15
+        call blk_result
+        pop %r15
         pop %r14
         pop %r13
         pop %r12
@@ -459,21 +131,12 @@ blk_test:
         mov (%rax), %rax
         call put_dec
         PRINT " sectors\n"
-        xor %edi, %edi
-        lea blk_desc(%rip), %rsi
-        lea blk_avail(%rip), %rdx
-        lea blk_used(%rip), %rcx
-        call setup_queue
+        SETUP_QUEUE 0, blk
         call driver_ok
         /* The pattern: byte i = 7i + 3. */
-        lea blk_data(%rip), %rdi
-        xor %ecx, %ecx
-2:      imul $7, %ecx, %eax
-        add $3, %eax
-        mov %al, (%rdi, %rcx)
-        inc %ecx
-        cmp $512, %ecx
-        jb 2b
+        mov $7, %esi
+        mov $3, %edx
+        call fill_pattern
         mov $1, %edi                    /* VIRTIO_BLK_T_OUT */
         lea blk_data(%rip), %rsi
         mov $512, %edx
@@ -500,10 +163,7 @@ blk_test:
         test %eax, %eax
         jz 5f
         FAIL "virtio-blk read status"
-5:      lea blk_data(%rip), %rsi
-        lea blk_rbuf(%rip), %rdi
-        mov $512, %ecx
-        repe cmpsb
+5:      call blk_verify
         je 6f
         FAIL "virtio-blk: read back differs"
 6:      PRINT "virtio-blk: read back and verified 512 bytes\n"
@@ -569,11 +229,8 @@ rng_test:
         test %eax, %eax
         jz 1f
         FAIL "virtio-rng init"
-1:      xor %edi, %edi
-        lea rng_desc(%rip), %rsi
-        lea rng_avail(%rip), %rdx
-        lea rng_used(%rip), %rcx
-        call setup_queue
+1:
+        SETUP_QUEUE 0, rng
         call driver_ok
         xor %edi, %edi
         lea rng_desc(%rip), %rsi
@@ -625,89 +282,24 @@ net_test:
         test %eax, %eax
         jz 1f
         FAIL "virtio-net init"
-1:      mov v_devcfg(%rip), %rsi
-        lea net_mac(%rip), %rdi
-        xor %ecx, %ecx
-2:      movb (%rsi, %rcx), %al          /* byte reads, as drivers do */
-        mov %al, (%rdi, %rcx)
-        inc %ecx
-        cmp $6, %ecx
-        jb 2b
-        PRINT "virtio-net: MAC "
-        lea net_mac(%rip), %rsi
-        call put_mac
+1:      call net_read_mac
+        call print_mac
         mov v_devcfg(%rip), %rsi
         movzwl 6(%rsi), %eax
         test $1, %al
         jnz 3f
         FAIL "virtio-net: link down"
 3:      PRINT ", link up\n"
-        xor %edi, %edi
-        lea rx_desc(%rip), %rsi
-        lea rx_avail(%rip), %rdx
-        lea rx_used(%rip), %rcx
-        call setup_queue
-        mov $1, %edi
-        lea tx_desc(%rip), %rsi
-        lea tx_avail(%rip), %rdx
-        lea tx_used(%rip), %rcx
-        call setup_queue
+        SETUP_QUEUE 0, rx
+        SETUP_QUEUE 1, tx
         call driver_ok
-        /* Four 2 KiB receive buffers. */
-        xor %r12d, %r12d
-4:      mov %r12d, %edi
-        lea rx_desc(%rip), %rsi
-        mov %r12, %rdx
-        shl $11, %rdx
-        lea rx_bufs(%rip), %rax
-        add %rax, %rdx
-        mov $2048, %ecx
-        mov $F_WRITE, %r8d
-        xor %r9d, %r9d
-        call set_desc
         lea rx_avail(%rip), %rdi
-        mov %r12d, %esi
-        call push_avail
-        inc %r12d
-        cmp $4, %r12d
-        jb 4b
+        lea rx_desc(%rip), %rsi
+        lea rx_bufs(%rip), %rdx
+        call offer_rx
         xor %edi, %edi
         call notify
-        /* The ARP request: header (zero), Ethernet, ARP. */
-        lea tx_frame(%rip), %rdi
-        lea net_mac(%rip), %rsi
-        movl $0xffffffff, 12(%rdi)
-        movw $0xffff, 16(%rdi)
-        mov (%rsi), %eax
-        mov %eax, 18(%rdi)
-        mov 4(%rsi), %ax
-        mov %ax, 22(%rdi)
-        movw $0x0608, 24(%rdi)          /* ethertype 0x0806 */
-        movl $0x00080100, 26(%rdi)      /* htype 1, ptype 0x0800 */
-        movl $0x01000406, 30(%rdi)      /* hlen 6, plen 4, op 1 */
-        mov (%rsi), %eax
-        mov %eax, 34(%rdi)
-        mov 4(%rsi), %ax
-        mov %ax, 38(%rdi)
-        movl $0x0200090a, 40(%rdi)      /* sender 10.9.0.2 */
-        movl $0, 44(%rdi)
-        movw $0, 48(%rdi)
-        movl $0x0100090a, 50(%rdi)      /* target 10.9.0.1 */
-        xor %edi, %edi
-        lea tx_desc(%rip), %rsi
-        lea tx_frame(%rip), %rdx
-        mov $(12 + 60), %ecx
-        xor %r8d, %r8d
-        xor %r9d, %r9d
-        call set_desc
-        lea tx_avail(%rip), %rdi
-        xor %esi, %esi
-        call push_avail
-        mov $1, %edi
-        call notify
-        lea tx_used(%rip), %rdi
-        mov $1, %esi
-        call wait_used
+        SEND_ARP_REQUEST 1, tx
         test %eax, %eax
         jz 5f
         FAIL "virtio-net: transmit not completed"
@@ -776,15 +368,6 @@ probe_main:
 
         .data
         .balign 8
-v_bar:          .quad 0
-v_common:       .quad 0
-v_notify:       .quad 0
-v_mult:         .quad 0
-v_devcfg:       .quad 0
-v_msix:         .quad 0
-v_table:        .quad 0
-q_notify:       .quad 0, 0
-net_mac:        .quad 0
 blk_id:         .fill 24, 1, 0
 
         .bss
@@ -792,11 +375,6 @@ blk_id:         .fill 24, 1, 0
 blk_desc:       .skip 4096
 blk_avail:      .skip 4096
 blk_used:       .skip 4096
-blk_hdr:        .skip 16
-blk_status:     .skip 16
-        .balign 4096
-blk_data:       .skip 4096
-blk_rbuf:       .skip 4096
 rng_desc:       .skip 4096
 rng_avail:      .skip 4096
 rng_used:       .skip 4096

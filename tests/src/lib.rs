@@ -11,6 +11,9 @@
 //! have it).
 
 pub mod api;
+pub mod asm;
+pub mod disk;
+pub mod netns;
 
 use std::fs;
 use std::io;
@@ -188,6 +191,12 @@ impl VmSpec {
         self.cpu_template = Some(t.to_string());
         self
     }
+
+    /// Appends `args` to the `kiln-vmm` command line.
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
 }
 
 /// A running (or ended) `kiln-vmm` process. Dropping it kills the process.
@@ -245,6 +254,20 @@ impl Vm {
             stderr_log,
             started,
         }
+    }
+
+    /// Start `spec` and wait (at most `timeout`) for the guest to power
+    /// off: exit code 0, or a panic with the logs.
+    pub fn run_to_poweroff(spec: &VmSpec, timeout: Duration) -> Vm {
+        let mut vm = Vm::start(spec);
+        let code = vm.wait_exit_code(timeout);
+        assert_eq!(code, 0, "exit code\n{}", vm.describe());
+        vm
+    }
+
+    /// The serial output has every one of `lines` and no `FAIL`.
+    pub fn assert_serial_lines(&self, lines: &[&str]) {
+        assert_lines(&self.serial(), lines, &self.describe());
     }
 
     pub fn pid(&self) -> u32 {
@@ -408,6 +431,15 @@ impl Drop for Vm {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A probe's output `out` has every one of `lines` and no `FAIL`;
+/// `context` (logs) goes into the panic message.
+pub fn assert_lines(out: &str, lines: &[&str], context: &str) {
+    assert!(!out.contains("FAIL"), "{context}");
+    for line in lines {
+        assert!(out.contains(line), "missing {line:?}\n{context}");
     }
 }
 

@@ -25,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_tests::api::request;
+use kiln_tests::asm::assemble_flat;
 use kiln_tests::{kiln_vmm, kvm_available, tail_lines, ScratchDir};
 
 /// Where `placement` puts a 4 KiB store under a 64 KiB code image.
@@ -166,24 +167,9 @@ gdt_desc:
 fn build_firmware(dir: &Path) -> PathBuf {
     let s = dir.join("fw.s");
     fs::write(&s, FIRMWARE_SOURCE).unwrap();
-    let o = dir.join("fw.o");
-    let bin = dir.join("fw.bin");
-    let st = Command::new("as")
-        .args(["--32", "-o"])
-        .arg(&o)
-        .arg(&s)
-        .status()
-        .expect("GNU as (binutils)");
-    assert!(st.success(), "as");
-    let st = Command::new("ld")
-        .args(["-m", "elf_i386", "-Ttext", "0", "--oformat", "binary", "-o"])
-        .arg(&bin)
-        .arg(&o)
-        .status()
-        .expect("ld (binutils)");
-    assert!(st.success(), "ld");
-    assert_eq!(fs::metadata(&bin).unwrap().len(), 0x10000);
-    bin
+    let image = assemble_flat(&s, 0, dir);
+    assert_eq!(image.len(), 0x10000);
+    dir.join("fw.bin")
 }
 
 /// A `kiln-vmm` on `firmware` and `vars` (serial log and VMM log in `dir`).
@@ -282,6 +268,15 @@ fn blank_vars(dir: &Path, hold: bool) -> PathBuf {
     vars
 }
 
+/// A scratch directory `tag` with the firmware and a blank store in it
+/// (see [`blank_vars`] for `hold`).
+fn firmware_and_store(tag: &str, hold: bool) -> (ScratchDir, PathBuf, PathBuf) {
+    let dir = ScratchDir::new(tag).expect("scratch dir");
+    let firmware = build_firmware(dir.path());
+    let vars = blank_vars(dir.path(), hold);
+    (dir, firmware, vars)
+}
+
 /// The store after both boots: the programmed byte, the rest as before.
 fn check_vars(vars: &Path, hold: bool) {
     let on_disk = fs::read(vars).unwrap();
@@ -298,7 +293,17 @@ fn check_vars(vars: &Path, hold: bool) {
     assert_eq!(changed, 0, "only the programmed byte changed");
 }
 
-fn check_second_boot(run: &FwRun) {
+/// The second boot ends in a power-off (exit 0) through the PM block the
+/// firmware placed at 0xB000, with both boots' lines on the serial
+/// console and only the programmed byte changed in the store.
+fn finish_second_boot(run: &mut FwRun, vars: &Path, hold: bool) {
+    assert_eq!(run.wait_exit(), Some(0), "{}", run.describe());
+    assert_eq!(
+        run.serial(),
+        format!("{FIRST_BOOT}{SECOND_BOOT}"),
+        "{}",
+        run.describe()
+    );
     let (vmm, d) = (run.vmm_log(), run.describe());
     assert!(
         vmm.contains(&format!("at {VARS_BASE:#x} (0x1000 bytes, CFI flash)")),
@@ -306,6 +311,7 @@ fn check_second_boot(run: &FwRun) {
     );
     assert!(vmm.contains("piix4: ACPI PM block at 0xb000"), "{d}");
     assert!(vmm.contains("guest powered off"), "{d}");
+    check_vars(vars, hold);
 }
 
 #[test]
@@ -313,9 +319,7 @@ fn variables_survive_a_reboot_and_power_off_goes_through_the_piix4_pm_block() {
     if !kvm_available("variables_survive_a_reboot_and_power_off_goes_through_the_piix4_pm_block") {
         return;
     }
-    let dir = ScratchDir::new("fwflash").expect("scratch dir");
-    let firmware = build_firmware(dir.path());
-    let vars = blank_vars(dir.path(), false);
+    let (dir, firmware, vars) = firmware_and_store("fwflash", false);
     // First boot: detect, program, reboot through 0xCF9 (exit 10).
     let mut run = FwRun::start(dir.path(), &firmware, &vars, None);
     assert_eq!(run.wait_exit(), Some(10), "{}", run.describe());
@@ -325,15 +329,7 @@ fn variables_survive_a_reboot_and_power_off_goes_through_the_piix4_pm_block() {
     // the byte is there; power-off (exit 0) through the PM block the
     // firmware placed at 0xB000.
     let mut run = FwRun::start(dir.path(), &firmware, &vars, None);
-    assert_eq!(run.wait_exit(), Some(0), "{}", run.describe());
-    assert_eq!(
-        run.serial(),
-        format!("{FIRST_BOOT}{SECOND_BOOT}"),
-        "{}",
-        run.describe()
-    );
-    check_second_boot(&run);
-    check_vars(&vars, false);
+    finish_second_boot(&mut run, &vars, false);
 }
 
 #[test]
@@ -341,27 +337,17 @@ fn variables_survive_a_control_api_reset_in_place() {
     if !kvm_available("variables_survive_a_control_api_reset_in_place") {
         return;
     }
-    let dir = ScratchDir::new("fwflash-api").expect("scratch dir");
-    let firmware = build_firmware(dir.path());
-    let vars = blank_vars(dir.path(), true);
+    let (dir, firmware, vars) = firmware_and_store("fwflash-api", true);
     let sock = dir.path().join("api.sock");
     let mut run = FwRun::start(dir.path(), &firmware, &vars, Some(&sock));
     run.wait_serial(|s| s.contains("flash: programmed"));
     let (code, body) = request(&sock, "PUT", "/v1/vm/reset").expect("reset through the API");
     assert_eq!(code, 204, "{body}\n{}", run.describe());
     // The same process (re-executed in place) boots again and powers off.
-    assert_eq!(run.wait_exit(), Some(0), "{}", run.describe());
-    assert_eq!(
-        run.serial(),
-        format!("{FIRST_BOOT}{SECOND_BOOT}"),
-        "{}",
-        run.describe()
-    );
+    finish_second_boot(&mut run, &vars, true);
     assert!(
         run.vmm_log().contains("reset: restarting the VMM in place"),
         "{}",
         run.describe()
     );
-    check_second_boot(&run);
-    check_vars(&vars, true);
 }

@@ -5,7 +5,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kiln_tests::{days_from_civil, kvm_available, probe, ScratchDir};
+use kiln_tests::disk::{assert_only_sector_1, blank_raw, sector_pattern};
+use kiln_tests::{assert_lines, days_from_civil, kvm_available, probe, ScratchDir};
 
 /// Boot `name` under QEMU (it must end by itself, within `timeout`); returns
 /// the serial output.
@@ -138,38 +139,40 @@ fn qemu_crash_and_reset_end_the_run() {
     assert!(!out.contains("still running"), "{out}");
 }
 
-/// The legacy virtio probe against QEMU's own transitional virtio-blk
-/// (the default on `-M pc`): the same lines, the same bytes on the disk.
+/// Probe `name` under QEMU with a blank raw disk on QEMU's own
+/// virtio-blk-pci (transitional, the default on `-M pc`): its output has
+/// `lines` and no FAIL, and the disk holds the probe's pattern in sector 1
+/// only.
+fn qemu_virtio_legacy(name: &str, lines: &[&str]) {
+    let dir = ScratchDir::new(name).unwrap();
+    let img = blank_raw(dir.path(), "disk.raw");
+    let drive = format!("file={},format=raw,if=none,id=d0", img.display());
+    let out = run_qemu(
+        name,
+        &["-drive", &drive, "-device", "virtio-blk-pci,drive=d0"],
+        TIMEOUT,
+    );
+    assert_lines(&out, lines, &out);
+    assert_only_sector_1(&std::fs::read(&img).unwrap(), &sector_pattern(5, 11));
+}
+
+/// The legacy virtio probe against QEMU's own transitional virtio-blk:
+/// the same lines, the same bytes on the disk.
 #[test]
 fn qemu_virtio_legacy_on_a_transitional_disk() {
     if !kvm_available("qemu_virtio_legacy_on_a_transitional_disk") {
         return;
     }
-    let dir = ScratchDir::new("qlegacy").unwrap();
-    let img = dir.path().join("disk.raw");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(2 << 20)
-        .unwrap();
-    let drive = format!("file={},format=raw,if=none,id=d0", img.display());
-    let out = run_qemu(
+    qemu_virtio_legacy(
         "virtio_legacy",
-        &["-drive", &drive, "-device", "virtio-blk-pci,drive=d0"],
-        TIMEOUT,
+        &[
+            "virtio-legacy: I/O BAR moved to 0xd000",
+            "virtio-legacy: ISR queue bit set, cleared by the read",
+            "left vector 0x50 pending in the LAPIC",
+            "virtio-legacy: read back and verified 512 bytes",
+            "virtio-legacy: done",
+        ],
     );
-    assert!(!out.contains("FAIL"), "{out}");
-    for line in [
-        "virtio-legacy: I/O BAR moved to 0xd000",
-        "virtio-legacy: ISR queue bit set, cleared by the read",
-        "left vector 0x50 pending in the LAPIC",
-        "virtio-legacy: read back and verified 512 bytes",
-        "virtio-legacy: done",
-    ] {
-        assert!(out.contains(line), "missing {line:?}\n{out}");
-    }
-    let data = std::fs::read(&img).unwrap();
-    let pattern: Vec<u8> = (0..512u32).map(|i| (i * 5 + 11) as u8).collect();
-    assert_eq!(&data[512..1024], &pattern[..]);
 }
 
 /// The level/active-low variant of the legacy probe on QEMU (whose
@@ -180,24 +183,12 @@ fn qemu_virtio_legacy_level_on_a_transitional_disk() {
     if !kvm_available("qemu_virtio_legacy_level_on_a_transitional_disk") {
         return;
     }
-    let dir = ScratchDir::new("qlevel").unwrap();
-    let img = dir.path().join("disk.raw");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(2 << 20)
-        .unwrap();
-    let drive = format!("file={},format=raw,if=none,id=d0", img.display());
-    let out = run_qemu(
+    qemu_virtio_legacy(
         "virtio_legacy_level",
-        &["-drive", &drive, "-device", "virtio-blk-pci,drive=d0"],
-        TIMEOUT,
+        &[
+            "virtio-legacy: level active-low entry delivered, remote IRR set",
+            "left vector 0x50 pending in the LAPIC",
+            "virtio-legacy: done",
+        ],
     );
-    assert!(!out.contains("FAIL"), "{out}");
-    for line in [
-        "virtio-legacy: level active-low entry delivered, remote IRR set",
-        "left vector 0x50 pending in the LAPIC",
-        "virtio-legacy: done",
-    ] {
-        assert!(out.contains(line), "missing {line:?}\n{out}");
-    }
 }

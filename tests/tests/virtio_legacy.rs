@@ -5,20 +5,29 @@
 //! and that the VMM followed the move with its PIO ioeventfd.
 
 use std::fs;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use kiln_tests::disk::{assert_only_sector_1, assert_untouched, blank_raw, sector_pattern};
 use kiln_tests::{kvm_available, probe, ScratchDir, Vm, VmSpec};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn start(disk: String, extra: &[&str]) -> Vm {
-    let mut spec = VmSpec::new(probe("virtio_legacy"));
-    spec.extra_args = vec!["--disk".into(), disk];
-    spec.extra_args.extend(extra.iter().map(|s| s.to_string()));
-    let mut vm = Vm::start(&spec);
-    let code = vm.wait_exit_code(TIMEOUT);
-    assert_eq!(code, 0, "exit code\n{}", vm.describe());
-    vm
+/// Run probe `name` on a blank raw disk with the `--disk` options `disk`
+/// (`,key=value...`) and the further arguments `extra`, to its power-off;
+/// returns the VM and the disk file.
+fn run(name: &str, disk: &str, extra: &[&str]) -> (Vm, ScratchDir, PathBuf) {
+    let dir = ScratchDir::new(name).unwrap();
+    let img = blank_raw(dir.path(), "disk.raw");
+    let spec = VmSpec::new(probe(name))
+        .args(["--disk".into(), format!("path={}{disk}", img.display())])
+        .args(extra.iter().copied());
+    (Vm::run_to_poweroff(&spec, TIMEOUT), dir, img)
+}
+
+/// The probe's pattern on sector 1.
+fn pattern() -> Vec<u8> {
+    sector_pattern(5, 11)
 }
 
 #[test]
@@ -26,18 +35,14 @@ fn a_legacy_driver_writes_and_reads_a_transitional_disk() {
     if !kvm_available("a_legacy_driver_writes_and_reads_a_transitional_disk") {
         return;
     }
-    let dir = ScratchDir::new("vlegacy").unwrap();
-    let img = dir.path().join("disk.raw");
-    fs::File::create(&img).unwrap().set_len(2 << 20).unwrap();
     // A transitional entropy device too: a second I/O BAR, sharing the
     // disk's INTx GSI (slots 1 and 2 both route to 10).
-    let vm = start(
-        format!("path={},format=raw,transitional=on", img.display()),
+    let (vm, _dir, img) = run(
+        "virtio_legacy",
+        ",format=raw,transitional=on",
         &["--rng", "transitional=on"],
     );
-    let out = vm.serial();
-    assert!(!out.contains("FAIL"), "{}", vm.describe());
-    for line in [
+    vm.assert_serial_lines(&[
         "virtio-legacy: I/O BAR moved to 0xd000",
         "virtio-legacy: queue 0 has 256 entries",
         "virtio-legacy: capacity 4096 sectors",
@@ -47,14 +52,8 @@ fn a_legacy_driver_writes_and_reads_a_transitional_disk() {
         "virtio-legacy: read back and verified 512 bytes",
         "virtio-legacy: reset done",
         "virtio-legacy: done",
-    ] {
-        assert!(out.contains(line), "missing {line:?}\n{}", vm.describe());
-    }
-    let pattern: Vec<u8> = (0..512u32).map(|i| (i * 5 + 11) as u8).collect();
-    let data = fs::read(&img).unwrap();
-    assert_eq!(&data[512..1024], &pattern[..], "sector 1 on the host");
-    assert!(data[..512].iter().all(|&b| b == 0), "sector 0 untouched");
-    assert!(data[1024..].iter().all(|&b| b == 0), "the rest untouched");
+    ]);
+    assert_only_sector_1(&fs::read(&img).unwrap(), &pattern());
     // The VMM placed the I/O BAR, followed the guest's move, and every
     // notify (all after the move) went through the PIO ioeventfd.
     let log = vm.vmm_log();
@@ -76,17 +75,14 @@ fn a_disk_is_modern_only_by_default() {
     if !kvm_available("a_disk_is_modern_only_by_default") {
         return;
     }
-    let dir = ScratchDir::new("vmodern").unwrap();
-    let img = dir.path().join("disk.raw");
-    fs::File::create(&img).unwrap().set_len(2 << 20).unwrap();
-    let vm = start(format!("path={}", img.display()), &[]);
+    let (vm, _dir, img) = run("virtio_legacy", "", &[]);
     assert!(
         vm.serial()
             .contains("virtio-legacy: FAIL no transitional virtio-blk (1af4:1001)"),
         "{}",
         vm.describe()
     );
-    assert!(fs::read(&img).unwrap().iter().all(|&b| b == 0));
+    assert_untouched(&img);
 }
 
 /// The same driver, with the disk's IOAPIC pin programmed as an OS
@@ -100,27 +96,12 @@ fn intx_reaches_a_level_active_low_ioapic_entry() {
     if !kvm_available("intx_reaches_a_level_active_low_ioapic_entry") {
         return;
     }
-    let dir = ScratchDir::new("vlevel").unwrap();
-    let img = dir.path().join("disk.raw");
-    fs::File::create(&img).unwrap().set_len(2 << 20).unwrap();
-    let mut spec = VmSpec::new(probe("virtio_legacy_level"));
-    spec.extra_args = vec![
-        "--disk".into(),
-        format!("path={},format=raw,transitional=on", img.display()),
-    ];
-    let mut vm = Vm::start(&spec);
-    let code = vm.wait_exit_code(TIMEOUT);
-    assert_eq!(code, 0, "exit code\n{}", vm.describe());
-    let out = vm.serial();
-    assert!(!out.contains("FAIL"), "{}", vm.describe());
-    for line in [
+    let (vm, _dir, img) = run("virtio_legacy_level", ",format=raw,transitional=on", &[]);
+    vm.assert_serial_lines(&[
         "virtio-legacy: level active-low entry delivered, remote IRR set",
         "virtio-legacy: INTx on GSI 10 left vector 0x50 pending in the LAPIC",
         "virtio-legacy: read back and verified 512 bytes",
         "virtio-legacy: done",
-    ] {
-        assert!(out.contains(line), "missing {line:?}\n{}", vm.describe());
-    }
-    let pattern: Vec<u8> = (0..512u32).map(|i| (i * 5 + 11) as u8).collect();
-    assert_eq!(&fs::read(&img).unwrap()[512..1024], &pattern[..]);
+    ]);
+    assert_only_sector_1(&fs::read(&img).unwrap(), &pattern());
 }

@@ -7,125 +7,20 @@
 //! its queues), then sees the configuration interrupt when the test sets
 //! the link down through the control API.
 
-use std::fs;
 use std::io::{Read, Write};
 use std::net::UdpSocket;
-use std::os::fd::RawFd;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kiln_tests::netns::{NetNs, GUEST_IP, PEER_IP};
 use kiln_tests::{kvm_available, probe, Vm, VmSpec};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const MAC: &str = "52:54:00:4d:51:01";
-
-fn ip(ns: &str, args: &[&str]) {
-    let out = Command::new("ip")
-        .arg("-n")
-        .arg(ns)
-        .args(args)
-        .output()
-        .expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip -n {ns} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A namespace with a bridge, the peer 10.9.0.1 on a veth, and the
-/// two-queue tap `kq0` on the bridge. Removed on drop.
-struct NetNs {
-    name: String,
-}
-
-impl NetNs {
-    fn new() -> NetNs {
-        let name = format!("kiln-vmq-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add");
-        let ns = NetNs { name };
-        let n = ns.name.as_str();
-        ip(n, &["link", "set", "lo", "up"]);
-        ip(n, &["link", "add", "br0", "type", "bridge"]);
-        ip(n, &["link", "set", "br0", "up"]);
-        ip(
-            n,
-            &[
-                "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
-            ],
-        );
-        ip(n, &["link", "set", "veth0", "master", "br0", "up"]);
-        ip(n, &["addr", "add", "10.9.0.1/24", "dev", "veth1"]);
-        ip(n, &["link", "set", "veth1", "up"]);
-        for sysctl in [
-            "net.ipv4.conf.all.arp_ignore=1",
-            "net.ipv6.conf.all.disable_ipv6=1",
-        ] {
-            let st = Command::new("ip")
-                .args(["netns", "exec", n, "sysctl", "-qw", sysctl])
-                .status()
-                .unwrap();
-            assert!(st.success(), "sysctl {sysctl}");
-        }
-        ns
-    }
-
-    /// Run `f` on a thread inside the namespace.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let nsf = fs::File::open(&path).unwrap();
-            // SAFETY: setns on a valid netns fd; affects only this thread.
-            let r =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&nsf), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// Open the two queues of tap `kq0` (IFF_TAP | IFF_NO_PI |
-    /// IFF_VNET_HDR | IFF_MULTI_QUEUE), inheritable, as kilnd would.
-    fn open_mq_tap(&self) -> Vec<RawFd> {
-        let fds = self.run(|| {
-            (0..2)
-                .map(|_| {
-                    // SAFETY: a NUL-terminated path; the result is checked.
-                    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR) };
-                    assert!(fd >= 0, "open /dev/net/tun");
-                    let mut req = [0u8; 40];
-                    req[..3].copy_from_slice(b"kq0");
-                    let flags: i16 = 0x0002 | 0x1000 | 0x4000 | 0x0100;
-                    req[16..18].copy_from_slice(&flags.to_ne_bytes());
-                    // SAFETY: TUNSETIFF reads/writes a 40-byte ifreq.
-                    let r = unsafe { libc::ioctl(fd, 0x4004_54ca, req.as_mut_ptr()) };
-                    assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
-                    fd
-                })
-                .collect::<Vec<_>>()
-        });
-        ip(&self.name, &["link", "set", "kq0", "master", "br0", "up"]);
-        fds
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 /// `PUT path` with a JSON body on the control socket; the status code.
 fn put_json(sock: &Path, path: &str, body: &str) -> u16 {
@@ -147,30 +42,23 @@ fn multiqueue_pair_1_and_link_down_on_kvm() {
     if !kvm_available("multiqueue_pair_1_and_link_down_on_kvm") {
         return;
     }
-    let ns = NetNs::new();
-    let fds = ns.open_mq_tap();
-    let mut spec = VmSpec::new(probe("virtio_mq"));
-    spec.extra_args = vec![
+    let ns = NetNs::new("vmq");
+    let tap = ns.open_tap("kq0", 2);
+    let spec = VmSpec::new(probe("virtio_mq")).args([
         "--net".into(),
-        format!("fds={}:{},mac={MAC}", fds[0], fds[1]),
-    ];
+        format!(
+            "fds={}:{},mac={MAC}",
+            tap[0].as_raw_fd(),
+            tap[1].as_raw_fd()
+        ),
+    ]);
     let mut vm = Vm::start(&spec);
-    for fd in &fds {
-        // SAFETY: the fds are ours (the child has its own copies).
-        unsafe { libc::close(*fd) };
-    }
+    drop(tap); // the child has its own copies
 
     // Sent on pair 1: the peer learned the guest from its ARP request.
     vm.wait_serial_line("virtio-net: sent an ARP request on pair 1", TIMEOUT);
     let t0 = Instant::now();
-    loop {
-        let neigh = Command::new("ip")
-            .args(["-n", &ns.name, "neigh", "show", "10.9.0.2"])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&neigh.stdout).contains(MAC) {
-            break;
-        }
+    while !ns.peer_knows(MAC) {
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "the peer never learned {MAC}\n{}",
@@ -184,16 +72,11 @@ fn multiqueue_pair_1_and_link_down_on_kvm() {
     vm.wait_serial_line("virtio-net: waiting on pair 1", TIMEOUT);
     let done = Arc::new(AtomicBool::new(false));
     let stop = done.clone();
-    let path = format!("/var/run/netns/{}", ns.name);
-    let sender = std::thread::spawn(move || {
-        let nsf = fs::File::open(&path).unwrap();
-        // SAFETY: setns on a valid netns fd; affects only this thread.
-        let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&nsf), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+    let sender = ns.spawn(move || {
         let mut port = 9000u16;
         while !stop.load(Ordering::Relaxed) && port < 60000 {
-            let s = UdpSocket::bind(("10.9.0.1", 0)).unwrap();
-            let _ = s.send_to(b"kiln multiqueue", ("10.9.0.2", port));
+            let s = UdpSocket::bind((PEER_IP, 0)).unwrap();
+            let _ = s.send_to(b"kiln multiqueue", (GUEST_IP, port));
             port += 1;
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -212,18 +95,14 @@ fn multiqueue_pair_1_and_link_down_on_kvm() {
     );
     assert_eq!(put_json(&sock, "/v1/vm/net/0", r#"{"link":"down"}"#), 204);
     let code = vm.wait_exit_code(TIMEOUT);
-    let out = vm.serial();
     assert_eq!(code, 0, "exit code\n{}", vm.describe());
-    assert!(!out.contains("FAIL"), "{}", vm.describe());
-    for line in [
-        &format!("virtio-net: MAC {MAC}, 2 queue pairs")[..],
+    vm.assert_serial_lines(&[
+        &format!("virtio-net: MAC {MAC}, 2 queue pairs"),
         "virtio-net: VQ_PAIRS_SET 3 refused",
         "virtio-net: VQ_PAIRS_SET 2 ok",
         "virtio-net: link down after configuration interrupt 0x42, new generation",
         "virtio: done",
-    ] {
-        assert!(out.contains(line), "missing {line:?}\n{}", vm.describe());
-    }
+    ]);
     let log = vm.vmm_log();
     assert!(log.contains("2 queue pair(s) in use"), "{log}");
     assert!(log.contains("NIC 0: link down"), "{log}");

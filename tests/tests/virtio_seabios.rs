@@ -11,63 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_tests::{cache_dir, kiln_vmm, kvm_available, ScratchDir};
+use kiln_tests::asm::assemble_flat;
+use kiln_tests::{cache_dir, kiln_vmm, kvm_available, repo_root, ScratchDir};
 
-const MBR_SOURCE: &str = r#"
-        .code16
-        .globl _start
-_start:
-        cli
-        xor %ax, %ax
-        mov %ax, %ds
-        mov $msg, %si
-1:      lodsb
-        test %al, %al
-        jz 2f
-        mov $0x3f8, %dx
-        out %al, %dx
-        jmp 1b
-2:      mov $0x604, %dx
-        mov $(0x2000 | (5 << 10)), %ax  /* ACPI S5 */
-        out %ax, %dx
-3:      hlt
-        jmp 3b
-msg:    .asciz "kiln MBR booted from virtio-blk\n"
-        .org 510
-        .word 0xaa55
-"#;
-
-/// Assemble the MBR (GNU as, ld) into `dir`; returns the 512-byte sector.
-fn build_mbr(dir: &Path) -> Vec<u8> {
-    let s = dir.join("mbr.s");
-    fs::write(&s, MBR_SOURCE).unwrap();
-    let o = dir.join("mbr.o");
-    let bin = dir.join("mbr.bin");
-    let st = Command::new("as")
-        .args(["--32", "-o"])
-        .arg(&o)
-        .arg(&s)
-        .status()
-        .unwrap();
-    assert!(st.success(), "as");
-    let st = Command::new("ld")
-        .args([
-            "-m",
-            "elf_i386",
-            "-Ttext",
-            "0x7c00",
-            "--oformat",
-            "binary",
-            "-o",
-        ])
-        .arg(&bin)
-        .arg(&o)
-        .status()
-        .unwrap();
-    assert!(st.success(), "ld");
-    let mbr = fs::read(&bin).unwrap();
-    assert_eq!(mbr.len(), 512);
-    mbr
+/// An 8 MiB raw disk `dir/disk.raw` whose first sector is the MBR probe
+/// (images/mbr/poweroff.s): it prints a line on COM1 and powers off.
+fn mbr_disk(dir: &Path) -> PathBuf {
+    let mut disk = assemble_flat(&repo_root().join("images/mbr/poweroff.s"), 0x7c00, dir);
+    assert_eq!(disk.len(), 512);
+    disk.resize(8 << 20, 0);
+    let img = dir.join("disk.raw");
+    fs::write(&img, &disk).unwrap();
+    img
 }
 
 fn seabios() -> PathBuf {
@@ -116,6 +71,17 @@ fn boot(dir: &Path, disk: &str) -> (String, String) {
     (out, log)
 }
 
+/// Boot SeaBIOS from the MBR disk as a raw image with the `--disk`
+/// options `options` (`,key=value...`); returns (serial, vmm log).
+fn boot_raw_mbr(tag: &str, options: &str) -> (String, String) {
+    let dir = ScratchDir::new(tag).unwrap();
+    let img = mbr_disk(dir.path());
+    boot(
+        dir.path(),
+        &format!("path={},format=raw{options}", img.display()),
+    )
+}
+
 fn check(out: &str, log: &str) {
     assert!(
         out.contains("kiln MBR booted from virtio-blk"),
@@ -131,12 +97,7 @@ fn seabios_boots_an_mbr_from_a_raw_virtio_disk() {
     if !kvm_available("seabios_boots_an_mbr_from_a_raw_virtio_disk") {
         return;
     }
-    let dir = ScratchDir::new("sbraw").unwrap();
-    let mut disk = build_mbr(dir.path());
-    disk.resize(8 << 20, 0);
-    let img = dir.path().join("disk.raw");
-    fs::write(&img, &disk).unwrap();
-    let (out, log) = boot(dir.path(), &format!("path={},format=raw", img.display()));
+    let (out, log) = boot_raw_mbr("sbraw", "");
     check(&out, &log);
 }
 
@@ -146,10 +107,7 @@ fn seabios_boots_an_mbr_from_a_qcow2_virtio_disk() {
         return;
     }
     let dir = ScratchDir::new("sbqcow").unwrap();
-    let mut disk = build_mbr(dir.path());
-    disk.resize(8 << 20, 0);
-    let raw = dir.path().join("disk.raw");
-    fs::write(&raw, &disk).unwrap();
+    let raw = mbr_disk(dir.path());
     let img = dir.path().join("disk.qcow2");
     let st = Command::new("qemu-img")
         .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
@@ -167,15 +125,7 @@ fn seabios_boots_an_mbr_from_a_transitional_virtio_disk() {
     if !kvm_available("seabios_boots_an_mbr_from_a_transitional_virtio_disk") {
         return;
     }
-    let dir = ScratchDir::new("sbtrans").unwrap();
-    let mut disk = build_mbr(dir.path());
-    disk.resize(8 << 20, 0);
-    let img = dir.path().join("disk.raw");
-    fs::write(&img, &disk).unwrap();
-    let (out, log) = boot(
-        dir.path(),
-        &format!("path={},format=raw,transitional=on", img.display()),
-    );
+    let (out, log) = boot_raw_mbr("sbtrans", ",transitional=on");
     assert!(
         out.contains("kiln MBR booted from virtio-blk"),
         "--- serial ---\n{out}\n--- log ---\n{log}"

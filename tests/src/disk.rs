@@ -1,0 +1,40 @@
+//! Disks for the probe guests that write a pattern to sector 1
+//! (`virtio_pci`, `virtio_legacy`): a blank raw file, the pattern, and the
+//! check that the host file holds it there and nowhere else.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The size of the blank disks: 4096 sectors.
+pub const BLANK_DISK_BYTES: u64 = 2 << 20;
+
+/// A zero-filled raw disk `dir/name` of [`BLANK_DISK_BYTES`].
+pub fn blank_raw(dir: &Path, name: &str) -> PathBuf {
+    let img = dir.join(name);
+    fs::File::create(&img)
+        .and_then(|f| f.set_len(BLANK_DISK_BYTES))
+        .unwrap_or_else(|e| panic!("create {}: {e}", img.display()));
+    img
+}
+
+/// A probe's 512-byte pattern: byte i is `mul * i + add` (mod 256).
+pub fn sector_pattern(mul: u32, add: u32) -> Vec<u8> {
+    (0..512u32).map(|i| (i * mul + add) as u8).collect()
+}
+
+/// `data` (a whole disk) holds `pattern` in sector 1 and zeros elsewhere.
+pub fn assert_only_sector_1(data: &[u8], pattern: &[u8]) {
+    assert_eq!(&data[512..1024], pattern, "sector 1 on the host");
+    assert!(data[..512].iter().all(|&b| b == 0), "sector 0 untouched");
+    assert!(data[1024..].iter().all(|&b| b == 0), "the rest untouched");
+}
+
+/// The disk file at `img` is still all zeros.
+pub fn assert_untouched(img: &Path) {
+    let data = fs::read(img).unwrap_or_else(|e| panic!("read {}: {e}", img.display()));
+    assert!(
+        data.iter().all(|&b| b == 0),
+        "{} was written",
+        img.display()
+    );
+}
