@@ -5,7 +5,9 @@
 //! The guest switches to 2 pairs with VQ_PAIRS_SET, sends on pair 1 and
 //! receives on pair 1 (the test sends UDP flows, which the tap spreads over
 //! its queues), then sees the configuration interrupt when the test sets
-//! the link down through the control API.
+//! the link down through the control API. `GET /v1/vm` reports each NIC's
+//! MAC and link, and a link set down stays down (and a random MAC the same)
+//! across an in-place reset.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -44,8 +46,9 @@ struct NetNs {
 }
 
 impl NetNs {
-    fn new() -> NetNs {
-        let name = format!("kiln-vmq-{}", std::process::id());
+    /// `tag` tells apart the namespaces of tests running at once.
+    fn new(tag: &str) -> NetNs {
+        let name = format!("kiln-vmq-{tag}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
         let st = Command::new("ip")
             .args(["netns", "add", &name])
@@ -97,14 +100,20 @@ impl NetNs {
     /// Open the two queues of tap `kq0` (IFF_TAP | IFF_NO_PI |
     /// IFF_VNET_HDR | IFF_MULTI_QUEUE), inheritable, as kilnd would.
     fn open_mq_tap(&self) -> Vec<RawFd> {
-        let fds = self.run(|| {
-            (0..2)
+        self.open_tap("kq0", 2)
+    }
+
+    /// Open `queues` queues of multi-queue tap `name` (up to 15 bytes),
+    /// on the bridge.
+    fn open_tap(&self, name: &'static str, queues: usize) -> Vec<RawFd> {
+        let fds = self.run(move || {
+            (0..queues)
                 .map(|_| {
                     // SAFETY: a NUL-terminated path; the result is checked.
                     let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR) };
                     assert!(fd >= 0, "open /dev/net/tun");
                     let mut req = [0u8; 40];
-                    req[..3].copy_from_slice(b"kq0");
+                    req[..name.len()].copy_from_slice(name.as_bytes());
                     let flags: i16 = 0x0002 | 0x1000 | 0x4000 | 0x0100;
                     req[16..18].copy_from_slice(&flags.to_ne_bytes());
                     // SAFETY: TUNSETIFF reads/writes a 40-byte ifreq.
@@ -114,7 +123,7 @@ impl NetNs {
                 })
                 .collect::<Vec<_>>()
         });
-        ip(&self.name, &["link", "set", "kq0", "master", "br0", "up"]);
+        ip(&self.name, &["link", "set", name, "master", "br0", "up"]);
         fds
     }
 }
@@ -147,7 +156,7 @@ fn multiqueue_pair_1_and_link_down_on_kvm() {
     if !kvm_available("multiqueue_pair_1_and_link_down_on_kvm") {
         return;
     }
-    let ns = NetNs::new();
+    let ns = NetNs::new("mq");
     let fds = ns.open_mq_tap();
     let mut spec = VmSpec::new(probe("virtio_mq"));
     spec.extra_args = vec![
@@ -227,4 +236,105 @@ fn multiqueue_pair_1_and_link_down_on_kvm() {
     let log = vm.vmm_log();
     assert!(log.contains("2 queue pair(s) in use"), "{log}");
     assert!(log.contains("NIC 0: link down"), "{log}");
+}
+
+/// `GET /v1/vm` reports each NIC (index, MAC, link); a link set down stays
+/// down across `PUT /v1/vm/reset` (the same process boots the guest
+/// again), the other stays up, and a NIC with no configured MAC keeps the
+/// random one it got.
+#[test]
+fn link_down_survives_a_reset() {
+    if !kvm_available("link_down_survives_a_reset") {
+        return;
+    }
+    use kiln_api::control::{LinkState, NetInfo};
+    let ns = NetNs::new("reset");
+    let a = ns.open_mq_tap();
+    let b = ns.open_tap("kq1", 1);
+    let mut spec = VmSpec::new(probe("progress"));
+    spec.extra_args = vec![
+        "--net".into(),
+        format!("fds={}:{},mac={MAC}", a[0], a[1]),
+        "--net".into(),
+        format!("fds={}", b[0]),
+    ];
+    let mut vm = Vm::start(&spec);
+    for fd in a.iter().chain(&b) {
+        // SAFETY: the fds are ours (the child has its own copies).
+        unsafe { libc::close(*fd) };
+    }
+    vm.wait_serial("progress done", TIMEOUT);
+    let info = vm.info().unwrap();
+    let pid = info.pid;
+    assert_eq!(info.nets.len(), 2, "{:?}", info.nets);
+    assert_eq!(
+        info.nets[0],
+        NetInfo {
+            index: 0,
+            mac: MAC.into(),
+            link: LinkState::Up
+        }
+    );
+    let random = info.nets[1].mac.clone();
+    assert_eq!(info.nets[1].index, 1);
+    assert_eq!(info.nets[1].link, LinkState::Up);
+    assert!(
+        random.len() == 17
+            && random
+                .split(':')
+                .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok()),
+        "{random}"
+    );
+    assert_ne!(random, MAC);
+
+    let sock = vm.api_socket.clone().expect("api socket");
+    assert_eq!(put_json(&sock, "/v1/vm/net/0", r#"{"link":"down"}"#), 204);
+    let links = |vm: &Vm| -> Vec<(String, LinkState)> {
+        vm.info()
+            .unwrap()
+            .nets
+            .into_iter()
+            .map(|n| (n.mac, n.link))
+            .collect()
+    };
+    let expected = vec![
+        (MAC.to_string(), LinkState::Down),
+        (random.clone(), LinkState::Up),
+    ];
+    assert_eq!(links(&vm), expected);
+
+    assert_eq!(vm.put("reset").unwrap(), 204);
+    let t0 = Instant::now();
+    while vm.serial().matches("progress done").count() < 2 {
+        assert!(t0.elapsed() < TIMEOUT, "no second boot\n{}", vm.describe());
+        assert!(
+            vm.try_status().is_none(),
+            "VMM exited on reset\n{}",
+            vm.describe()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vm.wait_api(TIMEOUT);
+    assert_eq!(vm.info().unwrap().pid, pid, "reset is in place");
+    assert_eq!(links(&vm), expected, "after the reset");
+    let log = vm.vmm_log();
+    assert!(
+        log.contains("NIC 0: link kept down across the reset"),
+        "{log}"
+    );
+
+    // Up again, and a second reset keeps it up.
+    assert_eq!(put_json(&sock, "/v1/vm/net/0", r#"{"link":"up"}"#), 204);
+    assert_eq!(vm.put("reset").unwrap(), 204);
+    let t0 = Instant::now();
+    while vm.serial().matches("progress done").count() < 3 {
+        assert!(t0.elapsed() < TIMEOUT, "no third boot\n{}", vm.describe());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vm.wait_api(TIMEOUT);
+    assert_eq!(
+        links(&vm),
+        vec![(MAC.to_string(), LinkState::Up), (random, LinkState::Up)]
+    );
+    assert_eq!(vm.put("kill").unwrap(), 204);
 }
