@@ -3,7 +3,7 @@
 //!
 //! | method and path        | body in | answer |
 //! |------------------------|---------|--------|
-//! | `GET /v1/vm`           |         | [`VmInfo`] |
+//! | `GET /v1/vm`           |         | [`VmInfo`] (with each NIC's MAC and link, [`NetInfo`]) |
 //! | `PUT /v1/vm/pause`     |         | 204 |
 //! | `PUT /v1/vm/resume`    |         | 204 |
 //! | `PUT /v1/vm/power-button` |      | 204 (ACPI power button: the guest shuts down) |
@@ -87,6 +87,21 @@ pub struct VmInfo {
     pub boot_progress: Vec<BootProgress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_reason: Option<ExitReason>,
+    /// Each NIC, in `VmConfig::nets` order. A link set down stays down
+    /// across a reset (`PUT /v1/vm/reset`), and a MAC chosen at random
+    /// stays the same, as a PC's NIC keeps both when the PC reboots.
+    #[serde(default)]
+    pub nets: Vec<NetInfo>,
+}
+
+/// A NIC as the VMM reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetInfo {
+    /// Its index in `VmConfig::nets` (`PUT /v1/vm/net/{index}`).
+    pub index: usize,
+    /// The MAC address the guest sees, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    pub link: LinkState,
 }
 
 /// The body of every error answer.

@@ -75,6 +75,10 @@ thin_pool = "kiln-pool"
 # a larger body answers 413. Uploads do not count against max_body_bytes.
 [images]
 max_upload_bytes = 68719476736
+# An upload whose client sends no body bytes for this many seconds is
+# abandoned as if the client had left: the image is `queued` again, its
+# partial file removed, and a client still there gets 408. At least 1.
+upload_idle_timeout_s = 60
 
 [firmware]
 # Firmware for servers whose image is a disk image (they boot through it
@@ -151,6 +155,7 @@ pub struct DisksConfig {
 #[serde(deny_unknown_fields)]
 pub struct ImagesConfig {
     pub max_upload_bytes: u64,
+    pub upload_idle_timeout_s: u64,
 }
 
 /// `[firmware]`: the host's firmware files.
@@ -267,6 +272,11 @@ impl Config {
                     p.display()
                 )));
             }
+        }
+        if self.images.upload_idle_timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "images.upload_idle_timeout_s must be at least 1".into(),
+            ));
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(

@@ -10,7 +10,8 @@
 //! the data is checked against the declared format ([`check_complete`]);
 //! data that is not what it claims turns the image to `error` with a fault
 //! saying why, and the file is removed. An upload that does not end
-//! (client gone, too large) removes its partial file and leaves the image
+//! (client gone, too large, or no body bytes for
+//! `images.upload_idle_timeout_s`, which answers 408) removes its partial file and leaves the image
 //! `queued` again, for another try; a kilnd killed mid-upload leaves it
 //! `importing`, which the next start turns to `error` and whose partial
 //! file it removes ([`remove_partials`]).
@@ -138,7 +139,19 @@ pub async fn upload(
     let mut done = 0u64;
     let mut last = Instant::now();
     let mut body = body;
-    while let Some(frame) = body.frame().await {
+    let idle = Duration::from_secs(s.config.images.upload_idle_timeout_s);
+    loop {
+        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+            tracing::warn!(image = img.id, done, "upload idle, abandoned");
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the upload sent no data for {} s (images.upload_idle_timeout_s) after {done} bytes: abandoned, the image is queued again",
+                    idle.as_secs()
+                ),
+            ));
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

@@ -437,3 +437,100 @@ fn restart_repairs_bridges_and_finishes_deletes() {
     assert_eq!(k.req("DELETE", "/v1/networks/a", None).status, 204);
     assert!(ns.link("kba").is_none());
 }
+
+/// `/sys/class/net/DEV/tun_flags` inside the namespace.
+fn tun_flags(ns: &NetNs, dev: &str) -> u32 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "cat"])
+        .arg(format!("/sys/class/net/{dev}/tun_flags"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tun_flags of {dev}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// How many `/dev/net/tun` fds (tap queues) process `pid` holds.
+fn tun_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l == std::path::Path::new("/dev/net/tun"))
+        })
+        .count()
+}
+
+/// Multi-queue NICs (Nova's `hw_vif_multiqueue_enabled`): a server with 2
+/// vCPUs gets a 2-queue tap (IFF_MULTI_QUEUE, both queues held by its VMM,
+/// which offers 2 queue pairs) and still passes frames both ways; a
+/// 1-vCPU server's tap stays single-queue.
+#[test]
+fn multi_vcpu_servers_get_multi_queue_taps() {
+    const IFF_MULTI_QUEUE: u32 = 0x0100;
+    let ns = NetNs::new("kmq");
+    let k = start_kilnd_in(Some(&ns.name), "");
+    register(&k, "vnet", "virtio_pci", "");
+    register(&k, "hold", "hello", "hold");
+    let r = k.req(
+        "POST",
+        "/v1/flavors",
+        Some(r#"{"name":"k2.probe","vcpus":2,"ram_mb":64,"disk_gb":1}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = k.req(
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"lan","bridge":"kbr1"}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    ip(&ns.name, &["link", "set", "veth0", "master", "kbr1", "up"]);
+    let create = |name: &str, flavor: &str, image: &str, nets: &str| -> Server {
+        let r = k.req(
+            "POST",
+            "/v1/servers",
+            Some(&format!(
+                r#"{{"name":"{name}","flavor":"{flavor}","image":"{image}","networks":{nets}}}"#
+            )),
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json().unwrap()
+    };
+
+    let two = create("two", "k2.probe", "hold", r#"[{"network":"lan"}]"#);
+    let two = k.wait_status(&two.id, ServerStatus::Active, T);
+    let one = create("one", "k1.probe", "hold", r#"[{"network":"lan"}]"#);
+    let one = k.wait_status(&one.id, ServerStatus::Active, T);
+    let (tap2, tap1) = (&two.nics[0].tap, &one.nics[0].tap);
+    assert_ne!(tun_flags(&ns, tap2) & IFF_MULTI_QUEUE, 0, "{tap2}");
+    assert_eq!(tun_flags(&ns, tap1) & IFF_MULTI_QUEUE, 0, "{tap1}");
+    assert_eq!(tun_fds(two.pid.unwrap()), 2, "queues of {tap2}");
+    assert_eq!(tun_fds(one.pid.unwrap()), 1, "queues of {tap1}");
+    let log =
+        std::fs::read_to_string(k.state_path(&format!("servers/{}/vmm.log", two.id))).unwrap();
+    assert!(log.contains("2 queue pair(s)"), "{log}");
+
+    // The probe ARPs for the peer through a 2-queue NIC and gets the reply.
+    let mac = "52:54:00:4b:6d:71";
+    let talker = create(
+        "talker",
+        "k2.probe",
+        "vnet",
+        &format!(r#"[{{"network":"lan","mac":"{mac}"}}]"#),
+    );
+    assert_probe_talked(&k, &ns, &talker.id, mac, 1);
+    let log =
+        std::fs::read_to_string(k.state_path(&format!("servers/{}/vmm.log", talker.id))).unwrap();
+    assert!(log.contains("2 queue pair(s)"), "{log}");
+
+    for s in [&two, &one, &talker] {
+        assert_eq!(
+            k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
+                .status,
+            204
+        );
+    }
+    let left = ip(&ns.name, &["-o", "link", "show"]);
+    assert!(!left.contains(": kt"), "taps left: {left}");
+    assert_nothing_left(&k);
+}

@@ -331,3 +331,77 @@ fn cli_uploads_with_a_progress_bar() {
     assert_eq!(k.req("GET", "/v1/images/bad", None).status, 404);
     assert_eq!(store_files(&k).len(), 1, "{:?}", store_files(&k));
 }
+
+/// `images.upload_idle_timeout_s`: a client that sends headers and a few
+/// bytes and then nothing gets 408 after the timeout, the image is `queued`
+/// again without a partial file; a slow client that keeps sending (gaps
+/// shorter than the timeout, whole upload longer than it) is not cut off.
+#[test]
+fn stalled_upload_times_out() {
+    let k = start_kilnd(&format!(
+        "[images]\nmax_upload_bytes = {MAX}\nupload_idle_timeout_s = 2\n"
+    ));
+    let img = queued(&k, "stall", "raw");
+    let mut s = UnixStream::connect(&k.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "PUT /v1/images/{}/file HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        img.id,
+        1 << 20
+    )
+    .unwrap();
+    s.write_all(&[9u8; 1000]).unwrap();
+    wait_until("upload under way", T, || {
+        image(&k, &img.id).status == ImageStatus::Importing
+    });
+    assert!(
+        store_files(&k).iter().any(|f| f.ends_with(".partial")),
+        "{:?}",
+        store_files(&k)
+    );
+    // Then nothing: the answer comes on its own.
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("upload_idle_timeout_s"), "{answer}");
+    assert!(answer.contains("after 1000 bytes"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "answered only when the read timed out"
+    );
+    assert_eq!(image(&k, &img.id).status, ImageStatus::Queued);
+    assert_eq!(store_files(&k), Vec::<String>::new());
+    drop(s);
+
+    // A slow but steady client: 6 pieces 1 s apart (longer in all than the
+    // 2 s idle timeout) uploads fine into the same, queued again, image.
+    let mut s = UnixStream::connect(&k.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let piece = [3u8; 4096];
+    write!(
+        s,
+        "PUT /v1/images/{}/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        img.id,
+        6 * piece.len()
+    )
+    .unwrap();
+    let started = Instant::now();
+    for _ in 0..6 {
+        s.write_all(&piece).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() > Duration::from_secs(2));
+    let img = image(&k, &img.id);
+    assert_eq!(img.status, ImageStatus::Active, "{img:?}");
+    let ImageKind::Disk { size_bytes, .. } = img.kind else {
+        panic!()
+    };
+    assert_eq!(size_bytes, 6 * piece.len() as u64);
+}

@@ -5,7 +5,9 @@
 //! The guest switches to 2 pairs with VQ_PAIRS_SET, sends on pair 1 and
 //! receives on pair 1 (the test sends UDP flows, which the tap spreads over
 //! its queues), then sees the configuration interrupt when the test sets
-//! the link down through the control API.
+//! the link down through the control API. `GET /v1/vm` reports each NIC's
+//! MAC and link, and a link set down stays down (and a random MAC the same)
+//! across an in-place reset.
 
 use std::io::{Read, Write};
 use std::net::UdpSocket;
@@ -106,4 +108,102 @@ fn multiqueue_pair_1_and_link_down_on_kvm() {
     let log = vm.vmm_log();
     assert!(log.contains("2 queue pair(s) in use"), "{log}");
     assert!(log.contains("NIC 0: link down"), "{log}");
+}
+
+/// `GET /v1/vm` reports each NIC (index, MAC, link); a link set down stays
+/// down across `PUT /v1/vm/reset` (the same process boots the guest
+/// again), the other stays up, and a NIC with no configured MAC keeps the
+/// random one it got.
+#[test]
+fn link_down_survives_a_reset() {
+    if !kvm_available("link_down_survives_a_reset") {
+        return;
+    }
+    use kiln_api::control::{LinkState, NetInfo};
+    let ns = NetNs::new("reset");
+    let a = ns.open_tap("kq0", 2);
+    let b = ns.open_tap("kq1", 1);
+    let spec = VmSpec::new(probe("progress")).args([
+        "--net".into(),
+        format!("fds={}:{},mac={MAC}", a[0].as_raw_fd(), a[1].as_raw_fd()),
+        "--net".into(),
+        format!("fds={}", b[0].as_raw_fd()),
+    ]);
+    let mut vm = Vm::start(&spec);
+    // The child has its own copies.
+    drop((a, b));
+    vm.wait_serial("progress done", TIMEOUT);
+    let info = vm.info().unwrap();
+    let pid = info.pid;
+    assert_eq!(info.nets.len(), 2, "{:?}", info.nets);
+    assert_eq!(
+        info.nets[0],
+        NetInfo {
+            index: 0,
+            mac: MAC.into(),
+            link: LinkState::Up
+        }
+    );
+    let random = info.nets[1].mac.clone();
+    assert_eq!(info.nets[1].index, 1);
+    assert_eq!(info.nets[1].link, LinkState::Up);
+    assert!(
+        random.len() == 17
+            && random
+                .split(':')
+                .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok()),
+        "{random}"
+    );
+    assert_ne!(random, MAC);
+
+    let sock = vm.api_socket.clone().expect("api socket");
+    assert_eq!(put_json(&sock, "/v1/vm/net/0", r#"{"link":"down"}"#), 204);
+    let links = |vm: &Vm| -> Vec<(String, LinkState)> {
+        vm.info()
+            .unwrap()
+            .nets
+            .into_iter()
+            .map(|n| (n.mac, n.link))
+            .collect()
+    };
+    let expected = vec![
+        (MAC.to_string(), LinkState::Down),
+        (random.clone(), LinkState::Up),
+    ];
+    assert_eq!(links(&vm), expected);
+
+    assert_eq!(vm.put("reset").unwrap(), 204);
+    let t0 = Instant::now();
+    while vm.serial().matches("progress done").count() < 2 {
+        assert!(t0.elapsed() < TIMEOUT, "no second boot\n{}", vm.describe());
+        assert!(
+            vm.try_status().is_none(),
+            "VMM exited on reset\n{}",
+            vm.describe()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vm.wait_api(TIMEOUT);
+    assert_eq!(vm.info().unwrap().pid, pid, "reset is in place");
+    assert_eq!(links(&vm), expected, "after the reset");
+    let log = vm.vmm_log();
+    assert!(
+        log.contains("NIC 0: link kept down across the reset"),
+        "{log}"
+    );
+
+    // Up again, and a second reset keeps it up.
+    assert_eq!(put_json(&sock, "/v1/vm/net/0", r#"{"link":"up"}"#), 204);
+    assert_eq!(vm.put("reset").unwrap(), 204);
+    let t0 = Instant::now();
+    while vm.serial().matches("progress done").count() < 3 {
+        assert!(t0.elapsed() < TIMEOUT, "no third boot\n{}", vm.describe());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vm.wait_api(TIMEOUT);
+    assert_eq!(
+        links(&vm),
+        vec![(MAC.to_string(), LinkState::Up), (random, LinkState::Up)]
+    );
+    assert_eq!(vm.put("kill").unwrap(), 204);
 }

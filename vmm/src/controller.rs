@@ -9,7 +9,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use kiln_api::control::{ExitReason, VmInfo, VmState};
+use kiln_api::control::{ExitReason, LinkState, NetInfo, VmInfo, VmState};
 use log::{info, warn};
 use vmm_sys_util::epoll::EventSet;
 
@@ -267,6 +267,27 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// Each NIC's MAC and link, in configuration order.
+    pub fn nets(&self) -> Vec<NetInfo> {
+        self.vm
+            .virtio
+            .nets
+            .iter()
+            .enumerate()
+            .map(|(index, l)| NetInfo {
+                index,
+                mac: l.mac().to_string(),
+                link: if l.is_up() {
+                    LinkState::Up
+                } else {
+                    LinkState::Down
+                },
+            })
+            .collect()
+    }
+}
+
 impl ControlTarget for Controller {
     fn info(&self) -> VmInfo {
         let exit_reason = self.vm.shared.exit_reason();
@@ -287,6 +308,7 @@ impl ControlTarget for Controller {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             exit_reason,
+            nets: self.nets(),
         }
     }
 

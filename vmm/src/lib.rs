@@ -12,6 +12,7 @@ pub mod interrupts;
 pub mod logger;
 pub mod memory;
 pub mod net;
+pub mod reset_state;
 pub mod seccomp;
 pub mod terminal;
 pub mod vcpu;

@@ -11,7 +11,7 @@ use kiln_api::control::ExitReason;
 use kiln_vmm::config::Args;
 use kiln_vmm::controller::{bind, Controller, Outcome};
 use kiln_vmm::vm::Vm;
-use kiln_vmm::{logger, terminal};
+use kiln_vmm::{logger, reset_state, terminal};
 use log::{error, info};
 
 /// Print an error and its chain of causes, once.
@@ -59,10 +59,15 @@ fn main() {
     let args = Args::parse();
     logger::init(args.log_level, start);
     kiln_vmm::seccomp::set_mode(args.seccomp);
-    let config = args.vm_config().unwrap_or_else(|e| {
+    let mut config = args.vm_config().unwrap_or_else(|e| {
         eprintln!("kiln-vmm: {}", report(&e));
         std::process::exit(2);
     });
+    // After an in-place reset: the NICs' MACs and links as they were.
+    let kept_nets = reset_state::take(&config);
+    if let Some(nets) = &kept_nets {
+        reset_state::keep_macs(&mut config, nets);
+    }
     let api = config.api_socket.as_deref().map(|p| {
         bind(p).unwrap_or_else(|e| fail(format!("cannot listen on the API socket {p}: {e}")))
     });
@@ -73,6 +78,9 @@ fn main() {
     let signals = kiln_vmm::controller::terminating_signals_fd()
         .unwrap_or_else(|e| fail(format!("cannot set up signal handling: {e}")));
     let mut vm = Vm::build(&config, start).unwrap_or_else(|e| fail(report(&e)));
+    if let Some(nets) = &kept_nets {
+        reset_state::keep_links(&vm.virtio.nets, nets);
+    }
     if config.serial.stdio {
         terminal::set_raw();
     }
@@ -138,6 +146,7 @@ fn main() {
             let _ = argv.next();
             let err = std::process::Command::new("/proc/self/exe")
                 .args(argv)
+                .env(reset_state::ENV, reset_state::encode(&ctl.nets()))
                 .exec();
             fail(format!("cannot restart: {err}"));
         }

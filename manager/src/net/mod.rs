@@ -144,9 +144,21 @@ pub fn check_bridge_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The queues of each of a server's NICs (Nova's
+/// `hw_vif_multiqueue_enabled`): one per vCPU, at most
+/// [`MAX_NIC_QUEUES`]; a single-vCPU server's NICs have one.
+pub fn nic_queues(vcpus: u32) -> usize {
+    usize::try_from(vcpus).map_or(MAX_NIC_QUEUES, |v| v.clamp(1, MAX_NIC_QUEUES))
+}
+
+/// The most queues kilnd gives a NIC.
+pub const MAX_NIC_QUEUES: usize = 8;
+
 /// Makes the taps of a server about to start, each on its network's
-/// bridge, and answers their fds in NIC order. An error is a fault message.
-pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<OwnedFd>, String> {
+/// bridge with [`nic_queues`] queues, and answers their queues' fds in NIC
+/// order. An error is a fault message.
+pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd>>, String> {
+    let queues = nic_queues(server.vcpus);
     let mut fds = Vec::new();
     for nic in &server.nics {
         let net = store
@@ -181,7 +193,7 @@ pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<OwnedFd>, S
         // held by a process that should not have it).
         link::delete(&nic.tap).await.map_err(|e| e.to_string())?;
         let name = nic.tap.clone();
-        let fd = tokio::task::spawn_blocking(move || tap::create(&name))
+        let fd = tokio::task::spawn_blocking(move || tap::create(&name, queues))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot create tap {}: {e}", nic.tap))?;
@@ -267,6 +279,13 @@ pub async fn reconcile(store: &Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nic_queues_follow_vcpus_up_to_8() {
+        for (vcpus, queues) in [(0, 1), (1, 1), (2, 2), (8, 8), (9, 8), (u32::MAX, 8)] {
+            assert_eq!(nic_queues(vcpus), queues, "{vcpus} vCPUs");
+        }
+    }
 
     #[test]
     fn names_and_macs() {

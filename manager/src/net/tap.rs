@@ -1,7 +1,8 @@
 //! Creating a tap device for a NIC: `TUNSETIFF` on `/dev/net/tun` with
 //! `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR` (kiln-vmm's virtio-net wants the
-//! virtio-net header on every frame). The tap is not made persistent: it
-//! lives exactly as long as an open fd refers to it (see [`super`] for why).
+//! virtio-net header on every frame), and `IFF_MULTI_QUEUE` with one fd per
+//! queue for a multi-queue NIC. The tap is not made persistent: it lives
+//! exactly as long as an open fd refers to it (see [`super`] for why).
 
 use std::fs::File;
 use std::io;
@@ -11,6 +12,7 @@ const IFNAMSIZ: usize = 16;
 const IFF_TAP: i16 = 0x0002;
 const IFF_NO_PI: i16 = 0x1000;
 const IFF_VNET_HDR: i16 = 0x4000;
+const IFF_MULTI_QUEUE: i16 = 0x0100;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
 #[repr(C)]
@@ -22,22 +24,41 @@ struct IfReq {
 
 const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
 
-/// Creates tap `name` and answers its queue fd (close-on-exec; the
-/// supervisor clears that in the one child that must inherit it).
-pub fn create(name: &str) -> io::Result<OwnedFd> {
+/// Creates tap `name` with `queues` queues (1: a single-queue tap; more:
+/// `IFF_MULTI_QUEUE`, the tap opened that many times) and answers the
+/// queues' fds (close-on-exec; the supervisor clears that in the one child
+/// that must inherit them).
+pub fn create(name: &str, queues: usize) -> io::Result<Vec<OwnedFd>> {
     if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("bad tap name {name:?}"),
         ));
     }
+    if queues == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a tap needs at least one queue",
+        ));
+    }
+    let flags = if queues > 1 {
+        IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE
+    } else {
+        IFF_TAP | IFF_NO_PI | IFF_VNET_HDR
+    };
+    (0..queues).map(|_| open_queue(name, flags)).collect()
+}
+
+/// One `TUNSETIFF` on a new `/dev/net/tun` fd: creates tap `name`, or
+/// (multi-queue) attaches another queue to it.
+fn open_queue(name: &str, flags: i16) -> io::Result<OwnedFd> {
     let file = File::options()
         .read(true)
         .write(true)
         .open("/dev/net/tun")?;
     let mut req = IfReq {
         name: [0; IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        flags,
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());

@@ -249,7 +249,10 @@ impl Supervisor {
                     .stdout(log)
                     .stderr(log2);
                 sys::new_session(&mut cmd);
-                sys::inherit_fds(&mut cmd, taps.iter().map(|t| t.as_raw_fd()).collect());
+                sys::inherit_fds(
+                    &mut cmd,
+                    taps.iter().flatten().map(|t| t.as_raw_fd()).collect(),
+                );
                 let child = cmd
                     .spawn()
                     .map_err(|e| format!("cannot start kiln-vmm {}: {e}", binary.display()))?;

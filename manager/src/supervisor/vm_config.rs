@@ -14,9 +14,14 @@ use kiln_api::vm::{
 use super::{Supervisor, EXIT_FILE};
 
 impl Supervisor {
-    /// The VMM config for a server whose NICs' taps are `taps` (open fds
-    /// the VMM inherits).
-    pub(super) fn vm_config(&self, server: &Server, taps: &[OwnedFd]) -> Result<VmConfig, String> {
+    /// The VMM config for a server whose NICs' taps are `taps` (each NIC's
+    /// open queue fds, which the VMM inherits: `fd` for one, `fds` for a
+    /// multi-queue tap).
+    pub(super) fn vm_config(
+        &self,
+        server: &Server,
+        taps: &[Vec<OwnedFd>],
+    ) -> Result<VmConfig, String> {
         let image = self
             .store
             .get_image(&server.image_id)
@@ -112,10 +117,14 @@ impl Supervisor {
                 .nics
                 .iter()
                 .zip(taps)
-                .map(|(nic, fd)| NetConfig {
-                    fd: Some(fd.as_raw_fd()),
-                    mac: Some(nic.mac.clone()),
-                    ..Default::default()
+                .map(|(nic, fds)| {
+                    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+                    NetConfig {
+                        fd: (raw.len() == 1).then(|| raw[0]),
+                        fds: (raw.len() > 1).then_some(raw),
+                        mac: Some(nic.mac.clone()),
+                        ..Default::default()
+                    }
                 })
                 .collect(),
             ..Default::default()

@@ -80,7 +80,7 @@ impl NetDevice {
             features,
             rate_limit,
             rx_rate_limit,
-            link: Arc::new(NetLink::new()?),
+            link: Arc::new(NetLink::new(mac)?),
             worker: None,
             name,
         })

@@ -10,8 +10,11 @@ use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::virtio::VirtioInterrupt;
+use crate::net::MacAddr;
 
 pub struct NetLink {
+    /// The NIC's MAC address, for the control API to report.
+    mac: MacAddr,
     up: AtomicBool,
     /// Written on every change, so the worker looks at the link again.
     kick: EventFd,
@@ -19,8 +22,9 @@ pub struct NetLink {
 }
 
 impl NetLink {
-    pub fn new() -> std::io::Result<Self> {
+    pub fn new(mac: MacAddr) -> std::io::Result<Self> {
         Ok(NetLink {
+            mac,
             up: AtomicBool::new(true),
             kick: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
             interrupt: Mutex::new(None),
@@ -31,6 +35,10 @@ impl NetLink {
     /// changes are announced.
     pub fn attach_interrupt(&self, irq: Arc<VirtioInterrupt>) {
         *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) = Some(irq);
+    }
+
+    pub fn mac(&self) -> MacAddr {
+        self.mac
     }
 
     pub fn is_up(&self) -> bool {
