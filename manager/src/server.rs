@@ -57,6 +57,11 @@ impl ApiError {
     pub(crate) fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
+
+    /// A 500 saying what went wrong inside kilnd.
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -250,7 +255,7 @@ async fn create_image(
     let dir = s.config.state_dir.join("images");
     let (img, job) = tokio::task::spawn_blocking(move || prepare_image(&req, &dir))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+        .map_err(ApiError::internal)??;
     s.store.insert_image(&img)?;
     let Some(job) = job else {
         return Ok((StatusCode::CREATED, Json(img)));
@@ -470,7 +475,7 @@ async fn check_root_image(img: &kiln_api::compute::Image, disk_gb: u64) -> Resul
     let check = img.clone();
     tokio::task::spawn_blocking(move || crate::disks::root_size(&check, disk_gb))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::internal)?
         .map_err(ApiError::bad)?;
     Ok(())
 }
@@ -519,7 +524,7 @@ async fn console(
     };
     let output = tokio::task::spawn_blocking(move || crate::util::read_tail(&path, q.tail))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(ApiError::internal)?;
     Ok(Json(ConsoleOutput { output }))
 }
 

@@ -70,10 +70,6 @@ impl Drop for Unfinished {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
 fn too_large(max: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -134,7 +130,7 @@ pub async fn upload(
     };
     let mut file = tokio::fs::File::create(&partial)
         .await
-        .map_err(|e| internal(format!("cannot create {}: {e}", partial.display())))?;
+        .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", partial.display())))?;
     let mut hash = Sha256::new();
     let mut done = 0u64;
     let mut last = Instant::now();
@@ -168,7 +164,7 @@ pub async fn upload(
         hash.update(&data);
         file.write_all(&data)
             .await
-            .map_err(|e| internal(format!("cannot write the upload: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("cannot write the upload: {e}")))?;
         if last.elapsed() >= Duration::from_millis(100) {
             last = Instant::now();
             let _ = s.store.set_import_progress(&img.id, done);
@@ -176,12 +172,12 @@ pub async fn upload(
     }
     file.sync_all()
         .await
-        .map_err(|e| internal(format!("cannot write the upload: {e}")))?;
+        .map_err(|e| ApiError::internal(format!("cannot write the upload: {e}")))?;
     drop(file);
     let check = partial.clone();
     let checked = tokio::task::spawn_blocking(move || check_complete(&check, format))
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     guard.armed = false;
     if let Err(why) = checked {
         let _ = std::fs::remove_file(&partial);
@@ -194,7 +190,7 @@ pub async fn upload(
         let _ = std::fs::remove_file(&partial);
         let why = format!("cannot store the upload: {e}");
         s.store.fail_import(&img.id, &why)?;
-        return Err(internal(why));
+        return Err(ApiError::internal(why));
     }
     let sha: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     s.store.finish_import(&img.id, done, &sha)?;

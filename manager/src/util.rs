@@ -5,11 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now as RFC 3339 UTC with seconds (`2026-11-26T23:46:47Z`).
 pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
+    rfc3339(now_secs())
 }
 
 /// Seconds since the Unix epoch as RFC 3339 UTC.
@@ -54,15 +50,19 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
             "{what} name {name:?} must not start with '.' or '-'"
         ));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
+    if let Some(c) = bad_name_char(name) {
         return Err(format!(
             "{what} name {name:?} has the character {c:?}; allowed are A-Z a-z 0-9 . _ -"
         ));
     }
     Ok(())
+}
+
+/// The first character of `name` outside `A-Z a-z 0-9 . _ -` (the
+/// characters of names and of bridge names), if any.
+pub fn bad_name_char(name: &str) -> Option<char> {
+    name.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
 }
 
 /// At most this much of the end of a console log is read.

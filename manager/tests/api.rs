@@ -8,8 +8,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use common::api::*;
-use common::Kilnd;
-use kiln_api::compute::{HostInfo, ImageKind, Server, ServerList, ServerStatus};
+use common::{disk_of, names, sha256sum, Kilnd};
+use kiln_api::compute::{HostInfo, Server, ServerList, ServerStatus};
 
 #[test]
 fn defaults_socket_and_openapi() {
@@ -28,15 +28,9 @@ fn defaults_socket_and_openapi() {
     assert_eq!(meta.gid(), kiln_gid);
 
     // Seeded flavors.
-    let f = k.json("GET", "/v1/flavors", None);
-    let names: Vec<&str> = f["flavors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
+    let names = names(&k.json("GET", "/v1/flavors", None), "flavors");
     for n in ["m1.tiny", "m1.small", "m1.medium", "m1.large", "k1.probe"] {
-        assert!(names.contains(&n), "{n} missing from {names:?}");
+        assert!(names.iter().any(|m| m == n), "{n} missing from {names:?}");
     }
     let m = k.json("GET", "/v1/flavors/m1.small", None);
     assert_eq!(
@@ -128,27 +122,9 @@ fn flavors_and_images_crud() {
     let src = k.dir.path().join("disk.raw");
     std::fs::write(&src, vec![7u8; 3 << 20]).unwrap();
     let img = k.import_disk("d1", &src, "raw");
-    let ImageKind::Disk {
-        path,
-        size_bytes,
-        sha256,
-        ..
-    } = &img.kind
-    else {
-        panic!("{img:?}")
-    };
-    assert_eq!(*size_bytes, 3 << 20);
-    let expect = std::process::Command::new("sha256sum")
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert_eq!(
-        sha256.as_str(),
-        String::from_utf8_lossy(&expect.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-    );
+    let (path, size_bytes, sha256) = disk_of(&img);
+    assert_eq!(size_bytes, 3 << 20);
+    assert_eq!(sha256, sha256sum(&src));
     assert!(path.starts_with(k.state.to_str().unwrap()));
     assert_eq!(std::fs::read(path).unwrap().len(), 3 << 20);
     // A disk image boots through firmware (bios unless registered
@@ -160,8 +136,7 @@ fn flavors_and_images_crud() {
     assert_eq!(s.firmware, Some(kiln_api::compute::Firmware::Bios));
     assert_eq!(s.disk_image_id.as_deref(), Some(img.id.as_str()));
     assert_eq!(k.req("DELETE", "/v1/images/d1", None).status, 409);
-    let r = k.req("DELETE", &format!("/v1/servers/{}", s.id), None);
-    assert_eq!(r.status, 204, "{}", r.text());
+    k.delete_server(&s.id);
 
     // An image in use cannot be deleted; after the server goes it can.
     let kimg = kernel_image(&k, "kern");
@@ -178,11 +153,7 @@ fn flavors_and_images_crud() {
         fault.contains("cannot start kiln-vmm") && fault.contains("/nonexistent/kiln-vmm"),
         "{fault}"
     );
-    assert_eq!(
-        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-            .status,
-        204
-    );
+    k.delete_server(&s.id);
     assert_eq!(
         k.req("GET", &format!("/v1/servers/{}", s.id), None).status,
         404
@@ -287,11 +258,7 @@ fn fifty_concurrent_creates_never_overcommit() {
     }
     assert_eq!(create(&k, "more", "k1.probe", "kern").status, 409);
     for s in &l.servers {
-        assert_eq!(
-            k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-                .status,
-            204
-        );
+        k.delete_server(&s.id);
     }
     let h: HostInfo = k.req("GET", "/v1/host", None).json().unwrap();
     assert_eq!((h.vcpus.used, h.servers), (0, 0));
@@ -340,31 +307,14 @@ fn disk_import_in_the_background() {
         "{after:?}"
     );
     assert!(after.fault.unwrap().contains("interrupted"));
-    let ImageKind::Disk { path, .. } = &img.kind else {
-        panic!()
-    };
+    let (path, _, _) = disk_of(&img);
     assert!(!std::path::Path::new(path).exists(), "partial copy left");
     assert_eq!(k.req("DELETE", "/v1/images/big", None).status, 204);
     // Imported in full this time.
     let t0 = std::time::Instant::now();
     let done = k.import_disk("big", &src, "raw");
     eprintln!("128 MiB import: {:?}", t0.elapsed());
-    let ImageKind::Disk {
-        sha256, size_bytes, ..
-    } = &done.kind
-    else {
-        panic!()
-    };
-    assert_eq!(*size_bytes, 128 << 20);
-    let expect = std::process::Command::new("sha256sum")
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert_eq!(
-        sha256.as_str(),
-        String::from_utf8_lossy(&expect.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-    );
+    let (_, size_bytes, sha256) = disk_of(&done);
+    assert_eq!(size_bytes, 128 << 20);
+    assert_eq!(sha256, sha256sum(&src));
 }

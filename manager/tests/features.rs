@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::vm::*;
+use common::{qemu_img_create, qemu_img_info};
 use kiln_api::compute::{HostInfo, Server, ServerStatus};
 
 #[test]
@@ -13,15 +14,9 @@ fn readiness_and_time_to_live() {
     let k = start_kilnd("");
     register(&k, "hold", "hello", "hold");
     let mk = |name: &str, extra: &str| -> Server {
-        let r = k.req(
-            "POST",
-            "/v1/servers",
-            Some(&format!(
-                r#"{{"name":"{name}","flavor":"k1.probe","image":"hold"{extra}}}"#
-            )),
-        );
-        assert_eq!(r.status, 202, "{}", r.text());
-        r.json().unwrap()
+        k.create_server(&format!(
+            r#"{{"name":"{name}","flavor":"k1.probe","image":"hold"{extra}}}"#
+        ))
     };
     let by_console = mk("c", r#","ready":{"console":"hello: hol+ding"}"#);
     let by_code = mk("d", r#","ready":{"debug_code":3}"#);
@@ -61,11 +56,7 @@ fn readiness_and_time_to_live() {
             == 404
     });
     for s in [&by_console, &by_code, &never, &plain] {
-        assert_eq!(
-            k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-                .status,
-            204
-        );
+        k.delete_server(&s.id);
     }
     assert_nothing_left(&k);
 }
@@ -73,19 +64,7 @@ fn readiness_and_time_to_live() {
 #[test]
 fn cli_drives_kilnd() {
     let k = start_kilnd("");
-    let kiln = |args: &[&str]| -> (bool, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("--socket")
-            .arg(&k.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let kiln = |args: &[&str]| k.cli(args);
     let hello = common::probe("hello");
     let (ok, out, err) = kiln(&[
         "image",
@@ -173,21 +152,9 @@ fn root_disk_is_an_overlay_on_the_image() {
     let k = start_kilnd("");
     register(&k, "hold", "hello", "hold");
     let base = k.dir.path().join("base.qcow2");
-    let st = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&base)
-        .arg("64M")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    qemu_img_create(&base, "64M");
     let big = k.dir.path().join("big.qcow2");
-    let st = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&big)
-        .arg("2G")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    qemu_img_create(&big, "2G");
     for (name, path) in [("base", &base), ("big", &big)] {
         k.import_disk(name, path, "qcow2");
     }
@@ -215,17 +182,7 @@ fn root_disk_is_an_overlay_on_the_image() {
     let s: Server = r.json().unwrap();
     k.wait_status(&s.id, ServerStatus::Active, T);
     let root = k.state_path(&format!("servers/{}/root.qcow2", s.id));
-    let info = std::process::Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        info.status.success(),
-        "{}",
-        String::from_utf8_lossy(&info.stderr)
-    );
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let info = qemu_img_info(&root);
     assert_eq!(info["format"], "qcow2");
     assert_eq!(info["virtual-size"].as_u64(), Some(1 << 30));
     let img = k.json("GET", "/v1/images/base", None);
@@ -244,11 +201,7 @@ fn root_disk_is_an_overlay_on_the_image() {
         std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&root).unwrap()),
         inode
     );
-    assert_eq!(
-        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-            .status,
-        204
-    );
+    k.delete_server(&s.id);
     assert!(!root.exists());
     assert_eq!(k.req("DELETE", "/v1/images/base", None).status, 204);
     assert_nothing_left(&k);
@@ -328,11 +281,7 @@ fn interactive_console() {
     );
     k.wait_status(&b.id, ServerStatus::Shutoff, T);
     for s in [&a, &b] {
-        assert_eq!(
-            k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-                .status,
-            204
-        );
+        k.delete_server(&s.id);
     }
     assert_nothing_left(&k);
 }

@@ -39,12 +39,16 @@ const BOOT: Duration = Duration::from_secs(180);
 
 const MBR_LINE: &str = "kiln MBR booted from virtio-blk";
 
-fn kvm_or_skip(test: &str) -> bool {
-    if std::path::Path::new("/dev/kvm").exists() {
-        return true;
+/// A kilnd with the firmware files and the `fw.small` flavor; None (the
+/// reason printed) where there is no KVM.
+fn fw_kilnd(test: &str) -> Option<Kilnd> {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        eprintln!("{test}: skipped: /dev/kvm is missing (needs KVM)");
+        return None;
     }
-    eprintln!("{test}: skipped: /dev/kvm is missing (needs KVM)");
-    false
+    let k = start_kilnd(&firmware_config());
+    fw_flavor(&k);
+    Some(k)
 }
 
 fn fw_flavor(k: &Kilnd) {
@@ -60,15 +64,9 @@ fn create_from(k: &Kilnd, name: &str, image: &str, firmware: Option<&str>) -> Se
     let fw = firmware
         .map(|f| format!(r#","firmware":"{f}""#))
         .unwrap_or_default();
-    let r = k.req(
-        "POST",
-        "/v1/servers",
-        Some(&format!(
-            r#"{{"name":"{name}","flavor":"fw.small","image":"{image}"{fw}}}"#
-        )),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json().unwrap()
+    k.create_server(&format!(
+        r#"{{"name":"{name}","flavor":"fw.small","image":"{image}"{fw}}}"#
+    ))
 }
 
 fn vm_json(k: &Kilnd, id: &str) -> VmConfig {
@@ -78,11 +76,9 @@ fn vm_json(k: &Kilnd, id: &str) -> VmConfig {
 
 #[test]
 fn disk_image_boots_through_seabios_from_its_root_disk() {
-    if !kvm_or_skip("disk_image_boots_through_seabios_from_its_root_disk") {
+    let Some(k) = fw_kilnd("disk_image_boots_through_seabios_from_its_root_disk") else {
         return;
-    }
-    let k = start_kilnd(&firmware_config());
-    fw_flavor(&k);
+    };
     let disk = mbr_disk(k.dir.path());
     let img = import_disk_fw(&k, "mbr", &disk, "raw", Some("bios"));
     assert!(
@@ -132,18 +128,15 @@ fn disk_image_boots_through_seabios_from_its_root_disk() {
         console(&k, &s.id).matches(MBR_LINE).count() == 2
     });
 
-    let r = k.req("DELETE", &format!("/v1/servers/{}", s.id), None);
-    assert_eq!(r.status, 204, "{}", r.text());
+    k.delete_server(&s.id);
     assert_nothing_left(&k);
 }
 
 #[test]
 fn uefi_servers_keep_their_own_nvram() {
-    if !kvm_or_skip("uefi_servers_keep_their_own_nvram") {
+    let Some(mut k) = fw_kilnd("uefi_servers_keep_their_own_nvram") else {
         return;
-    }
-    let mut k = start_kilnd(&firmware_config());
-    fw_flavor(&k);
+    };
     let disk = mbr_disk(k.dir.path());
     // Registered as BIOS; the server asks for UEFI.
     import_disk_fw(&k, "mbr", &disk, "raw", None);
@@ -214,31 +207,22 @@ fn uefi_servers_keep_their_own_nvram() {
     assert_eq!(shown.nvram.as_deref(), Some(nvram.to_str().unwrap()));
 
     // Delete: the NVRAM goes with the server.
-    let r = k.req("DELETE", &format!("/v1/servers/{}", s.id), None);
-    assert_eq!(r.status, 204, "{}", r.text());
+    k.delete_server(&s.id);
     assert!(!nvram.exists());
     assert_nothing_left(&k);
 }
 
 #[test]
 fn firmware_server_is_ready_by_console_and_readopted() {
-    if !kvm_or_skip("firmware_server_is_ready_by_console_and_readopted") {
+    let Some(mut k) = fw_kilnd("firmware_server_is_ready_by_console_and_readopted") else {
         return;
-    }
-    let mut k = start_kilnd(&firmware_config());
-    fw_flavor(&k);
+    };
     let blank = k.dir.path().join("blank.raw");
     std::fs::write(&blank, vec![0u8; 8 << 20]).unwrap();
     import_disk_fw(&k, "blank", &blank, "raw", None);
-    let r = k.req(
-        "POST",
-        "/v1/servers",
-        Some(
-            r#"{"name":"nb","flavor":"fw.small","image":"blank","ready":{"console":"No bootable device"}}"#,
-        ),
+    let s = k.create_server(
+        r#"{"name":"nb","flavor":"fw.small","image":"blank","ready":{"console":"No bootable device"}}"#,
     );
-    assert_eq!(r.status, 202, "{}", r.text());
-    let s: Server = r.json().unwrap();
     common::vm::wait_until("ready", BOOT, || k.server(&s.id).ready);
     let before = k.server(&s.id);
     assert_eq!(before.status, ServerStatus::Active);
@@ -258,28 +242,17 @@ fn firmware_server_is_ready_by_console_and_readopted() {
     action(&k, &s.id, r#"{"action":"stop"}"#);
     k.wait_status(&s.id, ServerStatus::Shutoff, BOOT);
     assert!(!common::alive(pid));
-    let r = k.req("DELETE", &format!("/v1/servers/{}", s.id), None);
-    assert_eq!(r.status, 204, "{}", r.text());
+    k.delete_server(&s.id);
     assert_nothing_left(&k);
 }
 
 #[test]
 fn windows_images_get_hyperv_and_local_time() {
-    if !kvm_or_skip("windows_images_get_hyperv_and_local_time") {
+    let Some(k) = fw_kilnd("windows_images_get_hyperv_and_local_time") else {
         return;
-    }
-    let k = start_kilnd(&firmware_config());
-    fw_flavor(&k);
+    };
     let disk = mbr_disk(k.dir.path());
-    let body = format!(
-        r#"{{"type":"disk","name":"win","path":"{}","format":"raw","os_type":"windows"}}"#,
-        disk.display()
-    );
-    let r = k.req("POST", "/v1/images", Some(&body));
-    assert_eq!(r.status, 202, "{}", r.text());
-    common::vm::wait_until("import", BOOT, || {
-        k.json("GET", "/v1/images/win", None)["status"] == "active"
-    });
+    k.import_disk_with("win", &disk, "raw", r#","os_type":"windows""#);
     assert_eq!(k.json("GET", "/v1/images/win", None)["os_type"], "windows");
     let s = create_from(&k, "w", "win", None);
     let end = |st: ServerStatus| matches!(st, ServerStatus::Shutoff | ServerStatus::Error);
@@ -332,13 +305,7 @@ fn missing_firmware_file_refuses_the_create() {
     let list = k.json("GET", "/v1/servers", None);
     assert_eq!(list["servers"].as_array().unwrap().len(), 0);
     // The same image with BIOS, whose file is there, is accepted.
-    let r = k.req(
-        "POST",
-        "/v1/servers",
-        Some(r#"{"name":"s","flavor":"fw.small","image":"mbr","firmware":"bios"}"#),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    let s: Server = r.json().unwrap();
+    let s = k.create_server(r#"{"name":"s","flavor":"fw.small","image":"mbr","firmware":"bios"}"#);
     // No kiln-vmm in this kilnd: ERROR at boot.
     k.wait_status(&s.id, ServerStatus::Error, BOOT);
 

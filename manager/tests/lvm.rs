@@ -19,8 +19,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::qemu_img_create;
 use common::vm::{register, start_kilnd, T};
-use kiln_api::compute::{HostInfo, Server, ServerStatus};
+use kiln_api::compute::{HostInfo, ServerStatus};
 use kiln_manager::lvm::{self, Lvm};
 
 const NO_ACTIVATION: &str = "global/activation=0";
@@ -53,17 +54,9 @@ impl LoopVg {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pv.img");
         std::fs::File::create(&file).unwrap().set_len(size).unwrap();
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let loop_dev = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let loop_dev = common::run(Command::new("losetup").args(["-f", "--show"]).arg(&file))
+            .trim()
+            .to_owned();
         let vg = format!(
             "kilntest{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -176,16 +169,6 @@ impl Drop for LoopVg {
     }
 }
 
-fn qemu_img_create(path: &Path, size: &str) {
-    let st = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(path)
-        .arg(size)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 #[test]
 fn lvm_backend_on_a_loop_volume_group() {
     let dm = lvm::device_mapper_available();
@@ -251,13 +234,8 @@ fn lvm_backend_on_a_loop_volume_group() {
     let base = k.dir.path().join("base.qcow2");
     qemu_img_create(&base, "64M");
     let img = k.import_disk("base", &base, "qcow2");
-    let r = k.req(
-        "POST",
-        "/v1/servers",
-        Some(r#"{"name":"d","flavor":"k1.probe","image":"hold","disk_image":"base"}"#),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    let s: Server = r.json().unwrap();
+    let s =
+        k.create_server(r#"{"name":"d","flavor":"k1.probe","image":"hold","disk_image":"base"}"#);
     match dm {
         Err(why) => {
             eprintln!("SKIP thin LVs, activation and the VM boot on the LV: {why}");
@@ -286,11 +264,7 @@ fn lvm_backend_on_a_loop_volume_group() {
             assert!(cfg.contains(&format!("/dev/{}/{}", vg.vg, lvm::root_lv(&s.id))));
         }
     }
-    assert_eq!(
-        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-            .status,
-        204
-    );
+    k.delete_server(&s.id);
     assert!(!vg.names().contains(&lvm::root_lv(&s.id)));
     assert_eq!(k.req("DELETE", "/v1/images/base", None).status, 204);
     assert!(

@@ -7,109 +7,15 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::alive;
+use common::netns::{ip, NetNs};
 use common::vm::*;
+use common::{alive, names};
 use kiln_api::compute::{Network, Server, ServerStatus};
 
-/// A network namespace with `lo` up and a peer: veth `veth1` holding
-/// 10.9.0.1/24, whose other end `veth0` the test puts on a bridge. Deleted
-/// on drop, also when the test fails.
-struct NetNs {
-    name: String,
-}
-
-fn ip_out(ns: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .arg("-n")
-        .arg(ns)
-        .args(args)
-        .output()
-        .expect("run ip");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-fn ip(ns: &str, args: &[&str]) -> String {
-    ip_out(ns, args).unwrap_or_else(|e| panic!("ip -n {ns} {args:?}: {e}"))
-}
-
-impl NetNs {
-    fn new(tag: &str) -> NetNs {
-        let name = format!("kiln-{tag}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add {name}");
-        let ns = NetNs { name };
-        let n = ns.name.as_str();
-        ip(n, &["link", "set", "lo", "up"]);
-        ip(
-            n,
-            &[
-                "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
-            ],
-        );
-        ip(n, &["addr", "add", "10.9.0.1/24", "dev", "veth1"]);
-        ip(n, &["link", "set", "veth1", "up"]);
-        // Only the interface holding 10.9.0.1 answers ARP for it.
-        let st = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                n,
-                "sysctl",
-                "-qw",
-                "net.ipv4.conf.all.arp_ignore=1",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "sysctl arp_ignore");
-        ns
-    }
-
-    /// `ip -d link show DEV`, or None if there is no such link.
-    fn link(&self, dev: &str) -> Option<String> {
-        ip_out(&self.name, &["-d", "link", "show", "dev", dev]).ok()
-    }
-
-    fn mac_of(&self, dev: &str) -> String {
-        let l = self.link(dev).unwrap();
-        l.split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .unwrap()
-            .to_string()
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 fn create_with_nics(k: &common::Kilnd, name: &str, image: &str, nets: &str) -> Server {
-    let r = k.req(
-        "POST",
-        "/v1/servers",
-        Some(&format!(
-            r#"{{"name":"{name}","flavor":"k1.probe","image":"{image}","networks":{nets}}}"#
-        )),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json().unwrap()
+    k.create_server(&format!(
+        r#"{{"name":"{name}","flavor":"k1.probe","image":"{image}","networks":{nets}}}"#
+    ))
 }
 
 /// Waits for the probe to power off after its run, and checks it got the
@@ -254,10 +160,7 @@ fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
 
     // Delete: no tap left; then the network can go, with its bridge.
     for id in [&s.id, &h.id] {
-        assert_eq!(
-            k.req("DELETE", &format!("/v1/servers/{id}"), None).status,
-            204
-        );
+        k.delete_server(id);
     }
     assert!(ns.link(&htap).is_none() && ns.link(&tap).is_none());
     let left = ip(&ns.name, &["-o", "link", "show"]);
@@ -324,18 +227,13 @@ fn cli_manages_networks_and_nics() {
     let ns = NetNs::new("knet3");
     let k = start_kilnd_in(Some(&ns.name), "");
     register(&k, "hold", "hello", "hold");
-    let kiln = |args: &[&str]| -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("--socket")
-            .arg(&k.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+    let kiln = |args: &[&str]| k.cli(args);
+    // `kiln --json server create h --flavor k1.probe --image hold ARGS`.
+    let create_h = |args: &[&str]| {
+        let base = [
+            "--json", "server", "create", "h", "--flavor", "k1.probe", "--image", "hold",
+        ];
+        kiln(&[&base[..], args].concat())
     };
     let (ok, out, err) = kiln(&[
         "network", "create", "lan", "--bridge", "kbr1", "--mtu", "1400",
@@ -350,27 +248,9 @@ fn cli_manages_networks_and_nics() {
     assert!(ok);
     let l: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(l["networks"][0]["bridge"], "kbr1");
-    let (ok, _, err) = kiln(&[
-        "server",
-        "create",
-        "h",
-        "--flavor",
-        "k1.probe",
-        "--image",
-        "hold",
-        "--network",
-        "lan,color=red",
-    ]);
+    let (ok, _, err) = create_h(&["--network", "lan,color=red"]);
     assert!(!ok && err.contains("unknown option"), "{err}");
-    let (ok, out, err) = kiln(&[
-        "--json",
-        "server",
-        "create",
-        "h",
-        "--flavor",
-        "k1.probe",
-        "--image",
-        "hold",
+    let (ok, out, err) = create_h(&[
         "--network",
         "lan",
         "--network",
@@ -426,14 +306,10 @@ fn restart_repairs_bridges_and_finishes_deletes() {
     let a = ns.link("kba").expect("managed bridge recreated");
     assert!(a.contains("mtu 1380") && a.contains("bridge"), "{a}");
     assert!(ns.link("kbb").is_none(), "interrupted delete finished");
-    let l: serde_json::Value = k.json("GET", "/v1/networks", None);
-    let names: Vec<&str> = l["networks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["a"]);
+    assert_eq!(
+        names(&k.json("GET", "/v1/networks", None), "networks"),
+        ["a"]
+    );
     assert_eq!(k.req("DELETE", "/v1/networks/a", None).status, 204);
     assert!(ns.link("kba").is_none());
 }

@@ -105,11 +105,7 @@ fn readopted_vmm_guest_power_off_is_shutoff() {
     assert_eq!(r.status, 204);
     let after = k.wait_status(&s.id, ServerStatus::Shutoff, T);
     assert!(after.fault.is_none(), "{:?}", after.fault);
-    assert_eq!(
-        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-            .status,
-        204
-    );
+    k.delete_server(&s.id);
     assert_nothing_left(&k);
 }
 
@@ -180,11 +176,7 @@ fn kill9_during_creates_and_deletes_leaves_definite_states() {
     let h: HostInfo = k.req("GET", "/v1/host", None).json().unwrap();
     assert_eq!(h.servers as usize, l.servers.len());
     for s in &l.servers {
-        assert_eq!(
-            k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-                .status,
-            204
-        );
+        k.delete_server(&s.id);
     }
     assert_nothing_left(&k);
 }
@@ -200,11 +192,7 @@ fn console_log_is_kept_for_the_retention_time() {
     wait_until("console", T, || {
         console(&k, &s.id).contains("hello: holding")
     });
-    assert_eq!(
-        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-            .status,
-        204
-    );
+    k.delete_server(&s.id);
     assert!(console(&k, &s.id).contains("hello: holding"));
     let deleted: ServerList = k
         .req("GET", "/v1/servers?status=DELETED", None)

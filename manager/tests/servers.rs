@@ -89,11 +89,7 @@ fn lifecycle_of_one_server() {
     let out: kiln_api::compute::ConsoleOutput = r.json().unwrap();
     assert_eq!(out.output.lines().count(), 1, "{:?}", out.output);
 
-    assert_eq!(
-        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-            .status,
-        204
-    );
+    k.delete_server(&s.id);
     assert!(!alive(last));
     assert_eq!(
         k.req("GET", &format!("/v1/servers/{}", s.id), None).status,
@@ -345,10 +341,6 @@ fn stop_and_soft_reboot_are_graceful() {
     );
     let log = std::fs::read_to_string(&vmm_log).unwrap();
     assert_eq!(log.matches("guest powered off").count(), 2, "{log}");
-    assert_eq!(
-        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-            .status,
-        204
-    );
+    k.delete_server(&s.id);
     assert_nothing_left(&k);
 }

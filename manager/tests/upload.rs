@@ -11,11 +11,11 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::vm::{register, start_kilnd, wait_until, T};
-use common::Kilnd;
-use kiln_api::compute::{Image, ImageKind, ImageStatus, Server, ServerStatus};
+use common::{disk_of, qemu_img_create, qemu_img_info, run, sha256sum, Kilnd};
+use kiln_api::compute::{Image, ImageStatus, ServerStatus};
 use kiln_manager::client;
 
 const MAX: u64 = 8 << 20;
@@ -45,29 +45,17 @@ fn put(k: &Kilnd, id: &str, file: &Path) -> client::Response {
     .unwrap()
 }
 
-fn image(k: &Kilnd, id: &str) -> Image {
-    k.req("GET", &format!("/v1/images/{id}"), None)
-        .json()
-        .unwrap()
-}
-
-fn sha256sum(p: &Path) -> String {
-    let out = Command::new("sha256sum").arg(p).output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Starts `PUT /v1/images/{id}/file` of `len` bytes and sends the first
+/// `chunk` of them; the caller ends it.
+fn start_put(k: &Kilnd, id: &str, len: usize, chunk: &[u8]) -> UnixStream {
+    let mut s = UnixStream::connect(&k.socket).unwrap();
+    write!(
+        s,
+        "PUT /v1/images/{id}/file HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    s.write_all(chunk).unwrap();
+    s
 }
 
 /// Files in the image store.
@@ -98,16 +86,10 @@ fn upload_raw_and_qcow2_then_boot_on_it() {
     }
     std::fs::write(&raw, &data).unwrap();
     let qcow = k.dir.path().join("disk.qcow2");
-    qemu_img(&[
-        "convert",
-        "-q",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        raw.to_str().unwrap(),
-        qcow.to_str().unwrap(),
-    ]);
+    run(Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow));
 
     for (name, file, format) in [("r", &raw, "raw"), ("q", &qcow, "qcow2")] {
         let img = queued(&k, name, format);
@@ -115,17 +97,9 @@ fn upload_raw_and_qcow2_then_boot_on_it() {
         assert_eq!(r.status, 200, "{}", r.text());
         let img: Image = r.json().unwrap();
         assert_eq!(img.status, ImageStatus::Active);
-        let ImageKind::Disk {
-            path,
-            size_bytes,
-            sha256,
-            ..
-        } = &img.kind
-        else {
-            panic!("{img:?}")
-        };
-        assert_eq!(*size_bytes, std::fs::metadata(file).unwrap().len());
-        assert_eq!(*sha256, sha256sum(file), "sha256 of {name}");
+        let (path, size_bytes, sha256) = disk_of(&img);
+        assert_eq!(size_bytes, std::fs::metadata(file).unwrap().len());
+        assert_eq!(sha256, sha256sum(file), "sha256 of {name}");
         assert_eq!(sha256sum(Path::new(path)), sha256sum(file));
         // Once only.
         let r = put(&k, &img.id, file);
@@ -136,31 +110,15 @@ fn upload_raw_and_qcow2_then_boot_on_it() {
 
     // A server on the uploaded qcow2: its root overlay backs onto it.
     register(&k, "hold", "hello", "hold");
-    let r = k.req(
-        "POST",
-        "/v1/servers",
-        Some(r#"{"name":"s","flavor":"k1.probe","image":"hold","disk_image":"q"}"#),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    let s: Server = r.json().unwrap();
+    let s = k.create_server(r#"{"name":"s","flavor":"k1.probe","image":"hold","disk_image":"q"}"#);
     k.wait_status(&s.id, ServerStatus::Active, T);
     let root = k.state_path(&format!("servers/{}/root.qcow2", s.id));
-    let info = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(info.status.success());
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let info = qemu_img_info(&root);
     let q = k.json("GET", "/v1/images/q", None);
     assert_eq!(info["backing-filename"].as_str(), q["path"].as_str());
     assert_eq!(info["backing-filename-format"], "qcow2");
     assert_eq!(info["virtual-size"].as_u64(), Some(1 << 30));
-    assert_eq!(
-        k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-            .status,
-        204
-    );
+    k.delete_server(&s.id);
 }
 
 #[test]
@@ -173,7 +131,7 @@ fn refused_uploads_leave_no_file() {
     let r = put(&k, &img.id, &junk);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("not qcow2"), "{}", r.text());
-    let img = image(&k, &img.id);
+    let img = k.image(&img.id);
     assert_eq!(img.status, ImageStatus::Error);
     assert!(img.fault.unwrap().contains("not qcow2"));
     assert_eq!(store_files(&k), Vec::<String>::new());
@@ -189,7 +147,7 @@ fn refused_uploads_leave_no_file() {
     let r = put(&k, &img.id, &big);
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(r.text().contains("max_upload_bytes"), "{}", r.text());
-    assert_eq!(image(&k, &img.id).status, ImageStatus::Queued);
+    assert_eq!(k.image(&img.id).status, ImageStatus::Queued);
     // Too large while streaming (chunked, no length): 413, queued again.
     let mut s = UnixStream::connect(&k.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -213,49 +171,31 @@ fn refused_uploads_leave_no_file() {
     let _ = std::io::Read::read_to_string(&mut s, &mut answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     wait_until("queued again", T, || {
-        image(&k, &img.id).status == ImageStatus::Queued
+        k.image(&img.id).status == ImageStatus::Queued
     });
     assert_eq!(store_files(&k), Vec::<String>::new());
 
     // A client that goes away mid-upload: queued again, no file.
-    let mut s = UnixStream::connect(&k.socket).unwrap();
-    write!(
-        s,
-        "PUT /v1/images/{}/file HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        img.id,
-        4 << 20
-    )
-    .unwrap();
-    s.write_all(&chunk).unwrap();
+    let s = start_put(&k, &img.id, 4 << 20, &chunk);
     wait_until("upload under way", T, || {
-        image(&k, &img.id).status == ImageStatus::Importing
+        k.image(&img.id).status == ImageStatus::Importing
     });
     drop(s);
     wait_until("queued after the client left", T, || {
-        image(&k, &img.id).status == ImageStatus::Queued
+        k.image(&img.id).status == ImageStatus::Queued
     });
     assert_eq!(store_files(&k), Vec::<String>::new());
 
     // kilnd killed mid-upload: after restart the image is in error with a
     // fault, and its partial file is gone.
-    let mut s = UnixStream::connect(&k.socket).unwrap();
-    write!(
-        s,
-        "PUT /v1/images/{}/file HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        img.id,
-        4 << 20
-    )
-    .unwrap();
-    s.write_all(&chunk).unwrap();
-    let deadline = Instant::now() + T;
-    while !store_files(&k).iter().any(|f| f.ends_with(".partial")) {
-        assert!(Instant::now() < deadline, "no partial file appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let s = start_put(&k, &img.id, 4 << 20, &chunk);
+    wait_until("a partial file", T, || {
+        store_files(&k).iter().any(|f| f.ends_with(".partial"))
+    });
     k.kill9();
     drop(s);
     k.spawn();
-    let img = image(&k, &img.id);
+    let img = k.image(&img.id);
     assert_eq!(img.status, ImageStatus::Error, "{img:?}");
     assert!(img.fault.unwrap().contains("interrupted"));
     assert_eq!(store_files(&k), Vec::<String>::new());
@@ -279,53 +219,32 @@ fn refused_uploads_leave_no_file() {
 #[test]
 fn cli_uploads_with_a_progress_bar() {
     let k = start();
-    let kiln = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("--socket")
-            .arg(&k.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+    // `kiln image create NAME --file FILE --format qcow2 --upload`.
+    let upload = |name: &str, file: &Path| {
+        k.cli(&[
+            "image",
+            "create",
+            name,
+            "--file",
+            file.to_str().unwrap(),
+            "--format",
+            "qcow2",
+            "--upload",
+        ])
     };
     let f = k.dir.path().join("d.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", f.to_str().unwrap(), "16M"]);
-    let (ok, out, err) = kiln(&[
-        "image",
-        "create",
-        "up",
-        "--file",
-        f.to_str().unwrap(),
-        "--format",
-        "qcow2",
-        "--upload",
-    ]);
+    qemu_img_create(&f, "16M");
+    let (ok, out, err) = upload("up", &f);
     assert!(ok, "{err}");
     assert!(err.contains("100%"), "no progress bar: {err}");
     assert!(out.contains("up"), "{out}");
-    let img = image(&k, "up");
+    let img = k.image("up");
     assert_eq!(img.status, ImageStatus::Active);
-    let ImageKind::Disk { sha256, .. } = &img.kind else {
-        panic!()
-    };
-    assert_eq!(*sha256, sha256sum(&f));
+    assert_eq!(disk_of(&img).2, sha256sum(&f));
     // Declared raw? fine. Declared qcow2 but raw data: refused, no record.
     let raw = k.dir.path().join("r.raw");
     std::fs::write(&raw, vec![7u8; 70_000]).unwrap();
-    let (ok, _, err) = kiln(&[
-        "image",
-        "create",
-        "bad",
-        "--file",
-        raw.to_str().unwrap(),
-        "--format",
-        "qcow2",
-        "--upload",
-    ]);
+    let (ok, _, err) = upload("bad", &raw);
     assert!(!ok);
     assert!(err.contains("not qcow2"), "{err}");
     assert_eq!(k.req("GET", "/v1/images/bad", None).status, 404);

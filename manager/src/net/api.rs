@@ -20,10 +20,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/networks/{id}", get(show).delete(delete))
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
 async fn list(State(s): St) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(NetworkList {
         networks: s.store.list_networks()?,
@@ -46,7 +42,7 @@ async fn create(
             return Err(ApiError::bad("mtu must be 68 to 65535"));
         }
     }
-    let existing = link::get(&bridge).await.map_err(internal)?;
+    let existing = link::get(&bridge).await.map_err(ApiError::internal)?;
     let (mtu, managed) = match &existing {
         Some(l) if l.kind != "bridge" => {
             return Err(ApiError::new(
@@ -83,7 +79,9 @@ async fn create(
         if let Err(e) = link::create_bridge(&bridge, mtu).await {
             let _ = s.store.begin_delete_network(&net.id);
             let _ = s.store.finish_delete_network(&net.id);
-            return Err(internal(format!("cannot create bridge {bridge:?}: {e}")));
+            return Err(ApiError::internal(format!(
+                "cannot create bridge {bridge:?}: {e}"
+            )));
         }
         tracing::info!(network = net.name, bridge, mtu, "created bridge");
     }
@@ -94,7 +92,7 @@ async fn delete(State(s): St, Path(id): Path<String>) -> Result<impl IntoRespons
     let net = s.store.begin_delete_network(&id)?;
     if net.managed {
         link::delete(&net.bridge).await.map_err(|e| {
-            internal(format!(
+            ApiError::internal(format!(
                 "cannot delete bridge {:?} (the delete finishes at kilnd's next start): {e}",
                 net.bridge
             ))

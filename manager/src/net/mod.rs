@@ -125,10 +125,7 @@ pub fn check_bridge_name(name: &str) -> Result<(), String> {
             "bridge name {name:?} must be 1 to 15 bytes long (IFNAMSIZ)"
         ));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
+    if let Some(c) = crate::util::bad_name_char(name) {
         return Err(format!(
             "bridge name {name:?} has {c:?}; use A-Z a-z 0-9 _ . -"
         ));

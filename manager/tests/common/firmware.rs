@@ -6,9 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use kiln_api::compute::{Image, ImageStatus};
+use kiln_api::compute::Image;
 
 use super::Kilnd;
 
@@ -47,21 +46,14 @@ pub fn mbr_disk(dir: &Path) -> PathBuf {
     let src = repo_root().join("images/mbr/poweroff.s");
     let o = dir.join("mbr.o");
     let bin = dir.join("mbr.bin");
-    let st = Command::new("as")
-        .args(["--32", "-o"])
-        .arg(&o)
-        .arg(&src)
-        .status()
-        .expect("run GNU as (binutils)");
-    assert!(st.success(), "as {}", src.display());
-    let st = Command::new("ld")
-        .args(["-m", "elf_i386", "-Ttext", "0x7c00", "--oformat", "binary"])
-        .arg("-o")
-        .arg(&bin)
-        .arg(&o)
-        .status()
-        .expect("run ld");
-    assert!(st.success(), "ld");
+    super::run(Command::new("as").args(["--32", "-o"]).arg(&o).arg(&src));
+    super::run(
+        Command::new("ld")
+            .args(["-m", "elf_i386", "-Ttext", "0x7c00", "--oformat", "binary"])
+            .arg("-o")
+            .arg(&bin)
+            .arg(&o),
+    );
     let mut disk = std::fs::read(&bin).unwrap();
     assert_eq!(disk.len(), 512, "the MBR is one sector");
     assert_eq!(disk[510..], [0x55, 0xaa]);
@@ -83,25 +75,5 @@ pub fn import_disk_fw(
     let fw = firmware
         .map(|f| format!(r#","firmware":"{f}""#))
         .unwrap_or_default();
-    let body = format!(
-        r#"{{"type":"disk","name":"{name}","path":"{}","format":"{format}"{fw}}}"#,
-        path.display()
-    );
-    let r = k.req("POST", "/v1/images", Some(&body));
-    assert_eq!(r.status, 202, "{}", r.text());
-    let img: Image = r.json().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let img: Image = k
-            .req("GET", &format!("/v1/images/{}", img.id), None)
-            .json()
-            .unwrap();
-        match img.status {
-            ImageStatus::Active => return img,
-            ImageStatus::Error => panic!("import failed: {img:?}"),
-            ImageStatus::Importing | ImageStatus::Queued => {}
-        }
-        assert!(Instant::now() < deadline, "import of {name} not done");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    k.import_disk_with(name, path, format, &fw)
 }

@@ -4,13 +4,14 @@
 
 pub mod api;
 pub mod firmware;
+pub mod netns;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_api::compute::{Image, ImageStatus, Server, ServerStatus};
+use kiln_api::compute::{Image, ImageKind, ImageStatus, Server, ServerStatus};
 use kiln_manager::client::{self, Response};
 
 pub struct Kilnd {
@@ -233,8 +234,14 @@ impl Kilnd {
 
     /// Imports a disk image (202, `importing`) and waits until it is active.
     pub fn import_disk(&self, name: &str, path: &Path, format: &str) -> Image {
+        self.import_disk_with(name, path, format, "")
+    }
+
+    /// [`Kilnd::import_disk`] with `extra` JSON members in the request
+    /// (`,"firmware":"bios"`).
+    pub fn import_disk_with(&self, name: &str, path: &Path, format: &str, extra: &str) -> Image {
         let body = format!(
-            r#"{{"type":"disk","name":"{name}","path":"{}","format":"{format}"}}"#,
+            r#"{{"type":"disk","name":"{name}","path":"{}","format":"{format}"{extra}}}"#,
             path.display()
         );
         let r = self.req("POST", "/v1/images", Some(&body));
@@ -245,10 +252,7 @@ impl Kilnd {
         assert_eq!(img.progress.unwrap().bytes_total, total);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let img: Image = self
-                .req("GET", &format!("/v1/images/{}", img.id), None)
-                .json()
-                .unwrap();
+            let img = self.image(&img.id);
             match img.status {
                 ImageStatus::Active => return img,
                 ImageStatus::Error | ImageStatus::Queued => panic!("import failed: {img:?}"),
@@ -260,6 +264,40 @@ impl Kilnd {
             assert!(Instant::now() < deadline, "import of {name} not done");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    pub fn image(&self, id: &str) -> Image {
+        self.req("GET", &format!("/v1/images/{id}"), None)
+            .json()
+            .unwrap()
+    }
+
+    /// `POST /v1/servers` with `body`, which must be accepted (202).
+    pub fn create_server(&self, body: &str) -> Server {
+        let r = self.req("POST", "/v1/servers", Some(body));
+        assert_eq!(r.status, 202, "{body}: {}", r.text());
+        r.json().unwrap()
+    }
+
+    /// `DELETE /v1/servers/{id}`, which must succeed (204).
+    pub fn delete_server(&self, id: &str) {
+        let r = self.req("DELETE", &format!("/v1/servers/{id}"), None);
+        assert_eq!(r.status, 204, "delete {id}: {}", r.text());
+    }
+
+    /// Runs the `kiln` CLI on this kilnd's socket: (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn state_path(&self, rel: &str) -> PathBuf {
@@ -296,4 +334,68 @@ pub fn alive(pid: u32) -> bool {
             .starts_with('Z'),
         Err(_) => false,
     }
+}
+
+/// Runs `cmd`, which must succeed; answers its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    try_run(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// Runs `cmd`: its stdout if it succeeds, else its stderr.
+pub fn try_run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// `qemu-img create -f qcow2 PATH SIZE`.
+pub fn qemu_img_create(path: &Path, size: &str) {
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size));
+}
+
+/// `qemu-img info` of an image (also one a running VMM holds open).
+pub fn qemu_img_info(path: &Path) -> serde_json::Value {
+    let out = run(Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(path));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The host's `sha256sum` of a file.
+pub fn sha256sum(path: &Path) -> String {
+    run(Command::new("sha256sum").arg(path))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A disk image's (path, size_bytes, sha256).
+pub fn disk_of(img: &Image) -> (&str, u64, &str) {
+    match &img.kind {
+        ImageKind::Disk {
+            path,
+            size_bytes,
+            sha256,
+            ..
+        } => (path, *size_bytes, sha256),
+        ImageKind::Kernel { .. } => panic!("not a disk image: {img:?}"),
+    }
+}
+
+/// The `name`s of the objects in a list reply's array `key`.
+pub fn names(list: &serde_json::Value, key: &str) -> Vec<String> {
+    list[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect()
 }

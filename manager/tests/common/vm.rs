@@ -39,15 +39,9 @@ pub fn register(k: &Kilnd, name: &str, probe: &str, cmdline: &str) {
 }
 
 pub fn create(k: &Kilnd, name: &str, image: &str) -> Server {
-    let r = k.req(
-        "POST",
-        "/v1/servers",
-        Some(&format!(
-            r#"{{"name":"{name}","flavor":"k1.probe","image":"{image}"}}"#
-        )),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json().unwrap()
+    k.create_server(&format!(
+        r#"{{"name":"{name}","flavor":"k1.probe","image":"{image}"}}"#
+    ))
 }
 
 pub fn action(k: &Kilnd, id: &str, body: &str) {

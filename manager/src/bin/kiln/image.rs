@@ -11,7 +11,7 @@ use kiln_api::compute::{
 use kiln_manager::client;
 
 use crate::tables::images;
-use crate::{abs, enc, print_json, show, Api, TIMEOUT};
+use crate::{abs, enc, show, Api, TIMEOUT};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -115,18 +115,8 @@ pub fn run(
     c: &ImageCmd,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match c {
-        ImageCmd::List => {
-            let l: ImageList = api.get("/v1/images")?;
-            if json {
-                return print_json(&l);
-            }
-            images(&l.images);
-        }
-        ImageCmd::Show { id } => show(
-            json,
-            &api.get::<Image>(&format!("/v1/images/{}", enc(id)))?,
-            |i| images(std::slice::from_ref(i)),
-        )?,
+        ImageCmd::List => api.show(json, "/v1/images", |l: &ImageList| images(&l.images))?,
+        ImageCmd::Show { id } => api.show_one(json, "images", id, images)?,
         ImageCmd::Kernel {
             name,
             kernel,

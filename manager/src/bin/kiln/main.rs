@@ -178,6 +178,29 @@ impl Api<'_> {
         client::request_json(self.socket, method, path, body, TIMEOUT)?.json()
     }
 
+    /// `GET path`, printed as JSON or by `human`.
+    fn show<T: DeserializeOwned + serde::Serialize>(
+        &self,
+        json: bool,
+        path: &str,
+        human: impl Fn(&T),
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        show(json, &self.get::<T>(path)?, human)
+    }
+
+    /// `GET /v1/{what}/{id}`, printed as JSON or as a one-row `table`.
+    fn show_one<T: DeserializeOwned + serde::Serialize>(
+        &self,
+        json: bool,
+        what: &str,
+        id: &str,
+        table: fn(&[T]),
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        self.show(json, &format!("/v1/{what}/{}", enc(id)), |v: &T| {
+            table(std::slice::from_ref(v))
+        })
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(), ClientError> {
         client::request(self.socket, method, path, body, TIMEOUT)?.ok()
     }
@@ -264,17 +287,9 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Cmd::Flavor(c) => match c {
             FlavorCmd::List => {
-                let l: FlavorList = api.get("/v1/flavors")?;
-                if json {
-                    return print_json(&l);
-                }
-                flavors(&l.flavors);
+                api.show(json, "/v1/flavors", |l: &FlavorList| flavors(&l.flavors))?
             }
-            FlavorCmd::Show { id } => show(
-                json,
-                &api.get::<Flavor>(&format!("/v1/flavors/{}", enc(id)))?,
-                |f| flavors(std::slice::from_ref(f)),
-            )?,
+            FlavorCmd::Show { id } => api.show_one(json, "flavors", id, flavors)?,
             FlavorCmd::Create {
                 name,
                 vcpus,
@@ -329,11 +344,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             } else {
                 format!("/v1/servers?{}", q.join("&"))
             };
-            let l: ServerList = api.get(&path)?;
-            if json {
-                return print_json(&l);
-            }
-            servers(&l.servers);
+            api.show(json, &path, |l: &ServerList| servers(&l.servers))?;
         }
         ServerCmd::Show { server } => {
             let s = api.server(server)?;

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use kiln_api::compute::{Network, NetworkCreate, NetworkList, NicRequest};
 
 use crate::tables::{networks, nics};
-use crate::{enc, print_json, show, Api};
+use crate::{enc, show, Api};
 
 #[derive(Subcommand)]
 pub enum NetworkCmd {
@@ -35,22 +35,19 @@ pub fn run(api: &Api<'_>, json: bool, c: &NetworkCmd) -> Result<(), Box<dyn std:
         networks(std::slice::from_ref(n));
     };
     match c {
-        NetworkCmd::List => {
-            let l: NetworkList = api.get("/v1/networks")?;
-            if json {
-                return print_json(&l);
-            }
-            networks(&l.networks);
-        }
-        NetworkCmd::Show { network } => {
-            let n: Network = api.get(&format!("/v1/networks/{}", enc(network)))?;
-            show(json, &n, |n| {
+        NetworkCmd::List => api.show(json, "/v1/networks", |l: &NetworkList| {
+            networks(&l.networks)
+        })?,
+        NetworkCmd::Show { network } => api.show(
+            json,
+            &format!("/v1/networks/{}", enc(network)),
+            |n: &Network| {
                 one(n);
                 if !n.servers.is_empty() {
                     println!("servers: {}", n.servers.join(", "));
                 }
-            })?
-        }
+            },
+        )?,
         NetworkCmd::Create { name, bridge, mtu } => {
             let req = NetworkCreate {
                 name: name.clone(),
