@@ -316,13 +316,7 @@ fn restart_repairs_bridges_and_finishes_deletes() {
 
 /// `/sys/class/net/DEV/tun_flags` inside the namespace.
 fn tun_flags(ns: &NetNs, dev: &str) -> u32 {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "cat"])
-        .arg(format!("/sys/class/net/{dev}/tun_flags"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tun_flags of {dev}");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = ns.exec(&["cat", &format!("/sys/class/net/{dev}/tun_flags")]);
     u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).unwrap()
 }
 

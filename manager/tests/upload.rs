@@ -11,11 +11,11 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::vm::{register, start_kilnd, wait_until, T};
 use common::{disk_of, qemu_img_create, qemu_img_info, run, sha256sum, Kilnd};
-use kiln_api::compute::{Image, ImageStatus, ServerStatus};
+use kiln_api::compute::{Image, ImageKind, ImageStatus, ServerStatus};
 use kiln_manager::client;
 
 const MAX: u64 = 8 << 20;
@@ -272,7 +272,7 @@ fn stalled_upload_times_out() {
     .unwrap();
     s.write_all(&[9u8; 1000]).unwrap();
     wait_until("upload under way", T, || {
-        image(&k, &img.id).status == ImageStatus::Importing
+        k.image(&img.id).status == ImageStatus::Importing
     });
     assert!(
         store_files(&k).iter().any(|f| f.ends_with(".partial")),
@@ -291,7 +291,7 @@ fn stalled_upload_times_out() {
         started.elapsed() < Duration::from_secs(50),
         "answered only when the read timed out"
     );
-    assert_eq!(image(&k, &img.id).status, ImageStatus::Queued);
+    assert_eq!(k.image(&img.id).status, ImageStatus::Queued);
     assert_eq!(store_files(&k), Vec::<String>::new());
     drop(s);
 
@@ -317,7 +317,7 @@ fn stalled_upload_times_out() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(started.elapsed() > Duration::from_secs(2));
-    let img = image(&k, &img.id);
+    let img = k.image(&img.id);
     assert_eq!(img.status, ImageStatus::Active, "{img:?}");
     let ImageKind::Disk { size_bytes, .. } = img.kind else {
         panic!()
