@@ -29,6 +29,7 @@ pub mod net;
 pub mod queue;
 pub mod rate_limiter;
 pub mod rng;
+pub mod segments;
 #[cfg(test)]
 pub(crate) mod test_utils;
 pub mod transport;
