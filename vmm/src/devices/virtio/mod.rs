@@ -11,6 +11,8 @@
 //!   in `crate::interrupts`; a counter in tests).
 //! - [`chain`]: walks one descriptor chain with every check a hostile
 //!   driver calls for (loops, nesting, addresses outside guest memory).
+//!   [`segments`]: its buffer lists, inline (no heap) for the usual
+//!   request.
 //! - [`queue`]: pops chains off a `virtio_queue::Queue` and returns them,
 //!   turning ring errors into [`queue::QueueError`] (the device then needs a
 //!   reset).
