@@ -17,9 +17,18 @@
 //! [`Buffers`] then copies bytes between those buffers and the device, by
 //! offset in the readable or writable stream; the device never handles a
 //! guest address itself.
+//!
+//! The common request costs no heap allocation: a [`Chain`] keeps its
+//! segments inline (see [`Segments`]), and the walk looks a guest memory
+//! region up once and reuses it for every descriptor and buffer that lies
+//! inside it, taking the full multi-region path only for the rest.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap,
+    MemoryRegionAddress, VolatileMemory,
+};
 
+pub use super::segments::{pieces, total_len, Pieces, Segment, Segments, INLINE_SEGMENTS};
 use crate::memory::GuestMemoryMmap;
 
 const DESC_SIZE: u64 = 16;
@@ -49,19 +58,12 @@ pub enum ChainError {
     TooManyBytes,
 }
 
-/// A guest buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    pub addr: u64,
-    pub len: u32,
-}
-
 /// The buffers of one chain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chain {
     pub head: u16,
-    pub readable: Vec<Segment>,
-    pub writable: Vec<Segment>,
+    pub readable: Segments,
+    pub writable: Segments,
 }
 
 #[derive(Clone, Copy)]
@@ -72,19 +74,82 @@ struct RawDesc {
     next: u16,
 }
 
-fn read_desc(mem: &GuestMemoryMmap, table: u64, index: u16) -> Result<RawDesc, ChainError> {
-    let addr = table
-        .checked_add(u64::from(index) * DESC_SIZE)
-        .ok_or(ChainError::TableOutOfMemory(table))?;
-    let mut raw = [0u8; 16];
-    mem.read_slice(&mut raw, GuestAddress(addr))
-        .map_err(|_| ChainError::TableOutOfMemory(addr))?;
-    Ok(RawDesc {
-        addr: u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes")),
-        len: u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes")),
-        flags: u16::from_le_bytes([raw[12], raw[13]]),
-        next: u16::from_le_bytes([raw[14], raw[15]]),
-    })
+/// Guest memory as one walk sees it: the region of the last lookup is
+/// kept, so a chain whose table and buffers share a region (nearly always:
+/// guest RAM below 3 GiB is one region) costs one region lookup instead of
+/// two per descriptor. A range not wholly inside that region takes the
+/// full check, which also accepts ranges across adjacent regions.
+struct WalkMem<'m> {
+    mem: &'m GuestMemoryMmap,
+    region: Option<&'m GuestRegionMmap>,
+}
+
+impl<'m> WalkMem<'m> {
+    fn new(mem: &'m GuestMemoryMmap) -> Self {
+        WalkMem { mem, region: None }
+    }
+
+    /// The region holding all of `[addr, addr + len)` and the offset of
+    /// `addr` in it, if one region holds it all.
+    fn in_region(&mut self, addr: u64, len: u64) -> Option<(&'m GuestRegionMmap, u64)> {
+        let region = match self.region {
+            Some(r) if addr >= r.start_addr().0 && addr - r.start_addr().0 < r.len() => r,
+            _ => {
+                let r = self.mem.find_region(GuestAddress(addr))?;
+                self.region = Some(r);
+                r
+            }
+        };
+        let off = addr - region.start_addr().0;
+        (off.checked_add(len)? <= region.len()).then_some((region, off))
+    }
+
+    /// True if `[addr, addr + len)` is guest memory.
+    fn contains(&mut self, addr: u64, len: u32) -> bool {
+        self.in_region(addr, u64::from(len)).is_some()
+            || self.mem.check_range(GuestAddress(addr), len as usize)
+    }
+
+    fn read_desc(&mut self, table: u64, index: u16) -> Result<RawDesc, ChainError> {
+        let addr = table
+            .checked_add(u64::from(index) * DESC_SIZE)
+            .ok_or(ChainError::TableOutOfMemory(table))?;
+        // One copy of the descriptor, used from here on: the driver may
+        // rewrite the table meanwhile. As two little-endian words: the
+        // address, then length | flags << 32 | next << 48.
+        let words = match self.in_region(addr, DESC_SIZE) {
+            // Two 8-byte volatile loads.
+            Some((region, off)) => region
+                .get_slice(MemoryRegionAddress(off), DESC_SIZE as usize)
+                .ok()
+                .and_then(|s| {
+                    let lo = s.get_ref::<u64>(0).ok()?.load();
+                    let hi = s.get_ref::<u64>(8).ok()?.load();
+                    Some([u64::from_le(lo), u64::from_le(hi)])
+                }),
+            None => {
+                let mut raw = [0u8; DESC_SIZE as usize];
+                self.mem
+                    .read_slice(&mut raw, GuestAddress(addr))
+                    .ok()
+                    .map(|()| {
+                        let (lo, hi) = raw.split_at(8);
+                        [
+                            u64::from_le_bytes(lo.try_into().expect("8 bytes")),
+                            u64::from_le_bytes(hi.try_into().expect("8 bytes")),
+                        ]
+                    })
+            }
+        }
+        .ok_or(ChainError::TableOutOfMemory(addr))?;
+        let [lo, hi] = words;
+        Ok(RawDesc {
+            addr: lo,
+            len: hi as u32,
+            flags: (hi >> 32) as u16,
+            next: (hi >> 48) as u16,
+        })
+    }
 }
 
 /// Walk the chain starting at `head` in the descriptor table at `table` of
@@ -99,6 +164,24 @@ pub fn walk(
         head,
         ..Default::default()
     };
+    walk_into(mem, table, queue_size, head, &mut chain)?;
+    Ok(chain)
+}
+
+/// [`walk`] into an existing `chain` (its lists are cleared first), so a
+/// caller that keeps one can reuse a spilled list's heap buffer. On error
+/// `chain` holds part of the walk; ignore it.
+pub fn walk_into(
+    mem: &GuestMemoryMmap,
+    table: u64,
+    queue_size: u16,
+    head: u16,
+    chain: &mut Chain,
+) -> Result<(), ChainError> {
+    chain.head = head;
+    chain.readable.clear();
+    chain.writable.clear();
+    let mut mem = WalkMem::new(mem);
     // Budget across the main and indirect tables: a chain may not have
     // more descriptors than the queue has entries (virtio 1.2, 2.7.5.2),
     // and an indirect table at most as many as it holds.
@@ -114,7 +197,7 @@ pub fn walk(
             return Err(ChainError::TooLong(queue_size));
         }
         budget -= 1;
-        let desc = read_desc(mem, table, index)?;
+        let desc = mem.read_desc(table, index)?;
         if desc.flags & F_INDIRECT != 0 {
             if indirect {
                 return Err(ChainError::NestedIndirect);
@@ -128,7 +211,7 @@ pub fn walk(
             let entries = u64::from(desc.len) / DESC_SIZE;
             let entries =
                 u16::try_from(entries).map_err(|_| ChainError::IndirectLength(desc.len))?;
-            if !mem.check_range(GuestAddress(desc.addr), desc.len as usize) {
+            if !mem.contains(desc.addr, desc.len) {
                 return Err(ChainError::TableOutOfMemory(desc.addr));
             }
             indirect = true;
@@ -139,7 +222,7 @@ pub fn walk(
             continue;
         }
         if desc.len > 0 {
-            if !mem.check_range(GuestAddress(desc.addr), desc.len as usize) {
+            if !mem.contains(desc.addr, desc.len) {
                 return Err(ChainError::BufferOutOfMemory {
                     addr: desc.addr,
                     len: desc.len,
@@ -164,15 +247,10 @@ pub fn walk(
             return Err(ChainError::ReadableAfterWritable);
         }
         if desc.flags & F_NEXT == 0 {
-            return Ok(chain);
+            return Ok(());
         }
         index = desc.next;
     }
-}
-
-/// Total length of `segs`.
-pub fn total_len(segs: &[Segment]) -> u64 {
-    segs.iter().map(|s| u64::from(s.len)).sum()
 }
 
 /// Copies between a chain's buffers and the device. Offsets count from the
@@ -195,35 +273,12 @@ fn for_each_piece(
     len: usize,
     mut f: impl FnMut(u64, std::ops::Range<usize>) -> Result<(), ()>,
 ) -> Result<usize, CopyError> {
-    let mut skip = offset;
     let mut done = 0usize;
-    for seg in segs {
-        if done == len {
-            break;
-        }
-        let seg_len = u64::from(seg.len);
-        if skip >= seg_len {
-            skip -= seg_len;
-            continue;
-        }
-        let avail = (seg_len - skip) as usize;
-        let n = avail.min(len - done);
-        f(seg.addr + skip, done..done + n).map_err(|_| CopyError(offset + done as u64))?;
+    for (addr, n) in pieces(segs, offset, len) {
+        f(addr, done..done + n).map_err(|_| CopyError(offset + done as u64))?;
         done += n;
-        skip = 0;
     }
     Ok(done)
-}
-
-/// The pieces (guest address, length) of `[offset, offset + len)` of the
-/// stream made of `segs` (shorter if the stream is).
-pub fn pieces(segs: &[Segment], offset: u64, len: usize) -> Vec<(u64, usize)> {
-    let mut out = Vec::new();
-    let _ = for_each_piece(segs, offset, len, |addr, r| {
-        out.push((addr, r.len()));
-        Ok(())
-    });
-    out
 }
 
 impl Buffers<'_> {
@@ -240,8 +295,13 @@ impl Buffers<'_> {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, CopyError> {
         let mem = self.mem;
         for_each_piece(&self.chain.readable, offset, buf.len(), |addr, r| {
-            mem.read_slice(&mut buf[r], GuestAddress(addr))
-                .map_err(|_| ())
+            let dst = &mut buf[r];
+            // A piece inside one region (nearly always) is one slice; one
+            // across two adjacent regions takes the general path.
+            match mem.get_slice(GuestAddress(addr), dst.len()) {
+                Ok(vs) if vs.copy_to(dst) == dst.len() => Ok(()),
+                _ => mem.read_slice(dst, GuestAddress(addr)).map_err(|_| ()),
+            }
         })
     }
 
@@ -250,7 +310,14 @@ impl Buffers<'_> {
     pub fn write(&self, offset: u64, buf: &[u8]) -> Result<usize, CopyError> {
         let mem = self.mem;
         for_each_piece(&self.chain.writable, offset, buf.len(), |addr, r| {
-            mem.write_slice(&buf[r], GuestAddress(addr)).map_err(|_| ())
+            let src = &buf[r];
+            match mem.get_slice(GuestAddress(addr), src.len()) {
+                Ok(vs) if vs.len() == src.len() => {
+                    vs.copy_from(src);
+                    Ok(())
+                }
+                _ => mem.write_slice(src, GuestAddress(addr)).map_err(|_| ()),
+            }
         })
     }
 }
@@ -269,8 +336,8 @@ mod tests {
         q.set_desc(2, desc(0x12000, 1, F_WRITE, 0));
         let c = walk(&mem, q.desc_table, 16, 0).unwrap();
         assert_eq!(
-            c.readable,
-            vec![Segment {
+            c.readable[..],
+            [Segment {
                 addr: 0x10000,
                 len: 16
             }]
@@ -421,5 +488,86 @@ mod tests {
             walk(&mem, q.desc_table, 8, 0),
             Err(ChainError::BufferOutOfMemory { .. })
         ));
+    }
+
+    #[test]
+    fn buffers_in_several_regions_are_checked_each() {
+        let mem = mem_two_regions();
+        let q = GuestQueue::new(&mem, 0x1000, 8);
+        // The walk keeps the last region it looked up: buffers that hop
+        // between regions, and one across two adjacent ones, still pass.
+        q.set_desc(0, desc(0x10000, 16, F_NEXT, 1));
+        q.set_desc(1, desc(0x150000, 16, F_NEXT, 2));
+        q.set_desc(2, desc(0x100000, 16, F_NEXT, 3));
+        q.set_desc(3, desc(0x13f000, 0x2000, F_NEXT, 4));
+        q.set_desc(4, desc(0x5ff000, 0x1000, 0, 0));
+        let c = walk(&mem, q.desc_table, 8, 0).unwrap();
+        assert_eq!(c.readable.len(), 5);
+        // Past the end of the region last used, and across the gap after
+        // the first region, with good buffers before.
+        q.set_desc(4, desc(0x5ff000, 0x1001, 0, 0));
+        assert!(matches!(
+            walk(&mem, q.desc_table, 8, 0),
+            Err(ChainError::BufferOutOfMemory { addr: 0x5ff000, .. })
+        ));
+        q.set_desc(4, desc(0x3f000, 0x2000, 0, 0));
+        assert!(matches!(
+            walk(&mem, q.desc_table, 8, 0),
+            Err(ChainError::BufferOutOfMemory { addr: 0x3f000, .. })
+        ));
+        // A table whose last descriptor hangs off the end of a region.
+        assert!(matches!(
+            walk(&mem, 0x40000 - 8, 8, 0),
+            Err(ChainError::TableOutOfMemory(_))
+        ));
+    }
+
+    #[test]
+    fn long_chains_spill_to_the_heap_and_still_copy() {
+        let mem = mem_two_regions();
+        let q = GuestQueue::new(&mem, 0x1000, 32);
+        let n = INLINE_SEGMENTS as u16 * 2 + 3;
+        q.set_desc(0, desc(0x10000, 16, F_NEXT, 1));
+        for i in 1..=n {
+            let flags = if i == n { F_WRITE } else { F_WRITE | F_NEXT };
+            q.set_desc(i, desc(0x20000 + u64::from(i) * 0x100, 8, flags, i + 1));
+        }
+        let c = walk(&mem, q.desc_table, 32, 0).unwrap();
+        assert!(c.writable.spilled() && !c.readable.spilled());
+        assert_eq!(c.writable.len(), usize::from(n));
+        let b = Buffers {
+            mem: &mem,
+            chain: &c,
+        };
+        let data: Vec<u8> = (0..u32::from(n) * 8).map(|i| i as u8).collect();
+        assert_eq!(b.write(0, &data).unwrap(), data.len());
+        for i in 1..=u64::from(n) {
+            let mut got = [0u8; 8];
+            mem.read_slice(&mut got, GuestAddress(0x20000 + i * 0x100))
+                .unwrap();
+            let at = (i as usize - 1) * 8;
+            assert_eq!(&got[..], &data[at..at + 8]);
+        }
+        // Looping back into the writable part runs past the queue size.
+        q.set_desc(n, desc(0x20000, 8, F_WRITE | F_NEXT, 1));
+        assert_eq!(
+            walk(&mem, q.desc_table, 32, 0),
+            Err(ChainError::TooLong(32))
+        );
+    }
+
+    #[test]
+    fn walk_into_reuses_a_chain() {
+        let mem = mem_two_regions();
+        let q = GuestQueue::new(&mem, 0x1000, 32);
+        for i in 0..20u16 {
+            q.set_desc(i, desc(0x20000 + u64::from(i) * 0x100, 8, F_NEXT, i + 1));
+        }
+        q.set_desc(20, desc(0x30000, 4, F_WRITE, 0));
+        let mut c = walk(&mem, q.desc_table, 32, 0).unwrap();
+        assert!(c.readable.spilled());
+        walk_into(&mem, q.desc_table, 32, 19, &mut c).unwrap();
+        assert_eq!(c, walk(&mem, q.desc_table, 32, 19).unwrap());
+        assert_eq!((c.head, c.readable.len(), c.writable.len()), (19, 1, 1));
     }
 }

@@ -11,6 +11,8 @@
 //!   in `crate::interrupts`; a counter in tests).
 //! - [`chain`]: walks one descriptor chain with every check a hostile
 //!   driver calls for (loops, nesting, addresses outside guest memory).
+//!   [`segments`]: its buffer lists, inline (no heap) for the usual
+//!   request.
 //! - [`queue`]: pops chains off a `virtio_queue::Queue` and returns them,
 //!   turning ring errors into [`queue::QueueError`] (the device then needs a
 //!   reset).
@@ -29,6 +31,7 @@ pub mod net;
 pub mod queue;
 pub mod rate_limiter;
 pub mod rng;
+pub mod segments;
 #[cfg(test)]
 pub(crate) mod test_utils;
 pub mod transport;

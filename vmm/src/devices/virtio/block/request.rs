@@ -186,18 +186,18 @@ fn direct_pieces<'m>(
 ) -> Option<Vec<VolatileSlice<'m, ()>>> {
     let len = usize::try_from(len).ok()?;
     let pieces = crate::devices::virtio::chain::pieces(segs, start, len);
-    if pieces.len() > 1 && len / pieces.len() < DIRECT_MIN_PIECE {
+    let count = pieces.clone().count();
+    if count > 1 && len / count < DIRECT_MIN_PIECE {
         return None;
     }
     pieces
-        .into_iter()
         .map(|(addr, n)| mem.get_slice(GuestAddress(addr), n).ok())
         .collect()
 }
 
 /// Guest memory of `[start, start + len)` of the stream `segs` as one host
 /// slice, if it lies in a single segment (the usual layout: header, data,
-/// status) inside one mapping. Saves [`direct_pieces`]' two allocations.
+/// status) inside one mapping. Saves [`direct_pieces`]' allocation.
 fn single_piece<'m>(
     mem: &'m GuestMemoryMmap,
     segs: &[crate::devices::virtio::chain::Segment],
