@@ -337,6 +337,7 @@ fn block_device(i: usize, d: &DiskConfig) -> Result<Box<dyn VirtioDevice>, Wirin
             read_only: d.readonly,
             serial: d.serial.clone().unwrap_or_default(),
             rate_limit: d.rate_limit.clone(),
+            poll_us: d.poll_us,
         },
         format!("virtio-blk{i}"),
     )))

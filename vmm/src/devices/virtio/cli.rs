@@ -99,6 +99,10 @@ fn limit(bw: Option<TokenBucketConfig>, ops: Option<TokenBucketConfig>) -> Optio
     (bw.is_some() || ops.is_some()).then_some(RateLimitConfig { bandwidth: bw, ops })
 }
 
+/// The longest `--disk poll_us=` window: a millisecond of a host CPU
+/// spinning per idle period is already a lot.
+pub const MAX_POLL_US: u32 = 1000;
+
 /// Parse one `--disk` value.
 pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
     const F: &str = "--disk";
@@ -117,6 +121,7 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
             "bw",
             "iops",
             "transitional",
+            "poll_us",
         ],
     )? {
         match k {
@@ -134,6 +139,13 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
             "bw" => bw = Some(per_second(F, k, v)?),
             "iops" => ops = Some(per_second(F, k, v)?),
             "transitional" => d.transitional = on_off(F, k, v)?,
+            "poll_us" => {
+                d.poll_us = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&us| us <= MAX_POLL_US)
+                    .ok_or_else(|| bad(F, k, v))?
+            }
             _ => return Err(bad(F, k, v)),
         }
     }
@@ -255,6 +267,12 @@ mod tests {
         assert!(d.readonly && d.direct);
         assert_eq!(d.serial.as_deref(), Some("disk-1"));
         assert!(d.rate_limit.is_none());
+        assert_eq!(d.poll_us, 0, "polling is off by default");
+        assert_eq!(parse_disk("path=a,poll_us=50").unwrap().poll_us, 50);
+        assert_eq!(parse_disk("path=a,poll_us=1000").unwrap().poll_us, 1000);
+        for v in ["1001", "-1", "x", ""] {
+            assert!(parse_disk(&format!("path=a,poll_us={v}")).is_err(), "{v}");
+        }
         let d = parse_disk("path=x.raw,bw=1048576,iops=100").unwrap();
         assert_eq!(d.format, DiskFormat::Raw);
         let rl = d.rate_limit.unwrap();
