@@ -35,10 +35,14 @@
 //! worker `epoll_wait` -> interrupt eventfd, measured with no I/O) is
 //! printed, with the ratio each case would have if every request paid it
 //! (one request per notification, depth 1): what the device path costs in
-//! a VM beyond `process_queue`, not part of the ratio above.
+//! a VM beyond `process_queue`, not part of the ratio above. Then the same
+//! round trip through kiln-vmm's real worker loop, sleeping in epoll and
+//! with adaptive polling (`--poll-us`, default 50, as `--disk poll_us=`),
+//! with each case's ratio to fio if it paid one or the other.
 //!
 //! Usage: virtio_blk_bench [--file PATH] [--size-mib N] [--seconds S]
 //!        [--rounds N] [--batch N] [--only SUBSTR] [--modes cache,direct]
+//!        [--poll-us N]
 //! Build with --release.
 
 mod host;
@@ -74,6 +78,7 @@ struct Args {
     batch: u16,
     only: Option<String>,
     modes: Vec<bool>,
+    poll_us: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -85,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
         batch: 1,
         only: None,
         modes: vec![false, true],
+        poll_us: 50,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -96,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
             "--rounds" => a.rounds = value()?.parse().map_err(|e| format!("{flag}: {e}"))?,
             "--batch" => a.batch = value()?.parse().map_err(|e| format!("{flag}: {e}"))?,
             "--only" => a.only = Some(value()?),
+            "--poll-us" => a.poll_us = value()?.parse().map_err(|e| format!("{flag}: {e}"))?,
             "--modes" => {
                 a.modes = value()?
                     .split(',')
@@ -109,7 +116,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 return Err("usage: virtio_blk_bench [--file PATH] [--size-mib N] \
                             [--seconds S] [--rounds N] [--batch N] [--only SUBSTR] \
-                            [--modes cache,direct]"
+                            [--modes cache,direct] [--poll-us N]"
                     .to_string())
             }
             other => return Err(format!("unknown argument {other}")),
@@ -429,8 +436,38 @@ fn real_main() -> Result<(), String> {
         }
     }
     let floor = wake::round_trip(args.seconds, args.rounds)?;
+    let poll = Duration::from_micros(args.poll_us);
+    let (epoll_rt, _) = wake::worker_round_trip(args.seconds, args.rounds, Duration::ZERO)?;
+    let (poll_rt, kicked) = wake::worker_round_trip(args.seconds, args.rounds, poll)?;
     summary(&rows, floor);
+    polling_summary(&rows, args.poll_us, epoll_rt, poll_rt, kicked);
     Ok(())
+}
+
+/// The depth-1 cost through kiln-vmm's worker loop, sleeping in epoll
+/// versus adaptive polling (`--disk ...,poll_us=N`), as ratios to fio.
+fn polling_summary(rows: &[Row], poll_us: u64, epoll_rt: Duration, poll_rt: Duration, kicked: f64) {
+    let (e, p) = (epoll_rt.as_secs_f64(), poll_rt.as_secs_f64());
+    println!();
+    println!(
+        "kiln worker round trip (no I/O): epoll {:.2} us, polling (poll_us={poll_us}) {:.2} us \
+         ({:.0}% of requests kicked the notify eventfd); polling/epoll {:.3}",
+        e * 1e6,
+        p * 1e6,
+        kicked * 100.0,
+        p / e
+    );
+    println!(
+        "{:<24} {:>18} {:>20}",
+        "case (medians)", "+ epoll wake / fio", "+ polling wake / fio"
+    );
+    for r in rows {
+        let with = |w: f64| 1.0 / (1.0 / r.device + w) / r.fio;
+        println!("{:<24} {:>18.3} {:>20.3}", r.label, with(e), with(p));
+    }
+    println!(
+        "(the device path's rate if each request also paid that worker round trip, as at depth 1 in a VM)"
+    );
 }
 
 fn mbs(iops: f64, bs: u64) -> f64 {

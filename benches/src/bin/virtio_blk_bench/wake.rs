@@ -124,3 +124,100 @@ fn one_run(secs: f64) -> io::Result<Duration> {
         res.and_then(|d| joined.map(|_| d))
     })
 }
+
+/// The same round trip through kiln-vmm's own worker loop
+/// ([`kiln_vmm::devices::virtio::worker::Worker`]), polling for up to
+/// `poll` after each request (zero: off, the epoll path). The "guest"
+/// follows the driver's protocol: it publishes a request (an avail
+/// counter), kicks the notify eventfd only while the worker has
+/// notifications on, and blocks on the "irqfd" for the completion. Returns
+/// the median round trip and the share of requests that needed a kick.
+pub fn worker_round_trip(
+    secs: f64,
+    rounds: usize,
+    poll: Duration,
+) -> Result<(Duration, f64), String> {
+    let mut v = Vec::new();
+    for _ in 0..rounds {
+        v.push(worker_run(secs, poll).map_err(|e| format!("worker round trip: {e}"))?);
+    }
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v[v.len() / 2])
+}
+
+mod ring {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use kiln_vmm::devices::virtio::worker::{Wake, WorkerHandler};
+    use vmm_sys_util::eventfd::EventFd;
+
+    /// The queue reduced to what the protocol needs.
+    pub struct Ring {
+        pub avail: AtomicU64,
+        pub used: AtomicU64,
+        pub notify_on: AtomicBool,
+    }
+
+    pub struct Handler {
+        pub ring: Arc<Ring>,
+        pub irq: EventFd,
+    }
+
+    impl WorkerHandler for Handler {
+        fn handle(&mut self, _wake: Wake) {
+            let a = self.ring.avail.load(Ordering::SeqCst);
+            if a != self.ring.used.load(Ordering::SeqCst) {
+                self.ring.used.store(a, Ordering::SeqCst);
+                let _ = self.irq.write(1);
+            }
+        }
+        fn poll(&mut self) -> Option<usize> {
+            (self.ring.avail.load(Ordering::SeqCst) != self.ring.used.load(Ordering::SeqCst))
+                .then_some(0)
+        }
+        fn set_notify(&mut self, enabled: bool) -> bool {
+            self.ring.notify_on.store(enabled, Ordering::SeqCst);
+            enabled && self.poll().is_some()
+        }
+    }
+}
+
+fn worker_run(secs: f64, poll: Duration) -> io::Result<(Duration, f64)> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use vmm_sys_util::eventfd::EventFd;
+
+    let ring = Arc::new(ring::Ring {
+        avail: AtomicU64::new(0),
+        used: AtomicU64::new(0),
+        notify_on: AtomicBool::new(true),
+    });
+    let notify = EventFd::new(libc::EFD_CLOEXEC)?;
+    let irq = EventFd::new(libc::EFD_CLOEXEC)?;
+    let handler = ring::Handler {
+        ring: ring.clone(),
+        irq: irq.try_clone()?,
+    };
+    let mut worker = kiln_vmm::devices::virtio::worker::Worker::spawn_polling(
+        "bench-worker".into(),
+        vec![notify.try_clone()?],
+        handler,
+        poll,
+    )?;
+    let budget = Duration::from_secs_f64(secs);
+    let t0 = Instant::now();
+    let (mut n, mut kicks) = (0u64, 0u64);
+    while t0.elapsed() < budget {
+        ring.avail.fetch_add(1, Ordering::SeqCst);
+        if ring.notify_on.load(Ordering::SeqCst) {
+            kicks += 1;
+            notify.write(1)?;
+        }
+        irq.read()?;
+        n += 1;
+    }
+    let d = t0.elapsed() / n.max(1) as u32;
+    worker.stop();
+    Ok((d, kicks as f64 / n.max(1) as f64))
+}

@@ -65,10 +65,16 @@ pub trait WorkerHandler: Send + 'static {
 }
 
 /// The adaptive poll window: how long to spin for the next request after
-/// serving. It starts at the maximum; a poll that found nothing halves it
-/// (down to zero below [`PollWindow::MIN`]); a poll that found work, or a
-/// sleep that ended within the maximum (polling would have caught that
-/// request), doubles it toward the maximum.
+/// serving. It starts at the maximum; a poll that found nothing halves it,
+/// down to a floor of an eighth of the maximum (at least
+/// [`PollWindow::MIN`]); a poll that found work, or a sleep that ended
+/// within the maximum (polling would have caught that request), doubles
+/// it toward the maximum.
+///
+/// The floor is not zero because the sleep time that would bring a window
+/// back includes the wake-up itself (5-40 µs here), so a small maximum
+/// could never recover; polling only ever follows served work, so an idle
+/// device spins not at all and a sparse one at most the floor per request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PollWindow {
     max: Duration,
@@ -76,14 +82,14 @@ pub struct PollWindow {
 }
 
 impl PollWindow {
-    /// Below this a window is not worth a spin: it becomes zero.
+    /// The smallest floor (unless the maximum is smaller).
     pub const MIN: Duration = Duration::from_micros(1);
 
     pub fn new(max: Duration) -> PollWindow {
         PollWindow { max, cur: max }
     }
 
-    /// The current window (zero: sleep right away).
+    /// The current window (zero only if the maximum is: never poll).
     pub fn current(&self) -> Duration {
         self.cur
     }
@@ -95,10 +101,11 @@ impl PollWindow {
 
     /// A poll of the whole window found nothing.
     pub fn miss(&mut self) {
-        self.cur /= 2;
-        if self.cur < Self::MIN {
-            self.cur = Duration::ZERO;
-        }
+        self.cur = (self.cur / 2).max(self.floor());
+    }
+
+    fn floor(&self) -> Duration {
+        (self.max / 8).max(Self::MIN).min(self.max)
     }
 
     /// The worker slept `slept` before a wake-up.
@@ -109,8 +116,7 @@ impl PollWindow {
     }
 
     fn grow(&mut self) {
-        let start = (self.max / 8).max(Self::MIN);
-        self.cur = (self.cur * 2).max(start).min(self.max);
+        self.cur = (self.cur * 2).min(self.max);
     }
 }
 
@@ -142,8 +148,13 @@ fn poll_loop<H: WorkerHandler>(
             }
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            // The clock and the stop flag every few spins (vDSO, no syscall).
+            // The clock and the stop flag every few spins (vDSO, no
+            // syscall), and a sched_yield: on a host with more runnable
+            // threads than CPUs (the vCPU waiting for its interrupt among
+            // them), a worker spinning through its time slice would delay
+            // the very thread it serves.
             if spins % 16 == 0 {
+                std::thread::yield_now();
                 if stopping.load(Ordering::Acquire) {
                     return false;
                 }
@@ -311,27 +322,33 @@ mod tests {
         assert_eq!(w.current(), max / 4);
         w.hit();
         assert_eq!(w.current(), max / 2);
+        w.miss();
+        assert_eq!(w.current(), max / 4);
         for _ in 0..10 {
             w.miss();
         }
-        assert_eq!(w.current(), Duration::ZERO, "below MIN it is off");
+        assert_eq!(w.current(), max / 8, "floor: an eighth of the maximum");
         // A long sleep says polling would not have helped.
         w.slept(Duration::from_millis(5));
-        assert_eq!(w.current(), Duration::ZERO);
-        // A short one says it would have: back to an eighth, then doubling.
-        w.slept(Duration::from_micros(10));
         assert_eq!(w.current(), max / 8);
-        w.hit();
-        assert_eq!(w.current(), max / 4);
+        // A short one says it would have: doubling toward the maximum.
         w.slept(Duration::from_micros(10));
+        assert_eq!(w.current(), max / 4);
+        w.hit();
+        assert_eq!(w.current(), max / 2);
+        w.slept(Duration::from_micros(64));
         w.hit();
         assert_eq!(w.current(), max);
-        // A tiny maximum still polls at least MIN.
+        w.slept(Duration::from_micros(1));
+        assert_eq!(w.current(), max);
+        // A tiny maximum: its floor is itself; zero never polls.
         let mut w = PollWindow::new(Duration::from_nanos(100));
         w.miss();
-        assert_eq!(w.current(), Duration::ZERO);
-        w.hit();
         assert_eq!(w.current(), Duration::from_nanos(100));
+        let mut w = PollWindow::new(Duration::ZERO);
+        w.hit();
+        w.slept(Duration::ZERO);
+        assert_eq!(w.current(), Duration::ZERO);
     }
 
     /// A queue reduced to two counters, with the driver's notification
