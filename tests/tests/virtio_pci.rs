@@ -57,7 +57,7 @@ fn virtio_blk_on_a_raw_file() {
 
 /// A blank raw disk with `options` (`,key=value...`) and `serial`: the
 /// probe's write lands in sector 1 of the file and nowhere else.
-fn raw_disk_round_trip(tag: &str, options: &str, serial: &str) {
+fn raw_disk_round_trip(tag: &str, options: &str, serial: &str) -> Vm {
     let dir = ScratchDir::new(tag).unwrap();
     let img = blank_raw(dir.path(), "disk.raw");
     let vm = run_probe(vec![
@@ -66,6 +66,7 @@ fn raw_disk_round_trip(tag: &str, options: &str, serial: &str) {
     ]);
     assert_blk_lines(&vm, serial);
     assert_only_sector_1(&fs::read(&img).unwrap(), &pattern());
+    vm
 }
 
 #[test]
@@ -179,4 +180,21 @@ fn virtio_blk_on_a_raw_file_with_o_direct() {
         return;
     }
     raw_disk_round_trip("vblkd", ",direct=on", "kiln-direct");
+}
+
+/// With `poll_us=50` the disk's worker polls the queue after each request
+/// with notifications suppressed: the probe's requests (which notify and
+/// then wait for the used ring) must all still be served, including the
+/// ones that come after the window ran out.
+#[test]
+fn virtio_blk_on_a_raw_file_with_polling() {
+    if !kvm_available("virtio_blk_on_a_raw_file_with_polling") {
+        return;
+    }
+    let vm = raw_disk_round_trip("vblkp", ",poll_us=50", "kiln-polled");
+    let log = vm.vmm_log();
+    assert!(
+        log.contains("activated, polling up to 50 us"),
+        "the disk was not polled:\n{log}"
+    );
 }

@@ -141,7 +141,7 @@ pub fn worker_round_trip(
     for _ in 0..rounds {
         v.push(worker_run(secs, poll).map_err(|e| format!("worker round trip: {e}"))?);
     }
-    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.sort_by_key(|r| r.0);
     Ok(v[v.len() / 2])
 }
 

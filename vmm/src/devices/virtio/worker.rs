@@ -153,7 +153,7 @@ fn poll_loop<H: WorkerHandler>(
             // threads than CPUs (the vCPU waiting for its interrupt among
             // them), a worker spinning through its time slice would delay
             // the very thread it serves.
-            if spins % 16 == 0 {
+            if spins.is_multiple_of(16) {
                 std::thread::yield_now();
                 if stopping.load(Ordering::Acquire) {
                     return false;
@@ -429,7 +429,10 @@ mod tests {
         assert!(served(&ring, n), "first request not served");
         // Long past the window: the worker is back in epoll, notifications on.
         std::thread::sleep(Duration::from_millis(50));
-        assert!(ring.notify_on.load(Ordering::SeqCst), "left notifications off");
+        assert!(
+            ring.notify_on.load(Ordering::SeqCst),
+            "left notifications off"
+        );
         let n = request(&ring, &kick);
         assert!(served(&ring, n), "request after the window was lost");
         w.stop();
@@ -453,7 +456,10 @@ mod tests {
         let notifies = ring.notifies.load(Ordering::Relaxed);
         let found = ring.polls_found.load(Ordering::Relaxed);
         eprintln!("400 requests: {notifies} notifications, {found} found by polling");
-        assert!(notifies + found >= 400, "{notifies} + {found}: some request came by neither");
+        assert!(
+            notifies + found >= 400,
+            "{notifies} + {found}: some request came by neither"
+        );
         w.stop();
     }
 

@@ -130,7 +130,15 @@ impl VirtioDevice for BlockDevice {
         )
         .map_err(ActivateError::Thread)?;
         self.worker = Some(worker);
-        log::info!("{}: activated", self.name);
+        if self.opts.poll_us > 0 {
+            log::info!(
+                "{}: activated, polling up to {} us",
+                self.name,
+                self.opts.poll_us
+            );
+        } else {
+            log::info!("{}: activated", self.name);
+        }
         Ok(())
     }
 
