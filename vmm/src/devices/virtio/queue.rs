@@ -122,11 +122,6 @@ impl<'m, 'q> Batch<'m, 'q> {
         })
     }
 
-    /// The queue being served.
-    pub fn queue(&mut self) -> &mut Queue {
-        self.queue
-    }
-
     /// Un-pop the last chain popped (it is served later).
     pub fn go_to_previous_position(&mut self) {
         let next = Wrapping(self.queue.next_avail()) - Wrapping(1);
