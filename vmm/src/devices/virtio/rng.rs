@@ -46,7 +46,7 @@ pub fn process_queue(
     q: &mut Queue,
     scratch: &mut Vec<u8>,
 ) -> Result<bool, QueueError> {
-    queue::drain(mem, q, |q| {
+    let drained = queue::drain(mem, q, |q| {
         while let Some(chain) = queue::pop_chain(mem, q)? {
             let bufs = Buffers { mem, chain: &chain };
             let n = (bufs.writable_len() as usize).min(MAX_PER_REQUEST);
@@ -58,11 +58,11 @@ pub fn process_queue(
                     0
                 }
             };
-            queue::complete(mem, q, chain.head, written as u32)?;
+            queue::complete(q, chain.head, written as u32)?;
         }
         Ok(true)
     })?;
-    queue::needs_interrupt(mem, q)
+    Ok(drained.notify)
 }
 
 pub struct RngDevice {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use kiln_block::Disk;
-use virtio_queue::{Queue, QueueOwnedT};
+use virtio_queue::Queue;
 use vm_memory::{GuestAddress, GuestMemoryBackend, VolatileSlice};
 
 use super::*;
@@ -120,7 +120,7 @@ pub fn process_queue(
     backend: &mut BlockBackend,
 ) -> Result<(bool, Served), QueueError> {
     let mut served = Served::All;
-    queue::drain(mem, q, |q| {
+    let drained = queue::drain(mem, q, |q| {
         while let Some(chain) = queue::pop_chain(mem, q)? {
             if let Some(limiter) = &mut backend.limiter {
                 let bytes = chain_payload(&chain);
@@ -131,12 +131,11 @@ pub fn process_queue(
                 }
             }
             let used = execute(mem, &chain, backend);
-            queue::complete(mem, q, chain.head, used)?;
+            queue::complete(q, chain.head, used)?;
         }
         Ok(true)
     })?;
-    let notify = queue::needs_interrupt(mem, q)?;
-    Ok((notify, served))
+    Ok((drained.notify, served))
 }
 
 /// Bytes a request moves, for the bandwidth limit.

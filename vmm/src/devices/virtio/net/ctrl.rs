@@ -64,12 +64,12 @@ pub fn process_ctrl(
     max_pairs: u16,
     set_pairs: &mut dyn FnMut(u16) -> bool,
 ) -> Result<bool, QueueError> {
-    queue::drain(mem, q, |q| {
+    let drained = queue::drain(mem, q, |q| {
         while let Some(chain) = queue::pop_chain(mem, q)? {
             let bufs = Buffers { mem, chain: &chain };
             if bufs.writable_len() == 0 {
                 log::warn!("virtio-net: control command without an ack byte; not answered");
-                queue::complete(mem, q, chain.head, 0)?;
+                queue::complete(q, chain.head, 0)?;
                 continue;
             }
             let total = bufs.readable_len();
@@ -95,11 +95,11 @@ pub fn process_ctrl(
             // The ack is the last writable byte.
             let at = bufs.writable_len() - 1;
             let n = bufs.write(at, &[ack]).unwrap_or(0);
-            queue::complete(mem, q, chain.head, n as u32)?;
+            queue::complete(q, chain.head, n as u32)?;
         }
         Ok(true)
     })?;
-    queue::needs_interrupt(mem, q)
+    Ok(drained.notify)
 }
 
 #[cfg(test)]

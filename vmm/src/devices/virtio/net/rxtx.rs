@@ -14,7 +14,7 @@
 
 use std::io;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::NET_HDR_LEN;
@@ -78,8 +78,7 @@ pub fn process_tx_hdr(
     hdr_len: usize,
 ) -> Result<(bool, bool), QueueError> {
     let mut throttled = false;
-    let mut used = false;
-    queue::drain(mem, q, |q| {
+    let drained = queue::drain(mem, q, |q| {
         while let Some(chain) = queue::pop_chain(mem, q)? {
             let bufs = Buffers { mem, chain: &chain };
             let len = bufs.readable_len();
@@ -103,13 +102,11 @@ pub fn process_tx_hdr(
                     Err(e) => log::warn!("virtio-net: reading a frame: {e}"),
                 }
             }
-            queue::complete(mem, q, chain.head, 0)?;
-            used = true;
+            queue::complete(q, chain.head, 0)?;
         }
         Ok(true)
     })?;
-    let notify = used && queue::needs_interrupt(mem, q)?;
-    Ok((notify, throttled))
+    Ok((drained.notify, throttled))
 }
 
 /// Why [`process_rx`] stopped.
@@ -313,7 +310,7 @@ pub fn process_rx_hdr(
     mut limiter: Option<&mut RateLimiter>,
     hdr_len: usize,
 ) -> Result<(bool, RxState), QueueError> {
-    let mut used = false;
+    let mut b = queue::Batch::new(mem, q)?;
     let state = loop {
         if limiter.as_deref().is_some_and(RateLimiter::is_blocked) {
             break RxState::Throttled;
@@ -321,14 +318,12 @@ pub fn process_rx_hdr(
         // A chain first: without one, frames stay in the tap.
         let chain = match backlog.chain.take() {
             Some(c) => c,
-            None => match queue::pop_chain(mem, q)? {
+            None => match queue::pop_chain(mem, &mut b)? {
                 Some(c) => c,
                 None => {
                     // Ask for a notification; buffers may have come
                     // meanwhile.
-                    if q.enable_notification(mem)
-                        .map_err(|e| QueueError::Ring(e.to_string()))?
-                    {
+                    if b.enable_notification()? {
                         continue;
                     }
                     break RxState::NoBuffers;
@@ -354,8 +349,7 @@ pub fn process_rx_hdr(
                 if !header_done {
                     let _ = bufs.write(10, &1u16.to_le_bytes());
                 }
-                queue::complete(mem, q, chain.head, n as u32)?;
-                used = true;
+                queue::complete(&mut b, chain.head, n as u32)?;
             }
             // The chain serves the next frame.
             Fill::Dropped => backlog.chain = Some(chain),
@@ -365,7 +359,7 @@ pub fn process_rx_hdr(
             }
         }
     };
-    let notify = used && queue::needs_interrupt(mem, q)?;
+    let notify = b.finish()?;
     Ok((notify, state))
 }
 
