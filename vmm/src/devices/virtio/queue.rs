@@ -272,6 +272,25 @@ pub fn pop_chain(mem: &GuestMemoryMmap, b: &mut Batch) -> Result<Option<Chain>, 
         .map_err(|source| QueueError::Chain { head, source })
 }
 
+/// Suppress driver notifications while polling. Without EVENT_IDX,
+/// `disable_notification` sets VIRTQ_USED_F_NO_NOTIFY; with it (where
+/// `virtio_queue` leaves the ring alone), the used ring's avail_event is
+/// set one behind the next index, which the driver's next index never
+/// crosses (virtio 1.2, 2.7.10), until `enable_notification` sets it back.
+pub fn suppress_notifications(mem: &GuestMemoryMmap, queue: &mut Queue) {
+    let _ = queue.disable_notification(mem);
+    if queue.event_idx_enabled() {
+        let at = queue
+            .used_ring()
+            .checked_add(4 + 8 * u64::from(queue.size()))
+            .map(GuestAddress);
+        if let Some(at) = at {
+            let v = queue.next_avail().wrapping_sub(1);
+            let _ = mem.store(v.to_le(), at, Ordering::Release);
+        }
+    }
+}
+
 /// True if the driver offered chains not yet popped.
 pub fn has_pending(mem: &GuestMemoryMmap, queue: &Queue) -> Result<bool, QueueError> {
     let avail = queue.avail_idx(mem, Ordering::Acquire).map_err(ring_err)?;

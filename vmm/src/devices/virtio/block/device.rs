@@ -2,14 +2,12 @@
 //! and its worker, which serves queue 0 with [`process_queue`].
 
 use std::os::fd::RawFd;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_api::vm::RateLimitConfig;
 use kiln_block::Disk;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress};
 
 use super::request::{process_queue, BlockBackend, Served};
 use super::*;
@@ -193,25 +191,6 @@ impl BlockWorker {
     }
 }
 
-/// Suppress driver notifications while polling. Without EVENT_IDX,
-/// `disable_notification` sets VIRTQ_USED_F_NO_NOTIFY; with it (where
-/// `virtio_queue` leaves the ring alone), the used ring's avail_event is
-/// set one behind the next index, which the driver's next index never
-/// crosses (virtio 1.2, 2.7.10), until `enable_notification` sets it back.
-fn suppress_notifications(mem: &GuestMemoryMmap, queue: &mut Queue) {
-    let _ = queue.disable_notification(mem);
-    if queue.event_idx_enabled() {
-        let at = queue
-            .used_ring()
-            .checked_add(4 + 8 * u64::from(queue.size()))
-            .map(GuestAddress);
-        if let Some(at) = at {
-            let v = queue.next_avail().wrapping_sub(1);
-            let _ = mem.store(v.to_le(), at, Ordering::Release);
-        }
-    }
-}
-
 impl WorkerHandler for BlockWorker {
     fn poll(&mut self) -> Option<usize> {
         if !self.can_serve() {
@@ -233,7 +212,7 @@ impl WorkerHandler for BlockWorker {
             // `serve` report it).
             self.queue.enable_notification(&self.mem).unwrap_or(true)
         } else {
-            suppress_notifications(&self.mem, &mut self.queue);
+            queue::suppress_notifications(&self.mem, &mut self.queue);
             false
         }
     }
@@ -274,6 +253,7 @@ impl WorkerHandler for BlockWorker {
 mod tests {
     use super::*;
     use crate::devices::virtio::test_utils::{mem_two_regions, GuestQueue};
+    use vm_memory::{Bytes, GuestAddress};
 
     /// The driver's test (virtio 1.2, 2.7.10): notify if the new index
     /// passed `event` since `old`.
@@ -296,7 +276,7 @@ mod tests {
                 m.read_obj::<u16>(GuestAddress(gq.used + 4 + 8 * 16))
                     .unwrap()
             };
-            suppress_notifications(&mem, &mut q);
+            queue::suppress_notifications(&mem, &mut q);
             if event_idx {
                 let e = avail_event(&mem);
                 assert!(
@@ -318,7 +298,7 @@ mod tests {
                 assert_eq!(flags(&mem) & 1, 0);
             }
             // A request published while suppressed is reported on enabling.
-            suppress_notifications(&mem, &mut q);
+            queue::suppress_notifications(&mem, &mut q);
             gq.set_avail_idx(6);
             assert!(
                 q.enable_notification(&mem).unwrap(),
