@@ -83,15 +83,24 @@ pub fn request(
         ));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
+    // Head and body go out in one write, and a failed write still reads
+    // the answer: a server may answer (404, 413) and close before it has
+    // read the body, and then the write fails with EPIPE although the
+    // answer is waiting in the socket.
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    let wrote = s.write_all(&out);
     let mut raw = Vec::new();
     if let Err(e) = s.take(MAX_RESPONSE as u64 + 1).read_to_end(&mut raw) {
         // A server that answers without reading the whole body may reset
         // the connection after its answer: keep what came if it parses.
         if raw.is_empty() || e.kind() != std::io::ErrorKind::ConnectionReset {
+            wrote?;
             return Err(e.into());
         }
+    }
+    if raw.is_empty() {
+        wrote?;
     }
     if raw.len() > MAX_RESPONSE {
         return Err(ClientError::Malformed("answer too large"));
@@ -297,5 +306,33 @@ mod tests {
             body: br#"{"error":"no room"}"#.to_vec(),
         };
         assert_eq!(r.ok().unwrap_err().to_string(), "HTTP 409: no room");
+    }
+
+    /// A server that answers after the head and closes without reading the
+    /// body: the client's write fails (EPIPE or reset) but the answer is
+    /// still returned.
+    #[test]
+    fn an_early_answer_is_read_although_the_body_write_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                c.read_exact(&mut b).unwrap();
+                head.push(b[0]);
+            }
+            c.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 16\r\n\r\n{\"error\":\"gone\"}",
+            )
+            .unwrap();
+        });
+        let body = vec![b'x'; 8 << 20];
+        let r = request(&sock, "PUT", "/x", Some(&body), Duration::from_secs(10)).unwrap();
+        server.join().unwrap();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.ok().unwrap_err().to_string(), "HTTP 404: gone");
     }
 }
