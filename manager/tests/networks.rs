@@ -121,12 +121,18 @@ fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
     assert!(r.text().contains("in use by 2 server(s)"), "{}", r.text());
     assert!(ns.link("kbr0").is_some());
 
-    // kill -9 kilnd. A tap with a kiln name and no server is left on the
-    // bridge meanwhile (persistent, as a crash of an older kilnd could
-    // leave it).
+    // Each tap carries this kilnd's mark: kiln:<instance>:<server>:<nic>.
+    let mark = ns.alias(&htap).expect("the tap has an alias");
+    let instance = mark.split(':').nth(1).unwrap().to_owned();
+    assert_eq!(mark, format!("kiln:{instance}:{}:0", h.id));
+    // kill -9 kilnd. A tap with a kiln name, this kilnd's mark and no
+    // server is left on the bridge meanwhile (persistent, as a tap still
+    // held by some process would stay).
     k.kill9();
     let stray = "kt0badc0de0";
     ip(&ns.name, &["tuntap", "add", "dev", stray, "mode", "tap"]);
+    let stray_mark = format!("kiln:{instance}:0badc0de-0000-4000-8000-000000000000:0");
+    ip(&ns.name, &["link", "set", stray, "alias", &stray_mark]);
     ip(&ns.name, &["link", "set", stray, "master", "kbr0"]);
     assert!(alive(h.pid.unwrap()));
     assert!(ns.link(&htap).is_some(), "the VMM holds its tap");

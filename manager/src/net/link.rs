@@ -1,6 +1,6 @@
 //! The netlink side of networks (rtnetlink on kilnd's tokio runtime):
-//! looking links up, creating and deleting bridges, putting a tap on a
-//! bridge. Each call opens its own short-lived rtnetlink connection, so
+//! looking links up, creating and deleting bridges, marking a tap and
+//! putting it on a bridge. Each call opens its own short-lived rtnetlink connection, so
 //! nothing here holds state across requests.
 
 use futures_util::stream::TryStreamExt;
@@ -38,6 +38,9 @@ pub struct Link {
     /// Index of the bridge it is a port of.
     pub controller: Option<u32>,
     pub up: bool,
+    /// The `IFLA_IFALIAS`: on a tap kilnd made, its owner mark (see
+    /// [`super::owner`]).
+    pub alias: Option<String>,
 }
 
 fn connect() -> Result<Handle, LinkError> {
@@ -54,12 +57,14 @@ fn link_of(m: &LinkMessage) -> Link {
         kind: String::new(),
         controller: None,
         up: m.header.flags.contains(LinkFlags::Up),
+        alias: None,
     };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::Mtu(m) => l.mtu = *m,
             LinkAttribute::Controller(c) => l.controller = Some(*c),
+            LinkAttribute::IfAlias(a) if !a.is_empty() => l.alias = Some(a.clone()),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {
@@ -123,24 +128,42 @@ pub async fn create_bridge(name: &str, mtu: u32) -> Result<(), LinkError> {
 
 /// Deletes link `name`; a missing link is not an error.
 pub async fn delete(name: &str) -> Result<(), LinkError> {
-    let Some(l) = get(name).await? else {
-        return Ok(());
-    };
-    let h = connect()?;
-    match h.link().del(l.index).execute().await {
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
-        r => r.map_err(nl(format!("delete link {name}"))),
+    match get(name).await? {
+        Some(l) => delete_index(l.index, name).await,
+        None => Ok(()),
     }
 }
 
-/// Puts link `port` on bridge `bridge` with `mtu` (the network's), and
-/// sets it up.
-pub async fn attach(port: &str, bridge: &Link, mtu: u32) -> Result<(), LinkError> {
+/// Deletes the link with index `index` (not by name: the name may have
+/// passed to another link since it was listed); a missing link is not an
+/// error.
+pub async fn delete_index(index: u32, name: &str) -> Result<(), LinkError> {
+    let h = connect()?;
+    match h.link().del(index).execute().await {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
+        r => r.map_err(nl(format!("delete link {name} (index {index})"))),
+    }
+}
+
+/// Sets the alias (`IFLA_IFALIAS`) of link `port` to `alias`, then puts it
+/// on bridge `bridge` with `mtu` (the network's) and sets it up: a tap
+/// kilnd made carries its mark before it joins a bridge.
+pub async fn mark_and_attach(
+    port: &str,
+    alias: &str,
+    bridge: &Link,
+    mtu: u32,
+) -> Result<(), LinkError> {
     let l = get(port).await?.ok_or_else(|| LinkError::Netlink {
         what: format!("attach {port}"),
         msg: "no such link".into(),
     })?;
     let h = connect()?;
+    h.link()
+        .set(LinkUnspec::new_with_index(l.index).alias(alias).build())
+        .execute()
+        .await
+        .map_err(nl(format!("set the alias of {port}")))?;
     h.link()
         .set(
             LinkUnspec::new_with_index(l.index)

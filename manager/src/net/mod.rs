@@ -23,21 +23,37 @@
 //!   close and the taps are gone;
 //! - kilnd is killed while VMMs run: they keep their fds, so their taps stay
 //!   up on the bridge and traffic goes on; the restarted kilnd knows each
-//!   tap by its name (derived from the server id, stored with the NIC);
+//!   tap by its name (derived from the server id, stored with the NIC) and
+//!   by its mark;
 //! - a guest reset re-executes kiln-vmm in place, and the fd (not
 //!   close-on-exec in the VMM) survives it; a guest reboot that kilnd turns
 //!   into a new VMM gets new taps of the same names.
 //!
 //! A persistent tap would outlive every one of these and need sweeping
 //! after each crash. What persistence would give (a VMM reopening its tap
-//! by name) kiln-vmm does not need. Still, at start [`sweep`] deletes every
-//! `kt…` link on the bridge of one of kilnd's networks that belongs to no
-//! live server (one made by hand or by an older kilnd, or a tap another
-//! process still holds), and before opening a NIC's tap kilnd deletes a
-//! leftover link of that name. Taps on other bridges or on none are left
-//! alone: they may be another kilnd's (tests run several side by side in
-//! one network namespace), caught between `TUNSETIFF` and joining its
-//! bridge.
+//! by name) kiln-vmm does not need.
+//!
+//! # Whose a tap is
+//!
+//! Other kilnds (own state dir and socket, as tests and some hosts run
+//! them) may share the network namespace and even a bridge, and a tap
+//! name carries only 32 bits of the server id, so names collide across
+//! kilnds and say nothing about ownership. Every tap kilnd makes carries
+//! a mark in its alias (`IFLA_IFALIAS`), `kiln:<instance>:<server
+//! id>:<nic>`, with the instance id this kilnd's store made once
+//! ([`owner`] says why the alias). kilnd deletes only links with its own
+//! mark: at start [`owner::sweep`] deletes those of no live server, and
+//! before opening a NIC's tap (and after deleting a server) a leftover of
+//! that name with its mark. A `kt…` link with another kilnd's mark or with
+//! none (made by hand, or by a kilnd from before marks) is logged and left
+//! alone; if it holds the name a NIC's tap needs, starting the server
+//! fails with a fault naming it, never deleting it. The tap itself is made
+//! with `IFF_TUN_EXCL`, so kilnd never attaches to a tap someone else made
+//! between its check and `TUNSETIFF`. The names do not change (servers'
+//! stored tap names keep working): no 13 characters can be unique across
+//! kilnds that do not know of each other, collisions are rare (32 random
+//! bits per server), and each one is a clear fault that deleting and
+//! recreating the server (a new id) resolves.
 //!
 //! The netlink crate is `rtnetlink` (rust-netlink): it runs on the tokio
 //! runtime kilnd already has, builds bridge and port messages with typed
@@ -46,9 +62,9 @@
 
 pub mod api;
 pub mod link;
+pub mod owner;
 pub mod tap;
 
-use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 
 use kiln_api::compute::Server;
@@ -60,7 +76,8 @@ use crate::store::Store;
 /// name).
 pub const MAX_NICS: usize = 8;
 
-/// Tap names start with this; kilnd owns every link named like a tap.
+/// Tap names start with this. The name alone does not make a link
+/// kilnd's: its [`owner::Mark`] does.
 pub const TAP_PREFIX: &str = "kt";
 
 /// The tap of NIC `index` of server `id`: `kt` + 8 hex digits of the id +
@@ -151,13 +168,17 @@ pub fn nic_queues(vcpus: u32) -> usize {
 /// The most queues kilnd gives a NIC.
 pub const MAX_NIC_QUEUES: usize = 8;
 
-/// Makes the taps of a server about to start, each on its network's
-/// bridge with [`nic_queues`] queues, and answers their queues' fds in NIC
-/// order. An error is a fault message.
+/// Makes the taps of a server about to start, each marked as this
+/// kilnd's ([`owner`]), on its network's bridge with [`nic_queues`]
+/// queues, and answers their queues' fds in NIC order. An error is a fault
+/// message.
 pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd>>, String> {
     let queues = nic_queues(server.vcpus);
+    let instance = store
+        .instance_id()
+        .map_err(|e| format!("cannot read kilnd's instance id: {e}"))?;
     let mut fds = Vec::new();
-    for nic in &server.nics {
+    for (index, nic) in server.nics.iter().enumerate() {
         let net = store
             .get_network(&nic.network_id)
             .map_err(|e| format!("NIC {}: {e}", nic.tap))?;
@@ -186,53 +207,34 @@ pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd
                 ))
             }
         };
-        // A leftover of the same name (a tap made by hand, or one still
-        // held by a process that should not have it).
-        link::delete(&nic.tap).await.map_err(|e| e.to_string())?;
+        // A leftover of the same name is deleted only if this kilnd marked
+        // it; anything else of that name is left alone and is the fault.
+        owner::clear_name(&instance, &nic.tap)
+            .await
+            .map_err(|e| format!("NIC {index}: {e}"))?;
         let name = nic.tap.clone();
         let fd = tokio::task::spawn_blocking(move || tap::create(&name, queues))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot create tap {}: {e}", nic.tap))?;
-        link::attach(&nic.tap, &bridge, net.mtu)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EBUSY) => format!(
+                    "NIC {index}: tap name {} was taken by another link while kilnd made it; \
+                     kilnd leaves it alone",
+                    nic.tap
+                ),
+                _ => format!("cannot create tap {}: {e}", nic.tap),
+            })?;
+        let mark = owner::Mark {
+            instance: instance.clone(),
+            server: server.id.clone(),
+            nic: index,
+        };
+        link::mark_and_attach(&nic.tap, &mark.alias(), &bridge, net.mtu)
             .await
             .map_err(|e| e.to_string())?;
         fds.push(fd);
     }
     Ok(fds)
-}
-
-/// Deletes every kiln tap on one of `bridges` whose server is not in
-/// `live` (server-id prefixes of servers that are not DELETED); answers the
-/// names deleted.
-pub async fn sweep(live: &HashSet<String>, bridges: &HashSet<String>) -> Vec<String> {
-    let links = match link::list().await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list links to sweep taps");
-            return Vec::new();
-        }
-    };
-    let ours: HashSet<u32> = links
-        .iter()
-        .filter(|l| l.kind == "bridge" && bridges.contains(&l.name))
-        .map(|l| l.index)
-        .collect();
-    let mut gone = Vec::new();
-    for l in links {
-        let Some(owner) = tap_owner(&l.name) else {
-            continue;
-        };
-        if live.contains(owner) || !l.controller.is_some_and(|c| ours.contains(&c)) {
-            continue;
-        }
-        tracing::info!(tap = l.name, "deleting a tap of no live server");
-        match link::delete(&l.name).await {
-            Ok(()) => gone.push(l.name),
-            Err(e) => tracing::warn!(tap = l.name, error = %e, "cannot delete tap"),
-        }
-    }
-    gone
 }
 
 /// At start: finishes network deletes a crash interrupted and recreates

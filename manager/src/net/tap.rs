@@ -3,6 +3,9 @@
 //! virtio-net header on every frame), and `IFF_MULTI_QUEUE` with one fd per
 //! queue for a multi-queue NIC. The tap is not made persistent: it lives
 //! exactly as long as an open fd refers to it (see [`super`] for why).
+//! The first `TUNSETIFF` carries `IFF_TUN_EXCL`, so it makes a new tap or
+//! fails with `EBUSY`: it never attaches to a tap of that name someone
+//! else made (another kilnd's multi-queue tap would take the queue).
 
 use std::fs::File;
 use std::io;
@@ -13,6 +16,8 @@ const IFF_TAP: i16 = 0x0002;
 const IFF_NO_PI: i16 = 0x1000;
 const IFF_VNET_HDR: i16 = 0x4000;
 const IFF_MULTI_QUEUE: i16 = 0x0100;
+/// Fail with `EBUSY` if a device of that name exists.
+const IFF_TUN_EXCL: i16 = 0x8000_u16 as i16;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
 #[repr(C)]
@@ -27,7 +32,8 @@ const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
 /// Creates tap `name` with `queues` queues (1: a single-queue tap; more:
 /// `IFF_MULTI_QUEUE`, the tap opened that many times) and answers the
 /// queues' fds (close-on-exec; the supervisor clears that in the one child
-/// that must inherit them).
+/// that must inherit them). A link named `name` that exists already is an
+/// `EBUSY` error: this only makes new taps.
 pub fn create(name: &str, queues: usize) -> io::Result<Vec<OwnedFd>> {
     if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
         return Err(io::Error::new(
@@ -46,11 +52,16 @@ pub fn create(name: &str, queues: usize) -> io::Result<Vec<OwnedFd>> {
     } else {
         IFF_TAP | IFF_NO_PI | IFF_VNET_HDR
     };
-    (0..queues).map(|_| open_queue(name, flags)).collect()
+    // The first queue makes the tap (and only a new one); the others
+    // attach to it.
+    (0..queues)
+        .map(|q| open_queue(name, if q == 0 { flags | IFF_TUN_EXCL } else { flags }))
+        .collect()
 }
 
-/// One `TUNSETIFF` on a new `/dev/net/tun` fd: creates tap `name`, or
-/// (multi-queue) attaches another queue to it.
+/// One `TUNSETIFF` on a new `/dev/net/tun` fd: creates tap `name`
+/// (`IFF_TUN_EXCL` in `flags`), or (multi-queue) attaches another queue
+/// to it.
 fn open_queue(name: &str, flags: i16) -> io::Result<OwnedFd> {
     let file = File::options()
         .read(true)

@@ -86,6 +86,11 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE images ADD COLUMN os_type TEXT;
      ALTER TABLE servers ADD COLUMN firmware TEXT;
      ALTER TABLE servers ADD COLUMN nvram TEXT;",
+    // 7 (taps: tap ownership marks): this kilnd's instance id, made once,
+    // which marks every tap it makes (`crate::net::owner`).
+    "CREATE TABLE kiln_instance (
+        one INTEGER PRIMARY KEY CHECK (one = 1), id TEXT NOT NULL);
+     INSERT INTO kiln_instance (one, id) VALUES (1, lower(hex(randomblob(16))));",
 ];
 
 /// The flavors a new store starts with.

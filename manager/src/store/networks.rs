@@ -9,6 +9,8 @@
 //!
 //! A NIC row (`nics`) is written with its server in the create
 //! transaction: network, MAC and tap name are fixed for the server's life.
+//! The store's instance id ([`Store::instance_id`]) marks the taps this
+//! kilnd makes.
 
 use kiln_api::compute::{Network, Nic, Server};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
@@ -134,6 +136,16 @@ impl Store {
         self.conn()
             .execute("DELETE FROM networks WHERE id = ?1", [id])?;
         Ok(())
+    }
+
+    /// This kilnd's instance id (32 hex digits), made once with the store
+    /// and kept: the mark on the taps it makes (`crate::net::owner`).
+    pub fn instance_id(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT id FROM kiln_instance WHERE one = 1", [], |r| {
+                r.get(0)
+            })?)
     }
 
     /// Fills in the NICs of `servers` (one query).
@@ -273,6 +285,22 @@ fn network_row(r: &Row<'_>) -> rusqlite::Result<Network> {
 mod tests {
     use super::*;
     use crate::store::servers::tests::{new_server, placement};
+
+    /// The instance id that marks this kilnd's taps: made once, kept
+    /// across reopening, different for another store.
+    #[test]
+    fn instance_id_is_made_once_per_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let first = Store::open(&db).unwrap().instance_id().unwrap();
+        assert_eq!(first.len(), 32, "{first}");
+        assert!(first
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert_eq!(Store::open(&db).unwrap().instance_id().unwrap(), first);
+        let other = Store::open(&dir.path().join("db2")).unwrap();
+        assert_ne!(other.instance_id().unwrap(), first);
+    }
 
     #[test]
     fn networks_nics_and_deletes() {

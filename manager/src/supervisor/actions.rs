@@ -233,12 +233,11 @@ impl Supervisor {
             self.kill(id, &vm).await;
         }
         // The VMM's exit took its taps away (they are not persistent);
-        // this only removes a leftover of the same name.
-        if let Ok(server) = self.store.get_server(id) {
+        // this only removes a leftover of the same name that this kilnd
+        // marked.
+        if let (Ok(server), Ok(me)) = (self.store.get_server(id), self.store.instance_id()) {
             for nic in &server.nics {
-                if let Err(e) = crate::net::link::delete(&nic.tap).await {
-                    tracing::warn!(tap = nic.tap, error = %e, "cannot delete tap");
-                }
+                crate::net::owner::remove_leftover(&me, &nic.tap).await;
             }
         }
         let this = self.clone();

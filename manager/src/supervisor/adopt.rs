@@ -15,8 +15,9 @@
 //!   ([`crate::disks::DiskBackend::reconcile`]), and what cannot be is
 //!   logged as a leftover.
 //! - Networks: a delete a crash interrupted is finished, a managed bridge
-//!   that vanished is recreated, and every kiln tap (`kt…`) on one of its
-//!   bridges that belongs to no live server is deleted (see `crate::net`).
+//!   that vanished is recreated, and every tap marked as this kilnd's that
+//!   belongs to no live server is deleted; other kilnds' and unmarked
+//!   `kt…` links are left alone (see `crate::net::owner`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -38,10 +39,6 @@ impl Supervisor {
         };
         let known: HashSet<String> = servers.iter().map(|s| s.id.clone()).collect();
         crate::net::reconcile(&self.store).await;
-        let owners: HashSet<String> = servers
-            .iter()
-            .map(|s| crate::net::id_prefix(&s.id))
-            .collect();
         let bridges: HashSet<String> = self
             .store
             .all_networks()
@@ -49,7 +46,12 @@ impl Supervisor {
             .into_iter()
             .map(|(n, _)| n.bridge)
             .collect();
-        crate::net::sweep(&owners, &bridges).await;
+        match self.store.instance_id() {
+            Ok(me) => {
+                crate::net::owner::sweep(&me, &known, &bridges).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "no instance id: not sweeping taps"),
+        }
         let dir = self.servers_dir().to_owned();
         let procs = tokio::task::spawn_blocking(move || sys::processes_with_config_under(&dir))
             .await

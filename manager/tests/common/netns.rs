@@ -59,6 +59,14 @@ impl NetNs {
         ip_out(&self.name, &["-d", "link", "show", "dev", dev]).ok()
     }
 
+    /// The alias (`IFLA_IFALIAS`) of link `dev`, if it exists and has one.
+    pub fn alias(&self, dev: &str) -> Option<String> {
+        self.link(dev)?
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("alias "))
+            .map(|a| a.trim_end().to_owned())
+    }
+
     pub fn mac_of(&self, dev: &str) -> String {
         let l = self.link(dev).unwrap();
         l.split_whitespace()
