@@ -216,8 +216,14 @@ fn a_tap_name_held_by_a_link_kilnd_did_not_make_is_a_fault_not_a_delete() {
     assert_ne!(index_of(&ns, &tap), leftover, "a new tap");
     assert!(on_bridge(&ns, &tap));
     assert_eq!(instance_of(&ns, &s2), me);
+    // Stopped, and the name taken by another kilnd's tap meanwhile:
+    // deleting the server leaves that tap alone.
+    action(&k, &s.id, r#"{"action":"stop"}"#);
+    k.wait_status(&s.id, ServerStatus::Shutoff, T);
+    wait_until("tap gone after stop", T, || ns.link(&tap).is_none());
+    hand_made_tap(&ns, &tap, Some(&other_mark));
     k.delete_server(&s.id);
-    assert!(ns.link(&tap).is_none());
+    assert_eq!(ns.alias(&tap).as_deref(), Some(other_mark.as_str()));
     assert_nothing_left(&k);
 }
 
