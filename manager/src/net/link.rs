@@ -1,7 +1,7 @@
 //! The netlink side of networks (rtnetlink on kilnd's tokio runtime):
 //! looking links up, creating and deleting bridges, marking a tap and
-//! putting it on a bridge. Each call opens its own short-lived rtnetlink connection, so
-//! nothing here holds state across requests.
+//! putting it on a bridge. Each call opens its own short-lived rtnetlink
+//! connection, so nothing here holds state across requests.
 
 use futures_util::stream::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};

@@ -85,7 +85,7 @@ pub enum Owner {
     /// Marked by this kilnd instance.
     Ours(Mark),
     /// Marked by another kilnd instance.
-    Kiln(Mark),
+    OtherKilnd(Mark),
     /// No kiln mark: made by hand, by another program, or by a kilnd from
     /// before marks.
     Unmarked,
@@ -95,7 +95,7 @@ pub enum Owner {
 pub fn owner_of(l: &Link, instance: &str) -> Owner {
     match l.alias.as_deref().and_then(Mark::parse) {
         Some(m) if m.instance == instance => Owner::Ours(m),
-        Some(m) => Owner::Kiln(m),
+        Some(m) => Owner::OtherKilnd(m),
         None => Owner::Unmarked,
     }
 }
@@ -126,7 +126,7 @@ pub async fn clear_name(instance: &str, name: &str) -> Result<(), String> {
 /// does not own.
 pub fn taken(name: &str, l: &Link, owner: &Owner) -> String {
     let whose = match owner {
-        Owner::Kiln(m) => format!(
+        Owner::OtherKilnd(m) => format!(
             "a tap of another kilnd (instance {}, server {})",
             m.instance, m.server
         ),
@@ -209,7 +209,7 @@ pub async fn sweep(
                     Err(e) => tracing::warn!(tap = l.name, error = %e, "cannot delete tap"),
                 }
             }
-            Owner::Kiln(m) if on_our_bridge => tracing::debug!(
+            Owner::OtherKilnd(m) if on_our_bridge => tracing::debug!(
                 tap = l.name,
                 instance = m.instance,
                 "leaving alone another kilnd's tap"
@@ -295,7 +295,7 @@ mod tests {
         );
         let l = link(Some(&theirs.alias()));
         let o = owner_of(&l, INST);
-        assert_eq!(o, Owner::Kiln(theirs.clone()));
+        assert_eq!(o, Owner::OtherKilnd(theirs.clone()));
         let msg = taken(&l.name, &l, &o);
         assert!(
             msg.contains("another kilnd")
@@ -316,7 +316,7 @@ mod tests {
         // Our mark under another instance id is someone else's.
         assert!(matches!(
             owner_of(&link(Some(&ours.alias())), &"e".repeat(32)),
-            Owner::Kiln(_)
+            Owner::OtherKilnd(_)
         ));
     }
 }
