@@ -77,6 +77,8 @@ impl Supervisor {
             }
         };
         // Old guests' drivers bind only to transitional devices' legacy IDs.
+        // Every virtio device a server has: its root disk and its NICs (it
+        // gets no entropy device; one added later takes `rng_transitional`).
         let transitional = !server.virtio_model.is_modern();
         Ok(VmConfig {
             cpus: CpusConfig {
