@@ -127,9 +127,19 @@ fn nic_link_is_applied_kept_and_readopted() {
     );
     assert_eq!(vmm_links(&k, &s.id), [Down, Down]);
 
-    // Stopped: the change is stored; the next VMM starts with it.
+    // Stopped: the change is stored; the next VMM starts with it. While
+    // the stop runs (the probe ignores the power button, so it takes the
+    // stop timeout) the server is busy: 409, as for actions.
     action(&k, &s.id, r#"{"action":"stop"}"#);
+    let (st, text) = put_nic(&k, &s.id, "1", r#"{"link":"up"}"#);
+    assert_eq!(st, 409, "{text}");
+    assert!(text.contains("busy"), "{text}");
     k.wait_status(&s.id, ServerStatus::Shutoff, T);
+    assert_eq!(
+        shown_links(&k, &s.id),
+        [Down, Down],
+        "the busy PUT changed nothing"
+    );
     assert_eq!(set_link(&k, &s.id, 1, "up").link, Up);
     action(&k, &s.id, r#"{"action":"start"}"#);
     let s2 = k.wait_status(&s.id, ServerStatus::Active, T);
@@ -182,6 +192,15 @@ fn nic_link_is_applied_kept_and_readopted() {
     let nic: Nic = serde_json::from_str(&out).unwrap();
     assert_eq!((nic.index, nic.link), (1, Up));
     assert_eq!(vmm_links(&k, &s.id), [Up, Up]);
+
+    // Paused: the VMM still takes it (the guest sees it when it runs).
+    action(&k, &s.id, r#"{"action":"pause"}"#);
+    k.wait_status(&s.id, ServerStatus::Paused, T);
+    set_link(&k, &s.id, 1, "down");
+    assert_eq!(vmm_links(&k, &s.id), [Up, Down]);
+    action(&k, &s.id, r#"{"action":"resume"}"#);
+    k.wait_status(&s.id, ServerStatus::Active, T);
+    assert_eq!(vmm_links(&k, &s.id), [Up, Down]);
 
     k.delete_server(&s.id);
     let (st, _) = put_nic(&k, &s.id, "0", r#"{"link":"up"}"#);
