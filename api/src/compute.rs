@@ -8,6 +8,7 @@
 //! | `/v1/images` | [`ImageCreate`] in, [`Image`] / [`ImageList`] out |
 //! | `/v1/servers` | [`ServerCreate`] in, [`Server`] / [`ServerList`] out |
 //! | `POST /v1/servers/{id}/action` | [`ServerAction`] in, 202 |
+//! | `/v1/servers/{id}/nics`, `/v1/servers/{id}/nics/{index}` | [`NicUpdate`] in (`PUT`), [`Nic`] / [`NicList`] out |
 //! | `GET /v1/servers/{id}/console` | [`ConsoleOutput`] out |
 //! | `/v1/networks` | [`NetworkCreate`] in, [`Network`] / [`NetworkList`] out |
 //!
@@ -17,6 +18,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::control::LinkState;
 
 /// The body of every error answer (4xx and 5xx).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +102,42 @@ impl OsType {
     }
 }
 
+/// Which virtio-pci devices a server's guest is shown (an image property
+/// that servers inherit, and may override at create).
+///
+/// `modern` (the default) presents virtio 1.x devices only (IDs
+/// 0x1041..): they need no I/O ports (a scarce 64 KiB space) and no
+/// legacy INTx line, and have none of the legacy interface's quirks
+/// (guest-endian fields, fixed-size queues). Every current guest driver
+/// (Linux since 4.0, virtio-win since 2016) binds to them.
+///
+/// `transitional` presents every virtio device of the server as QEMU does
+/// on a conventional PCI slot (what Nova gets from libvirt with
+/// `hw_machine_type=pc`): the pre-1.0 device ID (0x1000 net, 0x1001
+/// block, 0x1005 entropy) and a legacy I/O BAR besides the modern
+/// interface, for old guests whose drivers bind only to those IDs (old
+/// virtio-win drivers in Windows golden images, Linux before 4.0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VirtioModel {
+    #[default]
+    Modern,
+    Transitional,
+}
+
+impl VirtioModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VirtioModel::Modern => "modern",
+            VirtioModel::Transitional => "transitional",
+        }
+    }
+
+    pub fn is_modern(&self) -> bool {
+        *self == VirtioModel::Modern
+    }
+}
+
 /// What an image is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -143,6 +182,9 @@ pub struct Image {
     /// Why an import failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
+    /// The virtio devices of servers made from it.
+    #[serde(default)]
+    pub virtio_model: VirtioModel,
 }
 
 /// Where an image is in its life. A disk image is `importing` from its
@@ -188,6 +230,9 @@ pub enum ImageCreate {
         initramfs: Option<String>,
         #[serde(default)]
         cmdline: Option<String>,
+        /// The virtio devices of servers made from it (`modern` when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        virtio_model: Option<VirtioModel>,
     },
     /// Import a disk image into the image store: from an absolute host
     /// path (`source: path`, the default), or by upload (`source: upload`).
@@ -204,6 +249,9 @@ pub enum ImageCreate {
         /// Its operating system (`linux` when absent).
         #[serde(default)]
         os_type: Option<OsType>,
+        /// The virtio devices of servers made from it (`modern` when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        virtio_model: Option<VirtioModel>,
     },
 }
 
@@ -317,6 +365,10 @@ pub struct Server {
     /// Its virtio-net NICs, in PCI order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<Nic>,
+    /// Its virtio devices: its image's `virtio_model` unless the create
+    /// named another.
+    #[serde(default)]
+    pub virtio_model: VirtioModel,
 }
 
 /// When a server counts as ready. Exactly one field is set.
@@ -368,6 +420,9 @@ pub struct ServerCreate {
     /// image's own; refused for kernel images.
     #[serde(default)]
     pub firmware: Option<Firmware>,
+    /// Its virtio devices, instead of the image's `virtio_model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtio_model: Option<VirtioModel>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -476,14 +531,40 @@ pub struct NicRequest {
     /// stable for the server and NIC) when absent.
     #[serde(default)]
     pub mac: Option<String>,
+    /// The NIC's link as the guest first sees it (`up` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkState>,
 }
 
 /// A server's NIC.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nic {
+    /// Its place among the server's NICs (PCI order), from 0: the
+    /// `{index}` of `/v1/servers/{id}/nics/{index}`.
+    #[serde(default)]
+    pub index: u32,
     pub network_id: String,
     pub network: String,
     pub mac: String,
     /// The host tap device; it exists while the server's kiln-vmm runs.
     pub tap: String,
+    /// Its link as the guest sees it (Neutron's port `admin_state_up`,
+    /// libvirt's `domif-setlink`): `down` is a cable pulled out, the guest
+    /// sees no carrier and no frame passes either way. Kept across stop,
+    /// start, reboots and kilnd restarts.
+    #[serde(default)]
+    pub link: LinkState,
+}
+
+/// `PUT /v1/servers/{id}/nics/{index}`: change a NIC of a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicUpdate {
+    pub link: LinkState,
+}
+
+/// `GET /v1/servers/{id}/nics`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicList {
+    pub nics: Vec<Nic>,
 }

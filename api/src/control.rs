@@ -119,9 +119,23 @@ pub struct NetUpdate {
 }
 
 /// A NIC's link, as the guest sees it (`VIRTIO_NET_S_LINK_UP`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkState {
+    #[default]
     Up,
     Down,
+}
+
+impl LinkState {
+    pub fn is_up(&self) -> bool {
+        *self == LinkState::Up
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+        }
+    }
 }

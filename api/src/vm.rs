@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::LinkState;
+
 /// The whole description of one VM. `kiln-vmm --config FILE` reads this as
 /// JSON; `kiln-vmm`'s flags build the same value.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -231,6 +233,11 @@ pub struct NetConfig {
     /// over budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rx_rate_limit: Option<RateLimitConfig>,
+    /// The link when the device is created (`up` if absent): a NIC whose
+    /// link was set down (`PUT /v1/vm/net/{index}`) comes back down in the
+    /// next VMM its supervisor starts. The guest never sees it up.
+    #[serde(default, skip_serializing_if = "LinkState::is_up")]
+    pub link: LinkState,
 }
 
 /// Token-bucket limits of one device (Firecracker's model).

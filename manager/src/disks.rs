@@ -306,6 +306,7 @@ mod tests {
             status: Default::default(),
             progress: None,
             fault: None,
+            virtio_model: Default::default(),
         }
     }
 

@@ -68,12 +68,18 @@ pub fn prepare_image(
 ) -> Result<(Image, Option<ImportJob>), ImageError> {
     let id = uuid::Uuid::new_v4().to_string();
     let mut job = None;
+    let virtio_model = match req {
+        ImageCreate::Kernel { virtio_model, .. } | ImageCreate::Disk { virtio_model, .. } => {
+            virtio_model.unwrap_or_default()
+        }
+    };
     let (name, kind) = match req {
         ImageCreate::Kernel {
             name,
             kernel,
             initramfs,
             cmdline,
+            ..
         } => {
             check_name("image", name).map_err(ImageError::Invalid)?;
             check_host_file("kernel", kernel)?;
@@ -98,6 +104,7 @@ pub fn prepare_image(
             source,
             firmware,
             os_type,
+            ..
         } => {
             check_name("image", name).map_err(ImageError::Invalid)?;
             let ext = match format {
@@ -158,6 +165,7 @@ pub fn prepare_image(
             name,
             kind,
             created_at: now_rfc3339(),
+            virtio_model,
             status,
             progress,
             fault: None,
@@ -305,8 +313,13 @@ mod tests {
             source: DiskSource::Path,
             firmware: Some(kiln_api::compute::Firmware::Uefi),
             os_type: Some(kiln_api::compute::OsType::Windows),
+            virtio_model: Some(kiln_api::compute::VirtioModel::Transitional),
         };
         let img = build_image(&req, &dir.path().join("store")).unwrap();
+        assert_eq!(
+            img.virtio_model,
+            kiln_api::compute::VirtioModel::Transitional
+        );
         let ImageKind::Disk {
             path,
             size_bytes,
@@ -341,6 +354,7 @@ mod tests {
             source: DiskSource::Path,
             firmware: None,
             os_type: None,
+            virtio_model: None,
         };
         let s = src.display().to_string();
         for req in [
@@ -361,6 +375,7 @@ mod tests {
                 source: DiskSource::Upload,
                 firmware: None,
                 os_type: None,
+                virtio_model: None,
             },
             ImageCreate::Disk {
                 name: "p".into(),
@@ -369,12 +384,14 @@ mod tests {
                 source: DiskSource::Path,
                 firmware: None,
                 os_type: None,
+                virtio_model: None,
             },
             ImageCreate::Kernel {
                 name: "k".into(),
                 kernel: s.clone(),
                 initramfs: None,
                 cmdline: Some("a\nb".into()),
+                virtio_model: None,
             },
         ] {
             assert!(
@@ -391,6 +408,7 @@ mod tests {
                 source: DiskSource::Upload,
                 firmware: None,
                 os_type: None,
+                virtio_model: None,
             },
             &store,
         )

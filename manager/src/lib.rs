@@ -6,6 +6,7 @@
 //! - [`images`]: registering kernel images and importing disk images.
 //! - [`disks`]: ephemeral root disks, qcow2 overlays on disk images.
 //! - [`net`]: networks (bridges) and servers' NICs (taps) on them.
+//! - [`nics`]: `/v1/servers/{id}/nics`: a server's NICs and their links.
 //! - [`firmware`]: firmware boot from a disk image: host firmware files and
 //!   each UEFI server's own NVRAM.
 //! - [`supervisor`]: one `kiln-vmm` per server, watched through a pidfd.
@@ -25,6 +26,7 @@ pub mod firmware;
 pub mod images;
 pub mod lvm;
 pub mod net;
+pub mod nics;
 pub mod placement;
 pub mod server;
 pub mod store;

@@ -173,6 +173,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(crate::attach::attach),
         )
         .merge(crate::net::api::routes())
+        .merge(crate::nics::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -433,6 +434,7 @@ async fn create_server(
         Some(_) => return Err(ApiError::bad("ttl_s must be 1 to 31536000 seconds")),
     };
     let nics = crate::net::api::resolve_nics(&s.store, &req.networks)?;
+    let virtio_model = req.virtio_model.unwrap_or(image.virtio_model);
     let server = s.store.create_server(
         &s.placement,
         NewServer {
@@ -448,6 +450,7 @@ async fn create_server(
             nics,
             firmware,
             nvram_under: (firmware == Some(Firmware::Uefi)).then(|| s.sup.servers_dir().to_owned()),
+            virtio_model,
         },
     )?;
     s.sup.build(server.clone());
@@ -565,6 +568,8 @@ mod tests {
             ("/v1/images/{id}/file", &["put"]),
             ("/v1/networks", &["get", "post"]),
             ("/v1/networks/{id}", &["get", "delete"]),
+            ("/v1/servers/{id}/nics", &["get"]),
+            ("/v1/servers/{id}/nics/{index}", &["get", "put"]),
         ] {
             for m in methods {
                 assert!(
@@ -574,6 +579,6 @@ mod tests {
             }
         }
         // And nothing documented that the router lacks.
-        assert_eq!(paths.len(), 14);
+        assert_eq!(paths.len(), 16);
     }
 }

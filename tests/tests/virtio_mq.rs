@@ -207,3 +207,60 @@ fn link_down_survives_a_reset() {
     );
     assert_eq!(vm.put("kill").unwrap(), 204);
 }
+
+/// `link=down` in a NIC's configuration (`NetConfig::link`, what kilnd
+/// sets for a server NIC whose link was set down): the VMM reports it
+/// down from the start and the other up; set up through the control API,
+/// a reset keeps it up rather than going back to the configured down.
+#[test]
+fn a_nic_configured_down_starts_down() {
+    if !kvm_available("a_nic_configured_down_starts_down") {
+        return;
+    }
+    use kiln_api::control::LinkState;
+    let ns = NetNs::new("cfgdown");
+    let a = ns.open_tap("kd0", 1);
+    let b = ns.open_tap("kd1", 1);
+    let spec = VmSpec::new(probe("progress")).args([
+        "--net".into(),
+        format!("fd={},mac={MAC},link=down", a[0].as_raw_fd()),
+        "--net".into(),
+        format!("fd={}", b[0].as_raw_fd()),
+    ]);
+    let mut vm = Vm::start(&spec);
+    drop((a, b));
+    vm.wait_serial("progress done", TIMEOUT);
+    let links = |vm: &Vm| -> Vec<LinkState> {
+        vm.info()
+            .unwrap()
+            .nets
+            .into_iter()
+            .map(|n| n.link)
+            .collect()
+    };
+    assert_eq!(links(&vm), [LinkState::Down, LinkState::Up]);
+    assert!(vm.vmm_log().contains("virtio-net0: link down"));
+
+    let sock = vm.api_socket.clone().expect("api socket");
+    assert_eq!(put_json(&sock, "/v1/vm/net/0", r#"{"link":"up"}"#), 204);
+    assert_eq!(links(&vm), [LinkState::Up, LinkState::Up]);
+    assert_eq!(vm.put("reset").unwrap(), 204);
+    let t0 = Instant::now();
+    while vm.serial().matches("progress done").count() < 2 {
+        assert!(t0.elapsed() < TIMEOUT, "no second boot\n{}", vm.describe());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vm.wait_api(TIMEOUT);
+    assert_eq!(
+        links(&vm),
+        [LinkState::Up, LinkState::Up],
+        "after the reset"
+    );
+    assert!(
+        vm.vmm_log()
+            .contains("NIC 0: link kept up across the reset"),
+        "{}",
+        vm.vmm_log()
+    );
+    assert_eq!(vm.put("kill").unwrap(), 204);
+}

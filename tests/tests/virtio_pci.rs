@@ -171,6 +171,39 @@ fn virtio_net_talks_to_a_peer_through_a_bridged_tap() {
     assert!(ns.peer_knows(mac), "the peer never learned {mac}");
 }
 
+/// A NIC configured with its link down (`link=down`): the guest's
+/// driver reads VIRTIO_NET_S_LINK_UP clear in the status field at its
+/// first look, before it ever sends.
+#[test]
+fn virtio_net_configured_down_reads_link_down() {
+    if !kvm_available("virtio_net_configured_down_reads_link_down") {
+        return;
+    }
+    let ns = NetNs::new("vnetdown");
+    let tap = ns.open_tap("kt0", 1);
+    let mac = "52:54:00:4b:69:6d";
+    let vm = Vm::run_to_poweroff(
+        &VmSpec::new(probe("virtio_pci")).args([
+            "--net".into(),
+            format!("fd={},mac={mac},link=down", tap[0].as_raw_fd()),
+        ]),
+        TIMEOUT,
+    );
+    drop(tap);
+    let out = vm.serial();
+    for line in [
+        &format!("virtio-net: MAC {mac}"),
+        "virtio: FAIL virtio-net: link down",
+    ] {
+        assert!(out.contains(line), "missing {line:?}\n{}", vm.describe());
+    }
+    assert!(!out.contains("ARP"), "{}", vm.describe());
+    assert!(
+        !ns.peer_knows(mac),
+        "a frame got out while the link was down"
+    );
+}
+
 /// With `direct=on` the probe's 512-byte write goes through kiln-block's
 /// O_DIRECT path (a bounce buffer where the file wants 4 KiB alignment,
 /// then a lone write, which is a plain `pwrite`).

@@ -60,13 +60,17 @@ pub fn keep_macs(config: &mut VmConfig, nets: &[NetInfo]) {
     }
 }
 
-/// Puts down each link that was down. Before the vCPUs start, so the
-/// guest's driver never sees it up.
+/// Gives each link the state it had: down stays down, and up stays up
+/// also on a NIC configured down whose link was set up since. Before the
+/// vCPUs start, so the guest's driver never sees another state.
 pub fn keep_links(links: &[std::sync::Arc<NetLink>], nets: &[NetInfo]) {
     for (i, (link, saved)) in links.iter().zip(nets).enumerate() {
-        if saved.link == LinkState::Down {
-            link.set_up(false);
-            log::info!("NIC {i}: link kept down across the reset");
+        let up = saved.link == LinkState::Up;
+        if link.set_up(up) || !up {
+            log::info!(
+                "NIC {i}: link kept {} across the reset",
+                saved.link.as_str()
+            );
         }
     }
 }

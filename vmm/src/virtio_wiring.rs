@@ -27,6 +27,7 @@ pub use legacy::{intx_gsi, pci_pin_gsi, PIRQ_GSIS};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
+use kiln_api::control::LinkState;
 use kiln_api::vm::{DiskConfig, DiskFormat, NetConfig};
 use kiln_block::{open_disk, ImageFormat, OpenOptions};
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
@@ -400,6 +401,12 @@ fn net_device(
     )
     .map_err(|source| WiringError::Net { index: i, source })?;
     let link = dev.link();
+    // Down from the start when so configured: before any interrupt is
+    // attached, so the guest reads it down at its first look.
+    if n.link == LinkState::Down {
+        link.set_up(false);
+        log::info!("virtio-net{i}: link down");
+    }
     Ok((Box::new(dev), link))
 }
 

@@ -212,6 +212,7 @@ impl Daemon {
             ttl_s: None,
             networks: vec![],
             firmware: None,
+            virtio_model: None,
         };
         let body = serde_json::to_vec(&body).map_err(|e| format!("encode create: {e}"))?;
         self.expect("POST", "/v1/servers", Some(&body), 202)?

@@ -138,6 +138,7 @@ pub fn resolve_nics(store: &Store, reqs: &[NicRequest]) -> Result<Vec<NewNic>, A
         out.push(NewNic {
             network_id: net.id,
             mac,
+            link: r.link.unwrap_or_default(),
         });
     }
     Ok(out)

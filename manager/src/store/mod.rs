@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use kiln_api::compute::{
     DiskFormat, Firmware, Flavor, FlavorCreate, Image, ImageKind, ImageStatus, ImportProgress,
-    OsType,
+    OsType, VirtioModel,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use thiserror::Error;
@@ -91,6 +91,12 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE kiln_instance (
         one INTEGER PRIMARY KEY CHECK (one = 1), id TEXT NOT NULL);
      INSERT INTO kiln_instance (one, id) VALUES (1, lower(hex(randomblob(16))));",
+    // 8 (nicapi: NIC link state, virtio model): each NIC's link as the
+    // guest sees it ('up' | 'down'); images' and servers' virtio_model
+    // (NULL: modern).
+    "ALTER TABLE nics ADD COLUMN link TEXT NOT NULL DEFAULT 'up';
+     ALTER TABLE images ADD COLUMN virtio_model TEXT;
+     ALTER TABLE servers ADD COLUMN virtio_model TEXT;",
 ];
 
 /// The flavors a new store starts with.
@@ -301,9 +307,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str()],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -405,7 +411,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault, firmware, os_type";
+     created_at, status, bytes_done, fault, firmware, os_type, virtio_model";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -428,6 +434,14 @@ pub(crate) fn firmware_from(s: Option<String>) -> Firmware {
     match s.as_deref() {
         Some("uefi") => Firmware::Uefi,
         _ => Firmware::Bios,
+    }
+}
+
+/// A virtio_model column: NULL (rows from before migration 8) is modern.
+pub(crate) fn virtio_model_from(s: Option<String>) -> VirtioModel {
+    match s.as_deref() {
+        Some("transitional") => VirtioModel::Transitional,
+        _ => VirtioModel::Modern,
     }
 }
 
@@ -497,6 +511,7 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
         status,
         progress,
         fault: r.get(13)?,
+        virtio_model: virtio_model_from(r.get(16)?),
     })
 }
 

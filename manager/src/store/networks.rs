@@ -8,11 +8,12 @@
 //! bridge and [`Store::finish_delete_network`] drops the row.
 //!
 //! A NIC row (`nics`) is written with its server in the create
-//! transaction: network, MAC and tap name are fixed for the server's life.
+//! transaction: network, MAC and tap name are fixed for the server's life;
+//! its link (`up`/`down`) changes with [`Store::set_nic_link`].
 //! The store's instance id ([`Store::instance_id`]) marks the taps this
 //! kilnd makes.
 
-use kiln_api::compute::{Network, Nic, Server};
+use kiln_api::compute::{LinkState, Network, Nic, Server};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::{not_found, Store, StoreError};
@@ -23,6 +24,8 @@ pub struct NewNic {
     pub network_id: String,
     /// Given by the user, else generated from the server id.
     pub mac: Option<String>,
+    /// The link the guest first sees.
+    pub link: LinkState,
 }
 
 const NET_COLS: &str = "id, name, bridge, mtu, managed, created_at";
@@ -155,7 +158,7 @@ impl Store {
         }
         let ids: Vec<&str> = servers.iter().map(|s| s.id.as_str()).collect();
         let mut st = conn.prepare_cached(
-            "SELECT n.server_id, n.network_id, COALESCE(w.name, ''), n.mac, n.tap
+            "SELECT n.server_id, n.network_id, COALESCE(w.name, ''), n.mac, n.tap, n.idx, n.link
              FROM nics n LEFT JOIN networks w ON w.id = n.network_id
              WHERE n.server_id IN (SELECT value FROM json_each(?1))
              ORDER BY n.server_id, n.idx",
@@ -165,10 +168,12 @@ impl Store {
             Ok((
                 r.get::<_, String>(0)?,
                 Nic {
+                    index: r.get(5)?,
                     network_id: r.get(1)?,
                     network: r.get(2)?,
                     mac: r.get(3)?,
                     tap: r.get(4)?,
+                    link: link_from(&r.get::<_, String>(6)?),
                 },
             ))
         })?;
@@ -183,6 +188,48 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Sets the link of NIC `index` of server `id` (not DELETED); answers
+    /// the link it had. NotFound for no such server or NIC.
+    pub fn set_nic_link(
+        &self,
+        id: &str,
+        index: u32,
+        link: LinkState,
+    ) -> Result<LinkState, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old: Option<String> = tx
+            .query_row(
+                "SELECT n.link FROM nics n JOIN servers s ON s.id = n.server_id
+                 WHERE n.server_id = ?1 AND n.idx = ?2 AND s.status != 'DELETED'",
+                params![id, index],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(old) = old else {
+            return Err(not_found("NIC", &format!("{id}/{index}")));
+        };
+        tx.execute(
+            "UPDATE nics SET link = ?3 WHERE server_id = ?1 AND idx = ?2",
+            params![id, index, link.as_str()],
+        )?;
+        tx.execute(
+            "UPDATE servers SET updated_at = ?2 WHERE id = ?1",
+            params![id, now_rfc3339()],
+        )?;
+        tx.commit()?;
+        Ok(link_from(&old))
+    }
+}
+
+/// A link column: anything but 'down' is up.
+fn link_from(s: &str) -> LinkState {
+    if s == "down" {
+        LinkState::Down
+    } else {
+        LinkState::Up
     }
 }
 
@@ -225,13 +272,14 @@ pub(crate) fn insert_nics(
             )));
         }
         tx.execute(
-            "INSERT INTO nics (server_id, idx, network_id, mac, tap) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO nics (server_id, idx, network_id, mac, tap, link) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 server_id,
                 i as i64,
                 nic.network_id,
                 mac,
-                crate::net::tap_name(server_id, i)
+                crate::net::tap_name(server_id, i),
+                nic.link.as_str()
             ],
         )?;
     }
@@ -322,10 +370,12 @@ mod tests {
             NewNic {
                 network_id: lan.id.clone(),
                 mac: Some("52:54:00:00:00:01".into()),
+                link: LinkState::Up,
             },
             NewNic {
                 network_id: lan.id.clone(),
                 mac: None,
+                link: LinkState::Down,
             },
         ];
         let a = s.create_server(&p, new).unwrap();
@@ -336,11 +386,42 @@ mod tests {
         assert_eq!(a.nics[1].mac, crate::net::generated_mac(&a.id, 1));
         assert_eq!(a.nics[0].network, "lan");
         assert_eq!(s.list_servers(None, None).unwrap()[0].nics, a.nics);
+        // Links: as created, then changed one at a time and kept.
+        assert_eq!((a.nics[0].index, a.nics[1].index), (0, 1));
+        assert_eq!(
+            (a.nics[0].link, a.nics[1].link),
+            (LinkState::Up, LinkState::Down)
+        );
+        assert_eq!(
+            s.set_nic_link(&a.id, 0, LinkState::Down).unwrap(),
+            LinkState::Up
+        );
+        assert_eq!(
+            s.set_nic_link(&a.id, 1, LinkState::Up).unwrap(),
+            LinkState::Down
+        );
+        let links: Vec<_> = s
+            .get_server(&a.id)
+            .unwrap()
+            .nics
+            .iter()
+            .map(|n| n.link)
+            .collect();
+        assert_eq!(links, [LinkState::Down, LinkState::Up]);
+        assert!(matches!(
+            s.set_nic_link(&a.id, 2, LinkState::Up),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.set_nic_link("nope", 0, LinkState::Up),
+            Err(StoreError::NotFound { .. })
+        ));
         // A MAC another live server has: refused, nothing written.
         let mut dup = new_server(&s, "b");
         dup.nics = vec![NewNic {
             network_id: lan.id.clone(),
             mac: Some("52:54:00:00:00:01".into()),
+            link: LinkState::Up,
         }];
         assert!(
             matches!(s.create_server(&p, dup), Err(StoreError::Conflict(m)) if m.contains("already used by server \"a\""))
@@ -365,6 +446,7 @@ mod tests {
         late.nics = vec![NewNic {
             network_id: lan.id.clone(),
             mac: None,
+            link: LinkState::Up,
         }];
         assert!(matches!(
             s.create_server(&p, late),

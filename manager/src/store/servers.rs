@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kiln_api::compute::{
-    Fault, Firmware, Flavor, ReadyCondition, Server, ServerList, ServerStatus,
+    Fault, Firmware, Flavor, ReadyCondition, Server, ServerList, ServerStatus, VirtioModel,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -32,11 +32,13 @@ pub struct NewServer {
     /// UEFI: the directory of server directories; the row records the
     /// server's NVRAM as `DIR/ID/nvram.fd`.
     pub nvram_under: Option<std::path::PathBuf>,
+    /// Its virtio devices (from the image unless the create named one).
+    pub virtio_model: VirtioModel,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
      vcpus, ram_mb, disk_gb, cmdline, metadata, pid, created_at, updated_at, \
-     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram";
+     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model";
 
 impl Store {
     /// Checks placement and records the server as BUILD, atomically.
@@ -95,8 +97,8 @@ impl Store {
         tx.execute(
             "INSERT INTO servers (id, name, status, task_state, flavor_id, image_id, vcpus, ram_mb, disk_gb,
                                   cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id,
-                                  firmware, nvram)
-             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16)",
+                                  firmware, nvram, virtio_model)
+             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 id,
                 new.name,
@@ -113,7 +115,8 @@ impl Store {
                 expires,
                 new.disk_image_id,
                 new.firmware.map(|f| f.as_str()),
-                nvram
+                nvram,
+                new.virtio_model.as_str()
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
@@ -353,6 +356,7 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         ready_after_ms: ready_after_ms.map(|m| m as u64),
         expires_at: expires_at.map(|e| crate::util::rfc3339(e as u64)),
         nics: Vec::new(),
+        virtio_model: super::virtio_model_from(r.get(22)?),
     })
 }
 
@@ -387,6 +391,7 @@ pub(crate) mod tests {
                 status: Default::default(),
                 progress: None,
                 fault: None,
+                virtio_model: Default::default(),
             };
             let _ = store.insert_image(&img);
         }
@@ -403,6 +408,7 @@ pub(crate) mod tests {
             nics: Vec::new(),
             firmware: None,
             nvram_under: None,
+            virtio_model: Default::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 //!   whose server is in the store is re-adopted (pidfd + watcher) if it
 //!   answers on its control socket; its status follows what it reports.
 //!   One that does not answer is killed and its server goes to ERROR.
+//!   Its NICs' links are set as the store has them.
 //! - Such a process without a live server record is killed.
 //! - A server that should be running but has no process goes to ERROR
 //!   with a fault saying so; one left in BUILD or REBOOT is booted again;
@@ -188,6 +189,8 @@ impl Supervisor {
                 } else {
                     let _ = self.store.set_task_state(id, None);
                 }
+                // A link change a crash cut off between store and VMM.
+                self.sync_links(server, &i).await;
                 // Still waiting for readiness: watch again (the time then
                 // counts from the re-adoption).
                 if server.ready_condition.is_some() && server.ready_after_ms.is_none() {

@@ -21,6 +21,7 @@
 
 pub mod actions;
 pub mod adopt;
+pub mod nic_link;
 pub mod sys;
 mod vm_config;
 
@@ -456,14 +457,27 @@ impl Supervisor {
         path: &str,
         t: Duration,
     ) -> Result<Vec<u8>, String> {
+        self.control_with(id, method, path, None, t).await
+    }
+
+    /// [`Supervisor::control`] with a JSON request body.
+    pub async fn control_with(
+        &self,
+        id: &str,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        t: Duration,
+    ) -> Result<Vec<u8>, String> {
         let sock = self.api_socket(id);
         let method = method.to_owned();
         let path = path.to_owned();
-        let r =
-            tokio::task::spawn_blocking(move || client::request(&sock, &method, &path, None, t))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+        let r = tokio::task::spawn_blocking(move || {
+            client::request(&sock, &method, &path, body.as_deref(), t)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
         r.ok()
             .map_err(|e| format!("kiln-vmm control request: {e}"))?;
         Ok(r.body)

@@ -1,7 +1,8 @@
 //! What a server's VMM is made of: the [`VmConfig`] kilnd writes to
 //! `servers/ID/vm.json` from the server record, its image (kernel image:
 //! direct boot; disk image: firmware, with UEFI's own `nvram.fd`), its root
-//! disk (from the disk backend) and its NICs' taps.
+//! disk (from the disk backend) and its NICs' taps and links; every virtio
+//! device is transitional when the server's `virtio_model` says so.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -75,6 +76,10 @@ impl Supervisor {
                 ))
             }
         };
+        // Old guests' drivers bind only to transitional devices' legacy IDs.
+        // Every virtio device a server has: its root disk and its NICs (it
+        // gets no entropy device; one added later takes `rng_transitional`).
+        let transitional = !server.virtio_model.is_modern();
         Ok(VmConfig {
             cpus: CpusConfig {
                 count: u8::try_from(server.vcpus).map_err(|_| "more than 255 vCPUs".to_string())?,
@@ -109,6 +114,7 @@ impl Supervisor {
                         kiln_api::compute::DiskFormat::Qcow2 => DiskFormat::Qcow2,
                     },
                     serial: Some(format!("root-{}", &server.id[..server.id.len().min(15)])),
+                    transitional,
                     ..Default::default()
                 })
                 .into_iter()
@@ -123,6 +129,10 @@ impl Supervisor {
                         fd: (raw.len() == 1).then(|| raw[0]),
                         fds: (raw.len() > 1).then_some(raw),
                         mac: Some(nic.mac.clone()),
+                        // As stored: a link set down stays down in every
+                        // VMM the server gets.
+                        link: nic.link,
+                        transitional,
                         ..Default::default()
                     }
                 })

@@ -1,12 +1,14 @@
 //! `kiln image ...`: kernel images, disk images imported from a path or
-//! uploaded (with a progress bar), and their firmware and OS properties.
+//! uploaded (with a progress bar), and their firmware, OS and virtio
+//! properties.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use kiln_api::compute::{
-    DiskFormat, DiskSource, Firmware, Image, ImageCreate, ImageKind, ImageList, ImageStatus, OsType,
+    DiskFormat, DiskSource, Firmware, Image, ImageCreate, ImageKind, ImageList, ImageStatus,
+    OsType, VirtioModel,
 };
 use kiln_manager::client;
 
@@ -34,6 +36,25 @@ pub enum Os {
     Linux,
     /// Servers get the Hyper-V enlightenments and an RTC in local time.
     Windows,
+}
+
+/// Which virtio devices servers get (the API's `virtio_model`).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Virtio {
+    /// virtio 1.x devices only.
+    Modern,
+    /// Also the legacy IDs and I/O BARs, for old guest drivers (old
+    /// virtio-win, Linux before 4.0).
+    Transitional,
+}
+
+impl From<Virtio> for VirtioModel {
+    fn from(v: Virtio) -> VirtioModel {
+        match v {
+            Virtio::Modern => VirtioModel::Modern,
+            Virtio::Transitional => VirtioModel::Transitional,
+        }
+    }
 }
 
 impl From<Os> for OsType {
@@ -69,6 +90,9 @@ pub enum ImageCmd {
         initramfs: Option<PathBuf>,
         #[arg(long)]
         cmdline: Option<String>,
+        /// Virtio devices of servers made from it [default: modern].
+        #[arg(long, value_enum)]
+        virtio_model: Option<Virtio>,
     },
     /// Import a disk image of the given format into the image store.
     /// Servers made from it boot it through firmware.
@@ -84,6 +108,9 @@ pub enum ImageCmd {
         /// Its operating system [default: linux].
         #[arg(long, value_enum)]
         os_type: Option<Os>,
+        /// Virtio devices of servers made from it [default: modern].
+        #[arg(long, value_enum)]
+        virtio_model: Option<Virtio>,
     },
     /// Make a disk image from a local file: uploaded through the API with
     /// `--upload` (the file may be anywhere the CLI can read), else
@@ -102,6 +129,9 @@ pub enum ImageCmd {
         /// Its operating system [default: linux].
         #[arg(long, value_enum)]
         os_type: Option<Os>,
+        /// Virtio devices of servers made from it [default: modern].
+        #[arg(long, value_enum)]
+        virtio_model: Option<Virtio>,
     },
     Delete {
         id: String,
@@ -122,12 +152,14 @@ pub fn run(
             kernel,
             initramfs,
             cmdline,
+            virtio_model,
         } => {
             let req = ImageCreate::Kernel {
                 name: name.clone(),
                 kernel: abs(kernel)?,
                 initramfs: initramfs.as_deref().map(abs).transpose()?,
                 cmdline: cmdline.clone(),
+                virtio_model: virtio_model.map(VirtioModel::from),
             };
             show(json, &api.send::<Image>("POST", "/v1/images", &req)?, |i| {
                 images(std::slice::from_ref(i))
@@ -140,6 +172,7 @@ pub fn run(
             upload: true,
             firmware,
             os_type,
+            virtio_model,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -148,6 +181,7 @@ pub fn run(
                 source: DiskSource::Upload,
                 firmware: firmware.map(Firmware::from),
                 os_type: os_type.map(OsType::from),
+                virtio_model: virtio_model.map(VirtioModel::from),
             };
             let img: Image = api.send("POST", "/v1/images", &req)?;
             let r = client::upload(
@@ -180,6 +214,7 @@ pub fn run(
             format,
             firmware,
             os_type,
+            virtio_model,
         }
         | ImageCmd::Create {
             name,
@@ -188,6 +223,7 @@ pub fn run(
             upload: false,
             firmware,
             os_type,
+            virtio_model,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -196,6 +232,7 @@ pub fn run(
                 source: DiskSource::Path,
                 firmware: firmware.map(Firmware::from),
                 os_type: os_type.map(OsType::from),
+                virtio_model: virtio_model.map(VirtioModel::from),
             };
             let mut img: Image = api.send("POST", "/v1/images", &req)?;
             while img.status == ImageStatus::Importing {

@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_api::compute::{
-    ConsoleOutput, Firmware, Flavor, FlavorCreate, FlavorList, HostInfo, ReadyCondition,
-    RebootType, Server, ServerAction, ServerCreate, ServerList, ServerStatus,
+    ConsoleOutput, Firmware, Flavor, FlavorCreate, FlavorList, HostInfo, LinkState, Nic, NicUpdate,
+    ReadyCondition, RebootType, Server, ServerAction, ServerCreate, ServerList, ServerStatus,
+    VirtioModel,
 };
 use kiln_manager::client::{self, ClientError};
 
 mod console;
 mod image;
-use image::{Fw, ImageCmd};
+use image::{Fw, ImageCmd, Virtio};
 mod network;
 mod tables;
 
@@ -112,6 +113,9 @@ enum ServerCmd {
         /// Firmware, instead of the disk image's own (disk images only).
         #[arg(long, value_enum)]
         firmware: Option<Fw>,
+        /// Virtio devices, instead of the image's own `virtio_model`.
+        #[arg(long, value_enum)]
+        virtio_model: Option<Virtio>,
         /// Ready when the console matches this regex.
         #[arg(long, conflicts_with = "ready_code")]
         ready_console: Option<String>,
@@ -121,7 +125,7 @@ enum ServerCmd {
         /// Delete the server automatically after this many seconds.
         #[arg(long)]
         ttl: Option<u64>,
-        /// A NIC on this network: `NAME[,mac=MAC]` (repeatable).
+        /// A NIC on this network: `NAME[,mac=MAC][,link=down]` (repeatable).
         #[arg(long = "network", value_parser = network::parse_nic)]
         networks: Vec<kiln_api::compute::NicRequest>,
         /// Wait until the server is ACTIVE or ready (fails if it goes to
@@ -157,6 +161,15 @@ enum ServerCmd {
         server: String,
         #[arg(long)]
         tail: Option<usize>,
+    },
+    /// Set a NIC's link as the guest sees it (a cable plugged in or
+    /// pulled out); kept across stop, start and reboots.
+    Link {
+        server: String,
+        /// The NIC's index (`kiln server show` lists them).
+        nic: u32,
+        #[arg(value_parser = network::parse_link)]
+        state: LinkState,
     },
 }
 
@@ -358,6 +371,9 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             if let Some(n) = &s.nvram {
                 println!("nvram: {n}");
             }
+            if !s.virtio_model.is_modern() {
+                println!("virtio_model: {}", s.virtio_model.as_str());
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -370,6 +386,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             cmdline,
             disk_image,
             firmware,
+            virtio_model,
             ready_console,
             ready_code,
             ttl,
@@ -393,6 +410,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 disk_image: disk_image.clone(),
                 networks: networks.clone(),
                 firmware: firmware.map(Firmware::from),
+                virtio_model: virtio_model.map(VirtioModel::from),
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {
@@ -455,6 +473,15 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 return print_json(&c);
             }
             print!("{}", c.output);
+        }
+        ServerCmd::Link { server, nic, state } => {
+            let s = api.server(server)?;
+            let n: Nic = api.send(
+                "PUT",
+                &format!("/v1/servers/{}/nics/{nic}", s.id),
+                &NicUpdate { link: *state },
+            )?;
+            show(json, &n, |n| tables::nics(std::slice::from_ref(n)))?;
         }
     }
     Ok(())

@@ -1,8 +1,8 @@
-//! `kiln network ...`, and the `--network NAME[,mac=MAC]` value of
-//! `kiln server create`.
+//! `kiln network ...`, the `--network NAME[,mac=MAC][,link=down]` value of
+//! `kiln server create`, and `kiln server link` (a NIC's link).
 
 use clap::Subcommand;
-use kiln_api::compute::{Network, NetworkCreate, NetworkList, NicRequest};
+use kiln_api::compute::{LinkState, Network, NetworkCreate, NetworkList, NicRequest};
 
 use crate::tables::{networks, nics};
 use crate::{enc, show, Api};
@@ -67,21 +67,35 @@ pub fn run(api: &Api<'_>, json: bool, c: &NetworkCmd) -> Result<(), Box<dyn std:
     Ok(())
 }
 
-/// Parses `NAME[,mac=MAC]`.
+/// Parses `NAME[,mac=MAC][,link=up|down]`.
 pub fn parse_nic(s: &str) -> Result<NicRequest, String> {
     let mut parts = s.split(',');
     let network = parts.next().unwrap_or("").to_string();
     if network.is_empty() {
         return Err("--network needs a network name or id".into());
     }
-    let mut mac = None;
+    let (mut mac, mut link) = (None, None);
     for p in parts {
         match p.split_once('=') {
             Some(("mac", m)) => mac = Some(m.to_string()),
-            _ => return Err(format!("--network: unknown option {p:?} (mac=MAC)")),
+            Some(("link", l)) => link = Some(parse_link(l)?),
+            _ => {
+                return Err(format!(
+                    "--network: unknown option {p:?} (mac=MAC, link=up|down)"
+                ))
+            }
         }
     }
-    Ok(NicRequest { network, mac })
+    Ok(NicRequest { network, mac, link })
+}
+
+/// `up` or `down`.
+pub fn parse_link(s: &str) -> Result<LinkState, String> {
+    match s {
+        "up" => Ok(LinkState::Up),
+        "down" => Ok(LinkState::Down),
+        _ => Err(format!("link must be up or down, not {s:?}")),
+    }
 }
 
 /// The NIC lines of `kiln server show`.

@@ -44,6 +44,11 @@ pub fn images(l: &[Image]) {
                     ),
                 };
                 let status = format!("{:?}", i.status).to_lowercase();
+                let d = if i.virtio_model.is_modern() {
+                    d
+                } else {
+                    format!("{d} virtio:{}", i.virtio_model.as_str())
+                };
                 vec![i.id.clone(), i.name.clone(), t.to_string(), status, d]
             })
             .collect(),
@@ -89,15 +94,15 @@ pub fn networks(l: &[Network]) {
 
 pub fn nics(l: &[Nic]) {
     table(
-        &["NIC", "NETWORK", "MAC", "TAP"],
+        &["NIC", "NETWORK", "MAC", "TAP", "LINK"],
         l.iter()
-            .enumerate()
-            .map(|(i, n)| {
+            .map(|n| {
                 vec![
-                    i.to_string(),
+                    n.index.to_string(),
                     n.network.clone(),
                     n.mac.clone(),
                     n.tap.clone(),
+                    n.link.as_str().to_string(),
                 ]
             })
             .collect(),

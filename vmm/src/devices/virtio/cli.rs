@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! --disk path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
-//! --net tap=NAME[,queues=N][,mac=MAC][,bw=BYTES_PER_S][,pps=N][,rx_bw=BYTES_PER_S][,rx_pps=N]
+//! --net tap=NAME[,queues=N][,mac=MAC][,bw=BYTES_PER_S][,pps=N][,rx_bw=BYTES_PER_S][,rx_pps=N][,link=up|down]
 //! --net fd=N[,mac=MAC][,...]
 //! --net fds=N:N:...[,mac=MAC][,...]
 //! ```
@@ -14,6 +14,7 @@
 //! multi-queue tap the caller opened, one fd per pair.
 //! The disk format defaults to raw and is never guessed from the file.
 
+use kiln_api::control::LinkState;
 use kiln_api::vm::{DiskConfig, DiskFormat, NetConfig, RateLimitConfig, TokenBucketConfig};
 
 use crate::devices::virtio::net::MAX_QUEUE_PAIRS;
@@ -179,6 +180,7 @@ pub fn parse_net(s: &str) -> Result<NetConfig, CliError> {
             "rx_bw",
             "rx_pps",
             "transitional",
+            "link",
         ],
     )? {
         match k {
@@ -211,6 +213,13 @@ pub fn parse_net(s: &str) -> Result<NetConfig, CliError> {
             "transitional" => n.transitional = on_off(F, k, v)?,
             "rx_bw" => rx_bw = Some(per_second(F, k, v)?),
             "rx_pps" => rx_ops = Some(per_second(F, k, v)?),
+            "link" => {
+                n.link = match v {
+                    "up" => LinkState::Up,
+                    "down" => LinkState::Down,
+                    _ => return Err(bad(F, k, v)),
+                }
+            }
             _ => return Err(bad(F, k, v)),
         }
     }
@@ -310,6 +319,10 @@ mod tests {
         assert!(parse_net("tap=a,mac=52:54").is_err());
         assert!(parse_net("fd=-1").is_err());
         assert!(parse_net("tap=a-name-far-too-long").is_err());
+        assert_eq!(parse_net("tap=a").unwrap().link, LinkState::Up);
+        assert_eq!(parse_net("tap=a,link=down").unwrap().link, LinkState::Down);
+        assert_eq!(parse_net("tap=a,link=up").unwrap().link, LinkState::Up);
+        assert!(parse_net("tap=a,link=sideways").is_err());
     }
 
     #[test]
