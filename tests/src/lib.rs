@@ -14,6 +14,7 @@ pub mod api;
 pub mod asm;
 pub mod disk;
 pub mod netns;
+pub mod rtc;
 
 use std::fs;
 use std::io;
@@ -453,27 +454,4 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     }
     out.push_str(&lines[skip..].join("\n"));
     out
-}
-
-/// Days since 1970-01-01 of a Gregorian date (for comparing guest clocks).
-pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_days_known_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2026, 11, 27), 20_784);
-    }
 }
