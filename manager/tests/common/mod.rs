@@ -4,7 +4,6 @@
 
 pub mod api;
 pub mod firmware;
-pub mod netns;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -55,25 +54,8 @@ pub fn vmm_bin() -> PathBuf {
     bin
 }
 
-/// A guest probe built by scripts/build-probes.sh (built here if missing).
-pub fn probe(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    BUILD.call_once(|| {
-        let st = Command::new("bash")
-            .arg(root.join("scripts/build-probes.sh"))
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "scripts/build-probes.sh failed");
-    });
-    let p = root.join("cache/probes").join(format!("{name}.elf"));
-    assert!(p.exists(), "{} missing", p.display());
-    p
-}
+/// A guest probe built by scripts/build-probes.sh (built if missing).
+pub use kiln_tests::probe;
 
 impl Kilnd {
     /// Starts kilnd with `extra` TOML appended to a config that sets the
