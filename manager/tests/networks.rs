@@ -7,10 +7,10 @@
 
 mod common;
 
-use kiln_tests::netns::{ip, NetNs};
 use common::vm::*;
 use common::{alive, names};
 use kiln_api::compute::{Network, Server, ServerStatus};
+use kiln_tests::netns::{ip, NetNs};
 
 fn create_with_nics(k: &common::Kilnd, name: &str, image: &str, nets: &str) -> Server {
     k.create_server(&format!(

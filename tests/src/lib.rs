@@ -121,6 +121,34 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("cache"))
 }
 
+/// `NAME` in the guest material cache's `guest/` (firmware, kernels),
+/// which must be there.
+pub fn guest_file(name: &str) -> PathBuf {
+    let p = cache_dir().join("guest").join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-guest.sh",
+        p.display()
+    );
+    p
+}
+
+/// Runs `cmd`, which must succeed; answers its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    try_run(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// Runs `cmd`: its stdout if it succeeds, else its stderr.
+pub fn try_run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
 /// A scratch directory, removed on drop.
 pub struct ScratchDir(PathBuf);
 

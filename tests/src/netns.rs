@@ -18,18 +18,7 @@ pub const GUEST_IP: &str = "10.9.0.2";
 
 /// `ip -n NS ARGS`: its standard output, or its error output.
 pub fn ip_out(ns: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .arg("-n")
-        .arg(ns)
-        .args(args)
-        .output()
-        .expect("run ip");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    if out.status.success() {
-        Ok(text(&out.stdout))
-    } else {
-        Err(text(&out.stderr))
-    }
+    crate::try_run(Command::new("ip").arg("-n").arg(ns).args(args))
 }
 
 /// `ip -n NS ARGS`, which must succeed; its standard output.
@@ -55,11 +44,7 @@ impl NetNs {
             .args(["netns", "del", &name])
             .stderr(std::process::Stdio::null())
             .status();
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip");
-        assert!(st.success(), "ip netns add {name}");
+        crate::run(Command::new("ip").args(["netns", "add", &name]));
         let ns = NetNs { name };
         ns.ip(&["link", "set", "lo", "up"]);
         ns.ip(&[
@@ -95,18 +80,11 @@ impl NetNs {
     /// Runs `cmd` inside the namespace (`ip netns exec`); it must succeed.
     /// Its standard output.
     pub fn exec(&self, cmd: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(cmd)
-            .output()
-            .expect("run ip netns exec");
-        assert!(
-            out.status.success(),
-            "ip netns exec {} {cmd:?}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::run(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args(cmd),
+        )
     }
 
     /// `ip -d link show DEV`, or None if there is no such link.
@@ -168,7 +146,8 @@ impl NetNs {
                     }
                     req[16..18].copy_from_slice(&(flags as libc::c_short).to_ne_bytes());
                     // SAFETY: TUNSETIFF reads/writes a 40-byte ifreq, which `req` is.
-                    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
+                    let r =
+                        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
                     assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
                     fd
                 })

@@ -55,7 +55,10 @@ mod tests {
             line_seconds("x\nRTC 2026-11-27 00:00:01\n"),
             Some(20_784 * 86_400 + 1)
         );
-        assert_eq!(line_seconds("RTC 2000-03-01 00:00:00"), Some(11_017 * 86_400));
+        assert_eq!(
+            line_seconds("RTC 2000-03-01 00:00:00"),
+            Some(11_017 * 86_400)
+        );
         assert_eq!(line_seconds("RTC 2026-11-27\n"), None);
         assert_eq!(line_seconds("RTC 2026-02-30 00:00:00\n"), None);
         assert_eq!(line_seconds("RTC error: x\n"), None);

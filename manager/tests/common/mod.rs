@@ -318,21 +318,8 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Runs `cmd`, which must succeed; answers its stdout.
-pub fn run(cmd: &mut Command) -> String {
-    try_run(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
-}
-
-/// Runs `cmd`: its stdout if it succeeds, else its stderr.
-pub fn try_run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    if out.status.success() {
-        Ok(text(&out.stdout))
-    } else {
-        Err(text(&out.stderr))
-    }
-}
+/// Runs a command, which must succeed; answers its stdout.
+pub use kiln_tests::run;
 
 /// `qemu-img create -f qcow2 PATH SIZE`.
 pub fn qemu_img_create(path: &Path, size: &str) {

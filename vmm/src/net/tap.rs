@@ -9,8 +9,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use libc::{
-    c_short, IFF_ATTACH_QUEUE, IFF_DETACH_QUEUE, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP,
-    IFF_VNET_HDR, IFNAMSIZ, TUNGETIFF, TUNSETIFF, TUNSETOFFLOAD, TUNSETQUEUE, TUNSETVNETHDRSZ,
+    c_short, IFF_ATTACH_QUEUE, IFF_DETACH_QUEUE, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_VNET_HDR,
+    IFNAMSIZ, TUNGETIFF, TUNSETIFF, TUNSETOFFLOAD, TUNSETQUEUE, TUNSETVNETHDRSZ,
 };
 /// Offload flags for [`Tap::set_offload`] (linux/if_tun.h).
 pub use libc::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_UFO};
@@ -108,12 +108,7 @@ impl Tap {
             name: name.to_string(),
             source,
         })?;
-        let tap = Tap {
-            file,
-            name: Self::name_of(&req),
-        };
-        tap.init()?;
-        Ok(tap)
+        Self::ready(file, &req)
     }
 
     /// Take over `fd`, a tap the caller opened with IFF_VNET_HDR.
@@ -139,23 +134,19 @@ impl Tap {
             what: "O_NONBLOCK",
             source,
         })?;
-        let tap = Tap {
-            file,
-            name: Self::name_of(&req),
-        };
-        tap.init()?;
-        Ok(tap)
+        Self::ready(file, &req)
     }
 
-    fn name_of(req: &IfReq) -> String {
-        CStr::from_bytes_until_nul(&req.name)
+    /// The tap on `file`, named as in `req` (which the kernel filled in),
+    /// set up for our header and with no offloads until the guest asks.
+    fn ready(file: File, req: &IfReq) -> Result<Tap, TapError> {
+        let name = CStr::from_bytes_until_nul(&req.name)
             .map(|c| c.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-
-    fn init(&self) -> Result<(), TapError> {
-        self.set_vnet_hdr_size(VNET_HDR_LEN as i32)?;
-        self.set_offload(0)
+            .unwrap_or_default();
+        let tap = Tap { file, name };
+        tap.set_vnet_hdr_size(VNET_HDR_LEN as i32)?;
+        tap.set_offload(0)?;
+        Ok(tap)
     }
 
     pub fn name(&self) -> &str {

@@ -49,7 +49,8 @@ impl DateTime {
     /// Seconds since the epoch, or None if a field is out of range.
     pub(super) fn to_secs(self) -> Option<i64> {
         let field = |v: i64| u8::try_from(v).ok();
-        let time = Time::from_hms(field(self.hour)?, field(self.minute)?, field(self.second)?).ok()?;
+        let time =
+            Time::from_hms(field(self.hour)?, field(self.minute)?, field(self.second)?).ok()?;
         let t = PrimitiveDateTime::new(self.date()?, time);
         Some(t.assume_utc().unix_timestamp())
     }
