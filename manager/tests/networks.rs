@@ -394,11 +394,7 @@ fn multi_vcpu_servers_get_multi_queue_taps() {
     assert!(log.contains("2 queue pair(s)"), "{log}");
 
     for s in [&two, &one, &talker] {
-        assert_eq!(
-            k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-                .status,
-            204
-        );
+        k.delete_server(&s.id);
     }
     let left = ip(ns.name(), &["-o", "link", "show"]);
     assert!(!left.contains(": kt"), "taps left: {left}");

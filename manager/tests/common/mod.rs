@@ -321,6 +321,11 @@ pub fn alive(pid: u32) -> bool {
 /// Runs a command, which must succeed; answers its stdout.
 pub use kiln_tests::run;
 
+/// The `p` quantile (0 to 1) of `sorted`, the nearest-rank way.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
 /// `qemu-img create -f qcow2 PATH SIZE`.
 pub fn qemu_img_create(path: &Path, size: &str) {
     run(Command::new("qemu-img")

@@ -42,6 +42,15 @@ fn read_all(d: &dyn Disk) -> Vec<u8> {
     v
 }
 
+/// `img` passes `qemu-img check` and holds exactly `model` (`qemu-img
+/// compare` against a raw copy of it written into `dir`).
+fn assert_qcow2_holds(dir: &Path, img: &Path, model: &[u8]) {
+    check_clean(img, true);
+    let raw = p(dir, "model.raw");
+    std::fs::write(&raw, model).expect("write");
+    compare_raw(img, "qcow2", &raw);
+}
+
 /// Writes a raw file with random data in some regions and holes elsewhere.
 fn make_raw(path: &Path, size: u64, seed: u64) -> Vec<u8> {
     let mut data = vec![0u8; size as usize];
@@ -274,10 +283,7 @@ fn overwrites_compressed_clusters_and_frees_them() {
             let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
             random_io(&*d, data.clone(), 77, 60, true)
         };
-        check_clean(&img, true);
-        let r2 = p(dir.path(), "model.raw");
-        std::fs::write(&r2, &model).expect("write");
-        compare_raw(&img, "qcow2", &r2);
+        assert_qcow2_holds(dir.path(), &img, &model);
     }
 }
 
@@ -316,10 +322,7 @@ fn overlay_on_base_copies_up_and_leaves_base_unchanged() {
         std::fs::read(&base).expect("read base") == before,
         "base changed"
     );
-    check_clean(&top, true);
-    let r2 = p(dir.path(), "model.raw");
-    std::fs::write(&r2, &model).expect("write");
-    compare_raw(&top, "qcow2", &r2);
+    assert_qcow2_holds(dir.path(), &top, &model);
     // And qemu-img sees the same through the chain when converting.
     let flat = p(dir.path(), "flat.raw");
     qemu_img(&["convert", "-O", "raw", s(&top), s(&flat)]);
@@ -366,10 +369,7 @@ fn concurrent_writers_keep_the_image_consistent() {
         model[(blk * 4096) as usize..((blk + 1) * 4096) as usize]
             .copy_from_slice(&pattern(blk, 4096));
     }
-    check_clean(&top, true);
-    let r2 = p(dir.path(), "model.raw");
-    std::fs::write(&r2, &model).expect("write");
-    compare_raw(&top, "qcow2", &r2);
+    assert_qcow2_holds(dir.path(), &top, &model);
 }
 
 #[test]
@@ -397,10 +397,7 @@ fn small_clusters_grow_the_refcount_table() {
         }
         d.flush().expect("flush");
     }
-    check_clean(&img, true);
-    let r2 = p(dir.path(), "model.raw");
-    std::fs::write(&r2, &model).expect("write");
-    compare_raw(&img, "qcow2", &r2);
+    assert_qcow2_holds(dir.path(), &img, &model);
 }
 
 #[test]
