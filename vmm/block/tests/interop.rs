@@ -42,6 +42,16 @@ fn read_all(d: &dyn Disk) -> Vec<u8> {
     v
 }
 
+/// A new qcow2 image `img` of `size` bytes with clusters of
+/// `1 << cluster_bits`, no backing file.
+fn create_plain(img: &Path, size: u64, cluster_bits: u32) {
+    let opts = CreateOptions {
+        cluster_bits,
+        backing: None,
+    };
+    create_qcow2(img, size, opts).expect("create");
+}
+
 /// `img` passes `qemu-img check` and holds exactly `model` (`qemu-img
 /// compare` against a raw copy of it written into `dir`).
 fn assert_qcow2_holds(dir: &Path, img: &Path, model: &[u8]) {
@@ -199,15 +209,7 @@ fn kiln_created_and_written_images_pass_qemu_check_and_compare() {
     for cb in [9u32, 12, 16, 21] {
         let img = p(dir.path(), &format!("k{cb}.qcow2"));
         let size = 8 * MIB + 1536;
-        create_qcow2(
-            &img,
-            size,
-            CreateOptions {
-                cluster_bits: cb,
-                backing: None,
-            },
-        )
-        .expect("create");
+        create_plain(&img, size, cb);
         check_clean(&img, false);
         let model = {
             let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
@@ -378,15 +380,7 @@ fn small_clusters_grow_the_refcount_table() {
     let img = p(dir.path(), "small.qcow2");
     // 512-byte clusters: one refcount block covers 128 KiB, one table cluster 8 MiB.
     let size = 24 * MIB;
-    create_qcow2(
-        &img,
-        size,
-        CreateOptions {
-            cluster_bits: 9,
-            backing: None,
-        },
-    )
-    .expect("create");
+    create_plain(&img, size, 9);
     let mut model = vec![0u8; size as usize];
     {
         let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
@@ -450,15 +444,7 @@ fn direct_io_reads_and_writes_unaligned_requests_with_every_write_engine() {
 fn resize_grows_l1_and_keeps_data() {
     let dir = tmpdir();
     let img = p(dir.path(), "r.qcow2");
-    create_qcow2(
-        &img,
-        MIB,
-        CreateOptions {
-            cluster_bits: 9,
-            backing: None,
-        },
-    )
-    .expect("create");
+    create_plain(&img, MIB, 9);
     let mut model = vec![0u8; MIB as usize];
     {
         let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
