@@ -3,31 +3,24 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
 /// Now as RFC 3339 UTC with seconds (`2026-11-26T23:46:47Z`).
 pub fn now_rfc3339() -> String {
     rfc3339(now_secs())
 }
 
-/// Seconds since the Unix epoch as RFC 3339 UTC.
+/// Seconds since the Unix epoch as RFC 3339 UTC. Times past the end of
+/// year 9999 (which only a corrupt record could hold) show as its last
+/// second.
 pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    /// 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
+    const LAST: i64 = 253_402_300_799;
+    let secs = i64::try_from(secs).unwrap_or(LAST).min(LAST);
+    let t = OffsetDateTime::from_unix_timestamp(secs).expect("1970 to 9999 is in range");
+    t.format(&Rfc3339)
+        .expect("a UTC time in 1970 to 9999 has an RFC 3339 form")
 }
 
 /// Seconds since the Unix epoch, now.
@@ -109,6 +102,7 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_736_807), "2026-11-26T23:46:47Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -28,11 +28,13 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use common::firmware::{firmware_config, guest_file, import_disk_fw, mbr_disk};
+use common::firmware::{firmware_config, import_disk_fw};
 use common::vm::{action, assert_nothing_left, console, start_kilnd};
 use common::Kilnd;
 use kiln_api::compute::{Firmware, Server, ServerStatus};
 use kiln_api::vm::VmConfig;
+use kiln_tests::disk::mbr_disk;
+use kiln_tests::guest_file;
 
 /// SeaBIOS takes a few seconds here; much more under load.
 const BOOT: Duration = Duration::from_secs(180);

@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::netns::{ip, NetNs};
 use common::vm::*;
 use common::{alive, names};
 use kiln_api::compute::{Network, Server, ServerStatus};
+use kiln_tests::netns::{ip, NetNs};
 
 fn create_with_nics(k: &common::Kilnd, name: &str, image: &str, nets: &str) -> Server {
     k.create_server(&format!(
@@ -42,14 +42,14 @@ fn assert_probe_talked(k: &common::Kilnd, ns: &NetNs, id: &str, mac: &str, runs:
         "{out}"
     );
     // The peer learned the guest's MAC from its request.
-    let neigh = ip(&ns.name, &["neigh", "show", "10.9.0.2"]);
+    let neigh = ip(ns.name(), &["neigh", "show", "10.9.0.2"]);
     assert!(neigh.contains(mac), "peer's neighbour table: {neigh:?}");
 }
 
 #[test]
 fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
-    let ns = NetNs::new("knet");
-    let mut k = start_kilnd_in(Some(&ns.name), "");
+    let ns = NetNs::with_peer("knet");
+    let mut k = start_kilnd_in(Some(ns.name()), "");
     register(&k, "vnet", "virtio_pci", "");
     register(&k, "hold", "hello", "hold");
 
@@ -67,7 +67,7 @@ fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
     assert!(br.contains("bridge") && br.contains("mtu 1400"), "{br}");
     let r = k.req("POST", "/v1/networks", Some(r#"{"name":"lan"}"#));
     assert_eq!(r.status, 409, "{}", r.text());
-    ip(&ns.name, &["link", "set", "veth0", "master", "kbr0", "up"]);
+    ip(ns.name(), &["link", "set", "veth0", "master", "kbr0", "up"]);
 
     // The probe ARPs for the peer through its NIC and powers off.
     let mac = "52:54:00:4b:69:6c";
@@ -90,7 +90,7 @@ fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
         ns.link(&tap).is_none()
     });
     // Started again, it talks again on a new tap of the same name.
-    ip(&ns.name, &["neigh", "flush", "dev", "veth1"]);
+    ip(ns.name(), &["neigh", "flush", "dev", "veth1"]);
     action(&k, &s.id, r#"{"action":"start"}"#);
     assert_probe_talked(&k, &ns, &s.id, mac, 2);
 
@@ -130,10 +130,10 @@ fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
     // held by some process would stay).
     k.kill9();
     let stray = "kt0badc0de0";
-    ip(&ns.name, &["tuntap", "add", "dev", stray, "mode", "tap"]);
+    ip(ns.name(), &["tuntap", "add", "dev", stray, "mode", "tap"]);
     let stray_mark = format!("kiln:{instance}:0badc0de-0000-4000-8000-000000000000:0");
-    ip(&ns.name, &["link", "set", stray, "alias", &stray_mark]);
-    ip(&ns.name, &["link", "set", stray, "master", "kbr0"]);
+    ip(ns.name(), &["link", "set", stray, "alias", &stray_mark]);
+    ip(ns.name(), &["link", "set", stray, "master", "kbr0"]);
     assert!(alive(h.pid.unwrap()));
     assert!(ns.link(&htap).is_some(), "the VMM holds its tap");
     k.spawn();
@@ -169,7 +169,7 @@ fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
         k.delete_server(id);
     }
     assert!(ns.link(&htap).is_none() && ns.link(&tap).is_none());
-    let left = ip(&ns.name, &["-o", "link", "show"]);
+    let left = ip(ns.name(), &["-o", "link", "show"]);
     assert!(!left.contains(": kt"), "taps left: {left}");
     let r = k.req("DELETE", "/v1/networks/lan", None);
     assert_eq!(r.status, 204, "{}", r.text());
@@ -180,10 +180,10 @@ fn server_nics_cross_a_bridge_and_taps_are_accounted_for() {
 
 #[test]
 fn existing_bridges_are_used_not_owned() {
-    let ns = NetNs::new("knet2");
-    let k = start_kilnd_in(Some(&ns.name), "");
-    ip(&ns.name, &["link", "add", "ext0", "type", "bridge"]);
-    ip(&ns.name, &["link", "set", "ext0", "mtu", "1450"]);
+    let ns = NetNs::with_peer("knet2");
+    let k = start_kilnd_in(Some(ns.name()), "");
+    ip(ns.name(), &["link", "add", "ext0", "type", "bridge"]);
+    ip(ns.name(), &["link", "set", "ext0", "mtu", "1450"]);
     // Not a bridge: refused.
     let r = k.req(
         "POST",
@@ -230,8 +230,8 @@ fn existing_bridges_are_used_not_owned() {
 
 #[test]
 fn cli_manages_networks_and_nics() {
-    let ns = NetNs::new("knet3");
-    let k = start_kilnd_in(Some(&ns.name), "");
+    let ns = NetNs::with_peer("knet3");
+    let k = start_kilnd_in(Some(ns.name()), "");
     register(&k, "hold", "hello", "hold");
     let kiln = |args: &[&str]| k.cli(args);
     // `kiln --json server create h --flavor k1.probe --image hold ARGS`.
@@ -291,8 +291,8 @@ fn cli_manages_networks_and_nics() {
 /// between its two steps is finished, bridge and row.
 #[test]
 fn restart_repairs_bridges_and_finishes_deletes() {
-    let ns = NetNs::new("knet4");
-    let mut k = start_kilnd_in(Some(&ns.name), "");
+    let ns = NetNs::with_peer("knet4");
+    let mut k = start_kilnd_in(Some(ns.name()), "");
     for body in [
         r#"{"name":"a","bridge":"kba","mtu":1380}"#,
         r#"{"name":"b","bridge":"kbb"}"#,
@@ -301,7 +301,7 @@ fn restart_repairs_bridges_and_finishes_deletes() {
         assert_eq!(r.status, 201, "{}", r.text());
     }
     k.kill9();
-    ip(&ns.name, &["link", "del", "kba"]);
+    ip(ns.name(), &["link", "del", "kba"]);
     {
         // The first step of `DELETE /v1/networks/b`, then the crash.
         let store = kiln_manager::store::Store::open(&k.state_path("kiln.db")).unwrap();
@@ -344,8 +344,8 @@ fn tun_fds(pid: u32) -> usize {
 #[test]
 fn multi_vcpu_servers_get_multi_queue_taps() {
     const IFF_MULTI_QUEUE: u32 = 0x0100;
-    let ns = NetNs::new("kmq");
-    let k = start_kilnd_in(Some(&ns.name), "");
+    let ns = NetNs::with_peer("kmq");
+    let k = start_kilnd_in(Some(ns.name()), "");
     register(&k, "vnet", "virtio_pci", "");
     register(&k, "hold", "hello", "hold");
     let r = k.req(
@@ -360,7 +360,7 @@ fn multi_vcpu_servers_get_multi_queue_taps() {
         Some(r#"{"name":"lan","bridge":"kbr1"}"#),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    ip(&ns.name, &["link", "set", "veth0", "master", "kbr1", "up"]);
+    ip(ns.name(), &["link", "set", "veth0", "master", "kbr1", "up"]);
     let create = |name: &str, flavor: &str, image: &str, nets: &str| -> Server {
         let r = k.req(
             "POST",
@@ -400,13 +400,9 @@ fn multi_vcpu_servers_get_multi_queue_taps() {
     assert!(log.contains("2 queue pair(s)"), "{log}");
 
     for s in [&two, &one, &talker] {
-        assert_eq!(
-            k.req("DELETE", &format!("/v1/servers/{}", s.id), None)
-                .status,
-            204
-        );
+        k.delete_server(&s.id);
     }
-    let left = ip(&ns.name, &["-o", "link", "show"]);
+    let left = ip(ns.name(), &["-o", "link", "show"]);
     assert!(!left.contains(": kt"), "taps left: {left}");
     assert_nothing_left(&k);
 }

@@ -8,9 +8,9 @@
 
 mod common;
 
-use common::netns::{ip, NetNs};
 use common::vm::*;
 use kiln_api::compute::{LinkState, Nic, NicList, Server, ServerStatus};
+use kiln_tests::netns::{ip, NetNs};
 
 /// The links of the server's running VMM, from its control socket.
 fn vmm_links(k: &common::Kilnd, id: &str) -> Vec<LinkState> {
@@ -61,14 +61,14 @@ fn lan(k: &common::Kilnd, ns: &NetNs, bridge: &str) {
         Some(&format!(r#"{{"name":"lan","bridge":"{bridge}"}}"#)),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    ip(&ns.name, &["link", "set", "veth0", "master", bridge, "up"]);
+    ip(ns.name(), &["link", "set", "veth0", "master", bridge, "up"]);
 }
 
 #[test]
 fn nic_link_is_applied_kept_and_readopted() {
     use LinkState::{Down, Up};
-    let ns = NetNs::new("klink");
-    let mut k = start_kilnd_in(Some(&ns.name), "");
+    let ns = NetNs::with_peer("klink");
+    let mut k = start_kilnd_in(Some(ns.name()), "");
     register(&k, "hold", "hello", "hold");
     lan(&k, &ns, "kbl0");
 
@@ -214,8 +214,8 @@ fn nic_link_is_applied_kept_and_readopted() {
 /// A guest reboot (a new VMM each time) keeps a link down.
 #[test]
 fn the_guest_sees_the_stored_link() {
-    let ns = NetNs::new("klink2");
-    let k = start_kilnd_in(Some(&ns.name), "");
+    let ns = NetNs::with_peer("klink2");
+    let k = start_kilnd_in(Some(ns.name()), "");
     register(&k, "vnet", "virtio_pci", "");
     register(&k, "reset", "reset", "");
     lan(&k, &ns, "kbl1");

@@ -6,12 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::api::*;
-use common::Kilnd;
+use common::{percentile, Kilnd};
 use kiln_api::compute::ServerList;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
 
 /// `GET /v1/servers` with 1,000 records: p50/p99 (printed; the bound
 /// asserted is loose because debug builds are slow; the goal, 5 ms

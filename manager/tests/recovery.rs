@@ -71,10 +71,7 @@ fn kilnd_restart_readopts_running_vmms() {
     assert!(s.fault.unwrap().message.contains("exit status unknown"));
 
     for id in &ids {
-        assert_eq!(
-            k.req("DELETE", &format!("/v1/servers/{id}"), None).status,
-            204
-        );
+        k.delete_server(id);
     }
     assert_nothing_left(&k);
 }

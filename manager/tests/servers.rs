@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::vm::*;
-use common::{alive, Kilnd};
+use common::{alive, percentile, Kilnd};
 use kiln_api::compute::{HostInfo, Server, ServerList, ServerStatus};
 
 #[test]
@@ -158,10 +158,7 @@ fn guest_events_map_to_statuses() {
     k.wait_status(&hold.id, ServerStatus::Active, T);
 
     for id in [&off.id, &crash.id, &reset.id, &hold.id] {
-        assert_eq!(
-            k.req("DELETE", &format!("/v1/servers/{id}"), None).status,
-            204
-        );
+        k.delete_server(id);
     }
     assert_nothing_left(&k);
 }
@@ -226,10 +223,6 @@ fn twenty_servers_concurrently() {
     );
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 /// 100 probe-guest servers created from 10 client threads: create->ACTIVE
 /// latency p50/p99 and creates per second to ACTIVE (printed). A
 /// measurement that loads the machine for half a minute: run it with
@@ -278,10 +271,7 @@ fn hundred_creates_latency() {
             let ids: Vec<String> = c.iter().map(|r| r.0.clone()).collect();
             std::thread::spawn(move || {
                 for id in ids {
-                    assert_eq!(
-                        k.req("DELETE", &format!("/v1/servers/{id}"), None).status,
-                        204
-                    );
+                    k.delete_server(&id);
                 }
             })
         })

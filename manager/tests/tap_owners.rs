@@ -8,10 +8,10 @@
 
 mod common;
 
-use common::netns::{ip, NetNs};
 use common::vm::*;
 use common::{alive, Kilnd};
 use kiln_api::compute::{Network, Server, ServerStatus};
+use kiln_tests::netns::{ip, NetNs};
 
 const BRIDGE: &str = "shbr";
 
@@ -56,16 +56,16 @@ fn instance_of(ns: &NetNs, server: &Server) -> String {
 /// A persistent tap `name` on the shared bridge, with `alias` if given
 /// (as a kilnd, another program or an admin could leave one).
 fn hand_made_tap(ns: &NetNs, name: &str, alias: Option<&str>) {
-    ip(&ns.name, &["tuntap", "add", "dev", name, "mode", "tap"]);
+    ip(ns.name(), &["tuntap", "add", "dev", name, "mode", "tap"]);
     if let Some(a) = alias {
-        ip(&ns.name, &["link", "set", name, "alias", a]);
+        ip(ns.name(), &["link", "set", name, "alias", a]);
     }
-    ip(&ns.name, &["link", "set", name, "master", BRIDGE, "up"]);
+    ip(ns.name(), &["link", "set", name, "master", BRIDGE, "up"]);
 }
 
 /// The ifindex of link `dev`.
 fn index_of(ns: &NetNs, dev: &str) -> u32 {
-    let out = ip(&ns.name, &["-o", "link", "show", "dev", dev]);
+    let out = ip(ns.name(), &["-o", "link", "show", "dev", dev]);
     out.split(':').next().unwrap().trim().parse().unwrap()
 }
 
@@ -76,11 +76,11 @@ fn on_bridge(ns: &NetNs, dev: &str) -> bool {
 
 #[test]
 fn kilnds_sharing_a_bridge_delete_only_their_own_taps() {
-    let ns = NetNs::new("kown");
-    ip(&ns.name, &["link", "add", BRIDGE, "type", "bridge"]);
-    ip(&ns.name, &["link", "set", BRIDGE, "up"]);
-    let mut a = start_kilnd_in(Some(&ns.name), "");
-    let mut b = start_kilnd_in(Some(&ns.name), "");
+    let ns = NetNs::with_peer("kown");
+    ip(ns.name(), &["link", "add", BRIDGE, "type", "bridge"]);
+    ip(ns.name(), &["link", "set", BRIDGE, "up"]);
+    let mut a = start_kilnd_in(Some(ns.name()), "");
+    let mut b = start_kilnd_in(Some(ns.name()), "");
     for k in [&a, &b] {
         register(k, "hold", "hello", "hold");
         shared_network(k);
@@ -149,10 +149,10 @@ fn kilnds_sharing_a_bridge_delete_only_their_own_taps() {
 /// a leftover with this kilnd's own mark is replaced.
 #[test]
 fn a_tap_name_held_by_a_link_kilnd_did_not_make_is_a_fault_not_a_delete() {
-    let ns = NetNs::new("kcoll");
-    ip(&ns.name, &["link", "add", BRIDGE, "type", "bridge"]);
-    ip(&ns.name, &["link", "set", BRIDGE, "up"]);
-    let k = start_kilnd_in(Some(&ns.name), "");
+    let ns = NetNs::with_peer("kcoll");
+    ip(ns.name(), &["link", "add", BRIDGE, "type", "bridge"]);
+    ip(ns.name(), &["link", "set", BRIDGE, "up"]);
+    let k = start_kilnd_in(Some(ns.name()), "");
     register(&k, "hold", "hello", "hold");
     shared_network(&k);
     let s = holder(&k, "s");
@@ -182,9 +182,9 @@ fn a_tap_name_held_by_a_link_kilnd_did_not_make_is_a_fault_not_a_delete() {
 
     // An unmarked link (not even a tap: one end of a veth pair) of that
     // name: the same.
-    ip(&ns.name, &["link", "del", &tap]);
+    ip(ns.name(), &["link", "del", &tap]);
     ip(
-        &ns.name,
+        ns.name(),
         &[
             "link", "add", &tap, "type", "veth", "peer", "name", "kpeer0",
         ],
@@ -207,7 +207,7 @@ fn a_tap_name_held_by_a_link_kilnd_did_not_make_is_a_fault_not_a_delete() {
 
     // A leftover with this kilnd's own mark: deleted, and the server gets
     // a new tap of that name.
-    ip(&ns.name, &["link", "del", &tap]);
+    ip(ns.name(), &["link", "del", &tap]);
     hand_made_tap(&ns, &tap, Some(&format!("kiln:{me}:{}:0", s.id)));
     let leftover = index_of(&ns, &tap);
     action(&k, &s.id, r#"{"action":"start"}"#);
@@ -231,8 +231,8 @@ fn a_tap_name_held_by_a_link_kilnd_did_not_make_is_a_fault_not_a_delete() {
 /// or fails; it never takes a queue of a (multi-queue) tap that exists.
 #[test]
 fn tap_create_never_attaches_to_an_existing_tap() {
-    let ns = NetNs::new("kexcl");
-    let path = format!("/var/run/netns/{}", ns.name);
+    let ns = NetNs::with_peer("kexcl");
+    let path = format!("/var/run/netns/{}", ns.name());
     let made = std::thread::spawn(move || {
         // Only this thread enters the namespace.
         let f = std::fs::File::open(&path).unwrap();

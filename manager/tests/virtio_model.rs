@@ -15,11 +15,12 @@ mod common;
 
 use std::path::Path;
 
-use common::firmware::{firmware_config, mbr_disk};
-use common::netns::{ip, NetNs};
+use common::firmware::firmware_config;
 use common::vm::*;
 use kiln_api::compute::{Image, Server, ServerStatus, VirtioModel};
 use kiln_api::vm::VmConfig;
+use kiln_tests::disk::mbr_disk;
+use kiln_tests::netns::{ip, NetNs};
 
 fn vm_json(k: &common::Kilnd, id: &str) -> VmConfig {
     let b = std::fs::read(k.state_path(&format!("servers/{id}/vm.json"))).unwrap();
@@ -62,15 +63,15 @@ fn blank_disk(k: &common::Kilnd, name: &str) -> Image {
 
 #[test]
 fn a_transitional_image_gives_its_servers_transitional_devices() {
-    let ns = NetNs::new("kvirt");
-    let k = start_kilnd_in(Some(&ns.name), "");
+    let ns = NetNs::with_peer("kvirt");
+    let k = start_kilnd_in(Some(ns.name()), "");
     let r = k.req(
         "POST",
         "/v1/networks",
         Some(r#"{"name":"lan","bridge":"kbv0"}"#),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    ip(&ns.name, &["link", "set", "veth0", "master", "kbv0", "up"]);
+    ip(ns.name(), &["link", "set", "veth0", "master", "kbv0", "up"]);
     let img = kernel_image(
         &k,
         "legacy",

@@ -1,6 +1,7 @@
 //! Disks for the probe guests that write a pattern to sector 1
 //! (`virtio_pci`, `virtio_legacy`): a blank raw file, the pattern, and the
-//! check that the host file holds it there and nowhere else.
+//! check that the host file holds it there and nowhere else; and the disk
+//! that firmware boots, holding the MBR probe.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,20 @@ pub fn blank_raw(dir: &Path, name: &str) -> PathBuf {
     fs::File::create(&img)
         .and_then(|f| f.set_len(BLANK_DISK_BYTES))
         .unwrap_or_else(|e| panic!("create {}: {e}", img.display()));
+    img
+}
+
+/// An 8 MiB raw disk `dir/mbr.raw` whose first sector is the MBR probe
+/// (images/mbr/poweroff.s, assembled in `dir`): it prints a line on COM1
+/// and powers off.
+pub fn mbr_disk(dir: &Path) -> PathBuf {
+    let src = crate::repo_root().join("images/mbr/poweroff.s");
+    let mut disk = crate::asm::assemble_flat(&src, 0x7c00, dir);
+    assert_eq!(disk.len(), 512, "the MBR is one sector");
+    assert_eq!(disk[510..], [0x55, 0xaa]);
+    disk.resize(8 << 20, 0);
+    let img = dir.join("mbr.raw");
+    fs::write(&img, &disk).unwrap_or_else(|e| panic!("write {}: {e}", img.display()));
     img
 }
 

@@ -14,6 +14,7 @@ pub mod api;
 pub mod asm;
 pub mod disk;
 pub mod netns;
+pub mod rtc;
 
 use std::fs;
 use std::io;
@@ -118,6 +119,34 @@ pub fn cache_dir() -> PathBuf {
     std::env::var_os("KILN_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("cache"))
+}
+
+/// `NAME` in the guest material cache's `guest/` (firmware, kernels),
+/// which must be there.
+pub fn guest_file(name: &str) -> PathBuf {
+    let p = cache_dir().join("guest").join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-guest.sh",
+        p.display()
+    );
+    p
+}
+
+/// Runs `cmd`, which must succeed; answers its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    try_run(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// Runs `cmd`: its stdout if it succeeds, else its stderr.
+pub fn try_run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
 }
 
 /// A scratch directory, removed on drop.
@@ -453,27 +482,4 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     }
     out.push_str(&lines[skip..].join("\n"));
     out
-}
-
-/// Days since 1970-01-01 of a Gregorian date (for comparing guest clocks).
-pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_days_known_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2026, 11, 27), 20_784);
-    }
 }

@@ -1,7 +1,10 @@
-//! A network namespace for the virtio-net tests: created by the test,
-//! holding a bridge `br0`, a peer at [`PEER_IP`] on a veth pair whose other
-//! end is on the bridge, and the taps the test opens for `kiln-vmm` (as
-//! kilnd would). All traffic stays inside it; it is deleted on drop.
+//! A network namespace for the network tests: created by the test, with a
+//! peer at [`PEER_IP`] on a veth pair. For the virtio-net tests
+//! ([`NetNs::new`]) it holds a bridge `br0` with the veth's other end on it
+//! and the taps the test opens for `kiln-vmm` (as kilnd would); kilnd's
+//! network tests ([`NetNs::with_peer`]) run kilnd in it and put the other
+//! end on kilnd's bridge. All traffic stays inside it; it is deleted on
+//! drop.
 
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -13,60 +16,55 @@ pub const PEER_IP: &str = "10.9.0.1";
 /// The address the probes give themselves in their ARP request.
 pub const GUEST_IP: &str = "10.9.0.2";
 
-/// `ip -n NS ARGS`, which must succeed; its standard output.
-fn ip(ns: &str, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .arg("-n")
-        .arg(ns)
-        .args(args)
-        .output()
-        .expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip -n {ns} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// `ip -n NS ARGS`: its standard output, or its error output.
+pub fn ip_out(ns: &str, args: &[&str]) -> Result<String, String> {
+    crate::try_run(Command::new("ip").arg("-n").arg(ns).args(args))
 }
 
-/// A namespace `kiln-TAG-PID` with `lo` up, bridge `br0`, and the peer
-/// [`PEER_IP`]/24 on `veth1` (its other end `veth0` on the bridge). Only
-/// the interface holding an address answers ARP for it (else the bridge,
-/// in the same namespace, answers too, with its own MAC), and IPv6 is off
-/// (no router solicitations on the guest's queues). Deleted on drop.
+/// `ip -n NS ARGS`, which must succeed; its standard output.
+pub fn ip(ns: &str, args: &[&str]) -> String {
+    ip_out(ns, args).unwrap_or_else(|e| panic!("ip -n {ns} {args:?}: {e}"))
+}
+
+/// A namespace `kiln-TAG-PID` with `lo` up and the peer [`PEER_IP`]/24 on
+/// `veth1`, the other end of veth pair `veth0`. Only the interface holding
+/// an address answers ARP for it (else a bridge in the same namespace
+/// answers too, with its own MAC). Deleted on drop, also when the test
+/// fails.
 pub struct NetNs {
     name: String,
 }
 
 impl NetNs {
-    pub fn new(tag: &str) -> NetNs {
+    /// The namespace with the peer, `veth0` left for the test to put on a
+    /// bridge (kilnd's network tests: kilnd makes the bridge).
+    pub fn with_peer(tag: &str) -> NetNs {
         let name = format!("kiln-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip");
-        assert!(st.success(), "ip netns add {name}");
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        crate::run(Command::new("ip").args(["netns", "add", &name]));
         let ns = NetNs { name };
         ns.ip(&["link", "set", "lo", "up"]);
-        ns.ip(&["link", "add", "br0", "type", "bridge"]);
-        ns.ip(&["link", "set", "br0", "up"]);
         ns.ip(&[
             "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
         ]);
-        ns.ip(&["link", "set", "veth0", "master", "br0", "up"]);
         ns.ip(&["addr", "add", &format!("{PEER_IP}/24"), "dev", "veth1"]);
         ns.ip(&["link", "set", "veth1", "up"]);
-        for sysctl in [
-            "net.ipv4.conf.all.arp_ignore=1",
-            "net.ipv6.conf.all.disable_ipv6=1",
-        ] {
-            let st = Command::new("ip")
-                .args(["netns", "exec", &ns.name, "sysctl", "-qw", sysctl])
-                .status()
-                .expect("run ip netns exec sysctl");
-            assert!(st.success(), "sysctl {sysctl}");
-        }
+        ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"]);
+        ns
+    }
+
+    /// The namespace with the peer and bridge `br0`, `veth0` on it, and
+    /// IPv6 off (no router solicitations on the guest's queues): the
+    /// virtio-net tests, which open taps on `br0` with [`NetNs::open_tap`].
+    pub fn new(tag: &str) -> NetNs {
+        let ns = NetNs::with_peer(tag);
+        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        ns.ip(&["link", "set", "br0", "up"]);
+        ns.ip(&["link", "set", "veth0", "master", "br0", "up"]);
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
         ns
     }
 
@@ -77,6 +75,39 @@ impl NetNs {
     /// `ip -n <this namespace> ARGS`, which must succeed; its output.
     pub fn ip(&self, args: &[&str]) -> String {
         ip(&self.name, args)
+    }
+
+    /// Runs `cmd` inside the namespace (`ip netns exec`); it must succeed.
+    /// Its standard output.
+    pub fn exec(&self, cmd: &[&str]) -> String {
+        crate::run(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args(cmd),
+        )
+    }
+
+    /// `ip -d link show DEV`, or None if there is no such link.
+    pub fn link(&self, dev: &str) -> Option<String> {
+        ip_out(&self.name, &["-d", "link", "show", "dev", dev]).ok()
+    }
+
+    /// The alias (`IFLA_IFALIAS`) of link `dev`, if it exists and has one.
+    pub fn alias(&self, dev: &str) -> Option<String> {
+        self.link(dev)?
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("alias "))
+            .map(|a| a.trim_end().to_owned())
+    }
+
+    /// The MAC address of link `dev`.
+    pub fn mac_of(&self, dev: &str) -> String {
+        let link = self.ip(&["link", "show", dev]);
+        link.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no MAC in {link:?}"))
+            .to_string()
     }
 
     /// Start `f` on a thread inside the namespace.
@@ -114,15 +145,17 @@ impl NetNs {
                     assert!(fd >= 0, "open /dev/net/tun");
                     // SAFETY: `fd` was just opened and is owned by nothing else.
                     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                    // struct ifreq: the name, then the flags (a short).
                     let mut req = [0u8; 40];
                     req[..name.len()].copy_from_slice(name.as_bytes());
-                    let mut flags: i16 = 0x0002 | 0x1000 | 0x4000;
+                    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
                     if queues > 1 {
-                        flags |= 0x0100;
+                        flags |= libc::IFF_MULTI_QUEUE;
                     }
-                    req[16..18].copy_from_slice(&flags.to_ne_bytes());
+                    req[16..18].copy_from_slice(&(flags as libc::c_short).to_ne_bytes());
                     // SAFETY: TUNSETIFF reads/writes a 40-byte ifreq, which `req` is.
-                    let r = unsafe { libc::ioctl(fd.as_raw_fd(), 0x4004_54ca, req.as_mut_ptr()) };
+                    let r =
+                        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
                     assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
                     fd
                 })
@@ -140,12 +173,7 @@ impl NetNs {
 
     /// The peer's MAC address (`veth1`).
     pub fn peer_mac(&self) -> String {
-        let link = self.ip(&["link", "show", "veth1"]);
-        link.split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no MAC in {link:?}"))
-            .to_string()
+        self.mac_of("veth1")
     }
 }
 

@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_tests::{cache_dir, kiln_vmm, kvm_available, repo_root, tail_lines, ScratchDir};
+use kiln_tests::{
+    cache_dir, guest_file, kiln_vmm, kvm_available, repo_root, tail_lines, ScratchDir,
+};
 
 /// How long one TCG boot may take to reach the login prompt.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -134,12 +136,7 @@ fn check_common(tag: &str, serial: &str) {
 #[ignore = "slow: builds a Debian image with debootstrap and boots it under QEMU TCG; run with scripts/test-slow.sh"]
 fn debian_image_boots_bios_tcg() {
     let image = debian_image();
-    let bios = cache_dir().join("guest").join("bios.bin");
-    assert!(
-        bios.exists(),
-        "no {}: run scripts/fetch-guest.sh",
-        bios.display()
-    );
+    let bios = guest_file("bios.bin");
     let (serial, took) = boot_tcg(
         &image,
         "deb-bios",
@@ -162,14 +159,8 @@ fn debian_image_boots_bios_tcg() {
 #[ignore = "slow: builds a Debian image with debootstrap and boots it under QEMU TCG; run with scripts/test-slow.sh"]
 fn debian_image_boots_uefi_tcg() {
     let image = debian_image();
-    let guest = cache_dir().join("guest");
-    let code = guest.join("OVMF_CODE.fd");
-    let vars = guest.join("OVMF_VARS.fd");
-    assert!(
-        code.exists() && vars.exists(),
-        "no OVMF in {}: run scripts/fetch-guest.sh",
-        guest.display()
-    );
+    let code = guest_file("OVMF_CODE.fd");
+    let vars = guest_file("OVMF_VARS.fd");
     let dir = ScratchDir::new("deb-vars").unwrap();
     let vars_copy = dir.path().join("OVMF_VARS.fd");
     fs::copy(&vars, &vars_copy).unwrap();

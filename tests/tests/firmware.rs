@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use kiln_tests::{cache_dir, kiln_vmm, kvm_available, tail_lines, ScratchDir};
+use kiln_tests::{guest_file, kiln_vmm, kvm_available, tail_lines, ScratchDir};
 
 const MIB: u64 = 1 << 20;
 
@@ -129,16 +129,6 @@ impl Drop for FwVm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn guest_file(name: &str) -> PathBuf {
-    let p = cache_dir().join("guest").join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-guest.sh",
-        p.display()
-    );
-    p
 }
 
 /// Guest RAM below 4 GiB, read from the VMM process: the one mapping of

@@ -11,9 +11,9 @@
 //! applies.
 
 use std::os::fd::AsRawFd;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use kiln_tests::{days_from_civil, kvm_available, probe, Vm, VmSpec};
+use kiln_tests::{kvm_available, probe, rtc, Vm, VmSpec};
 
 const EXIT_POWER_OFF: i32 = 0;
 const EXIT_REBOOT: i32 = 10;
@@ -146,30 +146,12 @@ fn with_hyperv_the_guest_sees_microsoft_hv_or_kiln_refuses() {
     assert_eq!(vm.wait_exit_code(SHORT), EXIT_REBOOT, "{}", vm.describe());
 }
 
-/// `RTC 20YY-MM-DD HH:MM:SS` from the rtc probe, as seconds since the epoch.
-fn rtc_seconds(out: &str) -> Option<i64> {
-    let line = out.lines().find(|l| l.starts_with("RTC 2"))?;
-    let (date, time) = line.strip_prefix("RTC ")?.split_once(' ')?;
-    let num =
-        |s: &str, sep: char| -> Option<Vec<i64>> { s.split(sep).map(|p| p.parse().ok()).collect() };
-    let (d, t) = (num(date, '-')?, num(time, ':')?);
-    if d.len() != 3 || t.len() != 3 {
-        return None;
-    }
-    Some(days_from_civil(d[0], d[1], d[2]) * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
-}
-
 /// The rtc probe's clock minus the host's UTC, in seconds.
 fn rtc_offset(extra: &[&str]) -> i64 {
     let mut spec = VmSpec::new(probe("rtc"));
     spec.extra_args = extra.iter().map(|s| s.to_string()).collect();
     let mut vm = Vm::start(&spec);
-    let out = vm.wait_serial_line("RTC regB", SHORT);
-    let host = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let guest = rtc_seconds(&out).unwrap_or_else(|| panic!("no RTC line\n{}", vm.describe()));
+    let rtc::Reading { guest, host, .. } = rtc::read(&mut vm, SHORT);
     assert_eq!(
         vm.wait_exit_code(SHORT),
         EXIT_POWER_OFF,

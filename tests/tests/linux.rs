@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use kiln_tests::{cache_dir, kvm_available, Vm, VmSpec};
+use kiln_tests::{guest_file, kvm_available, Vm, VmSpec};
 
 const CMDLINE: &str = "console=ttyS0 earlyprintk=ttyS0 noxsave clearcpuid=cx16 panic=-1";
 const MEMORY_MIB: u64 = 512;
@@ -33,12 +33,7 @@ fn debian_kernel_reaches_smp_setup() {
     if !kvm_available("debian_kernel_reaches_smp_setup") {
         return;
     }
-    let kernel = cache_dir().join("guest/vmlinux");
-    assert!(
-        kernel.exists(),
-        "{} is missing: run scripts/fetch-guest.sh",
-        kernel.display()
-    );
+    let kernel = guest_file("vmlinux");
     let mut vm = Vm::start(
         &VmSpec::new(kernel)
             .cpus(CPUS)
@@ -135,12 +130,7 @@ fn debian_kernel_by_64_bit_entry_sees_memory_above_4g() {
     if !kvm_available("debian_kernel_by_64_bit_entry_sees_memory_above_4g") {
         return;
     }
-    let kernel = cache_dir().join("guest/vmlinux");
-    assert!(
-        kernel.exists(),
-        "{} is missing: run scripts/fetch-guest.sh",
-        kernel.display()
-    );
+    let kernel = guest_file("vmlinux");
     let cmdline = "console=ttyS0 earlyprintk=ttyS0 noxsave";
     let mut spec = VmSpec::new(kernel)
         .cpus(1)

@@ -2,10 +2,10 @@
 //! output, debug-port codes through the control API, the RTC against the
 //! host clock, reset, power off, triple fault, and four vCPUs.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use kiln_api::control::VmState;
-use kiln_tests::{days_from_civil, kvm_available, probe, Vm, VmSpec};
+use kiln_tests::{kvm_available, probe, rtc, Vm, VmSpec};
 
 const EXIT_POWER_OFF: i32 = 0;
 const EXIT_REBOOT: i32 = 10;
@@ -135,34 +135,11 @@ fn debug_port_record_is_bounded() {
     assert_eq!(vm.wait_exit_code(SHORT), EXIT_KILLED, "{}", vm.describe());
 }
 
-/// `RTC 20YY-MM-DD HH:MM:SS` from the probe, as seconds since the epoch.
-fn parse_rtc_line(out: &str) -> Option<i64> {
-    let line = out.lines().find(|l| l.starts_with("RTC 2"))?;
-    let (date, time) = line.strip_prefix("RTC ")?.split_once(' ')?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|s| s.parse().ok())
-        .collect::<Option<_>>()?;
-    let t: Vec<i64> = time
-        .split(':')
-        .map(|s| s.parse().ok())
-        .collect::<Option<_>>()?;
-    if d.len() != 3 || t.len() != 3 {
-        return None;
-    }
-    Some(days_from_civil(d[0], d[1], d[2]) * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
-}
-
 /// Run the rtc probe with `cmdline`; check its time against the host's UTC
 /// and that register B ended with `binary` and `h24` as asked.
 fn check_rtc(cmdline: &str, binary: bool, h24: bool) {
     let mut vm = Vm::start(&VmSpec::new(probe("rtc")).cmdline(cmdline));
-    let out = vm.wait_serial_line("RTC regB", SHORT);
-    let host = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let guest = parse_rtc_line(&out).unwrap_or_else(|| panic!("no RTC line\n{}", vm.describe()));
+    let rtc::Reading { guest, host, out } = rtc::read(&mut vm, SHORT);
     assert!(
         (guest - host).abs() <= 3,
         "{cmdline:?}: guest RTC {guest} vs host UTC {host}: {} s apart\n{}",
@@ -299,16 +276,6 @@ fn four_vcpus_all_report() {
     assert!(out.contains("cpus 4\n"), "{}", vm.describe());
     assert!(!out.contains("timed out"), "{}", vm.describe());
     assert_eq!(code, EXIT_POWER_OFF, "{}", vm.describe());
-}
-
-#[test]
-fn rtc_line_parser() {
-    assert_eq!(
-        parse_rtc_line("x\nRTC 2026-11-27 00:00:01\n"),
-        Some(days_from_civil(2026, 11, 27) * 86_400 + 1)
-    );
-    assert_eq!(parse_rtc_line("RTC 2026-11-27\n"), None);
-    assert_eq!(parse_rtc_line("RTC error: x\n"), None);
 }
 
 #[test]

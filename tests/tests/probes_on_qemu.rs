@@ -3,10 +3,10 @@
 //! kiln-vmm and not at the probe. QEMU comes from scripts/setup.sh.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kiln_tests::disk::{assert_only_sector_1, blank_raw, sector_pattern};
-use kiln_tests::{assert_lines, days_from_civil, kvm_available, probe, ScratchDir};
+use kiln_tests::{assert_lines, kvm_available, probe, rtc, ScratchDir};
 
 /// Boot `name` under QEMU (it must end by itself, within `timeout`); returns
 /// the serial output.
@@ -88,21 +88,8 @@ fn qemu_rtc_binary_12h() {
         return;
     }
     let out = run_qemu("rtc", &["-append", "binary 12h"], TIMEOUT);
-    let host = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RTC 20"))
-        .unwrap_or_else(|| panic!("no RTC line: {out}"));
-    let n: Vec<i64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    assert_eq!(n.len(), 6, "{line}");
-    let guest = days_from_civil(2000 + n[0], n[1], n[2]) * 86_400 + n[3] * 3600 + n[4] * 60 + n[5];
+    let host = rtc::host_seconds();
+    let guest = rtc::line_seconds(&out).unwrap_or_else(|| panic!("no RTC line: {out}"));
     // QEMU's clock starts from the host's at start-up; the probe ran during
     // the last few seconds (SeaBIOS first).
     assert!(

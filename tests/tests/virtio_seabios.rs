@@ -7,33 +7,12 @@
 //! finding the modern capabilities, picks the modern interface.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_tests::asm::assemble_flat;
-use kiln_tests::{cache_dir, kiln_vmm, kvm_available, repo_root, ScratchDir};
-
-/// An 8 MiB raw disk `dir/disk.raw` whose first sector is the MBR probe
-/// (images/mbr/poweroff.s): it prints a line on COM1 and powers off.
-fn mbr_disk(dir: &Path) -> PathBuf {
-    let mut disk = assemble_flat(&repo_root().join("images/mbr/poweroff.s"), 0x7c00, dir);
-    assert_eq!(disk.len(), 512);
-    disk.resize(8 << 20, 0);
-    let img = dir.join("disk.raw");
-    fs::write(&img, &disk).unwrap();
-    img
-}
-
-fn seabios() -> PathBuf {
-    let p = cache_dir().join("guest/bios.bin");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-guest.sh",
-        p.display()
-    );
-    p
-}
+use kiln_tests::disk::mbr_disk;
+use kiln_tests::{guest_file, kiln_vmm, kvm_available, ScratchDir};
 
 /// Boot SeaBIOS with `disk` (`--disk` value); returns (serial, vmm log).
 fn boot(dir: &Path, disk: &str) -> (String, String) {
@@ -41,7 +20,7 @@ fn boot(dir: &Path, disk: &str) -> (String, String) {
     let log = dir.join("vmm.log");
     let mut child = Command::new(kiln_vmm())
         .arg("--firmware")
-        .arg(seabios())
+        .arg(guest_file("bios.bin"))
         .args(["--memory", "128M", "--log-level", "debug", "--disk", disk])
         .arg("--serial-log")
         .arg(&serial)

@@ -11,19 +11,14 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-const IFNAMSIZ: usize = 16;
-const IFF_TAP: i16 = 0x0002;
-const IFF_NO_PI: i16 = 0x1000;
-const IFF_VNET_HDR: i16 = 0x4000;
-const IFF_MULTI_QUEUE: i16 = 0x0100;
-/// Fail with `EBUSY` if a device of that name exists.
-const IFF_TUN_EXCL: i16 = 0x8000_u16 as i16;
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+use libc::{
+    c_short, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR, IFNAMSIZ, TUNSETIFF,
+};
 
 #[repr(C)]
 struct IfReq {
     name: [u8; IFNAMSIZ],
-    flags: i16,
+    flags: c_short,
     _pad: [u8; 22],
 }
 
@@ -47,22 +42,32 @@ pub fn create(name: &str, queues: usize) -> io::Result<Vec<OwnedFd>> {
             "a tap needs at least one queue",
         ));
     }
-    let flags = if queues > 1 {
+    // The IFF_ flags all fit the ifreq's short.
+    let flags = (if queues > 1 {
         IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE
     } else {
         IFF_TAP | IFF_NO_PI | IFF_VNET_HDR
-    };
+    }) as c_short;
     // The first queue makes the tap (and only a new one); the others
     // attach to it.
     (0..queues)
-        .map(|q| open_queue(name, if q == 0 { flags | IFF_TUN_EXCL } else { flags }))
+        .map(|q| {
+            open_queue(
+                name,
+                if q == 0 {
+                    flags | IFF_TUN_EXCL as c_short
+                } else {
+                    flags
+                },
+            )
+        })
         .collect()
 }
 
 /// One `TUNSETIFF` on a new `/dev/net/tun` fd: creates tap `name`
 /// (`IFF_TUN_EXCL` in `flags`), or (multi-queue) attaches another queue
 /// to it.
-fn open_queue(name: &str, flags: i16) -> io::Result<OwnedFd> {
+fn open_queue(name: &str, flags: c_short) -> io::Result<OwnedFd> {
     let file = File::options()
         .read(true)
         .write(true)

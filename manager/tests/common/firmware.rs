@@ -1,34 +1,16 @@
-//! Helpers of the firmware-boot tests: the firmware files fetched into
-//! cache/guest (scripts/fetch-guest.sh), a kilnd configured with them, and
-//! a disk image holding the MBR probe (images/mbr/poweroff.s).
+//! Helpers of the firmware-boot tests: a kilnd configured with the
+//! firmware files fetched into cache/guest (scripts/fetch-guest.sh), and
+//! disk images imported with a firmware property. The files themselves
+//! and the MBR probe's disk come from kiln-tests.
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use kiln_api::compute::Image;
+use kiln_tests::guest_file;
 
 use super::Kilnd;
-
-/// The repository's root.
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// `cache/guest/NAME`, which must exist.
-pub fn guest_file(name: &str) -> PathBuf {
-    let p = repo_root().join("cache/guest").join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-guest.sh",
-        p.display()
-    );
-    p
-}
 
 /// A `[firmware]` section naming the fetched copies in cache/guest.
 pub fn firmware_config() -> String {
@@ -38,29 +20,6 @@ pub fn firmware_config() -> String {
         guest_file("OVMF_CODE.fd").display(),
         guest_file("OVMF_VARS.fd").display()
     )
-}
-
-/// Assembles the MBR probe into `dir` and writes an 8 MiB raw disk with it
-/// as sector 0; answers the disk's path.
-pub fn mbr_disk(dir: &Path) -> PathBuf {
-    let src = repo_root().join("images/mbr/poweroff.s");
-    let o = dir.join("mbr.o");
-    let bin = dir.join("mbr.bin");
-    super::run(Command::new("as").args(["--32", "-o"]).arg(&o).arg(&src));
-    super::run(
-        Command::new("ld")
-            .args(["-m", "elf_i386", "-Ttext", "0x7c00", "--oformat", "binary"])
-            .arg("-o")
-            .arg(&bin)
-            .arg(&o),
-    );
-    let mut disk = std::fs::read(&bin).unwrap();
-    assert_eq!(disk.len(), 512, "the MBR is one sector");
-    assert_eq!(disk[510..], [0x55, 0xaa]);
-    disk.resize(8 << 20, 0);
-    let path = dir.join("mbr.raw");
-    std::fs::write(&path, &disk).unwrap();
-    path
 }
 
 /// Imports a disk image with a firmware property (`None`: left out) and

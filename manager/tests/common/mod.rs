@@ -4,7 +4,6 @@
 
 pub mod api;
 pub mod firmware;
-pub mod netns;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -55,25 +54,8 @@ pub fn vmm_bin() -> PathBuf {
     bin
 }
 
-/// A guest probe built by scripts/build-probes.sh (built here if missing).
-pub fn probe(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    BUILD.call_once(|| {
-        let st = Command::new("bash")
-            .arg(root.join("scripts/build-probes.sh"))
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "scripts/build-probes.sh failed");
-    });
-    let p = root.join("cache/probes").join(format!("{name}.elf"));
-    assert!(p.exists(), "{} missing", p.display());
-    p
-}
+/// A guest probe built by scripts/build-probes.sh (built if missing).
+pub use kiln_tests::probe;
 
 impl Kilnd {
     /// Starts kilnd with `extra` TOML appended to a config that sets the
@@ -336,20 +318,12 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Runs `cmd`, which must succeed; answers its stdout.
-pub fn run(cmd: &mut Command) -> String {
-    try_run(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
-}
+/// Runs a command, which must succeed; answers its stdout.
+pub use kiln_tests::run;
 
-/// Runs `cmd`: its stdout if it succeeds, else its stderr.
-pub fn try_run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    if out.status.success() {
-        Ok(text(&out.stdout))
-    } else {
-        Err(text(&out.stderr))
-    }
+/// The `p` quantile (0 to 1) of `sorted`, the nearest-rank way.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// `qemu-img create -f qcow2 PATH SIZE`.

@@ -42,6 +42,25 @@ fn read_all(d: &dyn Disk) -> Vec<u8> {
     v
 }
 
+/// A new qcow2 image `img` of `size` bytes with clusters of
+/// `1 << cluster_bits`, no backing file.
+fn create_plain(img: &Path, size: u64, cluster_bits: u32) {
+    let opts = CreateOptions {
+        cluster_bits,
+        backing: None,
+    };
+    create_qcow2(img, size, opts).expect("create");
+}
+
+/// `img` passes `qemu-img check` and holds exactly `model` (`qemu-img
+/// compare` against a raw copy of it written into `dir`).
+fn assert_qcow2_holds(dir: &Path, img: &Path, model: &[u8]) {
+    check_clean(img, true);
+    let raw = p(dir, "model.raw");
+    std::fs::write(&raw, model).expect("write");
+    compare_raw(img, "qcow2", &raw);
+}
+
 /// Writes a raw file with random data in some regions and holes elsewhere.
 fn make_raw(path: &Path, size: u64, seed: u64) -> Vec<u8> {
     let mut data = vec![0u8; size as usize];
@@ -190,15 +209,7 @@ fn kiln_created_and_written_images_pass_qemu_check_and_compare() {
     for cb in [9u32, 12, 16, 21] {
         let img = p(dir.path(), &format!("k{cb}.qcow2"));
         let size = 8 * MIB + 1536;
-        create_qcow2(
-            &img,
-            size,
-            CreateOptions {
-                cluster_bits: cb,
-                backing: None,
-            },
-        )
-        .expect("create");
+        create_plain(&img, size, cb);
         check_clean(&img, false);
         let model = {
             let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
@@ -274,10 +285,7 @@ fn overwrites_compressed_clusters_and_frees_them() {
             let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
             random_io(&*d, data.clone(), 77, 60, true)
         };
-        check_clean(&img, true);
-        let r2 = p(dir.path(), "model.raw");
-        std::fs::write(&r2, &model).expect("write");
-        compare_raw(&img, "qcow2", &r2);
+        assert_qcow2_holds(dir.path(), &img, &model);
     }
 }
 
@@ -316,10 +324,7 @@ fn overlay_on_base_copies_up_and_leaves_base_unchanged() {
         std::fs::read(&base).expect("read base") == before,
         "base changed"
     );
-    check_clean(&top, true);
-    let r2 = p(dir.path(), "model.raw");
-    std::fs::write(&r2, &model).expect("write");
-    compare_raw(&top, "qcow2", &r2);
+    assert_qcow2_holds(dir.path(), &top, &model);
     // And qemu-img sees the same through the chain when converting.
     let flat = p(dir.path(), "flat.raw");
     qemu_img(&["convert", "-O", "raw", s(&top), s(&flat)]);
@@ -366,10 +371,7 @@ fn concurrent_writers_keep_the_image_consistent() {
         model[(blk * 4096) as usize..((blk + 1) * 4096) as usize]
             .copy_from_slice(&pattern(blk, 4096));
     }
-    check_clean(&top, true);
-    let r2 = p(dir.path(), "model.raw");
-    std::fs::write(&r2, &model).expect("write");
-    compare_raw(&top, "qcow2", &r2);
+    assert_qcow2_holds(dir.path(), &top, &model);
 }
 
 #[test]
@@ -378,15 +380,7 @@ fn small_clusters_grow_the_refcount_table() {
     let img = p(dir.path(), "small.qcow2");
     // 512-byte clusters: one refcount block covers 128 KiB, one table cluster 8 MiB.
     let size = 24 * MIB;
-    create_qcow2(
-        &img,
-        size,
-        CreateOptions {
-            cluster_bits: 9,
-            backing: None,
-        },
-    )
-    .expect("create");
+    create_plain(&img, size, 9);
     let mut model = vec![0u8; size as usize];
     {
         let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
@@ -397,10 +391,7 @@ fn small_clusters_grow_the_refcount_table() {
         }
         d.flush().expect("flush");
     }
-    check_clean(&img, true);
-    let r2 = p(dir.path(), "model.raw");
-    std::fs::write(&r2, &model).expect("write");
-    compare_raw(&img, "qcow2", &r2);
+    assert_qcow2_holds(dir.path(), &img, &model);
 }
 
 #[test]
@@ -453,15 +444,7 @@ fn direct_io_reads_and_writes_unaligned_requests_with_every_write_engine() {
 fn resize_grows_l1_and_keeps_data() {
     let dir = tmpdir();
     let img = p(dir.path(), "r.qcow2");
-    create_qcow2(
-        &img,
-        MIB,
-        CreateOptions {
-            cluster_bits: 9,
-            backing: None,
-        },
-    )
-    .expect("create");
+    create_plain(&img, MIB, 9);
     let mut model = vec![0u8; MIB as usize];
     {
         let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");

@@ -8,29 +8,16 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
-const IFNAMSIZ: usize = 16;
-const IFF_TAP: i16 = 0x0002;
-const IFF_NO_PI: i16 = 0x1000;
-const IFF_VNET_HDR: i16 = 0x4000;
-const IFF_MULTI_QUEUE: i16 = 0x0100;
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
-const TUNSETQUEUE: libc::c_ulong = 0x4004_54d9;
-const IFF_ATTACH_QUEUE: i16 = 0x0200;
-const IFF_DETACH_QUEUE: i16 = 0x0400;
+use libc::{
+    c_short, IFF_ATTACH_QUEUE, IFF_DETACH_QUEUE, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_VNET_HDR,
+    IFNAMSIZ, TUNGETIFF, TUNSETIFF, TUNSETOFFLOAD, TUNSETQUEUE, TUNSETVNETHDRSZ,
+};
+/// Offload flags for [`Tap::set_offload`] (linux/if_tun.h).
+pub use libc::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_UFO};
 
 /// The virtio-net header on each frame (`struct virtio_net_hdr_v1`, with
 /// `num_buffers`), as virtio 1.x devices use it.
 pub const VNET_HDR_LEN: usize = 12;
-
-/// Offload flags for [`Tap::set_offload`] (linux/if_tun.h).
-pub const TUN_F_CSUM: u32 = 0x01;
-pub const TUN_F_TSO4: u32 = 0x02;
-pub const TUN_F_TSO6: u32 = 0x04;
-pub const TUN_F_TSO_ECN: u32 = 0x08;
-pub const TUN_F_UFO: u32 = 0x10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -59,9 +46,11 @@ pub enum TapError {
 #[repr(C)]
 struct IfReq {
     name: [u8; IFNAMSIZ],
-    flags: i16,
+    flags: c_short,
     _pad: [u8; 22],
 }
+
+const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
 
 impl IfReq {
     fn new() -> Self {
@@ -106,10 +95,12 @@ impl Tap {
         let file = unsafe { File::from_raw_fd(fd) };
         let mut req = IfReq::new();
         req.name[..name.len()].copy_from_slice(name.as_bytes());
-        req.flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+        let mut flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
         if multi_queue {
-            req.flags |= IFF_MULTI_QUEUE;
+            flags |= IFF_MULTI_QUEUE;
         }
+        // The IFF_ flags all fit the ifreq's short.
+        req.flags = flags as c_short;
         // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is (40
         // bytes, the kernel's size).
         let r = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) };
@@ -117,12 +108,7 @@ impl Tap {
             name: name.to_string(),
             source,
         })?;
-        let tap = Tap {
-            file,
-            name: Self::name_of(&req),
-        };
-        tap.init()?;
-        Ok(tap)
+        Self::ready(file, &req)
     }
 
     /// Take over `fd`, a tap the caller opened with IFF_VNET_HDR.
@@ -137,7 +123,7 @@ impl Tap {
         // SAFETY: TUNGETIFF writes an ifreq into `req`.
         let r = unsafe { libc::ioctl(file.as_raw_fd(), TUNGETIFF, &mut req) };
         last_err(r).map_err(|e| TapError::NotTap(fd, e))?;
-        if req.flags & IFF_VNET_HDR == 0 {
+        if i32::from(req.flags) & IFF_VNET_HDR == 0 {
             return Err(TapError::NoVnetHdr(fd));
         }
         // SAFETY: F_GETFL/F_SETFL on our own fd.
@@ -148,23 +134,19 @@ impl Tap {
             what: "O_NONBLOCK",
             source,
         })?;
-        let tap = Tap {
-            file,
-            name: Self::name_of(&req),
-        };
-        tap.init()?;
-        Ok(tap)
+        Self::ready(file, &req)
     }
 
-    fn name_of(req: &IfReq) -> String {
-        CStr::from_bytes_until_nul(&req.name)
+    /// The tap on `file`, named as in `req` (which the kernel filled in),
+    /// set up for our header and with no offloads until the guest asks.
+    fn ready(file: File, req: &IfReq) -> Result<Tap, TapError> {
+        let name = CStr::from_bytes_until_nul(&req.name)
             .map(|c| c.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-
-    fn init(&self) -> Result<(), TapError> {
-        self.set_vnet_hdr_size(VNET_HDR_LEN as i32)?;
-        self.set_offload(0)
+            .unwrap_or_default();
+        let tap = Tap { file, name };
+        tap.set_vnet_hdr_size(VNET_HDR_LEN as i32)?;
+        tap.set_offload(0)?;
+        Ok(tap)
     }
 
     pub fn name(&self) -> &str {
@@ -215,7 +197,7 @@ impl Tap {
             IFF_ATTACH_QUEUE
         } else {
             IFF_DETACH_QUEUE
-        };
+        } as c_short;
         // SAFETY: TUNSETQUEUE reads an ifreq, which `req` is.
         let r = unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETQUEUE, &mut req) };
         last_err(r).map(drop).map_err(|source| TapError::Ioctl {

@@ -26,6 +26,28 @@ pub enum Reg {
     Edx,
 }
 
+impl Reg {
+    /// This register's value in CPUID entry `e`.
+    pub fn of(self, e: &kvm_cpuid_entry2) -> u32 {
+        match self {
+            Reg::Eax => e.eax,
+            Reg::Ebx => e.ebx,
+            Reg::Ecx => e.ecx,
+            Reg::Edx => e.edx,
+        }
+    }
+
+    /// This register in CPUID entry `e`, to change.
+    pub fn of_mut(self, e: &mut kvm_cpuid_entry2) -> &mut u32 {
+        match self {
+            Reg::Eax => &mut e.eax,
+            Reg::Ebx => &mut e.ebx,
+            Reg::Ecx => &mut e.ecx,
+            Reg::Edx => &mut e.edx,
+        }
+    }
+}
+
 /// Bits to clear in one register of one leaf (all sub-leaves).
 #[derive(Clone, Copy, Debug)]
 pub struct Mask {
@@ -96,15 +118,6 @@ pub fn template(name: &str) -> Result<(Vec<Mask>, bool), CpuidError> {
     }
 }
 
-fn reg_mut(e: &mut kvm_cpuid_entry2, reg: Reg) -> &mut u32 {
-    match reg {
-        Reg::Eax => &mut e.eax,
-        Reg::Ebx => &mut e.ebx,
-        Reg::Ecx => &mut e.ecx,
-        Reg::Edx => &mut e.edx,
-    }
-}
-
 /// Apply a template to the supported CPUID (shared by all vCPUs).
 pub fn apply_template(cpuid: &mut CpuId, name: &str) -> Result<(), CpuidError> {
     let (masks, drop_xsave_leaf) = template(name)?;
@@ -115,7 +128,7 @@ pub fn apply_template(cpuid: &mut CpuId, name: &str) -> Result<(), CpuidError> {
     for e in entries.iter_mut() {
         let function = e.function;
         for mask in masks.iter().filter(|mk| mk.function == function) {
-            *reg_mut(e, mask.reg) &= !mask.clear;
+            *mask.reg.of_mut(e) &= !mask.clear;
         }
     }
     *cpuid = CpuId::from_entries(&entries).expect("fewer entries than before");

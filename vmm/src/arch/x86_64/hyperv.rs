@@ -245,24 +245,6 @@ impl Enlightenment {
     }
 }
 
-fn reg(e: &kvm_cpuid_entry2, reg: Reg) -> u32 {
-    match reg {
-        Reg::Eax => e.eax,
-        Reg::Ebx => e.ebx,
-        Reg::Ecx => e.ecx,
-        Reg::Edx => e.edx,
-    }
-}
-
-fn reg_mut(e: &mut kvm_cpuid_entry2, reg: Reg) -> &mut u32 {
-    match reg {
-        Reg::Eax => &mut e.eax,
-        Reg::Ebx => &mut e.ebx,
-        Reg::Ecx => &mut e.ecx,
-        Reg::Edx => &mut e.edx,
-    }
-}
-
 fn leaf(function: u32, eax: u32, ebx: u32, ecx: u32, edx: u32) -> kvm_cpuid_entry2 {
     kvm_cpuid_entry2 {
         function,
@@ -292,7 +274,7 @@ pub fn leaves(
         supported
             .iter()
             .find(|e| e.function == function)
-            .map_or(0, |e| reg(e, r))
+            .map_or(0, |e| r.of(e))
     };
     let mut features = leaf(HV_FEATURES_LEAF, HYPERCALL_AVAILABLE, 0, 0, 0);
     let mut recommendations = leaf(HV_RECOMMENDATIONS_LEAF, 0, u32::MAX, 0, 0);
@@ -309,7 +291,7 @@ pub fn leaves(
             } else {
                 &mut recommendations
             };
-            *reg_mut(target, bits.reg) |= bits.bits;
+            *bits.reg.of_mut(target) |= bits.bits;
         }
         if e == Enlightenment::Spinlocks {
             recommendations.ebx = spinlock_retries;

@@ -1,5 +1,13 @@
-//! Proleptic Gregorian calendar arithmetic for the RTC: seconds since
-//! the epoch to a date and time and back.
+//! The RTC's calendar time: seconds since the epoch to a date and time
+//! and back, with the `time` crate's proleptic Gregorian calendar (pure
+//! arithmetic, no system calls: fine under the VMM's seccomp filter).
+
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
+
+/// The range of seconds the calendar holds: years 0 to 9999, what the
+/// century and year registers can say.
+const FIRST: i64 = -62_167_219_200;
+const LAST: i64 = 253_402_300_799;
 
 /// A calendar time; fields may hold nonsense a guest wrote while SET was
 /// held, hence the wide types.
@@ -13,72 +21,43 @@ pub(super) struct DateTime {
     pub(super) second: i64,
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
 impl DateTime {
+    /// The date and time `secs` after the epoch; a clock run past year
+    /// 9999 stays at its last second.
     pub(super) fn from_secs(secs: i64) -> Self {
-        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-        let rem = secs.rem_euclid(86_400);
+        let t = OffsetDateTime::from_unix_timestamp(secs.clamp(FIRST, LAST))
+            .expect("years 0 to 9999 are in range");
         DateTime {
-            year,
-            month,
-            day,
-            hour: rem / 3600,
-            minute: rem / 60 % 60,
-            second: rem % 60,
+            year: t.year().into(),
+            month: i64::from(u8::from(t.month())),
+            day: t.day().into(),
+            hour: t.hour().into(),
+            minute: t.minute().into(),
+            second: t.second().into(),
         }
+    }
+
+    /// The date, if the fields make one in years 0 to 9999.
+    fn date(self) -> Option<Date> {
+        if !(0..=9999).contains(&self.year) {
+            return None;
+        }
+        let month = Month::try_from(u8::try_from(self.month).ok()?).ok()?;
+        Date::from_calendar_date(self.year as i32, month, u8::try_from(self.day).ok()?).ok()
     }
 
     /// Seconds since the epoch, or None if a field is out of range.
     pub(super) fn to_secs(self) -> Option<i64> {
-        let ok = (0..=9999).contains(&self.year)
-            && (1..=12).contains(&self.month)
-            && (1..=days_in_month(self.year, self.month)).contains(&self.day)
-            && (0..24).contains(&self.hour)
-            && (0..60).contains(&self.minute)
-            && (0..60).contains(&self.second);
-        ok.then(|| {
-            days_from_civil(self.year, self.month, self.day) * 86_400
-                + self.hour * 3600
-                + self.minute * 60
-                + self.second
-        })
+        let field = |v: i64| u8::try_from(v).ok();
+        let time =
+            Time::from_hms(field(self.hour)?, field(self.minute)?, field(self.second)?).ok()?;
+        let t = PrimitiveDateTime::new(self.date()?, time);
+        Some(t.assume_utc().unix_timestamp())
     }
 
-    /// 1 = Sunday.
+    /// 1 = Sunday; 0 while the guest holds a date that does not exist.
     pub(super) fn weekday(self) -> i64 {
-        // 1970-01-01 was a Thursday.
-        (days_from_civil(self.year, self.month, self.day) + 4).rem_euclid(7) + 1
+        self.date()
+            .map_or(0, |d| d.weekday().number_from_sunday().into())
     }
 }

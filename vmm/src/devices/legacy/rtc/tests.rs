@@ -42,6 +42,10 @@ fn calendar_conversions_round_trip() {
     assert_eq!(t.weekday(), 3);
     let bad = DateTime { day: 30, ..t };
     assert_eq!(bad.to_secs(), None);
+    assert_eq!(bad.weekday(), 0);
+    let last = DateTime::from_secs(i64::MAX);
+    assert_eq!((last.year, last.month, last.day), (9999, 12, 31));
+    assert_eq!((last.hour, last.minute, last.second), (23, 59, 59));
 }
 
 #[test]
