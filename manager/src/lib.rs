@@ -9,6 +9,8 @@
 //! - [`firmware`]: firmware boot from a disk image: host firmware files and
 //!   each UEFI server's own NVRAM.
 //! - [`supervisor`]: one `kiln-vmm` per server, watched through a pidfd.
+//! - [`qos`]: flavor QoS, Nova's `quota:*` extra specs as kiln-vmm's disk
+//!   and NIC token buckets.
 //! - [`server`]: the REST API (axum) on the unix socket.
 //! - [`attach`]: the interactive console, an HTTP upgrade to the VMM's
 //!   console socket.
@@ -26,6 +28,7 @@ pub mod images;
 pub mod lvm;
 pub mod net;
 pub mod placement;
+pub mod qos;
 pub mod server;
 pub mod store;
 pub mod supervisor;

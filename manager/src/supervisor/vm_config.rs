@@ -1,7 +1,8 @@
 //! What a server's VMM is made of: the [`VmConfig`] kilnd writes to
 //! `servers/ID/vm.json` from the server record, its image (kernel image:
 //! direct boot; disk image: firmware, with UEFI's own `nvram.fd`), its root
-//! disk (from the disk backend) and its NICs' taps.
+//! disk (from the disk backend) and its NICs' taps; every disk and NIC
+//! gets the limits of the server's flavor extra specs (`crate::qos`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -75,6 +76,13 @@ impl Supervisor {
                 ))
             }
         };
+        // The flavor's disk and NIC limits (`crate::qos`), kept with the
+        // server since its create.
+        let qos = self
+            .store
+            .server_extra_specs(&server.id)
+            .map_err(|e| format!("extra specs: {e}"))
+            .and_then(|specs| crate::qos::Qos::from_specs(&specs).map_err(|e| e.to_string()))?;
         Ok(VmConfig {
             cpus: CpusConfig {
                 count: u8::try_from(server.vcpus).map_err(|_| "more than 255 vCPUs".to_string())?,
@@ -109,6 +117,7 @@ impl Supervisor {
                         kiln_api::compute::DiskFormat::Qcow2 => DiskFormat::Qcow2,
                     },
                     serial: Some(format!("root-{}", &server.id[..server.id.len().min(15)])),
+                    rate_limit: qos.disk.clone(),
                     ..Default::default()
                 })
                 .into_iter()
@@ -123,6 +132,8 @@ impl Supervisor {
                         fd: (raw.len() == 1).then(|| raw[0]),
                         fds: (raw.len() > 1).then_some(raw),
                         mac: Some(nic.mac.clone()),
+                        rate_limit: qos.net_tx.clone(),
+                        rx_rate_limit: qos.net_rx.clone(),
                         ..Default::default()
                     }
                 })
