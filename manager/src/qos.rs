@@ -378,8 +378,16 @@ mod tests {
     #[test]
     fn every_refusal_names_the_key_and_why() {
         let cases: &[(&str, &str, &str)] = &[
-            ("quota:disk_read_bytes_sec", "1", "quota:disk_total_bytes_sec"),
-            ("quota:disk_write_iops_sec", "1", "quota:disk_total_iops_sec"),
+            (
+                "quota:disk_read_bytes_sec",
+                "1",
+                "quota:disk_total_bytes_sec",
+            ),
+            (
+                "quota:disk_write_iops_sec",
+                "1",
+                "quota:disk_total_iops_sec",
+            ),
             ("quota:disk_total_bytes_sec_max", "1", "peak rate"),
             ("quota:disk_read_iops_sec_max_length", "1", "peak rate"),
             ("quota:disk_size_iops_sec", "4096", "one operation"),
@@ -391,9 +399,21 @@ mod tests {
             ("quota:disk_total_bytes_sec", "1.5", "whole number"),
             ("quota:disk_total_bytes_sec", "", "whole number"),
             ("quota:disk_total_bytes_sec", " 1", "whole number"),
-            ("quota:disk_total_bytes_sec", "1125899906842625", "0 to 1125899906842624"),
-            ("quota:disk_total_iops_sec", "99999999999999999999", "whole number"),
-            ("quota:vif_outbound_average", "1099511627777", "whole number"),
+            (
+                "quota:disk_total_bytes_sec",
+                "1125899906842625",
+                "0 to 1125899906842624",
+            ),
+            (
+                "quota:disk_total_iops_sec",
+                "99999999999999999999",
+                "whole number",
+            ),
+            (
+                "quota:vif_outbound_average",
+                "1099511627777",
+                "whole number",
+            ),
         ];
         for (k, v, why) in cases {
             let e = err(&[(k, v)]);
