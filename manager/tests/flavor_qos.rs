@@ -210,3 +210,59 @@ fn cli_sets_and_shows_flavor_properties() {
     assert!(!ok && err.contains("KEY=VALUE"), "{err}");
     assert_eq!(k.req("GET", "/v1/flavors/ci.bad", None).status, 404);
 }
+
+/// The time from asking for a server of `flavor` running the `virtio_pci`
+/// probe on a root disk to its console showing the last disk request
+/// (GET_ID) done; the probe's run must pass.
+fn probe_disk_run(k: &common::Kilnd, name: &str, flavor: &str) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    let s = k.create_server(&format!(
+        r#"{{"name":"{name}","flavor":"{flavor}","image":"vnet","disk_image":"base"}}"#
+    ));
+    wait_until("the probe's disk requests", T, || {
+        console(k, &s.id).contains("virtio-blk: serial")
+    });
+    let took = t0.elapsed();
+    wait_until("the probe's run", T, || {
+        console(k, &s.id).contains("virtio: done")
+    });
+    let out = console(k, &s.id);
+    assert!(!out.contains("FAIL"), "{out}");
+    assert!(out.contains("virtio-blk: read back and verified"), "{out}");
+    k.wait_status(&s.id, ServerStatus::Shutoff, T);
+    k.delete_server(&s.id);
+    took
+}
+
+/// The limit has an effect: at 2 requests/s (a bucket of two requests,
+/// one back every 0.5 s) the probe's four disk requests (write, read,
+/// flush, GET_ID) need two refills, so they cannot be done sooner than 1 s
+/// after the server was asked for, however fast or slow the host. Only
+/// that lower bound is asserted (load can only add time); the unlimited
+/// run's time is printed for comparison. (Each wait stays well inside the
+/// probe's polling bound for a request.)
+#[test]
+fn an_iops_limit_slows_the_guests_disk() {
+    let k = start_kilnd("");
+    register(&k, "vnet", "virtio_pci", "");
+    let base = k.dir.path().join("base.qcow2");
+    common::qemu_img_create(&base, "64M");
+    k.import_disk("base", &base, "qcow2");
+    let r = k.req(
+        "POST",
+        "/v1/flavors",
+        Some(
+            r#"{"name":"slow","vcpus":1,"ram_mb":64,"disk_gb":1,
+                "extra_specs":{"quota:disk_total_iops_sec":"2"}}"#,
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let free = probe_disk_run(&k, "free", "k1.probe");
+    let slow = probe_disk_run(&k, "slow", "slow");
+    eprintln!("probe's disk requests done after {free:?} unlimited, {slow:?} at 2 requests/s");
+    assert!(
+        slow >= std::time::Duration::from_millis(950),
+        "four requests at 2/s done after {slow:?}"
+    );
+    assert_nothing_left(&k);
+}
