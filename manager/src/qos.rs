@@ -23,8 +23,9 @@
 //! the one asked for and the size differs from the one asked for by less
 //! than a millisecond of traffic. The floors exist because kiln-vmm charges
 //! a request or frame larger than the bucket as one full bucket: 4 MiB is
-//! above what Linux sends as one disk request (`max_sectors_kb`), 128 KiB
-//! above the largest frame (64 KiB with offloads). A value of 0 means no
+//! the most a Linux guest sends as one disk request by default
+//! (`max_sectors_kb`), 128 KiB above the largest frame (64 KiB with
+//! offloads). A value of 0 means no
 //! limit, as in libvirt.
 //!
 //! Refused, each with the reason (400 at flavor create): the separate
@@ -40,7 +41,8 @@ use std::collections::BTreeMap;
 use kiln_api::vm::{RateLimitConfig, TokenBucketConfig};
 use thiserror::Error;
 
-/// Smallest bytes bucket of a disk: above the largest request Linux sends.
+/// Smallest bytes bucket of a disk: the largest request a Linux guest sends
+/// by default.
 pub const DISK_BYTES_FLOOR: u64 = 4 << 20;
 /// Smallest bytes bucket of a NIC: above the largest frame (64 KiB with
 /// TSO, plus headers).

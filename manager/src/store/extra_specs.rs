@@ -51,3 +51,78 @@ impl Store {
         Ok(from_json(0, &json)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kiln_api::compute::FlavorCreate;
+
+    use super::super::MIGRATIONS;
+    use super::*;
+
+    /// A store made before migration 8: its flavors and servers get no
+    /// extra specs (no limits), and new flavors keep theirs.
+    #[test]
+    fn upgrade_from_7_gives_old_rows_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("kiln.db");
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+            )
+            .unwrap();
+            for (i, sql) in MIGRATIONS[..7].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, 'then')",
+                    [i as i64 + 1],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO flavors (id, name, vcpus, ram_mb, disk_gb, created_at)
+                 VALUES ('f1', 'old', 1, 64, 1, 'then');
+                 INSERT INTO servers (id, name, status, flavor_id, image_id, vcpus, ram_mb, disk_gb,
+                                      cmdline, metadata, created_at, updated_at)
+                 VALUES ('s1', 'old', 'SHUTOFF', 'f1', 'i1', 1, 64, 1, '', '{}', 'then', 'then');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&db).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert!(s.get_flavor("old").unwrap().extra_specs.is_empty());
+        assert!(s.server_extra_specs("s1").unwrap().is_empty());
+        assert!(matches!(
+            s.server_extra_specs("nope"),
+            Err(StoreError::NotFound { .. })
+        ));
+        let specs: BTreeMap<String, String> =
+            [("quota:vif_inbound_average".into(), "100".into())].into();
+        let f = s
+            .create_flavor(&FlavorCreate {
+                name: "new".into(),
+                vcpus: 1,
+                ram_mb: 64,
+                disk_gb: 1,
+                extra_specs: specs.clone(),
+            })
+            .unwrap();
+        let listed = s.list_flavors().unwrap();
+        assert_eq!(
+            listed.iter().find(|f| f.name == "new").unwrap().extra_specs,
+            specs
+        );
+        assert_eq!(s.get_flavor(&f.id).unwrap().extra_specs, specs);
+        // A row that is not a JSON object is an error, never no limits.
+        s.conn()
+            .execute(
+                "UPDATE servers SET extra_specs = 'junk' WHERE id = 's1'",
+                [],
+            )
+            .unwrap();
+        assert!(matches!(
+            s.server_extra_specs("s1"),
+            Err(StoreError::Sqlite(_))
+        ));
+    }
+}
