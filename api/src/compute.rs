@@ -36,6 +36,10 @@ pub struct Flavor {
     pub vcpus: u32,
     pub ram_mb: u64,
     pub disk_gb: u64,
+    /// Nova's flavor extra specs: the `quota:*` disk and NIC limits kiln
+    /// honours (`manager/README.md`, "Flavor QoS"). Empty: no limits.
+    #[serde(default)]
+    pub extra_specs: BTreeMap<String, String>,
 }
 
 /// `POST /v1/flavors`.
@@ -46,6 +50,10 @@ pub struct FlavorCreate {
     pub vcpus: u32,
     pub ram_mb: u64,
     pub disk_gb: u64,
+    /// Nova's flavor extra specs, checked at create: a key kiln does not
+    /// honour, or a bad value, is a 400 naming the key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_specs: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

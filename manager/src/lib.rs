@@ -10,6 +10,8 @@
 //! - [`firmware`]: firmware boot from a disk image: host firmware files and
 //!   each UEFI server's own NVRAM.
 //! - [`supervisor`]: one `kiln-vmm` per server, watched through a pidfd.
+//! - [`qos`]: flavor QoS, Nova's `quota:*` extra specs as kiln-vmm's disk
+//!   and NIC token buckets.
 //! - [`server`]: the REST API (axum) on the unix socket.
 //! - [`attach`]: the interactive console, an HTTP upgrade to the VMM's
 //!   console socket.
@@ -28,6 +30,7 @@ pub mod lvm;
 pub mod net;
 pub mod nics;
 pub mod placement;
+pub mod qos;
 pub mod server;
 pub mod store;
 pub mod supervisor;

@@ -218,6 +218,8 @@ async fn create_flavor(
     if req.disk_gb > 1 << 20 {
         return Err(ApiError::bad("disk_gb must be at most 1048576"));
     }
+    // Nova's `quota:*` extra specs: refused unless kiln honours them.
+    crate::qos::Qos::from_specs(&req.extra_specs).map_err(|e| ApiError::bad(e.to_string()))?;
     Ok((StatusCode::CREATED, Json(s.store.create_flavor(&req)?)))
 }
 

@@ -21,6 +21,9 @@ fn malformed_requests_get_4xx_and_change_nothing() {
         "a".repeat(300_000)
     );
     let long_name = "n".repeat(65);
+    let specs = |extra_specs: &str| {
+        format!(r#"{{"name":"q","vcpus":1,"ram_mb":1,"disk_gb":1,"extra_specs":{extra_specs}}}"#)
+    };
     let raw = k.dir.path().join("disk.raw");
     std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
     k.import_disk("disk", &raw, "raw");
@@ -83,6 +86,71 @@ fn malformed_requests_get_4xx_and_change_nothing() {
             "character '/'",
         ),
         ("POST", "/v1/flavors".into(), big, 413, "length limit"),
+        // Flavor extra specs (flavor QoS): anything kiln cannot honour is
+        // refused, naming the key and why.
+        (
+            "POST",
+            "/v1/flavors".into(),
+            specs(r#"["quota:disk_total_iops_sec"]"#),
+            400,
+            "invalid type: sequence, expected a map",
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            specs(r#"{"quota:disk_total_iops_sec":100}"#),
+            400,
+            "invalid type: integer `100`, expected a string",
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            specs(r#"{"hw:cpu_policy":"dedicated"}"#),
+            400,
+            r#"extra spec "hw:cpu_policy": not an extra spec kiln knows"#,
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            specs(r#"{"quota:disk_read_bytes_sec":"1000"}"#),
+            400,
+            r#"extra spec "quota:disk_read_bytes_sec": kiln-vmm limits a disk's reads and writes with one bucket, so it cannot limit one of them alone; use "quota:disk_total_bytes_sec""#,
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            specs(r#"{"quota:vif_outbound_peak":"1000"}"#),
+            400,
+            r#"extra spec "quota:vif_outbound_peak": kiln-vmm cannot cap a peak rate"#,
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            specs(r#"{"quota:cpu_quota":"10000"}"#),
+            400,
+            r#"extra spec "quota:cpu_quota": not a limit kiln can enforce"#,
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            specs(r#"{"quota:disk_total_bytes_sec":"10M"}"#),
+            400,
+            r#"extra spec "quota:disk_total_bytes_sec": "10M" is not a whole number from 0 to 1125899906842624"#,
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            specs(r#"{"quota:vif_inbound_burst":"1024"}"#),
+            400,
+            r#"extra spec "quota:vif_inbound_burst": a burst needs a non-zero "quota:vif_inbound_average""#,
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            specs(r#"{"quota:vif_inbound_average":"100","quota:vif_inbound_burst":"16"}"#),
+            400,
+            r#"extra spec "quota:vif_inbound_burst": 16 KiB is below 128 KiB"#,
+        ),
         (
             "POST",
             "/v1/servers".into(),

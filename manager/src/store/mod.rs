@@ -20,6 +20,7 @@ use thiserror::Error;
 use crate::placement::Refusal;
 use crate::util::now_rfc3339;
 
+mod extra_specs;
 mod networks;
 mod servers;
 
@@ -97,6 +98,11 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE nics ADD COLUMN link TEXT NOT NULL DEFAULT 'up';
      ALTER TABLE images ADD COLUMN virtio_model TEXT;
      ALTER TABLE servers ADD COLUMN virtio_model TEXT;",
+    // 9 (flavorqos: flavor extra specs): each flavor's extra specs (JSON
+    // object), and a copy on each server made from it, as Nova keeps the
+    // flavor with the instance (`extra_specs.rs`).
+    "ALTER TABLE flavors ADD COLUMN extra_specs TEXT NOT NULL DEFAULT '{}';
+     ALTER TABLE servers ADD COLUMN extra_specs TEXT NOT NULL DEFAULT '{}';",
 ];
 
 /// The flavors a new store starts with.
@@ -185,7 +191,7 @@ impl Store {
     pub fn list_flavors(&self) -> Result<Vec<Flavor>, StoreError> {
         let conn = self.conn();
         let mut st = conn.prepare(
-            "SELECT id, name, vcpus, ram_mb, disk_gb FROM flavors ORDER BY vcpus, ram_mb, name",
+            "SELECT id, name, vcpus, ram_mb, disk_gb, extra_specs FROM flavors ORDER BY vcpus, ram_mb, name",
         )?;
         let rows = st.query_map([], flavor_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -195,7 +201,7 @@ impl Store {
     pub fn get_flavor(&self, key: &str) -> Result<Flavor, StoreError> {
         self.conn()
             .query_row(
-                "SELECT id, name, vcpus, ram_mb, disk_gb FROM flavors WHERE id = ?1 OR name = ?1",
+                "SELECT id, name, vcpus, ram_mb, disk_gb, extra_specs FROM flavors WHERE id = ?1 OR name = ?1",
                 [key],
                 flavor_row,
             )
@@ -206,15 +212,16 @@ impl Store {
     pub fn create_flavor(&self, req: &FlavorCreate) -> Result<Flavor, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO flavors (id, name, vcpus, ram_mb, disk_gb, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR IGNORE INTO flavors (id, name, vcpus, ram_mb, disk_gb, created_at, extra_specs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 id,
                 req.name,
                 req.vcpus,
                 req.ram_mb,
                 req.disk_gb,
-                now_rfc3339()
+                now_rfc3339(),
+                extra_specs::to_json(&req.extra_specs)
             ],
         )?;
         if n == 0 {
@@ -459,6 +466,7 @@ fn flavor_row(r: &Row<'_>) -> rusqlite::Result<Flavor> {
         vcpus: r.get(2)?,
         ram_mb: r.get::<_, i64>(3)? as u64,
         disk_gb: r.get::<_, i64>(4)? as u64,
+        extra_specs: extra_specs::from_json(5, &r.get::<_, String>(5)?)?,
     })
 }
 
@@ -559,8 +567,10 @@ mod tests {
             vcpus: 3,
             ram_mb: 5,
             disk_gb: 0,
+            extra_specs: [("quota:disk_total_iops_sec".to_string(), "100".to_string())].into(),
         };
         let f = s.create_flavor(&req).unwrap();
+        assert_eq!(f.extra_specs, req.extra_specs);
         assert_eq!(s.get_flavor(&f.id).unwrap(), f);
         assert!(matches!(
             s.create_flavor(&req),

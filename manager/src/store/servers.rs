@@ -120,6 +120,7 @@ impl Store {
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
+        super::extra_specs::copy_to_server(&tx, &id, &new.flavor.extra_specs)?;
         tx.commit()?;
         drop(conn);
         self.get_server(&id)

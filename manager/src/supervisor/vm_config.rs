@@ -2,7 +2,9 @@
 //! `servers/ID/vm.json` from the server record, its image (kernel image:
 //! direct boot; disk image: firmware, with UEFI's own `nvram.fd`), its root
 //! disk (from the disk backend) and its NICs' taps and links; every virtio
-//! device is transitional when the server's `virtio_model` says so.
+//! device is transitional when the server's `virtio_model` says so, and
+//! every disk and NIC gets the limits of the server's flavor extra specs
+//! (`crate::qos`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -80,6 +82,13 @@ impl Supervisor {
         // Every virtio device a server has: its root disk and its NICs (it
         // gets no entropy device; one added later takes `rng_transitional`).
         let transitional = !server.virtio_model.is_modern();
+        // The flavor's disk and NIC limits (`crate::qos`), kept with the
+        // server since its create.
+        let qos = self
+            .store
+            .server_extra_specs(&server.id)
+            .map_err(|e| format!("extra specs: {e}"))
+            .and_then(|specs| crate::qos::Qos::from_specs(&specs).map_err(|e| e.to_string()))?;
         Ok(VmConfig {
             cpus: CpusConfig {
                 count: u8::try_from(server.vcpus).map_err(|_| "more than 255 vCPUs".to_string())?,
@@ -115,6 +124,7 @@ impl Supervisor {
                     },
                     serial: Some(format!("root-{}", &server.id[..server.id.len().min(15)])),
                     transitional,
+                    rate_limit: qos.disk.clone(),
                     ..Default::default()
                 })
                 .into_iter()
@@ -133,6 +143,8 @@ impl Supervisor {
                         // VMM the server gets.
                         link: nic.link,
                         transitional,
+                        rate_limit: qos.net_tx.clone(),
+                        rx_rate_limit: qos.net_rx.clone(),
                         ..Default::default()
                     }
                 })

@@ -72,10 +72,22 @@ enum FlavorCmd {
         ram_mb: u64,
         #[arg(long, default_value_t = 0)]
         disk_gb: u64,
+        /// An extra spec KEY=VALUE, as `openstack flavor create --property`
+        /// (e.g. `quota:disk_total_iops_sec=500`); repeat for more.
+        #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
     },
     Delete {
         id: String,
     },
+}
+
+/// `KEY=VALUE` of `kiln flavor create --property`.
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -308,12 +320,14 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
                 vcpus,
                 ram_mb,
                 disk_gb,
+                properties,
             } => {
                 let req = FlavorCreate {
                     name: name.clone(),
                     vcpus: *vcpus,
                     ram_mb: *ram_mb,
                     disk_gb: *disk_gb,
+                    extra_specs: properties.iter().cloned().collect(),
                 };
                 show(
                     json,

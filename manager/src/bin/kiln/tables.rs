@@ -4,7 +4,7 @@ use kiln_api::compute::{Flavor, Image, ImageKind, Network, Nic, Server};
 
 pub fn flavors(l: &[Flavor]) {
     table(
-        &["ID", "NAME", "VCPUS", "RAM_MB", "DISK_GB"],
+        &["ID", "NAME", "VCPUS", "RAM_MB", "DISK_GB", "PROPERTIES"],
         l.iter()
             .map(|f| {
                 vec![
@@ -13,6 +13,12 @@ pub fn flavors(l: &[Flavor]) {
                     f.vcpus.to_string(),
                     f.ram_mb.to_string(),
                     f.disk_gb.to_string(),
+                    // As `openstack flavor show` prints them.
+                    f.extra_specs
+                        .iter()
+                        .map(|(k, v)| format!("{k}='{v}'"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ]
             })
             .collect(),
