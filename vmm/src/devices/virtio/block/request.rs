@@ -68,6 +68,9 @@ pub struct BlockBackend {
     pub read_only: bool,
     pub limiter: Option<RateLimiter>,
     buf: Vec<u8>,
+    /// The chain being served, walked in place request after request
+    /// (boxed so that serving moves a pointer, not the chain's lists).
+    chain: Option<Box<Chain>>,
 }
 
 impl BlockBackend {
@@ -81,6 +84,7 @@ impl BlockBackend {
             serial: id,
             limiter: None,
             buf: Vec::new(),
+            chain: None,
         }
     }
 
@@ -120,8 +124,10 @@ pub fn process_queue(
     backend: &mut BlockBackend,
 ) -> Result<(bool, Served), QueueError> {
     let mut served = Served::All;
+    // Every request of the drain is walked into this one chain.
+    let mut chain = backend.chain.take().unwrap_or_default();
     let drained = queue::drain(mem, q, |q| {
-        while let Some(chain) = queue::pop_chain(mem, q)? {
+        while queue::pop_chain_into(mem, q, &mut chain)? {
             if let Some(limiter) = &mut backend.limiter {
                 let bytes = chain_payload(&chain);
                 if !limiter.consume(bytes) {
@@ -134,8 +140,9 @@ pub fn process_queue(
             queue::complete(q, chain.head, used)?;
         }
         Ok(true)
-    })?;
-    Ok((drained.notify, served))
+    });
+    backend.chain = Some(chain);
+    Ok((drained?.notify, served))
 }
 
 /// Bytes a request moves, for the bandwidth limit.
