@@ -261,8 +261,8 @@ fn run_device(
         process_queue(&mem, &mut q, &mut backend).map_err(|e| format!("device: {e}"))?;
         in_device += t.elapsed();
         for k in 0..u64::from(batch) {
-            let st: u8 = mem
-                .read_obj(GuestAddress(STATUS_BASE + k))
+            let st = dq
+                .read_u8(STATUS_BASE + k)
                 .map_err(|e| e.to_string())?;
             if st != S_OK {
                 return Err(format!("device returned status {st} for request {k}"));
