@@ -24,7 +24,7 @@
 //! inside it, taking the full multi-region path only for the rest.
 
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap,
+    ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap,
     MemoryRegionAddress, VolatileMemory,
 };
 
@@ -290,6 +290,40 @@ impl Buffers<'_> {
         total_len(&self.chain.writable)
     }
 
+    /// The `N` bytes of the readable stream at `offset` if one segment
+    /// holds them all (a request header, nearly always): one region lookup
+    /// and one load instead of a copy loop. `None` if they span segments or
+    /// the stream is shorter; [`Buffers::read`] handles every case.
+    pub fn read_array<const N: usize>(&self, offset: u64) -> Option<[u8; N]>
+    where
+        [u8; N]: ByteValued,
+    {
+        let (addr, n) = pieces(&self.chain.readable, offset, N).next()?;
+        if n != N {
+            return None;
+        }
+        let vs = self.mem.get_slice(GuestAddress(addr), N).ok()?;
+        Some(vs.get_ref::<[u8; N]>(0).ok()?.load())
+    }
+
+    /// Write `v` as the last byte of the writable stream (a virtio-blk
+    /// status byte): one region lookup in the last segment. False if the
+    /// stream is empty or the byte is not in guest memory.
+    pub fn write_last(&self, v: u8) -> bool {
+        let Some(seg) = self.chain.writable.last() else {
+            return false;
+        };
+        // The walk keeps no empty segment, so the last byte is in the last
+        // one, and `addr + len` does not overflow (it is in guest memory).
+        match seg.len.checked_sub(1) {
+            Some(at) => match self.mem.get_slice(GuestAddress(seg.addr + u64::from(at)), 1) {
+                Ok(vs) => vs.get_ref::<u8>(0).map(|r| r.store(v)).is_ok(),
+                Err(_) => false,
+            },
+            None => self.write(self.writable_len().saturating_sub(1), &[v]) == Ok(1),
+        }
+    }
+
     /// Read from the readable stream at `offset` into `buf`; returns the
     /// bytes read (short at the end of the stream).
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, CopyError> {
@@ -353,6 +387,54 @@ mod tests {
         mem.read_slice(&mut x[..2], GuestAddress(0x111fe)).unwrap();
         mem.read_slice(&mut x[2..], GuestAddress(0x12000)).unwrap();
         assert_eq!(x, [1, 2, 3]);
+    }
+
+    #[test]
+    fn header_loads_and_status_stores_take_the_short_path_or_fall_back() {
+        let mem = mem_two_regions();
+        let q = GuestQueue::new(&mem, 0x1000, 16);
+        let hdr: Vec<u8> = (1..=16).collect();
+        mem.write_slice(&hdr, GuestAddress(0x10000)).unwrap();
+        // Header in one descriptor, then data and a separate status byte.
+        q.set_desc(0, desc(0x10000, 16, F_NEXT, 1));
+        q.set_desc(1, desc(0x11000, 8, F_NEXT | F_WRITE, 2));
+        q.set_desc(2, desc(0x12000, 1, F_WRITE, 0));
+        // The same header split 5 + 11, and a status sharing the data's
+        // buffer (its last byte).
+        q.set_desc(3, desc(0x10000, 5, F_NEXT, 4));
+        q.set_desc(4, desc(0x10005, 11, F_NEXT, 5));
+        q.set_desc(5, desc(0x13000, 9, F_WRITE, 0));
+        for (head, status_at) in [(0u16, 0x12000u64), (3, 0x13008)] {
+            let c = walk(&mem, q.desc_table, 16, head).unwrap();
+            let b = Buffers {
+                mem: &mem,
+                chain: &c,
+            };
+            // Split: no short path; read() still gives the bytes.
+            let want: [u8; 16] = hdr.clone().try_into().unwrap();
+            match b.read_array::<16>(0) {
+                Some(h) => assert_eq!((head, h), (0, want)),
+                None => {
+                    assert_eq!(head, 3);
+                    let mut h = [0u8; 16];
+                    assert_eq!(b.read(0, &mut h), Ok(16));
+                    assert_eq!(h, want);
+                }
+            }
+            assert_eq!(b.read_array::<4>(12), Some([13, 14, 15, 16]));
+            // Past the end of the readable stream.
+            assert_eq!(b.read_array::<4>(14), None);
+            assert!(b.write_last(0x5a));
+            assert_eq!(mem.read_obj::<u8>(GuestAddress(status_at)).unwrap(), 0x5a);
+        }
+        // No writable buffer: nothing to store the status in.
+        q.set_desc(6, desc(0x10000, 16, 0, 0));
+        let c = walk(&mem, q.desc_table, 16, 6).unwrap();
+        let b = Buffers {
+            mem: &mem,
+            chain: &c,
+        };
+        assert!(!b.write_last(0));
     }
 
     #[test]

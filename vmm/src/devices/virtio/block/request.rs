@@ -171,7 +171,7 @@ pub fn execute(mem: &GuestMemoryMmap, chain: &Chain, backend: &mut BlockBackend)
             (e.status(), 0)
         }
     };
-    if bufs.write(wl - 1, &[status]) != Ok(1) {
+    if !bufs.write_last(status) {
         log::warn!(
             "virtio-blk: writing the status of request {} failed",
             chain.head
@@ -303,10 +303,17 @@ fn write_from_guest(
 }
 
 fn serve(bufs: &Buffers, data_in: u64, b: &mut BlockBackend) -> Result<u64, RequestError> {
-    let mut header = [0u8; HEADER_LEN as usize];
-    if bufs.read(0, &mut header).map_err(RequestError::Copy)? != header.len() {
-        return Err(RequestError::ShortHeader);
-    }
+    let header = match bufs.read_array::<{ HEADER_LEN as usize }>(0) {
+        Some(h) => h,
+        // Split across descriptors, or too short.
+        None => {
+            let mut h = [0u8; HEADER_LEN as usize];
+            if bufs.read(0, &mut h).map_err(RequestError::Copy)? != h.len() {
+                return Err(RequestError::ShortHeader);
+            }
+            h
+        }
+    };
     let kind = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
     let sector = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
     let data_out = bufs.readable_len() - HEADER_LEN;
