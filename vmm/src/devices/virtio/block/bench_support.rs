@@ -78,7 +78,9 @@ impl<'m> DriverQueue<'m> {
             avail,
             used,
             avail_idx: 0,
-            region: r.as_volatile_slice().map_err(|_| DriverError::NoRegion(base))?,
+            region: r
+                .as_volatile_slice()
+                .map_err(|_| DriverError::NoRegion(base))?,
             region_start: r.start_addr().0,
         })
     }

@@ -1,7 +1,9 @@
 //! Serving a virtio-blk queue: [`process_queue`] takes each chain the
 //! driver offered, checks it as a request (header, lengths, sector range,
 //! read-only), does the I/O on the disk in bounded chunks through a
-//! reusable buffer, writes the status byte and returns the chain.
+//! reusable buffer, writes the status byte and returns the chain. Each
+//! chain is walked into the one [`Chain`] the backend keeps (no copy of
+//! the chain per request).
 //!
 //! A request that is wrong but well-framed gets `IOERR` or `UNSUPP` and a
 //! log line; a chain that breaks the ring protocol is a
