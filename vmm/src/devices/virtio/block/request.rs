@@ -24,6 +24,9 @@ use crate::memory::GuestMemoryMmap;
 
 /// Bytes moved per disk call: bounds the buffer whatever the guest asks.
 const CHUNK: usize = 1 << 20;
+/// Heap a kept chain may hold between drains (its segment lists grow with
+/// the longest request seen: up to 2 MiB for a full indirect table).
+const KEPT_CHAIN_HEAP: usize = 64 << 10;
 /// Pieces at least this long (on average) go straight between the disk and
 /// guest memory; smaller ones are gathered through the buffer, where one
 /// copy costs less than a disk call per piece.
@@ -109,6 +112,16 @@ impl BlockBackend {
     }
 }
 
+#[cfg(test)]
+impl BlockBackend {
+    /// Heap bytes of the chain kept between drains; `None` if none is kept.
+    pub(super) fn kept_chain_heap(&self) -> Option<usize> {
+        self.chain
+            .as_ref()
+            .map(|c| c.readable.heap_bytes() + c.writable.heap_bytes())
+    }
+}
+
 /// How far [`process_queue`] got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Served {
@@ -143,7 +156,10 @@ pub fn process_queue(
         }
         Ok(true)
     });
-    backend.chain = Some(chain);
+    // Keep the chain for the next drain, unless a huge request grew it.
+    if chain.readable.heap_bytes() + chain.writable.heap_bytes() <= KEPT_CHAIN_HEAP {
+        backend.chain = Some(chain);
+    }
     Ok((drained?.notify, served))
 }
 
