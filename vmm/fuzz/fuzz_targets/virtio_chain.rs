@@ -2,7 +2,8 @@
 //! memory image (descriptor table, available ring, buffers, indirect
 //! tables), a queue size and an available index. Every chain is walked,
 //! and the queue is served as virtio-blk and as virtio-rng would. Nothing
-//! may panic, hang, or complete more chains than were offered.
+//! may panic, hang, or complete more chains than were offered (or, when
+//! the device's writes landed on the available ring, than it took).
 #![no_main]
 
 #[path = "common.rs"]
@@ -32,5 +33,6 @@ fuzz_target!(|data: &[u8]| {
     };
     if r.is_ok() {
         common::assert_no_more_used_than_offered(&mem, avail_idx, size);
+        common::assert_used_were_taken(&mem, &q);
     }
 });

@@ -22,8 +22,10 @@
 //! Every case runs `--rounds` times per path, alternating which goes
 //! first; medians are printed with the ratio device/fio. The time of the
 //! device path is wall time including this harness playing the driver
-//! (writing descriptors, checking status bytes); the device's own share
-//! (`process_queue` only) is printed beside it. Goal: device path within
+//! (writing descriptors, checking status bytes: plain stores and loads
+//! into the queue's memory region, as a guest's would be, see
+//! `bench_support`); the device's own share (`process_queue` only) is
+//! printed beside it. Goal: device path within
 //! 10% of the host's throughput (ratio >= 0.90).
 //!
 //! For O_DIRECT writes, fio is also run with `ioengine=io_uring` at depth
@@ -261,9 +263,7 @@ fn run_device(
         process_queue(&mem, &mut q, &mut backend).map_err(|e| format!("device: {e}"))?;
         in_device += t.elapsed();
         for k in 0..u64::from(batch) {
-            let st: u8 = mem
-                .read_obj(GuestAddress(STATUS_BASE + k))
-                .map_err(|e| e.to_string())?;
+            let st = dq.read_u8(STATUS_BASE + k).map_err(|e| e.to_string())?;
             if st != S_OK {
                 return Err(format!("device returned status {st} for request {k}"));
             }

@@ -15,7 +15,8 @@
 //!   request.
 //! - [`queue`]: pops chains off a `virtio_queue::Queue` and returns them,
 //!   turning ring errors into [`queue::QueueError`] (the device then needs a
-//!   reset).
+//!   reset). `queue::pop_chain_into` walks each chain into a slot the
+//!   device keeps (virtio-blk does), so a request copies no chain.
 //! - [`worker`]: a thread per activated device, woken by the queue
 //!   eventfds (which KVM signals straight from the guest's notify write).
 //! - [`block`], [`net`], [`rng`]: the devices. Request handling is a plain

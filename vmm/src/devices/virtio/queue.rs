@@ -263,12 +263,27 @@ impl Drop for Batch<'_, '_> {
 }
 
 /// The next available chain, or `None` if the driver offered nothing new.
+/// Returns the chain by value; a device that serves many requests keeps
+/// one [`Chain`] and uses [`pop_chain_into`] instead.
 pub fn pop_chain(mem: &GuestMemoryMmap, b: &mut Batch) -> Result<Option<Chain>, QueueError> {
+    let mut chain = Chain::default();
+    Ok(pop_chain_into(mem, b, &mut chain)?.then_some(chain))
+}
+
+/// Walk the next available chain into `chain`, the caller's slot (its
+/// lists are reused: no copy of the chain and no zeroing per request).
+/// False if the driver offered nothing new; then `chain` is unchanged.
+/// On an error `chain` holds part of the walk and must not be served.
+pub fn pop_chain_into(
+    mem: &GuestMemoryMmap,
+    b: &mut Batch,
+    chain: &mut Chain,
+) -> Result<bool, QueueError> {
     let Some(head) = b.pop_head()? else {
-        return Ok(None);
+        return Ok(false);
     };
-    chain::walk(mem, b.queue.desc_table(), b.size, head)
-        .map(Some)
+    chain::walk_into(mem, b.queue.desc_table(), b.size, head, chain)
+        .map(|()| true)
         .map_err(|source| QueueError::Chain { head, source })
 }
 

@@ -67,6 +67,11 @@ impl Segments {
     pub fn spilled(&self) -> bool {
         !self.spill.is_empty()
     }
+
+    /// Heap bytes held (kept by [`Segments::clear`] for reuse).
+    pub fn heap_bytes(&self) -> usize {
+        self.spill.capacity() * std::mem::size_of::<Segment>()
+    }
 }
 
 impl Deref for Segments {

@@ -1,7 +1,9 @@
 //! Serving a virtio-blk queue: [`process_queue`] takes each chain the
 //! driver offered, checks it as a request (header, lengths, sector range,
 //! read-only), does the I/O on the disk in bounded chunks through a
-//! reusable buffer, writes the status byte and returns the chain.
+//! reusable buffer, writes the status byte and returns the chain. Each
+//! chain is walked into the one [`Chain`] the backend keeps (no copy of
+//! the chain per request).
 //!
 //! A request that is wrong but well-framed gets `IOERR` or `UNSUPP` and a
 //! log line; a chain that breaks the ring protocol is a
@@ -22,6 +24,9 @@ use crate::memory::GuestMemoryMmap;
 
 /// Bytes moved per disk call: bounds the buffer whatever the guest asks.
 const CHUNK: usize = 1 << 20;
+/// Heap a kept chain may hold between drains (its segment lists grow with
+/// the longest request seen: up to 2 MiB for a full indirect table).
+const KEPT_CHAIN_HEAP: usize = 64 << 10;
 /// Pieces at least this long (on average) go straight between the disk and
 /// guest memory; smaller ones are gathered through the buffer, where one
 /// copy costs less than a disk call per piece.
@@ -68,6 +73,9 @@ pub struct BlockBackend {
     pub read_only: bool,
     pub limiter: Option<RateLimiter>,
     buf: Vec<u8>,
+    /// The chain being served, walked in place request after request
+    /// (boxed so that serving moves a pointer, not the chain's lists).
+    chain: Option<Box<Chain>>,
 }
 
 impl BlockBackend {
@@ -81,6 +89,7 @@ impl BlockBackend {
             serial: id,
             limiter: None,
             buf: Vec::new(),
+            chain: None,
         }
     }
 
@@ -103,6 +112,16 @@ impl BlockBackend {
     }
 }
 
+#[cfg(test)]
+impl BlockBackend {
+    /// Heap bytes of the chain kept between drains; `None` if none is kept.
+    pub(super) fn kept_chain_heap(&self) -> Option<usize> {
+        self.chain
+            .as_ref()
+            .map(|c| c.readable.heap_bytes() + c.writable.heap_bytes())
+    }
+}
+
 /// How far [`process_queue`] got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Served {
@@ -120,8 +139,10 @@ pub fn process_queue(
     backend: &mut BlockBackend,
 ) -> Result<(bool, Served), QueueError> {
     let mut served = Served::All;
+    // Every request of the drain is walked into this one chain.
+    let mut chain = backend.chain.take().unwrap_or_default();
     let drained = queue::drain(mem, q, |q| {
-        while let Some(chain) = queue::pop_chain(mem, q)? {
+        while queue::pop_chain_into(mem, q, &mut chain)? {
             if let Some(limiter) = &mut backend.limiter {
                 let bytes = chain_payload(&chain);
                 if !limiter.consume(bytes) {
@@ -134,8 +155,12 @@ pub fn process_queue(
             queue::complete(q, chain.head, used)?;
         }
         Ok(true)
-    })?;
-    Ok((drained.notify, served))
+    });
+    // Keep the chain for the next drain, unless a huge request grew it.
+    if chain.readable.heap_bytes() + chain.writable.heap_bytes() <= KEPT_CHAIN_HEAP {
+        backend.chain = Some(chain);
+    }
+    Ok((drained?.notify, served))
 }
 
 /// Bytes a request moves, for the bandwidth limit.
@@ -164,7 +189,7 @@ pub fn execute(mem: &GuestMemoryMmap, chain: &Chain, backend: &mut BlockBackend)
             (e.status(), 0)
         }
     };
-    if bufs.write(wl - 1, &[status]) != Ok(1) {
+    if !bufs.write_last(status) {
         log::warn!(
             "virtio-blk: writing the status of request {} failed",
             chain.head
@@ -296,10 +321,17 @@ fn write_from_guest(
 }
 
 fn serve(bufs: &Buffers, data_in: u64, b: &mut BlockBackend) -> Result<u64, RequestError> {
-    let mut header = [0u8; HEADER_LEN as usize];
-    if bufs.read(0, &mut header).map_err(RequestError::Copy)? != header.len() {
-        return Err(RequestError::ShortHeader);
-    }
+    let header = match bufs.read_array::<{ HEADER_LEN as usize }>(0) {
+        Some(h) => h,
+        // Split across descriptors, or too short.
+        None => {
+            let mut h = [0u8; HEADER_LEN as usize];
+            if bufs.read(0, &mut h).map_err(RequestError::Copy)? != h.len() {
+                return Err(RequestError::ShortHeader);
+            }
+            h
+        }
+    };
     let kind = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
     let sector = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
     let data_out = bufs.readable_len() - HEADER_LEN;

@@ -287,6 +287,47 @@ fn indirect_requests_work() {
     assert!(img.bytes()[2048..3072].iter().all(|&x| x == 0x5a));
 }
 
+/// The chain the backend walks every request into is kept between drains,
+/// but not once a huge request (here 4101 readable segments through an
+/// indirect table) has grown its lists past `KEPT_CHAIN_HEAP`.
+#[test]
+fn a_chain_grown_by_a_huge_request_is_not_kept() {
+    let mem = mem_two_regions();
+    let img = TempImage::new(4 << 20);
+    let mut b = img.backend(false);
+    let gq = GuestQueue::new(&mem, 0x1000, 16);
+    let mut q = gq.queue();
+    assert_eq!(b.kept_chain_heap(), None);
+    three_part(&gq, T_IN, 0, 512, true);
+    run(&mem, &mut q, &mut b);
+    assert_eq!(status(&mem), S_OK);
+    assert_eq!(b.kept_chain_heap(), Some(0));
+    // Header, 4100 data segments of one 512-byte buffer, status.
+    let n: u16 = 4100;
+    let table = 0x140000;
+    header(&mem, HDR, T_OUT, 0);
+    mem.write_slice(&[0x77u8; 512], GuestAddress(DATA)).unwrap();
+    gq.write_desc_at(table, 0, desc(HDR, 16, NEXT, 1));
+    for i in 1..=n {
+        gq.write_desc_at(table, i, desc(DATA, 512, NEXT, i + 1));
+    }
+    gq.write_desc_at(table, n + 1, desc(STATUS, 1, WRITE, 0));
+    gq.set_desc(3, desc(table, 16 * (u32::from(n) + 2), INDIRECT, 0));
+    gq.push_avail(3);
+    run(&mem, &mut q, &mut b);
+    assert_eq!(status(&mem), S_OK);
+    assert_eq!(gq.used_elem(1), (3, 1));
+    assert!(img.bytes()[..512 * usize::from(n)]
+        .iter()
+        .all(|&x| x == 0x77));
+    assert_eq!(b.kept_chain_heap(), None, "a 64 KiB+ chain was kept");
+    // The next drain walks into a fresh chain and keeps it again.
+    three_part(&gq, T_IN, 0, 512, true);
+    run(&mem, &mut q, &mut b);
+    assert_eq!(status(&mem), S_OK);
+    assert_eq!(b.kept_chain_heap(), Some(0));
+}
+
 /// Every ring-protocol violation is a QueueError (the device then sets
 /// NEEDS_RESET); none panics, hangs or touches memory outside the guest.
 #[test]

@@ -269,3 +269,42 @@ fn event_idx_interrupt_decided_over_the_whole_rx_batch() {
     }
     assert!(b.finish().unwrap());
 }
+
+#[test]
+fn pop_chain_into_reuses_one_chain_and_checks_each_walk() {
+    // Chains of different shapes walked one after another into the same
+    // slot: each comes out as a fresh walk would give it, nothing of
+    // the one before left over.
+    let mem = mem_two_regions();
+    let gq = GuestQueue::new(&mem, 0x1000, 8);
+    gq.set_desc(0, desc(0x10000, 16, 1, 1));
+    gq.set_desc(1, desc(0x11000, 512, 1 | 2, 2));
+    gq.set_desc(2, desc(0x12000, 1, 2, 0));
+    gq.set_desc(3, desc(0x13000, 8, 0, 0));
+    gq.set_desc(4, desc(0x14000, 16, 1, 4)); // a loop
+    for head in [0, 3, 0, 4, 3] {
+        gq.push_avail(head);
+    }
+    let mut q = gq.queue();
+    let mut b = Batch::new(&mem, &mut q).unwrap();
+    let mut c = Chain::default();
+    for head in [0, 3, 0] {
+        assert!(pop_chain_into(&mem, &mut b, &mut c).unwrap());
+        assert_eq!(c, chain::walk(&mem, gq.desc_table, 8, head).unwrap());
+        complete(&mut b, c.head, 0).unwrap();
+    }
+    assert_eq!(c.readable.len() + c.writable.len(), 3);
+    // A malformed chain is still refused when walked into a used slot.
+    assert!(matches!(
+        pop_chain_into(&mem, &mut b, &mut c),
+        Err(QueueError::Chain {
+            head: 4,
+            source: ChainError::TooLong(8)
+        })
+    ));
+    assert!(pop_chain_into(&mem, &mut b, &mut c).unwrap());
+    assert_eq!((c.head, c.readable.len(), c.writable.len()), (3, 1, 0));
+    // Nothing more offered: false, and the slot is left as it was.
+    assert!(!pop_chain_into(&mem, &mut b, &mut c).unwrap());
+    assert_eq!(c.head, 3);
+}
