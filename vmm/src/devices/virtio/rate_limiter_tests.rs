@@ -158,7 +158,9 @@ fn oversized_requests_get_the_rate_and_no_more() {
     run(4 << 20, 0, Duration::from_secs(1), 0, |_| 64 << 20);
     run(4 << 20, 0, Duration::from_secs(1), 5, |_| 64 << 20);
     // With a one-time burst, and requests of any size up to 4 GiB.
-    run(4 << 20, 8 << 20, Duration::from_secs(1), 3, |r| 1 + r.below(1 << 32));
+    run(4 << 20, 8 << 20, Duration::from_secs(1), 3, |r| {
+        1 + r.below(1 << 32)
+    });
     // Mostly small, sometimes huge.
     run(1 << 20, 0, Duration::from_millis(250), 2, |r| {
         if r.below(50) == 0 {
@@ -168,12 +170,16 @@ fn oversized_requests_get_the_rate_and_no_more() {
         }
     });
     // Frames against a net bucket below the largest frame.
-    run(16 << 10, 0, Duration::from_millis(100), 1, |r| 60 + r.below(65536));
+    run(16 << 10, 0, Duration::from_millis(100), 1, |r| {
+        60 + r.below(65536)
+    });
 }
 
 #[test]
 fn small_requests_keep_the_rate_too() {
-    run(1 << 20, 0, Duration::from_secs(1), 2, |r| 512 * (1 + r.below(256)));
+    run(1 << 20, 0, Duration::from_secs(1), 2, |r| {
+        512 * (1 + r.below(256))
+    });
     run(500, 100, Duration::from_secs(1), 4, |_| 1);
 }
 
@@ -186,7 +192,11 @@ fn values_at_the_ends_of_their_ranges_neither_overflow_nor_panic() {
         t0 + Duration::from_secs(1),
         t0 + Duration::from_secs(100 * 365 * 86_400),
     ];
-    let refills = [Duration::from_nanos(1), Duration::from_secs(1), Duration::MAX];
+    let refills = [
+        Duration::from_nanos(1),
+        Duration::from_secs(1),
+        Duration::MAX,
+    ];
     let sizes = [1, 4096, u64::MAX];
     let amounts = [0, 1, 4096, u64::from(u32::MAX), u64::MAX - 1, u64::MAX];
     for &size in &sizes {

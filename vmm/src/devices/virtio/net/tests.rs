@@ -231,8 +231,8 @@ fn a_dropped_tx_chain_costs_no_bytes() {
         gq.push_avail(1);
         let bw = TokenBucket::new(128 << 10, 0, Duration::from_millis(100));
         let mut l = RateLimiter::new(bw, None).unwrap();
-        let (_, throttled) = process_tx(&mem, &mut q, &mut tap, &mut Vec::new(), Some(&mut l))
-            .unwrap();
+        let (_, throttled) =
+            process_tx(&mem, &mut q, &mut tap, &mut Vec::new(), Some(&mut l)).unwrap();
         assert!(!throttled, "the dropped chain left a debt");
         assert_eq!(gq.used_idx(), 2);
         assert!(!l.is_blocked());
