@@ -104,6 +104,17 @@ impl TokenBucket {
         }
     }
 
+    /// Whether [`Self::reduce_at`] would take `tokens` at time `now`
+    /// (brings the bucket up to `now`, takes nothing).
+    fn may_take(&mut self, tokens: u64, now: Instant) -> bool {
+        let rest = tokens.saturating_sub(self.one_time_burst);
+        if rest == 0 {
+            return true;
+        }
+        self.replenish(now);
+        self.credit >= self.cost(rest).min(self.full())
+    }
+
     /// Take `tokens` at time `now`: from the one-time burst first, the rest
     /// from the bucket. True if the request may go.
     ///
@@ -112,20 +123,15 @@ impl TokenBucket {
     /// (below zero), so later requests wait until the refill has paid it:
     /// over any period, what passes is at most the refill over that period,
     /// plus the bucket and the burst, plus the excess of the last request.
-    /// A refused request changes nothing.
+    /// A refused request takes nothing.
     pub fn reduce_at(&mut self, tokens: u64, now: Instant) -> bool {
-        let from_burst = tokens.min(self.one_time_burst);
-        let rest = tokens - from_burst;
-        if rest > 0 {
-            self.replenish(now);
-            let cost = self.cost(rest);
-            if self.credit < cost.min(self.full()) {
-                return false;
-            }
-            // At least full - cost > -2^126.
-            self.credit -= cost;
+        if !self.may_take(tokens, now) {
+            return false;
         }
+        let from_burst = tokens.min(self.one_time_burst);
         self.one_time_burst -= from_burst;
+        // At least full - cost > -2^126.
+        self.credit -= self.cost(tokens - from_burst);
         true
     }
 
@@ -198,22 +204,25 @@ impl RateLimiter {
         if self.blocked {
             return false;
         }
+        // Both buckets must allow it before either is charged, so a
+        // refusal takes nothing from either (not even a one-time burst).
         if let Some(ops) = &mut self.ops {
-            if !ops.reduce_at(1, now) {
+            if !ops.may_take(1, now) {
                 let wait = ops.wait_for(1);
                 self.block(wait);
                 return false;
             }
         }
         if let Some(bw) = &mut self.bandwidth {
-            if !bw.reduce_at(bytes, now) {
+            if !bw.may_take(bytes, now) {
                 let wait = bw.wait_for(bytes);
-                if let Some(ops) = &mut self.ops {
-                    ops.refund(1);
-                }
                 self.block(wait);
                 return false;
             }
+            bw.reduce_at(bytes, now);
+        }
+        if let Some(ops) = &mut self.ops {
+            ops.reduce_at(1, now);
         }
         true
     }

@@ -247,7 +247,7 @@ fn limiter_blocks_then_fires_its_timer() {
 }
 
 #[test]
-fn bandwidth_refusal_refunds_the_op() {
+fn a_refusal_takes_nothing_from_either_bucket() {
     let bw = TokenBucket::new(100, 0, Duration::from_secs(1));
     let ops = TokenBucket::new(10, 0, Duration::from_secs(1));
     let mut l = RateLimiter::new(bw, ops).unwrap();
@@ -255,6 +255,33 @@ fn bandwidth_refusal_refunds_the_op() {
     assert!(l.consume_at(100, now));
     assert!(!l.consume_at(50, now));
     assert_eq!(tokens(l.ops.as_ref().unwrap()), 9);
+    // Nor from a one-time burst, of either bucket.
+    let bw = TokenBucket::new(100, 0, Duration::from_secs(1));
+    let ops = TokenBucket::new(10, 5, Duration::from_secs(1));
+    let mut l = RateLimiter::new(bw, ops).unwrap();
+    let now = l.bandwidth.as_ref().unwrap().last;
+    assert!(l.consume_at(100, now));
+    assert!(!l.consume_at(50, now));
+    let ops = l.ops.as_ref().unwrap();
+    assert_eq!((ops.one_time_burst, tokens(ops)), (4, 10));
+    let bw = TokenBucket::new(100, 50, Duration::from_secs(1));
+    let ops = TokenBucket::new(1, 0, Duration::from_secs(1));
+    let mut l = RateLimiter::new(bw, ops).unwrap();
+    let now = l.ops.as_ref().unwrap().last;
+    assert!(l.consume_at(10, now));
+    l.blocked = false;
+    assert!(!l.consume_at(10, now), "no operation left");
+    let bw = l.bandwidth.as_ref().unwrap();
+    assert_eq!((bw.one_time_burst, tokens(bw)), (40, 100));
+}
+
+#[test]
+fn the_longest_debt_arms_the_timer() {
+    let bw = TokenBucket::new(1, 0, Duration::MAX);
+    let mut l = RateLimiter::new(bw, None).unwrap();
+    assert!(l.consume(u64::MAX));
+    assert!(!l.consume(1));
+    assert!(l.is_blocked(), "the timer took a wait of 2^64 ns");
 }
 
 #[test]
