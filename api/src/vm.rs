@@ -255,7 +255,9 @@ pub struct RateLimitConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBucketConfig {
-    /// Tokens the bucket holds.
+    /// Tokens the bucket holds. A request larger than the bucket passes
+    /// once it is full and leaves it in debt for the excess, so the rate
+    /// (size / refill time) holds for any request size.
     pub size: u64,
     /// Extra tokens available once, at start.
     #[serde(default)]

@@ -21,9 +21,11 @@
 //! The refill time is the size over the rate, rounded up to a whole
 //! millisecond, and the size then recomputed from the rate, so the rate is
 //! the one asked for and the size differs from the one asked for by less
-//! than a millisecond of traffic. The floors exist because kiln-vmm charges
-//! a request or frame larger than the bucket as one full bucket: 4 MiB is
-//! the most a Linux guest sends as one disk request by default
+//! than a millisecond of traffic. The floors keep ordinary traffic smooth:
+//! kiln-vmm charges a request or frame larger than the bucket in full (it
+//! waits for a full bucket, passes, and leaves the bucket in debt for the
+//! excess), so the rate holds for any size, but in bigger, rarer steps.
+//! 4 MiB is the most a Linux guest sends as one disk request by default
 //! (`max_sectors_kb`), 128 KiB above the largest frame (64 KiB with
 //! offloads). A value of 0 means no
 //! limit, as in libvirt.
@@ -155,8 +157,8 @@ impl Qos {
                     return Err(SpecError {
                         key: burst_key,
                         why: format!(
-                            "{b} KiB is below {} KiB: kiln-vmm charges a frame larger than the \
-                             bucket as one full bucket, and a frame can be 64 KiB",
+                            "{b} KiB is below {} KiB: a frame can be 64 KiB, and a frame larger \
+                             than the bucket waits for a full bucket and then leaves it in debt",
                             NET_BYTES_FLOOR / 1024
                         ),
                     })

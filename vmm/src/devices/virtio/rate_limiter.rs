@@ -6,6 +6,14 @@
 //! A device asks [`RateLimiter::consume`] before serving a request; when
 //! refused, it stops serving and the limiter's timerfd (watched by the
 //! worker) fires when enough tokens should be back.
+//!
+//! A request larger than the bucket passes once the bucket is full and
+//! leaves it in debt for the excess: nothing more passes until the refill
+//! has paid the debt back, so the long-run rate is the configured one
+//! whatever the request sizes (a request is never capped at the bucket
+//! size, and never waits for more than a full bucket). The accounting is
+//! exact integer arithmetic in token-nanoseconds, so no rounding lets a
+//! guest gain over a long run.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -13,29 +21,45 @@ use std::time::{Duration, Instant};
 use kiln_api::vm::{RateLimitConfig, TokenBucketConfig};
 use vmm_sys_util::timerfd::TimerFd;
 
+/// Longest refill time kept (about 146 years); a longer one is clamped.
+/// With it, every product below fits an `i128` with room to spare:
+/// `u64` tokens × `MAX_REFILL_NS` < 2^126.
+const MAX_REFILL_NS: u64 = 1 << 62;
+/// Shortest wait armed on the timer (a zero would disarm it).
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
 /// One bucket.
+///
+/// Its content is kept as credit in token-nanoseconds: a token costs
+/// `refill_ns` units and each nanosecond adds `size` units, so the rate is
+/// exact. The credit is at most a full bucket (`size × refill_ns`) and
+/// below zero while the bucket is in debt.
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
     size: u64,
-    refill_time: Duration,
-    budget: u64,
+    refill_ns: u64,
+    credit: i128,
     one_time_burst: u64,
     last: Instant,
 }
 
 impl TokenBucket {
-    /// None if `size` or `refill_time` is zero (no limit).
+    /// None if `size` or `refill_time` is zero (no limit). The bucket
+    /// starts full.
     pub fn new(size: u64, one_time_burst: u64, refill_time: Duration) -> Option<Self> {
-        if size == 0 || refill_time.is_zero() {
+        let refill_ns = refill_time.as_nanos().min(u128::from(MAX_REFILL_NS)) as u64;
+        if size == 0 || refill_ns == 0 {
             return None;
         }
-        Some(TokenBucket {
+        let mut b = TokenBucket {
             size,
-            refill_time,
-            budget: size,
+            refill_ns,
+            credit: 0,
             one_time_burst,
             last: Instant::now(),
-        })
+        };
+        b.credit = b.full();
+        Some(b)
     }
 
     pub fn from_config(c: &TokenBucketConfig) -> Option<Self> {
@@ -46,46 +70,94 @@ impl TokenBucket {
         )
     }
 
+    /// The credit of a full bucket (< 2^126).
+    fn full(&self) -> i128 {
+        i128::from(self.size) * i128::from(self.refill_ns)
+    }
+
+    /// The credit `tokens` cost (< 2^126).
+    fn cost(&self, tokens: u64) -> i128 {
+        i128::from(tokens) * i128::from(self.refill_ns)
+    }
+
+    /// Add what the time since the last update refilled, up to a full
+    /// bucket. A `now` before the last update adds nothing.
     fn replenish(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_nanos();
-        let add = elapsed * u128::from(self.size) / self.refill_time.as_nanos().max(1);
-        if add > 0 {
-            self.budget = (u128::from(self.budget) + add).min(u128::from(self.size)) as u64;
-            self.last = now;
+        if now <= self.last {
+            return;
+        }
+        let elapsed = now.duration_since(self.last).as_nanos();
+        self.last = now;
+        let full = self.full();
+        // The credit never falls below full minus the cost of one request,
+        // so the gap is below 2^126.
+        let gap = full - self.credit;
+        if gap <= 0 {
+            return;
+        }
+        match elapsed
+            .checked_mul(u128::from(self.size))
+            .and_then(|add| i128::try_from(add).ok())
+        {
+            Some(add) if add < gap => self.credit += add,
+            _ => self.credit = full,
         }
     }
 
-    /// Take `tokens` (capped at the bucket size, so one huge request waits
-    /// for a full bucket rather than forever). False if not enough.
-    pub fn reduce_at(&mut self, tokens: u64, now: Instant) -> bool {
-        let mut tokens = tokens.min(self.size);
-        let from_burst = tokens.min(self.one_time_burst);
-        self.one_time_burst -= from_burst;
-        tokens -= from_burst;
-        if tokens == 0 {
+    /// Whether [`Self::reduce_at`] would take `tokens` at time `now`
+    /// (brings the bucket up to `now`, takes nothing).
+    fn may_take(&mut self, tokens: u64, now: Instant) -> bool {
+        let rest = tokens.saturating_sub(self.one_time_burst);
+        if rest == 0 {
             return true;
         }
         self.replenish(now);
-        if self.budget >= tokens {
-            self.budget -= tokens;
-            true
-        } else {
-            // Give back what the burst paid, so a refusal has no effect.
-            self.one_time_burst += from_burst;
-            false
+        self.credit >= self.cost(rest).min(self.full())
+    }
+
+    /// Take `tokens` at time `now`: from the one-time burst first, the rest
+    /// from the bucket. True if the request may go.
+    ///
+    /// A request no larger than the bucket needs that many tokens in it. A
+    /// larger one needs a full bucket and leaves it in debt for the excess
+    /// (below zero), so later requests wait until the refill has paid it:
+    /// over any period, what passes is at most the refill over that period,
+    /// plus the bucket and the burst, plus the excess of the last request.
+    /// A refused request takes nothing.
+    pub fn reduce_at(&mut self, tokens: u64, now: Instant) -> bool {
+        if !self.may_take(tokens, now) {
+            return false;
         }
+        let from_burst = tokens.min(self.one_time_burst);
+        self.one_time_burst -= from_burst;
+        // At least full - cost > -2^126.
+        self.credit -= self.cost(tokens - from_burst);
+        true
     }
 
-    /// Return tokens taken by a request that was then not served.
+    /// Give back `tokens` taken by a request that was then not served (a
+    /// debt it made is cancelled), up to a full bucket. Tokens the request
+    /// took from the one-time burst come back to the bucket, not the burst.
     pub fn refund(&mut self, tokens: u64) {
-        self.budget = (self.budget + tokens.min(self.size)).min(self.size);
+        self.credit = self
+            .credit
+            .saturating_add(self.cost(tokens))
+            .min(self.full());
     }
 
-    /// How long until `tokens` are available.
+    /// How long after the last [`Self::reduce_at`] a request of `tokens`
+    /// may go: the time to pay any debt and then refill what the request
+    /// needs (a full bucket if it is larger). At least a millisecond, so
+    /// a timer armed with it always fires.
     pub fn wait_for(&self, tokens: u64) -> Duration {
-        let need = tokens.min(self.size).saturating_sub(self.budget);
-        let ns = u128::from(need) * self.refill_time.as_nanos() / u128::from(self.size);
-        Duration::from_nanos(ns as u64).max(Duration::from_millis(1))
+        let rest = tokens.saturating_sub(self.one_time_burst);
+        let need = self.cost(rest).min(self.full()) - self.credit;
+        if need <= 0 {
+            return MIN_WAIT;
+        }
+        // Nanoseconds rounded up, so the request passes then.
+        let ns = (need - 1) / i128::from(self.size) + 1;
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)).max(MIN_WAIT)
     }
 }
 
@@ -118,32 +190,39 @@ impl RateLimiter {
         Self::new(bw, ops).map(Some)
     }
 
-    /// Whether a request of `bytes` may go now. If not, the timer is armed
-    /// and [`Self::is_blocked`] holds until [`Self::on_timer`].
+    /// Whether a request of `bytes` may go now (one operation). If not,
+    /// nothing is taken, the timer is armed for when it may go (after any
+    /// debt a larger-than-the-bucket request left is paid), and
+    /// [`Self::is_blocked`] holds until [`Self::on_timer`]. Call it again
+    /// for the same request then.
     pub fn consume(&mut self, bytes: u64) -> bool {
         self.consume_at(bytes, Instant::now())
     }
 
+    /// [`Self::consume`] at the time `now`.
     pub fn consume_at(&mut self, bytes: u64, now: Instant) -> bool {
         if self.blocked {
             return false;
         }
+        // Both buckets must allow it before either is charged, so a
+        // refusal takes nothing from either (not even a one-time burst).
         if let Some(ops) = &mut self.ops {
-            if !ops.reduce_at(1, now) {
+            if !ops.may_take(1, now) {
                 let wait = ops.wait_for(1);
                 self.block(wait);
                 return false;
             }
         }
         if let Some(bw) = &mut self.bandwidth {
-            if !bw.reduce_at(bytes, now) {
+            if !bw.may_take(bytes, now) {
                 let wait = bw.wait_for(bytes);
-                if let Some(ops) = &mut self.ops {
-                    ops.refund(1);
-                }
                 self.block(wait);
                 return false;
             }
+            bw.reduce_at(bytes, now);
+        }
+        if let Some(ops) = &mut self.ops {
+            ops.reduce_at(1, now);
         }
         true
     }
@@ -172,56 +251,5 @@ impl RateLimiter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bucket_refills_over_time_and_burst_is_spent_once() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(1000, 500, Duration::from_millis(100)).unwrap();
-        assert!(b.reduce_at(1000, t0));
-        assert!(b.reduce_at(500, t0), "the one-time burst");
-        assert!(!b.reduce_at(1, t0));
-        // 50 ms refills half the bucket.
-        let t1 = t0 + Duration::from_millis(50);
-        assert!(b.reduce_at(400, t1));
-        assert!(!b.reduce_at(200, t1));
-        assert!(b.wait_for(200) >= Duration::from_millis(9));
-        // Never more than the size.
-        let t2 = t1 + Duration::from_secs(10);
-        assert!(b.reduce_at(1000, t2));
-        assert!(!b.reduce_at(1, t2));
-        // A request larger than the bucket needs a full bucket, not forever.
-        let t3 = t2 + Duration::from_millis(100);
-        assert!(b.reduce_at(5000, t3));
-        assert!(TokenBucket::new(0, 0, Duration::from_millis(1)).is_none());
-        assert!(TokenBucket::new(1, 0, Duration::ZERO).is_none());
-    }
-
-    #[test]
-    fn limiter_blocks_then_fires_its_timer() {
-        let ops = TokenBucket::new(2, 0, Duration::from_millis(20));
-        let mut l = RateLimiter::new(None, ops).unwrap();
-        assert!(l.consume(1 << 20));
-        assert!(l.consume(1 << 20));
-        assert!(!l.consume(1));
-        assert!(l.is_blocked());
-        assert!(!l.consume(1), "stays blocked until the timer");
-        let start = Instant::now();
-        l.on_timer();
-        assert!(start.elapsed() >= Duration::from_millis(5));
-        assert!(!l.is_blocked());
-        assert!(l.consume(1));
-    }
-
-    #[test]
-    fn bandwidth_refusal_refunds_the_op() {
-        let bw = TokenBucket::new(100, 0, Duration::from_secs(1));
-        let ops = TokenBucket::new(10, 0, Duration::from_secs(1));
-        let mut l = RateLimiter::new(bw, ops).unwrap();
-        let now = Instant::now();
-        assert!(l.consume_at(100, now));
-        assert!(!l.consume_at(50, now));
-        assert_eq!(l.ops.as_ref().unwrap().budget, 9);
-    }
-}
+#[path = "rate_limiter_tests.rs"]
+mod tests;

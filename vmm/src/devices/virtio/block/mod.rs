@@ -8,6 +8,8 @@
 
 pub mod bench_support;
 mod device;
+#[cfg(test)]
+mod limit_tests;
 mod request;
 #[cfg(test)]
 mod tests;

@@ -82,14 +82,18 @@ pub fn process_tx_hdr(
         while let Some(chain) = queue::pop_chain(mem, q)? {
             let bufs = Buffers { mem, chain: &chain };
             let len = bufs.readable_len();
+            let valid = len >= hdr_len as u64 && len <= MAX_FRAME as u64;
             if let Some(l) = limiter.as_deref_mut() {
-                if !l.consume(len) {
+                // Bytes sent: a frame that is dropped costs one operation
+                // only (a chain can claim 4 GiB, which would otherwise put
+                // the bucket in debt for a frame never sent).
+                if !l.consume(if valid { len } else { 0 }) {
                     q.go_to_previous_position();
                     throttled = true;
                     return Ok(false);
                 }
             }
-            if len < hdr_len as u64 || len > MAX_FRAME as u64 {
+            if !valid {
                 log::warn!("virtio-net: dropped a {len}-byte transmit frame");
             } else {
                 buf.resize(len as usize, 0);

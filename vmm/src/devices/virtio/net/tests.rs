@@ -212,6 +212,33 @@ fn hostile_tx_chains() {
     });
 }
 
+/// A transmit chain claiming more than a frame is dropped and charged as
+/// nothing sent (one operation), so it puts no debt on the bytes bucket:
+/// the valid frame after it goes at once.
+#[test]
+fn a_dropped_tx_chain_costs_no_bytes() {
+    use crate::devices::virtio::rate_limiter::{RateLimiter, TokenBucket};
+    in_netns_with_tap(|mut tap| {
+        let mem = mem_two_regions();
+        let gq = GuestQueue::new(&mem, 0x1000, 16);
+        let mut q = gq.queue();
+        // 4 MiB in guest memory: 32 times the 128 KiB bucket.
+        gq.set_desc(0, desc(0x140000, 4 << 20, 0, 0));
+        let req = arp_request();
+        mem.write_slice(&req, GuestAddress(0x10000)).unwrap();
+        gq.set_desc(1, desc(0x10000, req.len() as u32, 0, 0));
+        gq.push_avail(0);
+        gq.push_avail(1);
+        let bw = TokenBucket::new(128 << 10, 0, Duration::from_millis(100));
+        let mut l = RateLimiter::new(bw, None).unwrap();
+        let (_, throttled) =
+            process_tx(&mem, &mut q, &mut tap, &mut Vec::new(), Some(&mut l)).unwrap();
+        assert!(!throttled, "the dropped chain left a debt");
+        assert_eq!(gq.used_idx(), 2);
+        assert!(!l.is_blocked());
+    });
+}
+
 #[test]
 fn offloads_follow_guest_features() {
     use crate::net::tap::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
