@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use kiln_api::compute::{NetworkCreate, NetworkList, NicRequest};
 
+use super::teardown::{self, Teardown};
 use super::{check_bridge_name, link, parse_mac, MAX_NICS};
 use crate::server::{ApiError, AppState, Body, St};
 use crate::store::{NewNic, Store, StoreError};
@@ -91,12 +92,22 @@ async fn create(
 async fn delete(State(s): St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let net = s.store.begin_delete_network(&id)?;
     if net.managed {
-        link::delete(&net.bridge).await.map_err(|e| {
-            ApiError::internal(format!(
-                "cannot delete bridge {:?} (the delete finishes at kilnd's next start): {e}",
-                net.bridge
-            ))
-        })?;
+        let instance = s.store.instance_id()?;
+        let kept = teardown::delete_bridge(&instance, &net.bridge)
+            .await
+            .map_err(|e| {
+                ApiError::internal(format!(
+                    "cannot delete bridge {:?} (the delete finishes at kilnd's next start): {e}",
+                    net.bridge
+                ))
+            })?;
+        if let Teardown::Kept(ports) = kept {
+            // Nothing was deleted: the network stays, naming its bridge.
+            s.store.cancel_delete_network(&net.id)?;
+            let msg = teardown::kept_message(&net.name, &net.bridge, &ports);
+            tracing::info!(network = net.name, "network delete refused: {msg}");
+            return Err(ApiError::new(StatusCode::CONFLICT, msg));
+        }
     }
     s.store.finish_delete_network(&net.id)?;
     Ok(StatusCode::NO_CONTENT)

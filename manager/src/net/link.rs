@@ -1,6 +1,7 @@
 //! The netlink side of networks (rtnetlink on kilnd's tokio runtime):
-//! looking links up, creating and deleting bridges, marking a tap and
-//! putting it on a bridge. Each call opens its own short-lived rtnetlink
+//! looking links up, creating bridges, deleting links by index (a bridge
+//! only through [`super::teardown`]), marking a tap and putting it on a
+//! bridge. Each call opens its own short-lived rtnetlink
 //! connection, so nothing here holds state across requests.
 
 use futures_util::stream::TryStreamExt;
@@ -124,14 +125,6 @@ pub async fn create_bridge(name: &str, mtu: u32) -> Result<(), LinkError> {
         .execute()
         .await
         .map_err(nl(format!("set MTU of bridge {name}")))
-}
-
-/// Deletes link `name`; a missing link is not an error.
-pub async fn delete(name: &str) -> Result<(), LinkError> {
-    match get(name).await? {
-        Some(l) => delete_index(l.index, name).await,
-        None => Ok(()),
-    }
 }
 
 /// Deletes the link with index `index` (not by name: the name may have
