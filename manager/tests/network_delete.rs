@@ -147,6 +147,14 @@ fn deleting_a_network_leaves_others_ports_and_their_bridge() {
     assert_eq!(r.status, 204, "{}", r.text());
     assert!(ns.link(BRIDGE).is_none(), "managed bridge deleted");
     assert_eq!(a.req("GET", "/v1/networks/lan", None).status, 404);
+    // kilnd saw its delete's own link event (how it would see a port that
+    // joined between its check and the delete), and no such port.
+    let log = a.log();
+    assert!(
+        !log.contains("did not see the bridge's delete event")
+            && !log.contains("joined the bridge"),
+        "{log}"
+    );
     assert!(
         ns.link("veth0").is_some(),
         "the veth itself was never touched"

@@ -17,7 +17,7 @@ pub enum LinkError {
     Netlink { what: String, msg: String },
 }
 
-fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+pub(super) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     let what = what.into();
     move |e| LinkError::Netlink {
         what,
@@ -50,7 +50,8 @@ fn connect() -> Result<Handle, LinkError> {
     Ok(handle)
 }
 
-fn link_of(m: &LinkMessage) -> Link {
+/// The facts kilnd uses of a link message (a dump's or an event's).
+pub(super) fn link_of(m: &LinkMessage) -> Link {
     let mut l = Link {
         index: m.header.index,
         name: String::new(),

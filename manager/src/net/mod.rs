@@ -71,8 +71,9 @@
 //! the ports are gone deletes the bridge), where a dropped row would leave
 //! a bridge nobody owns; and the start path has nothing to retry, so it
 //! neither loops nor leaks. A port that joins between the port dump and
-//! the delete (one netlink round trip) is taken off with the bridge; the
-//! kernel has no conditional delete ([`teardown`] says what remains).
+//! the delete (one netlink round trip) is taken off with the bridge (the
+//! kernel has no conditional delete) and named in a warning: kilnd
+//! listens to link events from before its check ([`teardown`]).
 //!
 //! The netlink crate is `rtnetlink` (rust-netlink): it runs on the tokio
 //! runtime kilnd already has, builds bridge and port messages with typed

@@ -18,11 +18,28 @@
 //! a port that joins between the dump and `RTM_DELLINK` (one netlink round
 //! trip) is taken off with the bridge. The link itself is not deleted
 //! (another kilnd's tap stays with its VMM, a veth stays), it just is on no
-//! bridge. A kilnd putting a tap on the bridge after it is deleted gets an
-//! error (no such controller) and a server fault, never a silent loss.
+//! bridge. kilnd listens to link events from before the dump, so such a
+//! port is named in a warning in its log, not lost silently; nothing puts
+//! it back. A kilnd putting a tap on the bridge after it is deleted gets an
+//! error (no such controller) and a server fault.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::{AsyncSocket, SocketAddr};
 
 use super::link::{self, Link, LinkError};
 use super::owner::{owner_of, Owner};
+
+/// The netlink multicast group mask of link events (`RTMGRP_LINK`).
+const RTMGRP_LINK: u32 = 1;
+
+/// How long [`delete_bridge`] waits for its delete's own event (it is
+/// already queued when the delete is answered, so this is only a bound).
+const EVENT_WAIT: Duration = Duration::from_secs(2);
 
 /// What [`delete_bridge`] did.
 #[derive(Debug, PartialEq, Eq)]
@@ -86,6 +103,14 @@ pub fn foreign_ports(links: &[Link], bridge: &Link, instance: &str) -> Vec<Port>
 /// Deletes bridge `name` (a managed network's) unless a port that is not
 /// one of kilnd instance `instance`'s taps is on it.
 pub async fn delete_bridge(instance: &str, name: &str) -> Result<Teardown, LinkError> {
+    // Link events from before the port dump on: how a port that joins
+    // between the dump and the delete is seen (and logged).
+    let (mut conn, _, mut events) = rtnetlink::new_connection().map_err(LinkError::Socket)?;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, RTMGRP_LINK))
+        .map_err(LinkError::Socket)?;
+    tokio::spawn(conn);
     let links = link::list().await?;
     let Some(bridge) = links.iter().find(|l| l.name == name) else {
         return Ok(Teardown::Absent);
@@ -103,7 +128,58 @@ pub async fn delete_bridge(instance: &str, name: &str) -> Result<Teardown, LinkE
     if !foreign.is_empty() {
         return Ok(Teardown::Kept(foreign));
     }
+    let known: HashSet<u32> = links
+        .iter()
+        .filter(|l| l.controller == Some(bridge.index))
+        .map(|l| l.index)
+        .collect();
     link::delete_index(bridge.index, name).await?;
+    // The kernel sent the events of every change before the delete (ports
+    // joining, then the bridge's own RTM_DELLINK) to our socket before it
+    // answered the delete; read up to that last one, for a bounded time.
+    let mut late: Vec<Link> = Vec::new();
+    let drained = tokio::time::timeout(EVENT_WAIT, async {
+        while let Some((msg, _)) = events.next().await {
+            match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+                    let l = link::link_of(&m);
+                    if l.controller == Some(bridge.index)
+                        && !known.contains(&l.index)
+                        && !late.iter().any(|x| x.index == l.index)
+                    {
+                        late.push(l);
+                    }
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m))
+                    if m.header.index == bridge.index =>
+                {
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    let late = foreign_ports(&late, bridge, instance);
+    if !late.is_empty() {
+        tracing::warn!(
+            bridge = name,
+            "port(s) joined the bridge between kilnd's port check and its delete and were \
+             taken off it (the links themselves are kept): {}",
+            late.iter()
+                .map(Port::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    } else if !drained {
+        tracing::warn!(
+            bridge = name,
+            "did not see the bridge's delete event; a port that joined just before the \
+             delete would not be logged"
+        );
+    }
     Ok(Teardown::Deleted)
 }
 
