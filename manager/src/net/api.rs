@@ -90,9 +90,19 @@ async fn create(
 }
 
 async fn delete(State(s): St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let net = s.store.get_network(&id)?;
+    let instance = s.store.instance_id()?;
+    if net.managed && net.servers.is_empty() {
+        // The usual refusal, before the network is marked `deleting`.
+        let ports = teardown::foreign_ports_of(&instance, &net.bridge)
+            .await
+            .map_err(ApiError::internal)?;
+        if !ports.is_empty() {
+            return Err(refused(&net.name, &net.bridge, &ports));
+        }
+    }
     let net = s.store.begin_delete_network(&id)?;
     if net.managed {
-        let instance = s.store.instance_id()?;
         let kept = teardown::delete_bridge(&instance, &net.bridge)
             .await
             .map_err(|e| {
@@ -104,13 +114,18 @@ async fn delete(State(s): St, Path(id): Path<String>) -> Result<impl IntoRespons
         if let Teardown::Kept(ports) = kept {
             // Nothing was deleted: the network stays, naming its bridge.
             s.store.cancel_delete_network(&net.id)?;
-            let msg = teardown::kept_message(&net.name, &net.bridge, &ports);
-            tracing::info!(network = net.name, "network delete refused: {msg}");
-            return Err(ApiError::new(StatusCode::CONFLICT, msg));
+            return Err(refused(&net.name, &net.bridge, &ports));
         }
     }
     s.store.finish_delete_network(&net.id)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The 409 of a network delete that would cut off `ports`.
+fn refused(network: &str, bridge: &str, ports: &[teardown::Port]) -> ApiError {
+    let msg = teardown::kept_message(network, bridge, ports);
+    tracing::info!(network, "network delete refused: {msg}");
+    ApiError::new(StatusCode::CONFLICT, msg)
 }
 
 /// Checks a server create's `networks` and resolves each to a network id;

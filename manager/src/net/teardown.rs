@@ -100,6 +100,19 @@ pub fn foreign_ports(links: &[Link], bridge: &Link, instance: &str) -> Vec<Port>
         .collect()
 }
 
+/// The ports of bridge `name` that kilnd instance `instance` did not make
+/// (none if there is no bridge of that name): a check before a network
+/// delete starts, so a refused delete never marks the network `deleting`
+/// (a server create meanwhile would be refused). [`delete_bridge`] checks
+/// again.
+pub async fn foreign_ports_of(instance: &str, name: &str) -> Result<Vec<Port>, LinkError> {
+    let links = link::list().await?;
+    Ok(match links.iter().find(|l| l.name == name) {
+        Some(bridge) if bridge.kind == "bridge" => foreign_ports(&links, bridge, instance),
+        _ => Vec::new(),
+    })
+}
+
 /// Deletes bridge `name` (a managed network's) unless a port that is not
 /// one of kilnd instance `instance`'s taps is on it.
 pub async fn delete_bridge(instance: &str, name: &str) -> Result<Teardown, LinkError> {
