@@ -6,7 +6,8 @@
 //! refused (409 naming B's tap and instance) while B's tap, or a veth an
 //! admin added, is on the bridge; an interrupted delete finished at start
 //! is rolled back the same way; with only A's own taps on it, the bridge
-//! goes as before.
+//! goes as before. And the race: a port that joins between the check and
+//! the delete is reported (`teardown::delete_bridge_between`).
 
 mod common;
 
@@ -162,4 +163,48 @@ fn deleting_a_network_leaves_others_ports_and_their_bridge() {
     assert_eq!(b.req("DELETE", "/v1/networks/shared", None).status, 204);
     assert_nothing_left(&a);
     assert_nothing_left(&b);
+}
+
+/// The race, made to happen: a veth joins the bridge after kilnd's port
+/// check and before its delete. The kernel takes it off with the bridge
+/// (nothing kilnd can prevent); kilnd sees it in the link events and
+/// names it, and the veth itself is kept.
+#[test]
+fn a_port_joining_during_the_delete_is_reported() {
+    use kiln_manager::net::teardown::{delete_bridge_between, Teardown};
+    let ns = NetNs::with_peer("kndrace");
+    ip(ns.name(), &["link", "add", BRIDGE, "type", "bridge"]);
+    let name = ns.name().to_owned();
+    let instance = "0123456789abcdef0123456789abcdef";
+    let got = ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(delete_bridge_between(instance, BRIDGE, async move {
+            ip(&name, &["link", "set", "veth0", "master", BRIDGE]);
+        }))
+        .unwrap()
+    });
+    let Teardown::Deleted { late } = got else {
+        panic!("{got:?}")
+    };
+    let names: Vec<&str> = late.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["veth0"], "{late:?}");
+    assert!(ns.link(BRIDGE).is_none(), "the bridge is deleted");
+    let veth = ns.link("veth0").expect("the veth is kept");
+    assert!(!veth.contains("master"), "{veth}");
+
+    // Without a late port: nothing reported.
+    ip(ns.name(), &["link", "add", BRIDGE, "type", "bridge"]);
+    let got = ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(delete_bridge_between(instance, BRIDGE, async {}))
+            .unwrap()
+    });
+    assert_eq!(got, Teardown::Deleted { late: Vec::new() });
+    assert!(ns.link(BRIDGE).is_none());
 }

@@ -45,7 +45,9 @@ const EVENT_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug, PartialEq, Eq)]
 pub enum Teardown {
     /// The bridge had only this kilnd's taps on it (or none) and is gone.
-    Deleted,
+    /// `late`: ports kilnd did not make that joined it between the check
+    /// and the delete, and so were taken off it (the race; logged).
+    Deleted { late: Vec<Port> },
     /// No bridge of that name: nothing to delete (a link of that name that
     /// is not a bridge is not kilnd's, and is left alone).
     Absent,
@@ -116,6 +118,16 @@ pub async fn foreign_ports_of(instance: &str, name: &str) -> Result<Vec<Port>, L
 /// Deletes bridge `name` (a managed network's) unless a port that is not
 /// one of kilnd instance `instance`'s taps is on it.
 pub async fn delete_bridge(instance: &str, name: &str) -> Result<Teardown, LinkError> {
+    delete_bridge_between(instance, name, async {}).await
+}
+
+/// [`delete_bridge`], running `between` after the port check and before
+/// the delete: where the race is (tests put a port on the bridge there).
+pub async fn delete_bridge_between(
+    instance: &str,
+    name: &str,
+    between: impl std::future::Future<Output = ()>,
+) -> Result<Teardown, LinkError> {
     // Link events from before the port dump on: how a port that joins
     // between the dump and the delete is seen (and logged).
     let (mut conn, _, mut events) = rtnetlink::new_connection().map_err(LinkError::Socket)?;
@@ -146,6 +158,7 @@ pub async fn delete_bridge(instance: &str, name: &str) -> Result<Teardown, LinkE
         .filter(|l| l.controller == Some(bridge.index))
         .map(|l| l.index)
         .collect();
+    between.await;
     link::delete_index(bridge.index, name).await?;
     // The kernel sent the events of every change before the delete (ports
     // joining, then the bridge's own RTM_DELLINK) to our socket before it
@@ -193,7 +206,7 @@ pub async fn delete_bridge(instance: &str, name: &str) -> Result<Teardown, LinkE
              delete would not be logged"
         );
     }
-    Ok(Teardown::Deleted)
+    Ok(Teardown::Deleted { late })
 }
 
 /// Why network `network`'s bridge `bridge` was kept: the ports, and what
