@@ -3,7 +3,8 @@
 //! A network names a bridge. kilnd creates the bridge if it is missing
 //! (the network is then `managed`: kilnd recreates it at start if it
 //! vanished, e.g. after a host reboot, and deletes it with the network
-//! unless others' links are on it, see below) or uses one that exists. Each NIC of a server is a tap named
+//! unless others' links are on it, see below) or uses one that exists.
+//! Each NIC of a server is a tap named
 //! [`tap_name`]`(server id, index)` (`kt` + the id's first 8 hex digits +
 //! the NIC index, 11 bytes), made by kilnd with `TUNSETIFF` ([`tap`]), put
 //! on the bridge with the network's MTU and set up through rtnetlink
