@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use kiln_api::compute::{NetworkCreate, NetworkList, NicRequest};
 
+use super::teardown::{self, Teardown};
 use super::{check_bridge_name, link, parse_mac, MAX_NICS};
 use crate::server::{ApiError, AppState, Body, St};
 use crate::store::{NewNic, Store, StoreError};
@@ -89,17 +90,42 @@ async fn create(
 }
 
 async fn delete(State(s): St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let net = s.store.get_network(&id)?;
+    let instance = s.store.instance_id()?;
+    if net.managed && net.servers.is_empty() {
+        // The usual refusal, before the network is marked `deleting`.
+        let ports = teardown::foreign_ports_of(&instance, &net.bridge)
+            .await
+            .map_err(ApiError::internal)?;
+        if !ports.is_empty() {
+            return Err(refused(&net.name, &net.bridge, &ports));
+        }
+    }
     let net = s.store.begin_delete_network(&id)?;
     if net.managed {
-        link::delete(&net.bridge).await.map_err(|e| {
-            ApiError::internal(format!(
-                "cannot delete bridge {:?} (the delete finishes at kilnd's next start): {e}",
-                net.bridge
-            ))
-        })?;
+        let kept = teardown::delete_bridge(&instance, &net.bridge)
+            .await
+            .map_err(|e| {
+                ApiError::internal(format!(
+                    "cannot delete bridge {:?} (the delete finishes at kilnd's next start): {e}",
+                    net.bridge
+                ))
+            })?;
+        if let Teardown::Kept(ports) = kept {
+            // Nothing was deleted: the network stays, naming its bridge.
+            s.store.cancel_delete_network(&net.id)?;
+            return Err(refused(&net.name, &net.bridge, &ports));
+        }
     }
     s.store.finish_delete_network(&net.id)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The 409 of a network delete that would cut off `ports`.
+fn refused(network: &str, bridge: &str, ports: &[teardown::Port]) -> ApiError {
+    let msg = teardown::kept_message(network, bridge, ports);
+    tracing::info!(network, "network delete refused: {msg}");
+    ApiError::new(StatusCode::CONFLICT, msg)
 }
 
 /// Checks a server create's `networks` and resolves each to a network id;

@@ -1,6 +1,7 @@
 //! The netlink side of networks (rtnetlink on kilnd's tokio runtime):
-//! looking links up, creating and deleting bridges, marking a tap and
-//! putting it on a bridge. Each call opens its own short-lived rtnetlink
+//! looking links up, creating bridges, deleting links by index (a bridge
+//! only through [`super::teardown`]), marking a tap and putting it on a
+//! bridge. Each call opens its own short-lived rtnetlink
 //! connection, so nothing here holds state across requests.
 
 use futures_util::stream::TryStreamExt;
@@ -16,7 +17,7 @@ pub enum LinkError {
     Netlink { what: String, msg: String },
 }
 
-fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+pub(super) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     let what = what.into();
     move |e| LinkError::Netlink {
         what,
@@ -49,7 +50,8 @@ fn connect() -> Result<Handle, LinkError> {
     Ok(handle)
 }
 
-fn link_of(m: &LinkMessage) -> Link {
+/// The facts kilnd uses of a link message (a dump's or an event's).
+pub(super) fn link_of(m: &LinkMessage) -> Link {
     let mut l = Link {
         index: m.header.index,
         name: String::new(),
@@ -124,14 +126,6 @@ pub async fn create_bridge(name: &str, mtu: u32) -> Result<(), LinkError> {
         .execute()
         .await
         .map_err(nl(format!("set MTU of bridge {name}")))
-}
-
-/// Deletes link `name`; a missing link is not an error.
-pub async fn delete(name: &str) -> Result<(), LinkError> {
-    match get(name).await? {
-        Some(l) => delete_index(l.index, name).await,
-        None => Ok(()),
-    }
 }
 
 /// Deletes the link with index `index` (not by name: the name may have

@@ -2,8 +2,9 @@
 //!
 //! A network names a bridge. kilnd creates the bridge if it is missing
 //! (the network is then `managed`: kilnd recreates it at start if it
-//! vanished, e.g. after a host reboot, and deletes it with the network) or
-//! uses one that exists. Each NIC of a server is a tap named
+//! vanished, e.g. after a host reboot, and deletes it with the network
+//! unless others' links are on it, see below) or uses one that exists.
+//! Each NIC of a server is a tap named
 //! [`tap_name`]`(server id, index)` (`kt` + the id's first 8 hex digits +
 //! the NIC index, 11 bytes), made by kilnd with `TUNSETIFF` ([`tap`]), put
 //! on the bridge with the network's MTU and set up through rtnetlink
@@ -55,6 +56,26 @@
 //! bits per server), and each one is a clear fault that deleting and
 //! recreating the server (a new id) resolves.
 //!
+//! # Deleting a network never cuts off anything that is not this kilnd's
+//!
+//! Deleting a bridge takes all its ports off it, so a managed bridge is
+//! deleted only when every port on it is one of this kilnd's own taps
+//! (its mark, as above): another kilnd may use the same bridge for its
+//! own (unmanaged) network, an admin may have added a veth or an uplink.
+//! Otherwise nothing is deleted and the network stays ([`teardown`]):
+//! `DELETE /v1/networks/{id}` answers 409 naming each such port (and the
+//! other kilnd's instance and server when the port carries a kiln mark);
+//! an interrupted delete that kilnd finishes at start is rolled back (the
+//! network is active again) with a warning naming them. Why keep the
+//! network rather than drop it and leave the bridge: the bridge stays
+//! accounted for (the network that made it names it, and deleting it once
+//! the ports are gone deletes the bridge), where a dropped row would leave
+//! a bridge nobody owns; and the start path has nothing to retry, so it
+//! neither loops nor leaks. A port that joins between the port dump and
+//! the delete (one netlink round trip) is taken off with the bridge (the
+//! kernel has no conditional delete) and named in a warning: kilnd
+//! listens to link events from before its check ([`teardown`]).
+//!
 //! The netlink crate is `rtnetlink` (rust-netlink): it runs on the tokio
 //! runtime kilnd already has, builds bridge and port messages with typed
 //! attributes, and is what youki and others use. `neli` is lower level
@@ -64,6 +85,7 @@ pub mod api;
 pub mod link;
 pub mod owner;
 pub mod tap;
+pub mod teardown;
 
 use std::os::fd::OwnedFd;
 
@@ -247,9 +269,21 @@ pub async fn reconcile(store: &Store) {
         if deleting {
             tracing::info!(network = net.name, "finishing an interrupted delete");
             if net.managed {
-                if let Err(e) = link::delete(&net.bridge).await {
-                    tracing::warn!(bridge = net.bridge, error = %e, "cannot delete bridge");
-                    continue;
+                match finish_bridge_delete(store, &net.name, &net.bridge).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Rolled back: the network is active again and
+                        // still names its bridge; nothing to retry.
+                        if let Err(e) = store.cancel_delete_network(&net.id) {
+                            tracing::warn!(network = net.name, error = %e, "cannot keep network");
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        // Tried again at the next start.
+                        tracing::warn!(bridge = net.bridge, error = %e, "cannot delete bridge");
+                        continue;
+                    }
                 }
             }
             let _ = store.finish_delete_network(&net.id);
@@ -272,6 +306,28 @@ pub async fn reconcile(store: &Store) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot look up bridge"),
         }
+    }
+}
+
+/// The bridge step of an interrupted network delete: Ok(true) when the
+/// bridge is gone, Ok(false) when ports kilnd did not make keep it (logged
+/// with them: there is no client to answer).
+async fn finish_bridge_delete(store: &Store, network: &str, bridge: &str) -> Result<bool, String> {
+    let instance = store.instance_id().map_err(|e| e.to_string())?;
+    match teardown::delete_bridge(&instance, bridge)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        teardown::Teardown::Kept(ports) => {
+            tracing::warn!(
+                network,
+                bridge,
+                "not finishing an interrupted network delete, the network is kept: {}",
+                teardown::kept_message(network, bridge, &ports)
+            );
+            Ok(false)
+        }
+        _ => Ok(true),
     }
 }
 

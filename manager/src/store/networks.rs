@@ -5,7 +5,9 @@
 //! finished at the next start: [`Store::begin_delete_network`] checks, in
 //! one transaction, that no server (not DELETED) has a NIC on it and marks
 //! it `deleting` (server creates then refuse it); the caller removes the
-//! bridge and [`Store::finish_delete_network`] drops the row.
+//! bridge and [`Store::finish_delete_network`] drops the row, or, when
+//! ports kilnd did not make keep the bridge (`crate::net::teardown`),
+//! [`Store::cancel_delete_network`] makes the network active again.
 //!
 //! A NIC row (`nics`) is written with its server in the create
 //! transaction: network, MAC and tap name are fixed for the server's life;
@@ -133,6 +135,17 @@ impl Store {
         }
         tx.commit()?;
         Ok(net)
+    }
+
+    /// Undoes [`Store::begin_delete_network`] when the bridge must stay
+    /// (ports kilnd did not make are on it): the network is active again.
+    /// Its name and bridge are still its own (rows being deleted keep them).
+    pub fn cancel_delete_network(&self, id: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE networks SET status = 'active' WHERE id = ?1 AND status = 'deleting'",
+            [id],
+        )?;
+        Ok(())
     }
 
     pub fn finish_delete_network(&self, id: &str) -> Result<(), StoreError> {
@@ -439,6 +452,13 @@ mod tests {
             matches!(gone, Some(StoreError::NotFound { .. })),
             "by bridge name: not a key"
         );
+        // Begun, then undone (the bridge had to stay): active again,
+        // under its name; a second cancel changes nothing.
+        let net = s.begin_delete_network(&lan.id).unwrap();
+        s.cancel_delete_network(&lan.id).unwrap();
+        s.cancel_delete_network(&lan.id).unwrap();
+        assert_eq!(s.get_network("lan").unwrap().id, lan.id);
+        assert_eq!(s.all_networks().unwrap(), vec![(net.clone(), false)]);
         let net = s.begin_delete_network(&lan.id).unwrap();
         assert!(s.get_network("lan").is_err());
         assert_eq!(s.all_networks().unwrap(), vec![(net.clone(), true)]);
