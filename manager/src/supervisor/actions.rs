@@ -59,16 +59,7 @@ impl Supervisor {
     /// Validates an action against the server's status and starts it.
     pub fn action(self: &Arc<Self>, id: &str, action: ServerAction) -> Result<(), ActionError> {
         let server = self.store.get_server(id)?;
-        let guard = self.lock_of(id).try_lock_owned().map_err(|_| {
-            ActionError::Conflict(format!(
-                "server {} is busy ({})",
-                server.name,
-                server
-                    .task_state
-                    .as_deref()
-                    .unwrap_or("an action is running")
-            ))
-        })?;
+        let guard = self.try_lock(&server).map_err(ActionError::Conflict)?;
         // Re-read under the lock.
         let server = self.store.get_server(id)?;
         if server.task_state.as_deref() == Some("deleting") {

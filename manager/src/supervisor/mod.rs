@@ -155,6 +155,21 @@ impl Supervisor {
         locks.entry(id.to_owned()).or_default().clone()
     }
 
+    /// Takes `server`'s action lock without waiting, or says why it is
+    /// busy (what is running on it).
+    pub fn try_lock(&self, server: &Server) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
+        self.lock_of(&server.id).try_lock_owned().map_err(|_| {
+            format!(
+                "server {} is busy ({})",
+                server.name,
+                server
+                    .task_state
+                    .as_deref()
+                    .unwrap_or("an action is running")
+            )
+        })
+    }
+
     pub fn forget_lock(&self, id: &str) {
         self.locks
             .lock()

@@ -54,16 +54,9 @@ impl Supervisor {
     ) -> Result<Nic, NicError> {
         let server = self.store.get_server(id)?;
         check_index(&server, index)?;
-        let _guard = self.lock_of(&server.id).try_lock_owned().map_err(|_| {
-            NicError::Conflict(format!(
-                "server {} is busy ({}); try again when it is done",
-                server.name,
-                server
-                    .task_state
-                    .as_deref()
-                    .unwrap_or("an action is running")
-            ))
-        })?;
+        let _guard = self
+            .try_lock(&server)
+            .map_err(|busy| NicError::Conflict(format!("{busy}; try again when it is done")))?;
         // Re-read under the lock.
         let server = self.store.get_server(&server.id)?;
         if server.task_state.as_deref() == Some("deleting") {
