@@ -1,7 +1,8 @@
 //! Flavor QoS: the Nova flavor extra specs (`quota:*`) that kiln honours,
 //! checked when a flavor is created and turned into kiln-vmm's token
 //! buckets ([`RateLimitConfig`]) for every disk and NIC of a server of that
-//! flavor (`supervisor/vm_config.rs`).
+//! flavor (`supervisor/vm_config.rs`), plus one key of kiln's own,
+//! `kiln:disk_poll_us` (below).
 //!
 //! kiln-vmm has, per device, one bucket for bytes and one for operations,
 //! each with a size and a refill time (the time to refill an empty bucket),
@@ -37,6 +38,16 @@
 //! (every request is one operation), `quota:vif_inbound_floor` (no
 //! guaranteed minimum), any other `quota:` key (CPU and memory tuning),
 //! and any key kiln does not know.
+//!
+//! `kiln:disk_poll_us` (µs, 0 to [`MAX_DISK_POLL_US`], default 0 = off) is
+//! kiln's own key, in kiln's namespace because Nova has no such key (the
+//! nearest is QEMU's iothread `poll-max-ns`, which Nova does not expose):
+//! it sets the root disk's `DiskConfig::poll_us`, kiln-vmm's adaptive
+//! polling, where the disk's worker spins on the ring for up to that long
+//! after serving work before it sleeps. That saves the wake-up per request
+//! of small synchronous I/O (queue depth 1) at the cost of a host CPU busy
+//! for up to that long after each burst. Any other `kiln:` key is refused
+//! as unknown.
 
 use std::collections::BTreeMap;
 
@@ -56,6 +67,9 @@ const WINDOW_MS: u64 = 1000;
 const MAX_BYTES_SEC: u64 = 1 << 50;
 const MAX_IOPS: u64 = 1 << 40;
 const MAX_KIB: u64 = 1 << 40;
+/// Largest `kiln:disk_poll_us`: kiln-vmm's own limit on `poll_us`
+/// (`--disk poll_us=`), a millisecond of a host CPU.
+pub const MAX_DISK_POLL_US: u32 = 1000;
 /// Nova's limit on an extra spec's key and value.
 const MAX_LEN: usize = 255;
 
@@ -78,6 +92,9 @@ pub struct Qos {
     /// Every NIC's receive, network to guest (`NetConfig::rx_rate_limit`):
     /// Nova's `vif_inbound`.
     pub net_rx: Option<RateLimitConfig>,
+    /// The root disk's adaptive polling window in µs
+    /// (`DiskConfig::poll_us`; 0: off), from `kiln:disk_poll_us`.
+    pub disk_poll_us: u32,
 }
 
 /// What a key is, once recognised.
@@ -86,6 +103,7 @@ enum Key {
     DiskIops,
     VifAverage(Dir),
     VifBurst(Dir),
+    DiskPoll,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -106,13 +124,15 @@ impl Dir {
 /// The keys kiln honours, for messages.
 const HONOURED: &str = "quota:disk_total_bytes_sec, quota:disk_total_iops_sec, \
      quota:vif_inbound_average, quota:vif_inbound_burst, \
-     quota:vif_outbound_average, quota:vif_outbound_burst";
+     quota:vif_outbound_average, quota:vif_outbound_burst, kiln:disk_poll_us";
 
 impl Qos {
-    /// Checks every extra spec and maps the `quota:*` ones kiln honours.
+    /// Checks every extra spec and maps the `quota:*` ones kiln honours
+    /// and `kiln:disk_poll_us`.
     pub fn from_specs(specs: &BTreeMap<String, String>) -> Result<Qos, SpecError> {
         let mut disk_bytes = 0;
         let mut disk_iops = 0;
+        let mut disk_poll_us = 0;
         // (average KiB/s, burst KiB) per direction.
         let mut vif: [(u64, Option<u64>); 2] = [(0, None), (0, None)];
         for (k, v) in specs {
@@ -128,13 +148,20 @@ impl Qos {
                 Key::DiskBytes => MAX_BYTES_SEC,
                 Key::DiskIops => MAX_IOPS,
                 Key::VifAverage(_) | Key::VifBurst(_) => MAX_KIB,
+                Key::DiskPoll => u64::from(MAX_DISK_POLL_US),
             };
-            let n = number(v, max).map_err(err)?;
+            let zero = match key {
+                Key::DiskPoll => "0: off",
+                _ => "0: no limit",
+            };
+            let n = number(v, max, zero).map_err(err)?;
             match key {
                 Key::DiskBytes => disk_bytes = n,
                 Key::DiskIops => disk_iops = n,
                 Key::VifAverage(d) => vif[d as usize].0 = n,
                 Key::VifBurst(d) => vif[d as usize].1 = Some(n),
+                // In range: at most MAX_DISK_POLL_US.
+                Key::DiskPoll => disk_poll_us = u32::try_from(n).unwrap_or(MAX_DISK_POLL_US),
             }
         }
         let disk = limit(
@@ -177,6 +204,7 @@ impl Qos {
             disk,
             net_tx,
             net_rx,
+            disk_poll_us,
         })
     }
 }
@@ -190,6 +218,7 @@ fn classify(k: &str) -> Result<Key, String> {
         "quota:vif_outbound_average" => Key::VifAverage(Dir::Out),
         "quota:vif_inbound_burst" => Key::VifBurst(Dir::In),
         "quota:vif_outbound_burst" => Key::VifBurst(Dir::Out),
+        "kiln:disk_poll_us" => Key::DiskPoll,
         _ => return Err(refusal(k)),
     };
     Ok(key)
@@ -197,6 +226,9 @@ fn classify(k: &str) -> Result<Key, String> {
 
 /// Why a key kiln does not honour is refused.
 fn refusal(k: &str) -> String {
+    if k.starts_with("kiln:") {
+        return "not a kiln: key kiln knows (the only one is kiln:disk_poll_us)".into();
+    }
     let Some(q) = k.strip_prefix("quota:") else {
         return format!("not an extra spec kiln knows (it honours {HONOURED})");
     };
@@ -232,11 +264,12 @@ fn refusal(k: &str) -> String {
     }
 }
 
-/// A whole number from 0 to `max`, in decimal digits only.
-fn number(v: &str, max: u64) -> Result<u64, String> {
+/// A whole number from 0 to `max`, in decimal digits only; `zero` says
+/// what 0 means, for the message.
+fn number(v: &str, max: u64, zero: &str) -> Result<u64, String> {
     let bad = || {
         format!(
-            "{:?} is not a whole number from 0 to {max} (0: no limit)",
+            "{:?} is not a whole number from 0 to {max} ({zero})",
             shorten(v)
         )
     };
@@ -377,6 +410,45 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(q.net_rx.unwrap().bandwidth, Some(tb(1_073_741_824, 1)));
+    }
+
+    #[test]
+    fn disk_poll_us_sets_the_polling_window_alone() {
+        for (v, us) in [("0", 0), ("1", 1), ("50", 50), ("1000", 1000)] {
+            let q = Qos::from_specs(&specs(&[("kiln:disk_poll_us", v)])).unwrap();
+            assert_eq!(q.disk_poll_us, us, "{v}");
+            // It limits nothing.
+            assert!(q.disk.is_none() && q.net_tx.is_none() && q.net_rx.is_none());
+        }
+        // Next to the quota keys, each keeps its own.
+        let q = Qos::from_specs(&specs(&[
+            ("kiln:disk_poll_us", "200"),
+            ("quota:disk_total_iops_sec", "500"),
+        ]))
+        .unwrap();
+        assert_eq!(q.disk_poll_us, 200);
+        assert_eq!(q.disk.unwrap().ops, Some(tb(500, 1000)));
+        assert_eq!(Qos::default().disk_poll_us, 0, "off without the key");
+        for v in ["1001", "4294967296", "-1", "1.5", "", " 50", "50us", "0x10"] {
+            let e = err(&[("kiln:disk_poll_us", v)]);
+            assert_eq!(e.key, "kiln:disk_poll_us", "{v}");
+            assert!(
+                e.to_string()
+                    .contains("whole number from 0 to 1000 (0: off)"),
+                "{v}: {e}"
+            );
+        }
+        // Other kiln: keys are unknown, not ignored.
+        for k in [
+            "kiln:net_poll_us",
+            "kiln:disk_poll",
+            "kiln:",
+            "KILN:disk_poll_us",
+        ] {
+            let e = err(&[(k, "10")]);
+            assert_eq!(e.key, k);
+            assert!(e.why.contains("kiln:disk_poll_us"), "{k}: {e}");
+        }
     }
 
     #[test]

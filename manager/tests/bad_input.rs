@@ -153,6 +153,20 @@ fn malformed_requests_get_4xx_and_change_nothing() {
         ),
         (
             "POST",
+            "/v1/flavors".into(),
+            specs(r#"{"kiln:disk_poll_us":"1001"}"#),
+            400,
+            r#"extra spec "kiln:disk_poll_us": "1001" is not a whole number from 0 to 1000 (0: off)"#,
+        ),
+        (
+            "POST",
+            "/v1/flavors".into(),
+            specs(r#"{"kiln:net_poll_us":"10"}"#),
+            400,
+            r#"extra spec "kiln:net_poll_us": not a kiln: key kiln knows"#,
+        ),
+        (
+            "POST",
             "/v1/servers".into(),
             r#"{"name":"s","flavor":"nope","image":"kern"}"#.into(),
             400,

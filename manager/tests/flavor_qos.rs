@@ -2,7 +2,9 @@
 //! of it with a root disk and a NIC (kilnd inside a network namespace the
 //! test creates), and the token buckets each kiln-vmm runs with, read from
 //! the VMM's own control socket (`GET /v1/vm` reports the config it runs).
-//! The `virtio_pci` probe then drives its disk and NIC under those limits.
+//! The same flavor's `kiln:disk_poll_us` reaches the root disk's polling
+//! window (`poll_us`). The `virtio_pci` probe then drives its disk and NIC
+//! under those limits, with polling on.
 //! The mapping's arithmetic is unit-tested in `src/qos.rs`; the expected
 //! buckets here are worked out by hand from the rule in manager/README.md.
 
@@ -26,8 +28,12 @@ const SPECS: &str = r#"{
     "quota:disk_total_iops_sec": "500",
     "quota:vif_outbound_average": "1024",
     "quota:vif_inbound_average": "512",
-    "quota:vif_inbound_burst": "2048"
+    "quota:vif_inbound_burst": "2048",
+    "kiln:disk_poll_us": "250"
 }"#;
+
+/// The root disk's polling window `SPECS` asks for.
+const POLL_US: u32 = 250;
 
 /// What `SPECS` must give each device.
 fn expected() -> (RateLimitConfig, RateLimitConfig, RateLimitConfig) {
@@ -58,11 +64,13 @@ fn create(k: &common::Kilnd, name: &str, flavor: &str, image: &str) -> Server {
     ))
 }
 
-/// Asserts the limits the running VMM of `id` has on its one disk and NIC.
+/// Asserts the limits the running VMM of `id` has on its one disk and NIC,
+/// and its disk's polling window (`poll_us`, µs; 0: off).
 fn assert_vmm_limits(
     k: &common::Kilnd,
     id: &str,
     want: Option<&(RateLimitConfig, RateLimitConfig, RateLimitConfig)>,
+    poll_us: u32,
 ) {
     let info = vm_info(k, id);
     let (disks, nets) = (&info.config.disks, &info.config.nets);
@@ -70,6 +78,7 @@ fn assert_vmm_limits(
     assert_eq!(disks[0].rate_limit.as_ref(), want.map(|w| &w.0));
     assert_eq!(nets[0].rate_limit.as_ref(), want.map(|w| &w.1));
     assert_eq!(nets[0].rx_rate_limit.as_ref(), want.map(|w| &w.2));
+    assert_eq!(disks[0].poll_us, poll_us, "{:?}", disks[0]);
 }
 
 #[test]
@@ -110,14 +119,15 @@ fn flavor_limits_reach_every_disk_and_nic_of_its_servers() {
     let want = expected();
 
     // A running server of that flavor: its VMM has the limits on its disk
-    // and its NIC; one of a flavor without specs has none.
+    // and its NIC, and polls its disk; one of a flavor without specs has
+    // no limits and no polling.
     let held = create(&k, "held", "ci.qos", "hold");
     let plain = create(&k, "plain", "k1.probe", "hold");
     for s in [&held, &plain] {
         k.wait_status(&s.id, ServerStatus::Active, T);
     }
-    assert_vmm_limits(&k, &held.id, Some(&want));
-    assert_vmm_limits(&k, &plain.id, None);
+    assert_vmm_limits(&k, &held.id, Some(&want), POLL_US);
+    assert_vmm_limits(&k, &plain.id, None, 0);
 
     // The probe drives its disk (write, read back, flush, get-id) and its
     // NIC (ARP to the peer) under the limits and finishes.
@@ -141,7 +151,7 @@ fn flavor_limits_reach_every_disk_and_nic_of_its_servers() {
     k.wait_status(&held.id, ServerStatus::Shutoff, T);
     action(&k, &held.id, r#"{"action":"start"}"#);
     k.wait_status(&held.id, ServerStatus::Active, T);
-    assert_vmm_limits(&k, &held.id, Some(&want));
+    assert_vmm_limits(&k, &held.id, Some(&want), POLL_US);
 
     for s in [&held, &plain, &talker] {
         k.delete_server(&s.id);

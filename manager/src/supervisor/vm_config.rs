@@ -4,7 +4,8 @@
 //! disk (from the disk backend) and its NICs' taps and links; every virtio
 //! device is transitional when the server's `virtio_model` says so, and
 //! every disk and NIC gets the limits of the server's flavor extra specs
-//! (`crate::qos`).
+//! (`crate::qos`), and the root disk the flavor's polling window
+//! (`kiln:disk_poll_us`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -125,6 +126,7 @@ impl Supervisor {
                     serial: Some(format!("root-{}", &server.id[..server.id.len().min(15)])),
                     transitional,
                     rate_limit: qos.disk.clone(),
+                    poll_us: qos.disk_poll_us,
                     ..Default::default()
                 })
                 .into_iter()
