@@ -109,7 +109,8 @@ pub async fn list() -> Result<Vec<Link>, LinkError> {
 
 /// Creates bridge `name` with `mtu`, up. The MTU is set again once the
 /// bridge exists: only an MTU set on an existing bridge counts as the
-/// user's, which the kernel keeps when ports with other MTUs join.
+/// user's, which the kernel keeps when ports with other MTUs join. If that
+/// fails, the new bridge is deleted again.
 pub async fn create_bridge(name: &str, mtu: u32) -> Result<(), LinkError> {
     let h = connect()?;
     h.link()
@@ -121,11 +122,20 @@ pub async fn create_bridge(name: &str, mtu: u32) -> Result<(), LinkError> {
         what: format!("create bridge {name}"),
         msg: "gone right after creation".into(),
     })?;
-    h.link()
+    let set = h
+        .link()
         .set(LinkUnspec::new_with_index(l.index).mtu(mtu).build())
         .execute()
         .await
-        .map_err(nl(format!("set MTU of bridge {name}")))
+        .map_err(nl(format!("set MTU of bridge {name}")));
+    if set.is_err() {
+        // Nothing may hold the new bridge yet: take it away again, so a
+        // failed network create leaves no bridge behind.
+        if let Err(e) = delete_index(l.index, name).await {
+            tracing::warn!(bridge = name, error = %e, "cannot remove a half-made bridge");
+        }
+    }
+    set
 }
 
 /// Deletes the link with index `index` (not by name: the name may have
