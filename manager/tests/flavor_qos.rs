@@ -190,33 +190,26 @@ fn cli_sets_and_shows_flavor_properties() {
     let f: Flavor = serde_json::from_str(&out).unwrap();
     assert_eq!(f.extra_specs["quota:disk_total_iops_sec"], "50");
     // kilnd's refusal reaches the user, naming the key and what to use.
-    let (ok, _, err) = k.cli(&[
-        "flavor",
-        "create",
-        "ci.bad",
-        "--vcpus",
-        "1",
-        "--ram-mb",
-        "64",
-        "--property",
-        "quota:disk_read_iops_sec=5",
-    ]);
+    let bad_property = |property: &str| {
+        k.cli(&[
+            "flavor",
+            "create",
+            "ci.bad",
+            "--vcpus",
+            "1",
+            "--ram-mb",
+            "64",
+            "--property",
+            property,
+        ])
+    };
+    let (ok, _, err) = bad_property("quota:disk_read_iops_sec=5");
     assert!(!ok);
     assert!(
         err.contains("quota:disk_read_iops_sec") && err.contains("quota:disk_total_iops_sec"),
         "{err}"
     );
-    let (ok, _, err) = k.cli(&[
-        "flavor",
-        "create",
-        "ci.bad",
-        "--vcpus",
-        "1",
-        "--ram-mb",
-        "64",
-        "--property",
-        "novalue",
-    ]);
+    let (ok, _, err) = bad_property("novalue");
     assert!(!ok && err.contains("KEY=VALUE"), "{err}");
     assert_eq!(k.req("GET", "/v1/flavors/ci.bad", None).status, 404);
 }
