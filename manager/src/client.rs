@@ -90,22 +90,7 @@ pub fn request(
     let mut out = head.into_bytes();
     out.extend_from_slice(body);
     let wrote = s.write_all(&out);
-    let mut raw = Vec::new();
-    if let Err(e) = s.take(MAX_RESPONSE as u64 + 1).read_to_end(&mut raw) {
-        // A server that answers without reading the whole body may reset
-        // the connection after its answer: keep what came if it parses.
-        if raw.is_empty() || e.kind() != std::io::ErrorKind::ConnectionReset {
-            wrote?;
-            return Err(e.into());
-        }
-    }
-    if raw.is_empty() {
-        wrote?;
-    }
-    if raw.len() > MAX_RESPONSE {
-        return Err(ClientError::Malformed("answer too large"));
-    }
-    parse_response(&raw)
+    answer(s, wrote)
 }
 
 /// `PUT`s the contents of `file` to `path` as an `application/octet-stream`
@@ -143,11 +128,26 @@ pub fn upload(
             progress(sent, total);
         }
     })();
+    answer(s, wrote)
+}
+
+/// Reads the answer to a request whose sending ended with `wrote`. A server
+/// may answer (404, 413) and close before it has read the whole body: the
+/// write then failed (EPIPE) or the read ends in a reset, although the
+/// answer came, so an error counts only when no answer did.
+fn answer(s: UnixStream, wrote: std::io::Result<()>) -> Result<Response, ClientError> {
     let mut raw = Vec::new();
     let read = s.take(MAX_RESPONSE as u64 + 1).read_to_end(&mut raw);
     if raw.is_empty() {
         wrote?;
         read?;
+    } else if let Err(e) = read {
+        if e.kind() != std::io::ErrorKind::ConnectionReset {
+            return Err(e.into());
+        }
+    }
+    if raw.len() > MAX_RESPONSE {
+        return Err(ClientError::Malformed("answer too large"));
     }
     parse_response(&raw)
 }
