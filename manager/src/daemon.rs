@@ -3,6 +3,7 @@
 //! SIGTERM or SIGINT. VMMs keep running when kilnd ends.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -205,8 +206,22 @@ fn bind(config: &Config) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
+/// Host-wide lock that serialises kilnds creating their socket group.
+const GROUP_LOCK: &str = "/run/lock/kiln-groupadd.lock";
+
 /// The gid of `group`, creating it (`groupadd --system`) if missing.
+///
+/// `groupadd` checks that the name is free before it locks `/etc/group`
+/// and then writes the entry by name, so two `groupadd`s started at once
+/// both succeed: the second replaces the first's entry with a new gid, and
+/// the kilnd that ran the first has already chowned its socket to a gid
+/// that no longer names the group. Every kilnd therefore looks up and
+/// creates the group while holding one host-wide lock.
 fn group_id(group: &str) -> Option<u32> {
+    if let Some(g) = lookup_group(group) {
+        return Some(g);
+    }
+    let _lock = GroupLock::take();
     if let Some(g) = lookup_group(group) {
         return Some(g);
     }
@@ -215,9 +230,39 @@ fn group_id(group: &str) -> Option<u32> {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        return None;
+        tracing::warn!(group, "groupadd failed");
     }
     lookup_group(group)
+}
+
+/// An exclusive `flock` on [`GROUP_LOCK`], released on drop (the fd
+/// closes). Without the lock file (no `/run/lock`), creation goes ahead
+/// unserialised, as before.
+struct GroupLock {
+    _file: Option<std::fs::File>,
+}
+
+impl GroupLock {
+    fn take() -> GroupLock {
+        let _ = std::fs::create_dir_all("/run/lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(GROUP_LOCK);
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open {GROUP_LOCK}");
+                return GroupLock { _file: None };
+            }
+        };
+        // SAFETY: flock on a valid fd we own; it blocks until granted.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lock {GROUP_LOCK}");
+        }
+        GroupLock { _file: Some(file) }
+    }
 }
 
 fn lookup_group(group: &str) -> Option<u32> {

@@ -11,20 +11,54 @@ use common::api::*;
 use common::{disk_of, names, sha256sum, Kilnd};
 use kiln_api::compute::{HostInfo, Server, ServerList, ServerStatus};
 
+/// The gid of `group` from the group database (`getent`), if it exists.
+fn group_gid(group: &str) -> Option<u32> {
+    let out = std::process::Command::new("getent")
+        .args(["group", group])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let line = String::from_utf8(out.stdout).unwrap();
+    Some(line.trim().split(':').nth(2).unwrap().parse().unwrap())
+}
+
+/// A first start on a machine without the socket group, eight kilnds at
+/// once: each may run `groupadd`, and every socket must end up with the
+/// gid the group has afterwards (groupadd's check-then-write race once left
+/// a socket with a gid that no group had). A fresh group name per run makes
+/// every run a first start.
+#[test]
+fn eight_first_starts_agree_on_the_socket_group() {
+    let group = format!("kilnt{}", std::process::id());
+    assert_eq!(group_gid(&group), None, "{group} exists before the test");
+    struct Groupdel<'a>(&'a str);
+    impl Drop for Groupdel<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("groupdel").arg(self.0).status();
+        }
+    }
+    let _cleanup = Groupdel(&group);
+    let config = format!("socket_group = \"{group}\"\n");
+    let kilnds: Vec<Kilnd> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..8).map(|_| s.spawn(|| Kilnd::start(&config))).collect();
+        starts.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let gid = group_gid(&group).expect("the first kilnd created the group");
+    for k in &kilnds {
+        let meta = std::fs::metadata(&k.socket).unwrap();
+        assert_eq!(meta.gid(), gid, "socket {} of {group}", k.socket.display());
+    }
+}
+
 #[test]
 fn defaults_socket_and_openapi() {
     let k = Kilnd::start(NO_VMM);
     let meta = std::fs::metadata(&k.socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
-    let kiln_gid = std::fs::read_to_string("/etc/group")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("kiln:")
-                .and_then(|r| r.split(':').nth(1))
-                .map(|g| g.parse::<u32>().unwrap())
-        })
-        .expect("group kiln was created");
+    // The group as it is now, whoever made it (this kilnd or an earlier one).
+    let kiln_gid = group_gid("kiln").expect("group kiln exists");
     assert_eq!(meta.gid(), kiln_gid);
 
     // Seeded flavors.
