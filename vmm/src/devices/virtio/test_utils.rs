@@ -237,6 +237,11 @@ impl<'a> GuestQueue<'a> {
             .unwrap();
     }
 
+    /// Chains offered and not yet used.
+    pub fn free(&self) -> u16 {
+        self.avail_idx.get().wrapping_sub(self.used_idx())
+    }
+
     pub fn used_idx(&self) -> u16 {
         self.mem.read_obj(GuestAddress(self.used + 2)).unwrap()
     }
