@@ -10,6 +10,7 @@ pub mod device_manager;
 pub mod devices;
 pub mod interrupts;
 pub mod logger;
+pub mod malloc;
 pub mod memory;
 pub mod net;
 pub mod reset_state;

@@ -105,7 +105,11 @@ const MODE_KILL: u8 = 2;
 static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
 
 /// Set the mode every later [`apply`] uses (main, before any thread starts).
+/// Also sets glibc's allocator up so that no filtered thread reaches a call
+/// outside its list through `malloc`/`free` ([`crate::malloc`]), in every
+/// mode alike, so that `log` and `kill` runs allocate the same way.
 pub fn set_mode(mode: SeccompMode) {
+    crate::malloc::configure();
     let v = match mode {
         SeccompMode::Kill => MODE_KILL,
         SeccompMode::Log => MODE_LOG,
