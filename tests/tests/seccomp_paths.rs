@@ -189,3 +189,88 @@ fn write_into_a_compressed_image_with_polling_and_a_rate_limit() {
     let base = compressed_base(dir.path(), "zlib");
     boot_rw_check(dir.path(), &base, ",poll_us=200,iops=50");
 }
+
+/// Every thread of a running kiln-vmm runs under a filter, in kill mode:
+/// the main thread (control loop), the vCPU, the RTC timer, the legacy
+/// INTx resampler and the disk's worker (started from the vCPU thread when
+/// SeaBIOS activated the disk, so it carries the vCPU filter and its own).
+/// With `seccomp::tests` showing that each filter kills on a call outside
+/// it (openat among them), every thread kind dies on a forbidden call.
+#[test]
+fn every_thread_of_a_running_vmm_is_filtered() {
+    if !kvm_available("every_thread_of_a_running_vmm_is_filtered") {
+        return;
+    }
+    let dir = ScratchDir::new("scthr").unwrap();
+    let src = repo_root().join("images/mbr/hold.s");
+    let mut disk = kiln_tests::asm::assemble_flat(&src, 0x7c00, dir.path());
+    disk.resize(1 << 20, 0);
+    let img = dir.path().join("hold.raw");
+    fs::write(&img, &disk).unwrap();
+    let serial = dir.path().join("serial.log");
+    let disk_arg = format!("path={},format=raw,transitional=on", img.display());
+    let mut child = Command::new(kiln_vmm())
+        .arg("--firmware")
+        .arg(guest_file("bios.bin"))
+        .args(["--memory", "128M", "--disk", &disk_arg])
+        .arg("--serial-log")
+        .arg(&serial)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kiln-vmm");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let out = loop {
+        let out = String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).into_owned();
+        if out.contains("KILNHOLD") {
+            break out;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "the boot sector never said KILNHOLD: {:?}\n{out}",
+                child.wait()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut threads = Vec::new();
+    for e in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let status = fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        threads.push((
+            comm.trim().to_owned(),
+            field("Seccomp:"),
+            field("Seccomp_filters:"),
+        ));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let ctx = format!("{threads:?}\n{out}");
+    for (comm, mode, _) in &threads {
+        assert_eq!(
+            mode, "2",
+            "thread {comm} runs without a seccomp filter: {ctx}"
+        );
+    }
+    let filters = |name: &str| {
+        threads
+            .iter()
+            .find(|t| t.0 == name)
+            .map(|t| t.2.clone())
+            .unwrap_or_else(|| panic!("no thread {name}: {ctx}"))
+    };
+    assert_eq!(filters("vcpu0"), "1", "{ctx}");
+    assert_eq!(filters("rtc"), "1", "{ctx}");
+    assert_eq!(filters("intx-resample"), "1", "{ctx}");
+    assert_eq!(filters("virtio-blk0-io"), "2", "{ctx}");
+}
