@@ -668,18 +668,20 @@ pub fn exit_fault(pid: u32, s: ExitStatus, detail: Option<&str>) -> String {
 /// re-adopted VMM the kernel log says was killed so), with the system call
 /// from the kernel's audit record when there is one (`kill`).
 pub fn seccomp_fault(pid: u32, s: ExitStatus, kill: Option<&seccomp_audit::SeccompKill>) -> String {
-    let what = match kill {
-        Some(k) => format!(": {k} is outside that thread's allowlist"),
-        None => "; the kernel log has no audit record naming the system call \
-                 (an audit daemon may have it: `ausearch -m SECCOMP -p PID`)"
-            .replace("PID", &pid.to_string()),
-    };
-    let how = match s {
-        ExitStatus::Signal(_) => "was killed by its seccomp filter (SIGSYS)",
-        _ => {
+    let head = match (s, kill) {
+        (ExitStatus::Signal(_), Some(k)) => format!(
+            "was killed by its seccomp filter (SIGSYS): {k} is outside that thread's allowlist"
+        ),
+        (ExitStatus::Signal(_), None) => format!(
+            "was killed by SIGSYS, the signal of its seccomp filter; the kernel log has no \
+             audit record naming the system call (an audit daemon may have it: \
+             `ausearch -m SECCOMP -p {pid}`)"
+        ),
+        (_, k) => format!(
             "exited while not a child of this kilnd (re-adopted); the kernel log says its \
-              seccomp filter killed it"
-        }
+             seccomp filter killed it: {}",
+            k.map_or_else(|| "no system call recorded".to_owned(), |k| k.to_string())
+        ),
     };
-    format!("kiln-vmm (pid {pid}) {how}{what}; a kiln-vmm bug, see vmm.log")
+    format!("kiln-vmm (pid {pid}) {head}; a kiln-vmm bug, see vmm.log")
 }

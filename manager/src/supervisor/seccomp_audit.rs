@@ -312,7 +312,10 @@ mod tests {
              bug, see vmm.log"
         );
         let m = seccomp_fault(5, ExitStatus::Signal(libc::SIGSYS), None);
-        assert!(m.contains("killed by its seccomp filter (SIGSYS)"), "{m}");
+        assert!(
+            m.contains("killed by SIGSYS, the signal of its seccomp filter"),
+            "{m}"
+        );
         assert!(m.contains("ausearch -m SECCOMP -p 5"), "{m}");
         let m = seccomp_fault(5, ExitStatus::Unknown, Some(&k));
         assert!(m.contains("re-adopted"), "{m}");
