@@ -95,7 +95,7 @@ fn decode_comm(v: &str) -> String {
     if let Some(q) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
         return q.to_owned();
     }
-    let hex = v.len() % 2 == 0 && v.bytes().all(|b| b.is_ascii_hexdigit());
+    let hex = v.len().is_multiple_of(2) && v.bytes().all(|b| b.is_ascii_hexdigit());
     if hex {
         let bytes: Vec<u8> = (0..v.len())
             .step_by(2)
