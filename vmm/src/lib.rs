@@ -13,6 +13,7 @@ pub mod logger;
 pub mod malloc;
 pub mod memory;
 pub mod net;
+pub mod panic_hook;
 pub mod reset_state;
 pub mod seccomp;
 pub mod terminal;

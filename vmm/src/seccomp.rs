@@ -114,8 +114,13 @@ static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
 /// Also sets glibc's allocator up so that no filtered thread reaches a call
 /// outside its list through `malloc`/`free` ([`crate::malloc`]), in every
 /// mode alike, so that `log` and `kill` runs allocate the same way.
+/// With filters on, panics are reported without a backtrace
+/// ([`crate::panic_hook`]): resolving one needs calls the filters forbid.
 pub fn set_mode(mode: SeccompMode) {
     crate::malloc::configure();
+    if mode != SeccompMode::Off {
+        crate::panic_hook::install();
+    }
     let v = match mode {
         SeccompMode::Kill => MODE_KILL,
         SeccompMode::Log => MODE_LOG,
