@@ -2,7 +2,8 @@
  * services (int 13h AH=43h, LBA), reads it back (AH=42h) and compares,
  * for LBA 1 (in the disk's first 64 KiB cluster) and LBA 130 (second
  * cluster); prints `KILNRW-OK` or `KILNRW-FAIL <step>` on COM1 and powers
- * the VM off through ACPI S5. Used by tests/tests/seccomp_paths.rs, where
+ * the VM off through ACPI S5, or, with the byte at offset 509 set (the
+ * test patches it), halts there instead (for a reset from outside). Used by tests/tests/seccomp_paths.rs, where
  * the disk is a qcow2 overlay over a compressed image: each write makes the
  * VMM's disk worker inflate a compressed cluster for copy-on-write.
  * Assembled with GNU as --32 and linked flat at 0x7c00.
@@ -39,7 +40,11 @@ _start:
 
         mov $ok_msg, %si
         call puts
-        jmp poweroff
+        cmpb $0, hold_flag
+        je poweroff
+        cli
+5:      hlt
+        jmp 5b
 
 /* Write the pattern at dap_lba, read the sector back into 0x9000, compare. */
 write_read:
@@ -116,5 +121,7 @@ start_msg:
 ok_msg: .asciz "\nKILNRW-OK\n"
 fail_msg:
         .asciz "\nKILNRW-FAIL "
-        .org 510
+        .org 509
+hold_flag:
+        .byte 0
         .word 0xaa55

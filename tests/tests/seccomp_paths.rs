@@ -34,11 +34,13 @@ fn qemu_img(args: &[&str]) {
 
 /// A raw disk holding the rw_check boot sector, and data in its second
 /// cluster too (so that `qemu-img convert -c` compresses both clusters the
-/// boot sector writes into).
-fn raw_boot_disk(dir: &Path) -> PathBuf {
+/// boot sector writes into). `hold`: the boot sector halts after its check
+/// instead of powering off.
+fn raw_boot_disk(dir: &Path, hold: bool) -> PathBuf {
     let src = repo_root().join("images/mbr/rw_check.s");
     let mut disk = kiln_tests::asm::assemble_flat(&src, 0x7c00, dir);
     assert_eq!(disk.len(), 512, "the boot sector is one sector");
+    disk[509] = u8::from(hold);
     disk.resize(4 << 20, 0);
     for (i, b) in disk[CLUSTER..2 * CLUSTER].iter_mut().enumerate() {
         *b = b"kiln compressed cluster filler "[i % 31];
@@ -51,7 +53,11 @@ fn raw_boot_disk(dir: &Path) -> PathBuf {
 /// `boot.raw` converted to a compressed qcow2 (`compression`: zlib or
 /// zstd), checked to really hold compressed clusters.
 fn compressed_base(dir: &Path, compression: &str) -> PathBuf {
-    let raw = raw_boot_disk(dir);
+    compressed_base_with(dir, compression, false)
+}
+
+fn compressed_base_with(dir: &Path, compression: &str, hold: bool) -> PathBuf {
+    let raw = raw_boot_disk(dir, hold);
     let base = dir.join(format!("base-{compression}.qcow2"));
     let opt = format!("compression_type={compression}");
     let (raw_s, base_s) = (raw.to_str().unwrap(), base.to_str().unwrap());
@@ -187,7 +193,70 @@ fn write_into_a_compressed_image_with_polling_and_a_rate_limit() {
     }
     let dir = ScratchDir::new("scp").unwrap();
     let base = compressed_base(dir.path(), "zlib");
-    boot_rw_check(dir.path(), &base, ",poll_us=200,iops=50");
+    boot_rw_check(dir.path(), &base, ",poll_us=200,iops=4");
+}
+
+/// A reset from the control API re-executes kiln-vmm in place, under the
+/// main thread's filter, which opens the chain again (O_DIRECT) and boots
+/// SeaBIOS again; the boot sector writes over the same clusters again.
+#[test]
+fn write_again_after_a_reset_in_place() {
+    if !kvm_available("write_again_after_a_reset_in_place") {
+        return;
+    }
+    let dir = ScratchDir::new("scr").unwrap();
+    let base = compressed_base_with(dir.path(), "zstd", true);
+    let ov = overlay(dir.path(), &base, "ov.qcow2");
+    let serial = dir.path().join("serial.log");
+    let sock = dir.path().join("api.sock");
+    let log = dir.path().join("vmm.log");
+    let disk_arg = format!("path={},format=qcow2,direct=on", ov.display());
+    let mut child = Command::new(kiln_vmm())
+        .arg("--firmware")
+        .arg(guest_file("bios.bin"))
+        .args([
+            "--memory",
+            "128M",
+            "--log-level",
+            "info",
+            "--disk",
+            &disk_arg,
+        ])
+        .arg("--serial-log")
+        .arg(&serial)
+        .arg("--api-socket")
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn kiln-vmm");
+    let wait_oks = |child: &mut std::process::Child, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let out = String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).into_owned();
+            if out.matches("KILNRW-OK").count() >= n {
+                return;
+            }
+            let ended = child.try_wait().unwrap();
+            if Instant::now() > deadline || ended.is_some() || out.contains("KILNRW-FAIL") {
+                let _ = child.kill();
+                let status = ended.or_else(|| child.wait().ok());
+                let log = fs::read_to_string(&log).unwrap_or_default();
+                panic!("waiting for KILNRW-OK #{n}: kiln-vmm {status:?}\n{out}\n--- vmm log ---\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_oks(&mut child, 1);
+    let (code, body) = kiln_tests::api::request(&sock, "PUT", "/v1/vm/reset").expect("reset");
+    assert_eq!(code, 204, "{body}");
+    wait_oks(&mut child, 2);
+    assert!(child.try_wait().unwrap().is_none(), "kiln-vmm ended");
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.contains("restarting the VMM in place"), "{log}");
 }
 
 /// Every thread of a running kiln-vmm runs under a filter, in kill mode:
