@@ -20,6 +20,12 @@
 //!   sockets). It still forbids everything else: other socket families,
 //!   ptrace, mount, namespaces, module loading, and so on. A re-executed
 //!   process finds the filter already in place and does not stack it again.
+//! - Libraries make system calls of their own. glibc's allocator opened
+//!   `/proc/sys/vm/overcommit_memory` the first time it shrank a thread's
+//!   heap, which killed the disk worker (issue #11). [`set_mode`] therefore
+//!   sets glibc up with one arena ([`crate::malloc`], which says why that
+//!   and not `openat` in the lists); `openat` stays on the main thread's
+//!   list only, and tests here check that it still kills elsewhere.
 //!
 //! Argument conditions where they are cheap: `ioctl` only with KVM request
 //! numbers on vCPU threads (plus the tap requests that a net device's
@@ -105,7 +111,16 @@ const MODE_KILL: u8 = 2;
 static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
 
 /// Set the mode every later [`apply`] uses (main, before any thread starts).
+/// Also sets glibc's allocator up so that no filtered thread reaches a call
+/// outside its list through `malloc`/`free` ([`crate::malloc`]), in every
+/// mode alike, so that `log` and `kill` runs allocate the same way.
+/// With filters on, panics are reported without a backtrace
+/// ([`crate::panic_hook`]): resolving one needs calls the filters forbid.
 pub fn set_mode(mode: SeccompMode) {
+    crate::malloc::configure();
+    if mode != SeccompMode::Off {
+        crate::panic_hook::install();
+    }
     let v = match mode {
         SeccompMode::Kill => MODE_KILL,
         SeccompMode::Log => MODE_LOG,
@@ -493,6 +508,22 @@ mod tests {
                 unsafe { libc::ioctl(efd.as_raw_fd(), 0xae80, 0) };
                 say("NOT-KILLED");
             }
+            // The call glibc's heap shrink made (issue #11) stays forbidden
+            // to every thread but the main one: the fix is one malloc arena
+            // (crate::malloc), not a wider filter.
+            "worker-openat" | "vcpu-openat" => {
+                let kind = if case == "worker-openat" {
+                    ThreadKind::Worker
+                } else {
+                    ThreadKind::Vcpu
+                };
+                apply_with(kind, SeccompMode::Kill).unwrap();
+                say("ALLOWED-OK");
+                let path = c"/proc/sys/vm/overcommit_memory";
+                // SAFETY: a NUL-terminated path; the filter kills first.
+                unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+                say("NOT-KILLED");
+            }
             "vmm" => {
                 apply_with(ThreadKind::Vmm, SeccompMode::Kill).unwrap();
                 // SAFETY: plain socket(2) calls.
@@ -540,6 +571,17 @@ mod tests {
     }
 
     #[test]
+    fn worker_and_vcpu_filters_kill_on_openat() {
+        for case in ["worker-openat", "vcpu-openat"] {
+            let out = run_child(case);
+            let text = stdout(&out);
+            assert!(text.contains("ALLOWED-OK"), "{case}: {out:?}");
+            assert!(!text.contains("NOT-KILLED"), "{case}: {out:?}");
+            assert!(killed_by_sigsys(&out), "{case}: {out:?}");
+        }
+    }
+
+    #[test]
     fn vmm_filter_allows_unix_sockets_only() {
         let out = run_child("vmm");
         let text = stdout(&out);
@@ -574,6 +616,9 @@ mod tests {
         // A worker's only ioctl: TUNSETQUEUE (virtio-net VQ_PAIRS_SET).
         assert_eq!(worker.get(&libc::SYS_ioctl).map(Vec::len), Some(1));
         assert!(!worker.contains_key(&libc::SYS_clone3));
+        assert!(!worker.contains_key(&libc::SYS_openat));
+        assert!(!vcpu.contains_key(&libc::SYS_openat));
+        assert!(!vcpu.contains_key(&libc::SYS_open));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!    exits it reaps it and, unless an action asked for the exit (its
 //!    [`Intent`]), maps the exit: code 0 (guest power-off) -> SHUTOFF,
 //!    code 10 (guest reboot) -> a new VMM, anything else -> ERROR with a
-//!    fault message.
+//!    fault message. A VMM killed by its seccomp filter (SIGSYS) is a
+//!    kiln-vmm bug: the fault names the system call and thread from the
+//!    kernel's audit record ([`seccomp_audit`]) where there is one.
 //! 3. Actions ([`actions`]) run one at a time per server (a per-server
 //!    lock) and talk to the VMM over its control socket
 //!    ([`kiln_api::control`]).
@@ -22,6 +24,7 @@
 pub mod actions;
 pub mod adopt;
 pub mod nic_link;
+pub mod seccomp_audit;
 pub mod sys;
 mod vm_config;
 
@@ -384,7 +387,19 @@ impl Supervisor {
             } else {
                 this.recorded_exit(&id)
             };
-            this.on_exit(&id, &vm2, status);
+            let intent = vm2.flags().intent;
+            let seccomp = match (intent, status) {
+                (Intent::None, ExitStatus::Signal(libc::SIGSYS)) => {
+                    seccomp_audit::find(pid, Duration::from_secs(1)).await
+                }
+                // Re-adopted: how it ended is unknown, but the kernel log
+                // may say.
+                (Intent::None, ExitStatus::Unknown) => {
+                    seccomp_audit::find(pid, Duration::ZERO).await
+                }
+                _ => None,
+            };
+            this.on_exit(&id, &vm2, status, seccomp.as_ref());
             let _ = tx.send(Some(status));
         });
         Ok(vm)
@@ -513,7 +528,13 @@ impl Supervisor {
     }
 
     /// What happens when a VMM exits.
-    fn on_exit(self: &Arc<Self>, id: &str, vm: &Arc<Vm>, status: ExitStatus) {
+    fn on_exit(
+        self: &Arc<Self>,
+        id: &str,
+        vm: &Arc<Vm>,
+        status: ExitStatus,
+        seccomp: Option<&seccomp_audit::SeccompKill>,
+    ) {
         {
             let mut vms = self.vms.lock().unwrap_or_else(|e| e.into_inner());
             if vms.get(id).is_some_and(|v| Arc::ptr_eq(v, vm)) {
@@ -544,8 +565,12 @@ impl Supervisor {
                 tokio::spawn(async move { this.guest_reboot(&id).await });
             }
             (Intent::None, s) => {
-                let detail = self.exit_detail(id, s);
-                let _ = store.set_error(id, &exit_fault(vm.pid, s, detail.as_deref()));
+                let fault = match seccomp {
+                    Some(k) => seccomp_fault(vm.pid, s, Some(k)),
+                    None if s == ExitStatus::Signal(libc::SIGSYS) => seccomp_fault(vm.pid, s, None),
+                    None => exit_fault(vm.pid, s, self.exit_detail(id, s).as_deref()),
+                };
+                let _ = store.set_error(id, &fault);
             }
         }
     }
@@ -637,4 +662,26 @@ pub fn exit_fault(pid: u32, s: ExitStatus, detail: Option<&str>) -> String {
             "kiln-vmm (pid {pid}) exited while not a child of this kilnd (re-adopted); exit status unknown"
         ),
     }
+}
+
+/// The fault message for a VMM its seccomp filter killed (SIGSYS, or a
+/// re-adopted VMM the kernel log says was killed so), with the system call
+/// from the kernel's audit record when there is one (`kill`).
+pub fn seccomp_fault(pid: u32, s: ExitStatus, kill: Option<&seccomp_audit::SeccompKill>) -> String {
+    let head = match (s, kill) {
+        (ExitStatus::Signal(_), Some(k)) => format!(
+            "was killed by its seccomp filter (SIGSYS): {k} is outside that thread's allowlist"
+        ),
+        (ExitStatus::Signal(_), None) => format!(
+            "was killed by SIGSYS, the signal of its seccomp filter; the kernel log has no \
+             audit record naming the system call (an audit daemon may have it: \
+             `ausearch -m SECCOMP -p {pid}`)"
+        ),
+        (_, k) => format!(
+            "exited while not a child of this kilnd (re-adopted); the kernel log says its \
+             seccomp filter killed it: {}",
+            k.map_or_else(|| "no system call recorded".to_owned(), |k| k.to_string())
+        ),
+    };
+    format!("kiln-vmm (pid {pid}) {head}; a kiln-vmm bug, see vmm.log")
 }

@@ -37,6 +37,8 @@ pub mod segments;
 pub(crate) mod test_utils;
 pub mod transport;
 pub mod worker;
+#[cfg(test)]
+mod worker_seccomp_tests;
 
 use std::sync::Arc;
 

@@ -12,6 +12,8 @@ mod device;
 mod limit_tests;
 mod request;
 #[cfg(test)]
+mod seccomp_tests;
+#[cfg(test)]
 mod tests;
 
 pub use device::{BlockDevice, BlockOptions};
