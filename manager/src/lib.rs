@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod disks;
 pub mod firmware;
 pub mod images;
+pub mod import_path;
 pub mod lvm;
 pub mod net;
 pub mod nics;

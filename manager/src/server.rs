@@ -256,7 +256,9 @@ async fn create_image(
         ));
     }
     let dir = s.config.state_dir.join("images");
-    let (img, job) = tokio::task::spawn_blocking(move || prepare_image(&req, &dir))
+    let dirs =
+        crate::import_path::ImportDirs::new(&s.config.state_dir, &s.config.images.import_dirs);
+    let (img, job) = tokio::task::spawn_blocking(move || prepare_image(&req, &dir, &dirs))
         .await
         .map_err(ApiError::internal)??;
     s.store.insert_image(&img)?;
@@ -346,11 +348,31 @@ async fn create_server(
         StoreError::NotFound { .. } => ApiError::bad(format!("unknown image {:?}", req.image)),
         e => e.into(),
     })?;
+    let store_dir = s.config.state_dir.join("images");
     let (firmware, disk_image_id, cmdline) = match &image.kind {
         ImageKind::Kernel {
             cmdline: default_cmdline,
+            kernel,
+            initramfs,
             ..
         } => {
+            // The kernel's files, checked again as at registration.
+            let dirs = crate::import_path::ImportDirs::new(
+                &s.config.state_dir,
+                &s.config.images.import_dirs,
+            );
+            let (k, i) = (kernel.clone(), initramfs.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::images::check_kernel_files(&dirs, &k, i.as_deref())
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("kernel image {:?} cannot boot now: {e}", image.name),
+                )
+            })?;
             if let Some(f) = req.firmware {
                 return Err(ApiError::bad(format!(
                     "image {:?} is a kernel image, which boots directly: firmware {:?} applies only \
@@ -368,7 +390,7 @@ async fn create_server(
                         }
                         e => e.into(),
                     })?;
-                    check_root_image(&img, flavor.disk_gb).await?;
+                    check_root_image(&img, flavor.disk_gb, &store_dir).await?;
                     Some(img.id)
                 }
             };
@@ -397,7 +419,7 @@ async fn create_server(
                     image.name
                 )));
             }
-            check_root_image(&image, flavor.disk_gb).await?;
+            check_root_image(&image, flavor.disk_gb, &store_dir).await?;
             let fw = req.firmware.unwrap_or(*image_firmware);
             crate::firmware::check_host_files(&s.config.firmware, fw)
                 .map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
@@ -461,7 +483,11 @@ async fn create_server(
 
 /// Checks that a disk image can be a root disk of `disk_gb`: active, and
 /// no larger than the flavor's disk.
-async fn check_root_image(img: &kiln_api::compute::Image, disk_gb: u64) -> Result<(), ApiError> {
+async fn check_root_image(
+    img: &kiln_api::compute::Image,
+    disk_gb: u64,
+    store_dir: &std::path::Path,
+) -> Result<(), ApiError> {
     if !matches!(img.kind, ImageKind::Disk { .. }) {
         return Err(ApiError::bad(format!(
             "image {:?} is not a disk image",
@@ -477,6 +503,12 @@ async fn check_root_image(img: &kiln_api::compute::Image, disk_gb: u64) -> Resul
             ),
         ));
     }
+    // A server is never built on a chain that leaves the image store.
+    let (check, store_dir) = (img.clone(), store_dir.to_owned());
+    tokio::task::spawn_blocking(move || crate::images::check_stored_image(&check, &store_dir))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
     let check = img.clone();
     tokio::task::spawn_blocking(move || crate::disks::root_size(&check, disk_gb))
         .await
