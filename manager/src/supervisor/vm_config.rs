@@ -11,8 +11,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use kiln_api::compute::{Firmware, ImageKind, OsType, Server};
 use kiln_api::vm::{
-    CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig,
-    SerialConfig, VmConfig,
+    BackingConfig, CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig,
+    NetConfig, SerialConfig, VmConfig,
 };
 
 use super::{Supervisor, EXIT_FILE};
@@ -31,6 +31,19 @@ impl Supervisor {
             .get_image(&server.image_id)
             .map_err(|e| format!("image {}: {e}", server.image_id))?;
         let dir = self.server_dir(&server.id);
+        // The root disk's image: in the store and self-contained, so the
+        // chain kiln-vmm is given (and opens) never leaves the store.
+        let disk_image = match &server.disk_image_id {
+            None => None,
+            Some(id) => {
+                let img = self
+                    .store
+                    .get_image(id)
+                    .map_err(|e| format!("disk image {id}: {e}"))?;
+                crate::images::check_stored_image(&img, &self.config.state_dir.join("images"))?;
+                Some(img)
+            }
+        };
         // Windows: what Nova gives os_type=windows.
         let windows = matches!(
             image.kind,
@@ -47,15 +60,25 @@ impl Supervisor {
                     kernel, initramfs, ..
                 },
                 None,
-            ) => (
-                Some(KernelConfig {
-                    path: kernel,
-                    initramfs,
-                    cmdline: server.cmdline.clone(),
-                    ..Default::default()
-                }),
-                None,
-            ),
+            ) => {
+                // As at registration: under an allowed directory, no
+                // symlink, a regular file, a kernel that fits.
+                let dirs = crate::import_path::ImportDirs::new(
+                    &self.config.state_dir,
+                    &self.config.images.import_dirs,
+                );
+                crate::images::check_kernel_files(&dirs, &kernel, initramfs.as_deref())
+                    .map_err(|e| format!("image {}: {e}", image.name))?;
+                (
+                    Some(KernelConfig {
+                        path: kernel,
+                        initramfs,
+                        cmdline: server.cmdline.clone(),
+                        ..Default::default()
+                    }),
+                    None,
+                )
+            }
             (ImageKind::Disk { .. }, Some(fw)) => {
                 let code = crate::firmware::code(&self.config.firmware, fw)?;
                 let vars = match fw {
@@ -113,15 +136,27 @@ impl Supervisor {
             // How a re-adopted VMM ended, since its exit status goes to init.
             exit_file: Some(dir.join(EXIT_FILE).display().to_string()),
             // The root disk: a qcow2 overlay or a thin LV (raw).
-            disks: server
-                .disk_image_id
+            disks: disk_image
                 .as_ref()
-                .map(|_| self.disks.root_disk(&server.id, &dir))
-                .map(|(path, format)| DiskConfig {
+                .map(|img| (img, self.disks.root_disk(&server.id, &dir)))
+                .map(|(img, (path, format))| DiskConfig {
                     path: path.display().to_string(),
-                    format: match format {
-                        kiln_api::compute::DiskFormat::Raw => DiskFormat::Raw,
-                        kiln_api::compute::DiskFormat::Qcow2 => DiskFormat::Qcow2,
+                    format: vm_format(format),
+                    // A qcow2 overlay's one backing file: the image, named
+                    // explicitly (kiln-vmm follows no header on its own).
+                    backing: match (&img.kind, format) {
+                        (
+                            ImageKind::Disk {
+                                path: base,
+                                format: base_format,
+                                ..
+                            },
+                            kiln_api::compute::DiskFormat::Qcow2,
+                        ) => vec![BackingConfig {
+                            path: base.clone(),
+                            format: vm_format(*base_format),
+                        }],
+                        _ => Vec::new(),
                     },
                     serial: Some(format!("root-{}", &server.id[..server.id.len().min(15)])),
                     transitional,
@@ -153,5 +188,12 @@ impl Supervisor {
                 .collect(),
             ..Default::default()
         })
+    }
+}
+
+fn vm_format(f: kiln_api::compute::DiskFormat) -> DiskFormat {
+    match f {
+        kiln_api::compute::DiskFormat::Raw => DiskFormat::Raw,
+        kiln_api::compute::DiskFormat::Qcow2 => DiskFormat::Qcow2,
     }
 }
