@@ -345,6 +345,11 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
             s(&guest.join("OVMF_VARS.fd"))
         ),
         format!("# binary = \"{bin_s}/kiln-vmm\""),
+        // The images' directory, allowed for imports by path.
+        format!(
+            "# import_dirs = [\"{}\"]",
+            s(debian.canonicalize().unwrap().parent().unwrap())
+        ),
     ] {
         assert!(config.contains(&want.as_str()), "{want} not in\n{stdout}");
     }
