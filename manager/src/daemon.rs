@@ -115,14 +115,24 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::warn!(dir = %import.display(), "cannot make the import directory: {e}");
     }
     // Every disk image in the store must be self-contained and in the
-    // store; one that is not (planted, or imported by an older kilnd)
-    // goes to error and no server is built on it.
+    // store, every kernel image have its checked store copies (made now
+    // for one registered by an older kilnd); one that does not (planted,
+    // or from an older kilnd) goes to error and no server is built on it.
     let store_dir = state.join("images");
+    let dirs = crate::import_path::ImportDirs::new(&config.state_dir, &config.images.import_dirs);
     for img in store.list_images()? {
         if img.status != kiln_api::compute::ImageStatus::Active {
             continue;
         }
-        if let Err(why) = crate::images::check_stored_image(&img, &store_dir) {
+        let checked = match img.kind {
+            kiln_api::compute::ImageKind::Kernel { .. } => {
+                crate::kernels::adopt(&img, &dirs, &store_dir)
+            }
+            kiln_api::compute::ImageKind::Disk { .. } => {
+                crate::images::check_stored_image(&img, &store_dir)
+            }
+        };
+        if let Err(why) = checked {
             tracing::warn!(image = img.id, why, "image refused at start");
             store.fail_import(&img.id, &why)?;
         }

@@ -23,7 +23,7 @@ use kiln_api::compute::{
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::import_path::{check_initramfs, check_kernel, ImportDirs};
+use crate::import_path::ImportDirs;
 use crate::util::{check_name, now_rfc3339};
 
 #[derive(Debug, Error)]
@@ -76,9 +76,11 @@ pub fn prepare_image(
             ..
         } => {
             check_name("image", name).map_err(ImageError::Invalid)?;
-            check_kernel_files(dirs, kernel, initramfs.as_deref())?;
             let cmdline = cmdline.clone().unwrap_or_default();
             check_cmdline(&cmdline)?;
+            // Checked and copied into the store: servers boot the copy.
+            crate::kernels::copy_in(dirs, store_dir, &id, kernel, initramfs.as_deref())
+                .map_err(ImageError::Invalid)?;
             (
                 name.clone(),
                 ImageKind::Kernel {
@@ -245,23 +247,6 @@ pub fn check_stored_image(img: &Image, store_dir: &Path) -> Result<(), String> {
     };
     check_stored(Path::new(path), *format, store_dir)
         .map_err(|e| format!("disk image {:?} is refused: {e}", img.name))
-}
-
-/// Opens and checks a kernel image's files (under the import rules; a
-/// kernel as kiln-vmm loads it, see [`check_kernel`]). At registration and
-/// again before each VMM start.
-pub fn check_kernel_files(
-    dirs: &ImportDirs,
-    kernel: &str,
-    initramfs: Option<&str>,
-) -> Result<(), ImageError> {
-    let k = dirs.open("kernel", kernel).map_err(ImageError::Invalid)?;
-    check_kernel(&k).map_err(|e| ImageError::Invalid(format!("kernel {kernel:?}: {e}")))?;
-    if let Some(i) = initramfs {
-        let f = dirs.open("initramfs", i).map_err(ImageError::Invalid)?;
-        check_initramfs(&f).map_err(|e| ImageError::Invalid(format!("initramfs {i:?}: {e}")))?;
-    }
-    Ok(())
 }
 
 /// Refuses an empty file, and a file claimed to be qcow2 without the

@@ -27,6 +27,7 @@ pub mod disks;
 pub mod firmware;
 pub mod images;
 pub mod import_path;
+pub mod kernels;
 pub mod lvm;
 pub mod net;
 pub mod nics;

@@ -261,7 +261,11 @@ async fn create_image(
     let (img, job) = tokio::task::spawn_blocking(move || prepare_image(&req, &dir, &dirs))
         .await
         .map_err(ApiError::internal)??;
-    s.store.insert_image(&img)?;
+    if let Err(e) = s.store.insert_image(&img) {
+        // A kernel image's store copies, made by prepare_image.
+        crate::kernels::remove(&s.config.state_dir.join("images"), &img.id);
+        return Err(e.into());
+    }
     let Some(job) = job else {
         return Ok((StatusCode::CREATED, Json(img)));
     };
@@ -296,6 +300,9 @@ async fn create_image(
 
 async fn delete_image(State(s): St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let img = s.store.delete_image(&id)?;
+    if let ImageKind::Kernel { .. } = img.kind {
+        crate::kernels::remove(&s.config.state_dir.join("images"), &img.id);
+    }
     if let ImageKind::Disk { path, .. } = img.kind {
         let _ = std::fs::remove_file(path);
         // The lvm backend's copy of it (the next start reconciles a failure).
@@ -352,27 +359,14 @@ async fn create_server(
     let (firmware, disk_image_id, cmdline) = match &image.kind {
         ImageKind::Kernel {
             cmdline: default_cmdline,
-            kernel,
-            initramfs,
             ..
         } => {
-            // The kernel's files, checked again as at registration.
-            let dirs = crate::import_path::ImportDirs::new(
-                &s.config.state_dir,
-                &s.config.images.import_dirs,
-            );
-            let (k, i) = (kernel.clone(), initramfs.clone());
-            tokio::task::spawn_blocking(move || {
-                crate::images::check_kernel_files(&dirs, &k, i.as_deref())
-            })
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("kernel image {:?} cannot boot now: {e}", image.name),
-                )
-            })?;
+            // The kernel's store copies, checked again.
+            let (check, dir) = (image.clone(), store_dir.clone());
+            tokio::task::spawn_blocking(move || crate::kernels::stored(&check, &dir))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
             if let Some(f) = req.firmware {
                 return Err(ApiError::bad(format!(
                     "image {:?} is a kernel image, which boots directly: firmware {:?} applies only \

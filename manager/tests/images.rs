@@ -129,6 +129,25 @@ fn import_paths_only_from_allowed_dirs() {
     assert_eq!(status, 201, "{text}");
     let raw = kfile("disk.raw", &[7u8; 4096]);
     k.import_disk("disk", &raw, "raw");
+    // The kernel was copied into the store at registration: what is at its
+    // path now (a symlink to /etc/shadow) is never read again.
+    let img = k.image("good");
+    let copy = k.state_path(&format!("images/{}.kernel", img.id));
+    assert_eq!(std::fs::read(&copy).unwrap(), tiny_elf());
+    std::fs::remove_file(&good).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", &good).unwrap();
+    let r = k.req(
+        "POST",
+        "/v1/servers",
+        Some(r#"{"name":"s","flavor":"m1.tiny","image":"good"}"#),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json::<kiln_api::compute::Server>().unwrap().id;
+    k.wait_status(&id, ServerStatus::Error, T);
+    k.delete_server(&id);
+    // Deleting the image removes its copy.
+    assert_eq!(k.req("DELETE", "/v1/images/good", None).status, 204);
+    assert!(!copy.exists());
 }
 
 /// A kilnd whose allowed directories include /etc reads /etc's regular
@@ -282,10 +301,16 @@ fn an_image_planted_in_the_store_is_refused() {
     );
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(r.text().contains("not a regular file"), "{}", r.text());
-    // At start, both go to error with the reason as their fault.
+    // A kernel image without its store copy (as an older kilnd left it)
+    // whose registered path is now a symlink into /etc.
+    let kimg = k.image("k");
+    std::fs::remove_file(k.state_path(&format!("images/{}.kernel", kimg.id))).unwrap();
+    std::fs::remove_file(&kernel).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", &kernel).unwrap();
+    // At start, all go to error with the reason as their fault.
     k.stop();
     k.spawn();
-    for name in ["planted", "swapped"] {
+    for name in ["planted", "swapped", "k"] {
         let img = k.image(name);
         assert_eq!(img.status, ImageStatus::Error, "{img:?}");
         assert!(
@@ -331,6 +356,13 @@ fn kiln_vmms_hold_only_store_and_server_files() {
     let mut checked = 0;
     for s in &servers {
         let s = k.wait_status(&s.id, ServerStatus::Active, T);
+        // Booted from the kernel's store copy, not the cache.
+        let cfg: kiln_api::vm::VmConfig = serde_json::from_slice(
+            &std::fs::read(k.state_path(&format!("servers/{}/vm.json", s.id))).unwrap(),
+        )
+        .unwrap();
+        let kpath = cfg.kernel.expect("a kernel").path;
+        assert!(Path::new(&kpath).starts_with(&store), "{kpath}");
         let pid = s.pid.expect("an active server has a pid");
         let dir = k.state_path(&format!("servers/{}", s.id));
         let mut seen_store = false;

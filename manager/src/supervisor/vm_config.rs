@@ -31,6 +31,7 @@ impl Supervisor {
             .get_image(&server.image_id)
             .map_err(|e| format!("image {}: {e}", server.image_id))?;
         let dir = self.server_dir(&server.id);
+        let store_dir = self.config.state_dir.join("images");
         // The root disk's image: in the store and self-contained, so the
         // chain kiln-vmm is given (and opens) never leaves the store.
         let disk_image = match &server.disk_image_id {
@@ -40,7 +41,7 @@ impl Supervisor {
                     .store
                     .get_image(id)
                     .map_err(|e| format!("disk image {id}: {e}"))?;
-                crate::images::check_stored_image(&img, &self.config.state_dir.join("images"))?;
+                crate::images::check_stored_image(&img, &store_dir)?;
                 Some(img)
             }
         };
@@ -54,21 +55,11 @@ impl Supervisor {
         );
         // A kernel image boots directly; a disk image (its overlay is the
         // root disk, the first virtio-blk disk) through firmware.
-        let (kernel, firmware) = match (image.kind, server.firmware) {
-            (
-                ImageKind::Kernel {
-                    kernel, initramfs, ..
-                },
-                None,
-            ) => {
-                // As at registration: under an allowed directory, no
-                // symlink, a regular file, a kernel that fits.
-                let dirs = crate::import_path::ImportDirs::new(
-                    &self.config.state_dir,
-                    &self.config.images.import_dirs,
-                );
-                crate::images::check_kernel_files(&dirs, &kernel, initramfs.as_deref())
-                    .map_err(|e| format!("image {}: {e}", image.name))?;
+        let (kernel, firmware) = match (&image.kind, server.firmware) {
+            (ImageKind::Kernel { .. }, None) => {
+                // The store copies made at registration, checked again:
+                // never the path it was registered from.
+                let (kernel, initramfs) = crate::kernels::stored(&image, &store_dir)?;
                 (
                     Some(KernelConfig {
                         path: kernel,
