@@ -182,7 +182,7 @@ impl Supervisor {
     }
 }
 
-fn vm_format(f: kiln_api::compute::DiskFormat) -> DiskFormat {
+pub(super) fn vm_format(f: kiln_api::compute::DiskFormat) -> DiskFormat {
     match f {
         kiln_api::compute::DiskFormat::Raw => DiskFormat::Raw,
         kiln_api::compute::DiskFormat::Qcow2 => DiskFormat::Qcow2,
