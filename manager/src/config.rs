@@ -85,7 +85,11 @@ upload_idle_timeout_s = 60
 # under state_dir/import, always allowed; kilnd creates it, root-only), be
 # reached without following a symlink below the directory, and be a
 # regular file. Put images there, or list the directories that hold them,
-# e.g. ["/srv/images", "/home/ci/kiln/cache"].
+# e.g. ["/srv/images", "/home/ci/kiln/cache"]. Whoever may write in a
+# listed directory may have kilnd read what they put there: list only
+# directories whose writers may read what they hold (and keep the kernel's
+# fs.protected_hardlinks = 1, so no one can hardlink a file they cannot
+# read into one).
 import_dirs = []
 
 [firmware]

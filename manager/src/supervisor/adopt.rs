@@ -5,7 +5,9 @@
 //!   whose server is in the store is re-adopted (pidfd + watcher) if it
 //!   answers on its control socket; its status follows what it reports.
 //!   One that does not answer is killed and its server goes to ERROR.
-//!   Its NICs' links are set as the store has them.
+//!   Its NICs' links are set as the store has them, and its `vm.json`
+//!   (which a reset re-reads) is made to name the kernel's store copy and
+//!   its root overlay's backing file, as new ones do.
 //! - Such a process without a live server record is killed.
 //! - A server that should be running but has no process goes to ERROR
 //!   with a fault saying so; one left in BUILD or REBOOT is booted again;
