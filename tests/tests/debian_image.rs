@@ -208,7 +208,12 @@ fn debian_image_grub_on_kiln_vmm_seabios() {
         .arg("--firmware")
         .arg(cache_dir().join("guest").join("bios.bin"))
         .arg("--disk")
-        .arg(format!("path={},format=qcow2", overlay.display()))
+        // The overlay's backing file, named (kiln-vmm follows no header).
+        .arg(format!(
+            "path={},format=qcow2,backing={},backing_format=qcow2",
+            overlay.display(),
+            image.display()
+        ))
         .args(["--cpus", "1", "--memory", "1G", "--serial-log"])
         .arg(&log)
         .arg("--api-socket")
