@@ -18,17 +18,19 @@ bin=$root/target/release
 kiln=$bin/kiln
 g=$root/cache/guest
 cmdline="console=ttyS0 earlyprintk=ttyS0 panic=-1"
-args=()
+# Changes to the embedded defaults: kilnd registers kernels only from the
+# directories its config allows (images.import_dirs), here the guest
+# material cache.
+conf=/run/kiln/kilnd-demo.toml
+mkdir -p /run/kiln
+printf '[images]\nimport_dirs = ["%s"]\n' "$g" > "$conf"
 if [ -d /sys/module/kvm_pvm ]; then
     echo "note: nested KVM (PVM) here: the kernel's early boot only; see README" >&2
     cmdline="$cmdline noxsave"
-    # The only change to the embedded defaults: a CPU template this
-    # machine's instruction emulator can run.
-    conf=/run/kiln/kilnd-nested.toml
-    mkdir -p /run/kiln
-    printf '[vmm]\ncpu_template = "kvm-nested"\n' > "$conf"
-    args=(--config "$conf")
+    # And a CPU template this machine's instruction emulator can run.
+    printf '[vmm]\ncpu_template = "kvm-nested"\n' >> "$conf"
 fi
+args=(--config "$conf")
 
 if ! "$kiln" host >/dev/null 2>&1; then
     mkdir -p /var/log

@@ -178,8 +178,22 @@ print_command() {
     echo "${out[*]}"
 }
 
+# kilnd imports by path only from the directories its config allows
+# (images.import_dirs): those of the images given here, as image_cmd names
+# them (resolved).
+import_dirs() {
+    local line name file dirs=()
+    for line in "${servers[@]}"; do
+        IFS=$'\t' read -r name file _ <<<"$line"
+        dirs+=("\"$(dirname "$(realpath "$file")")\"")
+    done
+    printf '%s' "$(printf '%s\n' "${dirs[@]}" | sort -u | paste -sd, -)"
+}
+
 kilnd_config() {
     cat <<CONF
+[images]
+import_dirs = [$(import_dirs)]
 [firmware]
 bios = "$bios"
 uefi_code = "$ovmf_code"

@@ -168,6 +168,13 @@ pub struct DiskConfig {
     pub path: String,
     #[serde(default)]
     pub format: DiskFormat,
+    /// The image's backing chain, its own backing file first: the only
+    /// backing files the VMM opens. Each qcow2 header in the chain must
+    /// name the next file here (same path, relative names resolved against
+    /// the image's directory, and same format); a header naming a file
+    /// not listed is refused, never followed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backing: Vec<BackingConfig>,
     /// The guest may not write (VIRTIO_BLK_F_RO; the file is opened
     /// read-only).
     #[serde(default)]
@@ -189,6 +196,14 @@ pub struct DiskConfig {
     /// the cost of a host CPU busy while polling.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub poll_us: u32,
+}
+
+/// One backing file of a disk's chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackingConfig {
+    pub path: String,
+    pub format: DiskFormat,
 }
 
 fn is_zero(v: &u32) -> bool {

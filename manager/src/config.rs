@@ -79,6 +79,18 @@ max_upload_bytes = 68719476736
 # abandoned as if the client had left: the image is `queued` again, its
 # partial file removed, and a client still there gets 408. At least 1.
 upload_idle_timeout_s = 60
+# Directories from which disk images may be imported by path and kernels
+# and initramfs files registered (absolute paths). kilnd runs as root, so
+# any other host path is refused: a path must lie under one of these (or
+# under state_dir/import, always allowed; kilnd creates it, root-only), be
+# reached without following a symlink below the directory, and be a
+# regular file. Put images there, or list the directories that hold them,
+# e.g. ["/srv/images", "/home/ci/kiln/cache"]. Whoever may write in a
+# listed directory may have kilnd read what they put there: list only
+# directories whose writers may read what they hold (and keep the kernel's
+# fs.protected_hardlinks = 1, so no one can hardlink a file they cannot
+# read into one).
+import_dirs = []
 
 [firmware]
 # Firmware for servers whose image is a disk image (they boot through it
@@ -156,6 +168,7 @@ pub struct DisksConfig {
 pub struct ImagesConfig {
     pub max_upload_bytes: u64,
     pub upload_idle_timeout_s: u64,
+    pub import_dirs: Vec<PathBuf>,
 }
 
 /// `[firmware]`: the host's firmware files.
@@ -273,6 +286,17 @@ impl Config {
                 )));
             }
         }
+        for d in &self.images.import_dirs {
+            if !d.is_absolute()
+                || d.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "images.import_dirs: {} must be an absolute path without '..'",
+                    d.display()
+                )));
+            }
+        }
         if self.images.upload_idle_timeout_s == 0 {
             return Err(ConfigError::Invalid(
                 "images.upload_idle_timeout_s must be at least 1".into(),
@@ -373,6 +397,11 @@ mod tests {
             PathBuf::from("/usr/share/seabios/bios.bin")
         );
         assert!(Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\n").is_err());
+        assert!(Config::default_config().images.import_dirs.is_empty());
+        assert!(Config::parse("[images]\nimport_dirs = [\"rel\"]\n").is_err());
+        assert!(Config::parse("[images]\nimport_dirs = [\"/a/../etc\"]\n").is_err());
+        let c = Config::parse("[images]\nimport_dirs = [\"/srv/img\"]\n").unwrap();
+        assert_eq!(c.images.import_dirs, vec![PathBuf::from("/srv/img")]);
         assert!(Config::parse("[tcp]\nlisten = \"nonsense\"\ntoken_file = \"/t\"\n").is_err());
         let c = Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/t\"\n").unwrap();
         assert_eq!(c.tcp.listen.unwrap().port(), 1);

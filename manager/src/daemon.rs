@@ -108,6 +108,36 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     for p in crate::upload::remove_partials(&state.join("images")) {
         tracing::warn!(file = %p.display(), "removed the file of an interrupted upload");
     }
+    // Always an allowed import directory (crate::import_path): root's only.
+    let import = state.join("import");
+    if let Err(e) = std::fs::create_dir_all(&import).and_then(|()| {
+        std::fs::set_permissions(&import, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+    }) {
+        tracing::warn!(dir = %import.display(), "cannot make the import directory: {e}");
+    }
+    // Every disk image in the store must be self-contained and in the
+    // store, every kernel image have its checked store copies (made now
+    // for one registered by an older kilnd); one that does not (planted,
+    // or from an older kilnd) goes to error and no server is built on it.
+    let store_dir = state.join("images");
+    let dirs = crate::import_path::ImportDirs::new(&config.state_dir, &config.images.import_dirs);
+    for img in store.list_images()? {
+        if img.status != kiln_api::compute::ImageStatus::Active {
+            continue;
+        }
+        let checked = match img.kind {
+            kiln_api::compute::ImageKind::Kernel { .. } => {
+                crate::kernels::adopt(&img, &dirs, &store_dir)
+            }
+            kiln_api::compute::ImageKind::Disk { .. } => {
+                crate::images::check_stored_image(&img, &store_dir)
+            }
+        };
+        if let Err(why) = checked {
+            tracing::warn!(image = img.id, why, "image refused at start");
+            store.fail_import(&img.id, &why)?;
+        }
+    }
     let listener = bind(&config)?;
     sup.reconcile().await;
     let expirer = sup.clone();

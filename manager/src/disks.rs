@@ -317,7 +317,17 @@ mod tests {
         std::fs::write(&base, vec![0xabu8; 1 << 20]).unwrap();
         let img = disk_image(&base, DiskFormat::Raw);
         let root = ensure_root_disk(dir.path(), &img, 2).unwrap();
-        let d = kiln_block::open_disk(&root, ImageFormat::Qcow2, OpenOptions::default()).unwrap();
+        let chain = [kiln_block::BackingFile {
+            path: base.clone(),
+            format: ImageFormat::Raw,
+        }];
+        let open = || {
+            kiln_block::open_disk_chain(&root, ImageFormat::Qcow2, OpenOptions::default(), &chain)
+                .unwrap()
+        };
+        // The overlay's header names the image: opened only when named.
+        assert!(kiln_block::open_disk(&root, ImageFormat::Qcow2, OpenOptions::default()).is_err());
+        let d = open();
         assert_eq!(d.size(), 2 << 30);
         let mut buf = [0u8; 4];
         d.read_at(4096, &mut buf).unwrap();
@@ -333,7 +343,7 @@ mod tests {
         assert!(std::fs::metadata(&root).unwrap().len() < 1 << 20);
         // Idempotent: a second call keeps the disk and its writes.
         ensure_root_disk(dir.path(), &img, 2).unwrap();
-        let d = kiln_block::open_disk(&root, ImageFormat::Qcow2, OpenOptions::default()).unwrap();
+        let d = open();
         d.read_at(4096, &mut buf).unwrap();
         assert_eq!(buf, [1, 2, 3, 4]);
         // Disk 0: the image's own size.

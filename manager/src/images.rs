@@ -5,10 +5,17 @@
 //! uploaded as a request body (see [`crate::upload`]). A disk image's
 //! format is always the one the request names; a file claimed to be qcow2
 //! must start with the qcow2 magic, and nothing is ever probed.
+//!
+//! Host paths are read only under the directories the admin allows
+//! ([`crate::import_path`]). Every disk image in the store is
+//! self-contained: a qcow2 image that names a backing file or an external
+//! data file is refused at import (path or upload), and an image found in
+//! the store with such a header is refused at kilnd's start and at server
+//! create ([`check_stored`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use kiln_api::compute::{
     DiskFormat, DiskSource, Image, ImageCreate, ImageKind, ImageStatus, ImportProgress,
@@ -16,6 +23,7 @@ use kiln_api::compute::{
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::import_path::ImportDirs;
 use crate::util::{check_name, now_rfc3339};
 
 #[derive(Debug, Error)]
@@ -26,35 +34,20 @@ pub enum ImageError {
     Copy(#[source] std::io::Error),
 }
 
-/// Checks that `p` is an absolute path without `..` to a readable regular
-/// file.
-pub fn check_host_file(what: &str, p: &str) -> Result<PathBuf, ImageError> {
-    let path = Path::new(p);
-    if !path.is_absolute() || p.contains('\0') {
-        return Err(ImageError::Invalid(format!(
-            "{what} path {p:?} must be absolute"
-        )));
-    }
-    if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(ImageError::Invalid(format!(
-            "{what} path {p:?} must not contain '..'"
-        )));
-    }
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => Ok(path.to_owned()),
-        Ok(_) => Err(ImageError::Invalid(format!(
-            "{what} path {p:?} is not a regular file"
-        ))),
-        Err(e) => Err(ImageError::Invalid(format!("{what} path {p:?}: {e}"))),
-    }
-}
-
-/// A disk image copy still to do: `src` into `dst`.
+/// A disk image copy still to do: `src` (opened under the import rules)
+/// into `dst`, in `format`.
 #[derive(Debug)]
 pub struct ImportJob {
-    pub src: PathBuf,
+    pub src: File,
     pub dst: PathBuf,
     pub total: u64,
+    pub format: DiskFormat,
+}
+
+/// `/proc/self/fd/N`: the file open as `f`, whatever its path now names.
+fn fd_path(f: &File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
 }
 
 /// Checks a request and makes its image. A kernel image is complete; a
@@ -65,6 +58,7 @@ pub struct ImportJob {
 pub fn prepare_image(
     req: &ImageCreate,
     store_dir: &Path,
+    dirs: &ImportDirs,
 ) -> Result<(Image, Option<ImportJob>), ImageError> {
     let id = uuid::Uuid::new_v4().to_string();
     let mut job = None;
@@ -82,12 +76,11 @@ pub fn prepare_image(
             ..
         } => {
             check_name("image", name).map_err(ImageError::Invalid)?;
-            check_host_file("kernel", kernel)?;
-            if let Some(i) = initramfs {
-                check_host_file("initramfs", i)?;
-            }
             let cmdline = cmdline.clone().unwrap_or_default();
             check_cmdline(&cmdline)?;
+            // Checked and copied into the store: servers boot the copy.
+            crate::kernels::copy_in(dirs, store_dir, &id, kernel, initramfs.as_deref())
+                .map_err(ImageError::Invalid)?;
             (
                 name.clone(),
                 ImageKind::Kernel {
@@ -116,13 +109,17 @@ pub fn prepare_image(
             let total =
                 match (source, path) {
                     (DiskSource::Path, Some(path)) => {
-                        let src = check_host_file("disk image", path)?;
+                        let src = dirs.open("disk image", path).map_err(ImageError::Invalid)?;
                         check_head(&src, *format)?;
-                        let total = std::fs::metadata(&src).map_err(ImageError::Copy)?.len();
+                        // What the copy will hold, checked as an upload is
+                        // (the copy is checked again: the file may change).
+                        check_complete(&fd_path(&src), *format).map_err(ImageError::Invalid)?;
+                        let total = src.metadata().map_err(ImageError::Copy)?.len();
                         job = Some(ImportJob {
                             src,
                             dst: dst.clone(),
                             total,
+                            format: *format,
                         });
                         total
                     }
@@ -176,11 +173,11 @@ pub fn prepare_image(
 
 /// Checks an image file against its declared format once its data is all
 /// there: not empty; a qcow2 one must open as qcow2 in the kiln-block
-/// engine and name no backing file (an uploaded image must not make kilnd
-/// read host files).
+/// engine and refer to nothing outside itself (no backing file, no external
+/// data file: an image must never make kilnd or kiln-vmm read host files).
 pub fn check_complete(path: &Path, format: DiskFormat) -> Result<(), String> {
     let len = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read the upload: {e}"))?
+        .map_err(|e| format!("cannot read the image: {e}"))?
         .len();
     if len == 0 {
         return Err("the image is empty".into());
@@ -188,16 +185,14 @@ pub fn check_complete(path: &Path, format: DiskFormat) -> Result<(), String> {
     if format == DiskFormat::Raw {
         return Ok(());
     }
-    let mut head = [0u8; 16];
+    let mut head = [0u8; 4];
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .map_err(|_| "the data is not qcow2: shorter than a qcow2 header".to_string())?;
-    if head[..4] != *b"QFI\xfb" {
+    if head != *b"QFI\xfb" {
         return Err("the data is not qcow2 (no QFI\\xfb magic); declare the format it has".into());
     }
-    if u64::from_be_bytes(head[8..16].try_into().unwrap()) != 0 {
-        return Err("the qcow2 image names a backing file; upload a self-contained image".into());
-    }
+    self_contained(path)?;
     let opts = kiln_block::OpenOptions {
         read_only: true,
         direct: false,
@@ -207,13 +202,59 @@ pub fn check_complete(path: &Path, format: DiskFormat) -> Result<(), String> {
         .map_err(|e| format!("the data is not a valid qcow2 image: {e}"))
 }
 
+/// Refuses a qcow2 image whose header names a backing file or an external
+/// data file, naming it.
+fn self_contained(path: &Path) -> Result<(), String> {
+    match kiln_block::backing_of(path, kiln_block::ImageFormat::Qcow2) {
+        Ok(None) => Ok(()),
+        Ok(Some((name, _))) => Err(format!(
+            "the qcow2 image names backing file {name:?}: only self-contained images are accepted"
+        )),
+        Err(e @ kiln_block::Error::Unsupported(_)) => {
+            Err(format!("the qcow2 image is refused: {e}"))
+        }
+        Err(e) => Err(format!("the data is not a valid qcow2 image: {e}")),
+    }
+}
+
+/// Checks a disk image of the store before a server is built on it (and at
+/// kilnd's start): its file is a regular file (not a symlink) right in the
+/// image store, and a qcow2 one names no backing file and no data file,
+/// so no server's disk chain ever leaves the store.
+pub fn check_stored(path: &Path, format: DiskFormat, store_dir: &Path) -> Result<(), String> {
+    if path.parent() != Some(store_dir) {
+        return Err(format!(
+            "its file {} is not in the image store {}",
+            path.display(),
+            store_dir.display()
+        ));
+    }
+    let md =
+        std::fs::symlink_metadata(path).map_err(|e| format!("its file {}: {e}", path.display()))?;
+    if !md.is_file() {
+        return Err(format!("its file {} is not a regular file", path.display()));
+    }
+    if format == DiskFormat::Qcow2 {
+        self_contained(path)?;
+    }
+    Ok(())
+}
+
+/// [`check_stored`] for a disk image record, the message naming it.
+pub fn check_stored_image(img: &Image, store_dir: &Path) -> Result<(), String> {
+    let ImageKind::Disk { path, format, .. } = &img.kind else {
+        return Ok(());
+    };
+    check_stored(Path::new(path), *format, store_dir)
+        .map_err(|e| format!("disk image {:?} is refused: {e}", img.name))
+}
+
 /// Refuses an empty file, and a file claimed to be qcow2 without the
 /// qcow2 magic.
-fn check_head(src: &Path, format: DiskFormat) -> Result<(), ImageError> {
+fn check_head(src: &File, format: DiskFormat) -> Result<(), ImageError> {
+    use std::os::unix::fs::FileExt;
     let mut head = [0u8; 4];
-    let n = File::open(src)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(ImageError::Copy)?;
+    let n = src.read_at(&mut head, 0).map_err(ImageError::Copy)?;
     if n == 0 {
         return Err(ImageError::Invalid("the disk image is empty".into()));
     }
@@ -230,7 +271,11 @@ impl ImportJob {
     /// after every chunk. Answers (size, hex sha256). On error the partial
     /// copy is removed.
     pub fn run(&self, progress: impl FnMut(u64)) -> Result<(u64, String), ImageError> {
-        let r = copy_with_sha256(&self.src, &self.dst, progress);
+        let r = copy_with_sha256(&self.src, &self.dst, progress).and_then(|done| {
+            // The copy is what servers use: check it, not the source.
+            check_complete(&self.dst, self.format).map_err(ImageError::Invalid)?;
+            Ok(done)
+        });
         if r.is_err() {
             let _ = std::fs::remove_file(&self.dst);
         }
@@ -239,8 +284,12 @@ impl ImportJob {
 }
 
 /// [`prepare_image`] and the import at once (for tests and tools).
-pub fn build_image(req: &ImageCreate, store_dir: &Path) -> Result<Image, ImageError> {
-    let (mut img, job) = prepare_image(req, store_dir)?;
+pub fn build_image(
+    req: &ImageCreate,
+    store_dir: &Path,
+    dirs: &ImportDirs,
+) -> Result<Image, ImageError> {
+    let (mut img, job) = prepare_image(req, store_dir, dirs)?;
     if let Some(job) = job {
         let (size, sha) = job.run(|_| {})?;
         if let ImageKind::Disk {
@@ -273,17 +322,23 @@ pub fn check_cmdline(c: &str) -> Result<(), ImageError> {
 }
 
 fn copy_with_sha256(
-    src: &Path,
+    src: &File,
     dst: &Path,
     mut progress: impl FnMut(u64),
 ) -> Result<(u64, String), ImageError> {
-    let mut input = File::open(src).map_err(ImageError::Copy)?;
+    use std::os::unix::fs::FileExt;
+    let mut offset = 0u64;
+    let mut input = |buf: &mut [u8]| {
+        let n = src.read_at(buf, offset)?;
+        offset += n as u64;
+        Ok::<usize, std::io::Error>(n)
+    };
     let mut out = File::create_new(dst).map_err(ImageError::Copy)?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = input.read(&mut buf).map_err(ImageError::Copy)?;
+        let n = input(&mut buf).map_err(ImageError::Copy)?;
         if n == 0 {
             break;
         }
@@ -315,7 +370,8 @@ mod tests {
             os_type: Some(kiln_api::compute::OsType::Windows),
             virtio_model: Some(kiln_api::compute::VirtioModel::Transitional),
         };
-        let img = build_image(&req, &dir.path().join("store")).unwrap();
+        let dirs = ImportDirs::new(&dir.path().join("state"), &[dir.path().to_owned()]);
+        let img = build_image(&req, &dir.path().join("store"), &dirs).unwrap();
         assert_eq!(
             img.virtio_model,
             kiln_api::compute::VirtioModel::Transitional
@@ -347,6 +403,7 @@ mod tests {
         let src = dir.path().join("disk.raw");
         std::fs::write(&src, b"not qcow2").unwrap();
         let store = dir.path().join("store");
+        let dirs = ImportDirs::new(&dir.path().join("state"), &[dir.path().to_owned()]);
         let disk = |name: &str, path: &str, format| ImageCreate::Disk {
             name: name.into(),
             path: Some(path.into()),
@@ -395,7 +452,10 @@ mod tests {
             },
         ] {
             assert!(
-                matches!(build_image(&req, &store), Err(ImageError::Invalid(_))),
+                matches!(
+                    build_image(&req, &store, &dirs),
+                    Err(ImageError::Invalid(_))
+                ),
                 "{req:?}"
             );
         }
@@ -411,6 +471,7 @@ mod tests {
                 virtio_model: None,
             },
             &store,
+            &dirs,
         )
         .unwrap();
         assert!(job.is_none());
@@ -420,13 +481,18 @@ mod tests {
             .unwrap_err()
             .contains("not qcow2"));
         check_complete(&src, DiskFormat::Raw).unwrap();
-        let mut backed = b"QFI\xfb\0\0\0\x03\0\0\0\0\0\0\x01\0".to_vec();
-        backed.resize(512, 0);
         let b = dir.path().join("backed.qcow2");
-        std::fs::write(&b, backed).unwrap();
-        assert!(check_complete(&b, DiskFormat::Qcow2)
-            .unwrap_err()
-            .contains("backing file"));
+        let opts = kiln_block::CreateOptions {
+            backing: Some((src.clone(), kiln_block::ImageFormat::Raw)),
+            ..Default::default()
+        };
+        kiln_block::create_qcow2(&b, 1 << 20, opts).unwrap();
+        let e = check_complete(&b, DiskFormat::Qcow2).unwrap_err();
+        assert!(e.contains("backing file") && e.contains("disk.raw"), "{e}");
+        let e = check_stored(&b, DiskFormat::Qcow2, dir.path()).unwrap_err();
+        assert!(e.contains("backing file"), "{e}");
+        let e = check_stored(&b, DiskFormat::Qcow2, &store).unwrap_err();
+        assert!(e.contains("not in the image store"), "{e}");
         let empty = dir.path().join("empty");
         std::fs::write(&empty, b"").unwrap();
         assert!(check_complete(&empty, DiskFormat::Raw).is_err());

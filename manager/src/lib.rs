@@ -26,6 +26,8 @@ pub mod daemon;
 pub mod disks;
 pub mod firmware;
 pub mod images;
+pub mod import_path;
+pub mod kernels;
 pub mod lvm;
 pub mod net;
 pub mod nics;

@@ -256,10 +256,16 @@ async fn create_image(
         ));
     }
     let dir = s.config.state_dir.join("images");
-    let (img, job) = tokio::task::spawn_blocking(move || prepare_image(&req, &dir))
+    let dirs =
+        crate::import_path::ImportDirs::new(&s.config.state_dir, &s.config.images.import_dirs);
+    let (img, job) = tokio::task::spawn_blocking(move || prepare_image(&req, &dir, &dirs))
         .await
         .map_err(ApiError::internal)??;
-    s.store.insert_image(&img)?;
+    if let Err(e) = s.store.insert_image(&img) {
+        // A kernel image's store copies, made by prepare_image.
+        crate::kernels::remove(&s.config.state_dir.join("images"), &img.id);
+        return Err(e.into());
+    }
     let Some(job) = job else {
         return Ok((StatusCode::CREATED, Json(img)));
     };
@@ -294,6 +300,9 @@ async fn create_image(
 
 async fn delete_image(State(s): St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let img = s.store.delete_image(&id)?;
+    if let ImageKind::Kernel { .. } = img.kind {
+        crate::kernels::remove(&s.config.state_dir.join("images"), &img.id);
+    }
     if let ImageKind::Disk { path, .. } = img.kind {
         let _ = std::fs::remove_file(path);
         // The lvm backend's copy of it (the next start reconciles a failure).
@@ -346,11 +355,18 @@ async fn create_server(
         StoreError::NotFound { .. } => ApiError::bad(format!("unknown image {:?}", req.image)),
         e => e.into(),
     })?;
+    let store_dir = s.config.state_dir.join("images");
     let (firmware, disk_image_id, cmdline) = match &image.kind {
         ImageKind::Kernel {
             cmdline: default_cmdline,
             ..
         } => {
+            // The kernel's store copies, checked again.
+            let (check, dir) = (image.clone(), store_dir.clone());
+            tokio::task::spawn_blocking(move || crate::kernels::stored(&check, &dir))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
             if let Some(f) = req.firmware {
                 return Err(ApiError::bad(format!(
                     "image {:?} is a kernel image, which boots directly: firmware {:?} applies only \
@@ -368,7 +384,7 @@ async fn create_server(
                         }
                         e => e.into(),
                     })?;
-                    check_root_image(&img, flavor.disk_gb).await?;
+                    check_root_image(&img, flavor.disk_gb, &store_dir).await?;
                     Some(img.id)
                 }
             };
@@ -397,7 +413,7 @@ async fn create_server(
                     image.name
                 )));
             }
-            check_root_image(&image, flavor.disk_gb).await?;
+            check_root_image(&image, flavor.disk_gb, &store_dir).await?;
             let fw = req.firmware.unwrap_or(*image_firmware);
             crate::firmware::check_host_files(&s.config.firmware, fw)
                 .map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
@@ -461,7 +477,11 @@ async fn create_server(
 
 /// Checks that a disk image can be a root disk of `disk_gb`: active, and
 /// no larger than the flavor's disk.
-async fn check_root_image(img: &kiln_api::compute::Image, disk_gb: u64) -> Result<(), ApiError> {
+async fn check_root_image(
+    img: &kiln_api::compute::Image,
+    disk_gb: u64,
+    store_dir: &std::path::Path,
+) -> Result<(), ApiError> {
     if !matches!(img.kind, ImageKind::Disk { .. }) {
         return Err(ApiError::bad(format!(
             "image {:?} is not a disk image",
@@ -477,6 +497,12 @@ async fn check_root_image(img: &kiln_api::compute::Image, disk_gb: u64) -> Resul
             ),
         ));
     }
+    // A server is never built on a chain that leaves the image store.
+    let (check, store_dir) = (img.clone(), store_dir.to_owned());
+    tokio::task::spawn_blocking(move || crate::images::check_stored_image(&check, &store_dir))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
     let check = img.clone();
     tokio::task::spawn_blocking(move || crate::disks::root_size(&check, disk_gb))
         .await

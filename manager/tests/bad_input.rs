@@ -292,7 +292,7 @@ fn malformed_requests_get_4xx_and_change_nothing() {
             "/v1/images".into(),
             r#"{"type":"disk","name":"d","path":"/etc/passwd","format":"qcow2"}"#.into(),
             400,
-            "not qcow2",
+            "images.import_dirs",
         ),
         (
             "POST",
@@ -320,7 +320,7 @@ fn malformed_requests_get_4xx_and_change_nothing() {
             "/v1/images".into(),
             r#"{"type":"kernel","name":"k2","kernel":"/nonexistent"}"#.into(),
             400,
-            "No such file",
+            "images.import_dirs",
         ),
         (
             "POST",

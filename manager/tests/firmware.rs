@@ -114,11 +114,24 @@ fn disk_image_boots_through_seabios_from_its_root_disk() {
     let root = k.state_path(&format!("servers/{}/root.qcow2", s.id));
     assert_eq!(cfg.disks[0].path, root.display().to_string());
     assert_eq!(cfg.disks[0].format, kiln_api::vm::DiskFormat::Qcow2);
+    // Its one backing file, named: the image in the store.
+    let (base, _, _) = common::disk_of(&img);
+    assert_eq!(
+        cfg.disks[0].backing,
+        vec![kiln_api::vm::BackingConfig {
+            path: base.to_owned(),
+            format: kiln_api::vm::DiskFormat::Raw
+        }]
+    );
     // The overlay has the flavor's size over the image.
-    let d = kiln_block::open_disk(
+    let d = kiln_block::open_disk_chain(
         &root,
         kiln_block::ImageFormat::Qcow2,
         kiln_block::OpenOptions::default(),
+        &[kiln_block::BackingFile {
+            path: base.into(),
+            format: kiln_block::ImageFormat::Raw,
+        }],
     )
     .unwrap();
     assert_eq!(d.size(), 1 << 30);

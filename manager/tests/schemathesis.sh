@@ -24,9 +24,13 @@ cleanup() {
 trap cleanup EXIT
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "$token" > "$dir/token"
-# A kernel file to register; the VMM binary is absent so servers go ERROR.
+# A file to register (in $dir, the only directory kilnd may import from;
+# not a kernel, so a kernel registration of it is a 400); the VMM binary is
+# absent so servers go ERROR.
 echo fake > "$dir/vmlinux"
 cat > "$dir/kilnd.toml" <<CONF
+[images]
+import_dirs = ["$dir"]
 [tcp]
 listen = "127.0.0.1:18775"
 token_file = "$dir/token"

@@ -176,3 +176,82 @@ fn ring0_int3_ends_in_emulation_failure_here() {
         );
     }
 }
+
+/// kiln-vmm opens a qcow2 disk's backing file only when `--disk` names it
+/// (`backing=`, `backing_format=`) and the header names the same file: an
+/// overlay whose header alone names `/etc/shadow`, or names another file
+/// than the flag, is a clear host error before the guest runs.
+#[test]
+fn disk_backing_files_only_when_named() {
+    if !kvm_available("disk_backing_files_only_when_named") {
+        return;
+    }
+    let dir = ScratchDir::new("backing").expect("scratch dir");
+    let base = dir.path().join("base.raw");
+    fs::write(&base, vec![0u8; 1 << 20]).unwrap();
+    let other = dir.path().join("other.raw");
+    fs::write(&other, vec![0u8; 1 << 20]).unwrap();
+    let qemu_img = |backing: &Path, img: &Path| {
+        let st = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b"])
+            .arg(backing)
+            .arg(img)
+            .arg("1M")
+            .status()
+            .expect("qemu-img (scripts/setup.sh installs it)");
+        assert!(st.success());
+    };
+    let shadow = dir.path().join("shadow.qcow2");
+    qemu_img(Path::new("/etc/shadow"), &shadow);
+    let top = dir.path().join("top.qcow2");
+    qemu_img(&base, &top);
+    let run = |disk: String, codes: &[i32]| {
+        let mut vm = Vm::start(
+            &VmSpec::new(probe("hello"))
+                .memory_mib(32)
+                .args(["--disk", &disk]),
+        );
+        let status = vm.wait_exit(SHORT);
+        let log = vm.vmm_log();
+        assert!(!log.contains("panicked"), "{}", vm.describe());
+        let code = status.code().expect("an exit, not a signal");
+        assert!(
+            codes.contains(&code),
+            "{disk}: exit {code}\n{}",
+            vm.describe()
+        );
+        log
+    };
+    let s = |p: &Path| p.display().to_string();
+    for (disk, why) in [
+        (
+            format!("path={},format=qcow2", s(&shadow)),
+            "which the caller did not give",
+        ),
+        (
+            format!("path={},format=qcow2", s(&top)),
+            "which the caller did not give",
+        ),
+        (
+            format!(
+                "path={},format=qcow2,backing={},backing_format=raw",
+                s(&top),
+                s(&other)
+            ),
+            "as the caller says",
+        ),
+    ] {
+        let log = run(disk.clone(), &[EXIT_HOST_ERROR]);
+        assert!(log.contains(why), "{disk}: {log}");
+    }
+    // Named as its header names it: the VM runs (hello powers off).
+    let log = run(
+        format!(
+            "path={},format=qcow2,backing={},backing_format=raw",
+            s(&top),
+            s(&base)
+        ),
+        &[0],
+    );
+    assert!(log.contains("virtio-blk0:"), "{log}");
+}

@@ -208,7 +208,12 @@ fn debian_image_grub_on_kiln_vmm_seabios() {
         .arg("--firmware")
         .arg(cache_dir().join("guest").join("bios.bin"))
         .arg("--disk")
-        .arg(format!("path={},format=qcow2", overlay.display()))
+        // The overlay's backing file, named (kiln-vmm follows no header).
+        .arg(format!(
+            "path={},format=qcow2,backing={},backing_format=qcow2",
+            overlay.display(),
+            image.display()
+        ))
         .args(["--cpus", "1", "--memory", "1G", "--serial-log"])
         .arg(&log)
         .arg("--api-socket")
@@ -345,6 +350,11 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
             s(&guest.join("OVMF_VARS.fd"))
         ),
         format!("# binary = \"{bin_s}/kiln-vmm\""),
+        // The images' directory, allowed for imports by path.
+        format!(
+            "# import_dirs = [\"{}\"]",
+            s(debian.canonicalize().unwrap().parent().unwrap())
+        ),
     ] {
         assert!(config.contains(&want.as_str()), "{want} not in\n{stdout}");
     }

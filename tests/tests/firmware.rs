@@ -438,7 +438,7 @@ fn seabios_boots_a_boot_sector_from_qcow2_over_virtio_blk() {
         "memory": {"size_mib": 128},
         "firmware": {"path": guest_file("bios.bin")},
         "serial": {"log": serial},
-        "disks": [{"path": overlay, "format": "qcow2"}],
+        "disks": [{"path": overlay, "format": "qcow2", "backing": [{"path": base, "format": "raw"}]}],
     });
     let cfg = dir.path().join("vm.json");
     fs::write(&cfg, config.to_string()).unwrap();

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use kiln_api::control::LinkState;
 use kiln_api::vm::{DiskConfig, DiskFormat, NetConfig};
-use kiln_block::{open_disk, ImageFormat, OpenOptions};
+use kiln_block::{open_disk_chain, BackingFile, ImageFormat, OpenOptions};
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -312,13 +312,24 @@ fn image_format(f: DiskFormat) -> ImageFormat {
 
 fn block_device(i: usize, d: &DiskConfig) -> Result<Box<dyn VirtioDevice>, WiringError> {
     let format = image_format(d.format);
-    let disk = open_disk(
+    // Only the backing files the config names are opened, and each header
+    // must name exactly the next one (never followed on its own say).
+    let chain: Vec<BackingFile> = d
+        .backing
+        .iter()
+        .map(|b| BackingFile {
+            path: b.path.clone().into(),
+            format: image_format(b.format),
+        })
+        .collect();
+    let disk = open_disk_chain(
         Path::new(&d.path),
         format,
         OpenOptions {
             read_only: d.readonly,
             direct: d.direct,
         },
+        &chain,
     )
     .map_err(|source| WiringError::Disk {
         path: d.path.clone(),

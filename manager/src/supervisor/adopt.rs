@@ -5,7 +5,9 @@
 //!   whose server is in the store is re-adopted (pidfd + watcher) if it
 //!   answers on its control socket; its status follows what it reports.
 //!   One that does not answer is killed and its server goes to ERROR.
-//!   Its NICs' links are set as the store has them.
+//!   Its NICs' links are set as the store has them, and its `vm.json`
+//!   (which a reset re-reads) is made to name the kernel's store copy and
+//!   its root overlay's backing file, as new ones do.
 //! - Such a process without a live server record is killed.
 //! - A server that should be running but has no process goes to ERROR
 //!   with a fault saying so; one left in BUILD or REBOOT is booted again;
@@ -76,6 +78,7 @@ impl Supervisor {
         for s in servers {
             let id = s.id.as_str();
             if let Some(pid) = running.get(id).copied() {
+                self.pin_files(&s);
                 self.readopt(&s, pid).await;
             }
             if s.task_state.as_deref() == Some("deleting") {
@@ -155,6 +158,63 @@ impl Supervisor {
     }
 
     /// Re-attaches to a running VMM of this server.
+    /// A kiln-vmm started by an older kilnd re-reads its `vm.json` when it
+    /// resets (re-exec): point it at the kernel's store copies and name its
+    /// root overlay's backing file, as [`Supervisor::vm_config`] now does,
+    /// so that a reset neither reads a registered host path again nor
+    /// follows an overlay header (kiln-vmm would refuse it). Written whole
+    /// (a temporary file renamed over it).
+    fn pin_files(&self, server: &kiln_api::compute::Server) {
+        use kiln_api::compute::ImageKind;
+        let path = self.server_dir(&server.id).join("vm.json");
+        let Ok(mut cfg) = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                serde_json::from_slice::<kiln_api::vm::VmConfig>(&b).map_err(|e| e.to_string())
+            })
+        else {
+            return;
+        };
+        let store_dir = self.config.state_dir.join("images");
+        let before = cfg.clone();
+        if let (Some(k), Ok(img)) = (cfg.kernel.as_mut(), self.store.get_image(&server.image_id)) {
+            if let ImageKind::Kernel { initramfs, .. } = &img.kind {
+                let (kp, ip) = crate::kernels::store_paths(&store_dir, &img.id);
+                k.path = kp.display().to_string();
+                k.initramfs = initramfs.as_ref().map(|_| ip.display().to_string());
+            }
+        }
+        let disk_image = server
+            .disk_image_id
+            .as_ref()
+            .and_then(|i| self.store.get_image(i).ok());
+        if let (Some(d), Some(img)) = (cfg.disks.first_mut(), disk_image) {
+            if let ImageKind::Disk {
+                path: base, format, ..
+            } = &img.kind
+            {
+                if d.format == kiln_api::vm::DiskFormat::Qcow2 && d.backing.is_empty() {
+                    d.backing = vec![kiln_api::vm::BackingConfig {
+                        path: base.clone(),
+                        format: super::vm_config::vm_format(*format),
+                    }];
+                }
+            }
+        }
+        if cfg == before {
+            return;
+        }
+        let tmp = path.with_extension("json.partial");
+        let r = serde_json::to_vec_pretty(&cfg)
+            .map_err(std::io::Error::other)
+            .and_then(|j| std::fs::write(&tmp, j))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match r {
+            Ok(()) => tracing::info!(server = server.id, "vm.json names store files only now"),
+            Err(e) => tracing::warn!(server = server.id, "cannot update vm.json: {e}"),
+        }
+    }
+
     async fn readopt(self: &Arc<Self>, server: &kiln_api::compute::Server, pid: u32) {
         let (id, status) = (server.id.as_str(), server.status);
         let fd = match sys::pidfd_open(pid) {

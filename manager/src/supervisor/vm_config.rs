@@ -11,8 +11,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use kiln_api::compute::{Firmware, ImageKind, OsType, Server};
 use kiln_api::vm::{
-    CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig,
-    SerialConfig, VmConfig,
+    BackingConfig, CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig,
+    NetConfig, SerialConfig, VmConfig,
 };
 
 use super::{Supervisor, EXIT_FILE};
@@ -31,6 +31,20 @@ impl Supervisor {
             .get_image(&server.image_id)
             .map_err(|e| format!("image {}: {e}", server.image_id))?;
         let dir = self.server_dir(&server.id);
+        let store_dir = self.config.state_dir.join("images");
+        // The root disk's image: in the store and self-contained, so the
+        // chain kiln-vmm is given (and opens) never leaves the store.
+        let disk_image = match &server.disk_image_id {
+            None => None,
+            Some(id) => {
+                let img = self
+                    .store
+                    .get_image(id)
+                    .map_err(|e| format!("disk image {id}: {e}"))?;
+                crate::images::check_stored_image(&img, &store_dir)?;
+                Some(img)
+            }
+        };
         // Windows: what Nova gives os_type=windows.
         let windows = matches!(
             image.kind,
@@ -41,21 +55,21 @@ impl Supervisor {
         );
         // A kernel image boots directly; a disk image (its overlay is the
         // root disk, the first virtio-blk disk) through firmware.
-        let (kernel, firmware) = match (image.kind, server.firmware) {
-            (
-                ImageKind::Kernel {
-                    kernel, initramfs, ..
-                },
-                None,
-            ) => (
-                Some(KernelConfig {
-                    path: kernel,
-                    initramfs,
-                    cmdline: server.cmdline.clone(),
-                    ..Default::default()
-                }),
-                None,
-            ),
+        let (kernel, firmware) = match (&image.kind, server.firmware) {
+            (ImageKind::Kernel { .. }, None) => {
+                // The store copies made at registration, checked again:
+                // never the path it was registered from.
+                let (kernel, initramfs) = crate::kernels::stored(&image, &store_dir)?;
+                (
+                    Some(KernelConfig {
+                        path: kernel,
+                        initramfs,
+                        cmdline: server.cmdline.clone(),
+                        ..Default::default()
+                    }),
+                    None,
+                )
+            }
             (ImageKind::Disk { .. }, Some(fw)) => {
                 let code = crate::firmware::code(&self.config.firmware, fw)?;
                 let vars = match fw {
@@ -113,15 +127,27 @@ impl Supervisor {
             // How a re-adopted VMM ended, since its exit status goes to init.
             exit_file: Some(dir.join(EXIT_FILE).display().to_string()),
             // The root disk: a qcow2 overlay or a thin LV (raw).
-            disks: server
-                .disk_image_id
+            disks: disk_image
                 .as_ref()
-                .map(|_| self.disks.root_disk(&server.id, &dir))
-                .map(|(path, format)| DiskConfig {
+                .map(|img| (img, self.disks.root_disk(&server.id, &dir)))
+                .map(|(img, (path, format))| DiskConfig {
                     path: path.display().to_string(),
-                    format: match format {
-                        kiln_api::compute::DiskFormat::Raw => DiskFormat::Raw,
-                        kiln_api::compute::DiskFormat::Qcow2 => DiskFormat::Qcow2,
+                    format: vm_format(format),
+                    // A qcow2 overlay's one backing file: the image, named
+                    // explicitly (kiln-vmm follows no header on its own).
+                    backing: match (&img.kind, format) {
+                        (
+                            ImageKind::Disk {
+                                path: base,
+                                format: base_format,
+                                ..
+                            },
+                            kiln_api::compute::DiskFormat::Qcow2,
+                        ) => vec![BackingConfig {
+                            path: base.clone(),
+                            format: vm_format(*base_format),
+                        }],
+                        _ => Vec::new(),
                     },
                     serial: Some(format!("root-{}", &server.id[..server.id.len().min(15)])),
                     transitional,
@@ -153,5 +179,12 @@ impl Supervisor {
                 .collect(),
             ..Default::default()
         })
+    }
+}
+
+pub(super) fn vm_format(f: kiln_api::compute::DiskFormat) -> DiskFormat {
+    match f {
+        kiln_api::compute::DiskFormat::Raw => DiskFormat::Raw,
+        kiln_api::compute::DiskFormat::Qcow2 => DiskFormat::Qcow2,
     }
 }

@@ -18,7 +18,7 @@ pub fn small_host(vcpus: u64, cpu_ratio: f64, ram_mb: u64, disk_gb: u64) -> Stri
 
 pub fn kernel_image(k: &Kilnd, name: &str) -> Image {
     let path = k.dir.path().join(format!("{name}.vmlinux"));
-    std::fs::write(&path, b"\x7fELF not really").unwrap();
+    std::fs::write(&path, tiny_elf()).unwrap();
     let body = format!(
         r#"{{"type":"kernel","name":"{name}","kernel":"{}","cmdline":"console=ttyS0"}}"#,
         path.display()
@@ -36,4 +36,25 @@ pub fn create(k: &Kilnd, name: &str, flavor: &str, image: &str) -> kiln_manager:
             r#"{{"name":"{name}","flavor":"{flavor}","image":"{image}"}}"#
         )),
     )
+}
+
+/// The smallest kernel kilnd accepts: an x86-64 ELF file with one loadable
+/// segment of 16 bytes at 1 MiB (it boots nowhere: these kilnds have no
+/// kiln-vmm).
+pub fn tiny_elf() -> Vec<u8> {
+    let mut elf = vec![0u8; 64 + 56 + 16];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // 64-bit
+    elf[5] = 1; // little-endian
+    elf[18] = 62; // x86-64
+    elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    let ph = &mut elf[64..120];
+    ph[..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    ph[8..16].copy_from_slice(&120u64.to_le_bytes()); // p_offset
+    ph[24..32].copy_from_slice(&(1u64 << 20).to_le_bytes()); // p_paddr
+    ph[32..40].copy_from_slice(&16u64.to_le_bytes()); // p_filesz
+    ph[40..48].copy_from_slice(&16u64.to_le_bytes()); // p_memsz
+    elf
 }

@@ -54,6 +54,27 @@ pub fn vmm_bin() -> PathBuf {
     bin
 }
 
+/// `extra` with `images.import_dirs` set to `dirs` (the test's own
+/// directory and the guest material cache, where tests keep the files they
+/// import by path), unless `extra` sets it itself.
+pub fn with_import_dirs(extra: &str, dirs: &[&Path]) -> String {
+    if extra.contains("import_dirs") {
+        return extra.to_owned();
+    }
+    let list: Vec<String> = dirs
+        .iter()
+        .map(|d| format!("{:?}", d.display().to_string()))
+        .collect();
+    let line = format!("import_dirs = [{}]\n", list.join(", "));
+    match extra.find("[images]\n") {
+        Some(at) => {
+            let at = at + "[images]\n".len();
+            format!("{}{line}{}", &extra[..at], &extra[at..])
+        }
+        None => format!("{extra}\n[images]\n{line}"),
+    }
+}
+
 /// A guest probe built by scripts/build-probes.sh (built if missing).
 pub use kiln_tests::probe;
 
@@ -71,7 +92,11 @@ impl Kilnd {
         let state = dir.path().join("state");
         let socket = dir.path().join("kiln.sock");
         let config = dir.path().join("kilnd.toml");
-        std::fs::write(&config, extra).unwrap();
+        std::fs::write(
+            &config,
+            with_import_dirs(extra, &[dir.path(), &kiln_tests::cache_dir()]),
+        )
+        .unwrap();
         let mut k = Kilnd {
             dir,
             socket,

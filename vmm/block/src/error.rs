@@ -59,6 +59,10 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// An image's header names a backing file other than the one the
+    /// caller gave (or names one the caller did not give).
+    #[error("backing chain refused: {0}")]
+    Chain(String),
     /// A compressed cluster did not decompress to a full cluster.
     #[error("compressed cluster at host offset {offset:#x}: {reason}")]
     Decompress {

@@ -123,20 +123,49 @@ pub trait Disk: Send + Sync {
 /// Longest backing chain accepted (the image itself plus its backing files).
 pub const MAX_CHAIN_DEPTH: usize = 16;
 
-/// Opens the image at `path` in the given format. A qcow2 image's backing
-/// chain is opened read-only, each file in the format recorded in its
-/// overlay's header (an overlay without a recorded backing format is refused:
-/// record one with `qemu-img rebase -u -b BASE -F FMT`).
+/// A backing file of a chain, as the caller names it: the engine opens a
+/// backing file only when it is named this way, never because an image's
+/// header names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackingFile {
+    /// The file, as the image's header names it once resolved (a relative
+    /// name against the image's directory, as QEMU resolves it).
+    pub path: PathBuf,
+    /// Its format, which must be the one the header records.
+    pub format: ImageFormat,
+}
+
+/// Opens the image at `path` in the given format, which must be
+/// self-contained: a qcow2 image whose header names a backing file is
+/// refused (open it with [`open_disk_chain`], naming the chain).
 pub fn open_disk(path: &Path, format: ImageFormat, opts: OpenOptions) -> Result<Box<dyn Disk>> {
-    open_chain(path, format, opts, &mut Vec::new())
+    open_disk_chain(path, format, opts, &[])
+}
+
+/// Opens the image at `path` over exactly the backing chain `chain` (the
+/// image's own backing file first, then that file's, and so on), each
+/// backing file read-only. Every qcow2 header on the way must name the next
+/// file of `chain`, by path and by format; a header that names a backing
+/// file the caller did not give, names another one, or names none where
+/// `chain` has one is refused, so that no file is ever opened because an
+/// image (possibly written by a guest or a user) says so.
+pub fn open_disk_chain(
+    path: &Path,
+    format: ImageFormat,
+    opts: OpenOptions,
+    chain: &[BackingFile],
+) -> Result<Box<dyn Disk>> {
+    open_chain(path, format, opts, Some(chain), &mut Vec::new())
 }
 
 /// Opens one element of a chain; `seen` holds the identities (device, inode)
-/// of the files above it, to refuse loops and over-long chains.
+/// of the files above it, to refuse loops and over-long chains. `chain`
+/// `None` opens a qcow2 image without its backing file (metadata work only).
 pub(crate) fn open_chain(
     path: &Path,
     format: ImageFormat,
     opts: OpenOptions,
+    chain: Option<&[BackingFile]>,
     seen: &mut Vec<(u64, u64)>,
 ) -> Result<Box<dyn Disk>> {
     use std::os::unix::fs::MetadataExt;
@@ -158,9 +187,95 @@ pub(crate) fn open_chain(
     }
     seen.push(id);
     match format {
-        ImageFormat::Raw => Ok(Box::new(RawDisk::open(path, opts)?)),
-        ImageFormat::Qcow2 => Ok(Box::new(qcow2::Qcow2Disk::open_in_chain(path, opts, seen)?)),
+        ImageFormat::Raw => {
+            if let Some([first, ..]) = chain {
+                return Err(Error::Chain(format!(
+                    "{} is raw and has no backing file, but the caller names {}",
+                    path.display(),
+                    first.path.display()
+                )));
+            }
+            Ok(Box::new(RawDisk::open(path, opts)?))
+        }
+        ImageFormat::Qcow2 => Ok(Box::new(qcow2::Qcow2Disk::open_in_chain(
+            path, opts, chain, seen,
+        )?)),
     }
+}
+
+/// The backing file the header of the image at `path` names, if any (its
+/// name resolved as QEMU resolves it, and its recorded format), read from
+/// the header alone: nothing it names is opened. A raw image has none. A
+/// qcow2 image that refers to anything outside itself in another way (an
+/// external data file) is refused here, as when it is opened.
+pub fn backing_of(path: &Path, format: ImageFormat) -> Result<Option<(String, BackingFile)>> {
+    if format == ImageFormat::Raw {
+        return Ok(None);
+    }
+    let file = io::HostFile::open(path, true, false)?;
+    let h = qcow2::read_header(&file)?;
+    let Some(name) = h.backing_file else {
+        return Ok(None);
+    };
+    let fmt: ImageFormat = h
+        .backing_format
+        .as_deref()
+        .ok_or_else(|| {
+            Error::Unsupported(format!(
+                "backing file {name:?} without a recorded backing format; record one with \
+                 `qemu-img rebase -u -b {name} -F raw|qcow2`"
+            ))
+        })?
+        .parse()?;
+    let path = qcow2::resolve_backing(path, &name)?;
+    Ok(Some((name, BackingFile { path, format: fmt })))
+}
+
+/// The whole backing chain of the image at `path` as its headers name it,
+/// for callers that trust every file of it (tools, tests of chains made
+/// with qemu-img); each name is opened to read the next header. A caller
+/// that does not trust the images walks [`backing_of`] and checks each file
+/// before going on (kilnd does). Refuses loops and over-long chains.
+pub fn header_chain(path: &Path, format: ImageFormat) -> Result<Vec<BackingFile>> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|source| Error::Open {
+                path: p.to_owned(),
+                source,
+            })
+    };
+    let mut seen = vec![id(path)?];
+    let mut chain: Vec<BackingFile> = Vec::new();
+    let (mut cur, mut fmt) = (path.to_owned(), format);
+    while let Some((_, b)) = backing_of(&cur, fmt)? {
+        if seen.contains(&id(&b.path)?) {
+            return Err(Error::Malformed(format!(
+                "backing chain loops back to {}",
+                b.path.display()
+            )));
+        }
+        if seen.len() >= MAX_CHAIN_DEPTH {
+            return Err(Error::Unsupported(format!(
+                "backing chain longer than {MAX_CHAIN_DEPTH} images"
+            )));
+        }
+        seen.push(id(&b.path)?);
+        (cur, fmt) = (b.path.clone(), b.format);
+        chain.push(b);
+    }
+    Ok(chain)
+}
+
+/// The virtual size of the image at `path`, from its header alone (a
+/// qcow2 image's backing file is not opened).
+pub fn virtual_size(path: &Path, format: ImageFormat) -> Result<u64> {
+    let opts = OpenOptions {
+        read_only: true,
+        direct: false,
+    };
+    Ok(open_chain(path, format, opts, None, &mut Vec::new())?.size())
 }
 
 /// Creates a qcow2 image of `size` bytes (with a backing file and `size` 0,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use kiln_block::{create_qcow2, open_disk, CreateOptions, ImageFormat, OpenOptions};
+use kiln_block::{create_qcow2, CreateOptions, ImageFormat, OpenOptions};
 
 const SIZE: u64 = 24 << 20;
 const CHILD_ENV: &str = "KILN_BLOCK_CRASH_CHILD";
@@ -41,7 +41,7 @@ fn crash_child() {
     let seed: u64 = seed.parse().expect("seed");
     // Every other run uses O_DIRECT (data written through Linux AIO).
     let direct = seed % 4 >= 2;
-    let d = open_disk(
+    let d = open_trusted(
         Path::new(path),
         ImageFormat::Qcow2,
         OpenOptions {
@@ -132,7 +132,7 @@ fn killed_writers_leave_consistent_images() {
         // wrote it, the data of one of that round's writes (any prefix of
         // the round may have landed).
         let next = round(seed, (last + 1) as u64);
-        let d = open_disk(
+        let d = open_trusted(
             &img,
             ImageFormat::Qcow2,
             OpenOptions {

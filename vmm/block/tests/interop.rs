@@ -9,8 +9,8 @@ use std::path::Path;
 
 use common::*;
 use kiln_block::{
-    create_qcow2, open_disk, resize, set_write_engine, CreateOptions, Disk, ImageFormat,
-    OpenOptions, WriteEngine,
+    create_qcow2, resize, set_write_engine, CreateOptions, Disk, ImageFormat, OpenOptions,
+    WriteEngine,
 };
 
 const MIB: u64 = 1 << 20;
@@ -101,7 +101,7 @@ fn reads_qemu_images_of_every_cluster_size_and_compression() {
         args.push(s(&raw));
         args.push(s(&img));
         qemu_img(&args);
-        let d = open_disk(&img, ImageFormat::Qcow2, ro()).expect("open");
+        let d = open_trusted(&img, ImageFormat::Qcow2, ro()).expect("open");
         assert_eq!(d.size(), data.len() as u64);
         assert!(
             read_all(&*d) == data,
@@ -150,7 +150,7 @@ fn reads_qemu_backing_chain_qcow2_on_qcow2_on_raw() {
     qemu_io(&top, "qcow2", "write -P 0x11 5M 4k");
     expect.resize(6 * MIB as usize, 0);
     expect[5 * MIB as usize..5 * MIB as usize + 4096].fill(0x11);
-    let d = open_disk(&top, ImageFormat::Qcow2, ro()).expect("open chain");
+    let d = open_trusted(&top, ImageFormat::Qcow2, ro()).expect("open chain");
     assert!(read_all(&*d) == expect);
 }
 
@@ -212,7 +212,7 @@ fn kiln_created_and_written_images_pass_qemu_check_and_compare() {
         create_plain(&img, size, cb);
         check_clean(&img, false);
         let model = {
-            let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
+            let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
             let m = random_io(&*d, vec![0u8; size as usize], cb as u64, 120, true);
             assert!(
                 read_all(&*d) == m,
@@ -252,7 +252,7 @@ fn kiln_writes_qemu_images_v2_v3_and_odd_refcount_widths() {
         let mut model = vec![0u8; 4 * MIB as usize];
         model[..300 * 1024].fill(0x5a);
         {
-            let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
+            let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
             model = random_io(&*d, model, 50 + i as u64, 80, true);
         }
         check_clean(&img, true);
@@ -282,7 +282,7 @@ fn overwrites_compressed_clusters_and_frees_them() {
             s(&img),
         ]);
         let model = {
-            let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
+            let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
             random_io(&*d, data.clone(), 77, 60, true)
         };
         assert_qcow2_holds(dir.path(), &img, &model);
@@ -317,7 +317,7 @@ fn overlay_on_base_copies_up_and_leaves_base_unchanged() {
         "{info}"
     );
     let model = {
-        let d = open_disk(&top, ImageFormat::Qcow2, rw()).expect("open");
+        let d = open_trusted(&top, ImageFormat::Qcow2, rw()).expect("open");
         random_io(&*d, data.clone(), 5, 150, true)
     };
     assert!(
@@ -346,7 +346,7 @@ fn concurrent_writers_keep_the_image_consistent() {
         },
     )
     .expect("create");
-    let d: std::sync::Arc<dyn Disk> = open_disk(&top, ImageFormat::Qcow2, rw())
+    let d: std::sync::Arc<dyn Disk> = open_trusted(&top, ImageFormat::Qcow2, rw())
         .expect("open")
         .into();
     // 8 threads write disjoint 4 KiB blocks, interleaved inside shared clusters.
@@ -383,7 +383,7 @@ fn small_clusters_grow_the_refcount_table() {
     create_plain(&img, size, 9);
     let mut model = vec![0u8; size as usize];
     {
-        let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
+        let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
         for i in 0..(size / 65536) {
             let buf = pattern(i, 65536);
             d.write_at(i * 65536, &buf).expect("write");
@@ -409,7 +409,7 @@ fn direct_io_reads_and_writes_unaligned_requests_with_every_write_engine() {
         set_write_engine(engine);
         let img = p(dir.path(), &format!("d{i}.qcow2"));
         create_qcow2(&img, 4 * MIB, CreateOptions::default()).expect("create");
-        let d = open_disk(
+        let d = open_trusted(
             &img,
             ImageFormat::Qcow2,
             OpenOptions {
@@ -424,7 +424,7 @@ fn direct_io_reads_and_writes_unaligned_requests_with_every_write_engine() {
         check_clean(&img, true);
         let raw = p(dir.path(), &format!("r{i}.raw"));
         std::fs::write(&raw, &model).expect("write");
-        let r = open_disk(
+        let r = open_trusted(
             &raw,
             ImageFormat::Raw,
             OpenOptions {
@@ -447,14 +447,14 @@ fn resize_grows_l1_and_keeps_data() {
     create_plain(&img, MIB, 9);
     let mut model = vec![0u8; MIB as usize];
     {
-        let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
+        let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
         model = random_io(&*d, model, 21, 30, false);
     }
     resize(&img, ImageFormat::Qcow2, 40 * MIB).expect("resize");
     check_clean(&img, true);
     model.resize(40 * MIB as usize, 0);
     {
-        let d = open_disk(&img, ImageFormat::Qcow2, rw()).expect("open");
+        let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
         assert_eq!(d.size(), 40 * MIB);
         model = random_io(&*d, model, 22, 30, false);
     }
@@ -494,7 +494,7 @@ fn create_is_constant_time_in_the_base_size() {
     );
     assert!(std::fs::metadata(&top).expect("stat").len() < 2 * MIB);
     check_clean(&top, false);
-    let d = open_disk(&top, ImageFormat::Qcow2, ro()).expect("open");
+    let d = open_trusted(&top, ImageFormat::Qcow2, ro()).expect("open");
     assert_eq!(d.size(), 4 << 40);
 }
 
@@ -526,7 +526,7 @@ fn backing_without_format_and_loops_are_refused() {
         "raw",
         s(&top),
     ]);
-    let r = open_disk(&top, ImageFormat::Qcow2, ro());
+    let r = open_trusted(&top, ImageFormat::Qcow2, ro());
     assert!(r.is_ok());
     let nofmt = p(dir.path(), "nofmt.qcow2");
     create_qcow2(&nofmt, 65536, CreateOptions::default()).expect("create");
@@ -537,7 +537,7 @@ fn backing_without_format_and_loops_are_refused() {
     h[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
     h[512..512 + name.len()].copy_from_slice(name);
     std::fs::write(&nofmt, &h).expect("write");
-    let e = open_disk(&nofmt, ImageFormat::Qcow2, ro())
+    let e = open_trusted(&nofmt, ImageFormat::Qcow2, ro())
         .err()
         .expect("refused");
     assert!(
@@ -578,7 +578,7 @@ fn backing_without_format_and_loops_are_refused() {
         },
     )
     .is_err());
-    let e = open_disk(&a, ImageFormat::Qcow2, ro())
+    let e = open_trusted(&a, ImageFormat::Qcow2, ro())
         .err()
         .expect("loop refused");
     let chain = format!("{e:?}");
@@ -590,7 +590,7 @@ fn format_is_explicit_and_raw_disk_with_qcow2_header_stays_raw() {
     let dir = tmpdir();
     let img = p(dir.path(), "q.qcow2");
     create_qcow2(&img, MIB, CreateOptions::default()).expect("create");
-    let d = open_disk(&img, ImageFormat::Raw, ro()).expect("open raw");
+    let d = open_trusted(&img, ImageFormat::Raw, ro()).expect("open raw");
     assert_eq!(d.size(), std::fs::metadata(&img).expect("stat").len());
     let mut b = [0u8; 4];
     d.read_at(0, &mut b).expect("read");
@@ -600,4 +600,94 @@ fn format_is_explicit_and_raw_disk_with_qcow2_header_stays_raw() {
         "qcow2".parse::<ImageFormat>().expect("parse"),
         ImageFormat::Qcow2
     );
+}
+
+/// A backing file is opened only when the caller names it, and only if the
+/// header names the same file in the same format; a data file is refused.
+#[test]
+fn backing_files_open_only_when_named() {
+    use kiln_block::{backing_of, open_disk, open_disk_chain, BackingFile};
+    let dir = tmpdir();
+    let base = p(dir.path(), "base.raw");
+    make_raw(&base, MIB, 5);
+    let other = p(dir.path(), "other.raw");
+    make_raw(&other, MIB, 6);
+    let top = p(dir.path(), "top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        s(&base),
+        "-F",
+        "raw",
+        s(&top),
+    ]);
+    let named = |path: &Path, format| BackingFile {
+        path: path.to_owned(),
+        format,
+    };
+    let err = |r: kiln_block::Result<Box<dyn Disk>>| format!("{:?}", r.err().expect("refused"));
+    // The header alone opens nothing.
+    let e = err(open_disk(&top, ImageFormat::Qcow2, ro()));
+    assert!(e.contains("which the caller did not give"), "{e}");
+    // Another file, or the right file in another format: refused.
+    let e = err(open_disk_chain(
+        &top,
+        ImageFormat::Qcow2,
+        ro(),
+        &[named(&other, ImageFormat::Raw)],
+    ));
+    assert!(e.contains("not "), "{e}");
+    let e = err(open_disk_chain(
+        &top,
+        ImageFormat::Qcow2,
+        ro(),
+        &[named(&base, ImageFormat::Qcow2)],
+    ));
+    assert!(e.contains("as the caller says"), "{e}");
+    // A chain longer than the headers say.
+    let e = err(open_disk_chain(
+        &top,
+        ImageFormat::Qcow2,
+        ro(),
+        &[
+            named(&base, ImageFormat::Raw),
+            named(&other, ImageFormat::Raw),
+        ],
+    ));
+    assert!(e.contains("is raw and has no backing file"), "{e}");
+    // Named as the header names it: opens, and reads the base.
+    let d = open_disk_chain(
+        &top,
+        ImageFormat::Qcow2,
+        ro(),
+        &[named(&base, ImageFormat::Raw)],
+    )
+    .expect("open");
+    assert!(read_all(&*d) == std::fs::read(&base).unwrap());
+    let (name, b) = backing_of(&top, ImageFormat::Qcow2).unwrap().unwrap();
+    assert_eq!(
+        (name.as_str(), b),
+        (s(&base), named(&base, ImageFormat::Raw))
+    );
+    // An external data file is refused, named.
+    let df = p(dir.path(), "df.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={}", s(&other)),
+        s(&df),
+        "1M",
+    ]);
+    let e = err(open_disk(&df, ImageFormat::Qcow2, ro()));
+    assert!(
+        e.contains("external data file") && e.contains("other.raw"),
+        "{e}"
+    );
+    assert!(backing_of(&df, ImageFormat::Qcow2).is_err());
 }

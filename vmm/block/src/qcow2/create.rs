@@ -28,20 +28,13 @@ pub fn create(path: &Path, size: u64, opts: &CreateOptions) -> Result<()> {
             .ok_or_else(|| Error::InvalidArgument("backing path is not UTF-8".into()))?;
         // Check that the base opens in its stated format (reads its header only).
         let resolved = resolve_backing(path, name)?;
-        let base = crate::open_disk(
-            &resolved,
-            *fmt,
-            OpenOptions {
-                read_only: true,
-                direct: false,
-            },
-        )
-        .map_err(|e| Error::Backing {
+        // The base's own backing file (if any) is not opened.
+        let base_size = crate::virtual_size(&resolved, *fmt).map_err(|e| Error::Backing {
             path: resolved.clone(),
             source: Box::new(e),
         })?;
         if size == 0 {
-            size = base.size();
+            size = base_size;
         }
         if same_file(path, &resolved) {
             return Err(Error::InvalidArgument(format!(
@@ -126,12 +119,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Grows a qcow2 image to `new_size` bytes.
 pub fn resize(path: &Path, new_size: u64) -> Result<()> {
-    let disk = Qcow2Disk::open(
+    // Growing touches metadata only: the backing file is not opened.
+    let disk = Qcow2Disk::open_in_chain(
         path,
         OpenOptions {
             read_only: false,
             direct: false,
         },
+        None,
+        &mut Vec::new(),
     )?;
     let old = disk.size();
     if new_size < old {

@@ -137,15 +137,15 @@ impl Header {
         if crypt != 0 {
             return Err(Error::Unsupported("encrypted images".into()));
         }
-        if incompatible & INCOMPAT_DATA_FILE != 0 {
-            return Err(Error::Unsupported("external data files".into()));
-        }
+        // An external data file is refused (after the extensions are read,
+        // so that the error can name the file).
+        let data_file_bit = incompatible & INCOMPAT_DATA_FILE != 0;
         if incompatible & INCOMPAT_EXTL2 != 0 {
             return Err(Error::Unsupported(
                 "extended L2 entries (subclusters)".into(),
             ));
         }
-        let known = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION;
+        let known = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION | INCOMPAT_DATA_FILE;
         if incompatible & !known != 0 {
             return Err(Error::Unsupported(format!(
                 "unknown incompatible features {:#x}",
@@ -266,11 +266,20 @@ impl Header {
                         .map_err(|_| bad("backing format is not UTF-8".into()))?;
                     backing_format = Some(s.trim_end_matches('\0').to_owned());
                 }
-                EXT_DATA_FILE => return Err(Error::Unsupported("external data files".into())),
+                EXT_DATA_FILE => {
+                    let name = String::from_utf8_lossy(data);
+                    return Err(Error::Unsupported(format!(
+                        "external data file {:?}",
+                        name.trim_end_matches('\0')
+                    )));
+                }
                 EXT_CRYPTO => return Err(Error::Unsupported("encrypted images".into())),
                 _ => {} // feature table, bitmaps and unknown extensions are ignored
             }
             pos = data_start + len.div_ceil(8) * 8;
+        }
+        if data_file_bit {
+            return Err(Error::Unsupported("external data files".into()));
         }
         let backing_file = if backing_file_offset != 0 {
             let s = &b[backing_file_offset as usize

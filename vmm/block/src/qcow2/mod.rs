@@ -96,19 +96,23 @@ pub fn resolve_backing(overlay: &Path, name: &str) -> Result<PathBuf> {
 }
 
 impl Qcow2Disk {
-    /// Opens a qcow2 image and its backing chain.
-    pub fn open(path: &Path, opts: OpenOptions) -> Result<Qcow2Disk> {
+    /// Opens a qcow2 image over exactly the backing chain `chain` (see
+    /// [`crate::open_disk_chain`]).
+    pub fn open(path: &Path, opts: OpenOptions, chain: &[crate::BackingFile]) -> Result<Qcow2Disk> {
         use std::os::unix::fs::MetadataExt;
         let md = std::fs::metadata(path).map_err(|source| Error::Open {
             path: path.to_owned(),
             source,
         })?;
-        Self::open_in_chain(path, opts, &mut vec![(md.dev(), md.ino())])
+        Self::open_in_chain(path, opts, Some(chain), &mut vec![(md.dev(), md.ino())])
     }
 
+    /// `chain` `None`: the backing file, if any, is not opened (for
+    /// metadata work such as resize, which reads no guest data).
     pub(crate) fn open_in_chain(
         path: &Path,
         opts: OpenOptions,
+        chain: Option<&[crate::BackingFile]>,
         seen: &mut Vec<(u64, u64)>,
     ) -> Result<Qcow2Disk> {
         let file = HostFile::open(path, opts.read_only, opts.direct)?;
@@ -132,9 +136,23 @@ impl Qcow2Disk {
                 ));
             }
         }
-        let backing = match &h.backing_file {
-            None => None,
-            Some(name) => {
+        let backing = match (&h.backing_file, chain) {
+            (_, None) | (None, Some([])) => None,
+            (None, Some([first, ..])) => {
+                return Err(Error::Chain(format!(
+                    "{} names no backing file, but the caller names {}",
+                    path.display(),
+                    first.path.display()
+                )))
+            }
+            (Some(name), Some([])) => {
+                return Err(Error::Chain(format!(
+                    "{} names backing file {name:?}, which the caller did not give \
+                     (a backing file is opened only when named explicitly)",
+                    path.display()
+                )))
+            }
+            (Some(name), Some([first, rest @ ..])) => {
                 let fmt: ImageFormat = h
                     .backing_format
                     .as_deref()
@@ -146,14 +164,24 @@ impl Qcow2Disk {
                     })?
                     .parse()?;
                 let bpath = resolve_backing(path, name)?;
+                if bpath != first.path || fmt != first.format {
+                    return Err(Error::Chain(format!(
+                        "{} names backing file {name:?} ({fmt}), not {} ({}) as the caller says",
+                        path.display(),
+                        first.path.display(),
+                        first.format
+                    )));
+                }
                 let bopts = OpenOptions {
                     read_only: true,
                     direct: opts.direct,
                 };
                 let disk =
-                    crate::open_chain(&bpath, fmt, bopts, seen).map_err(|e| Error::Backing {
-                        path: bpath.clone(),
-                        source: Box::new(e),
+                    crate::open_chain(&first.path, fmt, bopts, Some(rest), seen).map_err(|e| {
+                        Error::Backing {
+                            path: first.path.clone(),
+                            source: Box::new(e),
+                        }
                     })?;
                 Some(disk)
             }

@@ -118,3 +118,14 @@ pub fn p(dir: &Path, name: &str) -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// Opens an image over the backing chain its own headers name: these tests
+/// trust their files (kiln-block itself opens only a chain named to it).
+pub fn open_trusted(
+    path: &Path,
+    format: kiln_block::ImageFormat,
+    opts: kiln_block::OpenOptions,
+) -> kiln_block::Result<Box<dyn kiln_block::Disk>> {
+    let chain = kiln_block::header_chain(path, format)?;
+    kiln_block::open_disk_chain(path, format, opts, &chain)
+}

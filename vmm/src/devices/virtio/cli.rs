@@ -2,7 +2,7 @@
 //! declares them:
 //!
 //! ```text
-//! --disk path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
+//! --disk path=FILE[,format=raw|qcow2][,backing=FILE,backing_format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
 //! --net tap=NAME[,queues=N][,mac=MAC][,bw=BYTES_PER_S][,pps=N][,rx_bw=BYTES_PER_S][,rx_pps=N][,link=up|down]
 //! --net fd=N[,mac=MAC][,...]
 //! --net fds=N:N:...[,mac=MAC][,...]
@@ -13,9 +13,14 @@
 //! IFF_MULTI_QUEUE, one queue pair each; `fds=` takes the queues of one
 //! multi-queue tap the caller opened, one fd per pair.
 //! The disk format defaults to raw and is never guessed from the file.
+//! `backing=` names the image's backing file (one level; a longer chain
+//! needs `--config`): a backing file is opened only when named, and the
+//! image's header must name the same file and format.
 
 use kiln_api::control::LinkState;
-use kiln_api::vm::{DiskConfig, DiskFormat, NetConfig, RateLimitConfig, TokenBucketConfig};
+use kiln_api::vm::{
+    BackingConfig, DiskConfig, DiskFormat, NetConfig, RateLimitConfig, TokenBucketConfig,
+};
 
 use crate::devices::virtio::net::MAX_QUEUE_PAIRS;
 use crate::net::MacAddr;
@@ -104,18 +109,29 @@ fn limit(bw: Option<TokenBucketConfig>, ops: Option<TokenBucketConfig>) -> Optio
 /// spinning per idle period is already a lot.
 pub const MAX_POLL_US: u32 = 1000;
 
+fn disk_format(k: &str, v: &str) -> Result<DiskFormat, CliError> {
+    match v {
+        "raw" => Ok(DiskFormat::Raw),
+        "qcow2" => Ok(DiskFormat::Qcow2),
+        _ => Err(bad("--disk", k, v)),
+    }
+}
+
 /// Parse one `--disk` value.
 pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
     const F: &str = "--disk";
     let mut d = DiskConfig::default();
     let (mut bw, mut ops) = (None, None);
     let mut path = None;
+    let (mut backing, mut backing_format) = (None, None);
     for (k, v) in pairs(
         F,
         s,
         &[
             "path",
             "format",
+            "backing",
+            "backing_format",
             "readonly",
             "direct",
             "serial",
@@ -127,13 +143,9 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
     )? {
         match k {
             "path" if !v.is_empty() => path = Some(v.to_string()),
-            "format" => {
-                d.format = match v {
-                    "raw" => DiskFormat::Raw,
-                    "qcow2" => DiskFormat::Qcow2,
-                    _ => return Err(bad(F, k, v)),
-                }
-            }
+            "format" => d.format = disk_format(k, v)?,
+            "backing" if !v.is_empty() => backing = Some(v.to_string()),
+            "backing_format" => backing_format = Some(disk_format(k, v)?),
             "readonly" => d.readonly = on_off(F, k, v)?,
             "direct" => d.direct = on_off(F, k, v)?,
             "serial" if v.len() <= 20 && v.is_ascii() => d.serial = Some(v.to_string()),
@@ -151,6 +163,12 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
         }
     }
     d.path = path.ok_or(CliError::Missing(F, "path="))?;
+    match (backing, backing_format) {
+        (None, None) => {}
+        (Some(path), Some(format)) => d.backing = vec![BackingConfig { path, format }],
+        (Some(_), None) => return Err(CliError::Missing(F, "backing_format= (with backing=)")),
+        (None, Some(_)) => return Err(CliError::Missing(F, "backing= (with backing_format=)")),
+    }
     d.rate_limit = limit(bw, ops);
     Ok(d)
 }
@@ -278,6 +296,17 @@ mod tests {
         assert!(d.rate_limit.is_none());
         assert_eq!(d.poll_us, 0, "polling is off by default");
         assert_eq!(parse_disk("path=a,poll_us=50").unwrap().poll_us, 50);
+        let d = parse_disk("path=top,format=qcow2,backing=/s/base.raw,backing_format=raw").unwrap();
+        assert_eq!(
+            d.backing,
+            vec![BackingConfig {
+                path: "/s/base.raw".into(),
+                format: DiskFormat::Raw
+            }]
+        );
+        assert!(parse_disk("path=top,backing=/s/base.raw").is_err());
+        assert!(parse_disk("path=top,backing_format=raw").is_err());
+        assert!(parse_disk("path=top,backing=b,backing_format=vmdk").is_err());
         assert_eq!(parse_disk("path=a,poll_us=1000").unwrap().poll_us, 1000);
         for v in ["1001", "-1", "x", ""] {
             assert!(parse_disk(&format!("path=a,poll_us={v}")).is_err(), "{v}");
