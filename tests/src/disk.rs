@@ -53,3 +53,26 @@ pub fn assert_untouched(img: &Path) {
         img.display()
     );
 }
+
+/// The `,backing=FILE,backing_format=FMT` options that name `image`'s
+/// whole backing chain to kiln-vmm's `--disk` (which opens only the backing
+/// files it is given), as `qemu-img info --backing-chain` reads it.
+pub fn backing_args(image: &Path) -> String {
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--backing-chain", "--output=json"])
+        .arg(image)
+        .output()
+        .expect("run qemu-img (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "qemu-img info {image:?}: {out:?}");
+    let chain: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    chain[1..]
+        .iter()
+        .map(|i| {
+            format!(
+                ",backing={},backing_format={}",
+                i["filename"].as_str().unwrap(),
+                i["format"].as_str().unwrap()
+            )
+        })
+        .collect()
+}

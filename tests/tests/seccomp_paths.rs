@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln_tests::disk::backing_args;
 use kiln_tests::{guest_file, kiln_vmm, kvm_available, repo_root, ScratchDir};
 
 const CLUSTER: usize = 64 << 10;
@@ -99,7 +100,11 @@ fn overlay(dir: &Path, backing: &Path, name: &str) -> PathBuf {
 fn boot_rw_check(dir: &Path, disk: &Path, options: &str) {
     let serial = dir.join("serial.log");
     let log = dir.join("vmm.log");
-    let disk_arg = format!("path={},format=qcow2{options}", disk.display());
+    let disk_arg = format!(
+        "path={},format=qcow2{}{options}",
+        disk.display(),
+        backing_args(disk)
+    );
     let mut cmd = Command::new(kiln_vmm());
     cmd.arg("--firmware")
         .arg(guest_file("bios.bin"))
@@ -210,7 +215,11 @@ fn write_again_after_a_reset_in_place() {
     let serial = dir.path().join("serial.log");
     let sock = dir.path().join("api.sock");
     let log = dir.path().join("vmm.log");
-    let disk_arg = format!("path={},format=qcow2,direct=on", ov.display());
+    let disk_arg = format!(
+        "path={},format=qcow2,direct=on{}",
+        ov.display(),
+        backing_args(&ov)
+    );
     let mut child = Command::new(kiln_vmm())
         .arg("--firmware")
         .arg(guest_file("bios.bin"))

@@ -2,7 +2,7 @@
 //! declares them:
 //!
 //! ```text
-//! --disk path=FILE[,format=raw|qcow2][,backing=FILE,backing_format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
+//! --disk path=FILE[,format=raw|qcow2][,backing=FILE,backing_format=raw|qcow2]...[,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
 //! --net tap=NAME[,queues=N][,mac=MAC][,bw=BYTES_PER_S][,pps=N][,rx_bw=BYTES_PER_S][,rx_pps=N][,link=up|down]
 //! --net fd=N[,mac=MAC][,...]
 //! --net fds=N:N:...[,mac=MAC][,...]
@@ -13,9 +13,10 @@
 //! IFF_MULTI_QUEUE, one queue pair each; `fds=` takes the queues of one
 //! multi-queue tap the caller opened, one fd per pair.
 //! The disk format defaults to raw and is never guessed from the file.
-//! `backing=` names the image's backing file (one level; a longer chain
-//! needs `--config`): a backing file is opened only when named, and the
-//! image's header must name the same file and format.
+//! `backing=` names the image's backing file, each further `backing=` the
+//! backing file of the one before it, each followed by its
+//! `backing_format=`: a backing file is opened only when named, and each
+//! header in the chain must name the next file and its format.
 
 use kiln_api::control::LinkState;
 use kiln_api::vm::{
@@ -50,6 +51,16 @@ fn pairs<'a>(
     s: &'a str,
     known: &[&str],
 ) -> Result<Vec<(&'a str, &'a str)>, CliError> {
+    pairs_repeating(flag, s, known, &[])
+}
+
+/// [`pairs`], where the keys in `repeat` may come more than once.
+fn pairs_repeating<'a>(
+    flag: &'static str,
+    s: &'a str,
+    known: &[&str],
+    repeat: &[&str],
+) -> Result<Vec<(&'a str, &'a str)>, CliError> {
     let mut out: Vec<(&str, &str)> = Vec::new();
     for item in s.split(',') {
         let (k, v) = item.split_once('=').ok_or_else(|| CliError::NotKeyValue {
@@ -62,7 +73,7 @@ fn pairs<'a>(
                 key: k.to_string(),
             });
         }
-        if out.iter().any(|(ok, _)| *ok == k) {
+        if !repeat.contains(&k) && out.iter().any(|(ok, _)| *ok == k) {
             return Err(CliError::Duplicate {
                 flag,
                 key: k.to_string(),
@@ -123,8 +134,10 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
     let mut d = DiskConfig::default();
     let (mut bw, mut ops) = (None, None);
     let mut path = None;
-    let (mut backing, mut backing_format) = (None, None);
-    for (k, v) in pairs(
+    // The chain in order: each `backing=` starts an entry, the
+    // `backing_format=` after it completes it.
+    let mut chain: Vec<(String, Option<DiskFormat>)> = Vec::new();
+    for (k, v) in pairs_repeating(
         F,
         s,
         &[
@@ -140,12 +153,29 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
             "transitional",
             "poll_us",
         ],
+        &["backing", "backing_format"],
     )? {
         match k {
             "path" if !v.is_empty() => path = Some(v.to_string()),
             "format" => d.format = disk_format(k, v)?,
-            "backing" if !v.is_empty() => backing = Some(v.to_string()),
-            "backing_format" => backing_format = Some(disk_format(k, v)?),
+            "backing" if !v.is_empty() => {
+                if chain.last().is_some_and(|(_, f)| f.is_none()) {
+                    return Err(CliError::Missing(
+                        F,
+                        "backing_format= (after each backing=)",
+                    ));
+                }
+                chain.push((v.to_string(), None));
+            }
+            "backing_format" => match chain.last_mut() {
+                Some((_, f @ None)) => *f = Some(disk_format(k, v)?),
+                _ => {
+                    return Err(CliError::Missing(
+                        F,
+                        "backing= (before each backing_format=)",
+                    ))
+                }
+            },
             "readonly" => d.readonly = on_off(F, k, v)?,
             "direct" => d.direct = on_off(F, k, v)?,
             "serial" if v.len() <= 20 && v.is_ascii() => d.serial = Some(v.to_string()),
@@ -163,11 +193,12 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
         }
     }
     d.path = path.ok_or(CliError::Missing(F, "path="))?;
-    match (backing, backing_format) {
-        (None, None) => {}
-        (Some(path), Some(format)) => d.backing = vec![BackingConfig { path, format }],
-        (Some(_), None) => return Err(CliError::Missing(F, "backing_format= (with backing=)")),
-        (None, Some(_)) => return Err(CliError::Missing(F, "backing= (with backing_format=)")),
+    for (path, format) in chain {
+        let format = format.ok_or(CliError::Missing(
+            F,
+            "backing_format= (after each backing=)",
+        ))?;
+        d.backing.push(BackingConfig { path, format });
     }
     d.rate_limit = limit(bw, ops);
     Ok(d)
@@ -304,7 +335,25 @@ mod tests {
                 format: DiskFormat::Raw
             }]
         );
+        let d = parse_disk(
+            "path=top,format=qcow2,backing=/s/mid.qcow2,backing_format=qcow2,backing=/s/base.raw,backing_format=raw",
+        )
+        .unwrap();
+        let chain: Vec<_> = d
+            .backing
+            .iter()
+            .map(|b| (b.path.as_str(), b.format))
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                ("/s/mid.qcow2", DiskFormat::Qcow2),
+                ("/s/base.raw", DiskFormat::Raw)
+            ]
+        );
         assert!(parse_disk("path=top,backing=/s/base.raw").is_err());
+        assert!(parse_disk("path=top,backing=a,backing=b,backing_format=raw").is_err());
+        assert!(parse_disk("path=top,backing=a,backing_format=raw,backing_format=raw").is_err());
         assert!(parse_disk("path=top,backing_format=raw").is_err());
         assert!(parse_disk("path=top,backing=b,backing_format=vmdk").is_err());
         assert_eq!(parse_disk("path=a,poll_us=1000").unwrap().poll_us, 1000);
