@@ -18,19 +18,22 @@ bin=$root/target/release
 kiln=$bin/kiln
 g=$root/cache/guest
 cmdline="console=ttyS0 earlyprintk=ttyS0 panic=-1"
-# Changes to the embedded defaults: kilnd registers kernels only from the
-# directories its config allows (images.import_dirs), here the guest
-# material cache.
-conf=/run/kiln/kilnd-demo.toml
-mkdir -p /run/kiln
-printf '[images]\nimport_dirs = ["%s"]\n' "$g" > "$conf"
+# kilnd registers kernels only from the directories its config allows;
+# state_dir/import is always one (root-only), so the guest goes there.
+import=/var/lib/kiln/import
+install -d -m 0700 "$import"
+install -m 0600 "$g/vmlinux" "$g/initramfs.cpio.gz" "$import/"
+args=()
 if [ -d /sys/module/kvm_pvm ]; then
     echo "note: nested KVM (PVM) here: the kernel's early boot only; see README" >&2
     cmdline="$cmdline noxsave"
-    # And a CPU template this machine's instruction emulator can run.
-    printf '[vmm]\ncpu_template = "kvm-nested"\n' >> "$conf"
+    # The only change to the embedded defaults: a CPU template this
+    # machine's instruction emulator can run.
+    conf=/run/kiln/kilnd-nested.toml
+    mkdir -p /run/kiln
+    printf '[vmm]\ncpu_template = "kvm-nested"\n' > "$conf"
+    args=(--config "$conf")
 fi
-args=(--config "$conf")
 
 if ! "$kiln" host >/dev/null 2>&1; then
     mkdir -p /var/log
@@ -39,8 +42,8 @@ if ! "$kiln" host >/dev/null 2>&1; then
     echo "kilnd started (log: /var/log/kilnd.log)" >&2
 fi
 "$kiln" image show debian-minimal >/dev/null 2>&1 ||
-    "$kiln" image kernel debian-minimal --kernel "$g/vmlinux" \
-        --initramfs "$g/initramfs.cpio.gz" --cmdline "$cmdline"
+    "$kiln" image kernel debian-minimal --kernel "$import/vmlinux" \
+        --initramfs "$import/initramfs.cpio.gz" --cmdline "$cmdline"
 "$kiln" server delete demo >/dev/null 2>&1 || true
 "$kiln" server create demo --flavor m1.tiny --image debian-minimal --wait active
 echo "attaching to the console of server demo (Ctrl-] detaches)" >&2
