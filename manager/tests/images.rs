@@ -16,14 +16,7 @@ use common::vm::{register, start_kilnd, T};
 use common::{disk_of, Kilnd};
 use kiln_api::compute::{Image, ImageStatus, ServerStatus};
 use kiln_manager::client;
-
-fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img (scripts/setup.sh installs qemu-utils)");
-    assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
-}
+use kiln_tests::disk::qemu_img;
 
 fn mkfifo(p: &Path) {
     let st = Command::new("mkfifo").arg(p).status().unwrap();

@@ -54,17 +54,28 @@ pub fn assert_untouched(img: &Path) {
     );
 }
 
+/// Runs the real `qemu-img` with `args`; panics with its output if it fails.
+pub fn qemu_img(args: &[&str]) -> String {
+    let out = std::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("run qemu-img (scripts/setup.sh installs qemu-utils)");
+    assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The `,backing=FILE,backing_format=FMT` options that name `image`'s
 /// whole backing chain to kiln-vmm's `--disk` (which opens only the backing
 /// files it is given), as `qemu-img info --backing-chain` reads it.
 pub fn backing_args(image: &Path) -> String {
-    let out = std::process::Command::new("qemu-img")
-        .args(["info", "-U", "--backing-chain", "--output=json"])
-        .arg(image)
-        .output()
-        .expect("run qemu-img (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "qemu-img info {image:?}: {out:?}");
-    let chain: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let info = qemu_img(&[
+        "info",
+        "-U",
+        "--backing-chain",
+        "--output=json",
+        image.to_str().unwrap(),
+    ]);
+    let chain: Vec<serde_json::Value> = serde_json::from_str(&info).unwrap();
     chain[1..]
         .iter()
         .map(|i| {

@@ -174,10 +174,19 @@ impl Drop for ScratchDir {
     }
 }
 
+/// What a VM boots.
+#[derive(Clone, Debug)]
+pub enum Boot {
+    /// A kernel or probe ELF, directly (`--kernel`).
+    Kernel(PathBuf),
+    /// Firmware (`--firmware`), which boots from the VM's disks.
+    Firmware(PathBuf),
+}
+
 /// How to start a VM.
 #[derive(Clone, Debug)]
 pub struct VmSpec {
-    pub kernel: PathBuf,
+    pub boot: Boot,
     pub cmdline: Option<String>,
     pub cpus: u8,
     pub memory_mib: u64,
@@ -190,8 +199,18 @@ pub struct VmSpec {
 impl VmSpec {
     /// One vCPU, 64 MiB, control socket on.
     pub fn new(kernel: impl Into<PathBuf>) -> VmSpec {
+        VmSpec::booting(Boot::Kernel(kernel.into()))
+    }
+
+    /// Debian's SeaBIOS (from the guest material cache), booting from the
+    /// disks given with [`VmSpec::args`]; 128 MiB.
+    pub fn seabios() -> VmSpec {
+        VmSpec::booting(Boot::Firmware(guest_file("bios.bin"))).memory_mib(128)
+    }
+
+    fn booting(boot: Boot) -> VmSpec {
         VmSpec {
-            kernel: kernel.into(),
+            boot,
             cmdline: None,
             cpus: 1,
             memory_mib: 64,
@@ -248,9 +267,11 @@ impl Vm {
         let stderr_log = dir.path().join("vmm.log");
         let api_socket = spec.api.then(|| dir.path().join("api.sock"));
         let mut cmd = Command::new(kiln_vmm());
-        cmd.arg("--kernel")
-            .arg(&spec.kernel)
-            .arg("--cpus")
+        match &spec.boot {
+            Boot::Kernel(k) => cmd.arg("--kernel").arg(k),
+            Boot::Firmware(f) => cmd.arg("--firmware").arg(f),
+        };
+        cmd.arg("--cpus")
             .arg(spec.cpus.to_string())
             .arg("--memory")
             .arg(format!("{}M", spec.memory_mib))

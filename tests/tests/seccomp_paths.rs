@@ -17,21 +17,13 @@
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kiln_tests::disk::backing_args;
-use kiln_tests::{guest_file, kiln_vmm, kvm_available, repo_root, ScratchDir};
+use kiln_tests::disk::{backing_args, qemu_img};
+use kiln_tests::{kvm_available, repo_root, ScratchDir, Vm, VmSpec};
 
 const CLUSTER: usize = 64 << 10;
-
-fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("run qemu-img (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
-}
 
 /// A raw disk holding the rw_check boot sector, and data in its second
 /// cluster too (so that `qemu-img convert -c` compresses both clusters the
@@ -97,59 +89,26 @@ fn overlay(dir: &Path, backing: &Path, name: &str) -> PathBuf {
 /// Boot SeaBIOS from the qcow2 `disk` (with `,options`) under the default
 /// seccomp filters; the boot sector must report its writes read back and
 /// the VMM must exit through the guest's power-off.
-fn boot_rw_check(dir: &Path, disk: &Path, options: &str) {
-    let serial = dir.join("serial.log");
-    let log = dir.join("vmm.log");
+fn boot_rw_check(disk: &Path, options: &str) {
     let disk_arg = format!(
         "path={},format=qcow2{}{options}",
         disk.display(),
         backing_args(disk)
     );
-    let mut cmd = Command::new(kiln_vmm());
-    cmd.arg("--firmware")
-        .arg(guest_file("bios.bin"))
-        .args([
-            "--memory",
-            "128M",
-            "--log-level",
-            "info",
-            "--disk",
-            &disk_arg,
-        ])
-        .arg("--serial-log")
-        .arg(&serial);
+    let spec = VmSpec::seabios().args(["--disk", &disk_arg]);
     // The shipped filters: no --seccomp flag at all.
-    assert!(!cmd.get_args().any(|a| a == "--seccomp"));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn kiln-vmm");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).into_owned();
-    let log = fs::read_to_string(&log).unwrap_or_default();
-    let context = format!("--- serial ---\n{out}\n--- vmm log ---\n{log}");
-    let status = status.unwrap_or_else(|| panic!("kiln-vmm did not end in 180 s\n{context}"));
+    assert!(!spec.extra_args.iter().any(|a| a == "--seccomp"));
+    let mut vm = Vm::start(&spec);
+    let status = vm.wait_exit(Duration::from_secs(180));
     assert_ne!(
         status.signal(),
         Some(libc::SIGSYS),
-        "kiln-vmm was killed by its seccomp filter\n{context}"
+        "kiln-vmm was killed by its seccomp filter\n{}",
+        vm.describe()
     );
-    assert!(status.success(), "kiln-vmm: {status:?}\n{context}");
-    assert!(out.contains("KILNRW-OK"), "{context}");
-    assert!(!out.contains("KILNRW-FAIL"), "{context}");
+    assert!(status.success(), "kiln-vmm: {status:?}\n{}", vm.describe());
+    vm.assert_serial_lines(&["KILNRW-OK"]);
+    assert!(!vm.serial().contains("KILNRW-FAIL"), "{}", vm.describe());
 }
 
 #[test]
@@ -160,7 +119,7 @@ fn write_over_a_zlib_compressed_backing_image() {
     let dir = ScratchDir::new("scz").unwrap();
     let base = compressed_base(dir.path(), "zlib");
     let ov = overlay(dir.path(), &base, "ov.qcow2");
-    boot_rw_check(dir.path(), &ov, "");
+    boot_rw_check(&ov, "");
 }
 
 #[test]
@@ -171,7 +130,7 @@ fn write_over_a_zstd_compressed_backing_image() {
     let dir = ScratchDir::new("scs").unwrap();
     let base = compressed_base(dir.path(), "zstd");
     let ov = overlay(dir.path(), &base, "ov.qcow2");
-    boot_rw_check(dir.path(), &ov, "");
+    boot_rw_check(&ov, "");
 }
 
 /// Two overlays deep, every file opened with O_DIRECT (kiln-block's
@@ -185,7 +144,7 @@ fn write_through_a_two_deep_chain_with_o_direct() {
     let base = compressed_base(dir.path(), "zstd");
     let mid = overlay(dir.path(), &base, "mid.qcow2");
     let top = overlay(dir.path(), &mid, "top.qcow2");
-    boot_rw_check(dir.path(), &top, ",direct=on");
+    boot_rw_check(&top, ",direct=on");
 }
 
 /// The compressed image itself, written in place (copy-on-write out of its
@@ -198,7 +157,7 @@ fn write_into_a_compressed_image_with_polling_and_a_rate_limit() {
     }
     let dir = ScratchDir::new("scp").unwrap();
     let base = compressed_base(dir.path(), "zlib");
-    boot_rw_check(dir.path(), &base, ",poll_us=200,iops=4");
+    boot_rw_check(&base, ",poll_us=200,iops=4");
 }
 
 /// A reset from the control API re-executes kiln-vmm in place, under the
@@ -212,59 +171,37 @@ fn write_again_after_a_reset_in_place() {
     let dir = ScratchDir::new("scr").unwrap();
     let base = compressed_base_with(dir.path(), "zstd", true);
     let ov = overlay(dir.path(), &base, "ov.qcow2");
-    let serial = dir.path().join("serial.log");
-    let sock = dir.path().join("api.sock");
-    let log = dir.path().join("vmm.log");
     let disk_arg = format!(
         "path={},format=qcow2,direct=on{}",
         ov.display(),
         backing_args(&ov)
     );
-    let mut child = Command::new(kiln_vmm())
-        .arg("--firmware")
-        .arg(guest_file("bios.bin"))
-        .args([
-            "--memory",
-            "128M",
-            "--log-level",
-            "info",
-            "--disk",
-            &disk_arg,
-        ])
-        .arg("--serial-log")
-        .arg(&serial)
-        .arg("--api-socket")
-        .arg(&sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn kiln-vmm");
-    let wait_oks = |child: &mut std::process::Child, n: usize| {
+    let mut vm = Vm::start(&VmSpec::seabios().args(["--disk", &disk_arg]));
+    let wait_oks = |vm: &mut Vm, n: usize| {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
-            let out = String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).into_owned();
+            let out = vm.wait_serial("KILNRW-OK", Duration::from_secs(180));
             if out.matches("KILNRW-OK").count() >= n {
                 return;
             }
-            let ended = child.try_wait().unwrap();
-            if Instant::now() > deadline || ended.is_some() || out.contains("KILNRW-FAIL") {
-                let _ = child.kill();
-                let status = ended.or_else(|| child.wait().ok());
-                let log = fs::read_to_string(&log).unwrap_or_default();
-                panic!("waiting for KILNRW-OK #{n}: kiln-vmm {status:?}\n{out}\n--- vmm log ---\n{log}");
-            }
+            assert!(!out.contains("KILNRW-FAIL"), "{}", vm.describe());
+            assert!(
+                Instant::now() < deadline,
+                "no KILNRW-OK #{n}\n{}",
+                vm.describe()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    wait_oks(&mut child, 1);
-    let (code, body) = kiln_tests::api::request(&sock, "PUT", "/v1/vm/reset").expect("reset");
-    assert_eq!(code, 204, "{body}");
-    wait_oks(&mut child, 2);
-    assert!(child.try_wait().unwrap().is_none(), "kiln-vmm ended");
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = fs::read_to_string(&log).unwrap_or_default();
+    wait_oks(&mut vm, 1);
+    assert_eq!(vm.put("reset").expect("reset"), 204, "{}", vm.describe());
+    wait_oks(&mut vm, 2);
+    assert!(
+        vm.try_status().is_none(),
+        "kiln-vmm ended\n{}",
+        vm.describe()
+    );
+    let log = vm.vmm_log();
     assert!(log.contains("restarting the VMM in place"), "{log}");
 }
 
@@ -285,35 +222,10 @@ fn every_thread_of_a_running_vmm_is_filtered() {
     disk.resize(1 << 20, 0);
     let img = dir.path().join("hold.raw");
     fs::write(&img, &disk).unwrap();
-    let serial = dir.path().join("serial.log");
     let disk_arg = format!("path={},format=raw,transitional=on", img.display());
-    let mut child = Command::new(kiln_vmm())
-        .arg("--firmware")
-        .arg(guest_file("bios.bin"))
-        .args(["--memory", "128M", "--disk", &disk_arg])
-        .arg("--serial-log")
-        .arg(&serial)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn kiln-vmm");
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let out = loop {
-        let out = String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).into_owned();
-        if out.contains("KILNHOLD") {
-            break out;
-        }
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            panic!(
-                "the boot sector never said KILNHOLD: {:?}\n{out}",
-                child.wait()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut vm = Vm::start(&VmSpec::seabios().args(["--disk", &disk_arg]));
+    let out = vm.wait_serial("KILNHOLD", Duration::from_secs(120));
+    let pid = vm.pid();
     let mut threads = Vec::new();
     for e in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
         let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
@@ -331,8 +243,7 @@ fn every_thread_of_a_running_vmm_is_filtered() {
             field("Seccomp_filters:"),
         ));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(vm);
     let ctx = format!("{threads:?}\n{out}");
     for (comm, mode, _) in &threads {
         assert_eq!(
