@@ -24,7 +24,7 @@
 //! device path is wall time including this harness playing the driver
 //! (writing descriptors, checking status bytes: plain stores and loads
 //! into the queue's memory region, as a guest's would be, see
-//! `bench_support`); the device's own share (`process_queue` only) is
+//! `devices::virtio::testing::GuestQueue`); the device's own share (`process_queue` only) is
 //! printed beside it. Goal: device path within
 //! 10% of the host's throughput (ratio >= 0.90).
 //!
@@ -58,8 +58,8 @@ use std::time::{Duration, Instant};
 
 use host::{create_file, run_fio, run_pread, warm};
 use kiln_block::{open_disk, ImageFormat, OpenOptions};
-use kiln_vmm::devices::virtio::block::bench_support::DriverQueue;
 use kiln_vmm::devices::virtio::block::{process_queue, BlockBackend, S_OK};
+use kiln_vmm::devices::virtio::testing::GuestQueue;
 use kiln_vmm::memory::GuestMemoryMmap;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -234,8 +234,8 @@ fn run_device(
         mem.write_slice(&fill, GuestAddress(DATA_BASE + k * case.bs))
             .map_err(|e| format!("guest memory: {e}"))?;
     }
-    let mut dq = DriverQueue::new(&mem, QUEUE_BASE, QUEUE_SIZE).map_err(|e| e.to_string())?;
-    let mut q = dq.device_queue().map_err(|e| e.to_string())?;
+    let dq = GuestQueue::new(&mem, QUEUE_BASE, QUEUE_SIZE);
+    let mut q = dq.queue();
     let budget = Duration::from_secs_f64(secs);
     let mut ops = 0u64;
     let mut in_device = Duration::ZERO;
@@ -255,15 +255,14 @@ fn run_device(
                 DATA_BASE + k64 * case.bs,
                 case.bs as u32,
                 STATUS_BASE + k64,
-            )
-            .map_err(|e| e.to_string())?;
+            );
             last_write = Some((o, k));
         }
         let t = Instant::now();
         process_queue(&mem, &mut q, &mut backend).map_err(|e| format!("device: {e}"))?;
         in_device += t.elapsed();
         for k in 0..u64::from(batch) {
-            let st = dq.read_u8(STATUS_BASE + k).map_err(|e| e.to_string())?;
+            let st = dq.read_u8(STATUS_BASE + k);
             if st != S_OK {
                 return Err(format!("device returned status {st} for request {k}"));
             }
@@ -272,7 +271,7 @@ fn run_device(
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = (thread_cpu() - c0).as_secs_f64();
-    if dq.used_idx().map_err(|e| e.to_string())? != dq.avail_idx() {
+    if dq.used_idx() != dq.avail_idx() {
         return Err("the device did not complete every request".to_string());
     }
     // A written block holds its buffer's fill byte in the file.

@@ -10,7 +10,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::devices::virtio::rate_limiter::{RateLimiter, TokenBucket};
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::testing::{desc, mem_two_regions, GuestQueue};
 
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;

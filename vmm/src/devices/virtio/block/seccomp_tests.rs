@@ -25,7 +25,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::devices::virtio::rate_limiter::{RateLimiter, TokenBucket};
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::testing::{desc, mem_two_regions, GuestQueue};
 use crate::memory::GuestMemoryMmap;
 use crate::seccomp::{apply_with, SeccompMode, ThreadKind};
 

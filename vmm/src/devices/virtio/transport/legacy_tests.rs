@@ -11,10 +11,10 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::devices::virtio::block::{BlockDevice, T_IN, T_OUT};
-use crate::devices::virtio::msix::tests::RecordingVectors;
 use crate::devices::virtio::net::{NetDevice, LEGACY_HDR_LEN};
 use crate::devices::virtio::rng::RngDevice;
-use crate::devices::virtio::test_utils::{
+use crate::devices::virtio::testing::RecordingVectors;
+use crate::devices::virtio::testing::{
     arp_request, desc, mem_two_regions, temp_block_device, wait_for, GuestQueue, TestDriver,
     GUEST_MAC,
 };
