@@ -58,8 +58,8 @@ use std::time::{Duration, Instant};
 
 use host::{create_file, run_fio, run_pread, warm};
 use kiln_block::{open_disk, ImageFormat, OpenOptions};
-use kiln_vmm::devices::virtio::block::{process_queue, BlockBackend, S_OK};
-use kiln_vmm::devices::virtio::testing::GuestQueue;
+use kiln_vmm::devices::virtio::block::{process_queue, BlockBackend, S_OK, T_IN, T_OUT};
+use kiln_vmm::devices::virtio::testing::{BlkBuffers, GuestQueue};
 use kiln_vmm::memory::GuestMemoryMmap;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -247,14 +247,18 @@ fn run_device(
         for k in 0..batch {
             let o = *next.next().ok_or("no offsets")?;
             let k64 = u64::from(k);
-            dq.push_block(
+            let at = BlkBuffers {
+                hdr: HDR_BASE + 16 * k64,
+                data: DATA_BASE + k64 * case.bs,
+                status: STATUS_BASE + k64,
+            };
+            let kind = if case.write { T_OUT } else { T_IN };
+            dq.push_blk(
                 3 * k,
-                case.write,
+                kind,
                 o / 512,
-                HDR_BASE + 16 * k64,
-                DATA_BASE + k64 * case.bs,
-                case.bs as u32,
-                STATUS_BASE + k64,
+                at,
+                Some((case.bs as u32, !case.write)),
             );
             last_write = Some((o, k));
         }

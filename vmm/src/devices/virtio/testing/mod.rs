@@ -4,7 +4,8 @@
 //!
 //! - [`GuestQueue`] (`queue.rs`): a split virtqueue in guest memory from the
 //!   driver's side: descriptors, available ring, used ring, the matching
-//!   device-side `virtio_queue::Queue`, and one-call virtio-blk requests.
+//!   device-side `virtio_queue::Queue`, and one-call virtio-blk requests
+//!   ([`BlkBuffers`]).
 //! - [`TestDriver`] (`pci.rs`): register access to a virtio-pci function as
 //!   a driver makes it (capability walk, feature negotiation, MSI-X table),
 //!   and [`RecordingVectors`], interrupts that are only recorded.
@@ -34,7 +35,7 @@ use crate::memory::GuestMemoryMmap;
 pub use disk::{temp_block_device, MemDisk};
 pub use net::{arp_request, NetDriver, GUEST_MAC, NET_BUF, NET_QSIZE};
 pub use pci::{RecordingVectors, TestDriver};
-pub use queue::GuestQueue;
+pub use queue::{BlkBuffers, GuestQueue};
 
 /// Descriptor flags (virtio 1.2, 2.7.5).
 pub const DESC_NEXT: u16 = 1;

@@ -20,7 +20,6 @@ use vm_memory::{
 };
 
 use super::{desc, DESC_NEXT, DESC_WRITE};
-use crate::devices::virtio::block::{T_IN, T_OUT};
 use crate::memory::GuestMemoryMmap;
 
 /// A split queue of `size` entries in guest memory: the descriptor table
@@ -195,36 +194,50 @@ impl<'a> GuestQueue<'a> {
         q
     }
 
-    /// Offer one virtio-blk read (`write == false`: T_IN, the data buffer
-    /// device-writable) or write (T_OUT) of `len` bytes at `sector`, as
-    /// descriptors `first`, `first + 1`, `first + 2`: the 16-byte header
-    /// written at `hdr`, the data at `data`, the status byte at `status`
-    /// (preset to 0xff so that a request the device never finished shows).
-    #[allow(clippy::too_many_arguments)]
-    pub fn push_block(
+    /// Write a virtio-blk request header at `at`: `kind` (T_IN etc.),
+    /// reserved 0, `sector`.
+    pub fn write_blk_header(&self, at: u64, kind: u32, sector: u64) {
+        self.store(at, u64::from(kind).to_le());
+        self.store(at + 8, sector.to_le());
+    }
+
+    /// Offer one virtio-blk request of type `kind` at `sector` from
+    /// descriptor `first` on: the 16-byte header written at `at.hdr`, the
+    /// data buffer at `at.data` if `data` gives its length and whether the
+    /// device writes it, the status byte at `at.status` (preset to 0xff so
+    /// that a request the device never finished shows).
+    pub fn push_blk(
         &self,
         first: u16,
-        write: bool,
+        kind: u32,
         sector: u64,
-        hdr: u64,
-        data: u64,
-        len: u32,
-        status: u64,
+        at: BlkBuffers,
+        data: Option<(u32, bool)>,
     ) {
-        let kind = if write { T_OUT } else { T_IN };
-        // type, reserved (0), sector.
-        self.store(hdr, u64::from(kind).to_le());
-        self.store(hdr + 8, sector.to_le());
-        self.store(status, 0xffu8);
-        let data_flags = if write {
-            DESC_NEXT
-        } else {
-            DESC_NEXT | DESC_WRITE
-        };
-        let (second, third) = (first.wrapping_add(1), first.wrapping_add(2));
-        self.set_desc(first, desc(hdr, 16, DESC_NEXT, second));
-        self.set_desc(second, desc(data, len, data_flags, third));
-        self.set_desc(third, desc(status, 1, DESC_WRITE, 0));
+        self.write_blk_header(at.hdr, kind, sector);
+        self.store(at.status, 0xffu8);
+        let mut i = first;
+        let next = i.wrapping_add(1);
+        self.set_desc(i, desc(at.hdr, 16, DESC_NEXT, next));
+        if let Some((len, device_writes)) = data {
+            i = next;
+            let next = i.wrapping_add(1);
+            let flags = if device_writes {
+                DESC_NEXT | DESC_WRITE
+            } else {
+                DESC_NEXT
+            };
+            self.set_desc(i, desc(at.data, len, flags, next));
+        }
+        self.set_desc(i.wrapping_add(1), desc(at.status, 1, DESC_WRITE, 0));
         self.push_avail(first);
     }
+}
+
+/// Where a virtio-blk request's parts lie in guest memory.
+#[derive(Clone, Copy, Debug)]
+pub struct BlkBuffers {
+    pub hdr: u64,
+    pub data: u64,
+    pub status: u64,
 }

@@ -9,7 +9,7 @@ use kiln_block::Disk;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
-use crate::devices::virtio::block::{process_queue, BlockBackend};
+use crate::devices::virtio::block::{process_queue, BlockBackend, T_IN};
 
 #[test]
 fn a_block_request_is_served_through_the_driver_queue() {
@@ -26,7 +26,12 @@ fn a_block_request_is_served_through_the_driver_queue() {
     let mut b = BlockBackend::new(Arc::from(disk), "x", false);
     let dq = GuestQueue::new(&mem, 0x1000, 8);
     let mut q = dq.queue();
-    dq.push_block(0, false, 8, 0x8000, 0x9000, 4096, 0x7000);
+    let at = BlkBuffers {
+        hdr: 0x8000,
+        data: 0x9000,
+        status: 0x7000,
+    };
+    dq.push_blk(0, T_IN, 8, at, Some((4096, true)));
     process_queue(&mem, &mut q, &mut b).unwrap();
     assert_eq!(dq.used_idx(), 1);
     assert_eq!(dq.used_elem(0), (0, 4097));

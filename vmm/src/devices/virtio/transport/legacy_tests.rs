@@ -16,7 +16,7 @@ use crate::devices::virtio::rng::RngDevice;
 use crate::devices::virtio::testing::RecordingVectors;
 use crate::devices::virtio::testing::{
     arp_request, desc, mem_two_regions, temp_block_device, wait_for, GuestQueue, TestDriver,
-    GUEST_MAC,
+    DESC_NEXT as NEXT, DESC_WRITE as WRITE, GUEST_MAC,
 };
 use crate::devices::virtio::{
     F_INDIRECT_DESC, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK,
@@ -27,8 +27,6 @@ use crate::net::MacAddr;
 
 const IO: u64 = 0xc000;
 const MODERN: u64 = 0xc000_0000;
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
 
 #[derive(Default)]
 struct CountingLine(AtomicUsize);
