@@ -128,11 +128,7 @@ impl<'a> GuestQueue<'a> {
     /// Write descriptor `i` of the table at `table` (an indirect one, or a
     /// hostile driver's).
     pub fn write_desc_at(&self, table: u64, i: u16, d: [u8; 16]) {
-        let at = table + 16 * u64::from(i);
-        let (lo, hi) = d.split_at(8);
-        // The bytes are already little-endian: stored as they are.
-        self.store(at, u64::from_ne_bytes(lo.try_into().expect("8 bytes")));
-        self.store(at + 8, u64::from_ne_bytes(hi.try_into().expect("8 bytes")));
+        self.store(table + 16 * u64::from(i), d);
     }
 
     /// Offer the chain at `head` (publishes the available index).
