@@ -57,6 +57,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use host::{create_file, run_fio, run_pread, warm};
+use kiln_benches::{median, thread_cpu};
 use kiln_block::{open_disk, ImageFormat, OpenOptions};
 use kiln_vmm::devices::virtio::block::{process_queue, BlockBackend, S_OK, T_IN, T_OUT};
 use kiln_vmm::devices::virtio::testing::{BlkBuffers, GuestQueue};
@@ -295,27 +296,6 @@ fn run_device(
         device_secs: Some(in_device.as_secs_f64()),
         cpu,
     })
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Removes the benchmark file on every way out.

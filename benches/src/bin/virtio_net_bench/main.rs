@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kiln_benches::{median, thread_cpu};
 use kiln_vmm::devices::virtio::net::{process_rx, process_tx, RxBacklog, RxState, NET_HDR_LEN};
 use kiln_vmm::devices::virtio::testing::{desc, GuestQueue, DESC_WRITE};
 use kiln_vmm::memory::GuestMemoryMmap;
@@ -98,16 +99,6 @@ fn frame(len: usize, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
         *b = i as u8;
     }
     f
-}
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn wait_readable(fd: i32, ms: i32) {
@@ -378,16 +369,6 @@ fn rx(
         cpu,
         other: sent.load(Ordering::Relaxed),
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 struct Row {
