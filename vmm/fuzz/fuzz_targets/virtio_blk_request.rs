@@ -4,35 +4,16 @@
 //! and an OK write must land on the disk exactly.
 #![no_main]
 
-#[path = "common.rs"]
-mod common;
-
 use std::sync::Arc;
 
 use kiln_vmm::devices::virtio::block;
+use kiln_vmm::devices::virtio::testing::{desc, fuzz, MemDisk, DESC_NEXT, DESC_WRITE};
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress};
 
 const HDR: u64 = 0x4000;
 const DATA: u64 = 0x10000 - 0x800; // crosses into the adjacent region
 const STATUS: u64 = 0x3000;
-
-fn desc(
-    mem: &kiln_vmm::memory::GuestMemoryMmap,
-    i: u16,
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
-) {
-    let at = GuestAddress(common::DESC + 16 * u64::from(i));
-    let mut d = [0u8; 16];
-    d[0..8].copy_from_slice(&addr.to_le_bytes());
-    d[8..12].copy_from_slice(&len.to_le_bytes());
-    d[12..14].copy_from_slice(&flags.to_le_bytes());
-    d[14..16].copy_from_slice(&next.to_le_bytes());
-    mem.write_slice(&d, at).unwrap();
-}
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 24 {
@@ -43,48 +24,34 @@ fuzz_target!(|data: &[u8]| {
     let hdr_split = u32::from(data[18]) % 17;
     let flags = data[19];
     let payload = &data[20..];
-    let mem = common::memory(&[]);
+    let mem = fuzz::memory(&[]);
     mem.write_slice(header, GuestAddress(HDR)).unwrap();
     let n = payload.len().min(data_len as usize);
     mem.write_slice(&payload[..n], GuestAddress(DATA)).unwrap();
     mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
     // Header in one or two pieces, then data, then the status byte.
+    let gq = fuzz::guest_queue(&mem, 8);
     let mut i = 0u16;
     if hdr_split > 0 && hdr_split < 16 {
-        desc(&mem, i, HDR, hdr_split, 1, i + 1);
+        gq.set_desc(i, desc(HDR, hdr_split, DESC_NEXT, i + 1));
         i += 1;
-        desc(
-            &mem,
-            i,
-            HDR + u64::from(hdr_split),
-            16 - hdr_split,
-            1,
-            i + 1,
-        );
+        let rest = HDR + u64::from(hdr_split);
+        gq.set_desc(i, desc(rest, 16 - hdr_split, DESC_NEXT, i + 1));
     } else {
-        desc(&mem, i, HDR, 16, 1, i + 1);
+        gq.set_desc(i, desc(HDR, 16, DESC_NEXT, i + 1));
     }
     i += 1;
     let data_writable = flags & 1 != 0;
     if data_len > 0 {
-        desc(
-            &mem,
-            i,
-            DATA,
-            data_len,
-            1 | if data_writable { 2 } else { 0 },
-            i + 1,
-        );
+        let data_flags = DESC_NEXT | if data_writable { DESC_WRITE } else { 0 };
+        gq.set_desc(i, desc(DATA, data_len, data_flags, i + 1));
         i += 1;
     }
-    desc(&mem, i, STATUS, 1, 2, 0);
-    mem.write_obj(0u16, GuestAddress(common::AVAIL + 4))
-        .unwrap();
-    mem.write_obj(1u16, GuestAddress(common::AVAIL + 2))
-        .unwrap();
-    let disk = Arc::new(common::MemDisk::new(64 << 10, flags & 2 != 0));
+    gq.set_desc(i, desc(STATUS, 1, DESC_WRITE, 0));
+    gq.push_avail(0);
+    let disk = Arc::new(MemDisk::new(64 << 10, flags & 2 != 0));
     let mut backend = block::BlockBackend::new(disk.clone(), "fuzz-serial", flags & 4 != 0);
-    let mut q = common::queue(&mem, 8);
+    let mut q = gq.queue();
     match block::process_queue(&mem, &mut q, &mut backend) {
         Ok(_) => {
             let status: u8 = mem.read_obj(GuestAddress(STATUS)).unwrap();

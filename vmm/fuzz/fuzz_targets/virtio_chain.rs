@@ -6,33 +6,31 @@
 //! the device's writes landed on the available ring, than it took).
 #![no_main]
 
-#[path = "common.rs"]
-mod common;
-
 use std::sync::Arc;
 
+use kiln_vmm::devices::virtio::testing::{fuzz, MemDisk};
 use kiln_vmm::devices::virtio::{block, chain, rng};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((size, avail_idx, params, image)) = common::queue_input(data, 1) else {
+    let Some((size, avail_idx, params, image)) = fuzz::queue_input(data, 1) else {
         return;
     };
     let as_blk = params[0] & 1 == 0;
-    let mem = common::ring_memory(image, avail_idx);
+    let mem = fuzz::ring_memory(image, avail_idx);
     for head in 0..size {
-        let _ = chain::walk(&mem, common::DESC, size, head);
+        let _ = chain::walk(&mem, fuzz::DESC, size, head);
     }
-    let mut q = common::queue(&mem, size);
+    let mut q = fuzz::queue(&mem, size);
     let r = if as_blk {
-        let disk = Arc::new(common::MemDisk::new(64 << 10, params[0] & 2 != 0));
+        let disk = Arc::new(MemDisk::new(64 << 10, params[0] & 2 != 0));
         let mut backend = block::BlockBackend::new(disk, "fuzz", false);
         block::process_queue(&mem, &mut q, &mut backend).map(|_| ())
     } else {
         rng::process_queue(&mem, &mut q, &mut Vec::new()).map(|_| ())
     };
     if r.is_ok() {
-        common::assert_no_more_used_than_offered(&mem, avail_idx, size);
-        common::assert_used_were_taken(&mem, &q);
+        fuzz::assert_no_more_used_than_offered(&mem, avail_idx, size);
+        fuzz::assert_used_were_taken(&mem, &q);
     }
 });

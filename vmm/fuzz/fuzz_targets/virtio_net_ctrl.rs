@@ -6,14 +6,12 @@
 //! chains than were offered. `parse_ctrl` is also fed the raw bytes.
 #![no_main]
 
-#[path = "common.rs"]
-mod common;
-
 use kiln_vmm::devices::virtio::net::{self, CtrlCommand};
+use kiln_vmm::devices::virtio::testing::fuzz;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((size, avail_idx, params, image)) = common::queue_input(data, 2) else {
+    let Some((size, avail_idx, params, image)) = fuzz::queue_input(data, 2) else {
         return;
     };
     let mq = params[0] & 1 != 0;
@@ -21,13 +19,13 @@ fuzz_target!(|data: &[u8]| {
     if let CtrlCommand::SetPairs(n) = net::parse_ctrl(image, image.len() as u64, mq, max) {
         assert!(mq && (1..=max).contains(&n));
     }
-    let mem = common::ring_memory(image, avail_idx);
-    let mut q = common::queue(&mem, size);
+    let mem = fuzz::ring_memory(image, avail_idx);
+    let mut q = fuzz::queue(&mem, size);
     let r = net::process_ctrl(&mem, &mut q, mq, max, &mut |n| {
         assert!(mq && (1..=max).contains(&n), "accepted {n} of {max}");
         true
     });
     if r.is_ok() {
-        common::assert_no_more_used_than_offered(&mem, avail_idx, size);
+        fuzz::assert_no_more_used_than_offered(&mem, avail_idx, size);
     }
 });

@@ -8,9 +8,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kiln_benches::thread_cpu;
 use kiln_block::AlignedBuf;
 
-use crate::{thread_cpu, Case, Run, MIB};
+use crate::{Case, Run, MIB};
 
 /// fio on `path`: ops and seconds from its JSON report.
 pub fn run_fio(

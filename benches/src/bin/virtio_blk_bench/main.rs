@@ -24,7 +24,7 @@
 //! device path is wall time including this harness playing the driver
 //! (writing descriptors, checking status bytes: plain stores and loads
 //! into the queue's memory region, as a guest's would be, see
-//! `bench_support`); the device's own share (`process_queue` only) is
+//! `devices::virtio::testing::GuestQueue`); the device's own share (`process_queue` only) is
 //! printed beside it. Goal: device path within
 //! 10% of the host's throughput (ratio >= 0.90).
 //!
@@ -57,9 +57,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use host::{create_file, run_fio, run_pread, warm};
+use kiln_benches::{median, thread_cpu};
 use kiln_block::{open_disk, ImageFormat, OpenOptions};
-use kiln_vmm::devices::virtio::block::bench_support::DriverQueue;
-use kiln_vmm::devices::virtio::block::{process_queue, BlockBackend, S_OK};
+use kiln_vmm::devices::virtio::block::{process_queue, BlockBackend, S_OK, T_IN, T_OUT};
+use kiln_vmm::devices::virtio::testing::{BlkBuffers, GuestQueue};
 use kiln_vmm::memory::GuestMemoryMmap;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -234,8 +235,8 @@ fn run_device(
         mem.write_slice(&fill, GuestAddress(DATA_BASE + k * case.bs))
             .map_err(|e| format!("guest memory: {e}"))?;
     }
-    let mut dq = DriverQueue::new(&mem, QUEUE_BASE, QUEUE_SIZE).map_err(|e| e.to_string())?;
-    let mut q = dq.device_queue().map_err(|e| e.to_string())?;
+    let dq = GuestQueue::new(&mem, QUEUE_BASE, QUEUE_SIZE);
+    let mut q = dq.queue();
     let budget = Duration::from_secs_f64(secs);
     let mut ops = 0u64;
     let mut in_device = Duration::ZERO;
@@ -247,23 +248,26 @@ fn run_device(
         for k in 0..batch {
             let o = *next.next().ok_or("no offsets")?;
             let k64 = u64::from(k);
-            dq.push_block(
+            let at = BlkBuffers {
+                hdr: HDR_BASE + 16 * k64,
+                data: DATA_BASE + k64 * case.bs,
+                status: STATUS_BASE + k64,
+            };
+            let kind = if case.write { T_OUT } else { T_IN };
+            dq.push_blk(
                 3 * k,
-                case.write,
+                kind,
                 o / 512,
-                HDR_BASE + 16 * k64,
-                DATA_BASE + k64 * case.bs,
-                case.bs as u32,
-                STATUS_BASE + k64,
-            )
-            .map_err(|e| e.to_string())?;
+                at,
+                Some((case.bs as u32, !case.write)),
+            );
             last_write = Some((o, k));
         }
         let t = Instant::now();
         process_queue(&mem, &mut q, &mut backend).map_err(|e| format!("device: {e}"))?;
         in_device += t.elapsed();
         for k in 0..u64::from(batch) {
-            let st = dq.read_u8(STATUS_BASE + k).map_err(|e| e.to_string())?;
+            let st = dq.read_u8(STATUS_BASE + k);
             if st != S_OK {
                 return Err(format!("device returned status {st} for request {k}"));
             }
@@ -272,7 +276,7 @@ fn run_device(
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = (thread_cpu() - c0).as_secs_f64();
-    if dq.used_idx().map_err(|e| e.to_string())? != dq.avail_idx() {
+    if dq.used_idx() != dq.avail_idx() {
         return Err("the device did not complete every request".to_string());
     }
     // A written block holds its buffer's fill byte in the file.
@@ -292,27 +296,6 @@ fn run_device(
         device_secs: Some(in_device.as_secs_f64()),
         cpu,
     })
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Removes the benchmark file on every way out.

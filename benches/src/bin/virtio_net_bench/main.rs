@@ -37,8 +37,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_vmm::devices::virtio::block::bench_support::{DriverQueue, DESC_WRITE};
+use kiln_benches::{median, thread_cpu};
 use kiln_vmm::devices::virtio::net::{process_rx, process_tx, RxBacklog, RxState, NET_HDR_LEN};
+use kiln_vmm::devices::virtio::testing::{desc, GuestQueue, DESC_WRITE};
 use kiln_vmm::memory::GuestMemoryMmap;
 use kiln_vmm::net::tap::Tap;
 use netns::{build_topology, enter_netns, packet_socket, Netns, BRIDGE, ETHERTYPE, PEER, TAP};
@@ -98,16 +99,6 @@ fn frame(len: usize, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
         *b = i as u8;
     }
     f
-}
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn wait_readable(fd: i32, ms: i32) {
@@ -204,21 +195,23 @@ fn tx(
             mem.write_slice(&f, GuestAddress(BUF_BASE + k * BUF_LEN))
                 .map_err(|e| e.to_string())?;
         }
-        let mut dq = DriverQueue::new(&mem, 0x1000, QUEUE_SIZE).map_err(|e| e.to_string())?;
-        let mut q = dq.device_queue().map_err(|e| e.to_string())?;
+        let dq = GuestQueue::new(&mem, 0x1000, QUEUE_SIZE);
+        let mut q = dq.queue();
         let mut buf = Vec::new();
         t0 = Instant::now();
         c0 = thread_cpu();
         while t0.elapsed() < budget {
             for k in 0..TX_BATCH {
-                dq.set_desc(k, BUF_BASE + u64::from(k) * BUF_LEN, f.len() as u32, 0, 0)
-                    .map_err(|e| e.to_string())?;
-                dq.push_avail(k).map_err(|e| e.to_string())?;
+                dq.set_desc(
+                    k,
+                    desc(BUF_BASE + u64::from(k) * BUF_LEN, f.len() as u32, 0, 0),
+                );
+                dq.push_avail(k);
             }
             process_tx(&mem, &mut q, tap, &mut buf, None).map_err(|e| format!("device: {e}"))?;
             frames += u64::from(TX_BATCH);
         }
-        if dq.used_idx().map_err(|e| e.to_string())? != dq.avail_idx() {
+        if dq.used_idx() != dq.avail_idx() {
             return Err("the device did not complete every transmit chain".to_string());
         }
     } else {
@@ -309,19 +302,13 @@ fn rx(
     if device {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), GUEST_MEM)])
             .map_err(|e| format!("guest memory: {e}"))?;
-        let mut dq = DriverQueue::new(&mem, 0x1000, QUEUE_SIZE).map_err(|e| e.to_string())?;
+        let dq = GuestQueue::new(&mem, 0x1000, QUEUE_SIZE);
         for k in 0..QUEUE_SIZE {
-            dq.set_desc(
-                k,
-                BUF_BASE + u64::from(k) * BUF_LEN,
-                BUF_LEN as u32,
-                DESC_WRITE,
-                0,
-            )
-            .map_err(|e| e.to_string())?;
-            dq.push_avail(k).map_err(|e| e.to_string())?;
+            let addr = BUF_BASE + u64::from(k) * BUF_LEN;
+            dq.set_desc(k, desc(addr, BUF_LEN as u32, DESC_WRITE, 0));
+            dq.push_avail(k);
         }
-        let mut q = dq.device_queue().map_err(|e| e.to_string())?;
+        let mut q = dq.queue();
         let mut pending = RxBacklog::default();
         let mut seen = 0u16;
         injector = spawn_injector(peer.clone(), len, stop.clone(), sent.clone());
@@ -331,9 +318,9 @@ fn rx(
             let (_, state) =
                 process_rx(&mem, &mut q, tap, &mut pending).map_err(|e| format!("device: {e}"))?;
             // The driver: take each used buffer, check it, offer it again.
-            let used = dq.used_idx().map_err(|e| e.to_string())?;
+            let used = dq.used_idx();
             while seen != used {
-                let (head, n) = dq.used_elem(seen).map_err(|e| e.to_string())?;
+                let (head, n) = dq.used_elem(seen);
                 let at = BUF_BASE + u64::from(head) * BUF_LEN + (NET_HDR_LEN + 12) as u64;
                 let ty: [u8; 2] = mem.read_obj(GuestAddress(at)).map_err(|e| e.to_string())?;
                 if n as usize == want && ty == ETHERTYPE.to_be_bytes() {
@@ -341,7 +328,7 @@ fn rx(
                 } else {
                     others += 1;
                 }
-                dq.push_avail(head as u16).map_err(|e| e.to_string())?;
+                dq.push_avail(head as u16);
                 seen = seen.wrapping_add(1);
             }
             if state == RxState::Drained {
@@ -382,16 +369,6 @@ fn rx(
         cpu,
         other: sent.load(Ordering::Relaxed),
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 struct Row {

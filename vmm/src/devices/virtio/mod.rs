@@ -23,6 +23,8 @@
 //!   function of (memory, queue, backend), tested without a thread.
 //! - [`rate_limiter`]: token buckets (bytes/s and ops/s).
 //! - [`cli`]: the `--disk`, `--net` flag parsers.
+//! - `testing` (tests, and the `testing` feature for benches and fuzz
+//!   targets): the virtio test driver.
 
 pub mod block;
 pub mod chain;
@@ -33,8 +35,8 @@ pub mod queue;
 pub mod rate_limiter;
 pub mod rng;
 pub mod segments;
-#[cfg(test)]
-pub(crate) mod test_utils;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transport;
 pub mod worker;
 #[cfg(test)]

@@ -213,25 +213,9 @@ impl MsixTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::Mutex;
 
-    /// Records routes and triggers.
-    #[derive(Default)]
-    pub struct RecordingVectors {
-        pub routes: Mutex<Vec<(u16, Option<MsiMessage>)>>,
-        pub fired: Mutex<Vec<u16>>,
-    }
-
-    impl MsiVectors for RecordingVectors {
-        fn route(&self, vector: u16, msg: Option<MsiMessage>) -> io::Result<()> {
-            self.routes.lock().unwrap().push((vector, msg));
-            Ok(())
-        }
-        fn trigger(&self, vector: u16) -> io::Result<()> {
-            self.fired.lock().unwrap().push(vector);
-            Ok(())
-        }
-    }
+    /// Moved to the test driver; the name stays for tests that use it here.
+    pub use crate::devices::virtio::testing::RecordingVectors;
 
     #[test]
     fn masking_defers_to_pba_and_unmask_delivers() {

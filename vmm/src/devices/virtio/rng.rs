@@ -158,7 +158,7 @@ impl WorkerHandler for RngWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+    use crate::devices::virtio::testing::{desc, mem_two_regions, GuestQueue};
     use vm_memory::{Bytes, GuestAddress};
 
     #[test]

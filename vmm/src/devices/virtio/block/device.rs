@@ -252,7 +252,7 @@ impl WorkerHandler for BlockWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::test_utils::{mem_two_regions, GuestQueue};
+    use crate::devices::virtio::testing::{mem_two_regions, GuestQueue};
     use vm_memory::{Bytes, GuestAddress};
 
     /// The driver's test (virtio 1.2, 2.7.10): notify if the new index

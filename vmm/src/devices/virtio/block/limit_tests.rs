@@ -10,10 +10,10 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::devices::virtio::rate_limiter::{RateLimiter, TokenBucket};
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::testing::{
+    desc, mem_two_regions, GuestQueue, DESC_NEXT as NEXT, DESC_WRITE as WRITE,
+};
 
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
 const HDR: u64 = 0x10000;
 const STATUS: u64 = 0x20000;
 const DATA: u64 = 0x200000;

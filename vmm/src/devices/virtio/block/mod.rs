@@ -6,7 +6,6 @@
 //! - `request.rs`: serving the queue, a plain function of (memory, queue,
 //!   backend): parses each request, does the I/O, writes the status.
 
-pub mod bench_support;
 mod device;
 #[cfg(test)]
 mod limit_tests;

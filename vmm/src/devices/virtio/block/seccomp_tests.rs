@@ -25,13 +25,11 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::devices::virtio::rate_limiter::{RateLimiter, TokenBucket};
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::testing::{mem_two_regions, BlkBuffers, GuestQueue};
 use crate::memory::GuestMemoryMmap;
 use crate::seccomp::{apply_with, SeccompMode, ThreadKind};
 
 const CHILD_ENV: &str = "KILN_BLK_SECCOMP_CHILD";
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
 const HDR: u64 = 0x10000;
 const DATA: u64 = 0x11000;
 const STATUS: u64 = 0x20000;
@@ -109,24 +107,12 @@ impl Guest<'_> {
         sector: u64,
         data: Option<(u32, bool)>,
     ) -> u8 {
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&kind.to_le_bytes());
-        h[8..16].copy_from_slice(&sector.to_le_bytes());
-        self.mem.write_slice(&h, GuestAddress(HDR)).unwrap();
-        self.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
-        match data {
-            Some((len, device_writes)) => {
-                self.gq.set_desc(0, desc(HDR, 16, NEXT, 1));
-                let f = if device_writes { WRITE | NEXT } else { NEXT };
-                self.gq.set_desc(1, desc(DATA, len, f, 2));
-                self.gq.set_desc(2, desc(STATUS, 1, WRITE, 0));
-            }
-            None => {
-                self.gq.set_desc(0, desc(HDR, 16, NEXT, 1));
-                self.gq.set_desc(1, desc(STATUS, 1, WRITE, 0));
-            }
-        }
-        self.gq.push_avail(0);
+        let at = BlkBuffers {
+            hdr: HDR,
+            data: DATA,
+            status: STATUS,
+        };
+        self.gq.push_blk(0, kind, sector, at, data);
         loop {
             let (_, served) = process_queue(self.mem, &mut self.q, b).unwrap();
             match served {

@@ -10,15 +10,20 @@ use vm_memory::{Bytes, GuestAddress};
 use super::*;
 use crate::devices::virtio::queue::QueueError;
 use crate::devices::virtio::rate_limiter::{RateLimiter, TokenBucket};
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::testing::{
+    desc, mem_two_regions, BlkBuffers, GuestQueue, DESC_INDIRECT as INDIRECT, DESC_NEXT as NEXT,
+    DESC_WRITE as WRITE,
+};
 use crate::memory::GuestMemoryMmap;
 
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
-const INDIRECT: u16 = 4;
 const HDR: u64 = 0x10000;
 const DATA: u64 = 0x11000;
 const STATUS: u64 = 0x20000;
+const AT: BlkBuffers = BlkBuffers {
+    hdr: HDR,
+    data: DATA,
+    status: STATUS,
+};
 
 /// A raw image file removed on drop.
 struct TempImage(PathBuf);
@@ -70,13 +75,7 @@ fn header(mem: &GuestMemoryMmap, at: u64, kind: u32, sector: u64) {
 
 /// Offer header + data + status as three descriptors at 0, 1, 2.
 fn three_part(q: &GuestQueue, kind: u32, sector: u64, data_len: u32, data_write: bool) {
-    header(q.mem, HDR, kind, sector);
-    q.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
-    q.set_desc(0, desc(HDR, 16, NEXT, 1));
-    let f = if data_write { WRITE | NEXT } else { NEXT };
-    q.set_desc(1, desc(DATA, data_len, f, 2));
-    q.set_desc(2, desc(STATUS, 1, WRITE, 0));
-    q.push_avail(0);
+    q.push_blk(0, kind, sector, AT, Some((data_len, data_write)));
 }
 
 fn status(mem: &GuestMemoryMmap) -> u8 {

@@ -2,7 +2,7 @@
 //! copies between a chain's buffers and the device.
 
 use super::*;
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::testing::{desc, mem_two_regions, GuestQueue};
 
 #[test]
 fn simple_chain_splits_readable_and_writable() {

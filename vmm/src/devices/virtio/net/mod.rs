@@ -14,7 +14,7 @@
 //!
 //! Tests: `tests.rs` (frames through a real tap), `mq_tests.rs` (the whole
 //! NIC through the transport with a multi-queue tap, driven by
-//! `test_driver.rs`).
+//! `testing::NetDriver`).
 
 mod ctrl;
 mod device;
@@ -22,8 +22,6 @@ mod link;
 #[cfg(test)]
 mod mq_tests;
 mod rxtx;
-#[cfg(test)]
-mod test_driver;
 #[cfg(test)]
 mod tests;
 mod worker;

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use kiln_api::vm::{RateLimitConfig, TokenBucketConfig};
 
-use super::test_driver::{Driver, BUF, QSIZE};
 use super::*;
 use crate::devices::pci::PciDevice;
 use crate::devices::virtio::rate_limiter::RateLimiter;
-use crate::devices::virtio::test_utils::{
-    arp_request, desc, mem_two_regions, wait_for, GuestQueue, TestDriver, GUEST_MAC,
+use crate::devices::virtio::testing::{
+    arp_request, desc, mem_two_regions, wait_for, GuestQueue, NetDriver, TestDriver, GUEST_MAC,
+    NET_BUF, NET_QSIZE,
 };
 use crate::devices::virtio::{VirtioDevice, F_VERSION_1, STATUS_DRIVER_OK, STATUS_NEEDS_RESET};
 use crate::net::tap::Tap;
@@ -80,15 +80,15 @@ fn is_arp_reply(f: &[u8]) -> bool {
 }
 
 /// Offer receive queue `q`'s buffers again (all of them used).
-fn refill(d: &mut Driver, q: usize) {
-    for i in 0..QSIZE {
+fn refill(d: &mut NetDriver, q: usize) {
+    for i in 0..NET_QSIZE {
         d.queues[q].push_avail(i);
     }
     d.notify(q);
 }
 
 /// Wait until the receive queues have taken no frame for 100 ms.
-fn settle(d: &Driver) {
+fn settle(d: &NetDriver) {
     let count = || (d.queues[0].used_idx(), d.queues[2].used_idx());
     let mut last = count();
     loop {
@@ -113,7 +113,7 @@ fn multiqueue_control_queue_and_pair_1() {
             5,
             "2 pairs and the control queue"
         );
-        let mut d = Driver::new(&mem, net);
+        let mut d = NetDriver::new(&mem, net);
         let offered = d.features();
         assert_eq!(offered & (F_MQ | F_CTRL_VQ), F_MQ | F_CTRL_VQ);
         assert_eq!(d.r16(0x12), 5, "num_queues");
@@ -138,7 +138,7 @@ fn multiqueue_control_queue_and_pair_1() {
         // Offer the same buffers again: the 16 datagrams still queued in
         // the tap arrive on pair 0 too, and fill it again.
         refill(&mut d, 0);
-        assert!(wait_for(|| d.queues[0].used_idx() == 2 * QSIZE));
+        assert!(wait_for(|| d.queues[0].used_idx() == 2 * NET_QSIZE));
         assert!(d.received(2).is_empty(), "still nothing on pair 1");
         refill(&mut d, 0);
 
@@ -224,8 +224,8 @@ fn multiqueue_control_queue_and_pair_1() {
 
         // A malformed control chain (a loop) is a queue error: NEEDS_RESET
         // and the configuration interrupt, not a panic.
-        let slot = d.ctrl_next % QSIZE;
-        d.queues[4].set_desc(slot, desc(Driver::buf(4, slot), 4, 1, slot));
+        let slot = d.ctrl_next % NET_QSIZE;
+        d.queues[4].set_desc(slot, desc(NetDriver::buf(4, slot), 4, 1, slot));
         d.queues[4].push_avail(slot);
         d.notify(4);
         assert!(wait_for(|| d.r8(0x14) & STATUS_NEEDS_RESET != 0));
@@ -239,7 +239,7 @@ fn link_down_and_up_interrupt_and_stop_frames() {
         let mem = mem_two_regions();
         let net = NetDevice::new(taps, MacAddr(GUEST_MAC), None, None, "vnet-link".into()).unwrap();
         let link = net.link();
-        let mut d = Driver::new(&mem, net);
+        let mut d = NetDriver::new(&mem, net);
         link.attach_interrupt(d.dev.interrupt().clone());
         assert_eq!(d.features() & (F_MQ | F_CTRL_VQ), 0, "one queue: no MQ");
         assert_eq!(d.config(), (STATUS_LINK_UP, 1));
@@ -298,10 +298,10 @@ fn rx_limiter_leaves_frames_in_the_tap_until_its_timer() {
     in_netns_with_mq_tap(1, |mut taps| {
         let mut tap = taps.remove(0);
         let mem = mem_two_regions();
-        let gq = GuestQueue::new(&mem, 0x1000, QSIZE);
+        let gq = GuestQueue::new(&mem, 0x1000, NET_QSIZE);
         let mut q = gq.queue();
-        for i in 0..QSIZE {
-            gq.set_desc(i, desc(Driver::buf(0, i), BUF as u32, 2, 0));
+        for i in 0..NET_QSIZE {
+            gq.set_desc(i, desc(NetDriver::buf(0, i), NET_BUF as u32, 2, 0));
             gq.push_avail(i);
         }
         // 2 frames per 400 ms.

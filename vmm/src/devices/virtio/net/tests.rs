@@ -13,7 +13,7 @@ use crate::memory::GuestMemoryMmap;
 
 use super::*;
 use crate::devices::virtio::queue::QueueError;
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::testing::{desc, mem_two_regions, GuestQueue};
 use crate::net::tap::Tap;
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];

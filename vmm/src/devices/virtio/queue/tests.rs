@@ -2,7 +2,7 @@
 //! and interrupt decisions (a lost one hangs a guest).
 
 use super::*;
-use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
+use crate::devices::virtio::testing::{desc, mem_two_regions, GuestQueue};
 
 fn read16(mem: &GuestMemoryMmap, at: u64) -> u16 {
     mem.read_obj(GuestAddress(at)).unwrap()

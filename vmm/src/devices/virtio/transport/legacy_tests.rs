@@ -11,12 +11,12 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::devices::virtio::block::{BlockDevice, T_IN, T_OUT};
-use crate::devices::virtio::msix::tests::RecordingVectors;
 use crate::devices::virtio::net::{NetDevice, LEGACY_HDR_LEN};
 use crate::devices::virtio::rng::RngDevice;
-use crate::devices::virtio::test_utils::{
+use crate::devices::virtio::testing::RecordingVectors;
+use crate::devices::virtio::testing::{
     arp_request, desc, mem_two_regions, temp_block_device, wait_for, GuestQueue, TestDriver,
-    GUEST_MAC,
+    DESC_NEXT as NEXT, DESC_WRITE as WRITE, GUEST_MAC,
 };
 use crate::devices::virtio::{
     F_INDIRECT_DESC, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK,
@@ -27,8 +27,6 @@ use crate::net::MacAddr;
 
 const IO: u64 = 0xc000;
 const MODERN: u64 = 0xc000_0000;
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
 
 #[derive(Default)]
 struct CountingLine(AtomicUsize);

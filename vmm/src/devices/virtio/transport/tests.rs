@@ -9,8 +9,8 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::devices::virtio::block::T_OUT;
-use crate::devices::virtio::msix::tests::RecordingVectors;
-use crate::devices::virtio::test_utils::{
+use crate::devices::virtio::testing::RecordingVectors;
+use crate::devices::virtio::testing::{
     desc, mem_two_regions, temp_block_device, wait_for, GuestQueue, TestDriver,
 };
 use crate::devices::virtio::{
