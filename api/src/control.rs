@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::vm::LinkState;
 use crate::vm::VmConfig;
 
 /// The state of a VM as its VMM reports it.
@@ -116,26 +117,4 @@ pub struct ErrorBody {
 #[serde(deny_unknown_fields)]
 pub struct NetUpdate {
     pub link: LinkState,
-}
-
-/// A NIC's link, as the guest sees it (`VIRTIO_NET_S_LINK_UP`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkState {
-    #[default]
-    Up,
-    Down,
-}
-
-impl LinkState {
-    pub fn is_up(&self) -> bool {
-        *self == LinkState::Up
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LinkState::Up => "up",
-            LinkState::Down => "down",
-        }
-    }
 }

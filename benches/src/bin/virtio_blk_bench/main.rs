@@ -57,7 +57,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use host::{create_file, run_fio, run_pread, warm};
-use kiln_block::{open_disk, ImageFormat, OpenOptions};
+use kiln_block::{open_disk, DiskFormat, OpenOptions};
 use kiln_vmm::devices::virtio::block::bench_support::DriverQueue;
 use kiln_vmm::devices::virtio::block::{process_queue, BlockBackend, S_OK};
 use kiln_vmm::memory::GuestMemoryMmap;
@@ -218,7 +218,7 @@ fn run_device(
 ) -> Result<Run, String> {
     let disk = open_disk(
         path,
-        ImageFormat::Raw,
+        DiskFormat::Raw,
         OpenOptions {
             read_only: false,
             direct,

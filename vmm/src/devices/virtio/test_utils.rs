@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_block::{open_disk, ImageFormat, OpenOptions};
+use kiln_block::{open_disk, DiskFormat, OpenOptions};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
@@ -39,7 +39,7 @@ pub fn temp_block_device(name: &str, id: &str) -> (PathBuf, BlockDevice) {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let disk = open_disk(&path, ImageFormat::Raw, OpenOptions::default()).unwrap();
+    let disk = open_disk(&path, DiskFormat::Raw, OpenOptions::default()).unwrap();
     let blk = BlockDevice::new(Arc::from(disk), BlockOptions::default(), id.into());
     (path, blk)
 }
