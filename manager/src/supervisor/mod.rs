@@ -41,9 +41,9 @@ use kiln_api::control::{Request, VmInfo, VmState};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use crate::client;
 use crate::config::Config;
 use crate::store::Store;
+use kiln_api::client;
 use sys::ExitStatus;
 
 /// Where each VMM records how it ended (see `VmConfig::exit_file`).

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
+use kiln_api::client;
 use kiln_api::compute::{
     DiskFormat, DiskSource, Firmware, Image, ImageCreate, ImageKind, ImageList, ImageStatus,
     OsType, VirtioModel,
 };
-use kiln_manager::client;
 
 use crate::tables::images;
 use crate::{abs, enc, show, Api, TIMEOUT};
