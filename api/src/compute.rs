@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::control::LinkState;
+pub use crate::vm::{DiskFormat, LinkState};
 
 /// The body of every error answer (4xx and 5xx).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,14 +59,6 @@ pub struct FlavorCreate {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlavorList {
     pub flavors: Vec<Flavor>,
-}
-
-/// The format of a disk image, always given explicitly, never probed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DiskFormat {
-    Raw,
-    Qcow2,
 }
 
 /// How a server whose image is a disk image boots (Nova's

@@ -12,9 +12,15 @@
 //! | `PUT /v1/vm/net/{index}` | [`NetUpdate`] | 204 (link up/down: config space, config-change interrupt) |
 //!
 //! Errors answer 4xx/5xx with an [`ErrorBody`].
+//!
+//! [`Request`] is this table in code: both ends use it, the client to build
+//! a request ([`Request::method`], [`Request::path`], [`Request::body`]),
+//! kiln-vmm to route one ([`Request::parse`]), so neither writes a path by
+//! hand.
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::vm::LinkState;
 use crate::vm::VmConfig;
 
 /// The state of a VM as its VMM reports it.
@@ -118,24 +124,156 @@ pub struct NetUpdate {
     pub link: LinkState,
 }
 
-/// A NIC's link, as the guest sees it (`VIRTIO_NET_S_LINK_UP`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkState {
-    #[default]
-    Up,
-    Down,
+/// A control request, as the table above lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `GET /v1/vm`: answers a [`VmInfo`].
+    Info,
+    /// `PUT /v1/vm/pause`.
+    Pause,
+    /// `PUT /v1/vm/resume`.
+    Resume,
+    /// `PUT /v1/vm/power-button`.
+    PowerButton,
+    /// `PUT /v1/vm/reset`.
+    Reset,
+    /// `PUT /v1/vm/kill`.
+    Kill,
+    /// `PUT /v1/vm/net/{index}` with a [`NetUpdate`]: set NIC `index`'s
+    /// link up or down.
+    NetLink { index: usize, link: LinkState },
 }
 
-impl LinkState {
-    pub fn is_up(&self) -> bool {
-        *self == LinkState::Up
+/// A request kiln-vmm refuses before acting: the HTTP status (400, 404,
+/// 405) and the message of its [`ErrorBody`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refused {
+    fn new(status: u16, message: String) -> Self {
+        Refused { status, message }
+    }
+}
+
+impl Request {
+    pub fn method(&self) -> &'static str {
+        match self {
+            Request::Info => "GET",
+            _ => "PUT",
+        }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub fn path(&self) -> String {
         match self {
-            LinkState::Up => "up",
-            LinkState::Down => "down",
+            Request::Info => "/v1/vm".to_string(),
+            Request::Pause => "/v1/vm/pause".to_string(),
+            Request::Resume => "/v1/vm/resume".to_string(),
+            Request::PowerButton => "/v1/vm/power-button".to_string(),
+            Request::Reset => "/v1/vm/reset".to_string(),
+            Request::Kill => "/v1/vm/kill".to_string(),
+            Request::NetLink { index, .. } => format!("/v1/vm/net/{index}"),
         }
+    }
+
+    /// The JSON body, for the requests that take one.
+    pub fn body(&self) -> Option<Vec<u8>> {
+        match self {
+            Request::NetLink { link, .. } => {
+                Some(serde_json::to_vec(&NetUpdate { link: *link }).expect("NetUpdate serializes"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The request a method, path and body make. A query string and a
+    /// trailing `/` are ignored; the actions also take `POST`.
+    pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<Request, Refused> {
+        let path = path.split('?').next().unwrap_or(path).trim_end_matches('/');
+        if let Some(index) = path.strip_prefix("/v1/vm/net/") {
+            return Request::parse_net(method, path, index, body);
+        }
+        let action = match path {
+            "/v1/vm" => {
+                return match method {
+                    "GET" => Ok(Request::Info),
+                    _ => Err(Refused::new(
+                        405,
+                        format!("{method} is not allowed on /v1/vm; use GET"),
+                    )),
+                }
+            }
+            "/v1/vm/pause" => Request::Pause,
+            "/v1/vm/resume" => Request::Resume,
+            "/v1/vm/power-button" => Request::PowerButton,
+            "/v1/vm/reset" => Request::Reset,
+            "/v1/vm/kill" => Request::Kill,
+            _ => return Err(Refused::new(404, format!("no such resource: {path}"))),
+        };
+        match method {
+            "PUT" | "POST" => Ok(action),
+            _ => Err(Refused::new(
+                405,
+                format!("{method} is not allowed on {path}; use PUT"),
+            )),
+        }
+    }
+
+    /// `PUT /v1/vm/net/{index}` (`path` without query or trailing `/`).
+    fn parse_net(method: &str, path: &str, index: &str, body: &[u8]) -> Result<Request, Refused> {
+        let index: usize = index
+            .parse()
+            .map_err(|_| Refused::new(404, format!("no such resource: {path} (NIC index?)")))?;
+        if method != "PUT" {
+            return Err(Refused::new(
+                405,
+                format!("{method} is not allowed on {path}; use PUT"),
+            ));
+        }
+        let update: NetUpdate = serde_json::from_slice(body).map_err(|e| {
+            Refused::new(
+                400,
+                format!("body must be {{\"link\": \"up\"|\"down\"}}: {e}"),
+            )
+        })?;
+        Ok(Request::NetLink {
+            index,
+            link: update.link,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_parses_back_from_its_method_path_and_body() {
+        for r in [
+            Request::Info,
+            Request::Pause,
+            Request::Resume,
+            Request::PowerButton,
+            Request::Reset,
+            Request::Kill,
+            Request::NetLink {
+                index: 3,
+                link: LinkState::Down,
+            },
+        ] {
+            let body = r.body().unwrap_or_default();
+            assert_eq!(Request::parse(r.method(), &r.path(), &body), Ok(r));
+        }
+        assert_eq!(
+            Request::NetLink {
+                index: 0,
+                link: LinkState::Up
+            }
+            .body()
+            .unwrap(),
+            br#"{"link":"up"}"#
+        );
     }
 }

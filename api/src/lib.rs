@@ -5,9 +5,15 @@
 //! - [`control`]: the VMM control protocol, HTTP/JSON on each VM's
 //!   `--api-socket`.
 //!
-//! Plain serde data only: validation and use live with the code that needs
-//! them (`vmm/src/config.rs`).
+//! - [`compute`]: `kilnd`'s REST API bodies.
+//! - [`client`]: the one HTTP client (std only, blocking) that every
+//!   program and test uses against `kilnd` and `kiln-vmm`.
+//!
+//! Serde data and that client only (no async runtime): validation and use
+//! live with the code that needs them (`vmm/src/config.rs`). `vm` depends
+//! on nothing here; `control` and `compute` use `vm`'s types.
 
+pub mod client;
 pub mod compute;
 pub mod control;
 pub mod vm;

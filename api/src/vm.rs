@@ -1,8 +1,9 @@
 //! What a virtual machine is made of.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
 
-use crate::control::LinkState;
+use serde::{Deserialize, Serialize};
 
 /// The whole description of one VM. `kiln-vmm --config FILE` reads this as
 /// JSON; `kiln-vmm`'s flags build the same value.
@@ -152,12 +153,55 @@ pub struct SerialConfig {
 }
 
 /// Format of a disk image: always given, never guessed from its bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The one format type of Kiln: `kilnd`'s REST API (`compute`), the VM
+/// config and `kiln-block` all use it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskFormat {
+    /// The file's bytes are the disk's bytes.
     #[default]
     Raw,
+    /// QEMU copy-on-write v2 or v3.
     Qcow2,
+}
+
+impl DiskFormat {
+    /// The name QEMU (and the JSON) uses for the format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// A format name that is neither `raw` nor `qcow2`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownDiskFormat(pub String);
+
+impl fmt::Display for UnknownDiskFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown disk format {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownDiskFormat {}
+
+impl FromStr for DiskFormat {
+    type Err = UnknownDiskFormat;
+    fn from_str(s: &str) -> Result<DiskFormat, UnknownDiskFormat> {
+        match s {
+            "raw" => Ok(DiskFormat::Raw),
+            "qcow2" => Ok(DiskFormat::Qcow2),
+            other => Err(UnknownDiskFormat(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for DiskFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A virtio-blk disk.
@@ -279,4 +323,26 @@ pub struct TokenBucketConfig {
     pub one_time_burst: u64,
     /// Milliseconds to refill an empty bucket.
     pub refill_time_ms: u64,
+}
+
+/// A NIC's link, as the guest sees it (`VIRTIO_NET_S_LINK_UP`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    #[default]
+    Up,
+    Down,
+}
+
+impl LinkState {
+    pub fn is_up(&self) -> bool {
+        *self == LinkState::Up
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+        }
+    }
 }

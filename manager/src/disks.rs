@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::collections::HashSet;
 
 use kiln_api::compute::{DiskFormat, Image, ImageKind};
-use kiln_block::{CreateOptions, ImageFormat, OpenOptions};
+use kiln_block::{CreateOptions, OpenOptions};
 
 use crate::config::{DiskBackendKind, DisksConfig};
 use crate::lvm::{KilnLv, Lvm};
@@ -24,13 +24,6 @@ use crate::lvm::{KilnLv, Lvm};
 pub const ROOT_DISK: &str = "root.qcow2";
 
 const GIB: u64 = 1 << 30;
-
-fn block_format(f: DiskFormat) -> ImageFormat {
-    match f {
-        DiskFormat::Raw => ImageFormat::Raw,
-        DiskFormat::Qcow2 => ImageFormat::Qcow2,
-    }
-}
 
 /// The virtual size of a disk image, read in its recorded format.
 pub fn virtual_size(image: &Image) -> Result<u64, String> {
@@ -41,7 +34,7 @@ pub fn virtual_size(image: &Image) -> Result<u64, String> {
         read_only: true,
         direct: false,
     };
-    kiln_block::open_disk(Path::new(path), block_format(*format), opts)
+    kiln_block::open_disk(Path::new(path), *format, opts)
         .map(|d| d.size())
         .map_err(|e| format!("cannot open disk image {:?}: {e}", image.name))
 }
@@ -130,7 +123,7 @@ impl DiskBackend {
                     read_only: true,
                     direct: false,
                 };
-                let src = kiln_block::open_disk(Path::new(path), block_format(*format), opts)
+                let src = kiln_block::open_disk(Path::new(path), *format, opts)
                     .map_err(|e| format!("cannot open disk image {:?}: {e}", image.name))?;
                 let read =
                     |off: u64, buf: &mut [u8]| src.read_at(off, buf).map_err(std::io::Error::other);
@@ -276,7 +269,7 @@ pub fn ensure_root_disk(dir: &Path, image: &Image, disk_gb: u64) -> Result<PathB
     let partial = dir.join(format!("{ROOT_DISK}.partial"));
     let _ = std::fs::remove_file(&partial);
     let opts = CreateOptions {
-        backing: Some((PathBuf::from(base), block_format(*format))),
+        backing: Some((PathBuf::from(base), *format)),
         ..CreateOptions::default()
     };
     kiln_block::create_qcow2(&partial, size, opts)
@@ -319,14 +312,14 @@ mod tests {
         let root = ensure_root_disk(dir.path(), &img, 2).unwrap();
         let chain = [kiln_block::BackingFile {
             path: base.clone(),
-            format: ImageFormat::Raw,
+            format: DiskFormat::Raw,
         }];
         let open = || {
-            kiln_block::open_disk_chain(&root, ImageFormat::Qcow2, OpenOptions::default(), &chain)
+            kiln_block::open_disk_chain(&root, DiskFormat::Qcow2, OpenOptions::default(), &chain)
                 .unwrap()
         };
         // The overlay's header names the image: opened only when named.
-        assert!(kiln_block::open_disk(&root, ImageFormat::Qcow2, OpenOptions::default()).is_err());
+        assert!(kiln_block::open_disk(&root, DiskFormat::Qcow2, OpenOptions::default()).is_err());
         let d = open();
         assert_eq!(d.size(), 2 << 30);
         let mut buf = [0u8; 4];

@@ -100,10 +100,7 @@ pub fn prepare_image(
             ..
         } => {
             check_name("image", name).map_err(ImageError::Invalid)?;
-            let ext = match format {
-                DiskFormat::Raw => "raw",
-                DiskFormat::Qcow2 => "qcow2",
-            };
+            let ext = format.as_str();
             std::fs::create_dir_all(store_dir).map_err(ImageError::Copy)?;
             let dst = store_dir.join(format!("{id}.{ext}"));
             let total =
@@ -197,7 +194,7 @@ pub fn check_complete(path: &Path, format: DiskFormat) -> Result<(), String> {
         read_only: true,
         direct: false,
     };
-    kiln_block::open_disk(path, kiln_block::ImageFormat::Qcow2, opts)
+    kiln_block::open_disk(path, kiln_block::DiskFormat::Qcow2, opts)
         .map(drop)
         .map_err(|e| format!("the data is not a valid qcow2 image: {e}"))
 }
@@ -205,7 +202,7 @@ pub fn check_complete(path: &Path, format: DiskFormat) -> Result<(), String> {
 /// Refuses a qcow2 image whose header names a backing file or an external
 /// data file, naming it.
 fn self_contained(path: &Path) -> Result<(), String> {
-    match kiln_block::backing_of(path, kiln_block::ImageFormat::Qcow2) {
+    match kiln_block::backing_of(path, kiln_block::DiskFormat::Qcow2) {
         Ok(None) => Ok(()),
         Ok(Some((name, _))) => Err(format!(
             "the qcow2 image names backing file {name:?}: only self-contained images are accepted"
@@ -483,7 +480,7 @@ mod tests {
         check_complete(&src, DiskFormat::Raw).unwrap();
         let b = dir.path().join("backed.qcow2");
         let opts = kiln_block::CreateOptions {
-            backing: Some((src.clone(), kiln_block::ImageFormat::Raw)),
+            backing: Some((src.clone(), kiln_block::DiskFormat::Raw)),
             ..Default::default()
         };
         kiln_block::create_qcow2(&b, 1 << 20, opts).unwrap();

@@ -15,8 +15,8 @@
 //! - [`server`]: the REST API (axum) on the unix socket.
 //! - [`attach`]: the interactive console, an HTTP upgrade to the VMM's
 //!   console socket.
-//! - [`client`]: a small blocking HTTP/1.1 client for unix sockets, used by
-//!   the CLI, the tests and the supervisor to talk to each VMM.
+//! - [`client`]: `kiln_api::client` re-exported (the one blocking HTTP/1.1
+//!   client, which the supervisor uses to talk to each VMM).
 //! - [`daemon`]: wiring it all together for the `kilnd` binary.
 
 pub mod attach;

@@ -227,7 +227,7 @@ fn interactive_console() {
         s
     };
     let a = mk("a");
-    let mut c = kiln_manager::client::attach_console(&k.socket, &a.id).unwrap();
+    let mut c = kiln_api::client::attach_console(&k.socket, &a.id).unwrap();
     c.set_read_timeout(Some(T)).unwrap();
     c.write_all(b"hello kiln\n").unwrap();
     let mut out = Vec::new();
@@ -250,7 +250,7 @@ fn interactive_console() {
     // No console on a stopped server; a plain GET without upgrade is refused.
     let r = k.req("GET", &format!("/v1/servers/{}/console/attach", a.id), None);
     assert_eq!(r.status, 426, "{}", r.text());
-    let e = kiln_manager::client::attach_console(&k.socket, &a.id)
+    let e = kiln_api::client::attach_console(&k.socket, &a.id)
         .unwrap_err()
         .to_string();
     assert!(e.contains("SHUTOFF"), "{e}");

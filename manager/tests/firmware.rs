@@ -126,11 +126,11 @@ fn disk_image_boots_through_seabios_from_its_root_disk() {
     // The overlay has the flavor's size over the image.
     let d = kiln_block::open_disk_chain(
         &root,
-        kiln_block::ImageFormat::Qcow2,
+        kiln_block::DiskFormat::Qcow2,
         kiln_block::OpenOptions::default(),
         &[kiln_block::BackingFile {
             path: base.into(),
-            format: kiln_block::ImageFormat::Raw,
+            format: kiln_block::DiskFormat::Raw,
         }],
     )
     .unwrap();

@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::api::{tiny_elf, NO_VMM};
 use common::vm::{register, start_kilnd, T};
 use common::{disk_of, Kilnd};
+use kiln_api::client;
 use kiln_api::compute::{Image, ImageStatus, ServerStatus};
-use kiln_manager::client;
 use kiln_tests::disk::qemu_img;
 
 fn mkfifo(p: &Path) {

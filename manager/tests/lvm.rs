@@ -179,7 +179,7 @@ fn lvm_backend_on_a_loop_volume_group() {
     // has the device's size, not stat's 0: shown on the loop device.
     let d = kiln_block::open_disk(
         Path::new(&vg.loop_dev),
-        kiln_block::ImageFormat::Raw,
+        kiln_block::DiskFormat::Raw,
         kiln_block::OpenOptions {
             read_only: true,
             direct: false,

@@ -91,11 +91,9 @@ fn readopted_vmm_guest_power_off_is_shutoff() {
     // Press the button through the VMM's own control socket, as a guest
     // event kilnd did not ask for.
     let sock = k.state_path(&format!("servers/{}/api.sock", s.id));
-    let r = kiln_manager::client::request(
+    let r = kiln_api::client::control(
         &sock,
-        "PUT",
-        "/v1/vm/power-button",
-        None,
+        &kiln_api::control::Request::PowerButton,
         Duration::from_secs(5),
     )
     .unwrap();

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::vm::{register, start_kilnd, wait_until, T};
 use common::{disk_of, qemu_img_create, qemu_img_info, run, sha256sum, Kilnd};
+use kiln_api::client;
 use kiln_api::compute::{Image, ImageKind, ImageStatus, ServerStatus};
-use kiln_manager::client;
 
 const MAX: u64 = 8 << 20;
 

@@ -450,11 +450,11 @@ impl Vm {
     /// `GET /v1/vm`.
     pub fn info(&self) -> Result<kiln_api::control::VmInfo, ApiError> {
         let sock = self.api_socket.as_ref().ok_or(ApiError::NoSocket)?;
-        let (status, body) = api::request(sock, "GET", "/v1/vm")?;
-        if status != 200 {
-            return Err(ApiError::Status(status, body));
+        let r = kiln_api::client::control(sock, &kiln_api::control::Request::Info, api::TIMEOUT)?;
+        if r.status != 200 {
+            return Err(ApiError::Status(r.status, r.text()));
         }
-        serde_json::from_str(&body).map_err(|e| ApiError::Json(e.to_string(), body))
+        serde_json::from_slice(&r.body).map_err(|e| ApiError::Json(e.to_string(), r.text()))
     }
 
     /// `PUT /v1/vm/<action>`; returns the status code.

@@ -9,10 +9,8 @@
 //! MAC and link, and a link set down stays down (and a random MAC the same)
 //! across an in-place reset.
 
-use std::io::{Read, Write};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,17 +24,7 @@ const MAC: &str = "52:54:00:4d:51:01";
 
 /// `PUT path` with a JSON body on the control socket; the status code.
 fn put_json(sock: &Path, path: &str, body: &str) -> u16 {
-    let mut s = UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    kiln_tests::api::parse_answer(&answer).unwrap().0
+    kiln_tests::api::put_json(sock, path, body).unwrap().0
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! How a request travels: the control loop (`controller.rs`) accepts a
 //! connection and calls [`serve_connection`], which reads one request
 //! (bounded in size and time), parses it with `httparse`, turns it into a
-//! [`Command`] with [`route`], asks the [`ControlTarget`] to carry it out,
+//! [`Command`] with [`route_request`], asks the [`ControlTarget`] to carry it out,
 //! and writes the answer. One request per connection (`Connection: close`),
 //! which is all `kilnd` and `curl --unix-socket` need.
 
@@ -12,28 +12,16 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use kiln_api::control::{ErrorBody, LinkState, NetUpdate, VmInfo};
+use kiln_api::control::{ErrorBody, VmInfo};
 
 /// Longest request head we read.
 const MAX_HEAD: usize = 8192;
 /// Longest body we accept (only `PUT /v1/vm/net/{index}` takes one).
 const MAX_BODY: usize = 4096;
 
-/// A control request, parsed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
-    Info,
-    Pause,
-    Resume,
-    PowerButton,
-    Reset,
-    Kill,
-    /// Set NIC `index`'s link up or down.
-    NetLink {
-        index: usize,
-        up: bool,
-    },
-}
+/// A control request, parsed: kiln-api's typed protocol, which `kilnd`
+/// builds its requests from too.
+pub use kiln_api::control::Request as Command;
 
 /// An answer: status and optional JSON body.
 #[derive(Debug, PartialEq, Eq)]
@@ -106,61 +94,10 @@ pub trait ControlTarget {
     fn act(&mut self, cmd: Command) -> Result<(), ActError>;
 }
 
-/// Map a method and path to a command, or the error reply.
-pub fn route(method: &str, path: &str) -> Result<Command, Reply> {
-    let path = path.split('?').next().unwrap_or(path).trim_end_matches('/');
-    let action = match path {
-        "/v1/vm" => {
-            return match method {
-                "GET" => Ok(Command::Info),
-                _ => Err(Reply::error(
-                    405,
-                    format!("{method} is not allowed on /v1/vm; use GET"),
-                )),
-            }
-        }
-        "/v1/vm/pause" => Command::Pause,
-        "/v1/vm/resume" => Command::Resume,
-        "/v1/vm/power-button" => Command::PowerButton,
-        "/v1/vm/reset" => Command::Reset,
-        "/v1/vm/kill" => Command::Kill,
-        _ => return Err(Reply::error(404, format!("no such resource: {path}"))),
-    };
-    match method {
-        "PUT" | "POST" => Ok(action),
-        _ => Err(Reply::error(
-            405,
-            format!("{method} is not allowed on {path}; use PUT"),
-        )),
-    }
-}
-
-/// Map a request with its body to a command: the routes of [`route`],
-/// and `PUT /v1/vm/net/{index}` with a [`NetUpdate`] body.
+/// Map a request with its body to a command ([`Command::parse`]), or the
+/// error reply.
 pub fn route_request(method: &str, path: &str, body: &[u8]) -> Result<Command, Reply> {
-    let p = path.split('?').next().unwrap_or(path).trim_end_matches('/');
-    let Some(index) = p.strip_prefix("/v1/vm/net/") else {
-        return route(method, path);
-    };
-    let index: usize = index
-        .parse()
-        .map_err(|_| Reply::error(404, format!("no such resource: {p} (NIC index?)")))?;
-    if method != "PUT" {
-        return Err(Reply::error(
-            405,
-            format!("{method} is not allowed on {p}; use PUT"),
-        ));
-    }
-    let update: NetUpdate = serde_json::from_slice(body).map_err(|e| {
-        Reply::error(
-            400,
-            format!("body must be {{\"link\": \"up\"|\"down\"}}: {e}"),
-        )
-    })?;
-    Ok(Command::NetLink {
-        index,
-        up: update.link == LinkState::Up,
-    })
+    Command::parse(method, path, body).map_err(|r| Reply::error(r.status, r.message))
 }
 
 /// A request head's method, path and announced body length.
@@ -297,6 +234,11 @@ pub fn serve_connection(mut stream: UnixStream, target: &mut dyn ControlTarget) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_api::control::LinkState;
+
+    fn route(method: &str, path: &str) -> Result<Command, Reply> {
+        route_request(method, path, b"")
+    }
 
     #[test]
     fn routes_methods_and_paths() {
@@ -321,12 +263,15 @@ mod tests {
             route_request("PUT", "/v1/vm/net/1", br#"{"link":"down"}"#),
             Ok(Command::NetLink {
                 index: 1,
-                up: false
+                link: LinkState::Down
             })
         );
         assert_eq!(
             route_request("PUT", "/v1/vm/net/0/", br#"{"link":"up"}"#),
-            Ok(Command::NetLink { index: 0, up: true })
+            Ok(Command::NetLink {
+                index: 0,
+                link: LinkState::Up
+            })
         );
         assert_eq!(
             route_request("PUT", "/v1/vm/pause", b""),

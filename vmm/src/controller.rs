@@ -345,15 +345,15 @@ impl ControlTarget for Controller {
                     .unwrap_or_else(|e| e.into_inner())
                     .press_power_button();
             }
-            Command::NetLink { index, up } => {
-                let link = self.vm.virtio.nets.get(index).ok_or_else(|| {
+            Command::NetLink { index, link } => {
+                let nic = self.vm.virtio.nets.get(index).ok_or_else(|| {
                     ActError::NotFound(format!(
                         "no NIC {index}; the VM has {}",
                         self.vm.virtio.nets.len()
                     ))
                 })?;
-                if link.set_up(up) {
-                    info!("NIC {index}: link {}", if up { "up" } else { "down" });
+                if nic.set_up(link.is_up()) {
+                    info!("NIC {index}: link {}", link.as_str());
                 }
             }
             Command::Reset | Command::Kill => {}

@@ -28,8 +28,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use kiln_api::control::LinkState;
-use kiln_api::vm::{DiskConfig, DiskFormat, NetConfig};
-use kiln_block::{open_disk_chain, BackingFile, ImageFormat, OpenOptions};
+use kiln_api::vm::{DiskConfig, NetConfig};
+use kiln_block::{open_disk_chain, BackingFile, OpenOptions};
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -303,15 +303,8 @@ pub struct VirtioDevices {
     _intx: Option<legacy::IntxResampler>,
 }
 
-fn image_format(f: DiskFormat) -> ImageFormat {
-    match f {
-        DiskFormat::Raw => ImageFormat::Raw,
-        DiskFormat::Qcow2 => ImageFormat::Qcow2,
-    }
-}
-
 fn block_device(i: usize, d: &DiskConfig) -> Result<Box<dyn VirtioDevice>, WiringError> {
-    let format = image_format(d.format);
+    let format = d.format;
     // Only the backing files the config names are opened, and each header
     // must name exactly the next one (never followed on its own say).
     let chain: Vec<BackingFile> = d
@@ -319,7 +312,7 @@ fn block_device(i: usize, d: &DiskConfig) -> Result<Box<dyn VirtioDevice>, Wirin
         .iter()
         .map(|b| BackingFile {
             path: b.path.clone().into(),
-            format: image_format(b.format),
+            format: b.format,
         })
         .collect();
     let disk = open_disk_chain(

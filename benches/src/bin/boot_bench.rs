@@ -24,12 +24,15 @@
 //! measures is `$KILN_VMM`, else the one in this binary's own target
 //! profile directory (built or brought up to date there with cargo).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use kiln_api::client;
+use kiln_api::control::{Request, VmInfo};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
@@ -235,19 +238,9 @@ fn smaps_rss(pid: u32, ram: u64) -> Result<(u64, u64), String> {
 
 /// `GET /v1/vm` on the kiln-vmm control socket; the first debug-port time.
 fn first_debug_us(sock: &Path) -> Result<Option<f64>, String> {
-    let mut s =
-        UnixStream::connect(sock).map_err(|e| format!("connect {}: {e}", sock.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET /v1/vm HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut raw = String::new();
-    s.take(1 << 20)
-        .read_to_string(&mut raw)
-        .map_err(|e| e.to_string())?;
-    let body = raw.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    let info: kiln_api::control::VmInfo =
-        serde_json::from_str(body).map_err(|e| format!("GET /v1/vm: {e}: {body}"))?;
+    let info: VmInfo = client::control(sock, &Request::Info, Duration::from_secs(5))
+        .and_then(|r| r.json())
+        .map_err(|e| format!("GET /v1/vm on {}: {e}", sock.display()))?;
     Ok(info.boot_progress.first().map(|p| p.time_us as f64))
 }
 

@@ -29,8 +29,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kiln_api::client::{self, Response};
 use kiln_api::compute::{Server, ServerCreate, ServerList, ServerStatus};
-use kiln_manager::client::{self, Response};
 
 const CREATES_PER_S_GOAL: f64 = 50.0;
 const LIST_P99_GOAL: Duration = Duration::from_millis(5);

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kiln_block::{open_disk_chain, AlignedBuf, BackingFile, Disk, ImageFormat, OpenOptions};
+use kiln_block::{open_disk_chain, AlignedBuf, BackingFile, Disk, DiskFormat, OpenOptions};
 
 #[derive(Clone, Copy)]
 enum Image {
@@ -96,11 +96,11 @@ fn kiln_bench(img: &Path, base: Option<&Path>, c: &Case) -> f64 {
     let chain: Vec<BackingFile> = base
         .map(|b| BackingFile {
             path: b.to_owned(),
-            format: ImageFormat::Raw,
+            format: DiskFormat::Raw,
         })
         .into_iter()
         .collect();
-    let disk: Arc<dyn Disk> = open_disk_chain(img, ImageFormat::Qcow2, opts, &chain)
+    let disk: Arc<dyn Disk> = open_disk_chain(img, DiskFormat::Qcow2, opts, &chain)
         .expect("open")
         .into();
     let size = disk.size();

@@ -307,7 +307,7 @@ impl Store {
                 None,
                 None,
                 None,
-                Some(format_str(*format)),
+                Some(format.as_str()),
                 Some(path.clone()),
                 Some(*size_bytes as i64),
                 Some(sha256.clone()),
@@ -449,13 +449,6 @@ pub(crate) fn virtio_model_from(s: Option<String>) -> VirtioModel {
     match s.as_deref() {
         Some("transitional") => VirtioModel::Transitional,
         _ => VirtioModel::Modern,
-    }
-}
-
-fn format_str(f: DiskFormat) -> &'static str {
-    match f {
-        DiskFormat::Raw => "raw",
-        DiskFormat::Qcow2 => "qcow2",
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_api::compute::{RebootType, Server, ServerAction, ServerStatus};
+use kiln_api::control::Request;
 use thiserror::Error;
 use tokio::sync::OwnedMutexGuard;
 
@@ -151,23 +152,23 @@ impl Supervisor {
                 self.boot(&server, &[ServerStatus::Reboot], task).await;
             }
             ServerAction::Pause | ServerAction::Resume => {
-                let (path, from, to, task) = if action == ServerAction::Pause {
+                let (req, from, to, task) = if action == ServerAction::Pause {
                     (
-                        "/v1/vm/pause",
+                        Request::Pause,
                         ServerStatus::Active,
                         ServerStatus::Paused,
                         "pausing",
                     )
                 } else {
                     (
-                        "/v1/vm/resume",
+                        Request::Resume,
                         ServerStatus::Paused,
                         ServerStatus::Active,
                         "unpausing",
                     )
                 };
                 let _ = store.set_task_state(id, Some(task));
-                match self.control(id, "PUT", path, Duration::from_secs(5)).await {
+                match self.control(id, req, Duration::from_secs(5)).await {
                     Ok(_) => {
                         // Under the VM's flags lock, so an exit meanwhile
                         // (SHUTOFF, ERROR) is not overwritten.
@@ -197,7 +198,7 @@ impl Supervisor {
     async fn shut_down(&self, id: &str, vm: &Vm, graceful: bool) {
         if graceful {
             let pressed = self
-                .control(id, "PUT", "/v1/vm/power-button", Duration::from_secs(2))
+                .control(id, Request::PowerButton, Duration::from_secs(2))
                 .await
                 .is_ok();
             let t = Duration::from_secs(self.config.vmm.stop_timeout_s);

@@ -196,7 +196,7 @@ impl Supervisor {
                 if d.format == kiln_api::vm::DiskFormat::Qcow2 && d.backing.is_empty() {
                     d.backing = vec![kiln_api::vm::BackingConfig {
                         path: base.clone(),
-                        format: super::vm_config::vm_format(*format),
+                        format: *format,
                     }];
                 }
             }

@@ -37,13 +37,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kiln_api::compute::{Server, ServerStatus};
-use kiln_api::control::{VmInfo, VmState};
+use kiln_api::control::{Request, VmInfo, VmState};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use crate::client;
 use crate::config::Config;
 use crate::store::Store;
+use kiln_api::client;
 use sys::ExitStatus;
 
 /// Where each VMM records how it ended (see `VmConfig::exit_file`).
@@ -474,40 +474,18 @@ impl Supervisor {
     /// `GET /v1/vm` on the server's control socket.
     pub async fn vm_info(&self, id: &str) -> Result<VmInfo, String> {
         let r = self
-            .control(id, "GET", "/v1/vm", Duration::from_secs(2))
+            .control(id, Request::Info, Duration::from_secs(2))
             .await?;
         serde_json::from_slice(&r).map_err(|e| format!("bad answer from kiln-vmm: {e}"))
     }
 
     /// One control request; the body of a 2xx answer.
-    pub async fn control(
-        &self,
-        id: &str,
-        method: &str,
-        path: &str,
-        t: Duration,
-    ) -> Result<Vec<u8>, String> {
-        self.control_with(id, method, path, None, t).await
-    }
-
-    /// [`Supervisor::control`] with a JSON request body.
-    pub async fn control_with(
-        &self,
-        id: &str,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-        t: Duration,
-    ) -> Result<Vec<u8>, String> {
+    pub async fn control(&self, id: &str, req: Request, t: Duration) -> Result<Vec<u8>, String> {
         let sock = self.api_socket(id);
-        let method = method.to_owned();
-        let path = path.to_owned();
-        let r = tokio::task::spawn_blocking(move || {
-            client::request(&sock, &method, &path, body.as_deref(), t)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        let r = tokio::task::spawn_blocking(move || client::control(&sock, &req, t))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         r.ok()
             .map_err(|e| format!("kiln-vmm control request: {e}"))?;
         Ok(r.body)
@@ -519,7 +497,7 @@ impl Supervisor {
             return;
         }
         let _ = self
-            .control(id, "PUT", "/v1/vm/kill", Duration::from_secs(1))
+            .control(id, Request::Kill, Duration::from_secs(1))
             .await;
         if vm.wait_exit(Duration::from_secs(2)).await.is_none() {
             vm.sigkill();

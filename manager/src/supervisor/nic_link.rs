@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_api::compute::{LinkState, Nic, Server};
-use kiln_api::control::{NetUpdate, VmInfo};
+use kiln_api::control::{Request, VmInfo};
 use thiserror::Error;
 
 use super::Supervisor;
@@ -91,16 +91,10 @@ impl Supervisor {
 
     /// `PUT /v1/vm/net/{index}` on the server's VMM.
     async fn apply_link(&self, id: &str, index: u32, link: LinkState) -> Result<(), String> {
-        let body = serde_json::to_vec(&NetUpdate { link }).map_err(|e| e.to_string())?;
-        self.control_with(
-            id,
-            "PUT",
-            &format!("/v1/vm/net/{index}"),
-            Some(body),
-            Duration::from_secs(5),
-        )
-        .await
-        .map(|_| ())
+        let index = index as usize;
+        self.control(id, Request::NetLink { index, link }, Duration::from_secs(5))
+            .await
+            .map(|_| ())
     }
 
     /// Brings a re-adopted VMM's links in line with the store.

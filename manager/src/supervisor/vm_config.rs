@@ -132,7 +132,7 @@ impl Supervisor {
                 .map(|img| (img, self.disks.root_disk(&server.id, &dir)))
                 .map(|(img, (path, format))| DiskConfig {
                     path: path.display().to_string(),
-                    format: vm_format(format),
+                    format,
                     // A qcow2 overlay's one backing file: the image, named
                     // explicitly (kiln-vmm follows no header on its own).
                     backing: match (&img.kind, format) {
@@ -142,10 +142,10 @@ impl Supervisor {
                                 format: base_format,
                                 ..
                             },
-                            kiln_api::compute::DiskFormat::Qcow2,
+                            DiskFormat::Qcow2,
                         ) => vec![BackingConfig {
                             path: base.clone(),
-                            format: vm_format(*base_format),
+                            format: *base_format,
                         }],
                         _ => Vec::new(),
                     },
@@ -179,12 +179,5 @@ impl Supervisor {
                 .collect(),
             ..Default::default()
         })
-    }
-}
-
-pub(super) fn vm_format(f: kiln_api::compute::DiskFormat) -> DiskFormat {
-    match f {
-        kiln_api::compute::DiskFormat::Raw => DiskFormat::Raw,
-        kiln_api::compute::DiskFormat::Qcow2 => DiskFormat::Qcow2,
     }
 }

@@ -28,7 +28,7 @@ pub fn kernel_image(k: &Kilnd, name: &str) -> Image {
     r.json().unwrap()
 }
 
-pub fn create(k: &Kilnd, name: &str, flavor: &str, image: &str) -> kiln_manager::client::Response {
+pub fn create(k: &Kilnd, name: &str, flavor: &str, image: &str) -> kiln_api::client::Response {
     k.req(
         "POST",
         "/v1/servers",

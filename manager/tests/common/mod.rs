@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln_api::client::{self, Response};
 use kiln_api::compute::{Image, ImageKind, ImageStatus, Server, ServerStatus};
-use kiln_manager::client::{self, Response};
 
 pub struct Kilnd {
     pub dir: tempfile::TempDir,

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use kiln_api::client;
 use kiln_api::compute::{HostInfo, Server};
-use kiln_api::control::VmInfo;
-use kiln_manager::client;
+use kiln_api::control::{Request, VmInfo};
 
 use super::Kilnd;
 
@@ -59,7 +59,7 @@ pub fn console(k: &Kilnd, id: &str) -> String {
 /// `GET /v1/vm` straight on the VMM's control socket.
 pub fn vm_info(k: &Kilnd, id: &str) -> VmInfo {
     let sock = k.state_path(&format!("servers/{id}/api.sock"));
-    client::request(&sock, "GET", "/v1/vm", None, Duration::from_secs(5))
+    client::control(&sock, &Request::Info, Duration::from_secs(5))
         .unwrap()
         .json()
         .unwrap()

@@ -81,3 +81,9 @@ impl Error {
         move |source| Error::Io { op, source }
     }
 }
+
+impl From<kiln_api::vm::UnknownDiskFormat> for Error {
+    fn from(e: kiln_api::vm::UnknownDiskFormat) -> Error {
+        Error::UnknownFormat(e.0)
+    }
+}

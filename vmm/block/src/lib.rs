@@ -28,49 +28,14 @@ pub mod qcow2;
 mod raw;
 mod uring;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 pub use error::{Error, Result};
 pub use io::{set_write_engine, AlignedBuf, WriteEngine};
+/// The format of an image file, always given by the caller, never probed:
+/// Kiln's one format type, from `kiln-api`.
+pub use kiln_api::vm::DiskFormat;
 pub use raw::RawDisk;
-
-/// Format of an image file. Always given by the caller, never probed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ImageFormat {
-    /// The file's bytes are the disk's bytes.
-    Raw,
-    /// QEMU copy-on-write v2 or v3.
-    Qcow2,
-}
-
-impl ImageFormat {
-    /// The name QEMU uses for the format.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ImageFormat::Raw => "raw",
-            ImageFormat::Qcow2 => "qcow2",
-        }
-    }
-}
-
-impl FromStr for ImageFormat {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<ImageFormat> {
-        match s {
-            "raw" => Ok(ImageFormat::Raw),
-            "qcow2" => Ok(ImageFormat::Qcow2),
-            other => Err(Error::UnknownFormat(other.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for ImageFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// How to open a disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,7 +53,7 @@ pub struct CreateOptions {
     pub cluster_bits: u32,
     /// Backing file and its format, recorded in the header as given
     /// (a relative path is resolved against the new image's directory).
-    pub backing: Option<(PathBuf, ImageFormat)>,
+    pub backing: Option<(PathBuf, DiskFormat)>,
 }
 
 impl Default for CreateOptions {
@@ -132,13 +97,13 @@ pub struct BackingFile {
     /// name against the image's directory, as QEMU resolves it).
     pub path: PathBuf,
     /// Its format, which must be the one the header records.
-    pub format: ImageFormat,
+    pub format: DiskFormat,
 }
 
 /// Opens the image at `path` in the given format, which must be
 /// self-contained: a qcow2 image whose header names a backing file is
 /// refused (open it with [`open_disk_chain`], naming the chain).
-pub fn open_disk(path: &Path, format: ImageFormat, opts: OpenOptions) -> Result<Box<dyn Disk>> {
+pub fn open_disk(path: &Path, format: DiskFormat, opts: OpenOptions) -> Result<Box<dyn Disk>> {
     open_disk_chain(path, format, opts, &[])
 }
 
@@ -151,7 +116,7 @@ pub fn open_disk(path: &Path, format: ImageFormat, opts: OpenOptions) -> Result<
 /// image (possibly written by a guest or a user) says so.
 pub fn open_disk_chain(
     path: &Path,
-    format: ImageFormat,
+    format: DiskFormat,
     opts: OpenOptions,
     chain: &[BackingFile],
 ) -> Result<Box<dyn Disk>> {
@@ -163,7 +128,7 @@ pub fn open_disk_chain(
 /// `None` opens a qcow2 image without its backing file (metadata work only).
 pub(crate) fn open_chain(
     path: &Path,
-    format: ImageFormat,
+    format: DiskFormat,
     opts: OpenOptions,
     chain: Option<&[BackingFile]>,
     seen: &mut Vec<(u64, u64)>,
@@ -187,7 +152,7 @@ pub(crate) fn open_chain(
     }
     seen.push(id);
     match format {
-        ImageFormat::Raw => {
+        DiskFormat::Raw => {
             if let Some([first, ..]) = chain {
                 return Err(Error::Chain(format!(
                     "{} is raw and has no backing file, but the caller names {}",
@@ -197,7 +162,7 @@ pub(crate) fn open_chain(
             }
             Ok(Box::new(RawDisk::open(path, opts)?))
         }
-        ImageFormat::Qcow2 => Ok(Box::new(qcow2::Qcow2Disk::open_in_chain(
+        DiskFormat::Qcow2 => Ok(Box::new(qcow2::Qcow2Disk::open_in_chain(
             path, opts, chain, seen,
         )?)),
     }
@@ -208,8 +173,8 @@ pub(crate) fn open_chain(
 /// the header alone: nothing it names is opened. A raw image has none. A
 /// qcow2 image that refers to anything outside itself in another way (an
 /// external data file) is refused here, as when it is opened.
-pub fn backing_of(path: &Path, format: ImageFormat) -> Result<Option<(String, BackingFile)>> {
-    if format == ImageFormat::Raw {
+pub fn backing_of(path: &Path, format: DiskFormat) -> Result<Option<(String, BackingFile)>> {
+    if format == DiskFormat::Raw {
         return Ok(None);
     }
     let file = io::HostFile::open(path, true, false)?;
@@ -217,7 +182,7 @@ pub fn backing_of(path: &Path, format: ImageFormat) -> Result<Option<(String, Ba
     let Some(name) = h.backing_file else {
         return Ok(None);
     };
-    let fmt: ImageFormat = h
+    let fmt: DiskFormat = h
         .backing_format
         .as_deref()
         .ok_or_else(|| {
@@ -236,7 +201,7 @@ pub fn backing_of(path: &Path, format: ImageFormat) -> Result<Option<(String, Ba
 /// with qemu-img); each name is opened to read the next header. A caller
 /// that does not trust the images walks [`backing_of`] and checks each file
 /// before going on (kilnd does). Refuses loops and over-long chains.
-pub fn header_chain(path: &Path, format: ImageFormat) -> Result<Vec<BackingFile>> {
+pub fn header_chain(path: &Path, format: DiskFormat) -> Result<Vec<BackingFile>> {
     use std::os::unix::fs::MetadataExt;
     let id = |p: &Path| {
         std::fs::metadata(p)
@@ -270,7 +235,7 @@ pub fn header_chain(path: &Path, format: ImageFormat) -> Result<Vec<BackingFile>
 
 /// The virtual size of the image at `path`, from its header alone (a
 /// qcow2 image's backing file is not opened).
-pub fn virtual_size(path: &Path, format: ImageFormat) -> Result<u64> {
+pub fn virtual_size(path: &Path, format: DiskFormat) -> Result<u64> {
     let opts = OpenOptions {
         read_only: true,
         direct: false,
@@ -286,10 +251,10 @@ pub fn create_qcow2(path: &Path, size: u64, opts: CreateOptions) -> Result<()> {
 }
 
 /// Grows the image at `path` to `new_size` bytes. Shrinking is refused.
-pub fn resize(path: &Path, format: ImageFormat, new_size: u64) -> Result<()> {
+pub fn resize(path: &Path, format: DiskFormat, new_size: u64) -> Result<()> {
     match format {
-        ImageFormat::Raw => raw::resize(path, new_size),
-        ImageFormat::Qcow2 => qcow2::create::resize(path, new_size),
+        DiskFormat::Raw => raw::resize(path, new_size),
+        DiskFormat::Qcow2 => qcow2::create::resize(path, new_size),
     }
 }
 

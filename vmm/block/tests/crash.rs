@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use kiln_block::{create_qcow2, CreateOptions, ImageFormat, OpenOptions};
+use kiln_block::{create_qcow2, CreateOptions, DiskFormat, OpenOptions};
 
 const SIZE: u64 = 24 << 20;
 const CHILD_ENV: &str = "KILN_BLOCK_CRASH_CHILD";
@@ -43,7 +43,7 @@ fn crash_child() {
     let direct = seed % 4 >= 2;
     let d = open_trusted(
         Path::new(path),
-        ImageFormat::Qcow2,
+        DiskFormat::Qcow2,
         OpenOptions {
             read_only: false,
             direct,
@@ -77,7 +77,7 @@ fn killed_writers_leave_consistent_images() {
         let img = p(dir.path(), &format!("crash{iter}.qcow2"));
         let overlay = iter % 2 == 1;
         let cluster_bits = if iter % 3 == 0 { 9 } else { 16 };
-        let backing = overlay.then(|| (base.clone(), ImageFormat::Raw));
+        let backing = overlay.then(|| (base.clone(), DiskFormat::Raw));
         create_qcow2(
             &img,
             SIZE,
@@ -134,7 +134,7 @@ fn killed_writers_leave_consistent_images() {
         let next = round(seed, (last + 1) as u64);
         let d = open_trusted(
             &img,
-            ImageFormat::Qcow2,
+            DiskFormat::Qcow2,
             OpenOptions {
                 read_only: true,
                 direct: false,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::*;
 use kiln_block::{
-    create_qcow2, resize, set_write_engine, CreateOptions, Disk, ImageFormat, OpenOptions,
+    create_qcow2, resize, set_write_engine, CreateOptions, Disk, DiskFormat, OpenOptions,
     WriteEngine,
 };
 
@@ -101,7 +101,7 @@ fn reads_qemu_images_of_every_cluster_size_and_compression() {
         args.push(s(&raw));
         args.push(s(&img));
         qemu_img(&args);
-        let d = open_trusted(&img, ImageFormat::Qcow2, ro()).expect("open");
+        let d = open_trusted(&img, DiskFormat::Qcow2, ro()).expect("open");
         assert_eq!(d.size(), data.len() as u64);
         assert!(
             read_all(&*d) == data,
@@ -150,7 +150,7 @@ fn reads_qemu_backing_chain_qcow2_on_qcow2_on_raw() {
     qemu_io(&top, "qcow2", "write -P 0x11 5M 4k");
     expect.resize(6 * MIB as usize, 0);
     expect[5 * MIB as usize..5 * MIB as usize + 4096].fill(0x11);
-    let d = open_trusted(&top, ImageFormat::Qcow2, ro()).expect("open chain");
+    let d = open_trusted(&top, DiskFormat::Qcow2, ro()).expect("open chain");
     assert!(read_all(&*d) == expect);
 }
 
@@ -212,7 +212,7 @@ fn kiln_created_and_written_images_pass_qemu_check_and_compare() {
         create_plain(&img, size, cb);
         check_clean(&img, false);
         let model = {
-            let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
+            let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
             let m = random_io(&*d, vec![0u8; size as usize], cb as u64, 120, true);
             assert!(
                 read_all(&*d) == m,
@@ -252,7 +252,7 @@ fn kiln_writes_qemu_images_v2_v3_and_odd_refcount_widths() {
         let mut model = vec![0u8; 4 * MIB as usize];
         model[..300 * 1024].fill(0x5a);
         {
-            let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
+            let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
             model = random_io(&*d, model, 50 + i as u64, 80, true);
         }
         check_clean(&img, true);
@@ -282,7 +282,7 @@ fn overwrites_compressed_clusters_and_frees_them() {
             s(&img),
         ]);
         let model = {
-            let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
+            let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
             random_io(&*d, data.clone(), 77, 60, true)
         };
         assert_qcow2_holds(dir.path(), &img, &model);
@@ -303,7 +303,7 @@ fn overlay_on_base_copies_up_and_leaves_base_unchanged() {
         0,
         CreateOptions {
             cluster_bits: 16,
-            backing: Some(("base.qcow2".into(), ImageFormat::Qcow2)),
+            backing: Some(("base.qcow2".into(), DiskFormat::Qcow2)),
         },
     )
     .expect("create overlay");
@@ -317,7 +317,7 @@ fn overlay_on_base_copies_up_and_leaves_base_unchanged() {
         "{info}"
     );
     let model = {
-        let d = open_trusted(&top, ImageFormat::Qcow2, rw()).expect("open");
+        let d = open_trusted(&top, DiskFormat::Qcow2, rw()).expect("open");
         random_io(&*d, data.clone(), 5, 150, true)
     };
     assert!(
@@ -342,11 +342,11 @@ fn concurrent_writers_keep_the_image_consistent() {
         0,
         CreateOptions {
             cluster_bits: 16,
-            backing: Some((base.clone(), ImageFormat::Raw)),
+            backing: Some((base.clone(), DiskFormat::Raw)),
         },
     )
     .expect("create");
-    let d: std::sync::Arc<dyn Disk> = open_trusted(&top, ImageFormat::Qcow2, rw())
+    let d: std::sync::Arc<dyn Disk> = open_trusted(&top, DiskFormat::Qcow2, rw())
         .expect("open")
         .into();
     // 8 threads write disjoint 4 KiB blocks, interleaved inside shared clusters.
@@ -383,7 +383,7 @@ fn small_clusters_grow_the_refcount_table() {
     create_plain(&img, size, 9);
     let mut model = vec![0u8; size as usize];
     {
-        let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
+        let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
         for i in 0..(size / 65536) {
             let buf = pattern(i, 65536);
             d.write_at(i * 65536, &buf).expect("write");
@@ -411,7 +411,7 @@ fn direct_io_reads_and_writes_unaligned_requests_with_every_write_engine() {
         create_qcow2(&img, 4 * MIB, CreateOptions::default()).expect("create");
         let d = open_trusted(
             &img,
-            ImageFormat::Qcow2,
+            DiskFormat::Qcow2,
             OpenOptions {
                 read_only: false,
                 direct: true,
@@ -426,7 +426,7 @@ fn direct_io_reads_and_writes_unaligned_requests_with_every_write_engine() {
         std::fs::write(&raw, &model).expect("write");
         let r = open_trusted(
             &raw,
-            ImageFormat::Raw,
+            DiskFormat::Raw,
             OpenOptions {
                 read_only: false,
                 direct: true,
@@ -447,14 +447,14 @@ fn resize_grows_l1_and_keeps_data() {
     create_plain(&img, MIB, 9);
     let mut model = vec![0u8; MIB as usize];
     {
-        let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
+        let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
         model = random_io(&*d, model, 21, 30, false);
     }
-    resize(&img, ImageFormat::Qcow2, 40 * MIB).expect("resize");
+    resize(&img, DiskFormat::Qcow2, 40 * MIB).expect("resize");
     check_clean(&img, true);
     model.resize(40 * MIB as usize, 0);
     {
-        let d = open_trusted(&img, ImageFormat::Qcow2, rw()).expect("open");
+        let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
         assert_eq!(d.size(), 40 * MIB);
         model = random_io(&*d, model, 22, 30, false);
     }
@@ -463,11 +463,11 @@ fn resize_grows_l1_and_keeps_data() {
     std::fs::write(&raw, &model).expect("write");
     compare_raw(&img, "qcow2", &raw);
     assert!(
-        resize(&img, ImageFormat::Qcow2, MIB).is_err(),
+        resize(&img, DiskFormat::Qcow2, MIB).is_err(),
         "shrink refused"
     );
     // Raw resize too.
-    resize(&raw, ImageFormat::Raw, 41 * MIB).expect("raw resize");
+    resize(&raw, DiskFormat::Raw, 41 * MIB).expect("raw resize");
     assert_eq!(std::fs::metadata(&raw).expect("stat").len(), 41 * MIB);
 }
 
@@ -483,7 +483,7 @@ fn create_is_constant_time_in_the_base_size() {
         0,
         CreateOptions {
             cluster_bits: 16,
-            backing: Some((base.clone(), ImageFormat::Qcow2)),
+            backing: Some((base.clone(), DiskFormat::Qcow2)),
         },
     )
     .expect("create");
@@ -494,7 +494,7 @@ fn create_is_constant_time_in_the_base_size() {
     );
     assert!(std::fs::metadata(&top).expect("stat").len() < 2 * MIB);
     check_clean(&top, false);
-    let d = open_trusted(&top, ImageFormat::Qcow2, ro()).expect("open");
+    let d = open_trusted(&top, DiskFormat::Qcow2, ro()).expect("open");
     assert_eq!(d.size(), 4 << 40);
 }
 
@@ -526,7 +526,7 @@ fn backing_without_format_and_loops_are_refused() {
         "raw",
         s(&top),
     ]);
-    let r = open_trusted(&top, ImageFormat::Qcow2, ro());
+    let r = open_trusted(&top, DiskFormat::Qcow2, ro());
     assert!(r.is_ok());
     let nofmt = p(dir.path(), "nofmt.qcow2");
     create_qcow2(&nofmt, 65536, CreateOptions::default()).expect("create");
@@ -537,7 +537,7 @@ fn backing_without_format_and_loops_are_refused() {
     h[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
     h[512..512 + name.len()].copy_from_slice(name);
     std::fs::write(&nofmt, &h).expect("write");
-    let e = open_trusted(&nofmt, ImageFormat::Qcow2, ro())
+    let e = open_trusted(&nofmt, DiskFormat::Qcow2, ro())
         .err()
         .expect("refused");
     assert!(
@@ -553,7 +553,7 @@ fn backing_without_format_and_loops_are_refused() {
         0,
         CreateOptions {
             cluster_bits: 16,
-            backing: Some((a.clone(), ImageFormat::Qcow2)),
+            backing: Some((a.clone(), DiskFormat::Qcow2)),
         },
     )
     .expect("b");
@@ -574,11 +574,11 @@ fn backing_without_format_and_loops_are_refused() {
         0,
         CreateOptions {
             cluster_bits: 16,
-            backing: Some((a.clone(), ImageFormat::Qcow2)),
+            backing: Some((a.clone(), DiskFormat::Qcow2)),
         },
     )
     .is_err());
-    let e = open_trusted(&a, ImageFormat::Qcow2, ro())
+    let e = open_trusted(&a, DiskFormat::Qcow2, ro())
         .err()
         .expect("loop refused");
     let chain = format!("{e:?}");
@@ -590,15 +590,15 @@ fn format_is_explicit_and_raw_disk_with_qcow2_header_stays_raw() {
     let dir = tmpdir();
     let img = p(dir.path(), "q.qcow2");
     create_qcow2(&img, MIB, CreateOptions::default()).expect("create");
-    let d = open_trusted(&img, ImageFormat::Raw, ro()).expect("open raw");
+    let d = open_trusted(&img, DiskFormat::Raw, ro()).expect("open raw");
     assert_eq!(d.size(), std::fs::metadata(&img).expect("stat").len());
     let mut b = [0u8; 4];
     d.read_at(0, &mut b).expect("read");
     assert_eq!(&b, b"QFI\xfb");
-    assert!("vmdk".parse::<ImageFormat>().is_err());
+    assert!("vmdk".parse::<DiskFormat>().is_err());
     assert_eq!(
-        "qcow2".parse::<ImageFormat>().expect("parse"),
-        ImageFormat::Qcow2
+        "qcow2".parse::<DiskFormat>().expect("parse"),
+        DiskFormat::Qcow2
     );
 }
 
@@ -630,47 +630,47 @@ fn backing_files_open_only_when_named() {
     };
     let err = |r: kiln_block::Result<Box<dyn Disk>>| format!("{:?}", r.err().expect("refused"));
     // The header alone opens nothing.
-    let e = err(open_disk(&top, ImageFormat::Qcow2, ro()));
+    let e = err(open_disk(&top, DiskFormat::Qcow2, ro()));
     assert!(e.contains("which the caller did not give"), "{e}");
     // Another file, or the right file in another format: refused.
     let e = err(open_disk_chain(
         &top,
-        ImageFormat::Qcow2,
+        DiskFormat::Qcow2,
         ro(),
-        &[named(&other, ImageFormat::Raw)],
+        &[named(&other, DiskFormat::Raw)],
     ));
     assert!(e.contains("not "), "{e}");
     let e = err(open_disk_chain(
         &top,
-        ImageFormat::Qcow2,
+        DiskFormat::Qcow2,
         ro(),
-        &[named(&base, ImageFormat::Qcow2)],
+        &[named(&base, DiskFormat::Qcow2)],
     ));
     assert!(e.contains("as the caller says"), "{e}");
     // A chain longer than the headers say.
     let e = err(open_disk_chain(
         &top,
-        ImageFormat::Qcow2,
+        DiskFormat::Qcow2,
         ro(),
         &[
-            named(&base, ImageFormat::Raw),
-            named(&other, ImageFormat::Raw),
+            named(&base, DiskFormat::Raw),
+            named(&other, DiskFormat::Raw),
         ],
     ));
     assert!(e.contains("is raw and has no backing file"), "{e}");
     // Named as the header names it: opens, and reads the base.
     let d = open_disk_chain(
         &top,
-        ImageFormat::Qcow2,
+        DiskFormat::Qcow2,
         ro(),
-        &[named(&base, ImageFormat::Raw)],
+        &[named(&base, DiskFormat::Raw)],
     )
     .expect("open");
     assert!(read_all(&*d) == std::fs::read(&base).unwrap());
-    let (name, b) = backing_of(&top, ImageFormat::Qcow2).unwrap().unwrap();
+    let (name, b) = backing_of(&top, DiskFormat::Qcow2).unwrap().unwrap();
     assert_eq!(
         (name.as_str(), b),
-        (s(&base), named(&base, ImageFormat::Raw))
+        (s(&base), named(&base, DiskFormat::Raw))
     );
     // An external data file is refused, named.
     let df = p(dir.path(), "df.qcow2");
@@ -684,10 +684,10 @@ fn backing_files_open_only_when_named() {
         s(&df),
         "1M",
     ]);
-    let e = err(open_disk(&df, ImageFormat::Qcow2, ro()));
+    let e = err(open_disk(&df, DiskFormat::Qcow2, ro()));
     assert!(
         e.contains("external data file") && e.contains("other.raw"),
         "{e}"
     );
-    assert!(backing_of(&df, ImageFormat::Qcow2).is_err());
+    assert!(backing_of(&df, DiskFormat::Qcow2).is_err());
 }

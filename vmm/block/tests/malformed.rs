@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use kiln_block::{create_qcow2, CreateOptions, Error, ImageFormat, OpenOptions};
+use kiln_block::{create_qcow2, CreateOptions, DiskFormat, Error, OpenOptions};
 
 const RO: OpenOptions = OpenOptions {
     read_only: true,
@@ -22,7 +22,7 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
     let img = dir.join(name);
     create_qcow2(&img, 4 << 20, CreateOptions::default()).expect("create");
     // Put some data in so that L2 tables exist.
-    let d = open_trusted(&img, ImageFormat::Qcow2, RW).expect("open");
+    let d = open_trusted(&img, DiskFormat::Qcow2, RW).expect("open");
     d.write_at(0, &pattern(1, 200_000)).expect("write");
     drop(d);
     img
@@ -46,7 +46,7 @@ fn be64(v: u64) -> [u8; 8] {
 
 /// Opening must fail with an error whose text contains `needle`.
 fn refused(img: &Path, opts: OpenOptions, needle: &str) {
-    match open_trusted(img, ImageFormat::Qcow2, opts) {
+    match open_trusted(img, DiskFormat::Qcow2, opts) {
         Ok(_) => panic!(
             "{} opened, expected an error about {needle:?}",
             img.display()
@@ -190,12 +190,12 @@ fn dirty_corrupt_and_snapshot_images_are_read_only() {
         let img = fresh(dir.path(), "d.qcow2");
         patch(&img, 72, &be64(bit));
         refused(&img, RW, needle);
-        open_trusted(&img, ImageFormat::Qcow2, RO).expect("read-only open works");
+        open_trusted(&img, DiskFormat::Qcow2, RO).expect("read-only open works");
     }
     let img = fresh(dir.path(), "s.qcow2");
     qemu_img(&["snapshot", "-c", "snap1", s(&img)]);
     refused(&img, RW, "snapshots");
-    let d = open_trusted(&img, ImageFormat::Qcow2, RO).expect("ro");
+    let d = open_trusted(&img, DiskFormat::Qcow2, RO).expect("ro");
     let mut b = vec![0u8; 200_000];
     d.read_at(0, &mut b).expect("read");
     assert!(b == pattern(1, 200_000));
@@ -223,7 +223,7 @@ fn bad_table_entries_give_errors_on_io() {
             .expect("8"),
     ) & 0x00ff_ffff_ffff_fe00;
     patch(&img, l2 as usize, &be64((1 << 63) | 0x10200));
-    let d = open_trusted(&img, ImageFormat::Qcow2, RW).expect("open");
+    let d = open_trusted(&img, DiskFormat::Qcow2, RW).expect("open");
     let mut b = vec![0u8; 4096];
     let e = d.read_at(0, &mut b).expect_err("unaligned data offset");
     assert!(matches!(e, Error::Malformed(_)), "{e}");
@@ -237,7 +237,7 @@ fn bad_table_entries_give_errors_on_io() {
     let rt = u64::from_be_bytes(bytes[48..56].try_into().expect("8"));
     patch(&img, l2 as usize, &be64((1 << 63) | rt));
     let before = std::fs::read(&img).expect("r");
-    let d = open_trusted(&img, ImageFormat::Qcow2, RW).expect("open");
+    let d = open_trusted(&img, DiskFormat::Qcow2, RW).expect("open");
     let e = d.write_at(0, &[0xffu8; 4096]).expect_err("overlap");
     assert!(matches!(e, Error::Corrupt(_)), "{e}");
     assert!(
@@ -254,7 +254,7 @@ fn bad_table_entries_give_errors_on_io() {
     // allocator would hand out metadata; the engine notices and refuses.
     let img = fresh(dir.path(), "rb0.qcow2");
     patch(&img, rt as usize, &be64(0));
-    let d = open_trusted(&img, ImageFormat::Qcow2, RW).expect("open");
+    let d = open_trusted(&img, DiskFormat::Qcow2, RW).expect("open");
     let e = d
         .write_at(3 << 20, &[7u8; 4096])
         .expect_err("allocating write");
@@ -276,7 +276,7 @@ fn bad_table_entries_give_errors_on_io() {
     let x = 62 - (16 - 8);
     patch(&img, l2 as usize, &be64((1 << 62) | (3u64 << x) | 0x50000));
     patch(&img, 0x50000, &[0xffu8; 2048]);
-    let d = open_trusted(&img, ImageFormat::Qcow2, RO).expect("open");
+    let d = open_trusted(&img, DiskFormat::Qcow2, RO).expect("open");
     let e = d.read_at(0, &mut b).expect_err("bad deflate");
     assert!(matches!(e, Error::Decompress { .. }), "{e}");
 }

@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use host::{create_file, run_fio, run_pread, warm};
 use kiln_benches::{median, thread_cpu};
-use kiln_block::{open_disk, ImageFormat, OpenOptions};
+use kiln_block::{open_disk, DiskFormat, OpenOptions};
 use kiln_vmm::devices::virtio::block::{process_queue, BlockBackend, S_OK, T_IN, T_OUT};
 use kiln_vmm::devices::virtio::testing::{BlkBuffers, GuestQueue};
 use kiln_vmm::memory::GuestMemoryMmap;
@@ -219,7 +219,7 @@ fn run_device(
 ) -> Result<Run, String> {
     let disk = open_disk(
         path,
-        ImageFormat::Raw,
+        DiskFormat::Raw,
         OpenOptions {
             read_only: false,
             direct,

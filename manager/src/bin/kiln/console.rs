@@ -39,7 +39,7 @@ impl Drop for RawTerminal {
 }
 
 pub fn attach(socket: &Path, id: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let stream = kiln_manager::client::attach_console(socket, id)?;
+    let stream = kiln_api::client::attach_console(socket, id)?;
     let raw = RawTerminal::enter();
     if raw.is_some() {
         eprint!("[attached; Ctrl-] detaches]\r\n");

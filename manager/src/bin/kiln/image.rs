@@ -6,19 +6,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
+use kiln_api::client;
 use kiln_api::compute::{
     DiskFormat, DiskSource, Firmware, Image, ImageCreate, ImageKind, ImageList, ImageStatus,
     OsType, VirtioModel,
 };
-use kiln_manager::client;
 
 use crate::tables::images;
 use crate::{abs, enc, show, Api, TIMEOUT};
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Format {
-    Raw,
-    Qcow2,
+/// `--format`: `raw` or `qcow2`, parsed into kiln-api's [`DiskFormat`].
+fn format_parser() -> impl clap::builder::TypedValueParser<Value = DiskFormat> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(["raw", "qcow2"])
+        .map(|s| s.parse::<DiskFormat>().expect("one of the listed formats"))
 }
 
 /// How a disk image boots (Nova's `hw_firmware_type`).
@@ -100,8 +101,8 @@ pub enum ImageCmd {
         name: String,
         #[arg(long)]
         path: PathBuf,
-        #[arg(long, value_enum)]
-        format: Format,
+        #[arg(long, value_parser = format_parser())]
+        format: DiskFormat,
         /// Firmware of servers made from it [default: bios].
         #[arg(long, value_enum)]
         firmware: Option<Fw>,
@@ -119,8 +120,8 @@ pub enum ImageCmd {
         name: String,
         #[arg(long, visible_alias = "path")]
         file: PathBuf,
-        #[arg(long, value_enum)]
-        format: Format,
+        #[arg(long, value_parser = format_parser())]
+        format: DiskFormat,
         #[arg(long)]
         upload: bool,
         /// Firmware of servers made from it [default: bios].
@@ -177,7 +178,7 @@ pub fn run(
             let req = ImageCreate::Disk {
                 name: name.clone(),
                 path: None,
-                format: disk_format(*format),
+                format: *format,
                 source: DiskSource::Upload,
                 firmware: firmware.map(Firmware::from),
                 os_type: os_type.map(OsType::from),
@@ -228,7 +229,7 @@ pub fn run(
             let req = ImageCreate::Disk {
                 name: name.clone(),
                 path: Some(abs(path)?),
-                format: disk_format(*format),
+                format: *format,
                 source: DiskSource::Path,
                 firmware: firmware.map(Firmware::from),
                 os_type: os_type.map(OsType::from),
@@ -257,13 +258,6 @@ pub fn run(
         ImageCmd::Delete { id } => api.call("DELETE", &format!("/v1/images/{}", enc(id)), None)?,
     }
     Ok(())
-}
-
-fn disk_format(f: Format) -> DiskFormat {
-    match f {
-        Format::Raw => DiskFormat::Raw,
-        Format::Qcow2 => DiskFormat::Qcow2,
-    }
 }
 
 /// `[#########           ]  45%  58/128 MiB`

@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use kiln_api::client::{self, ClientError};
 use kiln_api::compute::{
     ConsoleOutput, Firmware, Flavor, FlavorCreate, FlavorList, HostInfo, LinkState, Nic, NicUpdate,
     ReadyCondition, RebootType, Server, ServerAction, ServerCreate, ServerList, ServerStatus,
     VirtioModel,
 };
-use kiln_manager::client::{self, ClientError};
 
 mod console;
 mod image;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Disk, ImageFormat, OpenOptions};
+use crate::{Disk, DiskFormat, OpenOptions};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -47,7 +47,7 @@ pub fn fuzz_one(data: &[u8]) {
     for read_only in [true, false] {
         if let Ok(d) = crate::open_disk(
             &path,
-            ImageFormat::Qcow2,
+            DiskFormat::Qcow2,
             OpenOptions {
                 read_only,
                 direct: false,

@@ -40,7 +40,7 @@ use self::header::{Compression, Header};
 use self::meta::{Map, Meta, Source, WritePlan, OFLAG_COPIED, OFLAG_ZERO};
 use crate::error::{Error, Result};
 use crate::io::{AlignedBuf, HostFile};
-use crate::{check_range, Disk, ImageFormat, OpenOptions};
+use crate::{check_range, Disk, DiskFormat, OpenOptions};
 
 /// An open qcow2 image.
 pub struct Qcow2Disk {
@@ -153,7 +153,7 @@ impl Qcow2Disk {
                 )))
             }
             (Some(name), Some([first, rest @ ..])) => {
-                let fmt: ImageFormat = h
+                let fmt: DiskFormat = h
                     .backing_format
                     .as_deref()
                     .ok_or_else(|| {

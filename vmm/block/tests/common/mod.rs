@@ -123,7 +123,7 @@ pub fn s(p: &Path) -> &str {
 /// trust their files (kiln-block itself opens only a chain named to it).
 pub fn open_trusted(
     path: &Path,
-    format: kiln_block::ImageFormat,
+    format: kiln_block::DiskFormat,
     opts: kiln_block::OpenOptions,
 ) -> kiln_block::Result<Box<dyn kiln_block::Disk>> {
     let chain = kiln_block::header_chain(path, format)?;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_block::{open_disk, ImageFormat, OpenOptions};
+use kiln_block::{open_disk, DiskFormat, OpenOptions};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
@@ -28,7 +28,7 @@ const REQ: u32 = 256 << 10;
 fn large_requests_are_throttled_to_the_byte_rate() {
     let path = std::env::temp_dir().join(format!("kiln-blk-limit-{}.raw", std::process::id()));
     std::fs::write(&path, vec![0x5au8; 1 << 20]).unwrap();
-    let disk = open_disk(&path, ImageFormat::Raw, OpenOptions::default()).unwrap();
+    let disk = open_disk(&path, DiskFormat::Raw, OpenOptions::default()).unwrap();
     let _ = std::fs::remove_file(&path);
     let mut b = BlockBackend::new(Arc::from(disk), "limit", false);
     let mem = mem_two_regions();

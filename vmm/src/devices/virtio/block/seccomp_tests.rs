@@ -20,7 +20,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_block::{header_chain, open_disk_chain, ImageFormat, OpenOptions};
+use kiln_block::{header_chain, open_disk_chain, DiskFormat, OpenOptions};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
@@ -155,10 +155,10 @@ impl Guest<'_> {
 
 /// The guest's requests, on a thread under the worker filter.
 fn drive(disk: &Path, direct: bool, cannot_grow: bool) {
-    let chain = header_chain(disk, ImageFormat::Qcow2).unwrap();
+    let chain = header_chain(disk, DiskFormat::Qcow2).unwrap();
     let disk = open_disk_chain(
         disk,
-        ImageFormat::Qcow2,
+        DiskFormat::Qcow2,
         OpenOptions {
             read_only: false,
             direct,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kiln_block::{open_disk, ImageFormat, OpenOptions};
+use kiln_block::{open_disk, DiskFormat, OpenOptions};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
@@ -45,7 +45,7 @@ impl TempImage {
     fn backend(&self, read_only: bool) -> BlockBackend {
         let disk = open_disk(
             &self.0,
-            ImageFormat::Raw,
+            DiskFormat::Raw,
             OpenOptions {
                 read_only,
                 direct: false,

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use kiln_block::{open_disk, Disk, ImageFormat, OpenOptions};
+use kiln_block::{open_disk, Disk, DiskFormat, OpenOptions};
 
 use crate::devices::virtio::block::{BlockDevice, BlockOptions};
 
@@ -18,7 +18,7 @@ pub fn temp_block_device(name: &str, id: &str) -> (PathBuf, BlockDevice) {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let disk = open_disk(&path, ImageFormat::Raw, OpenOptions::default()).unwrap();
+    let disk = open_disk(&path, DiskFormat::Raw, OpenOptions::default()).unwrap();
     let blk = BlockDevice::new(Arc::from(disk), BlockOptions::default(), id.into());
     (path, blk)
 }

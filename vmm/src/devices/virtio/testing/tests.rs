@@ -18,7 +18,7 @@ fn a_block_request_is_served_through_the_driver_queue() {
     std::fs::write(&path, vec![0x5au8; 1 << 16]).unwrap();
     let disk = kiln_block::open_disk(
         &path,
-        kiln_block::ImageFormat::Raw,
+        kiln_block::DiskFormat::Raw,
         kiln_block::OpenOptions::default(),
     )
     .unwrap();
