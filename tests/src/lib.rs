@@ -178,6 +178,8 @@ impl Drop for ScratchDir {
 #[derive(Clone, Debug)]
 pub struct VmSpec {
     pub kernel: PathBuf,
+    /// Boot this firmware (`--firmware`) instead of `kernel`.
+    pub firmware: Option<PathBuf>,
     pub cmdline: Option<String>,
     pub cpus: u8,
     pub memory_mib: u64,
@@ -192,12 +194,23 @@ impl VmSpec {
     pub fn new(kernel: impl Into<PathBuf>) -> VmSpec {
         VmSpec {
             kernel: kernel.into(),
+            firmware: None,
             cmdline: None,
             cpus: 1,
             memory_mib: 64,
             cpu_template: None,
             api: true,
             extra_args: Vec::new(),
+        }
+    }
+
+    /// Boot `firmware` (e.g. SeaBIOS) rather than a kernel: one vCPU,
+    /// 128 MiB, control socket on.
+    pub fn firmware(firmware: impl Into<PathBuf>) -> VmSpec {
+        VmSpec {
+            firmware: Some(firmware.into()),
+            memory_mib: 128,
+            ..VmSpec::new(PathBuf::new())
         }
     }
 
@@ -248,9 +261,11 @@ impl Vm {
         let stderr_log = dir.path().join("vmm.log");
         let api_socket = spec.api.then(|| dir.path().join("api.sock"));
         let mut cmd = Command::new(kiln_vmm());
-        cmd.arg("--kernel")
-            .arg(&spec.kernel)
-            .arg("--cpus")
+        match &spec.firmware {
+            Some(f) => cmd.arg("--firmware").arg(f),
+            None => cmd.arg("--kernel").arg(&spec.kernel),
+        };
+        cmd.arg("--cpus")
             .arg(spec.cpus.to_string())
             .arg("--memory")
             .arg(format!("{}M", spec.memory_mib))
