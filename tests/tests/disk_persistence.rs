@@ -178,7 +178,9 @@ fn end_vm(vm: &mut Vm, end: End) -> (i32, Duration, u8) {
     (code, t.elapsed(), boots)
 }
 
-fn persists(tag: &str, kind: Image, end: End) {
+/// Boots `kind` (with `--disk` options `opts`), ends the VM as `end`
+/// says, and checks the image.
+fn persists(tag: &str, kind: Image, end: End, opts: &str) {
     if !kvm_available(tag) {
         return;
     }
@@ -205,7 +207,7 @@ fn persists(tag: &str, kind: Image, end: End) {
         "--seccomp".to_owned(),
         "kill".to_owned(),
         "--disk".to_owned(),
-        format!("path={},format={fmt}", img.display()),
+        format!("path={},format={fmt}{opts}", img.display()),
     ]);
     let mut vm = Vm::start(&spec);
     vm.wait_api(BOOT);
@@ -277,7 +279,7 @@ macro_rules! matrix {
         $(
             #[test]
             fn $name() {
-                persists(stringify!($name), Image::$kind, End::$end);
+                persists(stringify!($name), Image::$kind, End::$end, "");
             }
         )*
     };
@@ -314,4 +316,16 @@ matrix! {
     chain3_api_kill: Chain3, ApiKill;
     chain3_sigterm: Chain3, Sigterm;
     chain3_reset: Chain3, Reset;
+}
+
+/// The disk's worker polls its queue and is rate limited: the end does not
+/// depend on reaching it.
+#[test]
+fn overlay_polling_rate_limited_sigterm() {
+    persists(
+        "overlay_polling_rate_limited_sigterm",
+        Image::OverlayOnRaw,
+        End::Sigterm,
+        ",poll_us=1000,iops=20",
+    );
 }
