@@ -87,3 +87,39 @@ pub fn backing_args(image: &Path) -> String {
         })
         .collect()
 }
+
+/// What the persistence boot sector (images/mbr/persist.s) does after its
+/// write: its `mode` byte, at offset 440 of the sector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PersistEnd {
+    /// Halt with interrupts off (ignores the ACPI power button).
+    Halt = 0,
+    /// Power off through ACPI S5.
+    PowerOff = 1,
+    /// Reboot through port 0xcf9.
+    Reboot = 2,
+}
+
+/// An 8 MiB raw disk `dir/persist.raw` whose first sector is the
+/// persistence probe (images/mbr/persist.s, assembled in `dir`) set to end
+/// as `end`: it writes sector 2 through int 13h, reads it back and prints
+/// `KILN-WRITE-OK n` (n: how many boots wrote it).
+pub fn persist_disk(dir: &Path, end: PersistEnd) -> PathBuf {
+    let src = crate::repo_root().join("images/mbr/persist.s");
+    let mut disk = crate::asm::assemble_flat(&src, 0x7c00, dir);
+    assert_eq!(disk.len(), 512, "the MBR is one sector");
+    assert_eq!(disk[510..], [0x55, 0xaa]);
+    disk[440] = end as u8;
+    disk.resize(8 << 20, 0);
+    let img = dir.join("persist.raw");
+    fs::write(&img, &disk).unwrap_or_else(|e| panic!("write {}: {e}", img.display()));
+    img
+}
+
+/// Sector 2 as the persistence probe writes it on its `count`th boot.
+pub fn persist_sector(count: u8) -> Vec<u8> {
+    let mut s = b"KILNPERS".to_vec();
+    s.push(count);
+    s.extend((9..512u32).map(|i| (i as u8) ^ 0xa5));
+    s
+}

@@ -2,14 +2,15 @@
 //! how it ended (see `kiln_api::control::ExitReason::exit_code`).
 
 use std::os::unix::process::CommandExt;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use event_manager::{EventManager, SubscriberOps};
 use kiln_api::control::ExitReason;
 use kiln_vmm::config::Args;
 use kiln_vmm::controller::{bind, Controller, Outcome};
+use kiln_vmm::disks::DiskSet;
 use kiln_vmm::vm::Vm;
 use kiln_vmm::{logger, reset_state, terminal};
 use log::{error, info};
@@ -32,9 +33,28 @@ fn report(err: &dyn std::error::Error) -> String {
     msg
 }
 
+/// The VM's disks, once built: every orderly end closes them (writes them
+/// back) before the process exits or re-executes itself.
+static DISKS: OnceLock<DiskSet> = OnceLock::new();
+
+/// How long the end waits for the disks to be written back. kilnd allows
+/// a VMM more than this between its orderly request and a SIGKILL.
+const DISK_CLOSE_LIMIT: Duration = Duration::from_secs(8);
+
+/// Write every disk back (see `kiln_vmm::disks`). Nothing before the VM
+/// was built; at most [`DISK_CLOSE_LIMIT`].
+fn close_disks() {
+    if let Some(disks) = DISKS.get() {
+        // A failure is logged there; the exit status still says how the
+        // VM ended.
+        let _ = disks.close(DISK_CLOSE_LIMIT);
+    }
+}
+
 fn fail(msg: String) -> ! {
     terminal::restore();
     error!("{msg}");
+    close_disks();
     eprintln!("kiln-vmm: {msg}");
     std::process::exit(
         ExitReason::HostError {
@@ -78,6 +98,7 @@ fn main() {
     let signals = kiln_vmm::controller::terminating_signals_fd()
         .unwrap_or_else(|e| fail(format!("cannot set up signal handling: {e}")));
     let mut vm = Vm::build(&config, start).unwrap_or_else(|e| fail(report(&e)));
+    let _ = DISKS.set(vm.virtio.disks.clone());
     if let Some(nets) = &kept_nets {
         reset_state::keep_links(&vm.virtio.nets, nets);
     }
@@ -134,6 +155,7 @@ fn main() {
                 }
                 ExitReason::HostError { message } => error!("host error: {message}"),
             }
+            close_disks();
             info!("exit status {code}");
             if let Some(path) = &config.exit_file {
                 write_exit_record(path, code, reason);
@@ -142,6 +164,7 @@ fn main() {
         }
         Outcome::Restart => {
             info!("reset: restarting the VMM in place");
+            close_disks();
             let mut argv = std::env::args_os();
             let _ = argv.next();
             let err = std::process::Command::new("/proc/self/exe")

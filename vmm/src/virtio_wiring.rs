@@ -43,6 +43,7 @@ use crate::devices::virtio::transport::{
     TransportError, VirtioPciDevice, BAR_SIZE, LEGACY_BAR_INDEX, LEGACY_BAR_SIZE,
 };
 use crate::devices::virtio::VirtioDevice;
+use crate::disks::{ClosableDisk, DiskSet};
 use crate::interrupts::{dup_vm_fd, InterruptError, MsiRouter};
 use crate::memory::GuestMemoryMmap;
 use crate::net::tap::{Tap, TapError};
@@ -297,13 +298,20 @@ pub struct VirtioDevices {
     /// The link of each NIC, in configuration order (the control API's
     /// `PUT /v1/vm/net/{index}`).
     pub nets: Vec<Arc<NetLink>>,
+    /// Every disk, as its device serves it: the main thread closes them
+    /// when the VMM ends (`disks.rs`).
+    pub disks: DiskSet,
     pub window: Option<Arc<BarWindow>>,
     _router: Option<Arc<MsiRouter>>,
     /// Transitional devices' INTx resampling thread.
     _intx: Option<legacy::IntxResampler>,
 }
 
-fn block_device(i: usize, d: &DiskConfig) -> Result<Box<dyn VirtioDevice>, WiringError> {
+fn block_device(
+    i: usize,
+    d: &DiskConfig,
+    disks: &mut DiskSet,
+) -> Result<Box<dyn VirtioDevice>, WiringError> {
     let format = d.format;
     // Only the backing files the config names are opened, and each header
     // must name exactly the next one (never followed on its own say).
@@ -336,15 +344,18 @@ fn block_device(i: usize, d: &DiskConfig) -> Result<Box<dyn VirtioDevice>, Wirin
         if d.readonly { ", read-only" } else { "" },
         if d.direct { ", O_DIRECT" } else { "" }
     );
+    let disk = Arc::new(ClosableDisk::new(disk));
+    let name = format!("virtio-blk{i}");
+    disks.push(name.clone(), disk.clone());
     Ok(Box::new(BlockDevice::new(
-        Arc::from(disk),
+        disk,
         BlockOptions {
             read_only: d.readonly,
             serial: d.serial.clone().unwrap_or_default(),
             rate_limit: d.rate_limit.clone(),
             poll_us: d.poll_us,
         },
-        format!("virtio-blk{i}"),
+        name,
     )))
 }
 
@@ -431,8 +442,9 @@ pub fn add_virtio_devices(
 ) -> Result<VirtioDevices, WiringError> {
     // (model, transitional)
     let mut models: Vec<(Box<dyn VirtioDevice>, bool)> = Vec::new();
+    let mut disk_set = DiskSet::default();
     for (i, d) in disks.iter().enumerate() {
-        models.push((block_device(i, d)?, d.transitional));
+        models.push((block_device(i, d, &mut disk_set)?, d.transitional));
     }
     // The link of each NIC, with the index of its model.
     let mut links = Vec::new();
@@ -451,6 +463,7 @@ pub fn add_virtio_devices(
         return Ok(VirtioDevices {
             devices: Vec::new(),
             nets: Vec::new(),
+            disks: disk_set,
             window: None,
             _router: None,
             _intx: None,
@@ -587,6 +600,7 @@ pub fn add_virtio_devices(
     Ok(VirtioDevices {
         devices,
         nets: links.into_iter().map(|(_, l)| l).collect(),
+        disks: disk_set,
         window: Some(window),
         _router: Some(router),
         _intx: match intx.is_empty() {

@@ -20,6 +20,11 @@
 //!    ([`kiln_api::control`]).
 //! 4. On start, [`adopt`] re-attaches to VMMs still running from a
 //!    previous kilnd and reconciles half-done work.
+//! 5. Ending a VMM ([`Supervisor::kill`]: stop after its timeout, delete,
+//!    hard reboot) is orderly first: the control API's kill, or SIGTERM if
+//!    the socket does not answer; kiln-vmm then writes its disks back and
+//!    exits. Only a VMM still there [`VMM_END_GRACE`] later is SIGKILLed
+//!    (which can lose what the guest had not flushed).
 
 pub mod actions;
 pub mod adopt;
@@ -48,6 +53,11 @@ use sys::ExitStatus;
 
 /// Where each VMM records how it ended (see `VmConfig::exit_file`).
 const EXIT_FILE: &str = "exit.json";
+
+/// How long an orderly end of a VMM may take before kilnd SIGKILLs it:
+/// more than kiln-vmm's own bound on writing its disks back (8 s), as
+/// libvirt gives QEMU 10 s between SIGTERM and SIGKILL.
+pub const VMM_END_GRACE: Duration = Duration::from_secs(10);
 
 /// Why kilnd itself is ending a VMM, so its exit is not taken for a guest
 /// event.
@@ -100,6 +110,11 @@ impl Vm {
 
     pub fn sigkill(&self) {
         let _ = sys::pidfd_kill(self.pidfd.get_ref(), libc::SIGKILL);
+    }
+
+    /// An orderly end: kiln-vmm writes its disks back, then exits (13).
+    pub fn sigterm(&self) {
+        let _ = sys::pidfd_kill(self.pidfd.get_ref(), libc::SIGTERM);
     }
 }
 
@@ -491,15 +506,28 @@ impl Supervisor {
         Ok(r.body)
     }
 
-    /// Asks the VMM to exit, then SIGKILLs it; waits for the exit.
+    /// Ends the VMM in an orderly way (the control API's kill, or SIGTERM
+    /// if the VMM does not answer), so that it writes its disks back before
+    /// it exits; SIGKILLs it only if it has not exited [`VMM_END_GRACE`]
+    /// later. Waits for the exit.
     pub async fn kill(&self, id: &str, vm: &Vm) {
         if vm.has_exited() {
             return;
         }
-        let _ = self
+        let asked = self
             .control(id, Request::Kill, Duration::from_secs(1))
-            .await;
-        if vm.wait_exit(Duration::from_secs(2)).await.is_none() {
+            .await
+            .is_ok();
+        if !asked {
+            vm.sigterm();
+        }
+        if vm.wait_exit(VMM_END_GRACE).await.is_none() {
+            tracing::warn!(
+                server = id,
+                pid = vm.pid,
+                "kiln-vmm did not end within {} s of being asked; SIGKILL (its disks may miss what its guest had not flushed)",
+                VMM_END_GRACE.as_secs()
+            );
             vm.sigkill();
             vm.wait_exit(Duration::from_secs(10)).await;
         }

@@ -48,6 +48,10 @@ pub enum Error {
     /// A write-type request on a read-only disk.
     #[error("disk is read-only")]
     ReadOnly,
+    /// A write-type request after the disk was closed for good (its owner
+    /// is ending and has written everything back).
+    #[error("disk is closed")]
+    Closed,
     /// Bad argument to create/resize.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

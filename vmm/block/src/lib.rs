@@ -76,6 +76,13 @@ pub trait Disk: Send + Sync {
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()>;
     /// Makes every completed write durable.
     fn flush(&self) -> Result<()>;
+    /// Writes back everything the disk still holds in memory and makes it
+    /// durable: what [`Disk::flush`] does, plus metadata a flush may leave
+    /// cached (qcow2: the refcount decrements the flush released). What an
+    /// orderly close does; the disk stays usable afterwards.
+    fn write_back(&self) -> Result<()> {
+        self.flush()
+    }
     /// Tells the disk that a range is no longer needed. Afterwards the range
     /// reads as zeros or as its old contents (partial clusters are kept).
     fn discard(&self, offset: u64, len: u64) -> Result<()>;

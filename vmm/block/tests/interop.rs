@@ -289,6 +289,37 @@ fn overwrites_compressed_clusters_and_frees_them() {
     }
 }
 
+/// What kiln-vmm's orderly end relies on: after `write_back` the image on
+/// disk is complete and clean (no leak) although the disk is never dropped
+/// (the process exits without running destructors), here over a
+/// compressed image whose overwritten clusters release references.
+#[test]
+fn write_back_leaves_a_clean_image_without_drop() {
+    let dir = tmpdir();
+    let raw = p(dir.path(), "src.raw");
+    let data = make_raw(&raw, 4 * MIB, 21);
+    let img = p(dir.path(), "c.qcow2");
+    qemu_img(&[
+        "convert",
+        "-c",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        s(&raw),
+        s(&img),
+    ]);
+    let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
+    let model = random_io(&*d, data, 31, 40, true);
+    d.write_back().expect("write back");
+    // As `std::process::exit` would: no Drop.
+    std::mem::forget(d);
+    check_clean(&img, false);
+    let want = p(dir.path(), "model.raw");
+    std::fs::write(&want, &model).expect("write");
+    compare_raw(&img, "qcow2", &want);
+}
+
 #[test]
 fn overlay_on_base_copies_up_and_leaves_base_unchanged() {
     let dir = tmpdir();

@@ -462,6 +462,14 @@ impl Disk for Qcow2Disk {
         self.lock().flush(&self.file)
     }
 
+    fn write_back(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        self.lock().finish(&self.file)
+    }
+
     fn discard(&self, offset: u64, len: u64) -> Result<()> {
         self.writable()?;
         check_range(offset, len, self.size)?;
