@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_api::compute::ServerStatus;
+use kiln_api::compute::{ServerStatus, TaskState};
 use kiln_api::control::VmState;
 
 use super::{sys, Supervisor};
@@ -81,7 +81,7 @@ impl Supervisor {
                 self.pin_files(&s);
                 self.readopt(&s, pid).await;
             }
-            if s.task_state.as_deref() == Some("deleting") {
+            if s.task_state == Some(TaskState::Deleting) {
                 let this = self.clone();
                 let id = id.to_owned();
                 tokio::spawn(async move { this.delete(&id).await });
@@ -101,7 +101,7 @@ impl Supervisor {
                     let from = s.status;
                     tokio::spawn(async move {
                         let _g = this.lock_of(&s.id).lock_owned().await;
-                        this.boot(&s, &[from], "spawning").await;
+                        this.boot(&s, &[from], TaskState::Spawning).await;
                     });
                 }
                 ServerStatus::Active | ServerStatus::Paused => {

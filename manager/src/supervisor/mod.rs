@@ -36,7 +36,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_api::compute::{Server, ServerStatus};
+use kiln_api::compute::{Server, ServerStatus, TaskState};
 use kiln_api::control::{VmInfo, VmState};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
@@ -167,8 +167,7 @@ impl Supervisor {
                 server.name,
                 server
                     .task_state
-                    .as_deref()
-                    .unwrap_or("an action is running")
+                    .map_or("an action is running", TaskState::as_str)
             )
         })
     }
@@ -594,7 +593,7 @@ impl Supervisor {
         }
         let _ = self
             .store
-            .set_status(id, ServerStatus::Reboot, Some("rebooting"));
+            .set_status(id, ServerStatus::Reboot, Some(TaskState::Rebooting));
         match self.spawn(&server).await {
             Ok(vm) => self.activate(id, &vm, &[ServerStatus::Reboot]),
             Err(e) => {
