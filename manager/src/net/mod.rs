@@ -81,7 +81,6 @@
 //! attributes, and is what youki and others use. `neli` is lower level
 //! (hand-built attribute lists) and synchronous.
 
-pub mod api;
 pub mod link;
 pub mod owner;
 pub mod tap;
@@ -257,78 +256,6 @@ pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd
         fds.push(fd);
     }
     Ok(fds)
-}
-
-/// At start: finishes network deletes a crash interrupted and recreates
-/// missing bridges of managed networks.
-pub async fn reconcile(store: &Store) {
-    let Ok(nets) = store.all_networks() else {
-        return;
-    };
-    for (net, deleting) in nets {
-        if deleting {
-            tracing::info!(network = net.name, "finishing an interrupted delete");
-            if net.managed {
-                match finish_bridge_delete(store, &net.name, &net.bridge).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // Rolled back: the network is active again and
-                        // still names its bridge; nothing to retry.
-                        if let Err(e) = store.cancel_delete_network(&net.id) {
-                            tracing::warn!(network = net.name, error = %e, "cannot keep network");
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        // Tried again at the next start.
-                        tracing::warn!(bridge = net.bridge, error = %e, "cannot delete bridge");
-                        continue;
-                    }
-                }
-            }
-            let _ = store.finish_delete_network(&net.id);
-            continue;
-        }
-        match link::get(&net.bridge).await {
-            Ok(Some(_)) => {}
-            Ok(None) if net.managed => {
-                tracing::info!(bridge = net.bridge, "recreating the bridge of a network");
-                if let Err(e) = link::create_bridge(&net.bridge, net.mtu).await {
-                    tracing::warn!(bridge = net.bridge, error = %e, "cannot create bridge");
-                }
-            }
-            Ok(None) => {
-                tracing::warn!(
-                    bridge = net.bridge,
-                    network = net.name,
-                    "the bridge of an unmanaged network is missing"
-                )
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot look up bridge"),
-        }
-    }
-}
-
-/// The bridge step of an interrupted network delete: Ok(true) when the
-/// bridge is gone, Ok(false) when ports kilnd did not make keep it (logged
-/// with them: there is no client to answer).
-async fn finish_bridge_delete(store: &Store, network: &str, bridge: &str) -> Result<bool, String> {
-    let instance = store.instance_id().map_err(|e| e.to_string())?;
-    match teardown::delete_bridge(&instance, bridge)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        teardown::Teardown::Kept(ports) => {
-            tracing::warn!(
-                network,
-                bridge,
-                "not finishing an interrupted network delete, the network is kept: {}",
-                teardown::kept_message(network, bridge, &ports)
-            );
-            Ok(false)
-        }
-        _ => Ok(true),
-    }
 }
 
 #[cfg(test)]

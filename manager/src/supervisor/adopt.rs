@@ -41,7 +41,6 @@ impl Supervisor {
             }
         };
         let known: HashSet<String> = servers.iter().map(|s| s.id.clone()).collect();
-        crate::net::reconcile(&self.store).await;
         let bridges: HashSet<String> = self
             .store
             .all_networks()
@@ -179,7 +178,7 @@ impl Supervisor {
         let before = cfg.clone();
         if let (Some(k), Ok(img)) = (cfg.kernel.as_mut(), self.store.get_image(&server.image_id)) {
             if let ImageKind::Kernel { initramfs, .. } = &img.kind {
-                let (kp, ip) = crate::kernels::store_paths(&store_dir, &img.id);
+                let (kp, ip) = crate::image_files::kernels::store_paths(&store_dir, &img.id);
                 k.path = kp.display().to_string();
                 k.initramfs = initramfs.as_ref().map(|_| ip.display().to_string());
             }
