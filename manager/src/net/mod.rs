@@ -88,10 +88,8 @@ pub mod teardown;
 
 use std::os::fd::OwnedFd;
 
-use kiln_api::compute::Server;
+use kiln_api::compute::{Network, Server};
 use sha2::{Digest, Sha256};
-
-use crate::store::Store;
 
 /// Most NICs one server can have (the index is one hex digit of the tap
 /// name).
@@ -190,19 +188,17 @@ pub fn nic_queues(vcpus: u32) -> usize {
 pub const MAX_NIC_QUEUES: usize = 8;
 
 /// Makes the taps of a server about to start, each marked as this
-/// kilnd's ([`owner`]), on its network's bridge with [`nic_queues`]
-/// queues, and answers their queues' fds in NIC order. An error is a fault
-/// message.
-pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd>>, String> {
+/// kilnd's (`instance`, [`owner`]), on its network's bridge (`nets`: the
+/// network of each NIC, in order) with [`nic_queues`] queues, and answers
+/// their queues' fds in NIC order. An error is a fault message.
+pub async fn open_taps(
+    instance: &str,
+    server: &Server,
+    nets: &[Network],
+) -> Result<Vec<Vec<OwnedFd>>, String> {
     let queues = nic_queues(server.vcpus);
-    let instance = store
-        .instance_id()
-        .map_err(|e| format!("cannot read kilnd's instance id: {e}"))?;
     let mut fds = Vec::new();
-    for (index, nic) in server.nics.iter().enumerate() {
-        let net = store
-            .get_network(&nic.network_id)
-            .map_err(|e| format!("NIC {}: {e}", nic.tap))?;
+    for (index, (nic, net)) in server.nics.iter().zip(nets).enumerate() {
         let bridge = match link::get(&net.bridge).await.map_err(|e| e.to_string())? {
             Some(b) if b.kind == "bridge" => b,
             Some(_) => {
@@ -230,7 +226,7 @@ pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd
         };
         // A leftover of the same name is deleted only if this kilnd marked
         // it; anything else of that name is left alone and is the fault.
-        owner::clear_name(&instance, &nic.tap)
+        owner::clear_name(instance, &nic.tap)
             .await
             .map_err(|e| format!("NIC {index}: {e}"))?;
         let name = nic.tap.clone();
@@ -246,7 +242,7 @@ pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd
                 _ => format!("cannot create tap {}: {e}", nic.tap),
             })?;
         let mark = owner::Mark {
-            instance: instance.clone(),
+            instance: instance.to_owned(),
             server: server.id.clone(),
             nic: index,
         };

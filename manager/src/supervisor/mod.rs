@@ -206,7 +206,8 @@ impl Supervisor {
         // The NICs' taps: kilnd's copies close when this function returns,
         // so from then on each lives exactly as long as the VMM (see
         // `crate::net`).
-        let taps = crate::net::open_taps(&self.store, server).await?;
+        let (instance, nets) = self.nic_networks(server)?;
+        let taps = crate::net::open_taps(&instance, server, &nets).await?;
         let cfg = self.vm_config(server, &taps)?;
         let root_disk = match &server.disk_image_id {
             None => None,
@@ -295,6 +296,32 @@ impl Supervisor {
     /// Records when the current boot meets the server's readiness
     /// condition: a regex on the console, or a debug-port code. Without a
     /// condition it is ready now (its VMM answers).
+    /// This kilnd's instance id (its taps' mark) and the network of each
+    /// of `server`'s NICs, for [`crate::net::open_taps`]. An error is a
+    /// fault message.
+    fn nic_networks(
+        &self,
+        server: &Server,
+    ) -> Result<(String, Vec<kiln_api::compute::Network>), String> {
+        if server.nics.is_empty() {
+            return Ok((String::new(), Vec::new()));
+        }
+        let instance = self
+            .store
+            .instance_id()
+            .map_err(|e| format!("cannot read kilnd's instance id: {e}"))?;
+        let nets = server
+            .nics
+            .iter()
+            .map(|nic| {
+                self.store
+                    .get_network(&nic.network_id)
+                    .map_err(|e| format!("NIC {}: {e}", nic.tap))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((instance, nets))
+    }
+
     fn watch_readiness(self: &Arc<Self>, server: &Server, vm: &Arc<Vm>, started: Instant) {
         let Some(cond) = server.ready_condition.clone() else {
             let _ = self
