@@ -33,8 +33,8 @@ pub enum DaemonError {
     Serve(#[source] std::io::Error),
     #[error("cannot read the TCP API token")]
     Token(#[source] std::io::Error),
-    #[error("disk backend: {0}")]
-    Disks(String),
+    #[error("disk backend")]
+    Disks(#[source] crate::disks::DiskError),
     #[error("the TCP API token file {0} is empty or shorter than 16 characters")]
     WeakToken(String),
 }

@@ -153,7 +153,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
             check_root_image(&image, flavor.disk_gb, &store_dir).await?;
             let fw = req.firmware.unwrap_or(*image_firmware);
             crate::firmware::check_host_files(&k.config.firmware, fw)
-                .map_err(|e| ServerError::Conflict(e.to_string()))?;
+                .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
             (Some(fw), Some(image.id.clone()), String::new())
         }
     };
@@ -253,7 +253,7 @@ async fn check_root_image(img: &Image, disk_gb: u64, store_dir: &Path) -> Result
     let check = img.clone();
     blocking(move || crate::disks::root_size(&check, disk_gb))
         .await?
-        .map_err(|e| ServerError::Invalid(e.to_string()))?;
+        .map_err(|e| ServerError::Invalid(crate::util::error_chain(&e)))?;
     Ok(())
 }
 

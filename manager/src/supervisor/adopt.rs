@@ -140,7 +140,10 @@ impl Supervisor {
                     tracing::warn!(what, "leftover disk that could not be removed");
                 }
             }
-            Ok(Err(e)) => tracing::error!(error = e, "cannot reconcile disks"),
+            Ok(Err(e)) => tracing::error!(
+                error = crate::util::error_chain(&e),
+                "cannot reconcile disks"
+            ),
             Err(e) => tracing::error!(error = %e, "disk reconcile task failed"),
         }
         // Directories of servers that are gone.

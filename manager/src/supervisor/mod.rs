@@ -242,10 +242,13 @@ impl Supervisor {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
                 if let Some(img) = &root_disk {
-                    backend.ensure_root_disk(&server_id, &dir, img, disk_gb)?;
+                    backend
+                        .ensure_root_disk(&server_id, &dir, img, disk_gb)
+                        .map_err(|e| crate::util::error_chain(&e))?;
                 }
                 if let Some((nvram, template)) = &nvram {
-                    crate::firmware::ensure_nvram(nvram, template)?;
+                    crate::firmware::ensure_nvram(nvram, template)
+                        .map_err(|e| crate::util::error_chain(&e))?;
                 }
                 let cfg_path = dir.join("vm.json");
                 let json = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
@@ -635,7 +638,11 @@ impl Supervisor {
         let dir = self.server_dir(id);
         let _ = std::fs::rename(dir.join("serial.log"), self.archived_console(id));
         if let Err(e) = self.disks.remove_root_disk(id, &dir) {
-            tracing::error!(server = id, error = e, "cannot remove the root disk");
+            tracing::error!(
+                server = id,
+                error = crate::util::error_chain(&e),
+                "cannot remove the root disk"
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -71,7 +71,8 @@ impl Supervisor {
                 )
             }
             (ImageKind::Disk { .. }, Some(fw)) => {
-                let code = crate::firmware::code(&self.config.firmware, fw)?;
+                let code = crate::firmware::code(&self.config.firmware, fw)
+                    .map_err(|e| crate::util::error_chain(&e))?;
                 let vars = match fw {
                     Firmware::Bios => None,
                     // In the server's directory, like its root disk (the
