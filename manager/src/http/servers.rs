@@ -71,6 +71,10 @@ pub(super) async fn action(
     Path(id): Path<String>,
     Body(action): Body<ServerAction>,
 ) -> Result<impl IntoResponse, ApiError> {
-    s.sup.action(&id, action)?;
+    // Checked against the store (blocking), then run in the background.
+    let sup = s.sup.clone();
+    tokio::task::spawn_blocking(move || sup.action(&id, action))
+        .await
+        .map_err(|e| ApiError::internal(&e))??;
     Ok(StatusCode::ACCEPTED)
 }
