@@ -62,9 +62,10 @@
 //! deleted only when every port on it is one of this kilnd's own taps
 //! (its mark, as above): another kilnd may use the same bridge for its
 //! own (unmanaged) network, an admin may have added a veth or an uplink.
-//! Otherwise nothing is deleted and the network stays ([`teardown`]):
-//! `DELETE /v1/networks/{id}` answers 409 naming each such port (and the
-//! other kilnd's instance and server when the port carries a kiln mark);
+//! Otherwise nothing is deleted and the network stays ([`teardown`]; the
+//! delete protocol is [`crate::networks`]'s): `DELETE /v1/networks/{id}`
+//! answers 409 naming each such port (and the other kilnd's instance and
+//! server when the port carries a kiln mark);
 //! an interrupted delete that kilnd finishes at start is rolled back (the
 //! network is active again) with a warning naming them. Why keep the
 //! network rather than drop it and leave the bridge: the bridge stays
