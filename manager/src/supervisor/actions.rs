@@ -55,7 +55,8 @@ impl Supervisor {
         let _ = self.store.set_task_state(id, Some(task));
         match self.spawn(&current).await {
             Ok(vm) => self.activate(id, &vm, from),
-            Err(fault) => {
+            Err(e) => {
+                let fault = crate::util::error_chain(&e);
                 tracing::warn!(server = id.as_str(), fault, "boot failed");
                 let _ = self.store.set_error(id, &fault);
             }

@@ -23,6 +23,7 @@
 
 pub mod actions;
 pub mod adopt;
+mod error;
 pub mod nic_link;
 pub mod seccomp_audit;
 pub mod sys;
@@ -44,6 +45,7 @@ use tokio::sync::watch;
 use crate::client;
 use crate::config::Config;
 use crate::store::Store;
+pub use error::SpawnError;
 use sys::ExitStatus;
 
 /// Where each VMM records how it ended (see `VmConfig::exit_file`).
@@ -194,28 +196,32 @@ impl Supervisor {
     /// Starts the server's VMM and waits until it answers on its control
     /// socket (or exits, which the watcher handles). An error is the fault
     /// message; the caller puts the server in ERROR.
-    pub async fn spawn(self: &Arc<Self>, server: &Server) -> Result<Arc<Vm>, String> {
+    pub async fn spawn(self: &Arc<Self>, server: &Server) -> Result<Arc<Vm>, SpawnError> {
         if let Some(vm) = self.vm(&server.id) {
             if !vm.has_exited() {
-                return Err(format!(
-                    "a kiln-vmm (pid {}) already runs for this server",
-                    vm.pid
-                ));
+                return Err(SpawnError::Running(vm.pid));
             }
         }
         // The NICs' taps: kilnd's copies close when this function returns,
         // so from then on each lives exactly as long as the VMM (see
         // `crate::net`).
-        let (instance, nets) = self.nic_networks(server)?;
-        let taps = crate::net::open_taps(&instance, server, &nets).await?;
-        let cfg = self.vm_config(server, &taps)?;
+        let (instance, nets) = self.nic_networks(server).map_err(SpawnError::Taps)?;
+        let taps = crate::net::open_taps(&instance, server, &nets)
+            .await
+            .map_err(SpawnError::Taps)?;
+        let cfg = self.vm_config(server, &taps).map_err(SpawnError::Config)?;
         let root_disk = match &server.disk_image_id {
             None => None,
-            Some(img) => Some(
-                self.store
-                    .get_image(img)
-                    .map_err(|e| format!("disk image {img}: {e}"))?,
-            ),
+            Some(img) => {
+                Some(
+                    self.store
+                        .get_image(img)
+                        .map_err(|source| SpawnError::DiskImage {
+                            id: img.clone(),
+                            source,
+                        })?,
+                )
+            }
         };
         let disk_gb = server.disk_gb;
         // UEFI: the server's own variable store, copied from the template
@@ -238,22 +244,19 @@ impl Supervisor {
             let dir = dir.clone();
             let sock = sock.clone();
             let binary = binary.clone();
-            tokio::task::spawn_blocking(move || -> Result<u32, String> {
+            tokio::task::spawn_blocking(move || -> Result<u32, SpawnError> {
                 std::fs::create_dir_all(&dir)
-                    .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+                    .map_err(|e| SpawnError::Dir(dir.display().to_string(), e))?;
                 if let Some(img) = &root_disk {
-                    backend
-                        .ensure_root_disk(&server_id, &dir, img, disk_gb)
-                        .map_err(|e| crate::util::error_chain(&e))?;
+                    backend.ensure_root_disk(&server_id, &dir, img, disk_gb)?;
                 }
                 if let Some((nvram, template)) = &nvram {
-                    crate::firmware::ensure_nvram(nvram, template)
-                        .map_err(|e| crate::util::error_chain(&e))?;
+                    crate::firmware::ensure_nvram(nvram, template)?;
                 }
                 let cfg_path = dir.join("vm.json");
-                let json = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
+                let json = serde_json::to_vec_pretty(&cfg).map_err(SpawnError::Json)?;
                 std::fs::write(&cfg_path, json)
-                    .map_err(|e| format!("cannot write {}: {e}", cfg_path.display()))?;
+                    .map_err(|e| SpawnError::Write(cfg_path.display().to_string(), e))?;
                 // Left behind by a VMM that was killed, or by the last boot.
                 let _ = std::fs::remove_file(&sock);
                 let _ = std::fs::remove_file(dir.join(EXIT_FILE));
@@ -262,8 +265,8 @@ impl Supervisor {
                     .create(true)
                     .append(true)
                     .open(dir.join("vmm.log"))
-                    .map_err(|e| format!("cannot open vmm.log: {e}"))?;
-                let log2 = log.try_clone().map_err(|e| e.to_string())?;
+                    .map_err(SpawnError::Log)?;
+                let log2 = log.try_clone().map_err(SpawnError::Log)?;
                 let mut cmd = Command::new(&binary);
                 cmd.arg("--config")
                     .arg(&cfg_path)
@@ -277,21 +280,21 @@ impl Supervisor {
                 );
                 let child = cmd
                     .spawn()
-                    .map_err(|e| format!("cannot start kiln-vmm {}: {e}", binary.display()))?;
+                    .map_err(|e| SpawnError::Start(binary.display().to_string(), e))?;
                 // The child is reaped through its pidfd, not the handle.
                 Ok(child.id())
             })
             .await
-            .map_err(|e| format!("spawn task failed: {e}"))??
+            .map_err(SpawnError::Join)??
         };
-        let pidfd = sys::pidfd_open(child).map_err(|e| format!("pidfd_open({child}): {e}"))?;
-        self.store
-            .set_pid(&server.id, Some(child))
-            .map_err(|e| e.to_string())?;
+        let pidfd = sys::pidfd_open(child).map_err(|e| SpawnError::Pidfd(child, e))?;
+        self.store.set_pid(&server.id, Some(child))?;
         let vm = self
             .watch(&server.id, child, pidfd, true)
-            .map_err(|e| e.to_string())?;
-        self.wait_ready(&server.id, &vm).await?;
+            .map_err(SpawnError::Watch)?;
+        self.wait_ready(&server.id, &vm)
+            .await
+            .map_err(SpawnError::NotReady)?;
         self.watch_readiness(server, &vm, started);
         Ok(vm)
     }
@@ -627,7 +630,7 @@ impl Supervisor {
         match self.spawn(&server).await {
             Ok(vm) => self.activate(id, &vm, &[ServerStatus::Reboot]),
             Err(e) => {
-                let _ = self.store.set_error(id, &e);
+                let _ = self.store.set_error(id, &crate::util::error_chain(&e));
             }
         }
     }
