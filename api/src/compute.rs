@@ -304,6 +304,60 @@ impl ServerStatus {
     }
 }
 
+/// What is being done to a server right now (Nova's task states, the
+/// strings they have on the wire and in kilnd's store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    #[serde(rename = "spawning")]
+    Spawning,
+    #[serde(rename = "powering-on")]
+    PoweringOn,
+    #[serde(rename = "powering-off")]
+    PoweringOff,
+    #[serde(rename = "rebooting")]
+    Rebooting,
+    #[serde(rename = "rebooting_hard")]
+    RebootingHard,
+    #[serde(rename = "pausing")]
+    Pausing,
+    #[serde(rename = "unpausing")]
+    Unpausing,
+    #[serde(rename = "deleting")]
+    Deleting,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Spawning,
+        TaskState::PoweringOn,
+        TaskState::PoweringOff,
+        TaskState::Rebooting,
+        TaskState::RebootingHard,
+        TaskState::Pausing,
+        TaskState::Unpausing,
+        TaskState::Deleting,
+    ];
+
+    /// The name on the wire and in the store, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Spawning => "spawning",
+            TaskState::PoweringOn => "powering-on",
+            TaskState::PoweringOff => "powering-off",
+            TaskState::Rebooting => "rebooting",
+            TaskState::RebootingHard => "rebooting_hard",
+            TaskState::Pausing => "pausing",
+            TaskState::Unpausing => "unpausing",
+            TaskState::Deleting => "deleting",
+        }
+    }
+
+    /// The state of a stored name.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
 /// Why a server is in ERROR.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
@@ -316,10 +370,10 @@ pub struct Server {
     pub id: String,
     pub name: String,
     pub status: ServerStatus,
-    /// What is being done to it right now (`spawning`, `powering-off`,
-    /// `rebooting`, `deleting`, ...), as Nova's `OS-EXT-STS:task_state`.
+    /// What is being done to it right now, as Nova's
+    /// `OS-EXT-STS:task_state`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_state: Option<String>,
+    pub task_state: Option<TaskState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
     pub flavor_id: String,

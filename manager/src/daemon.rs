@@ -14,8 +14,8 @@ use thiserror::Error;
 use tokio::net::UnixListener;
 
 use crate::config::Config;
+use crate::http::{self, AppState};
 use crate::placement::Placement;
-use crate::server::{router, AppState};
 use crate::store::{Store, StoreError};
 use crate::supervisor::Supervisor;
 
@@ -33,8 +33,8 @@ pub enum DaemonError {
     Serve(#[source] std::io::Error),
     #[error("cannot read the TCP API token")]
     Token(#[source] std::io::Error),
-    #[error("disk backend: {0}")]
-    Disks(String),
+    #[error("disk backend")]
+    Disks(#[source] crate::disks::DiskError),
     #[error("the TCP API token file {0} is empty or shorter than 16 characters")]
     WeakToken(String),
 }
@@ -47,36 +47,6 @@ fn read_token(path: Option<&Path>) -> Result<String, DaemonError> {
         return Err(DaemonError::WeakToken(path.display().to_string()));
     }
     Ok(token)
-}
-
-/// Refuses a TCP request without the right `Authorization: Bearer` token.
-async fn require_token(
-    axum::extract::State(token): axum::extract::State<Arc<String>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        return crate::server::ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            "a valid `Authorization: Bearer TOKEN` header is required on the TCP API",
-        )
-        .into_response();
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub async fn run(config: Config) -> Result<(), DaemonError> {
@@ -96,49 +66,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     let sup = Supervisor::new(store.clone(), config.clone(), disks)
         .map_err(|e| DaemonError::StateDir(state.display().to_string(), e))?;
-    for img in store.importing_images()? {
-        tracing::warn!(image = img.id, "import interrupted by a kilnd restart");
-        if let kiln_api::compute::ImageKind::Disk { path, .. } = &img.kind {
-            let _ = std::fs::remove_file(path);
-        }
-        store.fail_import(&img.id, "import interrupted: kilnd stopped before it ended")?;
-    }
-    // Files of uploads that were cut short by the stop (their images are
-    // in error or queued now).
-    for p in crate::upload::remove_partials(&state.join("images")) {
-        tracing::warn!(file = %p.display(), "removed the file of an interrupted upload");
-    }
-    // Always an allowed import directory (crate::import_path): root's only.
+    // Always an allowed import directory (crate::image_files::import_path): root's only.
     let import = state.join("import");
     if let Err(e) = std::fs::create_dir_all(&import).and_then(|()| {
         std::fs::set_permissions(&import, std::os::unix::fs::PermissionsExt::from_mode(0o700))
     }) {
         tracing::warn!(dir = %import.display(), "cannot make the import directory: {e}");
     }
-    // Every disk image in the store must be self-contained and in the
-    // store, every kernel image have its checked store copies (made now
-    // for one registered by an older kilnd); one that does not (planted,
-    // or from an older kilnd) goes to error and no server is built on it.
-    let store_dir = state.join("images");
-    let dirs = crate::import_path::ImportDirs::new(&config.state_dir, &config.images.import_dirs);
-    for img in store.list_images()? {
-        if img.status != kiln_api::compute::ImageStatus::Active {
-            continue;
-        }
-        let checked = match img.kind {
-            kiln_api::compute::ImageKind::Kernel { .. } => {
-                crate::kernels::adopt(&img, &dirs, &store_dir)
-            }
-            kiln_api::compute::ImageKind::Disk { .. } => {
-                crate::images::check_stored_image(&img, &store_dir)
-            }
-        };
-        if let Err(why) = checked {
-            tracing::warn!(image = img.id, why, "image refused at start");
-            store.fail_import(&img.id, &why)?;
-        }
-    }
+    // Images a stop cut short, and every stored image checked.
+    crate::images::reconcile(&store, &config)?;
     let listener = bind(&config)?;
+    // Networks first: interrupted deletes finished, missing bridges made.
+    crate::networks::reconcile(&store).await;
     sup.reconcile().await;
     let expirer = sup.clone();
     tokio::spawn(async move {
@@ -163,7 +102,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             }
         }
     });
-    let app = router(Arc::new(AppState {
+    let app = http::router(Arc::new(AppState {
         store,
         sup,
         placement,
@@ -175,19 +114,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             .await
             .map_err(|e| DaemonError::Socket(addr.to_string(), e))?;
         tracing::info!(%addr, "kilnd serving on TCP (bearer token required)");
-        let app = app.clone().layer(axum::middleware::from_fn_with_state(
-            Arc::new(token),
-            require_token,
-        ));
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(tcp, app).await {
-                tracing::error!(error = %e, "TCP listener failed");
-            }
-        });
+        http::spawn_tcp(tcp, app.clone(), token);
     }
     tracing::info!(socket = %config.socket.display(), "kilnd serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    http::serve_unix(listener, app, shutdown_signal())
         .await
         .map_err(DaemonError::Serve)?;
     let _ = std::fs::remove_file(&config.socket);

@@ -17,8 +17,49 @@ use std::collections::HashSet;
 use kiln_api::compute::{DiskFormat, Image, ImageKind};
 use kiln_block::{CreateOptions, OpenOptions};
 
+use thiserror::Error;
+
 use crate::config::{DiskBackendKind, DisksConfig};
-use crate::lvm::{KilnLv, Lvm};
+use crate::lvm::{KilnLv, Lvm, LvmError};
+
+/// Why a root disk could not be sized, made, found or removed.
+#[derive(Debug, Error)]
+pub enum DiskError {
+    #[error("image {0:?} is not a disk image")]
+    NotDiskImage(String),
+    #[error("cannot open disk image {name:?}")]
+    Open {
+        name: String,
+        #[source]
+        source: kiln_block::Error,
+    },
+    #[error(
+        "disk image {name:?} is {image_size} bytes, larger than the flavor's disk of {disk_gb} GiB"
+    )]
+    TooLarge {
+        name: String,
+        image_size: u64,
+        disk_gb: u64,
+    },
+    #[error("cannot make the root disk")]
+    Make(#[source] kiln_block::Error),
+    #[error("cannot make the root disk")]
+    Place(#[source] std::io::Error),
+    #[error("cannot copy image {name:?} into LVM")]
+    LvmCopy {
+        name: String,
+        #[source]
+        source: LvmError,
+    },
+    #[error("cannot make the root disk")]
+    LvmRoot(#[source] LvmError),
+    #[error(transparent)]
+    Lvm(#[from] LvmError),
+    #[error("cannot remove {0}")]
+    Remove(String, #[source] std::io::Error),
+    #[error("cannot list {0}")]
+    List(String, #[source] std::io::Error),
+}
 
 /// The name of the root disk in a server's directory.
 pub const ROOT_DISK: &str = "root.qcow2";
@@ -26,9 +67,9 @@ pub const ROOT_DISK: &str = "root.qcow2";
 const GIB: u64 = 1 << 30;
 
 /// The virtual size of a disk image, read in its recorded format.
-pub fn virtual_size(image: &Image) -> Result<u64, String> {
+pub fn virtual_size(image: &Image) -> Result<u64, DiskError> {
     let ImageKind::Disk { path, format, .. } = &image.kind else {
-        return Err(format!("image {:?} is not a disk image", image.name));
+        return Err(DiskError::NotDiskImage(image.name.clone()));
     };
     let opts = OpenOptions {
         read_only: true,
@@ -36,22 +77,26 @@ pub fn virtual_size(image: &Image) -> Result<u64, String> {
     };
     kiln_block::open_disk(Path::new(path), *format, opts)
         .map(|d| d.size())
-        .map_err(|e| format!("cannot open disk image {:?}: {e}", image.name))
+        .map_err(|source| DiskError::Open {
+            name: image.name.clone(),
+            source,
+        })
 }
 
 /// The root disk's size for a flavor's `disk_gb` (0: the image's size);
 /// refuses an image larger than the flavor's disk.
-pub fn root_size(image: &Image, disk_gb: u64) -> Result<u64, String> {
+pub fn root_size(image: &Image, disk_gb: u64) -> Result<u64, DiskError> {
     let image_size = virtual_size(image)?;
     if disk_gb == 0 {
         return Ok(image_size);
     }
     let size = disk_gb.saturating_mul(GIB);
     if image_size > size {
-        return Err(format!(
-            "disk image {:?} is {image_size} bytes, larger than the flavor's disk of {disk_gb} GiB",
-            image.name
-        ));
+        return Err(DiskError::TooLarge {
+            name: image.name.clone(),
+            image_size,
+            disk_gb,
+        });
     }
     Ok(size)
 }
@@ -86,12 +131,10 @@ pub struct Reconciled {
 }
 
 impl DiskBackend {
-    pub fn from_config(c: &DisksConfig) -> Result<DiskBackend, String> {
+    pub fn from_config(c: &DisksConfig) -> Result<DiskBackend, DiskError> {
         Ok(match c.backend {
             DiskBackendKind::Qcow2 => DiskBackend::Qcow2,
-            DiskBackendKind::Lvm => DiskBackend::Lvm(
-                Lvm::new(&c.volume_group, &c.thin_pool).map_err(|e| e.to_string())?,
-            ),
+            DiskBackendKind::Lvm => DiskBackend::Lvm(Lvm::new(&c.volume_group, &c.thin_pool)?),
         })
     }
 
@@ -111,82 +154,83 @@ impl DiskBackend {
         dir: &Path,
         image: &Image,
         disk_gb: u64,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, DiskError> {
         match self {
             DiskBackend::Qcow2 => ensure_root_disk(dir, image, disk_gb),
             DiskBackend::Lvm(l) => {
                 let size = root_size(image, disk_gb)?;
                 let ImageKind::Disk { path, format, .. } = &image.kind else {
-                    return Err(format!("image {:?} is not a disk image", image.name));
+                    return Err(DiskError::NotDiskImage(image.name.clone()));
                 };
                 let opts = OpenOptions {
                     read_only: true,
                     direct: false,
                 };
-                let src = kiln_block::open_disk(Path::new(path), *format, opts)
-                    .map_err(|e| format!("cannot open disk image {:?}: {e}", image.name))?;
+                let src =
+                    kiln_block::open_disk(Path::new(path), *format, opts).map_err(|source| {
+                        DiskError::Open {
+                            name: image.name.clone(),
+                            source,
+                        }
+                    })?;
                 let read =
                     |off: u64, buf: &mut [u8]| src.read_at(off, buf).map_err(std::io::Error::other);
                 l.ensure_image(&image.id, &read, src.size())
-                    .map_err(|e| format!("cannot copy image {:?} into LVM: {e}", image.name))?;
+                    .map_err(|source| DiskError::LvmCopy {
+                        name: image.name.clone(),
+                        source,
+                    })?;
                 l.ensure_root(server_id, &image.id, size)
-                    .map_err(|e| format!("cannot make the root disk: {e}"))
+                    .map_err(DiskError::LvmRoot)
             }
         }
     }
 
     /// Removes server `server_id`'s root disk (gone already is fine).
-    pub fn remove_root_disk(&self, server_id: &str, dir: &Path) -> Result<(), String> {
+    pub fn remove_root_disk(&self, server_id: &str, dir: &Path) -> Result<(), DiskError> {
         match self {
             DiskBackend::Qcow2 => {
                 for f in [ROOT_DISK.to_owned(), format!("{ROOT_DISK}.partial")] {
                     match std::fs::remove_file(dir.join(&f)) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(format!("cannot remove {f}: {e}"))
+                            return Err(DiskError::Remove(f, e))
                         }
                         _ => {}
                     }
                 }
                 Ok(())
             }
-            DiskBackend::Lvm(l) => l
-                .remove(&crate::lvm::root_lv(server_id))
-                .map_err(|e| e.to_string()),
+            DiskBackend::Lvm(l) => Ok(l.remove(&crate::lvm::root_lv(server_id))?),
         }
     }
 
     /// Removes a deleted image's copy (lvm); qcow2 keeps none.
-    pub fn remove_image(&self, image_id: &str) -> Result<(), String> {
+    pub fn remove_image(&self, image_id: &str) -> Result<(), DiskError> {
         match self {
             DiskBackend::Qcow2 => Ok(()),
-            DiskBackend::Lvm(l) => l
-                .remove(&crate::lvm::image_lv(image_id))
-                .map_err(|e| e.to_string()),
+            DiskBackend::Lvm(l) => Ok(l.remove(&crate::lvm::image_lv(image_id))?),
         }
     }
 
     /// The disk capacity placement hands out, in GiB, when the backend has
     /// its own (the thin pool's data size); `None`: the file system of the
     /// state directory.
-    pub fn capacity_gb(&self) -> Result<Option<u64>, String> {
+    pub fn capacity_gb(&self) -> Result<Option<u64>, DiskError> {
         match self {
             DiskBackend::Qcow2 => Ok(None),
-            DiskBackend::Lvm(l) => l
-                .capacity_bytes()
-                .map(|b| Some(b / GIB))
-                .map_err(|e| e.to_string()),
+            DiskBackend::Lvm(l) => Ok(Some(l.capacity_bytes()? / GIB)),
         }
     }
 
     /// Everything this backend holds.
-    pub fn held(&self, servers_dir: &Path) -> Result<Vec<Held>, String> {
+    pub fn held(&self, servers_dir: &Path) -> Result<Vec<Held>, DiskError> {
         match self {
             DiskBackend::Qcow2 => {
                 let mut out = Vec::new();
                 let rd = match std::fs::read_dir(servers_dir) {
                     Ok(rd) => rd,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-                    Err(e) => return Err(format!("cannot list {}: {e}", servers_dir.display())),
+                    Err(e) => return Err(DiskError::List(servers_dir.display().to_string(), e)),
                 };
                 for e in rd.flatten() {
                     let id = e.file_name().to_string_lossy().into_owned();
@@ -200,8 +244,7 @@ impl DiskBackend {
                 Ok(out)
             }
             DiskBackend::Lvm(l) => Ok(l
-                .kiln_lvs()
-                .map_err(|e| e.to_string())?
+                .kiln_lvs()?
                 .iter()
                 .filter_map(|lv| {
                     Some(match crate::lvm::parse_lv_name(&lv.lv_name)? {
@@ -214,13 +257,13 @@ impl DiskBackend {
         }
     }
 
-    fn remove_held(&self, servers_dir: &Path, h: &Held) -> Result<(), String> {
+    fn remove_held(&self, servers_dir: &Path, h: &Held) -> Result<(), DiskError> {
         match (self, h) {
             (_, Held::Root(id)) => self.remove_root_disk(id, &servers_dir.join(id)),
             (_, Held::Image(id)) => self.remove_image(id),
             (DiskBackend::Qcow2, Held::Partial(rel)) => std::fs::remove_file(servers_dir.join(rel))
-                .map_err(|e| format!("cannot remove {rel}: {e}")),
-            (DiskBackend::Lvm(l), Held::Partial(name)) => l.remove(name).map_err(|e| e.to_string()),
+                .map_err(|e| DiskError::Remove(rel.clone(), e)),
+            (DiskBackend::Lvm(l), Held::Partial(name)) => Ok(l.remove(name)?),
         }
     }
 
@@ -232,7 +275,7 @@ impl DiskBackend {
         servers_dir: &Path,
         servers: &HashSet<String>,
         images: &HashSet<String>,
-    ) -> Result<Reconciled, String> {
+    ) -> Result<Reconciled, DiskError> {
         let mut r = Reconciled::default();
         for h in self.held(servers_dir)? {
             let (stale, name) = match &h {
@@ -245,7 +288,9 @@ impl DiskBackend {
             }
             match self.remove_held(servers_dir, &h) {
                 Ok(()) => r.removed.push(name),
-                Err(e) => r.leftovers.push(format!("{name}: {e}")),
+                Err(e) => r
+                    .leftovers
+                    .push(format!("{name}: {}", crate::util::error_chain(&e))),
             }
         }
         Ok(r)
@@ -254,7 +299,7 @@ impl DiskBackend {
 
 /// Makes the root disk in `dir` unless it is there already; answers its
 /// path.
-pub fn ensure_root_disk(dir: &Path, image: &Image, disk_gb: u64) -> Result<PathBuf, String> {
+pub fn ensure_root_disk(dir: &Path, image: &Image, disk_gb: u64) -> Result<PathBuf, DiskError> {
     let path = dir.join(ROOT_DISK);
     if path.exists() {
         return Ok(path);
@@ -263,7 +308,7 @@ pub fn ensure_root_disk(dir: &Path, image: &Image, disk_gb: u64) -> Result<PathB
         path: base, format, ..
     } = &image.kind
     else {
-        return Err(format!("image {:?} is not a disk image", image.name));
+        return Err(DiskError::NotDiskImage(image.name.clone()));
     };
     let size = root_size(image, disk_gb)?;
     let partial = dir.join(format!("{ROOT_DISK}.partial"));
@@ -272,10 +317,9 @@ pub fn ensure_root_disk(dir: &Path, image: &Image, disk_gb: u64) -> Result<PathB
         backing: Some((PathBuf::from(base), *format)),
         ..CreateOptions::default()
     };
-    kiln_block::create_qcow2(&partial, size, opts)
-        .map_err(|e| format!("cannot make the root disk: {e}"))?;
+    kiln_block::create_qcow2(&partial, size, opts).map_err(DiskError::Make)?;
     // Appears whole or not at all (a crash leaves only the .partial).
-    std::fs::rename(&partial, &path).map_err(|e| format!("cannot make the root disk: {e}"))?;
+    std::fs::rename(&partial, &path).map_err(DiskError::Place)?;
     Ok(path)
 }
 
@@ -384,10 +428,12 @@ mod tests {
         let f = std::fs::File::create(&base).unwrap();
         f.set_len(3 << 30).unwrap();
         let img = disk_image(&base, DiskFormat::Raw);
-        let e = root_size(&img, 2).unwrap_err();
+        let e = root_size(&img, 2).unwrap_err().to_string();
         assert!(e.contains("larger than the flavor's disk of 2 GiB"), "{e}");
         // A raw file claimed to be qcow2 does not open.
-        let e = virtual_size(&disk_image(&base, DiskFormat::Qcow2)).unwrap_err();
+        let e = virtual_size(&disk_image(&base, DiskFormat::Qcow2))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot open"), "{e}");
     }
 }

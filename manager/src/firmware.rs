@@ -14,30 +14,58 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kiln_api::compute::Firmware;
+use thiserror::Error;
 
 use crate::config::FirmwareConfig;
+
+/// A firmware file kilnd cannot use, named with its config key.
+#[derive(Debug, Error)]
+pub enum FirmwareError {
+    #[error("the firmware file {path} (kilnd config firmware.{key}) is not a regular file")]
+    NotRegular { path: String, key: &'static str },
+    #[error(
+        "the firmware file {path} (kilnd config firmware.{key}) is missing on this host; \
+         install Debian's {package} package or set firmware.{key}"
+    )]
+    Missing {
+        path: String,
+        key: &'static str,
+        package: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make the UEFI variable store {nvram} from {template}")]
+    Nvram {
+        nvram: String,
+        template: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// The NVRAM file in a UEFI server's directory.
 pub const NVRAM: &str = "nvram.fd";
 
 /// Checks that `path` (config key `key`) is a regular file.
-fn check_file(key: &str, path: &Path, package: &str) -> Result<(), String> {
+fn check_file(key: &'static str, path: &Path, package: &'static str) -> Result<(), FirmwareError> {
+    let path_s = || path.display().to_string();
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err(format!(
-            "the firmware file {} (kilnd config firmware.{key}) is not a regular file",
-            path.display()
-        )),
-        Err(e) => Err(format!(
-            "the firmware file {} (kilnd config firmware.{key}) is missing on this host ({e}); \
-             install Debian's {package} package or set firmware.{key}",
-            path.display()
-        )),
+        Ok(_) => Err(FirmwareError::NotRegular {
+            path: path_s(),
+            key,
+        }),
+        Err(source) => Err(FirmwareError::Missing {
+            path: path_s(),
+            key,
+            package,
+            source,
+        }),
     }
 }
 
 /// The firmware image for `fw`, checked to exist.
-pub fn code(config: &FirmwareConfig, fw: Firmware) -> Result<PathBuf, String> {
+pub fn code(config: &FirmwareConfig, fw: Firmware) -> Result<PathBuf, FirmwareError> {
     let (key, path, package) = match fw {
         Firmware::Bios => ("bios", &config.bios, "seabios"),
         Firmware::Uefi => ("uefi_code", &config.uefi_code, "ovmf"),
@@ -48,7 +76,7 @@ pub fn code(config: &FirmwareConfig, fw: Firmware) -> Result<PathBuf, String> {
 
 /// Checks every host file a new server with `fw` needs: the firmware
 /// image, and for UEFI the variable store template.
-pub fn check_host_files(config: &FirmwareConfig, fw: Firmware) -> Result<(), String> {
+pub fn check_host_files(config: &FirmwareConfig, fw: Firmware) -> Result<(), FirmwareError> {
     code(config, fw)?;
     if fw == Firmware::Uefi {
         check_file("uefi_vars_template", &config.uefi_vars_template, "ovmf")?;
@@ -58,7 +86,7 @@ pub fn check_host_files(config: &FirmwareConfig, fw: Firmware) -> Result<(), Str
 
 /// Makes `nvram` a copy of `template` unless it exists already (then it
 /// is kept as it is). Atomic: copied to `NAME.partial`, synced, renamed.
-pub fn ensure_nvram(nvram: &Path, template: &Path) -> Result<(), String> {
+pub fn ensure_nvram(nvram: &Path, template: &Path) -> Result<(), FirmwareError> {
     if nvram.exists() {
         return Ok(());
     }
@@ -66,12 +94,10 @@ pub fn ensure_nvram(nvram: &Path, template: &Path) -> Result<(), String> {
     let mut partial = nvram.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    let fail = |e: std::io::Error| {
-        format!(
-            "cannot make the UEFI variable store {} from {}: {e}",
-            nvram.display(),
-            template.display()
-        )
+    let fail = |source: std::io::Error| FirmwareError::Nvram {
+        nvram: nvram.display().to_string(),
+        template: template.display().to_string(),
+        source,
     };
     // Left by a crash in the middle of an earlier copy.
     let _ = std::fs::remove_file(&partial);
@@ -105,16 +131,22 @@ mod tests {
     fn missing_files_are_named_with_their_config_key() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path());
-        let e = check_host_files(&c, Firmware::Bios).unwrap_err();
+        let e = check_host_files(&c, Firmware::Bios)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bios.bin") && e.contains("firmware.bios"), "{e}");
         assert!(e.contains("seabios"), "{e}");
         std::fs::write(&c.bios, b"bios").unwrap();
         std::fs::write(&c.uefi_code, b"code").unwrap();
         assert_eq!(code(&c, Firmware::Bios).unwrap(), c.bios);
-        let e = check_host_files(&c, Firmware::Uefi).unwrap_err();
+        let e = check_host_files(&c, Firmware::Uefi)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("firmware.uefi_vars_template"), "{e}");
         std::fs::create_dir(&c.uefi_vars_template).unwrap();
-        let e = check_host_files(&c, Firmware::Uefi).unwrap_err();
+        let e = check_host_files(&c, Firmware::Uefi)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a regular file"), "{e}");
     }
 
@@ -136,7 +168,7 @@ mod tests {
         assert_eq!(std::fs::read(&nvram).unwrap(), [1; 8192]);
         // No template and no NVRAM: a clear error, nothing left behind.
         std::fs::remove_file(&nvram).unwrap();
-        let e = ensure_nvram(&nvram, &template).unwrap_err();
+        let e = ensure_nvram(&nvram, &template).unwrap_err().to_string();
         assert!(e.contains("uefi_vars_template"), "{e}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

@@ -1,40 +1,42 @@
 //! `kiln-manager`: `kilnd`, the compute service, and the `kiln` CLI.
 //!
-//! - [`config`]: the TOML configuration and its embedded defaults.
-//! - [`store`]: SQLite state (flavors, images, servers) with migrations.
-//! - [`placement`]: capacity with overcommit, checked atomically on create.
-//! - [`images`]: registering kernel images and importing disk images.
-//! - [`disks`]: ephemeral root disks, qcow2 overlays on disk images.
-//! - [`net`]: networks (bridges) and servers' NICs (taps) on them.
-//! - [`nics`]: `/v1/servers/{id}/nics`: a server's NICs and their links.
-//! - [`firmware`]: firmware boot from a disk image: host firmware files and
-//!   each UEFI server's own NVRAM.
+//! kilnd is built in layers; arrows point down only (`tests/layers.rs`
+//! checks it):
+//!
+//! - [`http`]: the REST API (axum): router, state, the one map from domain
+//!   errors to status codes, and one small file of handlers per resource.
+//! - The domain, which holds the rules and the multi-step protocols, used
+//!   by the handlers and by start-up reconcile alike: [`servers`] (create
+//!   rules), [`networks`] (create, the delete protocol, reconcile, a
+//!   server's NICs), [`images`] (register, import, upload, delete),
+//!   [`flavors`].
 //! - [`supervisor`]: one `kiln-vmm` per server, watched through a pidfd.
-//! - [`qos`]: flavor QoS, Nova's `quota:*` extra specs as kiln-vmm's disk
-//!   and NIC token buckets.
-//! - [`server`]: the REST API (axum) on the unix socket.
-//! - [`attach`]: the interactive console, an HTTP upgrade to the VMM's
-//!   console socket.
-//! - [`client`]: `kiln_api::client` re-exported (the one blocking HTTP/1.1
-//!   client, which the supervisor uses to talk to each VMM).
+//! - [`store`]: SQLite state (flavors, images, servers, networks), SQL only.
+//! - [`net`]: Linux plumbing for networks (bridges, taps, netlink).
+//! - Below them: [`config`], [`placement`] (capacity with overcommit,
+//!   checked atomically on create), [`image_files`] (the image store's
+//!   files, host import paths, kernels' copies), [`disks`] and [`lvm`]
+//!   (root disks), [`firmware`], [`qos`] (Nova's `quota:*` extra specs as
+//!   kiln-vmm's token buckets), [`client`] (`kiln_api::client` re-exported: the one blocking
+//!   HTTP/1.1 client; the supervisor talks to each VMM with it),
+//!   [`util`].
 //! - [`daemon`]: wiring it all together for the `kilnd` binary.
 
-pub mod attach;
 pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod disks;
 pub mod firmware;
+pub mod flavors;
+pub mod http;
+pub mod image_files;
 pub mod images;
-pub mod import_path;
-pub mod kernels;
 pub mod lvm;
 pub mod net;
-pub mod nics;
+pub mod networks;
 pub mod placement;
 pub mod qos;
-pub mod server;
+pub mod servers;
 pub mod store;
 pub mod supervisor;
-pub mod upload;
 pub mod util;

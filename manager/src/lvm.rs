@@ -31,27 +31,32 @@ pub enum LvmError {
     Invalid(String),
     #[error("cannot copy the image onto {0}")]
     Copy(String, #[source] std::io::Error),
+    #[error("{0:?} is not an LVM name (A-Z a-z 0-9 + _ . -, not starting with '-', at most 127)")]
+    BadName(String),
+    #[error("cannot read /proc/misc")]
+    ProcMisc(#[source] std::io::Error),
+    #[error("no device-mapper in this kernel: /proc/misc has no device-mapper")]
+    NoDeviceMapper,
 }
 
 /// Whether this kernel has device-mapper: `/proc/misc` lists it when the
 /// driver is loaded (the `/dev/mapper/control` node alone proves nothing).
 /// The error says why not.
-pub fn device_mapper_available() -> Result<(), String> {
-    let misc = std::fs::read_to_string("/proc/misc")
-        .map_err(|e| format!("cannot read /proc/misc: {e}"))?;
+pub fn device_mapper_available() -> Result<(), LvmError> {
+    let misc = std::fs::read_to_string("/proc/misc").map_err(LvmError::ProcMisc)?;
     if misc
         .lines()
         .any(|l| l.split_whitespace().nth(1) == Some("device-mapper"))
     {
         Ok(())
     } else {
-        Err("no device-mapper in this kernel: /proc/misc has no device-mapper".into())
+        Err(LvmError::NoDeviceMapper)
     }
 }
 
 /// LVM's rule for VG and LV names: `[A-Za-z0-9+_.-]`, not starting with
 /// `-`, not `.` or `..`, at most 127 bytes.
-pub fn check_lvm_name(n: &str) -> Result<(), String> {
+pub fn check_lvm_name(n: &str) -> Result<(), LvmError> {
     let ok = !n.is_empty()
         && n.len() <= 127
         && !n.starts_with('-')
@@ -62,9 +67,7 @@ pub fn check_lvm_name(n: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{n:?} is not an LVM name (A-Z a-z 0-9 + _ . -, not starting with '-', at most 127)"
-        ))
+        Err(LvmError::BadName(n.to_owned()))
     }
 }
 
@@ -150,8 +153,8 @@ pub struct Lvm {
 
 impl Lvm {
     pub fn new(vg: &str, pool: &str) -> Result<Lvm, LvmError> {
-        check_lvm_name(vg).map_err(LvmError::Invalid)?;
-        check_lvm_name(pool).map_err(LvmError::Invalid)?;
+        check_lvm_name(vg)?;
+        check_lvm_name(pool)?;
         Ok(Lvm {
             vg: vg.into(),
             pool: pool.into(),

@@ -6,6 +6,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// An error and every cause under it, `: `-separated: how an error
+/// becomes a message a client or a server's fault shows.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out = format!("{out}: {s}");
+        source = s.source();
+    }
+    out
+}
+
 /// Now as RFC 3339 UTC with seconds (`2026-11-26T23:46:47Z`).
 pub fn now_rfc3339() -> String {
     rfc3339(now_secs())

@@ -62,9 +62,10 @@
 //! deleted only when every port on it is one of this kilnd's own taps
 //! (its mark, as above): another kilnd may use the same bridge for its
 //! own (unmanaged) network, an admin may have added a veth or an uplink.
-//! Otherwise nothing is deleted and the network stays ([`teardown`]):
-//! `DELETE /v1/networks/{id}` answers 409 naming each such port (and the
-//! other kilnd's instance and server when the port carries a kiln mark);
+//! Otherwise nothing is deleted and the network stays ([`teardown`]; the
+//! delete protocol is [`crate::networks`]'s): `DELETE /v1/networks/{id}`
+//! answers 409 naming each such port (and the other kilnd's instance and
+//! server when the port carries a kiln mark);
 //! an interrupted delete that kilnd finishes at start is rolled back (the
 //! network is active again) with a warning naming them. Why keep the
 //! network rather than drop it and leave the bridge: the bridge stays
@@ -81,7 +82,6 @@
 //! attributes, and is what youki and others use. `neli` is lower level
 //! (hand-built attribute lists) and synchronous.
 
-pub mod api;
 pub mod link;
 pub mod owner;
 pub mod tap;
@@ -89,10 +89,8 @@ pub mod teardown;
 
 use std::os::fd::OwnedFd;
 
-use kiln_api::compute::Server;
+use kiln_api::compute::{Network, Server};
 use sha2::{Digest, Sha256};
-
-use crate::store::Store;
 
 /// Most NICs one server can have (the index is one hex digit of the tap
 /// name).
@@ -191,19 +189,17 @@ pub fn nic_queues(vcpus: u32) -> usize {
 pub const MAX_NIC_QUEUES: usize = 8;
 
 /// Makes the taps of a server about to start, each marked as this
-/// kilnd's ([`owner`]), on its network's bridge with [`nic_queues`]
-/// queues, and answers their queues' fds in NIC order. An error is a fault
-/// message.
-pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd>>, String> {
+/// kilnd's (`instance`, [`owner`]), on its network's bridge (`nets`: the
+/// network of each NIC, in order) with [`nic_queues`] queues, and answers
+/// their queues' fds in NIC order. An error is a fault message.
+pub async fn open_taps(
+    instance: &str,
+    server: &Server,
+    nets: &[Network],
+) -> Result<Vec<Vec<OwnedFd>>, String> {
     let queues = nic_queues(server.vcpus);
-    let instance = store
-        .instance_id()
-        .map_err(|e| format!("cannot read kilnd's instance id: {e}"))?;
     let mut fds = Vec::new();
-    for (index, nic) in server.nics.iter().enumerate() {
-        let net = store
-            .get_network(&nic.network_id)
-            .map_err(|e| format!("NIC {}: {e}", nic.tap))?;
+    for (index, (nic, net)) in server.nics.iter().zip(nets).enumerate() {
         let bridge = match link::get(&net.bridge).await.map_err(|e| e.to_string())? {
             Some(b) if b.kind == "bridge" => b,
             Some(_) => {
@@ -231,7 +227,7 @@ pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd
         };
         // A leftover of the same name is deleted only if this kilnd marked
         // it; anything else of that name is left alone and is the fault.
-        owner::clear_name(&instance, &nic.tap)
+        owner::clear_name(instance, &nic.tap)
             .await
             .map_err(|e| format!("NIC {index}: {e}"))?;
         let name = nic.tap.clone();
@@ -247,7 +243,7 @@ pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd
                 _ => format!("cannot create tap {}: {e}", nic.tap),
             })?;
         let mark = owner::Mark {
-            instance: instance.clone(),
+            instance: instance.to_owned(),
             server: server.id.clone(),
             nic: index,
         };
@@ -257,78 +253,6 @@ pub async fn open_taps(store: &Store, server: &Server) -> Result<Vec<Vec<OwnedFd
         fds.push(fd);
     }
     Ok(fds)
-}
-
-/// At start: finishes network deletes a crash interrupted and recreates
-/// missing bridges of managed networks.
-pub async fn reconcile(store: &Store) {
-    let Ok(nets) = store.all_networks() else {
-        return;
-    };
-    for (net, deleting) in nets {
-        if deleting {
-            tracing::info!(network = net.name, "finishing an interrupted delete");
-            if net.managed {
-                match finish_bridge_delete(store, &net.name, &net.bridge).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // Rolled back: the network is active again and
-                        // still names its bridge; nothing to retry.
-                        if let Err(e) = store.cancel_delete_network(&net.id) {
-                            tracing::warn!(network = net.name, error = %e, "cannot keep network");
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        // Tried again at the next start.
-                        tracing::warn!(bridge = net.bridge, error = %e, "cannot delete bridge");
-                        continue;
-                    }
-                }
-            }
-            let _ = store.finish_delete_network(&net.id);
-            continue;
-        }
-        match link::get(&net.bridge).await {
-            Ok(Some(_)) => {}
-            Ok(None) if net.managed => {
-                tracing::info!(bridge = net.bridge, "recreating the bridge of a network");
-                if let Err(e) = link::create_bridge(&net.bridge, net.mtu).await {
-                    tracing::warn!(bridge = net.bridge, error = %e, "cannot create bridge");
-                }
-            }
-            Ok(None) => {
-                tracing::warn!(
-                    bridge = net.bridge,
-                    network = net.name,
-                    "the bridge of an unmanaged network is missing"
-                )
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot look up bridge"),
-        }
-    }
-}
-
-/// The bridge step of an interrupted network delete: Ok(true) when the
-/// bridge is gone, Ok(false) when ports kilnd did not make keep it (logged
-/// with them: there is no client to answer).
-async fn finish_bridge_delete(store: &Store, network: &str, bridge: &str) -> Result<bool, String> {
-    let instance = store.instance_id().map_err(|e| e.to_string())?;
-    match teardown::delete_bridge(&instance, bridge)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        teardown::Teardown::Kept(ports) => {
-            tracing::warn!(
-                network,
-                bridge,
-                "not finishing an interrupted network delete, the network is kept: {}",
-                teardown::kept_message(network, bridge, &ports)
-            );
-            Ok(false)
-        }
-        _ => Ok(true),
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! checks placement and inserts the row in one `BEGIN IMMEDIATE` transaction.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kiln_api::compute::{
     DiskFormat, Firmware, Flavor, FlavorCreate, Image, ImageKind, ImageStatus, ImportProgress,
@@ -122,6 +122,22 @@ pub struct Store {
 }
 
 impl Store {
+    /// Runs `f` on the store off the async executor, on tokio's blocking
+    /// pool: SQLite calls block (the connection's lock, the disk), so async
+    /// code (handlers, the domain) reaches the store through this. A panic
+    /// in `f` is the caller's panic.
+    pub async fn call<T, F>(self: &Arc<Self>, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> T + Send + 'static,
+    {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use kiln_api::compute::{
-    Fault, Firmware, Flavor, ReadyCondition, Server, ServerList, ServerStatus, VirtioModel,
+    Fault, Firmware, Flavor, ReadyCondition, Server, ServerList, ServerStatus, TaskState,
+    VirtioModel,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -192,14 +193,19 @@ impl Store {
         &self,
         id: &str,
         status: ServerStatus,
-        task_state: Option<&str>,
+        task_state: Option<TaskState>,
     ) -> Result<bool, StoreError> {
         let n = self.conn().execute(
             "UPDATE servers SET status = ?2, task_state = ?3, updated_at = ?4,
                  fault = CASE WHEN ?2 = 'ERROR' THEN fault ELSE NULL END,
                  fault_at = CASE WHEN ?2 = 'ERROR' THEN fault_at ELSE NULL END
              WHERE id = ?1 AND status != 'DELETED'",
-            params![id, status.as_str(), task_state, now_rfc3339()],
+            params![
+                id,
+                status.as_str(),
+                task_state.map(TaskState::as_str),
+                now_rfc3339()
+            ],
         )?;
         Ok(n > 0)
     }
@@ -210,21 +216,25 @@ impl Store {
         id: &str,
         from: &[ServerStatus],
         to: ServerStatus,
-        task_state: Option<&str>,
+        task_state: Option<TaskState>,
     ) -> Result<bool, StoreError> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let n = self.conn().execute(
             "UPDATE servers SET status = ?2, task_state = ?3, updated_at = ?4, fault = NULL, fault_at = NULL
              WHERE id = ?1 AND status IN (SELECT value FROM json_each(?5))",
-            params![id, to.as_str(), task_state, now_rfc3339(), serde_json::to_string(&from).unwrap_or_default()],
+            params![id, to.as_str(), task_state.map(TaskState::as_str), now_rfc3339(), serde_json::to_string(&from).unwrap_or_default()],
         )?;
         Ok(n > 0)
     }
 
-    pub fn set_task_state(&self, id: &str, task_state: Option<&str>) -> Result<(), StoreError> {
+    pub fn set_task_state(
+        &self,
+        id: &str,
+        task_state: Option<TaskState>,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE servers SET task_state = ?2, updated_at = ?3 WHERE id = ?1 AND status != 'DELETED'",
-            params![id, task_state, now_rfc3339()],
+            params![id, task_state.map(TaskState::as_str), now_rfc3339()],
         )?;
         Ok(())
     }
@@ -264,9 +274,10 @@ impl Store {
         let conn = self.conn();
         let mut st = conn.prepare(
             "SELECT id FROM servers WHERE status != 'DELETED' AND expires_at IS NOT NULL
-               AND expires_at <= ?1 AND COALESCE(task_state, '') != 'deleting'",
+               AND expires_at <= ?1 AND COALESCE(task_state, '') != ?2",
         )?;
-        let ids = st.query_map([i64::try_from(now).unwrap_or(i64::MAX)], |r| r.get(0))?;
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let ids = st.query_map(params![now, TaskState::Deleting.as_str()], |r| r.get(0))?;
         Ok(ids.collect::<Result<_, _>>()?)
     }
 
@@ -332,7 +343,10 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         id: r.get(0)?,
         name: r.get(1)?,
         status,
-        task_state: r.get(3)?,
+        task_state: r
+            .get::<_, Option<String>>(3)?
+            .as_deref()
+            .and_then(TaskState::parse),
         fault: fault.map(|message| Fault {
             message,
             created: fault_at.unwrap_or_default(),
@@ -483,8 +497,8 @@ pub(crate) mod tests {
         );
         s.set_status(&a.id, ServerStatus::Active, None).unwrap();
         assert_eq!(list(&s)[0].status, ServerStatus::Active);
-        s.set_task_state(&a.id, Some("rebooting")).unwrap();
-        assert_eq!(list(&s)[0].task_state.as_deref(), Some("rebooting"));
+        s.set_task_state(&a.id, Some(TaskState::Rebooting)).unwrap();
+        assert_eq!(list(&s)[0].task_state, Some(TaskState::Rebooting));
         s.set_error(&a.id, "boom").unwrap();
         assert_eq!(list(&s)[0].fault.as_ref().unwrap().message, "boom");
         s.create_server(&p, new_server(&s, "b")).unwrap();

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_api::compute::{RebootType, Server, ServerAction, ServerStatus};
+use kiln_api::compute::{RebootType, Server, ServerAction, ServerStatus, TaskState};
 use kiln_api::control::Request;
 use thiserror::Error;
 use tokio::sync::OwnedMutexGuard;
@@ -32,25 +32,32 @@ impl Supervisor {
         let this = self.clone();
         tokio::spawn(async move {
             let _g = this.lock_of(&server.id).lock_owned().await;
-            this.boot(&server, &[ServerStatus::Build], "spawning").await;
+            this.boot(&server, &[ServerStatus::Build], TaskState::Spawning)
+                .await;
         });
     }
 
     /// Starts the VMM and moves the server to ACTIVE, or ERROR with the
     /// reason.
-    pub(crate) async fn boot(self: &Arc<Self>, server: &Server, from: &[ServerStatus], task: &str) {
+    pub(crate) async fn boot(
+        self: &Arc<Self>,
+        server: &Server,
+        from: &[ServerStatus],
+        task: TaskState,
+    ) {
         let id = &server.id;
         // A delete may have come first.
         let Ok(current) = self.store.get_server(id) else {
             return;
         };
-        if current.task_state.as_deref() == Some("deleting") {
+        if current.task_state == Some(TaskState::Deleting) {
             return;
         }
         let _ = self.store.set_task_state(id, Some(task));
         match self.spawn(&current).await {
             Ok(vm) => self.activate(id, &vm, from),
-            Err(fault) => {
+            Err(e) => {
+                let fault = crate::util::error_chain(&e);
                 tracing::warn!(server = id.as_str(), fault, "boot failed");
                 let _ = self.store.set_error(id, &fault);
             }
@@ -63,7 +70,7 @@ impl Supervisor {
         let guard = self.try_lock(&server).map_err(ActionError::Conflict)?;
         // Re-read under the lock.
         let server = self.store.get_server(id)?;
-        if server.task_state.as_deref() == Some("deleting") {
+        if server.task_state == Some(TaskState::Deleting) {
             return Err(ActionError::Conflict(format!(
                 "server {} is being deleted",
                 server.name
@@ -100,7 +107,7 @@ impl Supervisor {
         if action == ServerAction::Start {
             // Before the 202, so a client polling right after it never
             // sees the old SHUTOFF with no task as the outcome.
-            self.store.set_task_state(id, Some("powering-on"))?;
+            self.store.set_task_state(id, Some(TaskState::PoweringOn))?;
         }
         let this = self.clone();
         let id = id.to_owned();
@@ -122,12 +129,12 @@ impl Supervisor {
                 self.boot(
                     &server,
                     &[ServerStatus::Shutoff, ServerStatus::Error],
-                    "powering-on",
+                    TaskState::PoweringOn,
                 )
                 .await
             }
             ServerAction::Stop => {
-                let _ = store.set_task_state(id, Some("powering-off"));
+                let _ = store.set_task_state(id, Some(TaskState::PoweringOff));
                 match vm {
                     Some(vm) => {
                         vm.set_intent(Intent::Stop);
@@ -141,8 +148,8 @@ impl Supervisor {
             }
             ServerAction::Reboot { kind } => {
                 let task = match kind {
-                    RebootType::Soft => "rebooting",
-                    RebootType::Hard => "rebooting_hard",
+                    RebootType::Soft => TaskState::Rebooting,
+                    RebootType::Hard => TaskState::RebootingHard,
                 };
                 let _ = store.set_status(id, ServerStatus::Reboot, Some(task));
                 if let Some(vm) = vm {
@@ -157,14 +164,14 @@ impl Supervisor {
                         Request::Pause,
                         ServerStatus::Active,
                         ServerStatus::Paused,
-                        "pausing",
+                        TaskState::Pausing,
                     )
                 } else {
                     (
                         Request::Resume,
                         ServerStatus::Paused,
                         ServerStatus::Active,
-                        "unpausing",
+                        TaskState::Unpausing,
                     )
                 };
                 let _ = store.set_task_state(id, Some(task));
@@ -186,7 +193,7 @@ impl Supervisor {
                     }
                     Err(e) => {
                         let _ = store.set_task_state(id, None);
-                        tracing::warn!(server = id, error = e, "{task} failed");
+                        tracing::warn!(server = id, error = e, "{} failed", task.as_str());
                     }
                 }
             }
@@ -213,7 +220,7 @@ impl Supervisor {
     /// archive) and its allocation. Waits until done.
     pub async fn delete(self: &Arc<Self>, id: &str) -> Result<(), ActionError> {
         self.store.get_server(id)?;
-        self.store.set_task_state(id, Some("deleting"))?;
+        self.store.set_task_state(id, Some(TaskState::Deleting))?;
         if let Some(vm) = self.vm(id) {
             vm.set_intent(Intent::Delete);
             self.kill(id, &vm).await;

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_api::compute::ServerStatus;
+use kiln_api::compute::{ServerStatus, TaskState};
 use kiln_api::control::VmState;
 
 use super::{sys, Supervisor};
@@ -41,7 +41,6 @@ impl Supervisor {
             }
         };
         let known: HashSet<String> = servers.iter().map(|s| s.id.clone()).collect();
-        crate::net::reconcile(&self.store).await;
         let bridges: HashSet<String> = self
             .store
             .all_networks()
@@ -81,7 +80,7 @@ impl Supervisor {
                 self.pin_files(&s);
                 self.readopt(&s, pid).await;
             }
-            if s.task_state.as_deref() == Some("deleting") {
+            if s.task_state == Some(TaskState::Deleting) {
                 let this = self.clone();
                 let id = id.to_owned();
                 tokio::spawn(async move { this.delete(&id).await });
@@ -101,7 +100,7 @@ impl Supervisor {
                     let from = s.status;
                     tokio::spawn(async move {
                         let _g = this.lock_of(&s.id).lock_owned().await;
-                        this.boot(&s, &[from], "spawning").await;
+                        this.boot(&s, &[from], TaskState::Spawning).await;
                     });
                 }
                 ServerStatus::Active | ServerStatus::Paused => {
@@ -141,7 +140,10 @@ impl Supervisor {
                     tracing::warn!(what, "leftover disk that could not be removed");
                 }
             }
-            Ok(Err(e)) => tracing::error!(error = e, "cannot reconcile disks"),
+            Ok(Err(e)) => tracing::error!(
+                error = crate::util::error_chain(&e),
+                "cannot reconcile disks"
+            ),
             Err(e) => tracing::error!(error = %e, "disk reconcile task failed"),
         }
         // Directories of servers that are gone.
@@ -179,7 +181,7 @@ impl Supervisor {
         let before = cfg.clone();
         if let (Some(k), Ok(img)) = (cfg.kernel.as_mut(), self.store.get_image(&server.image_id)) {
             if let ImageKind::Kernel { initramfs, .. } = &img.kind {
-                let (kp, ip) = crate::kernels::store_paths(&store_dir, &img.id);
+                let (kp, ip) = crate::image_files::kernels::store_paths(&store_dir, &img.id);
                 k.path = kp.display().to_string();
                 k.initramfs = initramfs.as_ref().map(|_| ip.display().to_string());
             }

@@ -28,6 +28,7 @@
 
 pub mod actions;
 pub mod adopt;
+mod error;
 pub mod nic_link;
 pub mod seccomp_audit;
 pub mod sys;
@@ -41,13 +42,14 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_api::compute::{Server, ServerStatus};
+use kiln_api::compute::{Server, ServerStatus, TaskState};
 use kiln_api::control::{Request, VmInfo, VmState};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::store::Store;
+pub use error::SpawnError;
 use kiln_api::client;
 use sys::ExitStatus;
 
@@ -182,8 +184,7 @@ impl Supervisor {
                 server.name,
                 server
                     .task_state
-                    .as_deref()
-                    .unwrap_or("an action is running")
+                    .map_or("an action is running", TaskState::as_str)
             )
         })
     }
@@ -210,27 +211,32 @@ impl Supervisor {
     /// Starts the server's VMM and waits until it answers on its control
     /// socket (or exits, which the watcher handles). An error is the fault
     /// message; the caller puts the server in ERROR.
-    pub async fn spawn(self: &Arc<Self>, server: &Server) -> Result<Arc<Vm>, String> {
+    pub async fn spawn(self: &Arc<Self>, server: &Server) -> Result<Arc<Vm>, SpawnError> {
         if let Some(vm) = self.vm(&server.id) {
             if !vm.has_exited() {
-                return Err(format!(
-                    "a kiln-vmm (pid {}) already runs for this server",
-                    vm.pid
-                ));
+                return Err(SpawnError::Running(vm.pid));
             }
         }
         // The NICs' taps: kilnd's copies close when this function returns,
         // so from then on each lives exactly as long as the VMM (see
         // `crate::net`).
-        let taps = crate::net::open_taps(&self.store, server).await?;
-        let cfg = self.vm_config(server, &taps)?;
+        let (instance, nets) = self.nic_networks(server).map_err(SpawnError::Taps)?;
+        let taps = crate::net::open_taps(&instance, server, &nets)
+            .await
+            .map_err(SpawnError::Taps)?;
+        let cfg = self.vm_config(server, &taps).map_err(SpawnError::Config)?;
         let root_disk = match &server.disk_image_id {
             None => None,
-            Some(img) => Some(
-                self.store
-                    .get_image(img)
-                    .map_err(|e| format!("disk image {img}: {e}"))?,
-            ),
+            Some(img) => {
+                Some(
+                    self.store
+                        .get_image(img)
+                        .map_err(|source| SpawnError::DiskImage {
+                            id: img.clone(),
+                            source,
+                        })?,
+                )
+            }
         };
         let disk_gb = server.disk_gb;
         // UEFI: the server's own variable store, copied from the template
@@ -253,9 +259,9 @@ impl Supervisor {
             let dir = dir.clone();
             let sock = sock.clone();
             let binary = binary.clone();
-            tokio::task::spawn_blocking(move || -> Result<u32, String> {
+            tokio::task::spawn_blocking(move || -> Result<u32, SpawnError> {
                 std::fs::create_dir_all(&dir)
-                    .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+                    .map_err(|e| SpawnError::Dir(dir.display().to_string(), e))?;
                 if let Some(img) = &root_disk {
                     backend.ensure_root_disk(&server_id, &dir, img, disk_gb)?;
                 }
@@ -263,9 +269,9 @@ impl Supervisor {
                     crate::firmware::ensure_nvram(nvram, template)?;
                 }
                 let cfg_path = dir.join("vm.json");
-                let json = serde_json::to_vec_pretty(&cfg).map_err(|e| e.to_string())?;
+                let json = serde_json::to_vec_pretty(&cfg).map_err(SpawnError::Json)?;
                 std::fs::write(&cfg_path, json)
-                    .map_err(|e| format!("cannot write {}: {e}", cfg_path.display()))?;
+                    .map_err(|e| SpawnError::Write(cfg_path.display().to_string(), e))?;
                 // Left behind by a VMM that was killed, or by the last boot.
                 let _ = std::fs::remove_file(&sock);
                 let _ = std::fs::remove_file(dir.join(EXIT_FILE));
@@ -274,8 +280,8 @@ impl Supervisor {
                     .create(true)
                     .append(true)
                     .open(dir.join("vmm.log"))
-                    .map_err(|e| format!("cannot open vmm.log: {e}"))?;
-                let log2 = log.try_clone().map_err(|e| e.to_string())?;
+                    .map_err(SpawnError::Log)?;
+                let log2 = log.try_clone().map_err(SpawnError::Log)?;
                 let mut cmd = Command::new(&binary);
                 cmd.arg("--config")
                     .arg(&cfg_path)
@@ -289,21 +295,21 @@ impl Supervisor {
                 );
                 let child = cmd
                     .spawn()
-                    .map_err(|e| format!("cannot start kiln-vmm {}: {e}", binary.display()))?;
+                    .map_err(|e| SpawnError::Start(binary.display().to_string(), e))?;
                 // The child is reaped through its pidfd, not the handle.
                 Ok(child.id())
             })
             .await
-            .map_err(|e| format!("spawn task failed: {e}"))??
+            .map_err(SpawnError::Join)??
         };
-        let pidfd = sys::pidfd_open(child).map_err(|e| format!("pidfd_open({child}): {e}"))?;
-        self.store
-            .set_pid(&server.id, Some(child))
-            .map_err(|e| e.to_string())?;
+        let pidfd = sys::pidfd_open(child).map_err(|e| SpawnError::Pidfd(child, e))?;
+        self.store.set_pid(&server.id, Some(child))?;
         let vm = self
             .watch(&server.id, child, pidfd, true)
-            .map_err(|e| e.to_string())?;
-        self.wait_ready(&server.id, &vm).await?;
+            .map_err(SpawnError::Watch)?;
+        self.wait_ready(&server.id, &vm)
+            .await
+            .map_err(SpawnError::NotReady)?;
         self.watch_readiness(server, &vm, started);
         Ok(vm)
     }
@@ -311,6 +317,32 @@ impl Supervisor {
     /// Records when the current boot meets the server's readiness
     /// condition: a regex on the console, or a debug-port code. Without a
     /// condition it is ready now (its VMM answers).
+    /// This kilnd's instance id (its taps' mark) and the network of each
+    /// of `server`'s NICs, for [`crate::net::open_taps`]. An error is a
+    /// fault message.
+    fn nic_networks(
+        &self,
+        server: &Server,
+    ) -> Result<(String, Vec<kiln_api::compute::Network>), String> {
+        if server.nics.is_empty() {
+            return Ok((String::new(), Vec::new()));
+        }
+        let instance = self
+            .store
+            .instance_id()
+            .map_err(|e| format!("cannot read kilnd's instance id: {e}"))?;
+        let nets = server
+            .nics
+            .iter()
+            .map(|nic| {
+                self.store
+                    .get_network(&nic.network_id)
+                    .map_err(|e| format!("NIC {}: {e}", nic.tap))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((instance, nets))
+    }
+
     fn watch_readiness(self: &Arc<Self>, server: &Server, vm: &Arc<Vm>, started: Instant) {
         let Some(cond) = server.ready_condition.clone() else {
             let _ = self
@@ -600,11 +632,11 @@ impl Supervisor {
         }
         let _ = self
             .store
-            .set_status(id, ServerStatus::Reboot, Some("rebooting"));
+            .set_status(id, ServerStatus::Reboot, Some(TaskState::Rebooting));
         match self.spawn(&server).await {
             Ok(vm) => self.activate(id, &vm, &[ServerStatus::Reboot]),
             Err(e) => {
-                let _ = self.store.set_error(id, &e);
+                let _ = self.store.set_error(id, &crate::util::error_chain(&e));
             }
         }
     }
@@ -615,7 +647,11 @@ impl Supervisor {
         let dir = self.server_dir(id);
         let _ = std::fs::rename(dir.join("serial.log"), self.archived_console(id));
         if let Err(e) = self.disks.remove_root_disk(id, &dir) {
-            tracing::error!(server = id, error = e, "cannot remove the root disk");
+            tracing::error!(
+                server = id,
+                error = crate::util::error_chain(&e),
+                "cannot remove the root disk"
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

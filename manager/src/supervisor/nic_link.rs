@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_api::compute::{LinkState, Nic, Server};
+use kiln_api::compute::{LinkState, Nic, Server, TaskState};
 use kiln_api::control::{Request, VmInfo};
 use thiserror::Error;
 
@@ -59,7 +59,7 @@ impl Supervisor {
             .map_err(|busy| NicError::Conflict(format!("{busy}; try again when it is done")))?;
         // Re-read under the lock.
         let server = self.store.get_server(&server.id)?;
-        if server.task_state.as_deref() == Some("deleting") {
+        if server.task_state == Some(TaskState::Deleting) {
             return Err(NicError::Conflict(format!(
                 "server {} is being deleted",
                 server.name

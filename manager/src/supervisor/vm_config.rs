@@ -41,7 +41,7 @@ impl Supervisor {
                     .store
                     .get_image(id)
                     .map_err(|e| format!("disk image {id}: {e}"))?;
-                crate::images::check_stored_image(&img, &store_dir)?;
+                crate::image_files::check_stored_image(&img, &store_dir)?;
                 Some(img)
             }
         };
@@ -59,7 +59,7 @@ impl Supervisor {
             (ImageKind::Kernel { .. }, None) => {
                 // The store copies made at registration, checked again:
                 // never the path it was registered from.
-                let (kernel, initramfs) = crate::kernels::stored(&image, &store_dir)?;
+                let (kernel, initramfs) = crate::image_files::kernels::stored(&image, &store_dir)?;
                 (
                     Some(KernelConfig {
                         path: kernel,
@@ -71,7 +71,8 @@ impl Supervisor {
                 )
             }
             (ImageKind::Disk { .. }, Some(fw)) => {
-                let code = crate::firmware::code(&self.config.firmware, fw)?;
+                let code = crate::firmware::code(&self.config.firmware, fw)
+                    .map_err(|e| crate::util::error_chain(&e))?;
                 let vars = match fw {
                     Firmware::Bios => None,
                     // In the server's directory, like its root disk (the

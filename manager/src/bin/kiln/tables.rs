@@ -70,7 +70,7 @@ pub fn servers(l: &[Server]) {
                     s.id.clone(),
                     s.name.clone(),
                     s.status.as_str().to_string(),
-                    s.task_state.clone().unwrap_or_else(|| "-".into()),
+                    s.task_state.map_or("-", |t| t.as_str()).to_owned(),
                     s.vcpus.to_string(),
                     s.ram_mb.to_string(),
                     s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),

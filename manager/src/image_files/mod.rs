@@ -1,13 +1,14 @@
-//! The image service: kernel images are registered by host path; disk
-//! images are copied into the image store (`state_dir/images/ID.FORMAT`)
-//! with their sha256 computed on the way, in the background, reporting
-//! progress ([`prepare_image`] checks, [`ImportJob::run`] copies), or
-//! uploaded as a request body (see [`crate::upload`]). A disk image's
+//! The image store's files (`state_dir/images`): kernel images are
+//! registered by host path (their checked copies: [`kernels`]); disk
+//! images are copied into the store (`ID.FORMAT`) with their sha256
+//! computed on the way, in the background, reporting progress
+//! ([`prepare_image`] checks, [`ImportJob::run`] copies), or uploaded as a
+//! request body (the protocol: [`crate::images`]). A disk image's
 //! format is always the one the request names; a file claimed to be qcow2
 //! must start with the qcow2 magic, and nothing is ever probed.
 //!
 //! Host paths are read only under the directories the admin allows
-//! ([`crate::import_path`]). Every disk image in the store is
+//! ([`crate::image_files::import_path`]). Every disk image in the store is
 //! self-contained: a qcow2 image that names a backing file or an external
 //! data file is refused at import (path or upload), and an image found in
 //! the store with such a header is refused at kilnd's start and at server
@@ -23,15 +24,37 @@ use kiln_api::compute::{
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::import_path::ImportDirs;
+pub mod import_path;
+pub mod kernels;
+
+use crate::image_files::import_path::ImportDirs;
 use crate::util::{check_name, now_rfc3339};
 
 #[derive(Debug, Error)]
-pub enum ImageError {
+pub enum ImportError {
     #[error("{0}")]
     Invalid(String),
     #[error("cannot copy the image into the image store")]
     Copy(#[source] std::io::Error),
+}
+
+/// The suffix of a file still being written into the image store (an
+/// upload, a kernel's copy).
+pub const PARTIAL: &str = ".partial";
+
+/// Removes leftovers (`*.partial`) from the image store; run at start,
+/// when no upload can be running. Answers what it removed.
+pub fn remove_partials(store_dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(store_dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.to_string_lossy().ends_with(PARTIAL) && std::fs::remove_file(&p).is_ok() {
+                removed.push(p);
+            }
+        }
+    }
+    removed
 }
 
 /// A disk image copy still to do: `src` (opened under the import rules)
@@ -59,7 +82,7 @@ pub fn prepare_image(
     req: &ImageCreate,
     store_dir: &Path,
     dirs: &ImportDirs,
-) -> Result<(Image, Option<ImportJob>), ImageError> {
+) -> Result<(Image, Option<ImportJob>), ImportError> {
     let id = uuid::Uuid::new_v4().to_string();
     let mut job = None;
     let virtio_model = match req {
@@ -75,12 +98,18 @@ pub fn prepare_image(
             cmdline,
             ..
         } => {
-            check_name("image", name).map_err(ImageError::Invalid)?;
+            check_name("image", name).map_err(ImportError::Invalid)?;
             let cmdline = cmdline.clone().unwrap_or_default();
             check_cmdline(&cmdline)?;
             // Checked and copied into the store: servers boot the copy.
-            crate::kernels::copy_in(dirs, store_dir, &id, kernel, initramfs.as_deref())
-                .map_err(ImageError::Invalid)?;
+            crate::image_files::kernels::copy_in(
+                dirs,
+                store_dir,
+                &id,
+                kernel,
+                initramfs.as_deref(),
+            )
+            .map_err(ImportError::Invalid)?;
             (
                 name.clone(),
                 ImageKind::Kernel {
@@ -99,19 +128,21 @@ pub fn prepare_image(
             os_type,
             ..
         } => {
-            check_name("image", name).map_err(ImageError::Invalid)?;
+            check_name("image", name).map_err(ImportError::Invalid)?;
             let ext = format.as_str();
-            std::fs::create_dir_all(store_dir).map_err(ImageError::Copy)?;
+            std::fs::create_dir_all(store_dir).map_err(ImportError::Copy)?;
             let dst = store_dir.join(format!("{id}.{ext}"));
             let total =
                 match (source, path) {
                     (DiskSource::Path, Some(path)) => {
-                        let src = dirs.open("disk image", path).map_err(ImageError::Invalid)?;
+                        let src = dirs
+                            .open("disk image", path)
+                            .map_err(ImportError::Invalid)?;
                         check_head(&src, *format)?;
                         // What the copy will hold, checked as an upload is
                         // (the copy is checked again: the file may change).
-                        check_complete(&fd_path(&src), *format).map_err(ImageError::Invalid)?;
-                        let total = src.metadata().map_err(ImageError::Copy)?.len();
+                        check_complete(&fd_path(&src), *format).map_err(ImportError::Invalid)?;
+                        let total = src.metadata().map_err(ImportError::Copy)?.len();
                         job = Some(ImportJob {
                             src,
                             dst: dst.clone(),
@@ -121,11 +152,11 @@ pub fn prepare_image(
                         total
                     }
                     (DiskSource::Path, None) => {
-                        return Err(ImageError::Invalid(
+                        return Err(ImportError::Invalid(
                             "a disk image needs a path (or source: upload)".into(),
                         ))
                     }
-                    (DiskSource::Upload, Some(_)) => return Err(ImageError::Invalid(
+                    (DiskSource::Upload, Some(_)) => return Err(ImportError::Invalid(
                         "source: upload takes no path; send the data with PUT /v1/images/{id}/file"
                             .into(),
                     )),
@@ -248,15 +279,15 @@ pub fn check_stored_image(img: &Image, store_dir: &Path) -> Result<(), String> {
 
 /// Refuses an empty file, and a file claimed to be qcow2 without the
 /// qcow2 magic.
-fn check_head(src: &File, format: DiskFormat) -> Result<(), ImageError> {
+fn check_head(src: &File, format: DiskFormat) -> Result<(), ImportError> {
     use std::os::unix::fs::FileExt;
     let mut head = [0u8; 4];
-    let n = src.read_at(&mut head, 0).map_err(ImageError::Copy)?;
+    let n = src.read_at(&mut head, 0).map_err(ImportError::Copy)?;
     if n == 0 {
-        return Err(ImageError::Invalid("the disk image is empty".into()));
+        return Err(ImportError::Invalid("the disk image is empty".into()));
     }
     if format == DiskFormat::Qcow2 && head[..n] != *b"QFI\xfb" {
-        return Err(ImageError::Invalid(
+        return Err(ImportError::Invalid(
             "the file is not qcow2 (no QFI\\xfb magic); give the format it has".into(),
         ));
     }
@@ -267,10 +298,10 @@ impl ImportJob {
     /// Copies and hashes; `progress` is called with the bytes done so far
     /// after every chunk. Answers (size, hex sha256). On error the partial
     /// copy is removed.
-    pub fn run(&self, progress: impl FnMut(u64)) -> Result<(u64, String), ImageError> {
+    pub fn run(&self, progress: impl FnMut(u64)) -> Result<(u64, String), ImportError> {
         let r = copy_with_sha256(&self.src, &self.dst, progress).and_then(|done| {
             // The copy is what servers use: check it, not the source.
-            check_complete(&self.dst, self.format).map_err(ImageError::Invalid)?;
+            check_complete(&self.dst, self.format).map_err(ImportError::Invalid)?;
             Ok(done)
         });
         if r.is_err() {
@@ -285,7 +316,7 @@ pub fn build_image(
     req: &ImageCreate,
     store_dir: &Path,
     dirs: &ImportDirs,
-) -> Result<Image, ImageError> {
+) -> Result<Image, ImportError> {
     let (mut img, job) = prepare_image(req, store_dir, dirs)?;
     if let Some(job) = job {
         let (size, sha) = job.run(|_| {})?;
@@ -304,14 +335,14 @@ pub fn build_image(
 
 /// Kernel command lines: printable ASCII, at most 2048 bytes (the x86 boot
 /// protocol's usual limit).
-pub fn check_cmdline(c: &str) -> Result<(), ImageError> {
+pub fn check_cmdline(c: &str) -> Result<(), ImportError> {
     if c.len() > 2048 {
-        return Err(ImageError::Invalid(
+        return Err(ImportError::Invalid(
             "cmdline is longer than 2048 bytes".into(),
         ));
     }
     if c.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
-        return Err(ImageError::Invalid(
+        return Err(ImportError::Invalid(
             "cmdline must be printable ASCII".into(),
         ));
     }
@@ -322,7 +353,7 @@ fn copy_with_sha256(
     src: &File,
     dst: &Path,
     mut progress: impl FnMut(u64),
-) -> Result<(u64, String), ImageError> {
+) -> Result<(u64, String), ImportError> {
     use std::os::unix::fs::FileExt;
     let mut offset = 0u64;
     let mut input = |buf: &mut [u8]| {
@@ -330,21 +361,21 @@ fn copy_with_sha256(
         offset += n as u64;
         Ok::<usize, std::io::Error>(n)
     };
-    let mut out = File::create_new(dst).map_err(ImageError::Copy)?;
+    let mut out = File::create_new(dst).map_err(ImportError::Copy)?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = input(&mut buf).map_err(ImageError::Copy)?;
+        let n = input(&mut buf).map_err(ImportError::Copy)?;
         if n == 0 {
             break;
         }
         hash.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(ImageError::Copy)?;
+        out.write_all(&buf[..n]).map_err(ImportError::Copy)?;
         total += n as u64;
         progress(total);
     }
-    out.sync_all().map_err(ImageError::Copy)?;
+    out.sync_all().map_err(ImportError::Copy)?;
     let digest = hash.finalize();
     Ok((total, digest.iter().map(|b| format!("{b:02x}")).collect()))
 }
@@ -451,7 +482,7 @@ mod tests {
             assert!(
                 matches!(
                     build_image(&req, &store, &dirs),
-                    Err(ImageError::Invalid(_))
+                    Err(ImportError::Invalid(_))
                 ),
                 "{req:?}"
             );

@@ -1,5 +1,5 @@
 //! Kernel images' files. A kernel (and its initramfs) is registered by a
-//! host path under the import rules ([`crate::import_path`]), checked, and
+//! host path under the import rules ([`crate::image_files::import_path`]), checked, and
 //! copied into the image store as `ID.kernel` (and `ID.initramfs`); kiln-vmm
 //! is given the copies, never the registered path. So what a guest boots is
 //! what was checked, and no later change at that path (a symlink put there,
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_api::compute::{Image, ImageKind};
 
-use crate::import_path::{check_initramfs, check_kernel, ImportDirs};
+use crate::image_files::import_path::{check_initramfs, check_kernel, ImportDirs};
 
 /// The store copies of image `id`'s kernel and initramfs.
 pub fn store_paths(store_dir: &Path, id: &str) -> (PathBuf, PathBuf) {
@@ -36,7 +36,7 @@ fn copy_checked(
     dst: &Path,
     check: impl Fn(&File) -> Result<(), String>,
 ) -> Result<(), String> {
-    let partial = PathBuf::from(format!("{}{}", dst.display(), crate::upload::PARTIAL));
+    let partial = PathBuf::from(format!("{}{}", dst.display(), super::PARTIAL));
     let r = (|| {
         let mut out =
             File::create_new(&partial).map_err(|e| format!("cannot copy into the store: {e}"))?;

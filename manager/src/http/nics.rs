@@ -3,34 +3,15 @@
 //! `{"link":"up"|"down"}`, as Neutron's port `admin_state_up` or libvirt's
 //! `domif-setlink`). The work is in [`crate::supervisor::nic_link`].
 
-use std::sync::Arc;
-
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use kiln_api::compute::{NicList, NicUpdate};
 
-use crate::server::{ApiError, AppState, Body, St};
+use super::extract::Body;
+use super::state::St;
+use super::ApiError;
 use crate::supervisor::nic_link::NicError;
-
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/servers/{id}/nics", get(list))
-        .route("/v1/servers/{id}/nics/{index}", get(show).put(update))
-}
-
-impl From<NicError> for ApiError {
-    fn from(e: NicError) -> ApiError {
-        match e {
-            NicError::Store(s) => s.into(),
-            NicError::NoSuchNic { .. } => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-            NicError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
-            NicError::Vmm { .. } => ApiError::internal(e),
-        }
-    }
-}
 
 /// A NIC index from the path: a decimal number (a bad one is a 400; one
 /// the server does not have, a 404).
@@ -42,18 +23,20 @@ fn index(raw: &str) -> Result<u32, ApiError> {
     })
 }
 
-async fn list(State(s): St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(NicList {
-        nics: s.store.get_server(&id)?.nics,
-    }))
+pub(super) async fn list(
+    State(s): St,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let nics = s.store.call(move |s| s.get_server(&id)).await?.nics;
+    Ok(Json(NicList { nics }))
 }
 
-async fn show(
+pub(super) async fn show(
     State(s): St,
     Path((id, raw)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let i = index(&raw)?;
-    let server = s.store.get_server(&id)?;
+    let server = s.store.call(move |s| s.get_server(&id)).await?;
     let count = server.nics.len();
     server
         .nics
@@ -70,7 +53,7 @@ async fn show(
         })
 }
 
-async fn update(
+pub(super) async fn update(
     State(s): St,
     Path((id, raw)): Path<(String, String)>,
     Body(req): Body<NicUpdate>,

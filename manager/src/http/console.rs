@@ -4,24 +4,45 @@
 //! bytes of the server's serial console both ways (kilnd relays them to
 //! and from the VMM's console socket). `kiln console NAME` uses it; so
 //! can `curl --unix-socket` or any HTTP client that does upgrades.
+//! And `GET /v1/servers/{id}/console`: the serial log's last lines.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use hyper_util::rt::TokioIo;
-use kiln_api::compute::ServerStatus;
+use kiln_api::compute::{ConsoleOutput, ServerStatus};
+use serde::Deserialize;
 
-use crate::server::{ApiError, St};
+use super::extract::Q;
+use super::state::St;
+use super::ApiError;
 
 /// The upgrade protocol name.
 pub const PROTOCOL: &str = "kiln-console";
 
-pub async fn attach(
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConsoleQuery {
+    tail: Option<usize>,
+}
+
+pub(super) async fn output(
+    State(s): St,
+    Path(id): Path<String>,
+    Q(q): Q<ConsoleQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let output = crate::servers::console(&s.store, &s.sup, id, q.tail).await?;
+    Ok(Json(ConsoleOutput { output }))
+}
+
+pub(super) async fn attach(
     State(s): St,
     Path(id): Path<String>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let server = s.store.get_server(&id)?;
+    let key = id.clone();
+    let server = s.store.call(move |s| s.get_server(&key)).await?;
     let wants = req
         .headers()
         .get(header::UPGRADE)

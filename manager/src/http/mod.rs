@@ -1,0 +1,144 @@
+//! The REST API (axum): routes under `/v1`, JSON in and out, every error a
+//! [`kiln_api::compute::ErrorBody`] with a 4xx status unless kilnd itself
+//! failed.
+//!
+//! How a request travels: the router (here) picks a handler in the file of
+//! its resource; the handler parses the path, query and body
+//! ([`extract`]: every rejection a JSON 4xx), calls one domain function
+//! ([`crate::servers`], [`crate::networks`], [`crate::images`],
+//! [`crate::flavors`]) or, for a running server's actions, the
+//! supervisor, and answers; a domain error becomes a status in one place
+//! ([`error`]). This is the only module that knows axum.
+
+mod console;
+pub mod error;
+pub mod extract;
+mod flavors;
+mod images;
+mod networks;
+mod nics;
+mod servers;
+pub mod state;
+mod upload;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::Router;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("../../../api/openapi.json");
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/v1/host", get(servers::host))
+        .route("/v1/flavors", get(flavors::list).post(flavors::create))
+        .route(
+            "/v1/flavors/{id}",
+            get(flavors::show).delete(flavors::delete),
+        )
+        .route("/v1/images", get(images::list).post(images::create))
+        .route("/v1/images/{id}", get(images::show).delete(images::delete))
+        // Streamed to disk: images.max_upload_bytes, not max_body_bytes.
+        .route(
+            "/v1/images/{id}/file",
+            put(upload::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/servers", get(servers::list).post(servers::create))
+        .route(
+            "/v1/servers/{id}",
+            get(servers::show).delete(servers::delete),
+        )
+        .route("/v1/servers/{id}/action", post(servers::action))
+        .route("/v1/servers/{id}/console", get(console::output))
+        .route("/v1/servers/{id}/console/attach", get(console::attach))
+        .route("/v1/networks", get(networks::list).post(networks::create))
+        .route(
+            "/v1/networks/{id}",
+            get(networks::show).delete(networks::delete),
+        )
+        .route("/v1/servers/{id}/nics", get(nics::list))
+        .route(
+            "/v1/servers/{id}/nics/{index}",
+            get(nics::show).put(nics::update),
+        )
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// Serves `app` on the unix socket until `shutdown` completes.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `app` on a TCP listener in the background, every request
+/// refused without `Authorization: Bearer token`.
+pub fn spawn_tcp(tcp: tokio::net::TcpListener, app: Router, token: String) {
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(token),
+        require_token,
+    ));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(tcp, app).await {
+            tracing::error!(error = %e, "TCP listener failed");
+        }
+    });
+}
+
+/// Refuses a TCP request without the right `Authorization: Bearer` token.
+async fn require_token(
+    axum::extract::State(token): axum::extract::State<Arc<String>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid `Authorization: Bearer TOKEN` header is required on the TCP API",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! Servers: the rules of a server create, checked in this order before
+//! anything is recorded (each refusal says which rule):
+//!
+//! 1. the name, then the flavor and the image exist (a 400 otherwise);
+//! 2. a **kernel image** boots directly: its checked store copies are
+//!    there (409), no `firmware`; an optional `disk_image` is an active,
+//!    self-contained disk image that fits the flavor's disk; the command
+//!    line is checked;
+//! 3. a **disk image** becomes the root disk and boots through firmware:
+//!    no `disk_image` and no `cmdline`; the image is active,
+//!    self-contained and fits; the firmware files of the chosen firmware
+//!    are on the host (409);
+//! 4. `user_data`, `metadata`, `ready` and `ttl_s` are in bounds;
+//! 5. the NICs' networks exist ([`crate::networks::resolve_nics`]);
+//! 6. placement and the record: the store checks capacity in the insert's
+//!    transaction ([`crate::placement`]), then the supervisor builds it.
+//!
+//! Also the console log of a server, or of a deleted one ([`console`]).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_api::compute::{Firmware, Image, ImageKind, ImageStatus, Server, ServerCreate};
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::networks::NetworkError;
+use crate::placement::Placement;
+use crate::store::{NewServer, Store, StoreError};
+use crate::supervisor::Supervisor;
+use crate::util::check_name;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The request breaks a rule (a 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The host or an image's state says no (a 409).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// kilnd failed (a 500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What a create needs of kilnd.
+pub struct Kilnd<'a> {
+    pub store: &'a Arc<Store>,
+    pub sup: &'a Arc<Supervisor>,
+    pub placement: &'a Placement,
+    pub config: &'a Config,
+}
+
+/// Runs `f` off the async executor (file checks).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))
+}
+
+/// Checks `req` by the rules above, records the server (BUILD) and starts
+/// its build.
+pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerError> {
+    check_name("server", &req.name).map_err(ServerError::Invalid)?;
+    let (flavor_key, image_key) = (req.flavor.clone(), req.image.clone());
+    let (flavor, image) = k
+        .store
+        .call(move |s| (s.get_flavor(&flavor_key), s.get_image(&image_key)))
+        .await;
+    let flavor = flavor.map_err(|e| match e {
+        StoreError::NotFound { .. } => {
+            ServerError::Invalid(format!("unknown flavor {:?}", req.flavor))
+        }
+        e => e.into(),
+    })?;
+    let image = image.map_err(|e| match e {
+        StoreError::NotFound { .. } => {
+            ServerError::Invalid(format!("unknown image {:?}", req.image))
+        }
+        e => e.into(),
+    })?;
+    let store_dir = k.config.state_dir.join("images");
+    let (firmware, disk_image_id, cmdline) = match &image.kind {
+        ImageKind::Kernel {
+            cmdline: default_cmdline,
+            ..
+        } => {
+            // The kernel's store copies, checked again.
+            let (check, dir) = (image.clone(), store_dir.clone());
+            blocking(move || crate::image_files::kernels::stored(&check, &dir))
+                .await?
+                .map_err(ServerError::Conflict)?;
+            if let Some(f) = req.firmware {
+                return Err(ServerError::Invalid(format!(
+                    "image {:?} is a kernel image, which boots directly: firmware {:?} applies only \
+                     to servers whose image is a disk image",
+                    image.name,
+                    f.as_str()
+                )));
+            }
+            let disk_image_id = match &req.disk_image {
+                None => None,
+                Some(key) => {
+                    let k2 = key.clone();
+                    let img =
+                        k.store
+                            .call(move |s| s.get_image(&k2))
+                            .await
+                            .map_err(|e| match e {
+                                StoreError::NotFound { .. } => {
+                                    ServerError::Invalid(format!("unknown disk image {key:?}"))
+                                }
+                                e => e.into(),
+                            })?;
+                    check_root_image(&img, flavor.disk_gb, &store_dir).await?;
+                    Some(img.id)
+                }
+            };
+            let cmdline = req
+                .cmdline
+                .clone()
+                .unwrap_or_else(|| default_cmdline.clone());
+            crate::image_files::check_cmdline(&cmdline)
+                .map_err(|e| ServerError::Invalid(e.to_string()))?;
+            (None, disk_image_id, cmdline)
+        }
+        ImageKind::Disk {
+            firmware: image_firmware,
+            ..
+        } => {
+            if req.disk_image.is_some() {
+                return Err(ServerError::Invalid(format!(
+                    "image {:?} is a disk image, which becomes the root disk: disk_image goes \
+                     only with a kernel image",
+                    image.name
+                )));
+            }
+            if req.cmdline.is_some() {
+                return Err(ServerError::Invalid(format!(
+                    "image {:?} is a disk image, which boots through firmware and its own boot \
+                     loader: cmdline goes only with a kernel image",
+                    image.name
+                )));
+            }
+            check_root_image(&image, flavor.disk_gb, &store_dir).await?;
+            let fw = req.firmware.unwrap_or(*image_firmware);
+            crate::firmware::check_host_files(&k.config.firmware, fw)
+                .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
+            (Some(fw), Some(image.id.clone()), String::new())
+        }
+    };
+    check_extras(&req)?;
+    let expires_at = match req.ttl_s {
+        None => None,
+        Some(t @ 1..=31_536_000) => Some(crate::util::now_secs() + t),
+        Some(_) => {
+            return Err(ServerError::Invalid(
+                "ttl_s must be 1 to 31536000 seconds".into(),
+            ))
+        }
+    };
+    let virtio_model = req.virtio_model.unwrap_or(image.virtio_model);
+    let nvram_under = (firmware == Some(Firmware::Uefi)).then(|| k.sup.servers_dir().to_owned());
+    let placement = k.placement.clone();
+    let server = k
+        .store
+        .call(move |s| -> Result<Server, ServerError> {
+            let nics = crate::networks::resolve_nics(s, &req.networks)?;
+            let new = NewServer {
+                name: req.name,
+                flavor,
+                image_id: image.id,
+                disk_image_id,
+                cmdline,
+                user_data: req.user_data,
+                metadata: req.metadata,
+                ready: req.ready,
+                expires_at,
+                nics,
+                firmware,
+                nvram_under,
+                virtio_model,
+            };
+            Ok(s.create_server(&placement, new)?)
+        })
+        .await?;
+    k.sup.build(server.clone());
+    Ok(server)
+}
+
+/// Rule 4: user data, metadata and the ready condition in bounds.
+fn check_extras(req: &ServerCreate) -> Result<(), ServerError> {
+    if req.user_data.as_ref().is_some_and(|u| u.len() > 65535) {
+        return Err(ServerError::Invalid(
+            "user_data is longer than 65535 bytes".into(),
+        ));
+    }
+    if req.metadata.len() > 128
+        || req
+            .metadata
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 255 || v.len() > 255)
+    {
+        return Err(ServerError::Invalid(
+            "metadata: at most 128 items, keys 1 to 255 bytes, values at most 255 bytes".into(),
+        ));
+    }
+    if let Some(r) = &req.ready {
+        match (&r.console, r.debug_code) {
+            (Some(p), None) => {
+                crate::util::console_regex(p).map_err(ServerError::Invalid)?;
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(ServerError::Invalid(
+                    "ready: give exactly one of console and debug_code".into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a disk image can be a root disk of `disk_gb`: a disk
+/// image, active, in the store and self-contained, and no larger than the
+/// flavor's disk.
+async fn check_root_image(img: &Image, disk_gb: u64, store_dir: &Path) -> Result<(), ServerError> {
+    if !matches!(img.kind, ImageKind::Disk { .. }) {
+        return Err(ServerError::Invalid(format!(
+            "image {:?} is not a disk image",
+            img.name
+        )));
+    }
+    if img.status != ImageStatus::Active {
+        return Err(ServerError::Conflict(format!(
+            "disk image {:?} is not active (it is {:?})",
+            img.name, img.status
+        )));
+    }
+    // A server is never built on a chain that leaves the image store.
+    let (check, store_dir) = (img.clone(), store_dir.to_owned());
+    blocking(move || crate::image_files::check_stored_image(&check, &store_dir))
+        .await?
+        .map_err(ServerError::Conflict)?;
+    let check = img.clone();
+    blocking(move || crate::disks::root_size(&check, disk_gb))
+        .await?
+        .map_err(|e| ServerError::Invalid(crate::util::error_chain(&e)))?;
+    Ok(())
+}
+
+/// The last `tail` lines of server `id`'s console log, or of a deleted
+/// server's archived one (by id).
+pub async fn console(
+    store: &Arc<Store>,
+    sup: &Supervisor,
+    id: String,
+    tail: Option<usize>,
+) -> Result<String, ServerError> {
+    let i = id.clone();
+    let path = match store.call(move |s| s.get_server(&i)).await {
+        Ok(_) => sup.server_dir(&id).join("serial.log"),
+        Err(StoreError::NotFound { .. }) if uuid::Uuid::parse_str(&id).is_ok() => {
+            let p = sup.archived_console(&id);
+            if !p.exists() {
+                return Err(ServerError::NotFound(format!("server {id:?} not found")));
+            }
+            p
+        }
+        Err(e) => return Err(e.into()),
+    };
+    blocking(move || crate::util::read_tail(&path, tail)).await
+}
