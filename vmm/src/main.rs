@@ -79,7 +79,7 @@ fn main() {
         .unwrap_or_else(|e| fail(format!("cannot set up signal handling: {e}")));
     let mut vm = Vm::build(&config, start).unwrap_or_else(|e| fail(report(&e)));
     if let Some(nets) = &kept_nets {
-        reset_state::keep_links(&vm.virtio.nets, nets);
+        reset_state::keep_links(&vm.devices.virtio.nets, nets);
     }
     if config.serial.stdio {
         terminal::set_raw();
