@@ -26,7 +26,6 @@
 
 pub mod block;
 pub mod chain;
-pub mod cli;
 pub mod msix;
 pub mod net;
 pub mod queue;
@@ -44,7 +43,7 @@ use std::sync::Arc;
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 pub use transport::{VirtioInterrupt, VirtioPciDevice};
 
 /// Device types (virtio 1.2, 5).

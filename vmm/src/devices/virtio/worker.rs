@@ -239,8 +239,8 @@ impl Worker {
         let stopping_clone = stopping.clone();
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let _keep = stop_clone;
-            if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Worker) {
-                log::error!("virtio worker: {}", e.report());
+            if let Err(e) = crate::devices::thread_start() {
+                log::error!("virtio worker: {e}");
                 return;
             }
             let mut events = vec![EpollEvent::default(); 16];

@@ -49,7 +49,7 @@ use log::debug;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::bus::BusDevice;
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// First I/O port of the device.
 pub const FW_CFG_PORT: u16 = 0x510;

@@ -24,7 +24,7 @@ use super::table_loader::{self, LoaderError};
 use super::{keys, FwCfg, FwCfgError};
 use crate::arch::x86_64::acpi::{self, AcpiError};
 use crate::arch::x86_64::layout;
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// CMOS bytes (index, value) for SeaBIOS's default boot order, used when
 /// `bootorder` names nothing: 0x3d holds the first (low nibble) and second

@@ -11,7 +11,7 @@ use super::*;
 use crate::devices::virtio::queue::QueueError;
 use crate::devices::virtio::rate_limiter::{RateLimiter, TokenBucket};
 use crate::devices::virtio::test_utils::{desc, mem_two_regions, GuestQueue};
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;

@@ -1,6 +1,8 @@
 //! From the command line (or a JSON file) to a validated
 //! [`kiln_api::vm::VmConfig`].
 
+pub mod cli;
+
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
@@ -71,14 +73,14 @@ pub struct Args {
     #[arg(long)]
     pub exit_file: Option<String>,
     /// A virtio-blk disk (repeatable): path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
-    #[arg(long = "disk", value_name = "path=FILE,...", value_parser = crate::devices::virtio::cli::parse_disk)]
+    #[arg(long = "disk", value_name = "path=FILE,...", value_parser = cli::parse_disk)]
     pub disks: Vec<kiln_api::vm::DiskConfig>,
     /// A virtio-net NIC (repeatable): tap=NAME[,queues=N], fd=N or fds=N:N:..., plus [,mac=MAC][,bw=BYTES_PER_S][,pps=N][,rx_bw=BYTES_PER_S][,rx_pps=N]
-    #[arg(long = "net", value_name = "tap=NAME|fd=N|fds=N:N,...", value_parser = crate::devices::virtio::cli::parse_net)]
+    #[arg(long = "net", value_name = "tap=NAME|fd=N|fds=N:N,...", value_parser = cli::parse_net)]
     pub nets: Vec<kiln_api::vm::NetConfig>,
     /// A virtio-rng entropy device: --rng, or --rng transitional=on
-    #[arg(long, value_name = "transitional=on", num_args = 0..=1, default_missing_value = "", value_parser = crate::devices::virtio::cli::parse_rng)]
-    pub rng: Option<crate::devices::virtio::cli::RngOptions>,
+    #[arg(long, value_name = "transitional=on", num_args = 0..=1, default_missing_value = "", value_parser = cli::parse_rng)]
+    pub rng: Option<cli::RngOptions>,
     /// Hyper-V enlightenments for a Windows guest (the set Nova uses for os_type=windows).
     #[arg(long)]
     pub hyperv: bool,
