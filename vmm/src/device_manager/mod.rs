@@ -23,8 +23,8 @@ use kvm_ioctls::VmFd;
 pub use platform::{IrqLine, Platform};
 pub use virtio::{VirtioDevices, VirtioModels, WiringError};
 
+use crate::arch::x86_64::fw_cfg::PcFwCfgError;
 use crate::devices::bus::{Bus, BusError};
-use crate::devices::legacy::fw_cfg::pc::PcFwCfgError;
 use crate::devices::pci::{PciError, PciRoot};
 use crate::devices::VmRequests;
 use crate::memory::GuestMemoryMmap;

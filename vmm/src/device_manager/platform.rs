@@ -12,6 +12,7 @@ use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::DeviceError;
+use crate::arch::x86_64::fw_cfg as pc_fw_cfg;
 use crate::arch::x86_64::layout;
 use crate::devices::bus::{Bus, BusDevice};
 use crate::devices::legacy::debug_port::DebugPort;
@@ -103,10 +104,10 @@ impl Platform {
             5,
         )?;
         let mut rtc = Rtc::new(rtc_local_time).with_interrupt(irq_line(vm, layout::RTC_IRQ)?);
-        rtc.set_memory_size(mem_size);
+        rtc.set_memory_size(mem_size, layout::MMIO32_START);
         rtc.set_cpu_count(cpus);
         if firmware.is_some() {
-            for (index, value) in fw_cfg::pc::CMOS_BOOT_ORDER {
+            for (index, value) in pc_fw_cfg::CMOS_BOOT_ORDER {
                 rtc.set_cmos_byte(index, value)
                     .expect("the boot order bytes are CMOS RAM");
             }
@@ -181,10 +182,10 @@ impl Platform {
         )?;
         let fw_cfg = match firmware {
             Some(mem) => {
-                let cfg = fw_cfg::pc::PcConfig::new(mem_size, cpus);
-                let mut dev = fw_cfg::pc::build(mem.clone(), &cfg)?;
+                let cfg = pc_fw_cfg::PcConfig::new(mem_size, cpus);
+                let mut dev = pc_fw_cfg::build(mem.clone(), &cfg)?;
                 if let Some(range) = pm_block {
-                    fw_cfg::pc::follow_pm_base(&mut dev, &cfg, move || {
+                    pc_fw_cfg::follow_pm_base(&mut dev, &cfg, move || {
                         range.base().and_then(|b| u16::try_from(b).ok())
                     })?;
                 }

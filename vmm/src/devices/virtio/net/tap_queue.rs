@@ -1,5 +1,5 @@
 //! What the virtio-net device needs of one tap queue. The VMM's tap code
-//! (`crate::net::tap`) implements it; the device never opens a tap.
+//! (`net/tap.rs`) implements it; the device never opens a tap.
 
 use std::io;
 use std::os::fd::AsRawFd;
