@@ -253,25 +253,6 @@ impl AsRawFd for Tap {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refuses_bad_names_and_non_tap_fds() {
-        assert!(matches!(Tap::open_named("", false), Err(TapError::Name(_))));
-        assert!(matches!(
-            Tap::open_named("a-name-far-too-long", false),
-            Err(TapError::Name(_))
-        ));
-        let f = File::open("/dev/null").unwrap();
-        let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
-        // SAFETY: `fd` was just opened and is handed over.
-        let r = unsafe { Tap::from_raw_fd(fd) };
-        assert!(matches!(r, Err(TapError::NotTap(..))));
-    }
-}
-
 impl TapQueue for Tap {
     fn name(&self) -> &str {
         Tap::name(self)
@@ -317,5 +298,24 @@ impl TapError {
             TapError::Ioctl { source, .. } => source,
             other => io::Error::other(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_bad_names_and_non_tap_fds() {
+        assert!(matches!(Tap::open_named("", false), Err(TapError::Name(_))));
+        assert!(matches!(
+            Tap::open_named("a-name-far-too-long", false),
+            Err(TapError::Name(_))
+        ));
+        let f = File::open("/dev/null").unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+        // SAFETY: `fd` was just opened and is handed over.
+        let r = unsafe { Tap::from_raw_fd(fd) };
+        assert!(matches!(r, Err(TapError::NotTap(..))));
     }
 }
