@@ -17,7 +17,7 @@
 //! added as the window closes is served, not lost (see [`PollWindow`]).
 //!
 //! The transitional devices' INTx resampler
-//! (`virtio_wiring::legacy::IntxResampler`) runs on one too, its resample
+//! (`device_manager::virtio::legacy::IntxResampler`) runs on one too, its resample
 //! eventfds standing for the queue eventfds.
 
 use std::io;
