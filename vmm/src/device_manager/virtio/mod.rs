@@ -41,6 +41,7 @@ use crate::devices::virtio::net::NetLink;
 use crate::devices::virtio::transport::{
     TransportError, VirtioPciDevice, BAR_SIZE, LEGACY_BAR_INDEX, LEGACY_BAR_SIZE,
 };
+use crate::devices::virtio::VirtioDevice;
 use crate::memory::GuestMemoryMmap;
 use crate::net::tap::TapError;
 
@@ -274,6 +275,18 @@ pub struct VirtioDevices {
     _intx: Option<legacy::IntxResampler>,
 }
 
+/// What wiring the devices in shares: KVM, memory, the MSI router, the
+/// BAR windows and the mover that follows BAR moves, the INTx lines.
+struct Wiring<'a> {
+    vm: &'a VmFd,
+    mem: &'a GuestMemoryMmap,
+    router: Arc<MsiRouter>,
+    window: Arc<BarWindow>,
+    io_window: Arc<BarWindow>,
+    mover: Arc<BarMover>,
+    intx: Vec<legacy::IntxWire>,
+}
+
 /// Wire the virtio device models in: PCI root, MMIO bus (`mmio`, before
 /// the vCPUs take their copies), the port bus (`pio`, for transitional
 /// devices' I/O BARs), KVM routes, irqfds and ioeventfds. Addresses come
@@ -295,20 +308,56 @@ pub(super) fn attach(
             _intx: None,
         });
     }
-    let router = MsiRouter::new(vm)?;
     let window = Arc::new(BarWindow::default());
     let io_window = Arc::new(BarWindow::default());
-    let mover = Arc::new(BarMover {
-        vm: dup_vm_fd(vm)?,
-        window: window.clone(),
-        io_window: io_window.clone(),
-        notify: Mutex::new(Vec::new()),
-    });
-    let mut intx = Vec::new();
+    let mut w = Wiring {
+        vm,
+        mem,
+        router: MsiRouter::new(vm)?,
+        mover: Arc::new(BarMover {
+            vm: dup_vm_fd(vm)?,
+            window: window.clone(),
+            io_window: io_window.clone(),
+            notify: Mutex::new(Vec::new()),
+        }),
+        window,
+        io_window,
+        intx: Vec::new(),
+    };
     let mut devices = Vec::new();
     for (m, (model, transitional)) in models.into_iter().enumerate() {
-        let vectors =
-            router.allocate(VirtioPciDevice::vectors_for(model.queue_max_sizes().len()))?;
+        let link = links.iter().find(|(at, _)| *at == m).map(|(_, l)| l);
+        devices.push(w.add(buses, alloc, model, transitional, link)?);
+    }
+    w.insert_windows(buses)?;
+    Ok(VirtioDevices {
+        devices,
+        nets: links.into_iter().map(|(_, l)| l).collect(),
+        window: Some(w.window),
+        _router: Some(w.router),
+        _intx: match w.intx.is_empty() {
+            true => None,
+            false => Some(legacy::IntxResampler::spawn(w.intx).map_err(WiringError::Resampler)?),
+        },
+    })
+}
+
+impl Wiring<'_> {
+    /// One device: MSI-X vectors, BAR 0 (and for a transitional device
+    /// the I/O BAR and INTx), notify ioeventfds, a slot on the PCI root,
+    /// the windows' and the mover's tables.
+    fn add(
+        &mut self,
+        buses: &mut Buses<'_>,
+        alloc: &mut Allocator,
+        model: Box<dyn VirtioDevice>,
+        transitional: bool,
+        link: Option<&Arc<NetLink>>,
+    ) -> Result<(u8, Arc<Mutex<VirtioPciDevice>>), WiringError> {
+        let (vm, mem) = (self.vm, self.mem);
+        let vectors = self
+            .router
+            .allocate(VirtioPciDevice::vectors_for(model.queue_max_sizes().len()))?;
         let addr = alloc.mmio_bar(BAR_SIZE).ok_or(WiringError::WindowFull)?;
         let dev = if transitional {
             let io = alloc
@@ -318,7 +367,7 @@ pub(super) fn attach(
         } else {
             VirtioPciDevice::new(model, mem.clone(), vectors, addr)?
         };
-        if let Some((_, link)) = links.iter().find(|(at, _)| *at == m) {
+        if let Some(link) = link {
             link.attach_interrupt(dev.interrupt().clone());
         }
         let evts = dev
@@ -349,11 +398,11 @@ pub(super) fn attach(
             let wire =
                 legacy::wire_intx(vm, &mut dev.lock().unwrap_or_else(|e| e.into_inner()), slot)?;
             let gsi = wire.gsi();
-            intx.push(wire);
+            self.intx.push(wire);
             log::info!(
                 "virtio type {kind} is transitional: I/O BAR 0 at port {io_addr:#x}, INTx GSI {gsi}"
             );
-            io_window
+            self.io_window
                 .maps
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -365,7 +414,7 @@ pub(super) fn attach(
                     device: shared.clone(),
                 });
         }
-        window
+        self.window
             .maps
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -376,7 +425,7 @@ pub(super) fn attach(
                 len: BAR_SIZE,
                 device: shared,
             });
-        mover
+        self.mover
             .notify
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -387,44 +436,41 @@ pub(super) fn attach(
                 evts,
             });
         log::info!("virtio type {kind} at PCI 00:{slot:02x}.0, BAR {modern_bar} at {addr:#x}");
-        devices.push((slot, dev));
+        Ok((slot, dev))
     }
-    for (start, stop) in bar_ranges() {
+
+    /// The BAR windows on the buses (the I/O one only if a transitional
+    /// device uses it), and the mover on the PCI root.
+    fn insert_windows(&self, buses: &mut Buses<'_>) -> Result<(), WiringError> {
+        for (start, stop) in bar_ranges() {
+            buses
+                .mmio
+                .insert(
+                    Arc::new(Mutex::new(BarWindowRange {
+                        window: self.window.clone(),
+                        base: start,
+                    })),
+                    start,
+                    stop - start,
+                )
+                .map_err(WiringError::Bus)?;
+        }
+        if !self
+            .io_window
+            .maps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            legacy::insert_io_window(buses.pio, &self.io_window)?;
+        }
         buses
-            .mmio
-            .insert(
-                Arc::new(Mutex::new(BarWindowRange {
-                    window: window.clone(),
-                    base: start,
-                })),
-                start,
-                stop - start,
-            )
-            .map_err(WiringError::Bus)?;
+            .pci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_bar_move_handler(self.mover.clone());
+        Ok(())
     }
-    if !io_window
-        .maps
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .is_empty()
-    {
-        legacy::insert_io_window(buses.pio, &io_window)?;
-    }
-    buses
-        .pci
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .set_bar_move_handler(mover);
-    Ok(VirtioDevices {
-        devices,
-        nets: links.into_iter().map(|(_, l)| l).collect(),
-        window: Some(window),
-        _router: Some(router),
-        _intx: match intx.is_empty() {
-            true => None,
-            false => Some(legacy::IntxResampler::spawn(intx).map_err(WiringError::Resampler)?),
-        },
-    })
 }
 
 #[cfg(test)]
