@@ -255,3 +255,94 @@ fn disk_backing_files_only_when_named() {
     );
     assert!(log.contains("virtio-blk0:"), "{log}");
 }
+
+/// A disk or NIC that cannot work fails before KVM is touched: kiln-vmm
+/// runs in a mount namespace where `/dev/kvm` is `/dev/null` (so the first
+/// KVM ioctl fails, with a KVM error), and each bad configuration still
+/// ends with its own error. A missing disk or backing file, or a NIC that
+/// a `--config` file gets wrong, is a bad configuration (exit 2); a disk
+/// that exists but cannot be opened as configured is a host error (exit 1)
+/// found before KVM too. A good configuration reaches KVM and fails there,
+/// which shows the masking works.
+#[test]
+fn bad_disks_and_nics_fail_before_kvm() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP bad_disks_and_nics_fail_before_kvm: needs root (unshare -m, mount --bind)");
+        return;
+    }
+    let dir = ScratchDir::new("before-kvm").expect("scratch dir");
+    let kernel = probe("hello");
+    let run = |args: &[String]| {
+        let out = std::process::Command::new("unshare")
+            .args(["-m", "sh", "-c"])
+            .arg(r#"mount --bind /dev/null /dev/kvm && exec "$0" "$@""#)
+            .arg(kiln_tests::kiln_vmm())
+            .args(args)
+            .output()
+            .expect("unshare (util-linux)");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (out.status.code().expect("an exit, not a signal"), stderr)
+    };
+    let flags = |extra: &[&str]| {
+        let mut v: Vec<String> = ["--kernel", kernel.to_str().unwrap(), "--memory", "32M"]
+            .map(String::from)
+            .to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let (code, err) = run(&flags(&[]));
+    assert_eq!(code, EXIT_HOST_ERROR, "{err}");
+    assert!(err.contains("KVM"), "a good config fails at KVM: {err}");
+
+    let missing = dir.path().join("missing.raw");
+    let missing = missing.to_str().unwrap();
+    let (code, err) = run(&flags(&["--disk", &format!("path={missing}")]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("disk 0: image {missing}")), "{err}");
+    assert!(!err.contains("KVM"), "{err}");
+
+    let raw = dir.path().join("d.raw");
+    fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    let raw = raw.to_str().unwrap();
+    let (code, err) = run(&flags(&[
+        "--disk",
+        &format!("path={raw},format=qcow2,backing={missing},backing_format=raw"),
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("disk 0: backing file {missing}")),
+        "{err}"
+    );
+
+    // Exists, but is no qcow2 image: opened before KVM, a host error.
+    let (code, err) = run(&flags(&["--disk", &format!("path={raw},format=qcow2")]));
+    assert_eq!(code, EXIT_HOST_ERROR, "{err}");
+    assert!(err.contains(&format!("opening disk {raw}")), "{err}");
+    assert!(!err.contains("KVM"), "{err}");
+
+    let config = dir.path().join("vm.json");
+    let json = |nets: &str| {
+        format!(
+            r#"{{"cpus":{{"count":1}},"memory":{{"size_mib":32}},"kernel":{{"path":{:?}}},"nets":{nets}}}"#,
+            kernel.to_str().unwrap()
+        )
+    };
+    for (nets, want) in [
+        (
+            r#"[{"tap":"kt-bad0","queues":17}]"#,
+            "NIC 0: queues must be",
+        ),
+        (
+            r#"[{"tap":"kt-bad0","fd":3}]"#,
+            "NIC 0: give exactly one of",
+        ),
+        (r#"[{"tap":"kt-bad0","mac":"zz"}]"#, "NIC 0: MAC address"),
+    ] {
+        fs::write(&config, json(nets)).unwrap();
+        let (code, err) = run(&["--config".into(), config.to_str().unwrap().into()]);
+        assert_eq!(code, 2, "{nets}: {err}");
+        assert!(err.contains(want) && !err.contains("KVM"), "{nets}: {err}");
+    }
+}

@@ -153,6 +153,7 @@ impl Controller {
         let taken = self
             .vm
             .devices
+            .platform
             .serial
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -271,6 +272,7 @@ impl Controller {
     /// Each NIC's MAC and link, in configuration order.
     pub fn nets(&self) -> Vec<NetInfo> {
         self.vm
+            .devices
             .virtio
             .nets
             .iter()
@@ -303,6 +305,7 @@ impl ControlTarget for Controller {
             boot_progress: self
                 .vm
                 .devices
+                .platform
                 .boot_progress
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -340,16 +343,17 @@ impl ControlTarget for Controller {
                 info!("ACPI power button pressed");
                 self.vm
                     .devices
+                    .platform
                     .pm
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .press_power_button();
             }
             Command::NetLink { index, link } => {
-                let nic = self.vm.virtio.nets.get(index).ok_or_else(|| {
+                let nic = self.vm.devices.virtio.nets.get(index).ok_or_else(|| {
                     ActError::NotFound(format!(
                         "no NIC {index}; the VM has {}",
-                        self.vm.virtio.nets.len()
+                        self.vm.devices.virtio.nets.len()
                     ))
                 })?;
                 if nic.set_up(link.is_up()) {

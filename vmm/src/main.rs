@@ -79,10 +79,15 @@ fn main() {
     let args = Args::parse();
     logger::init(args.log_level, start);
     kiln_vmm::seccomp::set_mode(args.seccomp);
-    let mut config = args.vm_config().unwrap_or_else(|e| {
-        eprintln!("kiln-vmm: {}", report(&e));
-        std::process::exit(2);
-    });
+    // A bad configuration (flags, JSON, a disk or NIC) ends here with
+    // status 2, before KVM is touched.
+    let mut config = args
+        .vm_config()
+        .and_then(|c| kiln_vmm::config::check_host(&c).map(|()| c))
+        .unwrap_or_else(|e| {
+            eprintln!("kiln-vmm: {}", report(&e));
+            std::process::exit(2);
+        });
     // After an in-place reset: the NICs' MACs and links as they were.
     let kept_nets = reset_state::take(&config);
     if let Some(nets) = &kept_nets {
@@ -98,9 +103,9 @@ fn main() {
     let signals = kiln_vmm::controller::terminating_signals_fd()
         .unwrap_or_else(|e| fail(format!("cannot set up signal handling: {e}")));
     let mut vm = Vm::build(&config, start).unwrap_or_else(|e| fail(report(&e)));
-    let _ = DISKS.set(vm.virtio.disks.clone());
+    let _ = DISKS.set(vm.devices.virtio.disks.clone());
     if let Some(nets) = &kept_nets {
-        reset_state::keep_links(&vm.virtio.nets, nets);
+        reset_state::keep_links(&vm.devices.virtio.nets, nets);
     }
     if config.serial.stdio {
         terminal::set_raw();

@@ -11,7 +11,7 @@ use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion,
 
 use crate::arch::x86_64::layout;
 
-pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+pub use crate::devices::GuestMemoryMmap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {

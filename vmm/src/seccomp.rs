@@ -127,6 +127,17 @@ pub fn set_mode(mode: SeccompMode) {
         SeccompMode::Off => MODE_OFF,
     };
     MODE.store(v, Ordering::SeqCst);
+    crate::devices::set_thread_start(Box::new(WorkerThreads));
+}
+
+/// Device threads (virtio workers, the RTC timer) start under the worker
+/// filter: the devices' [`ThreadStart`](crate::devices::ThreadStart) hook.
+struct WorkerThreads;
+
+impl crate::devices::ThreadStart for WorkerThreads {
+    fn thread_start(&self) -> Result<(), String> {
+        apply(ThreadKind::Worker).map_err(|e| e.report())
+    }
 }
 
 /// The mode [`apply`] uses.

@@ -14,7 +14,7 @@ use log::info;
 use crate::arch::x86_64::regs::{self, EntryMode};
 use crate::arch::x86_64::{acpi, boot, cpuid, firmware, hyperv, irq};
 use crate::console::{Clients, ConsoleOutput};
-use crate::device_manager::{DeviceError, DeviceManager};
+use crate::device_manager::{DeviceContext, DeviceError, DeviceManager, VirtioModels};
 use crate::memory::{self, Backing, GuestMemoryMmap, MemoryError};
 use crate::vcpu::{Vcpu, VmShared};
 
@@ -40,11 +40,11 @@ pub enum VmError {
     #[error("ACPI tables")]
     Acpi(#[from] acpi::AcpiError),
     #[error("virtio devices")]
-    Virtio(#[from] crate::virtio_wiring::WiringError),
+    Virtio(#[from] crate::device_manager::WiringError),
     #[error("loading the firmware")]
     Firmware(#[from] firmware::FirmwareError),
-    #[error("placing the firmware variable store's flash on the MMIO bus")]
-    FlashBus(#[source] crate::devices::bus::BusError),
+    #[error("the firmware variable store's flash")]
+    Flash(#[from] crate::device_manager::firmware::FlashError),
     #[error("booting the kernel")]
     Boot(#[from] boot::BootError),
     #[error("CPUID")]
@@ -77,8 +77,6 @@ pub struct Vm {
     pub devices: DeviceManager,
     pub shared: Arc<VmShared>,
     pub console_clients: Clients,
-    /// The virtio devices (dropping them stops their workers).
-    pub virtio: crate::virtio_wiring::VirtioDevices,
     vcpus: Vec<Vcpu>,
     /// Firmware boot: the firmware's memory, mapped into the guest.
     _firmware: Option<firmware::Firmware>,
@@ -90,6 +88,13 @@ pub struct Vm {
 impl Vm {
     pub fn build(config: &VmConfig, start: Instant) -> Result<Vm, VmError> {
         let t0 = Instant::now();
+        // Disks and taps first: one that cannot be opened fails the VM
+        // before /dev/kvm is.
+        let models = VirtioModels::open(
+            &config.disks,
+            &config.nets,
+            config.rng.then_some(config.rng_transitional),
+        )?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let fd = kvm.create_vm().map_err(kvm_op("create a VM"))?;
         let mem_size = config.memory.size_mib << 20;
@@ -125,23 +130,14 @@ impl Vm {
         .map_err(VmError::Console)?;
         let mut devices = DeviceManager::new(
             &fd,
-            Box::new(console),
-            shared.clone(),
-            start,
-            mem_size,
-            config.cpus.count,
-            config.firmware.as_ref().map(|_| &mem),
-            config.rtc_local_time,
-        )?;
-        let virtio = crate::virtio_wiring::add_virtio_devices(
-            &fd,
             &mem,
-            &devices.pci,
-            &mut devices.mmio,
-            &mut devices.pio,
-            &config.disks,
-            &config.nets,
-            config.rng.then_some(config.rng_transitional),
+            config,
+            DeviceContext {
+                console: Box::new(console),
+                requests: shared.clone(),
+                start,
+            },
+            models,
         )?;
 
         // Firmware boot: the firmware installs the ACPI tables it reads
@@ -152,15 +148,10 @@ impl Vm {
                     code: std::path::Path::new(&fw.path),
                     vars: fw.vars.as_deref().map(std::path::Path::new),
                 };
-                let loaded = firmware::load(&fd, &mem, images)?;
+                let mut loaded = firmware::load(&fd, &mem, images)?;
                 // The variable store's flash answers the writes (and, out
                 // of read-array mode, the reads) that exit as MMIO.
-                if let (Some(vars), Some(flash)) = (&loaded.vars, &loaded.flash) {
-                    devices
-                        .mmio
-                        .insert(flash.clone(), vars.guest_addr, vars.size)
-                        .map_err(VmError::FlashBus)?;
-                }
+                devices.attach_firmware(&fd, &mut loaded)?;
                 (EntryMode::Reset, Some(loaded))
             }
             None => {
@@ -223,7 +214,6 @@ impl Vm {
             devices,
             shared,
             console_clients,
-            virtio,
             vcpus,
             _firmware: firmware,
             threads: Vec::new(),

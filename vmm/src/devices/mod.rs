@@ -4,13 +4,46 @@
 //! vCPU threads, raise interrupts through [`Interrupt`], and ask things of
 //! the VM as a whole (power off, reset) through [`VmRequests`]. So each is
 //! unit-tested without `/dev/kvm`.
+//!
+//! This is the lowest layer of kiln-vmm: devices depend only on what this
+//! module declares (the bus, interrupts, the guest memory type
+//! [`GuestMemoryMmap`], VM requests, and [`ThreadStart`], the hook a
+//! device thread runs first, which is where the VMM installs its seccomp
+//! filter) and on library crates. They never import the VMM's `arch`,
+//! `vm`, `memory`, `seccomp` or `net` modules; the device manager hands
+//! them what those provide (a tap comes as a
+//! [`virtio::net::TapQueue`]). `tests/layering.rs` fails if one does.
 
 pub mod bus;
 pub mod legacy;
 pub mod pci;
 pub mod virtio;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Guest memory as devices see it (the VMM's `memory.rs` creates it).
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+
+/// What a device thread (virtio worker, RTC timer) runs first, before it
+/// touches guest data: the VMM installs its seccomp filter here.
+pub trait ThreadStart: Send + Sync {
+    /// Set up the calling thread; an error stops the thread.
+    fn thread_start(&self) -> Result<(), String>;
+}
+
+static THREAD_START: OnceLock<Box<dyn ThreadStart>> = OnceLock::new();
+
+/// Install the process's [`ThreadStart`] hook (once, before any device
+/// thread starts; later calls are ignored). Without one, device threads
+/// start unconfined (unit tests).
+pub fn set_thread_start(hook: Box<dyn ThreadStart>) {
+    let _ = THREAD_START.set(hook);
+}
+
+/// Run the [`ThreadStart`] hook on the calling thread.
+pub fn thread_start() -> Result<(), String> {
+    THREAD_START.get().map_or(Ok(()), |h| h.thread_start())
+}
 
 /// An interrupt line (an irqfd on a GSI, or an MSI vector).
 pub trait Interrupt: Send + Sync {

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
+use crate::devices::virtio::net::{FrameIo, TapQueue, NET_HDR_LEN};
 use libc::{
     c_short, IFF_ATTACH_QUEUE, IFF_DETACH_QUEUE, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_VNET_HDR,
     IFNAMSIZ, TUNGETIFF, TUNSETIFF, TUNSETOFFLOAD, TUNSETQUEUE, TUNSETVNETHDRSZ,
@@ -17,7 +18,7 @@ pub use libc::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_UFO};
 
 /// The virtio-net header on each frame (`struct virtio_net_hdr_v1`, with
 /// `num_buffers`), as virtio 1.x devices use it.
-pub const VNET_HDR_LEN: usize = 12;
+pub const VNET_HDR_LEN: usize = NET_HDR_LEN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -249,6 +250,54 @@ impl Tap {
 impl AsRawFd for Tap {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+}
+
+impl TapQueue for Tap {
+    fn name(&self) -> &str {
+        Tap::name(self)
+    }
+    fn set_vnet_hdr_size(&self, size: i32) -> io::Result<()> {
+        Tap::set_vnet_hdr_size(self, size).map_err(TapError::into_io)
+    }
+    fn set_offload(&self, flags: u32) -> io::Result<()> {
+        Tap::set_offload(self, flags).map_err(TapError::into_io)
+    }
+    fn set_queue_attached(&self, attached: bool) -> io::Result<()> {
+        Tap::set_queue_attached(self, attached).map_err(TapError::into_io)
+    }
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Tap::read(self, buf)
+    }
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        Tap::write(self, buf)
+    }
+    unsafe fn readv(&self, iov: &[libc::iovec]) -> io::Result<usize> {
+        // SAFETY: passed on from our caller.
+        unsafe { Tap::readv(self, iov) }
+    }
+}
+
+impl FrameIo for Tap {
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        Tap::write(self, frame).map(drop)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Tap::read(self, buf)
+    }
+    unsafe fn recv_iov(&mut self, iov: &[libc::iovec]) -> io::Result<usize> {
+        // SAFETY: passed on from our caller.
+        unsafe { Tap::readv(self, iov) }
+    }
+}
+
+impl TapError {
+    /// The OS error of an ioctl (its errno kept), else the message.
+    fn into_io(self) -> io::Error {
+        match self {
+            TapError::Ioctl { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        }
     }
 }
 

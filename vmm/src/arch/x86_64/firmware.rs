@@ -14,12 +14,13 @@
 //!                          F000:E05B right after the reset vector)
 //! ```
 //!
-//! The variable store is a [`PflashDevice`] as OVMF expects from QEMU's
-//! pflash: in read-array mode its file mapping is a read-only KVM slot
-//! (reads cost no exit; writes exit as MMIO and are flash commands to the
-//! device on the MMIO bus); in the other modes (status, program, erase,
-//! CFI) [`KvmArrayMapping`] removes the slot so that reads exit to the
-//! device too, and puts it back when the guest returns to read-array mode.
+//! The variable store is a CFI flash as OVMF expects from QEMU's pflash
+//! (the device manager makes it from the [`FlashStore`] this module maps:
+//! `device_manager/firmware.rs`): in read-array mode its file mapping is a
+//! read-only KVM slot (reads cost no exit; writes exit as MMIO and are
+//! flash commands to the device on the MMIO bus); in the other modes
+//! (status, program, erase, CFI) the slot is removed so that reads exit to
+//! the device too, and put back when the guest returns to read-array mode.
 //! OVMF then detects a writable flash and keeps its variables in the file,
 //! so they survive reboots and power-offs. Without KVM's read-only slots
 //! (never seen on a current kernel) the store falls back to plain shared
@@ -30,7 +31,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::{Cap, VmFd};
@@ -39,7 +39,6 @@ use vm_memory::mmap::MmapRegion;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, VolatileMemory};
 
 use super::layout;
-use crate::devices::legacy::pflash::{ArrayMapping, MmapStore, PflashDevice};
 use crate::memory::GuestMemoryMmap;
 
 /// Size of the legacy BIOS window below 1 MiB that mirrors the image's end.
@@ -76,8 +75,6 @@ pub enum FirmwareError {
     Copy(#[source] vm_memory::VolatileMemoryError),
     #[error("copying the firmware's last 128 KiB below 1 MiB failed (guest RAM too small?)")]
     LegacyAlias(#[source] vm_memory::GuestMemoryError),
-    #[error("duplicating the VM file descriptor for the flash device")]
-    DupVm(#[source] crate::interrupts::InterruptError),
     #[error("registering firmware memory slot {slot} at {addr:#x} with KVM failed")]
     Register {
         slot: u32,
@@ -102,7 +99,7 @@ pub struct FirmwareRegion {
     pub size: u64,
     pub read_only: bool,
     /// Owned so that it outlives the KVM slot that maps it (None: the
-    /// flash device owns it).
+    /// flash store owns it).
     _mapping: Option<MmapRegion<()>>,
 }
 
@@ -113,40 +110,18 @@ pub struct Firmware {
     /// Where the variable store is (its mapping lives in `flash`, or here
     /// when it is plain memory).
     pub vars: Option<FirmwareRegion>,
-    /// The variable store's flash device, to insert on the MMIO bus at
-    /// `vars.guest_addr` for `vars.size` bytes.
-    pub flash: Option<Arc<Mutex<VarsFlash>>>,
+    /// The variable store mapped as a read-only slot, for the device
+    /// manager to hand to a flash device (`device_manager/firmware.rs`),
+    /// which owns it from then on.
+    pub flash_store: Option<FlashStore>,
 }
 
-/// The flash device type of the variable store.
-pub type VarsFlash = PflashDevice<MmapStore, KvmArrayMapping>;
-
-/// Shows or hides the variable store's read-only KVM slot.
-pub struct KvmArrayMapping {
-    vm: VmFd,
-    slot: u32,
-    guest_addr: u64,
-    host_addr: u64,
-    size: u64,
-}
-
-impl ArrayMapping for KvmArrayMapping {
-    fn set_mapped(&mut self, mapped: bool) {
-        let desc = kvm_userspace_memory_region {
-            slot: self.slot,
-            flags: KVM_MEM_READONLY,
-            guest_phys_addr: self.guest_addr,
-            // Size 0 deletes the slot.
-            memory_size: if mapped { self.size } else { 0 },
-            userspace_addr: self.host_addr,
-        };
-        // SAFETY: the host range is the store's mapping, owned by the
-        // flash device that owns this mapping object, so it outlives the
-        // slot; the guest range is the store's, clear of RAM.
-        if let Err(e) = unsafe { self.vm.set_user_memory_region(desc) } {
-            log::error!("pflash: cannot change the variable store slot (mapped {mapped}): {e}");
-        }
-    }
+/// A variable store in read-only KVM slot `slot` at `guest_addr`: the
+/// flash device's memory, which it unmaps while out of read-array mode.
+pub struct FlashStore {
+    pub slot: u32,
+    pub guest_addr: u64,
+    pub map: MmapRegion<()>,
 }
 
 fn file_size(path: &Path, file: &File) -> Result<u64, FirmwareError> {
@@ -283,17 +258,9 @@ pub fn load(
     }
     let slot = mem.num_regions() as u32;
     register(vm, slot, code_addr, &code_map, read_only)?;
-    let (vars, flash) = match vars_map {
+    let (vars, flash_store) = match vars_map {
         Some(m) if read_only => {
             register(vm, slot + 1, vars_addr, &m, true)?;
-            let mapping = KvmArrayMapping {
-                vm: crate::interrupts::dup_vm_fd(vm).map_err(FirmwareError::DupVm)?,
-                slot: slot + 1,
-                guest_addr: vars_addr,
-                host_addr: m.as_ptr() as u64,
-                size: vars_size,
-            };
-            let flash = PflashDevice::new(MmapStore::new(m), mapping);
             (
                 Some(FirmwareRegion {
                     guest_addr: vars_addr,
@@ -301,7 +268,11 @@ pub fn load(
                     read_only: true,
                     _mapping: None,
                 }),
-                Some(Arc::new(Mutex::new(flash))),
+                Some(FlashStore {
+                    slot: slot + 1,
+                    guest_addr: vars_addr,
+                    map: m,
+                }),
             )
         }
         Some(m) => {
@@ -328,7 +299,7 @@ pub fn load(
                 p.display(),
                 v.guest_addr,
                 v.size,
-                if flash.is_some() {
+                if flash_store.is_some() {
                     "CFI flash"
                 } else {
                     "plain memory"
@@ -345,7 +316,7 @@ pub fn load(
             _mapping: Some(code_map),
         },
         vars,
-        flash,
+        flash_store,
     })
 }
 

@@ -16,6 +16,27 @@ use kvm_ioctls::VmFd;
 /// IOAPIC pins.
 pub const IOAPIC_PINS: u32 = 24;
 
+/// The GSIs of PIIX's four PCI interrupt links PIRQA#..PIRQD#, as SeaBIOS
+/// routes them on i440FX (its `pci_irqs`). Fixed: the VMM does not
+/// emulate the PIIX route registers, so nothing can move a link.
+pub const PIRQ_GSIS: [u32; 4] = [10, 10, 11, 11];
+
+/// The GSI that interrupt pin `pin` (1 = INTA# .. 4 = INTD#, as in the
+/// PCI interrupt-pin register) of a device in bus-0 `slot` is raised on:
+/// PIIX's swizzle, link `(pin - 1 + slot - 1) & 3`. This is the one place
+/// that decides it: the device manager's INTx wiring
+/// (`device_manager/virtio/legacy.rs`) raises INTA# here and the DSDT's _PRT
+/// (`acpi::dsdt`) and the MADT's overrides are built from it.
+pub fn pci_pin_gsi(slot: u8, pin: u8) -> u32 {
+    let link = pin.wrapping_sub(1).wrapping_add(slot.wrapping_sub(1)) & 3;
+    PIRQ_GSIS[usize::from(link)]
+}
+
+/// The GSI of INTA# for a device in `slot` (i440FX/PIIX routing).
+pub fn intx_gsi(slot: u8) -> u32 {
+    pci_pin_gsi(slot, 1)
+}
+
 fn route(gsi: u32, irqchip: u32, pin: u32) -> kvm_irq_routing_entry {
     kvm_irq_routing_entry {
         gsi,

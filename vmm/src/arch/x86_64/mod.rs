@@ -4,6 +4,7 @@ pub mod acpi;
 pub mod boot;
 pub mod cpuid;
 pub mod firmware;
+pub mod fw_cfg;
 pub mod hyperv;
 pub mod irq;
 pub mod layout;

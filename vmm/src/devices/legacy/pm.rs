@@ -1,5 +1,6 @@
 //! ACPI fixed-hardware power-management registers, on I/O ports at
-//! [`layout::PM_IO_BASE`] (the FADT points the guest here):
+//! the platform's PM base (`arch::x86_64::layout::PM_IO_BASE` for a direct
+//! boot; the FADT points the guest there):
 //!
 //! ```text
 //! +0  PM1a_STS  (16 bit, write 1 to clear)   PWRBTN_STS, WAK_STS
@@ -9,7 +10,7 @@
 //! +8  PM_TMR    (32 bit, read only)          3.579545 MHz free-running
 //! ```
 //!
-//! Writing SLP_EN with SLP_TYP == [`layout::S5_SLEEP_TYPE`] (the \_S5 of our
+//! Writing SLP_EN with SLP_TYP == [`S5_SLEEP_TYPE`] (the \_S5 of our
 //! DSDT) asks the VM to power off. [`PmDevice::press_power_button`] is the
 //! fixed-hardware power button: it sets PWRBTN_STS and raises the SCI if the
 //! guest enabled it; Linux's ACPI button driver then starts a clean shutdown.
@@ -20,12 +21,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::arch::x86_64::layout;
 use crate::devices::bus::BusDevice;
 use crate::devices::{Interrupt, VmRequest, VmRequests};
 
-/// Length of the register block at [`layout::PM_IO_BASE`].
+/// Length of the register block.
 pub const PM_IO_LEN: u64 = 12;
+/// SLP_TYP value of the \_S5 (soft off) sleep state: the DSDT's `\_S5`
+/// names it, and writing it with SLP_EN powers the VM off.
+pub const S5_SLEEP_TYPE: u8 = 5;
 /// FADT PM1_EVT_LEN: status and enable, two bytes each.
 pub const PM1_EVT_LEN: u8 = 4;
 /// FADT PM1_CNT_LEN.
@@ -40,10 +43,10 @@ pub const PM_TMR_HZ: u64 = 3_579_545;
 /// control-method PNP0C0C device: the FADT leaves its PWR_BUTTON flag clear.
 pub const FIXED_POWER_BUTTON: bool = true;
 
-const PM1_STS: u64 = 0;
+pub const PM1_STS: u64 = 0;
 const PM1_EN: u64 = 2;
-const PM1_CNT: u64 = 4;
-const PM_TMR: u64 = 8;
+pub const PM1_CNT: u64 = 4;
+pub const PM_TMR: u64 = 8;
 
 /// PM1 status bits.
 pub const TMR_STS: u16 = 1 << 0;
@@ -82,7 +85,7 @@ pub struct PmDevice {
 
 impl PmDevice {
     /// A device in its power-on state (ACPI mode, no events enabled). `sci`
-    /// is the SCI line ([`layout::SCI_IRQ`]).
+    /// is the SCI line (`SCI_IRQ` in the platform layout).
     pub fn new(sci: Arc<dyn Interrupt>, requests: Arc<dyn VmRequests>) -> Self {
         PmDevice {
             sts: 0,
@@ -130,7 +133,7 @@ impl PmDevice {
             return;
         }
         let slp_typ = ((value & SLP_TYP_MASK) >> SLP_TYP_SHIFT) as u8;
-        if slp_typ == layout::S5_SLEEP_TYPE {
+        if slp_typ == S5_SLEEP_TYPE {
             log::info!("pm: guest entered S5 (soft off)");
             self.requests.request(VmRequest::PowerOff);
         } else {
@@ -241,9 +244,7 @@ mod tests {
 
     #[test]
     fn register_offsets_match_the_layout() {
-        assert_eq!(layout::PM1A_EVT_PORT, layout::PM_IO_BASE + PM1_STS as u16);
-        assert_eq!(layout::PM1A_CNT_PORT, layout::PM_IO_BASE + PM1_CNT as u16);
-        assert_eq!(layout::PM_TMR_PORT, layout::PM_IO_BASE + PM_TMR as u16);
+        // The layout's ports: `arch::x86_64::acpi::tests::pm_ports_match_the_device`.
         assert_eq!(PM_TMR + u64::from(PM_TMR_LEN), PM_IO_LEN);
     }
 
@@ -325,7 +326,7 @@ mod tests {
     #[test]
     fn s5_powers_off() {
         let mut f = fixture();
-        let typ = u16::from(layout::S5_SLEEP_TYPE) << SLP_TYP_SHIFT;
+        let typ = u16::from(S5_SLEEP_TYPE) << SLP_TYP_SHIFT;
         // ACPICA writes SLP_TYP first, then SLP_TYP | SLP_EN.
         f.write16(PM1_CNT, SCI_EN | typ);
         assert!(f.requests().is_empty());
@@ -339,7 +340,7 @@ mod tests {
     #[test]
     fn s5_by_a_high_byte_write() {
         let mut f = fixture();
-        let v = (u16::from(layout::S5_SLEEP_TYPE) << SLP_TYP_SHIFT) | SLP_EN;
+        let v = (u16::from(S5_SLEEP_TYPE) << SLP_TYP_SHIFT) | SLP_EN;
         f.pm.write(PM1_CNT + 1, &[(v >> 8) as u8]);
         assert_eq!(f.requests(), vec![VmRequest::PowerOff]);
         assert_eq!(f.read16(PM1_CNT) & SCI_EN, SCI_EN, "low byte kept");
@@ -349,7 +350,7 @@ mod tests {
     fn other_sleep_types_are_ignored_and_wake_at_once() {
         let mut f = fixture();
         for typ in 0..8u16 {
-            if typ == u16::from(layout::S5_SLEEP_TYPE) {
+            if typ == u16::from(S5_SLEEP_TYPE) {
                 continue;
             }
             f.write16(PM1_STS, 0xffff);

@@ -1,12 +1,11 @@
 //! The PC reset control register at I/O port
-//! [`layout::RESET_CONTROL_PORT`] (0xCF9), one byte. The FADT names it as
+//! `arch::x86_64::layout::RESET_CONTROL_PORT` (0xCF9), one byte. The FADT names it as
 //! the ACPI reset register, with [`RESET_VALUE`] as the value to write.
 //!
 //! Bit 1 (SYS_RST) and bit 3 (FULL_RST) only choose the kind of reset and
 //! read back; writing bit 2 (RST_CPU) set resets the machine, which here
 //! means asking the VM for [`VmRequest::Reset`].
 //!
-//! [`layout::RESET_CONTROL_PORT`]: crate::arch::x86_64::layout::RESET_CONTROL_PORT
 
 use std::sync::Arc;
 

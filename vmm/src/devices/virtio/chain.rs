@@ -34,7 +34,7 @@ use vm_memory::{
 };
 
 pub use super::segments::{pieces, total_len, Pieces, Segment, Segments, INLINE_SEGMENTS};
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 const DESC_SIZE: u64 = 16;
 const F_NEXT: u16 = 1;

@@ -8,7 +8,7 @@
 //!   queues the driver sets up, and activates the device on DRIVER_OK.
 //! - [`msix`]: the MSI-X table seen by the guest, and [`msix::MsiVectors`],
 //!   the small trait through which interrupts leave the device (KVM irqfds
-//!   in `crate::interrupts`; a counter in tests).
+//!   in `device_manager/interrupts.rs`; a counter in tests).
 //! - [`chain`]: walks one descriptor chain with every check a hostile
 //!   driver calls for (loops, nesting, addresses outside guest memory).
 //!   [`segments`]: its buffer lists, inline (no heap) for the usual
@@ -28,7 +28,6 @@
 
 pub mod block;
 pub mod chain;
-pub mod cli;
 pub mod msix;
 pub mod net;
 pub mod queue;
@@ -46,7 +45,7 @@ use std::sync::Arc;
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 pub use transport::{VirtioInterrupt, VirtioPciDevice};
 
 /// Device types (virtio 1.2, 5).

@@ -3,7 +3,7 @@
 //! that a masked vector's interrupt waits in the PBA until it is unmasked.
 //!
 //! Interrupts leave through [`MsiVectors`]: the device code never sees KVM
-//! (`crate::interrupts` routes each vector to an irqfd; tests count).
+//! (`device_manager/interrupts.rs` routes each vector to an irqfd; tests count).
 
 use std::io;
 

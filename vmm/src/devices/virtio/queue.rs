@@ -28,7 +28,7 @@ use vm_memory::{
 };
 
 use super::chain::{self, Chain, ChainError};
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// `VRING_USED_F_NO_NOTIFY`: the device asks the driver not to notify.
 const USED_F_NO_NOTIFY: u16 = 1;

@@ -15,7 +15,7 @@ use super::chain::Buffers;
 use super::queue::{self, QueueError};
 use super::worker::{Wake, Worker, WorkerHandler};
 use super::{ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, F_VERSION_1, TYPE_RNG};
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 pub const MAX_PER_REQUEST: usize = 64 << 10;
 const QUEUE_SIZE: u16 = 64;

@@ -17,7 +17,7 @@
 //! added as the window closes is served, not lost (see [`PollWindow`]).
 //!
 //! The transitional devices' INTx resampler
-//! (`virtio_wiring::legacy::IntxResampler`) runs on one too, its resample
+//! (`device_manager::virtio::legacy::IntxResampler`) runs on one too, its resample
 //! eventfds standing for the queue eventfds.
 
 use std::io;
@@ -239,8 +239,8 @@ impl Worker {
         let stopping_clone = stopping.clone();
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let _keep = stop_clone;
-            if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Worker) {
-                log::error!("virtio worker: {}", e.report());
+            if let Err(e) = crate::devices::thread_start() {
+                log::error!("virtio worker: {e}");
                 return;
             }
             let mut events = vec![EpollEvent::default(); 16];

@@ -66,7 +66,7 @@ pub struct PrtEntry {
 /// The routing the _PRT describes: every pin of every slot of bus 0 that
 /// can hold a device (slot 0 is the host bridge, which has no interrupt),
 /// to the GSI the VMM really raises, from
-/// [`crate::virtio_wiring::pci_pin_gsi`] (PIIX's swizzle over the links
+/// [`crate::arch::x86_64::irq::pci_pin_gsi`] (PIIX's swizzle over the links
 /// SeaBIOS routes to IRQ 10, 10, 11, 11), the function that wires INTA#
 /// of transitional virtio devices, so the table and the wiring agree.
 ///
@@ -91,7 +91,7 @@ pub fn pci_routing() -> Vec<PrtEntry> {
     let mut entries = Vec::new();
     for slot in 1..NUM_SLOTS as u8 {
         for pin in 0..PCI_PINS {
-            let gsi = crate::virtio_wiring::pci_pin_gsi(slot, pin + 1);
+            let gsi = crate::arch::x86_64::irq::pci_pin_gsi(slot, pin + 1);
             entries.push(PrtEntry { slot, pin, gsi });
         }
     }

@@ -195,7 +195,7 @@ fn dsdt_has_one_processor_device_per_cpu() {
 }
 
 /// The GSI of `pin` (0 = INTA#) of `slot` written out from SeaBIOS's
-/// i440FX routing, independently of `virtio_wiring::pci_pin_gsi`: link
+/// i440FX routing, independently of `irq::pci_pin_gsi`: link
 /// `(pin + slot - 1) & 3`, links A-D on IRQ 10, 10, 11, 11.
 fn seabios_gsi(slot: u8, pin: u8) -> u64 {
     [10, 10, 11, 11][usize::from((pin + slot - 1) & 3)]
@@ -245,10 +245,10 @@ fn prt_routes_every_pin_of_every_slot_to_the_gsi_the_vmm_raises() {
         let (slot, pin) = (slot as u8, pin as u8);
         assert_eq!(
             gsi,
-            u64::from(crate::virtio_wiring::pci_pin_gsi(slot, pin + 1))
+            u64::from(crate::arch::x86_64::irq::pci_pin_gsi(slot, pin + 1))
         );
         if pin == 0 {
-            assert_eq!(gsi, u64::from(crate::virtio_wiring::intx_gsi(slot)));
+            assert_eq!(gsi, u64::from(crate::arch::x86_64::irq::intx_gsi(slot)));
         }
     }
     assert_eq!(

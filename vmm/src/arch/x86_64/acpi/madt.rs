@@ -10,7 +10,7 @@
 //! IRQ0 -> GSI2 is what QEMU tells guests; it holds only if the VMM routes
 //! GSI 0 (the in-kernel PIT) to IOAPIC pin 2, as QEMU's KVM routing does.
 //!
-//! IRQ 10 and 11 carry PCI INTx (`virtio_wiring::PIRQ_GSIS`, the GSIs of
+//! IRQ 10 and 11 carry PCI INTx (`irq::PIRQ_GSIS`, the GSIs of
 //! the DSDT's _PRT). Without an override an OS takes an ISA IRQ as edge
 //! triggered, active high, while the _PRT's static entries make the same
 //! GSIs level triggered, active low (PCI's INTx#; Linux registers them
@@ -92,7 +92,7 @@ fn local_apic_nmi() -> [u8; 6] {
 
 /// The ISA IRQs (= GSIs) PCI INTx arrives on, each once, ascending.
 pub fn pci_intx_irqs() -> Vec<u32> {
-    let mut irqs = crate::virtio_wiring::PIRQ_GSIS.to_vec();
+    let mut irqs = crate::arch::x86_64::irq::PIRQ_GSIS.to_vec();
     irqs.sort_unstable();
     irqs.dedup();
     irqs

@@ -384,3 +384,17 @@ fn acpica_loads_the_tables_cleanly() {
         "{text}"
     );
 }
+
+#[test]
+fn pm_ports_match_the_device() {
+    use crate::arch::x86_64::layout;
+    assert_eq!(
+        layout::PM1A_EVT_PORT,
+        layout::PM_IO_BASE + pm::PM1_STS as u16
+    );
+    assert_eq!(
+        layout::PM1A_CNT_PORT,
+        layout::PM_IO_BASE + pm::PM1_CNT as u16
+    );
+    assert_eq!(layout::PM_TMR_PORT, layout::PM_IO_BASE + pm::PM_TMR as u16);
+}

@@ -3,6 +3,9 @@
 
 use super::*;
 use kvm_ioctls::{Kvm, VcpuExit};
+use std::sync::{Arc, Mutex};
+
+use crate::device_manager::firmware::VarsFlash;
 
 const KIB4: usize = 4096;
 
@@ -62,17 +65,27 @@ const ROM_PROLOGUE: [Seen; 3] = [
 
 /// Run a one-vCPU VM with 16 MiB of RAM on `images` until HLT; MMIO to
 /// the variable store goes to its flash device.
-fn run(images: FirmwareImages<'_>) -> (Vec<Seen>, Firmware, GuestMemoryMmap) {
+/// Also returns the flash device the device manager would put on the bus.
+#[allow(clippy::type_complexity)]
+fn run(
+    images: FirmwareImages<'_>,
+) -> (
+    Vec<Seen>,
+    Firmware,
+    GuestMemoryMmap,
+    Option<Arc<Mutex<VarsFlash>>>,
+) {
     use crate::devices::bus::BusDevice;
     let kvm = Kvm::new().expect("/dev/kvm (these tests run a real KVM vCPU)");
     let vm = kvm.create_vm().unwrap();
     let mem = crate::memory::create(16, Default::default()).unwrap();
     crate::memory::register(&vm, &mem).unwrap();
     vm.set_tss_address(0xfeff_d000).unwrap();
-    let fw = load(&vm, &mem, images).unwrap();
+    let mut fw = load(&vm, &mem, images).unwrap();
+    let vars_flash = crate::device_manager::firmware::vars_flash(&vm, &mut fw).unwrap();
     let flash = |addr: u64| {
         let v = fw.vars.as_ref()?;
-        let f = fw.flash.as_ref()?;
+        let f = vars_flash.as_ref()?;
         (addr >= v.guest_addr && addr - v.guest_addr < v.size)
             .then(|| (f.clone(), addr - v.guest_addr))
     };
@@ -105,13 +118,13 @@ fn run(images: FirmwareImages<'_>) -> (Vec<Seen>, Firmware, GuestMemoryMmap) {
             other => panic!("unexpected exit {other:?} after {seen:?}"),
         }
     }
-    (seen, fw, mem)
+    (seen, fw, mem, vars_flash)
 }
 
 #[test]
 fn vcpu_starts_at_the_reset_vector_in_a_read_only_rom() {
     let path = temp_file("rom", &probe_image());
-    let (seen, fw, mem) = run(FirmwareImages {
+    let (seen, fw, mem, _flash) = run(FirmwareImages {
         code: &path,
         vars: None,
     });
@@ -144,7 +157,7 @@ fn vcpu_starts_at_the_reset_vector_in_a_read_only_rom() {
 fn variable_store_is_a_flash_backed_by_its_file() {
     let code = temp_file("code", &probe_image());
     let vars = temp_file("vars", &[0xffu8; KIB4]);
-    let (seen, fw, _mem) = run(FirmwareImages {
+    let (seen, fw, _mem, flash) = run(FirmwareImages {
         code: &code,
         vars: Some(&vars),
     });
@@ -156,7 +169,7 @@ fn variable_store_is_a_flash_backed_by_its_file() {
     assert_eq!((on_disk[0], on_disk[1]), (0x77, 0xff));
     if !v.read_only {
         // No read-only slots: plain memory, no flash device.
-        assert!(fw.flash.is_none());
+        assert!(flash.is_none());
         return;
     }
     // Program command and data, then a status read, all through the

@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use super::pc::{self, PcConfig};
-use super::table_loader::{self, Command, LoaderError, Zone, COMMAND_LEN};
 use super::tests::{fetch_file, guest_mem};
 use crate::arch::x86_64::acpi::{self, AcpiTables, Blob, PointerField};
+use crate::arch::x86_64::fw_cfg::table_loader::{self, Command, LoaderError, Zone, COMMAND_LEN};
+use crate::arch::x86_64::fw_cfg::{self as pc, PcConfig};
 
 /// The guest memory a firmware allocates from, as separate blobs.
 #[derive(Default)]

@@ -25,8 +25,8 @@
 //! zeros. A malformed request never panics and never allocates more than
 //! a fixed chunk.
 //!
-//! [`pc::build`] fills a device with what a PC firmware needs (RAM size,
-//! CPUs, e820, ACPI tables through [`table_loader`], boot order).
+//! `arch::x86_64::fw_cfg::build` fills a device with what a PC firmware needs (RAM size,
+//! CPUs, e820, ACPI tables through its `table_loader`, boot order).
 //!
 //! A file may have a refresh function ([`FwCfg::set_refresh`]), called each
 //! time the guest selects the file, that rebuilds its contents from the
@@ -34,9 +34,6 @@
 //! the ACPI tables then name the PM block where the firmware has put it by
 //! the time it reads them. A refresh keeps the file's size (the directory
 //! already told the guest); one that would change it is ignored.
-
-pub mod pc;
-pub mod table_loader;
 
 #[cfg(test)]
 mod loader_tests;
@@ -49,7 +46,7 @@ use log::debug;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::bus::BusDevice;
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// First I/O port of the device.
 pub const FW_CFG_PORT: u16 = 0x510;

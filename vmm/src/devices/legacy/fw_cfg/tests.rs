@@ -4,8 +4,8 @@
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::pc::{self, PcConfig};
 use super::*;
+use crate::arch::x86_64::fw_cfg::{self as pc, PcConfig};
 use crate::arch::x86_64::layout;
 
 const MEM_SIZE: u64 = 0x10_0000;

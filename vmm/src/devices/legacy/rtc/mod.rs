@@ -30,7 +30,6 @@ mod timer;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::arch::x86_64::layout;
 use crate::devices::bus::ByteRegisters;
 use crate::devices::Interrupt;
 
@@ -312,11 +311,13 @@ impl Rtc {
     /// SeaBIOS reads them: 0x15/0x16 base memory in KiB, 0x17/0x18 and
     /// 0x30/0x31 memory above 1 MiB in KiB (at most 0xffff), 0x34/0x35
     /// memory between 16 MiB and the 32-bit PCI hole in 64 KiB units,
-    /// 0x5b..0x5d memory above 4 GiB in 64 KiB units.
-    pub fn set_memory_size(&mut self, mem_size: u64) {
+    /// 0x5b..0x5d memory above 4 GiB in 64 KiB units. RAM ends below 4 GiB
+    /// at `hole_start`, where the 32-bit PCI hole begins; the rest is above
+    /// 4 GiB.
+    pub fn set_memory_size(&mut self, mem_size: u64, hole_start: u64) {
         const KIB: u64 = 1 << 10;
         const MIB: u64 = 1 << 20;
-        let below_4g = mem_size.min(layout::MMIO32_START);
+        let below_4g = mem_size.min(hole_start);
         let above_4g = mem_size - below_4g;
         let base = (below_4g / KIB).min(640);
         let ext = (below_4g.saturating_sub(MIB) / KIB).min(0xffff);

@@ -1,6 +1,7 @@
 //! RTC register and interrupt tests on a fake clock.
 
 use super::*;
+use crate::arch::x86_64::layout;
 use crate::devices::bus::BusDevice;
 use crate::devices::CountingInterrupt;
 use std::sync::atomic::Ordering;
@@ -198,7 +199,7 @@ fn cmos_ram_and_memory_size() {
         u32::from(rtc.cmos_byte(i).unwrap()) | u32::from(rtc.cmos_byte(i + 1).unwrap()) << 8
     };
     const MIB: u64 = 1 << 20;
-    rtc.set_memory_size(512 * MIB);
+    rtc.set_memory_size(512 * MIB, layout::MMIO32_START);
     assert_eq!(word(&rtc, 0x15), 640);
     assert_eq!(word(&rtc, 0x30), 0xffff);
     assert_eq!(word(&rtc, 0x17), 0xffff);
@@ -207,12 +208,12 @@ fn cmos_ram_and_memory_size() {
     // What SeaBIOS computes from them.
     let ram_size = (u64::from(word(&rtc, 0x34)) << 16) + 16 * MIB;
     assert_eq!(ram_size, 512 * MIB);
-    rtc.set_memory_size(8 << 30);
+    rtc.set_memory_size(8 << 30, layout::MMIO32_START);
     let ram_size = (u64::from(word(&rtc, 0x34)) << 16) + 16 * MIB;
     assert_eq!(ram_size, layout::MMIO32_START);
     let high = u64::from(word(&rtc, 0x5b)) << 16 | u64::from(rtc.cmos_byte(0x5d).unwrap()) << 32;
     assert_eq!(high, (8 << 30) - layout::MMIO32_START);
-    rtc.set_memory_size(12 * MIB);
+    rtc.set_memory_size(12 * MIB, layout::MMIO32_START);
     assert_eq!(word(&rtc, 0x34), 0);
     assert_eq!(u64::from(word(&rtc, 0x30)) * 1024 + MIB, 12 * MIB);
     rtc.set_cpu_count(4);

@@ -43,7 +43,7 @@ impl RtcDevice {
         std::thread::Builder::new()
             .name("rtc".into())
             .spawn(move || {
-                if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Worker) {
+                if let Err(e) = crate::devices::thread_start() {
                     log::error!("rtc: {e}; the RTC timer stops");
                     return;
                 }

@@ -18,7 +18,7 @@ use crate::devices::virtio::{
     read_config_bytes, ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, F_EVENT_IDX,
     F_INDIRECT_DESC, F_VERSION_1, TYPE_BLOCK,
 };
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 const QUEUE_SIZE: u16 = 256;
 const CONFIG_LEN: usize = 60;

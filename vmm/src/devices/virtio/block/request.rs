@@ -20,7 +20,7 @@ use super::*;
 use crate::devices::virtio::chain::{Buffers, Chain, CopyError};
 use crate::devices::virtio::queue::{self, QueueError};
 use crate::devices::virtio::rate_limiter::RateLimiter;
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// Bytes moved per disk call: bounds the buffer whatever the guest asks.
 const CHUNK: usize = 1 << 20;

@@ -26,7 +26,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::*;
 use crate::devices::virtio::rate_limiter::{RateLimiter, TokenBucket};
 use crate::devices::virtio::testing::{mem_two_regions, BlkBuffers, GuestQueue};
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 use crate::seccomp::{apply_with, SeccompMode, ThreadKind};
 
 const CHILD_ENV: &str = "KILN_BLK_SECCOMP_CHILD";

@@ -14,7 +14,7 @@ use crate::devices::virtio::testing::{
     desc, mem_two_regions, BlkBuffers, GuestQueue, DESC_INDIRECT as INDIRECT, DESC_NEXT as NEXT,
     DESC_WRITE as WRITE,
 };
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 const HDR: u64 = 0x10000;
 const DATA: u64 = 0x11000;

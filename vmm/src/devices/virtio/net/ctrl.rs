@@ -11,7 +11,7 @@ use virtio_queue::Queue;
 
 use crate::devices::virtio::chain::Buffers;
 use crate::devices::virtio::queue::{self, QueueError};
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 pub const CTRL_OK: u8 = 0;
 pub const CTRL_ERR: u8 = 1;

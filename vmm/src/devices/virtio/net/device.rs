@@ -20,15 +20,17 @@ use crate::devices::virtio::{
     read_config_bytes, ActivateContext, ActivateError, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC,
     F_VERSION_1, TYPE_NET,
 };
-use crate::net::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_UFO};
-use crate::net::MacAddr;
+use libc::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_UFO};
+
+use super::mac::MacAddr;
+use super::TapQueue;
 
 const QUEUE_SIZE: u16 = 256;
 /// Most queue pairs of one NIC (33 queues, 34 MSI-X vectors).
 pub const MAX_QUEUE_PAIRS: usize = 16;
 
 pub struct NetDevice {
-    taps: Vec<Arc<Tap>>,
+    taps: Vec<Arc<dyn TapQueue>>,
     mac: MacAddr,
     features: u64,
     rate_limit: Option<RateLimitConfig>,
@@ -42,8 +44,8 @@ impl NetDevice {
     /// A NIC on `taps` (one per queue pair, 1 to [`MAX_QUEUE_PAIRS`], all
     /// queues of one tap). `rate_limit` limits transmit, `rx_rate_limit`
     /// receive.
-    pub fn new(
-        taps: Vec<Tap>,
+    pub fn new<T: TapQueue + 'static>(
+        taps: Vec<T>,
         mac: MacAddr,
         rate_limit: Option<RateLimitConfig>,
         rx_rate_limit: Option<RateLimitConfig>,
@@ -75,7 +77,10 @@ impl NetDevice {
         }
         let _ = taps[0].set_offload(0);
         Ok(NetDevice {
-            taps: taps.into_iter().map(Arc::new).collect(),
+            taps: taps
+                .into_iter()
+                .map(|t| Arc::new(t) as Arc<dyn TapQueue>)
+                .collect(),
             mac,
             features,
             rate_limit,
@@ -204,7 +209,7 @@ impl VirtioDevice for NetDevice {
         };
         // One pair until the driver asks for more (virtio 1.2, 5.1.6.5.5).
         for (i, tap) in self.taps.iter().enumerate() {
-            super::worker::attach(tap, i == 0);
+            super::worker::attach(&**tap, i == 0);
         }
         let handler = NetWorker::new(
             ctx.mem,

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::EventFd;
 
+use super::mac::MacAddr;
 use crate::devices::virtio::VirtioInterrupt;
-use crate::net::MacAddr;
 
 pub struct NetLink {
     /// The NIC's MAC address, for the control API to report.

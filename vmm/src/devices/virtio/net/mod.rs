@@ -11,6 +11,8 @@
 //!   tap), plain functions of (memory, queue, backend).
 //! - `ctrl.rs`: the control queue's commands (`VIRTIO_NET_CTRL_MQ`).
 //! - `link.rs`: [`NetLink`], the link state the control API changes.
+//! - `tap_queue.rs`: [`TapQueue`], what the device needs of a tap queue
+//!   (the VMM's `net/tap.rs` implements it); `mac.rs`: MAC addresses.
 //!
 //! Tests: `tests.rs` (frames through a real tap), `mq_tests.rs` (the whole
 //! NIC through the transport with a multi-queue tap, driven by
@@ -19,9 +21,11 @@
 mod ctrl;
 mod device;
 mod link;
+pub mod mac;
 #[cfg(test)]
 mod mq_tests;
 mod rxtx;
+mod tap_queue;
 #[cfg(test)]
 mod tests;
 mod worker;
@@ -33,10 +37,11 @@ pub use rxtx::{
     process_rx, process_rx_hdr, process_rx_limited, process_tx, process_tx_hdr, FrameIo, RxBacklog,
     RxState, MAX_FRAME,
 };
+pub use tap_queue::TapQueue;
 
 /// virtio_net_hdr_v1: flags, gso_type, hdr_len, gso_size, csum_start,
 /// csum_offset, num_buffers.
-pub const NET_HDR_LEN: usize = crate::net::tap::VNET_HDR_LEN;
+pub const NET_HDR_LEN: usize = 12;
 /// The header a legacy driver (no VERSION_1, no MRG_RXBUF) uses:
 /// virtio_net_hdr without `num_buffers`.
 pub const LEGACY_HDR_LEN: usize = 10;

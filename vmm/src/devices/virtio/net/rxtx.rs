@@ -21,7 +21,7 @@ use super::NET_HDR_LEN;
 use crate::devices::virtio::chain::{Buffers, Chain};
 use crate::devices::virtio::queue::{self, QueueError};
 use crate::devices::virtio::rate_limiter::RateLimiter;
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// Largest frame with its header: a 64 KiB GSO super-frame (Linux's
 /// GSO_MAX_SIZE counts the Ethernet header) with room for a VLAN tag.
@@ -40,19 +40,6 @@ pub trait FrameIo {
     /// # Safety
     /// Every iovec must describe memory writable for the whole call.
     unsafe fn recv_iov(&mut self, iov: &[libc::iovec]) -> io::Result<usize>;
-}
-
-impl FrameIo for crate::net::tap::Tap {
-    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.write(frame).map(drop)
-    }
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read(buf)
-    }
-    unsafe fn recv_iov(&mut self, iov: &[libc::iovec]) -> io::Result<usize> {
-        // SAFETY: passed on from our caller.
-        unsafe { self.readv(iov) }
-    }
 }
 
 /// Send every frame the guest queued. Returns whether to interrupt and

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 use super::*;
 use crate::devices::virtio::queue::QueueError;

@@ -25,35 +25,31 @@ use virtio_queue::Queue;
 use super::ctrl::process_ctrl;
 use super::link::NetLink;
 use super::rxtx::{discard_rx, process_rx_hdr, process_tx_hdr, FrameIo, RxBacklog};
+use super::TapQueue;
 use super::NET_HDR_LEN;
 use crate::devices::virtio::queue::QueueError;
 use crate::devices::virtio::rate_limiter::RateLimiter;
 use crate::devices::virtio::worker::{Wake, WorkerHandler};
 use crate::devices::virtio::VirtioInterrupt;
-use crate::memory::GuestMemoryMmap;
-use crate::net::tap::Tap;
+use crate::devices::GuestMemoryMmap;
 
 /// One receive/transmit pair and its tap queue. Queues of pairs above 0
 /// may be missing (the driver did not enable them).
 pub(super) struct Pair {
     pub rx: Option<Queue>,
     pub tx: Option<Queue>,
-    pub tap: Arc<Tap>,
+    pub tap: Arc<dyn TapQueue>,
     /// What receiving left for next time.
     pub backlog: RxBacklog,
 }
 
 /// Attach or detach a tap queue; "already so" (EINVAL) is fine.
-pub(super) fn attach(tap: &Tap, on: bool) -> bool {
+pub(super) fn attach(tap: &dyn TapQueue, on: bool) -> bool {
     match tap.set_queue_attached(on) {
         Ok(()) => true,
-        Err(crate::net::tap::TapError::Ioctl { source, .. })
-            if source.raw_os_error() == Some(libc::EINVAL) =>
-        {
-            true
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => true,
         Err(e) => {
-            log::warn!("tap {}: {e}", tap.name());
+            log::warn!("tap {}: TUNSETQUEUE: {e}", tap.name());
             false
         }
     }
@@ -74,8 +70,8 @@ impl FrameIo for Discard {
     }
 }
 
-/// A `&Tap` as a [`FrameIo`] (a tap reads and writes through `&self`).
-struct TapIo<'a>(&'a Tap);
+/// A tap queue as a [`FrameIo`] (a tap reads and writes through `&self`).
+struct TapIo<'a>(&'a dyn TapQueue);
 
 impl FrameIo for TapIo<'_> {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
@@ -174,7 +170,7 @@ impl NetWorker {
         };
         if !up {
             // Nothing is delivered while the link is down (as QEMU does).
-            discard_rx(&mut TapIo(&p.tap));
+            discard_rx(&mut TapIo(&*p.tap));
             return;
         }
         if i >= active {
@@ -184,7 +180,7 @@ impl NetWorker {
         let r = process_rx_hdr(
             &self.mem,
             q,
-            &mut TapIo(&p.tap),
+            &mut TapIo(&*p.tap),
             &mut p.backlog,
             self.rx_limiter.as_mut(),
             self.hdr_len,
@@ -209,7 +205,7 @@ impl NetWorker {
             process_tx_hdr(
                 &self.mem,
                 q,
-                &mut TapIo(&p.tap),
+                &mut TapIo(&*p.tap),
                 &mut self.tx_buf,
                 self.tx_limiter.as_mut(),
                 self.hdr_len,
@@ -244,7 +240,7 @@ impl NetWorker {
         }
         let mut ok = true;
         for (i, p) in self.pairs.iter().enumerate() {
-            ok &= attach(&p.tap, i < n);
+            ok &= attach(&*p.tap, i < n);
         }
         let was = self.active;
         self.active = n;

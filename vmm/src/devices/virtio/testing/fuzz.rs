@@ -7,7 +7,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::GuestQueue;
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// Where the descriptor table and the rings are, for any queue size.
 pub const DESC: u64 = 0x0;

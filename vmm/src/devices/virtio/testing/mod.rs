@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use vm_memory::GuestAddress;
 
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 pub use disk::{temp_block_device, MemDisk};
 pub use net::{arp_request, NetDriver, GUEST_MAC, NET_BUF, NET_QSIZE};

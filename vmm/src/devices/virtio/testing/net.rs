@@ -14,7 +14,7 @@ use crate::devices::virtio::transport::{VirtioPciDevice, DEVICE_CFG_OFFSET};
 use crate::devices::virtio::{
     STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
 };
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// The MAC address of the test drivers' NICs.
 pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x57];

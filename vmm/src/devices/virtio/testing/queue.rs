@@ -20,7 +20,7 @@ use vm_memory::{
 };
 
 use super::{desc, DESC_NEXT, DESC_WRITE};
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// A split queue of `size` entries in guest memory: the descriptor table
 /// at `desc_table`, the available ring at `avail`, the used ring at `used`.

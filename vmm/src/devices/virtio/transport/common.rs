@@ -25,7 +25,7 @@ use crate::devices::virtio::{
     ActivateContext, F_EVENT_IDX, F_VERSION_1, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
     STATUS_NEEDS_RESET,
 };
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// The device's own copy of a queue the driver set up.
 fn copy_queue(q: &Queue) -> Queue {

@@ -47,7 +47,7 @@ use virtio_queue::{Queue, QueueT};
 use super::common::{Action, CommonConfig};
 use super::interrupt::{VirtioInterrupt, NO_VECTOR};
 use crate::devices::virtio::STATUS_DRIVER_OK;
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 
 /// The legacy block is BAR 0 of a transitional function (where legacy
 /// drivers, Linux's and SeaBIOS's included, look for it).

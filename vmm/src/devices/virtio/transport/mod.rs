@@ -37,7 +37,7 @@ use super::VirtioDevice;
 use crate::devices::pci::{
     BarMove, PciBar, PciBarKind, PciConfiguration, PciDevice, PciError, PciHeader,
 };
-use crate::memory::GuestMemoryMmap;
+use crate::devices::GuestMemoryMmap;
 use common::CommonConfig;
 pub use interrupt::{VirtioInterrupt, NO_VECTOR};
 pub use legacy::{

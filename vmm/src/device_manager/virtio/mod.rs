@@ -1,10 +1,12 @@
-//! Wiring virtio devices into the VM: the one place that knows both the
-//! device models and KVM.
+//! The device manager's virtio part: the one place that knows both the
+//! virtio device models and KVM.
 //!
-//! [`add_virtio_devices`] builds a device per configured disk, NIC and the
-//! entropy source, wraps each in the virtio-pci transport, gives it MSI-X
-//! vectors (a GSI and irqfd per vector, through `crate::interrupts`), puts
-//! it on the PCI root, places its BAR 0 in the 32-bit MMIO window, and
+//! `models.rs` builds a device per configured disk, NIC and the entropy
+//! source before KVM is touched ([`VirtioModels::open`]); [`attach`] wraps
+//! each in the virtio-pci transport, gives it MSI-X vectors (a GSI and
+//! irqfd per vector, through `super::interrupts`), puts it on the PCI
+//! root, places its BAR 0 (from the device manager's allocator) in the
+//! 32-bit MMIO window, and
 //! registers a KVM ioeventfd on each queue's notify address so that a
 //! guest notify wakes the device's worker without a vCPU exit.
 //!
@@ -21,33 +23,28 @@
 //! ioeventfds, INTx).
 
 mod legacy;
+mod models;
 
-pub use legacy::{intx_gsi, pci_pin_gsi, PIRQ_GSIS};
-
-use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use kiln_api::control::LinkState;
-use kiln_api::vm::{DiskConfig, NetConfig};
-use kiln_block::{open_disk_chain, BackingFile, OpenOptions};
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::x86_64::layout;
-use crate::devices::bus::{Bus, BusDevice, BusError};
-use crate::devices::pci::{BarMove, BarMoveHandler, PciError, PciRoot, SharedPciDevice};
-use crate::devices::virtio::block::{BlockDevice, BlockOptions};
-use crate::devices::virtio::net::{NetDevice, NetLink, MAX_QUEUE_PAIRS};
-use crate::devices::virtio::rng::RngDevice;
+pub use models::VirtioModels;
+
+use super::allocator::{bar_ranges, in_io_window, in_window, Allocator};
+use super::interrupts::{dup_vm_fd, InterruptError, MsiRouter};
+use super::Buses;
+use crate::devices::bus::{BusDevice, BusError};
+use crate::devices::pci::{BarMove, BarMoveHandler, PciError, SharedPciDevice};
+use crate::devices::virtio::net::NetLink;
 use crate::devices::virtio::transport::{
     TransportError, VirtioPciDevice, BAR_SIZE, LEGACY_BAR_INDEX, LEGACY_BAR_SIZE,
 };
 use crate::devices::virtio::VirtioDevice;
-use crate::disks::{ClosableDisk, DiskSet};
-use crate::interrupts::{dup_vm_fd, InterruptError, MsiRouter};
+use crate::disks::DiskSet;
 use crate::memory::GuestMemoryMmap;
-use crate::net::tap::{Tap, TapError};
-use crate::net::MacAddr;
+use crate::net::tap::TapError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WiringError {
@@ -182,31 +179,6 @@ pub struct BarMover {
     notify: Mutex<Vec<SlotNotify>>,
 }
 
-/// Where a BAR may be: the 32-bit PCI window the ACPI tables announce
-/// (where the VMM places BARs), and the rest of the hole below the IOAPIC
-/// past the ECAM, where SeaBIOS allocates (top down from 0xfec0_0000).
-fn bar_ranges() -> [(u64, u64); 2] {
-    [
-        (
-            layout::MMIO32_START,
-            layout::MMIO32_START + layout::MMIO32_SIZE,
-        ),
-        (
-            layout::PCI_ECAM_START + layout::PCI_ECAM_SIZE,
-            layout::IOAPIC_START,
-        ),
-    ]
-}
-
-fn in_window(addr: u64, len: u64) -> bool {
-    let Some(end) = addr.checked_add(len) else {
-        return false;
-    };
-    bar_ranges()
-        .iter()
-        .any(|&(start, stop)| addr >= start && end <= stop)
-}
-
 impl BarMover {
     fn ioevents(&self, evts: &[EventFd], bar_addr: u64, register: bool) {
         for (q, evt) in evts.iter().enumerate() {
@@ -225,7 +197,7 @@ impl BarMover {
 
 impl BarMover {
     fn legacy_bar_moved(&self, slot: u8, mv: BarMove, dev: &SlotNotify) {
-        let new = if legacy::in_io_window(mv.new_addr, mv.size) {
+        let new = if in_io_window(mv.new_addr, mv.size) {
             mv.new_addr
         } else {
             if mv.new_addr != 0 {
@@ -237,7 +209,7 @@ impl BarMover {
             0
         };
         self.io_window.set_addr(slot, mv.index, new);
-        if mv.old_addr != 0 && legacy::in_io_window(mv.old_addr, mv.size) {
+        if mv.old_addr != 0 && in_io_window(mv.old_addr, mv.size) {
             legacy::ioevents(&self.vm, &dev.evts, mv.old_addr, false);
         }
         if new != 0 {
@@ -307,205 +279,105 @@ pub struct VirtioDevices {
     _intx: Option<legacy::IntxResampler>,
 }
 
-fn block_device(
-    i: usize,
-    d: &DiskConfig,
-    disks: &mut DiskSet,
-) -> Result<Box<dyn VirtioDevice>, WiringError> {
-    let format = d.format;
-    // Only the backing files the config names are opened, and each header
-    // must name exactly the next one (never followed on its own say).
-    let chain: Vec<BackingFile> = d
-        .backing
-        .iter()
-        .map(|b| BackingFile {
-            path: b.path.clone().into(),
-            format: b.format,
-        })
-        .collect();
-    let disk = open_disk_chain(
-        Path::new(&d.path),
-        format,
-        OpenOptions {
-            read_only: d.readonly,
-            direct: d.direct,
-        },
-        &chain,
-    )
-    .map_err(|source| WiringError::Disk {
-        path: d.path.clone(),
-        format: format.as_str(),
-        source,
-    })?;
-    log::info!(
-        "virtio-blk{i}: {} ({format}, {} bytes{}{})",
-        d.path,
-        disk.size(),
-        if d.readonly { ", read-only" } else { "" },
-        if d.direct { ", O_DIRECT" } else { "" }
-    );
-    let disk = Arc::new(ClosableDisk::new(disk));
-    let name = format!("virtio-blk{i}");
-    disks.push(name.clone(), disk.clone());
-    Ok(Box::new(BlockDevice::new(
-        disk,
-        BlockOptions {
-            read_only: d.readonly,
-            serial: d.serial.clone().unwrap_or_default(),
-            rate_limit: d.rate_limit.clone(),
-            poll_us: d.poll_us,
-        },
-        name,
-    )))
+/// What wiring the devices in shares: KVM, memory, the MSI router, the
+/// BAR windows and the mover that follows BAR moves, the INTx lines.
+struct Wiring<'a> {
+    vm: &'a VmFd,
+    mem: &'a GuestMemoryMmap,
+    router: Arc<MsiRouter>,
+    window: Arc<BarWindow>,
+    io_window: Arc<BarWindow>,
+    mover: Arc<BarMover>,
+    intx: Vec<legacy::IntxWire>,
 }
 
-fn net_taps(i: usize, n: &NetConfig) -> Result<Vec<Tap>, WiringError> {
-    let queues = usize::from(n.queues.unwrap_or(1));
-    if queues == 0 || queues > MAX_QUEUE_PAIRS {
-        return Err(WiringError::NetQueues(i));
-    }
-    let tap_err = |source| WiringError::Tap { index: i, source };
-    match (&n.tap, n.fd, &n.fds) {
-        (Some(name), None, None) => Tap::open_queues(name, queues).map_err(tap_err),
-        (None, Some(fd), None) if queues == 1 => {
-            // SAFETY: the configuration hands this fd to the VMM (an
-            // inherited tap); nothing else in the process uses it.
-            Ok(vec![unsafe { Tap::from_raw_fd(fd) }.map_err(tap_err)?])
-        }
-        (None, None, Some(fds))
-            if !fds.is_empty()
-                && fds.len() <= MAX_QUEUE_PAIRS
-                && n.queues.is_none_or(|q| usize::from(q) == fds.len()) =>
-        {
-            fds.iter()
-                .map(|&fd| {
-                    // SAFETY: as for `fd`: each is an inherited tap queue
-                    // handed to the VMM.
-                    unsafe { Tap::from_raw_fd(fd) }.map_err(tap_err)
-                })
-                .collect()
-        }
-        (None, Some(_), None) | (None, None, Some(_)) => Err(WiringError::NetQueues(i)),
-        _ => Err(WiringError::NetBackend(i)),
-    }
-}
-
-fn net_device(
-    i: usize,
-    n: &NetConfig,
-) -> Result<(Box<dyn VirtioDevice>, Arc<NetLink>), WiringError> {
-    let taps = net_taps(i, n)?;
-    let mac = match &n.mac {
-        Some(m) => m.parse::<MacAddr>().map_err(|_| WiringError::Mac {
-            index: i,
-            mac: m.clone(),
-        })?,
-        None => MacAddr::random_local(),
-    };
-    log::info!(
-        "virtio-net{i}: tap {}, {} queue pair(s), MAC {mac}",
-        taps[0].name(),
-        taps.len()
-    );
-    let dev = NetDevice::new(
-        taps,
-        mac,
-        n.rate_limit.clone(),
-        n.rx_rate_limit.clone(),
-        format!("virtio-net{i}"),
-    )
-    .map_err(|source| WiringError::Net { index: i, source })?;
-    let link = dev.link();
-    // Down from the start when so configured: before any interrupt is
-    // attached, so the guest reads it down at its first look.
-    if n.link == LinkState::Down {
-        link.set_up(false);
-        log::info!("virtio-net{i}: link down");
-    }
-    Ok((Box::new(dev), link))
-}
-
-/// Create the configured virtio devices and wire them in: PCI root,
-/// MMIO bus (`mmio`, before the vCPUs take their copies), the port bus
-/// (`pio`, for transitional devices' I/O BARs), KVM routes, irqfds and
-/// ioeventfds. `rng`: an entropy device, `Some(transitional)`.
-#[allow(clippy::too_many_arguments)]
-pub fn add_virtio_devices(
+/// Wire the virtio device models in: PCI root, MMIO bus (`mmio`, before
+/// the vCPUs take their copies), the port bus (`pio`, for transitional
+/// devices' I/O BARs), KVM routes, irqfds and ioeventfds. Addresses come
+/// from the device manager's one allocator (`alloc`).
+pub(super) fn attach(
     vm: &VmFd,
     mem: &GuestMemoryMmap,
-    pci: &Arc<Mutex<PciRoot>>,
-    mmio: &mut Bus,
-    pio: &mut Bus,
-    disks: &[DiskConfig],
-    nets: &[NetConfig],
-    rng: Option<bool>,
+    buses: &mut Buses<'_>,
+    alloc: &mut Allocator,
+    models: VirtioModels,
 ) -> Result<VirtioDevices, WiringError> {
-    // (model, transitional)
-    let mut models: Vec<(Box<dyn VirtioDevice>, bool)> = Vec::new();
-    let mut disk_set = DiskSet::default();
-    for (i, d) in disks.iter().enumerate() {
-        models.push((block_device(i, d, &mut disk_set)?, d.transitional));
-    }
-    // The link of each NIC, with the index of its model.
-    let mut links = Vec::new();
-    for (i, n) in nets.iter().enumerate() {
-        let (model, link) = net_device(i, n)?;
-        links.push((models.len(), link));
-        models.push((model, n.transitional));
-    }
-    if let Some(transitional) = rng {
-        models.push((
-            Box::new(RngDevice::new().map_err(WiringError::Rng)?),
-            transitional,
-        ));
-    }
+    let VirtioModels {
+        models,
+        links,
+        disks,
+    } = models;
     if models.is_empty() {
         return Ok(VirtioDevices {
             devices: Vec::new(),
             nets: Vec::new(),
-            disks: disk_set,
+            disks,
             window: None,
             _router: None,
             _intx: None,
         });
     }
-    let router = MsiRouter::new(vm)?;
     let window = Arc::new(BarWindow::default());
     let io_window = Arc::new(BarWindow::default());
-    let mover = Arc::new(BarMover {
-        vm: dup_vm_fd(vm)?,
-        window: window.clone(),
-        io_window: io_window.clone(),
-        notify: Mutex::new(Vec::new()),
-    });
-    let mut next_bar = layout::MMIO32_START;
-    let mut next_io = legacy::IO_FIRST;
-    let mut intx = Vec::new();
+    let mut w = Wiring {
+        vm,
+        mem,
+        router: MsiRouter::new(vm)?,
+        mover: Arc::new(BarMover {
+            vm: dup_vm_fd(vm)?,
+            window: window.clone(),
+            io_window: io_window.clone(),
+            notify: Mutex::new(Vec::new()),
+        }),
+        window,
+        io_window,
+        intx: Vec::new(),
+    };
     let mut devices = Vec::new();
     for (m, (model, transitional)) in models.into_iter().enumerate() {
-        let vectors =
-            router.allocate(VirtioPciDevice::vectors_for(model.queue_max_sizes().len()))?;
-        let addr = next_bar;
-        if !in_window(addr, BAR_SIZE) {
-            return Err(WiringError::WindowFull);
-        }
-        next_bar += BAR_SIZE;
+        let link = links.iter().find(|(at, _)| *at == m).map(|(_, l)| l);
+        devices.push(w.add(buses, alloc, model, transitional, link)?);
+    }
+    w.insert_windows(buses)?;
+    Ok(VirtioDevices {
+        devices,
+        nets: links.into_iter().map(|(_, l)| l).collect(),
+        disks,
+        window: Some(w.window),
+        _router: Some(w.router),
+        _intx: match w.intx.is_empty() {
+            true => None,
+            false => Some(legacy::IntxResampler::spawn(w.intx).map_err(WiringError::Resampler)?),
+        },
+    })
+}
+
+impl Wiring<'_> {
+    /// One device: MSI-X vectors, BAR 0 (and for a transitional device
+    /// the I/O BAR and INTx), notify ioeventfds, a slot on the PCI root,
+    /// the windows' and the mover's tables.
+    fn add(
+        &mut self,
+        buses: &mut Buses<'_>,
+        alloc: &mut Allocator,
+        model: Box<dyn VirtioDevice>,
+        transitional: bool,
+        link: Option<&Arc<NetLink>>,
+    ) -> Result<(u8, Arc<Mutex<VirtioPciDevice>>), WiringError> {
+        let (vm, mem) = (self.vm, self.mem);
+        let vectors = self
+            .router
+            .allocate(VirtioPciDevice::vectors_for(model.queue_max_sizes().len()))?;
+        let addr = alloc.mmio_bar(BAR_SIZE).ok_or(WiringError::WindowFull)?;
         let dev = if transitional {
-            if !legacy::in_io_window(next_io, LEGACY_BAR_SIZE) {
-                return Err(WiringError::IoWindowFull);
-            }
-            next_io += LEGACY_BAR_SIZE;
-            VirtioPciDevice::new_transitional(
-                model,
-                mem.clone(),
-                vectors,
-                addr,
-                next_io - LEGACY_BAR_SIZE,
-            )?
+            let io = alloc
+                .io_bar(LEGACY_BAR_SIZE)
+                .ok_or(WiringError::IoWindowFull)?;
+            VirtioPciDevice::new_transitional(model, mem.clone(), vectors, addr, io)?
         } else {
             VirtioPciDevice::new(model, mem.clone(), vectors, addr)?
         };
-        if let Some((_, link)) = links.iter().find(|(at, _)| *at == m) {
+        if let Some(link) = link {
             link.attach_interrupt(dev.interrupt().clone());
         }
         let evts = dev
@@ -527,7 +399,8 @@ pub fn add_virtio_devices(
         let modern_bar = dev.modern_bar();
         let dev = Arc::new(Mutex::new(dev));
         let shared: SharedPciDevice = dev.clone();
-        let slot = pci
+        let slot = buses
+            .pci
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .add_device(shared.clone())?;
@@ -535,11 +408,11 @@ pub fn add_virtio_devices(
             let wire =
                 legacy::wire_intx(vm, &mut dev.lock().unwrap_or_else(|e| e.into_inner()), slot)?;
             let gsi = wire.gsi();
-            intx.push(wire);
+            self.intx.push(wire);
             log::info!(
                 "virtio type {kind} is transitional: I/O BAR 0 at port {io_addr:#x}, INTx GSI {gsi}"
             );
-            io_window
+            self.io_window
                 .maps
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -551,7 +424,7 @@ pub fn add_virtio_devices(
                     device: shared.clone(),
                 });
         }
-        window
+        self.window
             .maps
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -562,7 +435,7 @@ pub fn add_virtio_devices(
                 len: BAR_SIZE,
                 device: shared,
             });
-        mover
+        self.mover
             .notify
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -573,46 +446,47 @@ pub fn add_virtio_devices(
                 evts,
             });
         log::info!("virtio type {kind} at PCI 00:{slot:02x}.0, BAR {modern_bar} at {addr:#x}");
-        devices.push((slot, dev));
+        Ok((slot, dev))
     }
-    for (start, stop) in bar_ranges() {
-        mmio.insert(
-            Arc::new(Mutex::new(BarWindowRange {
-                window: window.clone(),
-                base: start,
-            })),
-            start,
-            stop - start,
-        )
-        .map_err(WiringError::Bus)?;
+
+    /// The BAR windows on the buses (the I/O one only if a transitional
+    /// device uses it), and the mover on the PCI root.
+    fn insert_windows(&self, buses: &mut Buses<'_>) -> Result<(), WiringError> {
+        for (start, stop) in bar_ranges() {
+            buses
+                .mmio
+                .insert(
+                    Arc::new(Mutex::new(BarWindowRange {
+                        window: self.window.clone(),
+                        base: start,
+                    })),
+                    start,
+                    stop - start,
+                )
+                .map_err(WiringError::Bus)?;
+        }
+        if !self
+            .io_window
+            .maps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            legacy::insert_io_window(buses.pio, &self.io_window)?;
+        }
+        buses
+            .pci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_bar_move_handler(self.mover.clone());
+        Ok(())
     }
-    if !io_window
-        .maps
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .is_empty()
-    {
-        legacy::insert_io_window(pio, &io_window)?;
-    }
-    pci.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .set_bar_move_handler(mover);
-    Ok(VirtioDevices {
-        devices,
-        nets: links.into_iter().map(|(_, l)| l).collect(),
-        disks: disk_set,
-        window: Some(window),
-        _router: Some(router),
-        _intx: match intx.is_empty() {
-            true => None,
-            false => Some(legacy::IntxResampler::spawn(intx).map_err(WiringError::Resampler)?),
-        },
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::x86_64::layout;
     use crate::devices::pci::{PciBar, PciDevice};
 
     struct Echo;

@@ -3,7 +3,7 @@
 //!
 //! The I/O BARs live in [`IO_WINDOW`], one [`BarWindow`] on the port bus
 //! (the bus is fixed once the vCPUs run, as for MMIO). The VMM places them
-//! from [`IO_FIRST`] (where SeaBIOS starts too); Linux may move them
+//! from [`IO_FIRST`](crate::device_manager::allocator::IO_FIRST) (where SeaBIOS starts too); Linux may move them
 //! anywhere in the window. Each queue's eventfd is a KVM PIO ioeventfd on
 //! the notify register (BAR + 0x10) matching a 2-byte write of the queue's
 //! index, so a legacy notify costs no exit to user space either.
@@ -18,7 +18,7 @@
 //! the driver has not read (an event that came while the interrupt was in
 //! service would otherwise be lost on a level-triggered pin). Devices
 //! sharing a GSI share the line, as on a PC. The ACPI tables describe the
-//! same routing for every slot and pin ([`pci_pin_gsi`]: the DSDT's _PRT,
+//! same routing for every slot and pin ([`pci_pin_gsi`](crate::arch::x86_64::irq::pci_pin_gsi): the DSDT's _PRT,
 //! the MADT's level overrides of IRQ 10 and 11).
 
 use std::io;
@@ -28,23 +28,16 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{BarWindow, BarWindowRange, WiringError};
+use crate::arch::x86_64::irq::intx_gsi;
+#[cfg(test)]
+use crate::device_manager::allocator::in_io_window;
+use crate::device_manager::allocator::IO_WINDOW;
 use crate::devices::bus::Bus;
 use crate::devices::virtio::transport::{
     TransportError, VirtioInterrupt, VirtioPciDevice, LEGACY_NOTIFY,
 };
 use crate::devices::virtio::worker::{Wake, Worker, WorkerHandler};
 use crate::devices::Interrupt;
-
-/// The ports where legacy I/O BARs may be: above the legacy PC devices
-/// (everything the VMM puts on the port bus is below 0x1000).
-pub const IO_WINDOW: (u64, u64) = (0x1000, 0x1_0000);
-/// Where the VMM places the first I/O BAR.
-pub const IO_FIRST: u64 = 0xc000;
-
-pub fn in_io_window(addr: u64, len: u64) -> bool {
-    addr.checked_add(len)
-        .is_some_and(|end| addr >= IO_WINDOW.0 && end <= IO_WINDOW.1)
-}
 
 /// The port of queue `q`'s notify register and the value that means it.
 fn notify(io_addr: u64, q: usize) -> (IoEventAddress, u16) {
@@ -78,26 +71,6 @@ pub fn register_ioevents(vm: &VmFd, evts: &[EventFd], io_addr: u64) -> Result<()
             })?;
     }
     Ok(())
-}
-
-/// The GSIs of PIIX's four PCI interrupt links PIRQA#..PIRQD#, as SeaBIOS
-/// routes them on i440FX (its `pci_irqs`). Fixed: the VMM does not
-/// emulate the PIIX route registers, so nothing can move a link.
-pub const PIRQ_GSIS: [u32; 4] = [10, 10, 11, 11];
-
-/// The GSI that interrupt pin `pin` (1 = INTA# .. 4 = INTD#, as in the
-/// PCI interrupt-pin register) of a device in bus-0 `slot` is raised on:
-/// PIIX's swizzle, link `(pin - 1 + slot - 1) & 3`. This is the one place
-/// that decides it: [`wire_intx`] raises INTA# here and the DSDT's _PRT
-/// (`arch::x86_64::acpi::dsdt`) and the MADT's overrides are built from it.
-pub fn pci_pin_gsi(slot: u8, pin: u8) -> u32 {
-    let link = pin.wrapping_sub(1).wrapping_add(slot.wrapping_sub(1)) & 3;
-    PIRQ_GSIS[usize::from(link)]
-}
-
-/// The GSI of INTA# for a device in `slot` (i440FX/PIIX routing).
-pub fn intx_gsi(slot: u8) -> u32 {
-    pci_pin_gsi(slot, 1)
 }
 
 struct IntxLine(EventFd);
@@ -196,6 +169,7 @@ pub fn insert_io_window(pio: &mut Bus, window: &Arc<BarWindow>) -> Result<(), Wi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::x86_64::irq::{pci_pin_gsi, PIRQ_GSIS};
 
     #[test]
     fn io_window_and_intx_routing() {

@@ -1,6 +1,7 @@
-//! Builds the VM's devices and puts them on its two buses (I/O ports and
-//! MMIO), wiring their interrupts to KVM irqfds. One owner for all buses and
-//! address allocations, so devices never need to know about each other.
+//! The device manager's platform part: the PC's legacy devices at their
+//! fixed ports (COM1, i8042, RTC, debug port, ACPI PM, reset, PCI config
+//! access, and for a firmware boot fw_cfg, debugcon and the PIIX
+//! functions), each interrupt an irqfd on its GSI.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -10,11 +11,13 @@ use kiln_api::control::BootProgress;
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::DeviceError;
+use crate::arch::x86_64::fw_cfg as pc_fw_cfg;
 use crate::arch::x86_64::layout;
-use crate::devices::bus::{Bus, BusDevice, BusError};
+use crate::devices::bus::{Bus, BusDevice};
 use crate::devices::legacy::debug_port::DebugPort;
 use crate::devices::legacy::debugcon::{self, DebugCon};
-use crate::devices::legacy::fw_cfg::{self, pc::PcFwCfgError, FwCfg};
+use crate::devices::legacy::fw_cfg::{self, FwCfg};
 use crate::devices::legacy::i8042::I8042Device;
 use crate::devices::legacy::pm::{PmDevice, PM_IO_LEN};
 use crate::devices::legacy::reset::ResetControl;
@@ -22,34 +25,10 @@ use crate::devices::legacy::rtc::{Rtc, RtcDevice};
 use crate::devices::legacy::serial::SerialDevice;
 use crate::devices::pci::piix::{self, piix3_isa_bridge, Piix4Pm};
 use crate::devices::pci::{
-    HostBridgeIdentity, PciConfigIo, PciConfigMmio, PciError, PciRoot, PCI_CONFIG_IO_LEN,
+    HostBridgeIdentity, PciConfigIo, PciConfigMmio, PciRoot, PCI_CONFIG_IO_LEN,
 };
 use crate::devices::{Interrupt, VmRequests};
 use crate::memory::GuestMemoryMmap;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DeviceError {
-    #[error("creating an eventfd failed")]
-    EventFd(#[source] std::io::Error),
-    #[error("registering an irqfd for GSI {gsi} failed")]
-    Irqfd {
-        gsi: u32,
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-    #[error("building the firmware configuration (fw_cfg)")]
-    FwCfg(#[from] PcFwCfgError),
-    #[error("placing the PIIX3/PIIX4 functions on PCI bus 0")]
-    Piix(#[from] PciError),
-    #[error("starting the RTC timer thread")]
-    RtcTimer(#[source] std::io::Error),
-    #[error("placing {name} on the bus failed")]
-    Bus {
-        name: &'static str,
-        #[source]
-        source: BusError,
-    },
-}
 
 /// A GSI driven through an irqfd: the fast path that needs no vCPU exit.
 pub struct IrqLine {
@@ -62,21 +41,18 @@ impl Interrupt for IrqLine {
     }
 }
 
-fn irq_line(vm: &VmFd, gsi: u32) -> Result<Arc<IrqLine>, DeviceError> {
+pub(super) fn irq_line(vm: &VmFd, gsi: u32) -> Result<Arc<IrqLine>, DeviceError> {
     let evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(DeviceError::EventFd)?;
     vm.register_irqfd(&evt, gsi)
         .map_err(|source| DeviceError::Irqfd { gsi, source })?;
     Ok(Arc::new(IrqLine { evt }))
 }
 
-/// The devices of a VM, as the control loop needs to reach them.
-pub struct DeviceManager {
-    pub pio: Bus,
-    pub mmio: Bus,
+/// The PC platform's devices, as the control loop needs to reach them.
+pub struct Platform {
     pub serial: Arc<Mutex<SerialDevice>>,
     pub pm: Arc<Mutex<PmDevice>>,
     pub boot_progress: Arc<Mutex<Vec<BootProgress>>>,
-    pub pci: Arc<Mutex<PciRoot>>,
     /// Firmware boot only: fw_cfg, e.g. to set `bootorder` once disks exist.
     pub fw_cfg: Option<Arc<Mutex<FwCfg>>>,
 }
@@ -94,15 +70,17 @@ fn put<D: BusDevice + 'static>(
     Ok(dev)
 }
 
-impl DeviceManager {
+impl Platform {
     /// Create the platform devices for a VM of `mem_size` bytes and `cpus`
-    /// vCPUs. `console` receives the UART's output; `requests` hears
+    /// vCPUs, on `pio`/`mmio`; returns them and the PCI root. `console` receives the UART's output; `requests` hears
     /// power-off and reset; `start` is the VMM's start time that debug-port
     /// timestamps count from; `rtc_local_time` keeps the RTC in host local
     /// time (Windows guests) instead of UTC.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(super) fn new(
         vm: &VmFd,
+        pio: &mut Bus,
+        mmio: &mut Bus,
         console: Box<dyn Write + Send>,
         requests: Arc<dyn VmRequests>,
         start: Instant,
@@ -110,43 +88,35 @@ impl DeviceManager {
         cpus: u8,
         firmware: Option<&GuestMemoryMmap>,
         rtc_local_time: bool,
-    ) -> Result<Self, DeviceError> {
-        let mut pio = Bus::new();
-        let mut mmio = Bus::new();
+    ) -> Result<(Self, Arc<Mutex<PciRoot>>), DeviceError> {
         let serial = put(
-            &mut pio,
+            pio,
             "COM1",
             SerialDevice::new(irq_line(vm, layout::COM1_IRQ)?, console),
             u64::from(layout::COM1_PORT),
             8,
         )?;
         put(
-            &mut pio,
+            pio,
             "i8042",
             I8042Device::new(requests.clone()).with_interrupt(irq_line(vm, layout::I8042_IRQ)?),
             u64::from(layout::I8042_PORT),
             5,
         )?;
         let mut rtc = Rtc::new(rtc_local_time).with_interrupt(irq_line(vm, layout::RTC_IRQ)?);
-        rtc.set_memory_size(mem_size);
+        rtc.set_memory_size(mem_size, layout::MMIO32_START);
         rtc.set_cpu_count(cpus);
         if firmware.is_some() {
-            for (index, value) in fw_cfg::pc::CMOS_BOOT_ORDER {
+            for (index, value) in pc_fw_cfg::CMOS_BOOT_ORDER {
                 rtc.set_cmos_byte(index, value)
                     .expect("the boot order bytes are CMOS RAM");
             }
         }
         let rtc = RtcDevice::new(rtc).map_err(DeviceError::RtcTimer)?;
-        put(&mut pio, "RTC", rtc, u64::from(layout::RTC_PORT), 2)?;
+        put(pio, "RTC", rtc, u64::from(layout::RTC_PORT), 2)?;
         let debug = DebugPort::new(start);
         let boot_progress = debug.log();
-        put(
-            &mut pio,
-            "debug port",
-            debug,
-            u64::from(layout::DEBUG_PORT),
-            1,
-        )?;
+        put(pio, "debug port", debug, u64::from(layout::DEBUG_PORT), 1)?;
         // The ACPI PM block: at its fixed ports for a direct boot (the
         // tables say so); for a firmware boot, wherever the firmware puts
         // it through the PIIX4 PM function (hidden until then).
@@ -197,14 +167,14 @@ impl DeviceManager {
         }));
         let reset: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(ResetControl::new(requests)));
         put(
-            &mut pio,
+            pio,
             "PCI config ports",
             PciConfigIo::new(pci.clone()).with_port_cf9(reset),
             u64::from(layout::PCI_CONFIG_PORT),
             PCI_CONFIG_IO_LEN,
         )?;
         put(
-            &mut mmio,
+            mmio,
             "PCI ECAM",
             PciConfigMmio::new(pci.clone()),
             layout::PCI_ECAM_START,
@@ -212,22 +182,22 @@ impl DeviceManager {
         )?;
         let fw_cfg = match firmware {
             Some(mem) => {
-                let cfg = fw_cfg::pc::PcConfig::new(mem_size, cpus);
-                let mut dev = fw_cfg::pc::build(mem.clone(), &cfg)?;
+                let cfg = pc_fw_cfg::PcConfig::new(mem_size, cpus);
+                let mut dev = pc_fw_cfg::build(mem.clone(), &cfg)?;
                 if let Some(range) = pm_block {
-                    fw_cfg::pc::follow_pm_base(&mut dev, &cfg, move || {
+                    pc_fw_cfg::follow_pm_base(&mut dev, &cfg, move || {
                         range.base().and_then(|b| u16::try_from(b).ok())
                     })?;
                 }
                 put(
-                    &mut pio,
+                    pio,
                     "debugcon",
                     DebugCon::to_log(),
                     u64::from(debugcon::DEBUGCON_PORT),
                     1,
                 )?;
                 Some(put(
-                    &mut pio,
+                    pio,
                     "fw_cfg",
                     dev,
                     u64::from(fw_cfg::FW_CFG_PORT),
@@ -236,14 +206,14 @@ impl DeviceManager {
             }
             None => None,
         };
-        Ok(DeviceManager {
-            fw_cfg,
+        Ok((
+            Platform {
+                fw_cfg,
+                serial,
+                pm,
+                boot_progress,
+            },
             pci,
-            pio,
-            mmio,
-            serial,
-            pm,
-            boot_progress,
-        })
+        ))
     }
 }

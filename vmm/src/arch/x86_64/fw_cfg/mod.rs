@@ -1,5 +1,7 @@
 //! The fw_cfg contents of a Kiln PC, as SeaBIOS and OVMF read them from
-//! QEMU's `pc` machine:
+//! QEMU's `pc` machine (the fw_cfg device itself, `devices/legacy/fw_cfg`,
+//! only serves items and files; what they say about the platform, e820
+//! and ACPI included, is assembled here):
 //!
 //! | item | contents |
 //! |---|---|
@@ -20,11 +22,14 @@
 //! before it loads the tables: SeaBIOS in its PCI setup, OVMF in
 //! PlatformPei), so the OS reads PM addresses that answer.
 
-use super::table_loader::{self, LoaderError};
-use super::{keys, FwCfg, FwCfgError};
-use crate::arch::x86_64::acpi::{self, AcpiError};
-use crate::arch::x86_64::layout;
-use crate::memory::GuestMemoryMmap;
+pub mod table_loader;
+
+use table_loader::LoaderError;
+
+use super::acpi::{self, AcpiError};
+use super::layout;
+use crate::devices::legacy::fw_cfg::{keys, FwCfg, FwCfgError};
+use crate::devices::GuestMemoryMmap;
 
 /// CMOS bytes (index, value) for SeaBIOS's default boot order, used when
 /// `bootorder` names nothing: 0x3d holds the first (low nibble) and second

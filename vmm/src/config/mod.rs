@@ -1,14 +1,20 @@
 //! From the command line (or a JSON file) to a validated
 //! [`kiln_api::vm::VmConfig`].
 
+pub mod cli;
+
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 use clap::Parser;
 use kiln_api::vm::{
-    BootProtocol, CpusConfig, FirmwareConfig, KernelConfig, MemoryConfig, SerialConfig, VmConfig,
+    BootProtocol, CpusConfig, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig,
+    VmConfig,
 };
 
 use crate::arch::x86_64::cpuid;
+use crate::devices::virtio::net::MAX_QUEUE_PAIRS;
+use crate::net::MacAddr;
 
 /// kiln-vmm: run one KVM virtual machine.
 ///
@@ -67,14 +73,14 @@ pub struct Args {
     #[arg(long)]
     pub exit_file: Option<String>,
     /// A virtio-blk disk (repeatable): path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
-    #[arg(long = "disk", value_name = "path=FILE,...", value_parser = crate::devices::virtio::cli::parse_disk)]
+    #[arg(long = "disk", value_name = "path=FILE,...", value_parser = cli::parse_disk)]
     pub disks: Vec<kiln_api::vm::DiskConfig>,
     /// A virtio-net NIC (repeatable): tap=NAME[,queues=N], fd=N or fds=N:N:..., plus [,mac=MAC][,bw=BYTES_PER_S][,pps=N][,rx_bw=BYTES_PER_S][,rx_pps=N]
-    #[arg(long = "net", value_name = "tap=NAME|fd=N|fds=N:N,...", value_parser = crate::devices::virtio::cli::parse_net)]
+    #[arg(long = "net", value_name = "tap=NAME|fd=N|fds=N:N,...", value_parser = cli::parse_net)]
     pub nets: Vec<kiln_api::vm::NetConfig>,
     /// A virtio-rng entropy device: --rng, or --rng transitional=on
-    #[arg(long, value_name = "transitional=on", num_args = 0..=1, default_missing_value = "", value_parser = crate::devices::virtio::cli::parse_rng)]
-    pub rng: Option<crate::devices::virtio::cli::RngOptions>,
+    #[arg(long, value_name = "transitional=on", num_args = 0..=1, default_missing_value = "", value_parser = cli::parse_rng)]
+    pub rng: Option<cli::RngOptions>,
     /// Hyper-V enlightenments for a Windows guest (the set Nova uses for os_type=windows).
     #[arg(long)]
     pub hyperv: bool,
@@ -213,6 +219,52 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
     }
     if cfg.rng_transitional && !cfg.rng {
         return bad("rng_transitional needs rng".into());
+    }
+    for (i, n) in cfg.nets.iter().enumerate() {
+        validate_net(n).map_err(|m| ConfigError::Invalid(format!("NIC {i}: {m}")))?;
+    }
+    Ok(())
+}
+
+/// One NIC: exactly one backend, a queue count that fits it, a MAC.
+fn validate_net(n: &NetConfig) -> Result<(), String> {
+    let max = MAX_QUEUE_PAIRS;
+    let queues = |q: usize| (1..=max).contains(&q);
+    let bad_queues =
+        || format!("queues must be 1 to {max}, and match the number of fds (fd= is one queue)");
+    match (&n.tap, n.fd, &n.fds) {
+        (Some(_), None, None) if n.queues.is_none_or(|q| queues(q.into())) => {}
+        (None, Some(_), None) if n.queues.is_none_or(|q| q == 1) => {}
+        (None, None, Some(fds))
+            if queues(fds.len()) && n.queues.is_none_or(|q| usize::from(q) == fds.len()) => {}
+        (Some(_), None, None) | (None, Some(_), None) | (None, None, Some(_)) => {
+            return Err(bad_queues())
+        }
+        _ => return Err("give exactly one of tap=, fd= and fds=".into()),
+    }
+    if let Some(mac) = &n.mac {
+        mac.parse::<MacAddr>()
+            .map_err(|_| format!("MAC address {mac:?} is invalid"))?;
+    }
+    Ok(())
+}
+
+/// What must hold on this host, checked before KVM is touched: every disk
+/// image and each backing file it names exists and is a regular file or a
+/// block device. (Opening them, and their headers, come next: the device
+/// manager's `VirtioModels::open`, still before `/dev/kvm`.)
+pub fn check_host(cfg: &VmConfig) -> Result<(), ConfigError> {
+    for (i, d) in cfg.disks.iter().enumerate() {
+        let files = std::iter::once(("image", &d.path))
+            .chain(d.backing.iter().map(|b| ("backing file", &b.path)));
+        for (what, path) in files {
+            let bad = |why: String| ConfigError::Invalid(format!("disk {i}: {what} {path}: {why}"));
+            let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+            let ty = meta.file_type();
+            if !(ty.is_file() || ty.is_block_device()) {
+                return Err(bad("not a file or block device".into()));
+            }
+        }
     }
     Ok(())
 }
@@ -357,5 +409,89 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("bogus"));
+    }
+
+    #[test]
+    fn bad_nics_and_disks_fail_validation() {
+        let cfg = |args: &[&str]| {
+            let mut v = vec!["kiln-vmm", "--kernel", "/k"];
+            v.extend_from_slice(args);
+            Args::parse_from(v).vm_config()
+        };
+        // The flags are checked as they are parsed; a --config file's
+        // JSON is checked here.
+        let base = cfg(&["--net", "tap=t0"]).unwrap();
+        let err = |f: &dyn Fn(&mut NetConfig)| {
+            let mut c = base.clone();
+            c.nets.push(c.nets[0].clone());
+            f(&mut c.nets[1]);
+            validate(&c).map_err(|e| e.to_string())
+        };
+        err(&|n| n.queues = Some(16)).unwrap();
+        err(&|n| {
+            n.tap = None;
+            n.fds = Some(vec![3, 4]);
+            n.mac = Some("52:54:00:12:34:56".into());
+        })
+        .unwrap();
+        let e = err(&|n| n.queues = Some(17)).unwrap_err();
+        assert!(e.contains("NIC 1: queues must be"), "{e}");
+        let e = err(&|n| n.queues = Some(0)).unwrap_err();
+        assert!(e.contains("queues must be"), "{e}");
+        let e = err(&|n| {
+            n.tap = None;
+            n.fd = Some(3);
+            n.queues = Some(2);
+        })
+        .unwrap_err();
+        assert!(e.contains("queues must be"), "{e}");
+        let e = err(&|n| {
+            n.tap = None;
+            n.fds = Some(vec![3, 4]);
+            n.queues = Some(3);
+        })
+        .unwrap_err();
+        assert!(e.contains("queues must be"), "{e}");
+        let e = err(&|n| n.fds = Some(Vec::new())).unwrap_err();
+        assert!(e.contains("exactly one of"), "{e}");
+        let e = err(&|n| n.tap = None).unwrap_err();
+        assert!(e.contains("exactly one of"), "{e}");
+        let e = err(&|n| n.mac = Some("zz".into())).unwrap_err();
+        assert!(e.contains("NIC 1: MAC address \"zz\" is invalid"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("kiln-cfg-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("d.raw");
+        std::fs::write(&img, [0u8; 512]).unwrap();
+        let img = img.to_str().unwrap();
+        let host = |args: &[&str]| check_host(&cfg(args).unwrap());
+        host(&["--disk", &format!("path={img}")]).unwrap();
+        let missing = dir.join("missing.raw");
+        let missing = missing.to_str().unwrap();
+        let e = host(&[
+            "--disk",
+            &format!("path={img}"),
+            "--disk",
+            &format!("path={missing}"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(&format!("disk 1: image {missing}: ")), "{e}");
+        let e = host(&[
+            "--disk",
+            &format!("path={img},format=qcow2,backing={missing},backing_format=raw"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&format!("disk 0: backing file {missing}")),
+            "{e}"
+        );
+        let d = dir.to_str().unwrap();
+        let e = host(&["--disk", &format!("path={d}")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a file or block device"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

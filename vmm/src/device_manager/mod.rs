@@ -1,0 +1,136 @@
+//! The device manager: one owner for the VM's buses (I/O ports and MMIO),
+//! its PCI root, the address allocator (`allocator.rs`: BARs in the PCI
+//! windows, I/O BARs in the port window), MSI routing (`interrupts.rs`),
+//! ioeventfds and INTx. Its parts build devices and wire them in:
+//! `platform.rs` (the PC's legacy devices at fixed ports), `virtio/` (the
+//! virtio-pci devices; their models are opened from the configuration
+//! before KVM exists) and `firmware.rs` (the variable store's CFI flash).
+//! Devices never learn about each other or about KVM.
+
+pub mod allocator;
+pub mod firmware;
+pub mod interrupts;
+pub mod platform;
+pub mod virtio;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kiln_api::vm::VmConfig;
+use kvm_ioctls::VmFd;
+
+pub use platform::{IrqLine, Platform};
+pub use virtio::{VirtioDevices, VirtioModels, WiringError};
+
+use crate::arch::x86_64::fw_cfg::PcFwCfgError;
+use crate::devices::bus::{Bus, BusError};
+use crate::devices::pci::{PciError, PciRoot};
+use crate::devices::VmRequests;
+use crate::memory::GuestMemoryMmap;
+use allocator::Allocator;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("creating an eventfd failed")]
+    EventFd(#[source] std::io::Error),
+    #[error("registering an irqfd for GSI {gsi} failed")]
+    Irqfd {
+        gsi: u32,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("building the firmware configuration (fw_cfg)")]
+    FwCfg(#[from] PcFwCfgError),
+    #[error("placing the PIIX3/PIIX4 functions on PCI bus 0")]
+    Piix(#[from] PciError),
+    #[error("starting the RTC timer thread")]
+    RtcTimer(#[source] std::io::Error),
+    #[error("virtio devices")]
+    Virtio(#[from] WiringError),
+    #[error("the firmware variable store's flash")]
+    Flash(#[from] firmware::FlashError),
+    #[error("placing {name} on the bus failed")]
+    Bus {
+        name: &'static str,
+        #[source]
+        source: BusError,
+    },
+}
+
+/// The buses a part of the device manager places devices on.
+pub(crate) struct Buses<'a> {
+    pub pio: &'a mut Bus,
+    pub mmio: &'a mut Bus,
+    pub pci: &'a Arc<Mutex<PciRoot>>,
+}
+
+/// Every device of a VM, and the buses and addresses they occupy.
+pub struct DeviceManager {
+    pub pio: Bus,
+    pub mmio: Bus,
+    pub pci: Arc<Mutex<PciRoot>>,
+    /// The PC's legacy devices (serial, PM, boot progress, fw_cfg).
+    pub platform: Platform,
+    /// The virtio devices (dropping them stops their workers).
+    pub virtio: VirtioDevices,
+    /// Firmware boot with a variable store: its flash device.
+    pub flash: Option<Arc<Mutex<firmware::VarsFlash>>>,
+}
+
+/// What the device manager needs to build a VM's devices besides KVM.
+pub struct DeviceContext {
+    /// Receives the UART's output.
+    pub console: Box<dyn Write + Send>,
+    /// Hears power-off and reset.
+    pub requests: Arc<dyn VmRequests>,
+    /// The VMM's start, that debug-port timestamps count from.
+    pub start: Instant,
+}
+
+impl DeviceManager {
+    /// Build the platform devices and wire in the virtio `models` (opened
+    /// from `config` before KVM was).
+    pub fn new(
+        vm: &VmFd,
+        mem: &GuestMemoryMmap,
+        config: &VmConfig,
+        ctx: DeviceContext,
+        models: VirtioModels,
+    ) -> Result<Self, DeviceError> {
+        let mut pio = Bus::new();
+        let mut mmio = Bus::new();
+        let (platform, pci) = Platform::new(
+            vm,
+            &mut pio,
+            &mut mmio,
+            ctx.console,
+            ctx.requests,
+            ctx.start,
+            config.memory.size_mib << 20,
+            config.cpus.count,
+            config.firmware.as_ref().map(|_| mem),
+            config.rtc_local_time,
+        )?;
+        let mut alloc = Allocator::default();
+        let virtio = virtio::attach(
+            vm,
+            mem,
+            &mut Buses {
+                pio: &mut pio,
+                mmio: &mut mmio,
+                pci: &pci,
+            },
+            &mut alloc,
+            models,
+        )?;
+        Ok(DeviceManager {
+            pio,
+            mmio,
+            pci,
+            platform,
+            virtio,
+            flash: None,
+        })
+    }
+}
