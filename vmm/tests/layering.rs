@@ -249,9 +249,10 @@ fn test_only_modules_are_found() {
         .map(|p| p.strip_prefix(src()).unwrap().display().to_string())
         .collect();
     for f in [
-        "devices/virtio/net/tests.rs",
+        "devices/virtio/net/tests/mod.rs",
+        "devices/virtio/net/tests/mq.rs",
         "devices/virtio/testing/tests.rs",
-        "devices/virtio/worker_seccomp_tests.rs",
+        "devices/virtio/tests/worker_seccomp.rs",
     ] {
         assert!(rel.contains(f), "{f} is test-only: {rel:?}");
     }

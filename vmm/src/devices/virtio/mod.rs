@@ -38,8 +38,6 @@ pub mod segments;
 pub mod testing;
 pub mod transport;
 pub mod worker;
-#[cfg(test)]
-mod worker_seccomp_tests;
 
 use std::sync::Arc;
 
@@ -125,3 +123,6 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
             .unwrap_or(0);
     }
 }
+
+#[cfg(test)]
+mod tests;

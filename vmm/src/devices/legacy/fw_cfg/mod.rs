@@ -36,8 +36,6 @@
 //! already told the guest); one that would change it is ignored.
 
 #[cfg(test)]
-mod loader_tests;
-#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

@@ -7,11 +7,7 @@
 //!   backend): parses each request, does the I/O, writes the status.
 
 mod device;
-#[cfg(test)]
-mod limit_tests;
 mod request;
-#[cfg(test)]
-mod seccomp_tests;
 #[cfg(test)]
 mod tests;
 

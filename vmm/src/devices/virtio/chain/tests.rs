@@ -1,4 +1,4 @@
-//! Tests of `chain.rs`: the walk's checks against hostile chains, and
+//! Tests of the chain module: the walk's checks against hostile chains, and
 //! copies between a chain's buffers and the device.
 
 use super::*;

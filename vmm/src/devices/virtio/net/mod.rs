@@ -14,7 +14,7 @@
 //! - `tap_queue.rs`: [`TapQueue`], what the device needs of a tap queue
 //!   (the VMM's `net/tap.rs` implements it); `mac.rs`: MAC addresses.
 //!
-//! Tests: `tests.rs` (frames through a real tap), `mq_tests.rs` (the whole
+//! Tests: `tests/mod.rs` (frames through a real tap), `tests/mq.rs` (the whole
 //! NIC through the transport with a multi-queue tap, driven by
 //! `testing::NetDriver`).
 
@@ -22,8 +22,6 @@ mod ctrl;
 mod device;
 mod link;
 pub mod mac;
-#[cfg(test)]
-mod mq_tests;
 mod rxtx;
 mod tap_queue;
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Tests of `queue.rs`: ring protocol checks, notification suppression
+//! Tests of the queue module: ring protocol checks, notification suppression
 //! and interrupt decisions (a lost one hangs a guest).
 
 use super::*;

@@ -1,7 +1,7 @@
 //! A driver of a whole virtio-net NIC behind the virtio-pci transport: it
 //! negotiates, programs MSI-X and the queues in guest memory, offers
 //! receive buffers, transmits, and sends control commands, as a guest
-//! driver would (`net/mq_tests.rs`); and the frame those tests send.
+//! driver would (`net/tests/mq.rs`); and the frame those tests send.
 
 use std::sync::Arc;
 

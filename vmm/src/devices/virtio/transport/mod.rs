@@ -471,6 +471,4 @@ impl PciDevice for VirtioPciDevice {
 }
 
 #[cfg(test)]
-mod legacy_tests;
-#[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::tests::{fetch_file, guest_mem};
+use super::super::tests::{fetch_file, guest_mem};
 use crate::arch::x86_64::acpi::{self, AcpiTables, Blob, PointerField};
 use crate::arch::x86_64::fw_cfg::table_loader::{self, Command, LoaderError, Zone, COMMAND_LEN};
 use crate::arch::x86_64::fw_cfg::{self as pc, PcConfig};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use super::worker::{Wake, Worker, WorkerHandler};
+use super::super::worker::{Wake, Worker, WorkerHandler};
 use crate::seccomp::{self, SeccompMode, ThreadKind};
 
 const CHILD_ENV: &str = "KILN_WORKER_SECCOMP_CHILD";
@@ -81,7 +81,7 @@ fn a_worker_starts_serves_polls_and_stops_under_the_filters() {
     let out = Command::new(exe)
         .args([
             "--exact",
-            "devices::virtio::worker_seccomp_tests::child_entry",
+            "devices::virtio::tests::worker_seccomp::child_entry",
             "--nocapture",
             "--test-threads",
             "1",

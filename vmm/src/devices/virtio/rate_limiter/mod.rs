@@ -251,5 +251,4 @@ impl RateLimiter {
 }
 
 #[cfg(test)]
-#[path = "rate_limiter_tests.rs"]
 mod tests;

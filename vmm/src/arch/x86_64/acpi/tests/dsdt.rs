@@ -1,9 +1,9 @@
 //! Tests of the DSDT: its AML decoded back (by `aml_reader`) into the
 //! devices, resources and sleep states it must describe.
 
-use super::aml_reader::{self, Node, Resource, Value};
-use super::tests::{acpiexec, table, GIB, MIB};
-use super::*;
+use super::super::aml_reader::{self, Node, Resource, Value};
+use super::super::tests::{acpiexec, table, GIB, MIB};
+use super::super::*;
 use crate::devices::legacy::pm;
 
 fn dsdt_nodes(cpus: u8, mem_size: u64) -> Vec<Node> {
@@ -285,8 +285,8 @@ fn madt_overrides_agree_with_the_prt() {
             let e = &madt[off..off + len];
             overrides.push((
                 u64::from(e[3]),
-                u64::from(super::tests::u32_at(e, 4)),
-                super::tests::u16_at(e, 8),
+                u64::from(super::super::tests::u32_at(e, 4)),
+                super::super::tests::u16_at(e, 8),
             ));
         }
         off += len;

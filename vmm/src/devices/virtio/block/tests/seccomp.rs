@@ -23,7 +23,7 @@ use std::time::Duration;
 use kiln_block::{header_chain, open_disk_chain, DiskFormat, OpenOptions};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::*;
+use super::super::*;
 use crate::devices::virtio::rate_limiter::{RateLimiter, TokenBucket};
 use crate::devices::virtio::testing::{mem_two_regions, BlkBuffers, GuestQueue};
 use crate::devices::GuestMemoryMmap;
@@ -41,7 +41,7 @@ fn run_child(case: &str) -> Output {
     Command::new(exe)
         .args([
             "--exact",
-            "devices::virtio::block::seccomp_tests::child_entry",
+            "devices::virtio::block::tests::seccomp::child_entry",
             "--nocapture",
             "--test-threads",
             "1",

@@ -25,8 +25,6 @@ pub mod madt;
 #[cfg(test)]
 mod aml_reader;
 #[cfg(test)]
-mod dsdt_tests;
-#[cfg(test)]
 mod tests;
 
 use acpi_tables::facs::FACS;

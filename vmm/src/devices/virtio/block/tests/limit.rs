@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kiln_block::{open_disk, DiskFormat, OpenOptions};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::*;
+use super::super::*;
 use crate::devices::virtio::rate_limiter::{RateLimiter, TokenBucket};
 use crate::devices::virtio::testing::{
     desc, mem_two_regions, GuestQueue, DESC_NEXT as NEXT, DESC_WRITE as WRITE,

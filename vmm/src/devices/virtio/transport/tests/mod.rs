@@ -3,6 +3,8 @@
 //! the real worker thread on a real file, reset, and NEEDS_RESET after a
 //! protocol violation.
 
+mod legacy;
+
 use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress};

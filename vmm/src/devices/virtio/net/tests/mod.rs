@@ -4,6 +4,8 @@
 //! sends an ARP request through the transmit queue and the host kernel's
 //! ARP reply comes back through the receive queue.
 
+mod mq;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

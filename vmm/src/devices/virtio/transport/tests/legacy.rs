@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::*;
+use super::super::*;
 use crate::devices::virtio::block::{BlockDevice, T_IN, T_OUT};
 use crate::devices::virtio::net::{NetDevice, LEGACY_HDR_LEN};
 use crate::devices::virtio::rng::RngDevice;

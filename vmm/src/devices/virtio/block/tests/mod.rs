@@ -1,6 +1,10 @@
 //! virtio-blk request handling against in-process guest memory and a real
 //! raw file: every request type, and every hostile framing.
 
+mod seccomp;
+
+mod limit;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

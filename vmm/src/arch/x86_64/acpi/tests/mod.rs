@@ -2,6 +2,8 @@
 //! the contents of each table read back field by field. The DSDT's AML is
 //! checked in `dsdt_tests`.
 
+mod dsdt;
+
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::*;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kiln_api::vm::{RateLimitConfig, TokenBucketConfig};
 
-use super::*;
+use super::super::*;
 use crate::devices::pci::PciDevice;
 use crate::devices::virtio::rate_limiter::RateLimiter;
 use crate::devices::virtio::testing::{

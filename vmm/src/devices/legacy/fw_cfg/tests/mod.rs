@@ -2,6 +2,8 @@
 //! file directory's byte layout, and DMA (select, read, skip, write,
 //! errors), read the way SeaBIOS and OVMF read them.
 
+mod loader;
+
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;

@@ -1,0 +1,3 @@
+//! Unit tests of `virtio`, one file per subject.
+
+mod worker_seccomp;
