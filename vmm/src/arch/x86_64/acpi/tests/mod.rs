@@ -3,6 +3,7 @@
 //! checked in `dsdt_tests`.
 
 mod dsdt;
+mod golden;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
