@@ -11,6 +11,7 @@ use std::fmt::Write;
 use super::super::*;
 use super::{GIB, MIB};
 use crate::arch::x86_64::fw_cfg::table_loader;
+use crate::device_manager::platform::describe;
 
 const CPUS: [u8; 4] = [1, 2, 8, 255];
 const MEM: [u64; 2] = [64 * MIB, 5 * GIB];
@@ -76,9 +77,9 @@ const GOLDEN: &str = "src/arch/x86_64/acpi/tests/golden.txt";
 #[test]
 fn tables_are_byte_identical_to_the_golden_dump() {
     let now = dump(
-        |cpus, mem| build_tables(cpus, mem).unwrap(),
-        |cpus, mem| build_tables_at(cpus, mem, 0, 0).unwrap(),
-        |cpus, mem, pm| build_tables_with_pm(cpus, mem, 0, 0, pm).unwrap(),
+        |cpus, mem| build_tables(&describe(cpus, mem)).unwrap(),
+        |cpus, mem| build_tables_at(&describe(cpus, mem), 0, 0).unwrap(),
+        |cpus, mem, pm| build_tables_at(&describe(cpus, mem).with_pm_base(pm), 0, 0).unwrap(),
     );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
     if std::env::var_os("KILN_BLESS_ACPI").is_some() {
