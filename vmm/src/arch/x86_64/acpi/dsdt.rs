@@ -3,7 +3,7 @@
 //! ```text
 //! \_SB.PCI0   PCI host bridge (PNP0A08, PNP0A03): segment 0, bus 0, the
 //!             config ports, I/O, 32-bit and 64-bit MMIO windows, and the
-//!             _PRT: each INTx pin of the platform to its GSI (see [`prt`])
+//!             _PRT: each INTx pin of the platform to its GSI (see `prt`)
 //! \_SB.COM1   16550 UART (PNP0501)
 //! \_SB.RTC_   CMOS RTC (PNP0B00)
 //! \_SB.KBD_   i8042 keyboard controller (PNP0303)

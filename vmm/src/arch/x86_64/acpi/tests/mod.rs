@@ -408,3 +408,16 @@ fn pm_ports_match_the_device() {
     );
     assert_eq!(layout::PM_TMR_PORT, layout::PM_IO_BASE + pm::PM_TMR as u16);
 }
+
+#[test]
+fn a_prt_too_long_for_one_package_is_an_error() {
+    let mut p = describe(1, 64 * MIB);
+    let intx = p.pci_intx[0];
+    p.pci_intx = vec![intx; super::dsdt::MAX_PRT_ENTRIES + 1];
+    assert!(matches!(
+        build_tables(&p),
+        Err(AcpiError::TooManyPciIntx(256))
+    ));
+    p.pci_intx.truncate(super::dsdt::MAX_PRT_ENTRIES);
+    assert!(build_tables(&p).is_ok());
+}
