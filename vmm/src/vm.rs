@@ -155,7 +155,7 @@ impl Vm {
                 (EntryMode::Reset, Some(loaded))
             }
             None => {
-                let rsdp = acpi::create_acpi_tables(&mem, config.cpus.count, mem_size)?;
+                let rsdp = acpi::create_acpi_tables(&mem, &devices.acpi)?;
                 let kernel = config
                     .kernel
                     .as_ref()

@@ -1,29 +1,40 @@
-//! The layering rule of kiln-vmm: `src/devices/` is the lowest layer. Its
-//! code depends only on what `devices/mod.rs` declares and on library
-//! crates, never on the VMM's `arch`, `vm`, `memory`, `seccomp` or `net`
-//! modules (the device manager, `src/device_manager/`, hands devices what
-//! those provide). This test reads every source file under `src/devices/`
-//! and fails, naming file and line, when one reaches such a module through
-//! `crate::`, a `crate::{..}` group or a `super::` chain that climbs out
-//! of `devices`.
+//! The layering rules of kiln-vmm:
+//!
+//! - `src/devices/` is the lowest layer. Its code depends only on what
+//!   `devices/mod.rs` declares and on library crates, never on the VMM's
+//!   `arch`, `vm`, `memory`, `seccomp` or `net` modules (the device
+//!   manager, `src/device_manager/`, hands devices what those provide).
+//! - `src/arch/` never imports `devices` or `device_manager`: the ACPI
+//!   tables and fw_cfg contents are built from a plain description
+//!   (`arch/x86_64/platform.rs`) that the device manager fills from the
+//!   devices it built.
+//!
+//! This test reads every source file under each folder and fails, naming
+//! file and line, when one reaches a forbidden module through `crate::`,
+//! a `crate::{..}` group or a `super::` chain that climbs to the crate
+//! root.
 //!
 //! Test-only modules (declared under `#[cfg(test)]`, and everything below
-//! them) are exempt: they check devices against the real host and
-//! platform (a tap, the seccomp filters, the PC layout).
+//! them) are exempt: they check code against the real host and platform
+//! (devices: a tap, the seccomp filters, the PC layout; arch: the tables
+//! built from the device manager's own description, the flash device
+//! behind the firmware mapping).
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The modules devices must not use.
-const FORBIDDEN: [&str; 5] = ["arch", "vm", "memory", "seccomp", "net"];
+const DEVICES_FORBIDDEN: [&str; 5] = ["arch", "vm", "memory", "seccomp", "net"];
+/// The modules arch must not use.
+const ARCH_FORBIDDEN: [&str; 2] = ["devices", "device_manager"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).expect("read src/devices") {
+    for entry in fs::read_dir(dir).expect("read a source folder") {
         let path = entry.expect("dir entry").path();
         if path.is_dir() {
             rs_files(&path, out);
@@ -128,12 +139,12 @@ fn squeeze(code: &str) -> String {
     s
 }
 
-/// The forbidden module `code` reaches from a file at `depth`, if any.
-fn violation(code: &str, depth: usize) -> Option<String> {
+/// The `forbidden` module `code` reaches from a file at `depth`, if any.
+fn violation(code: &str, depth: usize, forbidden: &[&str]) -> Option<String> {
     let flat = squeeze(code);
     let mut found = None;
     let mut check = |rest: &str, via: &str| {
-        for m in FORBIDDEN {
+        for &m in forbidden {
             if let Some(after) = rest.strip_prefix(m) {
                 if !after.starts_with(is_ident) {
                     found = Some(format!("{via}{m}"));
@@ -176,9 +187,10 @@ fn violation(code: &str, depth: usize) -> Option<String> {
     found
 }
 
-fn violations(src: &Path) -> Vec<String> {
+/// Every import of a `forbidden` module in `src/<folder>/`.
+fn violations(src: &Path, folder: &str, forbidden: &[&str]) -> Vec<String> {
     let mut files = Vec::new();
-    rs_files(&src.join("devices"), &mut files);
+    rs_files(&src.join(folder), &mut files);
     files.sort();
     let exempt = test_only(&files);
     let mut out = Vec::new();
@@ -190,7 +202,7 @@ fn violations(src: &Path) -> Vec<String> {
         let text = fs::read_to_string(f).unwrap();
         for (n, line) in text.lines().enumerate() {
             let code = code(line);
-            let Some(what) = violation(code, depth(rel)) else {
+            let Some(what) = violation(code, depth(rel), forbidden) else {
                 continue;
             };
             out.push(format!(
@@ -206,12 +218,24 @@ fn violations(src: &Path) -> Vec<String> {
 
 #[test]
 fn devices_import_no_vmm_module() {
-    let found = violations(&src());
+    let found = violations(&src(), "devices", &DEVICES_FORBIDDEN);
     assert!(
         found.is_empty(),
         "devices/ must not import arch, vm, memory, seccomp or net \
          (give the device what it needs through a trait in devices/mod.rs \
          and let device_manager/ wire it):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn arch_imports_no_device() {
+    let found = violations(&src(), "arch", &ARCH_FORBIDDEN);
+    assert!(
+        found.is_empty(),
+        "arch/ must not import devices or device_manager (describe what the \
+         tables need in arch/x86_64/platform.rs and let \
+         device_manager::platform::describe fill it):\n{}",
         found.join("\n")
     );
 }
@@ -231,7 +255,26 @@ fn the_check_sees_each_way_of_importing() {
         ("use vm_memory::GuestMemoryMmap;", false),
         ("use kiln_api::vm::NetConfig;", false),
     ] {
-        assert_eq!(violation(code, 4).is_some(), hit, "{code}");
+        assert_eq!(
+            violation(code, 4, &DEVICES_FORBIDDEN).is_some(),
+            hit,
+            "{code}"
+        );
+    }
+    // Depth 4: src/arch/x86_64/acpi/dsdt.rs.
+    for (code, hit) in [
+        ("use crate::devices::legacy::pm;", true),
+        (
+            "use crate::{arch::x86_64::layout, devices::pci::NUM_SLOTS};",
+            true,
+        ),
+        ("use crate::device_manager::platform::describe;", true),
+        ("use super::super::super::super::devices::pci;", true),
+        ("use super::super::layout;", false),
+        ("use crate::arch::x86_64::platform::AcpiPlatform;", false),
+        ("use crate::memory::GuestMemoryMmap;", false),
+    ] {
+        assert_eq!(violation(code, 4, &ARCH_FORBIDDEN).is_some(), hit, "{code}");
     }
     assert_eq!(code("let a = 1; // crate::memory"), "let a = 1; ");
     assert_eq!(depth(Path::new("devices/mod.rs")), 1);
@@ -257,6 +300,22 @@ fn test_only_modules_are_found() {
         assert!(rel.contains(f), "{f} is test-only: {rel:?}");
     }
     for f in ["devices/virtio/net/worker.rs", "devices/legacy/pm.rs"] {
+        assert!(!rel.contains(f), "{f} is not test-only");
+    }
+    let mut files = Vec::new();
+    rs_files(&src().join("arch"), &mut files);
+    let rel: BTreeSet<String> = test_only(&files)
+        .iter()
+        .map(|p| p.strip_prefix(src()).unwrap().display().to_string())
+        .collect();
+    for f in [
+        "arch/x86_64/acpi/tests/mod.rs",
+        "arch/x86_64/acpi/tests/golden.rs",
+        "arch/x86_64/firmware/tests.rs",
+    ] {
+        assert!(rel.contains(f), "{f} is test-only: {rel:?}");
+    }
+    for f in ["arch/x86_64/acpi/dsdt.rs", "arch/x86_64/fw_cfg/mod.rs"] {
         assert!(!rel.contains(f), "{f} is not test-only");
     }
 }

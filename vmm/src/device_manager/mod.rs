@@ -9,6 +9,7 @@
 
 pub mod allocator;
 pub mod firmware;
+pub mod fw_cfg;
 pub mod interrupts;
 pub mod platform;
 pub mod virtio;
@@ -24,7 +25,9 @@ pub use platform::{IrqLine, Platform};
 pub use virtio::{VirtioDevices, VirtioModels, WiringError};
 
 use crate::arch::x86_64::fw_cfg::PcFwCfgError;
+use crate::arch::x86_64::platform::AcpiPlatform;
 use crate::devices::bus::{Bus, BusError};
+use crate::devices::legacy::fw_cfg::FwCfgError;
 use crate::devices::pci::{PciError, PciRoot};
 use crate::devices::VmRequests;
 use crate::memory::GuestMemoryMmap;
@@ -42,6 +45,8 @@ pub enum DeviceError {
     },
     #[error("building the firmware configuration (fw_cfg)")]
     FwCfg(#[from] PcFwCfgError),
+    #[error("adding a fw_cfg item")]
+    FwCfgItem(#[from] FwCfgError),
     #[error("placing the PIIX3/PIIX4 functions on PCI bus 0")]
     Piix(#[from] PciError),
     #[error("starting the RTC timer thread")]
@@ -72,6 +77,9 @@ pub struct DeviceManager {
     pub pci: Arc<Mutex<PciRoot>>,
     /// The PC's legacy devices (serial, PM, boot progress, fw_cfg).
     pub platform: Platform,
+    /// The machine as the ACPI tables describe it (direct boot writes
+    /// them from this; a firmware reads them from fw_cfg).
+    pub acpi: AcpiPlatform,
     /// The virtio devices (dropping them stops their workers).
     pub virtio: VirtioDevices,
     /// Firmware boot with a variable store: its flash device.
@@ -100,7 +108,7 @@ impl DeviceManager {
     ) -> Result<Self, DeviceError> {
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
-        let (platform, pci) = Platform::new(
+        let (platform, pci, acpi) = Platform::new(
             vm,
             &mut pio,
             &mut mmio,
@@ -129,6 +137,7 @@ impl DeviceManager {
             mmio,
             pci,
             platform,
+            acpi,
             virtio,
             flash: None,
         })

@@ -13,19 +13,20 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::DeviceError;
 use crate::arch::x86_64::fw_cfg as pc_fw_cfg;
-use crate::arch::x86_64::layout;
+use crate::arch::x86_64::platform::{AcpiPlatform, PciIntx, PmBlock, ResetRegister, Window};
+use crate::arch::x86_64::{irq, layout};
 use crate::devices::bus::{Bus, BusDevice};
 use crate::devices::legacy::debug_port::DebugPort;
 use crate::devices::legacy::debugcon::{self, DebugCon};
 use crate::devices::legacy::fw_cfg::{self, FwCfg};
 use crate::devices::legacy::i8042::I8042Device;
-use crate::devices::legacy::pm::{PmDevice, PM_IO_LEN};
-use crate::devices::legacy::reset::ResetControl;
+use crate::devices::legacy::pm::{self, PmDevice, PM_IO_LEN};
+use crate::devices::legacy::reset::{self, ResetControl};
 use crate::devices::legacy::rtc::{Rtc, RtcDevice};
 use crate::devices::legacy::serial::SerialDevice;
 use crate::devices::pci::piix::{self, piix3_isa_bridge, Piix4Pm};
 use crate::devices::pci::{
-    HostBridgeIdentity, PciConfigIo, PciConfigMmio, PciRoot, PCI_CONFIG_IO_LEN,
+    HostBridgeIdentity, PciConfigIo, PciConfigMmio, PciRoot, NUM_SLOTS, PCI_CONFIG_IO_LEN,
 };
 use crate::devices::{Interrupt, VmRequests};
 use crate::memory::GuestMemoryMmap;
@@ -46,6 +47,70 @@ pub(super) fn irq_line(vm: &VmFd, gsi: u32) -> Result<Arc<IrqLine>, DeviceError>
     vm.register_irqfd(&evt, gsi)
         .map_err(|source| DeviceError::Irqfd { gsi, source })?;
     Ok(Arc::new(IrqLine { evt }))
+}
+
+/// Interrupt pins per PCI function (INTA#..INTD#).
+const PCI_PINS: u8 = 4;
+
+/// The platform description of a PC of `cpus` vCPUs and `mem_size` bytes
+/// of RAM with the devices [`Platform::new`] builds, for the ACPI tables
+/// and fw_cfg: the PM device's register block (at the direct-boot base; a
+/// firmware moves it, see `fw_cfg::follow_pm_base`), the reset control's
+/// register and value, and every INTx pin of every slot of bus 0 that can
+/// hold a device (slot 0 is the host bridge) to the GSI the wiring raises
+/// ([`irq::pci_pin_gsi`], the function `virtio/legacy.rs` wires INTA#
+/// of transitional devices with, so tables and wiring agree whichever
+/// devices are present).
+pub fn describe(cpus: u8, mem_size: u64) -> AcpiPlatform {
+    let pci_intx = (1..NUM_SLOTS as u8)
+        .flat_map(|slot| {
+            (0..PCI_PINS).map(move |pin| PciIntx {
+                slot,
+                pin,
+                gsi: irq::pci_pin_gsi(slot, pin + 1),
+            })
+        })
+        .collect();
+    let (mmio64_start, mmio64_size) = layout::mmio64_window(mem_size);
+    AcpiPlatform {
+        cpus,
+        mem_size,
+        sci_irq: layout::SCI_IRQ,
+        pm: PmBlock {
+            base: layout::PM_IO_BASE,
+            len: PM_IO_LEN as u8,
+            evt_offset: pm::PM1_STS as u16,
+            evt_len: pm::PM1_EVT_LEN,
+            cnt_offset: pm::PM1_CNT as u16,
+            cnt_len: pm::PM1_CNT_LEN,
+            tmr_offset: pm::PM_TMR as u16,
+            tmr_len: pm::PM_TMR_LEN,
+            tmr_32bit: pm::PM_TMR_BITS == 32,
+            fixed_power_button: pm::FIXED_POWER_BUTTON,
+            s5_sleep_type: pm::S5_SLEEP_TYPE,
+        },
+        reset: ResetRegister {
+            port: layout::RESET_CONTROL_PORT,
+            value: reset::RESET_VALUE,
+        },
+        pci_intx,
+        pci_config_ports: Window {
+            start: u64::from(layout::PCI_CONFIG_PORT),
+            size: PCI_CONFIG_IO_LEN,
+        },
+        pci_ecam: Window {
+            start: layout::PCI_ECAM_START,
+            size: layout::PCI_ECAM_SIZE,
+        },
+        pci_mmio32: Window {
+            start: layout::MMIO32_START,
+            size: layout::MMIO32_SIZE,
+        },
+        pci_mmio64: Window {
+            start: mmio64_start,
+            size: mmio64_size,
+        },
+    }
 }
 
 /// The PC platform's devices, as the control loop needs to reach them.
@@ -72,7 +137,8 @@ fn put<D: BusDevice + 'static>(
 
 impl Platform {
     /// Create the platform devices for a VM of `mem_size` bytes and `cpus`
-    /// vCPUs, on `pio`/`mmio`; returns them and the PCI root. `console` receives the UART's output; `requests` hears
+    /// vCPUs, on `pio`/`mmio`; returns them, the PCI root and the
+    /// platform's description ([`describe`]). `console` receives the UART's output; `requests` hears
     /// power-off and reset; `start` is the VMM's start time that debug-port
     /// timestamps count from; `rtc_local_time` keeps the RTC in host local
     /// time (Windows guests) instead of UTC.
@@ -88,7 +154,8 @@ impl Platform {
         cpus: u8,
         firmware: Option<&GuestMemoryMmap>,
         rtc_local_time: bool,
-    ) -> Result<(Self, Arc<Mutex<PciRoot>>), DeviceError> {
+    ) -> Result<(Self, Arc<Mutex<PciRoot>>, AcpiPlatform), DeviceError> {
+        let description = describe(cpus, mem_size);
         let serial = put(
             pio,
             "COM1",
@@ -182,10 +249,10 @@ impl Platform {
         )?;
         let fw_cfg = match firmware {
             Some(mem) => {
-                let cfg = pc_fw_cfg::PcConfig::new(mem_size, cpus);
-                let mut dev = pc_fw_cfg::build(mem.clone(), &cfg)?;
+                let cfg = pc_fw_cfg::PcConfig::new(description.clone());
+                let mut dev = super::fw_cfg::build(mem.clone(), &cfg)?;
                 if let Some(range) = pm_block {
-                    pc_fw_cfg::follow_pm_base(&mut dev, &cfg, move || {
+                    super::fw_cfg::follow_pm_base(&mut dev, &cfg, move || {
                         range.base().and_then(|b| u16::try_from(b).ok())
                     })?;
                 }
@@ -214,6 +281,7 @@ impl Platform {
                 boot_progress,
             },
             pci,
+            description,
         ))
     }
 }

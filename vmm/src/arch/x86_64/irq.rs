@@ -25,8 +25,10 @@ pub const PIRQ_GSIS: [u32; 4] = [10, 10, 11, 11];
 /// PCI interrupt-pin register) of a device in bus-0 `slot` is raised on:
 /// PIIX's swizzle, link `(pin - 1 + slot - 1) & 3`. This is the one place
 /// that decides it: the device manager's INTx wiring
-/// (`device_manager/virtio/legacy.rs`) raises INTA# here and the DSDT's _PRT
-/// (`acpi::dsdt`) and the MADT's overrides are built from it.
+/// (`device_manager/virtio/legacy.rs`) raises INTA# here, and the
+/// platform description the device manager fills from it
+/// (`device_manager::platform::describe`) gives the DSDT's _PRT and the
+/// MADT's overrides.
 pub fn pci_pin_gsi(slot: u8, pin: u8) -> u32 {
     let link = pin.wrapping_sub(1).wrapping_add(slot.wrapping_sub(1)) & 3;
     PIRQ_GSIS[usize::from(link)]

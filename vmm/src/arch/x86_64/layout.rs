@@ -70,9 +70,6 @@ pub const PM_IO_BASE: u16 = 0x600;
 pub const PM1A_EVT_PORT: u16 = PM_IO_BASE;
 pub const PM1A_CNT_PORT: u16 = PM_IO_BASE + 4;
 pub const PM_TMR_PORT: u16 = PM_IO_BASE + 8;
-/// SLP_TYP value of the \_S5 (soft off) sleep state in our DSDT: the
-/// PM device's.
-pub use crate::devices::legacy::pm::S5_SLEEP_TYPE;
 /// SCI interrupt (ACPI), as on a PC.
 pub const SCI_IRQ: u32 = 9;
 

@@ -8,4 +8,5 @@ pub mod fw_cfg;
 pub mod hyperv;
 pub mod irq;
 pub mod layout;
+pub mod platform;
 pub mod regs;

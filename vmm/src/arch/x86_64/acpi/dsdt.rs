@@ -3,13 +3,13 @@
 //! ```text
 //! \_SB.PCI0   PCI host bridge (PNP0A08, PNP0A03): segment 0, bus 0, the
 //!             config ports, I/O, 32-bit and 64-bit MMIO windows, and the
-//!             _PRT: INTA#..INTD# of slots 1-31 to GSIs (see [`pci_routing`])
+//!             _PRT: each INTx pin of the platform to its GSI (see `prt`)
 //! \_SB.COM1   16550 UART (PNP0501)
 //! \_SB.RTC_   CMOS RTC (PNP0B00)
 //! \_SB.KBD_   i8042 keyboard controller (PNP0303)
 //! \_SB.MBRD   motherboard resources (PNP0C02): the ECAM area, PM ports
 //! \_SB.Cnnn   one processor device (ACPI0007) per vCPU, _UID = MADT UID
-//! \_S0_ \_S5_ sleep states; SLP_TYP of S5 is layout::S5_SLEEP_TYPE
+//! \_S0_ \_S5_ sleep states; SLP_TYP of S5 is the PM block's
 //! ```
 //!
 //! The power button is the fixed-hardware one (see the FADT), so there is
@@ -24,8 +24,7 @@ use acpi_tables::{Aml, AmlSink};
 
 use super::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use crate::arch::x86_64::layout;
-use crate::devices::legacy::pm;
-use crate::devices::pci::NUM_SLOTS;
+use crate::arch::x86_64::platform::{AcpiPlatform, PciIntx};
 
 /// Revision 2: integers in AML are 64 bits wide.
 pub const REVISION: u8 = 2;
@@ -34,7 +33,6 @@ pub const RTC_IRQ: u8 = 8;
 pub const KBD_IRQ: u8 = 1;
 const RTC_PORT_LEN: u8 = 2;
 const I8042_COMMAND_PORT: u16 = layout::I8042_PORT + 4;
-const PCI_CONFIG_PORT_LEN: u16 = 8;
 
 /// An ISA IRQ descriptor without flags (edge triggered, active high,
 /// exclusive), as firmware describes ISA devices; the crate only has the
@@ -49,26 +47,13 @@ impl Aml for IrqNoFlags {
     }
 }
 
-/// Interrupt pins per PCI function (INTA#..INTD#).
-pub const PCI_PINS: u8 = 4;
-// A Package holds at most 255 elements (its count is one byte).
-const _: () = assert!((NUM_SLOTS - 1) * PCI_PINS as usize <= u8::MAX as usize);
+/// A Package holds at most 255 elements (its count is one byte).
+pub const MAX_PRT_ENTRIES: usize = u8::MAX as usize;
 
-/// One _PRT entry: `slot`'s `pin` (0 = INTA#, as _PRT counts) is wired to
-/// `gsi` directly (no link device).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PrtEntry {
-    pub slot: u8,
-    pub pin: u8,
-    pub gsi: u32,
-}
-
-/// The routing the _PRT describes: every pin of every slot of bus 0 that
-/// can hold a device (slot 0 is the host bridge, which has no interrupt),
-/// to the GSI the VMM really raises, from
-/// [`crate::arch::x86_64::irq::pci_pin_gsi`] (PIIX's swizzle over the links
-/// SeaBIOS routes to IRQ 10, 10, 11, 11), the function that wires INTA#
-/// of transitional virtio devices, so the table and the wiring agree.
+/// `Name (_PRT, Package { Package { 0xSSSSFFFF, pin, Zero, gsi }, ... })`:
+/// the address is the slot in the high word and "any function" (0xFFFF)
+/// in the low one. The entries are the platform's INTx wiring
+/// ([`AcpiPlatform::pci_intx`]), the GSIs the VMM really raises.
 ///
 /// Static GSI entries (source 0), not link devices (LNKA-LNKD with
 /// _PRS/_CRS/_SRS/_DIS as QEMU's PIIX AML has): a link device tells the OS
@@ -82,26 +67,12 @@ pub struct PrtEntry {
 /// needed. A static entry carries no trigger mode or polarity, so an OS
 /// applies PCI's (INTx# is level-sensitive, asserted low; Linux's
 /// `acpi_pci_irq_enable` registers the GSI so); the MADT's overrides for
-/// ISA IRQ 10 and 11 say the same (see `madt.rs` on why the polarity does
+/// the same GSIs say the same (see `madt.rs` on why the polarity does
 /// not matter to KVM). The routing is PIIX's whichever identity the host
 /// bridge shows (Q35's for direct boot): for a firmware boot (i440FX)
 /// SeaBIOS writes the same lines with the same swizzle, and an ACPI OS
 /// follows the _PRT, not the chipset.
-pub fn pci_routing() -> Vec<PrtEntry> {
-    let mut entries = Vec::new();
-    for slot in 1..NUM_SLOTS as u8 {
-        for pin in 0..PCI_PINS {
-            let gsi = crate::arch::x86_64::irq::pci_pin_gsi(slot, pin + 1);
-            entries.push(PrtEntry { slot, pin, gsi });
-        }
-    }
-    entries
-}
-
-/// `Name (_PRT, Package { Package { 0xSSSSFFFF, pin, Zero, gsi }, ... })`:
-/// the address is the slot in the high word and "any function" (0xFFFF)
-/// in the low one.
-fn prt(entries: &[PrtEntry]) -> Name {
+fn prt(entries: &[PciIntx]) -> Name {
     let rows: Vec<(u32, u8, u32)> = entries
         .iter()
         .map(|e| ((u32::from(e.slot) << 16) | 0xffff, e.pin, e.gsi))
@@ -118,30 +89,30 @@ fn emit(sink: &mut Vec<u8>, aml: &dyn Aml) {
     aml.to_aml_bytes(sink);
 }
 
-fn pci_host_bridge(sink: &mut Vec<u8>, mem_size: u64) {
-    let cfg = layout::PCI_CONFIG_PORT;
-    let cfg_end = cfg + PCI_CONFIG_PORT_LEN;
-    let (mmio64_start, mmio64_size) = layout::mmio64_window(mem_size);
-    let bus = AddressSpace::<u16>::new_bus_number(0, u16::from(super::last_pci_bus()));
-    let cfg_io = IO::new(cfg, cfg, 1, PCI_CONFIG_PORT_LEN as u8);
+fn pci_host_bridge(sink: &mut Vec<u8>, p: &AcpiPlatform) {
+    let cfg = p.pci_config_ports.start as u16;
+    let cfg_len = p.pci_config_ports.size as u16;
+    let cfg_end = cfg + cfg_len;
+    let bus = AddressSpace::<u16>::new_bus_number(0, u16::from(p.last_pci_bus()));
+    let cfg_io = IO::new(cfg, cfg, 1, cfg_len as u8);
     let io_low = AddressSpace::<u16>::new_io(0, cfg - 1, None);
     let io_high = AddressSpace::<u16>::new_io(cfg_end, u16::MAX, None);
     let mmio32 = AddressSpace::<u32>::new_memory(
         AddressSpaceCacheable::NotCacheable,
         true,
-        layout::MMIO32_START as u32,
-        (layout::MMIO32_START + layout::MMIO32_SIZE - 1) as u32,
+        p.pci_mmio32.start as u32,
+        p.pci_mmio32.last() as u32,
         None,
     );
     let mmio64 = AddressSpace::<u64>::new_memory(
         AddressSpaceCacheable::Cacheable,
         true,
-        mmio64_start,
-        mmio64_start + mmio64_size - 1,
+        p.pci_mmio64.start,
+        p.pci_mmio64.last(),
         None,
     );
     let crs = ResourceTemplate::new(vec![&bus, &cfg_io, &io_low, &io_high, &mmio32, &mmio64]);
-    let prt = prt(&pci_routing());
+    let prt = prt(&p.pci_intx);
     emit(
         sink,
         &Device::new(
@@ -175,7 +146,7 @@ fn isa_device(sink: &mut Vec<u8>, path: &str, hid: &str, uid: u8, resources: Vec
     );
 }
 
-fn legacy_devices(sink: &mut Vec<u8>, pm_base: u16) {
+fn legacy_devices(sink: &mut Vec<u8>, p: &AcpiPlatform) {
     let com1_io = IO::new(layout::COM1_PORT, layout::COM1_PORT, 1, 8);
     let com1_irq = IrqNoFlags(layout::COM1_IRQ as u8);
     isa_device(sink, "_SB_.COM1", "PNP0501", 1, vec![&com1_io, &com1_irq]);
@@ -197,12 +168,8 @@ fn legacy_devices(sink: &mut Vec<u8>, pm_base: u16) {
 
     // Reserve what PCI must not hand out and an OS checks is reserved (the
     // ECAM area, for Linux's MMCONFIG check).
-    let ecam = Memory32Fixed::new(
-        true,
-        layout::PCI_ECAM_START as u32,
-        layout::PCI_ECAM_SIZE as u32,
-    );
-    let pm_io = IO::new(pm_base, pm_base, 1, pm::PM_IO_LEN as u8);
+    let ecam = Memory32Fixed::new(true, p.pci_ecam.start as u32, p.pci_ecam.size as u32);
+    let pm_io = IO::new(p.pm.base, p.pm.base, 1, p.pm.len);
     isa_device(sink, "_SB_.MBRD", "PNP0C02", 0, vec![&ecam, &pm_io]);
 }
 
@@ -222,9 +189,9 @@ fn processors(sink: &mut Vec<u8>, num_cpus: u8) {
     }
 }
 
-fn sleep_states(sink: &mut Vec<u8>) {
+fn sleep_states(sink: &mut Vec<u8>, p: &AcpiPlatform) {
     let s0 = 0u8;
-    let s5 = layout::S5_SLEEP_TYPE;
+    let s5 = p.pm.s5_sleep_type;
     // SLP_TYPa, SLP_TYPb, two reserved.
     emit(
         sink,
@@ -236,28 +203,19 @@ fn sleep_states(sink: &mut Vec<u8>) {
     );
 }
 
-/// The AML definition block, without the table header.
-pub fn dsdt_aml(num_cpus: u8, mem_size: u64) -> Vec<u8> {
-    dsdt_aml_with_pm(num_cpus, mem_size, layout::PM_IO_BASE)
-}
-
-/// [`dsdt_aml`] with the ACPI PM block at I/O port `pm_base`.
-pub fn dsdt_aml_with_pm(num_cpus: u8, mem_size: u64, pm_base: u16) -> Vec<u8> {
+/// The AML definition block of `platform`, without the table header.
+pub fn dsdt_aml(platform: &AcpiPlatform) -> Vec<u8> {
     let mut aml = Vec::new();
-    pci_host_bridge(&mut aml, mem_size);
-    legacy_devices(&mut aml, pm_base);
-    processors(&mut aml, num_cpus);
-    sleep_states(&mut aml);
+    pci_host_bridge(&mut aml, platform);
+    legacy_devices(&mut aml, platform);
+    processors(&mut aml, platform.cpus);
+    sleep_states(&mut aml, platform);
     aml
 }
 
-pub fn dsdt(num_cpus: u8, mem_size: u64) -> Vec<u8> {
-    dsdt_with_pm(num_cpus, mem_size, layout::PM_IO_BASE)
-}
-
-/// [`dsdt`] with the ACPI PM block at I/O port `pm_base`.
-pub fn dsdt_with_pm(num_cpus: u8, mem_size: u64, pm_base: u16) -> Vec<u8> {
+/// The DSDT of `platform`.
+pub fn dsdt(platform: &AcpiPlatform) -> Vec<u8> {
     let mut sdt = Sdt::new(*b"DSDT", 36, REVISION, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    sdt.append_slice(&dsdt_aml_with_pm(num_cpus, mem_size, pm_base));
+    sdt.append_slice(&dsdt_aml(platform));
     sdt.as_slice().to_vec()
 }

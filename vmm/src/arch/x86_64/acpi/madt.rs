@@ -10,8 +10,8 @@
 //! IRQ0 -> GSI2 is what QEMU tells guests; it holds only if the VMM routes
 //! GSI 0 (the in-kernel PIT) to IOAPIC pin 2, as QEMU's KVM routing does.
 //!
-//! IRQ 10 and 11 carry PCI INTx (`irq::PIRQ_GSIS`, the GSIs of
-//! the DSDT's _PRT). Without an override an OS takes an ISA IRQ as edge
+//! IRQ 10 and 11 carry PCI INTx (the GSIs of the platform's INTx wiring,
+//! [`AcpiPlatform::pci_intx`], which the DSDT's _PRT lists). Without an override an OS takes an ISA IRQ as edge
 //! triggered, active high, while the _PRT's static entries make the same
 //! GSIs level triggered, active low (PCI's INTx#; Linux registers them
 //! so), so the overrides say level, active low too and every description
@@ -33,12 +33,13 @@
 //! programs the pin level, active low and gets the INTx with the entry's
 //! remote IRR set). QEMU's PIIX tables say level, active high instead,
 //! matching the Interrupt descriptors of its link devices; Kiln has no
-//! links (see `dsdt::pci_routing`).
+//! links (see `dsdt::prt`).
 
 use acpi_tables::sdt::Sdt;
 
 use super::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use crate::arch::x86_64::layout;
+use crate::arch::x86_64::platform::AcpiPlatform;
 
 pub const REVISION: u8 = 3;
 /// The machine also has dual 8259 PICs.
@@ -90,30 +91,23 @@ fn local_apic_nmi() -> [u8; 6] {
     [TYPE_LOCAL_APIC_NMI, 6, ALL_PROCESSORS, 0, 0, 1]
 }
 
-/// The ISA IRQs (= GSIs) PCI INTx arrives on, each once, ascending.
-pub fn pci_intx_irqs() -> Vec<u32> {
-    let mut irqs = crate::arch::x86_64::irq::PIRQ_GSIS.to_vec();
-    irqs.sort_unstable();
-    irqs.dedup();
-    irqs
-}
-
-pub fn madt(num_cpus: u8) -> Vec<u8> {
+/// The MADT of `platform`.
+pub fn madt(platform: &AcpiPlatform) -> Vec<u8> {
     let mut sdt = Sdt::new(*b"APIC", 44, REVISION, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     sdt.write_u32(36, layout::LAPIC_START as u32);
     sdt.write_u32(40, PCAT_COMPAT);
-    for id in 0..num_cpus {
+    for id in 0..platform.cpus {
         sdt.append_slice(&local_apic(id));
     }
     sdt.append_slice(&ioapic());
     sdt.append_slice(&interrupt_override(TIMER_IRQ, TIMER_GSI, INTI_CONFORMS));
-    let sci = layout::SCI_IRQ;
+    let sci = platform.sci_irq;
     sdt.append_slice(&interrupt_override(
         sci as u8,
         sci,
         INTI_ACTIVE_HIGH | INTI_LEVEL,
     ));
-    for irq in pci_intx_irqs() {
+    for irq in platform.pci_intx_gsis() {
         sdt.append_slice(&interrupt_override(
             irq as u8,
             irq,

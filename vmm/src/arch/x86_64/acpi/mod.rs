@@ -14,9 +14,10 @@
 //! hand the same tables to a firmware's table loader (fw_cfg), which
 //! allocates them itself and patches those pointers.
 //!
-//! What the tables describe is set elsewhere: addresses and ports in
-//! [`layout`], the PM register block in [`crate::devices::legacy::pm`], the
-//! reset register in [`crate::devices::legacy::reset`].
+//! What the tables describe comes from an [`AcpiPlatform`], which the
+//! device manager fills from the devices it built (PM block, reset
+//! register, SCI, PCI slots and their INTx GSIs, the PCI windows); the
+//! fixed PC addresses (legacy ports, IOAPIC, LAPIC) are [`layout`]'s.
 
 pub mod dsdt;
 pub mod fadt;
@@ -35,6 +36,7 @@ use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout;
+use super::platform::AcpiPlatform;
 
 /// OEM fields of every table.
 pub const OEM_ID: [u8; 6] = *b"KILN  ";
@@ -52,6 +54,8 @@ pub enum AcpiError {
     NoCpus,
     #[error("guest memory size {0:#x} is outside 1 byte..={max:#x}", max = layout::MAX_MEMORY)]
     MemorySize(u64),
+    #[error("{0} PCI INTx pins do not fit in one _PRT package (255 at most)")]
+    TooManyPciIntx(usize),
     #[error("the ACPI tables need to start on a {FACS_ALIGN}-byte boundary, not at {0:#x}")]
     Misaligned(u64),
     #[error("the ACPI tables ({size:#x} bytes from {addr:#x}) do not fit below {end:#x}")]
@@ -115,10 +119,10 @@ impl AcpiTables {
     }
 }
 
-/// Tables for `num_cpus` vCPUs and `mem_size` bytes of RAM, laid out at the
-/// default place (RSDP at [`layout::ACPI_START`]).
-pub fn build_tables(num_cpus: u8, mem_size: u64) -> Result<AcpiTables, AcpiError> {
-    let tables = build_tables_at(num_cpus, mem_size, layout::ACPI_START, DEFAULT_TABLES_ADDR)?;
+/// The tables of `platform`, laid out at the default place (RSDP at
+/// [`layout::ACPI_START`]).
+pub fn build_tables(platform: &AcpiPlatform) -> Result<AcpiTables, AcpiError> {
+    let tables = build_tables_at(platform, layout::ACPI_START, DEFAULT_TABLES_ADDR)?;
     let end = tables.tables_addr + tables.tables.len() as u64;
     if end > layout::ACPI_END {
         return Err(AcpiError::TooLarge {
@@ -130,40 +134,26 @@ pub fn build_tables(num_cpus: u8, mem_size: u64) -> Result<AcpiTables, AcpiError
     Ok(tables)
 }
 
-/// Tables with the RSDP meant for `rsdp_addr` and the rest for
-/// `tables_addr` (64-byte aligned). With both 0, pointer fields hold
-/// offsets into `tables`, as a firmware table loader expects.
+/// The tables of `platform` with the RSDP meant for `rsdp_addr` and the
+/// rest for `tables_addr` (64-byte aligned). With both 0, pointer fields
+/// hold offsets into `tables`, as a firmware table loader expects. A
+/// firmware boot names the PM block where the firmware programmed the
+/// PIIX4 PM function ([`AcpiPlatform::with_pm_base`]); the tables' sizes
+/// do not depend on where it is.
 pub fn build_tables_at(
-    num_cpus: u8,
-    mem_size: u64,
+    platform: &AcpiPlatform,
     rsdp_addr: u64,
     tables_addr: u64,
 ) -> Result<AcpiTables, AcpiError> {
-    build_tables_with_pm(
-        num_cpus,
-        mem_size,
-        rsdp_addr,
-        tables_addr,
-        layout::PM_IO_BASE,
-    )
-}
-
-/// [`build_tables_at`] with the ACPI PM block (PM1a event and control, PM
-/// timer) at I/O port `pm_base` instead of [`layout::PM_IO_BASE`]: a
-/// firmware boot puts it where the firmware programmed the PIIX4 PM
-/// function. The tables' sizes do not depend on `pm_base`.
-pub fn build_tables_with_pm(
-    num_cpus: u8,
-    mem_size: u64,
-    rsdp_addr: u64,
-    tables_addr: u64,
-    pm_base: u16,
-) -> Result<AcpiTables, AcpiError> {
-    if num_cpus == 0 {
+    if platform.cpus == 0 {
         return Err(AcpiError::NoCpus);
     }
+    let mem_size = platform.mem_size;
     if mem_size == 0 || mem_size > layout::MAX_MEMORY {
         return Err(AcpiError::MemorySize(mem_size));
+    }
+    if platform.pci_intx.len() > dsdt::MAX_PRT_ENTRIES {
+        return Err(AcpiError::TooManyPciIntx(platform.pci_intx.len()));
     }
     if !tables_addr.is_multiple_of(FACS_ALIGN) {
         return Err(AcpiError::Misaligned(tables_addr));
@@ -176,10 +166,10 @@ pub fn build_tables_with_pm(
         pointers: Vec::new(),
     };
     let facs = b.add(*b"FACS", &to_bytes(&FACS::new()));
-    let dsdt = b.add(*b"DSDT", &dsdt::dsdt_with_pm(num_cpus, mem_size, pm_base));
-    let madt = b.add(*b"APIC", &madt::madt(num_cpus));
-    let mcfg = b.add(*b"MCFG", &mcfg());
-    let fadt_bytes = fadt::fadt_with_pm(b.addr(facs), b.addr(dsdt), pm_base);
+    let dsdt = b.add(*b"DSDT", &dsdt::dsdt(platform));
+    let madt = b.add(*b"APIC", &madt::madt(platform));
+    let mcfg = b.add(*b"MCFG", &mcfg(platform));
+    let fadt_bytes = fadt::fadt(platform, b.addr(facs), b.addr(dsdt));
     let fadt = b.add(*b"FACP", &fadt_bytes);
     for field in fadt::POINTER_FIELDS {
         b.pointer(fadt + field.0, field.1);
@@ -210,14 +200,13 @@ pub fn build_tables_with_pm(
     })
 }
 
-/// Write the tables of a VM into `mem` and return the RSDP address, for a
-/// direct kernel boot (the boot protocol passes it to the kernel).
+/// Write the tables of `platform` into `mem` and return the RSDP address,
+/// for a direct kernel boot (the boot protocol passes it to the kernel).
 pub fn create_acpi_tables(
     mem: &GuestMemoryMmap,
-    num_cpus: u8,
-    mem_size: u64,
+    platform: &AcpiPlatform,
 ) -> Result<GuestAddress, AcpiError> {
-    let t = build_tables(num_cpus, mem_size)?;
+    let t = build_tables(platform)?;
     for (bytes, addr) in [(&t.rsdp, t.rsdp_addr), (&t.tables, t.tables_addr)] {
         mem.write_slice(bytes, GuestAddress(addr))
             .map_err(|source| AcpiError::GuestMemory { addr, source })?;
@@ -270,16 +259,10 @@ fn to_bytes(table: &dyn Aml) -> Vec<u8> {
     bytes
 }
 
-/// The MCFG: the ECAM area of segment 0, for as many buses as
-/// [`layout::PCI_ECAM_SIZE`] holds (1 MiB per bus).
-fn mcfg() -> Vec<u8> {
+/// The MCFG: the ECAM area of segment 0, for as many buses as it holds
+/// (1 MiB per bus).
+fn mcfg(platform: &AcpiPlatform) -> Vec<u8> {
     let mut mcfg = MCFG::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    mcfg.add_ecam(layout::PCI_ECAM_START, 0, 0, last_pci_bus());
+    mcfg.add_ecam(platform.pci_ecam.start, 0, 0, platform.last_pci_bus());
     to_bytes(&mcfg)
-}
-
-/// The last PCI bus the ECAM area covers.
-fn last_pci_bus() -> u8 {
-    const BUS_ECAM_SIZE: u64 = 1 << 20;
-    (layout::PCI_ECAM_SIZE / BUS_ECAM_SIZE - 1) as u8
 }

@@ -1,7 +1,8 @@
 //! The fw_cfg contents of a Kiln PC, as SeaBIOS and OVMF read them from
-//! QEMU's `pc` machine (the fw_cfg device itself, `devices/legacy/fw_cfg`,
-//! only serves items and files; what they say about the platform, e820
-//! and ACPI included, is assembled here):
+//! QEMU's `pc` machine, assembled from an [`AcpiPlatform`] as plain
+//! items and files ([`contents`]); the device manager puts them into the
+//! fw_cfg device (`devices/legacy/fw_cfg`), which only serves them, and
+//! maps each [`Item`] to its selector key:
 //!
 //! | item | contents |
 //! |---|---|
@@ -16,11 +17,11 @@
 //! | `etc/boot-fail-wait` | ms before rebooting when nothing boots, u32 LE (`u32::MAX`: never) |
 //! | `etc/acpi/rsdp`, `etc/acpi/tables`, `etc/table-loader` | Kiln's ACPI tables ([`table_loader`]) |
 //!
-//! With [`follow_pm_base`], `etc/acpi/tables` is rebuilt whenever the
-//! firmware selects it, naming the ACPI PM block at the I/O base live at
-//! that moment (the firmware programs it through the PIIX4 PM function
-//! before it loads the tables: SeaBIOS in its PCI setup, OVMF in
-//! PlatformPei), so the OS reads PM addresses that answer.
+//! The device manager rebuilds `etc/acpi/tables` with [`acpi_tables_file`]
+//! whenever the firmware selects it, naming the ACPI PM block at the I/O
+//! base live at that moment (the firmware programs it through the PIIX4
+//! PM function before it loads the tables: SeaBIOS in its PCI setup, OVMF
+//! in PlatformPei), so the OS reads PM addresses that answer.
 
 pub mod table_loader;
 
@@ -28,8 +29,7 @@ use table_loader::LoaderError;
 
 use super::acpi::{self, AcpiError};
 use super::layout;
-use crate::devices::legacy::fw_cfg::{keys, FwCfg, FwCfgError};
-use crate::devices::GuestMemoryMmap;
+use super::platform::AcpiPlatform;
 
 /// CMOS bytes (index, value) for SeaBIOS's default boot order, used when
 /// `bootorder` names nothing: 0x3d holds the first (low nibble) and second
@@ -50,16 +50,13 @@ pub enum PcFwCfgError {
     Acpi(#[from] AcpiError),
     #[error("building the ACPI table loader")]
     Loader(#[from] LoaderError),
-    #[error("adding a fw_cfg item")]
-    Item(#[from] FwCfgError),
 }
 
 /// What a PC's fw_cfg describes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PcConfig {
-    /// Guest RAM in bytes.
-    pub mem_size: u64,
-    pub cpus: u8,
+    /// The machine (RAM, vCPUs, what the ACPI tables say).
+    pub platform: AcpiPlatform,
     /// Boot devices in order, as OpenFirmware paths (e.g.
     /// `/pci@i0cf8/scsi@4/disk@0,0` for a virtio-blk disk in slot 4);
     /// empty: the firmware's own order.
@@ -70,10 +67,9 @@ pub struct PcConfig {
 }
 
 impl PcConfig {
-    pub fn new(mem_size: u64, cpus: u8) -> Self {
+    pub fn new(platform: AcpiPlatform) -> Self {
         PcConfig {
-            mem_size,
-            cpus,
+            platform,
             bootorder: Vec::new(),
             boot_fail_wait_ms: BOOT_FAIL_WAIT_FOREVER,
         }
@@ -115,56 +111,60 @@ pub fn virtio_net_boot_path(slot: u8) -> String {
     format!("/pci@i0cf8/ethernet@{slot:x}/ethernet-phy@0")
 }
 
-/// A fw_cfg device holding everything in the module table, doing DMA into
-/// `mem`.
-pub fn build(mem: GuestMemoryMmap, cfg: &PcConfig) -> Result<FwCfg, PcFwCfgError> {
-    let mut dev = FwCfg::new(mem);
-    let cpus = u16::from(cfg.cpus);
-    dev.set_item(keys::RAM_SIZE, cfg.mem_size.to_le_bytes().to_vec())?;
-    dev.set_item(keys::NOGRAPHIC, 1u16.to_le_bytes().to_vec())?;
-    dev.set_item(keys::NB_CPUS, cpus.to_le_bytes().to_vec())?;
-    dev.set_item(keys::MAX_CPUS, cpus.to_le_bytes().to_vec())?;
-    dev.set_item(keys::BOOT_MENU, 0u16.to_le_bytes().to_vec())?;
-    dev.set_item(keys::UUID, vec![0; 16])?;
-    dev.set_item(keys::IRQ0_OVERRIDE, 1u32.to_le_bytes().to_vec())?;
-
-    dev.add_file("etc/e820", e820_file(cfg.mem_size))?;
-    dev.add_file("etc/boot-cpus", cpus.to_le_bytes().to_vec())?;
-    dev.add_file("bootorder", bootorder_file(&cfg.bootorder))?;
-    dev.add_file(
-        "etc/boot-fail-wait",
-        cfg.boot_fail_wait_ms.to_le_bytes().to_vec(),
-    )?;
-
-    let tables = acpi::build_tables_at(cfg.cpus, cfg.mem_size, 0, 0)?;
-    let files = table_loader::acpi_files(&tables)?;
-    dev.add_file(table_loader::RSDP_FILE, files.rsdp)?;
-    dev.add_file(table_loader::TABLES_FILE, files.tables)?;
-    dev.add_file(table_loader::LOADER_FILE, files.loader)?;
-    Ok(dev)
+/// The fixed items of the module table (selector keys below 0x20 and
+/// architecture-local ones), named; the fw_cfg device knows their keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Item {
+    RamSize,
+    NoGraphic,
+    NbCpus,
+    MaxCpus,
+    BootMenu,
+    Uuid,
+    Irq0Override,
 }
 
-/// Rebuild `etc/acpi/tables` of `dev` (built by [`build`] from `cfg`) each
-/// time the firmware selects it, with the ACPI PM block at `pm_base()`
-/// (None: not enabled yet; the tables then keep the base they have).
-pub fn follow_pm_base(
-    dev: &mut FwCfg,
-    cfg: &PcConfig,
-    pm_base: impl Fn() -> Option<u16> + Send + 'static,
-) -> Result<(), PcFwCfgError> {
-    let (cpus, mem_size) = (cfg.cpus, cfg.mem_size);
-    dev.set_refresh(
-        table_loader::TABLES_FILE,
-        Box::new(move || {
-            let base = pm_base()?;
-            match acpi::build_tables_with_pm(cpus, mem_size, 0, 0, base) {
-                Ok(t) => Some(t.tables),
-                Err(e) => {
-                    log::error!("fw_cfg: rebuilding the ACPI tables for PM base {base:#x}: {e}");
-                    None
-                }
-            }
-        }),
-    )?;
-    Ok(())
+/// Everything in the module table: items and files, in the order they
+/// are to be added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PcFwCfg {
+    pub items: Vec<(Item, Vec<u8>)>,
+    pub files: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// The contents of a PC's fw_cfg for `cfg`.
+pub fn contents(cfg: &PcConfig) -> Result<PcFwCfg, PcFwCfgError> {
+    let p = &cfg.platform;
+    let cpus = u16::from(p.cpus);
+    let items = vec![
+        (Item::RamSize, p.mem_size.to_le_bytes().to_vec()),
+        (Item::NoGraphic, 1u16.to_le_bytes().to_vec()),
+        (Item::NbCpus, cpus.to_le_bytes().to_vec()),
+        (Item::MaxCpus, cpus.to_le_bytes().to_vec()),
+        (Item::BootMenu, 0u16.to_le_bytes().to_vec()),
+        (Item::Uuid, vec![0; 16]),
+        (Item::Irq0Override, 1u32.to_le_bytes().to_vec()),
+    ];
+    let tables = acpi::build_tables_at(p, 0, 0)?;
+    let acpi = table_loader::acpi_files(&tables)?;
+    let files = vec![
+        ("etc/e820", e820_file(p.mem_size)),
+        ("etc/boot-cpus", cpus.to_le_bytes().to_vec()),
+        ("bootorder", bootorder_file(&cfg.bootorder)),
+        (
+            "etc/boot-fail-wait",
+            cfg.boot_fail_wait_ms.to_le_bytes().to_vec(),
+        ),
+        (table_loader::RSDP_FILE, acpi.rsdp),
+        (table_loader::TABLES_FILE, acpi.tables),
+        (table_loader::LOADER_FILE, acpi.loader),
+    ];
+    Ok(PcFwCfg { items, files })
+}
+
+/// `etc/acpi/tables` ([`table_loader::TABLES_FILE`]) of `platform` with
+/// the ACPI PM block at `pm_base`: what the file holds once the firmware
+/// has moved the block there. Its size does not depend on `pm_base`.
+pub fn acpi_tables_file(platform: &AcpiPlatform, pm_base: u16) -> Result<Vec<u8>, AcpiError> {
+    Ok(acpi::build_tables_at(&platform.with_pm_base(pm_base), 0, 0)?.tables)
 }

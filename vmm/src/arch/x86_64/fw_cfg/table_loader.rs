@@ -14,7 +14,7 @@
 //! ```
 //!
 //! [`acpi_files`] turns [`AcpiTables`] built with pointers as offsets
-//! (`build_tables_at(cpus, mem, 0, 0)`) into the three files QEMU uses:
+//! (`build_tables_at(platform, 0, 0)`) into the three files QEMU uses:
 //! `etc/acpi/rsdp`, `etc/acpi/tables` and `etc/table-loader`.
 
 use crate::arch::x86_64::acpi::{AcpiTables, Blob};

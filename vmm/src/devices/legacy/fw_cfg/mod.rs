@@ -25,8 +25,9 @@
 //! zeros. A malformed request never panics and never allocates more than
 //! a fixed chunk.
 //!
-//! `arch::x86_64::fw_cfg::build` fills a device with what a PC firmware needs (RAM size,
-//! CPUs, e820, ACPI tables through its `table_loader`, boot order).
+//! `device_manager::fw_cfg::build` fills a device with what a PC firmware
+//! needs, as `arch::x86_64::fw_cfg` assembles it (RAM size, CPUs, e820,
+//! ACPI tables through its `table_loader`, boot order).
 //!
 //! A file may have a refresh function ([`FwCfg::set_refresh`]), called each
 //! time the guest selects the file, that rebuilds its contents from the

@@ -126,7 +126,7 @@ fn pm_block_follows_seabios_programming_and_powers_off_there() {
     assert_eq!((f.cfg(3, 0xd0) >> 16) & 0xff, 9);
     assert!(f.timer_answers_at(0x600));
     // The MBR probe's power-off: SLP_TYP 5 | SLP_EN at PM1a_CNT.
-    let slp = (u16::from(layout::S5_SLEEP_TYPE) << 10) | (1 << 13);
+    let slp = (u16::from(crate::devices::legacy::pm::S5_SLEEP_TYPE) << 10) | (1 << 13);
     assert!(f.bus.write(0x604, &slp.to_le_bytes()));
     assert_eq!(*f.requests.0.lock().unwrap(), vec![VmRequest::PowerOff]);
     // Disabled again: hidden, and a write there reaches nothing.

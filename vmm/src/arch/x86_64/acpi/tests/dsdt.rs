@@ -4,10 +4,11 @@
 use super::super::aml_reader::{self, Node, Resource, Value};
 use super::super::tests::{acpiexec, table, GIB, MIB};
 use super::super::*;
+use crate::device_manager::platform::describe;
 use crate::devices::legacy::pm;
 
 fn dsdt_nodes(cpus: u8, mem_size: u64) -> Vec<Node> {
-    let t = build_tables(cpus, mem_size).unwrap();
+    let t = build_tables(&describe(cpus, mem_size)).unwrap();
     let dsdt = table(&t, b"DSDT");
     assert_eq!(dsdt[8], 2, "64-bit integers");
     aml_reader::parse(&dsdt[36..]).unwrap()
@@ -40,7 +41,7 @@ fn eisa_id(v: &Value) -> String {
 #[test]
 fn dsdt_has_the_sleep_states() {
     let nodes = dsdt_nodes(1, GIB);
-    let s5 = u64::from(layout::S5_SLEEP_TYPE);
+    let s5 = u64::from(pm::S5_SLEEP_TYPE);
     assert_eq!(
         aml_reader::find_name(&nodes, "\\_S5_"),
         Some(&Value::Package(vec![
@@ -252,7 +253,8 @@ fn prt_routes_every_pin_of_every_slot_to_the_gsi_the_vmm_raises() {
         }
     }
     assert_eq!(
-        dsdt::pci_routing()
+        describe(1, 64 * MIB)
+            .pci_intx
             .iter()
             .map(|e| (u64::from(e.slot), u64::from(e.pin), u64::from(e.gsi)))
             .collect::<Vec<_>>(),
@@ -265,7 +267,7 @@ fn prt_routes_every_pin_of_every_slot_to_the_gsi_the_vmm_raises() {
     assert_eq!(got[8], (3, 0, 11));
     // The tables given to firmware through fw_cfg (built at address 0,
     // for the table loader to place) hold the same _PRT.
-    let fw = build_tables_at(8, 8 * GIB, 0, 0).unwrap();
+    let fw = build_tables_at(&describe(8, 8 * GIB), 0, 0).unwrap();
     let fw_nodes = aml_reader::parse(&table(&fw, b"DSDT")[36..]).unwrap();
     assert_eq!(decoded_prt(&fw_nodes), prt);
 }
@@ -275,7 +277,7 @@ fn prt_routes_every_pin_of_every_slot_to_the_gsi_the_vmm_raises() {
 /// OS never sees two descriptions of one pin.
 #[test]
 fn madt_overrides_agree_with_the_prt() {
-    let t = build_tables(2, GIB).unwrap();
+    let t = build_tables(&describe(2, GIB)).unwrap();
     let madt = table(&t, b"APIC");
     let mut overrides = Vec::new();
     let mut off = 44;
@@ -314,7 +316,7 @@ fn madt_overrides_agree_with_the_prt() {
 /// four-element packages with the right types) without a complaint.
 #[test]
 fn acpica_evaluates_the_prt() {
-    let t = build_tables(2, GIB).unwrap();
+    let t = build_tables(&describe(2, GIB)).unwrap();
     let tables = [b"DSDT", b"FACP", b"APIC"].map(|sig| (sig, table(&t, sig)));
     let text = acpiexec("prt", &tables, "evaluate \\_SB.PCI0._PRT");
     let result = text

@@ -3,10 +3,12 @@
 //! checked in `dsdt_tests`.
 
 mod dsdt;
+mod golden;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::*;
+use crate::device_manager::platform::describe;
 use crate::devices::legacy::{pm, reset};
 
 pub(super) const MIB: u64 = 1 << 20;
@@ -91,7 +93,7 @@ fn read_sdt(mem: &GuestMemoryMmap, addr: u64) -> Vec<u8> {
 #[test]
 fn every_table_has_a_valid_header_and_checksum() {
     for cpus in [1u8, 2, 8, 255] {
-        let t = build_tables(cpus, 512 * MIB).unwrap();
+        let t = build_tables(&describe(cpus, 512 * MIB)).unwrap();
         let sigs: Vec<_> = t.entries.iter().map(|e| e.signature).collect();
         assert_eq!(
             sigs,
@@ -129,7 +131,7 @@ fn every_table_has_a_valid_header_and_checksum() {
 #[test]
 fn pointers_resolve_in_guest_memory() {
     let mem = low_memory();
-    let rsdp_addr = create_acpi_tables(&mem, 4, 2 * GIB).unwrap();
+    let rsdp_addr = create_acpi_tables(&mem, &describe(4, 2 * GIB)).unwrap();
     assert_eq!(rsdp_addr, GuestAddress(layout::ACPI_START));
     let mut rsdp = [0u8; 36];
     mem.read_slice(&mut rsdp, rsdp_addr).unwrap();
@@ -166,8 +168,8 @@ fn pointers_resolve_in_guest_memory() {
 
 #[test]
 fn pointer_list_is_complete_and_relocatable() {
-    let a = build_tables_at(3, GIB, 0, 0).unwrap();
-    let b = build_tables(3, GIB).unwrap();
+    let a = build_tables_at(&describe(3, GIB), 0, 0).unwrap();
+    let b = build_tables(&describe(3, GIB)).unwrap();
     assert_eq!(a.tables.len(), b.tables.len());
     let delta = b.tables_addr;
     // Fields a loader patches, and checksum bytes of tables holding them.
@@ -210,7 +212,7 @@ fn pointer_list_is_complete_and_relocatable() {
 #[test]
 fn madt_lists_each_cpu_the_ioapic_and_the_overrides() {
     for cpus in [1u8, 2, 7, 255] {
-        let t = build_tables(cpus, GIB).unwrap();
+        let t = build_tables(&describe(cpus, GIB)).unwrap();
         let madt = table(&t, b"APIC");
         assert_eq!(u32_at(madt, 36), layout::LAPIC_START as u32);
         assert_eq!(u32_at(madt, 40) & 1, 1, "PCAT_COMPAT");
@@ -264,7 +266,7 @@ fn madt_lists_each_cpu_the_ioapic_and_the_overrides() {
 
 #[test]
 fn mcfg_describes_the_ecam_area() {
-    let t = build_tables(1, GIB).unwrap();
+    let t = build_tables(&describe(1, GIB)).unwrap();
     let mcfg = table(&t, b"MCFG");
     assert_eq!(mcfg.len(), 44 + 16);
     let e = &mcfg[44..];
@@ -280,7 +282,7 @@ fn mcfg_describes_the_ecam_area() {
 
 #[test]
 fn fadt_points_at_the_pm_and_reset_registers() {
-    let t = build_tables(2, GIB).unwrap();
+    let t = build_tables(&describe(2, GIB)).unwrap();
     let f = table(&t, b"FACP");
     assert_eq!(f.len(), fadt::LENGTH);
     assert_eq!(f[8], 6, "revision");
@@ -347,22 +349,28 @@ fn fadt_points_at_the_pm_and_reset_registers() {
 
 #[test]
 fn bad_requests_are_errors() {
-    assert!(matches!(build_tables(0, GIB), Err(AcpiError::NoCpus)));
-    assert!(matches!(build_tables(1, 0), Err(AcpiError::MemorySize(0))));
     assert!(matches!(
-        build_tables(1, layout::MAX_MEMORY + 1),
+        build_tables(&describe(0, GIB)),
+        Err(AcpiError::NoCpus)
+    ));
+    assert!(matches!(
+        build_tables(&describe(1, 0)),
+        Err(AcpiError::MemorySize(0))
+    ));
+    assert!(matches!(
+        build_tables(&describe(1, layout::MAX_MEMORY + 1)),
         Err(AcpiError::MemorySize(_))
     ));
     assert!(matches!(
-        build_tables_at(1, GIB, 0, 0x1010),
+        build_tables_at(&describe(1, GIB), 0, 0x1010),
         Err(AcpiError::Misaligned(0x1010))
     ));
     // Guest memory that ends before the ACPI area.
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0xa0000)]).unwrap();
-    let err = create_acpi_tables(&mem, 1, GIB).unwrap_err();
+    let err = create_acpi_tables(&mem, &describe(1, GIB)).unwrap_err();
     assert!(matches!(err, AcpiError::GuestMemory { .. }), "{err}");
     // The largest machine still fits.
-    let big = build_tables(255, layout::MAX_MEMORY).unwrap();
+    let big = build_tables(&describe(255, layout::MAX_MEMORY)).unwrap();
     assert!(big.tables_addr + (big.tables.len() as u64) <= layout::ACPI_END);
 }
 
@@ -370,7 +378,7 @@ fn bad_requests_are_errors() {
 /// from Debian's acpica-tools) without a warning and evaluates \_S5_.
 #[test]
 fn acpica_loads_the_tables_cleanly() {
-    let t = build_tables(4, 8 * GIB).unwrap();
+    let t = build_tables(&describe(4, 8 * GIB)).unwrap();
     let tables: Vec<_> = t
         .entries
         .iter()
@@ -379,7 +387,7 @@ fn acpica_loads_the_tables_cleanly() {
         .collect();
     let text = acpiexec("acpi", &tables, "evaluate \\_S5_; evaluate \\_SB.PCI0._CRS");
     assert!(text.contains("successfully acquired and loaded"), "{text}");
-    let s5 = format!("[Integer] = {:016X}", layout::S5_SLEEP_TYPE);
+    let s5 = format!("[Integer] = {:016X}", pm::S5_SLEEP_TYPE);
     assert_eq!(text.matches(&s5).count(), 2, "{text}");
     assert!(
         text.contains("Evaluation of \\_SB.PCI0._CRS returned"),
@@ -399,4 +407,17 @@ fn pm_ports_match_the_device() {
         layout::PM_IO_BASE + pm::PM1_CNT as u16
     );
     assert_eq!(layout::PM_TMR_PORT, layout::PM_IO_BASE + pm::PM_TMR as u16);
+}
+
+#[test]
+fn a_prt_too_long_for_one_package_is_an_error() {
+    let mut p = describe(1, 64 * MIB);
+    let intx = p.pci_intx[0];
+    p.pci_intx = vec![intx; super::dsdt::MAX_PRT_ENTRIES + 1];
+    assert!(matches!(
+        build_tables(&p),
+        Err(AcpiError::TooManyPciIntx(256))
+    ));
+    p.pci_intx.truncate(super::dsdt::MAX_PRT_ENTRIES);
+    assert!(build_tables(&p).is_ok());
 }

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use super::super::tests::{fetch_file, guest_mem};
 use crate::arch::x86_64::acpi::{self, AcpiTables, Blob, PointerField};
 use crate::arch::x86_64::fw_cfg::table_loader::{self, Command, LoaderError, Zone, COMMAND_LEN};
-use crate::arch::x86_64::fw_cfg::{self as pc, PcConfig};
+use crate::arch::x86_64::fw_cfg::PcConfig;
+use crate::device_manager::{self, platform::describe};
 
 /// The guest memory a firmware allocates from, as separate blobs.
 #[derive(Default)]
@@ -153,7 +154,9 @@ fn validate(l: &Loaded, cpus: u8) -> Vec<String> {
 fn firmware_installs_valid_tables_equal_to_direct_boot_ones() {
     for (cpus, mem_size) in [(1u8, 64u64 << 20), (2, 512 << 20), (8, 5 << 30)] {
         let mem = guest_mem();
-        let mut dev = pc::build(mem.clone(), &PcConfig::new(mem_size, cpus)).unwrap();
+        let mut dev =
+            device_manager::fw_cfg::build(mem.clone(), &PcConfig::new(describe(cpus, mem_size)))
+                .unwrap();
         let loader = fetch_file(&mut dev, &mem, table_loader::LOADER_FILE).unwrap();
         assert_eq!(loader.len() % COMMAND_LEN, 0);
         let loaded = execute(&loader, &mut |name| fetch_file(&mut dev, &mem, name));
@@ -163,7 +166,8 @@ fn firmware_installs_valid_tables_equal_to_direct_boot_ones() {
         // Byte for byte what Kiln builds for those addresses directly.
         let (rsdp_addr, rsdp) = &loaded.files[table_loader::RSDP_FILE];
         let (tables_addr, tables) = &loaded.files[table_loader::TABLES_FILE];
-        let direct = acpi::build_tables_at(cpus, mem_size, *rsdp_addr, *tables_addr).unwrap();
+        let direct =
+            acpi::build_tables_at(&describe(cpus, mem_size), *rsdp_addr, *tables_addr).unwrap();
         assert_eq!(rsdp, &direct.rsdp);
         assert_eq!(tables, &direct.tables);
     }
@@ -254,7 +258,7 @@ fn malformed_loader_input_is_an_error() {
 
 #[test]
 fn tables_with_pointers_outside_them_are_refused() {
-    let good: AcpiTables = acpi::build_tables_at(1, 64 << 20, 0, 0).unwrap();
+    let good: AcpiTables = acpi::build_tables_at(&describe(1, 64 << 20), 0, 0).unwrap();
     let mut bad = good.clone();
     bad.pointers.push(PointerField {
         blob: Blob::Tables,
@@ -279,12 +283,12 @@ fn tables_name_the_pm_block_where_it_is_when_the_firmware_reads_them() {
     use crate::arch::x86_64::layout;
     use std::sync::{Arc, Mutex};
     let (cpus, mem_size) = (2u8, 512u64 << 20);
-    let cfg = PcConfig::new(mem_size, cpus);
+    let cfg = PcConfig::new(describe(cpus, mem_size));
     let mem = guest_mem();
-    let mut dev = pc::build(mem.clone(), &cfg).unwrap();
+    let mut dev = device_manager::fw_cfg::build(mem.clone(), &cfg).unwrap();
     let live: Arc<Mutex<Option<u16>>> = Arc::default();
     let l = live.clone();
-    pc::follow_pm_base(&mut dev, &cfg, move || *l.lock().unwrap()).unwrap();
+    device_manager::fw_cfg::follow_pm_base(&mut dev, &cfg, move || *l.lock().unwrap()).unwrap();
     let u32_at = |t: &[u8], o: usize| u32::from_le_bytes(t[o..o + 4].try_into().unwrap());
     let u64_at = |t: &[u8], o: usize| u64::from_le_bytes(t[o..o + 8].try_into().unwrap());
     // (PM base the firmware programmed or None, base the tables must name)
@@ -300,8 +304,12 @@ fn tables_name_the_pm_block_where_it_is_when_the_firmware_reads_them() {
         assert_eq!(validate(&loaded, cpus), ["FACP", "APIC", "MCFG"]);
         let (tables_addr, tables) = &loaded.files[table_loader::TABLES_FILE];
         let (rsdp_addr, _) = &loaded.files[table_loader::RSDP_FILE];
-        let direct =
-            acpi::build_tables_with_pm(cpus, mem_size, *rsdp_addr, *tables_addr, named).unwrap();
+        let direct = acpi::build_tables_at(
+            &describe(cpus, mem_size).with_pm_base(named),
+            *rsdp_addr,
+            *tables_addr,
+        )
+        .unwrap();
         assert_eq!(tables, &direct.tables, "{programmed:?}");
         let f = direct.table(b"FACP").unwrap();
         let base = u32::from(named);

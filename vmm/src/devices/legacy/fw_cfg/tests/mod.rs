@@ -9,6 +9,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::*;
 use crate::arch::x86_64::fw_cfg::{self as pc, PcConfig};
 use crate::arch::x86_64::layout;
+use crate::device_manager::{self, platform::describe};
 
 const MEM_SIZE: u64 = 0x10_0000;
 const DESC: u64 = 0x1000;
@@ -344,7 +345,8 @@ fn dma_high_address_half_is_used_once() {
 fn pc_items_as_seabios_reads_them() {
     let mem = guest_mem();
     let size = 5 << 30;
-    let mut dev = pc::build(mem.clone(), &PcConfig::new(size, 3)).unwrap();
+    let mut dev =
+        device_manager::fw_cfg::build(mem.clone(), &PcConfig::new(describe(3, size))).unwrap();
     let item = |dev: &mut FwCfg, key: u16, n: usize| {
         select(dev, key);
         port_read(dev, n)
@@ -403,11 +405,11 @@ fn bootorder_is_lines_and_a_nul() {
         pc::bootorder_file(&paths),
         b"/pci@i0cf8/scsi@4/disk@0,0\n/pci@i0cf8/ethernet@1a/ethernet-phy@0\0"
     );
-    let mut cfg = PcConfig::new(64 << 20, 1);
+    let mut cfg = PcConfig::new(describe(1, 64 << 20));
     cfg.bootorder = paths.clone();
     cfg.boot_fail_wait_ms = 5000;
     let mem = guest_mem();
-    let mut dev = pc::build(mem.clone(), &cfg).unwrap();
+    let mut dev = device_manager::fw_cfg::build(mem.clone(), &cfg).unwrap();
     assert_eq!(
         fetch_file(&mut dev, &mem, "bootorder").unwrap(),
         pc::bootorder_file(&paths)
