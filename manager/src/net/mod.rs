@@ -91,6 +91,9 @@ use std::os::fd::OwnedFd;
 
 use kiln_api::compute::{Network, Server};
 use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use link::LinkError;
 
 /// Most NICs one server can have (the index is one hex digit of the tap
 /// name).
@@ -191,68 +194,97 @@ pub const MAX_NIC_QUEUES: usize = 8;
 /// Makes the taps of a server about to start, each marked as this
 /// kilnd's (`instance`, [`owner`]), on its network's bridge (`nets`: the
 /// network of each NIC, in order) with [`nic_queues`] queues, and answers
-/// their queues' fds in NIC order. An error is a fault message.
+/// their queues' fds in NIC order. An error's chain is a fault message.
 pub async fn open_taps(
     instance: &str,
     server: &Server,
     nets: &[Network],
-) -> Result<Vec<Vec<OwnedFd>>, String> {
+) -> Result<Vec<Vec<OwnedFd>>, TapError> {
     let queues = nic_queues(server.vcpus);
     let mut fds = Vec::new();
     for (index, (nic, net)) in server.nics.iter().zip(nets).enumerate() {
-        let bridge = match link::get(&net.bridge).await.map_err(|e| e.to_string())? {
+        let bridge = match link::get(&net.bridge).await? {
             Some(b) if b.kind == "bridge" => b,
             Some(_) => {
-                return Err(format!(
-                    "{} of network {} is no longer a bridge",
-                    net.bridge, net.name
-                ))
+                return Err(TapError::NotBridge {
+                    bridge: net.bridge.clone(),
+                    network: net.name.clone(),
+                })
             }
             None if net.managed => {
                 tracing::warn!(bridge = net.bridge, "recreating a missing bridge");
-                link::create_bridge(&net.bridge, net.mtu)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                link::create_bridge(&net.bridge, net.mtu).await?;
                 link::get(&net.bridge)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("bridge {} vanished", net.bridge))?
+                    .await?
+                    .ok_or_else(|| TapError::Vanished(net.bridge.clone()))?
             }
             None => {
-                return Err(format!(
-                    "bridge {} of network {} is missing",
-                    net.bridge, net.name
-                ))
+                return Err(TapError::Missing {
+                    bridge: net.bridge.clone(),
+                    network: net.name.clone(),
+                })
             }
         };
         // A leftover of the same name is deleted only if this kilnd marked
         // it; anything else of that name is left alone and is the fault.
         owner::clear_name(instance, &nic.tap)
             .await
-            .map_err(|e| format!("NIC {index}: {e}"))?;
+            .map_err(|source| TapError::Name { index, source })?;
         let name = nic.tap.clone();
         let fd = tokio::task::spawn_blocking(move || tap::create(&name, queues))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::EBUSY) => format!(
-                    "NIC {index}: tap name {} was taken by another link while kilnd made it; \
-                     kilnd leaves it alone",
-                    nic.tap
-                ),
-                _ => format!("cannot create tap {}: {e}", nic.tap),
+            .await?
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::EBUSY) => TapError::Raced {
+                    index,
+                    tap: nic.tap.clone(),
+                },
+                _ => TapError::Create {
+                    tap: nic.tap.clone(),
+                    source,
+                },
             })?;
         let mark = owner::Mark {
             instance: instance.to_owned(),
             server: server.id.clone(),
             nic: index,
         };
-        link::mark_and_attach(&nic.tap, &mark.alias(), &bridge, net.mtu)
-            .await
-            .map_err(|e| e.to_string())?;
+        link::mark_and_attach(&nic.tap, &mark.alias(), &bridge, net.mtu).await?;
         fds.push(fd);
     }
     Ok(fds)
+}
+
+/// Why a server's taps could not be made (its chain is the server's
+/// fault).
+#[derive(Debug, Error)]
+pub enum TapError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("{bridge} of network {network} is no longer a bridge")]
+    NotBridge { bridge: String, network: String },
+    #[error("bridge {0} vanished")]
+    Vanished(String),
+    #[error("bridge {bridge} of network {network} is missing")]
+    Missing { bridge: String, network: String },
+    #[error("NIC {index}")]
+    Name {
+        index: usize,
+        #[source]
+        source: owner::NameError,
+    },
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
+    #[error(
+        "NIC {index}: tap name {tap} was taken by another link while kilnd made it; \
+         kilnd leaves it alone"
+    )]
+    Raced { index: usize, tap: String },
+    #[error("cannot create tap {tap}")]
+    Create {
+        tap: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

@@ -21,9 +21,8 @@ pub enum SpawnError {
     Running(u32),
     #[error(transparent)]
     Nics(#[from] NicNetworkError),
-    /// The NICs' taps (a fault message from [`crate::net`]).
-    #[error("{0}")]
-    Taps(String),
+    #[error(transparent)]
+    Taps(#[from] crate::net::TapError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("disk image {id}")]

@@ -221,9 +221,7 @@ impl Supervisor {
             let server = server.clone();
             self.store.call(move |s| nic_networks(s, &server)).await?
         };
-        let taps = crate::net::open_taps(&instance, server, &nets)
-            .await
-            .map_err(SpawnError::Taps)?;
+        let taps = crate::net::open_taps(&instance, server, &nets).await?;
         // The config reads the store and checks the image files: off the
         // executor. The taps go there and back.
         let (cfg, taps, root_disk) = {
