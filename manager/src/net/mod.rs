@@ -135,9 +135,9 @@ pub fn generated_mac(id: &str, index: usize) -> String {
 
 /// Checks and normalizes (lower case) a user-given MAC: six `:`-separated
 /// hex pairs, unicast, not all zero.
-pub fn parse_mac(s: &str) -> Result<String, String> {
+pub fn parse_mac(s: &str) -> Result<String, MacError> {
     let parts: Vec<&str> = s.split(':').collect();
-    let bad = || format!("mac {s:?} is not six ':'-separated hex pairs (aa:bb:cc:dd:ee:ff)");
+    let bad = || MacError::Form(s.to_owned());
     if parts.len() != 6 {
         return Err(bad());
     }
@@ -149,36 +149,55 @@ pub fn parse_mac(s: &str) -> Result<String, String> {
         b[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
     }
     if b[0] & 1 != 0 {
-        return Err(format!("mac {s:?} is a multicast address"));
+        return Err(MacError::Multicast(s.to_owned()));
     }
     if b == [0; 6] {
-        return Err(format!("mac {s:?} is all zero"));
+        return Err(MacError::Zero(s.to_owned()));
     }
     Ok(s.to_ascii_lowercase())
 }
 
+/// Why [`parse_mac`] refuses a MAC.
+#[derive(Debug, Error)]
+pub enum MacError {
+    #[error("mac {0:?} is not six ':'-separated hex pairs (aa:bb:cc:dd:ee:ff)")]
+    Form(String),
+    #[error("mac {0:?} is a multicast address")]
+    Multicast(String),
+    #[error("mac {0:?} is all zero")]
+    Zero(String),
+}
+
 /// Checks a bridge name: 1 to 15 bytes (IFNAMSIZ) of `A-Z a-z 0-9 _ . -`,
 /// not `.`/`..`, not starting with `-`, and not a kiln tap name.
-pub fn check_bridge_name(name: &str) -> Result<(), String> {
+pub fn check_bridge_name(name: &str) -> Result<(), BridgeNameError> {
+    let named = || name.to_owned();
     if name.is_empty() || name.len() > 15 {
-        return Err(format!(
-            "bridge name {name:?} must be 1 to 15 bytes long (IFNAMSIZ)"
-        ));
+        return Err(BridgeNameError::Length(named()));
     }
     if let Some(c) = crate::util::bad_name_char(name) {
-        return Err(format!(
-            "bridge name {name:?} has {c:?}; use A-Z a-z 0-9 _ . -"
-        ));
+        return Err(BridgeNameError::Char { name: named(), c });
     }
     if name == "." || name == ".." || name.starts_with('-') {
-        return Err(format!("bridge name {name:?} is not allowed"));
+        return Err(BridgeNameError::NotAllowed(named()));
     }
     if name.starts_with(TAP_PREFIX) {
-        return Err(format!(
-            "bridge name {name:?} must not start with {TAP_PREFIX:?} (kiln's tap names)"
-        ));
+        return Err(BridgeNameError::TapPrefix(named()));
     }
     Ok(())
+}
+
+/// Why [`check_bridge_name`] refuses a name.
+#[derive(Debug, Error)]
+pub enum BridgeNameError {
+    #[error("bridge name {0:?} must be 1 to 15 bytes long (IFNAMSIZ)")]
+    Length(String),
+    #[error("bridge name {name:?} has {c:?}; use A-Z a-z 0-9 _ . -")]
+    Char { name: String, c: char },
+    #[error("bridge name {0:?} is not allowed")]
+    NotAllowed(String),
+    #[error("bridge name {0:?} must not start with {prefix:?} (kiln's tap names)", prefix = TAP_PREFIX)]
+    TapPrefix(String),
 }
 
 /// The queues of each of a server's NICs (Nova's

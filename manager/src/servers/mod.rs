@@ -79,7 +79,7 @@ async fn blocking<T: Send + 'static>(
 /// Checks `req` by the rules above, records the server (BUILD) and starts
 /// its build.
 pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerError> {
-    check_name("server", &req.name).map_err(ServerError::Invalid)?;
+    check_name("server", &req.name).map_err(|e| ServerError::Invalid(e.to_string()))?;
     let (flavor_key, image_key) = (req.flavor.clone(), req.image.clone());
     let (flavor, image) = k
         .store
@@ -226,7 +226,8 @@ fn check_extras(req: &ServerCreate) -> Result<(), ServerError> {
     if let Some(r) = &req.ready {
         match (&r.console, r.debug_code) {
             (Some(p), None) => {
-                crate::util::console_regex(p).map_err(ServerError::Invalid)?;
+                crate::util::console_regex(p)
+                    .map_err(|e| ServerError::Invalid(crate::util::error_chain(&e)))?;
             }
             (None, Some(_)) => {}
             _ => {
