@@ -91,14 +91,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            for id in reaper
-                .store
-                .expired(crate::util::now_secs())
-                .unwrap_or_default()
-            {
+            let now = crate::util::now_secs();
+            let expired = reaper.store.call(move |s| s.expired(now)).await;
+            for id in expired.unwrap_or_default() {
                 tracing::info!(server = id, "time to live ran out: deleting");
                 let s = reaper.clone();
-                tokio::spawn(async move { s.delete(&id).await });
+                tokio::spawn(async move { crate::servers::delete(&s, &id).await });
             }
         }
     });

@@ -3,6 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use thiserror::Error;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -46,21 +47,39 @@ pub fn now_secs() -> u64 {
 /// Checks a user-given name (flavor, image, server): 1 to 64 characters of
 /// `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`. This keeps names
 /// safe in paths and tables (no `/`, no `..`, no control characters).
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+pub fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > 64 {
-        return Err(format!("{what} name must be 1 to 64 characters long"));
+        return Err(NameError::Length { what });
     }
     if name.starts_with('.') || name.starts_with('-') {
-        return Err(format!(
-            "{what} name {name:?} must not start with '.' or '-'"
-        ));
+        return Err(NameError::Start {
+            what,
+            name: name.to_owned(),
+        });
     }
     if let Some(c) = bad_name_char(name) {
-        return Err(format!(
-            "{what} name {name:?} has the character {c:?}; allowed are A-Z a-z 0-9 . _ -"
-        ));
+        return Err(NameError::Char {
+            what,
+            name: name.to_owned(),
+            c,
+        });
     }
     Ok(())
+}
+
+/// Why [`check_name`] refuses a name (`what`: flavor, image, server, ...).
+#[derive(Debug, Error)]
+pub enum NameError {
+    #[error("{what} name must be 1 to 64 characters long")]
+    Length { what: &'static str },
+    #[error("{what} name {name:?} must not start with '.' or '-'")]
+    Start { what: &'static str, name: String },
+    #[error("{what} name {name:?} has the character {c:?}; allowed are A-Z a-z 0-9 . _ -")]
+    Char {
+        what: &'static str,
+        name: String,
+        c: char,
+    },
 }
 
 /// The first character of `name` outside `A-Z a-z 0-9 . _ -` (the
@@ -95,14 +114,23 @@ pub fn read_tail(path: &std::path::Path, tail: Option<usize>) -> String {
 }
 
 /// A readiness regex, with a bound on its compiled size.
-pub fn console_regex(pattern: &str) -> Result<regex::Regex, String> {
+pub fn console_regex(pattern: &str) -> Result<regex::Regex, RegexError> {
     if pattern.len() > 1024 {
-        return Err("ready.console is longer than 1024 bytes".into());
+        return Err(RegexError::TooLong);
     }
     regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| format!("ready.console is not a valid regex: {e}"))
+        .map_err(RegexError::Invalid)
+}
+
+/// Why [`console_regex`] refuses a pattern.
+#[derive(Debug, Error)]
+pub enum RegexError {
+    #[error("ready.console is longer than 1024 bytes")]
+    TooLong,
+    #[error("ready.console is not a valid regex")]
+    Invalid(#[source] regex::Error),
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub async fn create(store: &Arc<Store>, req: FlavorCreate) -> Result<Flavor, Fla
 }
 
 fn check(req: &FlavorCreate) -> Result<(), FlavorError> {
-    check_name("flavor", &req.name).map_err(FlavorError::Invalid)?;
+    check_name("flavor", &req.name).map_err(|e| FlavorError::Invalid(e.to_string()))?;
     if !(1..=255).contains(&req.vcpus) {
         return Err(FlavorError::Invalid("vcpus must be 1 to 255".into()));
     }

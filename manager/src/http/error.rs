@@ -76,7 +76,10 @@ impl From<ActionError> for ApiError {
     fn from(e: ActionError) -> ApiError {
         match e {
             ActionError::Store(s) => s.into(),
-            ActionError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            ActionError::Busy(_)
+            | ActionError::Deleting(_)
+            | ActionError::NotAllowed { .. }
+            | ActionError::StillRunning(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         }
     }
 }
@@ -86,8 +89,10 @@ impl From<NicError> for ApiError {
         match e {
             NicError::Store(s) => s.into(),
             NicError::NoSuchNic { .. } => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-            NicError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
-            NicError::Vmm { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            NicError::Busy(_) | NicError::Deleting(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            NicError::Vmm { .. } => ApiError::internal(&e),
         }
     }
 }
@@ -144,6 +149,7 @@ impl From<ServerError> for ApiError {
             ServerError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             ServerError::Network(e) => e.into(),
             ServerError::Store(s) => s.into(),
+            ServerError::Action(a) => a.into(),
             ServerError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
         }
     }

@@ -62,7 +62,7 @@ pub(super) async fn delete(
     State(s): St,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    s.sup.delete(&id).await?;
+    crate::servers::delete(&s.sup, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -71,10 +71,6 @@ pub(super) async fn action(
     Path(id): Path<String>,
     Body(action): Body<ServerAction>,
 ) -> Result<impl IntoResponse, ApiError> {
-    // Checked against the store (blocking), then run in the background.
-    let sup = s.sup.clone();
-    tokio::task::spawn_blocking(move || sup.action(&id, action))
-        .await
-        .map_err(|e| ApiError::internal(&e))??;
+    crate::servers::action(&s.sup, &id, action).await?;
     Ok(StatusCode::ACCEPTED)
 }

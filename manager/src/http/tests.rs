@@ -48,3 +48,30 @@ fn openapi_parses_and_names_every_route() {
     // And nothing documented that the router lacks.
     assert_eq!(paths.len(), 16);
 }
+
+#[test]
+fn openapi_task_state_is_the_enum() {
+    let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Server"]["properties"]["task_state"]["$ref"],
+        "#/components/schemas/TaskState"
+    );
+    let documented: Vec<&str> = schemas["TaskState"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let wire: Vec<String> = kiln_api::compute::TaskState::ALL
+        .iter()
+        .map(|t| {
+            serde_json::to_value(t)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(documented, wire);
+}

@@ -98,7 +98,7 @@ pub fn prepare_image(
             cmdline,
             ..
         } => {
-            check_name("image", name).map_err(ImportError::Invalid)?;
+            check_name("image", name).map_err(|e| ImportError::Invalid(e.to_string()))?;
             let cmdline = cmdline.clone().unwrap_or_default();
             check_cmdline(&cmdline)?;
             // Checked and copied into the store: servers boot the copy.
@@ -128,7 +128,7 @@ pub fn prepare_image(
             os_type,
             ..
         } => {
-            check_name("image", name).map_err(ImportError::Invalid)?;
+            check_name("image", name).map_err(|e| ImportError::Invalid(e.to_string()))?;
             let ext = format.as_str();
             std::fs::create_dir_all(store_dir).map_err(ImportError::Copy)?;
             let dst = store_dir.join(format!("{id}.{ext}"));

@@ -68,7 +68,7 @@ pub async fn create(
     let name = match &req {
         ImageCreate::Kernel { name, .. } | ImageCreate::Disk { name, .. } => name.clone(),
     };
-    check_name("image", &name).map_err(ImageError::Invalid)?;
+    check_name("image", &name).map_err(|e| ImageError::Invalid(e.to_string()))?;
     let n = name.clone();
     if store.call(move |s| s.image_name_taken(&n)).await? {
         return Err(ImageError::Conflict(format!(

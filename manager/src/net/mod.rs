@@ -91,6 +91,9 @@ use std::os::fd::OwnedFd;
 
 use kiln_api::compute::{Network, Server};
 use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use link::LinkError;
 
 /// Most NICs one server can have (the index is one hex digit of the tap
 /// name).
@@ -132,9 +135,9 @@ pub fn generated_mac(id: &str, index: usize) -> String {
 
 /// Checks and normalizes (lower case) a user-given MAC: six `:`-separated
 /// hex pairs, unicast, not all zero.
-pub fn parse_mac(s: &str) -> Result<String, String> {
+pub fn parse_mac(s: &str) -> Result<String, MacError> {
     let parts: Vec<&str> = s.split(':').collect();
-    let bad = || format!("mac {s:?} is not six ':'-separated hex pairs (aa:bb:cc:dd:ee:ff)");
+    let bad = || MacError::Form(s.to_owned());
     if parts.len() != 6 {
         return Err(bad());
     }
@@ -146,36 +149,55 @@ pub fn parse_mac(s: &str) -> Result<String, String> {
         b[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
     }
     if b[0] & 1 != 0 {
-        return Err(format!("mac {s:?} is a multicast address"));
+        return Err(MacError::Multicast(s.to_owned()));
     }
     if b == [0; 6] {
-        return Err(format!("mac {s:?} is all zero"));
+        return Err(MacError::Zero(s.to_owned()));
     }
     Ok(s.to_ascii_lowercase())
 }
 
+/// Why [`parse_mac`] refuses a MAC.
+#[derive(Debug, Error)]
+pub enum MacError {
+    #[error("mac {0:?} is not six ':'-separated hex pairs (aa:bb:cc:dd:ee:ff)")]
+    Form(String),
+    #[error("mac {0:?} is a multicast address")]
+    Multicast(String),
+    #[error("mac {0:?} is all zero")]
+    Zero(String),
+}
+
 /// Checks a bridge name: 1 to 15 bytes (IFNAMSIZ) of `A-Z a-z 0-9 _ . -`,
 /// not `.`/`..`, not starting with `-`, and not a kiln tap name.
-pub fn check_bridge_name(name: &str) -> Result<(), String> {
+pub fn check_bridge_name(name: &str) -> Result<(), BridgeNameError> {
+    let named = || name.to_owned();
     if name.is_empty() || name.len() > 15 {
-        return Err(format!(
-            "bridge name {name:?} must be 1 to 15 bytes long (IFNAMSIZ)"
-        ));
+        return Err(BridgeNameError::Length(named()));
     }
     if let Some(c) = crate::util::bad_name_char(name) {
-        return Err(format!(
-            "bridge name {name:?} has {c:?}; use A-Z a-z 0-9 _ . -"
-        ));
+        return Err(BridgeNameError::Char { name: named(), c });
     }
     if name == "." || name == ".." || name.starts_with('-') {
-        return Err(format!("bridge name {name:?} is not allowed"));
+        return Err(BridgeNameError::NotAllowed(named()));
     }
     if name.starts_with(TAP_PREFIX) {
-        return Err(format!(
-            "bridge name {name:?} must not start with {TAP_PREFIX:?} (kiln's tap names)"
-        ));
+        return Err(BridgeNameError::TapPrefix(named()));
     }
     Ok(())
+}
+
+/// Why [`check_bridge_name`] refuses a name.
+#[derive(Debug, Error)]
+pub enum BridgeNameError {
+    #[error("bridge name {0:?} must be 1 to 15 bytes long (IFNAMSIZ)")]
+    Length(String),
+    #[error("bridge name {name:?} has {c:?}; use A-Z a-z 0-9 _ . -")]
+    Char { name: String, c: char },
+    #[error("bridge name {0:?} is not allowed")]
+    NotAllowed(String),
+    #[error("bridge name {0:?} must not start with {prefix:?} (kiln's tap names)", prefix = TAP_PREFIX)]
+    TapPrefix(String),
 }
 
 /// The queues of each of a server's NICs (Nova's
@@ -191,68 +213,97 @@ pub const MAX_NIC_QUEUES: usize = 8;
 /// Makes the taps of a server about to start, each marked as this
 /// kilnd's (`instance`, [`owner`]), on its network's bridge (`nets`: the
 /// network of each NIC, in order) with [`nic_queues`] queues, and answers
-/// their queues' fds in NIC order. An error is a fault message.
+/// their queues' fds in NIC order. An error's chain is a fault message.
 pub async fn open_taps(
     instance: &str,
     server: &Server,
     nets: &[Network],
-) -> Result<Vec<Vec<OwnedFd>>, String> {
+) -> Result<Vec<Vec<OwnedFd>>, TapError> {
     let queues = nic_queues(server.vcpus);
     let mut fds = Vec::new();
     for (index, (nic, net)) in server.nics.iter().zip(nets).enumerate() {
-        let bridge = match link::get(&net.bridge).await.map_err(|e| e.to_string())? {
+        let bridge = match link::get(&net.bridge).await? {
             Some(b) if b.kind == "bridge" => b,
             Some(_) => {
-                return Err(format!(
-                    "{} of network {} is no longer a bridge",
-                    net.bridge, net.name
-                ))
+                return Err(TapError::NotBridge {
+                    bridge: net.bridge.clone(),
+                    network: net.name.clone(),
+                })
             }
             None if net.managed => {
                 tracing::warn!(bridge = net.bridge, "recreating a missing bridge");
-                link::create_bridge(&net.bridge, net.mtu)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                link::create_bridge(&net.bridge, net.mtu).await?;
                 link::get(&net.bridge)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("bridge {} vanished", net.bridge))?
+                    .await?
+                    .ok_or_else(|| TapError::Vanished(net.bridge.clone()))?
             }
             None => {
-                return Err(format!(
-                    "bridge {} of network {} is missing",
-                    net.bridge, net.name
-                ))
+                return Err(TapError::Missing {
+                    bridge: net.bridge.clone(),
+                    network: net.name.clone(),
+                })
             }
         };
         // A leftover of the same name is deleted only if this kilnd marked
         // it; anything else of that name is left alone and is the fault.
         owner::clear_name(instance, &nic.tap)
             .await
-            .map_err(|e| format!("NIC {index}: {e}"))?;
+            .map_err(|source| TapError::Name { index, source })?;
         let name = nic.tap.clone();
         let fd = tokio::task::spawn_blocking(move || tap::create(&name, queues))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::EBUSY) => format!(
-                    "NIC {index}: tap name {} was taken by another link while kilnd made it; \
-                     kilnd leaves it alone",
-                    nic.tap
-                ),
-                _ => format!("cannot create tap {}: {e}", nic.tap),
+            .await?
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::EBUSY) => TapError::Raced {
+                    index,
+                    tap: nic.tap.clone(),
+                },
+                _ => TapError::Create {
+                    tap: nic.tap.clone(),
+                    source,
+                },
             })?;
         let mark = owner::Mark {
             instance: instance.to_owned(),
             server: server.id.clone(),
             nic: index,
         };
-        link::mark_and_attach(&nic.tap, &mark.alias(), &bridge, net.mtu)
-            .await
-            .map_err(|e| e.to_string())?;
+        link::mark_and_attach(&nic.tap, &mark.alias(), &bridge, net.mtu).await?;
         fds.push(fd);
     }
     Ok(fds)
+}
+
+/// Why a server's taps could not be made (its chain is the server's
+/// fault).
+#[derive(Debug, Error)]
+pub enum TapError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("{bridge} of network {network} is no longer a bridge")]
+    NotBridge { bridge: String, network: String },
+    #[error("bridge {0} vanished")]
+    Vanished(String),
+    #[error("bridge {bridge} of network {network} is missing")]
+    Missing { bridge: String, network: String },
+    #[error("NIC {index}")]
+    Name {
+        index: usize,
+        #[source]
+        source: owner::NameError,
+    },
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
+    #[error(
+        "NIC {index}: tap name {tap} was taken by another link while kilnd made it; \
+         kilnd leaves it alone"
+    )]
+    Raced { index: usize, tap: String },
+    #[error("cannot create tap {tap}")]
+    Create {
+        tap: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

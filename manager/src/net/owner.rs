@@ -29,7 +29,9 @@
 
 use std::collections::HashSet;
 
-use super::link::{self, Link};
+use thiserror::Error;
+
+use super::link::{self, Link, LinkError};
 use super::tap_owner;
 
 /// Every mark starts with this.
@@ -103,8 +105,8 @@ pub fn owner_of(l: &Link, instance: &str) -> Owner {
 /// Before making tap `name`: deletes a link of that name that this kilnd
 /// marked (a leftover of its own); any other link of that name is left
 /// alone and the answer is an error saying whose it is.
-pub async fn clear_name(instance: &str, name: &str) -> Result<(), String> {
-    let Some(l) = link::get(name).await.map_err(|e| e.to_string())? else {
+pub async fn clear_name(instance: &str, name: &str) -> Result<(), NameError> {
+    let Some(l) = link::get(name).await? else {
         return Ok(());
     };
     match owner_of(&l, instance) {
@@ -114,12 +116,20 @@ pub async fn clear_name(instance: &str, name: &str) -> Result<(), String> {
                 server = m.server,
                 "deleting a leftover tap of ours"
             );
-            link::delete_index(l.index, name)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(link::delete_index(l.index, name).await?)
         }
-        other => Err(taken(name, &l, &other)),
+        other => Err(NameError::Taken(taken(name, &l, &other))),
     }
+}
+
+/// Why a tap's name could not be cleared for it.
+#[derive(Debug, Error)]
+pub enum NameError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// Held by a link this kilnd does not own ([`taken`] says whose).
+    #[error("{0}")]
+    Taken(String),
 }
 
 /// The fault when tap name `name` is held by link `l`, which this kilnd

@@ -56,9 +56,9 @@ impl NetworkError {
 /// Checks `req` against the host and records the network, creating its
 /// bridge when none of that name exists (the network is then managed).
 pub async fn create(store: &Arc<Store>, req: NetworkCreate) -> Result<Network, NetworkError> {
-    check_name("network", &req.name).map_err(NetworkError::Invalid)?;
+    check_name("network", &req.name).map_err(|e| NetworkError::Invalid(e.to_string()))?;
     let bridge = req.bridge.clone().unwrap_or_else(|| req.name.clone());
-    check_bridge_name(&bridge).map_err(NetworkError::Invalid)?;
+    check_bridge_name(&bridge).map_err(|e| NetworkError::Invalid(e.to_string()))?;
     if let Some(m) = req.mtu {
         if !(68..=65535).contains(&m) {
             return Err(NetworkError::Invalid("mtu must be 68 to 65535".into()));

@@ -15,18 +15,25 @@
 //! 6. placement and the record: the store checks capacity in the insert's
 //!    transaction ([`crate::placement`]), then the supervisor builds it.
 //!
-//! Also the console log of a server, or of a deleted one ([`console`]).
+//! Also a server's actions ([`action`]: checked against its status and
+//! its action lock, then run in the background by the supervisor), its
+//! delete ([`delete`]: waits until its VMM, files and allocation are
+//! gone), and the console log of a server, or of a deleted one
+//! ([`console`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use kiln_api::compute::{Firmware, Image, ImageKind, ImageStatus, Server, ServerCreate};
+use kiln_api::compute::{
+    Firmware, Image, ImageKind, ImageStatus, Server, ServerAction, ServerCreate,
+};
 use thiserror::Error;
 
 use crate::config::Config;
 use crate::networks::NetworkError;
 use crate::placement::Placement;
 use crate::store::{NewServer, Store, StoreError};
+use crate::supervisor::actions::ActionError;
 use crate::supervisor::Supervisor;
 use crate::util::check_name;
 
@@ -44,6 +51,9 @@ pub enum ServerError {
     Network(#[from] NetworkError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An action or a delete refused (busy, being deleted, wrong status).
+    #[error(transparent)]
+    Action(#[from] ActionError),
     /// kilnd failed (a 500).
     #[error("{0}")]
     Internal(String),
@@ -69,7 +79,7 @@ async fn blocking<T: Send + 'static>(
 /// Checks `req` by the rules above, records the server (BUILD) and starts
 /// its build.
 pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerError> {
-    check_name("server", &req.name).map_err(ServerError::Invalid)?;
+    check_name("server", &req.name).map_err(|e| ServerError::Invalid(e.to_string()))?;
     let (flavor_key, image_key) = (req.flavor.clone(), req.image.clone());
     let (flavor, image) = k
         .store
@@ -216,7 +226,8 @@ fn check_extras(req: &ServerCreate) -> Result<(), ServerError> {
     if let Some(r) = &req.ready {
         match (&r.console, r.debug_code) {
             (Some(p), None) => {
-                crate::util::console_regex(p).map_err(ServerError::Invalid)?;
+                crate::util::console_regex(p)
+                    .map_err(|e| ServerError::Invalid(crate::util::error_chain(&e)))?;
             }
             (None, Some(_)) => {}
             _ => {
@@ -255,6 +266,23 @@ async fn check_root_image(img: &Image, disk_gb: u64, store_dir: &Path) -> Result
         .await?
         .map_err(|e| ServerError::Invalid(crate::util::error_chain(&e)))?;
     Ok(())
+}
+
+/// Starts `action` on server `id` if its status allows it and no other
+/// action runs (a 409 otherwise); the action itself runs in the
+/// background.
+pub async fn action(
+    sup: &Arc<Supervisor>,
+    id: &str,
+    action: ServerAction,
+) -> Result<(), ServerError> {
+    Ok(sup.action(id, action).await?)
+}
+
+/// Deletes server `id`: its VMM (even while an action runs), its files
+/// (the console log is archived) and its allocation. Returns when done.
+pub async fn delete(sup: &Arc<Supervisor>, id: &str) -> Result<(), ServerError> {
+    Ok(sup.delete(id).await?)
 }
 
 /// The last `tail` lines of server `id`'s console log, or of a deleted

@@ -6,6 +6,9 @@
 //! its task state, and then runs in the background holding the lock; the
 //! API answers 202 in between. Delete does not wait for a running action:
 //! it kills the VMM first, then takes the lock, so it always finishes.
+//!
+//! Every store call here runs on the blocking pool
+//! ([`Supervisor::store_call`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,15 +18,25 @@ use kiln_api::control::Request;
 use thiserror::Error;
 use tokio::sync::OwnedMutexGuard;
 
-use super::{Intent, Supervisor, Vm};
+use super::{Busy, Intent, Supervisor, Vm};
 use crate::store::StoreError;
 
 #[derive(Debug, Error)]
 pub enum ActionError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Conflict(String),
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error("server {0} is being deleted")]
+    Deleting(String),
+    #[error("cannot {action} server {server} while it is {status}")]
+    NotAllowed {
+        action: &'static str,
+        server: String,
+        status: &'static str,
+    },
+    #[error("server {0} still has a running kiln-vmm")]
+    StillRunning(String),
 }
 
 impl Supervisor {
@@ -47,34 +60,39 @@ impl Supervisor {
     ) {
         let id = &server.id;
         // A delete may have come first.
-        let Ok(current) = self.store.get_server(id) else {
+        let Ok(current) = self.store_call(id, |s, id| s.get_server(id)).await else {
             return;
         };
         if current.task_state == Some(TaskState::Deleting) {
             return;
         }
-        let _ = self.store.set_task_state(id, Some(task));
+        let _ = self
+            .store_call(id, move |s, id| s.set_task_state(id, Some(task)))
+            .await;
         match self.spawn(&current).await {
-            Ok(vm) => self.activate(id, &vm, from),
+            Ok(vm) => self.activate(id, &vm, from).await,
             Err(e) => {
                 let fault = crate::util::error_chain(&e);
                 tracing::warn!(server = id.as_str(), fault, "boot failed");
-                let _ = self.store.set_error(id, &fault);
+                let _ = self
+                    .store_call(id, move |s, id| s.set_error(id, &fault))
+                    .await;
             }
         }
     }
 
     /// Validates an action against the server's status and starts it.
-    pub fn action(self: &Arc<Self>, id: &str, action: ServerAction) -> Result<(), ActionError> {
-        let server = self.store.get_server(id)?;
-        let guard = self.try_lock(&server).map_err(ActionError::Conflict)?;
+    pub async fn action(
+        self: &Arc<Self>,
+        id: &str,
+        action: ServerAction,
+    ) -> Result<(), ActionError> {
+        let server = self.store_call(id, |s, id| s.get_server(id)).await?;
+        let guard = self.try_lock(&server)?;
         // Re-read under the lock.
-        let server = self.store.get_server(id)?;
+        let server = self.store_call(id, |s, id| s.get_server(id)).await?;
         if server.task_state == Some(TaskState::Deleting) {
-            return Err(ActionError::Conflict(format!(
-                "server {} is being deleted",
-                server.name
-            )));
+            return Err(ActionError::Deleting(server.name));
         }
         use ServerStatus::*;
         let allowed: &[ServerStatus] = match action {
@@ -90,24 +108,23 @@ impl Supervisor {
             ServerAction::Resume => &[Paused],
         };
         if !allowed.contains(&server.status) {
-            return Err(ActionError::Conflict(format!(
-                "cannot {} server {} while it is {}",
-                action_name(action),
-                server.name,
-                server.status.as_str()
-            )));
+            return Err(ActionError::NotAllowed {
+                action: action_name(action),
+                server: server.name,
+                status: server.status.as_str(),
+            });
         }
         let running = self.vm(id).filter(|vm| !vm.has_exited());
         if action == ServerAction::Start && running.is_some() {
-            return Err(ActionError::Conflict(format!(
-                "server {} still has a running kiln-vmm",
-                server.name
-            )));
+            return Err(ActionError::StillRunning(server.name));
         }
         if action == ServerAction::Start {
             // Before the 202, so a client polling right after it never
             // sees the old SHUTOFF with no task as the outcome.
-            self.store.set_task_state(id, Some(TaskState::PoweringOn))?;
+            self.store_call(id, |s, id| {
+                s.set_task_state(id, Some(TaskState::PoweringOn))
+            })
+            .await?;
         }
         let this = self.clone();
         let id = id.to_owned();
@@ -123,7 +140,6 @@ impl Supervisor {
         action: ServerAction,
         vm: Option<Arc<Vm>>,
     ) {
-        let store = &self.store;
         match action {
             ServerAction::Start => {
                 self.boot(
@@ -134,7 +150,11 @@ impl Supervisor {
                 .await
             }
             ServerAction::Stop => {
-                let _ = store.set_task_state(id, Some(TaskState::PoweringOff));
+                let _ = self
+                    .store_call(id, |s, id| {
+                        s.set_task_state(id, Some(TaskState::PoweringOff))
+                    })
+                    .await;
                 match vm {
                     Some(vm) => {
                         vm.set_intent(Intent::Stop);
@@ -142,7 +162,9 @@ impl Supervisor {
                             .await;
                     }
                     None => {
-                        let _ = store.set_status(id, ServerStatus::Shutoff, None);
+                        let _ = self
+                            .store_call(id, |s, id| s.set_status(id, ServerStatus::Shutoff, None))
+                            .await;
                     }
                 }
             }
@@ -151,7 +173,11 @@ impl Supervisor {
                     RebootType::Soft => TaskState::Rebooting,
                     RebootType::Hard => TaskState::RebootingHard,
                 };
-                let _ = store.set_status(id, ServerStatus::Reboot, Some(task));
+                let _ = self
+                    .store_call(id, move |s, id| {
+                        s.set_status(id, ServerStatus::Reboot, Some(task))
+                    })
+                    .await;
                 if let Some(vm) = vm {
                     vm.set_intent(Intent::Restart);
                     self.shut_down(id, &vm, kind == RebootType::Soft).await;
@@ -174,26 +200,37 @@ impl Supervisor {
                         TaskState::Unpausing,
                     )
                 };
-                let _ = store.set_task_state(id, Some(task));
+                let _ = self
+                    .store_call(id, move |s, id| s.set_task_state(id, Some(task)))
+                    .await;
                 match self.control(id, req, Duration::from_secs(5)).await {
                     Ok(_) => {
                         // Under the VM's flags lock, so an exit meanwhile
                         // (SHUTOFF, ERROR) is not overwritten.
-                        match &vm {
-                            Some(vm) => {
-                                let flags = vm.flags();
-                                if !flags.exited {
-                                    let _ = store.set_status_if(id, &[from], to, None);
+                        let _ = self
+                            .store_call(id, move |s, id| match &vm {
+                                Some(vm) => {
+                                    let flags = vm.flags();
+                                    if !flags.exited {
+                                        let _ = s.set_status_if(id, &[from], to, None);
+                                    }
                                 }
-                            }
-                            None => {
-                                let _ = store.set_task_state(id, None);
-                            }
-                        }
+                                None => {
+                                    let _ = s.set_task_state(id, None);
+                                }
+                            })
+                            .await;
                     }
                     Err(e) => {
-                        let _ = store.set_task_state(id, None);
-                        tracing::warn!(server = id, error = e, "{} failed", task.as_str());
+                        let _ = self
+                            .store_call(id, |s, id| s.set_task_state(id, None))
+                            .await;
+                        tracing::warn!(
+                            server = id,
+                            error = crate::util::error_chain(&e),
+                            "{} failed",
+                            task.as_str()
+                        );
                     }
                 }
             }
@@ -219,8 +256,11 @@ impl Supervisor {
     /// Deletes a server: its VMM, its files (the console log goes to the
     /// archive) and its allocation. Waits until done.
     pub async fn delete(self: &Arc<Self>, id: &str) -> Result<(), ActionError> {
-        self.store.get_server(id)?;
-        self.store.set_task_state(id, Some(TaskState::Deleting))?;
+        self.store_call(id, |s, id| {
+            s.get_server(id)?;
+            s.set_task_state(id, Some(TaskState::Deleting))
+        })
+        .await?;
         if let Some(vm) = self.vm(id) {
             vm.set_intent(Intent::Delete);
             self.kill(id, &vm).await;
@@ -234,7 +274,10 @@ impl Supervisor {
         // The VMM's exit took its taps away (they are not persistent);
         // this only removes a leftover of the same name that this kilnd
         // marked.
-        if let (Ok(server), Ok(me)) = (self.store.get_server(id), self.store.instance_id()) {
+        let (server, me) = self
+            .store_call(id, |s, id| (s.get_server(id), s.instance_id()))
+            .await;
+        if let (Ok(server), Ok(me)) = (server, me) {
             for nic in &server.nics {
                 crate::net::owner::remove_leftover(&me, &nic.tap).await;
             }
@@ -242,7 +285,7 @@ impl Supervisor {
         let this = self.clone();
         let id2 = id.to_owned();
         let _ = tokio::task::spawn_blocking(move || this.remove_files(&id2)).await;
-        self.store.mark_deleted(id)?;
+        self.store_call(id, |s, id| s.mark_deleted(id)).await?;
         self.forget_lock(id);
         Ok(())
     }

@@ -21,6 +21,8 @@
 //!   that vanished is recreated, and every tap marked as this kilnd's that
 //!   belongs to no live server is deleted; other kilnds' and unmarked
 //!   `kt…` links are left alone (see `crate::net::owner`).
+//!
+//! Store calls and file work run on the blocking pool.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -33,7 +35,17 @@ use super::{sys, Supervisor};
 
 impl Supervisor {
     pub async fn reconcile(self: &Arc<Self>) {
-        let servers = match self.store.list_servers(None, None) {
+        let (servers, networks, me) = self
+            .store
+            .call(|s| {
+                (
+                    s.list_servers(None, None),
+                    s.all_networks(),
+                    s.instance_id(),
+                )
+            })
+            .await;
+        let servers = match servers {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list servers to reconcile");
@@ -41,14 +53,12 @@ impl Supervisor {
             }
         };
         let known: HashSet<String> = servers.iter().map(|s| s.id.clone()).collect();
-        let bridges: HashSet<String> = self
-            .store
-            .all_networks()
+        let bridges: HashSet<String> = networks
             .unwrap_or_default()
             .into_iter()
             .map(|(n, _)| n.bridge)
             .collect();
-        match self.store.instance_id() {
+        match me {
             Ok(me) => {
                 crate::net::owner::sweep(&me, &known, &bridges).await;
             }
@@ -77,7 +87,8 @@ impl Supervisor {
         for s in servers {
             let id = s.id.as_str();
             if let Some(pid) = running.get(id).copied() {
-                self.pin_files(&s);
+                let (this, server) = (self.clone(), s.clone());
+                let _ = tokio::task::spawn_blocking(move || this.pin_files(&server)).await;
                 self.readopt(&s, pid).await;
             }
             if s.task_state == Some(TaskState::Deleting) {
@@ -105,25 +116,30 @@ impl Supervisor {
                 }
                 ServerStatus::Active | ServerStatus::Paused => {
                     let pid = s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-                    let _ = self.store.set_error(
-                        id,
-                        &format!("kiln-vmm{pid} exited while kilnd was not running"),
-                    );
+                    let fault = format!("kiln-vmm{pid} exited while kilnd was not running");
+                    let _ = self
+                        .store_call(id, move |s, id| s.set_error(id, &fault))
+                        .await;
                 }
                 _ => {
-                    if s.pid.is_some() {
-                        let _ = self.store.set_pid(id, None);
-                    }
-                    if s.task_state.is_some() {
-                        let _ = self.store.set_task_state(id, None);
-                    }
+                    let (pid, task) = (s.pid.is_some(), s.task_state.is_some());
+                    self.store_call(id, move |s, id| {
+                        if pid {
+                            let _ = s.set_pid(id, None);
+                        }
+                        if task {
+                            let _ = s.set_task_state(id, None);
+                        }
+                    })
+                    .await;
                 }
             }
         }
         // Root disks (and, for lvm, image copies) that belong to nothing.
         let images: HashSet<String> = self
             .store
-            .list_images()
+            .call(|s| s.list_images())
+            .await
             .map(|l| l.into_iter().map(|i| i.id).collect())
             .unwrap_or_default();
         let (disks, dir, known2) = (
@@ -146,34 +162,35 @@ impl Supervisor {
             ),
             Err(e) => tracing::error!(error = %e, "disk reconcile task failed"),
         }
-        // Directories of servers that are gone.
-        if let Ok(rd) = std::fs::read_dir(self.servers_dir()) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if !known.contains(&name) {
-                    tracing::info!(server = name, "removing leftover server directory");
-                    self.remove_files(&name);
+        // Directories of servers that are gone, and expired archives.
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(rd) = std::fs::read_dir(this.servers_dir()) {
+                for e in rd.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if !known.contains(&name) {
+                        tracing::info!(server = name, "removing leftover server directory");
+                        this.remove_files(&name);
+                    }
                 }
             }
-        }
-        self.expire();
+            this.expire();
+        })
+        .await;
     }
 
-    /// Re-attaches to a running VMM of this server.
     /// A kiln-vmm started by an older kilnd re-reads its `vm.json` when it
     /// resets (re-exec): point it at the kernel's store copies and name its
     /// root overlay's backing file, as [`Supervisor::vm_config`] now does,
     /// so that a reset neither reads a registered host path again nor
     /// follows an overlay header (kiln-vmm would refuse it). Written whole
-    /// (a temporary file renamed over it).
+    /// (a temporary file renamed over it). Blocking.
     fn pin_files(&self, server: &kiln_api::compute::Server) {
         use kiln_api::compute::ImageKind;
         let path = self.server_dir(&server.id).join("vm.json");
-        let Ok(mut cfg) = std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| {
-                serde_json::from_slice::<kiln_api::vm::VmConfig>(&b).map_err(|e| e.to_string())
-            })
+        let Some(mut cfg) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<kiln_api::vm::VmConfig>(&b).ok())
         else {
             return;
         };
@@ -217,6 +234,7 @@ impl Supervisor {
         }
     }
 
+    /// Re-attaches to a running VMM of this server.
     async fn readopt(self: &Arc<Self>, server: &kiln_api::compute::Server, pid: u32) {
         let (id, status) = (server.id.as_str(), server.status);
         let fd = match sys::pidfd_open(pid) {
@@ -238,7 +256,9 @@ impl Supervisor {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = self.store.set_pid(id, Some(pid));
+        let _ = self
+            .store_call(id, move |s, id| s.set_pid(id, Some(pid)))
+            .await;
         match info {
             Some(i) => {
                 tracing::info!(server = id, pid, state = ?i.state, "re-adopted kiln-vmm");
@@ -246,11 +266,15 @@ impl Supervisor {
                     VmState::Paused => ServerStatus::Paused,
                     _ => ServerStatus::Active,
                 };
-                if status != to {
-                    let _ = self.store.set_status(id, to, None);
-                } else {
-                    let _ = self.store.set_task_state(id, None);
-                }
+                let _ = self
+                    .store_call(id, move |s, id| {
+                        if status != to {
+                            let _ = s.set_status(id, to, None);
+                        } else {
+                            let _ = s.set_task_state(id, None);
+                        }
+                    })
+                    .await;
                 // A link change a crash cut off between store and VMM.
                 self.sync_links(server, &i).await;
                 // Still waiting for readiness: watch again (the time then
@@ -262,10 +286,12 @@ impl Supervisor {
             None => {
                 vm.set_intent(super::Intent::Delete);
                 self.kill(id, &vm).await;
-                let _ = self.store.set_error(
-                    id,
-                    &format!("kiln-vmm (pid {pid}) did not answer on its control socket after kilnd restarted"),
+                let fault = format!(
+                    "kiln-vmm (pid {pid}) did not answer on its control socket after kilnd restarted"
                 );
+                let _ = self
+                    .store_call(id, move |s, id| s.set_error(id, &fault))
+                    .await;
             }
         }
     }

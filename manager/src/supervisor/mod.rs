@@ -49,7 +49,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::store::Store;
-pub use error::SpawnError;
+pub use error::{Busy, ConfigError, ControlError, NicNetworkError, NotReady, SpawnError};
 use kiln_api::client;
 use sys::ExitStatus;
 
@@ -177,15 +177,12 @@ impl Supervisor {
 
     /// Takes `server`'s action lock without waiting, or says why it is
     /// busy (what is running on it).
-    pub fn try_lock(&self, server: &Server) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
-        self.lock_of(&server.id).try_lock_owned().map_err(|_| {
-            format!(
-                "server {} is busy ({})",
-                server.name,
-                server
-                    .task_state
-                    .map_or("an action is running", TaskState::as_str)
-            )
+    pub fn try_lock(&self, server: &Server) -> Result<tokio::sync::OwnedMutexGuard<()>, Busy> {
+        self.lock_of(&server.id).try_lock_owned().map_err(|_| Busy {
+            server: server.name.clone(),
+            what: server
+                .task_state
+                .map_or("an action is running", TaskState::as_str),
         })
     }
 
@@ -220,24 +217,33 @@ impl Supervisor {
         // The NICs' taps: kilnd's copies close when this function returns,
         // so from then on each lives exactly as long as the VMM (see
         // `crate::net`).
-        let (instance, nets) = self.nic_networks(server).map_err(SpawnError::Taps)?;
-        let taps = crate::net::open_taps(&instance, server, &nets)
-            .await
-            .map_err(SpawnError::Taps)?;
-        let cfg = self.vm_config(server, &taps).map_err(SpawnError::Config)?;
-        let root_disk = match &server.disk_image_id {
-            None => None,
-            Some(img) => {
-                Some(
-                    self.store
+        let (instance, nets) = {
+            let server = server.clone();
+            self.store.call(move |s| nic_networks(s, &server)).await?
+        };
+        let taps = crate::net::open_taps(&instance, server, &nets).await?;
+        // The config reads the store and checks the image files: off the
+        // executor. The taps go there and back.
+        let (cfg, taps, root_disk) = {
+            let this = self.clone();
+            let server = server.clone();
+            tokio::task::spawn_blocking(move || {
+                let cfg = this.vm_config(&server, &taps);
+                let root_disk = server.disk_image_id.as_ref().map(|img| {
+                    this.store
                         .get_image(img)
                         .map_err(|source| SpawnError::DiskImage {
                             id: img.clone(),
                             source,
-                        })?,
-                )
-            }
+                        })
+                });
+                (cfg, taps, root_disk)
+            })
+            .await
+            .map_err(SpawnError::Join)?
         };
+        let cfg = cfg?;
+        let root_disk = root_disk.transpose()?;
         let disk_gb = server.disk_gb;
         // UEFI: the server's own variable store, copied from the template
         // on its first boot and kept afterwards.
@@ -248,7 +254,10 @@ impl Supervisor {
             )
         });
         let started = Instant::now();
-        let _ = self.store.set_ready(&server.id, None);
+        {
+            let id = server.id.clone();
+            let _ = self.store.call(move |s| s.set_ready(&id, None)).await;
+        }
         let dir = self.server_dir(&server.id);
         let binary = self.config.vmm_binary();
         let sock = self.api_socket(&server.id);
@@ -303,13 +312,16 @@ impl Supervisor {
             .map_err(SpawnError::Join)??
         };
         let pidfd = sys::pidfd_open(child).map_err(|e| SpawnError::Pidfd(child, e))?;
-        self.store.set_pid(&server.id, Some(child))?;
+        {
+            let id = server.id.clone();
+            self.store
+                .call(move |s| s.set_pid(&id, Some(child)))
+                .await?;
+        }
         let vm = self
             .watch(&server.id, child, pidfd, true)
             .map_err(SpawnError::Watch)?;
-        self.wait_ready(&server.id, &vm)
-            .await
-            .map_err(SpawnError::NotReady)?;
+        self.wait_ready(&server.id, &vm).await?;
         self.watch_readiness(server, &vm, started);
         Ok(vm)
     }
@@ -317,37 +329,11 @@ impl Supervisor {
     /// Records when the current boot meets the server's readiness
     /// condition: a regex on the console, or a debug-port code. Without a
     /// condition it is ready now (its VMM answers).
-    /// This kilnd's instance id (its taps' mark) and the network of each
-    /// of `server`'s NICs, for [`crate::net::open_taps`]. An error is a
-    /// fault message.
-    fn nic_networks(
-        &self,
-        server: &Server,
-    ) -> Result<(String, Vec<kiln_api::compute::Network>), String> {
-        if server.nics.is_empty() {
-            return Ok((String::new(), Vec::new()));
-        }
-        let instance = self
-            .store
-            .instance_id()
-            .map_err(|e| format!("cannot read kilnd's instance id: {e}"))?;
-        let nets = server
-            .nics
-            .iter()
-            .map(|nic| {
-                self.store
-                    .get_network(&nic.network_id)
-                    .map_err(|e| format!("NIC {}: {e}", nic.tap))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok((instance, nets))
-    }
-
     fn watch_readiness(self: &Arc<Self>, server: &Server, vm: &Arc<Vm>, started: Instant) {
         let Some(cond) = server.ready_condition.clone() else {
-            let _ = self
-                .store
-                .set_ready(&server.id, Some(started.elapsed().as_millis() as u64));
+            let (store, id) = (self.store.clone(), server.id.clone());
+            let ms = started.elapsed().as_millis() as u64;
+            tokio::spawn(async move { store.call(move |s| s.set_ready(&id, Some(ms))).await });
             return;
         };
         let regex = cond
@@ -379,7 +365,7 @@ impl Supervisor {
                 if met {
                     let ms = started.elapsed().as_millis() as u64;
                     tracing::info!(server = id, ms, "ready");
-                    let _ = this.store.set_ready(&id, Some(ms));
+                    let _ = this.store.call(move |s| s.set_ready(&id, Some(ms))).await;
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -387,14 +373,19 @@ impl Supervisor {
         });
     }
 
-    /// Moves the server from one of `from` to ACTIVE if its VMM still runs.
-    pub fn activate(&self, id: &str, vm: &Vm, from: &[ServerStatus]) {
-        let flags = vm.flags();
-        if !flags.exited {
-            let _ = self
-                .store
-                .set_status_if(id, from, ServerStatus::Active, None);
-        }
+    /// Moves the server from one of `from` to ACTIVE if its VMM still runs
+    /// (on the blocking pool: the store write happens under the VM's flags
+    /// lock).
+    pub async fn activate(&self, id: &str, vm: &Arc<Vm>, from: &[ServerStatus]) {
+        let (store, id, vm, from) = (self.store.clone(), id.to_owned(), vm.clone(), from.to_vec());
+        store
+            .call(move |s| {
+                let flags = vm.flags();
+                if !flags.exited {
+                    let _ = s.set_status_if(&id, &from, ServerStatus::Active, None);
+                }
+            })
+            .await;
     }
 
     /// Registers a VMM and starts its watcher.
@@ -446,7 +437,14 @@ impl Supervisor {
                 }
                 _ => None,
             };
-            this.on_exit(&id, &vm2, status, seccomp.as_ref());
+            // It writes the store: on the blocking pool.
+            let handled = tokio::task::spawn_blocking(move || {
+                this.on_exit(&id, &vm2, status, seccomp.as_ref())
+            })
+            .await;
+            if let Err(e) = handled {
+                tracing::error!(pid, error = %e, "kiln-vmm exit handling failed");
+            }
             let _ = tx.send(Some(status));
         });
         Ok(vm)
@@ -494,7 +492,7 @@ impl Supervisor {
     }
 
     /// Waits until the VMM answers `GET /v1/vm`, up to the boot timeout.
-    async fn wait_ready(&self, id: &str, vm: &Arc<Vm>) -> Result<(), String> {
+    async fn wait_ready(&self, id: &str, vm: &Arc<Vm>) -> Result<(), NotReady> {
         let deadline = Instant::now() + Duration::from_secs(self.config.vmm.boot_timeout_s);
         loop {
             if vm.has_exited() {
@@ -509,32 +507,33 @@ impl Supervisor {
                 vm.set_intent(Intent::Delete);
                 vm.sigkill();
                 vm.wait_exit(Duration::from_secs(5)).await;
-                return Err(format!(
-                    "kiln-vmm (pid {}) did not answer on its control socket within {} s",
-                    vm.pid, self.config.vmm.boot_timeout_s
-                ));
+                return Err(NotReady {
+                    pid: vm.pid,
+                    secs: self.config.vmm.boot_timeout_s,
+                });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// `GET /v1/vm` on the server's control socket.
-    pub async fn vm_info(&self, id: &str) -> Result<VmInfo, String> {
+    pub async fn vm_info(&self, id: &str) -> Result<VmInfo, ControlError> {
         let r = self
             .control(id, Request::Info, Duration::from_secs(2))
             .await?;
-        serde_json::from_slice(&r).map_err(|e| format!("bad answer from kiln-vmm: {e}"))
+        serde_json::from_slice(&r).map_err(ControlError::Answer)
     }
 
     /// One control request; the body of a 2xx answer.
-    pub async fn control(&self, id: &str, req: Request, t: Duration) -> Result<Vec<u8>, String> {
+    pub async fn control(
+        &self,
+        id: &str,
+        req: Request,
+        t: Duration,
+    ) -> Result<Vec<u8>, ControlError> {
         let sock = self.api_socket(id);
-        let r = tokio::task::spawn_blocking(move || client::control(&sock, &req, t))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        r.ok()
-            .map_err(|e| format!("kiln-vmm control request: {e}"))?;
+        let r = tokio::task::spawn_blocking(move || client::control(&sock, &req, t)).await??;
+        r.ok().map_err(ControlError::Refused)?;
         Ok(r.body)
     }
 
@@ -618,7 +617,7 @@ impl Supervisor {
     async fn guest_reboot(self: &Arc<Self>, id: &str) {
         let lock = self.lock_of(id);
         let _g = lock.lock().await;
-        let Ok(server) = self.store.get_server(id) else {
+        let Ok(server) = self.store_call(id, |s, id| s.get_server(id)).await else {
             return;
         };
         // REBOOT too: a guest that reboots again before its new VMM was
@@ -631,12 +630,17 @@ impl Supervisor {
             return;
         }
         let _ = self
-            .store
-            .set_status(id, ServerStatus::Reboot, Some(TaskState::Rebooting));
+            .store_call(id, |s, id| {
+                s.set_status(id, ServerStatus::Reboot, Some(TaskState::Rebooting))
+            })
+            .await;
         match self.spawn(&server).await {
-            Ok(vm) => self.activate(id, &vm, &[ServerStatus::Reboot]),
+            Ok(vm) => self.activate(id, &vm, &[ServerStatus::Reboot]).await,
             Err(e) => {
-                let _ = self.store.set_error(id, &crate::util::error_chain(&e));
+                let fault = crate::util::error_chain(&e);
+                let _ = self
+                    .store_call(id, move |s, id| s.set_error(id, &fault))
+                    .await;
             }
         }
     }
@@ -680,6 +684,43 @@ impl Supervisor {
     pub fn servers_dir(&self) -> &Path {
         &self.servers_dir
     }
+
+    /// Runs `f` on server `id` in the store on the blocking pool
+    /// ([`Store::call`]), so async supervisor code never waits on SQLite
+    /// on the executor.
+    pub(crate) async fn store_call<T, F>(&self, id: &str, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store, &str) -> T + Send + 'static,
+    {
+        let id = id.to_owned();
+        self.store.call(move |s| f(s, &id)).await
+    }
+}
+
+/// This kilnd's instance id (its taps' mark) and the network of each of
+/// `server`'s NICs, for [`crate::net::open_taps`].
+fn nic_networks(
+    store: &Store,
+    server: &Server,
+) -> Result<(String, Vec<kiln_api::compute::Network>), NicNetworkError> {
+    if server.nics.is_empty() {
+        return Ok((String::new(), Vec::new()));
+    }
+    let instance = store.instance_id().map_err(NicNetworkError::InstanceId)?;
+    let nets = server
+        .nics
+        .iter()
+        .map(|nic| {
+            store
+                .get_network(&nic.network_id)
+                .map_err(|source| NicNetworkError::Network {
+                    tap: nic.tap.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((instance, nets))
 }
 
 /// The fault message for an unexpected exit, with what the VMM said about

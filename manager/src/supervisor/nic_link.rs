@@ -17,6 +17,8 @@
 //! After a kilnd restart, [`Supervisor::sync_links`] makes each re-adopted
 //! VMM's links match the store (a change whose control request a crash
 //! cut off).
+//!
+//! Store calls run on the blocking pool ([`Supervisor::store_call`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +27,7 @@ use kiln_api::compute::{LinkState, Nic, Server, TaskState};
 use kiln_api::control::{Request, VmInfo};
 use thiserror::Error;
 
-use super::Supervisor;
+use super::{Busy, ControlError, Supervisor};
 use crate::store::StoreError;
 
 #[derive(Debug, Error)]
@@ -38,10 +40,16 @@ pub enum NicError {
         index: u32,
         count: usize,
     },
-    #[error("{0}")]
-    Conflict(String),
-    #[error("the server's kiln-vmm did not take the change (the link stays {kept}): {why}")]
-    Vmm { kept: &'static str, why: String },
+    #[error("{0}; try again when it is done")]
+    Busy(Busy),
+    #[error("server {0} is being deleted")]
+    Deleting(String),
+    #[error("the server's kiln-vmm did not take the change (the link stays {kept})")]
+    Vmm {
+        kept: &'static str,
+        #[source]
+        why: ControlError,
+    },
 }
 
 impl Supervisor {
@@ -52,26 +60,27 @@ impl Supervisor {
         index: u32,
         link: LinkState,
     ) -> Result<Nic, NicError> {
-        let server = self.store.get_server(id)?;
+        let server = self.store_call(id, |s, id| s.get_server(id)).await?;
         check_index(&server, index)?;
-        let _guard = self
-            .try_lock(&server)
-            .map_err(|busy| NicError::Conflict(format!("{busy}; try again when it is done")))?;
+        let _guard = self.try_lock(&server).map_err(NicError::Busy)?;
         // Re-read under the lock.
-        let server = self.store.get_server(&server.id)?;
+        let server = self
+            .store_call(&server.id, |s, id| s.get_server(id))
+            .await?;
         if server.task_state == Some(TaskState::Deleting) {
-            return Err(NicError::Conflict(format!(
-                "server {} is being deleted",
-                server.name
-            )));
+            return Err(NicError::Deleting(server.name));
         }
         let id = server.id.as_str();
-        let old = self.store.set_nic_link(id, index, link)?;
+        let old = self
+            .store_call(id, move |s, id| s.set_nic_link(id, index, link))
+            .await?;
         if let Some(vm) = self.vm(id).filter(|vm| !vm.has_exited()) {
             if let Err(why) = self.apply_link(id, index, link).await {
                 // Gone meanwhile: its successor reads the store.
                 if !vm.has_exited() {
-                    let _ = self.store.set_nic_link(id, index, old);
+                    let _ = self
+                        .store_call(id, move |s, id| s.set_nic_link(id, index, old))
+                        .await;
                     return Err(NicError::Vmm {
                         kept: old.as_str(),
                         why,
@@ -85,12 +94,12 @@ impl Supervisor {
             link = link.as_str(),
             "NIC link set"
         );
-        let server = self.store.get_server(id)?;
+        let server = self.store_call(id, |s, id| s.get_server(id)).await?;
         Ok(server.nics[index as usize].clone())
     }
 
     /// `PUT /v1/vm/net/{index}` on the server's VMM.
-    async fn apply_link(&self, id: &str, index: u32, link: LinkState) -> Result<(), String> {
+    async fn apply_link(&self, id: &str, index: u32, link: LinkState) -> Result<(), ControlError> {
         let index = index as usize;
         self.control(id, Request::NetLink { index, link }, Duration::from_secs(5))
             .await
@@ -114,7 +123,7 @@ impl Supervisor {
                 Err(e) => tracing::warn!(
                     server = server.id,
                     nic = nic.index,
-                    error = e,
+                    error = crate::util::error_chain(&e),
                     "re-adopted kiln-vmm: cannot set the NIC link"
                 ),
             }

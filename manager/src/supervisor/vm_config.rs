@@ -15,21 +15,25 @@ use kiln_api::vm::{
     NetConfig, SerialConfig, VmConfig,
 };
 
-use super::{Supervisor, EXIT_FILE};
+use super::{ConfigError, Supervisor, EXIT_FILE};
 
 impl Supervisor {
     /// The VMM config for a server whose NICs' taps are `taps` (each NIC's
     /// open queue fds, which the VMM inherits: `fd` for one, `fds` for a
-    /// multi-queue tap).
+    /// multi-queue tap). Blocking: it reads the store and checks the
+    /// image's files.
     pub(super) fn vm_config(
         &self,
         server: &Server,
         taps: &[Vec<OwnedFd>],
-    ) -> Result<VmConfig, String> {
-        let image = self
-            .store
-            .get_image(&server.image_id)
-            .map_err(|e| format!("image {}: {e}", server.image_id))?;
+    ) -> Result<VmConfig, ConfigError> {
+        let image =
+            self.store
+                .get_image(&server.image_id)
+                .map_err(|source| ConfigError::Image {
+                    id: server.image_id.clone(),
+                    source,
+                })?;
         let dir = self.server_dir(&server.id);
         let store_dir = self.config.state_dir.join("images");
         // The root disk's image: in the store and self-contained, so the
@@ -40,8 +44,12 @@ impl Supervisor {
                 let img = self
                     .store
                     .get_image(id)
-                    .map_err(|e| format!("disk image {id}: {e}"))?;
-                crate::image_files::check_stored_image(&img, &store_dir)?;
+                    .map_err(|source| ConfigError::DiskImage {
+                        id: id.clone(),
+                        source,
+                    })?;
+                crate::image_files::check_stored_image(&img, &store_dir)
+                    .map_err(ConfigError::ImageFiles)?;
                 Some(img)
             }
         };
@@ -59,7 +67,8 @@ impl Supervisor {
             (ImageKind::Kernel { .. }, None) => {
                 // The store copies made at registration, checked again:
                 // never the path it was registered from.
-                let (kernel, initramfs) = crate::image_files::kernels::stored(&image, &store_dir)?;
+                let (kernel, initramfs) = crate::image_files::kernels::stored(&image, &store_dir)
+                    .map_err(ConfigError::ImageFiles)?;
                 (
                     Some(KernelConfig {
                         path: kernel,
@@ -71,8 +80,7 @@ impl Supervisor {
                 )
             }
             (ImageKind::Disk { .. }, Some(fw)) => {
-                let code = crate::firmware::code(&self.config.firmware, fw)
-                    .map_err(|e| crate::util::error_chain(&e))?;
+                let code = crate::firmware::code(&self.config.firmware, fw)?;
                 let vars = match fw {
                     Firmware::Bios => None,
                     // In the server's directory, like its root disk (the
@@ -88,10 +96,10 @@ impl Supervisor {
                 )
             }
             _ => {
-                return Err(format!(
-                    "image {} does not match how the server boots (firmware {:?})",
-                    image.name, server.firmware
-                ))
+                return Err(ConfigError::Boot {
+                    image: image.name.clone(),
+                    firmware: server.firmware,
+                })
             }
         };
         // Old guests' drivers bind only to transitional devices' legacy IDs.
@@ -100,14 +108,14 @@ impl Supervisor {
         let transitional = !server.virtio_model.is_modern();
         // The flavor's disk and NIC limits (`crate::qos`), kept with the
         // server since its create.
-        let qos = self
+        let specs = self
             .store
             .server_extra_specs(&server.id)
-            .map_err(|e| format!("extra specs: {e}"))
-            .and_then(|specs| crate::qos::Qos::from_specs(&specs).map_err(|e| e.to_string()))?;
+            .map_err(ConfigError::ExtraSpecs)?;
+        let qos = crate::qos::Qos::from_specs(&specs)?;
         Ok(VmConfig {
             cpus: CpusConfig {
-                count: u8::try_from(server.vcpus).map_err(|_| "more than 255 vCPUs".to_string())?,
+                count: u8::try_from(server.vcpus).map_err(|_| ConfigError::Vcpus)?,
                 template: self.config.vmm.cpu_template.clone(),
             },
             memory: MemoryConfig {
