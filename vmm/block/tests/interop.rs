@@ -644,59 +644,29 @@ fn backing_files_open_only_when_named() {
     let other = p(dir.path(), "other.raw");
     make_raw(&other, MIB, 6);
     let top = p(dir.path(), "top.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        s(&base),
-        "-F",
-        "raw",
-        s(&top),
-    ]);
+    qcow2_overlay(&top, &base, "raw");
     let named = |path: &Path, format| BackingFile {
         path: path.to_owned(),
         format,
     };
     let err = |r: kiln_block::Result<Box<dyn Disk>>| format!("{:?}", r.err().expect("refused"));
+    let chain = |files: &[BackingFile]| open_disk_chain(&top, DiskFormat::Qcow2, ro(), files);
     // The header alone opens nothing.
     let e = err(open_disk(&top, DiskFormat::Qcow2, ro()));
     assert!(e.contains("which the caller did not give"), "{e}");
     // Another file, or the right file in another format: refused.
-    let e = err(open_disk_chain(
-        &top,
-        DiskFormat::Qcow2,
-        ro(),
-        &[named(&other, DiskFormat::Raw)],
-    ));
+    let e = err(chain(&[named(&other, DiskFormat::Raw)]));
     assert!(e.contains("not "), "{e}");
-    let e = err(open_disk_chain(
-        &top,
-        DiskFormat::Qcow2,
-        ro(),
-        &[named(&base, DiskFormat::Qcow2)],
-    ));
+    let e = err(chain(&[named(&base, DiskFormat::Qcow2)]));
     assert!(e.contains("as the caller says"), "{e}");
     // A chain longer than the headers say.
-    let e = err(open_disk_chain(
-        &top,
-        DiskFormat::Qcow2,
-        ro(),
-        &[
-            named(&base, DiskFormat::Raw),
-            named(&other, DiskFormat::Raw),
-        ],
-    ));
+    let e = err(chain(&[
+        named(&base, DiskFormat::Raw),
+        named(&other, DiskFormat::Raw),
+    ]));
     assert!(e.contains("is raw and has no backing file"), "{e}");
     // Named as the header names it: opens, and reads the base.
-    let d = open_disk_chain(
-        &top,
-        DiskFormat::Qcow2,
-        ro(),
-        &[named(&base, DiskFormat::Raw)],
-    )
-    .expect("open");
+    let d = chain(&[named(&base, DiskFormat::Raw)]).expect("open");
     assert!(read_all(&*d) == std::fs::read(&base).unwrap());
     let (name, b) = backing_of(&top, DiskFormat::Qcow2).unwrap().unwrap();
     assert_eq!(
@@ -705,16 +675,7 @@ fn backing_files_open_only_when_named() {
     );
     // An external data file is refused, named.
     let df = p(dir.path(), "df.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        &format!("data_file={}", s(&other)),
-        s(&df),
-        "1M",
-    ]);
+    qcow2_with_data_file(&df, &other);
     let e = err(open_disk(&df, DiskFormat::Qcow2, ro()));
     assert!(
         e.contains("external data file") && e.contains("other.raw"),
