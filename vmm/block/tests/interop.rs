@@ -96,11 +96,7 @@ fn reads_qemu_images_of_every_cluster_size_and_compression() {
     .enumerate()
     {
         let img = p(dir.path(), &format!("img{i}.qcow2"));
-        let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
-        args.extend(opts.iter());
-        args.push(s(&raw));
-        args.push(s(&img));
-        qemu_img(&args);
+        raw_to_qcow2(&raw, &img, opts);
         let d = open_trusted(&img, DiskFormat::Qcow2, ro()).expect("open");
         assert_eq!(d.size(), data.len() as u64);
         assert!(
@@ -269,18 +265,7 @@ fn overwrites_compressed_clusters_and_frees_them() {
     let data = make_raw(&raw, 4 * MIB, 9);
     for ct in ["zlib", "zstd"] {
         let img = p(dir.path(), &format!("c-{ct}.qcow2"));
-        qemu_img(&[
-            "convert",
-            "-c",
-            "-o",
-            &format!("compression_type={ct}"),
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            s(&raw),
-            s(&img),
-        ]);
+        raw_to_qcow2(&raw, &img, &["-c", "-o", &format!("compression_type={ct}")]);
         let model = {
             let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
             random_io(&*d, data.clone(), 77, 60, true)
@@ -299,16 +284,7 @@ fn write_back_leaves_a_clean_image_without_drop() {
     let raw = p(dir.path(), "src.raw");
     let data = make_raw(&raw, 4 * MIB, 21);
     let img = p(dir.path(), "c.qcow2");
-    qemu_img(&[
-        "convert",
-        "-c",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        s(&raw),
-        s(&img),
-    ]);
+    raw_to_qcow2(&raw, &img, &["-c"]);
     let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
     let model = random_io(&*d, data, 31, 40, true);
     d.write_back().expect("write back");
@@ -326,7 +302,7 @@ fn overlay_on_base_copies_up_and_leaves_base_unchanged() {
     let base = p(dir.path(), "base.qcow2");
     let braw = p(dir.path(), "base.raw");
     let data = make_raw(&braw, 6 * MIB, 3);
-    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", s(&braw), s(&base)]);
+    raw_to_qcow2(&braw, &base, &[]);
     let before = std::fs::read(&base).expect("read base");
     let top = p(dir.path(), "top.qcow2");
     create_qcow2(

@@ -7,7 +7,9 @@ use std::process::Command;
 
 // Each test file uses some of these (as with `dead_code` above).
 #[allow(unused_imports)]
-pub use kiln_tests::disk::{qcow2_naming_backing, qcow2_overlay, qcow2_with_data_file, qemu_img};
+pub use kiln_tests::disk::{
+    qcow2_naming_backing, qcow2_overlay, qcow2_with_data_file, qemu_img, raw_to_qcow2,
+};
 
 /// Runs qemu-io on a qcow2 image with one command.
 pub fn qemu_io(img: &Path, fmt: &str, cmd: &str) {
