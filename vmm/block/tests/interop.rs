@@ -56,6 +56,12 @@ fn create_plain(img: &Path, size: u64, cluster_bits: u32) {
 /// compare` against a raw copy of it written into `dir`).
 fn assert_qcow2_holds(dir: &Path, img: &Path, model: &[u8]) {
     check_clean(img, true);
+    assert_qcow2_reads_as(dir, img, model);
+}
+
+/// qemu-img reads the qcow2 image `img` as `model` (written to
+/// `dir/model.raw` for the comparison).
+fn assert_qcow2_reads_as(dir: &Path, img: &Path, model: &[u8]) {
     let raw = p(dir, "model.raw");
     std::fs::write(&raw, model).expect("write");
     compare_raw(img, "qcow2", &raw);
@@ -251,10 +257,7 @@ fn kiln_writes_qemu_images_v2_v3_and_odd_refcount_widths() {
             let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
             model = random_io(&*d, model, 50 + i as u64, 80, true);
         }
-        check_clean(&img, true);
-        let raw = p(dir.path(), &format!("q{i}.raw"));
-        std::fs::write(&raw, &model).expect("write");
-        compare_raw(&img, "qcow2", &raw);
+        assert_qcow2_holds(dir.path(), &img, &model);
     }
 }
 
@@ -291,9 +294,7 @@ fn write_back_leaves_a_clean_image_without_drop() {
     // As `std::process::exit` would: no Drop.
     std::mem::forget(d);
     check_clean(&img, false);
-    let want = p(dir.path(), "model.raw");
-    std::fs::write(&want, &model).expect("write");
-    compare_raw(&img, "qcow2", &want);
+    assert_qcow2_reads_as(dir.path(), &img, &model);
 }
 
 #[test]
