@@ -156,6 +156,13 @@ fn reads_qemu_backing_chain_qcow2_on_qcow2_on_raw() {
     assert!(read_all(&*d) == expect);
 }
 
+/// [`random_io`] on the qcow2 image `img`, opened read-write for it and
+/// closed again.
+fn random_io_on(img: &Path, model: Vec<u8>, seed: u64, ops: usize, zero_discards: bool) -> Vec<u8> {
+    let d = open_trusted(img, DiskFormat::Qcow2, rw()).expect("open");
+    random_io(&*d, model, seed, ops, zero_discards)
+}
+
 /// Applies the same random writes, zeroes and discards to a Kiln disk and to
 /// an in-memory model; returns the model.
 fn random_io(
@@ -253,10 +260,7 @@ fn kiln_writes_qemu_images_v2_v3_and_odd_refcount_widths() {
         qemu_io(&img, "qcow2", "write -P 0x5a 0 300k");
         let mut model = vec![0u8; 4 * MIB as usize];
         model[..300 * 1024].fill(0x5a);
-        {
-            let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
-            model = random_io(&*d, model, 50 + i as u64, 80, true);
-        }
+        model = random_io_on(&img, model, 50 + i as u64, 80, true);
         assert_qcow2_holds(dir.path(), &img, &model);
     }
 }
@@ -269,10 +273,7 @@ fn overwrites_compressed_clusters_and_frees_them() {
     for ct in ["zlib", "zstd"] {
         let img = p(dir.path(), &format!("c-{ct}.qcow2"));
         raw_to_qcow2(&raw, &img, &["-c", "-o", &format!("compression_type={ct}")]);
-        let model = {
-            let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
-            random_io(&*d, data.clone(), 77, 60, true)
-        };
+        let model = random_io_on(&img, data.clone(), 77, 60, true);
         assert_qcow2_holds(dir.path(), &img, &model);
     }
 }
@@ -324,10 +325,7 @@ fn overlay_on_base_copies_up_and_leaves_base_unchanged() {
         info.contains(&format!("\"virtual-size\": {}", 6 * MIB)),
         "{info}"
     );
-    let model = {
-        let d = open_trusted(&top, DiskFormat::Qcow2, rw()).expect("open");
-        random_io(&*d, data.clone(), 5, 150, true)
-    };
+    let model = random_io_on(&top, data.clone(), 5, 150, true);
     assert!(
         std::fs::read(&base).expect("read base") == before,
         "base changed"
@@ -453,11 +451,7 @@ fn resize_grows_l1_and_keeps_data() {
     let dir = tmpdir();
     let img = p(dir.path(), "r.qcow2");
     create_plain(&img, MIB, 9);
-    let mut model = vec![0u8; MIB as usize];
-    {
-        let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
-        model = random_io(&*d, model, 21, 30, false);
-    }
+    let mut model = random_io_on(&img, vec![0u8; MIB as usize], 21, 30, false);
     resize(&img, DiskFormat::Qcow2, 40 * MIB).expect("resize");
     check_clean(&img, true);
     model.resize(40 * MIB as usize, 0);
