@@ -4,6 +4,7 @@
  * is killed. Used by tests/tests/seccomp_paths.rs to look at every thread
  * of a running kiln-vmm. Assembled with GNU as --32, linked flat at 0x7c00.
  */
+        .include "common.inc"
         .code16
         .globl _start
 _start:
@@ -11,14 +12,9 @@ _start:
         xor %ax, %ax
         mov %ax, %ds
         mov $msg, %si
-1:      lodsb
-        test %al, %al
-        jz 2f
-        mov $0x3f8, %dx
-        out %al, %dx
-        jmp 1b
-2:      hlt
-        jmp 2b
+        PRINT_SI
+3:      hlt
+        jmp 3b
 msg:    .asciz "\nKILNHOLD\n"
         .org 510
         .word 0xaa55

@@ -17,18 +17,13 @@
  *   1: power off through ACPI S5 (PM1a control at port 0x604),
  *   2: reboot through the reset control register (port 0xcf9).
  */
+        .include "common.inc"
         .code16
         .globl _start
         .set buf, 0x8000        /* what is written */
         .set back, 0x8200       /* what is read back */
 _start:
-        cli
-        xor %ax, %ax
-        mov %ax, %ds
-        mov %ax, %es
-        mov %ax, %ss
-        mov $0x7c00, %sp
-        sti
+        BOOT_SETUP
         cld
         mov %dl, drive
         mov $hello, %si
@@ -102,9 +97,7 @@ halt:   cli
         jmp halt
 
 poweroff:
-        mov $0x604, %dx
-        mov $(0x2000 | (5 << 10)), %ax  /* SLP_EN | SLP_TYP 5: S5 */
-        out %ax, %dx
+        ACPI_S5_OFF
         jmp halt
 
 reboot:
@@ -126,13 +119,8 @@ read2:  mov $0x0201, %ax
         ret
 
 /* Print the NUL-terminated string at DS:SI on COM1. */
-print:  lodsb
-        test %al, %al
-        jz 1f
-        mov $0x3f8, %dx
-        out %al, %dx
-        jmp print
-1:      ret
+print:  PRINT_SI
+        ret
 
 drive:  .byte 0
 count:  .byte 0

@@ -5,6 +5,7 @@
  * tests/tests/virtio_seabios.rs, which assemble it with GNU as --32 and
  * link it flat at 0x7c00 into a 512-byte sector.
  */
+        .include "common.inc"
         .code16
         .globl _start
 _start:
@@ -12,15 +13,8 @@ _start:
         xor %ax, %ax
         mov %ax, %ds
         mov $msg, %si
-1:      lodsb
-        test %al, %al
-        jz 2f
-        mov $0x3f8, %dx
-        out %al, %dx
-        jmp 1b
-2:      mov $0x604, %dx
-        mov $(0x2000 | (5 << 10)), %ax  /* SLP_EN | SLP_TYP 5: S5 */
-        out %ax, %dx
+        PRINT_SI
+        ACPI_S5_OFF
 3:      hlt
         jmp 3b
 msg:    .asciz "kiln MBR booted from virtio-blk\n"

@@ -8,16 +8,11 @@
  * VMM's disk worker inflate a compressed cluster for copy-on-write.
  * Assembled with GNU as --32 and linked flat at 0x7c00.
  */
+        .include "common.inc"
         .code16
         .globl _start
 _start:
-        cli
-        xor %ax, %ax
-        mov %ax, %ds
-        mov %ax, %es
-        mov %ax, %ss
-        mov $0x7c00, %sp
-        sti
+        BOOT_SETUP
         mov %dl, drive
         mov $start_msg, %si
         call puts
@@ -87,9 +82,7 @@ fail:
         mov $'\n', %al
         call putc
 poweroff:
-        mov $0x604, %dx
-        mov $(0x2000 | (5 << 10)), %ax  /* SLP_EN | SLP_TYP 5: S5 */
-        out %ax, %dx
+        ACPI_S5_OFF
 3:      hlt
         jmp 3b
 

@@ -15,8 +15,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::firmware::{firmware_config, import_disk_fw};
-use common::vm::{action, assert_nothing_left, console, start_kilnd, wait_until};
+use common::firmware::{import_disk_fw, start_fw_kilnd};
+use common::vm::{action, assert_nothing_left, console, wait_until};
 use kiln_api::compute::ServerStatus;
 use kiln_tests::disk::{persist_disk, persist_sector, PersistEnd};
 
@@ -29,13 +29,7 @@ fn stop_keeps_a_completed_write_of_a_guest_that_ignores_the_power_button() {
         eprintln!("stop_keeps_a_completed_write...: skipped: /dev/kvm is missing (needs KVM)");
         return;
     }
-    let k = start_kilnd(&firmware_config());
-    let r = k.req(
-        "POST",
-        "/v1/flavors",
-        Some(r#"{"name":"fw.small","vcpus":1,"ram_mb":256,"disk_gb":1}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    let k = start_fw_kilnd();
     let disk = persist_disk(k.dir.path(), PersistEnd::Halt);
     let pristine = std::fs::read(&disk).unwrap();
     import_disk_fw(&k, "persist", &disk, "raw", Some("bios"));

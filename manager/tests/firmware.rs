@@ -28,8 +28,8 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use common::firmware::{firmware_config, import_disk_fw};
-use common::vm::{action, assert_nothing_left, console, start_kilnd};
+use common::firmware::{fw_flavor, import_disk_fw, start_fw_kilnd};
+use common::vm::{action, assert_nothing_left, console};
 use common::Kilnd;
 use kiln_api::compute::{Firmware, Server, ServerStatus};
 use kiln_api::vm::VmConfig;
@@ -48,18 +48,7 @@ fn fw_kilnd(test: &str) -> Option<Kilnd> {
         eprintln!("{test}: skipped: /dev/kvm is missing (needs KVM)");
         return None;
     }
-    let k = start_kilnd(&firmware_config());
-    fw_flavor(&k);
-    Some(k)
-}
-
-fn fw_flavor(k: &Kilnd) {
-    let r = k.req(
-        "POST",
-        "/v1/flavors",
-        Some(r#"{"name":"fw.small","vcpus":1,"ram_mb":256,"disk_gb":1}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    Some(start_fw_kilnd())
 }
 
 fn create_from(k: &Kilnd, name: &str, image: &str, firmware: Option<&str>) -> Server {

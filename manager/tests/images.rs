@@ -16,7 +16,7 @@ use common::vm::{register, start_kilnd, T};
 use common::{disk_of, Kilnd};
 use kiln_api::client;
 use kiln_api::compute::{Image, ImageStatus, ServerStatus};
-use kiln_tests::disk::qemu_img;
+use kiln_tests::disk::{qcow2_naming_backing, qcow2_with_data_file, qemu_img, raw_to_qcow2};
 
 fn mkfifo(p: &Path) {
     let st = Command::new("mkfifo").arg(p).status().unwrap();
@@ -166,19 +166,7 @@ fn bad_qcow2s(d: &Path) -> Vec<(&'static str, PathBuf, String)> {
     let mut v = Vec::new();
     let mut backed = |name: &'static str, backing: &str| {
         let f = d.join(format!("{name}.qcow2"));
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-u",
-            "-b",
-            backing,
-            "-F",
-            "raw",
-            s(&f),
-            "1M",
-        ]);
+        qcow2_naming_backing(&f, backing, "raw");
         v.push((name, f, backing.to_owned()));
     };
     backed("shadow", "/etc/shadow");
@@ -196,16 +184,7 @@ fn bad_qcow2s(d: &Path) -> Vec<(&'static str, PathBuf, String)> {
     // An external data file.
     let df = d.join("data.qcow2");
     let data = d.join("data.raw");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        &format!("data_file={}", s(&data)),
-        s(&df),
-        "1M",
-    ]);
+    qcow2_with_data_file(&df, &data);
     v.push(("datafile", df, s(&data).to_owned()));
     v
 }
@@ -326,16 +305,7 @@ fn kiln_vmms_hold_only_store_and_server_files() {
     let raw = k.dir.path().join("base.raw");
     std::fs::write(&raw, vec![5u8; 1 << 20]).unwrap();
     let qcow = k.dir.path().join("base.qcow2");
-    qemu_img(&[
-        "convert",
-        "-q",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        s(&raw),
-        s(&qcow),
-    ]);
+    raw_to_qcow2(&raw, &qcow, &[]);
     k.import_disk("raw", &raw, "raw");
     k.import_disk("qcow", &qcow, "qcow2");
     register(&k, "hold", "hello", "hold");

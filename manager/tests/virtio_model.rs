@@ -15,7 +15,7 @@ mod common;
 
 use std::path::Path;
 
-use common::firmware::firmware_config;
+use common::firmware::start_fw_kilnd;
 use common::vm::*;
 use kiln_api::compute::{Image, Server, ServerStatus, VirtioModel};
 use kiln_api::vm::VmConfig;
@@ -163,13 +163,7 @@ fn a_transitional_image_gives_its_servers_transitional_devices() {
 /// disk, a transitional virtio-blk, and the guest's boot sector runs.
 #[test]
 fn a_transitional_disk_image_boots_through_seabios() {
-    let k = start_kilnd(&firmware_config());
-    let r = k.req(
-        "POST",
-        "/v1/flavors",
-        Some(r#"{"name":"fw.small","vcpus":1,"ram_mb":256,"disk_gb":1}"#),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    let k = start_fw_kilnd();
     let disk = mbr_disk(k.dir.path());
     let img = k.import_disk_with(
         "old-win",

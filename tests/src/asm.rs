@@ -16,8 +16,11 @@ pub fn assemble_flat(source: &Path, text_addr: u32, dir: &Path) -> Vec<u8> {
         .expect("source file name");
     let o = dir.join(format!("{stem}.o"));
     let bin = dir.join(format!("{stem}.bin"));
+    // `.include "x"` finds x beside the source (images/mbr/common.inc).
     let st = Command::new("as")
-        .args(["--32", "-o"])
+        .args(["--32", "-I"])
+        .arg(source.parent().expect("source folder"))
+        .arg("-o")
         .arg(&o)
         .arg(source)
         .status()

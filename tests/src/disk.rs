@@ -64,6 +64,69 @@ pub fn qemu_img(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `path` as the `&str` that `qemu-img` takes.
+fn arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// Creates the qcow2 overlay `top` over `backing`, whose format is
+/// `backing_fmt`, with the real `qemu-img`.
+pub fn qcow2_overlay(top: &Path, backing: &Path, backing_fmt: &str) {
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        arg(backing),
+        "-F",
+        backing_fmt,
+        arg(top),
+    ]);
+}
+
+/// Creates a 1 MiB qcow2 `image` whose header names `backing` (any name:
+/// `-u`, qemu-img does not open it) as a backing file in `backing_fmt`.
+pub fn qcow2_naming_backing(image: &Path, backing: &str, backing_fmt: &str) {
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        backing,
+        "-F",
+        backing_fmt,
+        arg(image),
+        "1M",
+    ]);
+}
+
+/// Creates a 1 MiB qcow2 `image` whose data lives in the external file
+/// `data`.
+pub fn qcow2_with_data_file(image: &Path, data: &Path) {
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={}", arg(data)),
+        arg(image),
+        "1M",
+    ]);
+}
+
+/// Converts the raw disk `raw` to the qcow2 image `qcow2`, with `extra`
+/// `qemu-img convert` options (`-c`, `-o ...`, `-S ...`).
+pub fn raw_to_qcow2(raw: &Path, qcow2: &Path, extra: &[&str]) {
+    let mut args = vec!["convert", "-q", "-f", "raw", "-O", "qcow2"];
+    args.extend_from_slice(extra);
+    args.extend([arg(raw), arg(qcow2)]);
+    qemu_img(&args);
+}
+
 /// The `,backing=FILE,backing_format=FMT` options that name `image`'s
 /// whole backing chain to kiln-vmm's `--disk` (which opens only the backing
 /// files it is given), as `qemu-img info --backing-chain` reads it.

@@ -133,6 +133,20 @@ pub fn guest_file(name: &str) -> PathBuf {
     p
 }
 
+/// Makes the process `cmd` spawns die (SIGKILL) when the thread that
+/// spawned it does: a kilnd started by a test or a benchmark never
+/// outlives it.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl between fork and exec is async-signal-safe; it takes
+    // no pointers.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 /// Runs `cmd`, which must succeed; answers its stdout.
 pub fn run(cmd: &mut Command) -> String {
     try_run(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))

@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kiln_tests::disk::{backing_args, persist_disk, persist_sector, PersistEnd};
-use kiln_tests::{kvm_available, run, try_run, ScratchDir, Vm, VmSpec};
+use kiln_tests::disk::{
+    backing_args, persist_disk, persist_sector, qcow2_overlay, qemu_img, raw_to_qcow2, PersistEnd,
+};
+use kiln_tests::{kvm_available, try_run, ScratchDir, Vm, VmSpec};
 
 /// SeaBIOS takes a few seconds here; much more under load.
 const BOOT: Duration = Duration::from_secs(180);
@@ -56,40 +58,18 @@ enum End {
     Reset,
 }
 
-fn qemu_img(args: &[&str], paths: &[&Path]) -> String {
-    let mut c = Command::new("qemu-img");
-    c.args(args).args(paths);
-    run(&mut c)
-}
-
 /// The disk the VM boots: (image, its format, the bases below it).
 fn make_image(dir: &Path, raw: &Path, kind: Image) -> (PathBuf, &'static str, Vec<PathBuf>) {
     let qcow2 = |name: &str| dir.join(name);
-    let overlay = |top: &Path, base: &Path, base_fmt: &str| {
-        qemu_img(
-            &["create", "-q", "-f", "qcow2", "-F", base_fmt, "-b"],
-            &[base, top],
-        );
-    };
     match kind {
         Image::Raw => (raw.to_owned(), "raw", vec![]),
         Image::Qcow2 => {
             let img = qcow2("disk.qcow2");
-            qemu_img(
-                &[
-                    "convert",
-                    "-q",
-                    "-f",
-                    "raw",
-                    "-O",
-                    "qcow2",
-                    "-o",
-                    "cluster_size=512",
-                    // Sparse down to a sector: zeros stay unallocated.
-                    "-S",
-                    "512",
-                ],
-                &[raw, &img],
+            raw_to_qcow2(
+                raw,
+                &img,
+                // Sparse down to a sector: zeros stay unallocated.
+                &["-o", "cluster_size=512", "-S", "512"],
             );
             (img, "qcow2", vec![])
         }
@@ -100,26 +80,23 @@ fn make_image(dir: &Path, raw: &Path, kind: Image) -> (PathBuf, &'static str, Ve
         }
         Image::OverlayOnRaw => {
             let top = qcow2("top.qcow2");
-            overlay(&top, raw, "raw");
+            qcow2_overlay(&top, raw, "raw");
             (top, "qcow2", vec![raw.to_owned()])
         }
         Image::OverlayOnCompressed => {
             let base = qcow2("base.qcow2");
             compress(raw, &base);
             let top = qcow2("top.qcow2");
-            overlay(&top, &base, "qcow2");
+            qcow2_overlay(&top, &base, "qcow2");
             (top, "qcow2", vec![base])
         }
         Image::Chain3 => {
             let base = qcow2("base.qcow2");
-            qemu_img(
-                &["convert", "-q", "-f", "raw", "-O", "qcow2"],
-                &[raw, &base],
-            );
+            raw_to_qcow2(raw, &base, &[]);
             let mid = qcow2("mid.qcow2");
-            overlay(&mid, &base, "qcow2");
+            qcow2_overlay(&mid, &base, "qcow2");
             let top = qcow2("top.qcow2");
-            overlay(&top, &mid, "qcow2");
+            qcow2_overlay(&top, &mid, "qcow2");
             (top, "qcow2", vec![mid, base])
         }
     }
@@ -127,20 +104,7 @@ fn make_image(dir: &Path, raw: &Path, kind: Image) -> (PathBuf, &'static str, Ve
 
 /// `raw` as a zlib-compressed qcow2 image `img`.
 fn compress(raw: &Path, img: &Path) {
-    qemu_img(
-        &[
-            "convert",
-            "-q",
-            "-c",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            "-o",
-            "compression_type=zlib",
-        ],
-        &[raw, img],
-    );
+    raw_to_qcow2(raw, img, &["-c", "-o", "compression_type=zlib"]);
 }
 
 fn sigterm(vm: &Vm) {
@@ -243,7 +207,15 @@ fn persists(tag: &str, kind: Image, end: End, opts: &str) {
     );
     if let Err(e) = cmp {
         let got = dir.path().join("got.raw");
-        qemu_img(&["convert", "-f", fmt, "-O", "raw"], &[&img, &got]);
+        qemu_img(&[
+            "convert",
+            "-f",
+            fmt,
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            got.to_str().unwrap(),
+        ]);
         let got = fs::read(&got).unwrap();
         panic!(
             "{tag}: the image is not the expected disk: {e}\nsector 2 now starts {:02x?}\n{}",

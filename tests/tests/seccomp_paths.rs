@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kiln_tests::disk::{backing_args, qemu_img};
+use kiln_tests::disk::{backing_args, qcow2_overlay, raw_to_qcow2};
 use kiln_tests::{kvm_available, repo_root, ScratchDir, Vm, VmSpec};
 
 const CLUSTER: usize = 64 << 10;
@@ -53,10 +53,8 @@ fn compressed_base_with(dir: &Path, compression: &str, hold: bool) -> PathBuf {
     let raw = raw_boot_disk(dir, hold);
     let base = dir.join(format!("base-{compression}.qcow2"));
     let opt = format!("compression_type={compression}");
-    let (raw_s, base_s) = (raw.to_str().unwrap(), base.to_str().unwrap());
-    qemu_img(&[
-        "convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o", &opt, raw_s, base_s,
-    ]);
+    raw_to_qcow2(&raw, &base, &["-c", "-o", &opt]);
+    let base_s = base.to_str().unwrap();
     let check = Command::new("qemu-img")
         .args(["check", "--output=json", "-f", "qcow2", base_s])
         .output()
@@ -72,17 +70,7 @@ fn compressed_base_with(dir: &Path, compression: &str, hold: bool) -> PathBuf {
 /// A qcow2 overlay `name` over the qcow2 `backing`.
 fn overlay(dir: &Path, backing: &Path, name: &str) -> PathBuf {
     let ov = dir.join(name);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        backing.to_str().unwrap(),
-        "-F",
-        "qcow2",
-        ov.to_str().unwrap(),
-    ]);
+    qcow2_overlay(&ov, backing, "qcow2");
     ov
 }
 

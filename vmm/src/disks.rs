@@ -293,9 +293,13 @@ mod tests {
         assert_eq!(buf, [7; 512], "reads still served");
     }
 
-    #[test]
-    fn close_waits_for_a_write_in_flight() {
-        let (m, d) = mem_disk();
+    /// A write of `[9; 512]` at 0 in flight on `d`, held inside `m` until
+    /// the returned sender releases it; returns once the writer is inside
+    /// `write_at`.
+    fn write_in_flight(
+        m: &MemDisk,
+        d: &Arc<ClosableDisk>,
+    ) -> (mpsc::Sender<()>, std::thread::JoinHandle<Result<()>>) {
         let (release, held) = mpsc::channel();
         *m.hold.lock().unwrap() = Some(held);
         let writer = {
@@ -306,6 +310,13 @@ mod tests {
         while m.hold.lock().unwrap().is_some() {
             std::thread::yield_now();
         }
+        (release, writer)
+    }
+
+    #[test]
+    fn close_waits_for_a_write_in_flight() {
+        let (m, d) = mem_disk();
+        let (release, writer) = write_in_flight(&m, &d);
         let mut set = DiskSet::default();
         set.push("d0".into(), d.clone());
         let closer = std::thread::spawn(move || set.close(Duration::from_secs(20)));
@@ -320,15 +331,7 @@ mod tests {
     #[test]
     fn close_gives_up_after_its_limit() {
         let (m, d) = mem_disk();
-        let (release, held) = mpsc::channel();
-        *m.hold.lock().unwrap() = Some(held);
-        let writer = {
-            let d = d.clone();
-            std::thread::spawn(move || d.write_at(0, &[9; 512]))
-        };
-        while m.hold.lock().unwrap().is_some() {
-            std::thread::yield_now();
-        }
+        let (release, writer) = write_in_flight(&m, &d);
         let mut set = DiskSet::default();
         set.push("d0".into(), d);
         let t = Instant::now();

@@ -128,14 +128,8 @@ impl Daemon {
         let log = std::fs::File::create(d.log_path()).map_err(|e| format!("kilnd log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("kilnd log: {e}"))?;
         let mut cmd = Command::new(kilnd);
-        // SAFETY: prctl between fork and exec is async-signal-safe: kilnd
-        // dies with this benchmark.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // kilnd dies with this benchmark.
+        kiln_tests::die_with_parent(&mut cmd);
         let child = cmd
             .arg("--config")
             .arg(&cfg)

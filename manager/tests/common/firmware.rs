@@ -22,6 +22,24 @@ pub fn firmware_config() -> String {
     )
 }
 
+/// Creates the `fw.small` flavor (1 vCPU, 256 MiB, 1 GB) the firmware
+/// tests' servers use.
+pub fn fw_flavor(k: &Kilnd) {
+    let r = k.req(
+        "POST",
+        "/v1/flavors",
+        Some(r#"{"name":"fw.small","vcpus":1,"ram_mb":256,"disk_gb":1}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+/// A kilnd with the firmware files and the `fw.small` flavor.
+pub fn start_fw_kilnd() -> Kilnd {
+    let k = super::vm::start_kilnd(&firmware_config());
+    fw_flavor(&k);
+    k
+}
+
 /// Imports a disk image with a firmware property (`None`: left out) and
 /// waits until it is active.
 pub fn import_disk_fw(

@@ -124,14 +124,8 @@ impl Kilnd {
                 c
             }
         };
-        // SAFETY: prctl between fork and exec, async-signal-safe: if the
-        // test (thread) that started kilnd dies, kilnd dies too.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // If the test (thread) that started kilnd dies, kilnd dies too.
+        kiln_tests::die_with_parent(&mut cmd);
         let child = cmd
             .arg("--config")
             .arg(&self.config)

@@ -189,16 +189,7 @@ pub fn backing_of(path: &Path, format: DiskFormat) -> Result<Option<(String, Bac
     let Some(name) = h.backing_file else {
         return Ok(None);
     };
-    let fmt: DiskFormat = h
-        .backing_format
-        .as_deref()
-        .ok_or_else(|| {
-            Error::Unsupported(format!(
-                "backing file {name:?} without a recorded backing format; record one with \
-                 `qemu-img rebase -u -b {name} -F raw|qcow2`"
-            ))
-        })?
-        .parse()?;
+    let fmt = qcow2::recorded_backing_format(h.backing_format.as_deref(), &name)?;
     let path = qcow2::resolve_backing(path, &name)?;
     Ok(Some((name, BackingFile { path, format: fmt })))
 }

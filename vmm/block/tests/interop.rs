@@ -56,6 +56,12 @@ fn create_plain(img: &Path, size: u64, cluster_bits: u32) {
 /// compare` against a raw copy of it written into `dir`).
 fn assert_qcow2_holds(dir: &Path, img: &Path, model: &[u8]) {
     check_clean(img, true);
+    assert_qcow2_reads_as(dir, img, model);
+}
+
+/// qemu-img reads the qcow2 image `img` as `model` (written to
+/// `dir/model.raw` for the comparison).
+fn assert_qcow2_reads_as(dir: &Path, img: &Path, model: &[u8]) {
     let raw = p(dir, "model.raw");
     std::fs::write(&raw, model).expect("write");
     compare_raw(img, "qcow2", &raw);
@@ -96,11 +102,7 @@ fn reads_qemu_images_of_every_cluster_size_and_compression() {
     .enumerate()
     {
         let img = p(dir.path(), &format!("img{i}.qcow2"));
-        let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
-        args.extend(opts.iter());
-        args.push(s(&raw));
-        args.push(s(&img));
-        qemu_img(&args);
+        raw_to_qcow2(&raw, &img, opts);
         let d = open_trusted(&img, DiskFormat::Qcow2, ro()).expect("open");
         assert_eq!(d.size(), data.len() as u64);
         assert!(
@@ -152,6 +154,13 @@ fn reads_qemu_backing_chain_qcow2_on_qcow2_on_raw() {
     expect[5 * MIB as usize..5 * MIB as usize + 4096].fill(0x11);
     let d = open_trusted(&top, DiskFormat::Qcow2, ro()).expect("open chain");
     assert!(read_all(&*d) == expect);
+}
+
+/// [`random_io`] on the qcow2 image `img`, opened read-write for it and
+/// closed again.
+fn random_io_on(img: &Path, model: Vec<u8>, seed: u64, ops: usize, zero_discards: bool) -> Vec<u8> {
+    let d = open_trusted(img, DiskFormat::Qcow2, rw()).expect("open");
+    random_io(&*d, model, seed, ops, zero_discards)
 }
 
 /// Applies the same random writes, zeroes and discards to a Kiln disk and to
@@ -251,14 +260,8 @@ fn kiln_writes_qemu_images_v2_v3_and_odd_refcount_widths() {
         qemu_io(&img, "qcow2", "write -P 0x5a 0 300k");
         let mut model = vec![0u8; 4 * MIB as usize];
         model[..300 * 1024].fill(0x5a);
-        {
-            let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
-            model = random_io(&*d, model, 50 + i as u64, 80, true);
-        }
-        check_clean(&img, true);
-        let raw = p(dir.path(), &format!("q{i}.raw"));
-        std::fs::write(&raw, &model).expect("write");
-        compare_raw(&img, "qcow2", &raw);
+        model = random_io_on(&img, model, 50 + i as u64, 80, true);
+        assert_qcow2_holds(dir.path(), &img, &model);
     }
 }
 
@@ -269,22 +272,8 @@ fn overwrites_compressed_clusters_and_frees_them() {
     let data = make_raw(&raw, 4 * MIB, 9);
     for ct in ["zlib", "zstd"] {
         let img = p(dir.path(), &format!("c-{ct}.qcow2"));
-        qemu_img(&[
-            "convert",
-            "-c",
-            "-o",
-            &format!("compression_type={ct}"),
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            s(&raw),
-            s(&img),
-        ]);
-        let model = {
-            let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
-            random_io(&*d, data.clone(), 77, 60, true)
-        };
+        raw_to_qcow2(&raw, &img, &["-c", "-o", &format!("compression_type={ct}")]);
+        let model = random_io_on(&img, data.clone(), 77, 60, true);
         assert_qcow2_holds(dir.path(), &img, &model);
     }
 }
@@ -299,25 +288,14 @@ fn write_back_leaves_a_clean_image_without_drop() {
     let raw = p(dir.path(), "src.raw");
     let data = make_raw(&raw, 4 * MIB, 21);
     let img = p(dir.path(), "c.qcow2");
-    qemu_img(&[
-        "convert",
-        "-c",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        s(&raw),
-        s(&img),
-    ]);
+    raw_to_qcow2(&raw, &img, &["-c"]);
     let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
     let model = random_io(&*d, data, 31, 40, true);
     d.write_back().expect("write back");
     // As `std::process::exit` would: no Drop.
     std::mem::forget(d);
     check_clean(&img, false);
-    let want = p(dir.path(), "model.raw");
-    std::fs::write(&want, &model).expect("write");
-    compare_raw(&img, "qcow2", &want);
+    assert_qcow2_reads_as(dir.path(), &img, &model);
 }
 
 #[test]
@@ -326,7 +304,7 @@ fn overlay_on_base_copies_up_and_leaves_base_unchanged() {
     let base = p(dir.path(), "base.qcow2");
     let braw = p(dir.path(), "base.raw");
     let data = make_raw(&braw, 6 * MIB, 3);
-    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", s(&braw), s(&base)]);
+    raw_to_qcow2(&braw, &base, &[]);
     let before = std::fs::read(&base).expect("read base");
     let top = p(dir.path(), "top.qcow2");
     create_qcow2(
@@ -347,10 +325,7 @@ fn overlay_on_base_copies_up_and_leaves_base_unchanged() {
         info.contains(&format!("\"virtual-size\": {}", 6 * MIB)),
         "{info}"
     );
-    let model = {
-        let d = open_trusted(&top, DiskFormat::Qcow2, rw()).expect("open");
-        random_io(&*d, data.clone(), 5, 150, true)
-    };
+    let model = random_io_on(&top, data.clone(), 5, 150, true);
     assert!(
         std::fs::read(&base).expect("read base") == before,
         "base changed"
@@ -476,11 +451,7 @@ fn resize_grows_l1_and_keeps_data() {
     let dir = tmpdir();
     let img = p(dir.path(), "r.qcow2");
     create_plain(&img, MIB, 9);
-    let mut model = vec![0u8; MIB as usize];
-    {
-        let d = open_trusted(&img, DiskFormat::Qcow2, rw()).expect("open");
-        model = random_io(&*d, model, 21, 30, false);
-    }
+    let mut model = random_io_on(&img, vec![0u8; MIB as usize], 21, 30, false);
     resize(&img, DiskFormat::Qcow2, 40 * MIB).expect("resize");
     check_clean(&img, true);
     model.resize(40 * MIB as usize, 0);
@@ -644,59 +615,29 @@ fn backing_files_open_only_when_named() {
     let other = p(dir.path(), "other.raw");
     make_raw(&other, MIB, 6);
     let top = p(dir.path(), "top.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        s(&base),
-        "-F",
-        "raw",
-        s(&top),
-    ]);
+    qcow2_overlay(&top, &base, "raw");
     let named = |path: &Path, format| BackingFile {
         path: path.to_owned(),
         format,
     };
     let err = |r: kiln_block::Result<Box<dyn Disk>>| format!("{:?}", r.err().expect("refused"));
+    let chain = |files: &[BackingFile]| open_disk_chain(&top, DiskFormat::Qcow2, ro(), files);
     // The header alone opens nothing.
     let e = err(open_disk(&top, DiskFormat::Qcow2, ro()));
     assert!(e.contains("which the caller did not give"), "{e}");
     // Another file, or the right file in another format: refused.
-    let e = err(open_disk_chain(
-        &top,
-        DiskFormat::Qcow2,
-        ro(),
-        &[named(&other, DiskFormat::Raw)],
-    ));
+    let e = err(chain(&[named(&other, DiskFormat::Raw)]));
     assert!(e.contains("not "), "{e}");
-    let e = err(open_disk_chain(
-        &top,
-        DiskFormat::Qcow2,
-        ro(),
-        &[named(&base, DiskFormat::Qcow2)],
-    ));
+    let e = err(chain(&[named(&base, DiskFormat::Qcow2)]));
     assert!(e.contains("as the caller says"), "{e}");
     // A chain longer than the headers say.
-    let e = err(open_disk_chain(
-        &top,
-        DiskFormat::Qcow2,
-        ro(),
-        &[
-            named(&base, DiskFormat::Raw),
-            named(&other, DiskFormat::Raw),
-        ],
-    ));
+    let e = err(chain(&[
+        named(&base, DiskFormat::Raw),
+        named(&other, DiskFormat::Raw),
+    ]));
     assert!(e.contains("is raw and has no backing file"), "{e}");
     // Named as the header names it: opens, and reads the base.
-    let d = open_disk_chain(
-        &top,
-        DiskFormat::Qcow2,
-        ro(),
-        &[named(&base, DiskFormat::Raw)],
-    )
-    .expect("open");
+    let d = chain(&[named(&base, DiskFormat::Raw)]).expect("open");
     assert!(read_all(&*d) == std::fs::read(&base).unwrap());
     let (name, b) = backing_of(&top, DiskFormat::Qcow2).unwrap().unwrap();
     assert_eq!(
@@ -705,16 +646,7 @@ fn backing_files_open_only_when_named() {
     );
     // An external data file is refused, named.
     let df = p(dir.path(), "df.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        &format!("data_file={}", s(&other)),
-        s(&df),
-        "1M",
-    ]);
+    qcow2_with_data_file(&df, &other);
     let e = err(open_disk(&df, DiskFormat::Qcow2, ro()));
     assert!(
         e.contains("external data file") && e.contains("other.raw"),

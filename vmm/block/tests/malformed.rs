@@ -289,19 +289,7 @@ fn over_long_backing_chains_are_refused() {
     for i in 1..=kiln_block::MAX_CHAIN_DEPTH {
         let next = dir.path().join(format!("c{i}.qcow2"));
         // Build with qemu-img so our own create does not open the chain.
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-u",
-            "-b",
-            s(&prev),
-            "-F",
-            "qcow2",
-            s(&next),
-            "1M",
-        ]);
+        qcow2_naming_backing(&next, s(&prev), "qcow2");
         prev = next;
     }
     refused(&prev, RO, "longer than");

@@ -77,6 +77,20 @@ pub(crate) fn read_header(file: &HostFile) -> Result<Header> {
     )
 }
 
+/// The backing format a header records (`recorded`) for its backing file
+/// `name`; a backing file without one is refused (never probed from its
+/// bytes).
+pub(crate) fn recorded_backing_format(recorded: Option<&str>, name: &str) -> Result<DiskFormat> {
+    Ok(recorded
+        .ok_or_else(|| {
+            Error::Unsupported(format!(
+                "backing file {name:?} without a recorded backing format; record one with \
+                 `qemu-img rebase -u -b {name} -F raw|qcow2`"
+            ))
+        })?
+        .parse()?)
+}
+
 /// Resolves a backing file name as QEMU does: absolute names as they are,
 /// relative names against the directory of the overlay's path.
 pub fn resolve_backing(overlay: &Path, name: &str) -> Result<PathBuf> {
@@ -136,56 +150,46 @@ impl Qcow2Disk {
                 ));
             }
         }
-        let backing = match (&h.backing_file, chain) {
-            (_, None) | (None, Some([])) => None,
-            (None, Some([first, ..])) => {
-                return Err(Error::Chain(format!(
-                    "{} names no backing file, but the caller names {}",
-                    path.display(),
-                    first.path.display()
-                )))
-            }
-            (Some(name), Some([])) => {
-                return Err(Error::Chain(format!(
-                    "{} names backing file {name:?}, which the caller did not give \
-                     (a backing file is opened only when named explicitly)",
-                    path.display()
-                )))
-            }
-            (Some(name), Some([first, rest @ ..])) => {
-                let fmt: DiskFormat = h
-                    .backing_format
-                    .as_deref()
-                    .ok_or_else(|| {
-                        Error::Unsupported(format!(
-                            "backing file {name:?} without a recorded backing format; record one with \
-                             `qemu-img rebase -u -b {name} -F raw|qcow2`"
-                        ))
-                    })?
-                    .parse()?;
-                let bpath = resolve_backing(path, name)?;
-                if bpath != first.path || fmt != first.format {
+        let backing =
+            match (&h.backing_file, chain) {
+                (_, None) | (None, Some([])) => None,
+                (None, Some([first, ..])) => {
                     return Err(Error::Chain(format!(
+                        "{} names no backing file, but the caller names {}",
+                        path.display(),
+                        first.path.display()
+                    )))
+                }
+                (Some(name), Some([])) => {
+                    return Err(Error::Chain(format!(
+                        "{} names backing file {name:?}, which the caller did not give \
+                     (a backing file is opened only when named explicitly)",
+                        path.display()
+                    )))
+                }
+                (Some(name), Some([first, rest @ ..])) => {
+                    let fmt = recorded_backing_format(h.backing_format.as_deref(), name)?;
+                    let bpath = resolve_backing(path, name)?;
+                    if bpath != first.path || fmt != first.format {
+                        return Err(Error::Chain(format!(
                         "{} names backing file {name:?} ({fmt}), not {} ({}) as the caller says",
                         path.display(),
                         first.path.display(),
                         first.format
                     )));
-                }
-                let bopts = OpenOptions {
-                    read_only: true,
-                    direct: opts.direct,
-                };
-                let disk =
-                    crate::open_chain(&first.path, fmt, bopts, Some(rest), seen).map_err(|e| {
-                        Error::Backing {
+                    }
+                    let bopts = OpenOptions {
+                        read_only: true,
+                        direct: opts.direct,
+                    };
+                    let disk = crate::open_chain(&first.path, fmt, bopts, Some(rest), seen)
+                        .map_err(|e| Error::Backing {
                             path: first.path.clone(),
                             source: Box::new(e),
-                        }
-                    })?;
-                Some(disk)
-            }
-        };
+                        })?;
+                    Some(disk)
+                }
+            };
         let meta = Meta::load(&file, &h, file_len, writable)?;
         if writable && h.version >= 3 && h.autoclear != 0 {
             // We do not maintain bitmaps: tell readers their data is stale.

@@ -5,20 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Runs qemu-img with `args`; panics with its output if it fails or is missing.
-pub fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img must be installed (scripts/setup.sh installs qemu-utils)");
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+// Each test file uses some of these (as with `dead_code` above).
+#[allow(unused_imports)]
+pub use kiln_tests::disk::{
+    qcow2_naming_backing, qcow2_overlay, qcow2_with_data_file, qemu_img, raw_to_qcow2,
+};
 
 /// Runs qemu-io on a qcow2 image with one command.
 pub fn qemu_io(img: &Path, fmt: &str, cmd: &str) {
