@@ -448,6 +448,55 @@ mod tests {
     }
 
     #[test]
+    fn smbios_flag_and_checks() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["kiln-vmm", "--kernel", "/k"];
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v).map_err(|e| e.to_string())
+        };
+        let a = args(&[
+            "--smbios",
+            "manufacturer=OpenStack Foundation,product=OpenStack Nova,uuid=8A1C2E0E-3B4F-4D5E-9F60-718293A4B5C6,asset_tag=t1",
+        ])
+        .unwrap();
+        let c = a.vm_config().unwrap();
+        let info = smbios_info(&c);
+        assert_eq!(info.manufacturer, "OpenStack Foundation");
+        assert_eq!(info.product, "OpenStack Nova");
+        assert_eq!(info.asset_tag, "t1");
+        assert_eq!(info.uuid[0], 0x8a);
+        assert_eq!(info.serial, "");
+        let d = smbios_info(&VmConfig::default());
+        assert_eq!(
+            (d.manufacturer.as_str(), d.product.as_str()),
+            ("Kiln", "kiln-vmm")
+        );
+        assert_eq!(d.uuid, [0; 16]);
+        assert!(args(&["--smbios", "colour=red"]).is_err());
+        for (flag, want) in [
+            ("uuid=1234", "uuid"),
+            (
+                &*format!("product={}", "p".repeat(65)),
+                "product is 65 bytes",
+            ),
+        ] {
+            let err = args(&["--smbios", flag]).unwrap().vm_config().unwrap_err();
+            assert!(err.to_string().contains(want), "{err}");
+        }
+        let mut cfg = VmConfig {
+            kernel: Some(KernelConfig::default()),
+            smbios: Some(SmbiosConfig {
+                serial: Some("a\0b".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(validate(&cfg).unwrap_err().to_string().contains("NUL"));
+        cfg.smbios = None;
+        validate(&cfg).unwrap();
+    }
+
+    #[test]
     fn invalid_configs_say_what_is_wrong() {
         let mut cfg = VmConfig {
             kernel: Some(KernelConfig::default()),
