@@ -5,8 +5,8 @@
  * the structure table it names to the type 1 (system) structure and prints
  *     SMBIOS SM3 UUID <32 hex digits>
  * (or `SM2`), the UUID's 16 bytes in table order, on COM1; then it powers
- * off through ACPI S5. tests/tests/smbios_seabios.rs assembles it like
- * poweroff.s.
+ * off through ACPI S5. Built by kiln_tests::disk::smbios_probe_disk for
+ * tests/tests/smbios_seabios.rs and manager/tests/firmware.rs.
  */
         .include "common.inc"
         .code16
