@@ -49,6 +49,47 @@ pub struct VmConfig {
     /// parent (kilnd after a restart) can still learn it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_file: Option<String>,
+    /// What the SMBIOS tables (DMI) tell the guest about the machine;
+    /// None: [`SmbiosConfig::default`] values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smbios: Option<SmbiosConfig>,
+}
+
+/// The SMBIOS strings and UUID a guest reads (dmidecode, /sys/class/dmi,
+/// cloud-init's datasource detection). Unset strings take Kiln's
+/// defaults ([`SmbiosConfig::DEFAULT_MANUFACTURER`], ...); an unset UUID
+/// is all zeros ("not set" to SMBIOS).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmbiosConfig {
+    /// System (type 1) and baseboard/chassis manufacturer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// System product name (type 1) and baseboard product (type 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// System serial number (type 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// System UUID (type 1), `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Chassis asset tag (type 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_tag: Option<String>,
+}
+
+impl SmbiosConfig {
+    pub const DEFAULT_MANUFACTURER: &'static str = "Kiln";
+    pub const DEFAULT_PRODUCT: &'static str = "kiln-vmm";
+    /// Longest string kiln-vmm accepts for one field (bytes).
+    pub const MAX_STRING_LEN: usize = 64;
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

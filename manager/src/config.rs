@@ -109,6 +109,15 @@ uefi_code = "/usr/share/OVMF/OVMF_CODE.fd"
 # OVMF_CODE_4M.fd and OVMF_VARS_4M.fd: name those there).
 uefi_vars_template = "/usr/share/OVMF/OVMF_VARS.fd"
 
+[smbios]
+# What each server's SMBIOS (DMI) tables say: its system UUID and serial
+# number are the server id; manufacturer and product are what cloud-init's
+# OpenStack datasource looks for on x86 (the values Nova's libvirt driver
+# sets), so that it reads the metadata service. Up to 64 bytes each.
+manufacturer = "OpenStack Foundation"
+product = "OpenStack Nova"
+family = "Virtual Machine"
+
 [tcp]
 # An optional TCP listener for the same API, off unless `listen` is set.
 # Every request on it must carry `Authorization: Bearer TOKEN`, TOKEN being
@@ -142,6 +151,7 @@ pub struct Config {
     pub placement: PlacementConfig,
     pub vmm: VmmConfig,
     pub firmware: FirmwareConfig,
+    pub smbios: SmbiosConfig,
     pub tcp: TcpConfig,
     pub disks: DisksConfig,
     pub images: ImagesConfig,
@@ -169,6 +179,16 @@ pub struct ImagesConfig {
     pub max_upload_bytes: u64,
     pub upload_idle_timeout_s: u64,
     pub import_dirs: Vec<PathBuf>,
+}
+
+/// `[smbios]`: the SMBIOS identity every server gets (plus its id as
+/// UUID and serial).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmbiosConfig {
+    pub manufacturer: String,
+    pub product: String,
+    pub family: String,
 }
 
 /// `[firmware]`: the host's firmware files.
@@ -286,6 +306,19 @@ impl Config {
                 )));
             }
         }
+        let s = &self.smbios;
+        for (name, v) in [
+            ("manufacturer", &s.manufacturer),
+            ("product", &s.product),
+            ("family", &s.family),
+        ] {
+            if v.len() > kiln_api::vm::SmbiosConfig::MAX_STRING_LEN || v.contains('\0') {
+                return Err(ConfigError::Invalid(format!(
+                    "smbios.{name} must be at most {} bytes, without NUL",
+                    kiln_api::vm::SmbiosConfig::MAX_STRING_LEN
+                )));
+            }
+        }
         for d in &self.images.import_dirs {
             if !d.is_absolute()
                 || d.components()
@@ -360,6 +393,18 @@ mod tests {
             c.firmware.uefi_vars_template,
             PathBuf::from("/usr/share/OVMF/OVMF_VARS.fd")
         );
+        assert_eq!(c.smbios.manufacturer, "OpenStack Foundation");
+        assert_eq!(c.smbios.product, "OpenStack Nova");
+    }
+
+    #[test]
+    fn smbios_strings_are_checked() {
+        let c = Config::parse("[smbios]\nproduct = \"Other Cloud\"\n").unwrap();
+        assert_eq!(c.smbios.product, "Other Cloud");
+        assert_eq!(c.smbios.manufacturer, "OpenStack Foundation");
+        let long = format!("[smbios]\nproduct = \"{}\"\n", "x".repeat(65));
+        assert!(Config::parse(&long).is_err());
+        assert!(Config::parse("[smbios]\nfamily = \"a\\u0000b\"\n").is_err());
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //! - `os_type: windows` on the image: kiln-vmm gets the Hyper-V
 //!   enlightenments and a local-time RTC; where KVM cannot emulate Hyper-V
 //!   (these machines) the server goes ERROR saying so, elsewhere it boots.
+//! - SMBIOS: a BIOS server's SeaBIOS installs the tables kilnd asked for
+//!   (the SMBIOS probe, images/mbr/smbios.s, prints the type 1 UUID): the
+//!   server id as UUID and serial, OpenStack's manufacturer and product.
 //! - A missing firmware file refuses the create with 409 naming the file
 //!   and its config key; one that goes missing later puts the server in
 //!   ERROR at its next start, with the same message as its fault.
@@ -33,7 +36,7 @@ use common::vm::{action, assert_nothing_left, console};
 use common::Kilnd;
 use kiln_api::compute::{Firmware, Server, ServerStatus};
 use kiln_api::vm::VmConfig;
-use kiln_tests::disk::mbr_disk;
+use kiln_tests::disk::{mbr_disk, smbios_probe_disk, smbios_uuid_hex};
 use kiln_tests::guest_file;
 
 /// SeaBIOS takes a few seconds here; much more under load.
@@ -132,6 +135,28 @@ fn disk_image_boots_through_seabios_from_its_root_disk() {
         console(&k, &s.id).matches(MBR_LINE).count() == 2
     });
 
+    k.delete_server(&s.id);
+    assert_nothing_left(&k);
+}
+
+#[test]
+fn bios_servers_carry_their_id_in_smbios() {
+    let Some(k) = fw_kilnd("bios_servers_carry_their_id_in_smbios") else {
+        return;
+    };
+    let disk = smbios_probe_disk(k.dir.path());
+    import_disk_fw(&k, "smbios", &disk, "raw", Some("bios"));
+    let s = create_from(&k, "dmi", "smbios", None);
+    let done = k.wait_status(&s.id, ServerStatus::Shutoff, BOOT);
+    assert!(done.fault.is_none(), "{done:?}");
+    let smbios = vm_json(&k, &s.id).smbios.expect("smbios in vm.json");
+    assert_eq!(smbios.uuid.as_deref(), Some(s.id.as_str()));
+    assert_eq!(smbios.serial.as_deref(), Some(s.id.as_str()));
+    assert_eq!(smbios.manufacturer.as_deref(), Some("OpenStack Foundation"));
+    assert_eq!(smbios.product.as_deref(), Some("OpenStack Nova"));
+    let out = console(&k, &s.id);
+    let want = format!("SMBIOS SM3 UUID {}", smbios_uuid_hex(&s.id));
+    assert!(out.contains(&want), "{want:?} missing:\n{out}");
     k.delete_server(&s.id);
     assert_nothing_left(&k);
 }

@@ -22,12 +22,36 @@ pub fn blank_raw(dir: &Path, name: &str) -> PathBuf {
 /// (images/mbr/poweroff.s, assembled in `dir`): it prints a line on COM1
 /// and powers off.
 pub fn mbr_disk(dir: &Path) -> PathBuf {
-    let src = crate::repo_root().join("images/mbr/poweroff.s");
+    boot_sector_disk(dir, "poweroff", "mbr.raw")
+}
+
+/// An 8 MiB raw disk whose boot sector is the SMBIOS probe
+/// (images/mbr/smbios.s): it prints `SMBIOS SM3 UUID <hex>`, the type 1
+/// UUID bytes in table order (see [`smbios_uuid_hex`]), and powers off.
+pub fn smbios_probe_disk(dir: &Path) -> PathBuf {
+    boot_sector_disk(dir, "smbios", "smbios.raw")
+}
+
+/// How the SMBIOS probe prints `uuid` (text form): SMBIOS stores the
+/// first three fields little-endian.
+pub fn smbios_uuid_hex(uuid: &str) -> String {
+    let g: Vec<&str> = uuid.split('-').collect();
+    let swap = |s: &str| -> String {
+        let bytes: Vec<&str> = (0..s.len()).step_by(2).map(|i| &s[i..i + 2]).collect();
+        bytes.into_iter().rev().collect()
+    };
+    format!("{}{}{}{}{}", swap(g[0]), swap(g[1]), swap(g[2]), g[3], g[4]).to_lowercase()
+}
+
+/// images/mbr/`name`.s assembled as the boot sector of an 8 MiB raw disk
+/// `file` in `dir`.
+fn boot_sector_disk(dir: &Path, name: &str, file: &str) -> PathBuf {
+    let src = crate::repo_root().join(format!("images/mbr/{name}.s"));
     let mut disk = crate::asm::assemble_flat(&src, 0x7c00, dir);
     assert_eq!(disk.len(), 512, "the MBR is one sector");
     assert_eq!(disk[510..], [0x55, 0xaa]);
     disk.resize(8 << 20, 0);
-    let img = dir.join("mbr.raw");
+    let img = dir.join(file);
     fs::write(&img, &disk).unwrap_or_else(|e| panic!("write {}: {e}", img.display()));
     img
 }

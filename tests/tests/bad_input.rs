@@ -345,4 +345,29 @@ fn bad_disks_and_nics_fail_before_kvm() {
         assert_eq!(code, 2, "{nets}: {err}");
         assert!(err.contains(want) && !err.contains("KVM"), "{nets}: {err}");
     }
+
+    // SMBIOS values: a malformed UUID, an overlong or NUL-holding string.
+    let long = format!("product={}", "p".repeat(65));
+    for (smbios, want) in [
+        ("uuid=not-a-uuid", "smbios: uuid \"not-a-uuid\""),
+        (long.as_str(), "smbios: product is 65 bytes"),
+    ] {
+        let (code, err) = run(&flags(&["--smbios", smbios]));
+        assert_eq!(code, 2, "{smbios}: {err}");
+        assert!(
+            err.contains(want) && !err.contains("KVM"),
+            "{smbios}: {err}"
+        );
+    }
+    fs::write(
+        &config,
+        format!(
+            r#"{{"cpus":{{"count":1}},"memory":{{"size_mib":32}},"kernel":{{"path":{:?}}},"smbios":{{"serial":"a\u0000b"}}}}"#,
+            kernel.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, err) = run(&["--config".into(), config.to_str().unwrap().into()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("smbios: serial contains a NUL"), "{err}");
 }

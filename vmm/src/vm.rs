@@ -12,7 +12,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use log::info;
 
 use crate::arch::x86_64::regs::{self, EntryMode};
-use crate::arch::x86_64::{acpi, boot, cpuid, firmware, hyperv, irq};
+use crate::arch::x86_64::{acpi, boot, cpuid, firmware, hyperv, irq, smbios};
 use crate::console::{Clients, ConsoleOutput};
 use crate::device_manager::{DeviceContext, DeviceError, DeviceManager, VirtioModels};
 use crate::memory::{self, Backing, GuestMemoryMmap, MemoryError};
@@ -47,6 +47,8 @@ pub enum VmError {
     Flash(#[from] crate::device_manager::firmware::FlashError),
     #[error("booting the kernel")]
     Boot(#[from] boot::BootError),
+    #[error("writing the SMBIOS tables")]
+    Smbios(#[from] smbios::SmbiosError),
     #[error("CPUID")]
     Cpuid(#[from] cpuid::CpuidError),
     #[error("Hyper-V enlightenments")]
@@ -156,6 +158,7 @@ impl Vm {
             }
             None => {
                 let rsdp = acpi::create_acpi_tables(&mem, &devices.acpi)?;
+                smbios::write(&mem, &crate::config::smbios_info(config))?;
                 let kernel = config
                     .kernel
                     .as_ref()

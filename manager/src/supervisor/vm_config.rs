@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use kiln_api::compute::{Firmware, ImageKind, OsType, Server};
 use kiln_api::vm::{
     BackingConfig, CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig,
-    NetConfig, SerialConfig, VmConfig,
+    NetConfig, SerialConfig, SmbiosConfig, VmConfig,
 };
 
 use super::{ConfigError, Supervisor, EXIT_FILE};
@@ -135,6 +135,16 @@ impl Supervisor {
             api_socket: Some(self.api_socket(&server.id).display().to_string()),
             // How a re-adopted VMM ended, since its exit status goes to init.
             exit_file: Some(dir.join(EXIT_FILE).display().to_string()),
+            // What the guest (cloud-init) reads in DMI: kilnd's identity,
+            // the server id as system UUID and serial.
+            smbios: Some(SmbiosConfig {
+                manufacturer: Some(self.config.smbios.manufacturer.clone()),
+                product: Some(self.config.smbios.product.clone()),
+                family: Some(self.config.smbios.family.clone()),
+                serial: Some(server.id.clone()),
+                uuid: Some(server.id.clone()),
+                ..SmbiosConfig::default()
+            }),
             // The root disk: a qcow2 overlay or a thin LV (raw).
             disks: disk_image
                 .as_ref()

@@ -6,6 +6,7 @@
 //! --net tap=NAME[,queues=N][,mac=MAC][,bw=BYTES_PER_S][,pps=N][,rx_bw=BYTES_PER_S][,rx_pps=N][,link=up|down]
 //! --net fd=N[,mac=MAC][,...]
 //! --net fds=N:N:...[,mac=MAC][,...]
+//! --smbios manufacturer=S,product=S,version=S,serial=S,uuid=UUID,sku=S,family=S,asset_tag=S
 //! ```
 //! Rate limits become token buckets that refill in one second (no burst);
 //! `bw`/`pps` limit what the guest sends, `rx_bw`/`rx_pps` what it
@@ -20,7 +21,8 @@
 
 use kiln_api::control::LinkState;
 use kiln_api::vm::{
-    BackingConfig, DiskConfig, DiskFormat, NetConfig, RateLimitConfig, TokenBucketConfig,
+    BackingConfig, DiskConfig, DiskFormat, NetConfig, RateLimitConfig, SmbiosConfig,
+    TokenBucketConfig,
 };
 
 use crate::devices::virtio::net::MAX_QUEUE_PAIRS;
@@ -310,6 +312,38 @@ pub fn parse_rng(s: &str) -> Result<RngOptions, CliError> {
         }
     }
     Ok(o)
+}
+
+/// Parse the value of `--smbios` (each key optional; values cannot hold
+/// a comma). Lengths and the UUID are checked by `config::validate`.
+pub fn parse_smbios(s: &str) -> Result<SmbiosConfig, CliError> {
+    const F: &str = "--smbios";
+    const KEYS: [&str; 8] = [
+        "manufacturer",
+        "product",
+        "version",
+        "serial",
+        "uuid",
+        "sku",
+        "family",
+        "asset_tag",
+    ];
+    let mut c = SmbiosConfig::default();
+    for (k, v) in pairs(F, s, &KEYS)? {
+        let field = match k {
+            "manufacturer" => &mut c.manufacturer,
+            "product" => &mut c.product,
+            "version" => &mut c.version,
+            "serial" => &mut c.serial,
+            "uuid" => &mut c.uuid,
+            "sku" => &mut c.sku,
+            "family" => &mut c.family,
+            "asset_tag" => &mut c.asset_tag,
+            _ => return Err(bad(F, k, v)),
+        };
+        *field = Some(v.to_owned());
+    }
+    Ok(c)
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use clap::Parser;
 use kiln_api::vm::{
     BootProtocol, CpusConfig, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig,
-    VmConfig,
+    SmbiosConfig, VmConfig,
 };
 
-use crate::arch::x86_64::cpuid;
+use crate::arch::x86_64::{cpuid, smbios};
 use crate::devices::virtio::net::MAX_QUEUE_PAIRS;
 use crate::net::MacAddr;
 
@@ -81,6 +81,9 @@ pub struct Args {
     /// A virtio-rng entropy device: --rng, or --rng transitional=on
     #[arg(long, value_name = "transitional=on", num_args = 0..=1, default_missing_value = "", value_parser = cli::parse_rng)]
     pub rng: Option<cli::RngOptions>,
+    /// SMBIOS (DMI) identity: manufacturer=S,product=S,version=S,serial=S,uuid=UUID,sku=S,family=S,asset_tag=S
+    #[arg(long, value_name = "key=value,...", value_parser = cli::parse_smbios)]
+    pub smbios: Option<kiln_api::vm::SmbiosConfig>,
     /// Hyper-V enlightenments for a Windows guest (the set Nova uses for os_type=windows).
     #[arg(long)]
     pub hyperv: bool,
@@ -190,6 +193,7 @@ impl Args {
                 rng_transitional: self.rng.is_some_and(|o| o.transitional),
                 hyperv: self.hyperv,
                 rtc_local_time: self.rtc_local_time,
+                smbios: self.smbios.clone(),
             },
         };
         validate(&cfg)?;
@@ -223,7 +227,67 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
     for (i, n) in cfg.nets.iter().enumerate() {
         validate_net(n).map_err(|m| ConfigError::Invalid(format!("NIC {i}: {m}")))?;
     }
+    if let Some(s) = &cfg.smbios {
+        validate_smbios(s).map_err(|m| ConfigError::Invalid(format!("smbios: {m}")))?;
+    }
     Ok(())
+}
+
+/// SMBIOS strings: at most [`SmbiosConfig::MAX_STRING_LEN`] bytes, no NUL
+/// (a table string ends at one); the UUID in its text form.
+fn validate_smbios(s: &SmbiosConfig) -> Result<(), String> {
+    let fields = [
+        ("manufacturer", &s.manufacturer),
+        ("product", &s.product),
+        ("version", &s.version),
+        ("serial", &s.serial),
+        ("sku", &s.sku),
+        ("family", &s.family),
+        ("asset_tag", &s.asset_tag),
+    ];
+    for (name, value) in fields {
+        let Some(v) = value else { continue };
+        if v.len() > SmbiosConfig::MAX_STRING_LEN {
+            return Err(format!(
+                "{name} is {} bytes, more than {}",
+                v.len(),
+                SmbiosConfig::MAX_STRING_LEN
+            ));
+        }
+        if v.contains('\0') {
+            return Err(format!("{name} contains a NUL"));
+        }
+    }
+    if let Some(u) = &s.uuid {
+        if smbios::parse_uuid(u).is_none() {
+            return Err(format!(
+                "uuid {u:?} is not like 01234567-89ab-cdef-0123-456789abcdef"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The SMBIOS contents for `cfg`: its `smbios` values over Kiln's defaults.
+pub fn smbios_info(cfg: &VmConfig) -> smbios::SmbiosInfo {
+    let s = cfg.smbios.clone().unwrap_or_default();
+    let text = |v: Option<String>, default: &str| v.unwrap_or_else(|| default.to_owned());
+    smbios::SmbiosInfo {
+        manufacturer: text(s.manufacturer, SmbiosConfig::DEFAULT_MANUFACTURER),
+        product: text(s.product, SmbiosConfig::DEFAULT_PRODUCT),
+        version: text(s.version, env!("CARGO_PKG_VERSION")),
+        serial: text(s.serial, ""),
+        uuid: s
+            .uuid
+            .as_deref()
+            .and_then(smbios::parse_uuid)
+            .unwrap_or_default(),
+        sku: text(s.sku, ""),
+        family: text(s.family, ""),
+        asset_tag: text(s.asset_tag, ""),
+        cpus: cfg.cpus.count,
+        mem_size: cfg.memory.size_mib << 20,
+    }
 }
 
 /// One NIC: exactly one backend, a queue count that fits it, a MAC.
@@ -381,6 +445,55 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--firmware-vars needs --firmware"));
+    }
+
+    #[test]
+    fn smbios_flag_and_checks() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["kiln-vmm", "--kernel", "/k"];
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v).map_err(|e| e.to_string())
+        };
+        let a = args(&[
+            "--smbios",
+            "manufacturer=OpenStack Foundation,product=OpenStack Nova,uuid=8A1C2E0E-3B4F-4D5E-9F60-718293A4B5C6,asset_tag=t1",
+        ])
+        .unwrap();
+        let c = a.vm_config().unwrap();
+        let info = smbios_info(&c);
+        assert_eq!(info.manufacturer, "OpenStack Foundation");
+        assert_eq!(info.product, "OpenStack Nova");
+        assert_eq!(info.asset_tag, "t1");
+        assert_eq!(info.uuid[0], 0x8a);
+        assert_eq!(info.serial, "");
+        let d = smbios_info(&VmConfig::default());
+        assert_eq!(
+            (d.manufacturer.as_str(), d.product.as_str()),
+            ("Kiln", "kiln-vmm")
+        );
+        assert_eq!(d.uuid, [0; 16]);
+        assert!(args(&["--smbios", "colour=red"]).is_err());
+        for (flag, want) in [
+            ("uuid=1234", "uuid"),
+            (
+                &*format!("product={}", "p".repeat(65)),
+                "product is 65 bytes",
+            ),
+        ] {
+            let err = args(&["--smbios", flag]).unwrap().vm_config().unwrap_err();
+            assert!(err.to_string().contains(want), "{err}");
+        }
+        let mut cfg = VmConfig {
+            kernel: Some(KernelConfig::default()),
+            smbios: Some(SmbiosConfig {
+                serial: Some("a\0b".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(validate(&cfg).unwrap_err().to_string().contains("NUL"));
+        cfg.smbios = None;
+        validate(&cfg).unwrap();
     }
 
     #[test]

@@ -117,7 +117,10 @@ impl DeviceManager {
             ctx.start,
             config.memory.size_mib << 20,
             config.cpus.count,
-            config.firmware.as_ref().map(|_| mem),
+            config
+                .firmware
+                .as_ref()
+                .map(|_| (mem, crate::config::smbios_info(config))),
             config.rtc_local_time,
         )?;
         let mut alloc = Allocator::default();

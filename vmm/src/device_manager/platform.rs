@@ -14,6 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::DeviceError;
 use crate::arch::x86_64::fw_cfg as pc_fw_cfg;
 use crate::arch::x86_64::platform::{AcpiPlatform, PciIntx, PmBlock, ResetRegister, Window};
+use crate::arch::x86_64::smbios::SmbiosInfo;
 use crate::arch::x86_64::{irq, layout};
 use crate::devices::bus::{Bus, BusDevice};
 use crate::devices::legacy::debug_port::DebugPort;
@@ -152,7 +153,7 @@ impl Platform {
         start: Instant,
         mem_size: u64,
         cpus: u8,
-        firmware: Option<&GuestMemoryMmap>,
+        firmware: Option<(&GuestMemoryMmap, SmbiosInfo)>,
         rtc_local_time: bool,
     ) -> Result<(Self, Arc<Mutex<PciRoot>>, AcpiPlatform), DeviceError> {
         let description = describe(cpus, mem_size);
@@ -191,7 +192,7 @@ impl Platform {
             irq_line(vm, layout::SCI_IRQ)?,
             requests.clone(),
         )));
-        let pm_block = match firmware {
+        let pm_block = match &firmware {
             None => {
                 pio.insert(pm.clone(), u64::from(layout::PM_IO_BASE), PM_IO_LEN)
                     .map_err(|source| DeviceError::Bus {
@@ -248,8 +249,9 @@ impl Platform {
             layout::PCI_ECAM_SIZE,
         )?;
         let fw_cfg = match firmware {
-            Some(mem) => {
-                let cfg = pc_fw_cfg::PcConfig::new(description.clone());
+            Some((mem, smbios)) => {
+                let mut cfg = pc_fw_cfg::PcConfig::new(description.clone());
+                cfg.smbios = Some(smbios);
                 let mut dev = super::fw_cfg::build(mem.clone(), &cfg)?;
                 if let Some(range) = pm_block {
                     super::fw_cfg::follow_pm_base(&mut dev, &cfg, move || {

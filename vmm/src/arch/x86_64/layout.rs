@@ -7,6 +7,7 @@
 //! 0x0009_fc00  EBDA                                      reserved
 //! 0x000a_0000  VGA hole, option ROMs                      (not RAM)
 //! 0x000e_0000  ACPI tables (RSDP first), BIOS area        reserved
+//! 0x000f_0000  SMBIOS entry point and tables (direct boot)
 //! 0x0010_0000  RAM up to min(size, MMIO32_START)
 //! 0xc000_0000  PCI 32-bit MMIO window (512 MiB)
 //! 0xe000_0000  PCI ECAM (MMCONFIG), bus 0 only (1 MiB)    reserved
@@ -38,6 +39,9 @@ pub const EBDA_START: u64 = 0x9fc00;
 /// guest scans for it (0xe0000..0x100000).
 pub const ACPI_START: u64 = 0xe0000;
 pub const ACPI_END: u64 = 0x10_0000;
+/// Direct boot's SMBIOS entry point (the ACPI tables stay below it), in
+/// the 0xF0000-0xFFFFF range Linux scans for it.
+pub const SMBIOS_START: u64 = 0xf_0000;
 /// Kernels are loaded above 1 MiB.
 pub const HIMEM_START: u64 = 0x10_0000;
 

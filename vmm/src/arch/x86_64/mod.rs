@@ -1,4 +1,4 @@
-//! x86_64: guest physical layout, CPUID, registers, boot and ACPI.
+//! x86_64: guest physical layout, CPUID, registers, boot, ACPI and SMBIOS.
 
 pub mod acpi;
 pub mod boot;
@@ -10,3 +10,4 @@ pub mod irq;
 pub mod layout;
 pub mod platform;
 pub mod regs;
+pub mod smbios;

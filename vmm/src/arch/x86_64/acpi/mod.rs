@@ -7,7 +7,8 @@
 //! ```text
 //! layout::ACPI_START        RSDP (36 bytes), where a guest scans for it
 //! layout::ACPI_START + 64   FACS (64-byte aligned), DSDT, MADT, MCFG, FADT,
-//!                           XSDT: back to back, each 8-byte aligned
+//!                           XSDT: back to back, each 8-byte aligned,
+//!                           ending below layout::SMBIOS_START
 //! ```
 //!
 //! [`AcpiTables`] also lists every pointer field, so that firmware boot can
@@ -124,11 +125,11 @@ impl AcpiTables {
 pub fn build_tables(platform: &AcpiPlatform) -> Result<AcpiTables, AcpiError> {
     let tables = build_tables_at(platform, layout::ACPI_START, DEFAULT_TABLES_ADDR)?;
     let end = tables.tables_addr + tables.tables.len() as u64;
-    if end > layout::ACPI_END {
+    if end > layout::SMBIOS_START {
         return Err(AcpiError::TooLarge {
             addr: tables.tables_addr,
             size: tables.tables.len() as u64,
-            end: layout::ACPI_END,
+            end: layout::SMBIOS_START,
         });
     }
     Ok(tables)

@@ -16,6 +16,7 @@
 //! | `bootorder` | OpenFirmware device paths, one a line |
 //! | `etc/boot-fail-wait` | ms before rebooting when nothing boots, u32 LE (`u32::MAX`: never) |
 //! | `etc/acpi/rsdp`, `etc/acpi/tables`, `etc/table-loader` | Kiln's ACPI tables ([`table_loader`]) |
+//! | `UUID` (0x02), `etc/smbios/smbios-anchor`, `etc/smbios/smbios-tables` | the SMBIOS UUID, entry point and tables ([`smbios`]), when given |
 //!
 //! The device manager rebuilds `etc/acpi/tables` with [`acpi_tables_file`]
 //! whenever the firmware selects it, naming the ACPI PM block at the I/O
@@ -30,6 +31,7 @@ use table_loader::LoaderError;
 use super::acpi::{self, AcpiError};
 use super::layout;
 use super::platform::AcpiPlatform;
+use super::smbios::{self, SmbiosInfo};
 
 /// CMOS bytes (index, value) for SeaBIOS's default boot order, used when
 /// `bootorder` names nothing: 0x3d holds the first (low nibble) and second
@@ -64,6 +66,8 @@ pub struct PcConfig {
     /// Milliseconds before the firmware reboots after finding nothing to
     /// boot; [`BOOT_FAIL_WAIT_FOREVER`] to wait forever.
     pub boot_fail_wait_ms: u32,
+    /// The SMBIOS tables' contents; None: no SMBIOS files, UUID 0.
+    pub smbios: Option<SmbiosInfo>,
 }
 
 impl PcConfig {
@@ -72,6 +76,7 @@ impl PcConfig {
             platform,
             bootorder: Vec::new(),
             boot_fail_wait_ms: BOOT_FAIL_WAIT_FOREVER,
+            smbios: None,
         }
     }
 }
@@ -142,12 +147,15 @@ pub fn contents(cfg: &PcConfig) -> Result<PcFwCfg, PcFwCfgError> {
         (Item::NbCpus, cpus.to_le_bytes().to_vec()),
         (Item::MaxCpus, cpus.to_le_bytes().to_vec()),
         (Item::BootMenu, 0u16.to_le_bytes().to_vec()),
-        (Item::Uuid, vec![0; 16]),
+        (
+            Item::Uuid,
+            cfg.smbios.as_ref().map_or(vec![0; 16], |s| s.uuid.to_vec()),
+        ),
         (Item::Irq0Override, 1u32.to_le_bytes().to_vec()),
     ];
     let tables = acpi::build_tables_at(p, 0, 0)?;
     let acpi = table_loader::acpi_files(&tables)?;
-    let files = vec![
+    let mut files = vec![
         ("etc/e820", e820_file(p.mem_size)),
         ("etc/boot-cpus", cpus.to_le_bytes().to_vec()),
         ("bootorder", bootorder_file(&cfg.bootorder)),
@@ -159,6 +167,12 @@ pub fn contents(cfg: &PcConfig) -> Result<PcFwCfg, PcFwCfgError> {
         (table_loader::TABLES_FILE, acpi.tables),
         (table_loader::LOADER_FILE, acpi.loader),
     ];
+    if let Some(info) = &cfg.smbios {
+        // The firmware places the table and fills in its address.
+        let (anchor, tables) = smbios::build(info, 0);
+        files.push((smbios::ANCHOR_FILE, anchor.to_vec()));
+        files.push((smbios::TABLES_FILE, tables));
+    }
     Ok(PcFwCfg { items, files })
 }
 

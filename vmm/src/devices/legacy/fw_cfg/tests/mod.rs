@@ -421,6 +421,32 @@ fn bootorder_is_lines_and_a_nul() {
 }
 
 #[test]
+fn smbios_files_when_given() {
+    use crate::arch::x86_64::smbios::{self, SmbiosInfo};
+    let mem = guest_mem();
+    let mut dev =
+        device_manager::fw_cfg::build(mem.clone(), &PcConfig::new(describe(1, 64 << 20))).unwrap();
+    assert!(fetch_file(&mut dev, &mem, smbios::ANCHOR_FILE).is_none());
+    let info = SmbiosInfo {
+        manufacturer: "M".into(),
+        uuid: [7; 16],
+        cpus: 1,
+        mem_size: 64 << 20,
+        ..Default::default()
+    };
+    let mut cfg = PcConfig::new(describe(1, 64 << 20));
+    cfg.smbios = Some(info.clone());
+    let mut dev = device_manager::fw_cfg::build(mem.clone(), &cfg).unwrap();
+    let anchor = fetch_file(&mut dev, &mem, smbios::ANCHOR_FILE).unwrap();
+    let tables = fetch_file(&mut dev, &mem, smbios::TABLES_FILE).unwrap();
+    // The firmware fills in the table address.
+    assert_eq!(anchor, smbios::build(&info, 0).0);
+    assert_eq!(tables, smbios::structures(&info));
+    let uuid = pc::contents(&cfg).unwrap().items;
+    assert!(uuid.contains(&(pc::Item::Uuid, vec![7; 16])));
+}
+
+#[test]
 fn a_refreshed_file_changes_on_select_but_never_its_size() {
     use std::sync::atomic::{AtomicU8, Ordering};
     use std::sync::Arc;
