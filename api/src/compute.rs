@@ -423,6 +423,14 @@ pub struct Server {
     /// named another.
     #[serde(default)]
     pub virtio_model: VirtioModel,
+    /// The key pair named at create (its public key is kept with the
+    /// server for the guest's metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// The `admin_pass` given at create: in the create response only (as
+    /// Nova's `adminPass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_pass: Option<String>,
 }
 
 /// When a server counts as ready. Exactly one field is set.
@@ -477,6 +485,58 @@ pub struct ServerCreate {
     /// Its virtio devices, instead of the image's `virtio_model`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtio_model: Option<VirtioModel>,
+    /// A key pair's name (`/v1/keypairs`): its public key goes with the
+    /// server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// The guest's administrator password, at most 255 bytes; stored with
+    /// the server and answered only in the create response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_pass: Option<String>,
+}
+
+/// A key pair's kind; only OpenSSH keys (Nova's `ssh`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeypairType {
+    #[default]
+    Ssh,
+}
+
+/// An SSH key pair (Nova's os-keypairs): kilnd keeps its public half.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keypair {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: KeypairType,
+    /// One OpenSSH line: `ALGORITHM BASE64 [COMMENT]`.
+    pub public_key: String,
+    /// OpenSSH's SHA256 fingerprint, as `ssh-keygen -l` prints it
+    /// (`SHA256:` and unpadded base64).
+    pub fingerprint: String,
+    /// The generated private key (OpenSSH format), in the create response
+    /// only and only when kilnd generated the pair; kilnd keeps no copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    pub created_at: String,
+}
+
+/// `POST /v1/keypairs`: imports `public_key`, or without one generates an
+/// ed25519 pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeypairCreate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: KeypairType,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeypairList {
+    pub keypairs: Vec<Keypair>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,9 +9,10 @@
 //!   by the handlers and by start-up reconcile alike: [`servers`] (create
 //!   rules), [`networks`] (create, the delete protocol, reconcile, a
 //!   server's NICs), [`images`] (register, import, upload, delete),
-//!   [`flavors`].
+//!   [`flavors`], [`keypairs`] (OpenSSH key import and generation).
 //! - [`supervisor`]: one `kiln-vmm` per server, watched through a pidfd.
-//! - [`store`]: SQLite state (flavors, images, servers, networks), SQL only.
+//! - [`store`]: SQLite state (flavors, images, servers, networks, key
+//!   pairs), SQL only.
 //! - [`net`]: Linux plumbing for networks (bridges, taps, netlink).
 //! - Below them: [`config`], [`placement`] (capacity with overcommit,
 //!   checked atomically on create), [`image_files`] (the image store's
@@ -31,6 +32,7 @@ pub mod flavors;
 pub mod http;
 pub mod image_files;
 pub mod images;
+pub mod keypairs;
 pub mod lvm;
 pub mod net;
 pub mod networks;

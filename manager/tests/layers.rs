@@ -6,7 +6,8 @@
 //! - no cycle: arrows point down only;
 //! - `http/` is the only module that uses axum (and hyper), `store/` the
 //!   only one that uses rusqlite;
-//! - the domain (`servers`, `networks`, `images`, `flavors`) never imports
+//! - the domain (`servers`, `networks`, `images`, `flavors`, `keypairs`)
+//!   never imports
 //!   `http`; `supervisor`, `store`, `net` and everything below them import
 //!   neither `http` nor the domain;
 //! - `net/` is Linux plumbing: it does not import the store.
@@ -14,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const DOMAIN: &[&str] = &["servers", "networks", "images", "flavors"];
+const DOMAIN: &[&str] = &["servers", "networks", "images", "flavors", "keypairs"];
 /// Above the domain: they may import anything.
 const TOP: &[&str] = &["http", "daemon"];
 

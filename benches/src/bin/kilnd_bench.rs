@@ -213,6 +213,8 @@ impl Daemon {
             networks: vec![],
             firmware: None,
             virtio_model: None,
+            key_name: None,
+            admin_pass: None,
         };
         let body = serde_json::to_vec(&body).map_err(|e| format!("encode create: {e}"))?;
         self.expect("POST", "/v1/servers", Some(&body), 202)?

@@ -9,6 +9,7 @@ use kiln_api::compute::ErrorBody;
 use crate::flavors::FlavorError;
 use crate::image_files::ImportError;
 use crate::images::ImageError;
+use crate::keypairs::KeypairError;
 use crate::networks::NetworkError;
 use crate::servers::ServerError;
 use crate::store::StoreError;
@@ -151,6 +152,16 @@ impl From<ServerError> for ApiError {
             ServerError::Store(s) => s.into(),
             ServerError::Action(a) => a.into(),
             ServerError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+}
+
+impl From<KeypairError> for ApiError {
+    fn from(e: KeypairError) -> ApiError {
+        match e {
+            KeypairError::Invalid(m) => ApiError::bad(m),
+            KeypairError::Generate(_) => ApiError::internal(&e),
+            KeypairError::Store(s) => s.into(),
         }
     }
 }

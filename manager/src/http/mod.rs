@@ -6,7 +6,7 @@
 //! its resource; the handler parses the path, query and body
 //! ([`extract`]: every rejection a JSON 4xx), calls one domain function
 //! ([`crate::servers`], [`crate::networks`], [`crate::images`],
-//! [`crate::flavors`]) or, for a running server's actions, the
+//! [`crate::flavors`], [`crate::keypairs`]) or, for a running server's actions, the
 //! supervisor, and answers; a domain error becomes a status in one place
 //! ([`error`]). This is the only module that knows axum.
 
@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 mod flavors;
 mod images;
+mod keypairs;
 mod networks;
 mod nics;
 mod servers;
@@ -65,6 +66,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/networks/{id}",
             get(networks::show).delete(networks::delete),
+        )
+        .route("/v1/keypairs", get(keypairs::list).post(keypairs::create))
+        .route(
+            "/v1/keypairs/{name}",
+            get(keypairs::show).delete(keypairs::delete),
         )
         .route("/v1/servers/{id}/nics", get(nics::list))
         .route(

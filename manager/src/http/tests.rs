@@ -37,6 +37,8 @@ fn openapi_parses_and_names_every_route() {
         ("/v1/networks/{id}", &["get", "delete"]),
         ("/v1/servers/{id}/nics", &["get"]),
         ("/v1/servers/{id}/nics/{index}", &["get", "put"]),
+        ("/v1/keypairs", &["get", "post"]),
+        ("/v1/keypairs/{name}", &["get", "delete"]),
     ] {
         for m in methods {
             assert!(
@@ -46,7 +48,7 @@ fn openapi_parses_and_names_every_route() {
         }
     }
     // And nothing documented that the router lacks.
-    assert_eq!(paths.len(), 16);
+    assert_eq!(paths.len(), 18);
 }
 
 #[test]

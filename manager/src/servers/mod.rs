@@ -10,8 +10,10 @@
 //!    no `disk_image` and no `cmdline`; the image is active,
 //!    self-contained and fits; the firmware files of the chosen firmware
 //!    are on the host (409);
-//! 4. `user_data`, `metadata`, `ready` and `ttl_s` are in bounds;
-//! 5. the NICs' networks exist ([`crate::networks::resolve_nics`]);
+//! 4. `user_data` (64 KiB), `metadata`, `ready`, `ttl_s` and
+//!    `admin_pass` (255 bytes) are in bounds;
+//! 5. the NICs' networks and the `key_name` key pair exist
+//!    ([`crate::networks::resolve_nics`], a 400 otherwise);
 //! 6. placement and the record: the store checks capacity in the insert's
 //!    transaction ([`crate::placement`]), then the supervisor builds it.
 //!
@@ -180,10 +182,20 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
     let virtio_model = req.virtio_model.unwrap_or(image.virtio_model);
     let nvram_under = (firmware == Some(Firmware::Uefi)).then(|| k.sup.servers_dir().to_owned());
     let placement = k.placement.clone();
-    let server = k
+    let admin_pass = req.admin_pass.clone();
+    let mut server = k
         .store
         .call(move |s| -> Result<Server, ServerError> {
             let nics = crate::networks::resolve_nics(s, &req.networks)?;
+            let keypair = match &req.key_name {
+                None => None,
+                Some(name) => Some(s.get_keypair(name).map_err(|e| match e {
+                    StoreError::NotFound { .. } => {
+                        ServerError::Invalid(format!("unknown key_name {name:?}"))
+                    }
+                    e => e.into(),
+                })?),
+            };
             let new = NewServer {
                 name: req.name,
                 flavor,
@@ -198,19 +210,35 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
                 firmware,
                 nvram_under,
                 virtio_model,
+                keypair,
+                admin_pass: req.admin_pass,
             };
             Ok(s.create_server(&placement, new)?)
         })
         .await?;
     k.sup.build(server.clone());
+    // As Nova's adminPass: answered once, in the create response.
+    server.admin_pass = admin_pass;
     Ok(server)
 }
 
+/// The most `user_data` a server takes, as Nova's 64 KiB.
+pub const MAX_USER_DATA: usize = 65535;
+
 /// Rule 4: user data, metadata and the ready condition in bounds.
 fn check_extras(req: &ServerCreate) -> Result<(), ServerError> {
-    if req.user_data.as_ref().is_some_and(|u| u.len() > 65535) {
+    if req
+        .user_data
+        .as_ref()
+        .is_some_and(|u| u.len() > MAX_USER_DATA)
+    {
+        return Err(ServerError::Invalid(format!(
+            "user_data is longer than {MAX_USER_DATA} bytes (64 KiB)"
+        )));
+    }
+    if req.admin_pass.as_ref().is_some_and(|p| p.len() > 255) {
         return Err(ServerError::Invalid(
-            "user_data is longer than 65535 bytes".into(),
+            "admin_pass is longer than 255 bytes".into(),
         ));
     }
     if req.metadata.len() > 128

@@ -1,5 +1,5 @@
 //! The SQLite store under the state directory: flavors, images, servers,
-//! networks (`networks.rs`).
+//! networks (`networks.rs`), key pairs (`keypairs.rs`).
 //!
 //! One connection in WAL mode behind a mutex. The schema is created by
 //! numbered migrations recorded in `schema_migrations`. A server row carries
@@ -21,6 +21,7 @@ use crate::placement::Refusal;
 use crate::util::now_rfc3339;
 
 mod extra_specs;
+mod keypairs;
 mod networks;
 mod servers;
 
@@ -103,6 +104,15 @@ const MIGRATIONS: &[&str] = &[
     // flavor with the instance (`extra_specs.rs`).
     "ALTER TABLE flavors ADD COLUMN extra_specs TEXT NOT NULL DEFAULT '{}';
      ALTER TABLE servers ADD COLUMN extra_specs TEXT NOT NULL DEFAULT '{}';",
+    // 10 (keypairs: key pairs and passwords): SSH key pairs' public
+    // halves; each server's copy of the key named at create (JSON
+    // `Keypair`) and its admin password, for the guest's metadata.
+    "CREATE TABLE keypairs (
+        name TEXT PRIMARY KEY, type TEXT NOT NULL, public_key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL, created_at TEXT NOT NULL);
+     ALTER TABLE servers ADD COLUMN key_name TEXT;
+     ALTER TABLE servers ADD COLUMN keypair TEXT;
+     ALTER TABLE servers ADD COLUMN admin_pass TEXT;",
 ];
 
 /// The flavors a new store starts with.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kiln_api::compute::{
-    Fault, Firmware, Flavor, ReadyCondition, Server, ServerList, ServerStatus, TaskState,
+    Fault, Firmware, Flavor, Keypair, ReadyCondition, Server, ServerList, ServerStatus, TaskState,
     VirtioModel,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -35,11 +35,14 @@ pub struct NewServer {
     pub nvram_under: Option<std::path::PathBuf>,
     /// Its virtio devices (from the image unless the create named one).
     pub virtio_model: VirtioModel,
+    /// The key pair named at create, copied (no private key).
+    pub keypair: Option<Keypair>,
+    pub admin_pass: Option<String>,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
      vcpus, ram_mb, disk_gb, cmdline, metadata, pid, created_at, updated_at, \
-     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model";
+     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name";
 
 impl Store {
     /// Checks placement and records the server as BUILD, atomically.
@@ -62,6 +65,10 @@ impl Store {
                 .display()
                 .to_string()
         });
+        let keypair = new
+            .keypair
+            .as_ref()
+            .and_then(|k| serde_json::to_string(k).ok());
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Tap names carry the id's first 8 hex digits: keep them unique.
@@ -98,8 +105,8 @@ impl Store {
         tx.execute(
             "INSERT INTO servers (id, name, status, task_state, flavor_id, image_id, vcpus, ram_mb, disk_gb,
                                   cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id,
-                                  firmware, nvram, virtio_model)
-             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass)
+             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             params![
                 id,
                 new.name,
@@ -117,7 +124,10 @@ impl Store {
                 new.disk_image_id,
                 new.firmware.map(|f| f.as_str()),
                 nvram,
-                new.virtio_model.as_str()
+                new.virtio_model.as_str(),
+                new.keypair.as_ref().map(|k| k.name.as_str()),
+                keypair,
+                new.admin_pass
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
@@ -372,6 +382,8 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         expires_at: expires_at.map(|e| crate::util::rfc3339(e as u64)),
         nics: Vec::new(),
         virtio_model: super::virtio_model_from(r.get(22)?),
+        key_name: r.get(23)?,
+        admin_pass: None,
     })
 }
 
@@ -424,6 +436,8 @@ pub(crate) mod tests {
             firmware: None,
             nvram_under: None,
             virtio_model: Default::default(),
+            keypair: None,
+            admin_pass: None,
         }
     }
 

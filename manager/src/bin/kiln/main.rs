@@ -15,6 +15,7 @@ use kiln_api::compute::{
 
 mod console;
 mod image;
+mod keypair;
 use image::{Fw, ImageCmd, Virtio};
 mod network;
 mod tables;
@@ -54,6 +55,8 @@ enum Cmd {
     Server(ServerCmd),
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    #[command(subcommand)]
+    Keypair(keypair::KeypairCmd),
     /// Attach to a server's serial console (Ctrl-] detaches).
     Console { server: String },
 }
@@ -140,6 +143,13 @@ enum ServerCmd {
         /// A NIC on this network: `NAME[,mac=MAC][,link=down]` (repeatable).
         #[arg(long = "network", value_parser = network::parse_nic)]
         networks: Vec<kiln_api::compute::NicRequest>,
+        /// A key pair (`kiln keypair`) whose public key goes with the server.
+        #[arg(long)]
+        key_name: Option<String>,
+        /// The guest's admin password (at most 255 bytes); without a value,
+        /// read as one line from stdin (so it stays out of `ps`).
+        #[arg(long, num_args = 0..=1)]
+        admin_pass: Option<Option<String>>,
         /// Wait until the server is ACTIVE or ready (fails if it goes to
         /// ERROR or SHUTOFF first)
         #[arg(long, value_enum)]
@@ -342,6 +352,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Image(c) => image::run(&api, &cli.socket, json, c)?,
         Cmd::Server(c) => server_cmd(&api, json, c)?,
         Cmd::Network(c) => network::run(&api, json, c)?,
+        Cmd::Keypair(c) => keypair::run(&api, json, c)?,
         Cmd::Console { server } => {
             let s = api.server(server)?;
             console::attach(&cli.socket, &s.id)?;
@@ -388,6 +399,9 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             if !s.virtio_model.is_modern() {
                 println!("virtio_model: {}", s.virtio_model.as_str());
             }
+            if let Some(k) = &s.key_name {
+                println!("key_name: {k}");
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -405,9 +419,20 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             ready_code,
             ttl,
             networks,
+            key_name,
+            admin_pass,
             wait,
             timeout,
         } => {
+            let admin_pass = match admin_pass {
+                None => None,
+                Some(Some(p)) => Some(p.clone()),
+                Some(None) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    Some(line.trim_end_matches(['\n', '\r']).to_string())
+                }
+            };
             let ready = (ready_console.is_some() || ready_code.is_some()).then(|| ReadyCondition {
                 console: ready_console.clone(),
                 debug_code: *ready_code,
@@ -425,6 +450,8 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 networks: networks.clone(),
                 firmware: firmware.map(Firmware::from),
                 virtio_model: virtio_model.map(VirtioModel::from),
+                key_name: key_name.clone(),
+                admin_pass,
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {
