@@ -553,6 +553,46 @@ pub struct Network {
     /// Ids of the servers (not DELETED) with a NIC on it.
     #[serde(default)]
     pub servers: Vec<String>,
+    /// Its IPv4 subnet (`10.77.0.0/24`); absent: the network is L2 only
+    /// and its NICs get no address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
+    /// The subnet's gateway address (with `cidr` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Whether guests are to get their address by DHCP (recorded; kilnd
+    /// runs no DHCP server yet).
+    #[serde(default)]
+    pub dhcp: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_nameservers: Vec<String>,
+    #[serde(default)]
+    pub mode: NetworkMode,
+}
+
+/// How a network reaches beyond its bridge. Recorded only: kilnd does not
+/// yet install the NAT or isolation rules, so today every mode behaves as
+/// a plain bridge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// Guests reach out through the host by NAT (to come).
+    Nat,
+    /// Guests reach only each other and the gateway (to come).
+    Isolated,
+    /// The bridge is the guests' way out, as it is wired (the default).
+    #[default]
+    Bridged,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Nat => "nat",
+            NetworkMode::Isolated => "isolated",
+            NetworkMode::Bridged => "bridged",
+        }
+    }
 }
 
 /// `POST /v1/networks`.
@@ -568,6 +608,25 @@ pub struct NetworkCreate {
     /// an existing bridge's when given.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// An IPv4 subnet, `A.B.C.D/N` with N from 8 to 30 and no host bits:
+    /// each NIC on the network then gets a fixed address from it. Refused
+    /// if it overlaps another network's or a host route (other than the
+    /// default route). Absent: L2 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
+    /// A host address of `cidr` (default: its first host); never given
+    /// to a NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Default true; recorded for the DHCP server to come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<bool>,
+    /// IPv4 addresses, recorded for DHCP and the config drive to come.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_nameservers: Vec<String>,
+    /// Default `bridged`. Recorded only for now (see [`NetworkMode`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<NetworkMode>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -588,6 +647,11 @@ pub struct NicRequest {
     /// The NIC's link as the guest first sees it (`up` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkState>,
+    /// Its fixed IPv4 address, on a network with a `cidr`: a free host
+    /// address of the subnet other than the gateway; the lowest free one
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 /// A server's NIC.
@@ -608,6 +672,10 @@ pub struct Nic {
     /// start, reboots and kilnd restarts.
     #[serde(default)]
     pub link: LinkState,
+    /// Its fixed IPv4 address (networks with a `cidr` only), held until
+    /// the server is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 /// `PUT /v1/servers/{id}/nics/{index}`: change a NIC of a server.

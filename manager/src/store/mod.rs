@@ -24,7 +24,7 @@ mod extra_specs;
 mod networks;
 mod servers;
 
-pub use networks::NewNic;
+pub use networks::{NetworkSpec, NewNic};
 pub use servers::NewServer;
 
 #[derive(Debug, Error)]
@@ -103,7 +103,22 @@ const MIGRATIONS: &[&str] = &[
     // flavor with the instance (`extra_specs.rs`).
     "ALTER TABLE flavors ADD COLUMN extra_specs TEXT NOT NULL DEFAULT '{}';
      ALTER TABLE servers ADD COLUMN extra_specs TEXT NOT NULL DEFAULT '{}';",
+    // 10 (keypairs): added by the keypairs branch
+    MIGRATION_11_SUBNETS,
 ];
+
+/// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,
+/// DHCP flag, nameservers (JSON array) and mode; each NIC's fixed address
+/// (NULL on an L2-only network), held while its server is not DELETED.
+/// At index 10 in the `ipam` branch: the keypairs branch's migration goes
+/// before it at merge.
+const MIGRATION_11_SUBNETS: &str = "ALTER TABLE networks ADD COLUMN cidr TEXT;
+     ALTER TABLE networks ADD COLUMN gateway TEXT;
+     ALTER TABLE networks ADD COLUMN dhcp INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE networks ADD COLUMN dns TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE networks ADD COLUMN mode TEXT NOT NULL DEFAULT 'bridged';
+     ALTER TABLE nics ADD COLUMN ip TEXT;
+     CREATE INDEX nics_ip ON nics(network_id, ip);";
 
 /// The flavors a new store starts with.
 const SEED_FLAVORS: &[(&str, u32, u64, u64)] = &[

@@ -9,16 +9,28 @@
 //! ports kilnd did not make keep the bridge (`crate::net::teardown`),
 //! [`Store::cancel_delete_network`] makes the network active again.
 //!
+//! A network may have an IPv4 subnet (`cidr`); subnets of networks never
+//! overlap (checked in the create transaction).
+//!
 //! A NIC row (`nics`) is written with its server in the create
-//! transaction: network, MAC and tap name are fixed for the server's life;
+//! transaction: network, MAC, tap name and, on a network with a subnet,
+//! its IPv4 address are fixed for the server's life. The address is
+//! picked or checked in that transaction ([`insert_nics`]), which is
+//! `BEGIN IMMEDIATE` on the store's one connection, so concurrent creates
+//! are serialized and never share an address; a DELETED server's
+//! addresses are free again;
 //! its link (`up`/`down`) changes with [`Store::set_nic_link`].
 //! The store's instance id ([`Store::instance_id`]) marks the taps this
 //! kilnd makes.
 
-use kiln_api::compute::{LinkState, Network, Nic, Server};
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use kiln_api::compute::{LinkState, Network, NetworkMode, Nic, Server};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::{not_found, Store, StoreError};
+use crate::networks::ipam::{self, Subnet, SubnetSpec};
 use crate::util::now_rfc3339;
 
 /// A NIC as the API resolved it for a new server.
@@ -28,18 +40,31 @@ pub struct NewNic {
     pub mac: Option<String>,
     /// The link the guest first sees.
     pub link: LinkState,
+    /// The address asked for (networks with a subnet only); else the
+    /// lowest free one is picked.
+    pub ip: Option<Ipv4Addr>,
 }
 
-const NET_COLS: &str = "id, name, bridge, mtu, managed, created_at";
+/// A new network's layer 3 settings, checked.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkSpec {
+    pub subnet: Option<SubnetSpec>,
+    pub dhcp: bool,
+    pub mode: NetworkMode,
+}
+
+const NET_COLS: &str = "id, name, bridge, mtu, managed, created_at, cidr, gateway, dhcp, dns, mode";
 
 impl Store {
-    /// Records a network; 409 if the name or the bridge is taken.
+    /// Records a network; 409 if the name or the bridge is taken or its
+    /// subnet overlaps another network's.
     pub fn create_network(
         &self,
         name: &str,
         bridge: &str,
         mtu: u32,
         managed: bool,
+        spec: &NetworkSpec,
     ) -> Result<Network, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let mut conn = self.conn();
@@ -58,10 +83,42 @@ impl Store {
                 format!("network {n:?} already uses bridge {b:?}")
             }));
         }
+        if let Some(sub) = &spec.subnet {
+            let mut st = tx.prepare("SELECT name, cidr FROM networks WHERE cidr IS NOT NULL")?;
+            let rows =
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (other, cidr) = row?;
+                if Subnet::parse(&cidr).is_ok_and(|c| c.overlaps(sub.cidr)) {
+                    return Err(StoreError::Conflict(format!(
+                        "cidr {} overlaps {cidr} of network {other:?}",
+                        sub.cidr
+                    )));
+                }
+            }
+        }
+        let dns: Vec<String> = spec
+            .subnet
+            .iter()
+            .flat_map(|s| s.dns.iter().map(|d| d.to_string()))
+            .collect();
         tx.execute(
-            "INSERT INTO networks (id, name, bridge, mtu, managed, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6)",
-            params![id, name, bridge, mtu, managed, now_rfc3339()],
+            "INSERT INTO networks (id, name, bridge, mtu, managed, status, created_at,
+                                   cidr, gateway, dhcp, dns, mode)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                id,
+                name,
+                bridge,
+                mtu,
+                managed,
+                now_rfc3339(),
+                spec.subnet.as_ref().map(|s| s.cidr.to_string()),
+                spec.subnet.as_ref().map(|s| s.gateway.to_string()),
+                spec.dhcp,
+                serde_json::to_string(&dns).unwrap_or_else(|_| "[]".into()),
+                spec.mode.as_str()
+            ],
         )?;
         tx.commit()?;
         drop(conn);
@@ -106,7 +163,7 @@ impl Store {
             "SELECT {NET_COLS}, status FROM networks ORDER BY created_at"
         ))?;
         let rows = st.query_map([], |r| {
-            Ok((network_row(r)?, r.get::<_, String>(6)? == "deleting"))
+            Ok((network_row(r)?, r.get::<_, String>(11)? == "deleting"))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -171,7 +228,8 @@ impl Store {
         }
         let ids: Vec<&str> = servers.iter().map(|s| s.id.as_str()).collect();
         let mut st = conn.prepare_cached(
-            "SELECT n.server_id, n.network_id, COALESCE(w.name, ''), n.mac, n.tap, n.idx, n.link
+            "SELECT n.server_id, n.network_id, COALESCE(w.name, ''), n.mac, n.tap, n.idx, n.link,
+                    n.ip
              FROM nics n LEFT JOIN networks w ON w.id = n.network_id
              WHERE n.server_id IN (SELECT value FROM json_each(?1))
              ORDER BY n.server_id, n.idx",
@@ -187,6 +245,7 @@ impl Store {
                     mac: r.get(3)?,
                     tap: r.get(4)?,
                     link: link_from(&r.get::<_, String>(6)?),
+                    ip: r.get(7)?,
                 },
             ))
         })?;
@@ -247,21 +306,29 @@ fn link_from(s: &str) -> LinkState {
 }
 
 /// Inside the server-create transaction: checks that each network is still
-/// there and no MAC is taken, and writes the NIC rows.
+/// there and no MAC is taken, gives each NIC on a network with a subnet
+/// its address (the one asked for if free, else the lowest free one; 409
+/// naming the network when none is), and writes the NIC rows.
 pub(crate) fn insert_nics(
     tx: &Transaction<'_>,
     server_id: &str,
     nics: &[NewNic],
 ) -> Result<(), StoreError> {
     for (i, nic) in nics.iter().enumerate() {
-        let ok: Option<String> = tx
+        let net: Option<(String, String, Option<String>, Option<String>)> = tx
             .query_row(
-                "SELECT status FROM networks WHERE id = ?1",
+                "SELECT status, name, cidr, gateway FROM networks WHERE id = ?1",
                 [&nic.network_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        if ok.as_deref() != Some("active") {
+        let Some((status, net_name, cidr, gateway)) = net else {
+            return Err(StoreError::Conflict(format!(
+                "network {} was deleted",
+                nic.network_id
+            )));
+        };
+        if status != "active" {
             return Err(StoreError::Conflict(format!(
                 "network {} was deleted",
                 nic.network_id
@@ -284,19 +351,84 @@ pub(crate) fn insert_nics(
                 "MAC {mac} is already used by server {other:?}"
             )));
         }
+        let ip = match (cidr, gateway) {
+            (Some(c), Some(g)) => Some(address(tx, &net_name, &nic.network_id, &c, &g, nic.ip)?),
+            _ if nic.ip.is_some() => {
+                return Err(StoreError::Conflict(format!(
+                    "network {net_name:?} has no subnet: its NICs get no address"
+                )))
+            }
+            _ => None,
+        };
         tx.execute(
-            "INSERT INTO nics (server_id, idx, network_id, mac, tap, link) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO nics (server_id, idx, network_id, mac, tap, link, ip)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 server_id,
                 i as i64,
                 nic.network_id,
                 mac,
                 crate::net::tap_name(server_id, i),
-                nic.link.as_str()
+                nic.link.as_str(),
+                ip.map(|a| a.to_string())
             ],
         )?;
     }
     Ok(())
+}
+
+/// A NIC's address on network `net_id` (subnet `cidr`, gateway
+/// `gateway`): `want` if it is in the pool and free, else the lowest free
+/// one. Reads the addresses held (NICs of servers not DELETED, those this
+/// transaction wrote included).
+fn address(
+    tx: &Transaction<'_>,
+    net_name: &str,
+    net_id: &str,
+    cidr: &str,
+    gateway: &str,
+    want: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, StoreError> {
+    let corrupt = |what: &str| {
+        StoreError::Conflict(format!(
+            "network {net_name:?} has a bad {what} in the store"
+        ))
+    };
+    let sub = Subnet::parse(cidr).map_err(|_| corrupt("cidr"))?;
+    let gw: Ipv4Addr = gateway.parse().map_err(|_| corrupt("gateway"))?;
+    let mut st = tx.prepare_cached(
+        "SELECT n.ip, s.name FROM nics n JOIN servers s ON s.id = n.server_id
+         WHERE n.network_id = ?1 AND n.ip IS NOT NULL AND s.status != 'DELETED'",
+    )?;
+    let rows = st.query_map([net_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut used = HashSet::new();
+    for row in rows {
+        let (ip, server) = row?;
+        let Ok(ip) = ip.parse::<Ipv4Addr>() else {
+            continue;
+        };
+        if want == Some(ip) {
+            return Err(StoreError::Conflict(format!(
+                "address {ip} on network {net_name:?} is already used by server {server:?}"
+            )));
+        }
+        used.insert(ip);
+    }
+    match want {
+        Some(ip) => {
+            ipam::check_ip(sub, gw, ip)
+                .map_err(|e| StoreError::Conflict(format!("network {net_name:?}: {e}")))?;
+            Ok(ip)
+        }
+        None => ipam::pick(sub, gw, &used).ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "network {net_name:?} has no free address (all {} of {sub} are taken)",
+                sub.pool_size()
+            ))
+        }),
+    }
 }
 
 /// Whether a server not DELETED has an id starting with `prefix` (tap
@@ -339,6 +471,15 @@ fn network_row(r: &Row<'_>) -> rusqlite::Result<Network> {
         managed: r.get(4)?,
         created_at: r.get(5)?,
         servers: Vec::new(),
+        cidr: r.get(6)?,
+        gateway: r.get(7)?,
+        dhcp: r.get(8)?,
+        dns_nameservers: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+        mode: match r.get::<_, String>(10)?.as_str() {
+            "nat" => NetworkMode::Nat,
+            "isolated" => NetworkMode::Isolated,
+            _ => NetworkMode::Bridged,
+        },
     })
 }
 
@@ -367,11 +508,13 @@ mod tests {
     fn networks_nics_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db")).unwrap();
-        let lan = s.create_network("lan", "br0", 1500, true).unwrap();
+        let lan = s
+            .create_network("lan", "br0", 1500, true, &NetworkSpec::default())
+            .unwrap();
         assert!(lan.managed && lan.servers.is_empty());
         for (name, bridge) in [("lan", "br9"), ("other", "br0")] {
             assert!(matches!(
-                s.create_network(name, bridge, 1500, false),
+                s.create_network(name, bridge, 1500, false, &NetworkSpec::default()),
                 Err(StoreError::Conflict(_))
             ));
         }
@@ -384,11 +527,13 @@ mod tests {
                 network_id: lan.id.clone(),
                 mac: Some("52:54:00:00:00:01".into()),
                 link: LinkState::Up,
+                ip: None,
             },
             NewNic {
                 network_id: lan.id.clone(),
                 mac: None,
                 link: LinkState::Down,
+                ip: None,
             },
         ];
         let a = s.create_server(&p, new).unwrap();
@@ -435,6 +580,7 @@ mod tests {
             network_id: lan.id.clone(),
             mac: Some("52:54:00:00:00:01".into()),
             link: LinkState::Up,
+            ip: None,
         }];
         assert!(
             matches!(s.create_server(&p, dup), Err(StoreError::Conflict(m)) if m.contains("already used by server \"a\""))
@@ -467,6 +613,7 @@ mod tests {
             network_id: lan.id.clone(),
             mac: None,
             link: LinkState::Up,
+            ip: None,
         }];
         assert!(matches!(
             s.create_server(&p, late),
@@ -474,5 +621,143 @@ mod tests {
         ));
         s.finish_delete_network(&lan.id).unwrap();
         assert!(s.all_networks().unwrap().is_empty());
+    }
+
+    fn spec(cidr: &str) -> NetworkSpec {
+        NetworkSpec {
+            subnet: ipam::check_subnet(Some(cidr), None, &[]).unwrap(),
+            dhcp: true,
+            mode: NetworkMode::Nat,
+        }
+    }
+
+    fn nic(net: &Network, ip: Option<&str>) -> NewNic {
+        NewNic {
+            network_id: net.id.clone(),
+            mac: None,
+            link: LinkState::Up,
+            ip: ip.map(|a| a.parse().unwrap()),
+        }
+    }
+
+    /// Subnets never overlap; addresses are picked lowest first, asked-for
+    /// ones checked, an exhausted pool refused naming the network, and a
+    /// refused create writes nothing; a DELETED server's address is free.
+    #[test]
+    fn subnets_and_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        let lan = s
+            .create_network("lan", "br0", 1500, true, &spec("10.0.0.0/29"))
+            .unwrap();
+        assert_eq!(
+            (
+                lan.cidr.as_deref(),
+                lan.gateway.as_deref(),
+                lan.mode,
+                lan.dhcp
+            ),
+            (
+                Some("10.0.0.0/29"),
+                Some("10.0.0.1"),
+                NetworkMode::Nat,
+                true
+            )
+        );
+        let e = s
+            .create_network("wan", "br1", 1500, true, &spec("10.0.0.0/24"))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("10.0.0.0/24 overlaps 10.0.0.0/29 of network \"lan\""),
+            "{e}"
+        );
+        let l2 = s
+            .create_network("l2", "br2", 1500, true, &NetworkSpec::default())
+            .unwrap();
+        let p = placement(100);
+        let mut a = new_server(&s, "a");
+        a.nics = vec![nic(&lan, Some("10.0.0.5")), nic(&lan, None), nic(&l2, None)];
+        let a = s.create_server(&p, a).unwrap();
+        let ips: Vec<_> = a.nics.iter().map(|n| n.ip.as_deref()).collect();
+        assert_eq!(ips, [Some("10.0.0.5"), Some("10.0.0.2"), None]);
+        // Taken, and the gateway: refused, nothing written.
+        for (want, why) in [
+            (
+                "10.0.0.5",
+                "address 10.0.0.5 on network \"lan\" is already used by server \"a\"",
+            ),
+            ("10.0.0.1", "is the gateway"),
+        ] {
+            let mut b = new_server(&s, "b");
+            b.nics = vec![nic(&lan, None), nic(&lan, Some(want))];
+            let e = s.create_server(&p, b).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        assert_eq!(s.list_servers(None, None).unwrap().len(), 1);
+        // The pool (2..=6 but 1) has 3 left: a server with 4 NICs is refused.
+        let mut b = new_server(&s, "b");
+        b.nics = (0..4).map(|_| nic(&lan, None)).collect();
+        let e = s.create_server(&p, b).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("network \"lan\" has no free address (all 5 of 10.0.0.0/29 are taken)"),
+            "{e}"
+        );
+        let mut b = new_server(&s, "b");
+        b.nics = (0..3).map(|_| nic(&lan, None)).collect();
+        let b = s.create_server(&p, b).unwrap();
+        let ips: Vec<_> = b.nics.iter().filter_map(|n| n.ip.clone()).collect();
+        assert_eq!(ips, ["10.0.0.3", "10.0.0.4", "10.0.0.6"]);
+        // Released on delete.
+        s.mark_deleted(&a.id).unwrap();
+        let mut c = new_server(&s, "c");
+        c.nics = vec![nic(&lan, Some("10.0.0.5")), nic(&lan, None)];
+        let c = s.create_server(&p, c).unwrap();
+        assert_eq!(c.nics[1].ip.as_deref(), Some("10.0.0.2"));
+    }
+
+    /// A store from before the subnets migration: its networks are L2
+    /// only (bridged, DHCP on) and its NICs have no address.
+    #[test]
+    fn upgrade_keeps_old_networks_l2_only() {
+        use super::super::MIGRATIONS;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("kiln.db");
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+            )
+            .unwrap();
+            let before = MIGRATIONS.len() - 1;
+            for (i, sql) in MIGRATIONS[..before].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, 'then')",
+                    [i as i64 + 1],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO networks (id, name, bridge, mtu, managed, created_at)
+                 VALUES ('n1', 'old', 'brold', 1500, 1, 'then');
+                 INSERT INTO servers (id, name, status, flavor_id, image_id, vcpus, ram_mb, disk_gb,
+                                      cmdline, metadata, created_at, updated_at)
+                 VALUES ('s1', 'old', 'SHUTOFF', 'f1', 'i1', 1, 64, 1, '', '{}', 'then', 'then');
+                 INSERT INTO nics (server_id, idx, network_id, mac, tap)
+                 VALUES ('s1', 0, 'n1', '52:54:00:00:00:09', 'kts1');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&db).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let n = s.get_network("old").unwrap();
+        assert_eq!(
+            (n.cidr, n.gateway, n.dhcp, n.mode),
+            (None, None, true, NetworkMode::Bridged)
+        );
+        assert!(n.dns_nameservers.is_empty());
+        assert_eq!(s.get_server("s1").unwrap().nics[0].ip, None);
     }
 }
