@@ -31,6 +31,7 @@ pub mod flavors;
 pub mod http;
 pub mod image_files;
 pub mod images;
+pub mod ipam;
 pub mod lvm;
 pub mod net;
 pub mod networks;

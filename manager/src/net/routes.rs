@@ -1,5 +1,5 @@
 //! The host's IPv4 routes, read through rtnetlink: a network's subnet must
-//! not overlap one of them (`crate::networks::ipam`).
+//! not overlap one of them (`crate::ipam`).
 
 use std::net::Ipv4Addr;
 

@@ -3,7 +3,7 @@
 //! run ([`delete`], [`reconcile`]); and resolving a server create's
 //! `networks` into NICs ([`resolve_nics`]). The Linux side (bridges, taps,
 //! who owns a port, host routes) is [`crate::net`]; subnets and address
-//! picking are [`ipam`].
+//! picking are [`crate::ipam`].
 //!
 //! A network's `mode` is recorded only: the NAT and isolation rules come
 //! with a later change.
@@ -19,13 +19,12 @@
 //!    network is active again and still names its bridge) when such ports
 //!    kept it. A teardown that fails leaves the network `deleting`.
 
-pub mod ipam;
-
 use std::sync::Arc;
 
 use kiln_api::compute::{Network, NetworkCreate, NicRequest};
 use thiserror::Error;
 
+use crate::ipam;
 use crate::net::link::{self, LinkError};
 use crate::net::routes;
 use crate::net::teardown::{self, Port, Teardown};

@@ -30,7 +30,7 @@ use kiln_api::compute::{LinkState, Network, NetworkMode, Nic, Server};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::{not_found, Store, StoreError};
-use crate::networks::ipam::{self, Subnet, SubnetSpec};
+use crate::ipam::{self, Subnet, SubnetSpec};
 use crate::util::now_rfc3339;
 
 /// A NIC as the API resolved it for a new server.

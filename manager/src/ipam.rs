@@ -1,6 +1,6 @@
-//! IPv4 subnets and address picking, as pure functions: parsing a
-//! network's `cidr`, `gateway` and `dns_nameservers`, overlap checks, and
-//! choosing a NIC's address. The store calls [`pick`] and [`check_ip`]
+//! IPv4 subnets and address picking (IPAM), as pure functions like
+//! `placement.rs`: parsing a network's `cidr`, `gateway` and
+//! `dns_nameservers`, overlap checks, and choosing a NIC's address. The store calls [`pick`] and [`check_ip`]
 //! inside the server-create transaction (`store/networks.rs`), so two
 //! creates never get one address.
 //!
