@@ -59,6 +59,12 @@ pub fn run(api: &Api<'_>, json: bool, c: &NetworkCmd) -> Result<(), Box<dyn std:
             &format!("/v1/networks/{}", enc(network)),
             |n: &Network| {
                 one(n);
+                if n.cidr.is_some() {
+                    println!("dhcp: {}", if n.dhcp { "yes" } else { "no" });
+                }
+                if !n.dns_nameservers.is_empty() {
+                    println!("dns: {}", n.dns_nameservers.join(", "));
+                }
                 if !n.servers.is_empty() {
                     println!("servers: {}", n.servers.join(", "));
                 }
