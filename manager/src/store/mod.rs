@@ -20,6 +20,7 @@ use thiserror::Error;
 use crate::placement::Refusal;
 use crate::util::now_rfc3339;
 
+mod addresses;
 mod extra_specs;
 mod networks;
 mod servers;
