@@ -214,4 +214,48 @@ mod tests {
         assert!(n.dns_nameservers.is_empty());
         assert_eq!(s.get_server("s1").unwrap().nics[0].ip, None);
     }
+
+    /// 50 creates from two connections (two stores on one file, as two
+    /// kilnd threads would be) on a /28: exactly its 13 addresses are
+    /// given, each once; the 37 refused leave no row.
+    #[test]
+    fn concurrent_creates_from_two_connections_never_share_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let stores: Vec<_> = (0..2)
+            .map(|_| std::sync::Arc::new(Store::open(&db).unwrap()))
+            .collect();
+        let lan = stores[0]
+            .create_network("lan", "br0", 1500, true, &spec("10.0.0.16/28"))
+            .unwrap();
+        let p = placement(100);
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let s = stores[i % 2].clone();
+                let (p, lan) = (p.clone(), lan.clone());
+                std::thread::spawn(move || {
+                    let mut new = new_server(&s, &format!("s{i}"));
+                    new.nics = vec![nic(&lan, None)];
+                    s.create_server(&p, new)
+                        .map(|srv| srv.nics[0].ip.clone().unwrap())
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        let (ok, refused): (Vec<_>, Vec<_>) = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .partition(|r| r.is_ok());
+        let mut ips: Vec<String> = ok.into_iter().map(Result::unwrap).collect();
+        ips.sort_by_key(|a| a.parse::<std::net::Ipv4Addr>().unwrap());
+        let want: Vec<String> = (18..31).map(|h| format!("10.0.0.{h}")).collect();
+        assert_eq!(ips, want);
+        assert_eq!(refused.len(), 37);
+        for e in refused {
+            assert!(e
+                .unwrap_err()
+                .contains("network \"lan\" has no free address"));
+        }
+        assert_eq!(stores[1].list_servers(None, None).unwrap().len(), 13);
+    }
 }
