@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::vm::{DiskFormat, LinkState};
 
+mod network;
+pub use network::*;
+
 /// The body of every error answer (4xx and 5xx).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -596,89 +599,4 @@ pub struct HostInfo {
     pub disk_gb: ResourceUsage,
     /// Servers holding an allocation (every status but DELETED).
     pub servers: u64,
-}
-
-/// A network: a Linux bridge that servers' NICs (taps) are attached to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Network {
-    pub id: String,
-    pub name: String,
-    /// The bridge's interface name.
-    pub bridge: String,
-    pub mtu: u32,
-    /// kilnd created the bridge (and deletes it with the network); false
-    /// when the bridge existed already and is only used.
-    pub managed: bool,
-    pub created_at: String,
-    /// Ids of the servers (not DELETED) with a NIC on it.
-    #[serde(default)]
-    pub servers: Vec<String>,
-}
-
-/// `POST /v1/networks`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkCreate {
-    pub name: String,
-    /// The bridge's interface name (1 to 15 bytes of `A-Z a-z 0-9 _ . -`);
-    /// the network's name when absent. Created if missing, else used.
-    #[serde(default)]
-    pub bridge: Option<String>,
-    /// MTU of a bridge kilnd creates (68 to 65535, default 1500); must match
-    /// an existing bridge's when given.
-    #[serde(default)]
-    pub mtu: Option<u32>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkList {
-    pub networks: Vec<Network>,
-}
-
-/// One NIC asked for in [`ServerCreate::networks`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NicRequest {
-    /// Network id or name.
-    pub network: String,
-    /// `aa:bb:cc:dd:ee:ff`, unicast; generated (locally administered,
-    /// stable for the server and NIC) when absent.
-    #[serde(default)]
-    pub mac: Option<String>,
-    /// The NIC's link as the guest first sees it (`up` when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<LinkState>,
-}
-
-/// A server's NIC.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Nic {
-    /// Its place among the server's NICs (PCI order), from 0: the
-    /// `{index}` of `/v1/servers/{id}/nics/{index}`.
-    #[serde(default)]
-    pub index: u32,
-    pub network_id: String,
-    pub network: String,
-    pub mac: String,
-    /// The host tap device; it exists while the server's kiln-vmm runs.
-    pub tap: String,
-    /// Its link as the guest sees it (Neutron's port `admin_state_up`,
-    /// libvirt's `domif-setlink`): `down` is a cable pulled out, the guest
-    /// sees no carrier and no frame passes either way. Kept across stop,
-    /// start, reboots and kilnd restarts.
-    #[serde(default)]
-    pub link: LinkState,
-}
-
-/// `PUT /v1/servers/{id}/nics/{index}`: change a NIC of a server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NicUpdate {
-    pub link: LinkState,
-}
-
-/// `GET /v1/servers/{id}/nics`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NicList {
-    pub nics: Vec<Nic>,
 }

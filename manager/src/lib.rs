@@ -32,6 +32,7 @@ pub mod flavors;
 pub mod http;
 pub mod image_files;
 pub mod images;
+pub mod ipam;
 pub mod keypairs;
 pub mod lvm;
 pub mod net;

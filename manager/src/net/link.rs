@@ -44,7 +44,7 @@ pub struct Link {
     pub alias: Option<String>,
 }
 
-fn connect() -> Result<Handle, LinkError> {
+pub(super) fn connect() -> Result<Handle, LinkError> {
     let (conn, handle, _) = rtnetlink::new_connection().map_err(LinkError::Socket)?;
     tokio::spawn(conn);
     Ok(handle)

@@ -84,6 +84,7 @@
 
 pub mod link;
 pub mod owner;
+pub mod routes;
 pub mod tap;
 pub mod teardown;
 

@@ -2,7 +2,11 @@
 //! protocol, which `DELETE /v1/networks/{id}` and start-up reconcile both
 //! run ([`delete`], [`reconcile`]); and resolving a server create's
 //! `networks` into NICs ([`resolve_nics`]). The Linux side (bridges, taps,
-//! who owns a port) is [`crate::net`].
+//! who owns a port, host routes) is [`crate::net`]; subnets and address
+//! picking are [`crate::ipam`].
+//!
+//! A network's `mode` is recorded only: the NAT and isolation rules come
+//! with a later change.
 //!
 //! # The delete protocol
 //!
@@ -20,10 +24,12 @@ use std::sync::Arc;
 use kiln_api::compute::{Network, NetworkCreate, NicRequest};
 use thiserror::Error;
 
+use crate::ipam;
 use crate::net::link::{self, LinkError};
+use crate::net::routes;
 use crate::net::teardown::{self, Port, Teardown};
 use crate::net::{check_bridge_name, parse_mac, MAX_NICS};
-use crate::store::{NewNic, Store, StoreError};
+use crate::store::{NetworkSpec, NewNic, Store, StoreError};
 use crate::util::check_name;
 
 #[derive(Debug, Error)]
@@ -64,6 +70,20 @@ pub async fn create(store: &Arc<Store>, req: NetworkCreate) -> Result<Network, N
             return Err(NetworkError::Invalid("mtu must be 68 to 65535".into()));
         }
     }
+    let subnet = ipam::check_subnet(
+        req.cidr.as_deref(),
+        req.gateway.as_deref(),
+        &req.dns_nameservers,
+    )
+    .map_err(NetworkError::Invalid)?;
+    if let Some(sub) = &subnet {
+        check_host_routes(sub.cidr).await?;
+    }
+    let spec = NetworkSpec {
+        subnet,
+        dhcp: req.dhcp.unwrap_or(true),
+        mode: req.mode.unwrap_or_default(),
+    };
     let existing = link::get(&bridge)
         .await
         .map_err(NetworkError::link("cannot look up the bridge"))?;
@@ -94,7 +114,7 @@ pub async fn create(store: &Arc<Store>, req: NetworkCreate) -> Result<Network, N
     // network whose bridge kilnd creates at its next start.
     let (name, br) = (req.name.clone(), bridge.clone());
     let net = store
-        .call(move |s| s.create_network(&name, &br, mtu, managed))
+        .call(move |s| s.create_network(&name, &br, mtu, managed, &spec))
         .await?;
     if managed {
         if let Err(e) = link::create_bridge(&bridge, mtu).await {
@@ -112,6 +132,34 @@ pub async fn create(store: &Arc<Store>, req: NetworkCreate) -> Result<Network, N
         tracing::info!(network = net.name, bridge, mtu, "created bridge");
     }
     Ok(net)
+}
+
+/// Refuses a subnet that overlaps a route of the host's main table (the
+/// default route aside), naming the route and its device.
+async fn check_host_routes(sub: ipam::Subnet) -> Result<(), NetworkError> {
+    let routes = routes::host_routes()
+        .await
+        .map_err(NetworkError::link("cannot read the host's routes"))?;
+    for r in routes {
+        let dst = ipam::Subnet::of(r.dst, r.prefix);
+        if dst.overlaps(sub) {
+            let dev = match r.oif {
+                Some(i) => match link::list().await {
+                    Ok(links) => links
+                        .into_iter()
+                        .find(|l| l.index == i)
+                        .map(|l| format!(" dev {}", l.name))
+                        .unwrap_or_default(),
+                    Err(_) => String::new(),
+                },
+                None => String::new(),
+            };
+            return Err(NetworkError::Conflict(format!(
+                "cidr {sub} overlaps the host route {dst}{dev}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Deletes network `key` (id or name) by the delete protocol. Ports
@@ -269,10 +317,38 @@ pub fn resolve_nics(store: &Store, reqs: &[NicRequest]) -> Result<Vec<NewNic>, N
             }
             e => e.into(),
         })?;
+        let ip = match (&r.ip, &net.cidr, &net.gateway) {
+            (None, _, _) => None,
+            (Some(_), None, _) | (Some(_), _, None) => {
+                return Err(bad(format!(
+                    "networks[{i}]: network {:?} has no cidr, so its NICs get no ip",
+                    net.name
+                )))
+            }
+            (Some(ip), Some(cidr), Some(gw)) => {
+                let ip = ipam::parse_ip(&format!("networks[{i}]: ip"), ip).map_err(bad)?;
+                let (sub, gw) = match (ipam::Subnet::parse(cidr), gw.parse()) {
+                    (Ok(s), Ok(g)) => (s, g),
+                    _ => {
+                        return Err(NetworkError::Conflict(format!(
+                            "network {:?} has a bad subnet",
+                            net.name
+                        )))
+                    }
+                };
+                ipam::check_ip(sub, gw, ip)
+                    .map_err(|e| bad(format!("networks[{i}]: network {:?}: {e}", net.name)))?;
+                if out.iter().any(|n| n.ip == Some(ip)) {
+                    return Err(bad(format!("networks[{i}]: ip {ip} is given twice")));
+                }
+                Some(ip)
+            }
+        };
         out.push(NewNic {
             network_id: net.id,
             mac,
             link: r.link.unwrap_or_default(),
+            ip,
         });
     }
     Ok(out)

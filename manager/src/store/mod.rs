@@ -20,12 +20,13 @@ use thiserror::Error;
 use crate::placement::Refusal;
 use crate::util::now_rfc3339;
 
+mod addresses;
 mod extra_specs;
 mod keypairs;
 mod networks;
 mod servers;
 
-pub use networks::NewNic;
+pub use networks::{NetworkSpec, NewNic};
 pub use servers::NewServer;
 
 #[derive(Debug, Error)]
@@ -113,7 +114,20 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE servers ADD COLUMN key_name TEXT;
      ALTER TABLE servers ADD COLUMN keypair TEXT;
      ALTER TABLE servers ADD COLUMN admin_pass TEXT;",
+    // 11 (ipam: subnets and fixed addresses).
+    MIGRATION_11_SUBNETS,
 ];
+
+/// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,
+/// DHCP flag, nameservers (JSON array) and mode; each NIC's fixed address
+/// (NULL on an L2-only network), held while its server is not DELETED.
+const MIGRATION_11_SUBNETS: &str = "ALTER TABLE networks ADD COLUMN cidr TEXT;
+     ALTER TABLE networks ADD COLUMN gateway TEXT;
+     ALTER TABLE networks ADD COLUMN dhcp INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE networks ADD COLUMN dns TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE networks ADD COLUMN mode TEXT NOT NULL DEFAULT 'bridged';
+     ALTER TABLE nics ADD COLUMN ip TEXT;
+     CREATE INDEX nics_ip ON nics(network_id, ip);";
 
 /// The flavors a new store starts with.
 const SEED_FLAVORS: &[(&str, u32, u64, u64)] = &[

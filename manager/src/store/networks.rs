@@ -9,16 +9,27 @@
 //! ports kilnd did not make keep the bridge (`crate::net::teardown`),
 //! [`Store::cancel_delete_network`] makes the network active again.
 //!
+//! A network may have an IPv4 subnet (`cidr`); subnets of networks never
+//! overlap (checked in the create transaction).
+//!
 //! A NIC row (`nics`) is written with its server in the create
-//! transaction: network, MAC and tap name are fixed for the server's life;
+//! transaction: network, MAC, tap name and, on a network with a subnet,
+//! its IPv4 address are fixed for the server's life. The address is
+//! picked or checked in that transaction ([`insert_nics`]), which is
+//! `BEGIN IMMEDIATE` on the store's one connection, so concurrent creates
+//! are serialized and never share an address; a DELETED server's
+//! addresses are free again;
 //! its link (`up`/`down`) changes with [`Store::set_nic_link`].
 //! The store's instance id ([`Store::instance_id`]) marks the taps this
 //! kilnd makes.
 
-use kiln_api::compute::{LinkState, Network, Nic, Server};
+use std::net::Ipv4Addr;
+
+use kiln_api::compute::{LinkState, Network, NetworkMode, Nic, Server};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::{not_found, Store, StoreError};
+use crate::ipam::{Subnet, SubnetSpec};
 use crate::util::now_rfc3339;
 
 /// A NIC as the API resolved it for a new server.
@@ -28,18 +39,31 @@ pub struct NewNic {
     pub mac: Option<String>,
     /// The link the guest first sees.
     pub link: LinkState,
+    /// The address asked for (networks with a subnet only); else the
+    /// lowest free one is picked.
+    pub ip: Option<Ipv4Addr>,
 }
 
-const NET_COLS: &str = "id, name, bridge, mtu, managed, created_at";
+/// A new network's layer 3 settings, checked.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkSpec {
+    pub subnet: Option<SubnetSpec>,
+    pub dhcp: bool,
+    pub mode: NetworkMode,
+}
+
+const NET_COLS: &str = "id, name, bridge, mtu, managed, created_at, cidr, gateway, dhcp, dns, mode";
 
 impl Store {
-    /// Records a network; 409 if the name or the bridge is taken.
+    /// Records a network; 409 if the name or the bridge is taken or its
+    /// subnet overlaps another network's.
     pub fn create_network(
         &self,
         name: &str,
         bridge: &str,
         mtu: u32,
         managed: bool,
+        spec: &NetworkSpec,
     ) -> Result<Network, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let mut conn = self.conn();
@@ -58,10 +82,42 @@ impl Store {
                 format!("network {n:?} already uses bridge {b:?}")
             }));
         }
+        if let Some(sub) = &spec.subnet {
+            let mut st = tx.prepare("SELECT name, cidr FROM networks WHERE cidr IS NOT NULL")?;
+            let rows =
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (other, cidr) = row?;
+                if Subnet::parse(&cidr).is_ok_and(|c| c.overlaps(sub.cidr)) {
+                    return Err(StoreError::Conflict(format!(
+                        "cidr {} overlaps {cidr} of network {other:?}",
+                        sub.cidr
+                    )));
+                }
+            }
+        }
+        let dns: Vec<String> = spec
+            .subnet
+            .iter()
+            .flat_map(|s| s.dns.iter().map(|d| d.to_string()))
+            .collect();
         tx.execute(
-            "INSERT INTO networks (id, name, bridge, mtu, managed, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6)",
-            params![id, name, bridge, mtu, managed, now_rfc3339()],
+            "INSERT INTO networks (id, name, bridge, mtu, managed, status, created_at,
+                                   cidr, gateway, dhcp, dns, mode)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                id,
+                name,
+                bridge,
+                mtu,
+                managed,
+                now_rfc3339(),
+                spec.subnet.as_ref().map(|s| s.cidr.to_string()),
+                spec.subnet.as_ref().map(|s| s.gateway.to_string()),
+                spec.dhcp,
+                serde_json::to_string(&dns).unwrap_or_else(|_| "[]".into()),
+                spec.mode.as_str()
+            ],
         )?;
         tx.commit()?;
         drop(conn);
@@ -106,7 +162,7 @@ impl Store {
             "SELECT {NET_COLS}, status FROM networks ORDER BY created_at"
         ))?;
         let rows = st.query_map([], |r| {
-            Ok((network_row(r)?, r.get::<_, String>(6)? == "deleting"))
+            Ok((network_row(r)?, r.get::<_, String>(11)? == "deleting"))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -171,7 +227,8 @@ impl Store {
         }
         let ids: Vec<&str> = servers.iter().map(|s| s.id.as_str()).collect();
         let mut st = conn.prepare_cached(
-            "SELECT n.server_id, n.network_id, COALESCE(w.name, ''), n.mac, n.tap, n.idx, n.link
+            "SELECT n.server_id, n.network_id, COALESCE(w.name, ''), n.mac, n.tap, n.idx, n.link,
+                    n.ip
              FROM nics n LEFT JOIN networks w ON w.id = n.network_id
              WHERE n.server_id IN (SELECT value FROM json_each(?1))
              ORDER BY n.server_id, n.idx",
@@ -187,6 +244,7 @@ impl Store {
                     mac: r.get(3)?,
                     tap: r.get(4)?,
                     link: link_from(&r.get::<_, String>(6)?),
+                    ip: r.get(7)?,
                 },
             ))
         })?;
@@ -247,21 +305,29 @@ fn link_from(s: &str) -> LinkState {
 }
 
 /// Inside the server-create transaction: checks that each network is still
-/// there and no MAC is taken, and writes the NIC rows.
+/// there and no MAC is taken, gives each NIC on a network with a subnet
+/// its address (the one asked for if free, else the lowest free one; 409
+/// naming the network when none is), and writes the NIC rows.
 pub(crate) fn insert_nics(
     tx: &Transaction<'_>,
     server_id: &str,
     nics: &[NewNic],
 ) -> Result<(), StoreError> {
     for (i, nic) in nics.iter().enumerate() {
-        let ok: Option<String> = tx
+        let net: Option<(String, String, Option<String>, Option<String>)> = tx
             .query_row(
-                "SELECT status FROM networks WHERE id = ?1",
+                "SELECT status, name, cidr, gateway FROM networks WHERE id = ?1",
                 [&nic.network_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        if ok.as_deref() != Some("active") {
+        let Some((status, net_name, cidr, gateway)) = net else {
+            return Err(StoreError::Conflict(format!(
+                "network {} was deleted",
+                nic.network_id
+            )));
+        };
+        if status != "active" {
             return Err(StoreError::Conflict(format!(
                 "network {} was deleted",
                 nic.network_id
@@ -284,15 +350,33 @@ pub(crate) fn insert_nics(
                 "MAC {mac} is already used by server {other:?}"
             )));
         }
+        let ip = match (cidr, gateway) {
+            (Some(c), Some(g)) => Some(super::addresses::address(
+                tx,
+                &net_name,
+                &nic.network_id,
+                &c,
+                &g,
+                nic.ip,
+            )?),
+            _ if nic.ip.is_some() => {
+                return Err(StoreError::Conflict(format!(
+                    "network {net_name:?} has no subnet: its NICs get no address"
+                )))
+            }
+            _ => None,
+        };
         tx.execute(
-            "INSERT INTO nics (server_id, idx, network_id, mac, tap, link) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO nics (server_id, idx, network_id, mac, tap, link, ip)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 server_id,
                 i as i64,
                 nic.network_id,
                 mac,
                 crate::net::tap_name(server_id, i),
-                nic.link.as_str()
+                nic.link.as_str(),
+                ip.map(|a| a.to_string())
             ],
         )?;
     }
@@ -339,6 +423,15 @@ fn network_row(r: &Row<'_>) -> rusqlite::Result<Network> {
         managed: r.get(4)?,
         created_at: r.get(5)?,
         servers: Vec::new(),
+        cidr: r.get(6)?,
+        gateway: r.get(7)?,
+        dhcp: r.get(8)?,
+        dns_nameservers: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+        mode: match r.get::<_, String>(10)?.as_str() {
+            "nat" => NetworkMode::Nat,
+            "isolated" => NetworkMode::Isolated,
+            _ => NetworkMode::Bridged,
+        },
     })
 }
 
@@ -367,11 +460,13 @@ mod tests {
     fn networks_nics_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db")).unwrap();
-        let lan = s.create_network("lan", "br0", 1500, true).unwrap();
+        let lan = s
+            .create_network("lan", "br0", 1500, true, &NetworkSpec::default())
+            .unwrap();
         assert!(lan.managed && lan.servers.is_empty());
         for (name, bridge) in [("lan", "br9"), ("other", "br0")] {
             assert!(matches!(
-                s.create_network(name, bridge, 1500, false),
+                s.create_network(name, bridge, 1500, false, &NetworkSpec::default()),
                 Err(StoreError::Conflict(_))
             ));
         }
@@ -384,11 +479,13 @@ mod tests {
                 network_id: lan.id.clone(),
                 mac: Some("52:54:00:00:00:01".into()),
                 link: LinkState::Up,
+                ip: None,
             },
             NewNic {
                 network_id: lan.id.clone(),
                 mac: None,
                 link: LinkState::Down,
+                ip: None,
             },
         ];
         let a = s.create_server(&p, new).unwrap();
@@ -435,6 +532,7 @@ mod tests {
             network_id: lan.id.clone(),
             mac: Some("52:54:00:00:00:01".into()),
             link: LinkState::Up,
+            ip: None,
         }];
         assert!(
             matches!(s.create_server(&p, dup), Err(StoreError::Conflict(m)) if m.contains("already used by server \"a\""))
@@ -467,6 +565,7 @@ mod tests {
             network_id: lan.id.clone(),
             mac: None,
             link: LinkState::Up,
+            ip: None,
         }];
         assert!(matches!(
             s.create_server(&p, late),

@@ -140,7 +140,8 @@ enum ServerCmd {
         /// Delete the server automatically after this many seconds.
         #[arg(long)]
         ttl: Option<u64>,
-        /// A NIC on this network: `NAME[,mac=MAC][,link=down]` (repeatable).
+        /// A NIC on this network: `NAME[:IP][,ip=IP][,mac=MAC][,link=down]`
+        /// (repeatable); IP: its fixed address on a network with a subnet.
         #[arg(long = "network", value_parser = network::parse_nic)]
         networks: Vec<kiln_api::compute::NicRequest>,
         /// A key pair (`kiln keypair`) whose public key goes with the server.

@@ -63,7 +63,9 @@ pub fn images(l: &[Image]) {
 
 pub fn servers(l: &[Server]) {
     table(
-        &["ID", "NAME", "STATUS", "TASK", "VCPUS", "RAM_MB", "PID"],
+        &[
+            "ID", "NAME", "STATUS", "TASK", "VCPUS", "RAM_MB", "PID", "NETWORKS",
+        ],
         l.iter()
             .map(|s| {
                 vec![
@@ -74,15 +76,31 @@ pub fn servers(l: &[Server]) {
                     s.vcpus.to_string(),
                     s.ram_mb.to_string(),
                     s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    server_networks(s),
                 ]
             })
             .collect(),
     );
 }
 
+/// `lan=10.77.0.10; wan=10.78.0.2`, as `openstack server list`: a NIC
+/// without an address shows its network alone.
+fn server_networks(s: &Server) -> String {
+    s.nics
+        .iter()
+        .map(|n| match &n.ip {
+            Some(ip) => format!("{}={ip}", n.network),
+            None => n.network.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub fn networks(l: &[Network]) {
     table(
-        &["ID", "NAME", "BRIDGE", "MTU", "MANAGED", "SERVERS"],
+        &[
+            "ID", "NAME", "BRIDGE", "MTU", "MANAGED", "CIDR", "GATEWAY", "MODE", "SERVERS",
+        ],
         l.iter()
             .map(|n| {
                 vec![
@@ -91,6 +109,9 @@ pub fn networks(l: &[Network]) {
                     n.bridge.clone(),
                     n.mtu.to_string(),
                     if n.managed { "yes" } else { "no" }.to_string(),
+                    n.cidr.clone().unwrap_or_else(|| "-".into()),
+                    n.gateway.clone().unwrap_or_else(|| "-".into()),
+                    n.mode.as_str().to_string(),
                     n.servers.len().to_string(),
                 ]
             })
@@ -100,12 +121,13 @@ pub fn networks(l: &[Network]) {
 
 pub fn nics(l: &[Nic]) {
     table(
-        &["NIC", "NETWORK", "MAC", "TAP", "LINK"],
+        &["NIC", "NETWORK", "IP", "MAC", "TAP", "LINK"],
         l.iter()
             .map(|n| {
                 vec![
                     n.index.to_string(),
                     n.network.clone(),
+                    n.ip.clone().unwrap_or_else(|| "-".into()),
                     n.mac.clone(),
                     n.tap.clone(),
                     n.link.as_str().to_string(),
