@@ -513,10 +513,10 @@ fn malformed_requests_get_4xx_and_change_nothing() {
         (
             "POST",
             "/v1/servers".into(),
-            r#"{"name":"s","flavor":"k1.probe","image":"kern","networks":[{"network":"n","ip":"10.0.0.1"}]}"#
+            r#"{"name":"s","flavor":"k1.probe","image":"kern","networks":[{"network":"n","subnet":"x"}]}"#
                 .into(),
             400,
-            "unknown field `ip`",
+            "unknown field `subnet`",
         ),
         (
             "POST",
