@@ -71,7 +71,6 @@ pub(super) fn address(
 #[cfg(test)]
 mod tests {
     use kiln_api::compute::{LinkState, Network, NetworkMode};
-    use rusqlite::Connection;
 
     use crate::ipam;
     use crate::store::servers::tests::{new_server, placement};
@@ -179,20 +178,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("kiln.db");
         {
-            let conn = Connection::open(&db).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
-            )
-            .unwrap();
-            let before = MIGRATIONS.len() - 1;
-            for (i, sql) in MIGRATIONS[..before].iter().enumerate() {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, 'then')",
-                    [i as i64 + 1],
-                )
-                .unwrap();
-            }
+            let conn = crate::store::connection_at_migration(&db, MIGRATIONS.len() - 1);
             conn.execute_batch(
                 "INSERT INTO networks (id, name, bridge, mtu, managed, created_at)
                  VALUES ('n1', 'old', 'brold', 1500, 1, 'then');

@@ -66,19 +66,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("kiln.db");
         {
-            let conn = Connection::open(&db).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
-            )
-            .unwrap();
-            for (i, sql) in MIGRATIONS[..8].iter().enumerate() {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, 'then')",
-                    [i as i64 + 1],
-                )
-                .unwrap();
-            }
+            let conn = crate::store::connection_at_migration(&db, 8);
             conn.execute_batch(
                 "INSERT INTO flavors (id, name, vcpus, ram_mb, disk_gb, created_at)
                  VALUES ('f1', 'old', 1, 64, 1, 'then');

@@ -93,7 +93,6 @@ fn keypair_row(r: &Row<'_>) -> rusqlite::Result<Keypair> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MIGRATIONS;
 
     fn key(name: &str) -> Keypair {
         Keypair {
@@ -131,19 +130,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("kiln.db");
         {
-            let conn = rusqlite::Connection::open(&db).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
-            )
-            .unwrap();
-            for (i, sql) in MIGRATIONS[..9].iter().enumerate() {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, 'then')",
-                    [i as i64 + 1],
-                )
-                .unwrap();
-            }
+            let conn = crate::store::connection_at_migration(&db, 9);
             conn.execute_batch(
                 "INSERT INTO servers (id, name, status, flavor_id, image_id, vcpus, ram_mb, disk_gb,
                                       cmdline, metadata, created_at, updated_at)

@@ -129,6 +129,26 @@ const MIGRATION_11_SUBNETS: &str = "ALTER TABLE networks ADD COLUMN cidr TEXT;
      ALTER TABLE nics ADD COLUMN ip TEXT;
      CREATE INDEX nics_ip ON nics(network_id, ip);";
 
+/// A database at `db` with only the first `n` migrations applied, as an
+/// older kilnd left it: for the upgrade tests of later migrations.
+#[cfg(test)]
+pub(crate) fn connection_at_migration(db: &std::path::Path, n: usize) -> Connection {
+    let conn = Connection::open(db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .unwrap();
+    for (i, sql) in MIGRATIONS[..n].iter().enumerate() {
+        conn.execute_batch(sql).unwrap();
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (?1, 'then')",
+            [i as i64 + 1],
+        )
+        .unwrap();
+    }
+    conn
+}
+
 /// The flavors a new store starts with.
 const SEED_FLAVORS: &[(&str, u32, u64, u64)] = &[
     ("m1.tiny", 1, 512, 1),
