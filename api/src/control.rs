@@ -10,6 +10,8 @@
 //! | `PUT /v1/vm/reset`     |         | 204 (hard reset, as the reset line) |
 //! | `PUT /v1/vm/kill`      |         | 204, then the VMM exits |
 //! | `PUT /v1/vm/net/{index}` | [`NetUpdate`] | 204 (link up/down: config space, config-change interrupt) |
+//! | `GET /v1/vm/screenshot` |        | 200 `image/png`: the display's picture now (404 without a display) |
+//! | `GET /v1/vm/screen`    |         | [`ScreenInfo`]: the display's mode, and text mode's characters |
 //!
 //! Errors answer 4xx/5xx with an [`ErrorBody`].
 //!
@@ -124,6 +126,24 @@ pub struct NetUpdate {
     pub link: LinkState,
 }
 
+/// `GET /v1/vm/screen`: what the display shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScreenInfo {
+    /// `text`, `graphics` (VGA planar or 256-colour), `vbe` (a linear
+    /// framebuffer mode) or `blank`.
+    pub mode: String,
+    /// The picture's size in pixels, as the screenshot has it.
+    pub width: u32,
+    pub height: u32,
+    /// Bits per pixel of a VBE mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpp: Option<u16>,
+    /// Text mode: each row's characters (printable ASCII; others as
+    /// spaces; trailing spaces trimmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<Vec<String>>,
+}
+
 /// A control request, as the table above lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -142,6 +162,10 @@ pub enum Request {
     /// `PUT /v1/vm/net/{index}` with a [`NetUpdate`]: set NIC `index`'s
     /// link up or down.
     NetLink { index: usize, link: LinkState },
+    /// `GET /v1/vm/screenshot`: answers a PNG.
+    Screenshot,
+    /// `GET /v1/vm/screen`: answers a [`ScreenInfo`].
+    Screen,
 }
 
 /// A request kiln-vmm refuses before acting: the HTTP status (400, 404,
@@ -161,7 +185,7 @@ impl Refused {
 impl Request {
     pub fn method(&self) -> &'static str {
         match self {
-            Request::Info => "GET",
+            Request::Info | Request::Screenshot | Request::Screen => "GET",
             _ => "PUT",
         }
     }
@@ -175,6 +199,8 @@ impl Request {
             Request::Reset => "/v1/vm/reset".to_string(),
             Request::Kill => "/v1/vm/kill".to_string(),
             Request::NetLink { index, .. } => format!("/v1/vm/net/{index}"),
+            Request::Screenshot => "/v1/vm/screenshot".to_string(),
+            Request::Screen => "/v1/vm/screen".to_string(),
         }
     }
 
@@ -196,12 +222,16 @@ impl Request {
             return Request::parse_net(method, path, index, body);
         }
         let action = match path {
-            "/v1/vm" => {
+            "/v1/vm" | "/v1/vm/screenshot" | "/v1/vm/screen" => {
                 return match method {
-                    "GET" => Ok(Request::Info),
+                    "GET" => Ok(match path {
+                        "/v1/vm" => Request::Info,
+                        "/v1/vm/screenshot" => Request::Screenshot,
+                        _ => Request::Screen,
+                    }),
                     _ => Err(Refused::new(
                         405,
-                        format!("{method} is not allowed on /v1/vm; use GET"),
+                        format!("{method} is not allowed on {path}; use GET"),
                     )),
                 }
             }
@@ -258,6 +288,8 @@ mod tests {
             Request::PowerButton,
             Request::Reset,
             Request::Kill,
+            Request::Screenshot,
+            Request::Screen,
             Request::NetLink {
                 index: 3,
                 link: LinkState::Down,

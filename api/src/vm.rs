@@ -53,6 +53,31 @@ pub struct VmConfig {
     /// None: [`SmbiosConfig::default`] values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smbios: Option<SmbiosConfig>,
+    /// A display the guest draws on (None: no display; the serial port is
+    /// the only console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<DisplayConfig>,
+}
+
+/// The guest's display.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayConfig {
+    #[serde(default)]
+    pub device: DisplayDevice,
+    /// The VGA BIOS SeaBIOS runs for it (`vgabios-stdvga.bin`); None: the
+    /// file of that name beside the firmware, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rom: Option<String>,
+}
+
+/// The display devices kiln-vmm has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DisplayDevice {
+    /// QEMU's standard VGA (PCI 1234:1111, Bochs VBE, linear framebuffer).
+    #[default]
+    Vga,
 }
 
 /// The SMBIOS strings and UUID a guest reads (dmidecode, /sys/class/dmi,

@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use kiln_api::control::{ErrorBody, VmInfo};
+use kiln_api::control::{ErrorBody, ScreenInfo, VmInfo};
 
 /// Longest request head we read.
 const MAX_HEAD: usize = 8192;
@@ -23,11 +23,13 @@ const MAX_BODY: usize = 4096;
 /// builds its requests from too.
 pub use kiln_api::control::Request as Command;
 
-/// An answer: status and optional JSON body.
+/// An answer: status and optional JSON body, or a PNG.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
     pub body: Option<String>,
+    /// A PNG body (`image/png`) instead of JSON.
+    pub png: Option<Vec<u8>>,
 }
 
 impl Reply {
@@ -35,6 +37,7 @@ impl Reply {
         Reply {
             status: 204,
             body: None,
+            png: None,
         }
     }
 
@@ -42,6 +45,15 @@ impl Reply {
         Reply {
             status,
             body: Some(serde_json::to_string(value).expect("API types serialize")),
+            png: None,
+        }
+    }
+
+    pub fn png(data: Vec<u8>) -> Self {
+        Reply {
+            status: 200,
+            body: None,
+            png: Some(data),
         }
     }
 
@@ -64,6 +76,9 @@ pub enum ActError {
     /// The command names something that does not exist (404).
     #[error("{0}")]
     NotFound(String),
+    /// The VMM failed at it (500).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ActError {
@@ -71,6 +86,7 @@ impl ActError {
         match self {
             ActError::Conflict(_) => 409,
             ActError::NotFound(_) => 404,
+            ActError::Internal(_) => 500,
         }
     }
 }
@@ -92,6 +108,10 @@ pub trait ControlTarget {
     fn info(&self) -> VmInfo;
     /// Carry out a state change.
     fn act(&mut self, cmd: Command) -> Result<(), ActError>;
+    /// The display's picture as a PNG.
+    fn screenshot(&self) -> Result<Vec<u8>, ActError>;
+    /// What the display shows.
+    fn screen(&self) -> Result<ScreenInfo, ActError>;
 }
 
 /// Map a request with its body to a command ([`Command::parse`]), or the
@@ -159,23 +179,31 @@ fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         411 => "Length Required",
         413 => "Payload Too Large",
+        500 => "Internal Server Error",
         431 => "Request Header Fields Too Large",
         _ => "Error",
     }
 }
 
 pub fn write_reply(out: &mut impl Write, reply: &Reply) -> io::Result<()> {
-    let body = reply.body.as_deref().unwrap_or("");
+    let body = match (&reply.png, &reply.body) {
+        (Some(png), _) => png.as_slice(),
+        (None, Some(json)) => json.as_bytes(),
+        (None, None) => &[],
+    };
     let mut msg = format!(
         "HTTP/1.1 {} {}\r\nConnection: close\r\n",
         reply.status,
         reason(reply.status)
     );
-    if reply.body.is_some() {
+    if reply.png.is_some() {
+        msg.push_str("Content-Type: image/png\r\n");
+    } else if reply.body.is_some() {
         msg.push_str("Content-Type: application/json\r\n");
     }
-    msg.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    out.write_all(msg.as_bytes())
+    msg.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    out.write_all(msg.as_bytes())?;
+    out.write_all(body)
 }
 
 /// Read one request: its head and its (bounded) body.
@@ -222,6 +250,14 @@ pub fn serve_connection(mut stream: UnixStream, target: &mut dyn ControlTarget) 
     {
         Err(reply) => (reply, None),
         Ok(Command::Info) => (Reply::json(200, &target.info()), None),
+        Ok(Command::Screenshot) => match target.screenshot() {
+            Ok(png) => (Reply::png(png), None),
+            Err(e) => (Reply::error(e.status(), e.to_string()), None),
+        },
+        Ok(Command::Screen) => match target.screen() {
+            Ok(s) => (Reply::json(200, &s), None),
+            Err(e) => (Reply::error(e.status(), e.to_string()), None),
+        },
         Ok(cmd) => match target.act(cmd) {
             Ok(()) => (Reply::no_content(), Some(cmd)),
             Err(msg) => (Reply::error(msg.status(), msg.to_string()), None),

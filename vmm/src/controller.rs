@@ -9,8 +9,8 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use kiln_api::control::{ExitReason, LinkState, NetInfo, VmInfo, VmState};
-use log::{info, warn};
+use kiln_api::control::{ExitReason, LinkState, NetInfo, ScreenInfo, VmInfo, VmState};
+use log::{debug, info, warn};
 use vmm_sys_util::epoll::EventSet;
 
 use crate::control::{self, ActError, Command, ControlTarget};
@@ -290,6 +290,14 @@ impl Controller {
     }
 }
 
+impl Controller {
+    fn display(&self) -> Result<&crate::device_manager::display::Display, ActError> {
+        self.vm.devices.display.as_ref().ok_or_else(|| {
+            ActError::NotFound("this VM has no display (start it with --display vga)".into())
+        })
+    }
+}
+
 impl ControlTarget for Controller {
     fn info(&self) -> VmInfo {
         let exit_reason = self.vm.shared.exit_reason();
@@ -315,13 +323,33 @@ impl ControlTarget for Controller {
         }
     }
 
+    fn screenshot(&self) -> Result<Vec<u8>, ActError> {
+        let display = self.display()?;
+        let t = std::time::Instant::now();
+        let frame = crate::screen::capture(&display.vga);
+        let png = crate::screen::png(&frame)
+            .map_err(|e| ActError::Internal(format!("encoding the screenshot: {e}")))?;
+        debug!(
+            "screenshot: {}x{}, {} bytes of PNG in {} µs",
+            frame.width,
+            frame.height,
+            png.len(),
+            t.elapsed().as_micros()
+        );
+        Ok(png)
+    }
+
+    fn screen(&self) -> Result<ScreenInfo, ActError> {
+        Ok(crate::screen::info(&self.display()?.vga))
+    }
+
     fn act(&mut self, cmd: Command) -> Result<(), ActError> {
         if self.vm.shared.exit_reason().is_some() {
             return Err("the VM has already ended".into());
         }
         let state = self.vm.shared.run_state();
         match cmd {
-            Command::Info => {}
+            Command::Info | Command::Screenshot | Command::Screen => {}
             Command::Pause if state == RunState::Paused => {
                 return Err("the VM is already paused".into())
             }

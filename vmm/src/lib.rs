@@ -15,6 +15,7 @@ pub mod memory;
 pub mod net;
 pub mod panic_hook;
 pub mod reset_state;
+pub mod screen;
 pub mod seccomp;
 pub mod terminal;
 pub mod vcpu;

@@ -44,6 +44,9 @@ pub struct Backing {
     /// memfd (MAP_SHARED) rather than anonymous private memory.
     pub shared: bool,
     pub hugepages: bool,
+    /// Leave the legacy VGA window (0xA0000-0xBFFFF) out of RAM: a
+    /// display device emulates it.
+    pub vga_hole: bool,
 }
 
 /// Map `size_mib` MiB of guest RAM at the addresses the layout gives.
@@ -59,7 +62,7 @@ pub fn create(size_mib: u64, backing: Backing) -> Result<GuestMemoryMmap, Memory
     };
     let mut regions = Vec::new();
     let mut file_offset = 0u64;
-    for (addr, len) in layout::ram_regions(size) {
+    for (addr, len) in layout::ram_regions(size, backing.vga_hole) {
         let mut builder =
             MmapRegionBuilder::new(len).with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE);
         let mut flags = libc::MAP_NORESERVE;
@@ -160,7 +163,7 @@ mod tests {
                 3 * 1024 + 64,
                 Backing {
                     shared,
-                    hugepages: false,
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -179,6 +182,40 @@ mod tests {
             assert!(mem
                 .read_obj::<u32>(GuestAddress(layout::MMIO32_START))
                 .is_err());
+        }
+    }
+
+    #[test]
+    fn a_display_leaves_the_vga_window_out_of_ram() {
+        for shared in [false, true] {
+            let backing = Backing {
+                shared,
+                vga_hole: true,
+                ..Default::default()
+            };
+            let mem = create(64, backing).unwrap();
+            let regions: Vec<_> = mem.iter().map(|r| (r.start_addr().0, r.len())).collect();
+            assert_eq!(
+                regions,
+                vec![
+                    (0, layout::VGA_WINDOW_START as usize),
+                    (
+                        layout::VGA_WINDOW_END,
+                        (64 << 20) - layout::VGA_WINDOW_END as usize
+                    )
+                ]
+            );
+            for at in [
+                layout::VGA_WINDOW_START,
+                0xb_8000,
+                layout::VGA_WINDOW_END - 1,
+            ] {
+                assert!(mem.read_obj::<u8>(GuestAddress(at)).is_err());
+            }
+            mem.write_obj(7u8, GuestAddress(layout::VGA_WINDOW_END))
+                .unwrap();
+            mem.write_obj(9u8, GuestAddress(layout::VGA_WINDOW_START - 1))
+                .unwrap();
         }
     }
 

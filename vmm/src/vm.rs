@@ -37,6 +37,8 @@ pub enum VmError {
     Memory(#[from] MemoryError),
     #[error("devices")]
     Devices(#[from] DeviceError),
+    #[error("display")]
+    Display(#[from] crate::device_manager::display::DisplayError),
     #[error("ACPI tables")]
     Acpi(#[from] acpi::AcpiError),
     #[error("virtio devices")]
@@ -97,6 +99,7 @@ impl Vm {
             &config.nets,
             config.rng.then_some(config.rng_transitional),
         )?;
+        let display_rom = crate::device_manager::display::open_rom(config)?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let fd = kvm.create_vm().map_err(kvm_op("create a VM"))?;
         let mem_size = config.memory.size_mib << 20;
@@ -105,6 +108,7 @@ impl Vm {
             Backing {
                 shared: config.memory.shared,
                 hugepages: config.memory.hugepages,
+                vga_hole: config.display.is_some(),
             },
         )?;
         memory::register(&fd, &mem)?;
@@ -138,6 +142,7 @@ impl Vm {
                 console: Box::new(console),
                 requests: shared.clone(),
                 start,
+                display_rom,
             },
             models,
         )?;

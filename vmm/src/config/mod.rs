@@ -90,6 +90,12 @@ pub struct Args {
     /// Keep the RTC in host local time instead of UTC (as Windows expects).
     #[arg(long)]
     pub rtc_local_time: bool,
+    /// A display device: vga (QEMU's standard VGA). Off by default.
+    #[arg(long, value_parser = parse_display)]
+    pub display: Option<kiln_api::vm::DisplayDevice>,
+    /// The VGA BIOS for SeaBIOS (vgabios-stdvga.bin); default: the file of that name beside --firmware.
+    #[arg(long, requires = "display")]
+    pub vga_rom: Option<String>,
     /// Seccomp filters on every thread: kill (a forbidden system call kills the VMM), log, off.
     #[arg(long, default_value = "kill", value_parser = crate::seccomp::parse_mode)]
     pub seccomp: crate::seccomp::SeccompMode,
@@ -111,6 +117,13 @@ pub enum ConfigError {
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse()
         .map_err(|_| format!("unknown log level {s:?}: use error, warn, info, debug"))
+}
+
+fn parse_display(s: &str) -> Result<kiln_api::vm::DisplayDevice, String> {
+    match s {
+        "vga" | "std" => Ok(kiln_api::vm::DisplayDevice::Vga),
+        _ => Err(format!("unknown display {s:?}: use vga")),
+    }
 }
 
 fn parse_protocol(s: &str) -> Result<BootProtocol, String> {
@@ -194,6 +207,10 @@ impl Args {
                 hyperv: self.hyperv,
                 rtc_local_time: self.rtc_local_time,
                 smbios: self.smbios.clone(),
+                display: self.display.map(|device| kiln_api::vm::DisplayConfig {
+                    device,
+                    rom: self.vga_rom.clone(),
+                }),
             },
         };
         validate(&cfg)?;
@@ -220,6 +237,11 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
         (None, None) => return bad("nothing to boot: give a kernel or a firmware".into()),
         (Some(_), Some(_)) => return bad("give a kernel or a firmware, not both".into()),
         (None, Some(_)) | (Some(_), None) => {}
+    }
+    if cfg.display.is_some() && cfg.memory.hugepages {
+        return bad(
+            "a display needs guest RAM without huge pages (the VGA window splits low RAM)".into(),
+        );
     }
     if cfg.rng_transitional && !cfg.rng {
         return bad("rng_transitional needs rng".into());

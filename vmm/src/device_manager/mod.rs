@@ -8,6 +8,8 @@
 //! Devices never learn about each other or about KVM.
 
 pub mod allocator;
+mod bar_window;
+pub mod display;
 pub mod firmware;
 pub mod fw_cfg;
 pub mod interrupts;
@@ -55,6 +57,10 @@ pub enum DeviceError {
     Virtio(#[from] WiringError),
     #[error("the firmware variable store's flash")]
     Flash(#[from] firmware::FlashError),
+    #[error("the display")]
+    Display(#[from] display::DisplayError),
+    #[error("placing the PCI BAR window on the MMIO bus")]
+    BarWindow(#[source] BusError),
     #[error("placing {name} on the bus failed")]
     Bus {
         name: &'static str,
@@ -84,6 +90,8 @@ pub struct DeviceManager {
     pub virtio: VirtioDevices,
     /// Firmware boot with a variable store: its flash device.
     pub flash: Option<Arc<Mutex<firmware::VarsFlash>>>,
+    /// The display, when the configuration has one.
+    pub display: Option<display::Display>,
 }
 
 /// What the device manager needs to build a VM's devices besides KVM.
@@ -94,6 +102,8 @@ pub struct DeviceContext {
     pub requests: Arc<dyn VmRequests>,
     /// The VMM's start, that debug-port timestamps count from.
     pub start: Instant,
+    /// The display's VGA BIOS, read before KVM ([`display::open_rom`]).
+    pub display_rom: Option<Vec<u8>>,
 }
 
 impl DeviceManager {
@@ -124,17 +134,28 @@ impl DeviceManager {
             config.rtc_local_time,
         )?;
         let mut alloc = Allocator::default();
-        let virtio = virtio::attach(
-            vm,
-            mem,
-            &mut Buses {
-                pio: &mut pio,
-                mmio: &mut mmio,
-                pci: &pci,
-            },
-            &mut alloc,
-            models,
-        )?;
+        let window = Arc::new(bar_window::BarWindow::default());
+        let mut buses = Buses {
+            pio: &mut pio,
+            mmio: &mut mmio,
+            pci: &pci,
+        };
+        let virtio = virtio::attach(vm, mem, &mut buses, &mut alloc, &window, models)?;
+        // After the virtio devices, so that their slots stay where they
+        // are without a display.
+        let display = match &config.display {
+            Some(_) => Some(display::attach(vm, &mut buses, &mut alloc, &window)?),
+            None => None,
+        };
+        if !window.is_empty() {
+            bar_window::insert(&mut mmio, &window).map_err(DeviceError::BarWindow)?;
+        }
+        if let (Some(fw_cfg), Some(_)) = (&platform.fw_cfg, &display) {
+            display::firmware_files(
+                &mut fw_cfg.lock().unwrap_or_else(|e| e.into_inner()),
+                ctx.display_rom,
+            )?;
+        }
         Ok(DeviceManager {
             pio,
             mmio,
@@ -143,6 +164,7 @@ impl DeviceManager {
             acpi,
             virtio,
             flash: None,
+            display,
         })
     }
 }

@@ -15,6 +15,7 @@
 //! [`virtio::net::TapQueue`]). `tests/layering.rs` fails if one does.
 
 pub mod bus;
+pub mod display;
 pub mod legacy;
 pub mod pci;
 pub mod virtio;

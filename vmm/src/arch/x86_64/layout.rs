@@ -95,11 +95,25 @@ pub struct E820Entry {
     pub kind: E820Kind,
 }
 
-/// The guest RAM regions for `size` bytes of RAM: below the 32-bit MMIO hole,
-/// and the rest above 4 GiB.
-pub fn ram_regions(size: u64) -> Vec<(GuestAddress, usize)> {
+/// The legacy VGA memory window: left out of RAM when a display emulates it.
+pub const VGA_WINDOW_START: u64 = 0xa_0000;
+pub const VGA_WINDOW_END: u64 = 0xc_0000;
+
+/// The guest RAM regions for `size` bytes of RAM: below the 32-bit MMIO hole
+/// (around the VGA window if `vga_hole`), and the rest above 4 GiB.
+pub fn ram_regions(size: u64, vga_hole: bool) -> Vec<(GuestAddress, usize)> {
     let low = size.min(MMIO32_START);
-    let mut regions = vec![(GuestAddress(0), low as usize)];
+    let mut regions = if vga_hole && low > VGA_WINDOW_END {
+        vec![
+            (GuestAddress(0), VGA_WINDOW_START as usize),
+            (
+                GuestAddress(VGA_WINDOW_END),
+                (low - VGA_WINDOW_END) as usize,
+            ),
+        ]
+    } else {
+        vec![(GuestAddress(0), low as usize)]
+    };
     if size > low {
         regions.push((GuestAddress(FOUR_GIB), (size - low) as usize));
     }
@@ -195,7 +209,7 @@ mod tests {
             .iter()
             .any(|e| e.kind == E820Kind::Ram && e.addr < HIMEM_START && e.addr + e.size > 0xa0000));
         assert_eq!(
-            ram_regions(512 * MIB),
+            ram_regions(512 * MIB, false),
             vec![(GuestAddress(0), (512 * MIB) as usize)]
         );
     }
@@ -214,7 +228,7 @@ mod tests {
             }
         }
         assert_eq!(
-            ram_regions(size),
+            ram_regions(size, false),
             vec![
                 (GuestAddress(0), (3 * GIB) as usize),
                 (GuestAddress(FOUR_GIB), (2 * GIB) as usize)

@@ -25,17 +25,18 @@
 mod legacy;
 mod models;
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use models::VirtioModels;
 
-use super::allocator::{bar_ranges, in_io_window, in_window, Allocator};
+use super::allocator::{in_io_window, in_window, Allocator};
+pub(super) use super::bar_window::{BarWindow, BarWindowRange, Mapping};
 use super::interrupts::{dup_vm_fd, InterruptError, MsiRouter};
 use super::Buses;
-use crate::devices::bus::{BusDevice, BusError};
+use crate::devices::bus::BusError;
 use crate::devices::pci::{BarMove, BarMoveHandler, PciError, SharedPciDevice};
 use crate::devices::virtio::net::NetLink;
 use crate::devices::virtio::transport::{
@@ -101,62 +102,6 @@ pub enum WiringError {
     IoWindowFull,
     #[error("starting the INTx resampler")]
     Resampler(#[source] std::io::Error),
-}
-
-struct Mapping {
-    slot: u8,
-    bar: usize,
-    addr: u64,
-    len: u64,
-    device: SharedPciDevice,
-}
-
-/// The BARs living in the 32-bit MMIO window, by current address.
-#[derive(Default)]
-pub struct BarWindow {
-    maps: RwLock<Vec<Mapping>>,
-}
-
-impl BarWindow {
-    fn find(&self, addr: u64) -> Option<(SharedPciDevice, usize, u64)> {
-        let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
-        maps.iter()
-            .find(|m| m.addr != 0 && addr >= m.addr && addr - m.addr < m.len)
-            .map(|m| (m.device.clone(), m.bar, addr - m.addr))
-    }
-
-    fn set_addr(&self, slot: u8, bar: usize, addr: u64) {
-        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = maps.iter_mut().find(|m| m.slot == slot && m.bar == bar) {
-            m.addr = addr;
-        }
-    }
-}
-
-/// [`BarWindow`] as the bus device covering the window from `base`.
-struct BarWindowRange {
-    window: Arc<BarWindow>,
-    base: u64,
-}
-
-impl BusDevice for BarWindowRange {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        match self.window.find(self.base + offset) {
-            Some((dev, bar, off)) => dev
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .bar_read(bar, off, data),
-            None => data.fill(0xff),
-        }
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        if let Some((dev, bar, off)) = self.window.find(self.base + offset) {
-            dev.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .bar_write(bar, off, data);
-        }
-    }
 }
 
 /// What the [`BarMover`] knows of one device.
@@ -273,7 +218,6 @@ pub struct VirtioDevices {
     /// Every disk, as its device serves it: the main thread closes them
     /// when the VMM ends (`disks.rs`).
     pub disks: DiskSet,
-    pub window: Option<Arc<BarWindow>>,
     _router: Option<Arc<MsiRouter>>,
     /// Transitional devices' INTx resampling thread.
     _intx: Option<legacy::IntxResampler>,
@@ -300,6 +244,7 @@ pub(super) fn attach(
     mem: &GuestMemoryMmap,
     buses: &mut Buses<'_>,
     alloc: &mut Allocator,
+    window: &Arc<BarWindow>,
     models: VirtioModels,
 ) -> Result<VirtioDevices, WiringError> {
     let VirtioModels {
@@ -312,12 +257,11 @@ pub(super) fn attach(
             devices: Vec::new(),
             nets: Vec::new(),
             disks,
-            window: None,
             _router: None,
             _intx: None,
         });
     }
-    let window = Arc::new(BarWindow::default());
+    let window = window.clone();
     let io_window = Arc::new(BarWindow::default());
     let mut w = Wiring {
         vm,
@@ -343,7 +287,6 @@ pub(super) fn attach(
         devices,
         nets: links.into_iter().map(|(_, l)| l).collect(),
         disks,
-        window: Some(w.window),
         _router: Some(w.router),
         _intx: match w.intx.is_empty() {
             true => None,
@@ -412,29 +355,21 @@ impl Wiring<'_> {
             log::info!(
                 "virtio type {kind} is transitional: I/O BAR 0 at port {io_addr:#x}, INTx GSI {gsi}"
             );
-            self.io_window
-                .maps
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Mapping {
-                    slot,
-                    bar: LEGACY_BAR_INDEX,
-                    addr: io_addr,
-                    len: LEGACY_BAR_SIZE,
-                    device: shared.clone(),
-                });
-        }
-        self.window
-            .maps
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Mapping {
+            self.io_window.add(Mapping {
                 slot,
-                bar: modern_bar,
-                addr,
-                len: BAR_SIZE,
-                device: shared,
+                bar: LEGACY_BAR_INDEX,
+                addr: io_addr,
+                len: LEGACY_BAR_SIZE,
+                device: shared.clone(),
             });
+        }
+        self.window.add(Mapping {
+            slot,
+            bar: modern_bar,
+            addr,
+            len: BAR_SIZE,
+            device: shared,
+        });
         self.mover
             .notify
             .lock()
@@ -449,29 +384,11 @@ impl Wiring<'_> {
         Ok((slot, dev))
     }
 
-    /// The BAR windows on the buses (the I/O one only if a transitional
-    /// device uses it), and the mover on the PCI root.
+    /// The I/O window on the port bus (only if a transitional device
+    /// uses it), and the mover on the PCI root. The MMIO window goes on
+    /// the bus once every device family has added its BARs (`mod.rs`).
     fn insert_windows(&self, buses: &mut Buses<'_>) -> Result<(), WiringError> {
-        for (start, stop) in bar_ranges() {
-            buses
-                .mmio
-                .insert(
-                    Arc::new(Mutex::new(BarWindowRange {
-                        window: self.window.clone(),
-                        base: start,
-                    })),
-                    start,
-                    stop - start,
-                )
-                .map_err(WiringError::Bus)?;
-        }
-        if !self
-            .io_window
-            .maps
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-        {
+        if !self.io_window.is_empty() {
             legacy::insert_io_window(buses.pio, &self.io_window)?;
         }
         buses
@@ -480,68 +397,5 @@ impl Wiring<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .set_bar_move_handler(self.mover.clone());
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::arch::x86_64::layout;
-    use crate::devices::pci::{PciBar, PciDevice};
-
-    struct Echo;
-    impl PciDevice for Echo {
-        fn config_read(&mut self, _: usize) -> u32 {
-            0
-        }
-        fn config_write(&mut self, _: usize, _: u64, _: &[u8]) -> Option<BarMove> {
-            None
-        }
-        fn bars(&self) -> Vec<PciBar> {
-            Vec::new()
-        }
-        fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
-            data.copy_from_slice(&(offset as u32 | (bar as u32) << 24).to_le_bytes()[..data.len()]);
-        }
-    }
-
-    #[test]
-    fn the_window_follows_bar_moves() {
-        let window = Arc::new(BarWindow::default());
-        let dev: SharedPciDevice = Arc::new(Mutex::new(Echo));
-        window.maps.write().unwrap().push(Mapping {
-            slot: 3,
-            bar: 0,
-            addr: 0xc000_0000,
-            len: 0x8000,
-            device: dev,
-        });
-        let mut range = BarWindowRange {
-            window: window.clone(),
-            base: layout::MMIO32_START,
-        };
-        let mut b = [0u8; 4];
-        range.read(0x10, &mut b);
-        assert_eq!(u32::from_le_bytes(b), 0x10);
-        window.set_addr(3, 0, 0xc010_0000);
-        range.read(0x10, &mut b);
-        assert_eq!(b, [0xff; 4], "nothing at the old address");
-        range.read(0x10_0010, &mut b);
-        assert_eq!(u32::from_le_bytes(b), 0x10);
-        range.read(0x10_8000, &mut b);
-        assert_eq!(b, [0xff; 4], "past the BAR's end");
-        // Unmapped (moved outside the window): nowhere.
-        window.set_addr(3, 0, 0);
-        range.read(0, &mut b);
-        assert_eq!(b, [0xff; 4]);
-        assert!(in_window(0xc000_0000, 0x8000));
-        assert!(in_window(0xdfff_8000, 0x8000));
-        assert!(!in_window(0xdfff_8000, 0x8001));
-        assert!(!in_window(0xbfff_f000, 0x8000));
-        assert!(!in_window(u64::MAX - 4, 0x8000));
-        // SeaBIOS's top-down placement, below the IOAPIC; not the ECAM.
-        assert!(in_window(0xfebf_8000, 0x8000));
-        assert!(!in_window(0xfebf_8000, 0x8001));
-        assert!(!in_window(layout::PCI_ECAM_START, 0x8000));
     }
 }

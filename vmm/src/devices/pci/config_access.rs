@@ -52,12 +52,12 @@ fn write_config(root: &Mutex<PciRoot>, bdf: (u8, u8, u8), reg: usize, offset: us
     let (moved, handler) = {
         let root = lock(root);
         let moved = root.config_write(bdf.0, bdf.1, bdf.2, reg, offset as u64, data);
-        (moved, root.bar_move_handler())
+        (moved, root.bar_move_handlers())
     };
     if let Some((slot, mv)) = moved {
         log::debug!("PCI 00:{slot:02x}.0 BAR {} moved: {mv:?}", mv.index);
-        if let Some(handler) = handler {
-            handler.bar_moved(slot, mv);
+        for h in handler {
+            h.bar_moved(slot, mv);
         }
     }
 }

@@ -68,7 +68,7 @@ pub struct PciRoot {
     /// Functions 1..7, by (slot, function).
     functions: BTreeMap<(u8, u8), SharedPciDevice>,
     host_bridge: HostBridgeIdentity,
-    bar_handler: Option<Arc<dyn BarMoveHandler>>,
+    bar_handlers: Vec<Arc<dyn BarMoveHandler>>,
 }
 
 impl Default for PciRoot {
@@ -90,7 +90,7 @@ impl PciRoot {
             slots,
             functions: BTreeMap::new(),
             host_bridge: id,
-            bar_handler: None,
+            bar_handlers: Vec::new(),
         }
     }
 
@@ -147,13 +147,14 @@ impl PciRoot {
         self.slots.get(usize::from(slot))?.clone()
     }
 
-    /// Who is told about BAR moves.
+    /// Add one more handler told about BAR moves (each device family
+    /// registers its own; a handler ignores slots it does not know).
     pub fn set_bar_move_handler(&mut self, handler: Arc<dyn BarMoveHandler>) {
-        self.bar_handler = Some(handler);
+        self.bar_handlers.push(handler);
     }
 
-    pub(super) fn bar_move_handler(&self) -> Option<Arc<dyn BarMoveHandler>> {
-        self.bar_handler.clone()
+    pub(super) fn bar_move_handlers(&self) -> Vec<Arc<dyn BarMoveHandler>> {
+        self.bar_handlers.clone()
     }
 
     fn function(&self, bus: u8, slot: u8, function: u8) -> Option<&SharedPciDevice> {

@@ -254,14 +254,7 @@ fn real_guest_reads_the_leaves() {
     }
     let kvm = Kvm::new().expect("open /dev/kvm");
     let vm = kvm.create_vm().expect("create a VM");
-    let mem = memory::create(
-        1,
-        Backing {
-            shared: false,
-            hugepages: false,
-        },
-    )
-    .expect("guest memory");
+    let mem = memory::create(1, Backing::default()).expect("guest memory");
     memory::register(&vm, &mem).expect("memory slot");
     // Real mode at 0x1000: cpuid; hlt. No irqchip, so HLT exits here.
     mem.write_slice(&[0x0f, 0xa2, 0xf4], GuestAddress(0x1000))
