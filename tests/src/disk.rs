@@ -32,6 +32,13 @@ pub fn smbios_probe_disk(dir: &Path) -> PathBuf {
     boot_sector_disk(dir, "smbios", "smbios.raw")
 }
 
+/// An 8 MiB raw disk whose boot sector is the display probe
+/// (images/mbr/vga.s): text through int 10h, then a 1024x768x32 VBE
+/// pattern (see the source for what it draws and prints).
+pub fn vga_probe_disk(dir: &Path) -> PathBuf {
+    boot_sector_disk(dir, "vga", "vga.raw")
+}
+
 /// How the SMBIOS probe prints `uuid` (text form): SMBIOS stores the
 /// first three fields little-endian.
 pub fn smbios_uuid_hex(uuid: &str) -> String {

@@ -1,0 +1,132 @@
+/* A boot sector (MBR) probe of the display (tests/tests/display.rs):
+ *  1. prints `KILN VGA PROBE` on the screen through int 10h (teletype),
+ *     then `KILNVGA TEXT` on COM1;
+ *  2. about two seconds later (36 BIOS timer ticks: time for the test's
+ *     text-mode screenshot) sets 1024x768x32 through the Bochs VBE
+ *     registers (ports 0x1CE/0x1CF), finds the framebuffer (BAR 0 of PCI
+ *     1234:1111 on bus 0) and, in unreal mode, draws: pixel (x, y) for
+ *     x, y < 256 is red x, green y, blue 0x80; rows 400-409 are red.
+ *     Then prints `KILNVGA VBE` on COM1 and halts (the test kills it).
+ *  `KILNVGA FAIL` on COM1: no 1234:1111 device.
+ * Assembled with GNU as --32, linked flat at 0x7c00.
+ */
+        .include "common.inc"
+        .code16
+        .globl _start
+
+.macro DISPI index, value
+        mov $0x1ce, %dx
+        mov $\index, %ax
+        out %ax, %dx
+        inc %dx
+        mov $\value, %ax
+        out %ax, %dx
+.endm
+
+_start:
+        BOOT_SETUP
+        mov $screen_msg, %si
+1:      lodsb
+        test %al, %al
+        jz 2f
+        mov $0x0e, %ah
+        mov $0x0007, %bx
+        int $0x10
+        jmp 1b
+2:      mov $text_msg, %si
+        PRINT_SI
+        /* Wait 36 ticks of the BIOS timer (0x46C). */
+        mov 0x46c, %bx
+        add $36, %bx
+3:      hlt
+        mov 0x46c, %ax
+        cmp %bx, %ax
+        jne 3b
+
+        /* Find 1234:1111 on bus 0: its BAR 0 into %edi. */
+        mov $0x80000000, %ebx
+4:      mov %ebx, %eax
+        mov $0xcf8, %dx
+        out %eax, %dx
+        mov $0xcfc, %dx
+        in %dx, %eax
+        cmp $0x11111234, %eax
+        je 5f
+        add $0x800, %ebx
+        cmp $0x80010000, %ebx
+        jb 4b
+        mov $fail_msg, %si
+        PRINT_SI
+        jmp halt
+5:      lea 0x10(%ebx), %eax
+        mov $0xcf8, %dx
+        out %eax, %dx
+        mov $0xcfc, %dx
+        in %dx, %eax
+        and $0xfffffff0, %eax
+        mov %eax, %edi
+
+        DISPI 4, 0              /* disable */
+        DISPI 1, 1024
+        DISPI 2, 768
+        DISPI 3, 32
+        DISPI 4, 0x41           /* enabled, linear framebuffer */
+
+        /* Unreal mode: %fs with a 4 GiB limit. */
+        cli
+        lgdt gdtr
+        mov %cr0, %eax
+        or $1, %al
+        mov %eax, %cr0
+        mov $8, %bx
+        mov %bx, %fs
+        and $0xfe, %al
+        mov %eax, %cr0
+        xor %ax, %ax
+        mov %ax, %fs
+        sti
+
+        xor %ecx, %ecx          /* y */
+6:      xor %esi, %esi          /* x */
+7:      mov %esi, %eax
+        shl $16, %eax
+        mov %ecx, %edx
+        shl $8, %edx
+        or %edx, %eax
+        or $0x80, %al
+        mov %ecx, %ebx
+        shl $10, %ebx
+        add %esi, %ebx
+        addr32 mov %eax, %fs:(%edi,%ebx,4)
+        inc %esi
+        cmp $256, %esi
+        jb 7b
+        inc %ecx
+        cmp $256, %ecx
+        jb 6b
+
+        lea 400*4096(%edi), %ebx
+        mov $10240, %ecx
+        mov $0x00ff0000, %eax
+8:      addr32 mov %eax, %fs:(%ebx)
+        add $4, %ebx
+        dec %ecx
+        jnz 8b
+
+        mov $vbe_msg, %si
+        PRINT_SI
+halt:   cli
+9:      hlt
+        jmp 9b
+
+        .p2align 3
+gdt:    .quad 0
+        .quad 0x00cf92000000ffff        /* flat 4 GiB data */
+gdtr:   .word 15
+        .long gdt
+screen_msg: .asciz "KILN VGA PROBE"
+text_msg:   .asciz "\nKILNVGA TEXT\n"
+vbe_msg:    .asciz "\nKILNVGA VBE\n"
+fail_msg:   .asciz "\nKILNVGA FAIL\n"
+        .org 510
+        .word 0xaa55

@@ -1,0 +1,151 @@
+//! The standard VGA display (`--display vga`) end to end, with the
+//! default seccomp filters: Debian's SeaBIOS runs Debian's VGA BIOS
+//! (`vgabios-stdvga.bin`, found beside bios.bin, reaching SeaBIOS as the
+//! fw_cfg file `pci1234,1111.rom`), whose banner is then on the text
+//! screen; a boot sector probe (images/mbr/vga.s) writes text through
+//! int 10h, then switches to a 1024x768x32 VBE mode and draws a pattern.
+//! The control API's `GET /v1/vm/screen` gives text mode's characters
+//! and `GET /v1/vm/screenshot` a PNG, which the test decodes and checks
+//! pixel by pixel.
+
+use std::time::{Duration, Instant};
+
+use kiln_api::control::{Request, ScreenInfo};
+use kiln_tests::disk::vga_probe_disk;
+use kiln_tests::{api, kvm_available, ScratchDir, Vm, VmSpec};
+
+/// A decoded screenshot: width, height, RGB bytes.
+struct Shot {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+impl Shot {
+    fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
+        let at = (y * self.width + x) * 3;
+        [self.rgb[at], self.rgb[at + 1], self.rgb[at + 2]]
+    }
+}
+
+fn screenshot(vm: &Vm) -> (Shot, Duration) {
+    let sock = vm.api_socket.as_ref().expect("api socket");
+    let t = Instant::now();
+    let r = kiln_api::client::control(sock, &Request::Screenshot, api::TIMEOUT).unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let decoder = png::Decoder::new(std::io::Cursor::new(r.body));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut rgb = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut rgb).expect("PNG frame");
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    rgb.truncate(info.buffer_size());
+    (
+        Shot {
+            width: info.width as usize,
+            height: info.height as usize,
+            rgb,
+        },
+        took,
+    )
+}
+
+fn screen(vm: &Vm) -> ScreenInfo {
+    let sock = vm.api_socket.as_ref().expect("api socket");
+    let r = kiln_api::client::control(sock, &Request::Screen, api::TIMEOUT).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json().unwrap()
+}
+
+#[test]
+fn seabios_banner_and_a_vbe_probe_reach_the_screen() {
+    if !kvm_available("seabios_banner_and_a_vbe_probe_reach_the_screen") {
+        return;
+    }
+    let dir = ScratchDir::new("display").unwrap();
+    let img = vga_probe_disk(dir.path());
+    let spec = VmSpec::seabios().args([
+        "--display".to_string(),
+        "vga".to_string(),
+        "--disk".to_string(),
+        format!("path={},format=raw", img.display()),
+    ]);
+    let mut vm = Vm::start(&spec);
+    vm.wait_serial_line("KILNVGA TEXT", Duration::from_secs(120));
+    let text = screen(&vm);
+    assert_eq!(text.mode, "text", "{text:?}");
+    assert_eq!((text.width, text.height), (720, 400));
+    let rows = text.text.clone().expect("text rows");
+    assert_eq!(rows.len(), 25);
+    assert!(
+        rows[0].starts_with("SeaBIOS (version "),
+        "banner on the first row: {rows:#?}\n{}",
+        vm.describe()
+    );
+    assert!(
+        rows.iter().any(|r| r.contains("KILN VGA PROBE")),
+        "{rows:#?}"
+    );
+    // The picture of the same screen: 9x16 cells, light grey glyphs of
+    // the BIOS's font on black; the banner's row has lit pixels, a blank
+    // row none.
+    let (shot, took) = screenshot(&vm);
+    eprintln!("text-mode screenshot: {took:?}");
+    assert_eq!((shot.width, shot.height), (720, 400));
+    let lit = |y0: usize| {
+        (y0..y0 + 16)
+            .flat_map(|y| (0..720).map(move |x| (x, y)))
+            .filter(|&(x, y)| shot.pixel(x, y) != [0, 0, 0])
+            .count()
+    };
+    let colours: std::collections::BTreeSet<[u8; 3]> =
+        shot.rgb.chunks(3).map(|c| [c[0], c[1], c[2]]).collect();
+    assert!(
+        colours
+            .iter()
+            .all(|c| *c == [0, 0, 0] || *c == [0xaa, 0xaa, 0xaa]),
+        "{colours:?}"
+    );
+    assert!(lit(0) > 300, "the banner's row is drawn: {}", lit(0));
+    assert_eq!(lit(20 * 16), 0, "row 20 is blank");
+
+    vm.wait_serial_line("KILNVGA VBE", Duration::from_secs(60));
+    let vbe = screen(&vm);
+    assert_eq!(
+        (vbe.mode.as_str(), vbe.width, vbe.height, vbe.bpp, vbe.text),
+        ("vbe", 1024, 768, Some(32), None)
+    );
+    let (shot, took) = screenshot(&vm);
+    eprintln!("1024x768x32 screenshot: {took:?}");
+    assert_eq!((shot.width, shot.height), (1024, 768));
+    for (x, y) in [(0, 0), (255, 0), (0, 255), (17, 200), (255, 255), (128, 64)] {
+        assert_eq!(
+            shot.pixel(x, y),
+            [x as u8, y as u8, 0x80],
+            "pixel ({x}, {y})"
+        );
+    }
+    for (x, y) in [(0, 400), (1023, 409), (500, 405)] {
+        assert_eq!(shot.pixel(x, y), [0xff, 0, 0], "pixel ({x}, {y})");
+    }
+    for (x, y) in [(256, 0), (0, 256), (1023, 767), (600, 399), (600, 410)] {
+        assert_eq!(shot.pixel(x, y), [0, 0, 0], "pixel ({x}, {y})");
+    }
+}
+
+#[test]
+fn no_display_no_screenshot() {
+    if !kvm_available("no_display_no_screenshot") {
+        return;
+    }
+    let mut vm = Vm::start(&VmSpec::seabios());
+    vm.wait_api(Duration::from_secs(20));
+    let sock = vm.api_socket.clone().unwrap();
+    for path in ["/v1/vm/screenshot", "/v1/vm/screen"] {
+        let (status, body) = api::request(&sock, "GET", path).unwrap();
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("--display vga"), "{body}");
+        let (status, _) = api::request(&sock, "PUT", path).unwrap();
+        assert_eq!(status, 405);
+    }
+}
