@@ -198,11 +198,8 @@ mod tests {
             assert_eq!(
                 regions,
                 vec![
-                    (0, layout::VGA_WINDOW_START as usize),
-                    (
-                        layout::VGA_WINDOW_END,
-                        (64 << 20) - layout::VGA_WINDOW_END as usize
-                    )
+                    (0u64, layout::VGA_WINDOW_START),
+                    (layout::VGA_WINDOW_END, (64 << 20) - layout::VGA_WINDOW_END)
                 ]
             );
             for at in [
