@@ -13,10 +13,12 @@
 //! BARs can move: firmware or the guest kernel may reprogram them. The
 //! MMIO bus is fixed once the vCPUs run, so the 32-bit PCI hole (the
 //! window the ACPI tables announce, and the part above the ECAM up to the
-//! IOAPIC, where SeaBIOS places BARs) is one bus device, [`BarWindow`],
-//! that looks up the BAR at the accessed address in a table the
-//! [`BarMover`] (the PCI root's `BarMoveHandler`) updates, moving the
-//! notify ioeventfds with it. Nothing else may sit on the MMIO bus there.
+//! IOAPIC, where SeaBIOS places BARs) is the device manager's one
+//! [`BarWindow`] (`bar_window.rs`, shared with the display), that looks
+//! up the BAR at the accessed address in a table the [`BarMover`] (a
+//! `BarMoveHandler` of the PCI root) updates for virtio devices, moving
+//! the notify ioeventfds with it. Nothing else may sit on the MMIO bus
+//! there.
 //!
 //! Transitional devices (`transitional=on`) also have a legacy I/O BAR:
 //! `legacy.rs` wires it (a second window on the port bus, PIO

@@ -206,7 +206,7 @@ fn vbe_modes_set_through_the_dispi_ports_show_the_framebuffer() {
     // The same registers through BAR 2 (QEMU's layout at 0x500).
     let mut vga_l = vga.lock().unwrap();
     let mut b = [0u8; 2];
-    vga_l.bar_read(MMIO_BAR, 0x500 + 2 * 1, &mut b);
+    vga_l.bar_read(MMIO_BAR, 0x500 + 2, &mut b);
     assert_eq!(u16::from_le_bytes(b), 800);
     let mut q = [0u8; 4];
     vga_l.bar_read(MMIO_BAR, 0x604, &mut q);

@@ -106,11 +106,7 @@ impl Vbe {
     /// Write register `index`; returns what the VGA side must do.
     pub fn write(&mut self, index: usize, value: u16) -> VbeEffect {
         match index {
-            INDEX_ID => {
-                if (ID0..=ID5).contains(&value) {
-                    self.regs[INDEX_ID] = value;
-                }
-            }
+            INDEX_ID if (ID0..=ID5).contains(&value) => self.regs[INDEX_ID] = value,
             INDEX_XRES | INDEX_YRES | INDEX_BPP | INDEX_VIRT_WIDTH | INDEX_VIRT_HEIGHT
                 if !self.enabled() =>
             {
