@@ -69,6 +69,10 @@ pub struct DisplayConfig {
     /// file of that name beside the firmware, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rom: Option<String>,
+    /// Serve the screen over VNC (RFB 3.8, no authentication: the socket
+    /// file's mode is the access control) on this unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnc: Option<String>,
 }
 
 /// The display devices kiln-vmm has.

@@ -20,3 +20,4 @@ pub mod seccomp;
 pub mod terminal;
 pub mod vcpu;
 pub mod vm;
+pub mod vnc;

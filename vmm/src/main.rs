@@ -99,6 +99,13 @@ fn main() {
     let console = config.serial.socket.as_deref().map(|p| {
         bind(p).unwrap_or_else(|e| fail(format!("cannot listen on the console socket {p}: {e}")))
     });
+    let vnc = config
+        .display
+        .as_ref()
+        .and_then(|d| d.vnc.as_deref())
+        .map(|p| {
+            bind(p).unwrap_or_else(|e| fail(format!("cannot listen on the VNC socket {p}: {e}")))
+        });
     // Before any thread starts, so that every thread blocks them.
     let signals = kiln_vmm::controller::terminating_signals_fd()
         .unwrap_or_else(|e| fail(format!("cannot set up signal handling: {e}")));
@@ -111,6 +118,16 @@ fn main() {
         terminal::set_raw();
     }
     vm.start().unwrap_or_else(|e| fail(report(&e)));
+    let vnc_path = vnc.map(|(listener, path)| {
+        let display = vm
+            .devices
+            .display
+            .clone()
+            .expect("validated: --vnc needs a display");
+        kiln_vmm::vnc::spawn(listener, display)
+            .unwrap_or_else(|e| fail(format!("cannot start the VNC server: {e}")));
+        path
+    });
     info!(
         "VM running: {} vCPUs, {} MiB, built in {} µs",
         config.cpus.count,
@@ -144,7 +161,7 @@ fn main() {
     };
     terminal::restore();
     let ctl = controller.lock().unwrap();
-    for path in ctl.socket_paths() {
+    for path in ctl.socket_paths().iter().chain(&vnc_path) {
         let _ = std::fs::remove_file(path);
     }
     match outcome {

@@ -72,6 +72,9 @@ pub enum ThreadKind {
     Vcpu,
     /// A virtio device's queue worker.
     Worker,
+    /// The VNC server (`--vnc`): its viewers' sockets, rendering, and the
+    /// framebuffer's dirty log.
+    Vnc,
 }
 
 impl std::fmt::Display for ThreadKind {
@@ -80,6 +83,7 @@ impl std::fmt::Display for ThreadKind {
             ThreadKind::Vmm => "vmm",
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::Worker => "virtio worker",
+            ThreadKind::Vnc => "vnc",
         })
     }
 }
@@ -311,6 +315,21 @@ const WORKER: &[libc::c_long] = &[
     libc::SYS_timerfd_gettime,
 ];
 
+/// The VNC server's thread besides BASE and WORKER.
+const VNC: &[libc::c_long] = &[
+    libc::SYS_accept4,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_shutdown,
+];
+
+/// `ioctl(FIONBIO)`: how std makes a socket non-blocking.
+const FIONBIO: u64 = libc::FIONBIO;
+/// `KVM_GET_DIRTY_LOG` (`_IOW(KVMIO, 0x42, struct kvm_dirty_log)`).
+const KVM_GET_DIRTY_LOG: u64 = 0x4010_ae42;
+
 /// A vCPU thread besides BASE: KVM_RUN (ioctl, below), kicks, and starting
 /// a device worker (eventfd, epoll set-up, a thread) on activation.
 const VCPU: &[libc::c_long] = &[
@@ -405,6 +424,13 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
     // the threads they start.
     if kind == ThreadKind::Worker {
         allow_arg(&mut r, libc::SYS_ioctl, 1, &[TUNSETQUEUE])?;
+        return Ok(r);
+    }
+    // The VNC server: accept viewers, make their sockets non-blocking,
+    // talk to them, read the framebuffer's dirty log; nothing else of KVM.
+    if kind == ThreadKind::Vnc {
+        allow(&mut r, VNC);
+        allow_arg(&mut r, libc::SYS_ioctl, 1, &[FIONBIO, KVM_GET_DIRTY_LOG])?;
         return Ok(r);
     }
     allow(&mut r, VCPU);

@@ -96,6 +96,9 @@ pub struct Args {
     /// The VGA BIOS for SeaBIOS (vgabios-stdvga.bin); default: the file of that name beside --firmware.
     #[arg(long, requires = "display")]
     pub vga_rom: Option<String>,
+    /// Serve the display over VNC (RFB 3.8, no authentication) on this unix socket.
+    #[arg(long, requires = "display")]
+    pub vnc: Option<String>,
     /// Seccomp filters on every thread: kill (a forbidden system call kills the VMM), log, off.
     #[arg(long, default_value = "kill", value_parser = crate::seccomp::parse_mode)]
     pub seccomp: crate::seccomp::SeccompMode,
@@ -210,6 +213,7 @@ impl Args {
                 display: self.display.map(|device| kiln_api::vm::DisplayConfig {
                     device,
                     rom: self.vga_rom.clone(),
+                    vnc: self.vnc.clone(),
                 }),
             },
         };

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use kiln_api::vm::VmConfig;
 
-use kvm_bindings::kvm_userspace_memory_region;
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::VmFd;
 
 use super::allocator::{in_window, Allocator};
@@ -101,11 +101,28 @@ pub(super) fn firmware_files(fw_cfg: &mut FwCfg, rom: Option<Vec<u8>>) -> Result
     Ok(())
 }
 
-/// The display of a VM, as the control API reaches it.
+/// The display of a VM, as the control API and the VNC server reach it.
+#[derive(Clone)]
 pub struct Display {
     pub vga: Arc<Mutex<Vga>>,
     pub slot: u8,
-    _mover: Arc<FbMover>,
+    mover: Arc<FbMover>,
+}
+
+impl Display {
+    /// Whether the guest wrote to the framebuffer since the last call
+    /// (KVM's dirty log of its slot, which this also clears). Always true
+    /// without dirty logging (no `--vnc`), or while the slot is unmapped.
+    pub fn framebuffer_written(&self) -> bool {
+        if !self.mover.dirty_log {
+            return true;
+        }
+        let _moving = self.mover.moving.lock().unwrap_or_else(|e| e.into_inner());
+        match self.mover.vm.get_dirty_log(FB_SLOT, self.mover.vram.len()) {
+            Ok(bitmap) => bitmap.iter().any(|&w| w != 0),
+            Err(_) => true,
+        }
+    }
 }
 
 /// Follows the guest's moves of the display's BARs: the framebuffer's
@@ -115,6 +132,10 @@ struct FbMover {
     pci_slot: u8,
     vram: Arc<Vram>,
     window: Arc<BarWindow>,
+    /// The slot logs dirty pages (a VNC server watches for changes).
+    dirty_log: bool,
+    /// Held while the slot moves, so no dirty-log read sees it half moved.
+    moving: Mutex<()>,
 }
 
 impl FbMover {
@@ -122,7 +143,11 @@ impl FbMover {
     fn map(&self, addr: u64) -> Result<(), kvm_ioctls::Error> {
         let desc = kvm_userspace_memory_region {
             slot: FB_SLOT,
-            flags: 0,
+            flags: if self.dirty_log {
+                KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
             guest_phys_addr: addr,
             memory_size: if addr == 0 { 0 } else { self.vram.len() as u64 },
             userspace_addr: self.vram.host_addr(),
@@ -155,6 +180,7 @@ impl BarMoveHandler for FbMover {
         match mv.index {
             FB_BAR => {
                 // A slot moves by deleting it and adding it again.
+                let _moving = self.moving.lock().unwrap_or_else(|e| e.into_inner());
                 let r = self.map(0).and_then(|()| match new {
                     0 => Ok(()),
                     a => self.map(a),
@@ -176,6 +202,7 @@ pub(super) fn attach(
     buses: &mut Buses<'_>,
     alloc: &mut Allocator,
     window: &Arc<BarWindow>,
+    dirty_log: bool,
 ) -> Result<Display, DisplayError> {
     let vram = Arc::new(Vram::new(VRAM_SIZE).map_err(DisplayError::Vram)?);
     let fb = alloc
@@ -200,6 +227,8 @@ pub(super) fn attach(
         pci_slot,
         vram,
         window: window.clone(),
+        dirty_log,
+        moving: Mutex::new(()),
     });
     mover
         .map(fb)
@@ -234,6 +263,6 @@ pub(super) fn attach(
     Ok(Display {
         vga,
         slot: pci_slot,
-        _mover: mover,
+        mover,
     })
 }

@@ -144,7 +144,13 @@ impl DeviceManager {
         // After the virtio devices, so that their slots stay where they
         // are without a display.
         let display = match &config.display {
-            Some(_) => Some(display::attach(vm, &mut buses, &mut alloc, &window)?),
+            Some(d) => Some(display::attach(
+                vm,
+                &mut buses,
+                &mut alloc,
+                &window,
+                d.vnc.is_some(),
+            )?),
             None => None,
         };
         if !window.is_empty() {

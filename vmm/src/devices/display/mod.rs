@@ -69,6 +69,10 @@ pub struct Vga {
     regs: VgaRegs,
     vbe: Vbe,
     vram: Arc<Vram>,
+    /// Counts the guest's writes through the VMM (registers, the legacy
+    /// window): a viewer redraws when it changed, or when the
+    /// framebuffer's dirty log says the guest wrote there.
+    generation: u64,
 }
 
 impl Vga {
@@ -103,7 +107,14 @@ impl Vga {
             regs: VgaRegs::default(),
             vbe,
             vram,
+            generation: 0,
         })
+    }
+
+    /// Bumped by every write the VMM sees (not the framebuffer's, which
+    /// KVM's dirty log tracks).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The registers as they are now, for the renderer.
@@ -122,6 +133,7 @@ impl Vga {
 
     /// Write VGA port 0x3C0 + `offset`.
     pub fn port_write(&mut self, offset: u64, value: u8) {
+        self.generation = self.generation.wrapping_add(1);
         self.regs.write((offset & 0x1f) as u8, value);
     }
 
@@ -131,6 +143,7 @@ impl Vga {
 
     /// Write dispi register `index`, carrying out a mode switch.
     pub fn vbe_write(&mut self, index: usize, value: u16) {
+        self.generation = self.generation.wrapping_add(1);
         match self.vbe.write(index, value) {
             vbe::VbeEffect::Enabled { clear } => {
                 self.vram.clear(0, clear);
@@ -148,6 +161,7 @@ impl Vga {
     }
 
     pub fn window_write(&mut self, addr: u64, value: u8) {
+        self.generation = self.generation.wrapping_add(1);
         planes::write(&mut self.regs, &self.vbe, &self.vram, addr, value);
     }
 
@@ -228,6 +242,7 @@ impl PciDevice for Vga {
         match bar {
             MMIO_BAR => self.mmio_write(offset, data),
             FB_BAR => {
+                self.generation = self.generation.wrapping_add(1);
                 for (i, &b) in data.iter().enumerate() {
                     self.vram.write_u8(offset as usize + i, b);
                 }
