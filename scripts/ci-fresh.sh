@@ -13,7 +13,7 @@
 #     named `kt...`, and the bridges of networks kilnd manages in
 #     /var/lib/kiln;
 #   - the `kiln` group, /var/lib/kiln, /run/kiln, kilnd's group lock;
-#   - the clone's cache (guest material, probes, the schemathesis venv) and
+#   - the clone's cache (guest material, probes, the schemathesis and vncdotool venv) and
 #     target dir, which start empty.
 # With --packages, also the Debian packages scripts/setup.sh installs that
 # a new machine of this kind lacks (it comes with qemu-utils 10.0 from

@@ -26,9 +26,10 @@ fi
 "$root/scripts/fetch-guest.sh"
 
 # schemathesis (PyPI) fuzzes kilnd's API from its OpenAPI document in the
-# tests; it lives in a virtualenv in the git-ignored cache.
+# tests; vncdotool (PyPI) is the real VNC client of tests/tests/vnc.rs.
+# Both live in a virtualenv in the git-ignored cache.
 venv=$root/cache/venv
-if [ ! -x "$venv/bin/st" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis
+if [ ! -x "$venv/bin/st" ] || [ ! -x "$venv/bin/vncdo" ]; then
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis vncdotool
 fi

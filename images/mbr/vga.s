@@ -1,8 +1,8 @@
 /* A boot sector (MBR) probe of the display (tests/tests/display.rs):
  *  1. prints `KILN VGA PROBE` on the screen through int 10h (teletype),
  *     then `KILNVGA TEXT` on COM1;
- *  2. about two seconds later (36 BIOS timer ticks: time for the test's
- *     text-mode screenshot) sets 1024x768x32 through the Bochs VBE
+ *  2. about five seconds later (91 BIOS timer ticks: time for the tests'
+ *     text-mode screenshots and viewers) sets 1024x768x32 through the Bochs VBE
  *     registers (ports 0x1CE/0x1CF), finds the framebuffer (BAR 0 of PCI
  *     1234:1111 on bus 0) and, in unreal mode, draws: pixel (x, y) for
  *     x, y < 256 is red x, green y, blue 0x80; rows 400-409 are red.
@@ -35,9 +35,9 @@ _start:
         jmp 1b
 2:      mov $text_msg, %si
         PRINT_SI
-        /* Wait 36 ticks of the BIOS timer (0x46C). */
+        /* Wait 91 ticks of the BIOS timer (0x46C). */
         mov 0x46c, %bx
-        add $36, %bx
+        add $91, %bx
 3:      hlt
         mov 0x46c, %ax
         cmp %bx, %ax

@@ -14,7 +14,9 @@ pub mod api;
 pub mod asm;
 pub mod disk;
 pub mod netns;
+pub mod rfb;
 pub mod rtc;
+pub mod screen;
 
 use std::fs;
 use std::io;

@@ -8,54 +8,11 @@
 //! and `GET /v1/vm/screenshot` a PNG, which the test decodes and checks
 //! pixel by pixel.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kiln_api::control::{Request, ScreenInfo};
 use kiln_tests::disk::vga_probe_disk;
+use kiln_tests::screen::{screen, screenshot};
 use kiln_tests::{api, kvm_available, ScratchDir, Vm, VmSpec};
-
-/// A decoded screenshot: width, height, RGB bytes.
-struct Shot {
-    width: usize,
-    height: usize,
-    rgb: Vec<u8>,
-}
-
-impl Shot {
-    fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
-        let at = (y * self.width + x) * 3;
-        [self.rgb[at], self.rgb[at + 1], self.rgb[at + 2]]
-    }
-}
-
-fn screenshot(vm: &Vm) -> (Shot, Duration) {
-    let sock = vm.api_socket.as_ref().expect("api socket");
-    let t = Instant::now();
-    let r = kiln_api::client::control(sock, &Request::Screenshot, api::TIMEOUT).unwrap();
-    let took = t.elapsed();
-    assert_eq!(r.status, 200, "{}", r.text());
-    let decoder = png::Decoder::new(std::io::Cursor::new(r.body));
-    let mut reader = decoder.read_info().expect("a PNG");
-    let mut rgb = vec![0; reader.output_buffer_size().expect("size")];
-    let info = reader.next_frame(&mut rgb).expect("PNG frame");
-    assert_eq!(info.color_type, png::ColorType::Rgb);
-    rgb.truncate(info.buffer_size());
-    (
-        Shot {
-            width: info.width as usize,
-            height: info.height as usize,
-            rgb,
-        },
-        took,
-    )
-}
-
-fn screen(vm: &Vm) -> ScreenInfo {
-    let sock = vm.api_socket.as_ref().expect("api socket");
-    let r = kiln_api::client::control(sock, &Request::Screen, api::TIMEOUT).unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json().unwrap()
-}
 
 #[test]
 fn seabios_banner_and_a_vbe_probe_reach_the_screen() {

@@ -124,7 +124,9 @@ impl Server {
             for c in &mut self.clients {
                 c.read_input();
             }
-            if self.clients.iter().any(|c| c.phase == Phase::Normal) || self.frame.is_none() {
+            // Nobody watching: nothing to look at (a viewer's ServerInit
+            // comes after a fresh look).
+            if !self.clients.is_empty() || self.frame.is_none() {
                 self.refresh();
             }
             let frame = self.frame.as_ref().expect("refreshed");
