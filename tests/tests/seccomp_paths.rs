@@ -211,7 +211,10 @@ fn every_thread_of_a_running_vmm_is_filtered() {
     let img = dir.path().join("hold.raw");
     fs::write(&img, &disk).unwrap();
     let disk_arg = format!("path={},format=raw,transitional=on", img.display());
-    let mut vm = Vm::start(&VmSpec::seabios().args(["--disk", &disk_arg]));
+    let vnc = dir.path().join("vnc.sock");
+    let vnc = vnc.to_str().unwrap();
+    let mut vm =
+        Vm::start(&VmSpec::seabios().args(["--disk", &disk_arg, "--display", "vga", "--vnc", vnc]));
     let out = vm.wait_serial("KILNHOLD", Duration::from_secs(120));
     let pid = vm.pid();
     let mut threads = Vec::new();
@@ -250,4 +253,5 @@ fn every_thread_of_a_running_vmm_is_filtered() {
     assert_eq!(filters("rtc"), "1", "{ctx}");
     assert_eq!(filters("intx-resample"), "1", "{ctx}");
     assert_eq!(filters("virtio-blk0-io"), "2", "{ctx}");
+    assert_eq!(filters("vnc"), "1", "{ctx}");
 }

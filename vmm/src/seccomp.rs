@@ -636,7 +636,12 @@ mod tests {
 
     #[test]
     fn every_filter_builds_and_fits_one_bpf_program() {
-        for kind in [ThreadKind::Vmm, ThreadKind::Vcpu, ThreadKind::Worker] {
+        for kind in [
+            ThreadKind::Vmm,
+            ThreadKind::Vcpu,
+            ThreadKind::Worker,
+            ThreadKind::Vnc,
+        ] {
             for mode in [SeccompMode::Kill, SeccompMode::Log] {
                 let prog = filter(kind, mode).unwrap();
                 // BPF_MAXINSNS: the kernel refuses longer programs.
@@ -656,6 +661,23 @@ mod tests {
         assert!(!worker.contains_key(&libc::SYS_openat));
         assert!(!vcpu.contains_key(&libc::SYS_openat));
         assert!(!vcpu.contains_key(&libc::SYS_open));
+        // The VNC server: a worker's calls, its viewers' sockets, two
+        // ioctls (FIONBIO, KVM_GET_DIRTY_LOG); no files, threads, sockets
+        // of its own or other KVM calls.
+        let vnc = rules(ThreadKind::Vnc).unwrap();
+        assert!(worker.keys().all(|k| vnc.contains_key(k)));
+        assert!(vnc.keys().all(|k| vmm.contains_key(k)));
+        assert_eq!(vnc.get(&libc::SYS_ioctl).map(Vec::len), Some(2));
+        for call in [
+            libc::SYS_openat,
+            libc::SYS_open,
+            libc::SYS_socket,
+            libc::SYS_clone3,
+            libc::SYS_execve,
+        ] {
+            assert!(!vnc.contains_key(&call), "{call}");
+        }
+        assert!(vnc.contains_key(&libc::SYS_accept4));
     }
 
     #[test]
