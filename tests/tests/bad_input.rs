@@ -371,3 +371,75 @@ fn bad_disks_and_nics_fail_before_kvm() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("smbios: serial contains a NUL"), "{err}");
 }
+
+/// Display options that cannot work end before KVM is opened (`/dev/kvm`
+/// masked as in `bad_disks_and_nics_fail_before_kvm`), with a message
+/// that names the problem: a display flag without a display, an unknown
+/// display, huge pages with the VGA window, a VGA BIOS that is missing
+/// or no option ROM, a VNC socket that cannot be bound.
+#[test]
+fn bad_display_options_fail_before_kvm() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP bad_display_options_fail_before_kvm: needs root (unshare -m)");
+        return;
+    }
+    let dir = ScratchDir::new("display-before-kvm").expect("scratch dir");
+    let kernel = probe("hello");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new("unshare")
+            .args(["-m", "sh", "-c"])
+            .arg(r#"mount --bind /dev/null /dev/kvm && exec "$0" "$@""#)
+            .arg(kiln_tests::kiln_vmm())
+            .args(["--kernel", kernel.to_str().unwrap(), "--memory", "32M"])
+            .args(extra)
+            .output()
+            .expect("unshare (util-linux)");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (out.status.code().expect("an exit, not a signal"), stderr)
+    };
+    let small = dir.path().join("small.rom");
+    fs::write(&small, [0u8; 100]).unwrap();
+    let small = small.to_str().unwrap();
+    let missing = dir.path().join("missing.rom");
+    let missing = missing.to_str().unwrap();
+    let no_dir = dir.path().join("no/such/dir/vnc.sock");
+    let no_dir = no_dir.to_str().unwrap();
+    for (args, code, want) in [
+        (&["--vnc", "/tmp/x.sock"][..], 2, "--display"),
+        (&["--vga-rom", small][..], 2, "--display"),
+        (
+            &["--display", "cirrus"][..],
+            2,
+            "unknown display \"cirrus\"",
+        ),
+        (&["--display", "vga", "--hugepages"][..], 2, "huge pages"),
+        (
+            &["--display", "vga", "--vga-rom", missing][..],
+            2,
+            "VGA BIOS",
+        ),
+        (
+            &["--display", "vga", "--vga-rom", small][..],
+            EXIT_HOST_ERROR,
+            "is 100 bytes",
+        ),
+        (
+            &["--display", "vga", "--vnc", no_dir][..],
+            EXIT_HOST_ERROR,
+            "VNC socket",
+        ),
+    ] {
+        let (got, err) = run(args);
+        assert_eq!(got, code, "{args:?}: {err}");
+        assert!(
+            err.contains(want) && !err.contains("KVM"),
+            "{args:?}: {err}"
+        );
+    }
+    // A good display configuration gets as far as KVM.
+    let (got, err) = run(&["--display", "vga"]);
+    assert_eq!(got, EXIT_HOST_ERROR, "{err}");
+    assert!(err.contains("KVM"), "{err}");
+}

@@ -356,6 +356,13 @@ pub fn check_host(cfg: &VmConfig) -> Result<(), ConfigError> {
             }
         }
     }
+    if let Some(rom) = cfg.display.as_ref().and_then(|d| d.rom.as_ref()) {
+        let bad = |why: String| ConfigError::Invalid(format!("display: VGA BIOS {rom}: {why}"));
+        let meta = std::fs::metadata(rom).map_err(|e| bad(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(bad("not a file".into()));
+        }
+    }
     Ok(())
 }
 
