@@ -346,6 +346,14 @@ pub fn parse_smbios(s: &str) -> Result<SmbiosConfig, CliError> {
     Ok(c)
 }
 
+/// `--display vga`.
+pub fn parse_display(s: &str) -> Result<kiln_api::vm::DisplayDevice, String> {
+    match s {
+        "vga" | "std" => Ok(kiln_api::vm::DisplayDevice::Vga),
+        _ => Err(format!("unknown display {s:?}: use vga")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

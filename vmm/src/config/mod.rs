@@ -91,7 +91,7 @@ pub struct Args {
     #[arg(long)]
     pub rtc_local_time: bool,
     /// A display device: vga (QEMU's standard VGA). Off by default.
-    #[arg(long, value_parser = parse_display)]
+    #[arg(long, value_parser = cli::parse_display)]
     pub display: Option<kiln_api::vm::DisplayDevice>,
     /// The VGA BIOS for SeaBIOS (vgabios-stdvga.bin); default: the file of that name beside --firmware.
     #[arg(long, requires = "display")]
@@ -120,13 +120,6 @@ pub enum ConfigError {
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse()
         .map_err(|_| format!("unknown log level {s:?}: use error, warn, info, debug"))
-}
-
-fn parse_display(s: &str) -> Result<kiln_api::vm::DisplayDevice, String> {
-    match s {
-        "vga" | "std" => Ok(kiln_api::vm::DisplayDevice::Vga),
-        _ => Err(format!("unknown display {s:?}: use vga")),
-    }
 }
 
 fn parse_protocol(s: &str) -> Result<BootProtocol, String> {
