@@ -1,8 +1,10 @@
 /* A boot sector (MBR) probe of the display (tests/tests/display.rs):
  *  1. prints `KILN VGA PROBE` on the screen through int 10h (teletype),
  *     then `KILNVGA TEXT` on COM1;
- *  2. about five seconds later (91 BIOS timer ticks: time for the tests'
- *     text-mode screenshots and viewers) sets 1024x768x32 through the Bochs VBE
+ *  2. once the test says go (`GO!!` at the start of the disk's second
+ *     sector, which it polls through int 13h: a fixed wait would race
+ *     the tests' text-mode screenshots on a loaded host, where the timer
+ *     ticks a halted guest missed also arrive in a burst) sets 1024x768x32 through the Bochs VBE
  *     registers (ports 0x1CE/0x1CF), finds the framebuffer (BAR 0 of PCI
  *     1234:1111 on bus 0) and, in unreal mode, draws: pixel (x, y) for
  *     x, y < 256 is red x, green y, blue 0x80; rows 400-409 are red.
@@ -25,6 +27,7 @@
 
 _start:
         BOOT_SETUP
+        mov %dl, drive
         mov $screen_msg, %si
 1:      lodsb
         test %al, %al
@@ -35,17 +38,22 @@ _start:
         jmp 1b
 2:      mov $text_msg, %si
         PRINT_SI
-        /* Wait 91 ticks of the BIOS timer (0x46C). */
-        mov 0x46c, %bx
-        add $91, %bx
-3:      hlt
-        mov 0x46c, %ax
-        cmp %bx, %ax
-        jne 3b
+        /* Poll sector 2 (LBA 1) into 0x7e00 until it starts with GO!!. */
+3:      mov $0x0201, %ax        /* read one sector */
+        mov $0x0002, %cx        /* cylinder 0, sector 2 */
+        xor %dh, %dh            /* head 0 */
+        mov drive, %dl
+        mov $0x7e00, %bx
+        int $0x13
+        cmpl $0x21214f47, 0x7e00        /* "GO!!" */
+        je 4f
+        hlt
+        jmp 3b
+4:
 
         /* Find 1234:1111 on bus 0: its BAR 0 into %edi. */
         mov $0x80000000, %ebx
-4:      mov %ebx, %eax
+41:     mov %ebx, %eax
         mov $0xcf8, %dx
         out %eax, %dx
         mov $0xcfc, %dx
@@ -54,7 +62,7 @@ _start:
         je 5f
         add $0x800, %ebx
         cmp $0x80010000, %ebx
-        jb 4b
+        jb 41b
         mov $fail_msg, %si
         PRINT_SI
         jmp halt
@@ -124,6 +132,7 @@ gdt:    .quad 0
         .quad 0x00cf92000000ffff        /* flat 4 GiB data */
 gdtr:   .word 15
         .long gdt
+drive:      .byte 0x80
 screen_msg: .asciz "KILN VGA PROBE"
 text_msg:   .asciz "\nKILNVGA TEXT\n"
 vbe_msg:    .asciz "\nKILNVGA VBE\n"

@@ -39,6 +39,18 @@ pub fn vga_probe_disk(dir: &Path) -> PathBuf {
     boot_sector_disk(dir, "vga", "vga.raw")
 }
 
+/// Tell the display probe on `disk` (from [`vga_probe_disk`]) to leave
+/// text mode: `GO!!` at the start of sector 1, which it polls.
+pub fn vga_probe_go(disk: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(disk)
+        .unwrap_or_else(|e| panic!("open {}: {e}", disk.display()));
+    f.write_all_at(b"GO!!", 512)
+        .unwrap_or_else(|e| panic!("write {}: {e}", disk.display()));
+}
+
 /// How the SMBIOS probe prints `uuid` (text form): SMBIOS stores the
 /// first three fields little-endian.
 pub fn smbios_uuid_hex(uuid: &str) -> String {

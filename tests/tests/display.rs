@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use kiln_tests::disk::vga_probe_disk;
+use kiln_tests::disk::{vga_probe_disk, vga_probe_go};
 use kiln_tests::screen::{screen, screenshot};
 use kiln_tests::{api, kvm_available, ScratchDir, Vm, VmSpec};
 
@@ -66,6 +66,7 @@ fn seabios_banner_and_a_vbe_probe_reach_the_screen() {
     assert!(lit(0) > 300, "the banner's row is drawn: {}", lit(0));
     assert_eq!(lit(20 * 16), 0, "row 20 is blank");
 
+    vga_probe_go(&img);
     vm.wait_serial_line("KILNVGA VBE", Duration::from_secs(60));
     let vbe = screen(&vm);
     assert_eq!(

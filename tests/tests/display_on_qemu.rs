@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use kiln_tests::disk::vga_probe_disk;
+use kiln_tests::disk::{vga_probe_disk, vga_probe_go};
 use kiln_tests::screen::{screenshot, Shot};
 use kiln_tests::{guest_file, kvm_available, ScratchDir, Vm, VmSpec};
 
@@ -146,10 +146,14 @@ fn the_probe_looks_the_same_on_qemu_vga() {
     let mut qemu = Qemu::start(dir.path(), &disk);
     qemu.wait_serial("KILNVGA TEXT");
     let q_text = qemu.screendump(&dir.path().join("text.ppm"));
+    vga_probe_go(&disk);
     qemu.wait_serial("KILNVGA VBE");
     let q_vbe = qemu.screendump(&dir.path().join("vbe.ppm"));
     drop(qemu);
 
+    // A fresh disk: the first one has its go already.
+    let kdir = ScratchDir::new("vga-kiln").unwrap();
+    let disk = vga_probe_disk(kdir.path());
     let spec = VmSpec::seabios().args([
         "--display".to_string(),
         "vga".to_string(),
@@ -159,6 +163,7 @@ fn the_probe_looks_the_same_on_qemu_vga() {
     let mut vm = Vm::start(&spec);
     vm.wait_serial_line("KILNVGA TEXT", Duration::from_secs(120));
     let (k_text, _) = screenshot(&vm);
+    vga_probe_go(&disk);
     vm.wait_serial_line("KILNVGA VBE", Duration::from_secs(60));
     let (k_vbe, _) = screenshot(&vm);
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use kiln_tests::disk::vga_probe_disk;
+use kiln_tests::disk::{vga_probe_disk, vga_probe_go};
 use kiln_tests::rfb::{Viewer, ENC_DESKTOP_SIZE, ENC_RAW, ENC_ZLIB};
 use kiln_tests::screen::{decode_png, screenshot};
 use kiln_tests::{cache_dir, kvm_available, ScratchDir, Vm, VmSpec};
@@ -91,6 +91,7 @@ fn viewers_follow_the_screen_from_text_to_a_vbe_mode() {
 
     // The probe switches to 1024x768x32: the connected viewers get a
     // DesktopSize, then the pattern.
+    vga_probe_go(&img);
     vm.wait_serial_line("KILNVGA VBE", Duration::from_secs(60));
     for v in [&mut raw, &mut zlib] {
         let deadline = Instant::now() + Duration::from_secs(30);
