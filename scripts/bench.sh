@@ -40,6 +40,7 @@ quick_args() {
         virtio_blk_bench) echo "--size-mib 256 --seconds 1 --rounds 3" ;;
         virtio_net_bench) echo "--seconds 1 --rounds 3" ;;
         kilnd_bench) echo "--quick" ;;
+        display_bench) echo "--rounds 3" ;;
         *) echo "" ;;
     esac
 }

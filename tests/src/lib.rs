@@ -14,6 +14,7 @@ pub mod api;
 pub mod asm;
 pub mod disk;
 pub mod netns;
+pub mod qemu_vga;
 pub mod rfb;
 pub mod rtc;
 pub mod screen;

@@ -54,6 +54,9 @@ fn viewers_follow_the_screen_from_text_to_a_vbe_mode() {
 
     let mut raw = Viewer::connect(&sock, &[ENC_RAW, ENC_DESKTOP_SIZE]).unwrap();
     let mut zlib = Viewer::connect(&sock, &[ENC_ZLIB, ENC_RAW, ENC_DESKTOP_SIZE]).unwrap();
+    // A viewer that cannot resize.
+    let mut fixed = Viewer::connect(&sock, &[ENC_RAW]).unwrap();
+    fixed.update(false).unwrap();
     assert_eq!(raw.name, "kiln-vmm");
     assert_eq!((raw.width, raw.height), (720, 400), "text mode");
     raw.update(false).unwrap();
@@ -104,6 +107,19 @@ fn viewers_follow_the_screen_from_text_to_a_vbe_mode() {
     let (api, _) = screenshot(&vm);
     assert_eq!((api.width, api.height), (1024, 768));
     assert!(raw.rgb == api.rgb && zlib.rgb == api.rgb);
+    // The viewer without DesktopSize keeps 720x400 and sees what fits.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fixed.pixel(255, 255) != [255, 255, 0x80] {
+        assert!(
+            Instant::now() < deadline,
+            "the fixed-size viewer saw no change"
+        );
+        fixed.update(true).unwrap();
+    }
+    assert_eq!((fixed.width, fixed.height, fixed.resizes), (720, 400, 0));
+    for (x, y) in [(0, 0), (719, 399), (100, 300)] {
+        assert_eq!(fixed.pixel(x, y), api.pixel(x, y), "({x}, {y})");
+    }
 
     // A full 1024x768 update in each encoding.
     let t = Instant::now();

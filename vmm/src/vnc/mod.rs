@@ -363,7 +363,9 @@ impl Client {
         }
         let (w, h) = self.size;
         let mut rects = Vec::new();
-        if self.full || resized || self.dirty.len() != tiles(frame).0 * tiles(frame).1 {
+        // A viewer that cannot resize keeps its size: it gets what fits
+        // (the size change made every tile dirty once).
+        if self.full || self.dirty.len() != tiles(frame).0 * tiles(frame).1 {
             rects.push((0, 0, w, h));
         } else {
             let (tw, th) = tiles(frame);
@@ -378,9 +380,10 @@ impl Client {
                     while tx < tw && self.dirty[ty * tw + tx] {
                         tx += 1;
                     }
-                    let x = start * TILE;
-                    let y = ty * TILE;
-                    rects.push((x, y, (tx * TILE).min(w) - x, (y + TILE).min(h) - y));
+                    let (x, y) = (start * TILE, ty * TILE);
+                    if x < w && y < h {
+                        rects.push((x, y, (tx * TILE).min(w) - x, (y + TILE).min(h) - y));
+                    }
                 }
             }
         }
