@@ -1,9 +1,9 @@
 //! The picture the display shows, drawn from its registers and video
 //! memory as they are at one moment: VBE linear modes (8 bpp through the
-//! DAC, 15, 16, 24 and 32 bpp), the VGA's 256-colour (chain-4) and
-//! 16-colour planar graphics, and text mode with the font the guest
-//! loaded into plane 2, the attribute palette, the 9th column and the
-//! cursor. Reads go through [`Vram`]'s bounds, and the picture is clipped
+//! DAC, 15, 16, 24 and 32 bpp), the VGA's 256-colour (chain-4), 16-colour
+//! planar and 4-colour CGA graphics (with the CRTC's CGA row interleave),
+//! and text mode with the font the guest loaded into plane 2, the
+//! attribute palette, the 9th column and the cursor. Reads go through [`Vram`]'s bounds, and the picture is clipped
 //! to [`MAX_WIDTH`] x [`MAX_HEIGHT`], so no register value makes the
 //! renderer read outside video memory or allocate without bound.
 
@@ -60,17 +60,30 @@ pub enum Mode {
         cell_width: usize,
         cell_height: usize,
     },
-    /// VGA graphics: 16 colours planar, or 256 colours chain-4.
+    /// VGA graphics: 16 colours planar, 4 colours CGA-style, or 256
+    /// colours chain-4.
     Vga {
         width: usize,
         height: usize,
-        colors256: bool,
+        kind: VgaKind,
     },
     Vbe {
         width: usize,
         height: usize,
         bpp: u16,
     },
+}
+
+/// How a VGA graphics mode packs its pixels (the graphics controller's
+/// shift control).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VgaKind {
+    /// A bit of each plane per pixel (modes 0Dh-12h).
+    Planar16,
+    /// Two bits a pixel, even and odd bytes interleaved (modes 4, 5).
+    Cga4,
+    /// A byte a pixel (mode 13h).
+    Chain256,
 }
 
 /// The vertical display end + 1, in scan lines.
@@ -113,12 +126,25 @@ pub fn mode(regs: &VgaRegs, vbe: &Vbe) -> Mode {
             cell_height: msl,
         };
     }
-    let colors256 = (regs.gr[GR_MODE] >> 5) & 3 >= 2;
     let chars = usize::from(cr[1]) + 1;
+    let (kind, width, height) = match (regs.gr[GR_MODE] >> 5) & 3 {
+        0 => (
+            VgaKind::Planar16,
+            chars * 8,
+            scan_lines(regs) / double / msl,
+        ),
+        // CGA modes ignore the maximum scan line.
+        1 => (VgaKind::Cga4, chars * 8, scan_lines(regs) / double),
+        _ => (
+            VgaKind::Chain256,
+            chars * 4,
+            scan_lines(regs) / double / msl,
+        ),
+    };
     Mode::Vga {
-        width: if colors256 { chars * 4 } else { chars * 8 },
-        height: scan_lines(regs) / double / msl,
-        colors256,
+        width,
+        height,
+        kind,
     }
 }
 
@@ -135,9 +161,12 @@ pub fn render(regs: &VgaRegs, vbe: &Vbe, vram: &Vram) -> Frame {
         Mode::Vga {
             width,
             height,
-            colors256: true,
-        } => vga256(regs, vram, width, height),
-        Mode::Vga { width, height, .. } => planar16(regs, vram, width, height),
+            kind,
+        } => match kind {
+            VgaKind::Chain256 => vga256(regs, vram, width, height),
+            VgaKind::Cga4 => cga4(regs, vram, width, height),
+            VgaKind::Planar16 => planar16(regs, vram, width, height),
+        },
         Mode::Vbe { width, height, bpp } => linear(regs, vbe, vram, width, height, bpp),
     }
 }
@@ -192,19 +221,62 @@ fn text(regs: &VgaRegs, vram: &Vram, cols: usize, rows: usize, cw: usize, ch: us
     f
 }
 
+/// Where picture row `y` of a graphics mode starts in video memory (a
+/// byte offset): the CRTC's mode control can interleave rows CGA-style
+/// (odd rows in a second bank) and advance the address every other row.
+fn row_offset(regs: &VgaRegs, y: usize) -> usize {
+    let mode = regs.cr[0x17];
+    let line = usize::from(regs.cr[0x13]) * 8;
+    // The address advances after each row `k` with `k & mask == mask`.
+    let mask = usize::from((mode & 3) ^ 3);
+    let advances = (y / 4) * (0..4).filter(|k| k & mask == mask).count()
+        + (0..y % 4).filter(|k| k & mask == mask).count();
+    let mut addr = start_addr(regs) * 4 + advances * line;
+    if mode & 1 == 0 {
+        let shift = 14 + usize::from((mode >> 6) & 1);
+        addr = (addr & !(1 << shift)) | ((y & 1) << shift);
+    }
+    if mode & 2 == 0 {
+        addr = (addr & !0x8000) | ((y & 2) << 14);
+    }
+    addr
+}
+
 fn planar16(regs: &VgaRegs, vram: &Vram, width: usize, height: usize) -> Frame {
     let mut f = Frame::new(width, height);
-    let start = start_addr(regs);
-    let line = usize::from(regs.cr[0x13]) * 2;
     let enable = regs.ar[AR_PLANE_ENABLE] & 0x0f;
     for y in 0..f.height {
+        let row = row_offset(regs, y) / 4;
         for x in 0..f.width {
-            let planes = vram.read_u32(start + y * line + x / 8);
+            let planes = vram.read_u32(row + x / 8);
             let bit = 7 - (x % 8);
             let mut c = 0u8;
             for p in 0..4 {
                 c |= (((planes >> (8 * p + bit)) & 1) as u8) << p;
             }
+            f.put(x, y, regs.attr_rgb(c & enable, false));
+        }
+    }
+    f
+}
+
+/// Four colours: each plane-address group holds 8 pixels, two bits each,
+/// the first 4 in plane 0 (high bits from plane 2), the next in plane 1
+/// (high bits from plane 3).
+fn cga4(regs: &VgaRegs, vram: &Vram, width: usize, height: usize) -> Frame {
+    let mut f = Frame::new(width, height);
+    let enable = regs.ar[AR_PLANE_ENABLE] & 0x0f;
+    for y in 0..f.height {
+        let row = row_offset(regs, y) / 4;
+        for x in 0..f.width {
+            let planes = vram.read_u32(row + x / 8).to_le_bytes();
+            let (lo, hi) = if x % 8 < 4 {
+                (planes[0], planes[2])
+            } else {
+                (planes[1], planes[3])
+            };
+            let shift = 6 - 2 * (x % 4);
+            let c = ((lo >> shift) & 3) | (((hi >> shift) & 3) << 2);
             f.put(x, y, regs.attr_rgb(c & enable, false));
         }
     }

@@ -160,6 +160,98 @@ fn text_mode_draws_cells_with_the_loaded_font_and_palette() {
     assert_eq!(vga_l.vram().read_u8(usize::from(b'A') * 32 * 4 + 2), 0xff);
 }
 
+/// Program the VGA registers of a mode from its tables.
+fn program(p: &mut VgaPorts, misc: u8, sr: &[u8], crtc: &[u8], gr: &[u8], ar: &[u8]) {
+    out(p, 0x3c2, misc);
+    for (i, &v) in sr.iter().enumerate() {
+        out(p, 0x3c4, i as u8 + 1);
+        out(p, 0x3c5, v);
+    }
+    out(p, 0x3d4, 0x11);
+    out(p, 0x3d5, 0); // unprotect CR0-7
+    for (i, &v) in crtc.iter().enumerate() {
+        out(p, 0x3d4, i as u8);
+        out(p, 0x3d5, v);
+    }
+    for (i, &v) in gr.iter().enumerate() {
+        out(p, 0x3ce, i as u8);
+        out(p, 0x3cf, v);
+    }
+    let mut r = [0u8; 1];
+    p.read(0x1a, &mut r);
+    for (i, &v) in ar.iter().enumerate() {
+        out(p, 0x3c0, i as u8);
+        out(p, 0x3c0, v);
+    }
+    out(p, 0x3c0, 0x20);
+}
+
+#[test]
+fn cga_and_planar_graphics_modes_draw_their_pixels() {
+    let vga = vga();
+    let (mut p, mut w) = (VgaPorts(vga.clone()), VgaWindow(vga.clone()));
+    // Mode 4: 320x200, 4 colours, odd rows in the bank at 0xBA000.
+    program(
+        &mut p,
+        0x63,
+        &[0x09, 0x03, 0x00, 0x02],
+        &[
+            0x2d, 0x27, 0x28, 0x90, 0x2b, 0x80, 0xbf, 0x1f, 0x00, 0xc1, 0, 0, 0, 0, 0, 0, 0x9c,
+            0x8e, 0x8f, 0x14, 0x00, 0x96, 0xb9, 0xa2, 0xff,
+        ],
+        &[0, 0, 0, 0, 0, 0x30, 0x0f, 0x0f, 0xff],
+        &[
+            0x00, 0x13, 0x15, 0x17, 0x02, 0x04, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15,
+            0x16, 0x17, 0x01, 0x00, 0x03, 0x00, 0x00,
+        ],
+    );
+    w.write(0x1_8000, &[0b11_10_01_00, 0xff]);
+    w.write(0x1_8000 + 0x2000, &[0b01_00_00_00]);
+    let f = frame(&vga);
+    assert_eq!((f.width, f.height), (320, 200));
+    let (regs, _) = vga.lock().unwrap().snapshot();
+    let c = |i| regs.attr_rgb(i, false);
+    let row0: Vec<_> = (0..9).map(|x| f.pixel(x, 0)).collect();
+    assert_eq!(row0, [c(3), c(2), c(1), c(0), c(3), c(3), c(3), c(3), c(0)]);
+    assert_eq!(
+        (f.pixel(0, 1), f.pixel(1, 1)),
+        (c(1), c(0)),
+        "row 1 from the odd bank"
+    );
+    assert_eq!(f.pixel(0, 2), c(0));
+
+    // Mode 12h: 640x480, 16 colours planar; write mode 2 sets a pixel's
+    // four planes from the written colour, under the bit mask.
+    program(
+        &mut p,
+        0xe3,
+        &[0x01, 0x0f, 0x00, 0x06],
+        &[
+            0x5f, 0x4f, 0x50, 0x82, 0x54, 0x80, 0x0b, 0x3e, 0x00, 0x40, 0, 0, 0, 0, 0, 0, 0xea,
+            0x8c, 0xdf, 0x28, 0x00, 0xe7, 0x04, 0xe3, 0xff,
+        ],
+        &[0, 0, 0, 0, 0, 0x02, 0x05, 0x0f, 0x80],
+        &[
+            0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x14, 0x07, 0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d,
+            0x3e, 0x3f, 0x01, 0x00, 0x0f, 0x00, 0x00,
+        ],
+    );
+    // Pixel (8, 1): byte 80 + 1; the read fills the latches first.
+    let at = 80 + 1;
+    let mut latch = [0u8; 1];
+    w.read(at, &mut latch);
+    w.write(at, &[0x0b]);
+    let f = frame(&vga);
+    assert_eq!((f.width, f.height), (640, 480));
+    let (regs, _) = vga.lock().unwrap().snapshot();
+    assert_eq!(f.pixel(8, 1), regs.attr_rgb(0x0b, false));
+    assert_eq!(
+        f.pixel(9, 1),
+        regs.attr_rgb(0, false),
+        "outside the bit mask"
+    );
+}
+
 #[test]
 fn vbe_modes_set_through_the_dispi_ports_show_the_framebuffer() {
     let vga = vga();
