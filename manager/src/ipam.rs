@@ -23,6 +23,11 @@ pub struct Subnet {
 pub const PREFIX_RANGE: std::ops::RangeInclusive<u8> = 8..=30;
 
 impl Subnet {
+    /// The prefix length.
+    pub fn prefix(self) -> u8 {
+        self.prefix
+    }
+
     /// Parses `A.B.C.D/N` (N in [`PREFIX_RANGE`], host bits zero).
     pub fn parse(s: &str) -> Result<Subnet, String> {
         let bad = || format!("cidr {s:?} is not an IPv4 subnet A.B.C.D/N");

@@ -82,6 +82,7 @@
 //! attributes, and is what youki and others use. `neli` is lower level
 //! (hand-built attribute lists) and synchronous.
 
+pub mod addr;
 pub mod link;
 pub mod owner;
 pub mod routes;
