@@ -118,7 +118,10 @@ fn config_drive_is_rebuilt_at_each_start_seen_by_seabios_and_deleted() {
     for want in ["KILNCD-DISKS 2", "KILNCD-PVD config-2", "KILNCD-RO"] {
         assert!(out.contains(want), "{want} not in:\n{out}");
     }
-    assert!(!out.contains("KILNCD-FAIL") && !out.contains("WRITABLE"), "{out}");
+    assert!(
+        !out.contains("KILNCD-FAIL") && !out.contains("WRITABLE"),
+        "{out}"
+    );
 
     // kiln-vmm's disks: the root overlay, then the drive, read-only.
     let iso = k.state_path(&format!("servers/{}/disk.config", s.id));

@@ -24,7 +24,15 @@ fn config_drive(dir: &Path) -> PathBuf {
         .arg("-o")
         .arg(&iso)
         .args(["-ldots", "-allow-lowercase", "-allow-multidot", "-l"])
-        .args(["-publisher", "Kiln tests", "-quiet", "-J", "-r", "-V", "config-2"])
+        .args([
+            "-publisher",
+            "Kiln tests",
+            "-quiet",
+            "-J",
+            "-r",
+            "-V",
+            "config-2",
+        ])
         .arg(dir.join("tree"))
         .status()
         .expect("run genisoimage (scripts/setup.sh installs it)");
@@ -61,8 +69,15 @@ fn seabios_reads_a_read_only_config_drive_as_the_second_disk() {
     assert_eq!(&bytes[16 * 2048 + 1..16 * 2048 + 6], b"CD001");
 
     let out = boot(&probe, &iso, true);
-    assert!(out.contains("KILNCD-RO") && !out.contains("KILNCD-WRITABLE"), "{out}");
-    assert_eq!(std::fs::read(&iso).unwrap(), bytes, "the read-only image changed");
+    assert!(
+        out.contains("KILNCD-RO") && !out.contains("KILNCD-WRITABLE"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&iso).unwrap(),
+        bytes,
+        "the read-only image changed"
+    );
 
     let out = boot(&probe, &iso, false);
     assert!(out.contains("KILNCD-WRITABLE"), "{out}");

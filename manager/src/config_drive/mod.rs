@@ -48,7 +48,9 @@ pub enum ConfigDriveError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config drives need {TOOL} on the host (Debian package genisoimage), and it is not on PATH")]
+    #[error(
+        "config drives need {TOOL} on the host (Debian package genisoimage), and it is not on PATH"
+    )]
     NoTool,
     #[error("{TOOL} failed ({status}): {stderr}")]
     Tool { status: String, stderr: String },

@@ -11,7 +11,8 @@ use kiln_api::compute::{Keypair, KeypairType, Server};
 
 use super::{build, interim_content::files_for, ConfigDriveError, ServerFacts};
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwP3w2VxSx0G5Jc5mB1oKvQ9kGmK1n1mJ0n7pW5yQ4h me@host";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwP3w2VxSx0G5Jc5mB1oKvQ9kGmK1n1mJ0n7pW5yQ4h me@host";
 
 fn facts(user_data: Vec<u8>) -> ServerFacts {
     let server: Server = serde_json::from_value(serde_json::json!({

@@ -101,6 +101,8 @@ enum Wait {
     Ready,
 }
 
+// Parsed once per run: `Create`'s many options cost nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum ServerCmd {
     List {
@@ -455,7 +457,10 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 flavor: flavor.clone(),
                 image: image.clone(),
                 cmdline: cmdline.clone(),
-                user_data: user_data.as_deref().map(keypair::read_user_data).transpose()?,
+                user_data: user_data
+                    .as_deref()
+                    .map(keypair::read_user_data)
+                    .transpose()?,
                 metadata: Default::default(),
                 ready,
                 ttl_s: *ttl,
