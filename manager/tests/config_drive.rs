@@ -6,9 +6,10 @@
 //! and SeaBIOS sees it there: the boot sector probe
 //! (images/mbr/config_drive.s) on the root disk reads the ISO's primary
 //! volume descriptor from BIOS drive 0x81 and is refused a write. A start
-//! rebuilds it from the store (a spoiled image comes back whole); a delete
-//! removes it. The CLI's `--config-drive --user-data FILE` reach the same
-//! image.
+//! and a hard reboot rebuild it from the store (a spoiled image comes back
+//! whole); a kilnd restart that re-adopts the running VMM leaves it be; a
+//! delete removes it. The CLI's `--config-drive --user-data FILE` reach
+//! the same image.
 
 mod common;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use base64ct::Encoding;
 use common::firmware::{firmware_config, import_disk_fw, start_fw_kilnd};
-use common::vm::{action, assert_nothing_left, console, wait_until};
+use common::vm::{action, assert_nothing_left, console, register, start_kilnd, wait_until, T};
 use common::Kilnd;
 use kiln_api::compute::{Server, ServerStatus};
 use kiln_api::vm::{DiskFormat, VmConfig};
@@ -208,4 +209,54 @@ fn cli_config_drive_and_user_data_file() {
     assert!(!ok && err.contains("/nonexistent/ud"), "{err}");
     let (_, list, _) = k.cli(&["server", "list"]);
     assert!(!list.contains("cd2"), "{list}");
+}
+
+/// A running server (the `hold` probe, a kernel image, on a root disk):
+/// a hard reboot's new VMM gets a new image; a kilnd restart re-adopts the
+/// VMM and leaves the image it runs with alone.
+#[test]
+fn reboot_rebuilds_and_readoption_keeps_the_drive() {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("config drive reboot: skipped: /dev/kvm is missing (needs KVM)");
+        return;
+    }
+    let mut k = start_kilnd("");
+    register(&k, "hold", "hello", "hold");
+    let base = k.dir.path().join("base.raw");
+    std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
+    k.import_disk("base", &base, "raw");
+    let public = key_pair(&k, "mine");
+    let ud = user_data();
+    let body = serde_json::json!({
+        "name": "held", "flavor": "k1.probe", "image": "hold", "disk_image": "base",
+        "config_drive": true, "key_name": "mine", "admin_pass": "pw 1",
+        "user_data": base64ct::Base64::encode_string(&ud),
+    });
+    let s = k.create_server(&body.to_string());
+    let s1 = k.wait_status(&s.id, ServerStatus::Active, T);
+    let iso = k.state_path(&format!("servers/{}/disk.config", s.id));
+    assert_drive_of(&iso, &s, &public, &ud);
+    assert_eq!(vm_json(&k, &s.id).disks[1].path, iso.display().to_string());
+    let first = std::fs::metadata(&iso).unwrap().ino();
+
+    std::fs::write(&iso, b"spoiled").unwrap();
+    action(&k, &s.id, r#"{"action":"reboot","type":"hard"}"#);
+    wait_until("the reboot's new VMM", T, || {
+        let now = k.server(&s.id);
+        now.status == ServerStatus::Active && now.pid.is_some() && now.pid != s1.pid
+    });
+    assert_drive_of(&iso, &s, &public, &ud);
+    let rebuilt = std::fs::metadata(&iso).unwrap().ino();
+    assert_ne!(rebuilt, first);
+
+    let pid = k.server(&s.id).pid;
+    k.kill9();
+    k.spawn();
+    let again = k.server(&s.id);
+    assert_eq!((again.status, again.pid), (ServerStatus::Active, pid));
+    assert_eq!(std::fs::metadata(&iso).unwrap().ino(), rebuilt);
+
+    k.delete_server(&s.id);
+    assert!(!iso.exists());
+    assert_nothing_left(&k);
 }
