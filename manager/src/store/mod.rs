@@ -116,6 +116,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE servers ADD COLUMN admin_pass TEXT;",
     // 11 (ipam: subnets and fixed addresses).
     MIGRATION_11_SUBNETS,
+    // 12 (configdrive: config drives): whether a server has one (0/1).
+    "ALTER TABLE servers ADD COLUMN config_drive INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,
