@@ -7,7 +7,8 @@
  * of PCR 16, each written into the buffer a byte at a time, started with
  * a byte write of 1 to CTRL_START and polled until CTRL_START reads 0.
  * Each response is printed as `tpm: NAME <hex bytes>`; then it powers
- * off. With `reset` on the command line it prints PCR 16 after the
+ * off (with `hold` on the command line it prints `tpm: holding` and
+ * spins instead, for a reset through the control API). With `reset` on the command line it prints PCR 16 after the
  * startup, extends and reads it, and resets through the i8042 (kiln-vmm
  * re-executes itself; the probe runs again): a TPM that was
  * re-initialised prints startup rc 0 and PCR 16 zero again each time.
@@ -76,7 +77,11 @@ probe_main:
         mov $20, %ecx
         call tpm_cmd
         PRINT "tpm: done\n"
-        jmp poweroff
+        lea word_hold(%rip), %rdi
+        call cmdline_has
+        jz poweroff
+        PRINT "tpm: holding\n"
+        jmp halt
 
 reset_mode:
         PRINT "tpm: pcrread "
@@ -151,6 +156,7 @@ put_nibble:
 
         .section .rodata
 word_reset: .asciz "reset"
+word_hold: .asciz "hold"
 cmd_startup:
         .byte 0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0
 cmd_getrandom:

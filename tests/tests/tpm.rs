@@ -181,6 +181,66 @@ fn probe_talks_to_swtpm_and_tpm2_tools_read_its_pcr_afterwards() {
 }
 
 #[test]
+fn a_tpm_made_by_swtpm_setup_keeps_its_ek_certificate() {
+    if !kvm_available("a_tpm_made_by_swtpm_setup_keeps_its_ek_certificate") {
+        return;
+    }
+    let dir = ScratchDir::new("tpm-ek").unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // As kilnd would make a server's TPM (Windows Server 2025 wants the
+    // EK certificate): swtpm_setup (Debian swtpm-tools) with its local CA.
+    let out = Command::new("swtpm_setup")
+        .args(["--tpm2", "--tpmstate"])
+        .arg(&state)
+        .args(["--create-ek-cert", "--create-platform-cert", "--lock-nvram"])
+        .output()
+        .expect("swtpm_setup (Debian swtpm-tools)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let swtpm = Swtpm::start(&state, &dir.path().join("ctrl.sock"));
+    let vm = Vm::run_to_poweroff(
+        &tpm_spec(probe("tpm"), &swtpm.ctrl),
+        Duration::from_secs(60),
+    );
+    let out = vm.serial();
+    assert_eq!(
+        response(&out, "startup", 0),
+        "80010000000a00000000",
+        "{}",
+        vm.describe()
+    );
+    assert!(response(&out, "pcrread", 0).ends_with(PCR16_EXTENDED));
+    // The RSA and ECC EK certificates' NV indices are still defined.
+    let data = dir.path().join("d.sock");
+    let mut reader = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--flags", "not-need-init", "--server"])
+        .arg(format!("type=unixio,path={}", data.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}.ctrl", data.display()))
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&data);
+    let nv = Command::new("tpm2_nvreadpublic")
+        .env("TPM2TOOLS_TCTI", format!("swtpm:path={}", data.display()))
+        .output()
+        .unwrap();
+    let _ = reader.kill();
+    let _ = reader.wait();
+    let text = String::from_utf8_lossy(&nv.stdout);
+    assert!(
+        text.contains("0x1c00002:") && text.contains("0x1c00016:"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_guest_reset_reinitialises_the_tpm() {
     if !kvm_available("a_guest_reset_reinitialises_the_tpm") {
         return;
@@ -215,6 +275,59 @@ fn a_guest_reset_reinitialises_the_tpm() {
         assert!(log.contains("stopped for the reset (CMD_STOP)"), "{log}");
         assert!(!swtpm.exited(Duration::ZERO), "boot {boot}: swtpm ended");
     }
+}
+
+#[test]
+fn a_reset_through_the_api_reinitialises_the_tpm_in_the_reexecuted_vmm() {
+    if !kvm_available("a_reset_through_the_api_reinitialises_the_tpm_in_the_reexecuted_vmm") {
+        return;
+    }
+    let dir = ScratchDir::new("tpm-api-reset").unwrap();
+    let state = dir.path().join("state");
+    let mut swtpm = Swtpm::start(&state, &dir.path().join("ctrl.sock"));
+    let spec = tpm_spec(probe("tpm"), &swtpm.ctrl).cmdline("hold");
+    let mut vm = Vm::start(&spec);
+    vm.wait_serial("tpm: holding", Duration::from_secs(30));
+    let pid = vm.info().unwrap().pid;
+    assert_eq!(vm.put("reset").unwrap(), 204);
+    // kiln-vmm re-executes itself, under the filters it already has, and
+    // connects to swtpm again: the second boot's Startup(CLEAR) succeeds
+    // and its one extend of PCR 16 starts from zero.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while vm.serial().matches("tpm: holding").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no second boot\n{}",
+            vm.describe()
+        );
+        assert!(vm.try_status().is_none(), "VMM exited\n{}", vm.describe());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vm.wait_api(Duration::from_secs(10));
+    assert_eq!(vm.info().unwrap().pid, pid, "the same process");
+    let out = vm.serial();
+    let ctx = vm.describe();
+    for boot in 0..2 {
+        assert_eq!(
+            response(&out, "startup", boot),
+            "80010000000a00000000",
+            "{ctx}"
+        );
+        assert!(
+            response(&out, "pcrread", boot).ends_with(PCR16_EXTENDED),
+            "{ctx}"
+        );
+    }
+    let log = vm.vmm_log();
+    assert_eq!(log.matches("initialised (CMD_INIT)").count(), 2, "{log}");
+    assert!(log.contains("stopped for the reset (CMD_STOP)"), "{log}");
+    assert!(!swtpm.exited(Duration::ZERO), "swtpm ended");
+    vm.put("kill").unwrap();
+    vm.wait_exit(Duration::from_secs(10));
+    assert!(
+        swtpm.exited(Duration::from_secs(5)),
+        "CMD_SHUTDOWN ends swtpm"
+    );
 }
 
 #[test]

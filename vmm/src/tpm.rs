@@ -65,6 +65,8 @@ const NEEDED: u64 = CAP_INIT
 /// `CMD_INIT` flag: forget the volatile state a previous run stored.
 const INIT_FLAG_DELETE_VOLATILE: u32 = 1;
 
+/// The largest oversized response read off the channel and dropped.
+const MAX_DRAIN: usize = 1 << 16;
 /// How long a control command may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TPM command may take (swtpm makes RSA keys in software).
@@ -255,6 +257,13 @@ impl TpmBackend for Swtpm {
         ch.data.read_exact(&mut header)?;
         let size = tpm::header_size(&header).unwrap_or(0);
         if size < HEADER_LEN || size > resp.len() {
+            // Read what swtpm sends of it, so the next response starts
+            // where it should (swtpm keeps to the buffer size it was
+            // given; this is for a misbehaving peer).
+            if size > HEADER_LEN && size <= MAX_DRAIN {
+                let mut rest = vec![0u8; size - HEADER_LEN];
+                ch.data.read_exact(&mut rest)?;
+            }
             return Err(TpmBackendError::Protocol(format!(
                 "a response of {size} bytes (the buffer holds {})",
                 resp.len()

@@ -200,12 +200,10 @@ impl TpmCrb {
             // Commands run to completion before the write returns, so
             // there is never one to cancel; the register reads back.
             CTRL_CANCEL => self.set(CTRL_CANCEL, v & 1),
-            CTRL_START => {
-                if v & 1 != 0 && self.get(CTRL_START) == 0 {
-                    self.set(CTRL_START, 1);
-                    self.run_command();
-                    self.set(CTRL_START, 0);
-                }
+            CTRL_START if v & 1 != 0 && self.get(CTRL_START) == 0 => {
+                self.set(CTRL_START, 1);
+                self.run_command();
+                self.set(CTRL_START, 0);
             }
             _ => {}
         }
@@ -226,7 +224,7 @@ impl TpmCrb {
         let cmd = self.buffer[..len].to_vec();
         let mut resp = vec![0u8; BUFFER_SIZE];
         match self.backend.execute(0, &cmd, &mut resp) {
-            Ok(n) if n >= HEADER_LEN && n <= BUFFER_SIZE => self.put_response(&resp[..n]),
+            Ok(n) if (HEADER_LEN..=BUFFER_SIZE).contains(&n) => self.put_response(&resp[..n]),
             Ok(n) => {
                 log::error!("tpm: the backend's response of {n} bytes does not fit");
                 self.put_response(&error_response(TPM_RC_FAILURE));
