@@ -623,4 +623,40 @@ mod tests {
         assert!(e.contains("not a file or block device"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn tpm_flag_json_and_host_checks() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["kiln-vmm", "--kernel", "/k"];
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v).map_err(|e| e.to_string())
+        };
+        let c = args(&["--tpm", "socket=/run/s.sock"])
+            .unwrap()
+            .vm_config()
+            .unwrap();
+        assert_eq!(c.tpm.as_ref().unwrap().socket, "/run/s.sock");
+        let json: VmConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(json, c);
+        assert!(args(&[]).unwrap().vm_config().unwrap().tpm.is_none());
+        for bad in ["socket=", "path=/x", "/x"] {
+            assert!(args(&["--tpm", bad]).is_err(), "{bad}");
+        }
+        let empty: VmConfig =
+            serde_json::from_str(r#"{"cpus":{"count":1},"memory":{"size_mib":64},"kernel":{"path":"/k"},"tpm":{"socket":""}}"#)
+                .unwrap();
+        assert!(validate(&empty).unwrap_err().to_string().contains("tpm"));
+        assert!(serde_json::from_str::<VmConfig>(
+            r#"{"cpus":{"count":1},"memory":{"size_mib":64},"tpm":{"socket":"/s","x":1}}"#
+        )
+        .is_err());
+        // The host check: a regular file is not swtpm's socket.
+        let file = std::env::temp_dir().join(format!("kiln-tpm-cfg-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let mut c = c;
+        c.tpm.as_mut().unwrap().socket = file.display().to_string();
+        let e = check_host(&c).unwrap_err().to_string();
+        assert!(e.contains("not a unix socket"), "{e}");
+        std::fs::remove_file(&file).unwrap();
+    }
 }
