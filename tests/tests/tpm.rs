@@ -172,6 +172,7 @@ fn probe_talks_to_swtpm_and_tpm2_tools_read_its_pcr_afterwards() {
     assert!(out.contains("tpm: done"), "{ctx}");
     let log = vm.vmm_log();
     assert!(log.contains("initialised (CMD_INIT)"), "{log}");
+    assert!(log.contains("locality 0 (CMD_SET_LOCALITY)"), "{log}");
     assert!(log.contains("shut down (CMD_SHUTDOWN)"), "{log}");
     // The orderly end shut swtpm down (it exits, as under QEMU)...
     assert!(swtpm.exited(Duration::from_secs(5)), "swtpm still running");

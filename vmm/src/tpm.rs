@@ -95,7 +95,9 @@ pub enum SwtpmError {
 struct Channels {
     ctrl: UnixStream,
     data: UnixStream,
-    locality: u8,
+    /// The locality swtpm was last told (None: not yet, so the first
+    /// command sets it; a previous client may have left another).
+    locality: Option<u8>,
 }
 
 /// A connection to swtpm; clones share it.
@@ -208,7 +210,7 @@ impl Swtpm {
             inner: Arc::new(Mutex::new(Channels {
                 ctrl,
                 data,
-                locality: 0,
+                locality: None,
             })),
             path: path.to_string(),
         })
@@ -245,12 +247,13 @@ impl TpmBackend for Swtpm {
         resp: &mut [u8],
     ) -> Result<usize, TpmBackendError> {
         let mut ch = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if ch.locality != locality {
+        if ch.locality != Some(locality) {
             let mut loc = [0u8; 4];
             loc[0] = locality;
             control_rc(&mut ch.ctrl, "CMD_SET_LOCALITY", CMD_SET_LOCALITY, &loc)
                 .map_err(|e| TpmBackendError::Protocol(e.to_string()))?;
-            ch.locality = locality;
+            log::debug!("tpm: locality {locality} (CMD_SET_LOCALITY)");
+            ch.locality = Some(locality);
         }
         ch.data.write_all(cmd)?;
         let mut header = [0u8; HEADER_LEN];
