@@ -68,6 +68,38 @@ fn tpm2_table_names_the_crb_and_the_log() {
     assert_eq!(plain.tpm_log, None);
 }
 
+/// ACPICA's disassembler (Debian acpica-tools' `iasl -d`) reads the table
+/// as a TPM2 of revision 4 with the fields where QEMU's are.
+#[test]
+fn iasl_reads_the_tpm2_table() {
+    let t = build_tables_at(&with_tpm(1, GIB, tpm2::LOG_SIZE), 0, 0).unwrap();
+    let dir = std::env::temp_dir().join(format!("kiln-tpm2-iasl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tpm2.dat"), table(&t, b"TPM2")).unwrap();
+    let out = std::process::Command::new("iasl")
+        .current_dir(&dir)
+        .args(["-d", "tpm2.dat"])
+        .output()
+        .expect("iasl (acpica-tools, scripts/setup.sh)");
+    let dsl = std::fs::read_to_string(dir.join("tpm2.dsl")).unwrap_or_default();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "Table Length : 0000004C",
+        "Revision : 04",
+        "Control Address : 00000000FED40040",
+        "Start Method : 07 [Command Response Buffer]",
+        "Minimum Log Length : 00010000",
+        "Log Address : 0000000000000000",
+    ] {
+        assert!(dsl.contains(want), "{want}:\n{dsl}");
+    }
+}
+
 #[test]
 fn dsdt_has_the_tpm_device_only_with_a_tpm() {
     let t = build_tables(&with_tpm(1, GIB, 0)).unwrap();
