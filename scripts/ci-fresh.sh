@@ -76,7 +76,8 @@ if [ "$packages" = 1 ]; then
     say "packages setup.sh installs that a new machine lacks"
     export DEBIAN_FRONTEND=noninteractive
     apt-get purge -y -qq cpio socat fio acpica-tools dmidecode qemu-system-x86 \
-        lvm2 thin-provisioning-tools genisoimage cloud-init >/dev/null || true
+        lvm2 thin-provisioning-tools genisoimage cloud-init \
+        swtpm swtpm-tools tpm2-tools >/dev/null || true
     apt-get autoremove -y -qq --purge >/dev/null || true
 fi
 

@@ -14,6 +14,9 @@ for p in lvm2 thin-provisioning-tools; do have "$p" || need_pkgs+=("$p"); done
 # cloud-init's own config-drive reader check them in the tests
 # (manager/src/config_drive/).
 for p in genisoimage cloud-init; do have "$p" || need_pkgs+=("$p"); done
+# The TPM 2.0 device's backend and its tests: swtpm (as libvirt runs it),
+# swtpm_setup for EK certificates, tpm2-tools to read PCRs afterwards.
+for p in swtpm swtpm-tools tpm2-tools; do have "$p" || need_pkgs+=("$p"); done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
