@@ -116,6 +116,11 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE servers ADD COLUMN admin_pass TEXT;",
     // 11 (ipam: subnets and fixed addresses).
     MIGRATION_11_SUBNETS,
+    // 12 (firewall: the default network): the `default_cidr` kilnd last
+    // made the `default` network with (`crate::networks::default_network`):
+    // a network deleted by the user is not made again for the same config.
+    "CREATE TABLE default_network (
+        one INTEGER PRIMARY KEY CHECK (one = 1), cidr TEXT NOT NULL);",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,
