@@ -472,4 +472,27 @@ mod tests {
         let c = Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/t\"\n").unwrap();
         assert_eq!(c.tcp.listen.unwrap().port(), 1);
     }
+
+    #[test]
+    fn the_default_network_is_on_and_its_cidr_checked() {
+        let c = Config::default_config();
+        assert!(c.networks.default);
+        assert_eq!(c.networks.default_cidr, "192.168.150.0/24");
+        let c = Config::parse(
+            "[networks]
+default = false
+",
+        )
+        .unwrap();
+        assert!(!c.networks.default);
+        for bad in ["10.0.0.1/24", "10.0.0.0", "10.0.0.0/31"] {
+            let e = Config::parse(&format!(
+                "[networks]
+default_cidr = {bad:?}
+"
+            ));
+            let e = e.unwrap_err().to_string();
+            assert!(e.contains("networks.default_cidr"), "{bad}: {e}");
+        }
+    }
 }
