@@ -123,6 +123,68 @@ fn send(ns: &str, from: &str, to: &str, msg: &str) -> Option<String> {
     .unwrap()
 }
 
+/// Sends one raw Ethernet `frame` out of `dev` inside `ns` (a packet
+/// socket): what no IP stack would send.
+fn send_raw(ns: &str, dev: &'static str, frame: Vec<u8>) {
+    in_ns(ns, move || {
+        let ifname = std::ffi::CString::new(dev).unwrap();
+        // SAFETY: a NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        assert!(index > 0, "no {dev}");
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket creation; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto.into()) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_protocol = proto;
+        to.sll_ifindex = index as i32;
+        // SAFETY: `frame` and `to` are valid for the lengths given; `fd`
+        // is ours and closed right after.
+        let n = unsafe {
+            let n = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                std::ptr::from_ref(&to).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            libc::close(fd);
+            n
+        };
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    })
+    .join()
+    .unwrap();
+}
+
+/// An ARP request for `tpa` from Ethernet source `src`, naming `sha` and
+/// `spa` as its sender.
+fn arp_request(src: &str, sha: &str, spa: &str, tpa: &str) -> Vec<u8> {
+    let mac = |m: &str| -> Vec<u8> {
+        m.split(':')
+            .map(|x| u8::from_str_radix(x, 16).unwrap())
+            .collect()
+    };
+    let ip4 = |a: &str| a.parse::<std::net::Ipv4Addr>().unwrap().octets().to_vec();
+    let mut f = vec![0xff; 6];
+    f.extend(mac(src));
+    f.extend([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend(mac(sha));
+    f.extend(ip4(spa));
+    f.extend([0; 6]);
+    f.extend(ip4(tpa));
+    f.resize(60, 0);
+    f
+}
+
 /// A guest on `nic`: namespace `g`'s `eth0` carries its MAC and address;
 /// the other end, named as its tap, is on `bridge` in the host.
 fn plug(host: &NetNs, g: &Ns, bridge: &str, nic: &kiln_api::compute::Nic, gw: &str) {
@@ -328,8 +390,34 @@ fn nat_isolation_and_anti_spoofing() {
         .0
         .ip(&["addr", "del", "10.61.0.99/32", "dev", "eth0"]);
 
-    // A spoofed source MAC.
+    // An ARP sender MAC other than the frame's (and the port's) is
+    // dropped; the honest request passes, and b learns a's MAC from it.
+    let fake = "52:54:00:de:ad:02";
     let mac = guests[a].1.nics[0].mac.clone();
+    guests[b].0.ip(&["neigh", "flush", "dev", "eth0"]);
+    let before = counted(&host, &table, &chain, "arp saddr ether");
+    send_raw(
+        &ns_of(a),
+        "eth0",
+        arp_request(&mac, fake, &ip_of(a), &ip_of(b)),
+    );
+    send_raw(
+        &ns_of(a),
+        "eth0",
+        arp_request(&mac, &mac, &ip_of(a), &ip_of(b)),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        counted(&host, &table, &chain, "arp saddr ether"),
+        before + 1
+    );
+    let neigh = guests[b].0.ip(&["neigh", "show", &ip_of(a)]);
+    assert!(
+        neigh.contains(&mac) && !neigh.contains(fake),
+        "b's entry for a: {neigh}"
+    );
+
+    // A spoofed source MAC.
     guests[a]
         .0
         .ip(&["link", "set", "eth0", "address", "52:54:00:de:ad:01"]);
