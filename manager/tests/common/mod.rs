@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod firmware;
+pub mod guest_net;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
