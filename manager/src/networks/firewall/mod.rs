@@ -270,14 +270,17 @@ fn bridge(nets: &[Network], ports: &[Port]) -> Option<Table> {
 }
 
 /// One sync at a time: each reads the store and applies what it read, so
-/// the last to apply has read the newest state.
-static SYNC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// the last to apply has read the newest state. It holds what was last
+/// applied (table name and tables): a sync that would change nothing (a
+/// server create on an L2-only network, say) runs no `nft`. The first
+/// sync of a kilnd always applies.
+static SYNC: tokio::sync::Mutex<Option<(String, Vec<Table>)>> = tokio::sync::Mutex::const_new(None);
 
 /// Makes kilnd's tables what the store says (active networks, NICs of
 /// servers not deleted), in one transaction; turns on IPv4 forwarding
 /// when a `nat` network exists.
 pub async fn sync(store: &Arc<Store>) -> Result<(), FirewallError> {
-    let _one = SYNC.lock().await;
+    let mut last = SYNC.lock().await;
     let (instance, nets, servers) = store
         .call(|s| {
             Ok::<_, StoreError>((
@@ -305,7 +308,14 @@ pub async fn sync(store: &Arc<Store>) -> Result<(), FirewallError> {
     {
         nft::enable_ip_forward()?;
     }
-    nft::apply(&table_name(&instance), &tables).await?;
+    let name = table_name(&instance);
+    if last.as_ref() == Some(&(name.clone(), tables.clone())) {
+        return Ok(());
+    }
+    // Unknown until it succeeds: a failed apply is tried again next time.
+    *last = None;
+    nft::apply(&name, &tables).await?;
+    *last = Some((name, tables));
     Ok(())
 }
 
