@@ -5,10 +5,13 @@
 //!
 //! # Why `nft -j` and not a netlink crate
 //!
-//! `rustables` (0.9, the maintained pure-netlink crate) was tried first:
-//! it is GPL-3.0-or-later, which kilnd (Apache-2.0) cannot link without
-//! becoming GPL-3.0 as a whole, and its build script runs `bindgen` over
-//! the kernel's nf_tables headers (libclang at build time). `nft -j` reads
+//! `rustables` (0.9, the maintained pure-netlink crate, no libnftnl) was
+//! tried first and could express these rules (sets, masquerade, the
+//! bridge family), but: it does not build here, since its build script
+//! runs `bindgen` over the nf_tables headers and panics without libclang
+//! ("Unable to find libclang"; only libclang-cpp is on these machines);
+//! and it is GPL-3.0-or-later, which kilnd (Apache-2.0) cannot link
+//! without becoming GPL-3.0 as a whole. `nft -j` reads
 //! the same JSON the kernel's own tool prints, so what kilnd writes and
 //! what `nft -j list table` shows are one format; the batch it sends is
 //! still a single netlink transaction. The JSON is built with serde_json
