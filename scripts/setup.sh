@@ -12,6 +12,10 @@ if ! have qemu-system-x86; then need_pkgs+=(qemu-system-x86); fi
 have nftables || need_pkgs+=(nftables)
 # The lvm disk backend and its test (manager/tests/lvm.rs).
 for p in lvm2 thin-provisioning-tools; do have "$p" || need_pkgs+=("$p"); done
+# Config drives: genisoimage builds them as Nova does; its isoinfo and
+# cloud-init's own config-drive reader check them in the tests
+# (manager/src/config_drive/).
+for p in genisoimage cloud-init; do have "$p" || need_pkgs+=("$p"); done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

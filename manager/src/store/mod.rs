@@ -116,7 +116,9 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE servers ADD COLUMN admin_pass TEXT;",
     // 11 (ipam: subnets and fixed addresses).
     MIGRATION_11_SUBNETS,
-    // 12 (firewall: the default network): the `default_cidr` kilnd last
+    // 12 (configdrive: config drives): whether a server has one (0/1).
+    "ALTER TABLE servers ADD COLUMN config_drive INTEGER NOT NULL DEFAULT 0;",
+    // 13 (firewall: the default network): the `default_cidr` kilnd last
     // made the `default` network with (`crate::networks::default_network`):
     // a network deleted by the user is not made again for the same config.
     "CREATE TABLE default_network (

@@ -259,7 +259,9 @@ impl Kilnd {
         assert_eq!(img.status, ImageStatus::Importing);
         let total = std::fs::metadata(path).unwrap().len();
         assert_eq!(img.progress.unwrap().bytes_total, total);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // A minute, and a second more per 10 MiB (a busy disk copies and
+        // hashes slowly).
+        let deadline = Instant::now() + Duration::from_secs(60 + (total >> 20) / 10);
         loop {
             let img = self.image(&img.id);
             match img.status {
