@@ -210,6 +210,8 @@ import_dirs = [$(import_dirs)]
 bios = "$bios"
 uefi_code = "$ovmf_code"
 uefi_vars_template = "$ovmf_vars"
+[networks]
+default = false
 [vmm]
 binary = "$vmm"
 boot_timeout_s = 60

@@ -118,6 +118,16 @@ manufacturer = "OpenStack Foundation"
 product = "OpenStack Nova"
 family = "Virtual Machine"
 
+[networks]
+# The `default` network: a `nat` network (bridge `kilnbr0`), as libvirt's
+# `default` (virbr0, 192.168.122.0/24), on a subnet that does not clash with
+# libvirt's, Docker's (172.17.0.0/16) or the 10.0.0.0/16 of many clouds'
+# networks. kilnd creates it at start, once: deleted, it stays deleted until
+# `default_cidr` changes or `default` is turned off and on again. A CIDR that
+# overlaps a host route is skipped with a warning. `false`: none.
+default = true
+default_cidr = "192.168.150.0/24"
+
 [tcp]
 # An optional TCP listener for the same API, off unless `listen` is set.
 # Every request on it must carry `Authorization: Bearer TOKEN`, TOKEN being
@@ -155,6 +165,15 @@ pub struct Config {
     pub tcp: TcpConfig,
     pub disks: DisksConfig,
     pub images: ImagesConfig,
+    pub networks: NetworksConfig,
+}
+
+/// `[networks]`: the `default` network.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworksConfig {
+    pub default: bool,
+    pub default_cidr: String,
 }
 
 /// Which ephemeral-disk backend to use.
@@ -330,6 +349,8 @@ impl Config {
                 )));
             }
         }
+        crate::ipam::check_subnet(Some(&self.networks.default_cidr), None, &[])
+            .map_err(|e| ConfigError::Invalid(format!("networks.default_cidr: {e}")))?;
         if self.images.upload_idle_timeout_s == 0 {
             return Err(ConfigError::Invalid(
                 "images.upload_idle_timeout_s must be at least 1".into(),
@@ -450,5 +471,28 @@ mod tests {
         assert!(Config::parse("[tcp]\nlisten = \"nonsense\"\ntoken_file = \"/t\"\n").is_err());
         let c = Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/t\"\n").unwrap();
         assert_eq!(c.tcp.listen.unwrap().port(), 1);
+    }
+
+    #[test]
+    fn the_default_network_is_on_and_its_cidr_checked() {
+        let c = Config::default_config();
+        assert!(c.networks.default);
+        assert_eq!(c.networks.default_cidr, "192.168.150.0/24");
+        let c = Config::parse(
+            "[networks]
+default = false
+",
+        )
+        .unwrap();
+        assert!(!c.networks.default);
+        for bad in ["10.0.0.1/24", "10.0.0.0", "10.0.0.0/31"] {
+            let e = Config::parse(&format!(
+                "[networks]
+default_cidr = {bad:?}
+"
+            ));
+            let e = e.unwrap_err().to_string();
+            assert!(e.contains("networks.default_cidr"), "{bad}: {e}");
+        }
     }
 }

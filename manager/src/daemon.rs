@@ -80,6 +80,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // every network's services started.
     let services = crate::networks::Services::new(store.clone());
     crate::networks::reconcile(&services).await;
+    crate::networks::default_network::ensure(&services, &config.networks).await;
     sup.reconcile().await;
     let expirer = sup.clone();
     tokio::spawn(async move {

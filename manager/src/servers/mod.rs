@@ -231,6 +231,8 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
             Ok(s.create_server(&placement, new)?)
         })
         .await?;
+    // Its ports' rules, before its taps exist.
+    crate::networks::firewall::sync_or_warn(k.store).await;
     k.sup.build(server.clone());
     // As Nova's adminPass: answered once, in the create response.
     server.admin_pass = admin_pass;
@@ -327,7 +329,9 @@ pub async fn action(
 /// Deletes server `id`: its VMM (even while an action runs), its files
 /// (the console log is archived) and its allocation. Returns when done.
 pub async fn delete(sup: &Arc<Supervisor>, id: &str) -> Result<(), ServerError> {
-    Ok(sup.delete(id).await?)
+    sup.delete(id).await?;
+    crate::networks::firewall::sync_or_warn(&sup.store).await;
+    Ok(())
 }
 
 /// The last `tail` lines of server `id`'s console log, or of a deleted

@@ -118,6 +118,11 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_11_SUBNETS,
     // 12 (configdrive: config drives): whether a server has one (0/1).
     "ALTER TABLE servers ADD COLUMN config_drive INTEGER NOT NULL DEFAULT 0;",
+    // 13 (firewall: the default network): the `default_cidr` kilnd last
+    // made the `default` network with (`crate::networks::default_network`):
+    // a network deleted by the user is not made again for the same config.
+    "CREATE TABLE default_network (
+        one INTEGER PRIMARY KEY CHECK (one = 1), cidr TEXT NOT NULL);",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,

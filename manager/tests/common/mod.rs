@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod firmware;
+pub mod guest_net;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -92,9 +93,16 @@ impl Kilnd {
         let state = dir.path().join("state");
         let socket = dir.path().join("kiln.sock");
         let config = dir.path().join("kilnd.toml");
+        // No `default` network (bridge kilnbr0, an nft table) unless the
+        // test asks for one: many kilnds run on the host itself.
+        let extra = if extra.contains("[networks]") {
+            extra.to_owned()
+        } else {
+            format!("{extra}\n[networks]\ndefault = false\n")
+        };
         std::fs::write(
             &config,
-            with_import_dirs(extra, &[dir.path(), &kiln_tests::cache_dir()]),
+            with_import_dirs(&extra, &[dir.path(), &kiln_tests::cache_dir()]),
         )
         .unwrap();
         let mut k = Kilnd {
