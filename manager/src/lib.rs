@@ -26,6 +26,7 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod dhcp;
 pub mod disks;
 pub mod firmware;
 pub mod flavors;
