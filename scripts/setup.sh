@@ -8,6 +8,9 @@ need_pkgs=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in binutils cpio xz-utils iproute2 procps util-linux socat fio python3 python3-venv acpica-tools curl dmidecode openssh-client; do have "$p" || need_pkgs+=("$p"); done
 if ! have qemu-system-x86; then need_pkgs+=(qemu-system-x86); fi
+# DHCP: busybox's udhcpc is the client in manager/tests/dhcp.rs, dnsmasq the
+# peer in benches/src/bin/dhcp_bench.rs.
+for p in udhcpc dnsmasq-base; do have "$p" || need_pkgs+=("$p"); done
 # The lvm disk backend and its test (manager/tests/lvm.rs).
 for p in lvm2 thin-provisioning-tools; do have "$p" || need_pkgs+=("$p"); done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
