@@ -76,7 +76,7 @@ if [ "$packages" = 1 ]; then
     say "packages setup.sh installs that a new machine lacks"
     export DEBIAN_FRONTEND=noninteractive
     apt-get purge -y -qq cpio socat fio acpica-tools dmidecode qemu-system-x86 \
-        lvm2 thin-provisioning-tools udhcpc busybox dnsmasq-base >/dev/null || true
+        lvm2 thin-provisioning-tools udhcpc dnsmasq-base >/dev/null || true
     apt-get autoremove -y -qq --purge >/dev/null || true
 fi
 
