@@ -10,23 +10,37 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::api::{kernel_image, small_host};
 use common::Kilnd;
 use kiln_api::compute::{Network, Server};
 use kiln_tests::netns::NetNs;
 
-/// The udhcpc script: on `bound`, writes the variables the test checks
-/// to `out`.
+/// The udhcpc script: on `bound`, configures the address and the
+/// classless static routes (so a renewal can reach the server) and writes
+/// the variables the test checks to `lease-IF`; on `renew`, writes them to
+/// `renew-IF`.
 fn write_script(dir: &Path) -> std::path::PathBuf {
     let script = dir.join("udhcpc.sh");
     let body = r#"#!/bin/sh
-[ "$1" = bound ] || exit 0
-out="$(dirname "$0")/lease-$interface"
+case "$1" in
+bound) out="$(dirname "$0")/lease-$interface"
+       ip addr replace "$ip/$mask" dev "$interface"
+       set -- $staticroutes
+       while [ $# -ge 2 ]; do
+           if [ "$2" = 0.0.0.0 ]; then ip route replace "$1" dev "$interface"
+           else ip route replace "$1" via "$2" dev "$interface"; fi
+           shift 2
+       done ;;
+renew) out="$(dirname "$0")/renew-$interface" ;;
+*) exit 0 ;;
+esac
 for v in ip subnet router mtu hostname staticroutes dns serverid lease domain; do
     eval "echo $v=\$$v"
-done > "$out"
+done > "$out.tmp"
+mv "$out.tmp" "$out"
 "#;
     std::fs::write(&script, body).unwrap();
     kiln_tests::run(Command::new("chmod").arg("755").arg(&script));
@@ -43,27 +57,86 @@ fn plug(host: &NetNs, guest: &NetNs, bridge: &str, dev: &str, mac: &str) {
     guest.ip(&["link", "set", dev, "up"]);
 }
 
-/// What a DHCP client on `dev` in `guest` gets: the variables of its
-/// `bound` event, or None if no lease came within three tries.
-fn lease(guest: &NetNs, dir: &Path, dev: &str) -> Option<HashMap<String, String>> {
-    let script = write_script(dir);
-    let out = dir.join(format!("lease-{dev}"));
-    let _ = std::fs::remove_file(&out);
-    let st = Command::new("ip")
-        .args(["netns", "exec", guest.name(), "udhcpc"])
-        .args(["-i", dev, "-f", "-q", "-n", "-t", "3", "-T", "1"])
-        .args(["-O", "staticroutes", "-s"])
-        .arg(&script)
-        .output()
-        .unwrap();
-    let text = std::fs::read_to_string(&out).ok()?;
-    assert!(st.status.success(), "udhcpc failed but wrote {text}");
+fn read_vars(path: &Path) -> Option<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).ok()?;
     Some(
         text.lines()
             .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
             .collect(),
     )
+}
+
+/// udhcpc on `dev` in `guest`: `-q`, it quits once it has a lease.
+fn udhcpc(guest: &NetNs, dir: &Path, dev: &str, quit: bool) -> Command {
+    let script = write_script(dir);
+    let _ = std::fs::remove_file(dir.join(format!("lease-{dev}")));
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", guest.name(), "udhcpc"])
+        .args(["-i", dev, "-f", "-n", "-t", "3", "-T", "1"])
+        .args(["-O", "staticroutes", "-s"])
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if quit {
+        c.arg("-q");
+    }
+    c
+}
+
+/// What a DHCP client on `dev` in `guest` gets: the variables of its
+/// `bound` event, or None if no lease came within three tries.
+fn lease(guest: &NetNs, dir: &Path, dev: &str) -> Option<HashMap<String, String>> {
+    let st = udhcpc(guest, dir, dev, true).status().unwrap();
+    let vars = read_vars(&dir.join(format!("lease-{dev}")));
+    assert_eq!(st.success(), vars.is_some(), "udhcpc: {st} but {vars:?}");
+    vars
+}
+
+/// A udhcpc that stays, bound, to renew on demand (killed on drop).
+struct Bound {
+    child: Child,
+    dev: String,
+}
+
+impl Bound {
+    fn start(guest: &NetNs, dir: &Path, dev: &str) -> (Bound, HashMap<String, String>) {
+        let child = udhcpc(guest, dir, dev, false).spawn().unwrap();
+        let b = Bound {
+            child,
+            dev: dev.to_owned(),
+        };
+        let vars = wait_vars(&dir.join(format!("lease-{dev}"))).expect("no lease");
+        (b, vars)
+    }
+
+    /// SIGUSR1: udhcpc renews, by unicast to the server identifier from
+    /// its address; the variables of its `renew` event, if one came.
+    fn renew(&self, dir: &Path) -> Option<HashMap<String, String>> {
+        let out = dir.join(format!("renew-{}", self.dev));
+        let _ = std::fs::remove_file(&out);
+        // SAFETY: kill(2) of our own child (`ip netns exec` execs udhcpc).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+        wait_vars(&out)
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_vars(path: &Path) -> Option<HashMap<String, String>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(v) = read_vars(path) {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 /// The UDP sockets on port 67 in `ns` (`ss -uapn`), as `addr%dev:67`.
@@ -86,7 +159,12 @@ fn post<T: serde::de::DeserializeOwned>(k: &Kilnd, path: &str, body: &str, statu
 #[test]
 fn ports_get_their_fixed_lease_and_nothing_else_does() {
     let ns = NetNs::with_peer("kdhcp");
-    let guest = NetNs::with_peer("kdhcpg");
+    // One guest per network; neither holds the peer's address (a source
+    // the host side would drop as its own).
+    let (gn, gb) = (NetNs::with_peer("kdhcpn"), NetNs::with_peer("kdhcpb"));
+    for g in [&gn, &gb] {
+        g.ip(&["link", "del", "veth1"]);
+    }
     let mut k = Kilnd::start_in(Some(ns.name()), &small_host(8, 1.0, 4096, 100));
     kernel_image(&k, "img");
     let nat: Network = post(
@@ -120,9 +198,9 @@ fn ports_get_their_fixed_lease_and_nothing_else_does() {
         202,
     );
     let dir = tempfile::tempdir().unwrap();
-    plug(&ns, &guest, "dnat", "g0", &srv.nics[0].mac);
-    plug(&ns, &guest, "dbrd", "g1", &srv.nics[1].mac);
-    plug(&ns, &guest, "dnat", "g9", "52:54:00:de:ad:09");
+    plug(&ns, &gn, "dnat", "g0", &srv.nics[0].mac);
+    plug(&ns, &gb, "dbrd", "g1", &srv.nics[1].mac);
+    plug(&ns, &gn, "dnat", "g9", "52:54:00:de:ad:09");
 
     let host_dns = kiln_manager::dhcp::resolv_nameservers(
         &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
@@ -145,7 +223,7 @@ fn ports_get_their_fixed_lease_and_nothing_else_does() {
             // No nameservers on the network: the host's (non-loopback).
             ("dns", &host_dns.join(" ")),
         ] {
-            assert_eq!(l.get(key).map(|v| v.trim()), Some(want), "{key} in {l:?}");
+            assert_eq!(l.get(key).map(String::as_str), Some(want), "{key} in {l:?}");
         }
     };
     let want_brd = |l: &HashMap<String, String>| {
@@ -163,32 +241,64 @@ fn ports_get_their_fixed_lease_and_nothing_else_does() {
             ),
             ("dns", "10.63.0.53"),
         ] {
-            assert_eq!(l.get(key).map(|v| v.trim()), Some(want), "{key} in {l:?}");
+            assert_eq!(l.get(key).map(String::as_str), Some(want), "{key} in {l:?}");
         }
     };
-    let l = lease(&guest, dir.path(), "g0").expect("no lease on the nat network");
-    want_nat(&l);
-    let l = lease(&guest, dir.path(), "g1").expect("no lease on the bridged network");
-    want_brd(&l);
+    let d = dir.path();
+    want_nat(&lease(&gn, d, "g0").expect("no lease on the nat network"));
+    want_brd(&lease(&gb, d, "g1").expect("no lease on the bridged network"));
     // An unknown MAC: heard, and not answered.
-    assert_eq!(lease(&guest, dir.path(), "g9"), None);
+    assert_eq!(lease(&gn, d, "g9"), None);
     assert!(
         k.log().contains("52:54:00:de:ad:09"),
         "kilnd never saw the unknown MAC's request:\n{}",
         k.log()
     );
 
-    // kill -9 and a restart: the same leases, with no lease state kept.
-    k.kill9();
-    assert!(dhcp_sockets(&ns).is_empty());
-    k.spawn();
-    want_nat(&lease(&guest, dir.path(), "g0").expect("no lease after a restart"));
-    want_brd(&lease(&guest, dir.path(), "g1").expect("no lease after a restart"));
+    // Clients that stay bound (their script configured the address and
+    // routes) renew by unicast to the server identifier, and are answered
+    // by unicast to their address; again after kill -9 and a restart,
+    // which keeps no lease state.
+    let (cn, l) = Bound::start(&gn, d, "g0");
+    want_nat(&l);
+    let (cb, l) = Bound::start(&gb, d, "g1");
+    want_brd(&l);
+    for round in ["first", "after a restart"] {
+        if round != "first" {
+            k.kill9();
+            assert!(dhcp_sockets(&ns).is_empty());
+            k.spawn();
+        }
+        let before = k.log().len();
+        want_nat(
+            &cn.renew(d)
+                .unwrap_or_else(|| panic!("no renewal ({round})")),
+        );
+        want_brd(
+            &cb.renew(d)
+                .unwrap_or_else(|| panic!("no renewal ({round})")),
+        );
+        // kilnd logs each answer (at debug) right after sending it.
+        for to in ["10.61.0.10:68", "10.63.0.20:68"] {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while !k.log()[before..].contains(to) {
+                assert!(
+                    Instant::now() < deadline,
+                    "no unicast answer to {to} ({round}):\n{}",
+                    &k.log()[before..]
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    drop((cn, cb));
+    want_nat(&lease(&gn, d, "g0").expect("no lease after a restart"));
+    want_brd(&lease(&gb, d, "g1").expect("no lease after a restart"));
 
     // A deleted server's MACs get nothing.
     k.delete_server(&srv.id);
-    assert_eq!(lease(&guest, dir.path(), "g0"), None);
-    assert_eq!(lease(&guest, dir.path(), "g1"), None);
+    assert_eq!(lease(&gn, d, "g0"), None);
+    assert_eq!(lease(&gb, d, "g1"), None);
 
     // Deleting a network stops its server: its socket is gone, the
     // others' stay.
