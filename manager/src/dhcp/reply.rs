@@ -6,10 +6,11 @@
 //! - REQUEST naming this server (option 54), or none (INIT-REBOOT,
 //!   RENEWING, REBINDING) → ACK if the address asked for (option 50, else
 //!   `ciaddr`) is the port's, else NAK. A REQUEST naming another server
-//!   is that client choosing another server's offer: RFC 2131 §4.3.2 has
-//!   the servers not chosen stay silent, so kilnd does (a NAK there could
-//!   only undo a lease the client took elsewhere, e.g. from the uplink's
-//!   server on a `bridged` network; the client comes back by DISCOVER).
+//!   (a port taking some other server's offer) → NAK too: kilnd is
+//!   authoritative for its ports, whose one right address only it knows,
+//!   so it sends the client back to DISCOVER, as dnsmasq does with
+//!   `--dhcp-authoritative` ("wrong server-ID"). RFC 2131 §4.3.2 has a
+//!   non-authoritative server stay silent there.
 //! - INFORM → ACK without `yiaddr` or lease times, to `ciaddr`.
 //! - RELEASE, DECLINE: nothing to do (every address is fixed); logged.
 //! - Anything else (a BOOTREPLY, other message types, a hardware address
@@ -125,13 +126,12 @@ pub fn answer(p: &NetParams, req: &Request, port: &DhcpPort) -> Outcome {
     let (kind, yiaddr, lease) = match req.kind {
         MessageType::Discover => (MessageType::Offer, port.ip, true),
         MessageType::Request => {
-            let server = opt_ip(OptionCode::ServerIdentifier);
-            if server.is_some_and(|s| s != p.server_id) {
-                return Outcome::Silent("the client chose another server's offer");
-            }
+            let other_server =
+                opt_ip(OptionCode::ServerIdentifier).is_some_and(|s| s != p.server_id);
             let wanted = opt_ip(OptionCode::RequestedIpAddress)
                 .or((!m.ciaddr().is_unspecified()).then_some(m.ciaddr()));
             match wanted {
+                _ if other_server => (MessageType::Nak, Ipv4Addr::UNSPECIFIED, false),
                 Some(ip) if ip == port.ip => (MessageType::Ack, port.ip, true),
                 Some(_) => (MessageType::Nak, Ipv4Addr::UNSPECIFIED, false),
                 None => return Outcome::Silent("a REQUEST that names no address"),
