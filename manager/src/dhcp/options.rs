@@ -52,7 +52,13 @@ impl NetParams {
     ///   that is the identifier, and option 121 makes it on-link, so a
     ///   client's unicast renewal reaches the host by ARP on the bridge (a
     ///   client that ignores 121 sends it to the uplink's router, fails,
-    ///   and rebinds by broadcast at T2, which is answered).
+    ///   and rebinds by broadcast at T2, which is answered). kilnd's
+    ///   unicast answer leaves by the bridge, the one device its socket
+    ///   may use: with no route to the subnet there, Linux sends it on
+    ///   link from 169.254.169.254. A host with strict reverse-path
+    ///   filtering (`rp_filter=1`) drops a renewal from a bridged subnet
+    ///   it routes elsewhere; the client then gets a new lease by
+    ///   DISCOVER at expiry (loose mode, Debian's default, lets it in).
     /// - DNS: the network's `dns_nameservers`; if none, on `nat` and
     ///   `isolated` networks the host's non-loopback nameservers (libvirt's
     ///   dnsmasq forwards to those; kilnd runs no DNS forwarder, so it
