@@ -93,7 +93,7 @@ if [ "$packages" = 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get purge -y -qq cpio socat fio acpica-tools dmidecode qemu-system-x86 \
         lvm2 thin-provisioning-tools genisoimage cloud-init nftables \
-        swtpm swtpm-tools tpm2-tools >/dev/null || true
+        swtpm swtpm-tools tpm2-tools udhcpc dnsmasq-base >/dev/null || true
     apt-get autoremove -y -qq --purge >/dev/null || true
 fi
 

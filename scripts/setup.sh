@@ -10,6 +10,9 @@ for p in binutils cpio xz-utils iproute2 procps util-linux socat fio python3 pyt
 if ! have qemu-system-x86; then need_pkgs+=(qemu-system-x86); fi
 # kilnd's firewall (`nft -j`, manager/src/net/nft.rs) and its tests.
 have nftables || need_pkgs+=(nftables)
+# DHCP: busybox's udhcpc is the client in manager/tests/dhcp.rs, dnsmasq the
+# peer in benches/src/bin/dhcp_bench.rs.
+for p in udhcpc dnsmasq-base; do have "$p" || need_pkgs+=("$p"); done
 # The lvm disk backend and its test (manager/tests/lvm.rs).
 for p in lvm2 thin-provisioning-tools; do have "$p" || need_pkgs+=("$p"); done
 # Config drives: genisoimage builds them as Nova does; its isoinfo and

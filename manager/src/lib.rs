@@ -27,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod config_drive;
 pub mod daemon;
+pub mod dhcp;
 pub mod disks;
 pub mod firmware;
 pub mod flavors;

@@ -89,6 +89,7 @@ pub mod owner;
 pub mod routes;
 pub mod tap;
 pub mod teardown;
+pub mod udp;
 
 use std::os::fd::OwnedFd;
 

@@ -92,8 +92,12 @@ impl Services {
         if self.running.lock().unwrap().contains_key(&net.id) {
             return Ok(());
         }
-        let tasks: Vec<AbortHandle> = Vec::new();
+        let mut tasks: Vec<AbortHandle> = Vec::new();
         // The network's services are spawned here (DHCP, metadata).
+        let dhcp = crate::dhcp::spawn(net, self.store.clone(), METADATA_IP).map_err(|e| {
+            NetworkError::Conflict(format!("cannot serve DHCP on bridge {:?}: {e}", net.bridge))
+        })?;
+        tasks.extend(dhcp);
         self.running.lock().unwrap().insert(net.id.clone(), tasks);
         Ok(())
     }

@@ -26,6 +26,7 @@ mod keypairs;
 mod networks;
 mod servers;
 
+pub use addresses::DhcpPort;
 pub use networks::{NetworkSpec, NewNic};
 pub use servers::NewServer;
 
