@@ -76,8 +76,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Images a stop cut short, and every stored image checked.
     crate::images::reconcile(&store, &config)?;
     let listener = bind(&config)?;
-    // Networks first: interrupted deletes finished, missing bridges made.
-    crate::networks::reconcile(&store).await;
+    crate::dhcp::configure(&config.dhcp);
+    // Networks first: interrupted deletes finished, missing bridges made,
+    // every network's services started.
+    let services = crate::networks::Services::new(store.clone());
+    crate::networks::reconcile(&services).await;
+    crate::networks::default_network::ensure(&services, &config.networks).await;
     sup.reconcile().await;
     let expirer = sup.clone();
     tokio::spawn(async move {
@@ -105,6 +109,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         sup,
         placement,
         config: config.clone(),
+        services,
     }));
     if let Some(addr) = config.tcp.listen {
         let token = read_token(config.tcp.token_file.as_deref())?;

@@ -18,6 +18,7 @@ pub mod reset_state;
 pub mod screen;
 pub mod seccomp;
 pub mod terminal;
+pub mod tpm;
 pub mod vcpu;
 pub mod vm;
 pub mod vnc;

@@ -90,7 +90,12 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub fn build(config: &VmConfig, start: Instant) -> Result<Vm, VmError> {
+    /// `tpm`: the TPM's swtpm, connected (and initialised) before this.
+    pub fn build(
+        config: &VmConfig,
+        start: Instant,
+        tpm: Option<crate::tpm::Swtpm>,
+    ) -> Result<Vm, VmError> {
         let t0 = Instant::now();
         // Disks and taps first: one that cannot be opened fails the VM
         // before /dev/kvm is.
@@ -143,6 +148,7 @@ impl Vm {
                 requests: shared.clone(),
                 start,
                 display_rom,
+                tpm,
             },
             models,
         )?;

@@ -26,7 +26,7 @@ pub(super) async fn create(
     State(s): St,
     Body(req): Body<NetworkCreate>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let net = crate::networks::create(&s.store, req).await?;
+    let net = crate::networks::create(&s.services, req).await?;
     Ok((StatusCode::CREATED, Json(net)))
 }
 
@@ -34,6 +34,6 @@ pub(super) async fn delete(
     State(s): St,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    crate::networks::delete(&s.store, id).await?;
+    crate::networks::delete(&s.services, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,6 +14,8 @@ pub struct AppState {
     pub sup: Arc<Supervisor>,
     pub placement: Placement,
     pub config: Arc<Config>,
+    /// Every network's host side and services (DHCP, metadata).
+    pub services: Arc<crate::networks::Services>,
 }
 
 impl AppState {

@@ -82,11 +82,14 @@
 //! attributes, and is what youki and others use. `neli` is lower level
 //! (hand-built attribute lists) and synchronous.
 
+pub mod addr;
 pub mod link;
+pub mod nft;
 pub mod owner;
 pub mod routes;
 pub mod tap;
 pub mod teardown;
+pub mod udp;
 
 use std::os::fd::OwnedFd;
 

@@ -5,8 +5,12 @@
 //! who owns a port, host routes) is [`crate::net`]; subnets and address
 //! picking are [`crate::ipam`].
 //!
-//! A network's `mode` is recorded only: the NAT and isolation rules come
-//! with a later change.
+//! A network with a subnet also has a host side (its bridge up, the
+//! gateway and metadata addresses on it) and services (DHCP, metadata),
+//! run by [`Services`] from what the store says. A network's `mode`
+//! decides whether the host is its gateway; its NAT, isolation and
+//! anti-spoofing rules are [`firewall`]'s. The `default` network is
+//! [`default_network`]'s.
 //!
 //! # The delete protocol
 //!
@@ -18,6 +22,12 @@
 //! 3. **Finish** (the row goes) when the bridge is gone, or **cancel** (the
 //!    network is active again and still names its bridge) when such ports
 //!    kept it. A teardown that fails leaves the network `deleting`.
+
+pub mod default_network;
+pub mod firewall;
+mod services;
+
+pub use services::{host_addresses, Services, METADATA_IP};
 
 use std::sync::Arc;
 
@@ -50,6 +60,9 @@ pub enum NetworkError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The network's firewall rules could not be applied.
+    #[error(transparent)]
+    Firewall(#[from] firewall::FirewallError),
 }
 
 impl NetworkError {
@@ -61,7 +74,8 @@ impl NetworkError {
 
 /// Checks `req` against the host and records the network, creating its
 /// bridge when none of that name exists (the network is then managed).
-pub async fn create(store: &Arc<Store>, req: NetworkCreate) -> Result<Network, NetworkError> {
+pub async fn create(services: &Services, req: NetworkCreate) -> Result<Network, NetworkError> {
+    let store = services.store();
     check_name("network", &req.name).map_err(|e| NetworkError::Invalid(e.to_string()))?;
     let bridge = req.bridge.clone().unwrap_or_else(|| req.name.clone());
     check_bridge_name(&bridge).map_err(|e| NetworkError::Invalid(e.to_string()))?;
@@ -77,7 +91,13 @@ pub async fn create(store: &Arc<Store>, req: NetworkCreate) -> Result<Network, N
     )
     .map_err(NetworkError::Invalid)?;
     if let Some(sub) = &subnet {
-        check_host_routes(sub.cidr).await?;
+        let bridges = store
+            .call(|s| s.list_networks())
+            .await?
+            .into_iter()
+            .map(|n| n.bridge)
+            .collect();
+        check_host_routes(sub.cidr, bridges).await?;
     }
     let spec = NetworkSpec {
         subnet,
@@ -131,29 +151,50 @@ pub async fn create(store: &Arc<Store>, req: NetworkCreate) -> Result<Network, N
         }
         tracing::info!(network = net.name, bridge, mtu, "created bridge");
     }
+    if let Err(e) = services.start(&net).await {
+        // The network exists; its host side is made again at the next
+        // start. A managed bridge goes with the failed create.
+        tracing::warn!(network = net.name, error = %e, "cannot start the network's services");
+        let _ = delete(services, net.id.clone()).await;
+        return Err(e);
+    }
+    if let Err(e) = firewall::sync(store).await {
+        // No network without its isolation: the create is undone.
+        tracing::warn!(network = net.name, error = %e, "cannot apply the network's firewall");
+        let _ = delete(services, net.id.clone()).await;
+        return Err(e.into());
+    }
     Ok(net)
 }
 
 /// Refuses a subnet that overlaps a route of the host's main table (the
-/// default route aside), naming the route and its device.
-async fn check_host_routes(sub: ipam::Subnet) -> Result<(), NetworkError> {
+/// default route aside), naming the route and its device. Routes on the
+/// bridges of Kiln's own networks (`ours`: the subnets of networks where
+/// the host is the gateway) are left to the store's overlap check, which
+/// names the network.
+async fn check_host_routes(sub: ipam::Subnet, ours: Vec<String>) -> Result<(), NetworkError> {
     let routes = routes::host_routes()
         .await
         .map_err(NetworkError::link("cannot read the host's routes"))?;
+    let links = link::list()
+        .await
+        .map_err(NetworkError::link("cannot list links"))?;
+    let ours: Vec<u32> = links
+        .iter()
+        .filter(|l| ours.contains(&l.name))
+        .map(|l| l.index)
+        .collect();
     for r in routes {
+        if r.oif.is_some_and(|i| ours.contains(&i)) {
+            continue;
+        }
         let dst = ipam::Subnet::of(r.dst, r.prefix);
         if dst.overlaps(sub) {
-            let dev = match r.oif {
-                Some(i) => match link::list().await {
-                    Ok(links) => links
-                        .into_iter()
-                        .find(|l| l.index == i)
-                        .map(|l| format!(" dev {}", l.name))
-                        .unwrap_or_default(),
-                    Err(_) => String::new(),
-                },
-                None => String::new(),
-            };
+            let dev = r
+                .oif
+                .and_then(|i| links.iter().find(|l| l.index == i))
+                .map(|l| format!(" dev {}", l.name))
+                .unwrap_or_default();
             return Err(NetworkError::Conflict(format!(
                 "cidr {sub} overlaps the host route {dst}{dev}"
             )));
@@ -165,7 +206,8 @@ async fn check_host_routes(sub: ipam::Subnet) -> Result<(), NetworkError> {
 /// Deletes network `key` (id or name) by the delete protocol. Ports
 /// kilnd did not make on its bridge refuse it (a [`NetworkError::Conflict`]
 /// naming them) and nothing is deleted.
-pub async fn delete(store: &Arc<Store>, key: String) -> Result<(), NetworkError> {
+pub async fn delete(services: &Services, key: String) -> Result<(), NetworkError> {
+    let store = services.store();
     let (net, instance) = store
         .call(move |s| Ok::<_, StoreError>((s.get_network(&key)?, s.instance_id()?)))
         .await?;
@@ -180,9 +222,21 @@ pub async fn delete(store: &Arc<Store>, key: String) -> Result<(), NetworkError>
     }
     let id = net.id.clone();
     let net = store.call(move |s| s.begin_delete_network(&id)).await?;
-    match finish_delete(store, &instance, &net).await {
-        Ok(Outcome::Deleted) => Ok(()),
-        Ok(Outcome::Kept(ports)) => Err(refused(&net.name, &net.bridge, &ports)),
+    services.stop(&net.id);
+    let done = finish_delete(store, &instance, &net).await;
+    firewall::sync_or_warn(store).await;
+    match done {
+        Ok(Outcome::Kept(ports)) => {
+            // The network is active again: so are its services.
+            if let Err(e) = services.start(&net).await {
+                tracing::warn!(network = net.name, error = %e, "cannot restart the network's services");
+            }
+            Err(refused(&net.name, &net.bridge, &ports))
+        }
+        Ok(Outcome::Deleted) => {
+            services.release(&net).await;
+            Ok(())
+        }
         Err(NetworkError::Link { source, .. }) => Err(NetworkError::Link {
             what: format!(
                 "cannot delete bridge {:?} (the delete finishes at kilnd's next start)",
@@ -235,9 +289,10 @@ fn refused(network: &str, bridge: &str, ports: &[Port]) -> NetworkError {
 }
 
 /// At start: finishes network deletes a crash interrupted (by the same
-/// protocol as [`delete`]) and recreates missing bridges of managed
-/// networks.
-pub async fn reconcile(store: &Arc<Store>) {
+/// protocol as [`delete`]), recreates missing bridges of managed
+/// networks, and starts every network's services.
+pub async fn reconcile(services: &Services) {
+    let store = services.store();
     let Ok((nets, instance)) = store
         .call(|s| Ok::<_, StoreError>((s.all_networks()?, s.instance_id())))
         .await
@@ -256,13 +311,18 @@ pub async fn reconcile(store: &Arc<Store>) {
                 }
             };
             match finish_delete(store, instance, &net).await {
-                Ok(Outcome::Deleted) => {}
-                Ok(Outcome::Kept(ports)) => tracing::warn!(
-                    network = net.name,
-                    bridge = net.bridge,
-                    "not finishing an interrupted network delete, the network is kept: {}",
-                    teardown::kept_message(&net.name, &net.bridge, &ports)
-                ),
+                Ok(Outcome::Deleted) => services.release(&net).await,
+                Ok(Outcome::Kept(ports)) => {
+                    tracing::warn!(
+                        network = net.name,
+                        bridge = net.bridge,
+                        "not finishing an interrupted network delete, the network is kept: {}",
+                        teardown::kept_message(&net.name, &net.bridge, &ports)
+                    );
+                    if let Err(e) = services.start(&net).await {
+                        tracing::warn!(network = net.name, error = %e, "cannot start the network's services");
+                    }
+                }
                 // Tried again at the next start.
                 Err(e) => tracing::warn!(bridge = net.bridge, error = %e, "cannot delete bridge"),
             }
@@ -285,7 +345,11 @@ pub async fn reconcile(store: &Arc<Store>) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot look up bridge"),
         }
+        if let Err(e) = services.start(&net).await {
+            tracing::warn!(network = net.name, error = %e, "cannot start the network's services");
+        }
     }
+    firewall::sync_or_warn(store).await;
 }
 
 /// Checks a server create's `networks` and resolves each to a network id.

@@ -26,6 +26,7 @@ mod keypairs;
 mod networks;
 mod servers;
 
+pub use addresses::DhcpPort;
 pub use networks::{NetworkSpec, NewNic};
 pub use servers::NewServer;
 
@@ -116,6 +117,13 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE servers ADD COLUMN admin_pass TEXT;",
     // 11 (ipam: subnets and fixed addresses).
     MIGRATION_11_SUBNETS,
+    // 12 (configdrive: config drives): whether a server has one (0/1).
+    "ALTER TABLE servers ADD COLUMN config_drive INTEGER NOT NULL DEFAULT 0;",
+    // 13 (firewall: the default network): the `default_cidr` kilnd last
+    // made the `default` network with (`crate::networks::default_network`):
+    // a network deleted by the user is not made again for the same config.
+    "CREATE TABLE default_network (
+        one INTEGER PRIMARY KEY CHECK (one = 1), cidr TEXT NOT NULL);",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,

@@ -27,10 +27,11 @@ pub use platform::{IrqLine, Platform};
 pub use virtio::{VirtioDevices, VirtioModels, WiringError};
 
 use crate::arch::x86_64::fw_cfg::PcFwCfgError;
-use crate::arch::x86_64::platform::AcpiPlatform;
+use crate::arch::x86_64::platform::{AcpiPlatform, TpmCrbInfo, Window};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::legacy::fw_cfg::FwCfgError;
 use crate::devices::pci::{PciError, PciRoot};
+use crate::devices::tpm;
 use crate::devices::VmRequests;
 use crate::memory::GuestMemoryMmap;
 use allocator::Allocator;
@@ -92,6 +93,8 @@ pub struct DeviceManager {
     pub flash: Option<Arc<Mutex<firmware::VarsFlash>>>,
     /// The display, when the configuration has one.
     pub display: Option<display::Display>,
+    /// The TPM's swtpm, for its orderly end.
+    pub tpm: Option<crate::tpm::Swtpm>,
 }
 
 /// What the device manager needs to build a VM's devices besides KVM.
@@ -104,6 +107,8 @@ pub struct DeviceContext {
     pub start: Instant,
     /// The display's VGA BIOS, read before KVM ([`display::open_rom`]).
     pub display_rom: Option<Vec<u8>>,
+    /// The TPM's backend (swtpm, connected before KVM), if any.
+    pub tpm: Option<crate::tpm::Swtpm>,
 }
 
 impl DeviceManager {
@@ -118,6 +123,14 @@ impl DeviceManager {
     ) -> Result<Self, DeviceError> {
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
+        let tpm_info = ctx.tpm.as_ref().map(|_| TpmCrbInfo {
+            window: Window {
+                start: tpm::CRB_BASE,
+                size: tpm::CRB_SIZE,
+            },
+            control_area: tpm::CRB_CONTROL_AREA,
+            log_size: 0,
+        });
         let (platform, pci, acpi) = Platform::new(
             vm,
             &mut pio,
@@ -132,7 +145,16 @@ impl DeviceManager {
                 .as_ref()
                 .map(|_| (mem, crate::config::smbios_info(config))),
             config.rtc_local_time,
+            tpm_info,
         )?;
+        if let Some(backend) = &ctx.tpm {
+            let crb = tpm::TpmCrb::new(Box::new(backend.clone()));
+            mmio.insert(Arc::new(Mutex::new(crb)), tpm::CRB_BASE, tpm::CRB_SIZE)
+                .map_err(|source| DeviceError::Bus {
+                    name: "TPM CRB",
+                    source,
+                })?;
+        }
         let mut alloc = Allocator::default();
         let window = Arc::new(bar_window::BarWindow::default());
         let mut buses = Buses {
@@ -171,6 +193,7 @@ impl DeviceManager {
             virtio,
             flash: None,
             display,
+            tpm: ctx.tpm,
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod bus;
 pub mod display;
 pub mod legacy;
 pub mod pci;
+pub mod tpm;
 pub mod virtio;
 
 use std::sync::{Arc, Mutex, OnceLock};
