@@ -100,6 +100,9 @@ import_dirs = []
 # a fault naming the file if it disappears later.
 # SeaBIOS, for `firmware: bios`.
 bios = "/usr/share/seabios/bios.bin"
+# SeaBIOS with TPM support (measured boot), for `firmware: bios` servers
+# with `tpm: true`: Debian's bios.bin has none, its bios-256k.bin has.
+bios_tpm = "/usr/share/seabios/bios-256k.bin"
 # OVMF's code, for `firmware: uefi`, mapped read-only.
 uefi_code = "/usr/share/OVMF/OVMF_CODE.fd"
 # OVMF's empty variable store: each UEFI server gets its own copy of it
@@ -108,6 +111,14 @@ uefi_code = "/usr/share/OVMF/OVMF_CODE.fd"
 # the same OVMF build (Debian 13 ships only the 4 MiB pair,
 # OVMF_CODE_4M.fd and OVMF_VARS_4M.fd: name those there).
 uefi_vars_template = "/usr/share/OVMF/OVMF_VARS.fd"
+
+[tpm]
+# Servers with `tpm: true` get a TPM 2.0 backed by one `swtpm` each (Debian
+# `swtpm` and `swtpm-tools`); its state is made once by `swtpm_setup`, with
+# an endorsement key certificate, in the server's directory (`tpm/`). A
+# create asking for a TPM where these are missing is refused (409).
+swtpm = "/usr/bin/swtpm"
+swtpm_setup = "/usr/bin/swtpm_setup"
 
 [smbios]
 # What each server's SMBIOS (DMI) tables say: its system UUID and serial
@@ -151,6 +162,7 @@ pub struct Config {
     pub placement: PlacementConfig,
     pub vmm: VmmConfig,
     pub firmware: FirmwareConfig,
+    pub tpm: TpmConfig,
     pub smbios: SmbiosConfig,
     pub tcp: TcpConfig,
     pub disks: DisksConfig,
@@ -196,8 +208,17 @@ pub struct SmbiosConfig {
 #[serde(deny_unknown_fields)]
 pub struct FirmwareConfig {
     pub bios: PathBuf,
+    pub bios_tpm: PathBuf,
     pub uefi_code: PathBuf,
     pub uefi_vars_template: PathBuf,
+}
+
+/// `[tpm]`: the swtpm programs behind servers' TPMs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmConfig {
+    pub swtpm: PathBuf,
+    pub swtpm_setup: PathBuf,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -296,6 +317,7 @@ impl Config {
         let f = &self.firmware;
         for (name, p) in [
             ("bios", &f.bios),
+            ("bios_tpm", &f.bios_tpm),
             ("uefi_code", &f.uefi_code),
             ("uefi_vars_template", &f.uefi_vars_template),
         ] {

@@ -25,6 +25,7 @@ mod extra_specs;
 mod keypairs;
 mod networks;
 mod servers;
+mod tpm;
 
 pub use networks::{NetworkSpec, NewNic};
 pub use servers::NewServer;
@@ -118,6 +119,12 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_11_SUBNETS,
     // 12 (configdrive: config drives): whether a server has one (0/1).
     "ALTER TABLE servers ADD COLUMN config_drive INTEGER NOT NULL DEFAULT 0;",
+    // 14 (tpmkilnd: TPM 2.0; appended after whatever is last): whether an
+    // image's servers and a server get a TPM (0/1), and the pid of the
+    // server's swtpm while one runs (next to its VMM's `pid`).
+    "ALTER TABLE images ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE servers ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE servers ADD COLUMN tpm_pid INTEGER;",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,
@@ -376,9 +383,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str()],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -480,7 +487,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault, firmware, os_type, virtio_model";
+     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -575,6 +582,7 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
         progress,
         fault: r.get(13)?,
         virtio_model: virtio_model_from(r.get(16)?),
+        tpm: r.get(17)?,
     })
 }
 
