@@ -309,3 +309,57 @@ fn windows_images_default_to_a_tpm_which_a_server_may_turn_off() {
     k.delete_server(&s.id);
     common::vm::assert_nothing_left(&k);
 }
+
+#[test]
+fn no_swtpm_outlives_its_vmm_whatever_ends_it() {
+    if !kvm("no_swtpm_outlives_its_vmm_whatever_ends_it") {
+        return;
+    }
+    let mut k = start_kilnd("");
+    register(&k, "tpm", "tpm", "hold");
+    let create = |name: &str| {
+        let s = k.create_server(&format!(
+            r#"{{"name":"{name}","flavor":"k1.probe","image":"tpm","tpm":true}}"#
+        ));
+        k.wait_status(&s.id, ServerStatus::Active, T)
+    };
+    let kill9 = |pid: u32| {
+        // SAFETY: kill(2) of a process this test's kilnd started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    };
+    // The VMM SIGKILLed under kilnd: ERROR, and its swtpm ended.
+    let a = create("a");
+    assert_eq!(swtpms(&k).len(), 1);
+    kill9(a.pid.unwrap());
+    k.wait_status(&a.id, ServerStatus::Error, T);
+    wait_no_swtpm(&k);
+
+    // The VMM SIGKILLed while kilnd is down: the new kilnd ends its swtpm,
+    // and one on the state of a server it does not know.
+    let b = create("b");
+    let tpm = swtpms(&k);
+    assert_eq!(tpm.len(), 1, "{tpm:?}");
+    k.kill9();
+    kill9(b.pid.unwrap());
+    let stray = k.state_path("servers/0badc0de-0000-4000-8000-000000000000/tpm");
+    std::fs::create_dir_all(&stray).unwrap();
+    let st = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--daemon", "--ctrl"])
+        .arg(format!(
+            "type=unixio,path={}",
+            stray.join("c.sock").display()
+        ))
+        .arg("--tpmstate")
+        .arg(format!("dir={}", stray.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_until("the stray swtpm", T, || swtpms(&k).len() == 2);
+    k.spawn();
+    k.wait_status(&b.id, ServerStatus::Error, T);
+    wait_no_swtpm(&k);
+    assert!(!common::alive(tpm[0].0));
+    k.delete_server(&a.id);
+    k.delete_server(&b.id);
+    common::vm::assert_nothing_left(&k);
+}
