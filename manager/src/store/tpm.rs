@@ -55,7 +55,7 @@ mod tests {
         let n = super::super::MIGRATIONS.len() - 1;
         let conn = super::super::connection_at_migration(&db, n);
         conn.execute_batch(
-            "INSERT INTO images (id, name, kind, created_at) VALUES ('i', 'i', 'kernel', 'then');",
+            "INSERT INTO images (id, name, kind, kernel, created_at) VALUES ('i', 'i', 'kernel', '/k', 'then');",
         )
         .unwrap();
         drop(conn);
