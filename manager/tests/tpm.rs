@@ -163,6 +163,13 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
         state.join("ctrl.sock").display().to_string()
     );
     let vmm_pid = s.pid.expect("a VMM pid");
+    for l in k
+        .log()
+        .lines()
+        .filter(|l| l.contains("swtpm_setup") || l.contains("swtpm started"))
+    {
+        eprintln!("{l}");
+    }
 
     // kill -9 kilnd: both keep running and the new kilnd re-adopts both.
     k.kill9();
@@ -233,10 +240,35 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
         outs[0]
     );
 
-    // Started again and deleted while running: no swtpm, no state.
+    // Started again, hard-rebooted (a new VMM, so a new swtpm, and the
+    // guest's TPM starts clean), then deleted while running: no swtpm, no
+    // state.
     action(&k, &s.id, r#"{"action":"start"}"#);
     k.wait_status(&s.id, ServerStatus::Active, T);
-    assert_eq!(swtpms(&k).len(), 1);
+    wait_until("the third boot's hold", T, || {
+        console(&k, &s.id).matches("tpm: holding").count() == 3
+    });
+    let before = swtpms(&k);
+    assert_eq!(before.len(), 1, "{before:?}");
+    action(&k, &s.id, r#"{"action":"reboot","type":"hard"}"#);
+    wait_until("the hard reboot's hold", T, || {
+        console(&k, &s.id).matches("tpm: holding").count() == 4
+    });
+    k.wait_status(&s.id, ServerStatus::Active, T);
+    let out = console(&k, &s.id);
+    assert_eq!(
+        response(&out, "startup", 3),
+        "80010000000a00000000",
+        "{out}"
+    );
+    assert!(
+        response(&out, "pcrread", 3).ends_with(PCR16_EXTENDED),
+        "{out}"
+    );
+    let after = swtpms(&k);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].0, before[0].0, "a new swtpm for the new VMM");
+    assert!(!common::alive(before[0].0));
     k.delete_server(&s.id);
     assert!(swtpms(&k).is_empty(), "swtpm left after delete");
     assert!(!state.exists(), "TPM state left after delete");

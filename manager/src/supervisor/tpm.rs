@@ -114,6 +114,7 @@ pub fn ensure_state(config: &TpmConfig, server_dir: &Path) -> Result<(), TpmErro
     // Left by a crash in the middle of an earlier setup.
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).map_err(|e| fail("mkdir", e))?;
+    let t0 = Instant::now();
     let out = Command::new(&config.swtpm_setup)
         .arg("--tpm")
         .arg(format!("{} socket", config.swtpm.display()))
@@ -134,7 +135,10 @@ pub fn ensure_state(config: &TpmConfig, server_dir: &Path) -> Result<(), TpmErro
     }
     // A state dir without permall (a crash before the first rename) goes.
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&partial, &dir).map_err(|e| fail("rename", e))
+    std::fs::rename(&partial, &dir).map_err(|e| fail("rename", e))?;
+    let ms = t0.elapsed().as_millis() as u64;
+    tracing::info!(dir = %dir.display(), ms, "TPM state made by swtpm_setup");
+    Ok(())
 }
 
 /// Starts the server's swtpm (ending any left from before) and waits until
@@ -172,6 +176,7 @@ pub fn start(config: &TpmConfig, server_dir: &Path) -> Result<u32, TpmError> {
         secs: START_TIMEOUT.as_secs(),
         why,
     };
+    let t0 = Instant::now();
     // With --daemon the first process exits once the daemon is made (no
     // pipe to it: the daemon would hold it open); errors go to its log.
     let status = cmd
@@ -181,12 +186,13 @@ pub fn start(config: &TpmConfig, server_dir: &Path) -> Result<u32, TpmError> {
         let log = crate::util::read_tail(&dir.join("swtpm.log"), Some(5));
         return Err(fail(format!("{status}: {}", log.trim())));
     }
-    let t0 = Instant::now();
     loop {
         let pid = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok());
         if let (Some(pid), true) = (pid, ctrl.exists()) {
+            let ms = t0.elapsed().as_millis() as u64;
+            tracing::info!(dir = %dir.display(), pid, ms, "swtpm started");
             return Ok(pid);
         }
         if t0.elapsed() > START_TIMEOUT {
