@@ -301,3 +301,68 @@ impl Supervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(swtpm: &str, setup: &str) -> TpmConfig {
+        TpmConfig {
+            swtpm: swtpm.into(),
+            swtpm_setup: setup.into(),
+        }
+    }
+
+    #[test]
+    fn missing_programs_are_named_with_their_config_key() {
+        let e = check_host(&config("/nonexistent/swtpm", "/usr/bin/swtpm_setup"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tpm.swtpm)") && e.contains("swtpm package"),
+            "{e}"
+        );
+        // A file that is not executable does not count.
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("swtpm_setup");
+        std::fs::write(&plain, b"#!/bin/sh\n").unwrap();
+        let e = check_host(&config("/usr/bin/swtpm", plain.to_str().unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tpm.swtpm_setup") && e.contains("swtpm-tools"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_failed_setup_leaves_nothing_and_a_good_one_is_kept() {
+        let servers = tempfile::tempdir().unwrap();
+        let dir = servers.path().join("s1");
+        std::fs::create_dir(&dir).unwrap();
+        // swtpm_setup that fails: its message, no state, no partial.
+        let e = ensure_state(&config("/usr/bin/swtpm", "/bin/false"), &dir).unwrap_err();
+        assert!(matches!(e, TpmError::Setup { .. }), "{e}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        // The real one, then a swtpm on it, found under `servers`, ended.
+        let c = config("/usr/bin/swtpm", "/usr/bin/swtpm_setup");
+        ensure_state(&c, &dir).unwrap();
+        let permall = std::fs::read(state_dir(&dir).join(PERMALL)).unwrap();
+        ensure_state(&c, &dir).unwrap();
+        assert_eq!(
+            std::fs::read(state_dir(&dir).join(PERMALL)).unwrap(),
+            permall
+        );
+        let pid = start(&c, &dir).unwrap();
+        assert!(ctrl_socket(&dir).exists());
+        assert_eq!(processes_under(servers.path()), vec![(pid, "s1".into())]);
+        // Another directory's swtpm is not this one.
+        assert!(!is_swtpm_on(pid, &state_dir(&servers.path().join("s2"))));
+        // A second start ends the first swtpm.
+        let pid2 = start(&c, &dir).unwrap();
+        assert_ne!(pid, pid2);
+        assert_eq!(processes_under(servers.path()), vec![(pid2, "s1".into())]);
+        stop(pid2, &state_dir(&dir));
+        assert!(processes_under(servers.path()).is_empty());
+    }
+}
