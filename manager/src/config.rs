@@ -101,8 +101,9 @@ import_dirs = []
 # SeaBIOS, for `firmware: bios`.
 bios = "/usr/share/seabios/bios.bin"
 # SeaBIOS with TPM support (measured boot), for `firmware: bios` servers
-# with `tpm: true`: Debian's bios.bin has none, its bios-256k.bin has.
-bios_tpm = "/usr/share/seabios/bios-256k.bin"
+# with `tpm: true`: Debian's bios.bin has none, its bios-256k.bin has. By
+# default `bios-256k.bin` in the directory of `bios`.
+# bios_tpm = "/usr/share/seabios/bios-256k.bin"
 # OVMF's code, for `firmware: uefi`, mapped read-only.
 uefi_code = "/usr/share/OVMF/OVMF_CODE.fd"
 # OVMF's empty variable store: each UEFI server gets its own copy of it
@@ -208,7 +209,9 @@ pub struct SmbiosConfig {
 #[serde(deny_unknown_fields)]
 pub struct FirmwareConfig {
     pub bios: PathBuf,
-    pub bios_tpm: PathBuf,
+    /// See [`FirmwareConfig::bios_tpm`].
+    #[serde(default, rename = "bios_tpm")]
+    pub bios_tpm_path: Option<PathBuf>,
     pub uefi_code: PathBuf,
     pub uefi_vars_template: PathBuf,
 }
@@ -219,6 +222,16 @@ pub struct FirmwareConfig {
 pub struct TpmConfig {
     pub swtpm: PathBuf,
     pub swtpm_setup: PathBuf,
+}
+
+impl FirmwareConfig {
+    /// SeaBIOS for servers with a TPM: as configured, else
+    /// `bios-256k.bin` next to `bios`.
+    pub fn bios_tpm(&self) -> PathBuf {
+        self.bios_tpm_path
+            .clone()
+            .unwrap_or_else(|| self.bios.with_file_name("bios-256k.bin"))
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -317,7 +330,7 @@ impl Config {
         let f = &self.firmware;
         for (name, p) in [
             ("bios", &f.bios),
-            ("bios_tpm", &f.bios_tpm),
+            ("bios_tpm", &f.bios_tpm()),
             ("uefi_code", &f.uefi_code),
             ("uefi_vars_template", &f.uefi_vars_template),
         ] {

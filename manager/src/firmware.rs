@@ -68,12 +68,12 @@ fn check_file(key: &'static str, path: &Path, package: &'static str) -> Result<(
 /// and SeaBIOS, the build that measures the boot (`bios_tpm`).
 pub fn code(config: &FirmwareConfig, fw: Firmware, tpm: bool) -> Result<PathBuf, FirmwareError> {
     let (key, path, package) = match fw {
-        Firmware::Bios if tpm => ("bios_tpm", &config.bios_tpm, "seabios"),
-        Firmware::Bios => ("bios", &config.bios, "seabios"),
-        Firmware::Uefi => ("uefi_code", &config.uefi_code, "ovmf"),
+        Firmware::Bios if tpm => ("bios_tpm", config.bios_tpm(), "seabios"),
+        Firmware::Bios => ("bios", config.bios.clone(), "seabios"),
+        Firmware::Uefi => ("uefi_code", config.uefi_code.clone(), "ovmf"),
     };
-    check_file(key, path, package)?;
-    Ok(path.clone())
+    check_file(key, &path, package)?;
+    Ok(path)
 }
 
 /// Checks every host file a new server with `fw` needs: the firmware
@@ -128,7 +128,7 @@ mod tests {
     fn config(dir: &Path) -> FirmwareConfig {
         FirmwareConfig {
             bios: dir.join("bios.bin"),
-            bios_tpm: dir.join("bios-256k.bin"),
+            bios_tpm_path: None,
             uefi_code: dir.join("CODE.fd"),
             uefi_vars_template: dir.join("VARS.fd"),
         }
@@ -148,8 +148,12 @@ mod tests {
         assert_eq!(code(&c, Firmware::Bios, false).unwrap(), c.bios);
         let e = code(&c, Firmware::Bios, true).unwrap_err().to_string();
         assert!(e.contains("firmware.bios_tpm"), "{e}");
-        std::fs::write(&c.bios_tpm, b"bios").unwrap();
-        assert_eq!(code(&c, Firmware::Bios, true).unwrap(), c.bios_tpm);
+        // By default next to bios.bin.
+        std::fs::write(dir.path().join("bios-256k.bin"), b"bios").unwrap();
+        assert_eq!(
+            code(&c, Firmware::Bios, true).unwrap(),
+            dir.path().join("bios-256k.bin")
+        );
         let e = check_host_files(&c, Firmware::Uefi, false)
             .unwrap_err()
             .to_string();

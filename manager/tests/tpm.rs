@@ -8,8 +8,8 @@
 //!   swtpm and the guest's PCR 16 in the state; an NV index defined on the
 //!   stopped state is still there after start and stop (the state is
 //!   kept, not made again); delete leaves no swtpm and no state;
-//! - a SeaBIOS server with a TPM boots `bios-256k.bin` (`firmware.bios_tpm`),
-//!   which measures PCRs 0-7;
+//! - a SeaBIOS server with a TPM boots `bios-256k.bin` (`firmware.bios_tpm`,
+//!   by default next to `bios`), which measures PCRs 0-7;
 //! - Windows images default to a TPM; a server may turn its image's off.
 
 mod common;
@@ -280,11 +280,8 @@ fn a_seabios_server_with_a_tpm_boots_bios_256k_which_measures_the_boot() {
     if !kvm("a_seabios_server_with_a_tpm_boots_bios_256k_which_measures_the_boot") {
         return;
     }
-    let k = start_kilnd(&format!(
-        "{}bios_tpm = \"{}\"\n",
-        firmware_config(),
-        guest_file("bios-256k.bin").display()
-    ));
+    // bios_tpm by default: bios-256k.bin next to bios (cache/guest).
+    let k = start_kilnd(&firmware_config());
     fw_flavor(&k);
     let disk = mbr_disk(k.dir.path());
     import_disk_fw(&k, "mbr", &disk, "raw", Some("bios"));

@@ -295,7 +295,10 @@ impl Supervisor {
                     Some((config, store)) => {
                         tpm::ensure_state(config, &dir)?;
                         let pid = tpm::start(config, &dir)?;
-                        store.set_tpm_pid(&server_id, Some(pid))?;
+                        // Unrecorded, it is still found under servers/.
+                        if let Err(e) = store.set_tpm_pid(&server_id, Some(pid)) {
+                            tracing::warn!(server = server_id, pid, "cannot record swtpm: {e}");
+                        }
                         Some(pid)
                     }
                 };
