@@ -25,6 +25,7 @@ mod extra_specs;
 mod keypairs;
 mod networks;
 mod servers;
+mod tpm;
 
 pub use addresses::DhcpPort;
 pub use networks::{NetworkSpec, NewNic};
@@ -124,6 +125,12 @@ const MIGRATIONS: &[&str] = &[
     // a network deleted by the user is not made again for the same config.
     "CREATE TABLE default_network (
         one INTEGER PRIMARY KEY CHECK (one = 1), cidr TEXT NOT NULL);",
+    // 14 (tpmkilnd: TPM 2.0): whether an
+    // image's servers and a server get a TPM (0/1), and the pid of the
+    // server's swtpm while one runs (next to its VMM's `pid`).
+    "ALTER TABLE images ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE servers ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE servers ADD COLUMN tpm_pid INTEGER;",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,
@@ -382,9 +389,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str()],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -486,7 +493,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault, firmware, os_type, virtio_model";
+     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -581,6 +588,7 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
         progress,
         fault: r.get(13)?,
         virtio_model: virtio_model_from(r.get(16)?),
+        tpm: r.get(17)?,
     })
 }
 

@@ -40,11 +40,13 @@ pub struct NewServer {
     pub admin_pass: Option<String>,
     /// It gets a config drive at every start.
     pub config_drive: bool,
+    /// It gets a TPM (a swtpm beside its VMM).
+    pub tpm: bool,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
      vcpus, ram_mb, disk_gb, cmdline, metadata, pid, created_at, updated_at, \
-     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive";
+     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive, tpm";
 
 impl Store {
     /// Checks placement and records the server as BUILD, atomically.
@@ -107,8 +109,8 @@ impl Store {
         tx.execute(
             "INSERT INTO servers (id, name, status, task_state, flavor_id, image_id, vcpus, ram_mb, disk_gb,
                                   cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id,
-                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive)
-             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive, tpm)
+             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
             params![
                 id,
                 new.name,
@@ -130,7 +132,8 @@ impl Store {
                 new.keypair.as_ref().map(|k| k.name.as_str()),
                 keypair,
                 new.admin_pass,
-                new.config_drive
+                new.config_drive,
+                new.tpm
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
@@ -388,6 +391,7 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         key_name: r.get(23)?,
         admin_pass: None,
         config_drive: r.get(24)?,
+        tpm: r.get(25)?,
     })
 }
 
@@ -423,6 +427,7 @@ pub(crate) mod tests {
                 progress: None,
                 fault: None,
                 virtio_model: Default::default(),
+                tpm: false,
             };
             let _ = store.insert_image(&img);
         }
@@ -443,6 +448,7 @@ pub(crate) mod tests {
             keypair: None,
             admin_pass: None,
             config_drive: false,
+            tpm: false,
         }
     }
 

@@ -6,14 +6,16 @@
 //! every disk and NIC gets the limits of the server's flavor extra specs
 //! (`crate::qos`), and the root disk the flavor's polling window
 //! (`kiln:disk_poll_us`). A config drive is the second disk, read-only
-//! (`crate::config_drive` builds it before the VMM starts).
+//! (`crate::config_drive` builds it before the VMM starts). A server with
+//! a TPM gets its swtpm's control socket (`super::tpm`) and, with SeaBIOS,
+//! the build that measures the boot (`firmware.bios_tpm`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use kiln_api::compute::{Firmware, ImageKind, OsType, Server};
 use kiln_api::vm::{
     BackingConfig, CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig,
-    NetConfig, SerialConfig, SmbiosConfig, VmConfig,
+    NetConfig, SerialConfig, SmbiosConfig, TpmConfig, VmConfig,
 };
 
 use super::{ConfigError, Supervisor, EXIT_FILE};
@@ -81,7 +83,7 @@ impl Supervisor {
                 )
             }
             (ImageKind::Disk { .. }, Some(fw)) => {
-                let code = crate::firmware::code(&self.config.firmware, fw)?;
+                let code = crate::firmware::code(&self.config.firmware, fw, server.tpm)?;
                 let vars = match fw {
                     Firmware::Bios => None,
                     // In the server's directory, like its root disk (the
@@ -205,6 +207,10 @@ impl Supervisor {
                     }
                 })
                 .collect(),
+            // The swtpm the supervisor starts before the VMM.
+            tpm: server.tpm.then(|| TpmConfig {
+                socket: super::tpm::ctrl_socket(&dir).display().to_string(),
+            }),
             ..Default::default()
         })
     }

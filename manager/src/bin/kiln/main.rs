@@ -160,6 +160,9 @@ enum ServerCmd {
         /// Attach a config drive (needs a root disk).
         #[arg(long)]
         config_drive: bool,
+        /// A TPM 2.0 (true/false) [default: the image's].
+        #[arg(long)]
+        tpm: Option<bool>,
         /// Wait until the server is ACTIVE or ready (fails if it goes to
         /// ERROR or SHUTOFF first)
         #[arg(long, value_enum)]
@@ -415,6 +418,9 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             if s.config_drive {
                 println!("config_drive: true");
             }
+            if s.tpm {
+                println!("tpm: true");
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -436,6 +442,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             admin_pass,
             user_data,
             config_drive,
+            tpm,
             wait,
             timeout,
         } => {
@@ -471,6 +478,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 key_name: key_name.clone(),
                 admin_pass,
                 config_drive: *config_drive,
+                tpm: *tpm,
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {
