@@ -8,6 +8,7 @@ pub mod control;
 pub mod controller;
 pub mod device_manager;
 pub mod devices;
+pub mod keyboard;
 pub mod disks;
 pub mod logger;
 pub mod malloc;
