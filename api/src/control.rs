@@ -146,9 +146,7 @@ impl KeysRequest {
     pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(60);
 
     pub fn hold(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(u64::from(
-            self.hold_ms.unwrap_or(Self::DEFAULT_HOLD_MS),
-        ))
+        std::time::Duration::from_millis(u64::from(self.hold_ms.unwrap_or(Self::DEFAULT_HOLD_MS)))
     }
 
     /// Combos and characters to type.
@@ -419,16 +417,26 @@ mod tests {
 
     #[test]
     fn keys_bodies_are_checked() {
-        let refused = |body: &str| Request::parse("POST", "/v1/vm/keys", body.as_bytes()).unwrap_err();
+        let refused =
+            |body: &str| Request::parse("POST", "/v1/vm/keys", body.as_bytes()).unwrap_err();
         assert_eq!(refused("{}").status, 400);
         assert_eq!(refused(r#"{"keys":[]}"#).status, 400);
-        assert!(refused(r#"{"keys":["a"],"hold_ms":0}"#).message.contains("hold_ms"));
-        assert!(refused(r#"{"key":["a"]}"#).message.contains("unknown field"));
+        assert!(refused(r#"{"keys":["a"],"hold_ms":0}"#)
+            .message
+            .contains("hold_ms"));
+        assert!(refused(r#"{"key":["a"]}"#)
+            .message
+            .contains("unknown field"));
         let many = format!(r#"{{"text":"{}"}}"#, "a".repeat(KeysRequest::MAX_KEYS + 1));
         assert!(refused(&many).message.contains("too many"));
         let slow = r#"{"text":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","hold_ms":1000}"#;
         assert!(refused(slow).message.contains("longer than"));
-        assert_eq!(Request::parse("GET", "/v1/vm/keys", b"").unwrap_err().status, 405);
+        assert_eq!(
+            Request::parse("GET", "/v1/vm/keys", b"")
+                .unwrap_err()
+                .status,
+            405
+        );
         assert!(Request::parse("POST", "/v1/vm/keys", br#"{"keys":["ret"]}"#).is_ok());
     }
 }

@@ -88,6 +88,8 @@ struct Client {
     /// The size the viewer knows.
     size: (usize, usize),
     dead: bool,
+    /// The viewer hung up: dead once its last messages are carried out.
+    closed: bool,
     keyboard: Keyboard,
     keys: VncKeys,
 }
@@ -142,6 +144,7 @@ impl Server {
             let frame = self.frame.as_ref().expect("refreshed");
             for c in &mut self.clients {
                 c.process(frame);
+                c.dead |= c.closed;
                 if !c.dead && c.phase == Phase::Normal {
                     c.send_update(frame);
                 }
@@ -170,6 +173,7 @@ impl Server {
                 dirty: Vec::new(),
                 size: (0, 0),
                 dead: false,
+                closed: false,
                 keyboard: self.keyboard.clone(),
                 keys: VncKeys::default(),
             };
@@ -218,6 +222,11 @@ impl Server {
 impl Client {
     /// Write all of `data`, waiting at most [`WRITE_TIMEOUT`].
     fn send(&mut self, mut data: &[u8]) {
+        // A viewer that hung up gets nothing (its last messages are still
+        // carried out).
+        if self.closed {
+            return;
+        }
         let deadline = Instant::now() + WRITE_TIMEOUT;
         while !data.is_empty() && !self.dead {
             match self.stream.write(data) {
@@ -239,9 +248,11 @@ impl Client {
         let mut buf = [0u8; 4096];
         loop {
             match self.stream.read(&mut buf) {
+                // What it sent before it hung up is still carried out
+                // (a `vncdo key a` sends its key and closes at once).
                 Ok(0) => {
                     log::info!("vnc: viewer disconnected");
-                    self.dead = true;
+                    self.closed = true;
                     return;
                 }
                 Ok(n) => {
@@ -367,11 +378,9 @@ impl Client {
                 }
             }
             ClientMsg::Key { down, keysym } => self.keys.keysym(&self.keyboard, keysym, down),
-            ClientMsg::ExtKey {
-                down,
-                keysym,
-                code,
-            } => self.keys.xt(&self.keyboard, keysym, code, down),
+            ClientMsg::ExtKey { down, keysym, code } => {
+                self.keys.xt(&self.keyboard, keysym, code, down)
+            }
             ClientMsg::Pointer { .. } | ClientMsg::CutText => {}
         }
         Some(used)

@@ -54,7 +54,10 @@ fn seabios_init_then_translated_keys() {
     assert_eq!(drain(&mut dev), [0x00]);
     assert_eq!(kbd(&mut dev, &[0xff]), [KBD_ACK, KBD_BAT_OK]);
     assert_eq!(kbd(&mut dev, &[0xf5]), [KBD_ACK]);
-    ctr(&mut dev, CTR_KBD_INT | CTR_SYS | CTR_AUX_DISABLE | CTR_XLATE);
+    ctr(
+        &mut dev,
+        CTR_KBD_INT | CTR_SYS | CTR_AUX_DISABLE | CTR_XLATE,
+    );
     // While scanning is off, keys are dropped.
     dev.key_event(0x1e, true);
     assert!(drain(&mut dev).is_empty());

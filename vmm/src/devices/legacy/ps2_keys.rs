@@ -60,7 +60,10 @@ fn set2_code(key: u16) -> Option<u8> {
     if key & 0x80 == 0 {
         SET2.get(usize::from(code)).copied().filter(|&c| c != 0)
     } else {
-        SET2_E0.iter().find(|(s1, _)| *s1 == code).map(|&(_, s2)| s2)
+        SET2_E0
+            .iter()
+            .find(|(s1, _)| *s1 == code)
+            .map(|&(_, s2)| s2)
     }
 }
 
