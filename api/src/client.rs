@@ -109,6 +109,17 @@ pub fn control(socket: &Path, req: &Request, timeout: Duration) -> Result<Respon
     request(socket, req.method(), &req.path(), body.as_deref(), timeout)
 }
 
+/// `POST /v1/vm/keys` on the VMM's control socket, waiting as long as the
+/// typing takes (and `slack` more).
+pub fn send_keys(
+    socket: &Path,
+    keys: &crate::control::KeysRequest,
+    slack: Duration,
+) -> Result<Response, ClientError> {
+    let req = Request::Keys(keys.clone());
+    control(socket, &req, keys.duration() + slack)
+}
+
 /// `PUT`s the contents of `file` to `path` as an `application/octet-stream`
 /// body, streamed in 1 MiB pieces; `progress(sent, total)` is called after
 /// each. If the server answers early (an error such as 413) the answer is

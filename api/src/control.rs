@@ -12,6 +12,7 @@
 //! | `PUT /v1/vm/net/{index}` | [`NetUpdate`] | 204 (link up/down: config space, config-change interrupt) |
 //! | `GET /v1/vm/screenshot` |        | 200 `image/png`: the display's picture now (404 without a display) |
 //! | `GET /v1/vm/screen`    |         | [`ScreenInfo`]: the display's mode, and text mode's characters |
+//! | `POST /v1/vm/keys`     | [`KeysRequest`] | 204 once every key was pressed and released on the PS/2 keyboard |
 //!
 //! Errors answer 4xx/5xx with an [`ErrorBody`].
 //!
@@ -118,6 +119,78 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// `POST /v1/vm/keys`: press and release each of `keys` (QEMU `sendkey`
+/// names: `ret`, `esc`, `f1`, `a`, `ctrl-alt-delete`: the keys of a combo
+/// are pressed in order and released in reverse), then type `text` (US
+/// layout, Shift added where a character needs it). Each key is held
+/// `hold_ms` (default [`KeysRequest::DEFAULT_HOLD_MS`]), with as long a
+/// gap after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_ms: Option<u32>,
+}
+
+impl KeysRequest {
+    /// As QEMU's `sendkey`.
+    pub const DEFAULT_HOLD_MS: u32 = 100;
+    pub const MAX_HOLD_MS: u32 = 1000;
+    /// Keys and characters in one request, at most.
+    pub const MAX_KEYS: usize = 256;
+    /// The longest a request may take to type.
+    pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub fn hold(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.hold_ms.unwrap_or(Self::DEFAULT_HOLD_MS)))
+    }
+
+    /// Combos and characters to type.
+    pub fn count(&self) -> usize {
+        self.keys.len() + self.text.as_deref().map_or(0, |t| t.chars().count())
+    }
+
+    /// How long typing takes (each key held, then as long a gap).
+    pub fn duration(&self) -> std::time::Duration {
+        self.hold() * 2 * self.count() as u32
+    }
+
+    /// Why this request is refused, if it is (names are checked by the VMM).
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.count();
+        if n == 0 {
+            return Err("nothing to type: give \"keys\" or \"text\"".into());
+        }
+        if n > Self::MAX_KEYS {
+            return Err(format!(
+                "{n} keys and characters is too many; at most {}",
+                Self::MAX_KEYS
+            ));
+        }
+        match self.hold_ms {
+            Some(h) if h == 0 || h > Self::MAX_HOLD_MS => {
+                return Err(format!(
+                    "hold_ms {h} is out of range 1..={}",
+                    Self::MAX_HOLD_MS
+                ))
+            }
+            _ => {}
+        }
+        if self.duration() > Self::MAX_DURATION {
+            return Err(format!(
+                "typing would take {:?}, longer than {:?}; send fewer keys or a shorter hold_ms",
+                self.duration(),
+                Self::MAX_DURATION
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `PUT /v1/vm/net/{index}`: change NIC `index` (in `VmConfig::nets`
 /// order) as the guest sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,7 +218,7 @@ pub struct ScreenInfo {
 }
 
 /// A control request, as the table above lists them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// `GET /v1/vm`: answers a [`VmInfo`].
     Info,
@@ -166,6 +239,8 @@ pub enum Request {
     Screenshot,
     /// `GET /v1/vm/screen`: answers a [`ScreenInfo`].
     Screen,
+    /// `POST /v1/vm/keys`: types on the keyboard.
+    Keys(KeysRequest),
 }
 
 /// A request kiln-vmm refuses before acting: the HTTP status (400, 404,
@@ -186,6 +261,7 @@ impl Request {
     pub fn method(&self) -> &'static str {
         match self {
             Request::Info | Request::Screenshot | Request::Screen => "GET",
+            Request::Keys(_) => "POST",
             _ => "PUT",
         }
     }
@@ -201,6 +277,7 @@ impl Request {
             Request::NetLink { index, .. } => format!("/v1/vm/net/{index}"),
             Request::Screenshot => "/v1/vm/screenshot".to_string(),
             Request::Screen => "/v1/vm/screen".to_string(),
+            Request::Keys(_) => "/v1/vm/keys".to_string(),
         }
     }
 
@@ -210,6 +287,7 @@ impl Request {
             Request::NetLink { link, .. } => {
                 Some(serde_json::to_vec(&NetUpdate { link: *link }).expect("NetUpdate serializes"))
             }
+            Request::Keys(k) => Some(serde_json::to_vec(k).expect("KeysRequest serializes")),
             _ => None,
         }
     }
@@ -220,6 +298,9 @@ impl Request {
         let path = path.split('?').next().unwrap_or(path).trim_end_matches('/');
         if let Some(index) = path.strip_prefix("/v1/vm/net/") {
             return Request::parse_net(method, path, index, body);
+        }
+        if path == "/v1/vm/keys" {
+            return Request::parse_keys(method, path, body);
         }
         let action = match path {
             "/v1/vm" | "/v1/vm/screenshot" | "/v1/vm/screen" => {
@@ -249,6 +330,26 @@ impl Request {
                 format!("{method} is not allowed on {path}; use PUT"),
             )),
         }
+    }
+
+    /// `POST /v1/vm/keys`.
+    fn parse_keys(method: &str, path: &str, body: &[u8]) -> Result<Request, Refused> {
+        if method != "POST" {
+            return Err(Refused::new(
+                405,
+                format!("{method} is not allowed on {path}; use POST"),
+            ));
+        }
+        let keys: KeysRequest = serde_json::from_slice(body).map_err(|e| {
+            Refused::new(
+                400,
+                format!(
+                    "body must be {{\"keys\": [\"ret\", \"ctrl-alt-delete\"], \"text\": \"...\", \"hold_ms\": 100}}: {e}"
+                ),
+            )
+        })?;
+        keys.check().map_err(|m| Refused::new(400, m))?;
+        Ok(Request::Keys(keys))
     }
 
     /// `PUT /v1/vm/net/{index}` (`path` without query or trailing `/`).
@@ -294,9 +395,14 @@ mod tests {
                 index: 3,
                 link: LinkState::Down,
             },
+            Request::Keys(KeysRequest {
+                keys: vec!["ctrl-alt-delete".into()],
+                text: Some("hi\n".into()),
+                hold_ms: Some(5),
+            }),
         ] {
             let body = r.body().unwrap_or_default();
-            assert_eq!(Request::parse(r.method(), &r.path(), &body), Ok(r));
+            assert_eq!(Request::parse(r.method(), &r.path(), &body), Ok(r.clone()));
         }
         assert_eq!(
             Request::NetLink {
@@ -307,5 +413,30 @@ mod tests {
             .unwrap(),
             br#"{"link":"up"}"#
         );
+    }
+
+    #[test]
+    fn keys_bodies_are_checked() {
+        let refused =
+            |body: &str| Request::parse("POST", "/v1/vm/keys", body.as_bytes()).unwrap_err();
+        assert_eq!(refused("{}").status, 400);
+        assert_eq!(refused(r#"{"keys":[]}"#).status, 400);
+        assert!(refused(r#"{"keys":["a"],"hold_ms":0}"#)
+            .message
+            .contains("hold_ms"));
+        assert!(refused(r#"{"key":["a"]}"#)
+            .message
+            .contains("unknown field"));
+        let many = format!(r#"{{"text":"{}"}}"#, "a".repeat(KeysRequest::MAX_KEYS + 1));
+        assert!(refused(&many).message.contains("too many"));
+        let slow = r#"{"text":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","hold_ms":1000}"#;
+        assert!(refused(slow).message.contains("longer than"));
+        assert_eq!(
+            Request::parse("GET", "/v1/vm/keys", b"")
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert!(Request::parse("POST", "/v1/vm/keys", br#"{"keys":["ret"]}"#).is_ok());
     }
 }

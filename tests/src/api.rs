@@ -35,3 +35,9 @@ pub fn put_json(sock: &Path, path: &str, body: &str) -> Result<(u16, String), Ap
     let r = client::request(sock, "PUT", path, Some(body.as_bytes()), TIMEOUT)?;
     Ok((r.status, r.text()))
 }
+
+/// `POST path` with a JSON body; returns (status, body).
+pub fn post_json(sock: &Path, path: &str, body: &str) -> Result<(u16, String), ApiError> {
+    let r = client::request(sock, "POST", path, Some(body.as_bytes()), TIMEOUT)?;
+    Ok((r.status, r.text()))
+}

@@ -39,6 +39,13 @@ pub fn vga_probe_disk(dir: &Path) -> PathBuf {
     boot_sector_disk(dir, "vga", "vga.raw")
 }
 
+/// An 8 MiB raw disk whose boot sector is the keyboard probe
+/// (images/mbr/kbd.s): `KILNKBD READY`, then `KEY ss cc` on COM1 for each
+/// key the BIOS reads (int 16h AH=10h: scan code, character).
+pub fn kbd_probe_disk(dir: &Path) -> PathBuf {
+    boot_sector_disk(dir, "kbd", "kbd.raw")
+}
+
 /// Tell the display probe on `disk` (from [`vga_probe_disk`]) to leave
 /// text mode: `GO!!` at the start of sector 1, which it polls.
 pub fn vga_probe_go(disk: &Path) {

@@ -13,6 +13,7 @@ use std::time::Duration;
 pub const ENC_RAW: i32 = 0;
 pub const ENC_ZLIB: i32 = 6;
 pub const ENC_DESKTOP_SIZE: i32 = -223;
+pub const ENC_QEMU_EXT_KEY: i32 = -258;
 
 /// One connected viewer and the picture it has.
 pub struct Viewer {
@@ -114,6 +115,7 @@ impl Viewer {
             let enc = be32(&r[8..]) as i32;
             self.last_encodings.push(enc);
             let pixels = match enc {
+                ENC_QEMU_EXT_KEY => continue,
                 ENC_DESKTOP_SIZE => {
                     self.width = w;
                     self.height = h;
@@ -155,6 +157,15 @@ impl Viewer {
         }
         self.last_update_bytes = bytes;
         Ok(())
+    }
+
+    /// QEMU's extended key event: XT `code` (0x80 added for E0 keys).
+    pub fn ext_key(&mut self, code: u32, down: bool) -> io::Result<()> {
+        let mut m = vec![255, 0];
+        m.extend_from_slice(&u16::from(down).to_be_bytes());
+        m.extend_from_slice(&0u32.to_be_bytes());
+        m.extend_from_slice(&code.to_be_bytes());
+        self.stream.write_all(&m)
     }
 
     pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {

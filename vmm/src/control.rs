@@ -76,6 +76,9 @@ pub enum ActError {
     /// The command names something that does not exist (404).
     #[error("{0}")]
     NotFound(String),
+    /// The request's body names something that cannot be (400).
+    #[error("{0}")]
+    BadRequest(String),
     /// The VMM failed at it (500).
     #[error("{0}")]
     Internal(String),
@@ -86,6 +89,7 @@ impl ActError {
         match self {
             ActError::Conflict(_) => 409,
             ActError::NotFound(_) => 404,
+            ActError::BadRequest(_) => 400,
             ActError::Internal(_) => 500,
         }
     }
@@ -258,7 +262,7 @@ pub fn serve_connection(mut stream: UnixStream, target: &mut dyn ControlTarget) 
             Ok(s) => (Reply::json(200, &s), None),
             Err(e) => (Reply::error(e.status(), e.to_string()), None),
         },
-        Ok(cmd) => match target.act(cmd) {
+        Ok(cmd) => match target.act(cmd.clone()) {
             Ok(()) => (Reply::no_content(), Some(cmd)),
             Err(msg) => (Reply::error(msg.status(), msg.to_string()), None),
         },

@@ -388,6 +388,16 @@ impl ControlTarget for Controller {
                     info!("NIC {index}: link {}", link.as_str());
                 }
             }
+            Command::Keys(_) if state == RunState::Paused => {
+                return Err("the VM is paused; resume it first".into())
+            }
+            Command::Keys(keys) => self
+                .vm
+                .devices
+                .platform
+                .keyboard
+                .type_request(&keys)
+                .map_err(ActError::BadRequest)?,
             Command::Reset | Command::Kill => {}
         }
         Ok(())

@@ -9,6 +9,7 @@ pub mod controller;
 pub mod device_manager;
 pub mod devices;
 pub mod disks;
+pub mod keyboard;
 pub mod logger;
 pub mod malloc;
 pub mod memory;

@@ -133,7 +133,8 @@ fn main() {
             .display
             .clone()
             .expect("validated: --vnc needs a display");
-        kiln_vmm::vnc::spawn(listener, display)
+        let keyboard = vm.devices.platform.keyboard.clone();
+        kiln_vmm::vnc::spawn(listener, display, keyboard)
             .unwrap_or_else(|e| fail(format!("cannot start the VNC server: {e}")));
         path
     });

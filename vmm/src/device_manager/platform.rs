@@ -121,6 +121,8 @@ pub fn describe(cpus: u8, mem_size: u64) -> AcpiPlatform {
 pub struct Platform {
     pub serial: Arc<Mutex<SerialDevice>>,
     pub pm: Arc<Mutex<PmDevice>>,
+    /// The i8042, for typing on its keyboard.
+    pub keyboard: crate::keyboard::Keyboard,
     pub boot_progress: Arc<Mutex<Vec<BootProgress>>>,
     /// Firmware boot only: fw_cfg, e.g. to set `bootorder` once disks exist.
     pub fw_cfg: Option<Arc<Mutex<FwCfg>>>,
@@ -169,7 +171,7 @@ impl Platform {
             u64::from(layout::COM1_PORT),
             8,
         )?;
-        put(
+        let keyboard = put(
             pio,
             "i8042",
             I8042Device::new(requests.clone()).with_interrupt(irq_line(vm, layout::I8042_IRQ)?),
@@ -289,6 +291,7 @@ impl Platform {
                 fw_cfg,
                 serial,
                 pm,
+                keyboard: crate::keyboard::Keyboard(keyboard),
                 boot_progress,
             },
             pci,

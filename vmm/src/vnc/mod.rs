@@ -4,8 +4,9 @@
 //! filter ([`crate::seccomp::ThreadKind::Vnc`]), never a vCPU's:
 //!
 //! - every [`TICK`] it accepts viewers, reads what they sent (`proto.rs`
-//!   parses it; key and pointer events are read and dropped until the
-//!   input devices exist), and looks for a change: the VGA's write
+//!   parses it; key events, keysyms or QEMU's extended key events with
+//!   XT codes, go to the PS/2 keyboard through [`crate::keyboard`],
+//!   pointer events are dropped), and looks for a change: the VGA's write
 //!   counter (registers, the legacy window) and KVM's dirty log of the
 //!   framebuffer slot. An unchanging screen costs one ioctl and one lock
 //!   a tick, and no rendering;
@@ -30,6 +31,7 @@ use proto::{ClientMsg, PixelFormat, ZlibStream};
 
 use crate::device_manager::display::Display;
 use crate::devices::display::render::Frame;
+use crate::keyboard::{Keyboard, VncKeys};
 
 /// How often the server looks for viewers' messages and screen changes.
 pub const TICK: Duration = Duration::from_millis(30);
@@ -41,7 +43,11 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_INPUT: usize = proto::MAX_CUT_TEXT + 64;
 
 /// Start the server thread on `listener` (non-blocking) for `display`.
-pub fn spawn(listener: UnixListener, display: Display) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn(
+    listener: UnixListener,
+    display: Display,
+    keyboard: Keyboard,
+) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new().name("vnc".into()).spawn(move || {
         if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vnc) {
             log::error!("vnc: {}; no VNC server", e.report());
@@ -50,6 +56,7 @@ pub fn spawn(listener: UnixListener, display: Display) -> std::io::Result<JoinHa
         Server {
             listener,
             display,
+            keyboard,
             clients: Vec::new(),
             frame: None,
             generation: 0,
@@ -81,11 +88,16 @@ struct Client {
     /// The size the viewer knows.
     size: (usize, usize),
     dead: bool,
+    /// The viewer hung up: dead once its last messages are carried out.
+    closed: bool,
+    keyboard: Keyboard,
+    keys: VncKeys,
 }
 
 struct Server {
     listener: UnixListener,
     display: Display,
+    keyboard: Keyboard,
     clients: Vec<Client>,
     frame: Option<Frame>,
     generation: u64,
@@ -132,6 +144,7 @@ impl Server {
             let frame = self.frame.as_ref().expect("refreshed");
             for c in &mut self.clients {
                 c.process(frame);
+                c.dead |= c.closed;
                 if !c.dead && c.phase == Phase::Normal {
                     c.send_update(frame);
                 }
@@ -160,6 +173,9 @@ impl Server {
                 dirty: Vec::new(),
                 size: (0, 0),
                 dead: false,
+                closed: false,
+                keyboard: self.keyboard.clone(),
+                keys: VncKeys::default(),
             };
             c.send(proto::VERSION);
             log::info!("vnc: viewer connected ({} now)", self.clients.len() + 1);
@@ -206,6 +222,11 @@ impl Server {
 impl Client {
     /// Write all of `data`, waiting at most [`WRITE_TIMEOUT`].
     fn send(&mut self, mut data: &[u8]) {
+        // A viewer that hung up gets nothing (its last messages are still
+        // carried out).
+        if self.closed {
+            return;
+        }
         let deadline = Instant::now() + WRITE_TIMEOUT;
         while !data.is_empty() && !self.dead {
             match self.stream.write(data) {
@@ -227,9 +248,11 @@ impl Client {
         let mut buf = [0u8; 4096];
         loop {
             match self.stream.read(&mut buf) {
+                // What it sent before it hung up is still carried out
+                // (a `vncdo key a` sends its key and closes at once).
                 Ok(0) => {
                     log::info!("vnc: viewer disconnected");
-                    self.dead = true;
+                    self.closed = true;
                     return;
                 }
                 Ok(n) => {
@@ -339,6 +362,14 @@ impl Client {
             ClientMsg::SetEncodings(encs) => {
                 self.zlib = encs.contains(&proto::ENC_ZLIB).then(ZlibStream::default);
                 self.desktop_size = encs.contains(&proto::ENC_DESKTOP_SIZE);
+                if encs.contains(&proto::ENC_QEMU_EXT_KEY) {
+                    // As QEMU: at once, one pseudo-rectangle.
+                    let mut m = Vec::with_capacity(16);
+                    proto::update_header(&mut m, 1);
+                    let (w, h) = (self.size.0 as u16, self.size.1 as u16);
+                    proto::rect_header(&mut m, 0, 0, w, h, proto::ENC_QEMU_EXT_KEY);
+                    self.send(&m);
+                }
             }
             ClientMsg::UpdateRequest { incremental, .. } => {
                 self.request = Some(incremental);
@@ -346,7 +377,11 @@ impl Client {
                     self.full = true;
                 }
             }
-            ClientMsg::Key { .. } | ClientMsg::Pointer { .. } | ClientMsg::CutText => {}
+            ClientMsg::Key { down, keysym } => self.keys.keysym(&self.keyboard, keysym, down),
+            ClientMsg::ExtKey { down, keysym, code } => {
+                self.keys.xt(&self.keyboard, keysym, code, down)
+            }
+            ClientMsg::Pointer { .. } | ClientMsg::CutText => {}
         }
         Some(used)
     }

@@ -13,6 +13,12 @@ pub const SECURITY_NONE: u8 = 1;
 pub const ENC_RAW: i32 = 0;
 pub const ENC_ZLIB: i32 = 6;
 pub const ENC_DESKTOP_SIZE: i32 = -223;
+/// QEMU's extended key event pseudo-encoding: a viewer that lists it gets
+/// this rectangle back and may then send [`ClientMsg::ExtKey`].
+pub const ENC_QEMU_EXT_KEY: i32 = -258;
+/// QEMU's client message type, and its extended key event subtype.
+pub const MSG_QEMU: u8 = 255;
+pub const QEMU_EXT_KEY: u8 = 0;
 
 /// The longest cut text a client may send (it is read and dropped).
 pub const MAX_CUT_TEXT: usize = 1 << 20;
@@ -127,6 +133,13 @@ pub enum ClientMsg {
         down: bool,
         keysym: u32,
     },
+    /// QEMU's extended key event: `code` is the XT scan code (0x80 added
+    /// for E0 keys), `keysym` what the viewer's layout made of it.
+    ExtKey {
+        down: bool,
+        keysym: u32,
+        code: u32,
+    },
     Pointer {
         buttons: u8,
         x: u16,
@@ -199,7 +212,18 @@ pub fn parse_client(buf: &[u8]) -> Result<Option<(ClientMsg, usize)>, ProtoError
             }
             Some((ClientMsg::CutText, 8 + n))
         }
-        0 | 2..=6 => None,
+        MSG_QEMU if need(2) && buf[1] != QEMU_EXT_KEY => {
+            return Err(ProtoError::UnknownMessage(MSG_QEMU))
+        }
+        MSG_QEMU if need(12) => Some((
+            ClientMsg::ExtKey {
+                down: be16(2) != 0,
+                keysym: be32(4),
+                code: be32(8),
+            },
+            12,
+        )),
+        0 | 2..=6 | MSG_QEMU => None,
         k => return Err(ProtoError::UnknownMessage(k)),
     })
 }

@@ -45,6 +45,24 @@ fn client_messages_parse_whole_or_wait_for_more() {
         )))
     );
     assert_eq!(parse_client(&[7]), Err(ProtoError::UnknownMessage(7)));
+    // QEMU's extended key event: Up (E0 48 as 0xC8), pressed.
+    let ext = [255, 0, 0, 1, 0, 0, 0xff, 0x52, 0, 0, 0, 0xc8];
+    assert_eq!(parse_client(&ext[..11]), Ok(None));
+    assert_eq!(
+        parse_client(&ext),
+        Ok(Some((
+            ClientMsg::ExtKey {
+                down: true,
+                keysym: 0xff52,
+                code: 0xc8
+            },
+            12
+        )))
+    );
+    assert_eq!(
+        parse_client(&[255, 1, 0]),
+        Err(ProtoError::UnknownMessage(255))
+    );
     assert_eq!(
         parse_client(&[6, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]),
         Err(ProtoError::CutTextTooLong(u32::MAX as usize))

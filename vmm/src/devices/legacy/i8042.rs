@@ -1,5 +1,5 @@
-//! The i8042 keyboard controller, with a keyboard that answers commands but
-//! never types, and no mouse (AUX) port.
+//! The i8042 keyboard controller and its PS/2 keyboard; no mouse (AUX)
+//! port.
 //!
 //! Inserted at I/O port 0x60 with length 5: offset 0 is the data port
 //! (0x60), offset 4 the status/command port (0x64). Offset 1 (port 0x61,
@@ -11,6 +11,14 @@
 //! (0xD0/0xD1) and the reset pulse (0xF0..0xFE with bit 0 clear, or output
 //! port bit 0 cleared), which sends [`VmRequest::Reset`].
 //!
+//! Keys come from [`I8042Device::key_event`] (VNC, the control API's
+//! `keys`): the keyboard encodes them in its scan code set (2 unless the
+//! guest chose another, [`super::ps2_keys`]) into its own buffer, which
+//! the controller moves byte by byte into its output buffer while the
+//! keyboard interface is enabled, translated to set 1 when the command
+//! byte's translate bit is set, raising IRQ 1 for each byte when the
+//! command byte enables it.
+//!
 //! The AUX port is reported absent quickly (the AUX loop answers without the
 //! AUX flag and the AUX interface test fails) so Linux's probe does not sit
 //! in timeouts.
@@ -18,6 +26,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::ps2_keys::{self, Translator};
 use crate::devices::bus::ByteRegisters;
 use crate::devices::{Interrupt, VmRequest, VmRequests};
 
@@ -76,6 +85,8 @@ const KBD_ECHO: u8 = 0xee;
 /// Output bytes the controller holds at most (a real one holds one; a queue
 /// lets multi-byte keyboard answers through without losing bytes).
 const OUTPUT_QUEUE_MAX: usize = 16;
+/// Bytes of key codes the keyboard buffers (a real one: 16 keys or so).
+const KEY_QUEUE_MAX: usize = 64;
 
 /// Where the next data-port byte goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +110,11 @@ pub struct I8042Device {
     output: VecDeque<u8>,
     port_b: u8,
     scancode_set: u8,
+    /// Whether the keyboard scans (0xF4 enable / 0xF5 disable).
+    scanning: bool,
+    /// The keyboard's buffer of key codes, not yet in the output buffer.
+    keys: VecDeque<u8>,
+    translator: Translator,
 }
 
 impl I8042Device {
@@ -114,7 +130,51 @@ impl I8042Device {
             output: VecDeque::new(),
             port_b: 0,
             scancode_set: 2,
+            scanning: true,
+            keys: VecDeque::new(),
+            translator: Translator::default(),
         }
+    }
+
+    /// Key number `key` ([`ps2_keys`]) went down or up. Dropped while the
+    /// keyboard does not scan, or when its buffer has no room for all of
+    /// the key's bytes.
+    pub fn key_event(&mut self, key: u16, down: bool) {
+        if !self.scanning {
+            log::debug!("i8042: keyboard disabled, dropping key {key:#x}");
+            return;
+        }
+        let mut bytes = ps2_keys::encode(key, down, self.scancode_set);
+        if self.ctr & CTR_XLATE != 0 {
+            bytes = bytes
+                .into_iter()
+                .filter_map(|b| self.translator.feed(b))
+                .collect();
+        }
+        if self.keys.len() + bytes.len() > KEY_QUEUE_MAX {
+            log::debug!("i8042: keyboard buffer full, dropping key {key:#x}");
+            return;
+        }
+        self.keys.extend(bytes);
+        self.refill();
+    }
+
+    /// Move the keyboard's next byte into an empty output buffer while the
+    /// keyboard interface is enabled.
+    fn refill(&mut self) {
+        if !self.output.is_empty() || self.ctr & CTR_KBD_DISABLE != 0 {
+            return;
+        }
+        if let Some(b) = self.keys.pop_front() {
+            self.push_output(b);
+        }
+    }
+
+    /// The keyboard's reset (0xFF, 0xF5, 0xF6): default set, buffer empty.
+    fn keyboard_defaults(&mut self) {
+        self.scancode_set = 2;
+        self.keys.clear();
+        self.translator = Translator::default();
     }
 
     /// Connect the keyboard interrupt (IRQ 1). Without it the keyboard's
@@ -171,6 +231,7 @@ impl I8042Device {
         if !self.output.is_empty() {
             self.raise_irq();
         }
+        self.refill();
         byte
     }
 
@@ -195,7 +256,10 @@ impl I8042Device {
             }
             CMD_KBD_TEST => self.respond(0x00),
             CMD_KBD_DISABLE => self.ctr |= CTR_KBD_DISABLE,
-            CMD_KBD_ENABLE => self.ctr &= !CTR_KBD_DISABLE,
+            CMD_KBD_ENABLE => {
+                self.ctr &= !CTR_KBD_DISABLE;
+                self.refill();
+            }
             CMD_READ_OUTPORT => {
                 let mut v = self.outport;
                 if !self.output.is_empty() {
@@ -212,7 +276,10 @@ impl I8042Device {
 
     fn controller_param(&mut self, cmd: u8, value: u8) {
         match cmd {
-            CMD_WRITE_CTR => self.ctr = value,
+            CMD_WRITE_CTR => {
+                self.ctr = value;
+                self.refill();
+            }
             CMD_WRITE_OUTPORT => {
                 self.outport = value;
                 if value & OUTPORT_RESET == 0 {
@@ -266,12 +333,23 @@ impl I8042Device {
             }
             // Reset and self test.
             0xff => {
-                self.scancode_set = 2;
+                self.keyboard_defaults();
+                self.scanning = true;
                 self.push_output(KBD_ACK);
                 self.push_output(KBD_BAT_OK);
             }
-            // Enable, disable, set defaults, and the set-3 key modes.
-            0xf4..=0xfd => self.push_output(KBD_ACK),
+            0xf4 => {
+                self.scanning = true;
+                self.push_output(KBD_ACK);
+            }
+            // Disable (and set defaults), set defaults.
+            0xf5 | 0xf6 => {
+                self.keyboard_defaults();
+                self.scanning = value == 0xf6;
+                self.push_output(KBD_ACK);
+            }
+            // The set-3 key modes.
+            0xf7..=0xfd => self.push_output(KBD_ACK),
             _ => self.push_output(KBD_RESEND),
         }
     }
@@ -308,6 +386,10 @@ impl ByteRegisters for I8042Device {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "i8042_keys_tests.rs"]
+mod keys_tests;
 
 #[cfg(test)]
 mod tests {
