@@ -35,6 +35,7 @@ pub mod images;
 pub mod ipam;
 pub mod keypairs;
 pub mod lvm;
+pub mod metadata;
 pub mod net;
 pub mod networks;
 pub mod placement;

@@ -24,7 +24,7 @@
 
 mod services;
 
-pub use services::{host_addresses, Services, METADATA_IP};
+pub use services::{host_addresses, MetadataSpawner, Services, METADATA_IP};
 
 use std::sync::Arc;
 

@@ -236,6 +236,18 @@ fn check_extras(req: &ServerCreate) -> Result<(), ServerError> {
             "user_data is longer than {MAX_USER_DATA} bytes (64 KiB)"
         )));
     }
+    // As Nova's: base64, which the guest gets decoded, byte for byte.
+    if let Some(u) = &req.user_data {
+        use base64::Engine;
+        if base64::engine::general_purpose::STANDARD
+            .decode(u.as_bytes())
+            .is_err()
+        {
+            return Err(ServerError::Invalid(
+                "user_data is not valid base64 (as Nova's, it is given encoded)".into(),
+            ));
+        }
+    }
     if req.admin_pass.as_ref().is_some_and(|p| p.len() > 255) {
         return Err(ServerError::Invalid(
             "admin_pass is longer than 255 bytes".into(),

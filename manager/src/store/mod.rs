@@ -1,5 +1,6 @@
 //! The SQLite store under the state directory: flavors, images, servers,
-//! networks (`networks.rs`), key pairs (`keypairs.rs`).
+//! networks (`networks.rs`), key pairs (`keypairs.rs`), what the metadata
+//! service reads and keeps (`metadata.rs`).
 //!
 //! One connection in WAL mode behind a mutex. The schema is created by
 //! numbered migrations recorded in `schema_migrations`. A server row carries
@@ -23,9 +24,11 @@ use crate::util::now_rfc3339;
 mod addresses;
 mod extra_specs;
 mod keypairs;
+mod metadata;
 mod networks;
 mod servers;
 
+pub use metadata::MAX_PASSWORD;
 pub use networks::{NetworkSpec, NewNic};
 pub use servers::NewServer;
 
@@ -116,6 +119,9 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE servers ADD COLUMN admin_pass TEXT;",
     // 11 (ipam: subnets and fixed addresses).
     MIGRATION_11_SUBNETS,
+    // 13 (metadata: the guest's posted password, os-server-password; the
+    // lead renumbers it at merge if 12 is not there yet).
+    "ALTER TABLE servers ADD COLUMN password TEXT;",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,
