@@ -75,7 +75,7 @@ rm -rf /var/lib/kiln /run/kiln /run/lock/kiln-groupadd.lock
 if [ "$packages" = 1 ]; then
     say "packages setup.sh installs that a new machine lacks"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get purge -y -qq cpio socat fio acpica-tools dmidecode qemu-system-x86 \
+    apt-get purge -y -qq cpio socat fio acpica-tools dmidecode cloud-init qemu-system-x86 \
         lvm2 thin-provisioning-tools >/dev/null || true
     apt-get autoremove -y -qq --purge >/dev/null || true
 fi

@@ -153,19 +153,40 @@ fn listings_versions_and_files() {
     };
     assert_eq!(tree::get(&none, "/openstack/latest/user_data").status, 404);
     assert_eq!(tree::get(&none, "/latest/user-data").status, 404);
-    assert_eq!(tree::get(&f, "/openstack/latest/user_data").body, [0xff, 0, b'x']);
-    assert_eq!(tree::get(&f, "/openstack/2012-08-10/network_data.json").status, 404);
-    assert_eq!(tree::get(&f, "/openstack/2099-01-01/meta_data.json").status, 404);
+    assert_eq!(
+        tree::get(&f, "/openstack/latest/user_data").body,
+        [0xff, 0, b'x']
+    );
+    assert_eq!(
+        tree::get(&f, "/openstack/2012-08-10/network_data.json").status,
+        404
+    );
+    assert_eq!(
+        tree::get(&f, "/openstack/2099-01-01/meta_data.json").status,
+        404
+    );
     assert_eq!(tree::get(&f, "/openstack/latest/../latest").status, 404);
-    assert_eq!(body(tree::get(&f, "/openstack/latest/vendor_data2.json")), "{}");
+    assert_eq!(
+        body(tree::get(&f, "/openstack/latest/vendor_data2.json")),
+        "{}"
+    );
     assert_eq!(body(tree::get(&f, "/openstack/latest/password")), "");
     let posted = Facts {
         password: Some("enc".into()),
         ..facts()
     };
-    assert_eq!(body(tree::get(&posted, "/openstack/latest/password")), "enc");
-    assert!(tree::is_password(&f, &["openstack", "2013-04-04", "password"]));
-    assert!(!tree::is_password(&f, &["openstack", "2012-08-10", "password"]));
+    assert_eq!(
+        body(tree::get(&posted, "/openstack/latest/password")),
+        "enc"
+    );
+    assert!(tree::is_password(
+        &f,
+        &["openstack", "2013-04-04", "password"]
+    ));
+    assert!(!tree::is_password(
+        &f,
+        &["openstack", "2012-08-10", "password"]
+    ));
 }
 
 #[test]
@@ -192,7 +213,10 @@ fn ec2_tree_as_nova_prints_it() {
         get("/latest/meta-data/public-keys/0/openssh-key"),
         "ssh-ed25519 AAAA me"
     );
-    assert_eq!(get("/latest/meta-data/block-device-mapping/root"), "/dev/vda");
+    assert_eq!(
+        get("/latest/meta-data/block-device-mapping/root"),
+        "/dev/vda"
+    );
     assert_eq!(tree::get(&f, "/latest/user-data").body, [0xff, 0, b'x']);
     // 1.0 has no later keys.
     assert!(tree::get(&f, "/1.0/meta-data/instance-type").status == 404);
@@ -229,8 +253,7 @@ fn drive_files_at_novas_paths() {
     }
     let file = |n: &str| &files.iter().find(|(p, _)| p == n).unwrap().1;
     assert_eq!(file("openstack/latest/user_data"), &[0xff, 0, b'x']);
-    let ec2: serde_json::Value =
-        serde_json::from_slice(file("ec2/latest/meta-data.json")).unwrap();
+    let ec2: serde_json::Value = serde_json::from_slice(file("ec2/latest/meta-data.json")).unwrap();
     assert_eq!(
         ec2["public-keys"],
         json!({"0": {"openssh-key": "ssh-ed25519 AAAA me"}})
@@ -245,5 +268,8 @@ fn hostnames_as_nova_sanitizes_them() {
     assert_eq!(hostname("Web 1_x.y", "id"), "web-1-x-y.novalocal");
     assert_eq!(hostname("--a$b--", "id"), "ab.novalocal");
     assert_eq!(hostname("é", "id"), "server-id.novalocal");
-    assert_eq!(hostname(&"a".repeat(70), "id").len(), 63 + ".novalocal".len());
+    assert_eq!(
+        hostname(&"a".repeat(70), "id").len(),
+        63 + ".novalocal".len()
+    );
 }
