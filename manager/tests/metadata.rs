@@ -30,7 +30,10 @@ struct Guest {
 impl Guest {
     fn new(k: &NetNs, tag: &str, bridge: &str, mac: &str, ip: &str) -> Guest {
         let name = format!("kiln-mdg{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         kiln_tests::run(Command::new("ip").args(["netns", "add", &name]));
         let g = Guest { name };
         let host_end = format!("g{tag}");
@@ -62,6 +65,9 @@ impl Guest {
             self.name,
             String::from_utf8_lossy(&out.stderr)
         );
+        if !out.stderr.is_empty() {
+            eprintln!("{}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        }
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -97,8 +103,9 @@ try:
     c.request(method, path, body=bytes.fromhex(body) if method == "POST" else None)
     r = c.getresponse()
     print(r.status, r.read().hex())
-except OSError:
+except OSError as e:
     print("0 ")
+    print(method, path, repr(e), file=sys.stderr)
 "#;
 
 /// cloud-init's own readers: the OpenStack reader (`read_v2`, as its

@@ -26,6 +26,9 @@ use crate::net::link;
 use crate::networks::{MetadataSpawner, METADATA_IP};
 use crate::store::MAX_PASSWORD;
 
+/// The most of a post's body read before answering it.
+const DRAIN: usize = 64 * 1024;
+
 /// What [`crate::networks::Services`] calls to start a network's
 /// metadata listener.
 pub fn spawner(md: Arc<Metadata>) -> MetadataSpawner {
@@ -93,17 +96,27 @@ async fn serve(md: Arc<Metadata>, network_id: String, bridge: String, l: TcpList
 
 async fn answer(md: &Metadata, who: &Identity, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
-    let a = match (who, req.method()) {
+    let method = req.method().clone();
+    // A post's body is read whoever sends it: answering before it is read
+    // would close the connection with the body unread, which the kernel
+    // turns into a reset the client may see instead of the answer. Up to
+    // [`DRAIN`] is read; beyond [`MAX_PASSWORD`] it is too long.
+    let body = if method == Method::POST {
+        match Limited::new(req.into_body(), DRAIN).collect().await {
+            Ok(b) => Some(b.to_bytes()).filter(|b| b.len() <= MAX_PASSWORD),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let a = match (who, method) {
         (Identity::Unknown, _) => Answer::status(404),
-        (_, &Method::GET) => md.get(who, &path).await,
-        (_, &Method::HEAD) => Answer {
+        (_, Method::GET) => md.get(who, &path).await,
+        (_, Method::HEAD) => Answer {
             body: Vec::new(),
             ..md.get(who, &path).await
         },
-        (_, &Method::POST) => match Limited::new(req.into_body(), MAX_PASSWORD).collect().await {
-            Ok(b) => md.post(who, &path, Some(&b.to_bytes())).await,
-            Err(_) => md.post(who, &path, None).await,
-        },
+        (_, Method::POST) => md.post(who, &path, body.as_deref()).await,
         _ => Answer::status(405),
     };
     let mut r = Response::new(Full::new(Bytes::from(a.body)));

@@ -189,7 +189,8 @@ pub fn hostname(name: &str, id: &str) -> String {
     format!("{h}.{DHCP_DOMAIN}")
 }
 
-fn random_seed() -> Vec<u8> {
+/// 512 bytes from the kernel's random source, as Nova's `random_seed`.
+pub(crate) fn random_seed() -> Vec<u8> {
     use std::io::Read;
     let mut b = vec![0u8; 512];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {

@@ -10,6 +10,13 @@ use super::{not_found, Store, StoreError};
 pub const MAX_PASSWORD: usize = 256;
 
 impl Store {
+    /// How many rows the store has changed so far (SQLite's
+    /// `total_changes` of its one connection): an unchanged count means
+    /// nothing was written, not even a server's delete.
+    pub fn changes(&self) -> u64 {
+        self.conn().total_changes()
+    }
+
     /// The server (not DELETED) and MAC of the NIC holding `ip` on
     /// network `network_id`, if any.
     pub fn nic_at(
