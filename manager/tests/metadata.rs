@@ -330,12 +330,17 @@ fn metadata_answers_each_port_as_cloud_init_reads_it() {
         (200, b"c2VjcmV0".to_vec())
     );
     assert_eq!(k.json("GET", &pw_path, None)["password"], "c2VjcmV0");
+    let (ok, out, err) = k.cli(&["server", "password", "one_web"]);
+    assert!(ok && out == "c2VjcmV0\n", "{out} {err}");
     assert_eq!(k.req("DELETE", &pw_path, None).status, 204);
     assert_eq!(k.json("GET", &pw_path, None)["password"], "");
     assert_eq!(
         g1.req("POST", "/openstack/latest/password", b"new", None).0,
         200
     );
+    let (ok, _, err) = k.cli(&["server", "password", "one_web", "--clear"]);
+    assert!(ok, "{err}");
+    assert_eq!(k.json("GET", &pw_path, None)["password"], "");
     assert_eq!(k.req("GET", "/v1/servers/nope/password", None).status, 404);
     // From another port, nothing.
     assert_eq!(

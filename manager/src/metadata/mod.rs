@@ -25,11 +25,9 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
+use base64::Engine;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
-
-use base64::Engine;
 
 use crate::ipam;
 use crate::store::{Store, StoreError};
@@ -98,15 +96,10 @@ pub struct NicFacts {
 }
 
 impl Facts {
-    /// The facts of server `id` (not DELETED), read through the store's
-    /// functions on the blocking pool.
-    pub async fn load(store: &Arc<Store>, id: &str) -> Result<Facts, StoreError> {
-        let id = id.to_owned();
-        store.call(move |s| Facts::read(s, &id)).await
-    }
-
-    /// [`Facts::load`] on the calling thread.
-    pub fn read(s: &Store, id: &str) -> Result<Facts, StoreError> {
+    /// The facts of server `id` (not DELETED), through the store's
+    /// functions: call it on the blocking pool (`Store::call`), as every
+    /// store call. The config drive renders these with [`drive_files`].
+    pub fn load(s: &Store, id: &str) -> Result<Facts, StoreError> {
         let server = s.get_server(id)?;
         let (keypair, admin_pass) = s.server_credentials(id)?;
         let user_data = s.server_user_data(id)?.map(decode_user_data);

@@ -111,7 +111,7 @@ impl Metadata {
                     }
                 }
                 drop(c);
-                let f = Arc::new(Facts::read(s, &key)?);
+                let f = Arc::new(Facts::load(s, &key)?);
                 let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
                 if c.len() >= CACHED {
                     c.clear();

@@ -273,3 +273,50 @@ fn hostnames_as_nova_sanitizes_them() {
         63 + ".novalocal".len()
     );
 }
+
+/// `Facts::load` on a real store: what the config drive renders.
+#[test]
+fn facts_load_from_the_store() {
+    use crate::store::{NetworkSpec, NewNic, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("db")).unwrap();
+    let spec = NetworkSpec {
+        subnet: Some(crate::ipam::SubnetSpec {
+            cidr: crate::ipam::Subnet::parse("10.77.0.0/24").unwrap(),
+            gateway: "10.77.0.1".parse().unwrap(),
+            dns: vec!["10.77.0.53".parse().unwrap()],
+        }),
+        dhcp: true,
+        mode: Default::default(),
+    };
+    let net = s
+        .create_network("lan", "br-lan", 1400, true, &spec)
+        .unwrap();
+    let mut new = crate::store::test_servers::new_server(&s, "My Server");
+    new.user_data = Some("/wA=".into()); // 0xff 0x00
+    new.admin_pass = Some("pw".into());
+    new.nics = vec![NewNic {
+        network_id: net.id.clone(),
+        mac: None,
+        link: Default::default(),
+        ip: None,
+    }];
+    let placement = crate::store::test_servers::placement(8);
+    let server = s.create_server(&placement, new).unwrap();
+    let f = Facts::load(&s, &server.id).unwrap();
+    assert_eq!(f.id, server.id);
+    assert_eq!(f.hostname, "my-server.novalocal");
+    assert_eq!(f.flavor, "k1.probe");
+    assert_eq!(f.user_data.as_deref(), Some(&[0xff, 0][..]));
+    assert_eq!(f.admin_pass.as_deref(), Some("pw"));
+    assert_eq!(f.meta["k"], "v");
+    assert_eq!(f.random_seed.as_ref().map(Vec::len), Some(512));
+    let nic = &f.nics[0];
+    assert_eq!(nic.mac, server.nics[0].mac);
+    assert_eq!(nic.ip, Some("10.77.0.2".parse().unwrap()));
+    assert_eq!((nic.prefix, nic.mtu, nic.dhcp), (24, 1400, true));
+    assert_eq!(nic.gateway, Some("10.77.0.1".parse().unwrap()));
+    assert!(!drive_files(&f).is_empty());
+    s.mark_deleted(&server.id).unwrap();
+    assert!(Facts::load(&s, &server.id).is_err());
+}

@@ -30,6 +30,9 @@ mod servers;
 
 pub use metadata::MAX_PASSWORD;
 pub use networks::{NetworkSpec, NewNic};
+/// Test helpers (a new server, a placement) for other modules' tests.
+#[cfg(test)]
+pub(crate) use servers::tests as test_servers;
 pub use servers::NewServer;
 
 #[derive(Debug, Error)]
