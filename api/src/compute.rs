@@ -468,6 +468,8 @@ pub struct ServerCreate {
     /// when absent.
     #[serde(default)]
     pub cmdline: Option<String>,
+    /// Base64, as Nova's: the guest gets the decoded bytes (metadata
+    /// service, config drive).
     #[serde(default)]
     pub user_data: Option<String>,
     #[serde(default)]
