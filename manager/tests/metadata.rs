@@ -98,7 +98,7 @@ const HTTP: &str = r#"
 import http.client, sys
 method, path, body, src = sys.argv[1:5]
 try:
-    c = http.client.HTTPConnection("169.254.169.254", 80, timeout=3,
+    c = http.client.HTTPConnection("169.254.169.254", 80, timeout=10,
                                    source_address=(src, 0) if src else None)
     c.request(method, path, body=bytes.fromhex(body) if method == "POST" else None)
     r = c.getresponse()
