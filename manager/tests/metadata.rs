@@ -92,7 +92,8 @@ impl Drop for Guest {
     }
 }
 
-/// One HTTP request: argv method, path, hex body, source address; prints
+/// One HTTP request: argv method, path, hex body (or `x*N`: N bytes of
+/// `x`), source address; prints
 /// "status hexbody" ("0 " when the connection fails).
 const HTTP: &str = r#"
 import http.client, sys
@@ -100,7 +101,11 @@ method, path, body, src = sys.argv[1:5]
 try:
     c = http.client.HTTPConnection("169.254.169.254", 80, timeout=10,
                                    source_address=(src, 0) if src else None)
-    c.request(method, path, body=bytes.fromhex(body) if method == "POST" else None)
+    if body.startswith("x*"):
+        body = b"x" * int(body[2:])
+    else:
+        body = bytes.fromhex(body)
+    c.request(method, path, body=body if method == "POST" else None)
     r = c.getresponse()
     print(r.status, r.read().hex())
 except OSError as e:
@@ -304,6 +309,12 @@ fn metadata_answers_each_port_as_cloud_init_reads_it() {
     // through the API; too long is 400.
     let pw_path = format!("/v1/servers/{}/password", one.id);
     assert_eq!(k.json("GET", &pw_path, None)["password"], "");
+    // A megabyte: 400, or the connection closed while it is still sent.
+    let huge = g1.python(
+        HTTP,
+        &["POST", "/openstack/latest/password", "x*1048576", ""],
+    );
+    assert!(huge.starts_with("400 ") || huge.starts_with("0 "), "{huge}");
     let long = vec![b'x'; 257];
     assert_eq!(
         g1.req("POST", "/openstack/2013-04-04/password", &long, None)
