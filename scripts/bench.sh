@@ -3,10 +3,10 @@
 # release mode, then runs each program in benches/src/bin (NAME.rs or
 # NAME/main.rs) with quick settings (or its own defaults with --full) and
 # prints its output. Each benchmark runs its peer (QEMU, qemu-img, fio,
-# a direct tap, nginx) in the same run and prints ratios.
+# a direct tap, dnsmasq, nginx) in the same run and prints ratios.
 #
 # Usage: scripts/bench.sh [--full] [NAME...]   (NAME: e.g. virtio_blk_bench)
-# Needs root, /dev/kvm, /dev/net/tun, fio, qemu-img, qemu-system-x86_64
+# Needs root, /dev/kvm, /dev/net/tun, fio, qemu-img, qemu-system-x86_64, dnsmasq
 # (scripts/setup.sh installs them). Exits non-zero if any benchmark fails.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +40,7 @@ quick_args() {
         virtio_blk_bench) echo "--size-mib 256 --seconds 1 --rounds 3" ;;
         virtio_net_bench) echo "--seconds 1 --rounds 3" ;;
         kilnd_bench) echo "--quick" ;;
+        dhcp_bench) echo "--quick" ;;
         metadata_bench) echo "--quick" ;;
         *) echo "" ;;
     esac

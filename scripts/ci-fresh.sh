@@ -9,6 +9,8 @@
 # Cleaned (a new machine has none of these):
 #   - kilnd and kiln-vmm processes, and network namespaces made by tests
 #     (`kiln-*`);
+#   - kilnd's nftables tables (`kiln_*`) and the default network's bridge
+#     (`kilnbr0`);
 #   - in the host namespace: taps marked by a kilnd (alias `kiln:...`) or
 #     named `kt...`, and the bridges of networks kilnd manages in
 #     /var/lib/kiln;
@@ -68,6 +70,20 @@ ip -o link show | while read -r _ name rest; do
     fi
 done
 
+# The default network's bridge, left by a kilnd whose store is gone.
+if ip -d link show dev kilnbr0 2>/dev/null | grep -qw bridge; then
+    ip link delete kilnbr0 && echo "  deleted bridge kilnbr0"
+fi
+
+say "kilnd's nftables tables (kiln_*, families inet and bridge)"
+if command -v nft >/dev/null; then
+    nft list tables 2>/dev/null | while read -r _ family name; do
+        if [[ $name == kiln_* ]]; then
+            nft delete table "$family" "$name" && echo "  deleted table $family $name"
+        fi
+    done
+fi
+
 say "group, state and runtime directories"
 if getent group kiln >/dev/null; then groupdel kiln && echo "  deleted group kiln"; fi
 rm -rf /var/lib/kiln /run/kiln /run/lock/kiln-groupadd.lock
@@ -75,8 +91,9 @@ rm -rf /var/lib/kiln /run/kiln /run/lock/kiln-groupadd.lock
 if [ "$packages" = 1 ]; then
     say "packages setup.sh installs that a new machine lacks"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get purge -y -qq cpio socat fio acpica-tools dmidecode cloud-init qemu-system-x86 \
-        lvm2 thin-provisioning-tools >/dev/null || true
+    apt-get purge -y -qq cpio socat fio acpica-tools dmidecode qemu-system-x86 \
+        lvm2 thin-provisioning-tools genisoimage cloud-init nftables \
+        swtpm swtpm-tools tpm2-tools udhcpc dnsmasq-base >/dev/null || true
     apt-get autoremove -y -qq --purge >/dev/null || true
 fi
 

@@ -4,7 +4,7 @@
 #   cache/guest/vmlinuz    the stock Debian kernel (bzImage)
 #   cache/guest/vmlinux    the same kernel decompressed (ELF, with its PVH note)
 #   cache/guest/initramfs.cpio.gz  busybox-static + images/linux/init
-#   cache/guest/bios.bin   SeaBIOS, cache/guest/OVMF_CODE.fd / OVMF_VARS.fd
+#   cache/guest/bios.bin   SeaBIOS (bios-256k.bin: with TPM support), cache/guest/OVMF_CODE.fd / OVMF_VARS.fd
 # Idempotent: a package already extracted is not downloaded again.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,6 +63,8 @@ if [ ! -e "$g/vmlinux" ]; then
     mv "$g/vmlinux.partial" "$g/vmlinux"
 fi
 cp -f "$cache/debs/seabios/usr/share/seabios/bios.bin" "$g/bios.bin"
+# The 256 KiB build is the one with TPM support (tcgbios): the TPM tests.
+cp -f "$cache/debs/seabios/usr/share/seabios/bios-256k.bin" "$g/bios-256k.bin"
 cp -f "$cache/debs/ovmf/usr/share/OVMF/OVMF_CODE.fd" "$g/OVMF_CODE.fd" 2>/dev/null || true
 cp -f "$cache/debs/ovmf/usr/share/OVMF/OVMF_VARS.fd" "$g/OVMF_VARS.fd" 2>/dev/null || true
 

@@ -15,7 +15,9 @@
 # The script starts its own kilnd (a temporary state directory and socket
 # under the work directory, a config naming the firmware fetched into
 # cache/guest and the kiln-vmm binary), makes a flavor of --cpus and
-# --memory, registers each image (`kiln image create ... --firmware`),
+# --memory, a `nat` network `hwnet` (--guest-cidr, default 10.251.0.0/24;
+# the host is its gateway) and a key pair `hw` that kilnd generates,
+# registers each image (`kiln image create ... --firmware`),
 # creates one server per image and firmware with
 # `kiln server create ... --ready-console REGEX --wait ready`, prints the
 # time each took, stops it (ACPI power button), deletes it, and finally
@@ -27,6 +29,7 @@
 #       [--debian-ready REGEX] [--windows FILE] [--windows-format qcow2|raw]
 #       [--windows-firmware bios|uefi] [--windows-ready REGEX] [--cpus N]
 #       [--memory SIZE] [--timeout SECS] [--until ready|active] [--bin DIR]
+#       [--guest-cidr CIDR]
 #       [--vmm PATH] [--workdir DIR] [--keep]
 #
 # --dry-run checks the arguments and the images and prints the kilnd config
@@ -40,6 +43,13 @@
 # emulator lacks and the server goes ERROR: see testbed.md.)
 # --bin DIR takes kilnd, kiln and kiln-vmm from DIR instead of building
 # them (cargo build --release).
+#
+# The Debian servers are on `hwnet` with the key pair and user data that
+# prints a marker on the console: the BIOS one is configured by the
+# metadata service and DHCP, the UEFI one by a config drive (cloud-init
+# prefers it). Once ready, the script waits for the marker and logs in
+# over SSH as `debian` with the key pair, checking the hostname: stock
+# cloud-init configured the guest from what kilnd served.
 #
 # Windows notes: Windows has no built-in virtio-blk driver. The image must
 # have the virtio-win drivers (viostor for the disk, netkvm for the network)
@@ -78,6 +88,7 @@ bin=
 vmm=
 workdir=
 keep=0
+guest_cidr=10.251.0.0/24
 
 die() { echo "hardware-host.sh: $*" >&2; exit 2; }
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
@@ -100,6 +111,7 @@ while [ $# -gt 0 ]; do
         --vmm) vmm=${2:?--vmm needs a path}; shift 2 ;;
         --workdir) workdir=${2:?--workdir needs a directory}; shift 2 ;;
         --keep) keep=1; shift ;;
+        --guest-cidr) guest_cidr=${2:?--guest-cidr needs a subnet}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -198,6 +210,8 @@ import_dirs = [$(import_dirs)]
 bios = "$bios"
 uefi_code = "$ovmf_code"
 uefi_vars_template = "$ovmf_vars"
+[networks]
+default = false
 [vmm]
 binary = "$vmm"
 boot_timeout_s = 60
@@ -207,6 +221,10 @@ CONF
 kilnd_cmd=("$kilnd" --config "$config" --state-dir "$workdir/state" --socket "$socket")
 kiln=("$kiln_bin" --socket "$socket")
 flavor_cmd=("${kiln[@]}" flavor create hw.vm --vcpus "$cpus" --ram-mb "$ram_mb" --disk-gb 0)
+network_cmd=("${kiln[@]}" network create hwnet --cidr "$guest_cidr" --mode nat)
+key=$workdir/hw_key
+keypair_cmd=("${kiln[@]}" keypair create hw --private-key-file "$key")
+user_data=$workdir/user-data
 
 # The servers: NAME IMAGE_FILE FORMAT FIRMWARE READY_REGEX, one per line
 # (tab-separated).
@@ -224,15 +242,54 @@ image_cmd() {
     if [ "$1" = windows ]; then cmd+=(--os-type windows); fi
 }
 server_cmd() {
-    cmd=("${kiln[@]}" server create "$1" --flavor hw.vm --image "$1" --wait "$until"
-         --timeout "$timeout")
+    cmd=("${kiln[@]}" server create "$1" --flavor hw.vm --image "$1" --network hwnet)
+    case "$1" in
+        debian-bios) cmd+=(--key-name hw --user-data "$user_data") ;;
+        debian-uefi) cmd+=(--key-name hw --user-data "$user_data" --config-drive) ;;
+    esac
+    cmd+=(--wait "$until" --timeout "$timeout")
     if [ "$until" = ready ]; then cmd+=(--ready-console "$5"); fi
+}
+
+# The user data: cloud-config that prints a marker with the hostname on
+# the serial console when it has run.
+user_data_file() {
+    cat <<'UD'
+#cloud-config
+runcmd:
+  - [sh, -c, 'echo "KILN-HW-USERDATA $(hostname)" > /dev/ttyS0']
+UD
+}
+
+# configured NAME: after a Debian server is ready, waits for its user
+# data's marker, then logs in with the key pair over SSH and checks the
+# hostname.
+configured() {
+    local name=$1 ip console
+    ip=$("${kiln[@]}" --json server show "$name" | sed -n 's/^ *"ip": "\(.*\)",\{0,1\}$/\1/p' | head -1)
+    for _ in $(seq 120); do
+        console=$("${kiln[@]}" server console "$name" --tail 400 2>/dev/null || true)
+        grep -q "KILN-HW-USERDATA $name" <<<"$console" && break
+        sleep 1
+    done
+    grep -q "KILN-HW-USERDATA $name" <<<"$console" \
+        || { echo "hardware-host.sh: $name: the user data did not run" >&2; return 1; }
+    echo "hardware-host.sh: $name: $(grep -o 'datasource [A-Za-z]*' <<<"$console" | tail -1), address $ip"
+    local got
+    got=$(ssh -i "$key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+              -o BatchMode=yes -o ConnectTimeout=30 "debian@$ip" hostname) \
+        || { echo "hardware-host.sh: $name: cannot log in to $ip with the key pair" >&2; return 1; }
+    [ "$got" = "$name" ] \
+        || { echo "hardware-host.sh: $name: hostname is '$got'" >&2; return 1; }
+    echo "hardware-host.sh: $name: logged in with the key pair; hostname $got"
 }
 
 if [ "$dry_run" = 1 ]; then
     kilnd_config | sed 's/^/# /'
     print_command "${kilnd_cmd[@]}"
     print_command "${flavor_cmd[@]}"
+    print_command "${network_cmd[@]}"
+    print_command "${keypair_cmd[@]}"
     for s in "${servers[@]}"; do
         IFS=$'\t' read -r name file format fw ready <<<"$s"
         image_cmd "$name" "$file" "$format" "$fw" "$ready"; print_command "${cmd[@]}"
@@ -244,6 +301,7 @@ fi
 # --- running ------------------------------------------------------------------
 mkdir -p "$workdir"
 kilnd_config > "$config"
+user_data_file > "$user_data"
 kilnd_pid=
 cleanup() {
     if [ -n "$kilnd_pid" ]; then
@@ -251,6 +309,12 @@ cleanup() {
         local id
         for id in $("${kiln[@]}" --json server list 2>/dev/null | sed -n 's/^ *"id": "\(.*\)",$/\1/p'); do
             "${kiln[@]}" server delete "$id" >/dev/null 2>&1 || true
+        done
+        # The network's bridge (and kilnd's firewall table) go with it.
+        for _ in $(seq 50); do
+            "${kiln[@]}" network delete hwnet >/dev/null 2>&1 && break
+            "${kiln[@]}" network show hwnet >/dev/null 2>&1 || break
+            sleep 0.2
         done
         kill "$kilnd_pid" 2>/dev/null || true
         wait "$kilnd_pid" 2>/dev/null || true
@@ -265,6 +329,8 @@ kilnd_pid=$!
 for _ in $(seq 200); do "${kiln[@]}" host >/dev/null 2>&1 && break; sleep 0.1; done
 "${kiln[@]}" host >/dev/null || { tail -n 20 "$workdir/kilnd.log" >&2; die "kilnd did not start"; }
 "${flavor_cmd[@]}" >/dev/null
+"${network_cmd[@]}" >/dev/null
+"${keypair_cmd[@]}" >/dev/null
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -292,6 +358,9 @@ run() {
         return 1
     fi
     "${kiln[@]}" server show "$name"
+    if [ "$until" = ready ] && [ "${name#debian-}" != "$name" ]; then
+        configured "$name" || { "${kiln[@]}" server delete "$name" >/dev/null 2>&1 || true; return 1; }
+    fi
     if [ "$until" = active ]; then
         # ACTIVE only says that kiln-vmm runs: check that the firmware
         # still runs a little later, and show how far the console got.

@@ -8,8 +8,20 @@ need_pkgs=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 for p in binutils cpio xz-utils iproute2 procps util-linux socat fio python3 python3-venv acpica-tools curl dmidecode openssh-client cloud-init; do have "$p" || need_pkgs+=("$p"); done
 if ! have qemu-system-x86; then need_pkgs+=(qemu-system-x86); fi
+# kilnd's firewall (`nft -j`, manager/src/net/nft.rs) and its tests.
+have nftables || need_pkgs+=(nftables)
+# DHCP: busybox's udhcpc is the client in manager/tests/dhcp.rs, dnsmasq the
+# peer in benches/src/bin/dhcp_bench.rs.
+for p in udhcpc dnsmasq-base; do have "$p" || need_pkgs+=("$p"); done
 # The lvm disk backend and its test (manager/tests/lvm.rs).
 for p in lvm2 thin-provisioning-tools; do have "$p" || need_pkgs+=("$p"); done
+# Config drives: genisoimage builds them as Nova does; its isoinfo and
+# cloud-init's own config-drive reader check them in the tests
+# (manager/src/config_drive/).
+for p in genisoimage cloud-init; do have "$p" || need_pkgs+=("$p"); done
+# The TPM 2.0 device's backend and its tests: swtpm (as libvirt runs it),
+# swtpm_setup for EK certificates, tpm2-tools to read PCRs afterwards.
+for p in swtpm swtpm-tools tpm2-tools; do have "$p" || need_pkgs+=("$p"); done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

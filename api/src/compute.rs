@@ -434,6 +434,10 @@ pub struct Server {
     /// Nova's `adminPass`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_pass: Option<String>,
+    /// It has a config drive: a read-only ISO 9660 disk labelled
+    /// `config-2`, its second virtio-blk disk, rebuilt at every start.
+    #[serde(default)]
+    pub config_drive: bool,
 }
 
 /// When a server counts as ready. Exactly one field is set.
@@ -468,8 +472,8 @@ pub struct ServerCreate {
     /// when absent.
     #[serde(default)]
     pub cmdline: Option<String>,
-    /// Base64, as Nova's: the guest gets the decoded bytes (metadata
-    /// service, config drive).
+    /// Base64 (as Nova's), at most 65535 bytes once decoded; the guest
+    /// gets the decoded bytes.
     #[serde(default)]
     pub user_data: Option<String>,
     #[serde(default)]
@@ -498,6 +502,9 @@ pub struct ServerCreate {
     /// the server and answered only in the create response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_pass: Option<String>,
+    /// Attach a config drive (Nova's `config_drive`): needs a root disk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub config_drive: bool,
 }
 
 /// A key pair's kind; only OpenSSH keys (Nova's `ssh`).

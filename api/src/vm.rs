@@ -53,6 +53,22 @@ pub struct VmConfig {
     /// None: [`SmbiosConfig::default`] values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smbios: Option<SmbiosConfig>,
+    /// A TPM 2.0 (CRB interface, as QEMU's `tpm-crb`) backed by a running
+    /// swtpm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmConfig>,
+}
+
+/// A TPM 2.0 backed by swtpm (`swtpm socket --tpm2 --ctrl
+/// type=unixio,path=SOCKET --tpmstate dir=...`, started and kept by the
+/// caller, as libvirt does). kiln-vmm connects to its control socket,
+/// hands it the data channel (`CMD_SET_DATAFD`) and initialises the TPM at
+/// every start, including the restart a guest reset makes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmConfig {
+    /// swtpm's control socket (`--ctrl type=unixio,path=...`).
+    pub socket: String,
 }
 
 /// The SMBIOS strings and UUID a guest reads (dmidecode, /sys/class/dmi,

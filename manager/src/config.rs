@@ -118,6 +118,24 @@ manufacturer = "OpenStack Foundation"
 product = "OpenStack Nova"
 family = "Virtual Machine"
 
+[networks]
+# The `default` network: a `nat` network (bridge `kilnbr0`), as libvirt's
+# `default` (virbr0, 192.168.122.0/24), on a subnet that does not clash with
+# libvirt's, Docker's (172.17.0.0/16) or the 10.0.0.0/16 of many clouds'
+# networks. kilnd creates it at start, once: deleted, it stays deleted until
+# `default_cidr` changes or `default` is turned off and on again. A CIDR that
+# overlaps a host route is skipped with a warning. `false`: none.
+default = true
+default_cidr = "192.168.150.0/24"
+
+[dhcp]
+# kilnd's DHCPv4 server, on every network with a subnet and `dhcp` on: it
+# gives each NIC its fixed address. Seconds a lease lasts (renewal at half,
+# rebinding at 7/8 of it); Neutron's default. At least 120.
+lease_secs = 86400
+# The domain name (option 15) sent with every lease; none unless set.
+# domain = "example.internal"
+
 [tcp]
 # An optional TCP listener for the same API, off unless `listen` is set.
 # Every request on it must carry `Authorization: Bearer TOKEN`, TOKEN being
@@ -155,6 +173,34 @@ pub struct Config {
     pub tcp: TcpConfig,
     pub disks: DisksConfig,
     pub images: ImagesConfig,
+    pub networks: NetworksConfig,
+    pub dhcp: DhcpConfig,
+}
+
+/// `[networks]`: the `default` network.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworksConfig {
+    pub default: bool,
+    pub default_cidr: String,
+}
+
+/// `[dhcp]`: what kilnd's DHCP server puts in every lease.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpConfig {
+    pub lease_secs: u32,
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+impl Default for DhcpConfig {
+    fn default() -> DhcpConfig {
+        DhcpConfig {
+            lease_secs: 86400,
+            domain: None,
+        }
+    }
 }
 
 /// Which ephemeral-disk backend to use.
@@ -330,10 +376,25 @@ impl Config {
                 )));
             }
         }
+        crate::ipam::check_subnet(Some(&self.networks.default_cidr), None, &[])
+            .map_err(|e| ConfigError::Invalid(format!("networks.default_cidr: {e}")))?;
         if self.images.upload_idle_timeout_s == 0 {
             return Err(ConfigError::Invalid(
                 "images.upload_idle_timeout_s must be at least 1".into(),
             ));
+        }
+        if self.dhcp.lease_secs < 120 {
+            return Err(ConfigError::Invalid(
+                "dhcp.lease_secs must be at least 120".into(),
+            ));
+        }
+        if let Some(d) = &self.dhcp.domain {
+            if !is_domain_name(d) {
+                return Err(ConfigError::Invalid(format!(
+                    "dhcp.domain {d:?} is not a domain name (labels of a-z, 0-9 and '-', \
+                     dot-separated, at most 253 bytes)"
+                )));
+            }
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
@@ -353,6 +414,19 @@ impl Config {
             .and_then(|p| p.parent().map(|d| d.join("kiln-vmm")))
             .unwrap_or_else(|| PathBuf::from("kiln-vmm"))
     }
+}
+
+/// A DNS domain name: dot-separated labels of 1 to 63 ASCII letters,
+/// digits and `-` (not at either end), at most 253 bytes.
+fn is_domain_name(d: &str) -> bool {
+    d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// Overlays `user` on `base`, table by table.
@@ -450,5 +524,47 @@ mod tests {
         assert!(Config::parse("[tcp]\nlisten = \"nonsense\"\ntoken_file = \"/t\"\n").is_err());
         let c = Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/t\"\n").unwrap();
         assert_eq!(c.tcp.listen.unwrap().port(), 1);
+    }
+
+    #[test]
+    fn the_default_network_is_on_and_its_cidr_checked() {
+        let c = Config::default_config();
+        assert!(c.networks.default);
+        assert_eq!(c.networks.default_cidr, "192.168.150.0/24");
+        let c = Config::parse(
+            "[networks]
+default = false
+",
+        )
+        .unwrap();
+        assert!(!c.networks.default);
+        for bad in ["10.0.0.1/24", "10.0.0.0", "10.0.0.0/31"] {
+            let e = Config::parse(&format!(
+                "[networks]
+default_cidr = {bad:?}
+"
+            ));
+            let e = e.unwrap_err().to_string();
+            assert!(e.contains("networks.default_cidr"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn dhcp_settings_are_checked() {
+        let c = Config::default_config();
+        assert_eq!((c.dhcp.lease_secs, c.dhcp.domain), (86400, None));
+        let c = Config::parse("[dhcp]\nlease_secs = 600\ndomain = \"lab.example\"\n").unwrap();
+        assert_eq!(c.dhcp.lease_secs, 600);
+        assert_eq!(c.dhcp.domain.as_deref(), Some("lab.example"));
+        for bad in [
+            "lease_secs = 119",
+            "lease_secs = -1",
+            "domain = \"a..b\"",
+            "domain = \"-a.b\"",
+            "domain = \"a b\"",
+            "expiry = 1",
+        ] {
+            assert!(Config::parse(&format!("[dhcp]\n{bad}\n")).is_err(), "{bad}");
+        }
     }
 }

@@ -76,6 +76,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Images a stop cut short, and every stored image checked.
     crate::images::reconcile(&store, &config)?;
     let listener = bind(&config)?;
+    crate::dhcp::configure(&config.dhcp);
     // Networks first: interrupted deletes finished, missing bridges made,
     // every network's services started.
     let services = crate::networks::Services::new(store.clone());
@@ -83,6 +84,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         crate::metadata::Metadata::new(store.clone()),
     ));
     crate::networks::reconcile(&services).await;
+    crate::networks::default_network::ensure(&services, &config.networks).await;
     sup.reconcile().await;
     let expirer = sup.clone();
     tokio::spawn(async move {

@@ -28,6 +28,11 @@ impl Subnet {
         self.prefix
     }
 
+    /// The network address (`10.77.0.0` of `10.77.0.0/24`).
+    pub fn addr(self) -> Ipv4Addr {
+        Ipv4Addr::from(self.net)
+    }
+
     /// Parses `A.B.C.D/N` (N in [`PREFIX_RANGE`], host bits zero).
     pub fn parse(s: &str) -> Result<Subnet, String> {
         let bad = || format!("cidr {s:?} is not an IPv4 subnet A.B.C.D/N");

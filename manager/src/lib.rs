@@ -19,7 +19,7 @@
 //! - Below them: [`config`], [`placement`] (capacity with overcommit,
 //!   checked atomically on create), [`image_files`] (the image store's
 //!   files, host import paths, kernels' copies), [`disks`] and [`lvm`]
-//!   (root disks), [`firmware`], [`qos`] (Nova's `quota:*` extra specs as
+//!   (root disks), [`config_drive`] (the config drive ISO), [`firmware`], [`qos`] (Nova's `quota:*` extra specs as
 //!   kiln-vmm's token buckets), [`client`] (`kiln_api::client` re-exported: the one blocking
 //!   HTTP/1.1 client; the supervisor talks to each VMM with it),
 //!   [`util`].
@@ -27,7 +27,9 @@
 
 pub mod client;
 pub mod config;
+pub mod config_drive;
 pub mod daemon;
+pub mod dhcp;
 pub mod disks;
 pub mod firmware;
 pub mod flavors;

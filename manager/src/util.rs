@@ -133,9 +133,28 @@ pub enum RegexError {
     Invalid(#[source] regex::Error),
 }
 
+/// A server's `user_data` as the guest gets it: the API's base64 (as
+/// Nova's; standard alphabet, padded, line breaks and spaces ignored as
+/// `base64 -w 76` writes them) decoded.
+pub fn decode_user_data(b64: &str) -> Result<Vec<u8>, base64ct::Error> {
+    use base64ct::Encoding;
+    let compact: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64ct::Base64::decode_vec(&compact)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_data_is_base64() {
+        assert_eq!(decode_user_data("aGk=").unwrap(), b"hi");
+        assert_eq!(decode_user_data("aGVs\nbG8=\n").unwrap(), b"hello");
+        assert_eq!(decode_user_data("").unwrap(), b"");
+        for bad in ["aGk", "#cloud-config", "aGk=aGk=", "a"] {
+            assert!(decode_user_data(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn rfc3339_known_dates() {

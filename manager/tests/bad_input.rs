@@ -27,6 +27,11 @@ fn malformed_requests_get_4xx_and_change_nothing() {
     let raw = k.dir.path().join("disk.raw");
     std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
     k.import_disk("disk", &raw, "raw");
+    // 64 KiB of user data and one byte more, as the API takes it (base64).
+    let long_user_data = {
+        use base64ct::Encoding;
+        base64ct::Base64::encode_string(&[7u8; 65536])
+    };
     let table: Vec<(&str, String, String, u16, &str)> = vec![
         ("POST", "/v1/flavors".into(), "{".into(), 400, "EOF"),
         (
@@ -249,6 +254,37 @@ fn malformed_requests_get_4xx_and_change_nothing() {
             r#"{"name":"s","flavor":"m1.tiny","image":"disk","disk_image":"disk"}"#.into(),
             400,
             "disk_image goes only with a kernel image",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"kern","config_drive":true}"#.into(),
+            400,
+            "config_drive needs a root disk, and image \"kern\" is a kernel image",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"disk","config_drive":"yes"}"#.into(),
+            400,
+            "invalid type",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r##"{"name":"s","flavor":"m1.tiny","image":"kern","user_data":"#cloud-config"}"##
+                .into(),
+            400,
+            "user_data is not base64",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            format!(
+                r#"{{"name":"s","flavor":"m1.tiny","image":"kern","user_data":"{long_user_data}"}}"#
+            ),
+            400,
+            "user_data is longer than 65535 bytes (64 KiB) once decoded (65536 bytes)",
         ),
         (
             "POST",

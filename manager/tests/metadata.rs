@@ -144,8 +144,8 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn b64(b: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(b)
+    use base64ct::Encoding;
+    base64ct::Base64::encode_string(b)
 }
 
 fn post(k: &Kilnd, path: &str, body: &str) -> String {

@@ -32,6 +32,14 @@ pub fn smbios_probe_disk(dir: &Path) -> PathBuf {
     boot_sector_disk(dir, "smbios", "smbios.raw")
 }
 
+/// An 8 MiB raw disk whose boot sector is the config drive probe
+/// (images/mbr/config_drive.s): it reads the ISO's primary volume
+/// descriptor from the second disk, prints `KILNCD-PVD <volume id>` and
+/// whether the disk refused a write (`KILNCD-RO`), and powers off.
+pub fn config_drive_probe_disk(dir: &Path) -> PathBuf {
+    boot_sector_disk(dir, "config_drive", "config_drive.raw")
+}
+
 /// How the SMBIOS probe prints `uuid` (text form): SMBIOS stores the
 /// first three fields little-endian.
 pub fn smbios_uuid_hex(uuid: &str) -> String {

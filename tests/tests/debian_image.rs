@@ -359,9 +359,9 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
         assert!(config.contains(&want.as_str()), "{want} not in\n{stdout}");
     }
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
-    // kilnd, the flavor, then image + server for Debian/BIOS, Debian/UEFI
-    // and Windows.
-    assert_eq!(lines.len(), 8, "{stdout}");
+    // kilnd, the flavor, the network, the key pair, then image + server
+    // for Debian/BIOS, Debian/UEFI and Windows.
+    assert_eq!(lines.len(), 10, "{stdout}");
     let words = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
     let kilnd = words(lines[0]);
     assert_eq!(kilnd[0], format!("{bin_s}/kilnd"));
@@ -377,8 +377,17 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
         lines[1],
         format!("{kiln} flavor create hw.vm --vcpus 2 --ram-mb 2048 --disk-gb 0")
     );
+    assert_eq!(
+        lines[2],
+        format!("{kiln} network create hwnet --cidr 10.251.0.0/24 --mode nat")
+    );
+    assert_eq!(
+        lines[3],
+        format!("{kiln} keypair create hw --private-key-file {work_s}/hw_key")
+    );
     let debian_real = s(&debian.canonicalize().unwrap());
-    for (i, fw) in [(2, "bios"), (4, "uefi")] {
+    // BIOS: metadata service and DHCP; UEFI: a config drive.
+    for (i, fw, drive) in [(4, "bios", ""), (6, "uefi", " --config-drive")] {
         assert_eq!(
             lines[i],
             format!(
@@ -388,25 +397,27 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
         assert_eq!(
             lines[i + 1],
             format!(
-                "{kiln} server create debian-{fw} --flavor hw.vm --image debian-{fw} --wait ready \
-                 --timeout 900 --ready-console login:"
+                "{kiln} server create debian-{fw} --flavor hw.vm --image debian-{fw} --network hwnet \
+                 --key-name hw --user-data {work_s}/user-data{drive} --wait ready --timeout 900 \
+                 --ready-console login:"
             )
         );
     }
     let windows_real = s(&windows.canonicalize().unwrap());
     assert_eq!(
-        lines[6],
+        lines[8],
         format!(
             "{kiln} image create windows --path {windows_real} --format raw --firmware uefi \
              --os-type windows"
         )
     );
     assert!(
-        lines[7].ends_with(
-            "--wait ready --timeout 900 --ready-console 'SAC>|Computer is booting, SAC started'"
+        lines[9].ends_with(
+            "--network hwnet --wait ready --timeout 900 \
+             --ready-console 'SAC>|Computer is booting, SAC started'"
         ),
         "{}",
-        lines[7]
+        lines[9]
     );
 
     // One firmware on request, and only up to ACTIVE (no readiness regex).
@@ -430,12 +441,12 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
-    assert!(lines[2].ends_with("--firmware uefi"), "{}", lines[2]);
+    assert_eq!(lines.len(), 6, "{stdout}");
+    assert!(lines[4].ends_with("--firmware uefi"), "{}", lines[4]);
     assert!(
-        lines[3].ends_with("--image debian-uefi --wait active --timeout 900"),
+        lines[5].ends_with("--config-drive --wait active --timeout 900"),
         "{}",
-        lines[3]
+        lines[5]
     );
     assert!(
         !work.exists(),

@@ -17,5 +17,6 @@ pub mod panic_hook;
 pub mod reset_state;
 pub mod seccomp;
 pub mod terminal;
+pub mod tpm;
 pub mod vcpu;
 pub mod vm;

@@ -88,6 +88,15 @@ fn main() {
             eprintln!("kiln-vmm: {}", report(&e));
             std::process::exit(2);
         });
+    // The TPM's swtpm answers, or the VM does not start (status 2, before
+    // KVM is touched); this also initialises the TPM after a reset.
+    let tpm = config.tpm.as_ref().map(|t| {
+        kiln_vmm::tpm::Swtpm::connect(&t.socket).unwrap_or_else(|e| {
+            eprintln!("kiln-vmm: tpm: {}", report(&e));
+            std::process::exit(2);
+        })
+    });
+    let tpm_end = tpm.clone();
     // After an in-place reset: the NICs' MACs and links as they were.
     let kept_nets = reset_state::take(&config);
     if let Some(nets) = &kept_nets {
@@ -102,7 +111,7 @@ fn main() {
     // Before any thread starts, so that every thread blocks them.
     let signals = kiln_vmm::controller::terminating_signals_fd()
         .unwrap_or_else(|e| fail(format!("cannot set up signal handling: {e}")));
-    let mut vm = Vm::build(&config, start).unwrap_or_else(|e| fail(report(&e)));
+    let mut vm = Vm::build(&config, start, tpm.clone()).unwrap_or_else(|e| fail(report(&e)));
     let _ = DISKS.set(vm.devices.virtio.disks.clone());
     if let Some(nets) = &kept_nets {
         reset_state::keep_links(&vm.devices.virtio.nets, nets);
@@ -161,6 +170,13 @@ fn main() {
                 ExitReason::HostError { message } => error!("host error: {message}"),
             }
             close_disks();
+            // A guest reboot ends this VMM and its supervisor starts the
+            // next one, which initialises the TPM again: swtpm stays up.
+            match (&tpm_end, &reason) {
+                (Some(tpm), ExitReason::Reboot) => tpm.stop(),
+                (Some(tpm), _) => tpm.shutdown(),
+                (None, _) => {}
+            }
             info!("exit status {code}");
             if let Some(path) = &config.exit_file {
                 write_exit_record(path, code, reason);
@@ -170,6 +186,9 @@ fn main() {
         Outcome::Restart => {
             info!("reset: restarting the VMM in place");
             close_disks();
+            if let Some(tpm) = &tpm_end {
+                tpm.stop();
+            }
             let mut argv = std::env::args_os();
             let _ = argv.next();
             let err = std::process::Command::new("/proc/self/exe")

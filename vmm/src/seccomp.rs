@@ -335,6 +335,8 @@ const VCPU: &[libc::c_long] = &[
 /// memory) and the re-exec itself.
 const VMM: &[libc::c_long] = &[
     libc::SYS_accept4,
+    // The TPM: connecting to swtpm's control socket (`crate::tpm`).
+    libc::SYS_connect,
     libc::SYS_bind,
     libc::SYS_listen,
     libc::SYS_getsockname,
@@ -437,6 +439,8 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
     allow(&mut r, VMM);
     allow_ioctl_type(&mut r, TTY_TUN_IOCTL_TYPE)?;
     allow_arg(&mut r, libc::SYS_socket, 0, &[libc::AF_UNIX as u64])?;
+    // The TPM's data channel: a unix socket pair (`crate::tpm`).
+    allow_arg(&mut r, libc::SYS_socketpair, 0, &[libc::AF_UNIX as u64])?;
     Ok(r)
 }
 
@@ -630,6 +634,16 @@ mod tests {
         assert!(!worker.contains_key(&libc::SYS_openat));
         assert!(!vcpu.contains_key(&libc::SYS_openat));
         assert!(!vcpu.contains_key(&libc::SYS_open));
+        // Only the main thread connects to swtpm and makes its data
+        // channel; a vCPU thread only reads and writes that channel.
+        assert!(vmm.contains_key(&libc::SYS_connect));
+        assert!(vmm.contains_key(&libc::SYS_socketpair));
+        for call in [libc::SYS_connect, libc::SYS_socketpair] {
+            assert!(!vcpu.contains_key(&call));
+        }
+        for call in [libc::SYS_read, libc::SYS_write, libc::SYS_recvfrom] {
+            assert!(vcpu.contains_key(&call));
+        }
     }
 
     #[test]

@@ -88,7 +88,12 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub fn build(config: &VmConfig, start: Instant) -> Result<Vm, VmError> {
+    /// `tpm`: the TPM's swtpm, connected (and initialised) before this.
+    pub fn build(
+        config: &VmConfig,
+        start: Instant,
+        tpm: Option<crate::tpm::Swtpm>,
+    ) -> Result<Vm, VmError> {
         let t0 = Instant::now();
         // Disks and taps first: one that cannot be opened fails the VM
         // before /dev/kvm is.
@@ -138,6 +143,7 @@ impl Vm {
                 console: Box::new(console),
                 requests: shared.clone(),
                 start,
+                tpm,
             },
             models,
         )?;

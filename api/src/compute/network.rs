@@ -38,17 +38,17 @@ pub struct Network {
     pub mode: NetworkMode,
 }
 
-/// How a network reaches beyond its bridge. Recorded only: kilnd does not
-/// yet install the NAT or isolation rules, so today every mode behaves as
-/// a plain bridge.
+/// How a network reaches beyond its bridge, enforced by kilnd's nftables
+/// firewall (`manager/src/networks/firewall/`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
-    /// Guests reach out through the host by NAT (to come).
+    /// The host is the gateway; guests reach out masqueraded as the host.
     Nat,
-    /// Guests reach only each other and the gateway (to come).
+    /// The host is the gateway; nothing is forwarded in or out.
     Isolated,
-    /// The bridge is the guests' way out, as it is wired (the default).
+    /// The bridge is the guests' way out, as it is wired (the default): no
+    /// NAT, only per-port anti-spoofing.
     #[default]
     Bridged,
 }
@@ -92,7 +92,7 @@ pub struct NetworkCreate {
     /// IPv4 addresses, recorded for DHCP and the config drive to come.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_nameservers: Vec<String>,
-    /// Default `bridged`. Recorded only for now (see [`NetworkMode`]).
+    /// Default `bridged` (see [`NetworkMode`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<NetworkMode>,
 }

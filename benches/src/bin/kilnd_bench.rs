@@ -120,8 +120,9 @@ impl Daemon {
         let cfg = d.dir.join("kilnd.toml");
         // kilnd registers kernels only from the directories it allows:
         // this daemon's own, where the bench puts the kernels it registers.
+        // No `default` network: the bench runs on the host itself.
         let config = format!(
-            "{config}[images]\nimport_dirs = [{:?}]\n",
+            "{config}[images]\nimport_dirs = [{:?}]\n[networks]\ndefault = false\n",
             d.dir.display().to_string()
         );
         std::fs::write(&cfg, config).map_err(|e| format!("write {}: {e}", cfg.display()))?;
@@ -215,6 +216,7 @@ impl Daemon {
             virtio_model: None,
             key_name: None,
             admin_pass: None,
+            config_drive: false,
         };
         let body = serde_json::to_vec(&body).map_err(|e| format!("encode create: {e}"))?;
         self.expect("POST", "/v1/servers", Some(&body), 202)?

@@ -136,7 +136,7 @@ impl From<NetworkError> for ApiError {
         match e {
             NetworkError::Invalid(m) => ApiError::bad(m),
             NetworkError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
-            NetworkError::Link { .. } => ApiError::internal(&e),
+            NetworkError::Link { .. } | NetworkError::Firewall(_) => ApiError::internal(&e),
             NetworkError::Store(s) => s.into(),
         }
     }

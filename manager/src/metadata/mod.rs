@@ -25,7 +25,6 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
-use base64::Engine;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -157,9 +156,7 @@ impl Facts {
 /// Stored user data to bytes: base64 as given at create; a row from
 /// before user data was base64 is served as it is.
 fn decode_user_data(stored: String) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(stored.as_bytes())
-        .unwrap_or_else(|_| stored.into_bytes())
+    crate::util::decode_user_data(&stored).unwrap_or_else(|_| stored.into_bytes())
 }
 
 /// A server's hostname as Nova makes it from the display name

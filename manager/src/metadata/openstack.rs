@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use base64::Engine;
+use base64ct::Encoding;
 use serde_json::{json, Map, Value};
 
 use super::Facts;
@@ -96,7 +96,7 @@ pub fn meta_data(f: &Facts, v: &str) -> Value {
     m.insert("availability_zone".into(), json!(f.availability_zone));
     if since(v, GRIZZLY) {
         if let Some(seed) = &f.random_seed {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(seed);
+            let b64 = base64ct::Base64::encode_string(seed);
             m.insert("random_seed".into(), json!(b64));
         }
     }

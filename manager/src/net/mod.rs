@@ -85,10 +85,12 @@
 pub mod addr;
 pub mod link;
 pub mod neigh;
+pub mod nft;
 pub mod owner;
 pub mod routes;
 pub mod tap;
 pub mod teardown;
+pub mod udp;
 
 use std::os::fd::OwnedFd;
 

@@ -8,8 +8,9 @@
 //! A network with a subnet also has a host side (its bridge up, the
 //! gateway and metadata addresses on it) and services (DHCP, metadata),
 //! run by [`Services`] from what the store says. A network's `mode`
-//! decides whether the host is its gateway; the NAT and isolation rules
-//! come with a later change.
+//! decides whether the host is its gateway; its NAT, isolation and
+//! anti-spoofing rules are [`firewall`]'s. The `default` network is
+//! [`default_network`]'s.
 //!
 //! # The delete protocol
 //!
@@ -22,6 +23,8 @@
 //!    network is active again and still names its bridge) when such ports
 //!    kept it. A teardown that fails leaves the network `deleting`.
 
+pub mod default_network;
+pub mod firewall;
 mod services;
 
 pub use services::{host_addresses, MetadataSpawner, Services, METADATA_IP};
@@ -57,6 +60,9 @@ pub enum NetworkError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The network's firewall rules could not be applied.
+    #[error(transparent)]
+    Firewall(#[from] firewall::FirewallError),
 }
 
 impl NetworkError {
@@ -152,6 +158,12 @@ pub async fn create(services: &Services, req: NetworkCreate) -> Result<Network, 
         let _ = delete(services, net.id.clone()).await;
         return Err(e);
     }
+    if let Err(e) = firewall::sync(store).await {
+        // No network without its isolation: the create is undone.
+        tracing::warn!(network = net.name, error = %e, "cannot apply the network's firewall");
+        let _ = delete(services, net.id.clone()).await;
+        return Err(e.into());
+    }
     Ok(net)
 }
 
@@ -211,7 +223,9 @@ pub async fn delete(services: &Services, key: String) -> Result<(), NetworkError
     let id = net.id.clone();
     let net = store.call(move |s| s.begin_delete_network(&id)).await?;
     services.stop(&net.id);
-    match finish_delete(store, &instance, &net).await {
+    let done = finish_delete(store, &instance, &net).await;
+    firewall::sync_or_warn(store).await;
+    match done {
         Ok(Outcome::Kept(ports)) => {
             // The network is active again: so are its services.
             if let Err(e) = services.start(&net).await {
@@ -335,6 +349,7 @@ pub async fn reconcile(services: &Services) {
             tracing::warn!(network = net.name, error = %e, "cannot start the network's services");
         }
     }
+    firewall::sync_or_warn(store).await;
 }
 
 /// Checks a server create's `networks` and resolves each to a network id.

@@ -106,6 +106,10 @@ impl Services {
         }
         let mut tasks: Vec<AbortHandle> = Vec::new();
         // The network's services are spawned here (DHCP, metadata).
+        let dhcp = crate::dhcp::spawn(net, self.store.clone(), METADATA_IP).map_err(|e| {
+            NetworkError::Conflict(format!("cannot serve DHCP on bridge {:?}: {e}", net.bridge))
+        })?;
+        tasks.extend(dhcp);
         tasks.extend(self.metadata.get().and_then(|spawn| spawn(net)));
         self.running.lock().unwrap().insert(net.id.clone(), tasks);
         Ok(())

@@ -10,8 +10,11 @@
 //!    no `disk_image` and no `cmdline`; the image is active,
 //!    self-contained and fits; the firmware files of the chosen firmware
 //!    are on the host (409);
-//! 4. `user_data` (64 KiB), `metadata`, `ready`, `ttl_s` and
-//!    `admin_pass` (255 bytes) are in bounds;
+//! 4. `user_data` (base64, 64 KiB once decoded), `metadata`, `ready`,
+//!    `ttl_s` and `admin_pass` (255 bytes) are in bounds; a `config_drive`
+//!    needs a root disk (a disk image, or a kernel image with a
+//!    `disk_image`: the drive is the second disk) and the host's ISO tool
+//!    ([`crate::config_drive::check_host`], 409);
 //! 5. the NICs' networks and the `key_name` key pair exist
 //!    ([`crate::networks::resolve_nics`], a 400 otherwise);
 //! 6. placement and the record: the store checks capacity in the insert's
@@ -170,6 +173,17 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
         }
     };
     check_extras(&req)?;
+    if req.config_drive {
+        if disk_image_id.is_none() {
+            return Err(ServerError::Invalid(format!(
+                "config_drive needs a root disk, and image {:?} is a kernel image booted \
+                 without one: give a disk_image, or use a disk image",
+                image.name
+            )));
+        }
+        crate::config_drive::check_host()
+            .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
+    }
     let expires_at = match req.ttl_s {
         None => None,
         Some(t @ 1..=31_536_000) => Some(crate::util::now_secs() + t),
@@ -212,10 +226,13 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
                 virtio_model,
                 keypair,
                 admin_pass: req.admin_pass,
+                config_drive: req.config_drive,
             };
             Ok(s.create_server(&placement, new)?)
         })
         .await?;
+    // Its ports' rules, before its taps exist.
+    crate::networks::firewall::sync_or_warn(k.store).await;
     k.sup.build(server.clone());
     // As Nova's adminPass: answered once, in the create response.
     server.admin_pass = admin_pass;
@@ -227,25 +244,15 @@ pub const MAX_USER_DATA: usize = 65535;
 
 /// Rule 4: user data, metadata and the ready condition in bounds.
 fn check_extras(req: &ServerCreate) -> Result<(), ServerError> {
-    if req
-        .user_data
-        .as_ref()
-        .is_some_and(|u| u.len() > MAX_USER_DATA)
-    {
-        return Err(ServerError::Invalid(format!(
-            "user_data is longer than {MAX_USER_DATA} bytes (64 KiB)"
-        )));
-    }
-    // As Nova's: base64, which the guest gets decoded, byte for byte.
     if let Some(u) = &req.user_data {
-        use base64::Engine;
-        if base64::engine::general_purpose::STANDARD
-            .decode(u.as_bytes())
-            .is_err()
-        {
-            return Err(ServerError::Invalid(
-                "user_data is not valid base64 (as Nova's, it is given encoded)".into(),
-            ));
+        let bytes = crate::util::decode_user_data(u).map_err(|e| {
+            ServerError::Invalid(format!("user_data is not base64 (as Nova's): {e}"))
+        })?;
+        if bytes.len() > MAX_USER_DATA {
+            return Err(ServerError::Invalid(format!(
+                "user_data is longer than {MAX_USER_DATA} bytes (64 KiB) once decoded ({} bytes)",
+                bytes.len()
+            )));
         }
     }
     if req.admin_pass.as_ref().is_some_and(|p| p.len() > 255) {
@@ -322,7 +329,9 @@ pub async fn action(
 /// Deletes server `id`: its VMM (even while an action runs), its files
 /// (the console log is archived) and its allocation. Returns when done.
 pub async fn delete(sup: &Arc<Supervisor>, id: &str) -> Result<(), ServerError> {
-    Ok(sup.delete(id).await?)
+    sup.delete(id).await?;
+    crate::networks::firewall::sync_or_warn(&sup.store).await;
+    Ok(())
 }
 
 /// The last `tail` lines of server `id`'s console log, or of a deleted

@@ -5,13 +5,16 @@
 //! creates are serialized: each sees the addresses the ones before it
 //! wrote, no address is given twice, and a refused create rolls back
 //! whole. Addresses of DELETED servers are free again.
+//!
+//! [`Store::dhcp_port`] is the DHCP server's one question: which server's
+//! NIC on a network has a MAC, and its address.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use rusqlite::Transaction;
+use rusqlite::{OptionalExtension, Transaction};
 
-use super::StoreError;
+use super::{Store, StoreError};
 use crate::ipam::{self, Subnet};
 
 /// A NIC's address on network `net_id` (subnet `cidr`, gateway
@@ -65,6 +68,40 @@ pub(super) fn address(
                 sub.pool_size()
             ))
         }),
+    }
+}
+
+/// A NIC as DHCP answers it: its fixed address and its server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhcpPort {
+    pub ip: Ipv4Addr,
+    pub server_id: String,
+    pub server_name: String,
+}
+
+impl Store {
+    /// The NIC with MAC `mac` (lower case, as stored) on network
+    /// `network_id`, of a server not DELETED, if it has an address.
+    pub fn dhcp_port(&self, network_id: &str, mac: &str) -> Result<Option<DhcpPort>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT n.ip, s.id, s.name FROM nics n JOIN servers s ON s.id = n.server_id
+             WHERE n.mac = ?2 AND n.network_id = ?1 AND n.ip IS NOT NULL
+               AND s.status != 'DELETED'
+             LIMIT 1",
+        )?;
+        let row = st
+            .query_row([network_id, mac], |r| {
+                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        Ok(row.and_then(|(ip, server_id, server_name)| {
+            Some(DhcpPort {
+                ip: ip.parse().ok()?,
+                server_id,
+                server_name,
+            })
+        }))
     }
 }
 
@@ -168,6 +205,18 @@ mod tests {
         c.nics = vec![nic(&lan, Some("10.0.0.5")), nic(&lan, None)];
         let c = s.create_server(&p, c).unwrap();
         assert_eq!(c.nics[1].ip.as_deref(), Some("10.0.0.2"));
+
+        // DHCP's lookup: by network and MAC, live servers only.
+        let mac = &c.nics[0].mac;
+        let port = s.dhcp_port(&lan.id, mac).unwrap().unwrap();
+        assert_eq!(
+            (port.ip.to_string(), port.server_name.as_str()),
+            ("10.0.0.5".into(), "c")
+        );
+        assert_eq!(s.dhcp_port(&l2.id, mac).unwrap(), None);
+        assert_eq!(s.dhcp_port(&lan.id, &a.nics[0].mac).unwrap(), None);
+        s.mark_deleted(&c.id).unwrap();
+        assert_eq!(s.dhcp_port(&lan.id, mac).unwrap(), None);
     }
 
     /// A store from before the subnets migration: its networks are L2
@@ -178,7 +227,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("kiln.db");
         {
-            let conn = crate::store::connection_at_migration(&db, MIGRATIONS.len() - 1);
+            let conn = crate::store::connection_at_migration(&db, 10);
             conn.execute_batch(
                 "INSERT INTO networks (id, name, bridge, mtu, managed, created_at)
                  VALUES ('n1', 'old', 'brold', 1500, 1, 'then');

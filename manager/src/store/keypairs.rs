@@ -77,6 +77,18 @@ impl Store {
         };
         Ok((key, pass))
     }
+
+    /// The `user_data` server `id` was created with (base64, as given).
+    pub fn server_user_data(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT user_data FROM servers WHERE id = ?1 AND status != 'DELETED'",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| not_found("server", id))
+    }
 }
 
 fn keypair_row(r: &Row<'_>) -> rusqlite::Result<Keypair> {
@@ -142,5 +154,30 @@ mod tests {
         assert!(s.schema_version().unwrap() >= 10);
         assert_eq!(s.server_credentials("old").unwrap(), (None, None));
         s.insert_keypair(&key("k")).unwrap();
+    }
+
+    /// A store at migration 11 upgrades: old servers have no config drive
+    /// and keep their user data.
+    #[test]
+    fn upgrade_from_11_gives_old_servers_no_config_drive() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("kiln.db");
+        {
+            let conn = crate::store::connection_at_migration(&db, 11);
+            conn.execute_batch(
+                "INSERT INTO servers (id, name, status, flavor_id, image_id, vcpus, ram_mb, disk_gb,
+                                      cmdline, user_data, metadata, created_at, updated_at)
+                 VALUES ('old', 'old', 'SHUTOFF', 'f', 'i', 1, 64, 0, '', 'aGk=', '{}', 't', 't')",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&db).unwrap();
+        assert!(s.schema_version().unwrap() >= 12);
+        assert!(!s.get_server("old").unwrap().config_drive);
+        assert_eq!(s.server_user_data("old").unwrap().as_deref(), Some("aGk="));
+        assert!(matches!(
+            s.server_user_data("nope"),
+            Err(StoreError::NotFound { .. })
+        ));
     }
 }

@@ -1,6 +1,6 @@
 //! What the metadata service reads and keeps beyond a server's row: the
-//! NIC a guest's request comes from, the user data, and the password the
-//! guest posts (Nova's os-server-password).
+//! NIC a guest's request comes from, and the password the guest posts
+//! (Nova's os-server-password).
 
 use rusqlite::{params, OptionalExtension};
 
@@ -32,15 +32,6 @@ impl Store {
             )?
             .query_row(params![network_id, ip], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
-    }
-
-    /// Server `id`'s user data as stored (base64, as given at create).
-    pub fn server_user_data(&self, id: &str) -> Result<Option<String>, StoreError> {
-        self.conn()
-            .prepare_cached("SELECT user_data FROM servers WHERE id = ?1 AND status != 'DELETED'")?
-            .query_row([id], |r| r.get(0))
-            .optional()?
-            .ok_or_else(|| not_found("server", id))
     }
 
     /// The password server `id`'s guest posted, if any.

@@ -28,6 +28,7 @@ mod metadata;
 mod networks;
 mod servers;
 
+pub use addresses::DhcpPort;
 pub use metadata::MAX_PASSWORD;
 pub use networks::{NetworkSpec, NewNic};
 /// Test helpers (a new server, a placement) for other modules' tests.
@@ -122,8 +123,15 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE servers ADD COLUMN admin_pass TEXT;",
     // 11 (ipam: subnets and fixed addresses).
     MIGRATION_11_SUBNETS,
-    // 13 (metadata: the guest's posted password, os-server-password; the
-    // lead renumbers it at merge if 12 is not there yet).
+    // 12 (configdrive: config drives): whether a server has one (0/1).
+    "ALTER TABLE servers ADD COLUMN config_drive INTEGER NOT NULL DEFAULT 0;",
+    // 13 (firewall: the default network): the `default_cidr` kilnd last
+    // made the `default` network with (`crate::networks::default_network`):
+    // a network deleted by the user is not made again for the same config.
+    "CREATE TABLE default_network (
+        one INTEGER PRIMARY KEY CHECK (one = 1), cidr TEXT NOT NULL);",
+    // 14 (metadata: the password the guest posts, Nova's
+    // os-server-password).
     "ALTER TABLE servers ADD COLUMN password TEXT;",
 ];
 

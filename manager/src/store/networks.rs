@@ -220,6 +220,32 @@ impl Store {
             })?)
     }
 
+    /// The `default_cidr` the `default` network was last made with, if
+    /// kilnd made it (and the config has not turned it off since).
+    pub fn default_network_mark(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT cidr FROM default_network WHERE one = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Records (`Some`) or forgets (`None`) that the `default` network was
+    /// made with `cidr`.
+    pub fn set_default_network_mark(&self, cidr: Option<&str>) -> Result<(), StoreError> {
+        let conn = self.conn();
+        match cidr {
+            Some(c) => conn.execute(
+                "INSERT INTO default_network (one, cidr) VALUES (1, ?1)
+                 ON CONFLICT (one) DO UPDATE SET cidr = excluded.cidr",
+                [c],
+            )?,
+            None => conn.execute("DELETE FROM default_network", [])?,
+        };
+        Ok(())
+    }
+
     /// Fills in the NICs of `servers` (one query).
     pub(crate) fn attach_nics(conn: &Connection, servers: &mut [Server]) -> rusqlite::Result<()> {
         if servers.is_empty() {

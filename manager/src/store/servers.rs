@@ -38,11 +38,13 @@ pub struct NewServer {
     /// The key pair named at create, copied (no private key).
     pub keypair: Option<Keypair>,
     pub admin_pass: Option<String>,
+    /// It gets a config drive at every start.
+    pub config_drive: bool,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
      vcpus, ram_mb, disk_gb, cmdline, metadata, pid, created_at, updated_at, \
-     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name";
+     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive";
 
 impl Store {
     /// Checks placement and records the server as BUILD, atomically.
@@ -105,8 +107,8 @@ impl Store {
         tx.execute(
             "INSERT INTO servers (id, name, status, task_state, flavor_id, image_id, vcpus, ram_mb, disk_gb,
                                   cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id,
-                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass)
-             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive)
+             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
             params![
                 id,
                 new.name,
@@ -127,7 +129,8 @@ impl Store {
                 new.virtio_model.as_str(),
                 new.keypair.as_ref().map(|k| k.name.as_str()),
                 keypair,
-                new.admin_pass
+                new.admin_pass,
+                new.config_drive
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
@@ -384,6 +387,7 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         virtio_model: super::virtio_model_from(r.get(22)?),
         key_name: r.get(23)?,
         admin_pass: None,
+        config_drive: r.get(24)?,
     })
 }
 
@@ -438,6 +442,7 @@ pub(crate) mod tests {
             virtio_model: Default::default(),
             keypair: None,
             admin_pass: None,
+            config_drive: false,
         }
     }
 

@@ -4,7 +4,8 @@
 //! 1. [`Supervisor::spawn`] writes `servers/ID/vm.json` (a
 //!    [`kiln_api::vm::VmConfig`]: the kernel image, or for a disk image the
 //!    firmware with the root disk first (and UEFI's `nvram.fd`, see
-//!    [`crate::firmware`]), the flavor's vCPUs and RAM, `serial.log` and
+//!    [`crate::firmware`]), the config drive second if it has one, built
+//!    anew ([`crate::config_drive`]), the flavor's vCPUs and RAM, `serial.log` and
 //!    `api.sock` in the server's directory), starts
 //!    `kiln-vmm --config vm.json` in a session of its own (so it outlives
 //!    kilnd), records its pid, and opens a pidfd on it.
@@ -264,6 +265,10 @@ impl Supervisor {
         let console_sock = self.console_socket(&server.id);
         let backend = self.disks.clone();
         let server_id = server.id.clone();
+        // Rebuilt from the store at every start, so it is always true.
+        let config_drive = server
+            .config_drive
+            .then(|| (self.store.clone(), server.clone()));
         let child = {
             let dir = dir.clone();
             let sock = sock.clone();
@@ -276,6 +281,9 @@ impl Supervisor {
                 }
                 if let Some((nvram, template)) = &nvram {
                     crate::firmware::ensure_nvram(nvram, template)?;
+                }
+                if let Some((store, server)) = &config_drive {
+                    crate::config_drive::build_for(store, server, &dir)?;
                 }
                 let cfg_path = dir.join("vm.json");
                 let json = serde_json::to_vec_pretty(&cfg).map_err(SpawnError::Json)?;

@@ -5,7 +5,8 @@
 //! device is transitional when the server's `virtio_model` says so, and
 //! every disk and NIC gets the limits of the server's flavor extra specs
 //! (`crate::qos`), and the root disk the flavor's polling window
-//! (`kiln:disk_poll_us`).
+//! (`kiln:disk_poll_us`). A config drive is the second disk, read-only
+//! (`crate::config_drive` builds it before the VMM starts).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -175,6 +176,14 @@ impl Supervisor {
                     ..Default::default()
                 })
                 .into_iter()
+                .chain(server.config_drive.then(|| DiskConfig {
+                    path: dir.join(crate::config_drive::FILE).display().to_string(),
+                    format: DiskFormat::Raw,
+                    readonly: true,
+                    transitional,
+                    rate_limit: qos.disk.clone(),
+                    ..Default::default()
+                }))
                 .collect(),
             nets: server
                 .nics

@@ -314,6 +314,20 @@ pub fn parse_rng(s: &str) -> Result<RngOptions, CliError> {
     Ok(o)
 }
 
+/// Parse the value of `--tpm`: `socket=PATH`, swtpm's control socket.
+pub fn parse_tpm(s: &str) -> Result<kiln_api::vm::TpmConfig, CliError> {
+    const F: &str = "--tpm";
+    let mut socket = None;
+    for (k, v) in pairs(F, s, &["socket"])? {
+        match k {
+            "socket" if !v.is_empty() => socket = Some(v.to_string()),
+            _ => return Err(bad(F, k, v)),
+        }
+    }
+    let socket = socket.ok_or_else(|| bad(F, "socket", ""))?;
+    Ok(kiln_api::vm::TpmConfig { socket })
+}
+
 /// Parse the value of `--smbios` (each key optional; values cannot hold
 /// a comma). Lengths and the UUID are checked by `config::validate`.
 pub fn parse_smbios(s: &str) -> Result<SmbiosConfig, CliError> {

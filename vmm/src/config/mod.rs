@@ -84,6 +84,9 @@ pub struct Args {
     /// SMBIOS (DMI) identity: manufacturer=S,product=S,version=S,serial=S,uuid=UUID,sku=S,family=S,asset_tag=S
     #[arg(long, value_name = "key=value,...", value_parser = cli::parse_smbios)]
     pub smbios: Option<kiln_api::vm::SmbiosConfig>,
+    /// A TPM 2.0 (CRB) backed by swtpm: socket=PATH, swtpm's control socket.
+    #[arg(long, value_name = "socket=PATH", value_parser = cli::parse_tpm)]
+    pub tpm: Option<kiln_api::vm::TpmConfig>,
     /// Hyper-V enlightenments for a Windows guest (the set Nova uses for os_type=windows).
     #[arg(long)]
     pub hyperv: bool,
@@ -194,6 +197,7 @@ impl Args {
                 hyperv: self.hyperv,
                 rtc_local_time: self.rtc_local_time,
                 smbios: self.smbios.clone(),
+                tpm: self.tpm.clone(),
             },
         };
         validate(&cfg)?;
@@ -229,6 +233,9 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
     }
     if let Some(s) = &cfg.smbios {
         validate_smbios(s).map_err(|m| ConfigError::Invalid(format!("smbios: {m}")))?;
+    }
+    if cfg.tpm.as_ref().is_some_and(|t| t.socket.is_empty()) {
+        return bad("tpm: socket is empty: give swtpm's control socket".into());
     }
     Ok(())
 }
@@ -328,6 +335,15 @@ pub fn check_host(cfg: &VmConfig) -> Result<(), ConfigError> {
             if !(ty.is_file() || ty.is_block_device()) {
                 return Err(bad("not a file or block device".into()));
             }
+        }
+    }
+    if let Some(t) = &cfg.tpm {
+        let bad = |why: String| {
+            ConfigError::Invalid(format!("tpm: swtpm control socket {}: {why}", t.socket))
+        };
+        let meta = std::fs::metadata(&t.socket).map_err(|e| bad(e.to_string()))?;
+        if !meta.file_type().is_socket() {
+            return Err(bad("not a unix socket".into()));
         }
     }
     Ok(())
@@ -606,5 +622,41 @@ mod tests {
             .to_string();
         assert!(e.contains("not a file or block device"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tpm_flag_json_and_host_checks() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["kiln-vmm", "--kernel", "/k"];
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v).map_err(|e| e.to_string())
+        };
+        let c = args(&["--tpm", "socket=/run/s.sock"])
+            .unwrap()
+            .vm_config()
+            .unwrap();
+        assert_eq!(c.tpm.as_ref().unwrap().socket, "/run/s.sock");
+        let json: VmConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(json, c);
+        assert!(args(&[]).unwrap().vm_config().unwrap().tpm.is_none());
+        for bad in ["socket=", "path=/x", "/x"] {
+            assert!(args(&["--tpm", bad]).is_err(), "{bad}");
+        }
+        let empty: VmConfig =
+            serde_json::from_str(r#"{"cpus":{"count":1},"memory":{"size_mib":64},"kernel":{"path":"/k"},"tpm":{"socket":""}}"#)
+                .unwrap();
+        assert!(validate(&empty).unwrap_err().to_string().contains("tpm"));
+        assert!(serde_json::from_str::<VmConfig>(
+            r#"{"cpus":{"count":1},"memory":{"size_mib":64},"tpm":{"socket":"/s","x":1}}"#
+        )
+        .is_err());
+        // The host check: a regular file is not swtpm's socket.
+        let file = std::env::temp_dir().join(format!("kiln-tpm-cfg-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let mut c = c;
+        c.tpm.as_mut().unwrap().socket = file.display().to_string();
+        let e = check_host(&c).unwrap_err().to_string();
+        assert!(e.contains("not a unix socket"), "{e}");
+        std::fs::remove_file(&file).unwrap();
     }
 }

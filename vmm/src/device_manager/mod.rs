@@ -25,10 +25,11 @@ pub use platform::{IrqLine, Platform};
 pub use virtio::{VirtioDevices, VirtioModels, WiringError};
 
 use crate::arch::x86_64::fw_cfg::PcFwCfgError;
-use crate::arch::x86_64::platform::AcpiPlatform;
+use crate::arch::x86_64::platform::{AcpiPlatform, TpmCrbInfo, Window};
 use crate::devices::bus::{Bus, BusError};
 use crate::devices::legacy::fw_cfg::FwCfgError;
 use crate::devices::pci::{PciError, PciRoot};
+use crate::devices::tpm;
 use crate::devices::VmRequests;
 use crate::memory::GuestMemoryMmap;
 use allocator::Allocator;
@@ -84,6 +85,8 @@ pub struct DeviceManager {
     pub virtio: VirtioDevices,
     /// Firmware boot with a variable store: its flash device.
     pub flash: Option<Arc<Mutex<firmware::VarsFlash>>>,
+    /// The TPM's swtpm, for its orderly end.
+    pub tpm: Option<crate::tpm::Swtpm>,
 }
 
 /// What the device manager needs to build a VM's devices besides KVM.
@@ -94,6 +97,8 @@ pub struct DeviceContext {
     pub requests: Arc<dyn VmRequests>,
     /// The VMM's start, that debug-port timestamps count from.
     pub start: Instant,
+    /// The TPM's backend (swtpm, connected before KVM), if any.
+    pub tpm: Option<crate::tpm::Swtpm>,
 }
 
 impl DeviceManager {
@@ -108,6 +113,14 @@ impl DeviceManager {
     ) -> Result<Self, DeviceError> {
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
+        let tpm_info = ctx.tpm.as_ref().map(|_| TpmCrbInfo {
+            window: Window {
+                start: tpm::CRB_BASE,
+                size: tpm::CRB_SIZE,
+            },
+            control_area: tpm::CRB_CONTROL_AREA,
+            log_size: 0,
+        });
         let (platform, pci, acpi) = Platform::new(
             vm,
             &mut pio,
@@ -122,7 +135,16 @@ impl DeviceManager {
                 .as_ref()
                 .map(|_| (mem, crate::config::smbios_info(config))),
             config.rtc_local_time,
+            tpm_info,
         )?;
+        if let Some(backend) = &ctx.tpm {
+            let crb = tpm::TpmCrb::new(Box::new(backend.clone()));
+            mmio.insert(Arc::new(Mutex::new(crb)), tpm::CRB_BASE, tpm::CRB_SIZE)
+                .map_err(|source| DeviceError::Bus {
+                    name: "TPM CRB",
+                    source,
+                })?;
+        }
         let mut alloc = Allocator::default();
         let virtio = virtio::attach(
             vm,
@@ -143,6 +165,7 @@ impl DeviceManager {
             acpi,
             virtio,
             flash: None,
+            tpm: ctx.tpm,
         })
     }
 }

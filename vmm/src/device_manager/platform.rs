@@ -13,7 +13,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::DeviceError;
 use crate::arch::x86_64::fw_cfg as pc_fw_cfg;
-use crate::arch::x86_64::platform::{AcpiPlatform, PciIntx, PmBlock, ResetRegister, Window};
+use crate::arch::x86_64::platform::{
+    AcpiPlatform, PciIntx, PmBlock, ResetRegister, TpmCrbInfo, Window,
+};
 use crate::arch::x86_64::smbios::SmbiosInfo;
 use crate::arch::x86_64::{irq, layout};
 use crate::devices::bus::{Bus, BusDevice};
@@ -111,6 +113,7 @@ pub fn describe(cpus: u8, mem_size: u64) -> AcpiPlatform {
             start: mmio64_start,
             size: mmio64_size,
         },
+        tpm: None,
     }
 }
 
@@ -155,8 +158,10 @@ impl Platform {
         cpus: u8,
         firmware: Option<(&GuestMemoryMmap, SmbiosInfo)>,
         rtc_local_time: bool,
+        tpm: Option<TpmCrbInfo>,
     ) -> Result<(Self, Arc<Mutex<PciRoot>>, AcpiPlatform), DeviceError> {
-        let description = describe(cpus, mem_size);
+        let mut description = describe(cpus, mem_size);
+        description.tpm = tpm;
         let serial = put(
             pio,
             "COM1",
@@ -252,6 +257,10 @@ impl Platform {
             Some((mem, smbios)) => {
                 let mut cfg = pc_fw_cfg::PcConfig::new(description.clone());
                 cfg.smbios = Some(smbios);
+                // A firmware measures the boot into an event log.
+                if let Some(t) = cfg.platform.tpm.as_mut() {
+                    t.log_size = crate::arch::x86_64::acpi::tpm2::LOG_SIZE;
+                }
                 let mut dev = super::fw_cfg::build(mem.clone(), &cfg)?;
                 if let Some(range) = pm_block {
                     super::fw_cfg::follow_pm_base(&mut dev, &cfg, move || {

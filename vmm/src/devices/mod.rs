@@ -17,6 +17,7 @@
 pub mod bus;
 pub mod legacy;
 pub mod pci;
+pub mod tpm;
 pub mod virtio;
 
 use std::sync::{Arc, Mutex, OnceLock};

@@ -1,5 +1,6 @@
 //! `kiln keypair create|list|show|delete`: SSH key pairs servers name with
-//! `kiln server create --key-name`.
+//! `kiln server create --key-name`; and `--user-data FILE`, the other
+//! thing a server carries for its guest.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -89,4 +90,11 @@ fn table(keys: &[Keypair]) {
     for k in keys {
         println!("{:<24} {:<5} {}", k.name, "ssh", k.fingerprint);
     }
+}
+
+/// `--user-data FILE`: the file's bytes, base64 as the API takes them.
+pub fn read_user_data(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
+    use base64ct::Encoding;
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(base64ct::Base64::encode_string(&bytes))
 }

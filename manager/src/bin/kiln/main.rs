@@ -101,6 +101,8 @@ enum Wait {
     Ready,
 }
 
+// Parsed once per run: `Create`'s many options cost nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum ServerCmd {
     List {
@@ -151,6 +153,13 @@ enum ServerCmd {
         /// read as one line from stdin (so it stays out of `ps`).
         #[arg(long, num_args = 0..=1)]
         admin_pass: Option<Option<String>>,
+        /// User data for the guest from this file (any bytes, at most
+        /// 64 KiB; sent base64 as Nova's API takes it).
+        #[arg(long)]
+        user_data: Option<PathBuf>,
+        /// Attach a config drive (needs a root disk).
+        #[arg(long)]
+        config_drive: bool,
         /// Wait until the server is ACTIVE or ready (fails if it goes to
         /// ERROR or SHUTOFF first)
         #[arg(long, value_enum)]
@@ -410,6 +419,9 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             if let Some(k) = &s.key_name {
                 println!("key_name: {k}");
             }
+            if s.config_drive {
+                println!("config_drive: true");
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -429,6 +441,8 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             networks,
             key_name,
             admin_pass,
+            user_data,
+            config_drive,
             wait,
             timeout,
         } => {
@@ -450,7 +464,10 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 flavor: flavor.clone(),
                 image: image.clone(),
                 cmdline: cmdline.clone(),
-                user_data: None,
+                user_data: user_data
+                    .as_deref()
+                    .map(keypair::read_user_data)
+                    .transpose()?,
                 metadata: Default::default(),
                 ready,
                 ttl_s: *ttl,
@@ -460,6 +477,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 virtio_model: virtio_model.map(VirtioModel::from),
                 key_name: key_name.clone(),
                 admin_pass,
+                config_drive: *config_drive,
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {

@@ -57,6 +57,18 @@ impl Window {
     }
 }
 
+/// A TPM 2.0 with the CRB interface (the DSDT's MSFT0101 device and the
+/// TPM2 table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TpmCrbInfo {
+    /// The MMIO window (registers and buffer).
+    pub window: Window,
+    /// The control area's address (CTRL_REQ), the TPM2 table's.
+    pub control_area: u64,
+    /// Bytes of event log the firmware gets (0: no log, direct boot).
+    pub log_size: u32,
+}
+
 /// A PC as its tables describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcpiPlatform {
@@ -78,6 +90,8 @@ pub struct AcpiPlatform {
     /// The 32-bit and 64-bit PCI MMIO windows.
     pub pci_mmio32: Window,
     pub pci_mmio64: Window,
+    /// A TPM 2.0 (CRB), if the VM has one.
+    pub tpm: Option<TpmCrbInfo>,
 }
 
 impl AcpiPlatform {

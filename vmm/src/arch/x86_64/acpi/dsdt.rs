@@ -8,6 +8,8 @@
 //! \_SB.RTC_   CMOS RTC (PNP0B00)
 //! \_SB.KBD_   i8042 keyboard controller (PNP0303)
 //! \_SB.MBRD   motherboard resources (PNP0C02): the ECAM area, PM ports
+//! \_SB.TPM_   TPM 2.0 (MSFT0101), CRB interface, its MMIO window; only
+//!             when the VM has a TPM
 //! \_SB.Cnnn   one processor device (ACPI0007) per vCPU, _UID = MADT UID
 //! \_S0_ \_S5_ sleep states; SLP_TYP of S5 is the PM block's
 //! ```
@@ -24,7 +26,7 @@ use acpi_tables::{Aml, AmlSink};
 
 use super::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use crate::arch::x86_64::layout;
-use crate::arch::x86_64::platform::{AcpiPlatform, PciIntx};
+use crate::arch::x86_64::platform::{AcpiPlatform, PciIntx, TpmCrbInfo};
 
 /// Revision 2: integers in AML are 64 bits wide.
 pub const REVISION: u8 = 2;
@@ -173,6 +175,25 @@ fn legacy_devices(sink: &mut Vec<u8>, p: &AcpiPlatform) {
     isa_device(sink, "_SB_.MBRD", "PNP0C02", 0, vec![&ecam, &pm_io]);
 }
 
+/// The TPM as QEMU's `tpm-crb` describes it: `MSFT0101` (a TPM 2.0 that
+/// a TPM2 table says how to start), its window, present.
+fn tpm(sink: &mut Vec<u8>, t: &TpmCrbInfo) {
+    let window = Memory32Fixed::new(true, t.window.start as u32, t.window.size as u32);
+    let crs = ResourceTemplate::new(vec![&window]);
+    emit(
+        sink,
+        &Device::new(
+            "_SB_.TPM_".into(),
+            vec![
+                &Name::new("_HID".into(), &"MSFT0101"),
+                &Name::new("_STR".into(), &"TPM 2.0 Device"),
+                &Name::new("_CRS".into(), &crs),
+                &Name::new("_STA".into(), &0x0fu8),
+            ],
+        ),
+    );
+}
+
 fn processors(sink: &mut Vec<u8>, num_cpus: u8) {
     for id in 0..num_cpus {
         let path = format!("_SB_.C{id:03X}");
@@ -208,6 +229,9 @@ pub fn dsdt_aml(platform: &AcpiPlatform) -> Vec<u8> {
     let mut aml = Vec::new();
     pci_host_bridge(&mut aml, platform);
     legacy_devices(&mut aml, platform);
+    if let Some(t) = &platform.tpm {
+        tpm(&mut aml, t);
+    }
     processors(&mut aml, platform.cpus);
     sleep_states(&mut aml, platform);
     aml

@@ -23,6 +23,7 @@
 pub mod dsdt;
 pub mod fadt;
 pub mod madt;
+pub mod tpm2;
 
 #[cfg(test)]
 mod aml_reader;
@@ -108,6 +109,9 @@ pub struct AcpiTables {
     pub entries: Vec<TableEntry>,
     /// Every pointer field, in `rsdp` or `tables`.
     pub pointers: Vec<PointerField>,
+    /// With a TPM: the offset in `tables` of the TPM2 table's LASA, which
+    /// a table loader points at the event log ([`tpm2::LOG_FILE`]).
+    pub tpm_log: Option<usize>,
 }
 
 impl AcpiTables {
@@ -170,6 +174,11 @@ pub fn build_tables_at(
     let dsdt = b.add(*b"DSDT", &dsdt::dsdt(platform));
     let madt = b.add(*b"APIC", &madt::madt(platform));
     let mcfg = b.add(*b"MCFG", &mcfg(platform));
+    // After the MCFG, so that a VM without a TPM has the same tables.
+    let tpm = platform
+        .tpm
+        .as_ref()
+        .map(|t| b.add(*b"TPM2", &tpm2::tpm2(t)));
     let fadt_bytes = fadt::fadt(platform, b.addr(facs), b.addr(dsdt));
     let fadt = b.add(*b"FACP", &fadt_bytes);
     for field in fadt::POINTER_FIELDS {
@@ -177,11 +186,12 @@ pub fn build_tables_at(
     }
 
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    for table in [fadt, madt, mcfg] {
+    let listed: Vec<usize> = [fadt, madt, mcfg].into_iter().chain(tpm).collect();
+    for &table in &listed {
         xsdt.add_entry(b.addr(table));
     }
     let xsdt = b.add(*b"XSDT", &to_bytes(&xsdt));
-    for i in 0..3 {
+    for i in 0..listed.len() {
         b.pointer(xsdt + XSDT_ENTRIES + 8 * i, 8);
     }
 
@@ -198,6 +208,9 @@ pub fn build_tables_at(
         tables_addr,
         entries: b.entries,
         pointers: b.pointers,
+        tpm_log: tpm
+            .filter(|_| platform.tpm.is_some_and(|t| t.log_size > 0))
+            .map(|t| t + tpm2::LASA),
     })
 }
 

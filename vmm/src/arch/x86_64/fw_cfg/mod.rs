@@ -16,6 +16,7 @@
 //! | `bootorder` | OpenFirmware device paths, one a line |
 //! | `etc/boot-fail-wait` | ms before rebooting when nothing boots, u32 LE (`u32::MAX`: never) |
 //! | `etc/acpi/rsdp`, `etc/acpi/tables`, `etc/table-loader` | Kiln's ACPI tables ([`table_loader`]) |
+//! | `etc/tpm/log` | with a TPM: the event log area (zeros) the TPM2 table's LASA points at |
 //! | `UUID` (0x02), `etc/smbios/smbios-anchor`, `etc/smbios/smbios-tables` | the SMBIOS UUID, entry point and tables ([`smbios`]), when given |
 //!
 //! The device manager rebuilds `etc/acpi/tables` with [`acpi_tables_file`]
@@ -167,6 +168,9 @@ pub fn contents(cfg: &PcConfig) -> Result<PcFwCfg, PcFwCfgError> {
         (table_loader::TABLES_FILE, acpi.tables),
         (table_loader::LOADER_FILE, acpi.loader),
     ];
+    if let Some(t) = p.tpm.filter(|t| t.log_size > 0) {
+        files.push((acpi::tpm2::LOG_FILE, vec![0; t.log_size as usize]));
+    }
     if let Some(info) = &cfg.smbios {
         // The firmware places the table and fills in its address.
         let (anchor, tables) = smbios::build(info, 0);

@@ -273,6 +273,27 @@ pub fn acpi_files(tables: &AcpiTables) -> Result<AcpiFiles, LoaderError> {
             size: p.size,
         });
     }
+    if let Some(lasa) = tables.tpm_log {
+        if lasa + 8 > t_len {
+            return Err(LoaderError::OutOfRange {
+                what: "TPM2 log address",
+                offset: lasa,
+                len: t_len,
+            });
+        }
+        // The event log: anywhere in reserved RAM; LASA gets its address.
+        cmds.push(Command::Allocate {
+            file: crate::arch::x86_64::acpi::tpm2::LOG_FILE.into(),
+            align: 64,
+            zone: Zone::High,
+        });
+        cmds.push(Command::AddPointer {
+            dest: TABLES_FILE.into(),
+            src: crate::arch::x86_64::acpi::tpm2::LOG_FILE.into(),
+            offset: u32_of(lasa, "TPM2 log address", t_len)?,
+            size: 8,
+        });
+    }
     for e in &tables.entries {
         if NO_CHECKSUM.contains(&&e.signature) {
             continue;

@@ -14,6 +14,7 @@
 //!   through a [`MovableRange`]; otherwise it is hidden, as after power-on.
 //!   SeaBIOS and OVMF both program 0xB000. SMBBA (0x90) and SMBHSTCFG
 //!   (0xD2) are stored for the firmware (there is no SMBus controller).
+//!   DEVACTB says APMC is enabled (no SMM; see [`DEVACTB_APMC_EN`]).
 
 use crate::devices::bus::MovableRange;
 
@@ -38,6 +39,12 @@ pub const PMIOSE: u32 = 1;
 pub const SMBBA: usize = 0x90;
 const SMBBA_MASK: u32 = 0xfff0;
 pub const SMBHSTCFG: usize = 0xd2;
+/// DEVACTB (0x58), its byte 3 bit 1: APMC_EN. Set at power-on, as QEMU
+/// does without SMM: it tells a firmware built with SMM support (SeaBIOS's
+/// `bios-256k.bin`) that SMM is set up already, so it does not raise an
+/// SMI through port 0xB2 and wait for a relocation that never comes.
+pub const DEVACTB: usize = 0x58;
+pub const DEVACTB_APMC_EN: u32 = 0x02 << 24;
 
 /// 00:01.0, the PIIX3 PCI-to-ISA bridge (multi-function: the PM
 /// function follows).
@@ -79,6 +86,7 @@ impl Piix4Pm {
         config.set_reg(SMBBA / 4, PMBA_IO_SPACE);
         config.set_writable(SMBBA / 4, SMBBA_MASK);
         config.set_writable(SMBHSTCFG / 4, 0xff << (8 * (SMBHSTCFG % 4)));
+        config.set_reg(DEVACTB / 4, DEVACTB_APMC_EN);
         let mut pm = Piix4Pm { config, pm_block };
         pm.place_pm_block();
         pm

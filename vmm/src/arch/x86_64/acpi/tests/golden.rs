@@ -18,7 +18,7 @@ const MEM: [u64; 2] = [64 * MIB, 5 * GIB];
 /// A PM base such as SeaBIOS programs (0xb000 on i440FX).
 const FIRMWARE_PM_BASE: u16 = 0xb000;
 
-fn hex(out: &mut String, name: &str, bytes: &[u8]) {
+pub(super) fn hex(out: &mut String, name: &str, bytes: &[u8]) {
     writeln!(out, "  {name} ({} bytes)", bytes.len()).unwrap();
     for (i, chunk) in bytes.chunks(64).enumerate() {
         write!(out, "    {:05x} ", i * 64).unwrap();
@@ -29,7 +29,7 @@ fn hex(out: &mut String, name: &str, bytes: &[u8]) {
     }
 }
 
-fn dump_tables(out: &mut String, t: &AcpiTables) {
+pub(super) fn dump_tables(out: &mut String, t: &AcpiTables) {
     writeln!(
         out,
         "  rsdp_addr {:#x} tables_addr {:#x}",

@@ -4,6 +4,7 @@
 
 mod dsdt;
 mod golden;
+mod tpm;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
