@@ -6,8 +6,8 @@
 //! keep-alive connection, GET `/openstack/latest/meta_data.json` for a
 //! while; it prints requests per second and p50/p99 latency. Beside it,
 //! the peer: Debian's nginx (from `cache/debs/nginx`, scripts/setup.sh)
-//! serving the same bytes as a static file on the gateway address of the
-//! same bridge, measured the same way, and the ratios.
+//! serving the same bytes as a static file from a namespace of its own on
+//! the same bridge, measured the same way, and the ratios.
 //!
 //! Usage: metadata_bench [--seconds S] [--clients C] [--quick]
 //! Needs root; kilnd from target/release (scripts/bench.sh builds it).
@@ -111,12 +111,22 @@ fn run() -> Result<(), String> {
     gip(&["addr", "add", "10.77.0.10/24", "dev", "eth0"]);
     gip(&["route", "add", "169.254.169.254", "dev", "eth0"]);
 
-    // The peer: nginx with the same bytes on the gateway address.
+    // The peer: nginx with the same bytes, in a namespace of its own on
+    // the same bridge (kilnd's firewall lets guests reach the host only
+    // for DHCP and metadata), so its requests cross the bridge as ours.
     let body = in_ns(&guest, || fetch_once("169.254.169.254:80"))?;
+    let peer_ns = format!("kiln-mdbp-{}", std::process::id());
+    let _p = GuestNs::new(&peer_ns)?;
+    ns.ip(&[
+        "link", "add", "pb0", "type", "veth", "peer", "name", "eth0", "netns", &peer_ns,
+    ]);
+    ns.ip(&["link", "set", "pb0", "master", "mdb0", "up"]);
+    kiln_tests::netns::ip(&peer_ns, &["link", "set", "eth0", "up"]);
+    kiln_tests::netns::ip(&peer_ns, &["addr", "add", "10.77.0.3/24", "dev", "eth0"]);
     let www = dir.join("www/openstack/latest");
     std::fs::create_dir_all(&www).map_err(|e| e.to_string())?;
     std::fs::write(www.join("meta_data.json"), &body).map_err(|e| e.to_string())?;
-    let _nginx = Nginx::start(&nginx, &dir, ns.name())?;
+    let _nginx = Nginx::start(&nginx, &dir, &peer_ns)?;
 
     let d = Duration::from_secs(seconds);
     println!(
@@ -124,7 +134,8 @@ fn run() -> Result<(), String> {
         body.len()
     );
     let ours = load(&guest, "169.254.169.254:80", clients, d)?;
-    let peer = load(&guest, "10.77.0.1:8080", clients, d)?;
+    in_ns(&guest, || fetch_once("10.77.0.3:8080"))?;
+    let peer = load(&guest, "10.77.0.3:8080", clients, d)?;
     ours.print("kilnd metadata");
     peer.print("nginx (static)");
     println!(
@@ -354,7 +365,7 @@ impl Nginx {
              http {{ access_log off; default_type application/json;\n\
                client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;\n\
                uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5; keepalive_requests 100000000;\n\
-               server {{ listen 10.77.0.1:8080; root {d}/www; }} }}\n"
+               server {{ listen 10.77.0.3:8080; root {d}/www; }} }}\n"
         );
         std::fs::write(dir.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join("nginx.log")).map_err(|e| e.to_string())?;
