@@ -3,7 +3,7 @@
 # release mode, then runs each program in benches/src/bin (NAME.rs or
 # NAME/main.rs) with quick settings (or its own defaults with --full) and
 # prints its output. Each benchmark runs its peer (QEMU, qemu-img, fio,
-# a direct tap, dnsmasq) in the same run and prints ratios.
+# a direct tap, dnsmasq, nginx) in the same run and prints ratios.
 #
 # Usage: scripts/bench.sh [--full] [NAME...]   (NAME: e.g. virtio_blk_bench)
 # Needs root, /dev/kvm, /dev/net/tun, fio, qemu-img, qemu-system-x86_64, dnsmasq
@@ -42,6 +42,7 @@ quick_args() {
         kilnd_bench) echo "--quick" ;;
         dhcp_bench) echo "--quick" ;;
         display_bench) echo "--rounds 3" ;;
+        metadata_bench) echo "--quick" ;;
         *) echo "" ;;
     esac
 }

@@ -45,6 +45,9 @@ fetch_deb linux-image-amd64
 fetch_deb busybox-static
 fetch_deb seabios
 fetch_deb ovmf
+# nginx: the metadata benchmark's peer (benches/), run from the cache with
+# its own config, so no nginx service is installed on the host.
+fetch_deb nginx
 
 g=$cache/guest
 if [ ! -e "$g/vmlinuz" ]; then

@@ -6,7 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 need_pkgs=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in binutils cpio xz-utils iproute2 procps util-linux socat fio python3 python3-venv acpica-tools curl dmidecode openssh-client; do have "$p" || need_pkgs+=("$p"); done
+for p in binutils cpio xz-utils iproute2 procps util-linux socat fio python3 python3-venv acpica-tools curl dmidecode openssh-client cloud-init; do have "$p" || need_pkgs+=("$p"); done
 if ! have qemu-system-x86; then need_pkgs+=(qemu-system-x86); fi
 # kilnd's firewall (`nft -j`, manager/src/net/nft.rs) and its tests.
 have nftables || need_pkgs+=(nftables)

@@ -80,6 +80,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Networks first: interrupted deletes finished, missing bridges made,
     // every network's services started.
     let services = crate::networks::Services::new(store.clone());
+    services.set_metadata(crate::http::metadata::spawner(
+        crate::metadata::Metadata::new(store.clone()),
+    ));
     crate::networks::reconcile(&services).await;
     crate::networks::default_network::ensure(&services, &config.networks).await;
     sup.reconcile().await;

@@ -10,6 +10,8 @@
 //!   rules), [`networks`] (create, the delete protocol, reconcile, a
 //!   server's NICs), [`images`] (register, import, upload, delete),
 //!   [`flavors`], [`keypairs`] (OpenSSH key import and generation).
+//! - [`metadata`]: what a guest learns about itself (Nova's OpenStack and
+//!   EC2 trees, the metadata service's rules, the config drive's files).
 //! - [`supervisor`]: one `kiln-vmm` per server, watched through a pidfd.
 //! - [`store`]: SQLite state (flavors, images, servers, networks, key
 //!   pairs), SQL only.
@@ -37,6 +39,7 @@ pub mod images;
 pub mod ipam;
 pub mod keypairs;
 pub mod lvm;
+pub mod metadata;
 pub mod net;
 pub mod networks;
 pub mod placement;

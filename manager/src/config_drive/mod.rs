@@ -18,16 +18,16 @@
 //! Ridge plus Joliet is the part that differs between them. It costs a
 //! process spawn (about 6 ms for a config drive here).
 
-mod interim_content;
 #[cfg(test)]
 mod tests;
 
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use kiln_api::compute::{Keypair, Server};
+use kiln_api::compute::Server;
 use thiserror::Error;
 
+use crate::metadata::{drive_files, Facts};
 use crate::store::{Store, StoreError};
 
 /// The image in the server's directory (Nova's libvirt driver's name).
@@ -56,8 +56,6 @@ pub enum ConfigDriveError {
     Tool { status: String, stderr: String },
     #[error("cannot read the server's config drive facts")]
     Store(#[source] StoreError),
-    #[error("user_data in the store is not base64")]
-    UserData(#[source] base64ct::Error),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ConfigDriveError {
@@ -84,36 +82,12 @@ pub fn check_host() -> Result<(), ConfigDriveError> {
     tool().map(drop).ok_or(ConfigDriveError::NoTool)
 }
 
-/// Everything about a server that its config drive says: the record and
-/// what the store keeps for the guest only.
-pub struct ServerFacts {
-    pub server: Server,
-    /// Decoded (the API takes base64).
-    pub user_data: Option<Vec<u8>>,
-    pub keypair: Option<Keypair>,
-    pub admin_pass: Option<String>,
-}
-
-/// Gathers `server`'s facts from the store, renders its files and builds
-/// `dir/disk.config`. Blocking.
+/// Gathers `server`'s facts from the store, renders its files (the same
+/// the metadata service serves, [`crate::metadata::drive_files`]) and
+/// builds `dir/disk.config`. Blocking.
 pub fn build_for(store: &Store, server: &Server, dir: &Path) -> Result<PathBuf, ConfigDriveError> {
-    let (keypair, admin_pass) = store
-        .server_credentials(&server.id)
-        .map_err(ConfigDriveError::Store)?;
-    let user_data = store
-        .server_user_data(&server.id)
-        .map_err(ConfigDriveError::Store)?
-        .map(|u| crate::util::decode_user_data(&u))
-        .transpose()
-        .map_err(ConfigDriveError::UserData)?;
-    let facts = ServerFacts {
-        server: server.clone(),
-        user_data,
-        keypair,
-        admin_pass,
-    };
-    // The one place the drive's content is rendered.
-    let files = interim_content::files_for(&facts);
+    let facts = Facts::load(store, &server.id).map_err(ConfigDriveError::Store)?;
+    let files = drive_files(&facts);
     let out = dir.join(FILE);
     build(&files, &out)?;
     Ok(out)

@@ -7,33 +7,31 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use kiln_api::compute::{Keypair, KeypairType, Server};
+use std::collections::BTreeSet;
 
-use super::{build, interim_content::files_for, ConfigDriveError, ServerFacts};
+use super::{build, ConfigDriveError};
+use crate::metadata::{drive_files, Facts, Key};
 
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwP3w2VxSx0G5Jc5mB1oKvQ9kGmK1n1mJ0n7pW5yQ4h me@host";
 
-fn facts(user_data: Vec<u8>) -> ServerFacts {
-    let server: Server = serde_json::from_value(serde_json::json!({
-        "id": "6f1b7f4e-2f0a-4c55-9d7b-0d9c3f1e2a11", "name": "Web_1", "status": "BUILD",
-        "flavor_id": "f", "image_id": "i", "vcpus": 1, "ram_mb": 64, "disk_gb": 1,
-        "cmdline": "", "metadata": {"role": "db"}, "created_at": "t", "updated_at": "t",
-        "config_drive": true,
-    }))
-    .unwrap();
-    ServerFacts {
-        server,
-        user_data: Some(user_data),
-        keypair: Some(Keypair {
+fn facts(user_data: Vec<u8>) -> Facts {
+    Facts {
+        id: "6f1b7f4e-2f0a-4c55-9d7b-0d9c3f1e2a11".into(),
+        name: "Web_1".into(),
+        hostname: "web-1.novalocal".into(),
+        availability_zone: "nova".into(),
+        flavor: "m1.tiny".into(),
+        image_id: "i".into(),
+        key: Some(Key {
             name: "mine".into(),
-            kind: KeypairType::Ssh,
+            kind: "ssh".into(),
             public_key: KEY.into(),
-            fingerprint: "SHA256:x".into(),
-            private_key: None,
-            created_at: "t".into(),
         }),
         admin_pass: Some("s3cret pass".into()),
+        user_data: Some(user_data),
+        meta: [("role".to_owned(), "db".to_owned())].into(),
+        ..Facts::default()
     }
 }
 
@@ -89,7 +87,7 @@ fn blkid_isoinfo_and_cloud_init_read_the_drive() {
     let dir = tempfile::tempdir().unwrap();
     let iso = dir.path().join(super::FILE);
     let user_data = binary_user_data();
-    let files = files_for(&facts(user_data.clone()));
+    let files = drive_files(&facts(user_data.clone()));
     let t = Instant::now();
     build(&files, &iso).unwrap();
     let took = t.elapsed();
@@ -110,20 +108,30 @@ fn blkid_isoinfo_and_cloud_init_read_the_drive() {
     ] {
         assert!(d.contains(want), "{want} not in\n{d}");
     }
-    let names = [
+    let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    for want in [
         "openstack/latest/meta_data.json",
         "openstack/latest/user_data",
+        "openstack/latest/network_data.json",
+        "openstack/2012-08-10/meta_data.json",
         "ec2/latest/meta-data.json",
-    ];
-    // The Rock Ridge and the Joliet trees carry the real names.
+    ] {
+        assert!(names.contains(&want), "{want} not in {names:?}");
+    }
+    // The Rock Ridge and the Joliet trees carry the real names: every
+    // file and the directories above it.
+    let mut want = BTreeSet::new();
+    for n in &names {
+        let mut at = String::new();
+        for part in n.split('/') {
+            at.push('/');
+            at.push_str(part);
+            want.insert(at.clone());
+        }
+    }
     for tree in ["-R", "-J"] {
         let list = run("isoinfo", &["-f", tree, "-i", iso.to_str().unwrap()]);
-        let mut got: Vec<&str> = list.lines().collect();
-        got.sort_unstable();
-        let mut want = vec!["/ec2", "/ec2/latest", "/openstack", "/openstack/latest"];
-        let full: Vec<String> = names.iter().map(|n| format!("/{n}")).collect();
-        want.extend(full.iter().map(String::as_str));
-        want.sort_unstable();
+        let got: BTreeSet<String> = list.lines().map(str::to_owned).collect();
         assert_eq!(got, want, "isoinfo -f {tree}");
     }
 
@@ -132,7 +140,7 @@ fn blkid_isoinfo_and_cloud_init_read_the_drive() {
     let r = cloud_init_reads(&tree);
     assert_eq!(r["uuid"], "6f1b7f4e-2f0a-4c55-9d7b-0d9c3f1e2a11");
     assert_eq!(r["name"], "Web_1");
-    assert_eq!(r["hostname"], "web-1");
+    assert_eq!(r["hostname"], "web-1.novalocal");
     assert_eq!(r["public_keys"]["mine"], KEY);
     assert_eq!(r["admin_pass"], "s3cret pass");
     assert_eq!(r["meta"]["role"], "db");

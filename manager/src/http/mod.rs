@@ -16,8 +16,10 @@ pub mod extract;
 mod flavors;
 mod images;
 mod keypairs;
+pub mod metadata;
 mod networks;
 mod nics;
+mod password;
 mod servers;
 pub mod state;
 mod upload;
@@ -71,6 +73,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/keypairs/{name}",
             get(keypairs::show).delete(keypairs::delete),
+        )
+        .route(
+            "/v1/servers/{id}/password",
+            get(password::show).delete(password::clear),
         )
         .route("/v1/servers/{id}/nics", get(nics::list))
         .route(

@@ -39,6 +39,7 @@ fn openapi_parses_and_names_every_route() {
         ("/v1/servers/{id}/nics/{index}", &["get", "put"]),
         ("/v1/keypairs", &["get", "post"]),
         ("/v1/keypairs/{name}", &["get", "delete"]),
+        ("/v1/servers/{id}/password", &["get", "delete"]),
     ] {
         for m in methods {
             assert!(
@@ -48,7 +49,7 @@ fn openapi_parses_and_names_every_route() {
         }
     }
     // And nothing documented that the router lacks.
-    assert_eq!(paths.len(), 18);
+    assert_eq!(paths.len(), 19);
 }
 
 #[test]

@@ -84,6 +84,7 @@
 
 pub mod addr;
 pub mod link;
+pub mod neigh;
 pub mod nft;
 pub mod owner;
 pub mod routes;

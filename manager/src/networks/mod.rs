@@ -27,7 +27,7 @@ pub mod default_network;
 pub mod firewall;
 mod services;
 
-pub use services::{host_addresses, Services, METADATA_IP};
+pub use services::{host_addresses, MetadataSpawner, Services, METADATA_IP};
 
 use std::sync::Arc;
 

@@ -25,10 +25,16 @@ use crate::store::Store;
 /// subnet.
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
+/// Starts a network's metadata listener and answers its task (None if
+/// it could not listen). Set by the daemon ([`Services::set_metadata`]):
+/// the HTTP side lives in `http/`, which the domain does not import.
+pub type MetadataSpawner = Box<dyn Fn(&Network) -> Option<AbortHandle> + Send + Sync>;
+
 /// The running services of every network, by network id.
 pub struct Services {
     store: Arc<Store>,
     running: Mutex<HashMap<String, Vec<AbortHandle>>>,
+    metadata: std::sync::OnceLock<MetadataSpawner>,
 }
 
 impl Services {
@@ -36,7 +42,13 @@ impl Services {
         Arc::new(Services {
             store,
             running: Mutex::new(HashMap::new()),
+            metadata: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Has every network started from now on run a metadata listener.
+    pub fn set_metadata(&self, spawn: MetadataSpawner) {
+        let _ = self.metadata.set(spawn);
     }
 
     /// The store the services read their answers from.
@@ -98,6 +110,7 @@ impl Services {
             NetworkError::Conflict(format!("cannot serve DHCP on bridge {:?}: {e}", net.bridge))
         })?;
         tasks.extend(dhcp);
+        tasks.extend(self.metadata.get().and_then(|spawn| spawn(net)));
         self.running.lock().unwrap().insert(net.id.clone(), tasks);
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The SQLite store under the state directory: flavors, images, servers,
-//! networks (`networks.rs`), key pairs (`keypairs.rs`).
+//! networks (`networks.rs`), key pairs (`keypairs.rs`), what the metadata
+//! service reads and keeps (`metadata.rs`).
 //!
 //! One connection in WAL mode behind a mutex. The schema is created by
 //! numbered migrations recorded in `schema_migrations`. A server row carries
@@ -23,12 +24,17 @@ use crate::util::now_rfc3339;
 mod addresses;
 mod extra_specs;
 mod keypairs;
+mod metadata;
 mod networks;
 mod servers;
 mod tpm;
 
 pub use addresses::DhcpPort;
+pub use metadata::MAX_PASSWORD;
 pub use networks::{NetworkSpec, NewNic};
+/// Test helpers (a new server, a placement) for other modules' tests.
+#[cfg(test)]
+pub(crate) use servers::tests as test_servers;
 pub use servers::NewServer;
 
 #[derive(Debug, Error)]
@@ -131,6 +137,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE images ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE servers ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE servers ADD COLUMN tpm_pid INTEGER;",
+    // 15 (metadata: the password the guest posts, Nova's
+    // os-server-password).
+    "ALTER TABLE servers ADD COLUMN password TEXT;",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,

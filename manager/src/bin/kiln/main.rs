@@ -206,6 +206,13 @@ enum ServerCmd {
         #[arg(value_parser = network::parse_link)]
         state: LinkState,
     },
+    /// The password the guest posted to the metadata service, as posted
+    /// (cloudbase-init: encrypted with the key pair); `--clear` forgets it.
+    Password {
+        server: String,
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 struct Api<'a> {
@@ -550,6 +557,18 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 &NicUpdate { link: *state },
             )?;
             show(json, &n, |n| tables::nics(std::slice::from_ref(n)))?;
+        }
+        ServerCmd::Password { server, clear } => {
+            let path = format!("/v1/servers/{}/password", api.server(server)?.id);
+            if *clear {
+                api.call("DELETE", &path, None)?;
+            } else {
+                let p: serde_json::Value = api.get(&path)?;
+                if json {
+                    return print_json(&p);
+                }
+                println!("{}", p["password"].as_str().unwrap_or_default());
+            }
         }
     }
     Ok(())
