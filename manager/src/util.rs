@@ -142,6 +142,27 @@ pub fn decode_user_data(b64: &str) -> Result<Vec<u8>, base64ct::Error> {
     base64ct::Base64::decode_vec(&compact)
 }
 
+/// A server's hostname as Nova derives it from the server's name
+/// (`sanitize_hostname`): the first 63 characters, space, `_` and `.` to
+/// `-`, anything but ASCII letters, digits and `-` dropped, lower case,
+/// no `-` at either end; `server-<id>` if nothing is left. (Nova keeps
+/// Latin-1 letters; a DHCP hostname is ASCII, so kilnd drops them.)
+pub fn hostname(name: &str, id: &str) -> String {
+    let h: String = name
+        .chars()
+        .take(63)
+        .map(|c| if matches!(c, ' ' | '_' | '.') { '-' } else { c })
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let h = h.trim_matches('-');
+    if h.is_empty() {
+        format!("server-{id}").chars().take(63).collect()
+    } else {
+        h.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

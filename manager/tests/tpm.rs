@@ -14,8 +14,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::firmware::{firmware_config, fw_flavor, import_disk_fw};
@@ -26,6 +26,7 @@ use kiln_api::vm::VmConfig;
 use kiln_manager::supervisor::tpm::processes_under;
 use kiln_tests::disk::mbr_disk;
 use kiln_tests::guest_file;
+use kiln_tests::tpm::{pcrs, probe_response, tpm_tools};
 
 /// SHA-256 PCR 16 after the probe's one extend of 32 bytes 0x11.
 const PCR16_EXTENDED: &str = "8878b15a7d6a3a4f464e8f9f42591dbc0cf4bedea0ec309003d2b2ee53655ef8";
@@ -53,66 +54,9 @@ fn vm_json(k: &Kilnd, id: &str) -> VmConfig {
 }
 
 /// Runs tpm2-tools commands against a new swtpm on a stopped server's
-/// state (resuming the volatile state its VMM stored at its end), then
-/// ends that swtpm with SIGTERM. Answers each command's stdout.
+/// state; each command's stdout.
 fn with_state(k: &Kilnd, state: &Path, cmds: &[&[&str]]) -> Vec<String> {
-    let data = k.dir.path().join("tools.sock");
-    let ctrl = PathBuf::from(format!("{}.ctrl", data.display()));
-    let _ = std::fs::remove_file(&data);
-    let _ = std::fs::remove_file(&ctrl);
-    let mut swtpm = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--flags", "not-need-init", "--server"])
-        .arg(format!("type=unixio,path={}", data.display()))
-        .arg("--ctrl")
-        .arg(format!("type=unixio,path={}", ctrl.display()))
-        .arg("--tpmstate")
-        .arg(format!("dir={}", state.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("swtpm (scripts/setup.sh installs it)");
-    wait_until("the tools' swtpm socket", T, || data.exists());
-    let outs = cmds
-        .iter()
-        .map(|c| {
-            let out = Command::new(c[0])
-                .args(&c[1..])
-                .env("TPM2TOOLS_TCTI", format!("swtpm:path={}", data.display()))
-                .output()
-                .expect("tpm2-tools (scripts/setup.sh installs it)");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(
-                out.status.success(),
-                "{c:?}: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            text
-        })
-        .collect();
-    // SAFETY: kill(2) of the swtpm this function started.
-    unsafe { libc::kill(swtpm.id() as i32, libc::SIGTERM) };
-    let _ = swtpm.wait();
-    outs
-}
-
-/// PCR → hex digest, from `tpm2_pcrread` output.
-fn pcrs(text: &str) -> Vec<(u32, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let (pcr, value) = l.trim().split_once(": 0x")?;
-            Some((pcr.trim().parse().ok()?, value.trim().to_ascii_lowercase()))
-        })
-        .collect()
-}
-
-/// The hex response the probe printed after `tpm: NAME ` (the n-th one).
-fn response(out: &str, name: &str, nth: usize) -> String {
-    let prefix = format!("tpm: {name} ");
-    out.lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .nth(nth)
-        .unwrap_or_else(|| panic!("no {name} response #{nth} in:\n{out}"))
-        .trim()
-        .to_string()
+    tpm_tools(state, k.dir.path(), cmds)
 }
 
 fn wait_no_swtpm(k: &Kilnd) {
@@ -135,17 +79,17 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
     let out = console(&k, &s.id);
     // Startup(CLEAR) rc 0, the extend and the read back of PCR 16.
     assert_eq!(
-        response(&out, "startup", 0),
+        probe_response(&out, "startup", 0),
         "80010000000a00000000",
         "{out}"
     );
     assert_eq!(
-        response(&out, "extend", 0),
+        probe_response(&out, "extend", 0),
         "80020000001300000000000000000000010000",
         "{out}"
     );
     assert!(
-        response(&out, "pcrread", 0).ends_with(PCR16_EXTENDED),
+        probe_response(&out, "pcrread", 0).ends_with(PCR16_EXTENDED),
         "{out}"
     );
     // One swtpm, on the state in the server's directory, named in vm.json.
@@ -217,12 +161,12 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
     });
     let out = console(&k, &s.id);
     assert_eq!(
-        response(&out, "startup", 1),
+        probe_response(&out, "startup", 1),
         "80010000000a00000000",
         "{out}"
     );
     assert!(
-        response(&out, "pcrread", 1).ends_with(PCR16_EXTENDED),
+        probe_response(&out, "pcrread", 1).ends_with(PCR16_EXTENDED),
         "{out}"
     );
     let tpm = swtpms(&k);
@@ -257,12 +201,12 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
     k.wait_status(&s.id, ServerStatus::Active, T);
     let out = console(&k, &s.id);
     assert_eq!(
-        response(&out, "startup", 3),
+        probe_response(&out, "startup", 3),
         "80010000000a00000000",
         "{out}"
     );
     assert!(
-        response(&out, "pcrread", 3).ends_with(PCR16_EXTENDED),
+        probe_response(&out, "pcrread", 3).ends_with(PCR16_EXTENDED),
         "{out}"
     );
     let after = swtpms(&k);

@@ -18,6 +18,7 @@ pub mod qemu_vga;
 pub mod rfb;
 pub mod rtc;
 pub mod screen;
+pub mod tpm;
 
 use std::fs;
 use std::io;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln_tests::tpm::{pcrs, probe_response, tpm_tools};
 use kiln_tests::{guest_file, kiln_vmm, kvm_available, probe, ScratchDir, Vm, VmSpec};
 
 /// SHA-256 PCR 16 after one extend of 32 bytes 0x11 from zero.
@@ -76,56 +77,11 @@ fn wait_for(path: &Path) {
     }
 }
 
-/// `tpm2_pcrread sha256:PCRS` against a new swtpm on `state` (with a data
-/// socket for the tools' swtpm TCTI, and `not-need-init`: it resumes the
-/// volatile state kiln-vmm stored at its end). Returns PCR → hex digest.
-fn pcrread(state: &Path, pcrs: &str) -> Vec<(u32, String)> {
-    let data = state.with_extension("data.sock");
-    let ctrl = PathBuf::from(format!("{}.ctrl", data.display()));
-    let _ = std::fs::remove_file(&data);
-    let _ = std::fs::remove_file(&ctrl);
-    let mut swtpm = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--flags", "not-need-init", "--server"])
-        .arg(format!("type=unixio,path={}", data.display()))
-        .arg("--ctrl")
-        .arg(format!("type=unixio,path={}", ctrl.display()))
-        .arg("--tpmstate")
-        .arg(format!("dir={}", state.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("swtpm");
-    wait_for(&data);
-    let out = Command::new("tpm2_pcrread")
-        .arg(format!("sha256:{pcrs}"))
-        .env("TPM2TOOLS_TCTI", format!("swtpm:path={}", data.display()))
-        .output()
-        .expect("tpm2_pcrread (Debian tpm2-tools)");
-    let _ = swtpm.kill();
-    let _ = swtpm.wait();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .filter_map(|l| {
-            let (pcr, value) = l.trim().split_once(": 0x")?;
-            Some((pcr.trim().parse().ok()?, value.trim().to_ascii_lowercase()))
-        })
-        .collect()
-}
-
-/// The hex response the probe printed after `tpm: NAME ` (the n-th one).
-fn response(serial: &str, name: &str, nth: usize) -> String {
-    let prefix = format!("tpm: {name} ");
-    serial
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .nth(nth)
-        .unwrap_or_else(|| panic!("no {name} response #{nth} in:\n{serial}"))
-        .trim()
-        .to_string()
+/// `tpm2_pcrread sha256:PCRS` against a new swtpm on `state`: PCR → hex
+/// digest.
+fn pcrread(state: &Path, which: &str) -> Vec<(u32, String)> {
+    let dir = state.parent().unwrap();
+    pcrs(&tpm_tools(state, dir, &[&["tpm2_pcrread", &format!("sha256:{which}")]])[0])
 }
 
 fn tpm_spec(kernel: PathBuf, ctrl: &Path) -> VmSpec {
@@ -152,22 +108,22 @@ fn probe_talks_to_swtpm_and_tpm2_tools_read_its_pcr_afterwards() {
     assert!(out.contains("tpm: loc sts 0000000000000001"), "{ctx}");
     assert!(out.contains("tpm: ctrl sts 0000000000000000"), "{ctx}");
     assert_eq!(
-        response(&out, "startup", 0),
+        probe_response(&out, "startup", 0),
         "80010000000a00000000",
         "{ctx}"
     );
-    let random = response(&out, "getrandom", 0);
+    let random = probe_response(&out, "getrandom", 0);
     assert!(
         random.starts_with("8001000000140000000000 08".replace(' ', "").as_str()),
         "{ctx}"
     );
     assert_ne!(&random[24..], "0000000000000000", "{ctx}");
     assert_eq!(
-        response(&out, "extend", 0),
+        probe_response(&out, "extend", 0),
         "80020000001300000000000000000000010000",
         "{ctx}"
     );
-    let read = response(&out, "pcrread", 0);
+    let read = probe_response(&out, "pcrread", 0);
     assert!(read.ends_with(PCR16_EXTENDED), "{ctx}");
     assert!(out.contains("tpm: done"), "{ctx}");
     let log = vm.vmm_log();
@@ -209,12 +165,12 @@ fn a_tpm_made_by_swtpm_setup_keeps_its_ek_certificate() {
     );
     let out = vm.serial();
     assert_eq!(
-        response(&out, "startup", 0),
+        probe_response(&out, "startup", 0),
         "80010000000a00000000",
         "{}",
         vm.describe()
     );
-    assert!(response(&out, "pcrread", 0).ends_with(PCR16_EXTENDED));
+    assert!(probe_response(&out, "pcrread", 0).ends_with(PCR16_EXTENDED));
     // The RSA and ECC EK certificates' NV indices are still defined.
     let data = dir.path().join("d.sock");
     let mut reader = Command::new("swtpm")
@@ -262,13 +218,16 @@ fn a_guest_reset_reinitialises_the_tpm() {
         // Startup(CLEAR) succeeds (a TPM not re-initialised answers
         // TPM_RC_INITIALIZE), and PCR 16 starts from zero.
         assert_eq!(
-            response(&out, "startup", 0),
+            probe_response(&out, "startup", 0),
             "80010000000a00000000",
             "{ctx}"
         );
-        assert!(response(&out, "pcrread", 0).ends_with(ZERO_DIGEST), "{ctx}");
         assert!(
-            response(&out, "pcrread", 1).ends_with(PCR16_EXTENDED),
+            probe_response(&out, "pcrread", 0).ends_with(ZERO_DIGEST),
+            "{ctx}"
+        );
+        assert!(
+            probe_response(&out, "pcrread", 1).ends_with(PCR16_EXTENDED),
             "{ctx}"
         );
         let log = vm.vmm_log();
@@ -310,12 +269,12 @@ fn a_reset_through_the_api_reinitialises_the_tpm_in_the_reexecuted_vmm() {
     let ctx = vm.describe();
     for boot in 0..2 {
         assert_eq!(
-            response(&out, "startup", boot),
+            probe_response(&out, "startup", boot),
             "80010000000a00000000",
             "{ctx}"
         );
         assert!(
-            response(&out, "pcrread", boot).ends_with(PCR16_EXTENDED),
+            probe_response(&out, "pcrread", boot).ends_with(PCR16_EXTENDED),
             "{ctx}"
         );
     }

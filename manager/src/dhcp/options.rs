@@ -180,26 +180,7 @@ pub fn options(
     o
 }
 
-/// A server's hostname as Nova derives it from the server's name
-/// (`sanitize_hostname`): the first 63 characters, space, `_` and `.` to
-/// `-`, anything but ASCII letters, digits and `-` dropped, lower case,
-/// no `-` at either end; `server-<id>` if nothing is left. (Nova keeps
-/// Latin-1 letters; a DHCP hostname is ASCII, so kilnd drops them.)
-pub fn hostname(name: &str, id: &str) -> String {
-    let h: String = name
-        .chars()
-        .take(63)
-        .map(|c| if matches!(c, ' ' | '_' | '.') { '-' } else { c })
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let h = h.trim_matches('-');
-    if h.is_empty() {
-        format!("server-{id}").chars().take(63).collect()
-    } else {
-        h.to_owned()
-    }
-}
+pub use crate::util::hostname;
 
 /// The IPv4 nameservers of a resolv.conf, loopback ones (a local stub
 /// resolver the guest cannot reach) left out.

@@ -160,23 +160,10 @@ fn decode_user_data(stored: String) -> Vec<u8> {
 }
 
 /// A server's hostname as Nova makes it from the display name
-/// (`sanitize_hostname`: at most 63 characters, spaces, `_` and `.` to
-/// `-`, other than `[a-z0-9-]` dropped, lower case, no leading or
-/// trailing `-`; `server-<id>` if nothing is left), then `.`
+/// ([`crate::util::hostname`], the one DHCP hands out), then `.`
 /// [`DHCP_DOMAIN`].
 pub fn hostname(name: &str, id: &str) -> String {
-    let mut h: String = name
-        .chars()
-        .take(63)
-        .map(|c| if matches!(c, ' ' | '_' | '.') { '-' } else { c })
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    h = h.trim_matches('-').to_owned();
-    if h.is_empty() {
-        h = format!("server-{id}");
-    }
-    format!("{h}.{DHCP_DOMAIN}")
+    format!("{}.{DHCP_DOMAIN}", crate::util::hostname(name, id))
 }
 
 /// 512 bytes from the kernel's random source, as Nova's `random_seed`.
