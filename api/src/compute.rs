@@ -105,6 +105,41 @@ impl OsType {
     }
 }
 
+/// A server's display (`vga`: QEMU's standard VGA, whose picture
+/// `GET /v1/servers/{id}/screenshot` answers and a VNC client reaches on
+/// the server's `vnc.sock`; `none`: the serial console only). Default: `vga`
+/// for a disk image whose `os_type` is `windows` (it has no serial
+/// console), else `none`; kernel images boot directly and have none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Display {
+    #[default]
+    None,
+    Vga,
+}
+
+impl Display {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Display::None => "none",
+            Display::Vga => "vga",
+        }
+    }
+
+    /// `vga` or `none`; anything else is None.
+    pub fn parse(s: &str) -> Option<Display> {
+        match s {
+            "none" => Some(Display::None),
+            "vga" => Some(Display::Vga),
+            _ => None,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == Display::None
+    }
+}
+
 /// Which virtio-pci devices a server's guest is shown (an image property
 /// that servers inherit, and may override at create).
 ///
@@ -438,6 +473,10 @@ pub struct Server {
     /// `config-2`, its second virtio-blk disk, rebuilt at every start.
     #[serde(default)]
     pub config_drive: bool,
+    /// Its display: the create's, else its image's default (see
+    /// [`Display`]).
+    #[serde(default, skip_serializing_if = "Display::is_none")]
+    pub display: Display,
 }
 
 /// When a server counts as ready. Exactly one field is set.
@@ -505,6 +544,10 @@ pub struct ServerCreate {
     /// Attach a config drive (Nova's `config_drive`): needs a root disk.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub config_drive: bool,
+    /// `vga` or `none`, instead of the image's default ([`Display`]);
+    /// `vga` needs a disk image (firmware draws on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<Display>,
 }
 
 /// A key pair's kind; only OpenSSH keys (Nova's `ssh`).

@@ -108,6 +108,9 @@ uefi_code = "/usr/share/OVMF/OVMF_CODE.fd"
 # the same OVMF build (Debian 13 ships only the 4 MiB pair,
 # OVMF_CODE_4M.fd and OVMF_VARS_4M.fd: name those there).
 uefi_vars_template = "/usr/share/OVMF/OVMF_VARS.fd"
+# The VGA BIOS SeaBIOS runs for servers with `display: vga` (Debian's
+# `seabios` ships it); default: `vgabios-stdvga.bin` beside `bios`.
+# vga_rom = "/usr/share/seabios/vgabios-stdvga.bin"
 
 [smbios]
 # What each server's SMBIOS (DMI) tables say: its system UUID and serial
@@ -244,6 +247,9 @@ pub struct FirmwareConfig {
     pub bios: PathBuf,
     pub uefi_code: PathBuf,
     pub uefi_vars_template: PathBuf,
+    /// None: `vgabios-stdvga.bin` beside `bios`.
+    #[serde(default)]
+    pub vga_rom: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -344,7 +350,10 @@ impl Config {
             ("bios", &f.bios),
             ("uefi_code", &f.uefi_code),
             ("uefi_vars_template", &f.uefi_vars_template),
-        ] {
+        ]
+        .into_iter()
+        .chain(f.vga_rom.as_ref().map(|p| ("vga_rom", p)))
+        {
             if !p.is_absolute() {
                 return Err(ConfigError::Invalid(format!(
                     "firmware.{name} must be an absolute path, not {}",

@@ -74,6 +74,20 @@ pub fn code(config: &FirmwareConfig, fw: Firmware) -> Result<PathBuf, FirmwareEr
     Ok(path.clone())
 }
 
+/// The VGA BIOS for `display: vga` (`[firmware] vga_rom`, else
+/// `vgabios-stdvga.bin` beside `bios`), checked to exist.
+pub fn vga_rom(config: &FirmwareConfig) -> Result<PathBuf, FirmwareError> {
+    let path = config.vga_rom.clone().unwrap_or_else(|| {
+        config
+            .bios
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join("vgabios-stdvga.bin")
+    });
+    check_file("vga_rom", &path, "seabios")?;
+    Ok(path)
+}
+
 /// Checks every host file a new server with `fw` needs: the firmware
 /// image, and for UEFI the variable store template.
 pub fn check_host_files(config: &FirmwareConfig, fw: Firmware) -> Result<(), FirmwareError> {
@@ -122,6 +136,7 @@ mod tests {
     fn config(dir: &Path) -> FirmwareConfig {
         FirmwareConfig {
             bios: dir.join("bios.bin"),
+            vga_rom: None,
             uefi_code: dir.join("CODE.fd"),
             uefi_vars_template: dir.join("VARS.fd"),
         }

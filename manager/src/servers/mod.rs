@@ -10,7 +10,8 @@
 //!    no `disk_image` and no `cmdline`; the image is active,
 //!    self-contained and fits; the firmware files of the chosen firmware
 //!    are on the host (409);
-//! 4. `user_data` (base64, 64 KiB once decoded), `metadata`, `ready`,
+//! 4. `display` ([`display_for`]; `vga` needs the VGA BIOS on the host,
+//!    409), `user_data` (base64, 64 KiB once decoded), `metadata`, `ready`,
 //!    `ttl_s` and `admin_pass` (255 bytes) are in bounds; a `config_drive`
 //!    needs a root disk (a disk image, or a kernel image with a
 //!    `disk_image`: the drive is the second disk) and the host's ISO tool
@@ -26,11 +27,13 @@
 //! gone), and the console log of a server, or of a deleted one
 //! ([`console`]).
 
+pub mod screenshot;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use kiln_api::compute::{
-    Firmware, Image, ImageKind, ImageStatus, Server, ServerAction, ServerCreate,
+    Display, Firmware, Image, ImageKind, ImageStatus, OsType, Server, ServerAction, ServerCreate,
 };
 use thiserror::Error;
 
@@ -173,6 +176,11 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
         }
     };
     check_extras(&req)?;
+    let display = display_for(&image.kind, req.display)?;
+    if display == Display::Vga {
+        crate::firmware::vga_rom(&k.config.firmware)
+            .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
+    }
     if req.config_drive {
         if disk_image_id.is_none() {
             return Err(ServerError::Invalid(format!(
@@ -227,6 +235,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
                 keypair,
                 admin_pass: req.admin_pass,
                 config_drive: req.config_drive,
+                display,
             };
             Ok(s.create_server(&placement, new)?)
         })
@@ -355,4 +364,24 @@ pub async fn console(
         Err(e) => return Err(e.into()),
     };
     blocking(move || crate::util::read_tail(&path, tail)).await
+}
+
+/// A new server's display: the create's, else `vga` for a disk image of
+/// `os_type: windows` (its installer and desktop have no serial console),
+/// else `none`. A kernel image boots without firmware, which would set up
+/// the VGA adapter: `vga` is refused for it.
+pub fn display_for(kind: &ImageKind, asked: Option<Display>) -> Result<Display, ServerError> {
+    match (kind, asked) {
+        (ImageKind::Kernel { .. }, Some(Display::Vga)) => Err(ServerError::Invalid(
+            "display \"vga\" needs a disk image (firmware sets the adapter up); a kernel \
+             image boots directly and has display \"none\""
+                .into(),
+        )),
+        (_, Some(d)) => Ok(d),
+        (ImageKind::Kernel { .. }, None) => Ok(Display::None),
+        (ImageKind::Disk { os_type, .. }, None) => Ok(match os_type {
+            OsType::Windows => Display::Vga,
+            OsType::Linux => Display::None,
+        }),
+    }
 }

@@ -124,6 +124,9 @@ const MIGRATIONS: &[&str] = &[
     // a network deleted by the user is not made again for the same config.
     "CREATE TABLE default_network (
         one INTEGER PRIMARY KEY CHECK (one = 1), cidr TEXT NOT NULL);",
+    // 14 (displaykilnd: displays): each server's display ('vga' | 'none';
+    // NULL: none, as every server before it had).
+    "ALTER TABLE servers ADD COLUMN display TEXT;",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use kiln_api::compute::{
-    Fault, Firmware, Flavor, Keypair, ReadyCondition, Server, ServerList, ServerStatus, TaskState,
-    VirtioModel,
+    Display, Fault, Firmware, Flavor, Keypair, ReadyCondition, Server, ServerList, ServerStatus,
+    TaskState, VirtioModel,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -40,11 +40,12 @@ pub struct NewServer {
     pub admin_pass: Option<String>,
     /// It gets a config drive at every start.
     pub config_drive: bool,
+    pub display: Display,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
      vcpus, ram_mb, disk_gb, cmdline, metadata, pid, created_at, updated_at, \
-     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive";
+     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive, display";
 
 impl Store {
     /// Checks placement and records the server as BUILD, atomically.
@@ -107,8 +108,8 @@ impl Store {
         tx.execute(
             "INSERT INTO servers (id, name, status, task_state, flavor_id, image_id, vcpus, ram_mb, disk_gb,
                                   cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id,
-                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive)
-             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive, display)
+             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
             params![
                 id,
                 new.name,
@@ -130,7 +131,8 @@ impl Store {
                 new.keypair.as_ref().map(|k| k.name.as_str()),
                 keypair,
                 new.admin_pass,
-                new.config_drive
+                new.config_drive,
+                new.display.as_str()
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
@@ -388,6 +390,11 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         key_name: r.get(23)?,
         admin_pass: None,
         config_drive: r.get(24)?,
+        display: r
+            .get::<_, Option<String>>(25)?
+            .as_deref()
+            .and_then(Display::parse)
+            .unwrap_or_default(),
     })
 }
 
@@ -443,6 +450,7 @@ pub(crate) mod tests {
             keypair: None,
             admin_pass: None,
             config_drive: false,
+            display: Default::default(),
         }
     }
 

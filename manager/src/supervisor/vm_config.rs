@@ -6,14 +6,15 @@
 //! every disk and NIC gets the limits of the server's flavor extra specs
 //! (`crate::qos`), and the root disk the flavor's polling window
 //! (`kiln:disk_poll_us`). A config drive is the second disk, read-only
-//! (`crate::config_drive` builds it before the VMM starts).
+//! (`crate::config_drive` builds it before the VMM starts). A server with
+//! `display: vga` gets the VGA adapter, its BIOS and `vnc.sock`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use kiln_api::compute::{Firmware, ImageKind, OsType, Server};
+use kiln_api::compute::{Display, Firmware, ImageKind, OsType, Server};
 use kiln_api::vm::{
-    BackingConfig, CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig,
-    NetConfig, SerialConfig, SmbiosConfig, VmConfig,
+    BackingConfig, CpusConfig, DiskConfig, DiskFormat, DisplayConfig, DisplayDevice,
+    FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig, SmbiosConfig, VmConfig,
 };
 
 use super::{ConfigError, Supervisor, EXIT_FILE};
@@ -205,7 +206,24 @@ impl Supervisor {
                     }
                 })
                 .collect(),
+            // VGA, its BIOS, and a VNC server on the server's `vnc.sock`
+            // (the socket's mode, 0600 root, is the access control).
+            display: match server.display {
+                Display::None => None,
+                Display::Vga => Some(DisplayConfig {
+                    device: DisplayDevice::Vga,
+                    rom: Some(
+                        crate::firmware::vga_rom(&self.config.firmware)?
+                            .display()
+                            .to_string(),
+                    ),
+                    vnc: Some(dir.join(VNC_SOCKET).display().to_string()),
+                }),
+            },
             ..Default::default()
         })
     }
 }
+
+/// The VNC server's socket in a server's directory.
+pub const VNC_SOCKET: &str = "vnc.sock";
