@@ -385,3 +385,44 @@ pub fn display_for(kind: &ImageKind, asked: Option<Display>) -> Result<Display, 
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_defaults_and_refusals() {
+        let kernel = ImageKind::Kernel {
+            kernel: "/k".into(),
+            initramfs: None,
+            cmdline: String::new(),
+        };
+        let disk = |os_type| ImageKind::Disk {
+            path: "/d".into(),
+            format: kiln_api::vm::DiskFormat::Raw,
+            size_bytes: 0,
+            sha256: String::new(),
+            firmware: Firmware::Bios,
+            os_type,
+        };
+        assert_eq!(display_for(&kernel, None).unwrap(), Display::None);
+        let e = display_for(&kernel, Some(Display::Vga)).unwrap_err();
+        assert!(e.to_string().contains("needs a disk image"), "{e}");
+        assert_eq!(
+            display_for(&disk(OsType::Linux), None).unwrap(),
+            Display::None
+        );
+        assert_eq!(
+            display_for(&disk(OsType::Windows), None).unwrap(),
+            Display::Vga
+        );
+        assert_eq!(
+            display_for(&disk(OsType::Windows), Some(Display::None)).unwrap(),
+            Display::None
+        );
+        assert_eq!(
+            display_for(&disk(OsType::Linux), Some(Display::Vga)).unwrap(),
+            Display::Vga
+        );
+    }
+}
