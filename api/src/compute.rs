@@ -223,6 +223,10 @@ pub struct Image {
     /// The virtio devices of servers made from it.
     #[serde(default)]
     pub virtio_model: VirtioModel,
+    /// Servers made from it get a TPM 2.0 (backed by swtpm) unless the
+    /// server says otherwise; on by default for `os_type: windows`.
+    #[serde(default)]
+    pub tpm: bool,
 }
 
 /// Where an image is in its life. A disk image is `importing` from its
@@ -271,6 +275,10 @@ pub enum ImageCreate {
         /// The virtio devices of servers made from it (`modern` when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         virtio_model: Option<VirtioModel>,
+        /// Servers made from it get a TPM 2.0 (off when absent; on for
+        /// `os_type: windows`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tpm: Option<bool>,
     },
     /// Import a disk image into the image store: from an absolute host
     /// path (`source: path`, the default), or by upload (`source: upload`).
@@ -290,6 +298,10 @@ pub enum ImageCreate {
         /// The virtio devices of servers made from it (`modern` when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         virtio_model: Option<VirtioModel>,
+        /// Servers made from it get a TPM 2.0 (off when absent; on for
+        /// `os_type: windows`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tpm: Option<bool>,
     },
 }
 
@@ -473,6 +485,11 @@ pub struct Server {
     /// `config-2`, its second virtio-blk disk, rebuilt at every start.
     #[serde(default)]
     pub config_drive: bool,
+    /// It has a TPM 2.0: a swtpm kilnd runs beside its VMM, whose state
+    /// (`tpm/` in its directory, with an endorsement key certificate) is
+    /// kept across stop, start and reboot and deleted with the server.
+    #[serde(default)]
+    pub tpm: bool,
     /// Its display: the create's, else its image's default (see
     /// [`Display`]).
     #[serde(default, skip_serializing_if = "Display::is_none")]
@@ -544,6 +561,9 @@ pub struct ServerCreate {
     /// Attach a config drive (Nova's `config_drive`): needs a root disk.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub config_drive: bool,
+    /// A TPM 2.0, instead of the image's `tpm`; needs swtpm on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<bool>,
     /// `vga` or `none`, instead of the image's default ([`Display`]);
     /// `vga` needs a disk image (firmware draws on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]

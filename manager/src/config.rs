@@ -100,6 +100,10 @@ import_dirs = []
 # a fault naming the file if it disappears later.
 # SeaBIOS, for `firmware: bios`.
 bios = "/usr/share/seabios/bios.bin"
+# SeaBIOS with TPM support (measured boot), for `firmware: bios` servers
+# with `tpm: true`: Debian's bios.bin has none, its bios-256k.bin has. By
+# default `bios-256k.bin` in the directory of `bios`.
+# bios_tpm = "/usr/share/seabios/bios-256k.bin"
 # OVMF's code, for `firmware: uefi`, mapped read-only.
 uefi_code = "/usr/share/OVMF/OVMF_CODE.fd"
 # OVMF's empty variable store: each UEFI server gets its own copy of it
@@ -111,6 +115,14 @@ uefi_vars_template = "/usr/share/OVMF/OVMF_VARS.fd"
 # The VGA BIOS SeaBIOS runs for servers with `display: vga` (Debian's
 # `seabios` ships it); default: `vgabios-stdvga.bin` beside `bios`.
 # vga_rom = "/usr/share/seabios/vgabios-stdvga.bin"
+
+[tpm]
+# Servers with `tpm: true` get a TPM 2.0 backed by one `swtpm` each (Debian
+# `swtpm` and `swtpm-tools`); its state is made once by `swtpm_setup`, with
+# an endorsement key certificate, in the server's directory (`tpm/`). A
+# create asking for a TPM where these are missing is refused (409).
+swtpm = "/usr/bin/swtpm"
+swtpm_setup = "/usr/bin/swtpm_setup"
 
 [smbios]
 # What each server's SMBIOS (DMI) tables say: its system UUID and serial
@@ -172,6 +184,7 @@ pub struct Config {
     pub placement: PlacementConfig,
     pub vmm: VmmConfig,
     pub firmware: FirmwareConfig,
+    pub tpm: TpmConfig,
     pub smbios: SmbiosConfig,
     pub tcp: TcpConfig,
     pub disks: DisksConfig,
@@ -245,11 +258,32 @@ pub struct SmbiosConfig {
 #[serde(deny_unknown_fields)]
 pub struct FirmwareConfig {
     pub bios: PathBuf,
+    /// See [`FirmwareConfig::bios_tpm`].
+    #[serde(default, rename = "bios_tpm")]
+    pub bios_tpm_path: Option<PathBuf>,
     pub uefi_code: PathBuf,
     pub uefi_vars_template: PathBuf,
     /// None: `vgabios-stdvga.bin` beside `bios`.
     #[serde(default)]
     pub vga_rom: Option<PathBuf>,
+}
+
+/// `[tpm]`: the swtpm programs behind servers' TPMs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmConfig {
+    pub swtpm: PathBuf,
+    pub swtpm_setup: PathBuf,
+}
+
+impl FirmwareConfig {
+    /// SeaBIOS for servers with a TPM: as configured, else
+    /// `bios-256k.bin` next to `bios`.
+    pub fn bios_tpm(&self) -> PathBuf {
+        self.bios_tpm_path
+            .clone()
+            .unwrap_or_else(|| self.bios.with_file_name("bios-256k.bin"))
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -348,6 +382,7 @@ impl Config {
         let f = &self.firmware;
         for (name, p) in [
             ("bios", &f.bios),
+            ("bios_tpm", &f.bios_tpm()),
             ("uefi_code", &f.uefi_code),
             ("uefi_vars_template", &f.uefi_vars_template),
         ]

@@ -344,6 +344,7 @@ mod tests {
             progress: None,
             fault: None,
             virtio_model: Default::default(),
+            tpm: false,
         }
     }
 

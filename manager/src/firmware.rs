@@ -64,14 +64,16 @@ fn check_file(key: &'static str, path: &Path, package: &'static str) -> Result<(
     }
 }
 
-/// The firmware image for `fw`, checked to exist.
-pub fn code(config: &FirmwareConfig, fw: Firmware) -> Result<PathBuf, FirmwareError> {
+/// The firmware image for `fw`, checked to exist: for a server with a TPM
+/// and SeaBIOS, the build that measures the boot (`bios_tpm`).
+pub fn code(config: &FirmwareConfig, fw: Firmware, tpm: bool) -> Result<PathBuf, FirmwareError> {
     let (key, path, package) = match fw {
-        Firmware::Bios => ("bios", &config.bios, "seabios"),
-        Firmware::Uefi => ("uefi_code", &config.uefi_code, "ovmf"),
+        Firmware::Bios if tpm => ("bios_tpm", config.bios_tpm(), "seabios"),
+        Firmware::Bios => ("bios", config.bios.clone(), "seabios"),
+        Firmware::Uefi => ("uefi_code", config.uefi_code.clone(), "ovmf"),
     };
-    check_file(key, path, package)?;
-    Ok(path.clone())
+    check_file(key, &path, package)?;
+    Ok(path)
 }
 
 /// The VGA BIOS for `display: vga` (`[firmware] vga_rom`, else
@@ -90,8 +92,12 @@ pub fn vga_rom(config: &FirmwareConfig) -> Result<PathBuf, FirmwareError> {
 
 /// Checks every host file a new server with `fw` needs: the firmware
 /// image, and for UEFI the variable store template.
-pub fn check_host_files(config: &FirmwareConfig, fw: Firmware) -> Result<(), FirmwareError> {
-    code(config, fw)?;
+pub fn check_host_files(
+    config: &FirmwareConfig,
+    fw: Firmware,
+    tpm: bool,
+) -> Result<(), FirmwareError> {
+    code(config, fw, tpm)?;
     if fw == Firmware::Uefi {
         check_file("uefi_vars_template", &config.uefi_vars_template, "ovmf")?;
     }
@@ -136,6 +142,7 @@ mod tests {
     fn config(dir: &Path) -> FirmwareConfig {
         FirmwareConfig {
             bios: dir.join("bios.bin"),
+            bios_tpm_path: None,
             vga_rom: None,
             uefi_code: dir.join("CODE.fd"),
             uefi_vars_template: dir.join("VARS.fd"),
@@ -146,20 +153,28 @@ mod tests {
     fn missing_files_are_named_with_their_config_key() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path());
-        let e = check_host_files(&c, Firmware::Bios)
+        let e = check_host_files(&c, Firmware::Bios, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("bios.bin") && e.contains("firmware.bios"), "{e}");
         assert!(e.contains("seabios"), "{e}");
         std::fs::write(&c.bios, b"bios").unwrap();
         std::fs::write(&c.uefi_code, b"code").unwrap();
-        assert_eq!(code(&c, Firmware::Bios).unwrap(), c.bios);
-        let e = check_host_files(&c, Firmware::Uefi)
+        assert_eq!(code(&c, Firmware::Bios, false).unwrap(), c.bios);
+        let e = code(&c, Firmware::Bios, true).unwrap_err().to_string();
+        assert!(e.contains("firmware.bios_tpm"), "{e}");
+        // By default next to bios.bin.
+        std::fs::write(dir.path().join("bios-256k.bin"), b"bios").unwrap();
+        assert_eq!(
+            code(&c, Firmware::Bios, true).unwrap(),
+            dir.path().join("bios-256k.bin")
+        );
+        let e = check_host_files(&c, Firmware::Uefi, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("firmware.uefi_vars_template"), "{e}");
         std::fs::create_dir(&c.uefi_vars_template).unwrap();
-        let e = check_host_files(&c, Firmware::Uefi)
+        let e = check_host_files(&c, Firmware::Uefi, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a regular file"), "{e}");

@@ -10,7 +10,11 @@ use kiln_api::compute::ImageKind;
 
 #[test]
 fn malformed_requests_get_4xx_and_change_nothing() {
-    let k = Kilnd::start(NO_VMM);
+    // No swtpm and no TPM-capable SeaBIOS on this "host".
+    let k = Kilnd::start(&format!(
+        "{NO_VMM}[tpm]\nswtpm = \"/nonexistent/swtpm\"\n\
+         [firmware]\nbios_tpm = \"/nonexistent/bios-256k.bin\"\n"
+    ));
     let img = kernel_image(&k, "kern");
     let kernel_path = match &img.kind {
         ImageKind::Kernel { kernel, .. } => kernel.clone(),
@@ -266,6 +270,34 @@ fn malformed_requests_get_4xx_and_change_nothing() {
             "POST",
             "/v1/servers".into(),
             r#"{"name":"s","flavor":"m1.tiny","image":"disk","config_drive":"yes"}"#.into(),
+            400,
+            "invalid type",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"kern","tpm":true}"#.into(),
+            409,
+            "/nonexistent/swtpm (kilnd config tpm.swtpm) is missing",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"disk","tpm":true}"#.into(),
+            409,
+            "firmware.bios_tpm",
+        ),
+        (
+            "POST",
+            "/v1/servers".into(),
+            r#"{"name":"s","flavor":"m1.tiny","image":"kern","tpm":"yes"}"#.into(),
+            400,
+            "invalid type",
+        ),
+        (
+            "POST",
+            "/v1/images".into(),
+            r#"{"type":"kernel","name":"t","kernel":"/k","tpm":1}"#.into(),
             400,
             "invalid type",
         ),

@@ -217,6 +217,7 @@ impl Daemon {
             key_name: None,
             admin_pass: None,
             config_drive: false,
+            tpm: None,
             display: None,
         };
         let body = serde_json::to_vec(&body).map_err(|e| format!("encode create: {e}"))?;

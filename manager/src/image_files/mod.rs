@@ -90,6 +90,13 @@ pub fn prepare_image(
             virtio_model.unwrap_or_default()
         }
     };
+    // A TPM: as asked, else on for Windows (11 and Server 2025 want one).
+    let tpm = match req {
+        ImageCreate::Kernel { tpm, .. } => tpm.unwrap_or(false),
+        ImageCreate::Disk { tpm, os_type, .. } => {
+            tpm.unwrap_or(*os_type == Some(kiln_api::compute::OsType::Windows))
+        }
+    };
     let (name, kind) = match req {
         ImageCreate::Kernel {
             name,
@@ -191,6 +198,7 @@ pub fn prepare_image(
             kind,
             created_at: now_rfc3339(),
             virtio_model,
+            tpm,
             status,
             progress,
             fault: None,
@@ -397,6 +405,7 @@ mod tests {
             firmware: Some(kiln_api::compute::Firmware::Uefi),
             os_type: Some(kiln_api::compute::OsType::Windows),
             virtio_model: Some(kiln_api::compute::VirtioModel::Transitional),
+            tpm: None,
         };
         let dirs = ImportDirs::new(&dir.path().join("state"), &[dir.path().to_owned()]);
         let img = build_image(&req, &dir.path().join("store"), &dirs).unwrap();
@@ -440,6 +449,7 @@ mod tests {
             firmware: None,
             os_type: None,
             virtio_model: None,
+            tpm: None,
         };
         let s = src.display().to_string();
         for req in [
@@ -461,6 +471,7 @@ mod tests {
                 firmware: None,
                 os_type: None,
                 virtio_model: None,
+                tpm: None,
             },
             ImageCreate::Disk {
                 name: "p".into(),
@@ -470,6 +481,7 @@ mod tests {
                 firmware: None,
                 os_type: None,
                 virtio_model: None,
+                tpm: None,
             },
             ImageCreate::Kernel {
                 name: "k".into(),
@@ -477,6 +489,7 @@ mod tests {
                 initramfs: None,
                 cmdline: Some("a\nb".into()),
                 virtio_model: None,
+                tpm: None,
             },
         ] {
             assert!(
@@ -497,6 +510,7 @@ mod tests {
                 firmware: None,
                 os_type: None,
                 virtio_model: None,
+                tpm: None,
             },
             &store,
             &dirs,

@@ -9,13 +9,15 @@
 //! 3. a **disk image** becomes the root disk and boots through firmware:
 //!    no `disk_image` and no `cmdline`; the image is active,
 //!    self-contained and fits; the firmware files of the chosen firmware
-//!    are on the host (409);
+//!    are on the host (409; with a TPM, SeaBIOS's `bios_tpm`);
 //! 4. `display` ([`display_for`]; `vga` needs the VGA BIOS on the host,
 //!    409), `user_data` (base64, 64 KiB once decoded), `metadata`, `ready`,
 //!    `ttl_s` and `admin_pass` (255 bytes) are in bounds; a `config_drive`
 //!    needs a root disk (a disk image, or a kernel image with a
 //!    `disk_image`: the drive is the second disk) and the host's ISO tool
-//!    ([`crate::config_drive::check_host`], 409);
+//!    ([`crate::config_drive::check_host`], 409); `tpm` (the server's,
+//!    else its image's) needs swtpm and swtpm_setup on the host
+//!    ([`crate::supervisor::tpm::check_host`], 409);
 //! 5. the NICs' networks and the `key_name` key pair exist
 //!    ([`crate::networks::resolve_nics`], a 400 otherwise);
 //! 6. placement and the record: the store checks capacity in the insert's
@@ -106,6 +108,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
         e => e.into(),
     })?;
     let store_dir = k.config.state_dir.join("images");
+    let tpm = req.tpm.unwrap_or(image.tpm);
     let (firmware, disk_image_id, cmdline) = match &image.kind {
         ImageKind::Kernel {
             cmdline: default_cmdline,
@@ -170,12 +173,16 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
             }
             check_root_image(&image, flavor.disk_gb, &store_dir).await?;
             let fw = req.firmware.unwrap_or(*image_firmware);
-            crate::firmware::check_host_files(&k.config.firmware, fw)
+            crate::firmware::check_host_files(&k.config.firmware, fw, tpm)
                 .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
             (Some(fw), Some(image.id.clone()), String::new())
         }
     };
     check_extras(&req)?;
+    if tpm {
+        crate::supervisor::tpm::check_host(&k.config.tpm)
+            .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
+    }
     let display = display_for(&image.kind, req.display)?;
     if display == Display::Vga {
         crate::firmware::vga_rom(&k.config.firmware)
@@ -235,6 +242,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
                 keypair,
                 admin_pass: req.admin_pass,
                 config_drive: req.config_drive,
+                tpm,
                 display,
             };
             Ok(s.create_server(&placement, new)?)

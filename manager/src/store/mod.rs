@@ -25,6 +25,7 @@ mod extra_specs;
 mod keypairs;
 mod networks;
 mod servers;
+mod tpm;
 
 pub use addresses::DhcpPort;
 pub use networks::{NetworkSpec, NewNic};
@@ -124,7 +125,13 @@ const MIGRATIONS: &[&str] = &[
     // a network deleted by the user is not made again for the same config.
     "CREATE TABLE default_network (
         one INTEGER PRIMARY KEY CHECK (one = 1), cidr TEXT NOT NULL);",
-    // 14 (displaykilnd: displays): each server's display ('vga' | 'none';
+    // 14 (tpmkilnd: TPM 2.0): whether an
+    // image's servers and a server get a TPM (0/1), and the pid of the
+    // server's swtpm while one runs (next to its VMM's `pid`).
+    "ALTER TABLE images ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE servers ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE servers ADD COLUMN tpm_pid INTEGER;",
+    // 15 (displaykilnd: displays): each server's display ('vga' | 'none';
     // NULL: none, as every server before it had).
     "ALTER TABLE servers ADD COLUMN display TEXT;",
 ];
@@ -385,9 +392,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str()],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -489,7 +496,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault, firmware, os_type, virtio_model";
+     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -584,6 +591,7 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
         progress,
         fault: r.get(13)?,
         virtio_model: virtio_model_from(r.get(16)?),
+        tpm: r.get(17)?,
     })
 }
 

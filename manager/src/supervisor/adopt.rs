@@ -9,6 +9,8 @@
 //!   (which a reset re-reads) is made to name the kernel's store copy and
 //!   its root overlay's backing file, as new ones do.
 //! - Such a process without a live server record is killed.
+//! - A swtpm ([`super::tpm`]) whose server's VMM was re-adopted is kept
+//!   (its pid recorded again); every other swtpm under `servers/` ends.
 //! - A server that should be running but has no process goes to ERROR
 //!   with a fault saying so; one left in BUILD or REBOOT is booted again;
 //!   one left `deleting` is deleted.
@@ -84,12 +86,26 @@ impl Supervisor {
                 }
             }
         }
+        // swtpms: those of servers that are gone end now; the others
+        // below, unless their server's VMM is re-adopted.
+        let dir = self.servers_dir().to_owned();
+        let mut swtpms: HashMap<String, Vec<u32>> = HashMap::new();
+        let found = tokio::task::spawn_blocking(move || super::tpm::processes_under(&dir))
+            .await
+            .unwrap_or_default();
+        for (pid, id) in found {
+            swtpms.entry(id).or_default().push(pid);
+        }
         for s in servers {
             let id = s.id.as_str();
             if let Some(pid) = running.get(id).copied() {
                 let (this, server) = (self.clone(), s.clone());
                 let _ = tokio::task::spawn_blocking(move || this.pin_files(&server)).await;
                 self.readopt(&s, pid).await;
+            }
+            let pids = swtpms.remove(id).unwrap_or_default();
+            if !pids.is_empty() || s.tpm {
+                self.readopt_tpm(id, pids).await;
             }
             if s.task_state == Some(TaskState::Deleting) {
                 let this = self.clone();
@@ -134,6 +150,14 @@ impl Supervisor {
                     .await;
                 }
             }
+        }
+        for (id, pids) in swtpms {
+            tracing::warn!(server = id, ?pids, "ending a swtpm without a server record");
+            let dir = super::tpm::state_dir(&self.server_dir(&id));
+            let _ = tokio::task::spawn_blocking(move || {
+                pids.into_iter().for_each(|p| super::tpm::stop(p, &dir))
+            })
+            .await;
         }
         // Root disks (and, for lvm, image copies) that belong to nothing.
         let images: HashSet<String> = self
@@ -232,6 +256,27 @@ impl Supervisor {
             Ok(()) => tracing::info!(server = server.id, "vm.json names store files only now"),
             Err(e) => tracing::warn!(server = server.id, "cannot update vm.json: {e}"),
         }
+    }
+
+    /// A server's swtpms found at start-up (`pids`): the one of a VMM just
+    /// re-adopted stays and is recorded again; any other ends (a VMM that
+    /// is gone leaves none behind).
+    async fn readopt_tpm(self: &Arc<Self>, id: &str, pids: Vec<u32>) {
+        let keep = self.vm(id).is_some() && pids.len() == 1;
+        let this = self.clone();
+        let id = id.to_owned();
+        let _ = tokio::task::spawn_blocking(move || {
+            if keep {
+                tracing::info!(server = id, pid = pids[0], "re-adopted swtpm");
+                let _ = this.store.set_tpm_pid(&id, Some(pids[0]));
+            } else {
+                if !pids.is_empty() {
+                    tracing::info!(server = id, ?pids, "ending swtpm whose VMM is gone");
+                }
+                this.stop_tpm(&id);
+            }
+        })
+        .await;
     }
 
     /// Re-attaches to a running VMM of this server.

@@ -37,6 +37,8 @@ pub enum SpawnError {
     Disk(#[from] DiskError),
     #[error(transparent)]
     Firmware(#[from] FirmwareError),
+    #[error("cannot start the server's TPM")]
+    Tpm(#[from] super::tpm::TpmError),
     #[error("cannot build the config drive")]
     ConfigDrive(#[from] crate::config_drive::ConfigDriveError),
     #[error("cannot write the VM config")]

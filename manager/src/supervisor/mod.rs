@@ -33,6 +33,7 @@ mod error;
 pub mod nic_link;
 pub mod seccomp_audit;
 pub mod sys;
+pub mod tpm;
 mod vm_config;
 
 use std::collections::HashMap;
@@ -272,6 +273,10 @@ impl Supervisor {
         let config_drive = server
             .config_drive
             .then(|| (self.store.clone(), server.clone()));
+        // Its TPM: the state made once, a new swtpm for every VMM.
+        let tpm = server
+            .tpm
+            .then(|| (self.config.tpm.clone(), self.store.clone()));
         let child = {
             let dir = dir.clone();
             let sock = sock.clone();
@@ -288,10 +293,32 @@ impl Supervisor {
                 if let Some((store, server)) = &config_drive {
                     crate::config_drive::build_for(store, server, &dir)?;
                 }
+                let swtpm = match &tpm {
+                    None => None,
+                    Some((config, store)) => {
+                        tpm::ensure_state(config, &dir)?;
+                        let pid = tpm::start(config, &dir)?;
+                        // Unrecorded, it is still found under servers/.
+                        if let Err(e) = store.set_tpm_pid(&server_id, Some(pid)) {
+                            tracing::warn!(server = server_id, pid, "cannot record swtpm: {e}");
+                        }
+                        Some(pid)
+                    }
+                };
+                // A swtpm started for a VMM that never ran ends with it.
+                let end_tpm = |e: SpawnError| {
+                    if let Some(pid) = swtpm {
+                        tpm::stop(pid, &tpm::state_dir(&dir));
+                    }
+                    e
+                };
                 let cfg_path = dir.join("vm.json");
-                let json = serde_json::to_vec_pretty(&cfg).map_err(SpawnError::Json)?;
+                let json = serde_json::to_vec_pretty(&cfg)
+                    .map_err(SpawnError::Json)
+                    .map_err(end_tpm)?;
                 std::fs::write(&cfg_path, json)
-                    .map_err(|e| SpawnError::Write(cfg_path.display().to_string(), e))?;
+                    .map_err(|e| SpawnError::Write(cfg_path.display().to_string(), e))
+                    .map_err(end_tpm)?;
                 // Left behind by a VMM that was killed, or by the last boot.
                 let _ = std::fs::remove_file(&sock);
                 let _ = std::fs::remove_file(dir.join(EXIT_FILE));
@@ -300,8 +327,9 @@ impl Supervisor {
                     .create(true)
                     .append(true)
                     .open(dir.join("vmm.log"))
-                    .map_err(SpawnError::Log)?;
-                let log2 = log.try_clone().map_err(SpawnError::Log)?;
+                    .map_err(SpawnError::Log)
+                    .map_err(end_tpm)?;
+                let log2 = log.try_clone().map_err(SpawnError::Log).map_err(end_tpm)?;
                 let mut cmd = Command::new(&binary);
                 cmd.arg("--config")
                     .arg(&cfg_path)
@@ -315,7 +343,8 @@ impl Supervisor {
                 );
                 let child = cmd
                     .spawn()
-                    .map_err(|e| SpawnError::Start(binary.display().to_string(), e))?;
+                    .map_err(|e| SpawnError::Start(binary.display().to_string(), e))
+                    .map_err(end_tpm)?;
                 // The child is reaped through its pidfd, not the handle.
                 Ok(child.id())
             })
@@ -590,6 +619,9 @@ impl Supervisor {
             }
         }
         let _ = std::fs::remove_file(self.api_socket(id));
+        // No swtpm outlives its VMM (after an orderly end it is gone
+        // already); the next start makes a new one.
+        self.stop_tpm(id);
         let mut flags = vm.flags();
         flags.exited = true;
         let intent = flags.intent;
@@ -659,6 +691,7 @@ impl Supervisor {
     /// Removes a deleted server's files, keeping its console log (and its
     /// last screenshot) in the archive.
     pub fn remove_files(&self, id: &str) {
+        self.stop_tpm(id);
         let dir = self.server_dir(id);
         let _ = std::fs::rename(dir.join("serial.log"), self.archived_console(id));
         // The picture kept when its TTL ended (`crate::servers::screenshot`).

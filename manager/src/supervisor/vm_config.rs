@@ -7,6 +7,8 @@
 //! (`crate::qos`), and the root disk the flavor's polling window
 //! (`kiln:disk_poll_us`). A config drive is the second disk, read-only
 //! (`crate::config_drive` builds it before the VMM starts). A server with
+//! a TPM gets its swtpm's control socket (`super::tpm`) and, with SeaBIOS,
+//! the build that measures the boot (`firmware.bios_tpm`); one with
 //! `display: vga` gets the VGA adapter, its BIOS and `vnc.sock`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -14,7 +16,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use kiln_api::compute::{Display, Firmware, ImageKind, OsType, Server};
 use kiln_api::vm::{
     BackingConfig, CpusConfig, DiskConfig, DiskFormat, DisplayConfig, DisplayDevice,
-    FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig, SmbiosConfig, VmConfig,
+    FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig, SmbiosConfig, TpmConfig,
+    VmConfig,
 };
 
 use super::{ConfigError, Supervisor, EXIT_FILE};
@@ -82,7 +85,7 @@ impl Supervisor {
                 )
             }
             (ImageKind::Disk { .. }, Some(fw)) => {
-                let code = crate::firmware::code(&self.config.firmware, fw)?;
+                let code = crate::firmware::code(&self.config.firmware, fw, server.tpm)?;
                 let vars = match fw {
                     Firmware::Bios => None,
                     // In the server's directory, like its root disk (the
@@ -206,8 +209,12 @@ impl Supervisor {
                     }
                 })
                 .collect(),
+            // The swtpm the supervisor starts before the VMM.
+            tpm: server.tpm.then(|| TpmConfig {
+                socket: super::tpm::ctrl_socket(&dir).display().to_string(),
+            }),
             // VGA, its BIOS, and a VNC server on the server's `vnc.sock`
-            // (the socket's mode, 0600 root, is the access control).
+            // (root's only, as kiln-vmm runs under umask 077: the access control).
             display: match server.display {
                 Display::None => None,
                 Display::Vga => Some(DisplayConfig {

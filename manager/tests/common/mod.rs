@@ -325,6 +325,11 @@ impl Drop for Kilnd {
             // SAFETY: plain kill(2) of a process the test's kilnd started.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
+        // And their swtpms (daemons of their own).
+        for (pid, _) in kiln_manager::supervisor::tpm::processes_under(&servers) {
+            // SAFETY: plain kill(2) of a swtpm the test's kilnd started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
         self.kill9();
     }
 }

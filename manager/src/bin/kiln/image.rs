@@ -94,6 +94,9 @@ pub enum ImageCmd {
         /// Virtio devices of servers made from it [default: modern].
         #[arg(long, value_enum)]
         virtio_model: Option<Virtio>,
+        /// Servers made from it get a TPM 2.0 [default: on for windows].
+        #[arg(long)]
+        tpm: Option<bool>,
     },
     /// Import a disk image of the given format into the image store.
     /// Servers made from it boot it through firmware.
@@ -112,6 +115,9 @@ pub enum ImageCmd {
         /// Virtio devices of servers made from it [default: modern].
         #[arg(long, value_enum)]
         virtio_model: Option<Virtio>,
+        /// Servers made from it get a TPM 2.0 [default: on for windows].
+        #[arg(long)]
+        tpm: Option<bool>,
     },
     /// Make a disk image from a local file: uploaded through the API with
     /// `--upload` (the file may be anywhere the CLI can read), else
@@ -133,6 +139,9 @@ pub enum ImageCmd {
         /// Virtio devices of servers made from it [default: modern].
         #[arg(long, value_enum)]
         virtio_model: Option<Virtio>,
+        /// Servers made from it get a TPM 2.0 [default: on for windows].
+        #[arg(long)]
+        tpm: Option<bool>,
     },
     Delete {
         id: String,
@@ -154,6 +163,7 @@ pub fn run(
             initramfs,
             cmdline,
             virtio_model,
+            tpm,
         } => {
             let req = ImageCreate::Kernel {
                 name: name.clone(),
@@ -161,6 +171,7 @@ pub fn run(
                 initramfs: initramfs.as_deref().map(abs).transpose()?,
                 cmdline: cmdline.clone(),
                 virtio_model: virtio_model.map(VirtioModel::from),
+                tpm: *tpm,
             };
             show(json, &api.send::<Image>("POST", "/v1/images", &req)?, |i| {
                 images(std::slice::from_ref(i))
@@ -174,6 +185,7 @@ pub fn run(
             firmware,
             os_type,
             virtio_model,
+            tpm,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -183,6 +195,7 @@ pub fn run(
                 firmware: firmware.map(Firmware::from),
                 os_type: os_type.map(OsType::from),
                 virtio_model: virtio_model.map(VirtioModel::from),
+                tpm: *tpm,
             };
             let img: Image = api.send("POST", "/v1/images", &req)?;
             let r = client::upload(
@@ -216,6 +229,7 @@ pub fn run(
             firmware,
             os_type,
             virtio_model,
+            tpm,
         }
         | ImageCmd::Create {
             name,
@@ -225,6 +239,7 @@ pub fn run(
             firmware,
             os_type,
             virtio_model,
+            tpm,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -234,6 +249,7 @@ pub fn run(
                 firmware: firmware.map(Firmware::from),
                 os_type: os_type.map(OsType::from),
                 virtio_model: virtio_model.map(VirtioModel::from),
+                tpm: *tpm,
             };
             let mut img: Image = api.send("POST", "/v1/images", &req)?;
             while img.status == ImageStatus::Importing {

@@ -160,6 +160,9 @@ enum ServerCmd {
         /// Attach a config drive (needs a root disk).
         #[arg(long)]
         config_drive: bool,
+        /// A TPM 2.0 (true/false) [default: the image's].
+        #[arg(long)]
+        tpm: Option<bool>,
         /// `vga` or `none`, instead of the image's default.
         #[arg(long, value_parser = console::parse_display)]
         display: Option<kiln_api::compute::Display>,
@@ -425,6 +428,9 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             if s.config_drive {
                 println!("config_drive: true");
             }
+            if s.tpm {
+                println!("tpm: true");
+            }
             if !s.display.is_none() {
                 println!("display: {}", s.display.as_str());
             }
@@ -449,6 +455,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             admin_pass,
             user_data,
             config_drive,
+            tpm,
             display,
             wait,
             timeout,
@@ -485,6 +492,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 key_name: key_name.clone(),
                 admin_pass,
                 config_drive: *config_drive,
+                tpm: *tpm,
                 display: *display,
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
