@@ -227,6 +227,11 @@ pub struct Image {
     /// server says otherwise; on by default for `os_type: windows`.
     #[serde(default)]
     pub tpm: bool,
+    /// The display of servers made from it unless the server names one
+    /// (disk images: `vga` by default for `os_type: windows`; kernel
+    /// images: `none`).
+    #[serde(default, skip_serializing_if = "Display::is_none")]
+    pub display: Display,
 }
 
 /// Where an image is in its life. A disk image is `importing` from its
@@ -302,6 +307,10 @@ pub enum ImageCreate {
         /// `os_type: windows`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tpm: Option<bool>,
+        /// Its servers' display (`vga` when absent for `os_type: windows`,
+        /// else `none`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display: Option<Display>,
     },
 }
 

@@ -1,6 +1,7 @@
 //! Servers' displays through kilnd, with real kilnd and real kiln-vmm on
 //! KVM (default seccomp filters): a disk image holding the display probe
-//! (images/mbr/vga.s) with firmware bios, created with `display: vga`.
+//! (images/mbr/vga.s) with firmware bios and `display: vga`, which its
+//! server inherits (another server turns it off).
 //!
 //! - vm.json has the VGA adapter, Debian's VGA BIOS (beside bios.bin) and
 //!   the server's `vnc.sock` (root's only: kiln-vmm runs under umask 077);
@@ -9,7 +10,7 @@
 //!   1024x768x32 VBE pattern; `kiln server screenshot` writes the same
 //!   PNG, and vncdotool on `vnc.sock` captures the same picture;
 //! - a server with `display: none` answers 409; `display: "svga"` is a 400
-//!   naming `none` and `vga`;
+//!   (naming `none` and `vga` for a server);
 //! - when the TTL ends the server is deleted and its last picture is kept:
 //!   `GET /v1/servers/{id}/screenshot?last=true` answers it.
 
@@ -21,7 +22,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::firmware::{import_disk_fw, start_fw_kilnd};
+use common::firmware::start_fw_kilnd;
 use common::vm::{console, wait_until};
 use common::Kilnd;
 use kiln_api::compute::Display;
@@ -84,7 +85,20 @@ fn a_vga_server_shows_its_screen_and_keeps_the_last_one() {
     );
     let k = start_fw_kilnd();
     let disk = vga_probe_disk(k.dir.path());
-    let img = import_disk_fw(&k, "vga", &disk, "raw", Some("bios"));
+    // Bad input: an unknown display on an image.
+    let r = k.req(
+        "POST",
+        "/v1/images",
+        Some(&format!(
+            r#"{{"type":"disk","name":"bad","path":"{}","format":"raw","display":"svga"}}"#,
+            disk.display()
+        )),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("svga"), "{}", r.text());
+    // The image's servers get a VGA unless they say otherwise.
+    let img = k.import_disk_with("vga", &disk, "raw", r#","firmware":"bios","display":"vga""#);
+    assert_eq!(img.display, Display::Vga);
 
     // Bad input: an unknown display.
     let r = k.req(
@@ -99,8 +113,9 @@ fn a_vga_server_shows_its_screen_and_keeps_the_last_one() {
         r.text()
     );
 
-    // Without a display (a linux disk image's default): 409.
-    let plain = k.create_server(r#"{"name":"plain","flavor":"fw.small","image":"vga"}"#);
+    // Without a display (the server's own choice over the image's): 409.
+    let plain =
+        k.create_server(r#"{"name":"plain","flavor":"fw.small","image":"vga","display":"none"}"#);
     assert_eq!(plain.display, Display::None);
     let (status, _, body) = get_raw(&k, &format!("/v1/servers/{}/screenshot", plain.id));
     let body = String::from_utf8_lossy(&body).into_owned();
@@ -108,9 +123,7 @@ fn a_vga_server_shows_its_screen_and_keeps_the_last_one() {
     assert!(body.contains("no display"), "{body}");
     k.delete_server(&plain.id);
 
-    let s = k.create_server(
-        r#"{"name":"screen","flavor":"fw.small","image":"vga","display":"vga","ttl_s":150}"#,
-    );
+    let s = k.create_server(r#"{"name":"screen","flavor":"fw.small","image":"vga","ttl_s":150}"#);
     assert_eq!(s.display, Display::Vga);
     assert_eq!(k.server(&s.id).display, Display::Vga, "stored");
     let (ok, shown, err) = k.cli(&["server", "show", "screen"]);

@@ -35,7 +35,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_api::compute::{
-    Display, Firmware, Image, ImageKind, ImageStatus, OsType, Server, ServerAction, ServerCreate,
+    Display, Firmware, Image, ImageKind, ImageStatus, Server, ServerAction, ServerCreate,
 };
 use thiserror::Error;
 
@@ -183,7 +183,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
         crate::supervisor::tpm::check_host(&k.config.tpm)
             .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
     }
-    let display = display_for(&image.kind, req.display)?;
+    let display = display_for(&image, req.display)?;
     if display == Display::Vga {
         crate::firmware::vga_rom(&k.config.firmware)
             .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
@@ -374,12 +374,12 @@ pub async fn console(
     blocking(move || crate::util::read_tail(&path, tail)).await
 }
 
-/// A new server's display: the create's, else `vga` for a disk image of
-/// `os_type: windows` (its installer and desktop have no serial console),
-/// else `none`. A kernel image boots without firmware, which would set up
-/// the VGA adapter: `vga` is refused for it.
-pub fn display_for(kind: &ImageKind, asked: Option<Display>) -> Result<Display, ServerError> {
-    match (kind, asked) {
+/// A new server's display: the create's, else its image's (for a disk
+/// image `vga` by default when its `os_type` is `windows`: no serial
+/// console there; see `crate::image_files`). A kernel image boots without
+/// firmware, which would set up the VGA adapter: `vga` is refused for it.
+pub fn display_for(image: &Image, asked: Option<Display>) -> Result<Display, ServerError> {
+    match (&image.kind, asked) {
         (ImageKind::Kernel { .. }, Some(Display::Vga)) => Err(ServerError::Invalid(
             "display \"vga\" needs a disk image (firmware sets the adapter up); a kernel \
              image boots directly and has display \"none\""
@@ -387,49 +387,67 @@ pub fn display_for(kind: &ImageKind, asked: Option<Display>) -> Result<Display, 
         )),
         (_, Some(d)) => Ok(d),
         (ImageKind::Kernel { .. }, None) => Ok(Display::None),
-        (ImageKind::Disk { os_type, .. }, None) => Ok(match os_type {
-            OsType::Windows => Display::Vga,
-            OsType::Linux => Display::None,
-        }),
+        (ImageKind::Disk { .. }, None) => Ok(image.display),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_api::compute::OsType;
 
     #[test]
     fn display_defaults_and_refusals() {
-        let kernel = ImageKind::Kernel {
-            kernel: "/k".into(),
-            initramfs: None,
-            cmdline: String::new(),
+        let image = |kind, display| Image {
+            id: "i".into(),
+            name: "i".into(),
+            kind,
+            created_at: String::new(),
+            status: ImageStatus::Active,
+            progress: None,
+            fault: None,
+            virtio_model: Default::default(),
+            tpm: false,
+            display,
         };
-        let disk = |os_type| ImageKind::Disk {
-            path: "/d".into(),
-            format: kiln_api::vm::DiskFormat::Raw,
-            size_bytes: 0,
-            sha256: String::new(),
-            firmware: Firmware::Bios,
-            os_type,
+        let kernel = image(
+            ImageKind::Kernel {
+                kernel: "/k".into(),
+                initramfs: None,
+                cmdline: String::new(),
+            },
+            Display::None,
+        );
+        let disk = |display| {
+            image(
+                ImageKind::Disk {
+                    path: "/d".into(),
+                    format: kiln_api::vm::DiskFormat::Raw,
+                    size_bytes: 0,
+                    sha256: String::new(),
+                    firmware: Firmware::Bios,
+                    os_type: OsType::Windows,
+                },
+                display,
+            )
         };
         assert_eq!(display_for(&kernel, None).unwrap(), Display::None);
         let e = display_for(&kernel, Some(Display::Vga)).unwrap_err();
         assert!(e.to_string().contains("needs a disk image"), "{e}");
         assert_eq!(
-            display_for(&disk(OsType::Linux), None).unwrap(),
-            Display::None
-        );
-        assert_eq!(
-            display_for(&disk(OsType::Windows), None).unwrap(),
+            display_for(&disk(Display::Vga), None).unwrap(),
             Display::Vga
         );
         assert_eq!(
-            display_for(&disk(OsType::Windows), Some(Display::None)).unwrap(),
+            display_for(&disk(Display::None), None).unwrap(),
             Display::None
         );
         assert_eq!(
-            display_for(&disk(OsType::Linux), Some(Display::Vga)).unwrap(),
+            display_for(&disk(Display::Vga), Some(Display::None)).unwrap(),
+            Display::None
+        );
+        assert_eq!(
+            display_for(&disk(Display::None), Some(Display::Vga)).unwrap(),
             Display::Vga
         );
     }

@@ -435,6 +435,7 @@ pub(crate) mod tests {
                 fault: None,
                 virtio_model: Default::default(),
                 tpm: false,
+                display: Default::default(),
             };
             let _ = store.insert_image(&img);
         }
