@@ -107,9 +107,10 @@ impl OsType {
 
 /// A server's display (`vga`: QEMU's standard VGA, whose picture
 /// `GET /v1/servers/{id}/screenshot` answers and a VNC client reaches on
-/// the server's `vnc.sock`; `none`: the serial console only). Default: `vga`
-/// for a disk image whose `os_type` is `windows` (it has no serial
-/// console), else `none`; kernel images boot directly and have none.
+/// the server's `vnc.sock`; `none`: the serial console only): the
+/// server's, else its image's; a disk image's default is `vga` when its
+/// `os_type` is `windows` (it has no serial console), else `none`; kernel
+/// images boot directly and have none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Display {
