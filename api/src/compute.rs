@@ -105,6 +105,42 @@ impl OsType {
     }
 }
 
+/// A server's display (`vga`: QEMU's standard VGA, whose picture
+/// `GET /v1/servers/{id}/screenshot` answers and a VNC client reaches on
+/// the server's `vnc.sock`; `none`: the serial console only): the
+/// server's, else its image's; a disk image's default is `vga` when its
+/// `os_type` is `windows` (it has no serial console), else `none`; kernel
+/// images boot directly and have none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Display {
+    #[default]
+    None,
+    Vga,
+}
+
+impl Display {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Display::None => "none",
+            Display::Vga => "vga",
+        }
+    }
+
+    /// `vga` or `none`; anything else is None.
+    pub fn parse(s: &str) -> Option<Display> {
+        match s {
+            "none" => Some(Display::None),
+            "vga" => Some(Display::Vga),
+            _ => None,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == Display::None
+    }
+}
+
 /// Which virtio-pci devices a server's guest is shown (an image property
 /// that servers inherit, and may override at create).
 ///
@@ -192,6 +228,11 @@ pub struct Image {
     /// server says otherwise; on by default for `os_type: windows`.
     #[serde(default)]
     pub tpm: bool,
+    /// The display of servers made from it unless the server names one
+    /// (disk images: `vga` by default for `os_type: windows`; kernel
+    /// images: `none`).
+    #[serde(default, skip_serializing_if = "Display::is_none")]
+    pub display: Display,
 }
 
 /// Where an image is in its life. A disk image is `importing` from its
@@ -267,6 +308,10 @@ pub enum ImageCreate {
         /// `os_type: windows`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tpm: Option<bool>,
+        /// Its servers' display (`vga` when absent for `os_type: windows`,
+        /// else `none`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display: Option<Display>,
     },
 }
 
@@ -455,6 +500,10 @@ pub struct Server {
     /// kept across stop, start and reboot and deleted with the server.
     #[serde(default)]
     pub tpm: bool,
+    /// Its display: the create's, else its image's default (see
+    /// [`Display`]).
+    #[serde(default, skip_serializing_if = "Display::is_none")]
+    pub display: Display,
 }
 
 /// When a server counts as ready. Exactly one field is set.
@@ -525,6 +574,10 @@ pub struct ServerCreate {
     /// A TPM 2.0, instead of the image's `tpm`; needs swtpm on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<bool>,
+    /// `vga` or `none`, instead of the image's default ([`Display`]);
+    /// `vga` needs a disk image (firmware draws on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<Display>,
 }
 
 /// A key pair's kind; only OpenSSH keys (Nova's `ssh`).

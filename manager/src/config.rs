@@ -112,6 +112,9 @@ uefi_code = "/usr/share/OVMF/OVMF_CODE.fd"
 # the same OVMF build (Debian 13 ships only the 4 MiB pair,
 # OVMF_CODE_4M.fd and OVMF_VARS_4M.fd: name those there).
 uefi_vars_template = "/usr/share/OVMF/OVMF_VARS.fd"
+# The VGA BIOS SeaBIOS runs for servers with `display: vga` (Debian's
+# `seabios` ships it); default: `vgabios-stdvga.bin` beside `bios`.
+# vga_rom = "/usr/share/seabios/vgabios-stdvga.bin"
 
 [tpm]
 # Servers with `tpm: true` get a TPM 2.0 backed by one `swtpm` each (Debian
@@ -260,6 +263,9 @@ pub struct FirmwareConfig {
     pub bios_tpm_path: Option<PathBuf>,
     pub uefi_code: PathBuf,
     pub uefi_vars_template: PathBuf,
+    /// None: `vgabios-stdvga.bin` beside `bios`.
+    #[serde(default)]
+    pub vga_rom: Option<PathBuf>,
 }
 
 /// `[tpm]`: the swtpm programs behind servers' TPMs.
@@ -379,7 +385,10 @@ impl Config {
             ("bios_tpm", &f.bios_tpm()),
             ("uefi_code", &f.uefi_code),
             ("uefi_vars_template", &f.uefi_vars_template),
-        ] {
+        ]
+        .into_iter()
+        .chain(f.vga_rom.as_ref().map(|p| ("vga_rom", p)))
+        {
             if !p.is_absolute() {
                 return Err(ConfigError::Invalid(format!(
                     "firmware.{name} must be an absolute path, not {}",

@@ -103,7 +103,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             for id in expired.unwrap_or_default() {
                 tracing::info!(server = id, "time to live ran out: deleting");
                 let s = reaper.clone();
-                tokio::spawn(async move { crate::servers::delete(&s, &id).await });
+                let store = reaper.store.clone();
+                tokio::spawn(async move {
+                    // Its display's last picture, before its VMM ends.
+                    crate::servers::screenshot::keep_last(&store, &s, &id).await;
+                    crate::servers::delete(&s, &id).await
+                });
             }
         }
     });

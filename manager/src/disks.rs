@@ -345,6 +345,7 @@ mod tests {
             fault: None,
             virtio_model: Default::default(),
             tpm: false,
+            display: Default::default(),
         }
     }
 

@@ -76,6 +76,20 @@ pub fn code(config: &FirmwareConfig, fw: Firmware, tpm: bool) -> Result<PathBuf,
     Ok(path)
 }
 
+/// The VGA BIOS for `display: vga` (`[firmware] vga_rom`, else
+/// `vgabios-stdvga.bin` beside `bios`), checked to exist.
+pub fn vga_rom(config: &FirmwareConfig) -> Result<PathBuf, FirmwareError> {
+    let path = config.vga_rom.clone().unwrap_or_else(|| {
+        config
+            .bios
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join("vgabios-stdvga.bin")
+    });
+    check_file("vga_rom", &path, "seabios")?;
+    Ok(path)
+}
+
 /// Checks every host file a new server with `fw` needs: the firmware
 /// image, and for UEFI the variable store template.
 pub fn check_host_files(
@@ -129,6 +143,7 @@ mod tests {
         FirmwareConfig {
             bios: dir.join("bios.bin"),
             bios_tpm_path: None,
+            vga_rom: None,
             uefi_code: dir.join("CODE.fd"),
             uefi_vars_template: dir.join("VARS.fd"),
         }

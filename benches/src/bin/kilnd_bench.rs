@@ -218,6 +218,7 @@ impl Daemon {
             admin_pass: None,
             config_drive: false,
             tpm: None,
+            display: None,
         };
         let body = serde_json::to_vec(&body).map_err(|e| format!("encode create: {e}"))?;
         self.expect("POST", "/v1/servers", Some(&body), 202)?

@@ -74,3 +74,20 @@ pub(super) async fn action(
     crate::servers::action(&s.sup, &id, action).await?;
     Ok(StatusCode::ACCEPTED)
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScreenshotQuery {
+    #[serde(default)]
+    last: bool,
+}
+
+/// `GET /v1/servers/{id}/screenshot[?last=true]`: a PNG.
+pub(super) async fn screenshot(
+    State(s): St,
+    Path(id): Path<String>,
+    Q(q): Q<ScreenshotQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let png = crate::servers::screenshot::screenshot(&s.store, &s.sup, id, q.last).await?;
+    Ok(([(header::CONTENT_TYPE, "image/png")], png))
+}

@@ -31,6 +31,7 @@ fn openapi_parses_and_names_every_route() {
         ("/v1/servers/{id}", &["get", "delete"]),
         ("/v1/servers/{id}/action", &["post"]),
         ("/v1/servers/{id}/console", &["get"]),
+        ("/v1/servers/{id}/screenshot", &["get"]),
         ("/v1/servers/{id}/console/attach", &["get"]),
         ("/v1/images/{id}/file", &["put"]),
         ("/v1/networks", &["get", "post"]),

@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use kiln_api::compute::{
-    DiskFormat, DiskSource, Image, ImageCreate, ImageKind, ImageStatus, ImportProgress,
+    DiskFormat, DiskSource, Display, Image, ImageCreate, ImageKind, ImageStatus, ImportProgress,
 };
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -96,6 +96,18 @@ pub fn prepare_image(
         ImageCreate::Disk { tpm, os_type, .. } => {
             tpm.unwrap_or(*os_type == Some(kiln_api::compute::OsType::Windows))
         }
+    };
+    // Its servers' display: as asked, else vga for Windows (no serial
+    // console there); kernel images boot without firmware and have none.
+    let display = match req {
+        ImageCreate::Kernel { .. } => Display::None,
+        ImageCreate::Disk {
+            display, os_type, ..
+        } => display.unwrap_or(if *os_type == Some(kiln_api::compute::OsType::Windows) {
+            Display::Vga
+        } else {
+            Display::None
+        }),
     };
     let (name, kind) = match req {
         ImageCreate::Kernel {
@@ -199,6 +211,7 @@ pub fn prepare_image(
             created_at: now_rfc3339(),
             virtio_model,
             tpm,
+            display,
             status,
             progress,
             fault: None,
@@ -406,6 +419,7 @@ mod tests {
             os_type: Some(kiln_api::compute::OsType::Windows),
             virtio_model: Some(kiln_api::compute::VirtioModel::Transitional),
             tpm: None,
+            display: None,
         };
         let dirs = ImportDirs::new(&dir.path().join("state"), &[dir.path().to_owned()]);
         let img = build_image(&req, &dir.path().join("store"), &dirs).unwrap();
@@ -413,6 +427,7 @@ mod tests {
             img.virtio_model,
             kiln_api::compute::VirtioModel::Transitional
         );
+        assert_eq!(img.display, Display::Vga, "windows: vga by default");
         let ImageKind::Disk {
             path,
             size_bytes,
@@ -450,6 +465,7 @@ mod tests {
             os_type: None,
             virtio_model: None,
             tpm: None,
+            display: None,
         };
         let s = src.display().to_string();
         for req in [
@@ -472,6 +488,7 @@ mod tests {
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
+                display: None,
             },
             ImageCreate::Disk {
                 name: "p".into(),
@@ -482,6 +499,7 @@ mod tests {
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
+                display: None,
             },
             ImageCreate::Kernel {
                 name: "k".into(),
@@ -511,6 +529,7 @@ mod tests {
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
+                display: None,
             },
             &store,
             &dirs,

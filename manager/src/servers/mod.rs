@@ -10,7 +10,8 @@
 //!    no `disk_image` and no `cmdline`; the image is active,
 //!    self-contained and fits; the firmware files of the chosen firmware
 //!    are on the host (409; with a TPM, SeaBIOS's `bios_tpm`);
-//! 4. `user_data` (base64, 64 KiB once decoded), `metadata`, `ready`,
+//! 4. `display` ([`display_for`]; `vga` needs the VGA BIOS on the host,
+//!    409), `user_data` (base64, 64 KiB once decoded), `metadata`, `ready`,
 //!    `ttl_s` and `admin_pass` (255 bytes) are in bounds; a `config_drive`
 //!    needs a root disk (a disk image, or a kernel image with a
 //!    `disk_image`: the drive is the second disk) and the host's ISO tool
@@ -28,11 +29,13 @@
 //! gone), and the console log of a server, or of a deleted one
 //! ([`console`]).
 
+pub mod screenshot;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use kiln_api::compute::{
-    Firmware, Image, ImageKind, ImageStatus, Server, ServerAction, ServerCreate,
+    Display, Firmware, Image, ImageKind, ImageStatus, Server, ServerAction, ServerCreate,
 };
 use thiserror::Error;
 
@@ -180,6 +183,11 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
         crate::supervisor::tpm::check_host(&k.config.tpm)
             .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
     }
+    let display = display_for(&image, req.display)?;
+    if display == Display::Vga {
+        crate::firmware::vga_rom(&k.config.firmware)
+            .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
+    }
     if req.config_drive {
         if disk_image_id.is_none() {
             return Err(ServerError::Invalid(format!(
@@ -235,6 +243,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
                 admin_pass: req.admin_pass,
                 config_drive: req.config_drive,
                 tpm,
+                display,
             };
             Ok(s.create_server(&placement, new)?)
         })
@@ -363,4 +372,83 @@ pub async fn console(
         Err(e) => return Err(e.into()),
     };
     blocking(move || crate::util::read_tail(&path, tail)).await
+}
+
+/// A new server's display: the create's, else its image's (for a disk
+/// image `vga` by default when its `os_type` is `windows`: no serial
+/// console there; see `crate::image_files`). A kernel image boots without
+/// firmware, which would set up the VGA adapter: `vga` is refused for it.
+pub fn display_for(image: &Image, asked: Option<Display>) -> Result<Display, ServerError> {
+    match (&image.kind, asked) {
+        (ImageKind::Kernel { .. }, Some(Display::Vga)) => Err(ServerError::Invalid(
+            "display \"vga\" needs a disk image (firmware sets the adapter up); a kernel \
+             image boots directly and has display \"none\""
+                .into(),
+        )),
+        (_, Some(d)) => Ok(d),
+        (ImageKind::Kernel { .. }, None) => Ok(Display::None),
+        (ImageKind::Disk { .. }, None) => Ok(image.display),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_api::compute::OsType;
+
+    #[test]
+    fn display_defaults_and_refusals() {
+        let image = |kind, display| Image {
+            id: "i".into(),
+            name: "i".into(),
+            kind,
+            created_at: String::new(),
+            status: ImageStatus::Active,
+            progress: None,
+            fault: None,
+            virtio_model: Default::default(),
+            tpm: false,
+            display,
+        };
+        let kernel = image(
+            ImageKind::Kernel {
+                kernel: "/k".into(),
+                initramfs: None,
+                cmdline: String::new(),
+            },
+            Display::None,
+        );
+        let disk = |display| {
+            image(
+                ImageKind::Disk {
+                    path: "/d".into(),
+                    format: kiln_api::vm::DiskFormat::Raw,
+                    size_bytes: 0,
+                    sha256: String::new(),
+                    firmware: Firmware::Bios,
+                    os_type: OsType::Windows,
+                },
+                display,
+            )
+        };
+        assert_eq!(display_for(&kernel, None).unwrap(), Display::None);
+        let e = display_for(&kernel, Some(Display::Vga)).unwrap_err();
+        assert!(e.to_string().contains("needs a disk image"), "{e}");
+        assert_eq!(
+            display_for(&disk(Display::Vga), None).unwrap(),
+            Display::Vga
+        );
+        assert_eq!(
+            display_for(&disk(Display::None), None).unwrap(),
+            Display::None
+        );
+        assert_eq!(
+            display_for(&disk(Display::Vga), Some(Display::None)).unwrap(),
+            Display::None
+        );
+        assert_eq!(
+            display_for(&disk(Display::None), Some(Display::Vga)).unwrap(),
+            Display::Vga
+        );
+    }
 }

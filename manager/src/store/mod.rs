@@ -140,6 +140,10 @@ const MIGRATIONS: &[&str] = &[
     // 15 (metadata: the password the guest posts, Nova's
     // os-server-password).
     "ALTER TABLE servers ADD COLUMN password TEXT;",
+    // 16 (displaykilnd: displays): each image's and server's display
+    // ('vga' | 'none'; NULL: none, as every one before it had).
+    "ALTER TABLE images ADD COLUMN display TEXT;
+     ALTER TABLE servers ADD COLUMN display TEXT;",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,
@@ -398,9 +402,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm, display)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm, img.display.as_str()],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -502,7 +506,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm";
+     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm, display";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -598,6 +602,11 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
         fault: r.get(13)?,
         virtio_model: virtio_model_from(r.get(16)?),
         tpm: r.get(17)?,
+        display: r
+            .get::<_, Option<String>>(18)?
+            .as_deref()
+            .and_then(kiln_api::compute::Display::parse)
+            .unwrap_or_default(),
     })
 }
 

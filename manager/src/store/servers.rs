@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use kiln_api::compute::{
-    Fault, Firmware, Flavor, Keypair, ReadyCondition, Server, ServerList, ServerStatus, TaskState,
-    VirtioModel,
+    Display, Fault, Firmware, Flavor, Keypair, ReadyCondition, Server, ServerList, ServerStatus,
+    TaskState, VirtioModel,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -42,11 +42,12 @@ pub struct NewServer {
     pub config_drive: bool,
     /// It gets a TPM (a swtpm beside its VMM).
     pub tpm: bool,
+    pub display: Display,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
      vcpus, ram_mb, disk_gb, cmdline, metadata, pid, created_at, updated_at, \
-     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive, tpm";
+     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive, tpm, display";
 
 impl Store {
     /// Checks placement and records the server as BUILD, atomically.
@@ -109,8 +110,8 @@ impl Store {
         tx.execute(
             "INSERT INTO servers (id, name, status, task_state, flavor_id, image_id, vcpus, ram_mb, disk_gb,
                                   cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id,
-                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive, tpm)
-             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive, tpm, display)
+             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
             params![
                 id,
                 new.name,
@@ -133,7 +134,8 @@ impl Store {
                 keypair,
                 new.admin_pass,
                 new.config_drive,
-                new.tpm
+                new.tpm,
+                new.display.as_str()
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
@@ -392,6 +394,11 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         admin_pass: None,
         config_drive: r.get(24)?,
         tpm: r.get(25)?,
+        display: r
+            .get::<_, Option<String>>(26)?
+            .as_deref()
+            .and_then(Display::parse)
+            .unwrap_or_default(),
     })
 }
 
@@ -428,6 +435,7 @@ pub(crate) mod tests {
                 fault: None,
                 virtio_model: Default::default(),
                 tpm: false,
+                display: Default::default(),
             };
             let _ = store.insert_image(&img);
         }
@@ -449,6 +457,7 @@ pub(crate) mod tests {
             admin_pass: None,
             config_drive: false,
             tpm: false,
+            display: Default::default(),
         }
     }
 

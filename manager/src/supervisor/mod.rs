@@ -133,6 +133,9 @@ pub struct Supervisor {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// A server's last picture, kept in its directory when its TTL ended.
+pub const LAST_SCREENSHOT: &str = "last-screenshot.png";
+
 impl Supervisor {
     pub fn new(
         store: Arc<Store>,
@@ -685,12 +688,17 @@ impl Supervisor {
         }
     }
 
-    /// Removes a deleted server's files, keeping its console log in the
-    /// archive.
+    /// Removes a deleted server's files, keeping its console log (and its
+    /// last screenshot) in the archive.
     pub fn remove_files(&self, id: &str) {
         self.stop_tpm(id);
         let dir = self.server_dir(id);
         let _ = std::fs::rename(dir.join("serial.log"), self.archived_console(id));
+        // The picture kept when its TTL ended (`crate::servers::screenshot`).
+        let _ = std::fs::rename(
+            dir.join(LAST_SCREENSHOT),
+            self.archived_console(id).with_extension("png"),
+        );
         if let Err(e) = self.disks.remove_root_disk(id, &dir) {
             tracing::error!(
                 server = id,

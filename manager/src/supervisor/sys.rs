@@ -64,15 +64,19 @@ pub fn reap(pid: u32) -> ExitStatus {
 }
 
 /// Makes the command start in a new session (and process group), so that
-/// it outlives kilnd and gets none of kilnd's terminal signals.
+/// it outlives kilnd and gets none of kilnd's terminal signals; with umask
+/// 077, so every file and socket it makes (its VNC socket, whose mode is
+/// the access control, its control and console sockets) is its owner's
+/// (root's) only, from the moment it is bound.
 pub fn new_session(cmd: &mut Command) {
     // SAFETY: the closure runs between fork and exec and only calls
-    // setsid, which is async-signal-safe.
+    // setsid and umask, which are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            libc::umask(0o077);
             Ok(())
         });
     }

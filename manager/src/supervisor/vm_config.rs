@@ -8,14 +8,16 @@
 //! (`kiln:disk_poll_us`). A config drive is the second disk, read-only
 //! (`crate::config_drive` builds it before the VMM starts). A server with
 //! a TPM gets its swtpm's control socket (`super::tpm`) and, with SeaBIOS,
-//! the build that measures the boot (`firmware.bios_tpm`).
+//! the build that measures the boot (`firmware.bios_tpm`); one with
+//! `display: vga` gets the VGA adapter, its BIOS and `vnc.sock`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use kiln_api::compute::{Firmware, ImageKind, OsType, Server};
+use kiln_api::compute::{Display, Firmware, ImageKind, OsType, Server};
 use kiln_api::vm::{
-    BackingConfig, CpusConfig, DiskConfig, DiskFormat, FirmwareConfig, KernelConfig, MemoryConfig,
-    NetConfig, SerialConfig, SmbiosConfig, TpmConfig, VmConfig,
+    BackingConfig, CpusConfig, DiskConfig, DiskFormat, DisplayConfig, DisplayDevice,
+    FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig, SmbiosConfig, TpmConfig,
+    VmConfig,
 };
 
 use super::{ConfigError, Supervisor, EXIT_FILE};
@@ -211,7 +213,24 @@ impl Supervisor {
             tpm: server.tpm.then(|| TpmConfig {
                 socket: super::tpm::ctrl_socket(&dir).display().to_string(),
             }),
+            // VGA, its BIOS, and a VNC server on the server's `vnc.sock`
+            // (root's only, as kiln-vmm runs under umask 077: the access control).
+            display: match server.display {
+                Display::None => None,
+                Display::Vga => Some(DisplayConfig {
+                    device: DisplayDevice::Vga,
+                    rom: Some(
+                        crate::firmware::vga_rom(&self.config.firmware)?
+                            .display()
+                            .to_string(),
+                    ),
+                    vnc: Some(dir.join(VNC_SOCKET).display().to_string()),
+                }),
+            },
             ..Default::default()
         })
     }
 }
+
+/// The VNC server's socket in a server's directory.
+pub const VNC_SOCKET: &str = "vnc.sock";

@@ -1,5 +1,6 @@
 //! `kiln console`: the terminal in raw mode, its bytes to the server's
-//! console and the console's bytes to the terminal; Ctrl-] detaches.
+//! console and the console's bytes to the terminal; Ctrl-] detaches. And
+//! `kiln server screenshot`: the display's PNG to stdout.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -76,5 +77,30 @@ pub fn attach(socket: &Path, id: &str) -> Result<(), Box<dyn std::error::Error>>
         }
     }
     drop(raw);
+    Ok(())
+}
+
+/// `--display`: `vga` or `none`.
+pub fn parse_display(s: &str) -> Result<kiln_api::compute::Display, String> {
+    kiln_api::compute::Display::parse(s).ok_or_else(|| format!("{s:?}: vga or none"))
+}
+
+/// `GET path` (a PNG) written to stdout, which must not be a terminal.
+pub fn screenshot(socket: &Path, path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: isatty on fd 1.
+    if unsafe { libc::isatty(1) } == 1 {
+        return Err("the screenshot is a PNG: redirect stdout to a file (> s.png)".into());
+    }
+    let r = kiln_api::client::request(
+        socket,
+        "GET",
+        path,
+        None,
+        std::time::Duration::from_secs(30),
+    )?;
+    r.ok()?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&r.body)?;
+    out.flush()?;
     Ok(())
 }

@@ -118,6 +118,9 @@ pub enum ImageCmd {
         /// Servers made from it get a TPM 2.0 [default: on for windows].
         #[arg(long)]
         tpm: Option<bool>,
+        /// Its servers' display, `vga` or `none` [default: vga for windows].
+        #[arg(long, value_parser = crate::console::parse_display)]
+        display: Option<kiln_api::compute::Display>,
     },
     /// Make a disk image from a local file: uploaded through the API with
     /// `--upload` (the file may be anywhere the CLI can read), else
@@ -142,6 +145,9 @@ pub enum ImageCmd {
         /// Servers made from it get a TPM 2.0 [default: on for windows].
         #[arg(long)]
         tpm: Option<bool>,
+        /// Its servers' display, `vga` or `none` [default: vga for windows].
+        #[arg(long, value_parser = crate::console::parse_display)]
+        display: Option<kiln_api::compute::Display>,
     },
     Delete {
         id: String,
@@ -186,6 +192,7 @@ pub fn run(
             os_type,
             virtio_model,
             tpm,
+            display,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -196,6 +203,7 @@ pub fn run(
                 os_type: os_type.map(OsType::from),
                 virtio_model: virtio_model.map(VirtioModel::from),
                 tpm: *tpm,
+                display: *display,
             };
             let img: Image = api.send("POST", "/v1/images", &req)?;
             let r = client::upload(
@@ -230,6 +238,7 @@ pub fn run(
             os_type,
             virtio_model,
             tpm,
+            display,
         }
         | ImageCmd::Create {
             name,
@@ -240,6 +249,7 @@ pub fn run(
             os_type,
             virtio_model,
             tpm,
+            display,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -250,6 +260,7 @@ pub fn run(
                 os_type: os_type.map(OsType::from),
                 virtio_model: virtio_model.map(VirtioModel::from),
                 tpm: *tpm,
+                display: *display,
             };
             let mut img: Image = api.send("POST", "/v1/images", &req)?;
             while img.status == ImageStatus::Importing {

@@ -163,6 +163,9 @@ enum ServerCmd {
         /// A TPM 2.0 (true/false) [default: the image's].
         #[arg(long)]
         tpm: Option<bool>,
+        /// `vga` or `none`, instead of the image's default.
+        #[arg(long, value_parser = console::parse_display)]
+        display: Option<kiln_api::compute::Display>,
         /// Wait until the server is ACTIVE or ready (fails if it goes to
         /// ERROR or SHUTOFF first)
         #[arg(long, value_enum)]
@@ -196,6 +199,13 @@ enum ServerCmd {
         server: String,
         #[arg(long)]
         tail: Option<usize>,
+    },
+    /// The display's picture as PNG, to stdout (not a terminal); `--last`:
+    /// the one kept when it went to ERROR or its TTL ended.
+    Screenshot {
+        server: String,
+        #[arg(long)]
+        last: bool,
     },
     /// Set a NIC's link as the guest sees it (a cable plugged in or
     /// pulled out); kept across stop, start and reboots.
@@ -428,6 +438,9 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             if s.tpm {
                 println!("tpm: true");
             }
+            if !s.display.is_none() {
+                println!("display: {}", s.display.as_str());
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -450,6 +463,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             user_data,
             config_drive,
             tpm,
+            display,
             wait,
             timeout,
         } => {
@@ -486,6 +500,7 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 admin_pass,
                 config_drive: *config_drive,
                 tpm: *tpm,
+                display: *display,
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {
@@ -548,6 +563,11 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
                 return print_json(&c);
             }
             print!("{}", c.output);
+        }
+        ServerCmd::Screenshot { server, last } => {
+            let s = api.server(server)?;
+            let q = if *last { "?last=true" } else { "" };
+            console::screenshot(api.socket, &format!("/v1/servers/{}/screenshot{q}", s.id))?;
         }
         ServerCmd::Link { server, nic, state } => {
             let s = api.server(server)?;
