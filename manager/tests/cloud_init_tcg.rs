@@ -110,13 +110,15 @@ fn server(k: &Kilnd, name: &str, extra: serde_json::Value) -> Server {
 
 /// Boots the Debian image under TCG (in `ns` when given) with `args`, on
 /// a throw-away snapshot, until the serial log has cloud-init's final
-/// message and a login prompt; `while_booting` runs once QEMU is up.
+/// message and a login prompt; `while_booting` runs once QEMU is up,
+/// `when_up` once the guest is (with its serial log), before QEMU ends.
 /// Returns the serial log and the time taken.
 fn boot(
     tag: &str,
     ns: Option<&NetNs>,
     args: &[String],
     while_booting: impl FnOnce(),
+    when_up: impl FnOnce(&str),
 ) -> (String, Duration) {
     let dir = ScratchDir::new(tag).unwrap();
     let log = dir.path().join("serial.log");
@@ -164,6 +166,12 @@ fn boot(
         std::thread::sleep(Duration::from_secs(2));
     };
     let took = start.elapsed();
+    if let Ok(text) = &outcome {
+        // A panic here leaves QEMU to the guard below.
+        let guard = KillOnDrop(&mut child);
+        when_up(text);
+        drop(guard);
+    }
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     match outcome {
@@ -173,6 +181,17 @@ fn boot(
             String::from_utf8_lossy(&out.stderr),
             tail_lines(&serial(), 60)
         ),
+    }
+}
+
+/// Kills QEMU if a check panics while it runs.
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.kill();
+        }
     }
 }
 
@@ -211,6 +230,7 @@ fn cloud_init_reads_kilnds_config_drive() {
             format!("file={},if=virtio,format=raw,readonly=on", drive.display()),
         ],
         || {},
+        |_| {},
     );
     eprintln!(
         "config drive: configured after {:.0} s under TCG",
@@ -261,6 +281,8 @@ fn cloud_init_reads_kilnds_metadata_service_and_dhcp() {
             }
             ns.ip(&["link", "set", &tap, "master", "cilan", "up"]);
         },
+        // Logged in with the key pair while the guest runs.
+        |_| key_login(&ns, &key, &ip, "cinit-md"),
     );
     eprintln!(
         "metadata service: configured after {:.0} s under TCG",
@@ -272,7 +294,6 @@ fn cloud_init_reads_kilnds_metadata_service_and_dhcp() {
         "cloud-init's network table does not show {ip}:\n{}",
         tail_lines(&serial, 60)
     );
-    key_login(&ns, &key, &ip, &s.name);
 }
 
 /// Logs in to `ip` from kilnd's namespace as Debian's default user with

@@ -22,12 +22,12 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::firmware::start_fw_kilnd;
+use common::firmware::{import_disk_fw, start_fw_kilnd};
 use common::vm::{console, wait_until};
 use common::Kilnd;
-use kiln_api::compute::Display;
+use kiln_api::compute::{Display, ServerStatus};
 use kiln_api::vm::{DisplayDevice, VmConfig};
-use kiln_tests::disk::vga_probe_disk;
+use kiln_tests::disk::{kbd_probe_disk, vga_probe_disk};
 use kiln_tests::screen::{decode_png, Shot};
 use kiln_tests::{cache_dir, guest_file};
 
@@ -218,4 +218,80 @@ fn a_vga_server_shows_its_screen_and_keeps_the_last_one() {
     assert_pattern(&decode_png(&last));
     let (status, _, _) = get_raw(&k, &format!("/v1/servers/{}/screenshot", s.id));
     assert_eq!(status, 404, "no live picture of a deleted server");
+}
+
+#[test]
+fn keys_typed_through_kilnd_reach_the_guest() {
+    let k = start_fw_kilnd();
+    let disk = kbd_probe_disk(k.dir.path());
+    import_disk_fw(&k, "kbd", &disk, "raw", Some("bios"));
+    // As on a PC: the probe echoes what it reads on the screen too.
+    let s =
+        k.create_server(r#"{"name":"typist","flavor":"fw.small","image":"kbd","display":"vga"}"#);
+    let s = k.wait_status(&s.id, ServerStatus::Active, Duration::from_secs(60));
+    let t0 = std::time::Instant::now();
+    while !console(&k, &s.id).contains("KILNKBD READY") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "no prompt from the probe:\n{}",
+            console(&k, &s.id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let path = format!("/v1/servers/{}/keys", s.id);
+    // Bad bodies: 400 naming what is wrong, and nothing typed.
+    for (body, why) in [
+        (r#"{"keys":["frob"]}"#, "frob"),
+        (r#"{}"#, "nothing to type"),
+        (r#"{"keys":["a"],"hold_ms":0}"#, "hold_ms"),
+        (r#"{"keys":["a"],"speed":1}"#, "speed"),
+    ] {
+        let r = k.req("POST", &path, Some(body));
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.text().contains(why), "{body}: {}", r.text());
+    }
+    assert!(
+        !console(&k, &s.id).contains("KEY "),
+        "a refused request typed"
+    );
+    // A key, a combo and an extended key, then text through the CLI.
+    let r = k.req(
+        "POST",
+        &path,
+        Some(r#"{"keys":["a","shift-b","up"],"hold_ms":30}"#),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let (ok, _, err) = k.cli(&["server", "keys", "typist", "ret", "--text", "hi"]);
+    assert!(ok, "{err}");
+    let want = [
+        "KEY 1E 61",
+        "KEY 30 42",
+        "KEY 48 E0",
+        "KEY 1C 0D",
+        "KEY 23 68",
+        "KEY 17 69",
+    ];
+    wait_until("the keys on the console", Duration::from_secs(30), || {
+        let out = console(&k, &s.id);
+        want.iter().all(|w| out.contains(w))
+    });
+    let out = console(&k, &s.id);
+    let got: Vec<&str> = out.lines().filter(|l| l.starts_with("KEY ")).collect();
+    assert_eq!(got, want, "{out}");
+    // A server that is not running has no keyboard.
+    let r = k.req(
+        "POST",
+        &format!("/v1/servers/{}/action", s.id),
+        Some(r#"{"action":"stop"}"#),
+    );
+    assert!(r.status < 300, "{}", r.text());
+    k.wait_status(&s.id, ServerStatus::Shutoff, Duration::from_secs(60));
+    let r = k.req("POST", &path, Some(r#"{"keys":["a"]}"#));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("not running"), "{}", r.text());
+    assert_eq!(
+        k.req("POST", "/v1/servers/nope/keys", Some(r#"{"keys":["a"]}"#))
+            .status,
+        404
+    );
 }

@@ -91,3 +91,14 @@ pub(super) async fn screenshot(
     let png = crate::servers::screenshot::screenshot(&s.store, &s.sup, id, q.last).await?;
     Ok(([(header::CONTENT_TYPE, "image/png")], png))
 }
+
+/// `POST /v1/servers/{id}/keys`: types keys on the server's keyboard
+/// (kiln-vmm's `POST /v1/vm/keys` body); 204 once typed.
+pub(super) async fn keys(
+    State(s): St,
+    Path(id): Path<String>,
+    Body(req): Body<kiln_api::control::KeysRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    crate::servers::keys::send_keys(&s.store, &s.sup, id, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -29,6 +29,7 @@
 //! gone), and the console log of a server, or of a deleted one
 //! ([`console`]).
 
+pub mod keys;
 pub mod screenshot;
 
 use std::path::Path;

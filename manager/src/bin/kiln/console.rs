@@ -104,3 +104,17 @@ pub fn screenshot(socket: &Path, path: &str) -> Result<(), Box<dyn std::error::E
     out.flush()?;
     Ok(())
 }
+
+/// `POST`s `req` to `path` (a server's keys); waits as long as the typing
+/// takes.
+pub fn keys(
+    socket: &Path,
+    path: &str,
+    req: &kiln_api::control::KeysRequest,
+) -> Result<(), Box<dyn std::error::Error>> {
+    req.check()?;
+    let body = serde_json::to_vec(req)?;
+    let t = req.duration() + std::time::Duration::from_secs(15);
+    kiln_api::client::request(socket, "POST", path, Some(&body), t)?.ok()?;
+    Ok(())
+}

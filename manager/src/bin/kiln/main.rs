@@ -201,11 +201,23 @@ enum ServerCmd {
         tail: Option<usize>,
     },
     /// The display's picture as PNG, to stdout (not a terminal); `--last`:
-    /// the one kept when it went to ERROR or its TTL ended.
+    /// the one kept when its TTL ended.
     Screenshot {
         server: String,
         #[arg(long)]
         last: bool,
+    },
+    /// Type on the server's keyboard: key names as QEMU's sendkey (`ret`,
+    /// `esc`, `f12`, `ctrl-alt-delete`, `shift-a`), then `--text`.
+    Keys {
+        server: String,
+        keys: Vec<String>,
+        /// Characters to type (US layout).
+        #[arg(long)]
+        text: Option<String>,
+        /// How long each key is held (ms; default 100).
+        #[arg(long)]
+        hold_ms: Option<u32>,
     },
     /// Set a NIC's link as the guest sees it (a cable plugged in or
     /// pulled out); kept across stop, start and reboots.
@@ -568,6 +580,20 @@ fn server_cmd(api: &Api<'_>, json: bool, c: &ServerCmd) -> Result<(), Box<dyn st
             let s = api.server(server)?;
             let q = if *last { "?last=true" } else { "" };
             console::screenshot(api.socket, &format!("/v1/servers/{}/screenshot{q}", s.id))?;
+        }
+        ServerCmd::Keys {
+            server,
+            keys,
+            text,
+            hold_ms,
+        } => {
+            let s = api.server(server)?;
+            let req = kiln_api::control::KeysRequest {
+                keys: keys.clone(),
+                text: text.clone(),
+                hold_ms: *hold_ms,
+            };
+            console::keys(api.socket, &format!("/v1/servers/{}/keys", s.id), &req)?;
         }
         ServerCmd::Link { server, nic, state } => {
             let s = api.server(server)?;
