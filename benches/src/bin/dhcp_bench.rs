@@ -70,26 +70,6 @@ fn plug(host: &NetNs, guest: &NetNs, bridge: &str) {
     guest.ip(&["link", "del", "veth1"]);
 }
 
-/// The smallest kernel kilnd registers (as manager/tests/common/api.rs):
-/// never booted here.
-fn tiny_elf() -> Vec<u8> {
-    let mut elf = vec![0u8; 64 + 56 + 16];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2;
-    elf[5] = 1;
-    elf[18] = 62;
-    elf[32..40].copy_from_slice(&64u64.to_le_bytes());
-    elf[54..56].copy_from_slice(&56u16.to_le_bytes());
-    elf[56..58].copy_from_slice(&1u16.to_le_bytes());
-    let ph = &mut elf[64..120];
-    ph[..4].copy_from_slice(&1u32.to_le_bytes());
-    ph[8..16].copy_from_slice(&120u64.to_le_bytes());
-    ph[24..32].copy_from_slice(&(1u64 << 20).to_le_bytes());
-    ph[32..40].copy_from_slice(&16u64.to_le_bytes());
-    ph[40..48].copy_from_slice(&16u64.to_le_bytes());
-    elf
-}
-
 /// kilnd in `host` with the network and the server; its process.
 fn start_kilnd(host: &NetNs, dir: &Path) -> Result<Proc, String> {
     let kilnd = std::env::current_exe()
@@ -143,7 +123,7 @@ fn start_kilnd(host: &NetNs, dir: &Path) -> Result<Proc, String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let kernel = dir.join("k.vmlinux");
-    std::fs::write(&kernel, tiny_elf()).map_err(|e| e.to_string())?;
+    std::fs::write(&kernel, kiln_tests::tiny_elf()).map_err(|e| e.to_string())?;
     for (path, body) in [
         (
             "/v1/images",

@@ -75,7 +75,7 @@ fn run() -> Result<(), String> {
         }
         serde_json::from_slice(&r.body).map_err(|e| format!("{path}: {e}"))
     };
-    std::fs::write(dir.join("k.vmlinux"), tiny_elf()).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("k.vmlinux"), kiln_tests::tiny_elf()).map_err(|e| e.to_string())?;
     let kernel = dir.join("k.vmlinux").display().to_string();
     api(
         "POST",
@@ -391,23 +391,4 @@ fn tempfile_dir() -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
     Ok(d)
-}
-
-/// The smallest ELF kilnd takes as a kernel image (never booted here).
-fn tiny_elf() -> Vec<u8> {
-    let mut elf = vec![0u8; 64 + 56 + 16];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2;
-    elf[5] = 1;
-    elf[18] = 62;
-    elf[32..40].copy_from_slice(&64u64.to_le_bytes());
-    elf[54..56].copy_from_slice(&56u16.to_le_bytes());
-    elf[56..58].copy_from_slice(&1u16.to_le_bytes());
-    let ph = &mut elf[64..120];
-    ph[..4].copy_from_slice(&1u32.to_le_bytes());
-    ph[8..16].copy_from_slice(&120u64.to_le_bytes());
-    ph[24..32].copy_from_slice(&(1u64 << 20).to_le_bytes());
-    ph[32..40].copy_from_slice(&16u64.to_le_bytes());
-    ph[40..48].copy_from_slice(&16u64.to_le_bytes());
-    elf
 }

@@ -313,21 +313,10 @@ mod tests {
         assert!(check(b"").unwrap_err().contains("empty"));
         assert!(check(b"hello").unwrap_err().contains("neither"));
         assert!(check(b"\x7fELF not really").is_err());
-        // A minimal x86-64 ELF with one PT_LOAD of 16 bytes at 1 MiB.
-        let mut elf = vec![0u8; 64 + 56 + 16];
-        elf[..4].copy_from_slice(b"\x7fELF");
-        elf[4] = 2;
-        elf[5] = 1;
-        elf[18] = 62;
-        elf[32..40].copy_from_slice(&64u64.to_le_bytes());
-        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
-        elf[56..58].copy_from_slice(&1u16.to_le_bytes());
+        // A minimal x86-64 ELF with one PT_LOAD of 16 bytes at 1 MiB; its
+        // program header at 64.
+        let elf = kiln_tests::tiny_elf();
         let ph = 64;
-        elf[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes());
-        elf[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes());
-        elf[ph + 24..ph + 32].copy_from_slice(&(1u64 << 20).to_le_bytes());
-        elf[ph + 32..ph + 40].copy_from_slice(&16u64.to_le_bytes());
-        elf[ph + 40..ph + 48].copy_from_slice(&16u64.to_le_bytes());
         check(&elf).unwrap();
         let mut far = elf.clone();
         far[ph + 24..ph + 32].copy_from_slice(&(1u64 << 40).to_le_bytes());

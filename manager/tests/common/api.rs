@@ -38,23 +38,4 @@ pub fn create(k: &Kilnd, name: &str, flavor: &str, image: &str) -> kiln_api::cli
     )
 }
 
-/// The smallest kernel kilnd accepts: an x86-64 ELF file with one loadable
-/// segment of 16 bytes at 1 MiB (it boots nowhere: these kilnds have no
-/// kiln-vmm).
-pub fn tiny_elf() -> Vec<u8> {
-    let mut elf = vec![0u8; 64 + 56 + 16];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2; // 64-bit
-    elf[5] = 1; // little-endian
-    elf[18] = 62; // x86-64
-    elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
-    elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
-    elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
-    let ph = &mut elf[64..120];
-    ph[..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    ph[8..16].copy_from_slice(&120u64.to_le_bytes()); // p_offset
-    ph[24..32].copy_from_slice(&(1u64 << 20).to_le_bytes()); // p_paddr
-    ph[32..40].copy_from_slice(&16u64.to_le_bytes()); // p_filesz
-    ph[40..48].copy_from_slice(&16u64.to_le_bytes()); // p_memsz
-    elf
-}
+pub use kiln_tests::tiny_elf;
