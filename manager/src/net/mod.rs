@@ -174,7 +174,9 @@ pub enum MacError {
 }
 
 /// Checks a bridge name: 1 to 15 bytes (IFNAMSIZ) of `A-Z a-z 0-9 _ . -`,
-/// not `.`/`..`, not starting with `-`, and not a kiln tap name.
+/// not `.`/`..`, not starting with `-`, not `default` or `all` (the
+/// kernel refuses them: they name `/proc/sys/net/*/conf/` entries), and
+/// not a kiln tap name.
 pub fn check_bridge_name(name: &str) -> Result<(), BridgeNameError> {
     let named = || name.to_owned();
     if name.is_empty() || name.len() > 15 {
@@ -185,6 +187,9 @@ pub fn check_bridge_name(name: &str) -> Result<(), BridgeNameError> {
     }
     if name == "." || name == ".." || name.starts_with('-') {
         return Err(BridgeNameError::NotAllowed(named()));
+    }
+    if name == "default" || name == "all" {
+        return Err(BridgeNameError::Reserved(named()));
     }
     if name.starts_with(TAP_PREFIX) {
         return Err(BridgeNameError::TapPrefix(named()));
@@ -201,6 +206,10 @@ pub enum BridgeNameError {
     Char { name: String, c: char },
     #[error("bridge name {0:?} is not allowed")]
     NotAllowed(String),
+    #[error(
+        "bridge name {0:?} is reserved by the kernel (/proc/sys/net/ipv4/conf/{0}): give the network a \"bridge\" of another name"
+    )]
+    Reserved(String),
     #[error("bridge name {0:?} must not start with {prefix:?} (kiln's tap names)", prefix = TAP_PREFIX)]
     TapPrefix(String),
 }
@@ -360,6 +369,8 @@ mod tests {
             "-x",
             "kt1",
             "br\u{e9}",
+            "default",
+            "all",
         ] {
             assert!(check_bridge_name(bad).is_err(), "{bad}");
         }
