@@ -39,6 +39,24 @@ pub fn in_window(addr: u64, len: u64) -> bool {
         .any(|&(start, stop)| addr >= start && end <= stop)
 }
 
+/// Where a memory BAR the guest moved is to be mapped: its new address if
+/// that lies in the PCI hole ([`in_window`]), else 0 (unmapped), warning
+/// about a nonzero address outside it. `what` names the device in the
+/// warning.
+pub fn moved_bar_address(what: &str, mv: &crate::devices::pci::BarMove) -> u64 {
+    if in_window(mv.new_addr, mv.size) {
+        return mv.new_addr;
+    }
+    if mv.new_addr != 0 {
+        log::warn!(
+            "{what} BAR {} moved to {:#x}, outside the 32-bit PCI hole; unmapped",
+            mv.index,
+            mv.new_addr
+        );
+    }
+    0
+}
+
 /// An I/O BAR of `len` ports at `addr` lies in [`IO_WINDOW`].
 pub fn in_io_window(addr: u64, len: u64) -> bool {
     addr.checked_add(len)

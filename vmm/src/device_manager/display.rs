@@ -14,7 +14,7 @@ use kiln_api::vm::VmConfig;
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::VmFd;
 
-use super::allocator::{in_window, Allocator};
+use super::allocator::{moved_bar_address, Allocator};
 use super::bar_window::{BarWindow, Mapping};
 use super::interrupts::{dup_vm_fd, InterruptError};
 use super::Buses;
@@ -155,7 +155,7 @@ impl FbMover {
         // SAFETY: the host range is the video memory's mapping, which the
         // VGA device and this mover (owned by the VM's device manager)
         // keep alive as long as the VM; the guest range is inside the PCI
-        // hole, clear of RAM and the firmware ([`in_window`]).
+        // hole, clear of RAM and the firmware ([`moved_bar_address`]).
         unsafe { self.vm.set_user_memory_region(desc) }
     }
 }
@@ -165,18 +165,7 @@ impl BarMoveHandler for FbMover {
         if slot != self.pci_slot {
             return;
         }
-        let new = if in_window(mv.new_addr, mv.size) {
-            mv.new_addr
-        } else {
-            if mv.new_addr != 0 {
-                log::warn!(
-                    "display BAR {} moved to {:#x}, outside the 32-bit PCI hole; unmapped",
-                    mv.index,
-                    mv.new_addr
-                );
-            }
-            0
-        };
+        let new = moved_bar_address("display", &mv);
         match mv.index {
             FB_BAR => {
                 // A slot moves by deleting it and adding it again.

@@ -34,7 +34,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 pub use models::VirtioModels;
 
-use super::allocator::{in_io_window, in_window, Allocator};
+use super::allocator::{in_io_window, in_window, moved_bar_address, Allocator};
 pub(super) use super::bar_window::{BarWindow, BarWindowRange, Mapping};
 use super::interrupts::{dup_vm_fd, InterruptError, MsiRouter};
 use super::Buses;
@@ -182,18 +182,7 @@ impl BarMoveHandler for BarMover {
         if mv.index != dev.modern_bar {
             return;
         }
-        let new = if in_window(mv.new_addr, mv.size) {
-            mv.new_addr
-        } else {
-            if mv.new_addr != 0 {
-                log::warn!(
-                    "PCI 00:{slot:02x}.0 BAR {} moved to {:#x}, outside the 32-bit PCI hole; unmapped",
-                    mv.index,
-                    mv.new_addr
-                );
-            }
-            0
-        };
+        let new = moved_bar_address(&format!("PCI 00:{slot:02x}.0"), &mv);
         self.window.set_addr(slot, mv.index, new);
         if mv.old_addr != 0 && in_window(mv.old_addr, mv.size) {
             self.ioevents(&dev.evts, mv.old_addr, false);
