@@ -19,9 +19,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::vm::{DiskFormat, LinkState};
+pub use crate::vm::{DiskBus, DiskFormat, LinkState};
 
+mod image;
 mod network;
+pub use image::*;
 pub use network::*;
 
 /// The body of every error answer (4xx and 5xx).
@@ -191,7 +193,7 @@ pub enum ImageKind {
     },
     /// A disk image copied into the image store.
     Disk {
-        format: DiskFormat,
+        format: ImageFormat,
         /// Where the copy lives in the image store.
         path: String,
         size_bytes: u64,
@@ -233,6 +235,11 @@ pub struct Image {
     /// images: `none`).
     #[serde(default, skip_serializing_if = "Display::is_none")]
     pub display: Display,
+    /// The bus of root disks of servers made from it (Nova's
+    /// `hw_disk_bus`): `virtio`, or `sata` by default for a Windows ISO
+    /// (Windows setup has no virtio driver).
+    #[serde(default, skip_serializing_if = "DiskBus::is_virtio")]
+    pub disk_bus: DiskBus,
 }
 
 /// Where an image is in its life. A disk image is `importing` from its
@@ -292,7 +299,7 @@ pub enum ImageCreate {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
-        format: DiskFormat,
+        format: ImageFormat,
         #[serde(default)]
         source: DiskSource,
         /// How servers booting from it start (`bios` when absent).
@@ -312,6 +319,10 @@ pub enum ImageCreate {
         /// else `none`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         display: Option<Display>,
+        /// Its servers' root disk bus (`virtio` when absent; `sata` for a
+        /// Windows ISO).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disk_bus: Option<DiskBus>,
     },
 }
 
@@ -504,6 +515,16 @@ pub struct Server {
     /// [`Display`]).
     #[serde(default, skip_serializing_if = "Display::is_none")]
     pub display: Display,
+    /// Its root disk's bus.
+    #[serde(default, skip_serializing_if = "DiskBus::is_virtio")]
+    pub disk_bus: DiskBus,
+    /// ISO images on CD-ROMs, after the one it boots from when its image
+    /// is an ISO (ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cdroms: Vec<String>,
+    /// Its user data is also `autounattend.xml` on a CD-ROM of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub answer_file: bool,
 }
 
 /// When a server counts as ready. Exactly one field is set.
@@ -519,7 +540,7 @@ pub struct ReadyCondition {
 }
 
 /// `POST /v1/servers`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerCreate {
     pub name: String,
@@ -578,6 +599,18 @@ pub struct ServerCreate {
     /// `vga` needs a disk image (firmware draws on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display: Option<Display>,
+    /// The root disk's bus, instead of the image's `disk_bus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bus: Option<DiskBus>,
+    /// ISO images (ids or names) attached as CD-ROMs, in order (after the
+    /// server's own image when that is an ISO): drivers, answer files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cdroms: Vec<String>,
+    /// Windows unattended installs: the decoded `user_data` becomes
+    /// `autounattend.xml` at the root of a small ISO on a CD-ROM of its own,
+    /// where Windows setup looks for it. Needs `user_data` and firmware boot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub answer_file: bool,
 }
 
 /// A key pair's kind; only OpenSSH keys (Nova's `ssh`).

@@ -23,9 +23,14 @@ pub struct VmConfig {
     /// Path of the control socket (HTTP/JSON, see [`crate::control`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_socket: Option<String>,
-    /// virtio-blk disks, in PCI slot order.
+    /// Disks, in order: virtio-blk ones in PCI slot order, SATA ones
+    /// ([`DiskConfig::bus`]) on the AHCI controller's ports in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskConfig>,
+    /// ATAPI CD-ROMs on the AHCI controller, after its SATA disks: ISO
+    /// 9660 images, always read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cdroms: Vec<CdromConfig>,
     /// virtio-net NICs, after the disks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nets: Vec<NetConfig>,
@@ -290,7 +295,39 @@ impl fmt::Display for DiskFormat {
     }
 }
 
-/// A virtio-blk disk.
+/// The bus a disk is on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// A virtio-blk PCI device.
+    #[default]
+    Virtio,
+    /// A SATA disk on the AHCI controller (guests without a virtio
+    /// driver: Windows setup, older images).
+    Sata,
+}
+
+impl DiskBus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "virtio",
+            DiskBus::Sata => "sata",
+        }
+    }
+
+    pub fn is_virtio(&self) -> bool {
+        *self == DiskBus::Virtio
+    }
+}
+
+/// An ATAPI CD-ROM holding an ISO 9660 image.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdromConfig {
+    pub path: String,
+}
+
+/// A disk (virtio-blk, or SATA with `bus: sata`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
@@ -298,6 +335,8 @@ pub struct DiskConfig {
     pub path: String,
     #[serde(default)]
     pub format: DiskFormat,
+    #[serde(default, skip_serializing_if = "DiskBus::is_virtio")]
+    pub bus: DiskBus,
     /// The image's backing chain, its own backing file first: the only
     /// backing files the VMM opens. Each qcow2 header in the chain must
     /// name the next file here (same path, relative names resolved against

@@ -5,6 +5,10 @@
 //!   (only the header and tables are written; the image is never copied).
 //! - `lvm`: a thin snapshot of the image's thin LV (see [`crate::lvm`]).
 //!
+//! A server whose image is an ISO (an installer on its CD-ROM) gets a
+//! blank root disk of its flavor's size instead (Nova's behaviour): a
+//! qcow2 file with no backing file, or a blank thin LV.
+//!
 //! Naming, sizing ([`root_size`]), capacity, removal and start-up
 //! reconciliation ([`DiskBackend::reconcile`]) are shared. A root disk
 //! lives as long as the server: stop, start and reboot keep it, delete
@@ -14,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use std::collections::HashSet;
 
-use kiln_api::compute::{DiskFormat, Image, ImageKind};
+use kiln_api::compute::{DiskFormat, Image, ImageFormat, ImageKind};
 use kiln_block::{CreateOptions, OpenOptions};
 
 use thiserror::Error;
@@ -27,6 +31,11 @@ use crate::lvm::{KilnLv, Lvm, LvmError};
 pub enum DiskError {
     #[error("image {0:?} is not a disk image")]
     NotDiskImage(String),
+    #[error(
+        "image {0:?} is an ISO, so the server gets a blank root disk of its flavor's size: \
+         the flavor needs a disk (disk_gb > 0)"
+    )]
+    IsoNeedsDisk(String),
     #[error("cannot open disk image {name:?}")]
     Open {
         name: String,
@@ -75,7 +84,7 @@ pub fn virtual_size(image: &Image) -> Result<u64, DiskError> {
         read_only: true,
         direct: false,
     };
-    kiln_block::open_disk(Path::new(path), *format, opts)
+    kiln_block::open_disk(Path::new(path), format.disk(), opts)
         .map(|d| d.size())
         .map_err(|source| DiskError::Open {
             name: image.name.clone(),
@@ -86,6 +95,12 @@ pub fn virtual_size(image: &Image) -> Result<u64, DiskError> {
 /// The root disk's size for a flavor's `disk_gb` (0: the image's size);
 /// refuses an image larger than the flavor's disk.
 pub fn root_size(image: &Image, disk_gb: u64) -> Result<u64, DiskError> {
+    if is_iso(image) {
+        return match disk_gb {
+            0 => Err(DiskError::IsoNeedsDisk(image.name.clone())),
+            n => Ok(n.saturating_mul(GIB)),
+        };
+    }
     let image_size = virtual_size(image)?;
     if disk_gb == 0 {
         return Ok(image_size);
@@ -99,6 +114,17 @@ pub fn root_size(image: &Image, disk_gb: u64) -> Result<u64, DiskError> {
         });
     }
     Ok(size)
+}
+
+/// An installer ISO (its servers' root disks are blank).
+pub fn is_iso(image: &Image) -> bool {
+    matches!(
+        image.kind,
+        ImageKind::Disk {
+            format: ImageFormat::Iso,
+            ..
+        }
+    )
 }
 
 /// Where servers' root disks live.
@@ -159,6 +185,11 @@ impl DiskBackend {
             DiskBackend::Qcow2 => ensure_root_disk(dir, image, disk_gb),
             DiskBackend::Lvm(l) => {
                 let size = root_size(image, disk_gb)?;
+                if is_iso(image) {
+                    return l
+                        .ensure_blank_root(server_id, size)
+                        .map_err(DiskError::LvmRoot);
+                }
                 let ImageKind::Disk { path, format, .. } = &image.kind else {
                     return Err(DiskError::NotDiskImage(image.name.clone()));
                 };
@@ -166,13 +197,12 @@ impl DiskBackend {
                     read_only: true,
                     direct: false,
                 };
-                let src =
-                    kiln_block::open_disk(Path::new(path), *format, opts).map_err(|source| {
-                        DiskError::Open {
-                            name: image.name.clone(),
-                            source,
-                        }
-                    })?;
+                let src = kiln_block::open_disk(Path::new(path), format.disk(), opts).map_err(
+                    |source| DiskError::Open {
+                        name: image.name.clone(),
+                        source,
+                    },
+                )?;
                 let read =
                     |off: u64, buf: &mut [u8]| src.read_at(off, buf).map_err(std::io::Error::other);
                 l.ensure_image(&image.id, &read, src.size())
@@ -314,7 +344,8 @@ pub fn ensure_root_disk(dir: &Path, image: &Image, disk_gb: u64) -> Result<PathB
     let partial = dir.join(format!("{ROOT_DISK}.partial"));
     let _ = std::fs::remove_file(&partial);
     let opts = CreateOptions {
-        backing: Some((PathBuf::from(base), *format)),
+        // An ISO is no backing file: the server installs onto a blank disk.
+        backing: (!format.is_iso()).then(|| (PathBuf::from(base), format.disk())),
         ..CreateOptions::default()
     };
     kiln_block::create_qcow2(&partial, size, opts).map_err(DiskError::Make)?;
@@ -332,7 +363,7 @@ mod tests {
             id: "i".into(),
             name: "img".into(),
             kind: ImageKind::Disk {
-                format,
+                format: format.into(),
                 path: path.display().to_string(),
                 size_bytes: 0,
                 sha256: String::new(),
@@ -346,6 +377,7 @@ mod tests {
             virtio_model: Default::default(),
             tpm: false,
             display: Default::default(),
+            disk_bus: Default::default(),
         }
     }
 

@@ -336,6 +336,30 @@ impl Lvm {
         self.activate(&name, true)?;
         Ok(self.dev_path(&name))
     }
+
+    /// Makes (unless there) and activates server `id`'s blank root disk (a
+    /// server booting from an ISO): a thin LV of `size`, reading zeros.
+    pub fn ensure_blank_root(&self, server_id: &str, size: u64) -> Result<PathBuf, LvmError> {
+        let name = root_lv(server_id);
+        if !self.lvs()?.iter().any(|l| l.lv_name == name) {
+            let size_arg = format!("{}b", size.div_ceil(512) * 512);
+            self.run(&[
+                "lvcreate",
+                "-an",
+                "--setactivationskip",
+                "y",
+                "-V",
+                &size_arg,
+                "--thinpool",
+                &self.pool,
+                "-n",
+                &name,
+                &self.vg,
+            ])?;
+        }
+        self.activate(&name, true)?;
+        Ok(self.dev_path(&name))
+    }
 }
 
 /// Writes the image onto the device in 1 MiB chunks, skipping zero chunks

@@ -216,9 +216,7 @@ impl Daemon {
             virtio_model: None,
             key_name: None,
             admin_pass: None,
-            config_drive: false,
-            tpm: None,
-            display: None,
+            ..Default::default()
         };
         let body = serde_json::to_vec(&body).map_err(|e| format!("encode create: {e}"))?;
         self.expect("POST", "/v1/servers", Some(&body), 202)?

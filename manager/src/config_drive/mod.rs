@@ -93,9 +93,19 @@ pub fn build_for(store: &Store, server: &Server, dir: &Path) -> Result<PathBuf, 
     Ok(out)
 }
 
-/// Builds the ISO 9660 image `out` holding `files` (path relative to the
-/// drive's root, content), replacing any earlier one whole.
+/// Builds the config drive image `out` holding `files` (path relative to
+/// the drive's root, content), replacing any earlier one whole.
 pub fn build(files: &[(String, Vec<u8>)], out: &Path) -> Result<(), ConfigDriveError> {
+    build_iso(files, LABEL, out)
+}
+
+/// Builds an ISO 9660 image `out` with volume id `label` holding `files`,
+/// as [`build`] does (also the answer-file ISO, `servers/media.rs`).
+pub fn build_iso(
+    files: &[(String, Vec<u8>)],
+    label: &str,
+    out: &Path,
+) -> Result<(), ConfigDriveError> {
     for (p, _) in files {
         let plain = !p.is_empty()
             && !p.contains('\0')
@@ -125,7 +135,7 @@ pub fn build(files: &[(String, Vec<u8>)], out: &Path) -> Result<(), ConfigDriveE
             .arg("-o")
             .arg(&partial)
             .args(["-ldots", "-allow-lowercase", "-allow-multidot", "-l"])
-            .args(["-publisher", &publisher, "-quiet", "-J", "-r", "-V", LABEL])
+            .args(["-publisher", &publisher, "-quiet", "-J", "-r", "-V", label])
             .arg(&tree)
             .output()
             .map_err(io("run", &tool))?;

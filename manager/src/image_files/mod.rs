@@ -19,7 +19,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use kiln_api::compute::{
-    DiskFormat, DiskSource, Display, Image, ImageCreate, ImageKind, ImageStatus, ImportProgress,
+    DiskBus, DiskSource, Display, Image, ImageCreate, ImageFormat, ImageKind, ImageStatus,
+    ImportProgress,
 };
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -64,7 +65,7 @@ pub struct ImportJob {
     pub src: File,
     pub dst: PathBuf,
     pub total: u64,
-    pub format: DiskFormat,
+    pub format: ImageFormat,
 }
 
 /// `/proc/self/fd/N`: the file open as `f`, whatever its path now names.
@@ -108,6 +109,23 @@ pub fn prepare_image(
         } else {
             Display::None
         }),
+    };
+    // Its servers' root disk bus: as asked, else SATA for a Windows
+    // installer ISO (Windows setup has no virtio driver), else virtio.
+    let disk_bus = match req {
+        ImageCreate::Kernel { .. } => DiskBus::Virtio,
+        ImageCreate::Disk {
+            disk_bus,
+            os_type,
+            format,
+            ..
+        } => disk_bus.unwrap_or(
+            if format.is_iso() && *os_type == Some(kiln_api::compute::OsType::Windows) {
+                DiskBus::Sata
+            } else {
+                DiskBus::Virtio
+            },
+        ),
     };
     let (name, kind) = match req {
         ImageCreate::Kernel {
@@ -212,6 +230,7 @@ pub fn prepare_image(
             virtio_model,
             tpm,
             display,
+            disk_bus,
             status,
             progress,
             fault: None,
@@ -223,16 +242,22 @@ pub fn prepare_image(
 /// Checks an image file against its declared format once its data is all
 /// there: not empty; a qcow2 one must open as qcow2 in the kiln-block
 /// engine and refer to nothing outside itself (no backing file, no external
-/// data file: an image must never make kilnd or kiln-vmm read host files).
-pub fn check_complete(path: &Path, format: DiskFormat) -> Result<(), String> {
+/// data file: an image must never make kilnd or kiln-vmm read host files);
+/// an ISO one must be ISO 9660 (see [`check_iso`]).
+pub fn check_complete(path: &Path, format: ImageFormat) -> Result<(), String> {
     let len = std::fs::metadata(path)
         .map_err(|e| format!("cannot read the image: {e}"))?
         .len();
     if len == 0 {
         return Err("the image is empty".into());
     }
-    if format == DiskFormat::Raw {
-        return Ok(());
+    match format {
+        ImageFormat::Raw => return Ok(()),
+        ImageFormat::Iso => {
+            let f = File::open(path).map_err(|e| format!("cannot read the image: {e}"))?;
+            return check_iso(&f, len);
+        }
+        ImageFormat::Qcow2 => {}
     }
     let mut head = [0u8; 4];
     File::open(path)
@@ -249,6 +274,32 @@ pub fn check_complete(path: &Path, format: DiskFormat) -> Result<(), String> {
     kiln_block::open_disk(path, kiln_block::DiskFormat::Qcow2, opts)
         .map(drop)
         .map_err(|e| format!("the data is not a valid qcow2 image: {e}"))
+}
+
+/// Where ISO 9660's first volume descriptor starts: sector 16 of 2048.
+const ISO_DESCRIPTOR: u64 = 16 * 2048;
+
+/// An ISO image is ISO 9660: a volume descriptor with the `CD001`
+/// identifier at sector 16, and a whole number of 2048-byte sectors.
+pub fn check_iso(f: &File, len: u64) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let mut vd = [0u8; 6];
+    let n = f
+        .read_at(&mut vd, ISO_DESCRIPTOR)
+        .map_err(|e| format!("cannot read the image: {e}"))?;
+    if n < vd.len() || vd[1..6] != *b"CD001" {
+        return Err(
+            "the data is not an ISO 9660 image (no CD001 volume descriptor at \
+                    sector 16); declare the format it has"
+                .into(),
+        );
+    }
+    if !len.is_multiple_of(2048) {
+        return Err(format!(
+            "the ISO image is {len} bytes, not a whole number of 2048-byte sectors"
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a qcow2 image whose header names a backing file or an external
@@ -270,7 +321,7 @@ fn self_contained(path: &Path) -> Result<(), String> {
 /// kilnd's start): its file is a regular file (not a symlink) right in the
 /// image store, and a qcow2 one names no backing file and no data file,
 /// so no server's disk chain ever leaves the store.
-pub fn check_stored(path: &Path, format: DiskFormat, store_dir: &Path) -> Result<(), String> {
+pub fn check_stored(path: &Path, format: ImageFormat, store_dir: &Path) -> Result<(), String> {
     if path.parent() != Some(store_dir) {
         return Err(format!(
             "its file {} is not in the image store {}",
@@ -283,7 +334,7 @@ pub fn check_stored(path: &Path, format: DiskFormat, store_dir: &Path) -> Result
     if !md.is_file() {
         return Err(format!("its file {} is not a regular file", path.display()));
     }
-    if format == DiskFormat::Qcow2 {
+    if format == ImageFormat::Qcow2 {
         self_contained(path)?;
     }
     Ok(())
@@ -298,21 +349,25 @@ pub fn check_stored_image(img: &Image, store_dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("disk image {:?} is refused: {e}", img.name))
 }
 
-/// Refuses an empty file, and a file claimed to be qcow2 without the
-/// qcow2 magic.
-fn check_head(src: &File, format: DiskFormat) -> Result<(), ImportError> {
+/// Refuses an empty file, a file claimed to be qcow2 without the qcow2
+/// magic, and one claimed to be an ISO that is not ISO 9660.
+fn check_head(src: &File, format: ImageFormat) -> Result<(), ImportError> {
     use std::os::unix::fs::FileExt;
     let mut head = [0u8; 4];
     let n = src.read_at(&mut head, 0).map_err(ImportError::Copy)?;
     if n == 0 {
         return Err(ImportError::Invalid("the disk image is empty".into()));
     }
-    if format == DiskFormat::Qcow2 && head[..n] != *b"QFI\xfb" {
-        return Err(ImportError::Invalid(
+    match format {
+        ImageFormat::Qcow2 if head[..n] != *b"QFI\xfb" => Err(ImportError::Invalid(
             "the file is not qcow2 (no QFI\\xfb magic); give the format it has".into(),
-        ));
+        )),
+        ImageFormat::Iso => {
+            let len = src.metadata().map_err(ImportError::Copy)?.len();
+            check_iso(src, len).map_err(ImportError::Invalid)
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 impl ImportJob {
@@ -413,13 +468,14 @@ mod tests {
         let req = ImageCreate::Disk {
             name: "d".into(),
             path: Some(src.display().to_string()),
-            format: DiskFormat::Raw,
+            format: ImageFormat::Raw,
             source: DiskSource::Path,
             firmware: Some(kiln_api::compute::Firmware::Uefi),
             os_type: Some(kiln_api::compute::OsType::Windows),
             virtio_model: Some(kiln_api::compute::VirtioModel::Transitional),
             tpm: None,
             display: None,
+            disk_bus: None,
         };
         let dirs = ImportDirs::new(&dir.path().join("state"), &[dir.path().to_owned()]);
         let img = build_image(&req, &dir.path().join("store"), &dirs).unwrap();
@@ -466,40 +522,43 @@ mod tests {
             virtio_model: None,
             tpm: None,
             display: None,
+            disk_bus: None,
         };
         let s = src.display().to_string();
         for req in [
-            disk("q", &s, DiskFormat::Qcow2),
-            disk("../x", &s, DiskFormat::Raw),
-            disk("r", "relative/path", DiskFormat::Raw),
+            disk("q", &s, ImageFormat::Qcow2),
+            disk("../x", &s, ImageFormat::Raw),
+            disk("r", "relative/path", ImageFormat::Raw),
             disk(
                 "r",
                 &format!("{}/../disk.raw", dir.path().display()),
-                DiskFormat::Raw,
+                ImageFormat::Raw,
             ),
-            disk("r", "/nonexistent/file", DiskFormat::Raw),
-            disk("r", "/tmp", DiskFormat::Raw),
+            disk("r", "/nonexistent/file", ImageFormat::Raw),
+            disk("r", "/tmp", ImageFormat::Raw),
             ImageCreate::Disk {
                 name: "u".into(),
                 path: Some(s.clone()),
-                format: DiskFormat::Raw,
+                format: ImageFormat::Raw,
                 source: DiskSource::Upload,
                 firmware: None,
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
                 display: None,
+                disk_bus: None,
             },
             ImageCreate::Disk {
                 name: "p".into(),
                 path: None,
-                format: DiskFormat::Raw,
+                format: ImageFormat::Raw,
                 source: DiskSource::Path,
                 firmware: None,
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
                 display: None,
+                disk_bus: None,
             },
             ImageCreate::Kernel {
                 name: "k".into(),
@@ -523,13 +582,14 @@ mod tests {
             &ImageCreate::Disk {
                 name: "u".into(),
                 path: None,
-                format: DiskFormat::Qcow2,
+                format: ImageFormat::Qcow2,
                 source: DiskSource::Upload,
                 firmware: None,
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
                 display: None,
+                disk_bus: None,
             },
             &store,
             &dirs,
@@ -538,25 +598,25 @@ mod tests {
         assert!(job.is_none());
         assert_eq!(img.status, ImageStatus::Queued);
         // A file that is not what it claims, or names a backing file.
-        assert!(check_complete(&src, DiskFormat::Qcow2)
+        assert!(check_complete(&src, ImageFormat::Qcow2)
             .unwrap_err()
             .contains("not qcow2"));
-        check_complete(&src, DiskFormat::Raw).unwrap();
+        check_complete(&src, ImageFormat::Raw).unwrap();
         let b = dir.path().join("backed.qcow2");
         let opts = kiln_block::CreateOptions {
             backing: Some((src.clone(), kiln_block::DiskFormat::Raw)),
             ..Default::default()
         };
         kiln_block::create_qcow2(&b, 1 << 20, opts).unwrap();
-        let e = check_complete(&b, DiskFormat::Qcow2).unwrap_err();
+        let e = check_complete(&b, ImageFormat::Qcow2).unwrap_err();
         assert!(e.contains("backing file") && e.contains("disk.raw"), "{e}");
-        let e = check_stored(&b, DiskFormat::Qcow2, dir.path()).unwrap_err();
+        let e = check_stored(&b, ImageFormat::Qcow2, dir.path()).unwrap_err();
         assert!(e.contains("backing file"), "{e}");
-        let e = check_stored(&b, DiskFormat::Qcow2, &store).unwrap_err();
+        let e = check_stored(&b, ImageFormat::Qcow2, &store).unwrap_err();
         assert!(e.contains("not in the image store"), "{e}");
         let empty = dir.path().join("empty");
         std::fs::write(&empty, b"").unwrap();
-        assert!(check_complete(&empty, DiskFormat::Raw).is_err());
+        assert!(check_complete(&empty, ImageFormat::Raw).is_err());
         // A failed qcow2 import leaves nothing behind.
         assert_eq!(
             std::fs::read_dir(&store).map(|d| d.count()).unwrap_or(0),

@@ -182,7 +182,7 @@ pub struct Upload {
     store: Arc<Store>,
     id: String,
     path: String,
-    format: kiln_api::compute::DiskFormat,
+    format: kiln_api::compute::ImageFormat,
     partial: PathBuf,
     file: Option<tokio::fs::File>,
     hash: Sha256,

@@ -18,6 +18,10 @@
 //!    ([`crate::config_drive::check_host`], 409); `tpm` (the server's,
 //!    else its image's) needs swtpm and swtpm_setup on the host
 //!    ([`crate::supervisor::tpm::check_host`], 409);
+//!    the media ([`media::resolve`]): `cdroms` are active ISO images,
+//!    `answer_file` has `user_data`, and the SATA disks and CD-ROMs fit
+//!    the AHCI controller (400); an ISO image boots from its CD-ROM with
+//!    a blank root disk, so its flavor needs a disk;
 //! 5. the NICs' networks and the `key_name` key pair exist
 //!    ([`crate::networks::resolve_nics`], a 400 otherwise);
 //! 6. placement and the record: the store checks capacity in the insert's
@@ -30,6 +34,7 @@
 //! ([`console`]).
 
 pub mod keys;
+pub mod media;
 pub mod screenshot;
 
 use std::path::Path;
@@ -180,6 +185,19 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
         }
     };
     check_extras(&req)?;
+    let media = {
+        let (store, req, image) = (k.store.clone(), req.clone(), image.clone());
+        let disk_image_id = disk_image_id.clone();
+        blocking(move || {
+            // A kernel image's root disk image (a disk image's own is itself).
+            let disk_image = match disk_image_id {
+                Some(id) if id != image.id => Some(store.get_image(&id)?),
+                _ => None,
+            };
+            media::resolve(&store, &req, &image, disk_image.as_ref())
+        })
+        .await??
+    };
     if tpm {
         crate::supervisor::tpm::check_host(&k.config.tpm)
             .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
@@ -245,6 +263,9 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
                 config_drive: req.config_drive,
                 tpm,
                 display,
+                disk_bus: media.disk_bus,
+                cdroms: media.cdroms,
+                answer_file: media.answer_file,
             };
             Ok(s.create_server(&placement, new)?)
         })
@@ -410,6 +431,7 @@ mod tests {
             virtio_model: Default::default(),
             tpm: false,
             display,
+            disk_bus: Default::default(),
         };
         let kernel = image(
             ImageKind::Kernel {
@@ -423,7 +445,7 @@ mod tests {
             image(
                 ImageKind::Disk {
                     path: "/d".into(),
-                    format: kiln_api::vm::DiskFormat::Raw,
+                    format: kiln_api::compute::ImageFormat::Raw,
                     size_bytes: 0,
                     sha256: String::new(),
                     firmware: Firmware::Bios,

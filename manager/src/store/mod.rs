@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kiln_api::compute::{
-    DiskFormat, Firmware, Flavor, FlavorCreate, Image, ImageKind, ImageStatus, ImportProgress,
-    OsType, VirtioModel,
+    DiskBus, Firmware, Flavor, FlavorCreate, Image, ImageKind, ImageStatus, ImportProgress, OsType,
+    VirtioModel,
 };
 #[cfg(test)]
 pub(crate) use migrations::connection_at_migration;
@@ -278,9 +278,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm, display)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm, img.display.as_str()],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm, display, disk_bus)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm, img.display.as_str(), img.disk_bus.as_str()],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -297,7 +297,10 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let users: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM servers WHERE (image_id = ?1 OR disk_image_id = ?1) AND status != 'DELETED'",
+            "SELECT COUNT(*) FROM servers
+             WHERE (image_id = ?1 OR disk_image_id = ?1
+                    OR EXISTS (SELECT 1 FROM json_each(servers.cdroms) WHERE json_each.value = ?1))
+               AND status != 'DELETED'",
             [&img.id],
             |r| r.get(0),
         )?;
@@ -382,7 +385,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm, display";
+     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm, display, disk_bus";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -405,6 +408,14 @@ pub(crate) fn firmware_from(s: Option<String>) -> Firmware {
     match s.as_deref() {
         Some("uefi") => Firmware::Uefi,
         _ => Firmware::Bios,
+    }
+}
+
+/// A disk_bus column: NULL (rows from before migration 17) is virtio.
+pub(crate) fn disk_bus_from(s: Option<String>) -> DiskBus {
+    match s.as_deref() {
+        Some("sata") => DiskBus::Sata,
+        _ => DiskBus::Virtio,
     }
 }
 
@@ -453,11 +464,8 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
     } else {
         let format: String = r.get(6)?;
         ImageKind::Disk {
-            format: if format == "qcow2" {
-                DiskFormat::Qcow2
-            } else {
-                DiskFormat::Raw
-            },
+            // NULL or unknown (none is written): raw, the first format.
+            format: format.parse().unwrap_or_default(),
             path: r.get(7)?,
             size_bytes: r.get::<_, i64>(8)? as u64,
             sha256: r.get(9)?,
@@ -483,6 +491,7 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
             .as_deref()
             .and_then(kiln_api::compute::Display::parse)
             .unwrap_or_default(),
+        disk_bus: disk_bus_from(r.get(19)?),
     })
 }
 

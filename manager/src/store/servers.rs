@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use kiln_api::compute::{
-    Display, Fault, Firmware, Flavor, Keypair, ReadyCondition, Server, ServerList, ServerStatus,
-    TaskState, VirtioModel,
+    DiskBus, Display, Fault, Firmware, Flavor, Keypair, ReadyCondition, Server, ServerList,
+    ServerStatus, TaskState, VirtioModel,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -43,11 +43,17 @@ pub struct NewServer {
     /// It gets a TPM (a swtpm beside its VMM).
     pub tpm: bool,
     pub display: Display,
+    /// Its root disk's bus.
+    pub disk_bus: DiskBus,
+    /// ISO images (ids) on CD-ROMs after its own.
+    pub cdroms: Vec<String>,
+    /// Its user data as `autounattend.xml` on a CD-ROM.
+    pub answer_file: bool,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
      vcpus, ram_mb, disk_gb, cmdline, metadata, pid, created_at, updated_at, \
-     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive, tpm, display";
+     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive, tpm, display, disk_bus, cdroms, answer_file";
 
 impl Store {
     /// Checks placement and records the server as BUILD, atomically.
@@ -91,7 +97,10 @@ impl Store {
             .map_err(StoreError::NoCapacity)?;
         // The images must still exist (an image delete checks for users in
         // a transaction of its own).
-        for img in std::iter::once(&new.image_id).chain(new.disk_image_id.as_ref()) {
+        for img in std::iter::once(&new.image_id)
+            .chain(new.disk_image_id.as_ref())
+            .chain(&new.cdroms)
+        {
             let status: Option<String> = tx
                 .query_row("SELECT status FROM images WHERE id = ?1", [img], |r| {
                     r.get(0)
@@ -110,8 +119,9 @@ impl Store {
         tx.execute(
             "INSERT INTO servers (id, name, status, task_state, flavor_id, image_id, vcpus, ram_mb, disk_gb,
                                   cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id,
-                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive, tpm, display)
-             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive, tpm, display,
+                                  disk_bus, cdroms, answer_file)
+             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
             params![
                 id,
                 new.name,
@@ -135,7 +145,10 @@ impl Store {
                 new.admin_pass,
                 new.config_drive,
                 new.tpm,
-                new.display.as_str()
+                new.display.as_str(),
+                new.disk_bus.as_str(),
+                serde_json::to_string(&new.cdroms).unwrap_or_else(|_| "[]".into()),
+                new.answer_file
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
@@ -399,6 +412,9 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
             .as_deref()
             .and_then(Display::parse)
             .unwrap_or_default(),
+        disk_bus: super::disk_bus_from(r.get(27)?),
+        cdroms: serde_json::from_str(&r.get::<_, String>(28)?).unwrap_or_default(),
+        answer_file: r.get(29)?,
     })
 }
 
@@ -436,6 +452,7 @@ pub(crate) mod tests {
                 virtio_model: Default::default(),
                 tpm: false,
                 display: Default::default(),
+                disk_bus: Default::default(),
             };
             let _ = store.insert_image(&img);
         }
@@ -458,6 +475,9 @@ pub(crate) mod tests {
             config_drive: false,
             tpm: false,
             display: Default::default(),
+            disk_bus: Default::default(),
+            cdroms: Vec::new(),
+            answer_file: false,
         }
     }
 

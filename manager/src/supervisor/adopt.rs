@@ -236,10 +236,13 @@ impl Supervisor {
                 path: base, format, ..
             } = &img.kind
             {
-                if d.format == kiln_api::vm::DiskFormat::Qcow2 && d.backing.is_empty() {
+                if d.format == kiln_api::vm::DiskFormat::Qcow2
+                    && d.backing.is_empty()
+                    && !format.is_iso()
+                {
                     d.backing = vec![kiln_api::vm::BackingConfig {
                         path: base.clone(),
-                        format: *format,
+                        format: format.disk(),
                     }];
                 }
             }

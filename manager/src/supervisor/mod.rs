@@ -273,6 +273,10 @@ impl Supervisor {
         let config_drive = server
             .config_drive
             .then(|| (self.store.clone(), server.clone()));
+        // Its answer-file ISO, also rebuilt at every start from the store.
+        let answer_file = server
+            .answer_file
+            .then(|| self.store.server_user_data(&server.id));
         // Its TPM: the state made once, a new swtpm for every VMM.
         let tpm = server
             .tpm
@@ -292,6 +296,13 @@ impl Supervisor {
                 }
                 if let Some((store, server)) = &config_drive {
                     crate::config_drive::build_for(store, server, &dir)?;
+                }
+                if let Some(user_data) = answer_file {
+                    let out = dir.join(crate::servers::media::ANSWER_FILE);
+                    crate::servers::media::build_answer_file(
+                        &user_data?.unwrap_or_default(),
+                        &out,
+                    )?;
                 }
                 let swtpm = match &tpm {
                     None => None,

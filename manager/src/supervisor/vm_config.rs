@@ -9,13 +9,18 @@
 //! (`crate::config_drive` builds it before the VMM starts). A server with
 //! a TPM gets its swtpm's control socket (`super::tpm`) and, with SeaBIOS,
 //! the build that measures the boot (`firmware.bios_tpm`); one with
-//! `display: vga` gets the VGA adapter, its BIOS and `vnc.sock`.
+//! `display: vga` gets the VGA adapter, its BIOS and `vnc.sock`. ISO
+//! images go on CD-ROMs (the one the server boots from first, then its
+//! `cdroms`, then its answer file), and the root disk on the server's
+//! `disk_bus`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use kiln_api::compute::{Display, Firmware, ImageKind, OsType, Server};
+use std::path::Path;
+
+use kiln_api::compute::{Display, Firmware, Image, ImageKind, OsType, Server};
 use kiln_api::vm::{
-    BackingConfig, CpusConfig, DiskConfig, DiskFormat, DisplayConfig, DisplayDevice,
+    BackingConfig, CdromConfig, CpusConfig, DiskConfig, DiskFormat, DisplayConfig, DisplayDevice,
     FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig, SmbiosConfig, TpmConfig,
     VmConfig,
 };
@@ -159,6 +164,8 @@ impl Supervisor {
                     format,
                     // A qcow2 overlay's one backing file: the image, named
                     // explicitly (kiln-vmm follows no header on its own).
+                    bus: server.disk_bus,
+                    // An ISO server's root disk is blank: no backing file.
                     backing: match (&img.kind, format) {
                         (
                             ImageKind::Disk {
@@ -167,9 +174,9 @@ impl Supervisor {
                                 ..
                             },
                             DiskFormat::Qcow2,
-                        ) => vec![BackingConfig {
+                        ) if !base_format.is_iso() => vec![BackingConfig {
                             path: base.clone(),
-                            format: *base_format,
+                            format: base_format.disk(),
                         }],
                         _ => Vec::new(),
                     },
@@ -189,6 +196,7 @@ impl Supervisor {
                     ..Default::default()
                 }))
                 .collect(),
+            cdroms: self.cdroms(server, &image, &dir, &store_dir)?,
             nets: server
                 .nics
                 .iter()
@@ -229,6 +237,51 @@ impl Supervisor {
             },
             ..Default::default()
         })
+    }
+}
+
+impl Supervisor {
+    /// A server's CD-ROMs, in order: the ISO it boots from (its image, when
+    /// that is an ISO), its `cdroms`, its answer file. Every ISO is checked
+    /// to be in the image store, as root disks' images are.
+    fn cdroms(
+        &self,
+        server: &Server,
+        image: &Image,
+        dir: &Path,
+        store_dir: &Path,
+    ) -> Result<Vec<CdromConfig>, ConfigError> {
+        let mut isos = Vec::new();
+        if crate::disks::is_iso(image) {
+            isos.push(image.clone());
+        }
+        for id in &server.cdroms {
+            isos.push(
+                self.store
+                    .get_image(id)
+                    .map_err(|source| ConfigError::DiskImage {
+                        id: id.clone(),
+                        source,
+                    })?,
+            );
+        }
+        let mut out = Vec::new();
+        for img in isos {
+            crate::image_files::check_stored_image(&img, store_dir)
+                .map_err(ConfigError::ImageFiles)?;
+            if let ImageKind::Disk { path, .. } = img.kind {
+                out.push(CdromConfig { path });
+            }
+        }
+        if server.answer_file {
+            out.push(CdromConfig {
+                path: dir
+                    .join(crate::servers::media::ANSWER_FILE)
+                    .display()
+                    .to_string(),
+            });
+        }
+        Ok(out)
     }
 }
 

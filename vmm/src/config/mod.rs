@@ -200,6 +200,7 @@ impl Args {
                 api_socket: self.api_socket.clone(),
                 exit_file: self.exit_file.clone(),
                 disks: self.disks.clone(),
+                cdroms: Vec::new(),
                 nets: self.nets.clone(),
                 rng: self.rng.is_some(),
                 rng_transitional: self.rng.is_some_and(|o| o.transitional),

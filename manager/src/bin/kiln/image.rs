@@ -8,18 +8,31 @@ use std::time::Duration;
 use clap::{Subcommand, ValueEnum};
 use kiln_api::client;
 use kiln_api::compute::{
-    DiskFormat, DiskSource, Firmware, Image, ImageCreate, ImageKind, ImageList, ImageStatus,
-    OsType, VirtioModel,
+    DiskBus, DiskSource, Firmware, Image, ImageCreate, ImageFormat, ImageKind, ImageList,
+    ImageStatus, OsType, VirtioModel,
 };
 
 use crate::tables::images;
 use crate::{abs, enc, show, Api, TIMEOUT};
 
-/// `--format`: `raw` or `qcow2`, parsed into kiln-api's [`DiskFormat`].
-fn format_parser() -> impl clap::builder::TypedValueParser<Value = DiskFormat> {
+/// `--format`: `raw`, `qcow2` or `iso`, parsed into kiln-api's
+/// [`ImageFormat`].
+fn format_parser() -> impl clap::builder::TypedValueParser<Value = ImageFormat> {
     use clap::builder::{PossibleValuesParser, TypedValueParser};
-    PossibleValuesParser::new(["raw", "qcow2"])
-        .map(|s| s.parse::<DiskFormat>().expect("one of the listed formats"))
+    PossibleValuesParser::new(["raw", "qcow2", "iso"])
+        .map(|s| s.parse::<ImageFormat>().expect("one of the listed formats"))
+}
+
+/// `--disk-bus`: `virtio` or `sata`.
+pub fn bus_parser() -> impl clap::builder::TypedValueParser<Value = DiskBus> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(["virtio", "sata"]).map(|s| {
+        if s == "sata" {
+            DiskBus::Sata
+        } else {
+            DiskBus::Virtio
+        }
+    })
 }
 
 /// How a disk image boots (Nova's `hw_firmware_type`).
@@ -105,7 +118,7 @@ pub enum ImageCmd {
         #[arg(long)]
         path: PathBuf,
         #[arg(long, value_parser = format_parser())]
-        format: DiskFormat,
+        format: ImageFormat,
         /// Firmware of servers made from it [default: bios].
         #[arg(long, value_enum)]
         firmware: Option<Fw>,
@@ -121,6 +134,10 @@ pub enum ImageCmd {
         /// Its servers' display, `vga` or `none` [default: vga for windows].
         #[arg(long, value_parser = crate::console::parse_display)]
         display: Option<kiln_api::compute::Display>,
+        /// Its servers' root disk bus [default: sata for a windows ISO,
+        /// else virtio].
+        #[arg(long, value_parser = bus_parser())]
+        disk_bus: Option<DiskBus>,
     },
     /// Make a disk image from a local file: uploaded through the API with
     /// `--upload` (the file may be anywhere the CLI can read), else
@@ -130,7 +147,7 @@ pub enum ImageCmd {
         #[arg(long, visible_alias = "path")]
         file: PathBuf,
         #[arg(long, value_parser = format_parser())]
-        format: DiskFormat,
+        format: ImageFormat,
         #[arg(long)]
         upload: bool,
         /// Firmware of servers made from it [default: bios].
@@ -148,6 +165,10 @@ pub enum ImageCmd {
         /// Its servers' display, `vga` or `none` [default: vga for windows].
         #[arg(long, value_parser = crate::console::parse_display)]
         display: Option<kiln_api::compute::Display>,
+        /// Its servers' root disk bus [default: sata for a windows ISO,
+        /// else virtio].
+        #[arg(long, value_parser = bus_parser())]
+        disk_bus: Option<DiskBus>,
     },
     Delete {
         id: String,
@@ -193,6 +214,7 @@ pub fn run(
             virtio_model,
             tpm,
             display,
+            disk_bus,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -204,6 +226,7 @@ pub fn run(
                 virtio_model: virtio_model.map(VirtioModel::from),
                 tpm: *tpm,
                 display: *display,
+                disk_bus: *disk_bus,
             };
             let img: Image = api.send("POST", "/v1/images", &req)?;
             let r = client::upload(
@@ -239,6 +262,7 @@ pub fn run(
             virtio_model,
             tpm,
             display,
+            disk_bus,
         }
         | ImageCmd::Create {
             name,
@@ -250,6 +274,7 @@ pub fn run(
             virtio_model,
             tpm,
             display,
+            disk_bus,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -261,6 +286,7 @@ pub fn run(
                 virtio_model: virtio_model.map(VirtioModel::from),
                 tpm: *tpm,
                 display: *display,
+                disk_bus: *disk_bus,
             };
             let mut img: Image = api.send("POST", "/v1/images", &req)?;
             while img.status == ImageStatus::Importing {

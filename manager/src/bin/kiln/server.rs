@@ -75,6 +75,16 @@ pub(crate) enum ServerCmd {
         /// `vga` or `none`, instead of the image's default.
         #[arg(long, value_parser = console::parse_display)]
         display: Option<kiln_api::compute::Display>,
+        /// The root disk's bus, `virtio` or `sata` [default: the image's].
+        #[arg(long, value_parser = crate::image::bus_parser())]
+        disk_bus: Option<kiln_api::compute::DiskBus>,
+        /// An ISO image on a CD-ROM (repeat for more, in order).
+        #[arg(long = "cdrom")]
+        cdroms: Vec<String>,
+        /// The user data also as `autounattend.xml` on a CD-ROM of its own
+        /// (Windows unattended installs).
+        #[arg(long)]
+        answer_file: bool,
         /// Wait until the server is ACTIVE or ready (fails if it goes to
         /// ERROR or SHUTOFF first)
         #[arg(long, value_enum)]
@@ -200,6 +210,15 @@ pub(crate) fn server_cmd(
             if !s.display.is_none() {
                 println!("display: {}", s.display.as_str());
             }
+            if !s.disk_bus.is_virtio() {
+                println!("disk_bus: {}", s.disk_bus.as_str());
+            }
+            if !s.cdroms.is_empty() {
+                println!("cdroms: {}", s.cdroms.join(", "));
+            }
+            if s.answer_file {
+                println!("answer_file: true");
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -223,6 +242,9 @@ pub(crate) fn server_cmd(
             config_drive,
             tpm,
             display,
+            disk_bus,
+            cdroms,
+            answer_file,
             wait,
             timeout,
         } => {
@@ -260,6 +282,9 @@ pub(crate) fn server_cmd(
                 config_drive: *config_drive,
                 tpm: *tpm,
                 display: *display,
+                disk_bus: *disk_bus,
+                cdroms: cdroms.clone(),
+                answer_file: *answer_file,
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {

@@ -1,0 +1,225 @@
+//! Installation media through kilnd, on a real kilnd and kiln-vmm: ISO
+//! images (`format: iso`, checked to be ISO 9660 at import), a server
+//! created from one (a blank qcow2 root disk of its flavor's size, the ISO
+//! on the first CD-ROM), more ISOs on further CD-ROMs (`cdroms`), the
+//! answer-file ISO that carries the user data as `autounattend.xml`, the
+//! root disk's bus (`sata` by default for a Windows ISO), and every
+//! refusal: a file that is not ISO 9660, a flavor without a disk, a CD-ROM
+//! that is not an ISO, an answer file without user data, more media than
+//! the AHCI controller's ports, deleting an ISO a server uses.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64ct::Encoding;
+use common::firmware::start_fw_kilnd;
+use common::{qemu_img_info, Kilnd};
+use kiln_api::compute::{DiskBus, ImageFormat, ImageKind, Server, ServerStatus};
+use kiln_api::vm::VmConfig;
+
+/// An ISO 9660 image `dir/name` (genisoimage, as kilnd's own ISOs) with
+/// one file.
+fn iso(dir: &Path, name: &str, label: &str) -> PathBuf {
+    let tree = dir.join(format!("{name}.tree"));
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("readme.txt"), format!("{label}\n")).unwrap();
+    let out = dir.join(name);
+    let st = Command::new("genisoimage")
+        .args(["-quiet", "-J", "-r", "-V", label, "-o"])
+        .arg(&out)
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+fn vm_json(k: &Kilnd, id: &str) -> VmConfig {
+    let b = std::fs::read(k.state_path(&format!("servers/{id}/vm.json"))).unwrap();
+    serde_json::from_slice(&b).unwrap()
+}
+
+/// One file of an ISO, through its Rock Ridge tree.
+fn iso_file(iso: &Path, name: &str) -> Vec<u8> {
+    let o = Command::new("isoinfo")
+        .args(["-R", "-x", name, "-i"])
+        .arg(iso)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    o.stdout
+}
+
+/// `POST /v1/servers` that must be refused with `status`, the message
+/// containing `want`.
+fn refused(k: &Kilnd, body: serde_json::Value, status: u16, want: &str) {
+    let r = k.req("POST", "/v1/servers", Some(&body.to_string()));
+    assert_eq!(r.status, status, "{body}: {}", r.text());
+    assert!(r.text().contains(want), "{want:?} not in {}", r.text());
+}
+
+/// An answer file with every byte value after the XML.
+fn answer() -> Vec<u8> {
+    let mut u =
+        b"<?xml version=\"1.0\"?>\n<unattend xmlns=\"urn:schemas-microsoft-com:unattend\"/>\n"
+            .to_vec();
+    u.extend(0..=255u8);
+    u
+}
+
+#[test]
+fn iso_servers_get_a_blank_root_disk_their_cdroms_and_an_answer_file() {
+    let k = start_fw_kilnd();
+    let dir = k.dir.path();
+    let setup = iso(dir, "setup.iso", "SETUP");
+    let drivers = iso(dir, "drivers.iso", "DRIVERS");
+
+    // Import: an ISO is checked to be ISO 9660. A Windows one puts its
+    // servers' root disks on SATA (a Windows server cannot run here: its
+    // Hyper-V enlightenments need hardware KVM, so the server below boots
+    // a Linux ISO and asks for SATA itself).
+    let win = k.import_disk_with("win", &setup, "iso", r#","os_type":"windows""#);
+    assert_eq!(
+        win.disk_bus,
+        DiskBus::Sata,
+        "a Windows ISO: SATA root disks"
+    );
+    let img = k.import_disk("setup", &setup, "iso");
+    let ImageKind::Disk { format, path, .. } = &img.kind else {
+        panic!("{img:?}")
+    };
+    assert_eq!(*format, ImageFormat::Iso);
+    assert!(path.ends_with(".iso"), "{path}");
+    assert_eq!(img.disk_bus, DiskBus::Virtio);
+    let drv = k.import_disk("drivers", &drivers, "iso");
+    assert_eq!(drv.disk_bus, DiskBus::Virtio);
+    let not_iso = dir.join("plain.raw");
+    std::fs::write(&not_iso, vec![7u8; 64 << 10]).unwrap();
+    let body = format!(
+        r#"{{"type":"disk","name":"fake","path":"{}","format":"iso"}}"#,
+        not_iso.display()
+    );
+    let r = k.req("POST", "/v1/images", Some(&body));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("not an ISO 9660 image"), "{}", r.text());
+    let raw = k.import_disk("rawdisk", &not_iso, "raw");
+
+    // Refusals, each naming its rule; nothing is made.
+    let r = k.req(
+        "POST",
+        "/v1/flavors",
+        Some(r#"{"name":"nodisk","vcpus":1,"ram_mb":256,"disk_gb":0}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let base = serde_json::json!({"name": "inst", "flavor": "fw.small", "image": "setup",
+                                  "disk_bus": "sata"});
+    let with = |extra: serde_json::Value| {
+        let mut b = base.clone();
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    refused(
+        &k,
+        with(serde_json::json!({"flavor": "nodisk"})),
+        400,
+        "needs a disk",
+    );
+    refused(
+        &k,
+        with(serde_json::json!({"cdroms": ["rawdisk"]})),
+        400,
+        "not an ISO",
+    );
+    refused(
+        &k,
+        with(serde_json::json!({"cdroms": ["nope"]})),
+        400,
+        "unknown image",
+    );
+    refused(
+        &k,
+        with(serde_json::json!({"answer_file": true})),
+        400,
+        "answer_file needs user_data",
+    );
+    let seven: Vec<&str> = vec!["drivers"; 5];
+    refused(
+        &k,
+        with(serde_json::json!({"cdroms": seven, "answer_file": true, "user_data": "eA=="})),
+        400,
+        "too many SATA disks and CD-ROMs: 8",
+    );
+    let list: serde_json::Value = k.json("GET", "/v1/servers", None);
+    assert_eq!(list["servers"].as_array().unwrap().len(), 0, "{list}");
+
+    // The server: blank root disk, setup ISO first, drivers, answer file.
+    let ans = answer();
+    let s: Server = k.create_server(
+        &with(serde_json::json!({
+            "cdroms": ["drivers"], "answer_file": true,
+            "user_data": base64ct::Base64::encode_string(&ans),
+        }))
+        .to_string(),
+    );
+    assert_eq!(s.disk_bus, DiskBus::Sata);
+    assert_eq!(s.cdroms, vec![drv.id.clone()]);
+    assert!(s.answer_file);
+    let s = k.wait_status(&s.id, ServerStatus::Active, common::vm::T);
+    let cfg = vm_json(&k, &s.id);
+    assert_eq!(cfg.disks.len(), 1, "{:?}", cfg.disks);
+    assert_eq!(cfg.disks[0].bus, DiskBus::Sata);
+    assert!(
+        cfg.disks[0].backing.is_empty(),
+        "a blank disk: {:?}",
+        cfg.disks[0]
+    );
+    let root = PathBuf::from(&cfg.disks[0].path);
+    let info = qemu_img_info(&root);
+    assert_eq!(info["virtual-size"], 1u64 << 30, "{info}");
+    assert!(info.get("backing-filename").is_none(), "{info}");
+    let answer_iso = k.state_path(&format!("servers/{}/answer.iso", s.id));
+    let cdroms: Vec<&str> = cfg.cdroms.iter().map(|c| c.path.as_str()).collect();
+    let ImageKind::Disk { path: drv_path, .. } = &drv.kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        cdroms,
+        vec![
+            path.as_str(),
+            drv_path.as_str(),
+            &answer_iso.display().to_string()
+        ]
+    );
+    assert_eq!(iso_file(&answer_iso, "/autounattend.xml"), ans);
+    let blkid = Command::new("blkid").arg(&answer_iso).output().unwrap();
+    let blkid = String::from_utf8_lossy(&blkid.stdout);
+    assert!(blkid.contains(r#"LABEL="UNATTEND""#), "{blkid}");
+
+    // The ISOs a server uses cannot be deleted, as its boot image or on a
+    // further CD-ROM; a plain disk image nobody uses can.
+    for name in ["setup", "drivers"] {
+        let r = k.req("DELETE", &format!("/v1/images/{name}"), None);
+        assert_eq!(r.status, 409, "{name}: {}", r.text());
+        assert!(r.text().contains("in use"), "{}", r.text());
+    }
+    let r = k.req("DELETE", &format!("/v1/images/{}", raw.id), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    // The CLI shows the media; a delete takes the answer file along.
+    let (ok, out, err) = k.cli(&["server", "show", "inst"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("disk_bus: sata") && out.contains("answer_file: true"),
+        "{out}"
+    );
+    k.delete_server(&s.id);
+    assert!(!answer_iso.exists());
+    for name in ["win", "setup", "drivers"] {
+        let r = k.req("DELETE", &format!("/v1/images/{name}"), None);
+        assert_eq!(r.status, 204, "{name}: {}", r.text());
+    }
+}
