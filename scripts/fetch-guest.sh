@@ -69,6 +69,10 @@ cp -f "$cache/debs/seabios/usr/share/seabios/bios-256k.bin" "$g/bios-256k.bin"
 cp -f "$cache/debs/seabios/usr/share/seabios/vgabios-stdvga.bin" "$g/vgabios-stdvga.bin"
 cp -f "$cache/debs/ovmf/usr/share/OVMF/OVMF_CODE.fd" "$g/OVMF_CODE.fd" 2>/dev/null || true
 cp -f "$cache/debs/ovmf/usr/share/OVMF/OVMF_VARS.fd" "$g/OVMF_VARS.fd" 2>/dev/null || true
+# Secure Boot servers: the 4 MiB build (enforces Secure Boot without SMM)
+# and its empty variable store, which setup.sh enrolls keys into.
+cp -f "$cache/debs/ovmf/usr/share/OVMF/OVMF_CODE_4M.fd" "$g/OVMF_CODE_4M.fd"
+cp -f "$cache/debs/ovmf/usr/share/OVMF/OVMF_VARS_4M.fd" "$g/OVMF_VARS_4M.fd"
 
 # The minimal Linux guest's initramfs: busybox-static and our /init.
 if [ ! -e "$g/initramfs.cpio.gz" ] || [ "$root/images/linux/init" -nt "$g/initramfs.cpio.gz" ]; then

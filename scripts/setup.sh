@@ -40,8 +40,22 @@ fi
 # schemathesis (PyPI) fuzzes kilnd's API from its OpenAPI document in the
 # tests; vncdotool (PyPI) is the real VNC client of tests/tests/vnc.rs.
 # Both live in a virtualenv in the git-ignored cache.
+# virt-firmware (PyPI, Red Hat's; Debian 12 has no package of it) enrolls
+# Secure Boot keys into an OVMF variable store.
 venv=$root/cache/venv
-if [ ! -x "$venv/bin/st" ] || [ ! -x "$venv/bin/vncdo" ]; then
+if [ ! -x "$venv/bin/st" ] || [ ! -x "$venv/bin/vncdo" ] || [ ! -x "$venv/bin/virt-fw-vars" ]; then
     [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis vncdotool
+    "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis vncdotool \
+        virt-firmware==26.10
+fi
+
+# Secure Boot servers' variable store template: Debian's empty 4 MiB store
+# with Red Hat's PK and Microsoft's 2011 and 2023 KEK and db certificates
+# enrolled and Secure Boot on (Debian's OVMF_VARS_4M.ms.fd has only the
+# 2011 ones, which Microsoft's boot media stop using in 2026).
+sb_vars=$root/cache/guest/OVMF_VARS_4M.ms2023.fd
+if [ ! -e "$sb_vars" ]; then
+    "$venv/bin/virt-fw-vars" --loglevel warning -i "$root/cache/guest/OVMF_VARS_4M.fd" \
+        -o "$sb_vars.partial" --enroll-redhat --microsoft-kek all --microsoft-db all --sb
+    mv "$sb_vars.partial" "$sb_vars"
 fi

@@ -240,6 +240,10 @@ pub struct Image {
     /// (Windows setup has no virtio driver).
     #[serde(default, skip_serializing_if = "DiskBus::is_virtio")]
     pub disk_bus: DiskBus,
+    /// Servers made from it boot with UEFI Secure Boot on (firmware
+    /// `uefi` only); on by default for `os_type: windows` with `uefi`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure_boot: bool,
 }
 
 /// Where an image is in its life. A disk image is `importing` from its
@@ -323,6 +327,10 @@ pub enum ImageCreate {
         /// Windows ISO).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         disk_bus: Option<DiskBus>,
+        /// Its servers boot with Secure Boot on (needs `firmware: uefi`;
+        /// when absent: on for `os_type: windows` with `uefi`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secure_boot: Option<bool>,
     },
 }
 
@@ -525,6 +533,10 @@ pub struct Server {
     /// Its user data is also `autounattend.xml` on a CD-ROM of its own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub answer_file: bool,
+    /// It boots with UEFI Secure Boot on: OVMF's 4 MiB build and an NVRAM
+    /// with Microsoft's 2011 and 2023 keys enrolled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure_boot: bool,
 }
 
 /// When a server counts as ready. Exactly one field is set.
@@ -611,6 +623,10 @@ pub struct ServerCreate {
     /// where Windows setup looks for it. Needs `user_data` and firmware boot.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub answer_file: bool,
+    /// UEFI Secure Boot on from the first boot, instead of the image's
+    /// `secure_boot`; needs firmware `uefi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<bool>,
 }
 
 /// A key pair's kind; only OpenSSH keys (Nova's `ssh`).

@@ -112,6 +112,17 @@ uefi_code = "/usr/share/OVMF/OVMF_CODE.fd"
 # the same OVMF build (Debian 13 ships only the 4 MiB pair,
 # OVMF_CODE_4M.fd and OVMF_VARS_4M.fd: name those there).
 uefi_vars_template = "/usr/share/OVMF/OVMF_VARS.fd"
+# Servers with `secure_boot: true` (UEFI Secure Boot on from the first
+# boot) run OVMF's 4 MiB build, which enforces Secure Boot without SMM
+# (Kiln's i440FX machine has none; the `secboot` build needs it), with a
+# copy of a variable store that has keys enrolled and Secure Boot on.
+# Defaults: `OVMF_CODE_4M.fd` beside `uefi_code`, and Debian's
+# `OVMF_VARS_4M.ms.fd` beside `uefi_vars_template` (Microsoft's 2011
+# KEK and db certificates only); `scripts/setup.sh` makes
+# `cache/guest/OVMF_VARS_4M.ms2023.fd` with the 2011 and 2023 ones
+# (virt-fw-vars), which Windows media signed after 2026 need.
+# uefi_code_secboot = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+# uefi_vars_secboot_template = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 # The VGA BIOS SeaBIOS runs for servers with `display: vga` (Debian's
 # `seabios` ships it); default: `vgabios-stdvga.bin` beside `bios`.
 # vga_rom = "/usr/share/seabios/vgabios-stdvga.bin"
@@ -263,6 +274,12 @@ pub struct FirmwareConfig {
     pub bios_tpm_path: Option<PathBuf>,
     pub uefi_code: PathBuf,
     pub uefi_vars_template: PathBuf,
+    /// See [`FirmwareConfig::uefi_code_secboot`].
+    #[serde(default, rename = "uefi_code_secboot")]
+    pub uefi_code_secboot_path: Option<PathBuf>,
+    /// See [`FirmwareConfig::uefi_vars_secboot_template`].
+    #[serde(default, rename = "uefi_vars_secboot_template")]
+    pub uefi_vars_secboot_path: Option<PathBuf>,
     /// None: `vgabios-stdvga.bin` beside `bios`.
     #[serde(default)]
     pub vga_rom: Option<PathBuf>,
@@ -283,6 +300,22 @@ impl FirmwareConfig {
         self.bios_tpm_path
             .clone()
             .unwrap_or_else(|| self.bios.with_file_name("bios-256k.bin"))
+    }
+
+    /// OVMF for Secure Boot servers: as configured, else
+    /// `OVMF_CODE_4M.fd` next to `uefi_code`.
+    pub fn uefi_code_secboot(&self) -> PathBuf {
+        self.uefi_code_secboot_path
+            .clone()
+            .unwrap_or_else(|| self.uefi_code.with_file_name("OVMF_CODE_4M.fd"))
+    }
+
+    /// Secure Boot servers' variable store template: as configured, else
+    /// Debian's `OVMF_VARS_4M.ms.fd` next to `uefi_vars_template`.
+    pub fn uefi_vars_secboot_template(&self) -> PathBuf {
+        self.uefi_vars_secboot_path
+            .clone()
+            .unwrap_or_else(|| self.uefi_vars_template.with_file_name("OVMF_VARS_4M.ms.fd"))
     }
 }
 
@@ -385,6 +418,11 @@ impl Config {
             ("bios_tpm", &f.bios_tpm()),
             ("uefi_code", &f.uefi_code),
             ("uefi_vars_template", &f.uefi_vars_template),
+            ("uefi_code_secboot", &f.uefi_code_secboot()),
+            (
+                "uefi_vars_secboot_template",
+                &f.uefi_vars_secboot_template(),
+            ),
         ]
         .into_iter()
         .chain(f.vga_rom.as_ref().map(|p| ("vga_rom", p)))

@@ -378,6 +378,7 @@ mod tests {
             tpm: false,
             display: Default::default(),
             disk_bus: Default::default(),
+            secure_boot: false,
         }
     }
 

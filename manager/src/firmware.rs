@@ -64,16 +64,42 @@ fn check_file(key: &'static str, path: &Path, package: &'static str) -> Result<(
     }
 }
 
+/// What a server's firmware needs beyond its kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// SeaBIOS: the build that measures the boot into the TPM.
+    pub tpm: bool,
+    /// OVMF: Secure Boot on from the first boot.
+    pub secure_boot: bool,
+}
+
 /// The firmware image for `fw`, checked to exist: for a server with a TPM
-/// and SeaBIOS, the build that measures the boot (`bios_tpm`).
-pub fn code(config: &FirmwareConfig, fw: Firmware, tpm: bool) -> Result<PathBuf, FirmwareError> {
+/// and SeaBIOS, the build that measures the boot (`bios_tpm`); for Secure
+/// Boot, OVMF's 4 MiB build (`uefi_code_secboot`).
+pub fn code(config: &FirmwareConfig, fw: Firmware, needs: Needs) -> Result<PathBuf, FirmwareError> {
     let (key, path, package) = match fw {
-        Firmware::Bios if tpm => ("bios_tpm", config.bios_tpm(), "seabios"),
+        Firmware::Bios if needs.tpm => ("bios_tpm", config.bios_tpm(), "seabios"),
         Firmware::Bios => ("bios", config.bios.clone(), "seabios"),
+        Firmware::Uefi if needs.secure_boot => {
+            ("uefi_code_secboot", config.uefi_code_secboot(), "ovmf")
+        }
         Firmware::Uefi => ("uefi_code", config.uefi_code.clone(), "ovmf"),
     };
     check_file(key, &path, package)?;
     Ok(path)
+}
+
+/// The variable store template a UEFI server's NVRAM is copied from: with
+/// Secure Boot, one with keys enrolled and Secure Boot on.
+pub fn vars_template(config: &FirmwareConfig, secure_boot: bool) -> (&'static str, PathBuf) {
+    if secure_boot {
+        (
+            "uefi_vars_secboot_template",
+            config.uefi_vars_secboot_template(),
+        )
+    } else {
+        ("uefi_vars_template", config.uefi_vars_template.clone())
+    }
 }
 
 /// The VGA BIOS for `display: vga` (`[firmware] vga_rom`, else
@@ -95,22 +121,26 @@ pub fn vga_rom(config: &FirmwareConfig) -> Result<PathBuf, FirmwareError> {
 pub fn check_host_files(
     config: &FirmwareConfig,
     fw: Firmware,
-    tpm: bool,
+    needs: Needs,
 ) -> Result<(), FirmwareError> {
-    code(config, fw, tpm)?;
+    code(config, fw, needs)?;
     if fw == Firmware::Uefi {
-        check_file("uefi_vars_template", &config.uefi_vars_template, "ovmf")?;
+        let (key, template) = vars_template(config, needs.secure_boot);
+        check_file(key, &template, "ovmf")?;
     }
     Ok(())
 }
 
 /// Makes `nvram` a copy of `template` unless it exists already (then it
 /// is kept as it is). Atomic: copied to `NAME.partial`, synced, renamed.
-pub fn ensure_nvram(nvram: &Path, template: &Path) -> Result<(), FirmwareError> {
+pub fn ensure_nvram(
+    nvram: &Path,
+    (key, template): (&'static str, &Path),
+) -> Result<(), FirmwareError> {
     if nvram.exists() {
         return Ok(());
     }
-    check_file("uefi_vars_template", template, "ovmf")?;
+    check_file(key, template, "ovmf")?;
     let mut partial = nvram.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
@@ -146,38 +176,61 @@ mod tests {
             vga_rom: None,
             uefi_code: dir.join("CODE.fd"),
             uefi_vars_template: dir.join("VARS.fd"),
+            uefi_code_secboot_path: None,
+            uefi_vars_secboot_path: None,
         }
     }
 
     #[test]
     fn missing_files_are_named_with_their_config_key() {
+        let tpm = Needs {
+            tpm: true,
+            ..Needs::default()
+        };
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path());
-        let e = check_host_files(&c, Firmware::Bios, false)
+        let e = check_host_files(&c, Firmware::Bios, Needs::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("bios.bin") && e.contains("firmware.bios"), "{e}");
         assert!(e.contains("seabios"), "{e}");
         std::fs::write(&c.bios, b"bios").unwrap();
         std::fs::write(&c.uefi_code, b"code").unwrap();
-        assert_eq!(code(&c, Firmware::Bios, false).unwrap(), c.bios);
-        let e = code(&c, Firmware::Bios, true).unwrap_err().to_string();
+        assert_eq!(code(&c, Firmware::Bios, Needs::default()).unwrap(), c.bios);
+        let e = code(&c, Firmware::Bios, tpm).unwrap_err().to_string();
         assert!(e.contains("firmware.bios_tpm"), "{e}");
         // By default next to bios.bin.
         std::fs::write(dir.path().join("bios-256k.bin"), b"bios").unwrap();
         assert_eq!(
-            code(&c, Firmware::Bios, true).unwrap(),
+            code(&c, Firmware::Bios, tpm).unwrap(),
             dir.path().join("bios-256k.bin")
         );
-        let e = check_host_files(&c, Firmware::Uefi, false)
+        let e = check_host_files(&c, Firmware::Uefi, Needs::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("firmware.uefi_vars_template"), "{e}");
         std::fs::create_dir(&c.uefi_vars_template).unwrap();
-        let e = check_host_files(&c, Firmware::Uefi, false)
+        let e = check_host_files(&c, Firmware::Uefi, Needs::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a regular file"), "{e}");
+        // Secure Boot: the 4 MiB OVMF and the enrolled template, by
+        // default beside the plain ones.
+        let sb = Needs {
+            secure_boot: true,
+            ..Needs::default()
+        };
+        let e = check_host_files(&c, Firmware::Uefi, sb)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("firmware.uefi_code_secboot"), "{e}");
+        assert!(e.contains("OVMF_CODE_4M.fd"), "{e}");
+        std::fs::write(dir.path().join("OVMF_CODE_4M.fd"), b"code").unwrap();
+        let e = check_host_files(&c, Firmware::Uefi, sb)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("firmware.uefi_vars_secboot_template"), "{e}");
+        assert!(e.contains("OVMF_VARS_4M.ms.fd"), "{e}");
     }
 
     #[test]
@@ -188,17 +241,19 @@ mod tests {
         let nvram = dir.path().join(NVRAM);
         // A leftover partial copy from a crash is replaced.
         std::fs::write(dir.path().join("nvram.fd.partial"), b"junk").unwrap();
-        ensure_nvram(&nvram, &template).unwrap();
+        ensure_nvram(&nvram, ("uefi_vars_template", &template)).unwrap();
         assert_eq!(std::fs::read(&nvram).unwrap(), [0x5a; 8192]);
         assert!(!dir.path().join("nvram.fd.partial").exists());
         // What the guest wrote stays, even if the template changes or goes.
         std::fs::write(&nvram, [1; 8192]).unwrap();
         std::fs::remove_file(&template).unwrap();
-        ensure_nvram(&nvram, &template).unwrap();
+        ensure_nvram(&nvram, ("uefi_vars_template", &template)).unwrap();
         assert_eq!(std::fs::read(&nvram).unwrap(), [1; 8192]);
         // No template and no NVRAM: a clear error, nothing left behind.
         std::fs::remove_file(&nvram).unwrap();
-        let e = ensure_nvram(&nvram, &template).unwrap_err().to_string();
+        let e = ensure_nvram(&nvram, ("uefi_vars_template", &template))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("uefi_vars_template"), "{e}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

@@ -98,6 +98,24 @@ pub fn prepare_image(
             tpm.unwrap_or(*os_type == Some(kiln_api::compute::OsType::Windows))
         }
     };
+    // Secure Boot: as asked (UEFI only), else on for Windows on UEFI.
+    let secure_boot = match req {
+        ImageCreate::Kernel { .. } => false,
+        ImageCreate::Disk {
+            secure_boot,
+            os_type,
+            firmware,
+            ..
+        } => {
+            let uefi = *firmware == Some(kiln_api::compute::Firmware::Uefi);
+            if *secure_boot == Some(true) && !uefi {
+                return Err(ImportError::Invalid(
+                    "secure_boot needs firmware uefi (SeaBIOS has no Secure Boot)".into(),
+                ));
+            }
+            secure_boot.unwrap_or(uefi && *os_type == Some(kiln_api::compute::OsType::Windows))
+        }
+    };
     // Its servers' display: as asked, else vga for Windows (no serial
     // console there); kernel images boot without firmware and have none.
     let display = match req {
@@ -231,6 +249,7 @@ pub fn prepare_image(
             tpm,
             display,
             disk_bus,
+            secure_boot,
             status,
             progress,
             fault: None,
@@ -476,6 +495,7 @@ mod tests {
             tpm: None,
             display: None,
             disk_bus: None,
+            secure_boot: None,
         };
         let dirs = ImportDirs::new(&dir.path().join("state"), &[dir.path().to_owned()]);
         let img = build_image(&req, &dir.path().join("store"), &dirs).unwrap();
@@ -523,6 +543,7 @@ mod tests {
             tpm: None,
             display: None,
             disk_bus: None,
+            secure_boot: None,
         };
         let s = src.display().to_string();
         for req in [
@@ -547,6 +568,7 @@ mod tests {
                 tpm: None,
                 display: None,
                 disk_bus: None,
+                secure_boot: None,
             },
             ImageCreate::Disk {
                 name: "p".into(),
@@ -559,6 +581,7 @@ mod tests {
                 tpm: None,
                 display: None,
                 disk_bus: None,
+                secure_boot: None,
             },
             ImageCreate::Kernel {
                 name: "k".into(),
@@ -590,6 +613,7 @@ mod tests {
                 tpm: None,
                 display: None,
                 disk_bus: None,
+                secure_boot: None,
             },
             &store,
             &dirs,

@@ -179,7 +179,16 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
             }
             check_root_image(&image, flavor.disk_gb, &store_dir).await?;
             let fw = req.firmware.unwrap_or(*image_firmware);
-            crate::firmware::check_host_files(&k.config.firmware, fw, tpm)
+            let secure_boot = req.secure_boot.unwrap_or(image.secure_boot);
+            if secure_boot && fw != Firmware::Uefi {
+                return Err(ServerError::Invalid(format!(
+                    "secure_boot needs firmware uefi, and this server's firmware is {:?} \
+                     (SeaBIOS has no Secure Boot)",
+                    fw.as_str()
+                )));
+            }
+            let needs = crate::firmware::Needs { tpm, secure_boot };
+            crate::firmware::check_host_files(&k.config.firmware, fw, needs)
                 .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
             (Some(fw), Some(image.id.clone()), String::new())
         }
@@ -266,6 +275,8 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
                 disk_bus: media.disk_bus,
                 cdroms: media.cdroms,
                 answer_file: media.answer_file,
+                secure_boot: firmware == Some(Firmware::Uefi)
+                    && req.secure_boot.unwrap_or(image.secure_boot),
             };
             Ok(s.create_server(&placement, new)?)
         })
@@ -432,6 +443,7 @@ mod tests {
             tpm: false,
             display,
             disk_bus: Default::default(),
+            secure_boot: false,
         };
         let kernel = image(
             ImageKind::Kernel {

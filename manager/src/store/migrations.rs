@@ -103,11 +103,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE servers ADD COLUMN display TEXT;",
     // 17 (media: installer ISOs): each image's and server's root disk bus
     // ('virtio' | 'sata'; NULL: virtio), a server's extra CD-ROMs (JSON
-    // array of image ids) and its answer-file ISO flag.
+    // array of image ids) and its answer-file ISO flag; Secure Boot on
+    // images and servers.
     "ALTER TABLE images ADD COLUMN disk_bus TEXT;
      ALTER TABLE servers ADD COLUMN disk_bus TEXT;
      ALTER TABLE servers ADD COLUMN cdroms TEXT NOT NULL DEFAULT '[]';
-     ALTER TABLE servers ADD COLUMN answer_file INTEGER NOT NULL DEFAULT 0;",
+     ALTER TABLE servers ADD COLUMN answer_file INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE images ADD COLUMN secure_boot INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE servers ADD COLUMN secure_boot INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,

@@ -255,7 +255,7 @@ impl Supervisor {
         let nvram = cfg.firmware.as_ref().and_then(|f| f.vars.clone()).map(|v| {
             (
                 PathBuf::from(v),
-                self.config.firmware.uefi_vars_template.clone(),
+                crate::firmware::vars_template(&self.config.firmware, server.secure_boot),
             )
         });
         let started = Instant::now();
@@ -292,7 +292,7 @@ impl Supervisor {
                     backend.ensure_root_disk(&server_id, &dir, img, disk_gb)?;
                 }
                 if let Some((nvram, template)) = &nvram {
-                    crate::firmware::ensure_nvram(nvram, template)?;
+                    crate::firmware::ensure_nvram(nvram, (template.0, &template.1))?;
                 }
                 if let Some((store, server)) = &config_drive {
                     crate::config_drive::build_for(store, server, &dir)?;

@@ -90,7 +90,11 @@ impl Supervisor {
                 )
             }
             (ImageKind::Disk { .. }, Some(fw)) => {
-                let code = crate::firmware::code(&self.config.firmware, fw, server.tpm)?;
+                let needs = crate::firmware::Needs {
+                    tpm: server.tpm,
+                    secure_boot: server.secure_boot,
+                };
+                let code = crate::firmware::code(&self.config.firmware, fw, needs)?;
                 let vars = match fw {
                     Firmware::Bios => None,
                     // In the server's directory, like its root disk (the

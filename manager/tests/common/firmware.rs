@@ -15,10 +15,13 @@ use super::Kilnd;
 /// A `[firmware]` section naming the fetched copies in cache/guest.
 pub fn firmware_config() -> String {
     format!(
-        "[firmware]\nbios = \"{}\"\nuefi_code = \"{}\"\nuefi_vars_template = \"{}\"\n",
+        "[firmware]\nbios = \"{}\"\nuefi_code = \"{}\"\nuefi_vars_template = \"{}\"\n\
+         uefi_code_secboot = \"{}\"\nuefi_vars_secboot_template = \"{}\"\n",
         guest_file("bios.bin").display(),
         guest_file("OVMF_CODE.fd").display(),
-        guest_file("OVMF_VARS.fd").display()
+        guest_file("OVMF_VARS.fd").display(),
+        guest_file("OVMF_CODE_4M.fd").display(),
+        guest_file("OVMF_VARS_4M.ms2023.fd").display()
     )
 }
 

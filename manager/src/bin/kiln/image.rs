@@ -138,6 +138,10 @@ pub enum ImageCmd {
         /// else virtio].
         #[arg(long, value_parser = bus_parser())]
         disk_bus: Option<DiskBus>,
+        /// Its servers boot with UEFI Secure Boot on (true/false; needs
+        /// --firmware uefi) [default: on for windows with uefi].
+        #[arg(long)]
+        secure_boot: Option<bool>,
     },
     /// Make a disk image from a local file: uploaded through the API with
     /// `--upload` (the file may be anywhere the CLI can read), else
@@ -169,6 +173,10 @@ pub enum ImageCmd {
         /// else virtio].
         #[arg(long, value_parser = bus_parser())]
         disk_bus: Option<DiskBus>,
+        /// Its servers boot with UEFI Secure Boot on (true/false; needs
+        /// --firmware uefi) [default: on for windows with uefi].
+        #[arg(long)]
+        secure_boot: Option<bool>,
     },
     Delete {
         id: String,
@@ -215,6 +223,7 @@ pub fn run(
             tpm,
             display,
             disk_bus,
+            secure_boot,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -227,6 +236,7 @@ pub fn run(
                 tpm: *tpm,
                 display: *display,
                 disk_bus: *disk_bus,
+                secure_boot: *secure_boot,
             };
             let img: Image = api.send("POST", "/v1/images", &req)?;
             let r = client::upload(
@@ -263,6 +273,7 @@ pub fn run(
             tpm,
             display,
             disk_bus,
+            secure_boot,
         }
         | ImageCmd::Create {
             name,
@@ -275,6 +286,7 @@ pub fn run(
             tpm,
             display,
             disk_bus,
+            secure_boot,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -287,6 +299,7 @@ pub fn run(
                 tpm: *tpm,
                 display: *display,
                 disk_bus: *disk_bus,
+                secure_boot: *secure_boot,
             };
             let mut img: Image = api.send("POST", "/v1/images", &req)?;
             while img.status == ImageStatus::Importing {

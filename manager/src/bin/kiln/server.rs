@@ -85,6 +85,9 @@ pub(crate) enum ServerCmd {
         /// (Windows unattended installs).
         #[arg(long)]
         answer_file: bool,
+        /// UEFI Secure Boot on (true/false) [default: the image's].
+        #[arg(long)]
+        secure_boot: Option<bool>,
         /// Wait until the server is ACTIVE or ready (fails if it goes to
         /// ERROR or SHUTOFF first)
         #[arg(long, value_enum)]
@@ -219,6 +222,9 @@ pub(crate) fn server_cmd(
             if s.answer_file {
                 println!("answer_file: true");
             }
+            if s.secure_boot {
+                println!("secure_boot: true");
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -245,6 +251,7 @@ pub(crate) fn server_cmd(
             disk_bus,
             cdroms,
             answer_file,
+            secure_boot,
             wait,
             timeout,
         } => {
@@ -285,6 +292,7 @@ pub(crate) fn server_cmd(
                 disk_bus: *disk_bus,
                 cdroms: cdroms.clone(),
                 answer_file: *answer_file,
+                secure_boot: *secure_boot,
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {
