@@ -24,18 +24,19 @@ pub mod control;
 pub mod queues;
 mod worker;
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
     read_config_bytes, ActivateContext, ActivateError, VirtioDevice, F_EVENT_IDX, F_INDIRECT_DESC,
     F_VERSION_1, TYPE_CONSOLE,
 };
-use control::{Control, NR_PORTS};
+use control::NR_PORTS;
 
 /// `VIRTIO_CONSOLE_F_MULTIPORT`.
 pub const F_MULTIPORT: u64 = 1 << 1;
@@ -51,34 +52,64 @@ const QUEUE_SIZE: u16 = 128;
 
 /// The host side of the agent port: the listening socket and the client
 /// connected to it, kept across device resets (a client stays connected
-/// while the guest reboots its driver).
+/// while the guest resets its driver).
 pub struct AgentSocket {
     pub listener: UnixListener,
     pub client: Option<UnixStream>,
 }
 
-/// A worker thread and how to stop it.
+/// The worker thread and how to reach it.
 struct Running {
-    stop: EventFd,
-    thread: JoinHandle<Option<AgentSocket>>,
+    cmds: mpsc::Sender<worker::Command>,
+    cmd_evt: EventFd,
+    thread: Option<JoinHandle<()>>,
 }
 
+impl Running {
+    /// Send `cmd` and wake the worker; false if it is gone.
+    fn send(&self, cmd: worker::Command) -> bool {
+        self.cmds.send(cmd).is_ok() && self.cmd_evt.write(1).is_ok()
+    }
+}
+
+/// The device. Its worker thread starts with it, not at activation: the
+/// socket is served (a client may connect) before the guest's driver
+/// comes, and the thread gets its own seccomp filter from a thread that
+/// has none yet (a thread started by a vCPU would inherit the vCPU's, which
+/// forbids accepting connections).
 pub struct ConsoleDevice {
-    /// None while the worker holds it.
-    socket: Option<AgentSocket>,
-    worker: Option<Running>,
+    worker: Running,
 }
 
 impl ConsoleDevice {
-    /// `listener`: the agent socket, already bound and non-blocking.
+    /// `listener`: the agent socket, already bound.
     pub fn new(listener: UnixListener) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
+        let socket = AgentSocket {
+            listener,
+            client: None,
+        };
+        let epoll = Epoll::new()?;
+        let cmd_evt = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?;
+        let worker_evt = cmd_evt.try_clone()?;
+        let (cmds, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("virtio-console".into())
+            .spawn(move || {
+                if let Err(e) = crate::devices::socket_thread_start() {
+                    log::error!("virtio-console worker: {e}");
+                    return;
+                }
+                if let Err(e) = worker::run(worker::Io::new(socket), epoll, worker_evt, rx) {
+                    log::error!("virtio-console worker: epoll failed: {e}");
+                }
+            })?;
         Ok(ConsoleDevice {
-            socket: Some(AgentSocket {
-                listener,
-                client: None,
-            }),
-            worker: None,
+            worker: Running {
+                cmds,
+                cmd_evt,
+                thread: Some(thread),
+            },
         })
     }
 }
@@ -121,60 +152,39 @@ impl VirtioDevice for ConsoleDevice {
             }
         }
         ctx.queues.resize_with(NUM_QUEUES, || None);
-        let socket = self.socket.take().ok_or_else(|| {
-            ActivateError::Backend(io::Error::other("the agent socket is in use"))
-        })?;
-        let io = worker::Io {
+        let active = worker::Active {
             mem: ctx.mem,
             queues: ctx.queues,
+            queue_evts: ctx.queue_evts,
             interrupt: ctx.interrupt,
-            ctrl: Control::new(socket.client.is_some()),
             multiport,
-            socket,
-            rx: VecDeque::new(),
-            tx: Vec::new(),
-            broken: false,
-            conn: 0,
         };
-        let stop =
-            EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(ActivateError::EventFd)?;
-        let stop2 = stop.try_clone().map_err(ActivateError::EventFd)?;
-        let evts = ctx.queue_evts;
-        let thread = std::thread::Builder::new()
-            .name("virtio-console".into())
-            .spawn(move || {
-                if let Err(e) = crate::devices::socket_thread_start() {
-                    log::error!("virtio-console worker: {e}");
-                    return None;
-                }
-                match worker::run(io, evts, stop2) {
-                    Ok(socket) => Some(socket),
-                    Err(e) => {
-                        log::error!("virtio-console worker: epoll failed: {e}");
-                        None
-                    }
-                }
-            })
-            .map_err(ActivateError::Thread)?;
-        self.worker = Some(Running { stop, thread });
+        if !self.worker.send(worker::Command::Activate(Box::new(active))) {
+            return Err(ActivateError::Backend(io::Error::other(
+                "the virtio-console worker has ended",
+            )));
+        }
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(w) = self.worker.take() {
-            let _ = w.stop.write(1);
-            match w.thread.join() {
-                Ok(Some(socket)) => self.socket = Some(socket),
-                Ok(None) => log::error!("virtio-console: the agent socket is lost"),
-                Err(_) => log::error!("virtio-console worker thread panicked"),
-            }
+        let (done, wait) = mpsc::channel();
+        if self.worker.send(worker::Command::Reset(done)) {
+            // The worker answers once it holds no queue nor guest memory;
+            // an error means it ended (and holds nothing either).
+            let _ = wait.recv();
         }
     }
 }
 
 impl Drop for ConsoleDevice {
     fn drop(&mut self) {
-        self.reset();
+        self.worker.send(worker::Command::Exit);
+        if let Some(t) = self.worker.thread.take() {
+            if t.join().is_err() {
+                log::error!("virtio-console worker thread panicked");
+            }
+        }
     }
 }
 

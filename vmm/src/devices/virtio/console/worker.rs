@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use virtio_queue::Queue;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -29,19 +29,35 @@ use crate::devices::virtio::queue::QueueError;
 use crate::devices::virtio::VirtioInterrupt;
 use crate::devices::GuestMemoryMmap;
 
-const STOP: u64 = 1 << 32;
-const LISTENER: u64 = STOP + 1;
-const CLIENT: u64 = STOP + 2;
+const CMD: u64 = 1 << 32;
+const LISTENER: u64 = CMD + 1;
+const CLIENT: u64 = CMD + 2;
 
-/// Everything the worker serves.
-pub(super) struct Io {
+/// What the worker serves while the driver has the device activated.
+pub(super) struct Active {
     pub mem: GuestMemoryMmap,
     /// By queue index; None where the driver did not enable one (without
     /// MULTIPORT only port 0's).
     pub queues: Vec<Option<Queue>>,
+    pub queue_evts: Vec<EventFd>,
     pub interrupt: Arc<VirtioInterrupt>,
-    pub ctrl: Control,
     pub multiport: bool,
+}
+
+/// What the device asks of its worker.
+pub(super) enum Command {
+    /// Serve these queues (DRIVER_OK).
+    Activate(Box<Active>),
+    /// Let go of the queues and guest memory, then answer (device reset).
+    Reset(mpsc::Sender<()>),
+    /// End the thread (the device is dropped).
+    Exit,
+}
+
+/// Everything the worker serves.
+pub(super) struct Io {
+    pub active: Option<Active>,
+    pub ctrl: Control,
     pub socket: AgentSocket,
     /// Client bytes for the guest, and guest bytes for the client.
     pub rx: VecDeque<u8>,
@@ -52,31 +68,54 @@ pub(super) struct Io {
 }
 
 impl Io {
+    pub(super) fn new(socket: AgentSocket) -> Io {
+        Io {
+            active: None,
+            ctrl: Control::new(false),
+            socket,
+            rx: VecDeque::new(),
+            tx: Vec::new(),
+            broken: false,
+            conn: 0,
+        }
+    }
+
+    fn multiport(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| a.multiport)
+    }
+
     fn queue_op<T: Default>(
         &mut self,
         q: usize,
         f: impl FnOnce(&GuestMemoryMmap, &mut Queue, &mut Self) -> Result<T, QueueError>,
     ) -> T {
-        let Some(mut queue) = self.queues.get_mut(q).and_then(Option::take) else {
+        let Some(a) = &mut self.active else {
             return T::default();
         };
-        let mem = self.mem.clone();
+        let Some(mut queue) = a.queues.get_mut(q).and_then(Option::take) else {
+            return T::default();
+        };
+        let mem = a.mem.clone();
         let r = f(&mem, &mut queue, self);
-        self.queues[q] = Some(queue);
+        if let Some(a) = &mut self.active {
+            a.queues[q] = Some(queue);
+        }
         match r {
             Ok(v) => v,
             Err(e) => {
                 log::error!("virtio-console: queue {q}: {e}; the device needs a reset");
                 self.broken = true;
-                self.interrupt.set_needs_reset();
+                if let Some(a) = &self.active {
+                    a.interrupt.set_needs_reset();
+                }
                 T::default()
             }
         }
     }
 
     fn signal(&self, q: usize, notify: bool) {
-        if notify {
-            self.interrupt.signal_queue(q);
+        if let (true, Some(a)) = (notify, &self.active) {
+            a.interrupt.signal_queue(q);
         }
     }
 
@@ -153,12 +192,12 @@ impl Io {
 
     /// One pass over the queues and the socket.
     pub(super) fn service(&mut self) {
-        if self.broken {
+        if self.broken || self.active.is_none() {
             return;
         }
         let n = self.queue_op(PORT0_TX, |m, q, _| queues::discard(m, q));
         self.signal(PORT0_TX, n);
-        if self.multiport {
+        if self.multiport() {
             let mut handled = Vec::new();
             let n = self.queue_op(CTRL_TX, |m, q, io| {
                 queues::process_ctrl_tx(m, q, &mut io.ctrl, &mut handled)
@@ -206,7 +245,7 @@ impl Io {
         if !self.tx.is_empty() {
             client |= EventSet::OUT;
         }
-        let listener = if self.socket.client.is_none() && !self.broken {
+        let listener = if self.socket.client.is_none() {
             EventSet::IN
         } else {
             EventSet::empty()
@@ -215,20 +254,22 @@ impl Io {
     }
 }
 
-/// Run the worker until `stop` is signalled; returns the socket (with its
-/// client, if one is connected) for the next activation.
-pub(super) fn run(mut io: Io, queue_evts: Vec<EventFd>, stop: EventFd) -> io::Result<AgentSocket> {
-    let epoll = Epoll::new()?;
+/// The worker thread: from the device's creation to its drop, serving
+/// the socket always and the queues while activated. `epoll` and `cmd_evt`
+/// are made by the caller (the thread's filter has no `epoll_create1` nor
+/// `eventfd2`).
+pub(super) fn run(
+    mut io: Io,
+    epoll: Epoll,
+    cmd_evt: EventFd,
+    cmds: mpsc::Receiver<Command>,
+) -> io::Result<()> {
     let ctl = |op, fd: RawFd, set, token| epoll.ctl(op, fd, EpollEvent::new(set, token));
-    ctl(ControlOperation::Add, stop.as_raw_fd(), EventSet::IN, STOP)?;
-    for (i, e) in queue_evts.iter().enumerate() {
-        ctl(ControlOperation::Add, e.as_raw_fd(), EventSet::IN, i as u64)?;
-    }
+    ctl(ControlOperation::Add, cmd_evt.as_raw_fd(), EventSet::IN, CMD)?;
     let lfd = io.socket.listener.as_raw_fd();
     ctl(ControlOperation::Add, lfd, EventSet::empty(), LISTENER)?;
     let mut watched: Option<(RawFd, u64)> = None;
     let mut events = vec![EpollEvent::default(); 16];
-    io.service();
     loop {
         let (l, c) = io.interest();
         ctl(ControlOperation::Modify, lfd, l, LISTENER)?;
@@ -252,7 +293,38 @@ pub(super) fn run(mut io: Io, queue_evts: Vec<EventFd>, stop: EventFd) -> io::Re
         };
         for ev in &events[..n] {
             match ev.data() {
-                STOP => return Ok(io.socket),
+                CMD => {
+                    let _ = cmd_evt.read();
+                    while let Ok(cmd) = cmds.try_recv() {
+                        match cmd {
+                            Command::Activate(a) => {
+                                for (i, e) in a.queue_evts.iter().enumerate() {
+                                    ctl(ControlOperation::Add, e.as_raw_fd(), EventSet::IN, i as u64)?;
+                                }
+                                io.ctrl = Control::new(io.socket.client.is_some());
+                                io.broken = false;
+                                io.active = Some(*a);
+                            }
+                            Command::Reset(done) => {
+                                if let Some(a) = io.active.take() {
+                                    // Duplicates: closing ours would leave
+                                    // the registration behind.
+                                    for e in &a.queue_evts {
+                                        let _ = ctl(
+                                            ControlOperation::Delete,
+                                            e.as_raw_fd(),
+                                            EventSet::empty(),
+                                            0,
+                                        );
+                                    }
+                                }
+                                io.ctrl = Control::new(io.socket.client.is_some());
+                                let _ = done.send(());
+                            }
+                            Command::Exit => return Ok(()),
+                        }
+                    }
+                }
                 LISTENER => io.accept(),
                 CLIENT => {
                     let set = ev.event_set();
@@ -265,7 +337,7 @@ pub(super) fn run(mut io: Io, queue_evts: Vec<EventFd>, stop: EventFd) -> io::Re
                     }
                 }
                 q => {
-                    if let Some(e) = queue_evts.get(q as usize) {
+                    if let Some(e) = io.active.as_ref().and_then(|a| a.queue_evts.get(q as usize)) {
                         let _ = e.read();
                     }
                 }
