@@ -26,7 +26,10 @@ fn connect(path: &Path) -> UnixStream {
 fn read_exact(c: &mut UnixStream, n: usize, vm: &Vm) -> Vec<u8> {
     let mut b = vec![0u8; n];
     if let Err(e) = c.read_exact(&mut b) {
-        panic!("reading {n} bytes from the agent socket: {e}\n{}", vm.describe());
+        panic!(
+            "reading {n} bytes from the agent socket: {e}\n{}",
+            vm.describe()
+        );
     }
     b
 }
@@ -170,14 +173,27 @@ fn bad_agent_sockets_fail_before_kvm() {
     let api = api.to_str().unwrap();
     for (args, want) in [
         (&["--agent", ""][..], "agent: socket is empty"),
-        (&["--agent", api, "--api-socket", api][..], "also the api_socket"),
-        (&["--agent", no_dir.to_str().unwrap()][..], "cannot listen on the agent socket"),
-        (&["--agent", file_s][..], "cannot listen on the agent socket"),
+        (
+            &["--agent", api, "--api-socket", api][..],
+            "also the api_socket",
+        ),
+        (
+            &["--agent", no_dir.to_str().unwrap()][..],
+            "cannot listen on the agent socket",
+        ),
+        (
+            &["--agent", file_s][..],
+            "cannot listen on the agent socket",
+        ),
     ] {
         let (code, err) = run(args);
         assert_ne!(code, 0, "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("KVM"), "{args:?}: fails before KVM: {err}");
     }
-    assert_eq!(fs::read(&file).unwrap(), b"keep me", "a file is never replaced");
+    assert_eq!(
+        fs::read(&file).unwrap(),
+        b"keep me",
+        "a file is never replaced"
+    );
 }

@@ -159,7 +159,10 @@ impl VirtioDevice for ConsoleDevice {
             interrupt: ctx.interrupt,
             multiport,
         };
-        if !self.worker.send(worker::Command::Activate(Box::new(active))) {
+        if !self
+            .worker
+            .send(worker::Command::Activate(Box::new(active)))
+        {
             return Err(ActivateError::Backend(io::Error::other(
                 "the virtio-console worker has ended",
             )));

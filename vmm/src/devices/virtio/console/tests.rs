@@ -72,7 +72,10 @@ fn port_state_machine_follows_the_spec_order() {
     );
     assert_eq!(c.handle(msg(1, PORT_READY, 1)), Handled::Ignored, "once");
     assert!(!c.agent_guest_open());
-    assert_eq!(c.handle(msg(1, PORT_OPEN, 1)), Handled::AgentGuestOpen(true));
+    assert_eq!(
+        c.handle(msg(1, PORT_OPEN, 1)),
+        Handled::AgentGuestOpen(true)
+    );
     assert!(c.agent_guest_open());
     // Host side closes and opens again: each is one PORT_OPEN.
     c.set_host_open(false);
@@ -80,9 +83,15 @@ fn port_state_machine_follows_the_spec_order() {
     c.set_host_open(true);
     assert_eq!(
         drain(&mut c),
-        [(msg(1, PORT_OPEN, 0), vec![]), (msg(1, PORT_OPEN, 1), vec![])]
+        [
+            (msg(1, PORT_OPEN, 0), vec![]),
+            (msg(1, PORT_OPEN, 1), vec![])
+        ]
     );
-    assert_eq!(c.handle(msg(1, PORT_OPEN, 0)), Handled::AgentGuestOpen(false));
+    assert_eq!(
+        c.handle(msg(1, PORT_OPEN, 0)),
+        Handled::AgentGuestOpen(false)
+    );
     assert!(!c.agent_guest_open());
     // Ports that do not exist, events a driver does not send.
     for bad in [
@@ -133,7 +142,10 @@ fn control_queues_carry_messages_both_ways() {
     let mut handled = Vec::new();
     process_ctrl_tx(&mem, &mut txq, &mut c, &mut handled).unwrap();
     assert_eq!(handled, [Handled::Ok, Handled::Ignored]);
-    assert_eq!((tx.used_idx(), tx.used_elem(0), tx.used_elem(1)), (2, (0, 0), (2, 0)));
+    assert_eq!(
+        (tx.used_idx(), tx.used_elem(0), tx.used_elem(1)),
+        (2, (0, 0), (2, 0))
+    );
     // Two messages owed; one buffer of 4 bytes (too small), one fine.
     assert_eq!(c.pending(), 2);
     rx.set_desc(0, desc(0x11000, 4, 2, 0));
@@ -180,7 +192,10 @@ fn port_data_is_bounded_both_ways() {
     assert_eq!(tx.used_idx(), 3, "the last chain waits");
     out.clear();
     let pass = process_port_tx(&mem, &mut txq, Some(&mut out)).unwrap();
-    assert_eq!((out.as_slice(), pass.blocked, tx.used_idx()), (&b"hello"[..], false, 4));
+    assert_eq!(
+        (out.as_slice(), pass.blocked, tx.used_idx()),
+        (&b"hello"[..], false, 4)
+    );
 
     // Host to guest: split over the buffers offered, what is left kept.
     let rx = GuestQueue::new(&mem, 0x2000, 8);
@@ -222,9 +237,15 @@ fn hostile_chains_are_queue_errors() {
         }
         let mut c = Control::new(false);
         c.handle(msg(0, DEVICE_READY, 1));
-        assert!(process_ctrl_tx(&mem, &mut dq, &mut c, &mut Vec::new()).is_err(), "{i}");
+        assert!(
+            process_ctrl_tx(&mem, &mut dq, &mut c, &mut Vec::new()).is_err(),
+            "{i}"
+        );
         let mut dq = q.queue();
-        assert!(process_port_tx(&mem, &mut dq, Some(&mut Vec::new())).is_err(), "{i}");
+        assert!(
+            process_port_tx(&mem, &mut dq, Some(&mut Vec::new())).is_err(),
+            "{i}"
+        );
         let mut dq = q.queue();
         assert!(fill_ctrl_rx(&mem, &mut dq, &mut c).is_err(), "{i}");
         let mut dq = q.queue();

@@ -265,7 +265,12 @@ pub(super) fn run(
     cmds: mpsc::Receiver<Command>,
 ) -> io::Result<()> {
     let ctl = |op, fd: RawFd, set, token| epoll.ctl(op, fd, EpollEvent::new(set, token));
-    ctl(ControlOperation::Add, cmd_evt.as_raw_fd(), EventSet::IN, CMD)?;
+    ctl(
+        ControlOperation::Add,
+        cmd_evt.as_raw_fd(),
+        EventSet::IN,
+        CMD,
+    )?;
     let lfd = io.socket.listener.as_raw_fd();
     ctl(ControlOperation::Add, lfd, EventSet::empty(), LISTENER)?;
     let mut watched: Option<(RawFd, u64)> = None;
@@ -299,7 +304,12 @@ pub(super) fn run(
                         match cmd {
                             Command::Activate(a) => {
                                 for (i, e) in a.queue_evts.iter().enumerate() {
-                                    ctl(ControlOperation::Add, e.as_raw_fd(), EventSet::IN, i as u64)?;
+                                    ctl(
+                                        ControlOperation::Add,
+                                        e.as_raw_fd(),
+                                        EventSet::IN,
+                                        i as u64,
+                                    )?;
                                 }
                                 io.ctrl = Control::new(io.socket.client.is_some());
                                 io.broken = false;
@@ -337,7 +347,11 @@ pub(super) fn run(
                     }
                 }
                 q => {
-                    if let Some(e) = io.active.as_ref().and_then(|a| a.queue_evts.get(q as usize)) {
+                    if let Some(e) = io
+                        .active
+                        .as_ref()
+                        .and_then(|a| a.queue_evts.get(q as usize))
+                    {
                         let _ = e.read();
                     }
                 }

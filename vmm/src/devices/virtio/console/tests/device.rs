@@ -88,7 +88,9 @@ impl<'a> Driver<'a> {
     fn send(&mut self, q: usize, data: &[u8]) {
         let slot = self.next[q] % QSIZE;
         self.next[q] += 1;
-        self.mem.write_slice(data, GuestAddress(buf(q, slot))).unwrap();
+        self.mem
+            .write_slice(data, GuestAddress(buf(q, slot)))
+            .unwrap();
         self.queues[q].set_desc(slot, desc(buf(q, slot), data.len() as u32, 0, 0));
         self.queues[q].push_avail(slot);
         self.notify(q);
@@ -192,7 +194,10 @@ fn agent_port_joins_guest_and_client() {
     d.control(1, PORT_OPEN, 1);
     d.send(PORT1_TX, b"lost");
     assert!(wait_for(|| d.queues[PORT1_TX].used_idx() == 1));
-    assert!(d.control_msgs(1).is_empty(), "no PORT_OPEN without a client");
+    assert!(
+        d.control_msgs(1).is_empty(),
+        "no PORT_OPEN without a client"
+    );
 
     let mut client = UnixStream::connect(&path).unwrap();
     assert_eq!(d.control_msgs(1)[0].0, msg(1, PORT_OPEN, 1));
@@ -300,7 +305,8 @@ fn without_multiport_only_the_console_port_exists() {
     assert!(wait_for(|| d.queues[PORT0_TX].used_idx() == 1));
     // A client may connect; nothing reaches it.
     let mut c = UnixStream::connect(&path).unwrap();
-    c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     assert!(c.read(&mut [0u8; 8]).is_err());
     drop(d);
     let _ = std::fs::remove_file(&path);
