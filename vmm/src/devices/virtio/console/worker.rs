@@ -186,12 +186,21 @@ impl Io {
         true
     }
 
+    /// Only while the bytes can go somewhere: a device not activated or
+    /// broken, or a port the guest has not opened, leaves them in the
+    /// socket (level-triggered: wanting them then would spin).
     fn wants_client_input(&self) -> bool {
-        self.socket.client.is_some() && self.ctrl.agent_guest_open() && self.rx.len() < RX_MAX
+        self.socket.client.is_some()
+            && self.active.is_some()
+            && !self.broken
+            && self.ctrl.agent_guest_open()
+            && self.rx.len() < RX_MAX
     }
 
     /// One pass over the queues and the socket.
     pub(super) fn service(&mut self) {
+        // What waits for the client goes whatever the device's state.
+        self.flush();
         if self.broken || self.active.is_none() {
             return;
         }
