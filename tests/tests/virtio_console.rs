@@ -5,7 +5,8 @@
 //! `--agent` socket, as kilnd's qemu-ga client is: the exact bytes both
 //! ways, and the host side's PORT_OPEN on each connect and disconnect. A
 //! guest that never reads makes kiln-vmm stop reading the socket, and the
-//! VMM still answers its control API. Bad `--agent` paths fail before KVM.
+//! VMM still answers its control API. The socket comes back after a reset
+//! in place. Bad `--agent` paths fail before KVM.
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
@@ -149,6 +150,35 @@ fn a_guest_that_never_reads_stalls_only_the_socket() {
     assert!(second.read(&mut b).is_err(), "the second client waits");
     assert!(vm.try_status().is_none(), "{}", vm.describe());
     assert!(!vm.serial().contains("FAIL"), "{}", vm.describe());
+}
+
+/// `PUT /v1/vm/reset` restarts kiln-vmm in place: the client of the old
+/// device sees the socket close, the new one listens on the same path, and
+/// the guest's new driver hears the host side open when a client connects.
+#[test]
+fn the_agent_socket_survives_a_reset_in_place() {
+    if !kvm_available("the_agent_socket_survives_a_reset_in_place") {
+        return;
+    }
+    let dir = ScratchDir::new("agent-reset").expect("scratch dir");
+    let sock = dir.path().join("qga.sock");
+    let spec = VmSpec::new(probe("virtio_console")).args(["--agent", sock.to_str().unwrap()]);
+    let mut vm = Vm::start(&spec);
+    vm.wait_serial_line("virtio-console: opened port 1", TIMEOUT);
+    let mut c = connect(&sock);
+    wait_count(&mut vm, "virtio-console: host side open", 1);
+    assert_eq!(vm.put("reset").unwrap(), 204);
+    let mut b = [0u8; 1];
+    assert_eq!(c.read(&mut b).unwrap_or(0), 0, "the old client sees EOF");
+    wait_count(&mut vm, "virtio-console: opened port 1", 2);
+    vm.wait_api(TIMEOUT);
+    let mut c = connect(&sock);
+    wait_count(&mut vm, "virtio-console: host side open", 2);
+    c.write_all(b"{\"execute\":\"guest-ping\"}\n").unwrap();
+    assert_eq!(read_exact(&mut c, 15, &vm), b"{\"return\": {}}\n");
+    c.write_all(b"quit\n").unwrap();
+    assert_eq!(read_exact(&mut c, 4, &vm), b"bye\n");
+    assert_eq!(vm.wait_exit_code(TIMEOUT), 0, "{}", vm.describe());
 }
 
 #[test]
