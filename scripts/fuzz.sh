@@ -3,6 +3,7 @@
 #   kiln-block: qcow2_open (headers and tables of hostile qcow2 files)
 #   kiln-vmm:   virtio_chain (descriptor chains), virtio_blk_request (headers),
 #               virtio_net_ctrl (virtio-net control-queue commands),
+#               virtio_console_ctrl (virtio-console control messages, ports),
 #               vga_registers (the VGA's ports, VBE, memory window, BAR 2)
 # KILN_FUZZ_SECS sets the time per target (default 45). A crash fails the
 # run and leaves its input under the fuzz crate's artifacts/.
@@ -21,7 +22,7 @@ fi
 
 "$root/vmm/block/fuzz/run.sh" "$secs"
 cd "$root/vmm/fuzz"
-for target in virtio_chain virtio_blk_request virtio_net_ctrl vga_registers; do
+for target in virtio_chain virtio_blk_request virtio_net_ctrl virtio_console_ctrl vga_registers; do
     mkdir -p "corpus/$target"
     cargo +nightly fuzz run "$target" "corpus/$target" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10

@@ -66,6 +66,21 @@ pub struct VmConfig {
     /// swtpm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<TpmConfig>,
+    /// The guest agent channel: a virtio-console port named
+    /// `org.qemu.guest_agent.0` joined to a unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentConfig>,
+}
+
+/// The guest agent channel (QEMU's `-chardev socket,server=on,wait=off`
+/// with `virtserialport name=org.qemu.guest_agent.0`): kiln-vmm listens on
+/// `socket` (replacing a stale socket file there), one client at a time (a
+/// second waits in the listen backlog until the first leaves); bytes pass
+/// both ways between the client and the guest's port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub socket: String,
 }
 
 /// The guest's display.

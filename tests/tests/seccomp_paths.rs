@@ -195,8 +195,9 @@ fn write_again_after_a_reset_in_place() {
 
 /// Every thread of a running kiln-vmm runs under a filter, in kill mode:
 /// the main thread (control loop), the vCPU, the RTC timer, the legacy
-/// INTx resampler and the disk's worker (started from the vCPU thread when
-/// SeaBIOS activated the disk, so it carries the vCPU filter and its own).
+/// INTx resampler, the disk's worker (started from the vCPU thread when
+/// SeaBIOS activated the disk, so it carries the vCPU filter and its own)
+/// and the guest agent's virtio-console worker.
 /// With `seccomp::tests` showing that each filter kills on a call outside
 /// it (openat among them), every thread kind dies on a forbidden call.
 #[test]
@@ -213,8 +214,18 @@ fn every_thread_of_a_running_vmm_is_filtered() {
     let disk_arg = format!("path={},format=raw,transitional=on", img.display());
     let vnc = dir.path().join("vnc.sock");
     let vnc = vnc.to_str().unwrap();
-    let mut vm =
-        Vm::start(&VmSpec::seabios().args(["--disk", &disk_arg, "--display", "vga", "--vnc", vnc]));
+    let agent = dir.path().join("qga.sock");
+    let agent = agent.to_str().unwrap();
+    let mut vm = Vm::start(&VmSpec::seabios().args([
+        "--disk",
+        &disk_arg,
+        "--display",
+        "vga",
+        "--vnc",
+        vnc,
+        "--agent",
+        agent,
+    ]));
     let out = vm.wait_serial("KILNHOLD", Duration::from_secs(120));
     let pid = vm.pid();
     let mut threads = Vec::new();
@@ -254,4 +265,9 @@ fn every_thread_of_a_running_vmm_is_filtered() {
     assert_eq!(filters("intx-resample"), "1", "{ctx}");
     assert_eq!(filters("virtio-blk0-io"), "2", "{ctx}");
     assert_eq!(filters("vnc"), "1", "{ctx}");
+    // The virtio-console's worker starts with the device, from the main
+    // thread: its own filter only (a vCPU's would forbid accept4). Its
+    // paths (accept, the client's bytes both ways, a full socket) run
+    // under it in `virtio_console.rs`.
+    assert_eq!(filters("virtio-console"), "1", "{ctx}");
 }

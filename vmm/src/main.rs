@@ -174,6 +174,9 @@ fn main() {
     for path in ctl.socket_paths().iter().chain(&vnc_path) {
         let _ = std::fs::remove_file(path);
     }
+    if let Some(a) = &config.agent {
+        let _ = std::fs::remove_file(&a.socket);
+    }
     match outcome {
         Outcome::Ended(reason) => {
             let code = reason.exit_code();

@@ -72,6 +72,9 @@ pub enum ThreadKind {
     Vcpu,
     /// A virtio device's queue worker.
     Worker,
+    /// The virtio-console's worker: a worker that also serves the agent
+    /// socket (accept, send, receive, its epoll interest).
+    AgentWorker,
     /// The VNC server (`--vnc`): its viewers' sockets, rendering, and the
     /// framebuffer's dirty log.
     Vnc,
@@ -83,6 +86,7 @@ impl std::fmt::Display for ThreadKind {
             ThreadKind::Vmm => "vmm",
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::Worker => "virtio worker",
+            ThreadKind::AgentWorker => "virtio-console worker",
             ThreadKind::Vnc => "vnc",
         })
     }
@@ -141,6 +145,9 @@ struct WorkerThreads;
 impl crate::devices::ThreadStart for WorkerThreads {
     fn thread_start(&self) -> Result<(), String> {
         apply(ThreadKind::Worker).map_err(|e| e.report())
+    }
+    fn socket_thread_start(&self) -> Result<(), String> {
+        apply(ThreadKind::AgentWorker).map_err(|e| e.report())
     }
 }
 
@@ -325,6 +332,14 @@ const VNC: &[libc::c_long] = &[
     libc::SYS_shutdown,
 ];
 
+/// The virtio-console worker's socket calls besides BASE and WORKER.
+const AGENT: &[libc::c_long] = &[
+    libc::SYS_accept4,
+    libc::SYS_sendto,
+    libc::SYS_recvfrom,
+    libc::SYS_epoll_ctl,
+];
+
 /// `ioctl(FIONBIO)`: how std makes a socket non-blocking.
 const FIONBIO: u64 = libc::FIONBIO;
 /// `KVM_GET_DIRTY_LOG` (`_IOW(KVMIO, 0x42, struct kvm_dirty_log)`).
@@ -426,6 +441,13 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
     // the threads they start.
     if kind == ThreadKind::Worker {
         allow_arg(&mut r, libc::SYS_ioctl, 1, &[TUNSETQUEUE])?;
+        return Ok(r);
+    }
+    // The virtio-console's worker: accept the agent client, make its
+    // socket non-blocking, talk to it, change what epoll watches.
+    if kind == ThreadKind::AgentWorker {
+        allow(&mut r, AGENT);
+        allow_arg(&mut r, libc::SYS_ioctl, 1, &[FIONBIO])?;
         return Ok(r);
     }
     // The VNC server: accept viewers, make their sockets non-blocking,
@@ -644,6 +666,7 @@ mod tests {
             ThreadKind::Vmm,
             ThreadKind::Vcpu,
             ThreadKind::Worker,
+            ThreadKind::AgentWorker,
             ThreadKind::Vnc,
         ] {
             for mode in [SeccompMode::Kill, SeccompMode::Log] {
@@ -682,6 +705,27 @@ mod tests {
             assert!(!vnc.contains_key(&call), "{call}");
         }
         assert!(vnc.contains_key(&libc::SYS_accept4));
+        // The virtio-console worker: a worker's calls and its agent
+        // client's socket; one ioctl (FIONBIO); no files, threads or
+        // sockets of its own.
+        let agent = rules(ThreadKind::AgentWorker).unwrap();
+        assert!(worker.keys().all(|k| agent.contains_key(k)));
+        assert!(agent.keys().all(|k| vmm.contains_key(k)));
+        assert_eq!(agent.get(&libc::SYS_ioctl).map(Vec::len), Some(1));
+        for call in [
+            libc::SYS_openat,
+            libc::SYS_open,
+            libc::SYS_socket,
+            libc::SYS_connect,
+            libc::SYS_clone3,
+            libc::SYS_execve,
+        ] {
+            assert!(!agent.contains_key(&call), "{call}");
+        }
+        for call in [libc::SYS_accept4, libc::SYS_recvfrom, libc::SYS_sendto] {
+            assert!(agent.contains_key(&call), "{call}");
+            assert!(!worker.contains_key(&call), "{call}");
+        }
         // Only the main thread connects to swtpm and makes its data
         // channel; a vCPU thread only reads and writes that channel.
         assert!(vmm.contains_key(&libc::SYS_connect));

@@ -87,6 +87,9 @@ pub struct Args {
     /// A TPM 2.0 (CRB) backed by swtpm: socket=PATH, swtpm's control socket.
     #[arg(long, value_name = "socket=PATH", value_parser = cli::parse_tpm)]
     pub tpm: Option<kiln_api::vm::TpmConfig>,
+    /// The guest agent channel: a virtio-console port named org.qemu.guest_agent.0, served on this unix socket.
+    #[arg(long, value_name = "PATH")]
+    pub agent: Option<String>,
     /// Hyper-V enlightenments for a Windows guest (the set Nova uses for os_type=windows).
     #[arg(long)]
     pub hyperv: bool,
@@ -213,6 +216,10 @@ impl Args {
                     vnc: self.vnc.clone(),
                 }),
                 tpm: self.tpm.clone(),
+                agent: self
+                    .agent
+                    .clone()
+                    .map(|socket| kiln_api::vm::AgentConfig { socket }),
             },
         };
         validate(&cfg)?;
@@ -256,6 +263,25 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
     }
     if cfg.tpm.as_ref().is_some_and(|t| t.socket.is_empty()) {
         return bad("tpm: socket is empty: give swtpm's control socket".into());
+    }
+    if let Some(a) = &cfg.agent {
+        if a.socket.is_empty() {
+            return bad("agent: socket is empty: give a path for the agent socket".into());
+        }
+        let others = [
+            ("api_socket", cfg.api_socket.as_deref()),
+            ("serial.socket", cfg.serial.socket.as_deref()),
+            (
+                "display.vnc",
+                cfg.display.as_ref().and_then(|d| d.vnc.as_deref()),
+            ),
+        ];
+        if let Some((name, _)) = others.iter().find(|(_, p)| *p == Some(a.socket.as_str())) {
+            return bad(format!(
+                "agent: socket {} is also the {name}: give each socket its own path",
+                a.socket
+            ));
+        }
     }
     Ok(())
 }
@@ -685,5 +711,31 @@ mod tests {
         let e = check_host(&c).unwrap_err().to_string();
         assert!(e.contains("not a unix socket"), "{e}");
         std::fs::remove_file(&file).unwrap();
+    }
+
+    #[test]
+    fn agent_flag_and_its_checks() {
+        let parse = |extra: &[&str]| {
+            let mut a = vec!["kiln-vmm", "--kernel", "/k", "--api-socket", "/run/api"];
+            a.extend_from_slice(extra);
+            Args::parse_from(a).vm_config().map_err(|e| e.to_string())
+        };
+        let c = parse(&["--agent", "/run/qga.sock"]).unwrap();
+        assert_eq!(c.agent.as_ref().unwrap().socket, "/run/qga.sock");
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            json.contains(r#""agent":{"socket":"/run/qga.sock"}"#),
+            "{json}"
+        );
+        assert!(!serde_json::to_string(&parse(&[]).unwrap())
+            .unwrap()
+            .contains("agent"));
+        let e = parse(&["--agent", ""]).unwrap_err();
+        assert!(e.contains("agent: socket is empty"), "{e}");
+        let e = parse(&["--agent", "/run/api"]).unwrap_err();
+        assert!(e.contains("also the api_socket"), "{e}");
+        let bad: Result<kiln_api::vm::AgentConfig, _> =
+            serde_json::from_str(r#"{"socket":"/s","port":1}"#);
+        assert!(bad.is_err(), "unknown fields are refused");
     }
 }

@@ -31,6 +31,11 @@ pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
 pub trait ThreadStart: Send + Sync {
     /// Set up the calling thread; an error stops the thread.
     fn thread_start(&self) -> Result<(), String>;
+    /// Set up a device thread that also serves a unix socket (the
+    /// virtio-console's agent port): accept, send, receive.
+    fn socket_thread_start(&self) -> Result<(), String> {
+        self.thread_start()
+    }
 }
 
 static THREAD_START: OnceLock<Box<dyn ThreadStart>> = OnceLock::new();
@@ -45,6 +50,13 @@ pub fn set_thread_start(hook: Box<dyn ThreadStart>) {
 /// Run the [`ThreadStart`] hook on the calling thread.
 pub fn thread_start() -> Result<(), String> {
     THREAD_START.get().map_or(Ok(()), |h| h.thread_start())
+}
+
+/// Run the [`ThreadStart`] socket hook on the calling thread.
+pub fn socket_thread_start() -> Result<(), String> {
+    THREAD_START
+        .get()
+        .map_or(Ok(()), |h| h.socket_thread_start())
 }
 
 /// An interrupt line (an irqfd on a GSI, or an MSI vector).

@@ -94,6 +94,12 @@ pub enum WiringError {
     Bus(#[source] BusError),
     #[error("starting the entropy device")]
     Rng(#[source] std::io::Error),
+    #[error("cannot listen on the agent socket {path}")]
+    Agent {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("registering the INTx irqfd of GSI {gsi}")]
     Intx {
         gsi: u32,

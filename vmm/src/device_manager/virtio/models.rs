@@ -8,11 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_api::control::LinkState;
-use kiln_api::vm::{DiskConfig, NetConfig};
+use kiln_api::vm::{AgentConfig, DiskConfig, NetConfig};
 use kiln_block::{open_disk_chain, BackingFile, OpenOptions};
 
 use super::WiringError;
 use crate::devices::virtio::block::{BlockDevice, BlockOptions};
+use crate::devices::virtio::console::ConsoleDevice;
 use crate::devices::virtio::net::{NetDevice, NetLink, MAX_QUEUE_PAIRS};
 use crate::devices::virtio::rng::RngDevice;
 use crate::devices::virtio::VirtioDevice;
@@ -20,7 +21,8 @@ use crate::disks::{ClosableDisk, DiskSet};
 use crate::net::tap::Tap;
 use crate::net::MacAddr;
 
-/// The models, in PCI slot order: disks, NICs, entropy.
+/// The models, in PCI slot order: disks, NICs, entropy, the agent's
+/// console.
 pub struct VirtioModels {
     /// (model, transitional)
     pub(super) models: Vec<(Box<dyn VirtioDevice>, bool)>,
@@ -61,6 +63,21 @@ impl VirtioModels {
             links,
             disks: disk_set,
         })
+    }
+
+    /// The guest agent channel (a virtio-console), listening on its socket
+    /// (a stale socket file there is replaced) before KVM is touched.
+    pub fn add_agent(&mut self, agent: Option<&AgentConfig>) -> Result<(), WiringError> {
+        let Some(a) = agent else { return Ok(()) };
+        let err = |source| WiringError::Agent {
+            path: a.socket.clone(),
+            source,
+        };
+        let (listener, _) = crate::controller::bind(&a.socket).map_err(err)?;
+        let dev = ConsoleDevice::new(listener).map_err(err)?;
+        log::info!("virtio-console: guest agent port on {}", a.socket);
+        self.models.push((Box::new(dev), false));
+        Ok(())
     }
 }
 

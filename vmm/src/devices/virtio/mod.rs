@@ -1,4 +1,4 @@
-//! virtio 1.x devices on PCI: block, net and entropy.
+//! virtio 1.x devices on PCI: block, net, entropy and console.
 //!
 //! How the parts fit:
 //! - [`transport`]: the virtio-pci "modern" function. Its BAR 0 holds the
@@ -19,7 +19,7 @@
 //!   device keeps (virtio-blk does), so a request copies no chain.
 //! - [`worker`]: a thread per activated device, woken by the queue
 //!   eventfds (which KVM signals straight from the guest's notify write).
-//! - [`block`], [`net`], [`rng`]: the devices. Request handling is a plain
+//! - [`block`], [`net`], [`rng`], [`console`]: the devices. Request handling is a plain
 //!   function of (memory, queue, backend), tested without a thread.
 //! - [`rate_limiter`]: token buckets (bytes/s and ops/s).
 //! - [`cli`]: the `--disk`, `--net` flag parsers.
@@ -28,6 +28,7 @@
 
 pub mod block;
 pub mod chain;
+pub mod console;
 pub mod msix;
 pub mod net;
 pub mod queue;
@@ -49,6 +50,7 @@ pub use transport::{VirtioInterrupt, VirtioPciDevice};
 /// Device types (virtio 1.2, 5).
 pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
+pub const TYPE_CONSOLE: u32 = 3;
 pub const TYPE_RNG: u32 = 4;
 
 /// Feature bits common to all devices.
