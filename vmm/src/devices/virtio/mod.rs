@@ -19,7 +19,7 @@
 //!   device keeps (virtio-blk does), so a request copies no chain.
 //! - [`worker`]: a thread per activated device, woken by the queue
 //!   eventfds (which KVM signals straight from the guest's notify write).
-//! - [`block`], [`net`], [`rng`]: the devices. Request handling is a plain
+//! - [`block`], [`net`], [`rng`], [`input`] (a tablet): the devices. Request handling is a plain
 //!   function of (memory, queue, backend), tested without a thread.
 //! - [`rate_limiter`]: token buckets (bytes/s and ops/s).
 //! - [`cli`]: the `--disk`, `--net` flag parsers.
@@ -28,6 +28,7 @@
 
 pub mod block;
 pub mod chain;
+pub mod input;
 pub mod msix;
 pub mod net;
 pub mod queue;
