@@ -99,11 +99,14 @@ impl Vm {
         let t0 = Instant::now();
         // Disks and taps first: one that cannot be opened fails the VM
         // before /dev/kvm is.
-        let models = VirtioModels::open(
+        let mut models = VirtioModels::open(
             &config.disks,
             &config.nets,
             config.rng.then_some(config.rng_transitional),
         )?;
+        if config.display.as_ref().is_some_and(|d| d.tablet) {
+            models.add_tablet()?;
+        }
         let display_rom = crate::device_manager::display::open_rom(config)?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let fd = kvm.create_vm().map_err(kvm_op("create a VM"))?;

@@ -94,6 +94,8 @@ pub enum WiringError {
     Bus(#[source] BusError),
     #[error("starting the entropy device")]
     Rng(#[source] std::io::Error),
+    #[error("making the tablet's eventfd")]
+    Input(#[source] std::io::Error),
     #[error("registering the INTx irqfd of GSI {gsi}")]
     Intx {
         gsi: u32,
@@ -209,6 +211,8 @@ pub struct VirtioDevices {
     /// Every disk, as its device serves it: the main thread closes them
     /// when the VMM ends (`disks.rs`).
     pub disks: DiskSet,
+    /// The virtio-input tablet's host handle (VNC pointer events).
+    pub tablet: Option<crate::devices::virtio::input::Tablet>,
     _router: Option<Arc<MsiRouter>>,
     /// Transitional devices' INTx resampling thread.
     _intx: Option<legacy::IntxResampler>,
@@ -242,12 +246,14 @@ pub(super) fn attach(
         models,
         links,
         disks,
+        tablet,
     } = models;
     if models.is_empty() {
         return Ok(VirtioDevices {
             devices: Vec::new(),
             nets: Vec::new(),
             disks,
+            tablet,
             _router: None,
             _intx: None,
         });
@@ -278,6 +284,7 @@ pub(super) fn attach(
         devices,
         nets: links.into_iter().map(|(_, l)| l).collect(),
         disks,
+        tablet,
         _router: Some(w.router),
         _intx: match w.intx.is_empty() {
             true => None,

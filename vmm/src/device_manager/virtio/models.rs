@@ -13,6 +13,7 @@ use kiln_block::{open_disk_chain, BackingFile, OpenOptions};
 
 use super::WiringError;
 use crate::devices::virtio::block::{BlockDevice, BlockOptions};
+use crate::devices::virtio::input::{InputDevice, Tablet};
 use crate::devices::virtio::net::{NetDevice, NetLink, MAX_QUEUE_PAIRS};
 use crate::devices::virtio::rng::RngDevice;
 use crate::devices::virtio::VirtioDevice;
@@ -29,6 +30,8 @@ pub struct VirtioModels {
     /// Every disk, as its device serves it: the main thread closes them
     /// when the VMM ends (`disks.rs`).
     pub(super) disks: DiskSet,
+    /// The tablet's host handle, when the VM has one ([`Self::add_tablet`]).
+    pub(super) tablet: Option<Tablet>,
 }
 
 impl VirtioModels {
@@ -60,7 +63,17 @@ impl VirtioModels {
             models,
             links,
             disks: disk_set,
+            tablet: None,
         })
+    }
+
+    /// Add a virtio-input tablet after the other models (their slots stay
+    /// where they are without one).
+    pub fn add_tablet(&mut self) -> Result<(), WiringError> {
+        let (dev, tablet) = InputDevice::tablet().map_err(WiringError::Input)?;
+        self.models.push((Box::new(dev), false));
+        self.tablet = Some(tablet);
+        Ok(())
     }
 }
 
