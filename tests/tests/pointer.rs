@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use kiln_tests::rfb::{Viewer, ENC_RAW};
-use kiln_tests::{kvm_available, probe, ScratchDir, Vm, VmSpec};
+use kiln_tests::{api, kvm_available, probe, ScratchDir, Vm, VmSpec};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -155,8 +155,39 @@ fn vnc_pointer_events_reach_the_ps2_mouse_and_the_tablet() {
         want.push([0x0a, d as u8, 0, 0]);
         left -= d;
     }
-    expect(&mut vm, "mouse: packet ", m, &packets(&want));
-    expect(&mut vm, "tablet: event ", t, &report(32767, sy(200), &[]));
+    m = expect(&mut vm, "mouse: packet ", m, &packets(&want));
+    t = expect(&mut vm, "tablet: event ", t, &report(32767, sy(200), &[]));
+
+    // The control API's pointer: bad bodies refused whole, nothing moved.
+    let sock = vm.api_socket.clone().unwrap();
+    for (body, why) in [
+        (r#"{"x":1,"y":2,"buttons":99}"#, "button mask"),
+        (r#"{"x":-1,"y":2}"#, "body must be"),
+        (r#"{"x":70000,"y":2}"#, "body must be"),
+        (r#"{"x":1,"y":2,"z":3}"#, "unknown field"),
+        (r#"{"y":2}"#, "missing field"),
+    ] {
+        let (status, answer) = api::post_json(&sock, "/v1/vm/pointer", body).unwrap();
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.contains(why), "{body}: {answer}");
+    }
+    let (status, _) = api::request(&sock, "GET", "/v1/vm/pointer").unwrap();
+    assert_eq!(status, 405);
+    // Its own last position: the first request moves nothing.
+    let (status, answer) = api::post_json(&sock, "/v1/vm/pointer", r#"{"x":10,"y":20}"#).unwrap();
+    assert_eq!(status, 204, "{answer}");
+    let (status, answer) =
+        api::post_json(&sock, "/v1/vm/pointer", r#"{"x":20,"y":10,"buttons":1}"#).unwrap();
+    assert_eq!(status, 204, "{answer}");
+    expect(
+        &mut vm,
+        "mouse: packet ",
+        m,
+        &packets(&[[0x08, 0, 0, 0], [0x09, 10, 10, 0]]),
+    );
+    let mut want = report(sx(10), sy(20), &[(KEY, 0x111, 0)]);
+    want.extend(report(sx(20), sy(10), &[(KEY, 0x110, 1)]));
+    expect(&mut vm, "tablet: event ", t, &want);
 }
 
 #[test]
