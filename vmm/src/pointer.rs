@@ -32,7 +32,10 @@ pub struct Pointer {
 
 /// Pixel `v` of an axis `len` pixels long on the tablet's 0..=ABS_MAX.
 pub fn scale(v: u16, len: usize) -> u32 {
-    let last = len.saturating_sub(1).max(1) as u64;
+    let last = match len.checked_sub(1) {
+        Some(l) if l > 0 => l as u64,
+        _ => return 0,
+    };
     let v = u64::from(v).min(last);
     (v * u64::from(ABS_MAX) / last) as u32
 }
