@@ -91,6 +91,21 @@ fn vnc_pointer_events_reach_the_ps2_mouse_and_the_tablet() {
         "tablet: x 0..32767",
         "tablet: y 0..32767",
     ]);
+    // The tablet's worker runs under its seccomp filter (mode 2).
+    let worker = std::fs::read_dir(format!("/proc/{}/task", vm.pid()))
+        .unwrap()
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).unwrap_or_default() == "virtio-input\n"
+        })
+        .expect("a virtio-input worker thread");
+    let status = std::fs::read_to_string(worker.path().join("status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+        "{status}"
+    );
     let mut v = Viewer::connect(&dir.path().join("vnc.sock"), &[ENC_RAW]).unwrap();
     let (w, h) = (v.width as u32, v.height as u32);
     assert!(w > 300 && h > 300, "{w}x{h}");
