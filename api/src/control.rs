@@ -494,4 +494,34 @@ mod tests {
         );
         assert!(Request::parse("POST", "/v1/vm/keys", br#"{"keys":["ret"]}"#).is_ok());
     }
+
+    #[test]
+    fn pointer_bodies_are_checked() {
+        let p = |m: &str, body: &str| Request::parse(m, "/v1/vm/pointer", body.as_bytes());
+        assert_eq!(
+            p("POST", r#"{"x":3,"y":4,"buttons":5}"#),
+            Ok(Request::Pointer(PointerRequest {
+                x: 3,
+                y: 4,
+                buttons: 5
+            }))
+        );
+        let req = Request::Pointer(PointerRequest {
+            x: 1,
+            y: 2,
+            buttons: 0,
+        });
+        let body = String::from_utf8(req.body().unwrap()).unwrap();
+        assert_eq!(p(req.method(), &body), Ok(req.clone()));
+        assert_eq!(req.path(), "/v1/vm/pointer");
+        for bad in [
+            r#"{"x":1,"y":2,"buttons":32}"#,
+            r#"{"x":1}"#,
+            "",
+            r#"{"x":1,"y":2,"w":1}"#,
+        ] {
+            assert_eq!(p("POST", bad).unwrap_err().status, 400, "{bad}");
+        }
+        assert_eq!(p("PUT", r#"{"x":1,"y":2}"#).unwrap_err().status, 405);
+    }
 }
