@@ -13,6 +13,7 @@
 //! | `GET /v1/vm/screenshot` |        | 200 `image/png`: the display's picture now (404 without a display) |
 //! | `GET /v1/vm/screen`    |         | [`ScreenInfo`]: the display's mode, and text mode's characters |
 //! | `POST /v1/vm/keys`     | [`KeysRequest`] | 204 once every key was pressed and released on the PS/2 keyboard |
+//! | `POST /v1/vm/pointer`  | [`PointerRequest`] | 204: the pointer moved (PS/2 mouse, tablet), as a VNC viewer's would |
 //!
 //! Errors answer 4xx/5xx with an [`ErrorBody`].
 //!
@@ -217,6 +218,25 @@ pub struct ScreenInfo {
     pub text: Option<Vec<String>>,
 }
 
+/// `POST /v1/vm/pointer`: the pointer is at (`x`, `y`), in pixels of
+/// the current screen, holding `buttons` (RFB's mask: 1 left, 2 middle, 4
+/// right, 8 and 16 the wheel up and down), as a VNC viewer's
+/// PointerEvent: the tablet gets the position, the PS/2 mouse the motion
+/// since the last such request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointerRequest {
+    pub x: u16,
+    pub y: u16,
+    #[serde(default)]
+    pub buttons: u8,
+}
+
+impl PointerRequest {
+    /// The RFB mask has five buttons.
+    pub const MAX_BUTTONS: u8 = 0x1f;
+}
+
 /// A control request, as the table above lists them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -241,6 +261,8 @@ pub enum Request {
     Screen,
     /// `POST /v1/vm/keys`: types on the keyboard.
     Keys(KeysRequest),
+    /// `POST /v1/vm/pointer`: moves the pointer.
+    Pointer(PointerRequest),
 }
 
 /// A request kiln-vmm refuses before acting: the HTTP status (400, 404,
@@ -261,7 +283,7 @@ impl Request {
     pub fn method(&self) -> &'static str {
         match self {
             Request::Info | Request::Screenshot | Request::Screen => "GET",
-            Request::Keys(_) => "POST",
+            Request::Keys(_) | Request::Pointer(_) => "POST",
             _ => "PUT",
         }
     }
@@ -278,6 +300,7 @@ impl Request {
             Request::Screenshot => "/v1/vm/screenshot".to_string(),
             Request::Screen => "/v1/vm/screen".to_string(),
             Request::Keys(_) => "/v1/vm/keys".to_string(),
+            Request::Pointer(_) => "/v1/vm/pointer".to_string(),
         }
     }
 
@@ -288,6 +311,7 @@ impl Request {
                 Some(serde_json::to_vec(&NetUpdate { link: *link }).expect("NetUpdate serializes"))
             }
             Request::Keys(k) => Some(serde_json::to_vec(k).expect("KeysRequest serializes")),
+            Request::Pointer(p) => Some(serde_json::to_vec(p).expect("PointerRequest serializes")),
             _ => None,
         }
     }
@@ -301,6 +325,9 @@ impl Request {
         }
         if path == "/v1/vm/keys" {
             return Request::parse_keys(method, path, body);
+        }
+        if path == "/v1/vm/pointer" {
+            return Request::parse_pointer(method, path, body);
         }
         let action = match path {
             "/v1/vm" | "/v1/vm/screenshot" | "/v1/vm/screen" => {
@@ -350,6 +377,34 @@ impl Request {
         })?;
         keys.check().map_err(|m| Refused::new(400, m))?;
         Ok(Request::Keys(keys))
+    }
+
+    /// `POST /v1/vm/pointer`.
+    fn parse_pointer(method: &str, path: &str, body: &[u8]) -> Result<Request, Refused> {
+        if method != "POST" {
+            return Err(Refused::new(
+                405,
+                format!("{method} is not allowed on {path}; use POST"),
+            ));
+        }
+        let p: PointerRequest = serde_json::from_slice(body).map_err(|e| {
+            Refused::new(
+                400,
+                format!(
+                    "body must be {{\"x\": 0..65535, \"y\": 0..65535, \"buttons\": 0..31}}: {e}"
+                ),
+            )
+        })?;
+        if p.buttons > PointerRequest::MAX_BUTTONS {
+            return Err(Refused::new(
+                400,
+                format!(
+                    "buttons {} is not a button mask: 1 left, 2 middle, 4 right, 8 wheel up, 16 wheel down (0..31)",
+                    p.buttons
+                ),
+            ));
+        }
+        Ok(Request::Pointer(p))
     }
 
     /// `PUT /v1/vm/net/{index}` (`path` without query or trailing `/`).
@@ -438,5 +493,35 @@ mod tests {
             405
         );
         assert!(Request::parse("POST", "/v1/vm/keys", br#"{"keys":["ret"]}"#).is_ok());
+    }
+
+    #[test]
+    fn pointer_bodies_are_checked() {
+        let p = |m: &str, body: &str| Request::parse(m, "/v1/vm/pointer", body.as_bytes());
+        assert_eq!(
+            p("POST", r#"{"x":3,"y":4,"buttons":5}"#),
+            Ok(Request::Pointer(PointerRequest {
+                x: 3,
+                y: 4,
+                buttons: 5
+            }))
+        );
+        let req = Request::Pointer(PointerRequest {
+            x: 1,
+            y: 2,
+            buttons: 0,
+        });
+        let body = String::from_utf8(req.body().unwrap()).unwrap();
+        assert_eq!(p(req.method(), &body), Ok(req.clone()));
+        assert_eq!(req.path(), "/v1/vm/pointer");
+        for bad in [
+            r#"{"x":1,"y":2,"buttons":32}"#,
+            r#"{"x":1}"#,
+            "",
+            r#"{"x":1,"y":2,"w":1}"#,
+        ] {
+            assert_eq!(p("POST", bad).unwrap_err().status, 400, "{bad}");
+        }
+        assert_eq!(p("PUT", r#"{"x":1,"y":2}"#).unwrap_err().status, 405);
     }
 }

@@ -84,7 +84,7 @@ pub struct AgentConfig {
 }
 
 /// The guest's display.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DisplayConfig {
     #[serde(default)]
@@ -97,6 +97,25 @@ pub struct DisplayConfig {
     /// file's mode is the access control) on this unix socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vnc: Option<String>,
+    /// An absolute pointer (a virtio-input tablet) beside the PS/2 mouse,
+    /// so that a viewer's cursor and the guest's agree. On by default.
+    #[serde(default = "default_true")]
+    pub tablet: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for DisplayConfig {
+    fn default() -> Self {
+        DisplayConfig {
+            device: DisplayDevice::default(),
+            rom: None,
+            vnc: None,
+            tablet: true,
+        }
+    }
 }
 
 /// The display devices kiln-vmm has.

@@ -168,6 +168,15 @@ impl Viewer {
         self.stream.write_all(&m)
     }
 
+    /// RFB PointerEvent: at (`x`, `y`) with button `mask` (bit 0 left,
+    /// 1 middle, 2 right, 3 and 4 the wheel up and down).
+    pub fn pointer(&mut self, x: u16, y: u16, mask: u8) -> io::Result<()> {
+        let mut m = vec![5, mask];
+        m.extend_from_slice(&x.to_be_bytes());
+        m.extend_from_slice(&y.to_be_bytes());
+        self.stream.write_all(&m)
+    }
+
     pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
         let at = (y * self.width + x) * 3;
         [self.rgb[at], self.rgb[at + 1], self.rgb[at + 2]]

@@ -74,6 +74,8 @@ pub struct Controller {
     pending_input: VecDeque<u8>,
     outcome: Option<Outcome>,
     signals: Option<std::os::fd::OwnedFd>,
+    /// The pointing devices, and where the API's pointer last was.
+    pointer: (crate::pointer::Pointer, crate::pointer::VncPointer),
 }
 
 /// Bind a unix socket, replacing a stale socket file (not any other file).
@@ -97,6 +99,10 @@ impl Controller {
         console: Option<(UnixListener, PathBuf)>,
     ) -> Self {
         let stdin = vm.config.serial.stdio;
+        let pointer = crate::pointer::Pointer::new(
+            &vm.devices.platform.keyboard,
+            vm.devices.virtio.tablet.clone(),
+        );
         Controller {
             vm,
             api,
@@ -106,6 +112,7 @@ impl Controller {
             pending_input: VecDeque::new(),
             outcome: None,
             signals: None,
+            pointer: (pointer, Default::default()),
         }
     }
 
@@ -398,6 +405,18 @@ impl ControlTarget for Controller {
                 .keyboard
                 .type_request(&keys)
                 .map_err(ActError::BadRequest)?,
+            Command::Pointer(_) if state == RunState::Paused => {
+                return Err("the VM is paused; resume it first".into())
+            }
+            Command::Pointer(p) => {
+                // The tablet's scale; without a display there is no tablet.
+                let size = self.display().map_or((1, 1), |d| {
+                    let s = crate::screen::info(&d.vga);
+                    (s.width as usize, s.height as usize)
+                });
+                let (pointer, last) = &mut self.pointer;
+                last.event(pointer, p.x, p.y, p.buttons, size);
+            }
             Command::Reset | Command::Kill => {}
         }
         Ok(())

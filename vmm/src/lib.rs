@@ -15,6 +15,7 @@ pub mod malloc;
 pub mod memory;
 pub mod net;
 pub mod panic_hook;
+pub mod pointer;
 pub mod reset_state;
 pub mod screen;
 pub mod seccomp;

@@ -134,7 +134,8 @@ fn main() {
             .clone()
             .expect("validated: --vnc needs a display");
         let keyboard = vm.devices.platform.keyboard.clone();
-        kiln_vmm::vnc::spawn(listener, display, keyboard)
+        let pointer = kiln_vmm::pointer::Pointer::new(&keyboard, vm.devices.virtio.tablet.clone());
+        kiln_vmm::vnc::spawn(listener, display, keyboard, pointer)
             .unwrap_or_else(|e| fail(format!("cannot start the VNC server: {e}")));
         path
     });

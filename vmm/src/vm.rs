@@ -105,6 +105,9 @@ impl Vm {
             config.rng.then_some(config.rng_transitional),
         )?;
         models.add_agent(config.agent.as_ref())?;
+        if config.display.as_ref().is_some_and(|d| d.tablet) {
+            models.add_tablet()?;
+        }
         let display_rom = crate::device_manager::display::open_rom(config)?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let fd = kvm.create_vm().map_err(kvm_op("create a VM"))?;

@@ -237,6 +237,7 @@ impl Supervisor {
                             .to_string(),
                     ),
                     vnc: Some(dir.join(VNC_SOCKET).display().to_string()),
+                    tablet: true,
                 }),
             },
             ..Default::default()

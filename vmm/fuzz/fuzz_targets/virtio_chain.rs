@@ -1,7 +1,8 @@
 //! Fuzz the ring and descriptor-chain handling: the input is the guest's
 //! memory image (descriptor table, available ring, buffers, indirect
 //! tables), a queue size and an available index. Every chain is walked,
-//! and the queue is served as virtio-blk and as virtio-rng would. Nothing
+//! and the queue is served as virtio-blk, virtio-rng or virtio-input
+//! (events delivered, then the rest taken as the status queue would). Nothing
 //! may panic, hang, or complete more chains than were offered (or, when
 //! the device's writes landed on the available ring, than it took).
 #![no_main]
@@ -9,7 +10,7 @@
 use std::sync::Arc;
 
 use kiln_vmm::devices::virtio::testing::{fuzz, MemDisk};
-use kiln_vmm::devices::virtio::{block, chain, rng};
+use kiln_vmm::devices::virtio::{block, chain, input, rng};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,7 +23,13 @@ fuzz_target!(|data: &[u8]| {
         let _ = chain::walk(&mem, fuzz::DESC, size, head);
     }
     let mut q = fuzz::queue(&mem, size);
-    let r = if as_blk {
+    let r = if params[0] >> 6 == 3 {
+        let mut events: std::collections::VecDeque<[u8; 8]> =
+            (0..64).map(|i| input::event(input::EV_ABS, 0, i)).collect();
+        input::deliver(&mem, &mut q, &mut events)
+            .and_then(|_| input::drain_status(&mem, &mut q))
+            .map(|_| ())
+    } else if as_blk {
         let disk = Arc::new(MemDisk::new(64 << 10, params[0] & 2 != 0));
         let mut backend = block::BlockBackend::new(disk, "fuzz", false);
         block::process_queue(&mem, &mut q, &mut backend).map(|_| ())

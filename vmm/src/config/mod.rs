@@ -105,6 +105,9 @@ pub struct Args {
     /// Serve the display over VNC (RFB 3.8, no authentication) on this unix socket.
     #[arg(long, requires = "display")]
     pub vnc: Option<String>,
+    /// No virtio-input tablet beside the display (the PS/2 mouse stays).
+    #[arg(long, requires = "display")]
+    pub no_tablet: bool,
     /// Seccomp filters on every thread: kill (a forbidden system call kills the VMM), log, off.
     #[arg(long, default_value = "kill", value_parser = crate::seccomp::parse_mode)]
     pub seccomp: crate::seccomp::SeccompMode,
@@ -214,6 +217,7 @@ impl Args {
                     device,
                     rom: self.vga_rom.clone(),
                     vnc: self.vnc.clone(),
+                    tablet: !self.no_tablet,
                 }),
                 tpm: self.tpm.clone(),
                 agent: self

@@ -174,7 +174,9 @@ impl Platform {
         let keyboard = put(
             pio,
             "i8042",
-            I8042Device::new(requests.clone()).with_interrupt(irq_line(vm, layout::I8042_IRQ)?),
+            I8042Device::new(requests.clone())
+                .with_interrupt(irq_line(vm, layout::I8042_IRQ)?)
+                .with_aux_interrupt(irq_line(vm, layout::I8042_AUX_IRQ)?),
             u64::from(layout::I8042_PORT),
             5,
         )?;

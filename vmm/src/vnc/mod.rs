@@ -6,7 +6,8 @@
 //! - every [`TICK`] it accepts viewers, reads what they sent (`proto.rs`
 //!   parses it; key events, keysyms or QEMU's extended key events with
 //!   XT codes, go to the PS/2 keyboard through [`crate::keyboard`],
-//!   pointer events are dropped), and looks for a change: the VGA's write
+//!   pointer events to the PS/2 mouse and the tablet through
+//!   [`crate::pointer`]), and looks for a change: the VGA's write
 //!   counter (registers, the legacy window) and KVM's dirty log of the
 //!   framebuffer slot. An unchanging screen costs one ioctl and one lock
 //!   a tick, and no rendering;
@@ -32,6 +33,7 @@ use proto::{ClientMsg, PixelFormat, ZlibStream};
 use crate::device_manager::display::Display;
 use crate::devices::display::render::Frame;
 use crate::keyboard::{Keyboard, VncKeys};
+use crate::pointer::{Pointer, VncPointer};
 
 /// How often the server looks for viewers' messages and screen changes.
 pub const TICK: Duration = Duration::from_millis(30);
@@ -47,6 +49,7 @@ pub fn spawn(
     listener: UnixListener,
     display: Display,
     keyboard: Keyboard,
+    pointer: Pointer,
 ) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new().name("vnc".into()).spawn(move || {
         if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vnc) {
@@ -57,6 +60,7 @@ pub fn spawn(
             listener,
             display,
             keyboard,
+            pointer,
             clients: Vec::new(),
             frame: None,
             generation: 0,
@@ -92,12 +96,15 @@ struct Client {
     closed: bool,
     keyboard: Keyboard,
     keys: VncKeys,
+    pointer: Pointer,
+    pointer_state: VncPointer,
 }
 
 struct Server {
     listener: UnixListener,
     display: Display,
     keyboard: Keyboard,
+    pointer: Pointer,
     clients: Vec<Client>,
     frame: Option<Frame>,
     generation: u64,
@@ -176,6 +183,8 @@ impl Server {
                 closed: false,
                 keyboard: self.keyboard.clone(),
                 keys: VncKeys::default(),
+                pointer: self.pointer.clone(),
+                pointer_state: VncPointer::default(),
             };
             c.send(proto::VERSION);
             log::info!("vnc: viewer connected ({} now)", self.clients.len() + 1);
@@ -381,7 +390,11 @@ impl Client {
             ClientMsg::ExtKey { down, keysym, code } => {
                 self.keys.xt(&self.keyboard, keysym, code, down)
             }
-            ClientMsg::Pointer { .. } | ClientMsg::CutText => {}
+            ClientMsg::Pointer { buttons, x, y } => {
+                self.pointer_state
+                    .event(&self.pointer, x, y, buttons, self.size)
+            }
+            ClientMsg::CutText => {}
         }
         Some(used)
     }

@@ -63,6 +63,8 @@ pub const COM1_IRQ: u32 = 4;
 pub const DEBUG_PORT: u16 = 0x80;
 pub const I8042_PORT: u16 = 0x60;
 pub const I8042_IRQ: u32 = 1;
+/// The i8042's AUX port (PS/2 mouse).
+pub const I8042_AUX_IRQ: u32 = 12;
 pub const RTC_PORT: u16 = 0x70;
 pub const RTC_IRQ: u32 = 8;
 pub const PCI_CONFIG_PORT: u16 = 0xcf8;

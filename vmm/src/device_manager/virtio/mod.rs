@@ -100,6 +100,8 @@ pub enum WiringError {
         #[source]
         source: std::io::Error,
     },
+    #[error("making the tablet's eventfd")]
+    Input(#[source] std::io::Error),
     #[error("registering the INTx irqfd of GSI {gsi}")]
     Intx {
         gsi: u32,
@@ -215,6 +217,8 @@ pub struct VirtioDevices {
     /// Every disk, as its device serves it: the main thread closes them
     /// when the VMM ends (`disks.rs`).
     pub disks: DiskSet,
+    /// The virtio-input tablet's host handle (VNC pointer events).
+    pub tablet: Option<crate::devices::virtio::input::Tablet>,
     _router: Option<Arc<MsiRouter>>,
     /// Transitional devices' INTx resampling thread.
     _intx: Option<legacy::IntxResampler>,
@@ -248,12 +252,14 @@ pub(super) fn attach(
         models,
         links,
         disks,
+        tablet,
     } = models;
     if models.is_empty() {
         return Ok(VirtioDevices {
             devices: Vec::new(),
             nets: Vec::new(),
             disks,
+            tablet,
             _router: None,
             _intx: None,
         });
@@ -284,6 +290,7 @@ pub(super) fn attach(
         devices,
         nets: links.into_iter().map(|(_, l)| l).collect(),
         disks,
+        tablet,
         _router: Some(w.router),
         _intx: match w.intx.is_empty() {
             true => None,

@@ -14,6 +14,7 @@ use kiln_block::{open_disk_chain, BackingFile, OpenOptions};
 use super::WiringError;
 use crate::devices::virtio::block::{BlockDevice, BlockOptions};
 use crate::devices::virtio::console::ConsoleDevice;
+use crate::devices::virtio::input::{InputDevice, Tablet};
 use crate::devices::virtio::net::{NetDevice, NetLink, MAX_QUEUE_PAIRS};
 use crate::devices::virtio::rng::RngDevice;
 use crate::devices::virtio::VirtioDevice;
@@ -31,6 +32,8 @@ pub struct VirtioModels {
     /// Every disk, as its device serves it: the main thread closes them
     /// when the VMM ends (`disks.rs`).
     pub(super) disks: DiskSet,
+    /// The tablet's host handle, when the VM has one ([`Self::add_tablet`]).
+    pub(super) tablet: Option<Tablet>,
 }
 
 impl VirtioModels {
@@ -62,6 +65,7 @@ impl VirtioModels {
             models,
             links,
             disks: disk_set,
+            tablet: None,
         })
     }
 
@@ -77,6 +81,15 @@ impl VirtioModels {
         let dev = ConsoleDevice::new(listener).map_err(err)?;
         log::info!("virtio-console: guest agent port on {}", a.socket);
         self.models.push((Box::new(dev), false));
+        Ok(())
+    }
+
+    /// Add a virtio-input tablet after the other models (their slots stay
+    /// where they are without one).
+    pub fn add_tablet(&mut self) -> Result<(), WiringError> {
+        let (dev, tablet) = InputDevice::tablet().map_err(WiringError::Input)?;
+        self.models.push((Box::new(dev), false));
+        self.tablet = Some(tablet);
         Ok(())
     }
 }

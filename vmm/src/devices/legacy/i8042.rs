@@ -1,5 +1,5 @@
-//! The i8042 keyboard controller and its PS/2 keyboard; no mouse (AUX)
-//! port.
+//! The i8042 keyboard controller, its PS/2 keyboard and the PS/2 mouse
+//! on its AUX port.
 //!
 //! Inserted at I/O port 0x60 with length 5: offset 0 is the data port
 //! (0x60), offset 4 the status/command port (0x64). Offset 1 (port 0x61,
@@ -19,14 +19,19 @@
 //! byte's translate bit is set, raising IRQ 1 for each byte when the
 //! command byte enables it.
 //!
-//! The AUX port is reported absent quickly (the AUX loop answers without the
-//! AUX flag and the AUX interface test fails) so Linux's probe does not sit
-//! in timeouts.
+//! The AUX port holds a PS/2 mouse ([`super::ps2_mouse`]): AUX disable /
+//! enable (0xA7/0xA8), interface test (0xA9 -> 0x00), AUX loop (0xD3,
+//! answered with the AUX flag) and write to AUX (0xD4). Its bytes carry
+//! the status register's AUX flag (0x20) and raise IRQ 12 when the
+//! command byte enables it (bit 1). Host motion comes from
+//! [`I8042Device::mouse_event`]. The keyboard and the mouse share the
+//! output buffer fairly: when both have a byte waiting they take turns.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::ps2_keys::{self, Translator};
+use super::ps2_mouse::Ps2Mouse;
 use crate::devices::bus::ByteRegisters;
 use crate::devices::{Interrupt, VmRequest, VmRequests};
 
@@ -43,9 +48,12 @@ const SR_SYS: u8 = 0x04;
 const SR_CMD: u8 = 0x08;
 /// "Keyboard not inhibited" (keylock switch off).
 const SR_KEYLOCK: u8 = 0x10;
+/// The output buffer holds a byte from the AUX device.
+const SR_AUXDATA: u8 = 0x20;
 
 // Controller command byte (CTR) bits.
 const CTR_KBD_INT: u8 = 0x01;
+const CTR_AUX_INT: u8 = 0x02;
 const CTR_SYS: u8 = 0x04;
 const CTR_KBD_DISABLE: u8 = 0x10;
 const CTR_AUX_DISABLE: u8 = 0x20;
@@ -68,13 +76,13 @@ const CMD_WRITE_AUX_OUTBUF: u8 = 0xd3;
 const CMD_WRITE_AUX: u8 = 0xd4;
 
 const SELF_TEST_OK: u8 = 0x55;
-/// AUX interface test result "clock line stuck high": nothing attached.
-const AUX_TEST_ABSENT: u8 = 0x02;
+const AUX_TEST_OK: u8 = 0x00;
 
 // Output port bits.
 const OUTPORT_RESET: u8 = 0x01;
 const OUTPORT_A20: u8 = 0x02;
 const OUTPORT_KBD_OBF: u8 = 0x10;
+const OUTPORT_AUX_OBF: u8 = 0x20;
 
 // Keyboard protocol.
 const KBD_ACK: u8 = 0xfa;
@@ -103,11 +111,13 @@ enum Pending {
 pub struct I8042Device {
     requests: Arc<dyn VmRequests>,
     interrupt: Option<Arc<dyn Interrupt>>,
+    aux_interrupt: Option<Arc<dyn Interrupt>>,
     ctr: u8,
     outport: u8,
     status_cmd: bool,
     pending: Pending,
-    output: VecDeque<u8>,
+    /// Bytes for the guest, each with whether it comes from the AUX port.
+    output: VecDeque<(u8, bool)>,
     port_b: u8,
     scancode_set: u8,
     /// Whether the keyboard scans (0xF4 enable / 0xF5 disable).
@@ -115,6 +125,9 @@ pub struct I8042Device {
     /// The keyboard's buffer of key codes, not yet in the output buffer.
     keys: VecDeque<u8>,
     translator: Translator,
+    mouse: Ps2Mouse,
+    /// Whether the mouse had the last turn (both had bytes waiting).
+    aux_turn_last: bool,
 }
 
 impl I8042Device {
@@ -123,6 +136,7 @@ impl I8042Device {
         I8042Device {
             requests,
             interrupt: None,
+            aux_interrupt: None,
             ctr: CTR_KBD_INT | CTR_SYS | CTR_AUX_DISABLE | CTR_XLATE,
             outport: OUTPORT_RESET | OUTPORT_A20,
             status_cmd: false,
@@ -133,7 +147,15 @@ impl I8042Device {
             scanning: true,
             keys: VecDeque::new(),
             translator: Translator::default(),
+            mouse: Ps2Mouse::default(),
+            aux_turn_last: false,
         }
+    }
+
+    /// The host moved the mouse (see [`Ps2Mouse::motion`]).
+    pub fn mouse_event(&mut self, dx: i32, dy: i32, dz: i32, buttons: u8) {
+        self.mouse.motion(dx, dy, dz, buttons);
+        self.refill();
     }
 
     /// Key number `key` ([`ps2_keys`]) went down or up. Dropped while the
@@ -159,15 +181,33 @@ impl I8042Device {
         self.refill();
     }
 
-    /// Move the keyboard's next byte into an empty output buffer while the
-    /// keyboard interface is enabled.
+    /// Move the next byte of the keyboard or the mouse into an empty
+    /// output buffer, from the interfaces that are enabled; turn about
+    /// when both have one.
     fn refill(&mut self) {
-        if !self.output.is_empty() || self.ctr & CTR_KBD_DISABLE != 0 {
+        if !self.output.is_empty() {
             return;
         }
-        if let Some(b) = self.keys.pop_front() {
-            self.push_output(b);
+        let kbd = self.ctr & CTR_KBD_DISABLE == 0 && !self.keys.is_empty();
+        let aux = self.ctr & CTR_AUX_DISABLE == 0 && self.mouse.has_byte();
+        let take_aux = aux && (!kbd || !self.aux_turn_last);
+        if take_aux {
+            if let Some(b) = self.mouse.next_byte() {
+                self.aux_turn_last = true;
+                self.push_output(b, true);
+            }
+        } else if kbd {
+            if let Some(b) = self.keys.pop_front() {
+                self.aux_turn_last = false;
+                self.push_output(b, false);
+            }
         }
+    }
+
+    /// Connect the mouse interrupt (IRQ 12).
+    pub fn with_aux_interrupt(mut self, interrupt: Arc<dyn Interrupt>) -> Self {
+        self.aux_interrupt = Some(interrupt);
+        self
     }
 
     /// The keyboard's reset (0xFF, 0xF5, 0xF6): default set, buffer empty.
@@ -186,8 +226,10 @@ impl I8042Device {
 
     fn status(&self) -> u8 {
         let mut s = SR_KEYLOCK;
-        if !self.output.is_empty() {
-            s |= SR_OBF;
+        match self.output.front() {
+            Some((_, true)) => s |= SR_OBF | SR_AUXDATA,
+            Some(_) => s |= SR_OBF,
+            None => {}
         }
         if self.ctr & CTR_SYS != 0 {
             s |= SR_SYS;
@@ -198,23 +240,29 @@ impl I8042Device {
         s
     }
 
+    /// The interrupt of the byte at the head of the output buffer.
     fn raise_irq(&self) {
-        if self.ctr & CTR_KBD_INT == 0 {
+        let (enable, line) = match self.output.front() {
+            Some((_, true)) => (CTR_AUX_INT, &self.aux_interrupt),
+            Some(_) => (CTR_KBD_INT, &self.interrupt),
+            None => return,
+        };
+        if self.ctr & enable == 0 {
             return;
         }
-        if let Some(irq) = &self.interrupt {
+        if let Some(irq) = line {
             if let Err(e) = irq.trigger() {
                 log::warn!("i8042 interrupt failed: {e}");
             }
         }
     }
 
-    fn push_output(&mut self, byte: u8) {
+    fn push_output(&mut self, byte: u8, aux: bool) {
         if self.output.len() >= OUTPUT_QUEUE_MAX {
             log::debug!("i8042 output queue full, dropping {byte:#04x}");
             return;
         }
-        self.output.push_back(byte);
+        self.output.push_back((byte, aux));
         if self.output.len() == 1 {
             self.raise_irq();
         }
@@ -223,11 +271,11 @@ impl I8042Device {
     /// A controller answer replaces whatever the guest left unread.
     fn respond(&mut self, byte: u8) {
         self.output.clear();
-        self.push_output(byte);
+        self.push_output(byte, false);
     }
 
     fn read_data(&mut self) -> u8 {
-        let byte = self.output.pop_front().unwrap_or(0);
+        let byte = self.output.pop_front().map_or(0, |(b, _)| b);
         if !self.output.is_empty() {
             self.raise_irq();
         }
@@ -248,8 +296,11 @@ impl I8042Device {
             CMD_WRITE_CTR | CMD_WRITE_OUTPORT | CMD_WRITE_KBD_OUTBUF | CMD_WRITE_AUX_OUTBUF
             | CMD_WRITE_AUX => self.pending = Pending::Controller(cmd),
             CMD_AUX_DISABLE => self.ctr |= CTR_AUX_DISABLE,
-            CMD_AUX_ENABLE => self.ctr &= !CTR_AUX_DISABLE,
-            CMD_AUX_TEST => self.respond(AUX_TEST_ABSENT),
+            CMD_AUX_ENABLE => {
+                self.ctr &= !CTR_AUX_DISABLE;
+                self.refill();
+            }
+            CMD_AUX_TEST => self.respond(AUX_TEST_OK),
             CMD_SELF_TEST => {
                 self.ctr |= CTR_SYS;
                 self.respond(SELF_TEST_OK);
@@ -262,8 +313,10 @@ impl I8042Device {
             }
             CMD_READ_OUTPORT => {
                 let mut v = self.outport;
-                if !self.output.is_empty() {
-                    v |= OUTPORT_KBD_OBF;
+                match self.output.front() {
+                    Some((_, true)) => v |= OUTPORT_AUX_OBF,
+                    Some(_) => v |= OUTPORT_KBD_OBF,
+                    None => {}
                 }
                 self.respond(v);
             }
@@ -286,11 +339,18 @@ impl I8042Device {
                     self.reset("output port reset bit cleared");
                 }
             }
-            CMD_WRITE_KBD_OUTBUF => self.push_output(value),
-            // Looped back, but not flagged as AUX data: Linux then knows at
-            // once there is no AUX port instead of waiting for one.
-            CMD_WRITE_AUX_OUTBUF => self.respond(value),
-            // No AUX device to send to.
+            CMD_WRITE_KBD_OUTBUF => self.push_output(value, false),
+            // Looped back as if the mouse sent it (Linux's AUX probe).
+            CMD_WRITE_AUX_OUTBUF => {
+                self.output.clear();
+                self.push_output(value, true);
+            }
+            // Sending to the mouse enables its interface (as to the keyboard).
+            CMD_WRITE_AUX => {
+                self.ctr &= !CTR_AUX_DISABLE;
+                self.mouse.write(value);
+                self.refill();
+            }
             _ => {}
         }
     }
@@ -303,54 +363,54 @@ impl I8042Device {
             match cmd {
                 // Scan code set: 0 asks for the current one.
                 0xf0 if value == 0 => {
-                    self.push_output(KBD_ACK);
-                    self.push_output(self.scancode_set);
+                    self.push_output(KBD_ACK, false);
+                    self.push_output(self.scancode_set, false);
                     return;
                 }
                 0xf0 if (1..=3).contains(&value) => self.scancode_set = value,
                 0xf0 => {
-                    self.push_output(KBD_RESEND);
+                    self.push_output(KBD_RESEND, false);
                     return;
                 }
                 // LEDs, typematic rate: accepted.
                 _ => {}
             }
-            self.push_output(KBD_ACK);
+            self.push_output(KBD_ACK, false);
             return;
         }
         match value {
             // Set LEDs, scan code set, typematic: a parameter follows.
             0xed | 0xf0 | 0xf3 => {
                 self.pending = Pending::Keyboard(value);
-                self.push_output(KBD_ACK);
+                self.push_output(KBD_ACK, false);
             }
-            KBD_ECHO => self.push_output(KBD_ECHO),
+            KBD_ECHO => self.push_output(KBD_ECHO, false),
             // Identify: an MF2 keyboard.
             0xf2 => {
-                self.push_output(KBD_ACK);
-                self.push_output(0xab);
-                self.push_output(0x83);
+                self.push_output(KBD_ACK, false);
+                self.push_output(0xab, false);
+                self.push_output(0x83, false);
             }
             // Reset and self test.
             0xff => {
                 self.keyboard_defaults();
                 self.scanning = true;
-                self.push_output(KBD_ACK);
-                self.push_output(KBD_BAT_OK);
+                self.push_output(KBD_ACK, false);
+                self.push_output(KBD_BAT_OK, false);
             }
             0xf4 => {
                 self.scanning = true;
-                self.push_output(KBD_ACK);
+                self.push_output(KBD_ACK, false);
             }
             // Disable (and set defaults), set defaults.
             0xf5 | 0xf6 => {
                 self.keyboard_defaults();
                 self.scanning = value == 0xf6;
-                self.push_output(KBD_ACK);
+                self.push_output(KBD_ACK, false);
             }
             // The set-3 key modes.
-            0xf7..=0xfd => self.push_output(KBD_ACK),
-            _ => self.push_output(KBD_RESEND),
+            0xf7..=0xfd => self.push_output(KBD_ACK, false),
+            _ => self.push_output(KBD_RESEND, false),
         }
     }
 
@@ -392,145 +452,5 @@ impl ByteRegisters for I8042Device {
 mod keys_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::devices::bus::BusDevice;
-    use crate::devices::{CountingInterrupt, RecordedRequests};
-    use std::sync::atomic::Ordering;
-
-    fn device() -> (I8042Device, Arc<RecordedRequests>) {
-        let req = Arc::new(RecordedRequests::default());
-        (I8042Device::new(req.clone()), req)
-    }
-
-    fn inb(dev: &mut I8042Device, off: u64) -> u8 {
-        let mut b = [0u8];
-        dev.read(off, &mut b);
-        b[0]
-    }
-
-    /// Like Linux's i8042_command: write the command, the parameter if any,
-    /// then read `answers` bytes, each after checking OBF.
-    fn command(dev: &mut I8042Device, cmd: u8, param: Option<u8>, answers: usize) -> Vec<u8> {
-        dev.write(COMMAND_OFFSET, &[cmd]);
-        if let Some(p) = param {
-            dev.write(DATA_OFFSET, &[p]);
-        }
-        (0..answers)
-            .map(|_| {
-                assert_ne!(
-                    inb(dev, COMMAND_OFFSET) & SR_OBF,
-                    0,
-                    "no answer to {cmd:#x}"
-                );
-                inb(dev, DATA_OFFSET)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn linux_probe_sequence() {
-        let (mut dev, req) = device();
-        // Flush: nothing to read, status is not all ones, keylock off.
-        let st = inb(&mut dev, COMMAND_OFFSET);
-        assert_eq!(st & SR_OBF, 0);
-        assert_ne!(st & SR_KEYLOCK, 0);
-        assert_eq!(command(&mut dev, CMD_SELF_TEST, None, 1), [0x55]);
-        let ctr = command(&mut dev, CMD_READ_CTR, None, 1)[0];
-        assert_eq!(ctr & CTR_XLATE, CTR_XLATE);
-        let new = (ctr | CTR_KBD_DISABLE) & !CTR_KBD_INT;
-        command(&mut dev, CMD_WRITE_CTR, Some(new), 0);
-        assert_eq!(command(&mut dev, CMD_READ_CTR, None, 1), [new]);
-        assert_eq!(command(&mut dev, CMD_KBD_TEST, None, 1), [0x00]);
-        command(&mut dev, CMD_KBD_ENABLE, None, 0);
-        assert_eq!(
-            command(&mut dev, CMD_READ_CTR, None, 1)[0] & CTR_KBD_DISABLE,
-            0
-        );
-        command(&mut dev, CMD_KBD_DISABLE, None, 0);
-        assert_ne!(
-            command(&mut dev, CMD_READ_CTR, None, 1)[0] & CTR_KBD_DISABLE,
-            0
-        );
-        // AUX probe: loop without the AUX flag, then a failed AUX test.
-        dev.write(COMMAND_OFFSET, &[CMD_WRITE_AUX_OUTBUF]);
-        dev.write(DATA_OFFSET, &[0x5a]);
-        assert_eq!(inb(&mut dev, COMMAND_OFFSET) & (SR_OBF | 0x20), SR_OBF);
-        assert_eq!(command(&mut dev, CMD_AUX_TEST, None, 1), [AUX_TEST_ABSENT]);
-        assert_eq!(inb(&mut dev, COMMAND_OFFSET) & SR_OBF, 0);
-        let out = command(&mut dev, CMD_READ_OUTPORT, None, 1)[0];
-        assert_eq!(out & (OUTPORT_RESET | OUTPORT_A20), 0x03);
-        assert!(req.0.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn reset_pulse_requests_a_reset() {
-        let (mut dev, req) = device();
-        // What Linux's reboot=k does: wait for IBF clear, write 0xFE.
-        assert_eq!(inb(&mut dev, COMMAND_OFFSET) & 0x02, 0);
-        dev.write(COMMAND_OFFSET, &[0xfe]);
-        assert_eq!(*req.0.lock().unwrap(), vec![VmRequest::Reset]);
-        // Pulsing other lines (bit 0 set) does not reset.
-        dev.write(COMMAND_OFFSET, &[0xff]);
-        assert_eq!(req.0.lock().unwrap().len(), 1);
-        // Clearing the reset bit of the output port does.
-        command(&mut dev, CMD_WRITE_OUTPORT, Some(0x02), 0);
-        assert_eq!(req.0.lock().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn keyboard_answers_commands_with_interrupts() {
-        let (dev, _) = device();
-        let irq = Arc::new(CountingInterrupt::default());
-        let mut dev = dev.with_interrupt(irq.clone());
-        // Reset the keyboard: ACK, then BAT OK; an interrupt for each byte.
-        dev.write(DATA_OFFSET, &[0xff]);
-        assert_eq!(irq.0.load(Ordering::SeqCst), 1);
-        assert_eq!(inb(&mut dev, DATA_OFFSET), KBD_ACK);
-        assert_eq!(irq.0.load(Ordering::SeqCst), 2);
-        assert_eq!(inb(&mut dev, DATA_OFFSET), KBD_BAT_OK);
-        // Set LEDs takes a parameter: two ACKs.
-        dev.write(DATA_OFFSET, &[0xed]);
-        assert_eq!(inb(&mut dev, DATA_OFFSET), KBD_ACK);
-        dev.write(DATA_OFFSET, &[0x07]);
-        assert_eq!(inb(&mut dev, DATA_OFFSET), KBD_ACK);
-        // Get scan code set.
-        dev.write(DATA_OFFSET, &[0xf0]);
-        dev.write(DATA_OFFSET, &[0x00]);
-        assert_eq!(inb(&mut dev, DATA_OFFSET), KBD_ACK);
-        assert_eq!(inb(&mut dev, DATA_OFFSET), KBD_ACK);
-        assert_eq!(inb(&mut dev, DATA_OFFSET), 2);
-        // With interrupts disabled in the CTR, none are raised.
-        let before = irq.0.load(Ordering::SeqCst);
-        dev.write(COMMAND_OFFSET, &[CMD_WRITE_CTR]);
-        dev.write(DATA_OFFSET, &[CTR_SYS]);
-        dev.write(DATA_OFFSET, &[0xf2]);
-        assert_eq!(irq.0.load(Ordering::SeqCst), before);
-        assert_eq!(inb(&mut dev, DATA_OFFSET), KBD_ACK);
-    }
-
-    #[test]
-    fn output_queue_is_bounded_and_odd_accesses_are_harmless() {
-        let (mut dev, req) = device();
-        for _ in 0..1000 {
-            dev.write(DATA_OFFSET, &[KBD_ECHO]);
-        }
-        let mut n = 0;
-        while inb(&mut dev, COMMAND_OFFSET) & SR_OBF != 0 {
-            assert_eq!(inb(&mut dev, DATA_OFFSET), KBD_ECHO);
-            n += 1;
-            assert!(n <= OUTPUT_QUEUE_MAX);
-        }
-        assert_eq!(n, OUTPUT_QUEUE_MAX);
-        // Port 0x61 never reports NMI sources.
-        dev.write(PORT_B_OFFSET, &[0xff]);
-        assert_eq!(inb(&mut dev, PORT_B_OFFSET), 0x0f);
-        let mut buf = [0u8; 8];
-        dev.read(2, &mut buf);
-        assert_eq!(buf[..2], [0xff, 0xff]);
-        dev.read(u64::MAX, &mut buf);
-        dev.write(u64::MAX - 1, &[0xfe, 0xfe, 0xfe]);
-        dev.write(3, &[0, 0, 0, 0]);
-        assert!(req.0.lock().unwrap().is_empty());
-    }
-}
+#[path = "i8042_tests.rs"]
+mod tests;

@@ -8,6 +8,7 @@ pub mod keynames;
 pub mod pflash;
 pub mod pm;
 pub mod ps2_keys;
+pub mod ps2_mouse;
 pub mod reset;
 pub mod rtc;
 pub mod serial;

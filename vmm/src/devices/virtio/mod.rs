@@ -1,4 +1,4 @@
-//! virtio 1.x devices on PCI: block, net, entropy and console.
+//! virtio 1.x devices on PCI: block, net, entropy, console and input.
 //!
 //! How the parts fit:
 //! - [`transport`]: the virtio-pci "modern" function. Its BAR 0 holds the
@@ -19,7 +19,7 @@
 //!   device keeps (virtio-blk does), so a request copies no chain.
 //! - [`worker`]: a thread per activated device, woken by the queue
 //!   eventfds (which KVM signals straight from the guest's notify write).
-//! - [`block`], [`net`], [`rng`], [`console`]: the devices. Request handling is a plain
+//! - [`block`], [`net`], [`rng`], [`console`], [`input`] (a tablet): the devices. Request handling is a plain
 //!   function of (memory, queue, backend), tested without a thread.
 //! - [`rate_limiter`]: token buckets (bytes/s and ops/s).
 //! - [`cli`]: the `--disk`, `--net` flag parsers.
@@ -29,6 +29,7 @@
 pub mod block;
 pub mod chain;
 pub mod console;
+pub mod input;
 pub mod msix;
 pub mod net;
 pub mod queue;

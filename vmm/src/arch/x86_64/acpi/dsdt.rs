@@ -7,6 +7,7 @@
 //! \_SB.COM1   16550 UART (PNP0501)
 //! \_SB.RTC_   CMOS RTC (PNP0B00)
 //! \_SB.KBD_   i8042 keyboard controller (PNP0303)
+//! \_SB.MOU_   PS/2 mouse on the i8042's AUX port (PNP0F13), IRQ 12
 //! \_SB.MBRD   motherboard resources (PNP0C02): the ECAM area, PM ports
 //! \_SB.TPM_   TPM 2.0 (MSFT0101), CRB interface, its MMIO window; only
 //!             when the VM has a TPM
@@ -167,6 +168,8 @@ fn legacy_devices(sink: &mut Vec<u8>, p: &AcpiPlatform) {
         0,
         vec![&kbd_data, &kbd_cmd, &kbd_irq],
     );
+    let mouse_irq = IrqNoFlags(layout::I8042_AUX_IRQ as u8);
+    isa_device(sink, "_SB_.MOU_", "PNP0F13", 0, vec![&mouse_irq]);
 
     // Reserve what PCI must not hand out and an OS checks is reserved (the
     // ECAM area, for Linux's MMCONFIG check).

@@ -152,6 +152,8 @@ fn dsdt_describes_the_legacy_devices() {
             Resource::IrqMask(1 << 1),
         ]
     );
+    assert_eq!(hid("\\_SB_.MOU_"), "PNP0F13");
+    assert_eq!(crs(&nodes, "\\_SB_.MOU_"), vec![Resource::IrqMask(1 << 12)]);
     assert_eq!(hid("\\_SB_.MBRD"), "PNP0C02");
     let mbrd = crs(&nodes, "\\_SB_.MBRD");
     assert!(mbrd.contains(&Resource::Memory32Fixed {
