@@ -23,9 +23,14 @@ pub struct VmConfig {
     /// Path of the control socket (HTTP/JSON, see [`crate::control`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_socket: Option<String>,
-    /// virtio-blk disks, in PCI slot order.
+    /// Disks: virtio-blk ones in PCI slot order; SATA ones (`bus: sata`)
+    /// on the AHCI controller's ports from 0, in this order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskConfig>,
+    /// ATAPI CD-ROMs (ISO 9660 images, read-only) on the AHCI controller,
+    /// on the ports after its SATA disks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cdroms: Vec<CdromConfig>,
     /// virtio-net NICs, after the disks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nets: Vec<NetConfig>,
@@ -290,7 +295,36 @@ impl fmt::Display for DiskFormat {
     }
 }
 
-/// A virtio-blk disk.
+/// Which controller a disk sits on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// A virtio-blk PCI device of its own.
+    #[default]
+    Virtio,
+    /// A SATA disk on the AHCI controller (guests without virtio drivers).
+    Sata,
+}
+
+impl DiskBus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "virtio",
+            DiskBus::Sata => "sata",
+        }
+    }
+}
+
+/// An ATAPI CD-ROM on the AHCI controller: an ISO 9660 image, always
+/// read-only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdromConfig {
+    /// The ISO 9660 image ("CD001" at byte 0x8001).
+    pub path: String,
+}
+
+/// A disk: a virtio-blk device, or a SATA disk on the AHCI controller.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
@@ -298,6 +332,9 @@ pub struct DiskConfig {
     pub path: String,
     #[serde(default)]
     pub format: DiskFormat,
+    /// The controller: virtio (default) or sata.
+    #[serde(default)]
+    pub bus: DiskBus,
     /// The image's backing chain, its own backing file first: the only
     /// backing files the VMM opens. Each qcow2 header in the chain must
     /// name the next file here (same path, relative names resolved against

@@ -43,6 +43,8 @@ pub enum VmError {
     Acpi(#[from] acpi::AcpiError),
     #[error("virtio devices")]
     Virtio(#[from] crate::device_manager::WiringError),
+    #[error("the AHCI controller's drives")]
+    Ahci(#[from] crate::device_manager::ahci::AhciError),
     #[error("loading the firmware")]
     Firmware(#[from] firmware::FirmwareError),
     #[error("the firmware variable store's flash")]
@@ -104,6 +106,7 @@ impl Vm {
             &config.nets,
             config.rng.then_some(config.rng_transitional),
         )?;
+        let ahci = crate::device_manager::ahci::AhciDrives::open(config)?;
         let display_rom = crate::device_manager::display::open_rom(config)?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let fd = kvm.create_vm().map_err(kvm_op("create a VM"))?;
@@ -149,6 +152,7 @@ impl Vm {
                 start,
                 display_rom,
                 tpm,
+                ahci,
             },
             models,
         )?;

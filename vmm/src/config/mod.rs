@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use kiln_api::vm::{
-    BootProtocol, CpusConfig, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig,
-    SmbiosConfig, VmConfig,
+    BootProtocol, CpusConfig, DiskBus, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig,
+    SerialConfig, SmbiosConfig, VmConfig,
 };
 
 use crate::arch::x86_64::{cpuid, smbios};
@@ -72,9 +72,12 @@ pub struct Args {
     /// Write how the VM ended here (JSON) just before exiting.
     #[arg(long)]
     pub exit_file: Option<String>,
-    /// A virtio-blk disk (repeatable): path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
+    /// A disk (repeatable): path=FILE[,format=raw|qcow2][,bus=virtio|sata][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
     #[arg(long = "disk", value_name = "path=FILE,...", value_parser = cli::parse_disk)]
     pub disks: Vec<kiln_api::vm::DiskConfig>,
+    /// An ATAPI CD-ROM on the AHCI controller (repeatable): an ISO 9660 image, read-only; after the SATA disks.
+    #[arg(long = "cdrom", value_name = "PATH")]
+    pub cdroms: Vec<String>,
     /// A virtio-net NIC (repeatable): tap=NAME[,queues=N], fd=N or fds=N:N:..., plus [,mac=MAC][,bw=BYTES_PER_S][,pps=N][,rx_bw=BYTES_PER_S][,rx_pps=N]
     #[arg(long = "net", value_name = "tap=NAME|fd=N|fds=N:N,...", value_parser = cli::parse_net)]
     pub nets: Vec<kiln_api::vm::NetConfig>,
@@ -200,6 +203,11 @@ impl Args {
                 api_socket: self.api_socket.clone(),
                 exit_file: self.exit_file.clone(),
                 disks: self.disks.clone(),
+                cdroms: self
+                    .cdroms
+                    .iter()
+                    .map(|path| kiln_api::vm::CdromConfig { path: path.clone() })
+                    .collect(),
                 nets: self.nets.clone(),
                 rng: self.rng.is_some(),
                 rng_transitional: self.rng.is_some_and(|o| o.transitional),
@@ -247,6 +255,7 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
     if cfg.rng_transitional && !cfg.rng {
         return bad("rng_transitional needs rng".into());
     }
+    validate_ahci(cfg)?;
     for (i, n) in cfg.nets.iter().enumerate() {
         validate_net(n).map_err(|m| ConfigError::Invalid(format!("NIC {i}: {m}")))?;
     }
@@ -255,6 +264,41 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
     }
     if cfg.tpm.as_ref().is_some_and(|t| t.socket.is_empty()) {
         return bad("tpm: socket is empty: give swtpm's control socket".into());
+    }
+    Ok(())
+}
+
+/// SATA disks and CD-ROMs: as many as the AHCI controller has ports, and
+/// no virtio-only option on a SATA disk.
+fn validate_ahci(cfg: &VmConfig) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    let sata = cfg.disks.iter().filter(|d| d.bus == DiskBus::Sata).count();
+    let ports = sata + cfg.cdroms.len();
+    if ports > AHCI_PORTS {
+        return bad(format!(
+            "{sata} SATA disk(s) and {} CD-ROM(s) need {ports} ports: the AHCI controller has {AHCI_PORTS}",
+            cfg.cdroms.len()
+        ));
+    }
+    for (i, d) in cfg.disks.iter().enumerate() {
+        if d.bus != DiskBus::Sata {
+            continue;
+        }
+        let virtio_only = [
+            ("transitional", d.transitional),
+            ("bw/iops (rate_limit)", d.rate_limit.is_some()),
+            ("poll_us", d.poll_us != 0),
+        ];
+        if let Some((name, _)) = virtio_only.iter().find(|(_, set)| *set) {
+            return bad(format!(
+                "disk {i}: {name} is for virtio disks, not bus=sata"
+            ));
+        }
+    }
+    for (i, c) in cfg.cdroms.iter().enumerate() {
+        if c.path.is_empty() {
+            return bad(format!("CD-ROM {i}: path is empty"));
+        }
     }
     Ok(())
 }
@@ -356,6 +400,10 @@ pub fn check_host(cfg: &VmConfig) -> Result<(), ConfigError> {
             }
         }
     }
+    for (i, c) in cfg.cdroms.iter().enumerate() {
+        check_iso(&c.path)
+            .map_err(|why| ConfigError::Invalid(format!("CD-ROM {i}: {}: {why}", c.path)))?;
+    }
     if let Some(rom) = cfg.display.as_ref().and_then(|d| d.rom.as_ref()) {
         let bad = |why: String| ConfigError::Invalid(format!("display: VGA BIOS {rom}: {why}"));
         let meta = std::fs::metadata(rom).map_err(|e| bad(e.to_string()))?;
@@ -373,6 +421,26 @@ pub fn check_host(cfg: &VmConfig) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// The ports of the AHCI controller (ICH9's six).
+pub const AHCI_PORTS: usize = 6;
+
+/// A CD-ROM image: a regular file or block device holding ISO 9660 (its
+/// primary volume descriptor's "CD001" at byte 0x8001).
+fn check_iso(path: &str) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let ty = file.metadata().map_err(|e| e.to_string())?.file_type();
+    if !(ty.is_file() || ty.is_block_device()) {
+        return Err("not a file or block device".into());
+    }
+    let mut magic = [0u8; 5];
+    match file.read_exact_at(&mut magic, 0x8001) {
+        Ok(()) if &magic == b"CD001" => Ok(()),
+        Ok(()) => Err("not an ISO 9660 image (no CD001 at byte 0x8001)".into()),
+        Err(_) => Err("not an ISO 9660 image (shorter than its volume descriptor)".into()),
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! before KVM exists) and `firmware.rs` (the variable store's CFI flash).
 //! Devices never learn about each other or about KVM.
 
+pub mod ahci;
 pub mod allocator;
 mod bar_window;
 pub mod display;
@@ -62,6 +63,8 @@ pub enum DeviceError {
     Display(#[from] display::DisplayError),
     #[error("placing the PCI BAR window on the MMIO bus")]
     BarWindow(#[source] BusError),
+    #[error("the AHCI controller")]
+    Ahci(#[from] ahci::AhciError),
     #[error("placing {name} on the bus failed")]
     Bus {
         name: &'static str,
@@ -109,6 +112,8 @@ pub struct DeviceContext {
     pub display_rom: Option<Vec<u8>>,
     /// The TPM's backend (swtpm, connected before KVM), if any.
     pub tpm: Option<crate::tpm::Swtpm>,
+    /// The AHCI controller's drives (opened before KVM), if any.
+    pub ahci: Option<ahci::AhciDrives>,
 }
 
 impl DeviceManager {
@@ -162,7 +167,7 @@ impl DeviceManager {
             mmio: &mut mmio,
             pci: &pci,
         };
-        let virtio = virtio::attach(vm, mem, &mut buses, &mut alloc, &window, models)?;
+        let mut virtio = virtio::attach(vm, mem, &mut buses, &mut alloc, &window, models)?;
         // After the virtio devices, so that their slots stay where they
         // are without a display.
         let display = match &config.display {
@@ -175,6 +180,10 @@ impl DeviceManager {
             )?),
             None => None,
         };
+        if let Some(drives) = ctx.ahci {
+            let disks = ahci::attach(vm, mem, &mut buses, &mut alloc, &window, drives)?;
+            virtio.disks.extend(disks);
+        }
         if !window.is_empty() {
             bar_window::insert(&mut mmio, &window).map_err(DeviceError::BarWindow)?;
         }
