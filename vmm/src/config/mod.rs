@@ -1,6 +1,7 @@
 //! From the command line (or a JSON file) to a validated
 //! [`kiln_api::vm::VmConfig`].
 
+mod ahci;
 pub mod cli;
 
 use std::os::unix::fs::FileTypeExt;
@@ -8,8 +9,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use kiln_api::vm::{
-    BootProtocol, CpusConfig, DiskBus, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig,
-    SerialConfig, SmbiosConfig, VmConfig,
+    BootProtocol, CpusConfig, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig,
+    SmbiosConfig, VmConfig,
 };
 
 use crate::arch::x86_64::{cpuid, smbios};
@@ -255,7 +256,7 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
     if cfg.rng_transitional && !cfg.rng {
         return bad("rng_transitional needs rng".into());
     }
-    validate_ahci(cfg)?;
+    ahci::validate(cfg)?;
     for (i, n) in cfg.nets.iter().enumerate() {
         validate_net(n).map_err(|m| ConfigError::Invalid(format!("NIC {i}: {m}")))?;
     }
@@ -264,41 +265,6 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
     }
     if cfg.tpm.as_ref().is_some_and(|t| t.socket.is_empty()) {
         return bad("tpm: socket is empty: give swtpm's control socket".into());
-    }
-    Ok(())
-}
-
-/// SATA disks and CD-ROMs: as many as the AHCI controller has ports, and
-/// no virtio-only option on a SATA disk.
-fn validate_ahci(cfg: &VmConfig) -> Result<(), ConfigError> {
-    let bad = |m: String| Err(ConfigError::Invalid(m));
-    let sata = cfg.disks.iter().filter(|d| d.bus == DiskBus::Sata).count();
-    let ports = sata + cfg.cdroms.len();
-    if ports > AHCI_PORTS {
-        return bad(format!(
-            "{sata} SATA disk(s) and {} CD-ROM(s) need {ports} ports: the AHCI controller has {AHCI_PORTS}",
-            cfg.cdroms.len()
-        ));
-    }
-    for (i, d) in cfg.disks.iter().enumerate() {
-        if d.bus != DiskBus::Sata {
-            continue;
-        }
-        let virtio_only = [
-            ("transitional", d.transitional),
-            ("bw/iops (rate_limit)", d.rate_limit.is_some()),
-            ("poll_us", d.poll_us != 0),
-        ];
-        if let Some((name, _)) = virtio_only.iter().find(|(_, set)| *set) {
-            return bad(format!(
-                "disk {i}: {name} is for virtio disks, not bus=sata"
-            ));
-        }
-    }
-    for (i, c) in cfg.cdroms.iter().enumerate() {
-        if c.path.is_empty() {
-            return bad(format!("CD-ROM {i}: path is empty"));
-        }
     }
     Ok(())
 }
@@ -401,7 +367,7 @@ pub fn check_host(cfg: &VmConfig) -> Result<(), ConfigError> {
         }
     }
     for (i, c) in cfg.cdroms.iter().enumerate() {
-        check_iso(&c.path)
+        ahci::check_iso(&c.path)
             .map_err(|why| ConfigError::Invalid(format!("CD-ROM {i}: {}: {why}", c.path)))?;
     }
     if let Some(rom) = cfg.display.as_ref().and_then(|d| d.rom.as_ref()) {
@@ -421,26 +387,6 @@ pub fn check_host(cfg: &VmConfig) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-/// The ports of the AHCI controller (ICH9's six).
-pub const AHCI_PORTS: usize = 6;
-
-/// A CD-ROM image: a regular file or block device holding ISO 9660 (its
-/// primary volume descriptor's "CD001" at byte 0x8001).
-fn check_iso(path: &str) -> Result<(), String> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let ty = file.metadata().map_err(|e| e.to_string())?.file_type();
-    if !(ty.is_file() || ty.is_block_device()) {
-        return Err("not a file or block device".into());
-    }
-    let mut magic = [0u8; 5];
-    match file.read_exact_at(&mut magic, 0x8001) {
-        Ok(()) if &magic == b"CD001" => Ok(()),
-        Ok(()) => Err("not an ISO 9660 image (no CD001 at byte 0x8001)".into()),
-        Err(_) => Err("not an ISO 9660 image (shorter than its volume descriptor)".into()),
-    }
 }
 
 #[cfg(test)]
