@@ -91,7 +91,10 @@ pub fn execute(drive: &Drive, fis: &H2dFis, x: &mut Xfer<'_>) -> Done {
         return match r {
             Ok(()) if rw.pio => Done::pio(),
             Ok(()) => Done::ok(),
-            Err(XferError::Command(_)) => Done::error(ABRT),
+            Err(XferError::Command(e)) => {
+                log::debug!("ahci: disk transfer refused: {e}");
+                Done::error(ABRT)
+            }
             Err(XferError::Io(e)) => {
                 log::warn!(
                     "ahci: disk {} failed: {e}",

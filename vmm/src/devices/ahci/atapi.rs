@@ -125,7 +125,10 @@ fn read(drive: &mut Drive, x: &mut Xfer<'_>, lba: u64, count: u64, blocks: u64) 
             drive.sense = (0, 0, 0);
             Done::ok()
         }
-        Err(XferError::Command(_)) => check_condition(drive, (ABORTED_COMMAND, 0, 0)),
+        Err(XferError::Command(e)) => {
+            log::debug!("ahci: CD-ROM transfer refused: {e}");
+            check_condition(drive, (ABORTED_COMMAND, 0, 0))
+        }
         Err(XferError::Io(e)) => {
             log::warn!("ahci: CD-ROM read failed: {e}");
             check_condition(drive, (MEDIUM_ERROR, UNRECOVERED_READ, 0))

@@ -103,11 +103,13 @@ impl Done {
 }
 
 /// Why a transfer stopped.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum XferError {
     /// The PRDT is bad (outside memory, too short): a host-side error.
+    #[error(transparent)]
     Command(CommandError),
     /// The image failed.
+    #[error(transparent)]
     Io(kiln_block::Error),
 }
 
