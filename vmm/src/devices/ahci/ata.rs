@@ -107,7 +107,7 @@ pub fn execute(drive: &Drive, fis: &H2dFis, x: &mut Xfer<'_>) -> Done {
     match fis.command {
         IDENTIFY_DEVICE => identify(x, identify_disk_words(drive)),
         // READ VERIFY SECTORS (EXT): nothing moves; the range must exist.
-        0x40 | 0x41 | 0x42 => {
+        0x40..=0x42 => {
             let lba = if fis.command == 0x42 {
                 fis.lba
             } else {

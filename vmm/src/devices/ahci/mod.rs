@@ -168,7 +168,7 @@ impl Ahci {
 
     /// A register access of the ABAR (dwords; a qword is two).
     fn abar_access(&mut self, offset: u64, data: &mut [u8], write: bool) {
-        if offset % 4 != 0 || !matches!(data.len(), 4 | 8) {
+        if !offset.is_multiple_of(4) || !matches!(data.len(), 4 | 8) {
             if !write {
                 data.fill(0);
             }

@@ -323,9 +323,7 @@ fn hostile_command_lists_and_prdts_give_a_task_file_error() {
     assert_ne!(h.pr(0, 0x10) & IS_TFES, 0);
     // A command table outside memory; a command list outside memory.
     let hdr = h.command(0, 2, h2d(0xec, 0, 0, 0), &[], &[(BUF, 512)], 0);
-    h.mem
-        .write_obj(u64::MAX & !0x7f, GuestAddress(hdr + 8))
-        .unwrap();
+    h.mem.write_obj(!0x7fu64, GuestAddress(hdr + 8)).unwrap();
     h.issue(0, 2);
     assert_ne!(h.pr(0, 0x10) & IS_TFES, 0);
     h.pw(0, 0x00, 0xffff_fc00);
