@@ -1,6 +1,7 @@
-//! Fuzz the AHCI controller's command path: the input's first 4 KiB are
-//! guest memory at 0 (command lists, tables, PRDTs, FISes), the rest a
-//! sequence of 6-byte ABAR register writes (offset, value) on a controller
+//! Fuzz the AHCI controller's command path: the input's first byte says
+//! how many 6-byte ABAR register accesses (offset, value) follow, and the
+//! bytes after them are guest memory at 0 (command lists, tables, PRDTs,
+//! FISes; at most 4 KiB), on a controller
 //! with a 64 KiB disk on port 0 and a 40 KiB CD-ROM on port 1, both ports
 //! started with their command lists at 0. Nothing may panic, a guest
 //! memory access stays inside the 1 MiB of guest memory (vm-memory), and
@@ -25,7 +26,11 @@ fn write(ahci: &mut Ahci, off: u64, v: u32) {
 
 fuzz_target!(|data: &[u8]| {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
-    let (image, ops) = data.split_at(data.len().min(4096));
+    let Some((&count, rest)) = data.split_first() else {
+        return;
+    };
+    let (ops, image) = rest.split_at(rest.len().min(usize::from(count) * 6));
+    let image = &image[..image.len().min(4096)];
     mem.write_slice(image, GuestAddress(0)).unwrap();
     let drives = vec![
         Drive::new(DriveKind::Disk, Arc::new(MemDisk::new(64 << 10, false)), "d".into()),

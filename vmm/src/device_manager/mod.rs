@@ -4,7 +4,8 @@
 //! ioeventfds and INTx. Its parts build devices and wire them in:
 //! `platform.rs` (the PC's legacy devices at fixed ports), `virtio/` (the
 //! virtio-pci devices; their models are opened from the configuration
-//! before KVM exists) and `firmware.rs` (the variable store's CFI flash).
+//! before KVM exists), `firmware.rs` (the variable store's CFI flash) and
+//! `ahci.rs` (the AHCI controller with the SATA disks and CD-ROMs).
 //! Devices never learn about each other or about KVM.
 
 pub mod ahci;
