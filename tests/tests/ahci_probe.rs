@@ -39,7 +39,7 @@ fn a_probe_drives_the_ahci_disk_and_cdrom_and_survives_hostile_commands() {
         "--cdrom".to_string(),
         iso.display().to_string(),
     ]);
-    let vm = Vm::run_to_poweroff(&spec, Duration::from_secs(60));
+    let vm = Vm::run_to_poweroff(&spec, Duration::from_secs(180));
     let last = format!("ahci: CD-ROM last LBA {}, block 2048", blocks - 1);
     vm.assert_serial_lines(&[
         "ahci: ICH9 AHCI, 6 ports, disk on 0, ATAPI on 1",
