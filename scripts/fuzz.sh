@@ -22,7 +22,7 @@ fi
 
 "$root/vmm/block/fuzz/run.sh" "$secs"
 cd "$root/vmm/fuzz"
-for target in virtio_chain virtio_blk_request virtio_net_ctrl virtio_console_ctrl vga_registers i8042_mouse; do
+for target in virtio_chain virtio_blk_request virtio_net_ctrl virtio_console_ctrl vga_registers i8042_mouse ahci_commands; do
     mkdir -p "corpus/$target"
     cargo +nightly fuzz run "$target" "corpus/$target" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10

@@ -372,6 +372,99 @@ fn bad_disks_and_nics_fail_before_kvm() {
     assert!(err.contains("smbios: serial contains a NUL"), "{err}");
 }
 
+/// SATA disks and CD-ROMs that cannot work end before KVM is opened
+/// (`/dev/kvm` masked as above): a CD-ROM image that is missing, not a
+/// file, or not ISO 9660; more SATA disks and CD-ROMs than the AHCI
+/// controller's six ports; a virtio-only option on a SATA disk; a SATA
+/// disk that is missing or not the format named; an unknown bus.
+#[test]
+fn bad_sata_disks_and_cdroms_fail_before_kvm() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP bad_sata_disks_and_cdroms_fail_before_kvm: needs root (unshare -m)");
+        return;
+    }
+    let dir = ScratchDir::new("ahci-before-kvm").expect("scratch dir");
+    let kernel = probe("hello");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new("unshare")
+            .args(["-m", "sh", "-c"])
+            .arg(r#"mount --bind /dev/null /dev/kvm && exec "$0" "$@""#)
+            .arg(kiln_tests::kiln_vmm())
+            .args(["--kernel", kernel.to_str().unwrap(), "--memory", "32M"])
+            .args(extra)
+            .output()
+            .expect("unshare (util-linux)");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (out.status.code().expect("an exit, not a signal"), stderr)
+    };
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (raw, iso, missing) = (p("d.raw"), p("cd.iso"), p("missing.iso"));
+    fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    let mut image = vec![0u8; 0x9000];
+    image[0x8001..0x8006].copy_from_slice(b"CD001");
+    fs::write(&iso, &image).unwrap();
+    let sata = format!("path={raw},bus=sata");
+
+    // A good config gets as far as KVM.
+    let (code, err) = run(&["--disk", &sata, "--cdrom", &iso]);
+    assert_eq!(code, EXIT_HOST_ERROR, "{err}");
+    assert!(err.contains("KVM"), "a good config fails at KVM: {err}");
+
+    let six: Vec<&str> = ["--disk", &sata, "--disk", &sata, "--disk", &sata]
+        .into_iter()
+        .chain(["--cdrom", &iso, "--cdrom", &iso, "--cdrom", &iso])
+        .collect();
+    let seven: Vec<&str> = six.iter().copied().chain(["--cdrom", &iso]).collect();
+    let (code, err) = run(&six);
+    assert!(
+        err.contains("KVM") && code == EXIT_HOST_ERROR,
+        "six fit: {err}"
+    );
+    let dir_path = dir.path().to_str().unwrap().to_owned();
+    let too_small = p("small.iso");
+    fs::write(&too_small, vec![0u8; 4096]).unwrap();
+    let sata_bw = format!("{sata},bw=1000000");
+    let sata_missing = format!("path={missing},bus=sata");
+    let sata_qcow2 = format!("path={raw},format=qcow2,bus=sata");
+    let cases: [(&[&str], i32, String); 8] = [
+        (&["--cdrom", &missing], 2, format!("CD-ROM 0: {missing}")),
+        (
+            &["--cdrom", &dir_path],
+            2,
+            "not a file or block device".into(),
+        ),
+        (&["--cdrom", &raw], 2, "not an ISO 9660 image".into()),
+        (&["--cdrom", &too_small], 2, "not an ISO 9660 image".into()),
+        (&seven, 2, "need 7 ports: the AHCI controller has 6".into()),
+        (
+            &["--disk", &sata_bw],
+            2,
+            "is for virtio disks, not bus=sata".into(),
+        ),
+        (
+            &["--disk", &sata_missing],
+            2,
+            format!("disk 0: image {missing}"),
+        ),
+        (
+            &["--disk", &sata_qcow2],
+            EXIT_HOST_ERROR,
+            format!("opening SATA disk {raw}"),
+        ),
+    ];
+    for (args, want_code, want) in cases {
+        let (code, err) = run(args);
+        assert_eq!(code, want_code, "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: want {want:?} in {err}");
+        assert!(!err.contains("KVM"), "{args:?}: {err}");
+    }
+    let (code, err) = run(&["--disk", &format!("path={raw},bus=scsi")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bus=scsi"), "{err}");
+}
+
 /// Display options that cannot work end before KVM is opened (`/dev/kvm`
 /// masked as in `bad_disks_and_nics_fail_before_kvm`), with a message
 /// that names the problem: a display flag without a display, an unknown

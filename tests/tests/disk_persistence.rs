@@ -10,7 +10,8 @@
 //! write, and writes its own, before a SIGTERM). The disk is raw, a qcow2
 //! image, a zlib-compressed qcow2 image written in place, a qcow2 overlay
 //! on a raw base (the case), a qcow2 overlay on a zlib-compressed
-//! qcow2 base, or the top of a three-deep qcow2 chain.
+//! qcow2 base, or the top of a three-deep qcow2 chain; a few cases again
+//! with the disk on the AHCI controller (`bus=sata`).
 //! Afterwards `qemu-img compare` finds the image equal to the expected
 //! disk, `qemu-img check` finds it clean (no errors, no leaks), and every
 //! base is as it was.
@@ -239,7 +240,12 @@ fn persists(tag: &str, kind: Image, end: End, opts: &str) {
         );
     }
     let log = vm.vmm_log();
-    assert!(log.contains("virtio-blk0: written back in"), "{log}");
+    let disk = if opts.contains("bus=sata") {
+        "sata0"
+    } else {
+        "virtio-blk0"
+    };
+    assert!(log.contains(&format!("{disk}: written back in")), "{log}");
     for (base, orig) in &originals {
         assert_eq!(
             fs::read(base).unwrap(),
@@ -304,4 +310,31 @@ fn overlay_polling_rate_limited_sigterm() {
         End::Sigterm,
         ",poll_us=1000,iops=20",
     );
+}
+
+/// A SATA disk on the AHCI controller (its writes done on the vCPU
+/// thread) is written back at the end as a virtio disk is.
+#[test]
+fn sata_overlay_on_compressed_sigterm() {
+    persists(
+        "sata_overlay_on_compressed_sigterm",
+        Image::OverlayOnCompressed,
+        End::Sigterm,
+        ",bus=sata",
+    );
+}
+
+#[test]
+fn sata_qcow2_api_kill() {
+    persists(
+        "sata_qcow2_api_kill",
+        Image::Qcow2,
+        End::ApiKill,
+        ",bus=sata",
+    );
+}
+
+#[test]
+fn sata_chain3_reset() {
+    persists("sata_chain3_reset", Image::Chain3, End::Reset, ",bus=sata");
 }

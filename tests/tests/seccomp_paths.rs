@@ -12,7 +12,8 @@
 //! copy-on-write. Disks: an overlay (`qemu-img create -b -F qcow2`) over a
 //! zlib- and over a zstd-compressed image; a chain of two overlays, opened
 //! with O_DIRECT; and a compressed image written in place, with polling and
-//! an IOPS limit (the worker's rate-limit waits). About 3 s a boot here.
+//! an IOPS limit (the worker's rate-limit waits); and an overlay on a SATA
+//! disk, whose commands run on the vCPU thread. About 3 s a boot here.
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
@@ -119,6 +120,20 @@ fn write_over_a_zstd_compressed_backing_image() {
     let base = compressed_base(dir.path(), "zstd");
     let ov = overlay(dir.path(), &base, "ov.qcow2");
     boot_rw_check(&ov, "");
+}
+
+/// The same overlay on the AHCI controller (`bus=sata`): there the vCPU
+/// thread that issues the command reads, inflates and writes the clusters,
+/// under the vCPU filter.
+#[test]
+fn write_over_a_compressed_backing_image_on_a_sata_disk() {
+    if !kvm_available("write_over_a_compressed_backing_image_on_a_sata_disk") {
+        return;
+    }
+    let dir = ScratchDir::new("scsata").unwrap();
+    let base = compressed_base(dir.path(), "zstd");
+    let ov = overlay(dir.path(), &base, "ov.qcow2");
+    boot_rw_check(&ov, ",bus=sata");
 }
 
 /// Two overlays deep, every file opened with O_DIRECT (kiln-block's

@@ -119,6 +119,11 @@ impl DiskSet {
         self.disks.push((name, disk));
     }
 
+    /// Add every disk of `other` (the AHCI controller's to the virtio ones).
+    pub fn extend(&mut self, other: DiskSet) {
+        self.disks.extend(other.disks);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.disks.is_empty()
     }

@@ -43,6 +43,8 @@ pub enum VmError {
     Acpi(#[from] acpi::AcpiError),
     #[error("virtio devices")]
     Virtio(#[from] crate::device_manager::WiringError),
+    #[error("the AHCI controller's drives")]
+    Ahci(#[from] crate::device_manager::ahci::AhciError),
     #[error("loading the firmware")]
     Firmware(#[from] firmware::FirmwareError),
     #[error("the firmware variable store's flash")]
@@ -108,6 +110,7 @@ impl Vm {
         if config.display.as_ref().is_some_and(|d| d.tablet) {
             models.add_tablet()?;
         }
+        let ahci = crate::device_manager::ahci::AhciDrives::open(config)?;
         let display_rom = crate::device_manager::display::open_rom(config)?;
         let kvm = Kvm::new().map_err(VmError::Kvm)?;
         let fd = kvm.create_vm().map_err(kvm_op("create a VM"))?;
@@ -153,6 +156,7 @@ impl Vm {
                 start,
                 display_rom,
                 tpm,
+                ahci,
             },
             models,
         )?;

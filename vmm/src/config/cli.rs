@@ -21,7 +21,7 @@
 
 use kiln_api::control::LinkState;
 use kiln_api::vm::{
-    BackingConfig, DiskConfig, DiskFormat, NetConfig, RateLimitConfig, SmbiosConfig,
+    BackingConfig, DiskBus, DiskConfig, DiskFormat, NetConfig, RateLimitConfig, SmbiosConfig,
     TokenBucketConfig,
 };
 
@@ -154,6 +154,7 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
             "iops",
             "transitional",
             "poll_us",
+            "bus",
         ],
         &["backing", "backing_format"],
     )? {
@@ -184,6 +185,13 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, CliError> {
             "bw" => bw = Some(per_second(F, k, v)?),
             "iops" => ops = Some(per_second(F, k, v)?),
             "transitional" => d.transitional = on_off(F, k, v)?,
+            "bus" => {
+                d.bus = match v {
+                    "virtio" => DiskBus::Virtio,
+                    "sata" => DiskBus::Sata,
+                    _ => return Err(bad(F, k, v)),
+                }
+            }
             "poll_us" => {
                 d.poll_us = v
                     .parse::<u32>()

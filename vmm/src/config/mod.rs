@@ -1,6 +1,7 @@
 //! From the command line (or a JSON file) to a validated
 //! [`kiln_api::vm::VmConfig`].
 
+mod ahci;
 pub mod cli;
 
 use std::os::unix::fs::FileTypeExt;
@@ -72,9 +73,12 @@ pub struct Args {
     /// Write how the VM ended here (JSON) just before exiting.
     #[arg(long)]
     pub exit_file: Option<String>,
-    /// A virtio-blk disk (repeatable): path=FILE[,format=raw|qcow2][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
+    /// A disk (repeatable): path=FILE[,format=raw|qcow2][,bus=virtio|sata][,readonly=on][,direct=on][,serial=ID][,bw=BYTES_PER_S][,iops=N]
     #[arg(long = "disk", value_name = "path=FILE,...", value_parser = cli::parse_disk)]
     pub disks: Vec<kiln_api::vm::DiskConfig>,
+    /// An ATAPI CD-ROM on the AHCI controller (repeatable): an ISO 9660 image, read-only; after the SATA disks.
+    #[arg(long = "cdrom", value_name = "PATH")]
+    pub cdroms: Vec<String>,
     /// A virtio-net NIC (repeatable): tap=NAME[,queues=N], fd=N or fds=N:N:..., plus [,mac=MAC][,bw=BYTES_PER_S][,pps=N][,rx_bw=BYTES_PER_S][,rx_pps=N]
     #[arg(long = "net", value_name = "tap=NAME|fd=N|fds=N:N,...", value_parser = cli::parse_net)]
     pub nets: Vec<kiln_api::vm::NetConfig>,
@@ -206,7 +210,11 @@ impl Args {
                 api_socket: self.api_socket.clone(),
                 exit_file: self.exit_file.clone(),
                 disks: self.disks.clone(),
-                cdroms: Vec::new(),
+                cdroms: self
+                    .cdroms
+                    .iter()
+                    .map(|path| kiln_api::vm::CdromConfig { path: path.clone() })
+                    .collect(),
                 nets: self.nets.clone(),
                 rng: self.rng.is_some(),
                 rng_transitional: self.rng.is_some_and(|o| o.transitional),
@@ -259,6 +267,7 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
     if cfg.rng_transitional && !cfg.rng {
         return bad("rng_transitional needs rng".into());
     }
+    ahci::validate(cfg)?;
     for (i, n) in cfg.nets.iter().enumerate() {
         validate_net(n).map_err(|m| ConfigError::Invalid(format!("NIC {i}: {m}")))?;
     }
@@ -386,6 +395,10 @@ pub fn check_host(cfg: &VmConfig) -> Result<(), ConfigError> {
                 return Err(bad("not a file or block device".into()));
             }
         }
+    }
+    for (i, c) in cfg.cdroms.iter().enumerate() {
+        ahci::check_iso(&c.path)
+            .map_err(|why| ConfigError::Invalid(format!("CD-ROM {i}: {}: {why}", c.path)))?;
     }
     if let Some(rom) = cfg.display.as_ref().and_then(|d| d.rom.as_ref()) {
         let bad = |why: String| ConfigError::Invalid(format!("display: VGA BIOS {rom}: {why}"));

@@ -4,9 +4,11 @@
 //! ioeventfds and INTx. Its parts build devices and wire them in:
 //! `platform.rs` (the PC's legacy devices at fixed ports), `virtio/` (the
 //! virtio-pci devices; their models are opened from the configuration
-//! before KVM exists) and `firmware.rs` (the variable store's CFI flash).
+//! before KVM exists), `firmware.rs` (the variable store's CFI flash) and
+//! `ahci.rs` (the AHCI controller with the SATA disks and CD-ROMs).
 //! Devices never learn about each other or about KVM.
 
+pub mod ahci;
 pub mod allocator;
 mod bar_window;
 pub mod display;
@@ -62,6 +64,8 @@ pub enum DeviceError {
     Display(#[from] display::DisplayError),
     #[error("placing the PCI BAR window on the MMIO bus")]
     BarWindow(#[source] BusError),
+    #[error("the AHCI controller")]
+    Ahci(#[from] ahci::AhciError),
     #[error("placing {name} on the bus failed")]
     Bus {
         name: &'static str,
@@ -109,6 +113,8 @@ pub struct DeviceContext {
     pub display_rom: Option<Vec<u8>>,
     /// The TPM's backend (swtpm, connected before KVM), if any.
     pub tpm: Option<crate::tpm::Swtpm>,
+    /// The AHCI controller's drives (opened before KVM), if any.
+    pub ahci: Option<ahci::AhciDrives>,
 }
 
 impl DeviceManager {
@@ -162,7 +168,7 @@ impl DeviceManager {
             mmio: &mut mmio,
             pci: &pci,
         };
-        let virtio = virtio::attach(vm, mem, &mut buses, &mut alloc, &window, models)?;
+        let mut virtio = virtio::attach(vm, mem, &mut buses, &mut alloc, &window, models)?;
         // After the virtio devices, so that their slots stay where they
         // are without a display.
         let display = match &config.display {
@@ -175,6 +181,10 @@ impl DeviceManager {
             )?),
             None => None,
         };
+        if let Some(drives) = ctx.ahci {
+            let disks = ahci::attach(vm, mem, &mut buses, &mut alloc, &window, drives)?;
+            virtio.disks.extend(disks);
+        }
         if !window.is_empty() {
             bar_window::insert(&mut mmio, &window).map_err(DeviceError::BarWindow)?;
         }

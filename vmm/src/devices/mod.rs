@@ -14,6 +14,7 @@
 //! them what those provide (a tap comes as a
 //! [`virtio::net::TapQueue`]). `tests/layering.rs` fails if one does.
 
+pub mod ahci;
 pub mod bus;
 pub mod display;
 pub mod legacy;

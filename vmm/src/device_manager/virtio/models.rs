@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_api::control::LinkState;
-use kiln_api::vm::{AgentConfig, DiskConfig, NetConfig};
+use kiln_api::vm::{AgentConfig, DiskBus, DiskConfig, NetConfig};
 use kiln_block::{open_disk_chain, BackingFile, OpenOptions};
 
 use super::WiringError;
@@ -46,7 +46,9 @@ impl VirtioModels {
     ) -> Result<Self, WiringError> {
         let mut models: Vec<(Box<dyn VirtioDevice>, bool)> = Vec::new();
         let mut disk_set = DiskSet::default();
-        for (i, d) in disks.iter().enumerate() {
+        // SATA disks are the AHCI controller's (`device_manager/ahci.rs`).
+        let virtio_disks = disks.iter().filter(|d| d.bus == DiskBus::Virtio);
+        for (i, d) in virtio_disks.enumerate() {
             models.push((block_device(i, d, &mut disk_set)?, d.transitional));
         }
         let mut links = Vec::new();
