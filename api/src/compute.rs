@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::vm::{DiskFormat, LinkState};
 
+mod guest;
 mod network;
+pub use guest::*;
 pub use network::*;
 
 /// The body of every error answer (4xx and 5xx).
@@ -233,6 +235,11 @@ pub struct Image {
     /// images: `none`).
     #[serde(default, skip_serializing_if = "Display::is_none")]
     pub display: Display,
+    /// Servers made from it get a guest agent channel (Nova's
+    /// `hw_qemu_guest_agent`) unless the server says otherwise; on by
+    /// default for `os_type: windows`.
+    #[serde(default)]
+    pub agent: bool,
 }
 
 /// Where an image is in its life. A disk image is `importing` from its
@@ -285,6 +292,10 @@ pub enum ImageCreate {
         /// `os_type: windows`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tpm: Option<bool>,
+        /// Servers made from it get a guest agent channel (off when
+        /// absent; on for `os_type: windows`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<bool>,
     },
     /// Import a disk image into the image store: from an absolute host
     /// path (`source: path`, the default), or by upload (`source: upload`).
@@ -308,6 +319,10 @@ pub enum ImageCreate {
         /// `os_type: windows`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tpm: Option<bool>,
+        /// Servers made from it get a guest agent channel (off when
+        /// absent; on for `os_type: windows`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<bool>,
         /// Its servers' display (`vga` when absent for `os_type: windows`,
         /// else `none`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -504,6 +519,11 @@ pub struct Server {
     /// [`Display`]).
     #[serde(default, skip_serializing_if = "Display::is_none")]
     pub display: Display,
+    /// It has a guest agent channel (`agent.sock` in its directory, the
+    /// guest's `org.qemu.guest_agent.0` port): `GET .../guest` asks the
+    /// agent, and stop asks it for a shutdown first.
+    #[serde(default)]
+    pub agent: bool,
 }
 
 /// When a server counts as ready. Exactly one field is set.
@@ -516,6 +536,10 @@ pub struct ReadyCondition {
     /// A code the guest writes to the debug port (I/O port 0x80).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug_code: Option<u8>,
+    /// `true`: ready once the guest agent answers `guest-ping` (the
+    /// server needs `agent`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent: bool,
 }
 
 /// `POST /v1/servers`.
@@ -578,6 +602,9 @@ pub struct ServerCreate {
     /// `vga` needs a disk image (firmware draws on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display: Option<Display>,
+    /// A guest agent channel, instead of the image's `agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<bool>,
 }
 
 /// A key pair's kind; only OpenSSH keys (Nova's `ssh`).

@@ -61,6 +61,11 @@ pub struct VmConfig {
     /// swtpm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<TpmConfig>,
+    /// A guest agent channel: a virtio-serial port named
+    /// `org.qemu.guest_agent.0`, whose bytes kiln-vmm passes to and from
+    /// the one client of a unix socket it listens on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentConfig>,
 }
 
 /// The guest's display.
@@ -97,6 +102,14 @@ pub enum DisplayDevice {
 #[serde(deny_unknown_fields)]
 pub struct TpmConfig {
     /// swtpm's control socket (`--ctrl type=unixio,path=...`).
+    pub socket: String,
+}
+
+/// The guest agent channel's host side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The unix socket kiln-vmm listens on (one client at a time).
     pub socket: String,
 }
 

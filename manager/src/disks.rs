@@ -346,6 +346,7 @@ mod tests {
             virtio_model: Default::default(),
             tpm: false,
             display: Default::default(),
+            agent: false,
         }
     }
 

@@ -219,6 +219,7 @@ impl Daemon {
             config_drive: false,
             tpm: None,
             display: None,
+            agent: None,
         };
         let body = serde_json::to_vec(&body).map_err(|e| format!("encode create: {e}"))?;
         self.expect("POST", "/v1/servers", Some(&body), 202)?

@@ -97,6 +97,13 @@ pub fn prepare_image(
             tpm.unwrap_or(*os_type == Some(kiln_api::compute::OsType::Windows))
         }
     };
+    // A guest agent channel: as asked, else on for Windows (as tpm).
+    let agent = match req {
+        ImageCreate::Kernel { agent, .. } => agent.unwrap_or(false),
+        ImageCreate::Disk { agent, os_type, .. } => {
+            agent.unwrap_or(*os_type == Some(kiln_api::compute::OsType::Windows))
+        }
+    };
     // Its servers' display: as asked, else vga for Windows (no serial
     // console there); kernel images boot without firmware and have none.
     let display = match req {
@@ -212,6 +219,7 @@ pub fn prepare_image(
             virtio_model,
             tpm,
             display,
+            agent,
             status,
             progress,
             fault: None,
@@ -419,6 +427,7 @@ mod tests {
             os_type: Some(kiln_api::compute::OsType::Windows),
             virtio_model: Some(kiln_api::compute::VirtioModel::Transitional),
             tpm: None,
+            agent: None,
             display: None,
         };
         let dirs = ImportDirs::new(&dir.path().join("state"), &[dir.path().to_owned()]);
@@ -428,6 +437,7 @@ mod tests {
             kiln_api::compute::VirtioModel::Transitional
         );
         assert_eq!(img.display, Display::Vga, "windows: vga by default");
+        assert!(img.agent && img.tpm, "windows: agent and tpm by default");
         let ImageKind::Disk {
             path,
             size_bytes,
@@ -465,6 +475,7 @@ mod tests {
             os_type: None,
             virtio_model: None,
             tpm: None,
+            agent: None,
             display: None,
         };
         let s = src.display().to_string();
@@ -488,6 +499,7 @@ mod tests {
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
+                agent: None,
                 display: None,
             },
             ImageCreate::Disk {
@@ -499,6 +511,7 @@ mod tests {
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
+                agent: None,
                 display: None,
             },
             ImageCreate::Kernel {
@@ -508,6 +521,7 @@ mod tests {
                 cmdline: Some("a\nb".into()),
                 virtio_model: None,
                 tpm: None,
+                agent: None,
             },
         ] {
             assert!(
@@ -529,6 +543,7 @@ mod tests {
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
+                agent: None,
                 display: None,
             },
             &store,

@@ -278,9 +278,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm, display)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm, img.display.as_str()],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm, display, agent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm, img.display.as_str(), img.agent],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -382,7 +382,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm, display";
+     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm, display, agent";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -483,6 +483,7 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
             .as_deref()
             .and_then(kiln_api::compute::Display::parse)
             .unwrap_or_default(),
+        agent: r.get(19)?,
     })
 }
 

@@ -43,11 +43,13 @@ pub struct NewServer {
     /// It gets a TPM (a swtpm beside its VMM).
     pub tpm: bool,
     pub display: Display,
+    /// It gets a guest agent channel.
+    pub agent: bool,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
      vcpus, ram_mb, disk_gb, cmdline, metadata, pid, created_at, updated_at, \
-     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive, tpm, display";
+     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive, tpm, display, agent";
 
 impl Store {
     /// Checks placement and records the server as BUILD, atomically.
@@ -110,8 +112,8 @@ impl Store {
         tx.execute(
             "INSERT INTO servers (id, name, status, task_state, flavor_id, image_id, vcpus, ram_mb, disk_gb,
                                   cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id,
-                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive, tpm, display)
-             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+                                  firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive, tpm, display, agent)
+             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
             params![
                 id,
                 new.name,
@@ -135,7 +137,8 @@ impl Store {
                 new.admin_pass,
                 new.config_drive,
                 new.tpm,
-                new.display.as_str()
+                new.display.as_str(),
+                new.agent
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
@@ -399,6 +402,7 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
             .as_deref()
             .and_then(Display::parse)
             .unwrap_or_default(),
+        agent: r.get(27)?,
     })
 }
 
@@ -436,6 +440,7 @@ pub(crate) mod tests {
                 virtio_model: Default::default(),
                 tpm: false,
                 display: Default::default(),
+                agent: false,
             };
             let _ = store.insert_image(&img);
         }
@@ -458,6 +463,7 @@ pub(crate) mod tests {
             config_drive: false,
             tpm: false,
             display: Default::default(),
+            agent: false,
         }
     }
 

@@ -97,6 +97,10 @@ pub enum ImageCmd {
         /// Servers made from it get a TPM 2.0 [default: on for windows].
         #[arg(long)]
         tpm: Option<bool>,
+        /// Servers made from it get a guest agent channel [default: on for
+        /// windows].
+        #[arg(long)]
+        agent: Option<bool>,
     },
     /// Import a disk image of the given format into the image store.
     /// Servers made from it boot it through firmware.
@@ -118,6 +122,10 @@ pub enum ImageCmd {
         /// Servers made from it get a TPM 2.0 [default: on for windows].
         #[arg(long)]
         tpm: Option<bool>,
+        /// Servers made from it get a guest agent channel [default: on for
+        /// windows].
+        #[arg(long)]
+        agent: Option<bool>,
         /// Its servers' display, `vga` or `none` [default: vga for windows].
         #[arg(long, value_parser = crate::console::parse_display)]
         display: Option<kiln_api::compute::Display>,
@@ -145,6 +153,10 @@ pub enum ImageCmd {
         /// Servers made from it get a TPM 2.0 [default: on for windows].
         #[arg(long)]
         tpm: Option<bool>,
+        /// Servers made from it get a guest agent channel [default: on for
+        /// windows].
+        #[arg(long)]
+        agent: Option<bool>,
         /// Its servers' display, `vga` or `none` [default: vga for windows].
         #[arg(long, value_parser = crate::console::parse_display)]
         display: Option<kiln_api::compute::Display>,
@@ -170,6 +182,7 @@ pub fn run(
             cmdline,
             virtio_model,
             tpm,
+            agent,
         } => {
             let req = ImageCreate::Kernel {
                 name: name.clone(),
@@ -178,6 +191,7 @@ pub fn run(
                 cmdline: cmdline.clone(),
                 virtio_model: virtio_model.map(VirtioModel::from),
                 tpm: *tpm,
+                agent: *agent,
             };
             show(json, &api.send::<Image>("POST", "/v1/images", &req)?, |i| {
                 images(std::slice::from_ref(i))
@@ -193,6 +207,7 @@ pub fn run(
             virtio_model,
             tpm,
             display,
+            agent,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -203,6 +218,7 @@ pub fn run(
                 os_type: os_type.map(OsType::from),
                 virtio_model: virtio_model.map(VirtioModel::from),
                 tpm: *tpm,
+                agent: *agent,
                 display: *display,
             };
             let img: Image = api.send("POST", "/v1/images", &req)?;
@@ -239,6 +255,7 @@ pub fn run(
             virtio_model,
             tpm,
             display,
+            agent,
         }
         | ImageCmd::Create {
             name,
@@ -250,6 +267,7 @@ pub fn run(
             virtio_model,
             tpm,
             display,
+            agent,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -260,6 +278,7 @@ pub fn run(
                 os_type: os_type.map(OsType::from),
                 virtio_model: virtio_model.map(VirtioModel::from),
                 tpm: *tpm,
+                agent: *agent,
                 display: *display,
             };
             let mut img: Image = api.send("POST", "/v1/images", &req)?;

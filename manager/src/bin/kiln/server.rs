@@ -43,11 +43,14 @@ pub(crate) enum ServerCmd {
         #[arg(long, value_enum)]
         virtio_model: Option<Virtio>,
         /// Ready when the console matches this regex.
-        #[arg(long, conflicts_with = "ready_code")]
+        #[arg(long, conflicts_with_all = ["ready_code", "ready_agent"])]
         ready_console: Option<String>,
         /// Ready when the guest writes this code to the debug port.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "ready_agent")]
         ready_code: Option<u8>,
+        /// Ready when the guest agent answers guest-ping (needs an agent).
+        #[arg(long)]
+        ready_agent: bool,
         /// Delete the server automatically after this many seconds.
         #[arg(long)]
         ttl: Option<u64>,
@@ -75,6 +78,9 @@ pub(crate) enum ServerCmd {
         /// `vga` or `none`, instead of the image's default.
         #[arg(long, value_parser = console::parse_display)]
         display: Option<kiln_api::compute::Display>,
+        /// A guest agent channel (true/false) [default: the image's].
+        #[arg(long)]
+        agent: Option<bool>,
         /// Wait until the server is ACTIVE or ready (fails if it goes to
         /// ERROR or SHUTOFF first)
         #[arg(long, value_enum)]
@@ -115,6 +121,10 @@ pub(crate) enum ServerCmd {
         server: String,
         #[arg(long)]
         last: bool,
+    },
+    /// What the guest agent says: OS, hostname, interfaces and addresses.
+    Guest {
+        server: String,
     },
     /// Type on the server's keyboard: key names as QEMU's sendkey (`ret`,
     /// `esc`, `f12`, `ctrl-alt-delete`, `shift-a`), then `--text`.
@@ -200,6 +210,9 @@ pub(crate) fn server_cmd(
             if !s.display.is_none() {
                 println!("display: {}", s.display.as_str());
             }
+            if s.agent {
+                println!("agent: true");
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -215,6 +228,7 @@ pub(crate) fn server_cmd(
             virtio_model,
             ready_console,
             ready_code,
+            ready_agent,
             ttl,
             networks,
             key_name,
@@ -223,6 +237,7 @@ pub(crate) fn server_cmd(
             config_drive,
             tpm,
             display,
+            agent,
             wait,
             timeout,
         } => {
@@ -235,10 +250,14 @@ pub(crate) fn server_cmd(
                     Some(line.trim_end_matches(['\n', '\r']).to_string())
                 }
             };
-            let ready = (ready_console.is_some() || ready_code.is_some()).then(|| ReadyCondition {
-                console: ready_console.clone(),
-                debug_code: *ready_code,
-            });
+            let ready =
+                (ready_console.is_some() || ready_code.is_some() || *ready_agent).then(|| {
+                    ReadyCondition {
+                        console: ready_console.clone(),
+                        debug_code: *ready_code,
+                        agent: *ready_agent,
+                    }
+                });
             let req = ServerCreate {
                 name: name.clone(),
                 flavor: flavor.clone(),
@@ -260,6 +279,7 @@ pub(crate) fn server_cmd(
                 config_drive: *config_drive,
                 tpm: *tpm,
                 display: *display,
+                agent: *agent,
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {
@@ -327,6 +347,15 @@ pub(crate) fn server_cmd(
             let s = api.server(server)?;
             let q = if *last { "?last=true" } else { "" };
             console::screenshot(api.socket, &format!("/v1/servers/{}/screenshot{q}", s.id))?;
+        }
+        ServerCmd::Guest { server } => {
+            let s = api.server(server)?;
+            let g: kiln_api::compute::GuestInfo =
+                api.get(&format!("/v1/servers/{}/guest", s.id))?;
+            if json {
+                return print_json(&g);
+            }
+            tables::guest(&g);
         }
         ServerCmd::Keys {
             server,
