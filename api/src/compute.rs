@@ -659,7 +659,9 @@ pub struct ServerList {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RebootType {
-    /// ACPI power button, then a restart; forced after the stop timeout.
+    /// The guest agent's `guest-shutdown` (a server with `agent` whose
+    /// agent answers), else the ACPI power button, then a restart; forced
+    /// after the stop timeout.
     #[default]
     Soft,
     /// Kill the VMM and start a new one.
@@ -671,7 +673,9 @@ pub enum RebootType {
 #[serde(rename_all = "snake_case", tag = "action", deny_unknown_fields)]
 pub enum ServerAction {
     Start,
-    /// ACPI power button, then forced after the stop timeout.
+    /// The guest agent's `guest-shutdown` (a server with `agent` whose
+    /// agent answers), else the ACPI power button; forced after the stop
+    /// timeout.
     Stop,
     Reboot {
         #[serde(default, rename = "type")]

@@ -93,7 +93,10 @@ async fn serve(conn: tokio::net::UnixStream, kind: Fake) {
     }
 }
 
-const T: Duration = Duration::from_millis(400);
+const T: Duration = Duration::from_millis(500);
+
+/// What a loaded host (parallel tests on 2 cores) may add to a time-out.
+const SLACK: Duration = Duration::from_millis(1500);
 
 /// `f`'s error, checking it came within the time-out (and some slack).
 async fn fails_in_time<T: std::fmt::Debug>(
@@ -102,7 +105,7 @@ async fn fails_in_time<T: std::fmt::Debug>(
     let start = Instant::now();
     let e = f.await.expect_err("a hostile agent must give an error");
     let took = start.elapsed();
-    assert!(took < T + Duration::from_millis(300), "took {took:?}: {e}");
+    assert!(took < T + SLACK, "took {took:?}: {e}");
     e
 }
 
@@ -156,14 +159,14 @@ async fn a_stalled_guest_delays_only_itself() {
     let a = std::sync::Arc::new(Agents::default());
     let (_d, stall) = fake(Fake::Stall);
     let (_d2, good) = fake(Fake::Good);
-    let long = Duration::from_secs(3);
+    let long = Duration::from_secs(6);
     let (a2, s2) = (a.clone(), stall.clone());
     let stalled = tokio::spawn(async move { a2.ping("slow", &s2, long).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Another server's call is served meanwhile.
     let start = Instant::now();
     a.info("fast", &good, T).await.unwrap();
-    assert!(start.elapsed() < Duration::from_millis(300));
+    assert!(start.elapsed() < SLACK, "{:?}", start.elapsed());
     // A second call to the stalled server waits for its lock, within its
     // own time-out.
     let e = fails_in_time(a.ping("slow", &stall, T)).await;

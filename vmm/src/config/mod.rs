@@ -212,6 +212,8 @@ impl Args {
                     vnc: self.vnc.clone(),
                 }),
                 tpm: self.tpm.clone(),
+                // The guest agent channel comes only in a --config file (for now).
+                agent: None,
             },
         };
         validate(&cfg)?;
