@@ -81,7 +81,9 @@ impl QemuGa {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        wait_until("qemu-ga's socket", T, || UnixStream::connect(sock).is_ok());
+        // Its file, not a connection: qemu-ga serves one client at a time
+        // and its backlog is short.
+        wait_until("qemu-ga's socket", T, || sock.exists());
         QemuGa {
             child,
             _state: state,

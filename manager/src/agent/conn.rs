@@ -30,6 +30,9 @@ pub const MAX_DISCARD: usize = 1024 * 1024;
 /// `guest-sync-delimited`.
 const SENTINEL: u8 = 0xFF;
 
+/// How long to wait before connecting again to a full listener.
+const RETRY: Duration = Duration::from_millis(20);
+
 pub struct Session {
     stream: UnixStream,
     buf: Vec<u8>,
@@ -39,10 +42,21 @@ pub struct Session {
 impl Session {
     /// Connects to the agent's socket and resyncs, all before `deadline`.
     pub async fn open(path: &Path, deadline: Instant) -> Result<Session, AgentError> {
-        let stream = match timeout_at(deadline, UnixStream::connect(path)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(AgentError::Connect(e)),
-            Err(_) => return Err(AgentError::Timeout("connecting")),
+        // The listener serves one client at a time: while its backlog is
+        // full (earlier clients not yet taken) connect says EAGAIN; try
+        // again until the deadline.
+        let stream = loop {
+            match timeout_at(deadline, UnixStream::connect(path)).await {
+                Ok(Ok(s)) => break s,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() + RETRY >= deadline {
+                        return Err(AgentError::Timeout("connecting (its backlog is full)"));
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+                Ok(Err(e)) => return Err(AgentError::Connect(e)),
+                Err(_) => return Err(AgentError::Timeout("connecting")),
+            }
         };
         let mut s = Session {
             stream,
