@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetch guest material from Debian packages, by name, into the git-ignored cache.
-#   cache/debs/<pkg>/      the extracted package (dpkg -x)
+#   cache/debs/<pkg>/      the extracted package (dpkg -x; qemu-guest-agent's
+#                          usr/sbin/qemu-ga for the guest agent tests)
 #   cache/guest/vmlinuz    the stock Debian kernel (bzImage)
 #   cache/guest/vmlinux    the same kernel decompressed (ELF, with its PVH note)
 #   cache/guest/initramfs.cpio.gz  busybox-static + images/linux/init
@@ -48,6 +49,11 @@ fetch_deb ovmf
 # nginx: the metadata benchmark's peer (benches/), run from the cache with
 # its own config, so no nginx service is installed on the host.
 fetch_deb nginx
+# qemu-guest-agent: the real qemu-ga answers kilnd's guest agent client in
+# manager/tests/agent.rs, run from the cache on a socket in the test's
+# temp dir (installing the package would add a service; its libraries come
+# with qemu-system-x86).
+fetch_deb qemu-guest-agent
 
 g=$cache/guest
 if [ ! -e "$g/vmlinuz" ]; then

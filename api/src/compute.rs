@@ -21,8 +21,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::vm::{DiskBus, DiskFormat, LinkState};
 
+mod guest;
 mod image;
 mod network;
+pub use guest::*;
 pub use image::*;
 pub use network::*;
 
@@ -244,6 +246,11 @@ pub struct Image {
     /// `uefi` only); on by default for `os_type: windows` with `uefi`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secure_boot: bool,
+    /// Servers made from it get a guest agent channel (Nova's
+    /// `hw_qemu_guest_agent`) unless the server says otherwise; on by
+    /// default for `os_type: windows`.
+    #[serde(default)]
+    pub agent: bool,
 }
 
 /// Where an image is in its life. A disk image is `importing` from its
@@ -296,6 +303,10 @@ pub enum ImageCreate {
         /// `os_type: windows`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tpm: Option<bool>,
+        /// Servers made from it get a guest agent channel (off when
+        /// absent; on for `os_type: windows`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<bool>,
     },
     /// Import a disk image into the image store: from an absolute host
     /// path (`source: path`, the default), or by upload (`source: upload`).
@@ -319,6 +330,10 @@ pub enum ImageCreate {
         /// `os_type: windows`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tpm: Option<bool>,
+        /// Servers made from it get a guest agent channel (off when
+        /// absent; on for `os_type: windows`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<bool>,
         /// Its servers' display (`vga` when absent for `os_type: windows`,
         /// else `none`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -537,6 +552,11 @@ pub struct Server {
     /// with Microsoft's 2011 and 2023 keys enrolled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secure_boot: bool,
+    /// It has a guest agent channel (`agent.sock` in its directory, the
+    /// guest's `org.qemu.guest_agent.0` port): `GET .../guest` asks the
+    /// agent, and stop asks it for a shutdown first.
+    #[serde(default)]
+    pub agent: bool,
 }
 
 /// When a server counts as ready. Exactly one field is set.
@@ -549,6 +569,10 @@ pub struct ReadyCondition {
     /// A code the guest writes to the debug port (I/O port 0x80).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug_code: Option<u8>,
+    /// `true`: ready once the guest agent answers `guest-ping` (the
+    /// server needs `agent`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent: bool,
 }
 
 /// `POST /v1/servers`.
@@ -627,6 +651,9 @@ pub struct ServerCreate {
     /// `secure_boot`; needs firmware `uefi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_boot: Option<bool>,
+    /// A guest agent channel, instead of the image's `agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<bool>,
 }
 
 /// A key pair's kind; only OpenSSH keys (Nova's `ssh`).
@@ -681,7 +708,9 @@ pub struct ServerList {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RebootType {
-    /// ACPI power button, then a restart; forced after the stop timeout.
+    /// The guest agent's `guest-shutdown` (a server with `agent` whose
+    /// agent answers), else the ACPI power button, then a restart; forced
+    /// after the stop timeout.
     #[default]
     Soft,
     /// Kill the VMM and start a new one.
@@ -693,7 +722,9 @@ pub enum RebootType {
 #[serde(rename_all = "snake_case", tag = "action", deny_unknown_fields)]
 pub enum ServerAction {
     Start,
-    /// ACPI power button, then forced after the stop timeout.
+    /// The guest agent's `guest-shutdown` (a server with `agent` whose
+    /// agent answers), else the ACPI power button; forced after the stop
+    /// timeout.
     Stop,
     Reboot {
         #[serde(default, rename = "type")]

@@ -379,6 +379,7 @@ mod tests {
             display: Default::default(),
             disk_bus: Default::default(),
             secure_boot: false,
+            agent: false,
         }
     }
 

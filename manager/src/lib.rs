@@ -25,6 +25,7 @@
 //!   [`util`].
 //! - [`daemon`]: wiring it all together for the `kilnd` binary.
 
+pub mod agent;
 pub mod client;
 pub mod config;
 pub mod config_drive;

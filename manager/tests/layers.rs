@@ -10,7 +10,9 @@
 //!   never imports
 //!   `http`; `supervisor`, `store`, `net` and everything below them import
 //!   neither `http` nor the domain;
-//! - `net/` is Linux plumbing: it does not import the store.
+//! - `net/` is Linux plumbing: it does not import the store;
+//! - `agent/` (the guest agent client) imports nothing of kilnd but
+//!   `util`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -215,6 +217,8 @@ fn arrows_point_down() {
                 Some("the domain is used by http and the daemon only")
             } else if from == "net" && to == "store" {
                 Some("net/ is Linux plumbing: its callers read the store")
+            } else if from == "agent" && to != "util" {
+                Some("agent/ speaks the guest agent's protocol on a socket it is given: its callers know servers")
             } else {
                 None
             };

@@ -152,6 +152,8 @@ impl From<ServerError> for ApiError {
             ServerError::Store(s) => s.into(),
             ServerError::Action(a) => a.into(),
             ServerError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+            ServerError::GuestTimeout(m) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, m),
+            ServerError::GuestBad(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
         }
     }
 }

@@ -65,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/servers/{id}/console", get(console::output))
         .route("/v1/servers/{id}/screenshot", get(servers::screenshot))
         .route("/v1/servers/{id}/keys", post(servers::keys))
+        .route("/v1/servers/{id}/guest", get(servers::guest))
         .route("/v1/servers/{id}/console/attach", get(console::attach))
         .route("/v1/networks", get(networks::list).post(networks::create))
         .route(

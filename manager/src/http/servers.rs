@@ -92,6 +92,17 @@ pub(super) async fn screenshot(
     Ok(([(header::CONTENT_TYPE, "image/png")], png))
 }
 
+/// `GET /v1/servers/{id}/guest`: what the guest agent says (409 without
+/// an agent or when not running, 504 when it does not answer in time).
+pub(super) async fn guest(
+    State(s): St,
+    Path(id): Path<String>,
+) -> Result<Json<kiln_api::compute::GuestInfo>, ApiError> {
+    Ok(Json(
+        crate::servers::guest::guest(&s.store, &s.sup, id).await?,
+    ))
+}
+
 /// `POST /v1/servers/{id}/keys`: types keys on the server's keyboard
 /// (kiln-vmm's `POST /v1/vm/keys` body); 204 once typed.
 pub(super) async fn keys(

@@ -116,6 +116,13 @@ pub fn prepare_image(
             secure_boot.unwrap_or(uefi && *os_type == Some(kiln_api::compute::OsType::Windows))
         }
     };
+    // A guest agent channel: as asked, else on for Windows (as tpm).
+    let agent = match req {
+        ImageCreate::Kernel { agent, .. } => agent.unwrap_or(false),
+        ImageCreate::Disk { agent, os_type, .. } => {
+            agent.unwrap_or(*os_type == Some(kiln_api::compute::OsType::Windows))
+        }
+    };
     // Its servers' display: as asked, else vga for Windows (no serial
     // console there); kernel images boot without firmware and have none.
     let display = match req {
@@ -250,6 +257,7 @@ pub fn prepare_image(
             display,
             disk_bus,
             secure_boot,
+            agent,
             status,
             progress,
             fault: None,
@@ -493,6 +501,7 @@ mod tests {
             os_type: Some(kiln_api::compute::OsType::Windows),
             virtio_model: Some(kiln_api::compute::VirtioModel::Transitional),
             tpm: None,
+            agent: None,
             display: None,
             disk_bus: None,
             secure_boot: None,
@@ -504,6 +513,7 @@ mod tests {
             kiln_api::compute::VirtioModel::Transitional
         );
         assert_eq!(img.display, Display::Vga, "windows: vga by default");
+        assert!(img.agent && img.tpm, "windows: agent and tpm by default");
         let ImageKind::Disk {
             path,
             size_bytes,
@@ -541,6 +551,7 @@ mod tests {
             os_type: None,
             virtio_model: None,
             tpm: None,
+            agent: None,
             display: None,
             disk_bus: None,
             secure_boot: None,
@@ -566,6 +577,7 @@ mod tests {
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
+                agent: None,
                 display: None,
                 disk_bus: None,
                 secure_boot: None,
@@ -579,6 +591,7 @@ mod tests {
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
+                agent: None,
                 display: None,
                 disk_bus: None,
                 secure_boot: None,
@@ -590,6 +603,7 @@ mod tests {
                 cmdline: Some("a\nb".into()),
                 virtio_model: None,
                 tpm: None,
+                agent: None,
             },
         ] {
             assert!(
@@ -611,6 +625,7 @@ mod tests {
                 os_type: None,
                 virtio_model: None,
                 tpm: None,
+                agent: None,
                 display: None,
                 disk_bus: None,
                 secure_boot: None,

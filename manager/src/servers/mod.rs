@@ -22,6 +22,8 @@
 //!    `answer_file` has `user_data`, and the SATA disks and CD-ROMs fit
 //!    the AHCI controller (400); an ISO image boots from its CD-ROM with
 //!    a blank root disk, so its flavor needs a disk;
+//!    ([`crate::supervisor::tpm::check_host`], 409); `ready: {"agent":
+//!    true}` needs `agent` (the server's, else its image's);
 //! 5. the NICs' networks and the `key_name` key pair exist
 //!    ([`crate::networks::resolve_nics`], a 400 otherwise);
 //! 6. placement and the record: the store checks capacity in the insert's
@@ -33,6 +35,7 @@
 //! gone), and the console log of a server, or of a deleted one
 //! ([`console`]).
 
+pub mod guest;
 pub mod keys;
 pub mod media;
 pub mod screenshot;
@@ -70,6 +73,13 @@ pub enum ServerError {
     /// An action or a delete refused (busy, being deleted, wrong status).
     #[error(transparent)]
     Action(#[from] ActionError),
+    /// The server's guest agent did not answer in time (a 504).
+    #[error("{0}")]
+    GuestTimeout(String),
+    /// The server's guest agent answered, but not as the protocol says
+    /// (a 502).
+    #[error("{0}")]
+    GuestBad(String),
     /// kilnd failed (a 500).
     #[error("{0}")]
     Internal(String),
@@ -115,6 +125,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
     })?;
     let store_dir = k.config.state_dir.join("images");
     let tpm = req.tpm.unwrap_or(image.tpm);
+    let agent = req.agent.unwrap_or(image.agent);
     let (firmware, disk_image_id, cmdline) = match &image.kind {
         ImageKind::Kernel {
             cmdline: default_cmdline,
@@ -207,6 +218,13 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
         })
         .await??
     };
+    if req.ready.as_ref().is_some_and(|r| r.agent) && !agent {
+        return Err(ServerError::Invalid(format!(
+            "ready: {{\"agent\": true}} needs a guest agent channel, and the server has none \
+             (image {:?} has agent false): give \"agent\": true",
+            image.name
+        )));
+    }
     if tpm {
         crate::supervisor::tpm::check_host(&k.config.tpm)
             .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
@@ -277,6 +295,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
                 answer_file: media.answer_file,
                 secure_boot: firmware == Some(Firmware::Uefi)
                     && req.secure_boot.unwrap_or(image.secure_boot),
+                agent,
             };
             Ok(s.create_server(&placement, new)?)
         })
@@ -321,15 +340,15 @@ fn check_extras(req: &ServerCreate) -> Result<(), ServerError> {
         ));
     }
     if let Some(r) = &req.ready {
-        match (&r.console, r.debug_code) {
-            (Some(p), None) => {
+        match (&r.console, r.debug_code, r.agent) {
+            (Some(p), None, false) => {
                 crate::util::console_regex(p)
                     .map_err(|e| ServerError::Invalid(crate::util::error_chain(&e)))?;
             }
-            (None, Some(_)) => {}
+            (None, Some(_), false) | (None, None, true) => {}
             _ => {
                 return Err(ServerError::Invalid(
-                    "ready: give exactly one of console and debug_code".into(),
+                    "ready: give exactly one of console, debug_code and agent (true)".into(),
                 ))
             }
         }
@@ -444,6 +463,7 @@ mod tests {
             display,
             disk_bus: Default::default(),
             secure_boot: false,
+            agent: false,
         };
         let kernel = image(
             ImageKind::Kernel {

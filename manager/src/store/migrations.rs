@@ -111,6 +111,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE servers ADD COLUMN answer_file INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE images ADD COLUMN secure_boot INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE servers ADD COLUMN secure_boot INTEGER NOT NULL DEFAULT 0;",
+    // 18 (agent-kilnd: the guest agent channel): whether an image's
+    // servers and a server get one (0/1; Nova's `hw_qemu_guest_agent`).
+    "ALTER TABLE images ADD COLUMN agent INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE servers ADD COLUMN agent INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,

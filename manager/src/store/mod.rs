@@ -278,9 +278,9 @@ impl Store {
             ),
         };
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm, display, disk_bus, secure_boot)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm, img.display.as_str(), img.disk_bus.as_str(), img.secure_boot],
+            "INSERT OR IGNORE INTO images (id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, created_at, status, firmware, os_type, virtio_model, tpm, display, disk_bus, secure_boot, agent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+            params![img.id, img.name, kind, kernel, initramfs, cmdline, format, path, size, sha, img.created_at, image_status_str(img.status), firmware, os_type, img.virtio_model.as_str(), img.tpm, img.display.as_str(), img.disk_bus.as_str(), img.secure_boot, img.agent],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!(
@@ -385,7 +385,7 @@ impl Store {
 
 const IMAGE_COLS: &str =
     "id, name, kind, kernel, initramfs, cmdline, format, path, size_bytes, sha256, \
-     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm, display, disk_bus, secure_boot";
+     created_at, status, bytes_done, fault, firmware, os_type, virtio_model, tpm, display, disk_bus, secure_boot, agent";
 
 fn image_status_str(s: ImageStatus) -> &'static str {
     match s {
@@ -493,6 +493,7 @@ fn image_row(r: &Row<'_>) -> rusqlite::Result<Image> {
             .unwrap_or_default(),
         disk_bus: disk_bus_from(r.get(19)?),
         secure_boot: r.get(20)?,
+        agent: r.get(21)?,
     })
 }
 

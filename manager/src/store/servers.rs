@@ -51,11 +51,13 @@ pub struct NewServer {
     pub answer_file: bool,
     /// UEFI Secure Boot on.
     pub secure_boot: bool,
+    /// It gets a guest agent channel.
+    pub agent: bool,
 }
 
 const SERVER_COLS: &str = "id, name, status, task_state, fault, fault_at, flavor_id, image_id, \
      vcpus, ram_mb, disk_gb, cmdline, metadata, pid, created_at, updated_at, \
-     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive, tpm, display, disk_bus, cdroms, answer_file, secure_boot";
+     ready_condition, ready_after_ms, expires_at, disk_image_id, firmware, nvram, virtio_model, key_name, config_drive, tpm, display, disk_bus, cdroms, answer_file, secure_boot, agent";
 
 impl Store {
     /// Checks placement and records the server as BUILD, atomically.
@@ -122,8 +124,8 @@ impl Store {
             "INSERT INTO servers (id, name, status, task_state, flavor_id, image_id, vcpus, ram_mb, disk_gb,
                                   cmdline, user_data, metadata, created_at, updated_at, ready_condition, expires_at, disk_image_id,
                                   firmware, nvram, virtio_model, key_name, keypair, admin_pass, config_drive, tpm, display,
-                                  disk_bus, cdroms, answer_file, secure_boot)
-             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+                                  disk_bus, cdroms, answer_file, secure_boot, agent)
+             VALUES (?1, ?2, 'BUILD', 'scheduling', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
             params![
                 id,
                 new.name,
@@ -151,7 +153,8 @@ impl Store {
                 new.disk_bus.as_str(),
                 serde_json::to_string(&new.cdroms).unwrap_or_else(|_| "[]".into()),
                 new.answer_file,
-                new.secure_boot
+                new.secure_boot,
+                new.agent
             ],
         )?;
         super::networks::insert_nics(&tx, &id, &new.nics)?;
@@ -419,6 +422,7 @@ fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         cdroms: serde_json::from_str(&r.get::<_, String>(28)?).unwrap_or_default(),
         answer_file: r.get(29)?,
         secure_boot: r.get(30)?,
+        agent: r.get(31)?,
     })
 }
 
@@ -458,6 +462,7 @@ pub(crate) mod tests {
                 display: Default::default(),
                 disk_bus: Default::default(),
                 secure_boot: false,
+                agent: false,
             };
             let _ = store.insert_image(&img);
         }
@@ -484,6 +489,7 @@ pub(crate) mod tests {
             cdroms: Vec::new(),
             answer_file: false,
             secure_boot: false,
+            agent: false,
         }
     }
 

@@ -158,7 +158,8 @@ impl Supervisor {
                 match vm {
                     Some(vm) => {
                         vm.set_intent(Intent::Stop);
-                        self.shut_down(id, &vm, server.status != ServerStatus::Paused)
+                        let graceful = server.status != ServerStatus::Paused;
+                        self.shut_down(id, &vm, graceful, graceful && server.agent)
                             .await;
                     }
                     None => {
@@ -180,7 +181,8 @@ impl Supervisor {
                     .await;
                 if let Some(vm) = vm {
                     vm.set_intent(Intent::Restart);
-                    self.shut_down(id, &vm, kind == RebootType::Soft).await;
+                    let soft = kind == RebootType::Soft;
+                    self.shut_down(id, &vm, soft, soft && server.agent).await;
                 }
                 self.boot(&server, &[ServerStatus::Reboot], task).await;
             }
@@ -237,16 +239,23 @@ impl Supervisor {
         }
     }
 
-    /// Ends a VMM: the ACPI power button first when `graceful`, the kill
-    /// after the stop timeout.
-    async fn shut_down(&self, id: &str, vm: &Vm, graceful: bool) {
+    /// Ends a VMM: when `graceful`, the guest agent's `guest-shutdown`
+    /// first (with `agent`: when it answers `guest-ping` at once; the
+    /// guest then has half the stop timeout), then the ACPI power button;
+    /// the kill once the stop timeout is over.
+    async fn shut_down(&self, id: &str, vm: &Vm, graceful: bool, agent: bool) {
         if graceful {
+            let t = Duration::from_secs(self.config.vmm.stop_timeout_s);
+            let deadline = tokio::time::Instant::now() + t;
+            if agent && self.agent_shutdown(id, vm, t / 2).await {
+                return;
+            }
             let pressed = self
                 .control(id, Request::PowerButton, Duration::from_secs(2))
                 .await
                 .is_ok();
-            let t = Duration::from_secs(self.config.vmm.stop_timeout_s);
-            if pressed && vm.wait_exit(t).await.is_some() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if pressed && vm.wait_exit(left).await.is_some() {
                 return;
             }
         }
@@ -256,13 +265,22 @@ impl Supervisor {
     /// Deletes a server: its VMM, its files (the console log goes to the
     /// archive) and its allocation. Waits until done.
     pub async fn delete(self: &Arc<Self>, id: &str) -> Result<(), ActionError> {
-        self.store_call(id, |s, id| {
-            s.get_server(id)?;
-            s.set_task_state(id, Some(TaskState::Deleting))
-        })
-        .await?;
+        let server = self
+            .store_call(id, |s, id| {
+                let server = s.get_server(id)?;
+                s.set_task_state(id, Some(TaskState::Deleting))?;
+                Ok::<_, StoreError>(server)
+            })
+            .await?;
         if let Some(vm) = self.vm(id) {
             vm.set_intent(Intent::Delete);
+            // A running guest with an agent that answers at once is asked
+            // to power down first (its own orderly end), within the stop
+            // timeout; the VMM's orderly end follows in any case.
+            if server.agent && server.status == ServerStatus::Active {
+                let t = Duration::from_secs(self.config.vmm.stop_timeout_s);
+                self.agent_shutdown(id, &vm, t).await;
+            }
             self.kill(id, &vm).await;
         }
         let _g = self.lock_of(id).lock_owned().await;
@@ -287,6 +305,7 @@ impl Supervisor {
         let _ = tokio::task::spawn_blocking(move || this.remove_files(&id2)).await;
         self.store_call(id, |s, id| s.mark_deleted(id)).await?;
         self.forget_lock(id);
+        self.agents.forget(id);
         Ok(())
     }
 }

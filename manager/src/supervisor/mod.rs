@@ -30,6 +30,7 @@
 pub mod actions;
 pub mod adopt;
 mod error;
+mod guest;
 pub mod nic_link;
 pub mod seccomp_audit;
 pub mod sys;
@@ -131,6 +132,8 @@ pub struct Supervisor {
     pub disks: crate::disks::DiskBackend,
     vms: Mutex<HashMap<String, Arc<Vm>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One guest agent session at a time per server.
+    pub agents: crate::agent::Agents,
 }
 
 /// A server's last picture, kept in its directory when its TTL ended.
@@ -154,6 +157,7 @@ impl Supervisor {
             disks,
             vms: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            agents: Default::default(),
         }))
     }
 
@@ -411,6 +415,7 @@ impl Supervisor {
                         .vm_info(&id)
                         .await
                         .is_ok_and(|i| i.boot_progress.iter().any(|p| p.code == code)),
+                    (None, None) if cond.agent => this.agent_answers(&id).await,
                     (None, None) => true,
                 };
                 if met {

@@ -20,9 +20,9 @@ use std::path::Path;
 
 use kiln_api::compute::{Display, Firmware, Image, ImageKind, OsType, Server};
 use kiln_api::vm::{
-    BackingConfig, CdromConfig, CpusConfig, DiskConfig, DiskFormat, DisplayConfig, DisplayDevice,
-    FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig, SmbiosConfig, TpmConfig,
-    VmConfig,
+    AgentConfig, BackingConfig, CdromConfig, CpusConfig, DiskConfig, DiskFormat, DisplayConfig,
+    DisplayDevice, FirmwareConfig, KernelConfig, MemoryConfig, NetConfig, SerialConfig,
+    SmbiosConfig, TpmConfig, VmConfig,
 };
 
 use super::{ConfigError, Supervisor, EXIT_FILE};
@@ -224,6 +224,11 @@ impl Supervisor {
             // The swtpm the supervisor starts before the VMM.
             tpm: server.tpm.then(|| TpmConfig {
                 socket: super::tpm::ctrl_socket(&dir).display().to_string(),
+            }),
+            // The guest agent channel: kiln-vmm listens on `agent.sock`
+            // (root's only, as the VNC socket); kilnd is its client.
+            agent: server.agent.then(|| AgentConfig {
+                socket: self.agent_socket(&server.id).display().to_string(),
             }),
             // VGA, its BIOS, and a VNC server on the server's `vnc.sock`
             // (root's only, as kiln-vmm runs under umask 077: the access control).

@@ -110,6 +110,10 @@ pub enum ImageCmd {
         /// Servers made from it get a TPM 2.0 [default: on for windows].
         #[arg(long)]
         tpm: Option<bool>,
+        /// Servers made from it get a guest agent channel [default: on for
+        /// windows].
+        #[arg(long)]
+        agent: Option<bool>,
     },
     /// Import a disk image of the given format into the image store.
     /// Servers made from it boot it through firmware.
@@ -131,6 +135,10 @@ pub enum ImageCmd {
         /// Servers made from it get a TPM 2.0 [default: on for windows].
         #[arg(long)]
         tpm: Option<bool>,
+        /// Servers made from it get a guest agent channel [default: on for
+        /// windows].
+        #[arg(long)]
+        agent: Option<bool>,
         /// Its servers' display, `vga` or `none` [default: vga for windows].
         #[arg(long, value_parser = crate::console::parse_display)]
         display: Option<kiln_api::compute::Display>,
@@ -166,6 +174,10 @@ pub enum ImageCmd {
         /// Servers made from it get a TPM 2.0 [default: on for windows].
         #[arg(long)]
         tpm: Option<bool>,
+        /// Servers made from it get a guest agent channel [default: on for
+        /// windows].
+        #[arg(long)]
+        agent: Option<bool>,
         /// Its servers' display, `vga` or `none` [default: vga for windows].
         #[arg(long, value_parser = crate::console::parse_display)]
         display: Option<kiln_api::compute::Display>,
@@ -199,6 +211,7 @@ pub fn run(
             cmdline,
             virtio_model,
             tpm,
+            agent,
         } => {
             let req = ImageCreate::Kernel {
                 name: name.clone(),
@@ -207,6 +220,7 @@ pub fn run(
                 cmdline: cmdline.clone(),
                 virtio_model: virtio_model.map(VirtioModel::from),
                 tpm: *tpm,
+                agent: *agent,
             };
             show(json, &api.send::<Image>("POST", "/v1/images", &req)?, |i| {
                 images(std::slice::from_ref(i))
@@ -224,6 +238,7 @@ pub fn run(
             display,
             disk_bus,
             secure_boot,
+            agent,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -234,6 +249,7 @@ pub fn run(
                 os_type: os_type.map(OsType::from),
                 virtio_model: virtio_model.map(VirtioModel::from),
                 tpm: *tpm,
+                agent: *agent,
                 display: *display,
                 disk_bus: *disk_bus,
                 secure_boot: *secure_boot,
@@ -274,6 +290,7 @@ pub fn run(
             display,
             disk_bus,
             secure_boot,
+            agent,
         }
         | ImageCmd::Create {
             name,
@@ -287,6 +304,7 @@ pub fn run(
             display,
             disk_bus,
             secure_boot,
+            agent,
         } => {
             let req = ImageCreate::Disk {
                 name: name.clone(),
@@ -297,6 +315,7 @@ pub fn run(
                 os_type: os_type.map(OsType::from),
                 virtio_model: virtio_model.map(VirtioModel::from),
                 tpm: *tpm,
+                agent: *agent,
                 display: *display,
                 disk_bus: *disk_bus,
                 secure_boot: *secure_boot,

@@ -43,11 +43,14 @@ pub(crate) enum ServerCmd {
         #[arg(long, value_enum)]
         virtio_model: Option<Virtio>,
         /// Ready when the console matches this regex.
-        #[arg(long, conflicts_with = "ready_code")]
+        #[arg(long, conflicts_with_all = ["ready_code", "ready_agent"])]
         ready_console: Option<String>,
         /// Ready when the guest writes this code to the debug port.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "ready_agent")]
         ready_code: Option<u8>,
+        /// Ready when the guest agent answers guest-ping (needs an agent).
+        #[arg(long)]
+        ready_agent: bool,
         /// Delete the server automatically after this many seconds.
         #[arg(long)]
         ttl: Option<u64>,
@@ -88,6 +91,9 @@ pub(crate) enum ServerCmd {
         /// UEFI Secure Boot on (true/false) [default: the image's].
         #[arg(long)]
         secure_boot: Option<bool>,
+        /// A guest agent channel (true/false) [default: the image's].
+        #[arg(long)]
+        agent: Option<bool>,
         /// Wait until the server is ACTIVE or ready (fails if it goes to
         /// ERROR or SHUTOFF first)
         #[arg(long, value_enum)]
@@ -128,6 +134,10 @@ pub(crate) enum ServerCmd {
         server: String,
         #[arg(long)]
         last: bool,
+    },
+    /// What the guest agent says: OS, hostname, interfaces and addresses.
+    Guest {
+        server: String,
     },
     /// Type on the server's keyboard: key names as QEMU's sendkey (`ret`,
     /// `esc`, `f12`, `ctrl-alt-delete`, `shift-a`), then `--text`.
@@ -225,6 +235,9 @@ pub(crate) fn server_cmd(
             if s.secure_boot {
                 println!("secure_boot: true");
             }
+            if s.agent {
+                println!("agent: true");
+            }
             if let Some(f) = &s.fault {
                 println!("fault: {} ({})", f.message, f.created);
             }
@@ -240,6 +253,7 @@ pub(crate) fn server_cmd(
             virtio_model,
             ready_console,
             ready_code,
+            ready_agent,
             ttl,
             networks,
             key_name,
@@ -252,6 +266,7 @@ pub(crate) fn server_cmd(
             cdroms,
             answer_file,
             secure_boot,
+            agent,
             wait,
             timeout,
         } => {
@@ -264,10 +279,14 @@ pub(crate) fn server_cmd(
                     Some(line.trim_end_matches(['\n', '\r']).to_string())
                 }
             };
-            let ready = (ready_console.is_some() || ready_code.is_some()).then(|| ReadyCondition {
-                console: ready_console.clone(),
-                debug_code: *ready_code,
-            });
+            let ready =
+                (ready_console.is_some() || ready_code.is_some() || *ready_agent).then(|| {
+                    ReadyCondition {
+                        console: ready_console.clone(),
+                        debug_code: *ready_code,
+                        agent: *ready_agent,
+                    }
+                });
             let req = ServerCreate {
                 name: name.clone(),
                 flavor: flavor.clone(),
@@ -293,6 +312,7 @@ pub(crate) fn server_cmd(
                 cdroms: cdroms.clone(),
                 answer_file: *answer_file,
                 secure_boot: *secure_boot,
+                agent: *agent,
             };
             let mut s: Server = api.send("POST", "/v1/servers", &req)?;
             if wait.is_some() {
@@ -360,6 +380,15 @@ pub(crate) fn server_cmd(
             let s = api.server(server)?;
             let q = if *last { "?last=true" } else { "" };
             console::screenshot(api.socket, &format!("/v1/servers/{}/screenshot{q}", s.id))?;
+        }
+        ServerCmd::Guest { server } => {
+            let s = api.server(server)?;
+            let g: kiln_api::compute::GuestInfo =
+                api.get(&format!("/v1/servers/{}/guest", s.id))?;
+            if json {
+                return print_json(&g);
+            }
+            tables::guest(&g);
         }
         ServerCmd::Keys {
             server,

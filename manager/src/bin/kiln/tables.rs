@@ -1,6 +1,6 @@
 //! The tables `kiln` prints for people.
 
-use kiln_api::compute::{Flavor, Image, ImageKind, Network, Nic, Server};
+use kiln_api::compute::{Flavor, GuestInfo, Image, ImageKind, Network, Nic, Server};
 
 pub fn flavors(l: &[Flavor]) {
     table(
@@ -135,6 +135,30 @@ pub fn nics(l: &[Nic]) {
             })
             .collect(),
     );
+}
+
+/// `kiln server guest`: the OS and hostname, then one row per address.
+pub fn guest(g: &GuestInfo) {
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let os = g.os.pretty_name.clone().or_else(|| g.os.name.clone());
+    println!("os: {}", or_dash(&os));
+    println!("kernel: {}", or_dash(&g.os.kernel_release));
+    println!("hostname: {}", or_dash(&g.hostname));
+    let mut rows = Vec::new();
+    for i in &g.interfaces {
+        let mac = or_dash(&i.mac);
+        if i.addresses.is_empty() {
+            rows.push(vec![i.name.clone(), mac.clone(), "-".into()]);
+        }
+        for a in &i.addresses {
+            rows.push(vec![
+                i.name.clone(),
+                mac.clone(),
+                format!("{}/{}", a.ip, a.prefix),
+            ]);
+        }
+    }
+    table(&["INTERFACE", "MAC", "ADDRESS"], rows);
 }
 
 pub fn table(head: &[&str], rows: Vec<Vec<String>>) {
