@@ -1,7 +1,8 @@
 //! Installation media through kilnd, on a real kilnd and kiln-vmm: ISO
 //! images (`format: iso`, checked to be ISO 9660 at import), a server
 //! created from one (a blank qcow2 root disk of its flavor's size, the ISO
-//! on the first CD-ROM), more ISOs on further CD-ROMs (`cdroms`), the
+//! on the first CD-ROM, which SeaBIOS boots through kiln-vmm's AHCI
+//! controller), more ISOs on further CD-ROMs (`cdroms`), the
 //! answer-file ISO that carries the user data as `autounattend.xml`, the
 //! root disk's bus (`sata` by default for a Windows ISO), and every
 //! refusal: a file that is not ISO 9660, a flavor without a disk, a CD-ROM
@@ -18,6 +19,9 @@ use common::firmware::start_fw_kilnd;
 use common::{qemu_img_info, Kilnd};
 use kiln_api::compute::{DiskBus, ImageFormat, ImageKind, Server, ServerStatus};
 use kiln_api::vm::VmConfig;
+
+/// SeaBIOS takes a few seconds here; much more under load.
+const BOOT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// An ISO 9660 image `dir/name` (genisoimage, as kilnd's own ISOs) with
 /// one file.
@@ -73,7 +77,8 @@ fn answer() -> Vec<u8> {
 fn iso_servers_get_a_blank_root_disk_their_cdroms_and_an_answer_file() {
     let k = start_fw_kilnd();
     let dir = k.dir.path();
-    let setup = iso(dir, "setup.iso", "SETUP");
+    // The installer: an El Torito ISO whose boot image prints on COM1.
+    let setup = kiln_tests::disk::el_torito_iso(dir);
     let drivers = iso(dir, "drivers.iso", "DRIVERS");
 
     // Import: an ISO is checked to be ISO 9660. A Windows one puts its
@@ -169,6 +174,11 @@ fn iso_servers_get_a_blank_root_disk_their_cdroms_and_an_answer_file() {
     assert_eq!(s.cdroms, vec![drv.id.clone()]);
     assert!(s.answer_file);
     let s = k.wait_status(&s.id, ServerStatus::Active, common::vm::T);
+    // SeaBIOS boots the ISO from the CD-ROM on kiln-vmm's AHCI controller,
+    // before the blank SATA disk on port 0.
+    common::vm::wait_until("the ISO's boot image on the console", BOOT, || {
+        common::vm::console(&k, &s.id).contains("KILN-CD-PVD-OK")
+    });
     let cfg = vm_json(&k, &s.id);
     assert_eq!(cfg.disks.len(), 1, "{:?}", cfg.disks);
     assert_eq!(cfg.disks[0].bus, DiskBus::Sata);

@@ -244,3 +244,27 @@ pub fn persist_sector(count: u8) -> Vec<u8> {
     s.extend((9..512u32).map(|i| (i as u8) ^ 0xa5));
     s
 }
+
+/// `dir/cd.iso`: an ISO 9660 image whose El Torito no-emulation boot
+/// image (four 512-byte sectors loaded at 0x7c00) is the CD-ROM probe
+/// (images/mbr/cdboot.s): it prints `KILN-CD-BOOT`, reads the volume
+/// descriptor through int 13h and prints `KILN-CD-PVD-OK`.
+pub fn el_torito_iso(dir: &Path) -> PathBuf {
+    let src = crate::repo_root().join("images/mbr/cdboot.s");
+    let boot = crate::asm::assemble_flat(&src, 0x7c00, dir);
+    assert_eq!(boot.len(), 2048);
+    let root = dir.join("iso");
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("boot.img"), &boot).unwrap();
+    fs::write(root.join("README.TXT"), "kiln CD-ROM test\n").unwrap();
+    let iso = dir.join("cd.iso");
+    let st = std::process::Command::new("genisoimage")
+        .args(["-quiet", "-V", "KILNCD", "-b", "boot.img", "-c", "boot.cat"])
+        .args(["-no-emul-boot", "-boot-load-size", "4", "-o"])
+        .arg(&iso)
+        .arg(&root)
+        .status()
+        .expect("genisoimage (scripts/setup.sh installs it)");
+    assert!(st.success());
+    iso
+}

@@ -15,7 +15,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use kiln_tests::disk::{qemu_img, raw_to_qcow2};
@@ -106,35 +105,13 @@ fn seabios_boots_and_writes_a_qcow2_sata_disk() {
     assert_written(&fs::read(&out).unwrap());
 }
 
-/// An ISO 9660 image with `boot.img` as its El Torito no-emulation boot
-/// image (four 512-byte sectors loaded at 0x7c00).
-fn boot_iso(dir: &Path) -> PathBuf {
-    let src = repo_root().join("images/mbr/cdboot.s");
-    let boot = kiln_tests::asm::assemble_flat(&src, 0x7c00, dir);
-    assert_eq!(boot.len(), 2048);
-    let root = dir.join("iso");
-    fs::create_dir_all(&root).unwrap();
-    fs::write(root.join("boot.img"), &boot).unwrap();
-    fs::write(root.join("README.TXT"), "kiln CD-ROM test\n").unwrap();
-    let iso = dir.join("cd.iso");
-    let st = Command::new("genisoimage")
-        .args(["-quiet", "-V", "KILNCD", "-b", "boot.img", "-c", "boot.cat"])
-        .args(["-no-emul-boot", "-boot-load-size", "4", "-o"])
-        .arg(&iso)
-        .arg(&root)
-        .status()
-        .expect("genisoimage (scripts/setup.sh installs it)");
-    assert!(st.success());
-    iso
-}
-
 #[test]
 fn seabios_boots_an_el_torito_iso_from_the_atapi_cdrom() {
     if !kvm_available("seabios_boots_an_el_torito_iso_from_the_atapi_cdrom") {
         return;
     }
     let dir = ScratchDir::new("ahcicd").unwrap();
-    let iso = boot_iso(dir.path());
+    let iso = kiln_tests::disk::el_torito_iso(dir.path());
     let iso = iso.to_str().unwrap();
     let vm = boot(&["--cdrom", iso]);
     vm.assert_serial_lines(&["KILN-CD-BOOT", "KILN-CD-PVD-OK"]);
@@ -155,7 +132,7 @@ fn seabios_boots_the_cdrom_after_a_blank_sata_disk() {
         return;
     }
     let dir = ScratchDir::new("ahcimix").unwrap();
-    let iso = boot_iso(dir.path());
+    let iso = kiln_tests::disk::el_torito_iso(dir.path());
     let blank = kiln_tests::disk::blank_raw(dir.path(), "blank.raw");
     let disk = format!("path={},format=raw,bus=sata", blank.display());
     let vm = boot(&["--disk", &disk, "--cdrom", iso.to_str().unwrap()]);

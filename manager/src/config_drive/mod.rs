@@ -34,6 +34,8 @@ use crate::store::{Store, StoreError};
 pub const FILE: &str = "disk.config";
 /// Its volume id, which cloud-init and cloudbase-init look for.
 pub const LABEL: &str = "config-2";
+/// A server's answer-file ISO in its directory (`answer_file: true`).
+pub const ANSWER_FILE: &str = "answer.iso";
 /// The tool that writes it.
 const TOOL: &str = "genisoimage";
 
@@ -152,4 +154,13 @@ pub fn build_iso(
         let _ = std::fs::remove_file(&partial);
     }
     result
+}
+
+/// Builds a server's answer-file ISO at `out`: `user_data` (base64, as
+/// stored) decoded into `autounattend.xml` at its root, where Windows
+/// setup looks for it on removable media; volume id `UNATTEND`. Rebuilt
+/// at every start, as the config drive. Blocking.
+pub fn build_answer_file(user_data: &str, out: &Path) -> Result<(), ConfigDriveError> {
+    let bytes = crate::util::decode_user_data(user_data).unwrap_or_default();
+    build_iso(&[("autounattend.xml".to_owned(), bytes)], "UNATTEND", out)
 }

@@ -1,7 +1,7 @@
 //! A server's installation media, checked at create: the bus of its root
 //! disk, the ISO images on its CD-ROMs, and the answer-file ISO that
 //! carries its user data as `autounattend.xml` for an unattended Windows
-//! install.
+//! install (built at every start by `crate::config_drive::build_answer_file`).
 //!
 //! The CD-ROMs and SATA disks share one AHCI controller of
 //! [`AHCI_PORTS`] ports, in this order: a SATA root disk, the ISO the
@@ -16,9 +16,6 @@ use crate::store::{Store, StoreError};
 
 /// The ports of kiln-vmm's AHCI controller (ICH9's six).
 pub const AHCI_PORTS: usize = 6;
-
-/// The answer-file ISO in a server's directory.
-pub const ANSWER_FILE: &str = "answer.iso";
 
 /// What [`resolve`] decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,16 +93,4 @@ pub fn resolve(
         cdroms,
         answer_file: req.answer_file,
     })
-}
-
-/// Builds the server's answer-file ISO at `out`: `user_data` (base64, as
-/// stored) decoded into `autounattend.xml` at its root, which Windows
-/// setup looks for on removable media. Rebuilt at every start, as the
-/// config drive. Blocking.
-pub fn build_answer_file(
-    user_data: &str,
-    out: &std::path::Path,
-) -> Result<(), crate::config_drive::ConfigDriveError> {
-    let bytes = crate::util::decode_user_data(user_data).unwrap_or_default();
-    crate::config_drive::build_iso(&[("autounattend.xml".to_owned(), bytes)], "UNATTEND", out)
 }

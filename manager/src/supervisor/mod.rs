@@ -302,11 +302,8 @@ impl Supervisor {
                     crate::config_drive::build_for(store, server, &dir)?;
                 }
                 if let Some(user_data) = answer_file {
-                    let out = dir.join(crate::servers::media::ANSWER_FILE);
-                    crate::servers::media::build_answer_file(
-                        &user_data?.unwrap_or_default(),
-                        &out,
-                    )?;
+                    let out = dir.join(crate::config_drive::ANSWER_FILE);
+                    crate::config_drive::build_answer_file(&user_data?.unwrap_or_default(), &out)?;
                 }
                 let swtpm = match &tpm {
                     None => None,

@@ -286,7 +286,7 @@ impl Supervisor {
         if server.answer_file {
             out.push(CdromConfig {
                 path: dir
-                    .join(crate::servers::media::ANSWER_FILE)
+                    .join(crate::config_drive::ANSWER_FILE)
                     .display()
                     .to_string(),
             });
