@@ -2,11 +2,11 @@
 //! (python-openstackclient, pinned in `scripts/setup.sh`, in
 //! `cache/venv-openstack`): a kilnd in a network namespace of its own with
 //! its TCP listener on that namespace's loopback, the CLI pointed at it by
-//! the `clouds.yaml` that `kilnd --print-clouds-yaml` prints, and a probe
-//! server booted, listed, stopped, started, rebooted and deleted through
-//! it; every command's JSON output checked. Then the tokens: none, a wrong
-//! password, a revoked token and another kilnd's token are refused with
-//! 401 and change nothing.
+//! the `clouds.yaml` that `kilnd --print-clouds-yaml` prints, a disk image
+//! uploaded, and a probe server booted, listed, stopped, started, rebooted
+//! and deleted through it; every command's JSON output checked. Then the
+//! tokens: none, a wrong password, a revoked token and another kilnd's
+//! token are refused with 401 and change nothing.
 
 mod common;
 
@@ -142,6 +142,42 @@ fn openstack_cli_session() {
     assert_eq!(
         (probe["RAM"].as_u64(), probe["VCPUs"].as_u64()),
         (Some(64), Some(1))
+    );
+
+    // A disk image uploaded through Glance: stored as Kiln's, hash and all.
+    let disk = k.dir.path().join("d.qcow2");
+    common::qemu_img_create(&disk, "16M");
+    let img = cli.json(&[
+        "image",
+        "create",
+        "--file",
+        disk.to_str().unwrap(),
+        "--disk-format",
+        "qcow2",
+        "d1",
+    ]);
+    let img_id = img["id"].as_str().unwrap().to_owned();
+    let shown = cli.json(&["image", "show", "d1"]);
+    assert_eq!(
+        (&shown["id"], &shown["status"], &shown["disk_format"]),
+        (
+            &Value::from(img_id.as_str()),
+            &Value::from("active"),
+            &Value::from("qcow2")
+        ),
+        "{shown}"
+    );
+    let stored = k.image(&img_id);
+    let (_, size, sha) = common::disk_of(&stored);
+    assert_eq!(size, std::fs::metadata(&disk).unwrap().len());
+    assert_eq!(sha, common::sha256sum(&disk));
+    assert_eq!(shown["os_hash_value"], sha);
+    let images = cli.json(&["image", "list"]);
+    assert_eq!(images.as_array().unwrap().len(), 2, "{images}");
+    cli.run(&["image", "delete", "d1"]);
+    assert_eq!(
+        k.req("GET", &format!("/v1/images/{img_id}"), None).status,
+        404
     );
 
     let key_file = k.dir.path().join("k1.pem");

@@ -3,8 +3,10 @@
 //! (`hw_firmware_type`, `os_type`, ...) are Glance properties, named as
 //! Nova reads them.
 
-use kiln_api::compute::{Image, ImageKind, ImageStatus};
-use serde_json::{json, Value};
+use kiln_api::compute::{
+    DiskFormat, DiskSource, Firmware, Image, ImageCreate, ImageKind, ImageStatus, OsType,
+};
+use serde_json::{json, Map, Value};
 
 /// Glance's status of a Kiln image.
 pub fn status(s: ImageStatus) -> &'static str {
@@ -71,6 +73,56 @@ pub fn image(i: &Image, owner: &str) -> Value {
     v
 }
 
+/// Glance's `POST /v2/images` as Kiln's upload create: a `raw` or
+/// `qcow2` disk image in a `bare` container whose bytes come by `PUT
+/// .../file`; `hw_firmware_type`, `os_type` and `hw_tpm_version` are
+/// Kiln's image settings; other string properties (openstacksdk's
+/// `owner_specified.openstack.*`) are accepted and not kept.
+pub fn to_kiln(body: &Map<String, Value>) -> Result<ImageCreate, String> {
+    let s = |k: &str| body.get(k).and_then(Value::as_str);
+    let name = s("name").ok_or("name is required: Kiln images have names")?;
+    if body.contains_key("id") {
+        return Err("id: Kiln makes image ids itself".into());
+    }
+    let format = match s("disk_format") {
+        Some("raw") => DiskFormat::Raw,
+        Some("qcow2") => DiskFormat::Qcow2,
+        Some(f) => return Err(format!("disk_format {f:?} is not supported: raw or qcow2")),
+        None => return Err("disk_format is required: raw or qcow2".into()),
+    };
+    if let Some(c) = s("container_format").filter(|c| *c != "bare") {
+        return Err(format!("container_format {c:?} is not supported: bare"));
+    }
+    let firmware = match s("hw_firmware_type") {
+        None => None,
+        Some("bios") => Some(Firmware::Bios),
+        Some("uefi") => Some(Firmware::Uefi),
+        Some(f) => return Err(format!("hw_firmware_type {f:?}: bios or uefi")),
+    };
+    let os_type = match s("os_type") {
+        None => None,
+        Some("linux") => Some(OsType::Linux),
+        Some("windows") => Some(OsType::Windows),
+        Some(o) => return Err(format!("os_type {o:?}: linux or windows")),
+    };
+    let tpm = match s("hw_tpm_version") {
+        None => None,
+        Some("2.0") => Some(true),
+        Some(v) => return Err(format!("hw_tpm_version {v:?}: only 2.0")),
+    };
+    Ok(ImageCreate::Disk {
+        name: name.to_owned(),
+        path: None,
+        format,
+        source: DiskSource::Upload,
+        firmware,
+        os_type,
+        virtio_model: None,
+        tpm,
+        display: None,
+    })
+}
+
 /// Whether an image's view passes a list's filters (`id`, `name`,
 /// `status`, `disk_format`, `container_format`, `visibility`, each a
 /// value or Glance's `in:a,b`; other parameters are not filters kilnd
@@ -101,5 +153,40 @@ mod tests {
         assert!(matches(&v, &f("name", "n")));
         assert!(!matches(&v, &f("status", "queued")));
         assert!(matches(&v, &f("limit", "5")));
+    }
+
+    #[test]
+    fn create_maps_onto_an_upload() {
+        let c = |v: Value| to_kiln(v.as_object().unwrap());
+        let ok = c(
+            json!({"name": "d", "disk_format": "qcow2", "container_format": "bare",
+                          "visibility": "public", "hw_firmware_type": "uefi",
+                          "owner_specified.openstack.sha256": "x"}),
+        )
+        .unwrap();
+        assert!(matches!(
+            ok,
+            ImageCreate::Disk {
+                format: DiskFormat::Qcow2,
+                source: DiskSource::Upload,
+                firmware: Some(Firmware::Uefi),
+                ..
+            }
+        ));
+        for (v, says) in [
+            (json!({"disk_format": "raw"}), "name"),
+            (json!({"name": "d", "disk_format": "vmdk"}), "vmdk"),
+            (json!({"name": "d"}), "disk_format"),
+            (
+                json!({"name": "d", "disk_format": "raw", "container_format": "ova"}),
+                "ova",
+            ),
+            (
+                json!({"name": "d", "disk_format": "raw", "os_type": "plan9"}),
+                "plan9",
+            ),
+        ] {
+            assert!(c(v).unwrap_err().contains(says), "{says}");
+        }
     }
 }

@@ -448,6 +448,68 @@ mod tests {
         assert!(password_file(&p).is_err());
     }
 
+    fn identity(store: &Store) -> Identity {
+        Identity {
+            password: "secret-pw".into(),
+            ttl_s: 3600,
+            region: "RegionOne".into(),
+            public_url: None,
+            instance: store.instance_id().unwrap(),
+            user_id: "u".into(),
+            project_id: "p".into(),
+            host: "h".into(),
+        }
+    }
+
+    fn password_auth(pw: &str, project: &str) -> AuthBody {
+        serde_json::from_value(serde_json::json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": "admin", "domain": {"name": "Default"}, "password": pw}}},
+            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}}))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_expire_are_revoked_and_stay_with_their_kilnd() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("k.db")).unwrap());
+        let id = identity(&store);
+        let t = id
+            .authenticate(&store, password_auth("secret-pw", "admin"))
+            .await
+            .unwrap();
+        assert_eq!(id.validate(&store, &t.token).await.unwrap(), t.row);
+        for (pw, project) in [("wrong", "admin"), ("secret-pw", "other")] {
+            let e = id.authenticate(&store, password_auth(pw, project)).await;
+            assert!(
+                matches!(e, Err(AuthError::Unauthorized(_))),
+                "{pw} {project}"
+            );
+        }
+        // From a token: no longer than it.
+        let body: AuthBody = serde_json::from_value(serde_json::json!({"auth": {"identity": {
+            "methods": ["token"], "token": {"id": t.token}}}}))
+        .unwrap();
+        let t2 = id.authenticate(&store, body).await.unwrap();
+        assert!(t2.row.expires_at <= t.row.expires_at);
+        assert_eq!(t2.row.methods, "token");
+        // Another kilnd (instance) does not take it.
+        let mut other = identity(&store);
+        other.instance = "another-kilnd".into();
+        assert!(other.validate(&store, &t.token).await.is_err());
+        // Expired.
+        let mut old = t.row.clone();
+        old.hash = hash("old-token");
+        old.expires_at = crate::util::now_secs() - 1;
+        store.insert_token(&old).unwrap();
+        assert!(id.validate(&store, "old-token").await.is_err());
+        // Revoked.
+        id.revoke(&store, &t.token).await.unwrap();
+        assert!(id.validate(&store, &t.token).await.is_err());
+        assert!(id.revoke(&store, &t.token).await.is_err());
+        assert!(id.validate(&store, &t2.token).await.is_ok());
+    }
+
     #[test]
     fn compare() {
         assert!(constant_time_eq(b"abc", b"abc"));

@@ -1,18 +1,20 @@
-//! Glance v2: version documents, images list and show, and the image
+//! Glance v2: version documents, images list, show, create, upload
+//! (`PUT .../file`, streamed as `/v1`'s upload) and delete, and the image
 //! schema openstackclient reads.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
-use axum::response::Response;
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::compute_servers::query_pairs;
 use super::error::{OsError, Service};
-use super::{doc, version_entry, Base};
+use super::{doc, parse, version_entry, Base};
 use crate::http::state::{AppState, St};
 use crate::openstack::glance;
 
@@ -20,8 +22,13 @@ const GLANCE: Service = Service::Image;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/image/v2/images", get(list))
-        .route("/image/v2/images/{id}", get(show))
+        .route("/image/v2/images", get(list).post(create))
+        .route("/image/v2/images/{id}", get(show).delete(delete))
+        // Streamed to disk: images.max_upload_bytes, not max_body_bytes.
+        .route(
+            "/image/v2/images/{id}/file",
+            put(upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/image/v2/schemas/image", get(schema))
 }
 
@@ -56,7 +63,46 @@ async fn list(State(s): St, uri: Uri) -> Result<Json<Value>, OsError> {
 
 /// `GET /image/v2/images/{id}`: by id only (a name is a 404, as Glance).
 async fn show(State(s): St, Path(id): Path<String>) -> Result<Json<Value>, OsError> {
-    let key = id.clone();
+    let img = by_id(&s, &id).await?;
+    Ok(Json(glance::image(&img, &s.identity.project_id)))
+}
+
+/// `POST /image/v2/images`: 201 and the queued image.
+async fn create(State(s): St, body: Bytes) -> Result<Response, OsError> {
+    let body: serde_json::Map<String, Value> = parse(GLANCE, &body)?;
+    let req = glance::to_kiln(&body).map_err(|m| OsError::bad(GLANCE, m))?;
+    let (img, _) = crate::images::create(&s.store, &s.config, req)
+        .await
+        .map_err(|e| OsError::from_api(GLANCE, e))?;
+    let v = glance::image(&img, &s.identity.project_id);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// `PUT /image/v2/images/{id}/file`: 204 once stored and checked.
+async fn upload(
+    State(s): St,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<StatusCode, OsError> {
+    by_id(&s, &id).await?;
+    crate::http::upload::receive(&s, id, &headers, body)
+        .await
+        .map_err(|e| OsError::from_api(GLANCE, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete(State(s): St, Path(id): Path<String>) -> Result<StatusCode, OsError> {
+    by_id(&s, &id).await?;
+    crate::images::delete(&s.store, &s.config, &s.sup.disks, id)
+        .await
+        .map_err(|e| OsError::from_api(GLANCE, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The image whose id (not name) is `id`.
+async fn by_id(s: &AppState, id: &str) -> Result<kiln_api::compute::Image, OsError> {
+    let key = id.to_owned();
     let img = s
         .store
         .call(move |s| s.get_image(&key))
@@ -69,7 +115,7 @@ async fn show(State(s): St, Path(id): Path<String>) -> Result<Json<Value>, OsErr
             format!("No image found with ID {id}"),
         ));
     }
-    Ok(Json(glance::image(&img, &s.identity.project_id)))
+    Ok(img)
 }
 
 /// The image schema, as much of it as a client reads: the properties
