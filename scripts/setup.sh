@@ -59,3 +59,13 @@ if [ ! -e "$sb_vars" ]; then
         -o "$sb_vars.partial" --enroll-redhat --microsoft-kek all --microsoft-db all --sb
     mv "$sb_vars.partial" "$sb_vars"
 fi
+
+# The real `openstack` CLI (python-openstackclient, pinned with the SDK it
+# drives) for manager/tests/openstack_cli.rs, in a virtualenv of its own so
+# that its pins and schemathesis's never meet.
+osc_venv=$root/cache/venv-openstack
+osc_pins=(python-openstackclient==10.5.0 openstacksdk==4.22.0 keystoneauth1==5.18.1)
+if ! "$osc_venv/bin/pip" freeze 2>/dev/null | grep -qx 'python-openstackclient==10.5.0'; then
+    [ -x "$osc_venv/bin/pip" ] || python3 -m venv "$osc_venv"
+    "$osc_venv/bin/pip" install --quiet --disable-pip-version-check "${osc_pins[@]}"
+fi

@@ -168,6 +168,23 @@ lease_secs = 86400
 # the first line of `token_file` (kilnd refuses to start without one).
 # listen = "127.0.0.1:8774"
 # token_file = "/etc/kiln/api-token"
+
+[openstack]
+# The OpenStack-compatible API (Keystone, Nova, Glance and Neutron subsets,
+# `manager/README.md`) under /identity, /compute, /image and /network, on the
+# unix socket and on the TCP listener. Every route but the version documents
+# and POST /identity/v3/auth/tokens needs a Keystone token (`X-Auth-Token`).
+# One user and one project, both `admin`, in domain `default`.
+# The admin user's password; when unset, the first line of
+# STATE_DIR/openstack-admin-password, made (random, mode 0600) at first start.
+# admin_password = "..."
+# How long an issued token lives, in seconds.
+token_ttl_s = 3600
+# The region every catalog endpoint is in.
+region = "RegionOne"
+# The base URL of the catalog's endpoints and the discovery documents' links;
+# when unset, `http://` and the request's Host header.
+# public_url = "http://kiln.example:8774"
 "#;
 
 #[derive(Debug, Error)]
@@ -202,6 +219,19 @@ pub struct Config {
     pub images: ImagesConfig,
     pub networks: NetworksConfig,
     pub dhcp: DhcpConfig,
+    pub openstack: OpenstackConfig,
+}
+
+/// `[openstack]`: the OpenStack-compatible API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenstackConfig {
+    #[serde(default)]
+    pub admin_password: Option<String>,
+    pub token_ttl_s: u64,
+    pub region: String,
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// `[networks]`: the `default` network.
@@ -398,6 +428,25 @@ impl Config {
                 "socket_mode {:o} is not a permission mode",
                 self.socket_mode
             )));
+        }
+        let o = &self.openstack;
+        if !(60..=7 * 86400).contains(&o.token_ttl_s) {
+            return Err(ConfigError::Invalid(format!(
+                "openstack.token_ttl_s must be from 60 to 604800 seconds, not {}",
+                o.token_ttl_s
+            )));
+        }
+        if o.admin_password.as_ref().is_some_and(|p| p.len() < 8) {
+            return Err(ConfigError::Invalid(
+                "openstack.admin_password must be at least 8 characters".into(),
+            ));
+        }
+        if let Some(u) = &o.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "openstack.public_url must start with http:// or https:// and not end with '/': {u:?}"
+                )));
+            }
         }
         if self.tcp.listen.is_some() && self.tcp.token_file.is_none() {
             return Err(ConfigError::Invalid(

@@ -112,12 +112,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             }
         }
     });
+    let identity = crate::openstack::identity::Identity::load(&config, &store)
+        .map_err(|e| DaemonError::StateDir(state.display().to_string(), e))?;
     let app = http::router(Arc::new(AppState {
         store,
         sup,
         placement,
         config: config.clone(),
         services,
+        identity: Arc::new(identity),
     }));
     if let Some(addr) = config.tcp.listen {
         let token = read_token(config.tcp.token_file.as_deref())?;

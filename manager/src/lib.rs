@@ -43,6 +43,7 @@ pub mod lvm;
 pub mod metadata;
 pub mod net;
 pub mod networks;
+pub mod openstack;
 pub mod placement;
 pub mod qos;
 pub mod servers;

@@ -17,7 +17,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const DOMAIN: &[&str] = &["servers", "networks", "images", "flavors", "keypairs"];
+const DOMAIN: &[&str] = &[
+    "servers",
+    "networks",
+    "images",
+    "flavors",
+    "keypairs",
+    "openstack",
+];
 /// Above the domain: they may import anything.
 const TOP: &[&str] = &["http", "daemon"];
 

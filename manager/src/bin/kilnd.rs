@@ -25,6 +25,10 @@ struct Args {
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// Print a clouds.yaml (cloud `kiln`) for the OpenStack API of the
+    /// kilnd this configuration makes, and exit.
+    #[arg(long)]
+    print_clouds_yaml: bool,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,18 @@ fn main() -> ExitCode {
     }
     if let Some(s) = args.socket {
         config.socket = s;
+    }
+    if args.print_clouds_yaml {
+        return match kiln_manager::openstack::identity::clouds_yaml(&config) {
+            Ok(y) => {
+                print!("{y}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kilnd: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -19,6 +19,7 @@ mod keypairs;
 pub mod metadata;
 mod networks;
 mod nics;
+pub mod openstack;
 mod password;
 mod servers;
 pub mod state;
@@ -86,6 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/servers/{id}/nics/{index}",
             get(nics::show).put(nics::update),
         )
+        .merge(openstack::router(state.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -112,8 +114,9 @@ pub async fn serve_unix(
         .await
 }
 
-/// Serves `app` on a TCP listener in the background, every request
-/// refused without `Authorization: Bearer token`.
+/// Serves `app` on a TCP listener in the background, every request but
+/// the OpenStack API's (which need Keystone tokens instead) refused
+/// without `Authorization: Bearer token`.
 pub fn spawn_tcp(tcp: tokio::net::TcpListener, app: Router, token: String) {
     let app = app.layer(axum::middleware::from_fn_with_state(
         Arc::new(token),
@@ -132,6 +135,10 @@ async fn require_token(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // The OpenStack routes check Keystone tokens themselves.
+    if openstack::is_openstack_path(req.uri().path()) {
+        return next.run(req).await;
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)

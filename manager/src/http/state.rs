@@ -16,6 +16,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Every network's host side and services (DHCP, metadata).
     pub services: Arc<crate::networks::Services>,
+    /// The OpenStack API's Keystone: users, tokens, catalog.
+    pub identity: Arc<crate::openstack::identity::Identity>,
 }
 
 impl AppState {

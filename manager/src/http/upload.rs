@@ -14,8 +14,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use http_body_util::BodyExt;
+use kiln_api::compute::Image;
 
-use super::state::St;
+use super::state::{AppState, St};
 use super::ApiError;
 use crate::images::Upload;
 
@@ -25,6 +26,17 @@ pub(super) async fn upload(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(receive(&s, key, &headers, body).await?))
+}
+
+/// Streams `body` into queued image `key`'s upload (also Glance's `PUT
+/// /v2/images/{id}/file`, `http/openstack/image.rs`).
+pub(crate) async fn receive(
+    s: &AppState,
+    key: String,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Image, ApiError> {
     let declared = match headers.get(header::CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -61,5 +73,5 @@ pub(super) async fn upload(
         };
         upload.write(&data).await?;
     }
-    Ok(Json(upload.finish().await?))
+    Ok(upload.finish().await?)
 }

@@ -115,6 +115,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // servers and a server get one (0/1; Nova's `hw_qemu_guest_agent`).
     "ALTER TABLE images ADD COLUMN agent INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE servers ADD COLUMN agent INTEGER NOT NULL DEFAULT 0;",
+    // 19 (openstack: Keystone tokens): each token by its SHA-256 (the
+    // token itself is never stored), the kilnd that issued it, its user,
+    // project, auth methods, audit id, issue and expiry times (unix
+    // seconds) and whether it was revoked.
+    "CREATE TABLE os_tokens (
+         hash TEXT PRIMARY KEY,
+         instance TEXT NOT NULL,
+         user_id TEXT NOT NULL,
+         project_id TEXT NOT NULL,
+         methods TEXT NOT NULL,
+         audit_id TEXT NOT NULL,
+         issued_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         revoked INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX os_tokens_expiry ON os_tokens(expires_at);",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,

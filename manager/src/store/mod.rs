@@ -30,12 +30,14 @@ mod keypairs;
 mod metadata;
 mod migrations;
 mod networks;
+mod os_tokens;
 mod servers;
 mod tpm;
 
 pub use addresses::DhcpPort;
 pub use metadata::MAX_PASSWORD;
 pub use networks::{NetworkSpec, NewNic};
+pub use os_tokens::TokenRow;
 /// Test helpers (a new server, a placement) for other modules' tests.
 #[cfg(test)]
 pub(crate) use servers::tests as test_servers;

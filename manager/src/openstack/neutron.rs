@@ -1,0 +1,83 @@
+//! Neutron v2.0's view of Kiln's networks: each network, and its subnet
+//! when it has a `cidr` (one per network, with an id derived from the
+//! network's). Kiln's isolation is one default security group; nothing
+//! here pretends to more.
+
+use kiln_api::compute::Network;
+use serde_json::{json, Value};
+
+/// The id of a network's subnet.
+pub fn subnet_id(network_id: &str) -> String {
+    super::derived_id(&format!("subnet:{network_id}"))
+}
+
+pub fn network(n: &Network, project_id: &str) -> Value {
+    let subnets: Vec<String> = n.cidr.iter().map(|_| subnet_id(&n.id)).collect();
+    json!({
+        "id": n.id,
+        "name": n.name,
+        "status": "ACTIVE",
+        "admin_state_up": true,
+        "subnets": subnets,
+        "shared": true,
+        "tenant_id": project_id,
+        "project_id": project_id,
+        "mtu": n.mtu,
+        "router:external": false,
+        "port_security_enabled": true,
+        "provider:network_type": "flat",
+        "provider:physical_network": n.bridge,
+        "availability_zones": ["nova"],
+        "availability_zone_hints": [],
+        "ipv4_address_scope": null,
+        "ipv6_address_scope": null,
+        "is_default": n.name == "default",
+        "description": format!("Kiln {} network on bridge {}", n.mode.as_str(), n.bridge),
+        "tags": [],
+        "created_at": n.created_at,
+        "updated_at": n.created_at,
+        "revision_number": 0,
+    })
+}
+
+/// The subnet of a network with a `cidr`.
+pub fn subnet(n: &Network, project_id: &str) -> Option<Value> {
+    let cidr = n.cidr.as_ref()?;
+    Some(json!({
+        "id": subnet_id(&n.id),
+        "name": n.name,
+        "network_id": n.id,
+        "tenant_id": project_id,
+        "project_id": project_id,
+        "ip_version": 4,
+        "cidr": cidr,
+        "gateway_ip": n.gateway,
+        "enable_dhcp": n.dhcp,
+        "dns_nameservers": n.dns_nameservers,
+        "allocation_pools": [],
+        "host_routes": [],
+        "ipv6_address_mode": null,
+        "ipv6_ra_mode": null,
+        "subnetpool_id": null,
+        "description": "",
+        "tags": [],
+        "created_at": n.created_at,
+        "updated_at": n.created_at,
+        "revision_number": 0,
+    }))
+}
+
+/// Whether a Neutron list entry passes the query's filters: every filter
+/// on a member it has must equal it as a string (`name=lan`,
+/// `network_id=...`, `admin_state_up=true`); filters on members it lacks
+/// (`fields`, `limit`, ...) are not filters.
+pub fn matches(v: &Value, filters: &[(String, String)]) -> bool {
+    filters.iter().all(|(k, want)| match v.get(k) {
+        None => true,
+        Some(Value::String(s)) => s == want,
+        Some(Value::Bool(b)) => b.to_string() == want.to_ascii_lowercase(),
+        Some(Value::Number(n)) => n.to_string() == *want,
+        Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(want.as_str())),
+        Some(_) => true,
+    })
+}

@@ -1,0 +1,458 @@
+//! The OpenStack API against the real `openstack` CLI
+//! (python-openstackclient, pinned in `scripts/setup.sh`, in
+//! `cache/venv-openstack`): a kilnd in a network namespace of its own with
+//! its TCP listener on that namespace's loopback, the CLI pointed at it by
+//! the `clouds.yaml` that `kilnd --print-clouds-yaml` prints, a disk image
+//! uploaded, and a probe server booted, listed, stopped, started, rebooted
+//! and deleted through it; every command's JSON output checked. Then the
+//! tokens: none, a wrong password, a revoked token and another kilnd's
+//! token are refused with 401 and change nothing.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::api::NO_VMM;
+use common::vm::{register, start_kilnd_in, T};
+use common::Kilnd;
+use kiln_api::compute::ServerStatus;
+use kiln_tests::netns::NetNs;
+use serde_json::Value;
+
+fn openstack_bin() -> PathBuf {
+    let bin = kiln_tests::cache_dir().join("venv-openstack/bin/openstack");
+    assert!(
+        bin.exists(),
+        "{} missing: run scripts/setup.sh",
+        bin.display()
+    );
+    bin
+}
+
+/// `[tcp]` on `addr` of the namespace's loopback, with a bearer token for
+/// `/v1`.
+fn tcp_config(k_dir: &std::path::Path, addr: &str) -> String {
+    let token = k_dir.join("api-token");
+    std::fs::write(&token, "v1-bearer-token-0123456789\n").unwrap();
+    format!(
+        "[tcp]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\n",
+        token.display()
+    )
+}
+
+/// The `openstack` CLI in the namespace, on the clouds.yaml kilnd printed.
+struct Cli {
+    ns: String,
+    clouds: PathBuf,
+}
+
+impl Cli {
+    fn new(k: &Kilnd, ns: &str) -> Cli {
+        let out = Command::new(common::kilnd_bin())
+            .arg("--config")
+            .arg(&k.config)
+            .arg("--state-dir")
+            .arg(&k.state)
+            .arg("--print-clouds-yaml")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let yaml = String::from_utf8(out.stdout).unwrap();
+        assert!(yaml.contains("/identity/v3"), "{yaml}");
+        let clouds = k.dir.path().join("clouds.yaml");
+        std::fs::write(&clouds, yaml).unwrap();
+        Cli {
+            ns: ns.to_owned(),
+            clouds,
+        }
+    }
+
+    fn try_run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(openstack_bin())
+            .args(args)
+            .env("OS_CLIENT_CONFIG_FILE", &self.clouds)
+            .env("OS_CLOUD", "kiln")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.try_run(args);
+        assert!(ok, "openstack {args:?} failed:\n{out}\n{err}");
+        out
+    }
+
+    /// Runs with `-f json` and parses the output.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-f", "json"]);
+        let out = self.run(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+
+    /// Polls `server show` until the server's status is `status`.
+    fn wait_status(&self, name: &str, status: &str) -> Value {
+        let deadline = Instant::now() + T;
+        loop {
+            let s = self.json(&["server", "show", name]);
+            if s["status"] == status && s["OS-EXT-STS:task_state"].is_null() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{name} not {status}: {s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn openstack_cli_session() {
+    let ns = NetNs::with_peer("osc");
+    let pre = tempfile::tempdir().unwrap();
+    let k = start_kilnd_in(Some(ns.name()), &tcp_config(pre.path(), "127.0.0.1:18774"));
+    register(&k, "hold", "hello", "hold");
+    let r = k.req(
+        "POST",
+        "/v1/networks",
+        Some(r#"{"name":"lan","cidr":"10.61.0.0/24","mode":"isolated"}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let cli = Cli::new(&k, ns.name());
+
+    let token = cli.json(&["token", "issue"]);
+    assert_eq!(token["id"].as_str().unwrap().len(), 64, "{token}");
+    assert_eq!(token["project_id"].as_str().unwrap().len(), 32, "{token}");
+    assert!(token["expires"].as_str().unwrap() > "2026", "{token}");
+
+    let flavors = cli.json(&["flavor", "list"]);
+    let probe = flavors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["Name"] == "k1.probe")
+        .unwrap_or_else(|| panic!("{flavors}"));
+    assert_eq!(
+        (probe["RAM"].as_u64(), probe["VCPUs"].as_u64()),
+        (Some(64), Some(1))
+    );
+
+    // A disk image uploaded through Glance: stored as Kiln's, hash and all.
+    let disk = k.dir.path().join("d.qcow2");
+    common::qemu_img_create(&disk, "16M");
+    let img = cli.json(&[
+        "image",
+        "create",
+        "--file",
+        disk.to_str().unwrap(),
+        "--disk-format",
+        "qcow2",
+        "d1",
+    ]);
+    let img_id = img["id"].as_str().unwrap().to_owned();
+    let shown = cli.json(&["image", "show", "d1"]);
+    assert_eq!(
+        (&shown["id"], &shown["status"], &shown["disk_format"]),
+        (
+            &Value::from(img_id.as_str()),
+            &Value::from("active"),
+            &Value::from("qcow2")
+        ),
+        "{shown}"
+    );
+    let stored = k.image(&img_id);
+    let (_, size, sha) = common::disk_of(&stored);
+    assert_eq!(size, std::fs::metadata(&disk).unwrap().len());
+    assert_eq!(sha, common::sha256sum(&disk));
+    let images = cli.json(&["image", "list"]);
+    assert_eq!(images.as_array().unwrap().len(), 2, "{images}");
+    cli.run(&["image", "delete", "d1"]);
+    assert_eq!(
+        k.req("GET", &format!("/v1/images/{img_id}"), None).status,
+        404
+    );
+
+    let key_file = k.dir.path().join("k1.pem");
+    let kp = cli.json(&[
+        "keypair",
+        "create",
+        "--private-key",
+        key_file.to_str().unwrap(),
+        "k1",
+    ]);
+    assert_eq!(kp["name"], "k1", "{kp}");
+    let v1_key = k.json("GET", "/v1/keypairs/k1", None);
+    assert_eq!(kp["fingerprint"], v1_key["fingerprint"]);
+    let pem = std::fs::read_to_string(&key_file).unwrap();
+    assert!(pem.starts_with("-----BEGIN"), "{pem}");
+
+    let created = cli.json(&[
+        "server",
+        "create",
+        "--flavor",
+        "k1.probe",
+        "--image",
+        "hold",
+        "--network",
+        "lan",
+        "--key-name",
+        "k1",
+        "--wait",
+        "s1",
+    ]);
+    assert_eq!(created["status"], "ACTIVE", "{created}");
+    assert_eq!(created["key_name"], "k1", "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let v1 = k.server(&id);
+    assert_eq!(v1.status, ServerStatus::Active);
+    let ip = v1.nics[0].ip.clone().unwrap();
+    assert!(ip.starts_with("10.61.0."), "{ip}");
+    assert!(created["addresses"].to_string().contains(&ip), "{created}");
+
+    let list = cli.json(&["server", "list"]);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (
+            &list[0]["ID"],
+            &list[0]["Name"],
+            &list[0]["Status"],
+            &list[0]["Image"]
+        ),
+        (
+            &Value::from(id.as_str()),
+            &Value::from("s1"),
+            &Value::from("ACTIVE"),
+            &Value::from("hold")
+        )
+    );
+    assert_eq!(list[0]["Networks"]["lan"][0], ip.as_str(), "{list:?}");
+
+    let show = cli.json(&["server", "show", "s1"]);
+    assert_eq!(show["id"], id.as_str());
+    assert_eq!(show["flavor"]["original_name"], "k1.probe", "{show}");
+    assert_eq!(show["OS-EXT-STS:vm_state"], "active");
+    assert_eq!(show["OS-EXT-STS:power_state"], 1);
+    assert!(
+        show["image"].as_str().unwrap().starts_with("hold ("),
+        "{show}"
+    );
+
+    let log = cli.run(&["console", "log", "show", "s1"]);
+    assert!(log.contains("hello from a kiln probe"), "{log}");
+    let tail = cli.run(&["console", "log", "show", "--lines", "1", "s1"]);
+    assert_eq!(tail.trim_end().lines().count(), 1, "{tail}");
+
+    cli.run(&["server", "stop", "s1"]);
+    let s = cli.wait_status("s1", "SHUTOFF");
+    assert_eq!(s["OS-EXT-STS:power_state"], 4, "{s}");
+    assert_eq!(k.server(&id).status, ServerStatus::Shutoff);
+    cli.run(&["server", "start", "s1"]);
+    cli.wait_status("s1", "ACTIVE");
+    assert!(k.server(&id).pid.is_some());
+    let pid = k.server(&id).pid;
+    cli.run(&["server", "reboot", "--hard", "--wait", "s1"]);
+    let after = k.wait_status(&id, ServerStatus::Active, T);
+    assert_ne!(after.pid, pid, "a hard reboot starts a new VMM");
+    cli.run(&["server", "reboot", "--wait", "s1"]);
+    cli.wait_status("s1", "ACTIVE");
+
+    // An unknown name is a clean miss, not a crash.
+    let (ok, _, err) = cli.try_run(&["server", "show", "nope"]);
+    assert!(!ok);
+    assert!(err.contains("No Server found for nope"), "{err}");
+
+    cli.run(&["server", "delete", "--wait", "s1"]);
+    assert_eq!(cli.json(&["server", "list"]), Value::Array(vec![]));
+    assert_eq!(k.req("GET", &format!("/v1/servers/{id}"), None).status, 404);
+    cli.run(&["keypair", "delete", "k1"]);
+    assert_eq!(k.req("GET", "/v1/keypairs/k1", None).status, 404);
+}
+
+/// `curl` in the namespace: (status, headers and body).
+fn curl(ns: &str, args: &[&str]) -> (u16, String) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-s",
+            "-i",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_owned())
+}
+
+fn subject_token(resp: &str) -> String {
+    resp.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("x-subject-token:")
+                .then(|| l.split_once(':').unwrap().1.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no X-Subject-Token in {resp}"))
+}
+
+fn auth_body(password: &str) -> String {
+    format!(
+        r#"{{"auth":{{"identity":{{"methods":["password"],"password":{{"user":{{"name":"admin","domain":{{"name":"Default"}},"password":"{password}"}}}}}},"scope":{{"project":{{"name":"admin","domain":{{"id":"default"}}}}}}}}}}"#
+    )
+}
+
+#[test]
+fn tokens_are_checked() {
+    let ns = NetNs::with_peer("ostok");
+    let pre = tempfile::tempdir().unwrap();
+    let a = Kilnd::start_in(
+        Some(ns.name()),
+        &format!(
+            "{}{NO_VMM}[openstack]\nadmin_password = \"secret-pw-a\"\n",
+            tcp_config(pre.path(), "127.0.0.1:18775")
+        ),
+    );
+    let b = Kilnd::start_in(
+        Some(ns.name()),
+        &format!(
+            "{}{NO_VMM}[openstack]\nadmin_password = \"secret-pw-a\"\n",
+            tcp_config(pre.path(), "127.0.0.1:18776")
+        ),
+    );
+    let n = ns.name();
+    let url_a = "http://127.0.0.1:18775";
+    let json = ["-H", "Content-Type: application/json"];
+    common::api::kernel_image(&a, "tiny");
+    // A create that a valid token would have accepted.
+    let create = r#"{"server":{"name":"x","imageRef":"tiny","flavorRef":"k1.probe"}}"#;
+    let bad = r#"{"server":{"name":"x","imageRef":"tiny","flavorRef":"k1.probe","max_count":2}}"#;
+
+    // No token: 401 in Keystone's shape, and the create changed nothing.
+    let (code, body) = curl(n, &[&format!("{url_a}/compute/v2.1/servers")]);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains(r#""error":{"code":401"#), "{body}");
+    let servers = format!("{url_a}/compute/v2.1/servers");
+    let (code, _) = curl(n, &[&json[..], &["-d", create, &servers]].concat());
+    assert_eq!(code, 401);
+    // The version documents are open, with absolute links.
+    let (code, body) = curl(n, &[&format!("{url_a}/compute/")]);
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(r#""href":"http://127.0.0.1:18775/compute/v2.1/""#),
+        "{body}"
+    );
+
+    // A wrong password: 401 and no token.
+    let tokens = format!("{url_a}/identity/v3/auth/tokens");
+    let (code, body) = curl(
+        n,
+        &[&json[..], &["-d", &auth_body("wrong-pw"), &tokens]].concat(),
+    );
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        !body.to_ascii_lowercase().contains("x-subject-token"),
+        "{body}"
+    );
+
+    // The right one: 201, a token, the catalog.
+    let (code, body) = curl(
+        n,
+        &[&json[..], &["-d", &auth_body("secret-pw-a"), &tokens]].concat(),
+    );
+    assert_eq!(code, 201, "{body}");
+    assert!(body.contains(r#""type":"compute""#), "{body}");
+    let tok = subject_token(&body);
+    let h = format!("X-Auth-Token: {tok}");
+    let (code, body) = curl(n, &["-H", &h, &servers]);
+    assert_eq!(
+        (code, body.ends_with(r#"{"servers":[]}"#)),
+        (200, true),
+        "{body}"
+    );
+    // Nova's errors: the /v1 message in Nova's shape; microversions.
+    let (code, body) = curl(n, &["-H", &h, &format!("{servers}/nope")]);
+    assert_eq!(code, 404);
+    assert!(
+        body.contains(r#"{"itemNotFound":{"code":404,"message":"server \"nope\" not found"}}"#),
+        "{body}"
+    );
+    let (code, body) = curl(
+        n,
+        &[
+            "-H",
+            &h,
+            "-H",
+            "OpenStack-API-Version: compute 2.101",
+            &servers,
+        ],
+    );
+    assert_eq!(code, 406, "{body}");
+    let (code, body) = curl(
+        n,
+        &[
+            "-H",
+            &h,
+            "-H",
+            "OpenStack-API-Version: compute 2.47",
+            &servers,
+        ],
+    );
+    assert_eq!(code, 200);
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("openstack-api-version: compute 2.47"),
+        "{body}"
+    );
+    // A bad create is a 400 that makes nothing.
+    let (code, body) = curl(n, &[&json[..], &["-H", &h, "-d", bad, &servers]].concat());
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains(r#"{"badRequest":{"code":400,"message":"max_count must be 1"#),
+        "{body}"
+    );
+    assert_eq!(
+        a.json("GET", "/v1/servers", None)["servers"],
+        Value::Array(vec![])
+    );
+    // The Keystone token does not open /v1 on TCP.
+    let (code, _) = curl(n, &["-H", &h, &format!("{url_a}/v1/servers")]);
+    assert_eq!(code, 401);
+
+    // Another kilnd does not take this one's token.
+    let (code, _) = curl(
+        n,
+        &["-H", &h, "http://127.0.0.1:18776/compute/v2.1/servers"],
+    );
+    assert_eq!(code, 401);
+
+    // Checked, then revoked: refused from then on.
+    let st = format!("X-Subject-Token: {tok}");
+    let (code, _) = curl(n, &["-I", "-H", &h, "-H", &st, &tokens]);
+    assert_eq!(code, 200);
+    let (code, _) = curl(n, &["-X", "DELETE", "-H", &h, "-H", &st, &tokens]);
+    assert_eq!(code, 204);
+    let (code, _) = curl(n, &["-H", &h, &servers]);
+    assert_eq!(code, 401);
+    let (code, _) = curl(
+        n,
+        &[&json[..], &["-H", &h, "-d", create, &servers]].concat(),
+    );
+    assert_eq!(code, 401);
+    assert_eq!(
+        a.json("GET", "/v1/servers", None)["servers"],
+        Value::Array(vec![])
+    );
+    drop(b);
+}
