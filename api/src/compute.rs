@@ -23,6 +23,8 @@ pub use crate::vm::{DiskFormat, LinkState};
 
 mod network;
 pub use network::*;
+mod remote_console;
+pub use remote_console::*;
 
 /// The body of every error answer (4xx and 5xx).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

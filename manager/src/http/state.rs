@@ -16,6 +16,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Every network's host side and services (DHCP, metadata).
     pub services: Arc<crate::networks::Services>,
+    /// The browser console's live one-time tokens.
+    pub consoles: Arc<crate::servers::remote_console::Tokens>,
 }
 
 impl AppState {

@@ -30,6 +30,7 @@
 //! ([`console`]).
 
 pub mod keys;
+pub mod remote_console;
 pub mod screenshot;
 
 use std::path::Path;
