@@ -408,7 +408,9 @@ impl Config {
             ));
         }
         if let Some(u) = &c.base_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains(['?', '#', ' ']) {
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.contains(['?', '#', ' '])
+            {
                 return Err(ConfigError::Invalid(format!(
                     "console.base_url must be an http:// or https:// URL without query, not {u:?}"
                 )));
@@ -611,8 +613,16 @@ mod tests {
         let c = Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/t\"\n").unwrap();
         assert_eq!(c.tcp.listen.unwrap().port(), 1);
         assert_eq!(Config::default_config().console.token_ttl, 600);
-        for bad in ["token_ttl = 0", "novnc_dir = \"rel\"", "base_url = \"ftp://x\"", "x = 1"] {
-            assert!(Config::parse(&format!("[console]\n{bad}\n")).is_err(), "{bad}");
+        for bad in [
+            "token_ttl = 0",
+            "novnc_dir = \"rel\"",
+            "base_url = \"ftp://x\"",
+            "x = 1",
+        ] {
+            assert!(
+                Config::parse(&format!("[console]\n{bad}\n")).is_err(),
+                "{bad}"
+            );
         }
     }
 

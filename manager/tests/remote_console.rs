@@ -26,10 +26,10 @@ use common::firmware::{firmware_config, fw_flavor};
 use common::vm::{console, start_kilnd, wait_until};
 use common::Kilnd;
 use kiln_api::compute::ServerStatus;
+use kiln_tests::cache_dir;
 use kiln_tests::disk::vga_probe_disk;
 use kiln_tests::rfb::{Viewer, ENC_RAW, ENC_ZLIB};
 use kiln_tests::screen::{decode_png, Shot};
-use kiln_tests::cache_dir;
 
 const BOOT: Duration = Duration::from_secs(180);
 const ADDR: &str = "127.0.0.1:18775";
@@ -55,7 +55,11 @@ fn in_netns(f: impl FnOnce() + Send + 'static) {
 
 /// Asks for a console of `id`: (status, body).
 fn ask(k: &Kilnd, id: &str, body: &str) -> (u16, String) {
-    let r = k.req("POST", &format!("/v1/servers/{id}/remote-consoles"), Some(body));
+    let r = k.req(
+        "POST",
+        &format!("/v1/servers/{id}/remote-consoles"),
+        Some(body),
+    );
     (r.status, r.text())
 }
 
@@ -67,7 +71,10 @@ fn token(k: &Kilnd, id: &str) -> (String, String) {
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let c = &v["remote_console"];
-    assert_eq!((c["protocol"].as_str(), c["type"].as_str()), (Some("vnc"), Some("novnc")));
+    assert_eq!(
+        (c["protocol"].as_str(), c["type"].as_str()),
+        (Some("vnc"), Some("novnc"))
+    );
     let url = c["url"].as_str().unwrap().to_string();
     let prefix = format!("http://{ADDR}/console/vnc.html?server={id}&token=");
     let t = url.strip_prefix(&prefix).unwrap_or_else(|| panic!("{url}"));
@@ -79,7 +86,11 @@ fn token(k: &Kilnd, id: &str) -> (String, String) {
 fn tcp_get(path: &str) -> (u16, String, Vec<u8>) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(ADDR).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut all = Vec::new();
     s.read_to_end(&mut all).unwrap();
     let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
@@ -95,7 +106,10 @@ fn tcp_get(path: &str) -> (u16, String, Vec<u8>) {
 /// Opens kilnd's websocket for `server` with `token`: the upgrade's
 /// status (101 when it opened; the socket is then dropped).
 fn ws_status(server: &str, token: &str) -> u16 {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let url = format!("ws://{ADDR}/console/websockify?server={server}&token={token}");
     rt.block_on(async {
         match tokio_tungstenite::connect_async(url).await {
@@ -116,12 +130,17 @@ fn ws_bridge(path: &Path, server: &str, token: &str) {
         use futures_util::{SinkExt, StreamExt};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         use tokio_tungstenite::tungstenite::Message;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let (unix, _) = listener.accept().unwrap();
             unix.set_nonblocking(true).unwrap();
             let unix = tokio::net::UnixStream::from_std(unix).unwrap();
-            let (ws, resp) = tokio_tungstenite::connect_async(url).await.expect("the websocket");
+            let (ws, resp) = tokio_tungstenite::connect_async(url)
+                .await
+                .expect("the websocket");
             assert_eq!(resp.status().as_u16(), 101);
             let (mut tx, mut rx) = ws.split();
             let (mut rd, mut wr) = unix.into_split();
@@ -204,11 +223,20 @@ fn run(novnc: &Path) {
     let s = k.create_server(r#"{"name":"screen","flavor":"fw.small","image":"vga"}"#);
     // Bad input: 400 naming what is offered; unknown servers 404.
     for (body, why) in [
-        (r#"{"remote_console":{"protocol":"spice","type":"spice-html5"}}"#, "spice"),
+        (
+            r#"{"remote_console":{"protocol":"spice","type":"spice-html5"}}"#,
+            "spice",
+        ),
         (r#"{"protocol":"vnc","type":"xvpvnc"}"#, "xvpvnc"),
         (r#"{"remote_console":{"protocol":"vnc"}}"#, "type"),
-        (r#"{"remote_console":{"protocol":"vnc","type":"novnc","x":1}}"#, "x"),
-        (r#"{"remote_console":{"protocol":"vnc","type":"novnc"},"x":1}"#, "remote_console"),
+        (
+            r#"{"remote_console":{"protocol":"vnc","type":"novnc","x":1}}"#,
+            "x",
+        ),
+        (
+            r#"{"remote_console":{"protocol":"vnc","type":"novnc"},"x":1}"#,
+            "remote_console",
+        ),
         ("[]", "invalid"),
     ] {
         let (status, text) = ask(&k, &s.id, body);
@@ -216,7 +244,9 @@ fn run(novnc: &Path) {
         assert!(text.contains(why), "{body}: {text}");
     }
     let (_, text) = ask(&k, &s.id, r#"{"protocol":"rdp","type":"rdp-html5"}"#);
-    assert!(text.contains("\"vnc\"") && text.contains("\"novnc\""), "{text}");
+    let e: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let m = e["error"].as_str().unwrap();
+    assert!(m.contains("\"vnc\"") && m.contains("\"novnc\""), "{m}");
     assert_eq!(ask(&k, "nope", NOVNC).0, 404);
 
     k.wait_status(&s.id, ServerStatus::Active, BOOT);
@@ -248,8 +278,14 @@ fn run(novnc: &Path) {
     ] {
         assert_eq!(tcp_get(bad).0, 404, "{bad}");
     }
-    assert_eq!(tcp_get(&format!("/console/vnc.html?server={}", s.id)).0, 401);
-    assert_eq!(tcp_get(&format!("/console/vnc.html?server=x&token={t}")).0, 403);
+    assert_eq!(
+        tcp_get(&format!("/console/vnc.html?server={}", s.id)).0,
+        401
+    );
+    assert_eq!(
+        tcp_get(&format!("/console/vnc.html?server=x&token={t}")).0,
+        403
+    );
 
     // A viewer through kilnd's websocket sees what the screenshot shows.
     let before = viewers(&k, &s.id);
@@ -276,13 +312,23 @@ fn run(novnc: &Path) {
     let (late, _) = token(&k, &s.id);
     std::thread::sleep(Duration::from_secs(TTL + 1));
     assert_eq!(ws_status(&s.id, &late), 401, "expired");
-    assert_eq!(viewers(&k, &s.id), before + 1, "no refused socket reached the VMM");
+    assert_eq!(
+        viewers(&k, &s.id),
+        before + 1,
+        "no refused socket reached the VMM"
+    );
 
     // Headless chromium opens the page; its picture is the server's screen.
     let (_, url) = token(&k, &s.id);
     let shot = chromium(dir.path(), &url);
     let (x0, y0) = canvas(&shot);
-    assert_eq!((x0, y0), (40, 40), "the canvas, centred in 800x480");
+    assert_eq!(x0, 40, "the canvas (720 wide), centred in 800");
+    assert!(
+        y0 + 400 <= shot.height,
+        "the whole canvas shows: {y0} in {}x{}",
+        shot.width,
+        shot.height
+    );
     let mut off = 0;
     for y in 0..400 {
         for x in 0..720 {
@@ -293,20 +339,34 @@ fn run(novnc: &Path) {
         }
     }
     assert_eq!(off, 0, "pixels unlike kiln-vmm's screenshot");
-    assert!(lit(&shot, x0, y0, 0) > 300, "SeaBIOS's banner in the browser");
-    assert_eq!(viewers(&k, &s.id), before + 2, "the browser was the VMM's viewer");
+    assert!(
+        lit(&shot, x0, y0, 0) > 300,
+        "SeaBIOS's banner in the browser"
+    );
+    assert_eq!(
+        viewers(&k, &s.id),
+        before + 2,
+        "the browser was the VMM's viewer"
+    );
 
     // The CLI prints a fresh URL.
     let (ok, out, err) = k.cli(&["console", "screen", "--vnc"]);
     assert!(ok, "{err}");
     assert!(
-        out.trim().starts_with(&format!("http://{ADDR}/console/vnc.html?server={}&token=", s.id)),
+        out.trim().starts_with(&format!(
+            "http://{ADDR}/console/vnc.html?server={}&token=",
+            s.id
+        )),
         "{out}"
     );
 
     // Stopped: no console, and a token handed out before is refused.
     let (pending, _) = token(&k, &s.id);
-    let r = k.req("POST", &format!("/v1/servers/{}/action", s.id), Some(r#"{"action":"stop"}"#));
+    let r = k.req(
+        "POST",
+        &format!("/v1/servers/{}/action", s.id),
+        Some(r#"{"action":"stop"}"#),
+    );
     assert!(r.status < 300, "{}", r.text());
     k.wait_status(&s.id, ServerStatus::Shutoff, Duration::from_secs(60));
     let (status, body) = ask(&k, &s.id, NOVNC);
@@ -315,11 +375,13 @@ fn run(novnc: &Path) {
     assert_eq!(ws_status(&s.id, &pending), 409);
 }
 
-/// Headless chromium's screenshot of `url` (800x480), once noVNC drew.
+/// Headless chromium's screenshot of `url` (800x480) once noVNC says it
+/// is connected and has drawn, driven through the DevTools protocol
+/// (`--screenshot` with `--virtual-time-budget` takes its picture before
+/// the websocket has opened: virtual time does not wait for it).
 fn chromium(dir: &Path, url: &str) -> Shot {
-    let png = dir.join("chromium.png");
     let t0 = Instant::now();
-    let out = Command::new("chromium")
+    let mut child = Command::new("chromium")
         .args([
             "--headless",
             "--no-sandbox",
@@ -329,20 +391,123 @@ fn chromium(dir: &Path, url: &str) -> Shot {
             "--force-device-scale-factor=1",
             "--force-color-profile=srgb",
             "--window-size=800,480",
-            "--virtual-time-budget=20000",
+            "--remote-debugging-port=9229",
         ])
-        .arg(format!("--user-data-dir={}", dir.join("chromium").display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(url)
-        .output()
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .arg("about:blank")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .expect("chromium (Debian's, from scripts/setup.sh)");
-    eprintln!("chromium took {:?}", t0.elapsed());
-    assert!(
-        out.status.success() && png.exists(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    decode_png(&std::fs::read(&png).unwrap())
+    let mut page = None;
+    while page.is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no DevTools endpoint"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(body) = devtools_list() else { continue };
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        page = list.as_array().and_then(|l| {
+            l.iter()
+                .find(|p| p["type"] == "page")
+                .and_then(|p| p["webSocketDebuggerUrl"].as_str().map(str::to_owned))
+        });
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let png = rt.block_on(async {
+        let page = page.unwrap();
+        let mut ws = loop {
+            match tokio_tungstenite::connect_async(&page).await {
+                Ok((ws, _)) => break ws,
+                Err(e) => assert!(t0.elapsed() < Duration::from_secs(60), "{page}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let mut id = 0;
+        let size = serde_json::json!({ "width": 800, "height": 480, "deviceScaleFactor": 1, "mobile": false });
+        cdp(&mut ws, &mut id, "Emulation.setDeviceMetricsOverride", size).await;
+        cdp(&mut ws, &mut id, "Page.navigate", serde_json::json!({ "url": url })).await;
+        let probe = "document.title + ' ' + (document.querySelector('canvas') || {width: 0}).width";
+        loop {
+            assert!(t0.elapsed() < Duration::from_secs(60), "noVNC never connected");
+            let r = cdp(&mut ws, &mut id, "Runtime.evaluate", serde_json::json!({ "expression": probe })).await;
+            if r["result"]["value"] == "Kiln console: connected 720" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The first update, drawn.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let r = cdp(&mut ws, &mut id, "Page.captureScreenshot", serde_json::json!({ "format": "png" })).await;
+        use base64ct::Encoding;
+        base64ct::Base64::decode_vec(r["data"].as_str().expect("a picture")).unwrap()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("chromium connected and drew in {:?}", t0.elapsed());
+    decode_png(&png)
+}
+
+/// `GET /json/list` on chromium's DevTools port.
+fn devtools_list() -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect("127.0.0.1:9229")?;
+    write!(
+        s,
+        "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:9229\r\nConnection: close\r\n\r\n"
+    )?;
+    // It may keep the connection open: read until it pauses.
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+        if all.ends_with(b"]\n") || all.ends_with(b"]") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&all).into_owned();
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default())
+}
+
+type Cdp =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One DevTools call: its `result` (events in between are skipped).
+async fn cdp(
+    ws: &mut Cdp,
+    id: &mut u64,
+    method: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    use futures_util::{SinkExt, StreamExt};
+    *id += 1;
+    let msg = serde_json::json!({ "id": *id, "method": method, "params": params }).to_string();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.into()))
+        .await
+        .unwrap();
+    loop {
+        let m = ws.next().await.expect("DevTools answers").unwrap();
+        let Ok(text) = m.to_text() else { continue };
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        if v["id"] == *id {
+            assert!(v.get("error").is_none(), "{method}: {v}");
+            return v["result"].clone();
+        }
+    }
 }
 
 /// The top-left corner of the first pixel unlike noVNC's background.

@@ -224,8 +224,11 @@ pub async fn open(
 
 fn no_token(token: Option<&str>) -> Refused {
     Refused::Token(match token {
-        None => "a console token is required: ask POST /v1/servers/{id}/remote-consoles for a URL".into(),
-        Some(_) => "this console token is unknown, used or expired: ask for a new console URL".into(),
+        None => "a console token is required: ask POST /v1/servers/{id}/remote-consoles for a URL"
+            .into(),
+        Some(_) => {
+            "this console token is unknown, used or expired: ask for a new console URL".into()
+        }
     })
 }
 

@@ -11,7 +11,10 @@ fn a_token_works_once_for_its_server_only() {
     assert_ne!(a, b, "random");
     // The page does not use it up.
     assert!(check_page(&t, "a", Some(&a)).is_ok());
-    assert!(matches!(check_page(&t, "b", Some(&a)), Err(Refused::OtherServer)));
+    assert!(matches!(
+        check_page(&t, "b", Some(&a)),
+        Err(Refused::OtherServer)
+    ));
     assert!(matches!(t.check(&a, "a", true), Found::Ok));
     assert!(matches!(t.check(&a, "a", true), Found::None), "used");
     // Another server's token is refused and used up.
