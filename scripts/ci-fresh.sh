@@ -15,7 +15,8 @@
 #     named `kt...`, and the bridges of networks kilnd manages in
 #     /var/lib/kiln;
 #   - the `kiln` group, /var/lib/kiln, /run/kiln, kilnd's group lock;
-#   - the clone's cache (guest material, probes, the schemathesis and vncdotool venv) and
+#   - the clone's cache (guest material, probes, the schemathesis and vncdotool venv,
+#     noVNC) and
 #     target dir, which start empty.
 # With --packages, also the Debian packages scripts/setup.sh installs that
 # a new machine of this kind lacks (it comes with qemu-utils 10.0 from
@@ -93,7 +94,7 @@ if [ "$packages" = 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get purge -y -qq cpio socat fio acpica-tools dmidecode qemu-system-x86 \
         lvm2 thin-provisioning-tools genisoimage cloud-init nftables \
-        swtpm swtpm-tools tpm2-tools udhcpc dnsmasq-base >/dev/null || true
+        swtpm swtpm-tools tpm2-tools udhcpc dnsmasq-base chromium npm >/dev/null || true
     apt-get autoremove -y -qq --purge >/dev/null || true
 fi
 

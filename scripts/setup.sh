@@ -22,6 +22,10 @@ for p in genisoimage cloud-init; do have "$p" || need_pkgs+=("$p"); done
 # The TPM 2.0 device's backend and its tests: swtpm (as libvirt runs it),
 # swtpm_setup for EK certificates, tpm2-tools to read PCRs afterwards.
 for p in swtpm swtpm-tools tpm2-tools; do have "$p" || need_pkgs+=("$p"); done
+# The browser console's test (manager/tests/remote_console.rs): Debian's
+# chromium, headless; npm fetches noVNC for it (below).
+have chromium || need_pkgs+=(chromium)
+command -v npm >/dev/null || need_pkgs+=(npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -68,4 +72,17 @@ osc_pins=(python-openstackclient==10.5.0 openstacksdk==4.22.0 keystoneauth1==5.1
 if ! "$osc_venv/bin/pip" freeze 2>/dev/null | grep -qx 'python-openstackclient==10.5.0'; then
     [ -x "$osc_venv/bin/pip" ] || python3 -m venv "$osc_venv"
     "$osc_venv/bin/pip" install --quiet --disable-pip-version-check "${osc_pins[@]}"
+fi
+
+# noVNC (the npm package @novnc/novnc: its core/ and vendor/ modules), the
+# browser console's client, unpacked into the git-ignored cache; the tests'
+# kilnd serves it from there ([console] novnc_dir).
+novnc_version=1.7.0
+novnc=$root/cache/novnc
+if ! grep -qs "\"version\": \"$novnc_version\"" "$novnc/package.json"; then
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "@novnc/novnc@$novnc_version" >/dev/null)
+    rm -rf "$novnc" && mkdir -p "$novnc"
+    tar xzf "$tmp"/novnc-novnc-"$novnc_version".tgz -C "$novnc" --strip-components=1
+    rm -rf "$tmp"
 fi

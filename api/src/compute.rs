@@ -27,6 +27,8 @@ mod network;
 pub use guest::*;
 pub use image::*;
 pub use network::*;
+mod remote_console;
+pub use remote_console::*;
 
 /// The body of every error answer (4xx and 5xx).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

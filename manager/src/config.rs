@@ -185,6 +185,16 @@ region = "RegionOne"
 # The base URL of the catalog's endpoints and the discovery documents' links;
 # when unset, `http://` and the request's Host header.
 # public_url = "http://kiln.example:8774"
+[console]
+# The browser console (`POST /v1/servers/{id}/remote-consoles`), served on
+# the `[tcp]` listener: seconds a console URL's one-time token lasts
+# (Nova's default).
+token_ttl = 600
+# The unpacked npm package `@novnc/novnc` (its `core/` and `vendor/`) that
+# the console page loads; unset: no page, only the websocket.
+# novnc_dir = "/usr/share/kiln/novnc"
+# The console URLs' start; unset: `http://` and `[tcp] listen`.
+# base_url = "https://kiln.example:8774"
 "#;
 
 #[derive(Debug, Error)]
@@ -215,6 +225,7 @@ pub struct Config {
     pub tpm: TpmConfig,
     pub smbios: SmbiosConfig,
     pub tcp: TcpConfig,
+    pub console: ConsoleConfig,
     pub disks: DisksConfig,
     pub images: ImagesConfig,
     pub networks: NetworksConfig,
@@ -358,6 +369,17 @@ pub struct TcpConfig {
     pub token_file: Option<PathBuf>,
 }
 
+/// `[console]`: the browser console on the TCP listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub token_ttl: u64,
+    #[serde(default)]
+    pub novnc_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub base_url: Option<String>,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementConfig {
@@ -453,6 +475,27 @@ impl Config {
                 "tcp.listen needs tcp.token_file: the TCP API always requires a bearer token"
                     .into(),
             ));
+        }
+        let c = &self.console;
+        if !(1..=86400).contains(&c.token_ttl) {
+            return Err(ConfigError::Invalid(format!(
+                "console.token_ttl must be 1 to 86400 seconds, not {}",
+                c.token_ttl
+            )));
+        }
+        if c.novnc_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(ConfigError::Invalid(
+                "console.novnc_dir must be an absolute path".into(),
+            ));
+        }
+        if let Some(u) = &c.base_url {
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.contains(['?', '#', ' '])
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "console.base_url must be an http:// or https:// URL without query, not {u:?}"
+                )));
+            }
         }
         for (key, name) in [
             ("disks.volume_group", &self.disks.volume_group),
@@ -655,6 +698,18 @@ mod tests {
         assert!(Config::parse("[tcp]\nlisten = \"nonsense\"\ntoken_file = \"/t\"\n").is_err());
         let c = Config::parse("[tcp]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"/t\"\n").unwrap();
         assert_eq!(c.tcp.listen.unwrap().port(), 1);
+        assert_eq!(Config::default_config().console.token_ttl, 600);
+        for bad in [
+            "token_ttl = 0",
+            "novnc_dir = \"rel\"",
+            "base_url = \"ftp://x\"",
+            "x = 1",
+        ] {
+            assert!(
+                Config::parse(&format!("[console]\n{bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -114,21 +114,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     });
     let identity = crate::openstack::identity::Identity::load(&config, &store)
         .map_err(|e| DaemonError::StateDir(state.display().to_string(), e))?;
-    let app = http::router(Arc::new(AppState {
+    let state = Arc::new(AppState {
         store,
         sup,
         placement,
         config: config.clone(),
         services,
         identity: Arc::new(identity),
-    }));
+        consoles: crate::servers::remote_console::Tokens::new(),
+    });
+    let app = http::router(state.clone());
     if let Some(addr) = config.tcp.listen {
         let token = read_token(config.tcp.token_file.as_deref())?;
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| DaemonError::Socket(addr.to_string(), e))?;
         tracing::info!(%addr, "kilnd serving on TCP (bearer token required)");
-        http::spawn_tcp(tcp, app.clone(), token);
+        http::spawn_tcp(tcp, app.clone(), token, state);
     }
     tracing::info!(socket = %config.socket.display(), "kilnd serving");
     http::serve_unix(listener, app, shutdown_signal())

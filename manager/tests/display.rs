@@ -12,7 +12,9 @@
 //! - a server with `display: none` answers 409; `display: "svga"` is a 400
 //!   (naming `none` and `vga` for a server);
 //! - when the TTL ends the server is deleted and its last picture is kept:
-//!   `GET /v1/servers/{id}/screenshot?last=true` answers it.
+//!   `GET /v1/servers/{id}/screenshot?last=true` answers it (a second
+//!   server, whose probe finds GO!! at once, with a TTL a few times the
+//!   first one's boot: seconds, not a fixed worst case).
 
 mod common;
 
@@ -123,7 +125,8 @@ fn a_vga_server_shows_its_screen_and_keeps_the_last_one() {
     assert!(body.contains("no display"), "{body}");
     k.delete_server(&plain.id);
 
-    let s = k.create_server(r#"{"name":"screen","flavor":"fw.small","image":"vga","ttl_s":150}"#);
+    let booted = std::time::Instant::now();
+    let s = k.create_server(r#"{"name":"screen","flavor":"fw.small","image":"vga"}"#);
     assert_eq!(s.display, Display::Vga);
     assert_eq!(k.server(&s.id).display, Display::Vga, "stored");
     let (ok, shown, err) = k.cli(&["server", "show", "screen"]);
@@ -146,6 +149,7 @@ fn a_vga_server_shows_its_screen_and_keeps_the_last_one() {
     wait_until("the probe's text line", BOOT, || {
         console(&k, &s.id).contains("KILNVGA TEXT")
     });
+    let boot = booted.elapsed();
     let (_, text) = screenshot(&k, &s.id);
     assert_eq!((text.width, text.height), (720, 400));
     let lit = |y0: usize| {
@@ -206,10 +210,21 @@ fn a_vga_server_shows_its_screen_and_keeps_the_last_one() {
         "vncdotool's capture equals the screenshot"
     );
 
+    // A server whose TTL ends on the pattern: its probe finds GO!! at
+    // once, so it shows it about `boot` after its create; the TTL leaves
+    // twice that and ten seconds more.
+    k.delete_server(&s.id);
+    let ttl = (2 * boot.as_secs() + 10).max(15);
+    let s = k.create_server(&format!(
+        r#"{{"name":"last","flavor":"fw.small","image":"vga","ttl_s":{ttl}}}"#
+    ));
     // No picture kept while it runs; its TTL ends: deleted, picture kept.
     let (status, _, _) = get_raw(&k, &format!("/v1/servers/{}/screenshot?last=true", s.id));
     assert_eq!(status, 404);
-    wait_until("the TTL's delete", Duration::from_secs(300), || {
+    wait_until("the probe's VBE line", BOOT, || {
+        console(&k, &s.id).contains("KILNVGA VBE")
+    });
+    wait_until("the TTL's delete", Duration::from_secs(ttl + 60), || {
         k.req("GET", &format!("/v1/servers/{}", s.id), None).status == 404
     });
     let (status, ctype, last) = get_raw(&k, &format!("/v1/servers/{}/screenshot?last=true", s.id));

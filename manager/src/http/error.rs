@@ -11,6 +11,7 @@ use crate::image_files::ImportError;
 use crate::images::ImageError;
 use crate::keypairs::KeypairError;
 use crate::networks::NetworkError;
+use crate::servers::remote_console::Refused;
 use crate::servers::ServerError;
 use crate::store::StoreError;
 use crate::supervisor::actions::ActionError;
@@ -172,6 +173,16 @@ impl From<KeypairError> for ApiError {
             KeypairError::Invalid(m) => ApiError::bad(m),
             KeypairError::Generate(_) => ApiError::internal(&e),
             KeypairError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> ApiError {
+        match e {
+            Refused::Token(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
+            Refused::OtherServer => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            Refused::Server(s) => s.into(),
         }
     }
 }

@@ -21,6 +21,7 @@ mod networks;
 mod nics;
 pub mod openstack;
 mod password;
+mod remote_console;
 mod servers;
 pub mod state;
 mod upload;
@@ -67,6 +68,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/servers/{id}/screenshot", get(servers::screenshot))
         .route("/v1/servers/{id}/keys", post(servers::keys))
         .route("/v1/servers/{id}/guest", get(servers::guest))
+        .route(
+            "/v1/servers/{id}/remote-consoles",
+            post(remote_console::create),
+        )
         .route("/v1/servers/{id}/console/attach", get(console::attach))
         .route("/v1/networks", get(networks::list).post(networks::create))
         .route(
@@ -114,14 +119,18 @@ pub async fn serve_unix(
         .await
 }
 
-/// Serves `app` on a TCP listener in the background, every request but
-/// the OpenStack API's (which need Keystone tokens instead) refused
-/// without `Authorization: Bearer token`.
-pub fn spawn_tcp(tcp: tokio::net::TcpListener, app: Router, token: String) {
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        Arc::new(token),
-        require_token,
-    ));
+/// Serves `app` on a TCP listener in the background, every request
+/// refused without `Authorization: Bearer token` but the OpenStack API's
+/// (which need Keystone tokens instead) and the browser console's page,
+/// files and websocket, which its own one-time tokens guard
+/// ([`remote_console::console_router`]).
+pub fn spawn_tcp(tcp: tokio::net::TcpListener, app: Router, token: String, state: Arc<AppState>) {
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ))
+        .merge(remote_console::console_router(state));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(tcp, app).await {
             tracing::error!(error = %e, "TCP listener failed");

@@ -18,6 +18,8 @@ pub struct AppState {
     pub services: Arc<crate::networks::Services>,
     /// The OpenStack API's Keystone: users, tokens, catalog.
     pub identity: Arc<crate::openstack::identity::Identity>,
+    /// The browser console's live one-time tokens.
+    pub consoles: Arc<crate::servers::remote_console::Tokens>,
 }
 
 impl AppState {

@@ -38,6 +38,7 @@
 pub mod guest;
 pub mod keys;
 pub mod media;
+pub mod remote_console;
 pub mod screenshot;
 
 use std::path::Path;

@@ -174,6 +174,11 @@ impl Supervisor {
         self.server_dir(id).join("console.sock")
     }
 
+    /// The VMM's VNC socket (servers with a display).
+    pub fn vnc_socket(&self, id: &str) -> PathBuf {
+        self.server_dir(id).join(vm_config::VNC_SOCKET)
+    }
+
     fn api_socket(&self, id: &str) -> PathBuf {
         self.server_dir(id).join("api.sock")
     }

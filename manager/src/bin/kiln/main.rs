@@ -59,8 +59,13 @@ enum Cmd {
     Network(network::NetworkCmd),
     #[command(subcommand)]
     Keypair(keypair::KeypairCmd),
-    /// Attach to a server's serial console (Ctrl-] detaches).
-    Console { server: String },
+    /// Attach to a server's serial console (Ctrl-] detaches); `--vnc`:
+    /// print a browser console URL (noVNC, one-time token) instead.
+    Console {
+        server: String,
+        #[arg(long)]
+        vnc: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -253,9 +258,21 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Server(c) => server_cmd(&api, json, c)?,
         Cmd::Network(c) => network::run(&api, json, c)?,
         Cmd::Keypair(c) => keypair::run(&api, json, c)?,
-        Cmd::Console { server } => {
+        Cmd::Console { server, vnc: false } => {
             let s = api.server(server)?;
             console::attach(&cli.socket, &s.id)?;
+        }
+        Cmd::Console { server, vnc: true } => {
+            let s = api.server(server)?;
+            let body = kiln_api::compute::RemoteConsoleCreate {
+                remote_console: kiln_api::compute::RemoteConsoleRequest {
+                    protocol: "vnc".into(),
+                    kind: "novnc".into(),
+                },
+            };
+            let path = format!("/v1/servers/{}/remote-consoles", enc(&s.id));
+            let c: kiln_api::compute::RemoteConsoleBody = api.send("POST", &path, &body)?;
+            println!("{}", c.remote_console.url);
         }
     }
     Ok(())
