@@ -277,20 +277,7 @@ impl Lvm {
         if lvs.iter().any(|l| l.lv_name == partial) {
             self.run(&["lvremove", "-y", &self.full(&partial)])?;
         }
-        let size_arg = format!("{}b", size.div_ceil(512) * 512);
-        self.run(&[
-            "lvcreate",
-            "-an",
-            "--setactivationskip",
-            "y",
-            "-V",
-            &size_arg,
-            "--thinpool",
-            &self.pool,
-            "-n",
-            &partial,
-            &self.vg,
-        ])?;
+        self.create_thin(&partial, size)?;
         self.activate(&partial, true)?;
         let copied = copy_to_device(&self.dev_path(&partial), read, size);
         let _ = self.activate(&partial, false);
@@ -337,25 +324,32 @@ impl Lvm {
         Ok(self.dev_path(&name))
     }
 
+    /// Creates thin LV `name` of `size` bytes (rounded up to sectors) in
+    /// the pool, inactive and skipped by autoactivation.
+    fn create_thin(&self, name: &str, size: u64) -> Result<(), LvmError> {
+        let size_arg = format!("{}b", size.div_ceil(512) * 512);
+        self.run(&[
+            "lvcreate",
+            "-an",
+            "--setactivationskip",
+            "y",
+            "-V",
+            &size_arg,
+            "--thinpool",
+            &self.pool,
+            "-n",
+            name,
+            &self.vg,
+        ])
+        .map(drop)
+    }
+
     /// Makes (unless there) and activates server `id`'s blank root disk (a
     /// server booting from an ISO): a thin LV of `size`, reading zeros.
     pub fn ensure_blank_root(&self, server_id: &str, size: u64) -> Result<PathBuf, LvmError> {
         let name = root_lv(server_id);
         if !self.lvs()?.iter().any(|l| l.lv_name == name) {
-            let size_arg = format!("{}b", size.div_ceil(512) * 512);
-            self.run(&[
-                "lvcreate",
-                "-an",
-                "--setactivationskip",
-                "y",
-                "-V",
-                &size_arg,
-                "--thinpool",
-                &self.pool,
-                "-n",
-                &name,
-                &self.vg,
-            ])?;
+            self.create_thin(&name, size)?;
         }
         self.activate(&name, true)?;
         Ok(self.dev_path(&name))
