@@ -127,7 +127,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
     let store_dir = k.config.state_dir.join("images");
     let tpm = req.tpm.unwrap_or(image.tpm);
     let agent = req.agent.unwrap_or(image.agent);
-    let (firmware, disk_image_id, cmdline) = match &image.kind {
+    let (firmware, disk_image_id, cmdline, secure_boot) = match &image.kind {
         ImageKind::Kernel {
             cmdline: default_cmdline,
             ..
@@ -169,7 +169,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
                 .unwrap_or_else(|| default_cmdline.clone());
             crate::image_files::check_cmdline(&cmdline)
                 .map_err(|e| ServerError::Invalid(e.to_string()))?;
-            (None, disk_image_id, cmdline)
+            (None, disk_image_id, cmdline, false)
         }
         ImageKind::Disk {
             firmware: image_firmware,
@@ -202,7 +202,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
             let needs = crate::firmware::Needs { tpm, secure_boot };
             crate::firmware::check_host_files(&k.config.firmware, fw, needs)
                 .map_err(|e| ServerError::Conflict(crate::util::error_chain(&e)))?;
-            (Some(fw), Some(image.id.clone()), String::new())
+            (Some(fw), Some(image.id.clone()), String::new(), secure_boot)
         }
     };
     check_extras(&req)?;
@@ -294,8 +294,7 @@ pub async fn create(k: Kilnd<'_>, req: ServerCreate) -> Result<Server, ServerErr
                 disk_bus: media.disk_bus,
                 cdroms: media.cdroms,
                 answer_file: media.answer_file,
-                secure_boot: firmware == Some(Firmware::Uefi)
-                    && req.secure_boot.unwrap_or(image.secure_boot),
+                secure_boot,
                 agent,
             };
             Ok(s.create_server(&placement, new)?)

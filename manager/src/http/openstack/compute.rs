@@ -13,7 +13,7 @@ use kiln_api::compute::{KeypairCreate, KeypairType};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{OsError, Service};
+use super::error::{nova, OsError, Service};
 use super::{doc, parse, version_entry, Base, Mv};
 use crate::http::state::{AppState, St};
 use crate::openstack::microversion::{Microversion, MAX, MIN};
@@ -85,11 +85,7 @@ pub(super) fn endpoint(base: &str) -> String {
 }
 
 async fn flavors(State(s): St, Base(b): Base, Mv(mv): Mv) -> Result<Json<Value>, OsError> {
-    let list = s
-        .store
-        .call(|s| s.list_flavors())
-        .await
-        .map_err(|e| OsError::from_api(NOVA, e))?;
+    let list = s.store.call(|s| s.list_flavors()).await.map_err(nova)?;
     let e = endpoint(&b);
     let v = view(&s, &e, mv);
     Ok(Json(
@@ -98,11 +94,7 @@ async fn flavors(State(s): St, Base(b): Base, Mv(mv): Mv) -> Result<Json<Value>,
 }
 
 async fn flavors_detail(State(s): St, Base(b): Base, Mv(mv): Mv) -> Result<Json<Value>, OsError> {
-    let list = s
-        .store
-        .call(|s| s.list_flavors())
-        .await
-        .map_err(|e| OsError::from_api(NOVA, e))?;
+    let list = s.store.call(|s| s.list_flavors()).await.map_err(nova)?;
     let e = endpoint(&b);
     let v = view(&s, &e, mv);
     Ok(Json(
@@ -120,7 +112,7 @@ async fn flavor(
         .store
         .call(move |s| s.get_flavor(&id))
         .await
-        .map_err(|e| OsError::from_api(NOVA, e))?;
+        .map_err(nova)?;
     let e = endpoint(&b);
     Ok(Json(json!({"flavor": view(&s, &e, mv).flavor(&f)})))
 }
@@ -130,16 +122,12 @@ async fn extra_specs(State(s): St, Path(id): Path<String>) -> Result<Json<Value>
         .store
         .call(move |s| s.get_flavor(&id))
         .await
-        .map_err(|e| OsError::from_api(NOVA, e))?;
+        .map_err(nova)?;
     Ok(Json(json!({"extra_specs": f.extra_specs})))
 }
 
 async fn keypairs(State(s): St, Base(b): Base, Mv(mv): Mv) -> Result<Json<Value>, OsError> {
-    let list = s
-        .store
-        .call(|s| s.list_keypairs())
-        .await
-        .map_err(|e| OsError::from_api(NOVA, e))?;
+    let list = s.store.call(|s| s.list_keypairs()).await.map_err(nova)?;
     let e = endpoint(&b);
     let v = view(&s, &e, mv);
     let list: Vec<Value> = list
@@ -159,7 +147,7 @@ async fn keypair(
         .store
         .call(move |s| s.get_keypair(&name))
         .await
-        .map_err(|e| OsError::from_api(NOVA, e))?;
+        .map_err(nova)?;
     let e = endpoint(&b);
     Ok(Json(json!({"keypair": view(&s, &e, mv).keypair(&k, true)})))
 }
@@ -202,7 +190,7 @@ async fn keypair_create(
         },
     )
     .await
-    .map_err(|e| OsError::from_api(NOVA, e))?;
+    .map_err(nova)?;
     let e = endpoint(&b);
     let status = if mv.0 >= 2 {
         StatusCode::CREATED
@@ -224,7 +212,7 @@ async fn keypair_delete(
     s.store
         .call(move |s| s.delete_keypair(&name))
         .await
-        .map_err(|e| OsError::from_api(NOVA, e))?;
+        .map_err(nova)?;
     Ok(if mv.0 >= 2 {
         StatusCode::NO_CONTENT
     } else {
@@ -233,11 +221,7 @@ async fn keypair_delete(
 }
 
 async fn host_info(s: &AppState) -> Result<kiln_api::compute::HostInfo, OsError> {
-    let (used, n) = s
-        .store
-        .call(|s| s.used())
-        .await
-        .map_err(|e| OsError::from_api(NOVA, e))?;
+    let (used, n) = s.store.call(|s| s.used()).await.map_err(nova)?;
     Ok(s.placement.report(used, n))
 }
 

@@ -14,7 +14,7 @@ use kiln_api::compute::{Flavor, Server, ServerStatus};
 use serde_json::{json, Map, Value};
 
 use super::compute::{endpoint, view};
-use super::error::{OsError, Service};
+use super::error::{nova, OsError, Service};
 use super::{parse, Base, Mv};
 use crate::http::state::{AppState, St};
 use crate::openstack::nova::{self, Action, CreateBody};
@@ -53,7 +53,7 @@ async fn filtered(s: &AppState, uri: &Uri) -> Result<Vec<Server>, OsError> {
     s.store
         .call(move |s| s.list_servers(status, name.as_deref()))
         .await
-        .map_err(|e| OsError::from_api(NOVA, e))
+        .map_err(nova)
 }
 
 async fn list(State(s): St, Base(b): Base, Mv(mv): Mv, uri: Uri) -> Result<Json<Value>, OsError> {
@@ -66,10 +66,7 @@ async fn list(State(s): St, Base(b): Base, Mv(mv): Mv, uri: Uri) -> Result<Json<
 }
 
 async fn flavors(s: &AppState) -> Result<Vec<Flavor>, OsError> {
-    s.store
-        .call(|s| s.list_flavors())
-        .await
-        .map_err(|e| OsError::from_api(NOVA, e))
+    s.store.call(|s| s.list_flavors()).await.map_err(nova)
 }
 
 async fn detail(State(s): St, Base(b): Base, Mv(mv): Mv, uri: Uri) -> Result<Json<Value>, OsError> {
@@ -85,10 +82,7 @@ async fn detail(State(s): St, Base(b): Base, Mv(mv): Mv, uri: Uri) -> Result<Jso
 }
 
 async fn one(s: &AppState, id: String) -> Result<Server, OsError> {
-    s.store
-        .call(move |s| s.get_server(&id))
-        .await
-        .map_err(|e| OsError::from_api(NOVA, e))
+    s.store.call(move |s| s.get_server(&id)).await.map_err(nova)
 }
 
 async fn show(
@@ -115,9 +109,7 @@ async fn create(State(s): St, Base(b): Base, Mv(mv): Mv, body: Bytes) -> Result<
         .ok()
         .map(|n| n.id);
     let req = nova::to_kiln(req.server, default_net).map_err(|m| OsError::bad(NOVA, m))?;
-    let server = crate::servers::create(s.kilnd(), req)
-        .await
-        .map_err(|e| OsError::from_api(NOVA, e))?;
+    let server = crate::servers::create(s.kilnd(), req).await.map_err(nova)?;
     let e = endpoint(&b);
     let v = view(&s, &e, mv);
     let mut out = json!({"id": server.id, "links": v.server_brief(&server)["links"],
@@ -135,9 +127,7 @@ async fn create(State(s): St, Base(b): Base, Mv(mv): Mv, body: Bytes) -> Result<
 async fn delete(State(s): St, Path(id): Path<String>) -> Result<StatusCode, OsError> {
     // Nova's ids only: a name is a 404, as Nova's.
     one(&s, id.clone()).await?;
-    crate::servers::delete(&s.sup, &id)
-        .await
-        .map_err(|e| OsError::from_api(NOVA, e))?;
+    crate::servers::delete(&s.sup, &id).await.map_err(nova)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -149,15 +139,13 @@ async fn action(State(s): St, Path(id): Path<String>, body: Bytes) -> Result<Res
     one(&s, id.clone()).await?;
     match act {
         Action::Kiln(a) => {
-            crate::servers::action(&s.sup, &id, a)
-                .await
-                .map_err(|e| OsError::from_api(NOVA, e))?;
+            crate::servers::action(&s.sup, &id, a).await.map_err(nova)?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Action::ConsoleOutput(length) => {
             let output = crate::servers::console(&s.store, &s.sup, id, length)
                 .await
-                .map_err(|e| OsError::from_api(NOVA, e))?;
+                .map_err(nova)?;
             Ok(Json(json!({ "output": output })).into_response())
         }
     }

@@ -101,3 +101,8 @@ impl IntoResponse for OsError {
         r
     }
 }
+
+/// A domain or store error in Nova's shape (`.map_err(nova)`).
+pub fn nova(e: impl Into<ApiError>) -> OsError {
+    OsError::from_api(Service::Compute, e)
+}
