@@ -4,12 +4,15 @@
 #   kiln-vmm:   virtio_chain (descriptor chains), virtio_blk_request (headers),
 #               virtio_net_ctrl (virtio-net control-queue commands),
 #               virtio_console_ctrl (virtio-console control messages, ports),
-#               vga_registers (the VGA's ports, VBE, memory window, BAR 2)
-# KILN_FUZZ_SECS sets the time per target (default 45). A crash fails the
+#               vga_registers (the VGA's ports, VBE, memory window, BAR 2),
+#               i8042_mouse (the PS/2 mouse's commands), ahci_commands
+#               (AHCI command lists, tables and PRDTs)
+# KILN_FUZZ_SECS sets the time per target (default 30: eight targets in
+# the CI budget; longer runs are for hunting). A crash fails the
 # run and leaves its input under the fuzz crate's artifacts/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-secs=${KILN_FUZZ_SECS:-45}
+secs=${KILN_FUZZ_SECS:-30}
 export CARGO_TARGET_DIR=$root/cache/fuzz-target
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -10,7 +10,16 @@
 #   - optionally a user-supplied Windows image (--windows FILE or
 #     KILN_WINDOWS_IMAGE), through OVMF by default; ready = the Emergency
 #     Management Services console (SAC) on the serial port, the first thing
-#     Windows prints there once its kernel is up (--windows-ready REGEX).
+#     Windows prints there once its kernel is up (--windows-ready REGEX);
+#   - optionally an unattended install of Windows 11 or Server 2025 from
+#     its ISO (--windows-iso FILE with --virtio-win FILE, the virtio-win
+#     driver ISO): TPM 2.0, Secure Boot, AHCI, the answer file and the
+#     guest agent through kilnd, each step timed (scripts/hw/windows-install.sh
+#     says how; --print-answer-file shows the answer file).
+#
+# Every server has the VGA display: once ready, its screen is saved through
+# its VNC socket (vncdotool from cache/venv, scripts/setup.sh) as a PNG in
+# --shots DIR (default target/hardware-host).
 #
 # The script starts its own kilnd (a temporary state directory and socket
 # under the work directory, a config naming the firmware fetched into
@@ -29,7 +38,10 @@
 #       [--debian-ready REGEX] [--windows FILE] [--windows-format qcow2|raw]
 #       [--windows-firmware bios|uefi] [--windows-ready REGEX] [--cpus N]
 #       [--memory SIZE] [--timeout SECS] [--until ready|active] [--bin DIR]
-#       [--guest-cidr CIDR]
+#       [--guest-cidr CIDR] [--cpu-template NAME] [--shots DIR]
+#       [--windows-iso FILE --virtio-win FILE [--windows-edition NAME]
+#        [--windows-key KEY] [--windows-disk-bus sata|virtio]
+#        [--install-timeout SECS] [--print-answer-file]]
 #       [--vmm PATH] [--workdir DIR] [--keep]
 #
 # --dry-run checks the arguments and the images and prints the kilnd config
@@ -61,6 +73,10 @@
 # its server the Hyper-V enlightenments and an RTC in local time, as Nova
 # does for os_type=windows.
 #
+# The CPU template (--cpu-template, default x86-64-v2) keeps SSE4.2 and
+# POPCNT, which Windows 11 24H2 and Server 2025 require; the script checks
+# that the host has them.
+#
 # Full boots cannot run on hosts whose KVM is itself nested through PVM
 # (/sys/module/kvm_pvm, as on Kiln's development machines): guest kernels
 # stop there at instructions KVM's emulator lacks (see testbed.md).
@@ -89,6 +105,16 @@ vmm=
 workdir=
 keep=0
 guest_cidr=10.251.0.0/24
+cpu_template=x86-64-v2
+shots=$root/target/hardware-host
+windows_iso=
+virtio_win=
+windows_edition="Windows 11 Pro"
+windows_key=
+windows_disk_bus=sata
+windows_driver_dir=w11
+install_timeout=5400
+print_answer=0
 
 die() { echo "hardware-host.sh: $*" >&2; exit 2; }
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
@@ -112,6 +138,15 @@ while [ $# -gt 0 ]; do
         --workdir) workdir=${2:?--workdir needs a directory}; shift 2 ;;
         --keep) keep=1; shift ;;
         --guest-cidr) guest_cidr=${2:?--guest-cidr needs a subnet}; shift 2 ;;
+        --cpu-template) cpu_template=${2:?--cpu-template needs a name}; shift 2 ;;
+        --shots) shots=${2:?--shots needs a directory}; shift 2 ;;
+        --windows-iso) windows_iso=${2:?--windows-iso needs a file}; shift 2 ;;
+        --virtio-win) virtio_win=${2:?--virtio-win needs a file}; shift 2 ;;
+        --windows-edition) windows_edition=${2:?--windows-edition needs a name}; shift 2 ;;
+        --windows-key) windows_key=${2:?--windows-key needs a product key}; shift 2 ;;
+        --windows-disk-bus) windows_disk_bus=${2:?--windows-disk-bus needs sata or virtio}; shift 2 ;;
+        --install-timeout) install_timeout=${2:?--install-timeout needs seconds}; shift 2 ;;
+        --print-answer-file) print_answer=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -129,6 +164,27 @@ case "${BASH_REMATCH[2]}" in
     T) ram_mb=$((BASH_REMATCH[1] * 1024 * 1024)) ;;
 esac
 [[ "$timeout" =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive number of seconds, not '$timeout'"
+[[ "$install_timeout" =~ ^[1-9][0-9]*$ ]] || die "--install-timeout must be a positive number of seconds, not '$install_timeout'"
+case "$windows_disk_bus" in sata|virtio) ;; *) die "--windows-disk-bus must be sata or virtio, not '$windows_disk_bus'" ;; esac
+case "$cpu_template" in host|x86-64-v2) ;; *) die "--cpu-template must be host or x86-64-v2 (Windows needs SSE4.2 and POPCNT), not '$cpu_template'" ;; esac
+[[ "$windows_key" =~ ^([A-Z0-9]{5}-){4}[A-Z0-9]{5}$ || -z "$windows_key" ]] || die "--windows-key must look like XXXXX-XXXXX-XXXXX-XXXXX-XXXXX"
+[[ "$windows_edition" =~ ^[A-Za-z0-9\ .()-]+$ ]] || die "--windows-edition must be an edition name such as 'Windows 11 Pro', not '$windows_edition'"
+case "$windows_edition" in *Server*2025*) windows_driver_dir=2k25 ;; *Server*2022*) windows_driver_dir=2k22 ;; esac
+# ram for the Windows install: at least the 4 GiB Windows 11 asks for.
+win_ram_mb=$(( ram_mb > 4096 ? ram_mb : 4096 ))
+# shellcheck source=hw/windows-install.sh
+. "$root/scripts/hw/windows-install.sh"
+if [ "$print_answer" = 1 ]; then
+    windows_password=PASSWORD-MADE-AT-RUN windows_answer_file
+    exit 0
+fi
+if [ -n "$windows_iso$virtio_win" ]; then
+    [ -n "$windows_iso" ] && [ -n "$virtio_win" ] || die "--windows-iso and --virtio-win go together (setup needs the drivers and the guest agent from virtio-win)"
+    for iso in "$windows_iso" "$virtio_win"; do
+        [ -f "$iso" ] || die "no ISO at $iso"
+        [ "$(dd if="$iso" bs=1 skip=32769 count=5 status=none | tr -d '\0')" = CD001 ] || die "$iso is not an ISO 9660 image"
+    done
+fi
 
 # --- the host ----------------------------------------------------------------
 if [ "$dry_run" = 0 ]; then
@@ -138,6 +194,9 @@ if [ "$dry_run" = 0 ]; then
     if [ ! -e "$kvm_dev" ]; then
         die "refusing to run: $kvm_dev is missing. This script needs hardware virtualization (VT-x/AMD-V) with the kvm_intel or kvm_amd module loaded, or use --dry-run."
     fi
+    for flag in sse4_2 popcnt; do
+        grep -qw "$flag" /proc/cpuinfo || die "refusing to run: the host CPU lacks $flag, which Windows and the x86-64-v2 template need"
+    done
 fi
 
 # --- images and firmware ----------------------------------------------------
@@ -199,6 +258,10 @@ import_dirs() {
         IFS=$'\t' read -r name file _ <<<"$line"
         dirs+=("\"$(dirname "$(realpath "$file")")\"")
     done
+    for file in "$windows_iso" "$virtio_win"; do
+        [ -n "$file" ] || continue
+        dirs+=("\"$(dirname "$(realpath "$file")")\"")
+    done
     printf '%s' "$(printf '%s\n' "${dirs[@]}" | sort -u | paste -sd, -)"
 }
 
@@ -216,6 +279,7 @@ default = false
 binary = "$vmm"
 boot_timeout_s = 60
 stop_timeout_s = 120
+cpu_template = "$cpu_template"
 CONF
 }
 kilnd_cmd=("$kilnd" --config "$config" --state-dir "$workdir/state" --socket "$socket")
@@ -242,7 +306,7 @@ image_cmd() {
     if [ "$1" = windows ]; then cmd+=(--os-type windows); fi
 }
 server_cmd() {
-    cmd=("${kiln[@]}" server create "$1" --flavor hw.vm --image "$1" --network hwnet)
+    cmd=("${kiln[@]}" server create "$1" --flavor hw.vm --image "$1" --network hwnet --display vga)
     case "$1" in
         debian-bios) cmd+=(--key-name hw --user-data "$user_data") ;;
         debian-uefi) cmd+=(--key-name hw --user-data "$user_data" --config-drive) ;;
@@ -295,6 +359,11 @@ if [ "$dry_run" = 1 ]; then
         image_cmd "$name" "$file" "$format" "$fw" "$ready"; print_command "${cmd[@]}"
         server_cmd "$name" "$file" "$format" "$fw" "$ready"; print_command "${cmd[@]}"
     done
+    if [ -n "$windows_iso" ]; then
+        for step in windows_iso_cmd virtio_win_cmd windows_flavor_cmd windows_server_cmd; do
+            "$step"; print_command "${cmd[@]}"
+        done
+    fi
     exit 0
 fi
 
@@ -358,6 +427,7 @@ run() {
         return 1
     fi
     "${kiln[@]}" server show "$name"
+    [ "$until" != ready ] || shot "$name" ready
     if [ "$until" = ready ] && [ "${name#debian-}" != "$name" ]; then
         configured "$name" || { "${kiln[@]}" server delete "$name" >/dev/null 2>&1 || true; return 1; }
     fi
@@ -394,6 +464,13 @@ for s in "${servers[@]}"; do
     [ "$name" != windows ] || echo "hardware-host.sh: windows: the image needs the virtio-win drivers (viostor) and EMS on COM1 (see --help)"
     run "$name" "$file" "$format" "$fw" "$ready" || failed=1
 done
+if [ -n "$windows_iso" ] && [ "$until" = active ]; then
+    echo "hardware-host.sh: windows: the install needs --until ready (it waits for the agent); skipped"
+elif [ -n "$windows_iso" ]; then
+    windows_password=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 16)Aa1
+    echo "hardware-host.sh: windows: installing '$windows_edition' unattended; user kiln, password $windows_password"
+    windows_install || failed=1
+fi
 if [ "$failed" = 0 ]; then
     echo "hardware-host.sh: every server became $until"
 else

@@ -350,6 +350,8 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
             s(&guest.join("OVMF_VARS.fd"))
         ),
         format!("# binary = \"{bin_s}/kiln-vmm\""),
+        // Windows 11 24H2 and Server 2025 need SSE4.2 and POPCNT: kept.
+        "# cpu_template = \"x86-64-v2\"".to_string(),
         // The images' directory, allowed for imports by path.
         format!(
             "# import_dirs = [\"{}\"]",
@@ -386,7 +388,8 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
         format!("{kiln} keypair create hw --private-key-file {work_s}/hw_key")
     );
     let debian_real = s(&debian.canonicalize().unwrap());
-    // BIOS: metadata service and DHCP; UEFI: a config drive.
+    // BIOS: metadata service and DHCP; UEFI: a config drive. Each with the
+    // VGA display, whose screen the script saves through VNC.
     for (i, fw, drive) in [(4, "bios", ""), (6, "uefi", " --config-drive")] {
         assert_eq!(
             lines[i],
@@ -398,7 +401,7 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
             lines[i + 1],
             format!(
                 "{kiln} server create debian-{fw} --flavor hw.vm --image debian-{fw} --network hwnet \
-                 --key-name hw --user-data {work_s}/user-data{drive} --wait ready --timeout 900 \
+                 --display vga --key-name hw --user-data {work_s}/user-data{drive} --wait ready --timeout 900 \
                  --ready-console login:"
             )
         );
@@ -413,7 +416,7 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
     );
     assert!(
         lines[9].ends_with(
-            "--network hwnet --wait ready --timeout 900 \
+            "--network hwnet --display vga --wait ready --timeout 900 \
              --ready-console 'SAC>|Computer is booting, SAC started'"
         ),
         "{}",
@@ -454,6 +457,144 @@ fn hardware_host_dry_run_prints_the_kilnd_commands() {
     );
 }
 
+/// An ISO 9660 image made by genisoimage (setup.sh installs it) in `dir`.
+fn plain_iso(dir: &Path, name: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.d"));
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("README.TXT"), name).unwrap();
+    let iso = dir.join(format!("{name}.iso"));
+    let st = Command::new("genisoimage")
+        .args(["-quiet", "-o"])
+        .arg(&iso)
+        .arg(&src)
+        .status()
+        .expect("genisoimage not found: run scripts/setup.sh");
+    assert!(st.success());
+    iso
+}
+
+#[test]
+fn hardware_host_windows_install_dry_run_and_answer_file() {
+    let dir = ScratchDir::new("hwwin").unwrap();
+    let debian = dir.path().join("debian.qcow2");
+    fs::write(&debian, b"not read in a dry run").unwrap();
+    let isos = dir.path().join("isos");
+    fs::create_dir(&isos).unwrap();
+    let win = plain_iso(&isos, "win11");
+    let virtio = plain_iso(&isos, "virtio-win");
+    let s = |p: &Path| p.display().to_string();
+    let (debian_s, win_s, virtio_s) = (s(&debian), s(&win), s(&virtio));
+    let work_s = s(&dir.path().join("work"));
+    let out = hardware_host(
+        &[
+            "--dry-run",
+            "--debian",
+            &debian_s,
+            "--firmware",
+            "bios",
+            "--windows-iso",
+            &win_s,
+            "--virtio-win",
+            &virtio_s,
+            "--bin",
+            "/opt/kiln",
+            "--workdir",
+            &work_s,
+            "--memory",
+            "2G",
+        ],
+        Path::new("/dev/kvm"),
+        Path::new("/sys/module/kvm_pvm"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // kilnd may import from the ISOs' directory too.
+    let isos_real = s(&isos.canonicalize().unwrap());
+    assert!(stdout.contains(&format!("\"{isos_real}\"")), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    // kilnd, flavor, network, key pair, Debian/BIOS, then the install.
+    assert_eq!(lines.len(), 10, "{stdout}");
+    let kiln = format!("/opt/kiln/kiln --socket {work_s}/kiln.sock");
+    let real = |p: &Path| s(&p.canonicalize().unwrap());
+    assert_eq!(
+        lines[6..],
+        [
+            format!(
+                "{kiln} image create win-iso --path {} --format iso --firmware uefi --os-type windows",
+                real(&win)
+            ),
+            format!("{kiln} image create virtio-win --path {} --format iso", real(&virtio)),
+            // Windows 11's minimum RAM, whatever --memory says.
+            format!("{kiln} flavor create hw.win --vcpus 2 --ram-mb 4096 --disk-gb 64"),
+            format!(
+                "{kiln} server create win-install --flavor hw.win --image win-iso --cdrom virtio-win \
+                 --answer-file --user-data {work_s}/autounattend.xml --disk-bus sata --network hwnet \
+                 --wait active --timeout 120"
+            ),
+        ]
+    );
+
+    // The answer file: well-formed XML that installs the edition asked
+    // for, loads the matching virtio-win drivers, turns on SAC and turns
+    // off automatic repair, and installs the guest agent.
+    let out = hardware_host(
+        &[
+            "--print-answer-file",
+            "--windows-edition",
+            "Windows Server 2025 Datacenter",
+            "--windows-key",
+            "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE",
+        ],
+        Path::new("/dev/kvm"),
+        Path::new("/sys/module/kvm_pvm"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml_path = dir.path().join("autounattend.xml");
+    fs::write(&xml_path, &out.stdout).unwrap();
+    let parsed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); \
+                print(len(d.getElementsByTagName('settings')), \
+                d.getElementsByTagName('Value')[0].firstChild.data)",
+        ])
+        .arg(&xml_path)
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&parsed.stdout).trim(),
+        "3 Windows Server 2025 Datacenter"
+    );
+    let xml = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "<Key>AAAAA-BBBBB-CCCCC-DDDDD-EEEEE</Key>",
+        r"D:\viostor\2k25\amd64",
+        "bcdedit /ems {default} on",
+        "EMSPORT:1 EMSBAUDRATE:115200",
+        "recoveryenabled no",
+        r"guest-agent\qemu-ga-x86_64.msi",
+        "<WillWipeDisk>true</WillWipeDisk>",
+    ] {
+        assert!(
+            xml.contains(want),
+            "{want:?} not in the answer file:\n{xml}"
+        );
+    }
+}
+
 #[test]
 fn hardware_host_rejects_bad_arguments_and_missing_images() {
     let dir = ScratchDir::new("hwbad").unwrap();
@@ -461,7 +602,10 @@ fn hardware_host_rejects_bad_arguments_and_missing_images() {
     let pvm = Path::new("/sys/module/kvm_pvm");
     let missing = dir.path().join("missing.qcow2");
     let missing_s = missing.display().to_string();
-    let cases: [(&[&str], &str); 4] = [
+    let not_iso = dir.path().join("not.iso");
+    fs::write(&not_iso, vec![0u8; 64 << 10]).unwrap();
+    let not_iso_s = not_iso.display().to_string();
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--dry-run", "--debian", &missing_s],
             "scripts/build-debian-image.sh",
@@ -477,6 +621,32 @@ fn hardware_host_rejects_bad_arguments_and_missing_images() {
         (
             &["--dry-run", "--frobnicate"],
             "unknown argument: --frobnicate",
+        ),
+        (
+            &["--dry-run", "--windows-iso", &not_iso_s],
+            "--windows-iso and --virtio-win go together",
+        ),
+        (
+            &[
+                "--dry-run",
+                "--windows-iso",
+                &not_iso_s,
+                "--virtio-win",
+                &not_iso_s,
+            ],
+            "is not an ISO 9660 image",
+        ),
+        (
+            &["--dry-run", "--windows-disk-bus", "ide"],
+            "--windows-disk-bus must be sata or virtio",
+        ),
+        (
+            &["--dry-run", "--cpu-template", "pentium"],
+            "--cpu-template must be host or x86-64-v2",
+        ),
+        (
+            &["--dry-run", "--windows-key", "x'; rm -rf /"],
+            "--windows-key must look like",
         ),
     ];
     for (args, want) in cases {

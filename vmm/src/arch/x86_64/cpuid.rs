@@ -262,6 +262,9 @@ mod tests {
         assert_ne!(l1.ecx & XSAVE, 0);
         assert_ne!(l1.ecx & CX16, 0);
         assert_eq!(l1.ecx & AVX, 0);
+        // Windows 11 24H2 and Server 2025 refuse to boot without these.
+        assert_ne!(l1.ecx & (1 << 20), 0, "SSE4.2");
+        assert_ne!(l1.ecx & (1 << 23), 0, "POPCNT");
         assert!(c.as_slice().iter().any(|e| e.function == 0xd));
     }
 
