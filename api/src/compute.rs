@@ -734,6 +734,11 @@ pub enum ServerAction {
     },
     Pause,
     Resume,
+    /// A UEFI server's variable store (`nvram.fd`) made again from the
+    /// configured template at its next start: boot entries and keys the
+    /// guest wrote are gone (SHUTOFF or ERROR only; kilnd refuses to boot
+    /// a Secure Boot server whose store has Secure Boot off).
+    ResetNvram,
 }
 
 /// `GET /v1/servers/{id}/console?tail=N`: the serial log (the last `tail`

@@ -89,7 +89,8 @@ impl From<ActionError> for ApiError {
             ActionError::Busy(_)
             | ActionError::Deleting(_)
             | ActionError::NotAllowed { .. }
-            | ActionError::StillRunning(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            | ActionError::StillRunning(_)
+            | ActionError::NoNvram(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         }
     }
 }

@@ -37,6 +37,8 @@ pub enum ActionError {
     },
     #[error("server {0} still has a running kiln-vmm")]
     StillRunning(String),
+    #[error("server {0} boots without UEFI, so it has no variable store to reset")]
+    NoNvram(String),
 }
 
 impl Supervisor {
@@ -94,6 +96,9 @@ impl Supervisor {
         if server.task_state == Some(TaskState::Deleting) {
             return Err(ActionError::Deleting(server.name));
         }
+        if action == ServerAction::ResetNvram && server.nvram.is_none() {
+            return Err(ActionError::NoNvram(server.name));
+        }
         use ServerStatus::*;
         let allowed: &[ServerStatus] = match action {
             ServerAction::Start => &[Shutoff, Error],
@@ -106,6 +111,7 @@ impl Supervisor {
             } => &[Active, Paused, Shutoff, Error],
             ServerAction::Pause => &[Active],
             ServerAction::Resume => &[Paused],
+            ServerAction::ResetNvram => &[Shutoff, Error],
         };
         if !allowed.contains(&server.status) {
             return Err(ActionError::NotAllowed {
@@ -141,6 +147,16 @@ impl Supervisor {
         vm: Option<Arc<Vm>>,
     ) {
         match action {
+            ServerAction::ResetNvram => {
+                // Copied again from the template by the next start.
+                if let Some(nvram) = &server.nvram {
+                    match std::fs::remove_file(nvram) {
+                        Ok(()) => tracing::info!(server = id, "variable store reset"),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(server = id, "cannot reset {nvram}: {e}"),
+                    }
+                }
+            }
             ServerAction::Start => {
                 self.boot(
                     &server,
@@ -317,5 +333,6 @@ fn action_name(a: ServerAction) -> &'static str {
         ServerAction::Reboot { .. } => "reboot",
         ServerAction::Pause => "pause",
         ServerAction::Resume => "resume",
+        ServerAction::ResetNvram => "reset the variable store of",
     }
 }

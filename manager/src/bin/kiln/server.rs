@@ -119,6 +119,11 @@ pub(crate) enum ServerCmd {
     Pause {
         server: String,
     },
+    /// Make a UEFI server's variable store again from the template at its
+    /// next start (SHUTOFF or ERROR).
+    ResetNvram {
+        server: String,
+    },
     Resume {
         server: String,
     },
@@ -363,6 +368,7 @@ pub(crate) fn server_cmd(
             },
         )?,
         ServerCmd::Pause { server } => action(server, ServerAction::Pause)?,
+        ServerCmd::ResetNvram { server } => action(server, ServerAction::ResetNvram)?,
         ServerCmd::Resume { server } => action(server, ServerAction::Resume)?,
         ServerCmd::Console { server, tail } => {
             let s = api.server(server)?;

@@ -18,6 +18,8 @@ use thiserror::Error;
 
 use crate::config::FirmwareConfig;
 
+pub mod varstore;
+
 /// A firmware file kilnd cannot use, named with its config key.
 #[derive(Debug, Error)]
 pub enum FirmwareError {
@@ -33,6 +35,25 @@ pub enum FirmwareError {
         package: &'static str,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "the UEFI variable store {nvram} no longer has Secure Boot on ({why}); the server asks \
+         for secure_boot, so kilnd does not boot it (without SMM a guest kernel can write the \
+         store: see manager/README.md \"Secure Boot\"). To start over with the enrolled \
+         template, POST {{\"action\": \"reset_nvram\"}} while it is SHUTOFF"
+    )]
+    SecureBootOff { nvram: String, why: String },
+    #[error("cannot read the UEFI variable store {path}")]
+    ReadStore {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the UEFI variable store {path} cannot be read as one: {source}")]
+    VarStore {
+        path: String,
+        #[source]
+        source: varstore::VarStoreError,
     },
     #[error("cannot make the UEFI variable store {nvram} from {template}")]
     Nvram {
@@ -93,10 +114,7 @@ pub fn code(config: &FirmwareConfig, fw: Firmware, needs: Needs) -> Result<PathB
 /// Secure Boot, one with keys enrolled and Secure Boot on.
 pub fn vars_template(config: &FirmwareConfig, secure_boot: bool) -> (&'static str, PathBuf) {
     if secure_boot {
-        (
-            "uefi_vars_secboot_template",
-            config.uefi_vars_secboot_template(),
-        )
+        (SECBOOT_TEMPLATE_KEY, config.uefi_vars_secboot_template())
     } else {
         ("uefi_vars_template", config.uefi_vars_template.clone())
     }
@@ -133,10 +151,46 @@ pub fn check_host_files(
 
 /// Makes `nvram` a copy of `template` unless it exists already (then it
 /// is kept as it is). Atomic: copied to `NAME.partial`, synced, renamed.
+/// A store made from the Secure Boot template must still have Secure Boot
+/// on ([`check_secure_boot`]) whenever it is about to be booted.
 pub fn ensure_nvram(
     nvram: &Path,
     (key, template): (&'static str, &Path),
 ) -> Result<(), FirmwareError> {
+    copy_nvram(nvram, (key, template))?;
+    if key == SECBOOT_TEMPLATE_KEY {
+        check_secure_boot(nvram)?;
+    }
+    Ok(())
+}
+
+/// The Secure Boot template's config key ([`vars_template`]).
+const SECBOOT_TEMPLATE_KEY: &str = "uefi_vars_secboot_template";
+
+/// Reads `nvram` and fails unless Secure Boot is on in it: a platform key
+/// enrolled, `SecureBootEnable` not 0, not in custom mode.
+pub fn check_secure_boot(nvram: &Path) -> Result<(), FirmwareError> {
+    let path = nvram.display().to_string();
+    let bytes = std::fs::read(nvram).map_err(|source| FirmwareError::ReadStore {
+        path: path.clone(),
+        source,
+    })?;
+    let sb = varstore::secure_boot(&bytes).map_err(|source| FirmwareError::VarStore {
+        path: path.clone(),
+        source,
+    })?;
+    if sb.on() {
+        Ok(())
+    } else {
+        Err(FirmwareError::SecureBootOff {
+            nvram: path,
+            why: sb.why_off(),
+        })
+    }
+}
+
+/// The copy half of [`ensure_nvram`].
+fn copy_nvram(nvram: &Path, (key, template): (&'static str, &Path)) -> Result<(), FirmwareError> {
     if nvram.exists() {
         return Ok(());
     }
