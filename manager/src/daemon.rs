@@ -29,8 +29,6 @@ pub enum DaemonError {
     Socket(String, #[source] std::io::Error),
     #[error("another kilnd answers on {0}")]
     InUse(String),
-    #[error("serving failed")]
-    Serve(#[source] std::io::Error),
     #[error("cannot read the TCP API token")]
     Token(#[source] std::io::Error),
     #[error("disk backend")]
@@ -49,7 +47,49 @@ fn read_token(path: Option<&Path>) -> Result<String, DaemonError> {
     Ok(token)
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard one and returns it: the
+/// descriptors kilnd may hold (connections, VMM sockets, taps, files).
+fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            r.rlim_cur = r.rlim_max;
+        } else {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise RLIMIT_NOFILE");
+        }
+    }
+    r.rlim_cur
+}
+
+/// Each listener's limits: `[http]`, with both listeners' connections
+/// fitting in half of the descriptors (the rest for VMMs, taps, files).
+fn listener_limits(config: &Config, nofile: u64) -> http::serve::Limits {
+    let budget = (nofile / 4).min(usize::MAX as u64) as usize;
+    let limits = http::serve::Limits::new(&config.http, budget);
+    if limits.max_connections < config.http.max_connections {
+        tracing::warn!(
+            nofile,
+            max_connections = limits.max_connections,
+            "http.max_connections lowered to fit the descriptor limit"
+        );
+    }
+    limits
+}
+
 pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let nofile = raise_nofile();
     let config = Arc::new(config);
     let state = &config.state_dir;
     std::fs::create_dir_all(state)
@@ -130,12 +170,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             .await
             .map_err(|e| DaemonError::Socket(addr.to_string(), e))?;
         tracing::info!(%addr, "kilnd serving on TCP (bearer token required)");
-        http::spawn_tcp(tcp, app.clone(), token, state);
+        http::spawn_tcp(
+            tcp,
+            app.clone(),
+            token,
+            state,
+            listener_limits(&config, nofile),
+        );
     }
     tracing::info!(socket = %config.socket.display(), "kilnd serving");
-    http::serve_unix(listener, app, shutdown_signal())
-        .await
-        .map_err(DaemonError::Serve)?;
+    tracing::info!(nofile, "descriptor limit");
+    http::serve_unix(
+        listener,
+        app,
+        listener_limits(&config, nofile),
+        shutdown_signal(),
+    )
+    .await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
 }

@@ -45,6 +45,7 @@ pub struct Config {
     pub firmware: FirmwareConfig,
     pub tpm: TpmConfig,
     pub smbios: SmbiosConfig,
+    pub http: HttpConfig,
     pub tcp: TcpConfig,
     pub console: ConsoleConfig,
     pub disks: DisksConfig,
@@ -95,6 +96,20 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "socket_mode {:o} is not a permission mode",
                 self.socket_mode
+            )));
+        }
+        let h = &self.http;
+        if h.max_connections == 0 || h.max_connections_per_peer == 0 {
+            return Err(ConfigError::Invalid(
+                "http.max_connections and http.max_connections_per_peer must be at least 1".into(),
+            ));
+        }
+        if !(1..=3600).contains(&h.header_timeout_s) || !(1..=3600).contains(&h.body_idle_timeout_s)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "http.header_timeout_s and http.body_idle_timeout_s must be from 1 to 3600 \
+                 seconds, not {} and {}",
+                h.header_timeout_s, h.body_idle_timeout_s
             )));
         }
         let o = &self.openstack;

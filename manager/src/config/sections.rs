@@ -132,6 +132,16 @@ impl FirmwareConfig {
     }
 }
 
+/// `[http]`: what one listener holds before it pushes out or refuses.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    pub header_timeout_s: u64,
+    pub body_idle_timeout_s: u64,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpConfig {

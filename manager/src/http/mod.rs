@@ -22,6 +22,7 @@ mod nics;
 pub mod openstack;
 mod password;
 mod remote_console;
+pub mod serve;
 mod servers;
 pub mod state;
 mod upload;
@@ -112,11 +113,10 @@ async fn openapi() -> impl IntoResponse {
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     app: Router,
+    limits: serve::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    serve::serve(listener, app, limits, shutdown).await
 }
 
 /// Serves `app` on a TCP listener in the background, every request
@@ -124,18 +124,20 @@ pub async fn serve_unix(
 /// (which need Keystone tokens instead) and the browser console's page,
 /// files and websocket, which its own one-time tokens guard
 /// ([`remote_console::console_router`]).
-pub fn spawn_tcp(tcp: tokio::net::TcpListener, app: Router, token: String, state: Arc<AppState>) {
+pub fn spawn_tcp(
+    tcp: tokio::net::TcpListener,
+    app: Router,
+    token: String,
+    state: Arc<AppState>,
+    limits: serve::Limits,
+) {
     let app = app
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
         ))
         .merge(remote_console::console_router(state));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(tcp, app).await {
-            tracing::error!(error = %e, "TCP listener failed");
-        }
-    });
+    tokio::spawn(serve::serve(tcp, app, limits, std::future::pending()));
 }
 
 /// Refuses a TCP request without the right `Authorization: Bearer` token.
