@@ -238,6 +238,11 @@ fn a_guest_reset_reinitialises_the_tpm() {
         let log = vm.vmm_log();
         assert!(log.contains("initialised (CMD_INIT)"), "{log}");
         assert!(log.contains("stopped for the reset (CMD_STOP)"), "{log}");
+        // The probe sent no TPM2_Shutdown before its reset; kiln-vmm did.
+        assert!(
+            log.contains("TPM2_Shutdown(CLEAR) sent, response code 0x0"),
+            "{log}"
+        );
         assert!(!swtpm.exited(Duration::ZERO), "boot {boot}: swtpm ended");
     }
 }
