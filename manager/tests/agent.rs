@@ -291,7 +291,8 @@ fn guest_route_and_stop_through_kilnd() {
     let (status, body) = guest(&k, &plain.id);
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("no guest agent channel"), "{body}");
-    // Nothing answers on its channel (today's kiln-vmm has no device).
+    // Nothing answers on its channel (the hello probe has no driver for
+    // the virtio-console; `agent_probe.rs` runs a guest that does).
     let start = Instant::now();
     let (status, body) = guest(&k, &ag.id);
     assert_eq!(status, 504, "{body}");

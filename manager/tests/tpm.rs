@@ -5,11 +5,15 @@
 //!   swtpm_setup with its EK certificate in the server's directory; its
 //!   answers reach the console; `kill -9 kilnd` and a restart re-adopt the
 //!   VMM and the swtpm (same pids, nothing else running); stop leaves no
-//!   swtpm and the guest's PCR 16 in the state; an NV index defined on the
-//!   stopped state is still there after start and stop (the state is
-//!   kept, not made again); delete leaves no swtpm and no state;
+//!   swtpm and no volatile state (the next boot is a cold one: PCR 16
+//!   from zero for the tools, and for the guest's Startup(CLEAR) and
+//!   extend at its next start), after an orderly TPM2_Shutdown; an NV
+//!   index defined and written on the stopped state is still there with
+//!   its data after start and stop (the permanent state is kept, not made
+//!   again); delete leaves no swtpm and no state;
 //! - a SeaBIOS server with a TPM boots `bios-256k.bin` (`firmware.bios_tpm`,
-//!   by default next to `bios`), which measures PCRs 0-7;
+//!   by default next to `bios`), which uses the TPM (its measurements are
+//!   `tests/tests/tpm.rs`' subject, from swtpm's log);
 //! - Windows images default to a TPM; a server may turn its image's off.
 
 mod common;
@@ -26,13 +30,17 @@ use kiln_api::vm::VmConfig;
 use kiln_manager::supervisor::tpm::processes_under;
 use kiln_tests::disk::mbr_disk;
 use kiln_tests::guest_file;
-use kiln_tests::tpm::{pcrs, probe_response, tpm_tools};
+use kiln_tests::tpm::{orderly, pcrs, probe_response, tpm_tools};
 
 /// SHA-256 PCR 16 after the probe's one extend of 32 bytes 0x11.
 const PCR16_EXTENDED: &str = "8878b15a7d6a3a4f464e8f9f42591dbc0cf4bedea0ec309003d2b2ee53655ef8";
 const ZERO_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-/// The NV index the test defines on a stopped server's state.
+/// The NV index the test defines on a stopped server's state, and what
+/// it writes there.
 const MARK: &str = "0x1500016";
+const MARK_DATA: &str = "kiln-nv!";
+/// The volatile state file swtpm would resume at its next CMD_INIT.
+const VOLATILE: &str = "tpm2-00.volatilestate";
 /// SeaBIOS takes a few seconds here; much more under load.
 const BOOT: Duration = Duration::from_secs(180);
 
@@ -128,32 +136,50 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
     assert_eq!(swtpms(&k), vec![(swtpm_pid, s.id.clone())], "same swtpm");
     assert_eq!(common::procs_under(&k.state_path("servers")).len(), 1);
 
-    // Stop: the VMM's orderly end shuts swtpm down after it stored the
-    // volatile state; the guest's PCR 16 is in it.
+    // Stop: the VMM's orderly end (TPM2_Shutdown, then CMD_SHUTDOWN)
+    // ends swtpm, storing nothing volatile: a swtpm on the state is a cold
+    // boot, PCR 16 from zero, after an orderly shutdown.
     action(&k, &s.id, r#"{"action":"stop"}"#);
     k.wait_status(&s.id, ServerStatus::Shutoff, T);
     wait_no_swtpm(&k);
     assert!(!common::alive(swtpm_pid));
+    assert!(!state.join(VOLATILE).exists(), "volatile state stored");
+    let vmm_log =
+        std::fs::read_to_string(k.state_path(&format!("servers/{}/vmm.log", s.id))).unwrap();
+    assert!(
+        vmm_log.contains("TPM2_Shutdown(CLEAR) sent, response code 0x0"),
+        "{vmm_log}"
+    );
+    let mark_file = k.dir.path().join("mark.bin");
+    std::fs::write(&mark_file, MARK_DATA).unwrap();
+    let mark_file = mark_file.to_str().unwrap();
     let nvdefine: &[&str] = &["tpm2_nvdefine", MARK, "-C", "o", "-s", "8"];
+    let nvwrite: &[&str] = &["tpm2_nvwrite", MARK, "-C", "o", "-i", mark_file];
     let outs = with_state(
         &k,
         &state,
         &[
             &["tpm2_pcrread", "sha256:16"],
+            &["tpm2_getcap", "properties-variable"],
             &["tpm2_nvreadpublic"],
             nvdefine,
+            nvwrite,
         ],
     );
-    assert_eq!(pcrs(&outs[0]), vec![(16, PCR16_EXTENDED.to_owned())]);
+    assert_eq!(pcrs(&outs[0]), vec![(16, ZERO_DIGEST.to_owned())]);
+    assert!(orderly(&outs[1]), "{}", outs[1]);
     // swtpm_setup's RSA and ECC EK certificates.
     assert!(
-        outs[1].contains("0x1c00002:") && outs[1].contains("0x1c00016:"),
+        outs[2].contains("0x1c00002:") && outs[2].contains("0x1c00016:"),
         "{}",
-        outs[1]
+        outs[2]
     );
-    assert!(!outs[1].contains(MARK), "{}", outs[1]);
+    assert!(!outs[2].contains(MARK), "{}", outs[2]);
 
-    // Start: a new swtpm on the same state; the guest's TPM works again.
+    // Start: a new swtpm on the same state; the guest's TPM works again,
+    // from a cold boot: its Startup(CLEAR) succeeds (a resumed TPM would
+    // answer TPM_RC_INITIALIZE) and its one extend of PCR 16 starts from
+    // zero.
     action(&k, &s.id, r#"{"action":"start"}"#);
     k.wait_status(&s.id, ServerStatus::Active, T);
     wait_until("the second boot's hold", T, || {
@@ -175,14 +201,25 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
     action(&k, &s.id, r#"{"action":"stop"}"#);
     k.wait_status(&s.id, ServerStatus::Shutoff, T);
     wait_no_swtpm(&k);
-    // What was defined on the stopped state is still there: kept, not
-    // made again.
-    let outs = with_state(&k, &state, &[&["tpm2_nvreadpublic"]]);
+    // What was defined and written on the stopped state is still there:
+    // kept, not made again; no volatile state this time either.
+    assert!(!state.join(VOLATILE).exists(), "volatile state stored");
+    let outs = with_state(
+        &k,
+        &state,
+        &[
+            &["tpm2_nvreadpublic"],
+            &["tpm2_nvread", MARK, "-C", "o", "-s", "8"],
+            &["tpm2_pcrread", "sha256:16"],
+        ],
+    );
     assert!(
         outs[0].contains(&format!("{MARK}:")) && outs[0].contains("0x1c00002:"),
         "{}",
         outs[0]
     );
+    assert_eq!(outs[1], MARK_DATA);
+    assert_eq!(pcrs(&outs[2]), vec![(16, ZERO_DIGEST.to_owned())]);
 
     // Started again, hard-rebooted (a new VMM, so a new swtpm, and the
     // guest's TPM starts clean), then deleted while running: no swtpm, no
@@ -220,8 +257,8 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
 }
 
 #[test]
-fn a_seabios_server_with_a_tpm_boots_bios_256k_which_measures_the_boot() {
-    if !kvm("a_seabios_server_with_a_tpm_boots_bios_256k_which_measures_the_boot") {
+fn a_seabios_server_with_a_tpm_boots_bios_256k_which_uses_the_tpm() {
+    if !kvm("a_seabios_server_with_a_tpm_boots_bios_256k_which_uses_the_tpm") {
         return;
     }
     // bios_tpm by default: bios-256k.bin next to bios (cache/guest).
@@ -230,7 +267,9 @@ fn a_seabios_server_with_a_tpm_boots_bios_256k_which_measures_the_boot() {
     let disk = mbr_disk(k.dir.path());
     import_disk_fw(&k, "mbr", &disk, "raw", Some("bios"));
     let s = k.create_server(r#"{"name":"m","flavor":"fw.small","image":"mbr","tpm":true}"#);
-    // The boot sector prints and powers off: SHUTOFF, swtpm gone.
+    // The boot sector prints and powers off: SHUTOFF, swtpm gone, having
+    // been used (kiln-vmm's TPM2_Shutdown follows the firmware's commands
+    // and succeeds only on a TPM the firmware started).
     let t0 = Instant::now();
     let done = k.wait_status(&s.id, ServerStatus::Shutoff, BOOT);
     assert!(done.fault.is_none(), "{done:?}");
@@ -240,13 +279,14 @@ fn a_seabios_server_with_a_tpm_boots_bios_256k_which_measures_the_boot() {
     wait_no_swtpm(&k);
     let fw = vm_json(&k, &s.id).firmware.expect("firmware");
     assert_eq!(fw.path, guest_file("bios-256k.bin").display().to_string());
+    let vmm_log =
+        std::fs::read_to_string(k.state_path(&format!("servers/{}/vmm.log", s.id))).unwrap();
+    assert!(
+        vmm_log.contains("TPM2_Shutdown(CLEAR) sent, response code 0x0"),
+        "{vmm_log}"
+    );
     let state = k.state_path(&format!("servers/{}/tpm", s.id));
-    let outs = with_state(&k, &state, &[&["tpm2_pcrread", "sha256:0,1,2,3,4,5,6,7"]]);
-    let pcrs = pcrs(&outs[0]);
-    assert_eq!(pcrs.len(), 8, "{pcrs:?}");
-    for (pcr, value) in &pcrs {
-        assert_ne!(value, ZERO_DIGEST, "PCR {pcr} was not extended: {pcrs:?}");
-    }
+    assert!(!state.join(VOLATILE).exists(), "volatile state stored");
     // The same image without a TPM keeps plain bios.bin.
     let plain = k.create_server(r#"{"name":"p","flavor":"fw.small","image":"mbr"}"#);
     assert!(!plain.tpm);

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 /// Runs each of `cmds` (tpm2-tools) against a new swtpm on TPM state
 /// `state`, whose sockets go in `sock_dir`: a data socket for the tools'
-/// swtpm TCTI, and `not-need-init`, so it resumes the volatile state
-/// kiln-vmm stored at its end. Ends that swtpm with SIGTERM. Returns each
-/// command's stdout; a failing command fails the test.
+/// swtpm TCTI, `not-need-init` (swtpm initialises the TPM itself, as a
+/// power-on would), then `tpm2_startup -c`, as firmware would. Ends that
+/// swtpm with SIGTERM. Returns each command's stdout; a failing command
+/// fails the test.
 pub fn tpm_tools(state: &Path, sock_dir: &Path, cmds: &[&[&str]]) -> Vec<String> {
     let data = sock_dir.join("tools.sock");
     let ctrl = PathBuf::from(format!("{}.ctrl", data.display()));
@@ -34,8 +35,9 @@ pub fn tpm_tools(state: &Path, sock_dir: &Path, cmds: &[&[&str]]) -> Vec<String>
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let outs = cmds
-        .iter()
+    let startup: &[&str] = &["tpm2_startup", "-c"];
+    let outs: Vec<String> = std::iter::once(startup)
+        .chain(cmds.iter().copied())
         .map(|c| {
             let out = Command::new(c[0])
                 .args(&c[1..])
@@ -54,7 +56,73 @@ pub fn tpm_tools(state: &Path, sock_dir: &Path, cmds: &[&[&str]]) -> Vec<String>
     // SAFETY: kill(2) of the swtpm this function started.
     unsafe { libc::kill(swtpm.id() as i32, libc::SIGTERM) };
     let _ = swtpm.wait();
-    outs
+    outs.into_iter().skip(1).collect()
+}
+
+/// Whether the TPM's current start followed an orderly `TPM2_Shutdown`
+/// (the `orderly` bit of `TPM2_PT_STARTUP_CLEAR` in `tpm2_getcap
+/// properties-variable` output, read right after a `tpm2_startup -c`).
+pub fn orderly(getcap: &str) -> bool {
+    let after = getcap
+        .split("TPM2_PT_STARTUP_CLEAR:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no TPM2_PT_STARTUP_CLEAR in:\n{getcap}"));
+    let line = after
+        .lines()
+        .find(|l| l.trim_start().starts_with("orderly:"))
+        .unwrap_or_else(|| panic!("no orderly bit in:\n{getcap}"));
+    line.split(':').nth(1).map(str::trim) == Some("1")
+}
+
+/// The TPM commands in a swtpm log written at `level=20` (each command
+/// and response as ` SWTPM_IO_Read: length N` / ` SWTPM_IO_Write: length
+/// N` and hex lines): (command bytes, response bytes) in order.
+pub fn logged_commands(log: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(bool, Vec<u8>)> = None;
+    let mut cmd: Option<Vec<u8>> = None;
+    let mut flush = |cur: &mut Option<(bool, Vec<u8>)>, cmd: &mut Option<Vec<u8>>| match cur.take()
+    {
+        Some((true, bytes)) => *cmd = Some(bytes),
+        Some((false, bytes)) => {
+            if let Some(c) = cmd.take() {
+                out.push((c, bytes));
+            }
+        }
+        None => {}
+    };
+    for line in log.lines() {
+        let t = line.trim();
+        if t.starts_with("SWTPM_IO_Read:") || t.starts_with("SWTPM_IO_Write:") {
+            flush(&mut cur, &mut cmd);
+            cur = Some((t.starts_with("SWTPM_IO_Read:"), Vec::new()));
+            continue;
+        }
+        let hex: Option<Vec<u8>> = t
+            .split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).ok().filter(|_| b.len() == 2))
+            .collect();
+        match (&mut cur, hex) {
+            (Some((_, bytes)), Some(h)) if !t.is_empty() => bytes.extend(h),
+            _ => flush(&mut cur, &mut cmd),
+        }
+    }
+    flush(&mut cur, &mut cmd);
+    out
+}
+
+/// The PCRs of the `TPM2_PCR_Extend` commands in a swtpm log
+/// ([`logged_commands`]) that the TPM answered with success.
+pub fn extended_pcrs(log: &str) -> Vec<u32> {
+    let be32 = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map(|x| u32::from_be_bytes(x.try_into().unwrap()))
+    };
+    logged_commands(log)
+        .iter()
+        .filter(|(c, r)| be32(c, 6) == Some(0x182) && be32(r, 6) == Some(0))
+        .filter_map(|(c, _)| be32(c, 10))
+        .collect()
 }
 
 /// PCR → hex digest, from `tpm2_pcrread` output.

@@ -4,9 +4,8 @@
 //! (`CMD_GET_CAPABILITY`), makes a socket pair and passes one end over
 //! the control channel (`CMD_SET_DATAFD`, as QEMU does), sets the
 //! TPM's buffer to the CRB's (`CMD_STOP`, `CMD_SET_BUFFERSIZE`) and
-//! initialises it (`CMD_INIT`, deleting any volatile state left from a
-//! previous run). All of this happens before `/dev/kvm` is opened, at
-//! every start; a guest reset re-executes kiln-vmm, so it also
+//! initialises it (`CMD_INIT`). All of this happens before `/dev/kvm` is
+//! opened, at every start; a guest reset re-executes kiln-vmm, so it also
 //! re-initialises the TPM there (a real TPM sees `_TPM_Init` on reset).
 //!
 //! Why the data channel through the control socket rather than a second
@@ -15,12 +14,25 @@
 //! socket, and it is how QEMU and libvirt run swtpm, so the same swtpm
 //! command line serves both.
 //!
-//! At an orderly end ([`Swtpm::shutdown`]) kiln-vmm stores the TPM's
-//! volatile state (`CMD_STORE_VOLATILE`: the PCRs the boot extended can
-//! be read afterwards by `tpm2_pcrread` against swtpm started with
-//! `--flags not-need-init` on the same state directory; the next start
-//! deletes it) and then sends `CMD_SHUTDOWN`, after which swtpm exits, as
-//! under QEMU. Commands run on the vCPU thread that wrote CTRL_START,
+//! Every start is a cold boot, so nothing volatile is ever kept: the
+//! PCRs, sessions and loaded objects die with the VMM, as on a real
+//! machine's power-off, and only the permanent state (NV indices, keys,
+//! hierarchies, the EK and its certificate) stays in swtpm's state
+//! directory. kiln-vmm never sends `CMD_STORE_VOLATILE`: swtpm's
+//! `CMD_INIT` loads a `tpm2-00.volatilestate` it finds *before* honouring
+//! `PTM_INIT_FLAG_DELETE_VOLATILE` (the flag deletes the file after the
+//! load; it is meant for a migration's incoming state), so a stored one
+//! would resume the last run's PCRs and started TPM at the next boot,
+//! whose `TPM2_Startup(CLEAR)` then fails with `TPM_RC_INITIALIZE`. The
+//! flag stays, so that a file from elsewhere is resumed at most once.
+//!
+//! At an orderly end ([`Swtpm::shutdown`]) and before a reset's
+//! re-execution ([`Swtpm::stop`]) kiln-vmm sends `TPM2_Shutdown(CLEAR)`
+//! on the data channel unless the guest's last command was one (as
+//! swtpm 0.8 and later do themselves, and as an OS does before it powers
+//! off: the TPM saves its orderly state, so the next boot is not counted
+//! as a dirty one), then `CMD_SHUTDOWN` (swtpm exits, as under QEMU) or
+//! `CMD_STOP`. Commands run on the vCPU thread that wrote CTRL_START,
 //! with read(2)/write(2) on the socket pair: nothing beyond the vCPU
 //! seccomp list; the sockets' time-outs are set here, so a stalled swtpm
 //! fails the command instead of hanging the vCPU.
@@ -41,7 +53,6 @@ const CMD_GET_CAPABILITY: u32 = 1;
 const CMD_INIT: u32 = 2;
 const CMD_SHUTDOWN: u32 = 3;
 const CMD_SET_LOCALITY: u32 = 5;
-const CMD_STORE_VOLATILE: u32 = 10;
 const CMD_STOP: u32 = 14;
 const CMD_SET_DATAFD: u32 = 16;
 const CMD_SET_BUFFERSIZE: u32 = 17;
@@ -50,20 +61,20 @@ const CMD_SET_BUFFERSIZE: u32 = 17;
 const CAP_INIT: u64 = 1;
 const CAP_SHUTDOWN: u64 = 1 << 1;
 const CAP_SET_LOCALITY: u64 = 1 << 3;
-const CAP_STORE_VOLATILE: u64 = 1 << 6;
 const CAP_STOP: u64 = 1 << 10;
 const CAP_SET_DATAFD: u64 = 1 << 12;
 const CAP_SET_BUFFERSIZE: u64 = 1 << 13;
-const NEEDED: u64 = CAP_INIT
-    | CAP_SHUTDOWN
-    | CAP_SET_LOCALITY
-    | CAP_STORE_VOLATILE
-    | CAP_STOP
-    | CAP_SET_DATAFD
-    | CAP_SET_BUFFERSIZE;
+const NEEDED: u64 =
+    CAP_INIT | CAP_SHUTDOWN | CAP_SET_LOCALITY | CAP_STOP | CAP_SET_DATAFD | CAP_SET_BUFFERSIZE;
 
-/// `CMD_INIT` flag: forget the volatile state a previous run stored.
+/// `CMD_INIT` flag: delete a volatile state file once it is loaded
+/// (kiln-vmm stores none; see the module's documentation).
 const INIT_FLAG_DELETE_VOLATILE: u32 = 1;
+
+/// `TPM2_CC_Shutdown`.
+const CC_SHUTDOWN: u32 = 0x145;
+/// `TPM2_Shutdown(TPM_SU_CLEAR)`: tag `TPM_ST_NO_SESSIONS`, size 12.
+const SHUTDOWN_CLEAR: [u8; 12] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x45, 0, 0];
 
 /// The largest oversized response read off the channel and dropped.
 const MAX_DRAIN: usize = 1 << 16;
@@ -98,6 +109,35 @@ struct Channels {
     /// The locality swtpm was last told (None: not yet, so the first
     /// command sets it; a previous client may have left another).
     locality: Option<u8>,
+    /// The command code of the guest's last command (None: none yet).
+    last_command: Option<u32>,
+}
+
+impl Channels {
+    /// `TPM2_Shutdown(CLEAR)`, unless the guest sent no command (its TPM
+    /// was never started) or its last was a `TPM2_Shutdown`. Errors are
+    /// logged: the TPM ends either way.
+    fn orderly_shutdown(&mut self) {
+        match self.last_command {
+            None | Some(CC_SHUTDOWN) => return,
+            Some(_) => {}
+        }
+        let mut resp = [0u8; HEADER_LEN];
+        let r = self
+            .data
+            .write_all(&SHUTDOWN_CLEAR)
+            .and_then(|()| self.data.read_exact(&mut resp));
+        self.last_command = Some(CC_SHUTDOWN);
+        match r {
+            Ok(()) => {
+                let rc = u32::from_be_bytes(resp[6..10].try_into().expect("4 bytes"));
+                info!("tpm: TPM2_Shutdown(CLEAR) sent, response code {rc:#x}");
+                // A longer (error) response would not fit; nothing reads
+                // the channel after this.
+            }
+            Err(e) => warn!("tpm: TPM2_Shutdown(CLEAR): {e}"),
+        }
+    }
 }
 
 /// A connection to swtpm; clones share it.
@@ -211,18 +251,19 @@ impl Swtpm {
                 ctrl,
                 data,
                 locality: None,
+                last_command: None,
             })),
             path: path.to_string(),
         })
     }
 
-    /// The orderly end: store the volatile state, then shut swtpm down
-    /// (it exits). Errors are logged: the VM has ended either way.
+    /// The orderly end: the TPM's own orderly shutdown, then swtpm's
+    /// (it exits). Nothing volatile is stored. Errors are logged: the VM
+    /// has ended either way.
     pub fn shutdown(&self) {
         let mut ch = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let r = control_rc(&mut ch.ctrl, "CMD_STORE_VOLATILE", CMD_STORE_VOLATILE, &[])
-            .and_then(|()| control_rc(&mut ch.ctrl, "CMD_SHUTDOWN", CMD_SHUTDOWN, &[]));
-        match r {
+        ch.orderly_shutdown();
+        match control_rc(&mut ch.ctrl, "CMD_SHUTDOWN", CMD_SHUTDOWN, &[]) {
             Ok(()) => info!("tpm: swtpm at {} shut down (CMD_SHUTDOWN)", self.path),
             Err(e) => warn!("tpm: {e}"),
         }
@@ -232,6 +273,7 @@ impl Swtpm {
     /// new process initialises it again).
     pub fn stop(&self) {
         let mut ch = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        ch.orderly_shutdown();
         match control_rc(&mut ch.ctrl, "CMD_STOP", CMD_STOP, &[]) {
             Ok(()) => info!("tpm: swtpm stopped for the reset (CMD_STOP)"),
             Err(e) => warn!("tpm: {e}"),
@@ -256,6 +298,9 @@ impl TpmBackend for Swtpm {
             ch.locality = Some(locality);
         }
         ch.data.write_all(cmd)?;
+        ch.last_command = cmd
+            .get(6..10)
+            .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")));
         let mut header = [0u8; HEADER_LEN];
         ch.data.read_exact(&mut header)?;
         let size = tpm::header_size(&header).unwrap_or(0);

@@ -11,12 +11,13 @@
 //!   on that state with only its control socket (`tpm/ctrl.sock`, which
 //!   `vm.json` names; kiln-vmm hands it the data channel), its log
 //!   (`tpm/swtpm.log`) and pid file; any swtpm left for the server is
-//!   ended first, and the volatile state the last VMM's end stored is
-//!   removed (each VMM is a cold boot). No `--terminate`: an API reset re-executes kiln-vmm,
+//!   ended first. Each VMM is a cold boot: no volatile state is ever
+//!   stored (kiln-vmm sends no `CMD_STORE_VOLATILE`), so there is none to
+//!   drop. No `--terminate`: an API reset re-executes kiln-vmm,
 //!   which drops the data channel, and swtpm must stay. Its pid is
 //!   recorded with the server (`tpm_pid`).
 //! - End: kiln-vmm's orderly end (exit 0 or 13) shuts swtpm down itself
-//!   (CMD_SHUTDOWN, after storing the volatile state); whatever ended the
+//!   (`TPM2_Shutdown(CLEAR)`, then CMD_SHUTDOWN); whatever ended the
 //!   VMM, kilnd then ends a swtpm still there (SIGTERM, then SIGKILL), so
 //!   none outlives its VMM. Re-adoption ([`super::adopt`]) keeps the swtpm
 //!   of a VMM it re-adopts and ends every other one found under
@@ -39,8 +40,6 @@ const CTRL: &str = "ctrl.sock";
 const PID_FILE: &str = "swtpm.pid";
 /// A file swtpm_setup leaves in a complete TPM 2 state.
 const PERMALL: &str = "tpm2-00.permall";
-/// The volatile state swtpm stores at a CMD_SHUTDOWN.
-const VOLATILE: &str = "tpm2-00.volatilestate";
 /// How long a new swtpm has to make its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -152,11 +151,9 @@ pub fn start(config: &TpmConfig, server_dir: &Path) -> Result<u32, TpmError> {
     let pid_file = dir.join(PID_FILE);
     let _ = std::fs::remove_file(&ctrl);
     let _ = std::fs::remove_file(&pid_file);
-    // A new VMM is a cold boot: the volatile state the last one stored at
-    // its orderly end (CMD_SHUTDOWN) must not be resumed, or the guest's
-    // TPM2_Startup(CLEAR) finds the TPM started (TPM_RC_INITIALIZE) and its
-    // PCRs still holding the last boot's measurements.
-    let _ = std::fs::remove_file(dir.join(VOLATILE));
+    // A new VMM is a cold boot, and no volatile state is there to resume:
+    // kiln-vmm never stores one (`CMD_STORE_VOLATILE`; see vmm/src/tpm.rs),
+    // and swtpm stores none by itself, at its end or on a signal.
     let mut cmd = Command::new(&config.swtpm);
     cmd.args(["socket", "--tpm2", "--daemon", "--ctrl"])
         .arg(format!("type=unixio,path={},mode=0600", ctrl.display()))
