@@ -43,6 +43,7 @@ quick_args() {
         dhcp_bench) echo "--quick" ;;
         display_bench) echo "--rounds 3" ;;
         metadata_bench) echo "--quick" ;;
+        openstack_bench) echo "--quick" ;;
         *) echo "" ;;
     esac
 }
@@ -50,7 +51,7 @@ quick_args() {
 printf '== build (release)\n'
 cargo build --release --quiet -p kiln-benches --bins
 cargo build --release --quiet -p kiln-vmm --bin kiln-vmm
-cargo build --release --quiet -p kiln-manager --bin kilnd
+cargo build --release --quiet -p kiln-manager --bin kilnd --bin kiln
 target=${CARGO_TARGET_DIR:-$root/target}
 
 failed=()

@@ -1,7 +1,9 @@
-//! What the benchmark binaries share: the CPU time of the calling thread
-//! and the median of a round's figures.
+//! What the benchmark binaries share: the CPU time of the calling thread,
+//! the median of a round's figures, and a real kilnd to drive ([`kilnd`]).
 
 use std::time::Duration;
+
+pub mod kilnd;
 
 /// CPU time of the calling thread.
 pub fn thread_cpu() -> Duration {
