@@ -367,6 +367,8 @@ impl TpmBackend for Swtpm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
 
     #[test]
     fn shutdown_commands_carry_their_type() {
@@ -379,5 +381,107 @@ mod tests {
         assert_eq!(&state[10..], &[0, 1]);
         assert_eq!(&shutdown_command(SU_CLEAR)[10..], &[0, 0]);
         assert_eq!((su_name(SU_STATE), su_name(SU_CLEAR)), ("STATE", "CLEAR"));
+    }
+
+    /// A real swtpm (Debian's, as kilnd starts it: control socket only)
+    /// on `dir/state`; killed when dropped.
+    struct Tpm {
+        child: Child,
+        ctrl: String,
+    }
+
+    impl Tpm {
+        fn start(dir: &Path) -> Tpm {
+            let state = dir.join("state");
+            std::fs::create_dir_all(&state).unwrap();
+            let ctrl = dir.join("ctrl.sock");
+            let _ = std::fs::remove_file(&ctrl);
+            let child = Command::new("swtpm")
+                .args(["socket", "--tpm2", "--ctrl"])
+                .arg(format!("type=unixio,path={}", ctrl.display()))
+                .arg("--tpmstate")
+                .arg(format!("dir={}", state.display()))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("swtpm (scripts/setup.sh installs it)");
+            let t0 = std::time::Instant::now();
+            while !ctrl.exists() {
+                assert!(t0.elapsed() < Duration::from_secs(10), "no {ctrl:?}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Tpm {
+                child,
+                ctrl: ctrl.display().to_string(),
+            }
+        }
+    }
+
+    impl Drop for Tpm {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Runs `cmd` on `tpm` as the CRB device would (locality 0): the
+    /// response's code and bytes.
+    fn run(tpm: &mut Swtpm, cmd: &[u8]) -> (u32, Vec<u8>) {
+        let mut resp = vec![0u8; BUFFER_SIZE];
+        let n = tpm.execute(0, cmd, &mut resp).expect("a response");
+        resp.truncate(n);
+        (u32::from_be_bytes(resp[6..10].try_into().unwrap()), resp)
+    }
+
+    const STARTUP_CLEAR: [u8; 12] = [0x80, 1, 0, 0, 0, 12, 0, 0, 1, 0x44, 0, 0];
+    const STARTUP_STATE: [u8; 12] = [0x80, 1, 0, 0, 0, 12, 0, 0, 1, 0x44, 0, 1];
+    /// TPM2_GetCapability(TPM_CAP_TPM_PROPERTIES, TPM_PT_STARTUP_CLEAR, 1).
+    const GET_STARTUP_CLEAR: [u8; 22] = [
+        0x80, 1, 0, 0, 0, 22, 0, 0, 1, 0x7a, 0, 0, 0, 6, 0, 0, 2, 1, 0, 0, 0, 1,
+    ];
+    /// TPM2_PCR_Allocate(TPM_RH_PLATFORM, empty password; SHA-256: all 24).
+    const PCR_ALLOCATE: [u8; 37] = [
+        0x80, 2, 0, 0, 0, 37, 0, 0, 1, 0x2b, 0x40, 0, 0, 0x0c, 0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0,
+        0, 0, 0, 0, 0, 1, 0, 0x0b, 3, 0xff, 0xff, 0xff,
+    ];
+
+    /// One boot of the TPM at `dir`: Startup(CLEAR), `cmds`, then
+    /// kiln-vmm's orderly end; then, on a new swtpm, whether a resume
+    /// (Startup(STATE)) succeeds and, after Startup(CLEAR) if it did not,
+    /// whether the TPM's start followed an orderly shutdown.
+    fn boot_then_next(dir: &Path, cmds: &[&[u8]]) -> (u32, bool) {
+        let tpm = Tpm::start(dir);
+        let mut sw = Swtpm::connect(&tpm.ctrl).unwrap();
+        assert_eq!(run(&mut sw, &STARTUP_CLEAR).0, 0);
+        for cmd in cmds {
+            assert_eq!(run(&mut sw, cmd).0, 0, "{cmd:02x?}");
+        }
+        sw.shutdown();
+        drop(tpm);
+        let tpm = Tpm::start(dir);
+        let mut sw = Swtpm::connect(&tpm.ctrl).unwrap();
+        let resume = run(&mut sw, &STARTUP_STATE).0;
+        if resume != 0 {
+            assert_eq!(run(&mut sw, &STARTUP_CLEAR).0, 0);
+        }
+        let (rc, resp) = run(&mut sw, &GET_STARTUP_CLEAR);
+        assert_eq!(rc, 0);
+        // moreData, capability, count, then the property and its value.
+        assert_eq!(&resp[15..23], &[0, 0, 0, 1, 0, 0, 2, 1], "{resp:02x?}");
+        let orderly = resp[23] & 0x80 != 0;
+        sw.shutdown();
+        (resume, orderly)
+    }
+
+    #[test]
+    fn a_refused_state_shutdown_falls_back_to_clear_on_a_real_swtpm() {
+        let dir = std::env::temp_dir().join(format!("kiln-swtpm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Shutdown(STATE) saved the TPM's state: the resume succeeds.
+        assert_eq!(boot_then_next(&dir, &[]), (0, true));
+        // After TPM2_PCR_Allocate the TPM refuses STATE (TPM_RC_TYPE);
+        // kiln-vmm's CLEAR still makes the end orderly: no resume
+        // (TPM_RC_VALUE for the parameter), but an orderly start.
+        assert_eq!(boot_then_next(&dir, &[&PCR_ALLOCATE]), (0x1c4, true));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
