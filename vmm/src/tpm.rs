@@ -166,8 +166,9 @@ impl Channels {
             .and_then(|()| self.data.read_exact(&mut resp));
         match r {
             Ok(()) => {
-                // A response is a bare header, success or error; nothing
-                // longer is read, and nothing reads the channel after.
+                // A response to it is a bare header, success or error,
+                // so the channel stays in step for a CLEAR after a
+                // refused STATE.
                 let rc = u32::from_be_bytes(resp[6..10].try_into().expect("4 bytes"));
                 info!("tpm: TPM2_Shutdown({name}) sent, response code {rc:#x}");
                 Some(rc)
