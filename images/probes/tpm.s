@@ -2,17 +2,19 @@
  * tpm: drives the TPM 2.0 CRB interface at 0xfed40000 (locality 0) from
  * ring 3: prints INTF_ID, requests the locality with a byte write to
  * LOC_CTRL and prints LOC_STATE and LOC_STS, sets cmdReady, then runs
- * TPM2_Startup(SU_CLEAR), TPM2_GetRandom(8), TPM2_PCR_Extend of PCR 16
+ * TPM2_Startup(SU_CLEAR), TPM2_GetRandom(8), TPM2_PCR_Extend of PCR 8
  * (SHA-256 digest of 32 bytes 0x11, password session) and TPM2_PCR_Read
- * of PCR 16, each written into the buffer a byte at a time, started with
+ * of PCR 8, each written into the buffer a byte at a time, started with
  * a byte write of 1 to CTRL_START and polled until CTRL_START reads 0.
+ * PCR 8 has the stateSave attribute (PCRs 0-15 in the PC Client
+ * profile): a TPM2_Shutdown(STATE) keeps it for a Startup(STATE).
  * Each response is printed as `tpm: NAME <hex bytes>`; then it powers
  * off (with `hold` on the command line it prints `tpm: holding` and
- * spins instead, for a reset through the control API). With `reset` on the command line it prints PCR 16 after the
- * startup, extends and reads it, and resets through the i8042 (kiln-vmm
- * re-executes itself; the probe runs again): a TPM that was
- * re-initialised prints startup rc 0 and PCR 16 zero again each time.
- */
+ * spins instead, for a reset through the control API). With `reset` on
+ * the command line it prints PCR 8 after the startup, extends and reads
+ * it, and resets through the i8042 (kiln-vmm re-executes itself; the
+ * probe runs again): a TPM that was re-initialised prints startup rc 0
+ * and PCR 8 zero again each time. */
         .include "common.inc"
 
         /* Registers as offsets from %r12, which holds the base (an
@@ -163,7 +165,7 @@ cmd_getrandom:
         .byte 0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8
 cmd_extend:
         .byte 0x80, 0x02, 0, 0, 0, 0x41, 0, 0, 0x01, 0x82
-        .byte 0, 0, 0, 16               /* PCR 16 */
+        .byte 0, 0, 0, 8                /* PCR 8 */
         .byte 0, 0, 0, 9                /* authorization size */
         .byte 0x40, 0, 0, 9             /* TPM_RS_PW */
         .byte 0, 0, 0, 0, 0             /* no nonce, attributes, no hmac */
@@ -172,4 +174,4 @@ cmd_extend:
         .set cmd_extend_len, . - cmd_extend
 cmd_pcrread:
         .byte 0x80, 0x01, 0, 0, 0, 20, 0, 0, 0x01, 0x7e
-        .byte 0, 0, 0, 1, 0, 0x0b, 3, 0, 0, 1   /* SHA-256, PCR 16 */
+        .byte 0, 0, 0, 1, 0, 0x0b, 3, 0, 1, 0   /* SHA-256, PCR 8 */

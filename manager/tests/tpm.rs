@@ -5,15 +5,17 @@
 //!   swtpm_setup with its EK certificate in the server's directory; its
 //!   answers reach the console; `kill -9 kilnd` and a restart re-adopt the
 //!   VMM and the swtpm (same pids, nothing else running); stop leaves no
-//!   swtpm and no volatile state (the next boot is a cold one: PCR 16
-//!   from zero for the tools, and for the guest's Startup(CLEAR) and
-//!   extend at its next start), after an orderly TPM2_Shutdown; an NV
-//!   index defined and written on the stopped state is still there with
-//!   its data after start and stop (the permanent state is kept, not made
-//!   again); delete leaves no swtpm and no state;
+//!   swtpm and no volatile state, after kiln-vmm's `TPM2_Shutdown(STATE)`:
+//!   the tools' resume (`tpm2_startup` without `-c`) reads the PCR the
+//!   guest extended (PCR 8, saved by the shutdown), and the next start is
+//!   a cold boot (the guest's Startup(CLEAR) succeeds and its extend
+//!   starts from zero); an NV index defined and written on the stopped
+//!   state is still there with its data after start and stop (the
+//!   permanent state is kept, not made again); delete leaves no swtpm
+//!   and no state;
 //! - a SeaBIOS server with a TPM boots `bios-256k.bin` (`firmware.bios_tpm`,
-//!   by default next to `bios`), which uses the TPM (its measurements are
-//!   `tests/tests/tpm.rs`' subject, from swtpm's log);
+//!   by default next to `bios`), which measures the boot: PCRs 0-7 read
+//!   by a resume after the server powered off are none of them zero;
 //! - Windows images default to a TPM; a server may turn its image's off.
 
 mod common;
@@ -30,11 +32,15 @@ use kiln_api::vm::VmConfig;
 use kiln_manager::supervisor::tpm::processes_under;
 use kiln_tests::disk::mbr_disk;
 use kiln_tests::guest_file;
-use kiln_tests::tpm::{orderly, pcrs, probe_response, tpm_tools};
+use kiln_tests::tpm::{
+    extended_from_zero, orderly, pcrs, probe_response, tpm_tools, Startup, PROBE_DIGEST, PROBE_PCR,
+    ZERO_DIGEST,
+};
 
-/// SHA-256 PCR 16 after the probe's one extend of 32 bytes 0x11.
-const PCR16_EXTENDED: &str = "8878b15a7d6a3a4f464e8f9f42591dbc0cf4bedea0ec309003d2b2ee53655ef8";
-const ZERO_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The probe's PCR after its one extend from zero.
+fn probe_extended() -> String {
+    extended_from_zero(&PROBE_DIGEST)
+}
 /// The NV index the test defines on a stopped server's state, and what
 /// it writes there.
 const MARK: &str = "0x1500016";
@@ -62,9 +68,9 @@ fn vm_json(k: &Kilnd, id: &str) -> VmConfig {
 }
 
 /// Runs tpm2-tools commands against a new swtpm on a stopped server's
-/// state; each command's stdout.
-fn with_state(k: &Kilnd, state: &Path, cmds: &[&[&str]]) -> Vec<String> {
-    tpm_tools(state, k.dir.path(), cmds)
+/// state, resumed (`tpm2_startup` without `-c`); each command's stdout.
+fn resumed(k: &Kilnd, state: &Path, cmds: &[&[&str]]) -> Vec<String> {
+    tpm_tools(state, k.dir.path(), Startup::State, cmds)
 }
 
 fn wait_no_swtpm(k: &Kilnd) {
@@ -85,7 +91,7 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
         console(&k, &s.id).contains("tpm: holding")
     });
     let out = console(&k, &s.id);
-    // Startup(CLEAR) rc 0, the extend and the read back of PCR 16.
+    // Startup(CLEAR) rc 0, the extend and the read back of PCR 8.
     assert_eq!(
         probe_response(&out, "startup", 0),
         "80010000000a00000000",
@@ -97,7 +103,7 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
         "{out}"
     );
     assert!(
-        probe_response(&out, "pcrread", 0).ends_with(PCR16_EXTENDED),
+        probe_response(&out, "pcrread", 0).ends_with(&probe_extended()),
         "{out}"
     );
     // One swtpm, on the state in the server's directory, named in vm.json.
@@ -136,9 +142,9 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
     assert_eq!(swtpms(&k), vec![(swtpm_pid, s.id.clone())], "same swtpm");
     assert_eq!(common::procs_under(&k.state_path("servers")).len(), 1);
 
-    // Stop: the VMM's orderly end (TPM2_Shutdown, then CMD_SHUTDOWN)
-    // ends swtpm, storing nothing volatile: a swtpm on the state is a cold
-    // boot, PCR 16 from zero, after an orderly shutdown.
+    // Stop: the VMM's orderly end (TPM2_Shutdown(STATE), then
+    // CMD_SHUTDOWN) ends swtpm, storing nothing volatile; a resume on the
+    // state reads the guest's PCR 8, after an orderly shutdown.
     action(&k, &s.id, r#"{"action":"stop"}"#);
     k.wait_status(&s.id, ServerStatus::Shutoff, T);
     wait_no_swtpm(&k);
@@ -147,7 +153,7 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
     let vmm_log =
         std::fs::read_to_string(k.state_path(&format!("servers/{}/vmm.log", s.id))).unwrap();
     assert!(
-        vmm_log.contains("TPM2_Shutdown(CLEAR) sent, response code 0x0"),
+        vmm_log.contains("TPM2_Shutdown(STATE) sent, response code 0x0"),
         "{vmm_log}"
     );
     let mark_file = k.dir.path().join("mark.bin");
@@ -155,18 +161,19 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
     let mark_file = mark_file.to_str().unwrap();
     let nvdefine: &[&str] = &["tpm2_nvdefine", MARK, "-C", "o", "-s", "8"];
     let nvwrite: &[&str] = &["tpm2_nvwrite", MARK, "-C", "o", "-i", mark_file];
-    let outs = with_state(
+    let pcr = format!("sha256:{PROBE_PCR}");
+    let outs = resumed(
         &k,
         &state,
         &[
-            &["tpm2_pcrread", "sha256:16"],
+            &["tpm2_pcrread", &pcr],
             &["tpm2_getcap", "properties-variable"],
             &["tpm2_nvreadpublic"],
             nvdefine,
             nvwrite,
         ],
     );
-    assert_eq!(pcrs(&outs[0]), vec![(16, ZERO_DIGEST.to_owned())]);
+    assert_eq!(pcrs(&outs[0]), vec![(PROBE_PCR, probe_extended())]);
     assert!(orderly(&outs[1]), "{}", outs[1]);
     // swtpm_setup's RSA and ECC EK certificates.
     assert!(
@@ -178,8 +185,9 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
 
     // Start: a new swtpm on the same state; the guest's TPM works again,
     // from a cold boot: its Startup(CLEAR) succeeds (a resumed TPM would
-    // answer TPM_RC_INITIALIZE) and its one extend of PCR 16 starts from
-    // zero.
+    // answer TPM_RC_INITIALIZE; after a Shutdown(STATE) it is a TPM
+    // Restart, every PCR fresh) and its one extend of PCR 8 starts from
+    // zero (not from the value the tools read).
     action(&k, &s.id, r#"{"action":"start"}"#);
     k.wait_status(&s.id, ServerStatus::Active, T);
     wait_until("the second boot's hold", T, || {
@@ -192,7 +200,7 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
         "{out}"
     );
     assert!(
-        probe_response(&out, "pcrread", 1).ends_with(PCR16_EXTENDED),
+        probe_response(&out, "pcrread", 1).ends_with(&probe_extended()),
         "{out}"
     );
     let tpm = swtpms(&k);
@@ -202,15 +210,16 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
     k.wait_status(&s.id, ServerStatus::Shutoff, T);
     wait_no_swtpm(&k);
     // What was defined and written on the stopped state is still there:
-    // kept, not made again; no volatile state this time either.
+    // kept, not made again; no volatile state this time either; PCR 8 is
+    // the second boot's one extend.
     assert!(!state.join(VOLATILE).exists(), "volatile state stored");
-    let outs = with_state(
+    let outs = resumed(
         &k,
         &state,
         &[
             &["tpm2_nvreadpublic"],
             &["tpm2_nvread", MARK, "-C", "o", "-s", "8"],
-            &["tpm2_pcrread", "sha256:16"],
+            &["tpm2_pcrread", &pcr],
         ],
     );
     assert!(
@@ -219,7 +228,7 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
         outs[0]
     );
     assert_eq!(outs[1], MARK_DATA);
-    assert_eq!(pcrs(&outs[2]), vec![(16, ZERO_DIGEST.to_owned())]);
+    assert_eq!(pcrs(&outs[2]), vec![(PROBE_PCR, probe_extended())]);
 
     // Started again, hard-rebooted (a new VMM, so a new swtpm, and the
     // guest's TPM starts clean), then deleted while running: no swtpm, no
@@ -243,7 +252,7 @@ fn a_tpm_server_gets_its_swtpm_which_survives_readoption_and_stop_start() {
         "{out}"
     );
     assert!(
-        probe_response(&out, "pcrread", 3).ends_with(PCR16_EXTENDED),
+        probe_response(&out, "pcrread", 3).ends_with(&probe_extended()),
         "{out}"
     );
     let after = swtpms(&k);
@@ -269,7 +278,8 @@ fn a_seabios_server_with_a_tpm_boots_bios_256k_which_uses_the_tpm() {
     let s = k.create_server(r#"{"name":"m","flavor":"fw.small","image":"mbr","tpm":true}"#);
     // The boot sector prints and powers off: SHUTOFF, swtpm gone, having
     // been used (kiln-vmm's TPM2_Shutdown follows the firmware's commands
-    // and succeeds only on a TPM the firmware started).
+    // and succeeds only on a TPM the firmware started). Its STATE kept
+    // SeaBIOS's measurements: a resume reads PCRs 0-7, none of them zero.
     let t0 = Instant::now();
     let done = k.wait_status(&s.id, ServerStatus::Shutoff, BOOT);
     assert!(done.fault.is_none(), "{done:?}");
@@ -282,11 +292,18 @@ fn a_seabios_server_with_a_tpm_boots_bios_256k_which_uses_the_tpm() {
     let vmm_log =
         std::fs::read_to_string(k.state_path(&format!("servers/{}/vmm.log", s.id))).unwrap();
     assert!(
-        vmm_log.contains("TPM2_Shutdown(CLEAR) sent, response code 0x0"),
+        vmm_log.contains("TPM2_Shutdown(STATE) sent, response code 0x0"),
         "{vmm_log}"
     );
     let state = k.state_path(&format!("servers/{}/tpm", s.id));
     assert!(!state.join(VOLATILE).exists(), "volatile state stored");
+    let outs = resumed(&k, &state, &[&["tpm2_pcrread", "sha256:0,1,2,3,4,5,6,7"]]);
+    let read = pcrs(&outs[0]);
+    eprintln!("SeaBIOS's PCRs 0-7 after power-off: {read:?}");
+    assert_eq!(read.len(), 8, "{}", outs[0]);
+    for (pcr, value) in read {
+        assert_ne!(value, ZERO_DIGEST, "PCR {pcr} is zero");
+    }
     // The same image without a TPM keeps plain bios.bin.
     let plain = k.create_server(r#"{"name":"p","flavor":"fw.small","image":"mbr"}"#);
     assert!(!plain.tpm);

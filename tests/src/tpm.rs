@@ -3,21 +3,72 @@
 //! probe (`images/probes/tpm.s`) prints.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// How a tools session starts the TPM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Startup {
+    /// `tpm2_startup -c`, as firmware does at boot: a TPM Reset, or a TPM
+    /// Restart after a `TPM2_Shutdown(STATE)`; every PCR starts fresh.
+    Clear,
+    /// `tpm2_startup`, a resume: only after a `TPM2_Shutdown(STATE)`,
+    /// whose saved PCRs (0-15) come back.
+    State,
+}
 
 /// Runs each of `cmds` (tpm2-tools) against a new swtpm on TPM state
 /// `state`, whose sockets go in `sock_dir`: a data socket for the tools'
 /// swtpm TCTI, `not-need-init` (swtpm initialises the TPM itself, as a
-/// power-on would), then `tpm2_startup -c`, as firmware would. Ends that
-/// swtpm with SIGTERM. Returns each command's stdout; a failing command
-/// fails the test.
-pub fn tpm_tools(state: &Path, sock_dir: &Path, cmds: &[&[&str]]) -> Vec<String> {
+/// power-on would), then `tpm2_startup` as `startup` says; after the
+/// commands `tpm2_shutdown` (STATE, as kiln-vmm ends a VM's TPM, so the
+/// next start sees what this one did) and SIGTERM. Returns each command's
+/// stdout; a failing command fails the test.
+pub fn tpm_tools(state: &Path, sock_dir: &Path, startup: Startup, cmds: &[&[&str]]) -> Vec<String> {
+    session(state, sock_dir, |run| {
+        let check = |c: &[&str]| {
+            let out = run(c);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{c:?}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            text
+        };
+        match startup {
+            Startup::Clear => check(&["tpm2_startup", "-c"]),
+            Startup::State => check(&["tpm2_startup"]),
+        };
+        let outs = cmds.iter().map(|c| check(c)).collect();
+        check(&["tpm2_shutdown"]);
+        outs
+    })
+}
+
+/// `tpm2_startup` (STATE) against a new swtpm on `state`, which must
+/// fail (the TPM's last shutdown was not a `TPM2_Shutdown(STATE)`):
+/// its stderr.
+pub fn tpm_resume_refused(state: &Path, sock_dir: &Path) -> String {
+    session(state, sock_dir, |run| {
+        let out = run(&["tpm2_startup"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "tpm2_startup (STATE) succeeded: {err}"
+        );
+        err
+    })
+}
+
+/// A swtpm on `state` for the tools for as long as `f` runs; `f` gets a
+/// function that runs one tools command against it.
+fn session<R>(state: &Path, sock_dir: &Path, f: impl FnOnce(&dyn Fn(&[&str]) -> Output) -> R) -> R {
     let data = sock_dir.join("tools.sock");
     let ctrl = PathBuf::from(format!("{}.ctrl", data.display()));
     let _ = std::fs::remove_file(&data);
     let _ = std::fs::remove_file(&ctrl);
-    let mut swtpm = Command::new("swtpm")
+    let swtpm = Command::new("swtpm")
         .args(["socket", "--tpm2", "--flags", "not-need-init", "--server"])
         .arg(format!("type=unixio,path={}", data.display()))
         .arg("--ctrl")
@@ -35,33 +86,30 @@ pub fn tpm_tools(state: &Path, sock_dir: &Path, cmds: &[&[&str]]) -> Vec<String>
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let startup: &[&str] = &["tpm2_startup", "-c"];
-    let outs: Vec<String> = std::iter::once(startup)
-        .chain(cmds.iter().copied())
-        .map(|c| {
-            let out = Command::new(c[0])
-                .args(&c[1..])
-                .env("TPM2TOOLS_TCTI", format!("swtpm:path={}", data.display()))
-                .output()
-                .expect("tpm2-tools (scripts/setup.sh installs it)");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(
-                out.status.success(),
-                "{c:?}: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            text
-        })
-        .collect();
-    // SAFETY: kill(2) of the swtpm this function started.
-    unsafe { libc::kill(swtpm.id() as i32, libc::SIGTERM) };
-    let _ = swtpm.wait();
-    outs.into_iter().skip(1).collect()
+    // Ends swtpm however `f` ends (a failed assertion included).
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) of the swtpm this function started.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let _swtpm = Kill(swtpm);
+    let tcti = format!("swtpm:path={}", data.display());
+    let run = |c: &[&str]| {
+        Command::new(c[0])
+            .args(&c[1..])
+            .env("TPM2TOOLS_TCTI", &tcti)
+            .output()
+            .expect("tpm2-tools (scripts/setup.sh installs it)")
+    };
+    f(&run)
 }
 
 /// Whether the TPM's current start followed an orderly `TPM2_Shutdown`
 /// (the `orderly` bit of `TPM2_PT_STARTUP_CLEAR` in `tpm2_getcap
-/// properties-variable` output, read right after a `tpm2_startup -c`).
+/// properties-variable` output, read right after a `tpm2_startup`).
 pub fn orderly(getcap: &str) -> bool {
     let after = getcap
         .split("TPM2_PT_STARTUP_CLEAR:")
@@ -124,6 +172,26 @@ pub fn extended_pcrs(log: &str) -> Vec<u32> {
         .filter_map(|(c, _)| be32(c, 10))
         .collect()
 }
+
+/// The PCR the TPM probe extends: PCR 8, which has the stateSave
+/// attribute (PCRs 0-15 in the PC Client profile), so that a
+/// `TPM2_Shutdown(STATE)` keeps it for a resume.
+pub const PROBE_PCR: u32 = 8;
+/// What the probe extends it with: a SHA-256 digest of 32 bytes 0x11.
+pub const PROBE_DIGEST: [u8; 32] = [0x11; 32];
+
+/// A SHA-256 PCR after one extend with `digest` from zero, in hex:
+/// SHA-256(32 zero bytes || digest).
+pub fn extended_from_zero(digest: &[u8; 32]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(digest);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 zero bytes in hex: a SHA-256 PCR that nothing extended.
+pub const ZERO_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// PCR → hex digest, from `tpm2_pcrread` output.
 pub fn pcrs(text: &str) -> Vec<(u32, String)> {

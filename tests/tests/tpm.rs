@@ -3,22 +3,29 @@
 //! on real KVM, under kiln-vmm's default seccomp filters (`kill`): the
 //! `tpm` probe's commands and answers, the state read afterwards by
 //! `tpm2-tools` (Debian) against a new swtpm on the same state directory
-//! (no volatile state stored: PCRs from zero, an orderly shutdown, the EK
-//! certificates kept), SeaBIOS's measured boot (the PCR extends swtpm
-//! logged), re-initialisation at every start after a guest reset, and
-//! clear errors for a swtpm that is not there or does not answer.
+//! (kiln-vmm's `TPM2_Shutdown(STATE)` at the end: a resume reads the PCR
+//! the probe extended, the next boot starts cold; no volatile state; the
+//! EK certificates kept), SeaBIOS's measured boot (the PCR extends swtpm
+//! logged, PCRs 0-7 read by a resume), re-initialisation at every start
+//! after a guest reset (whose `TPM2_Shutdown(CLEAR)` leaves nothing to
+//! resume), and clear errors for a swtpm that is not there or does not
+//! answer.
 
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_tests::tpm::{extended_pcrs, orderly, pcrs, probe_response, tpm_tools};
+use kiln_tests::tpm::{
+    extended_from_zero, extended_pcrs, orderly, pcrs, probe_response, tpm_resume_refused,
+    tpm_tools, Startup, PROBE_DIGEST, PROBE_PCR, ZERO_DIGEST,
+};
 use kiln_tests::{guest_file, kiln_vmm, kvm_available, probe, ScratchDir, Vm, VmSpec};
 
-/// SHA-256 PCR 16 after one extend of 32 bytes 0x11 from zero.
-const PCR16_EXTENDED: &str = "8878b15a7d6a3a4f464e8f9f42591dbc0cf4bedea0ec309003d2b2ee53655ef8";
-const ZERO_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The probe's PCR after its one extend from zero.
+fn probe_extended() -> String {
+    extended_from_zero(&PROBE_DIGEST)
+}
 
 /// A running swtpm; killed when dropped (a CMD_SHUTDOWN ends it sooner).
 struct Swtpm {
@@ -97,8 +104,8 @@ fn tpm_spec(kernel: PathBuf, ctrl: &Path) -> VmSpec {
 }
 
 #[test]
-fn probe_talks_to_swtpm_which_ends_cold_and_orderly() {
-    if !kvm_available("probe_talks_to_swtpm_which_ends_cold_and_orderly") {
+fn probe_talks_to_swtpm_which_keeps_its_pcr_for_a_resume_and_boots_cold() {
+    if !kvm_available("probe_talks_to_swtpm_which_keeps_its_pcr_for_a_resume_and_boots_cold") {
         return;
     }
     let dir = ScratchDir::new("tpm-probe").unwrap();
@@ -132,32 +139,56 @@ fn probe_talks_to_swtpm_which_ends_cold_and_orderly() {
         "{ctx}"
     );
     let read = probe_response(&out, "pcrread", 0);
-    assert!(read.ends_with(PCR16_EXTENDED), "{ctx}");
+    assert!(read.ends_with(&probe_extended()), "{ctx}");
     assert!(out.contains("tpm: done"), "{ctx}");
     let log = vm.vmm_log();
     assert!(log.contains("initialised (CMD_INIT)"), "{log}");
     assert!(log.contains("locality 0 (CMD_SET_LOCALITY)"), "{log}");
     assert!(
-        log.contains("TPM2_Shutdown(CLEAR) sent, response code 0x0"),
+        log.contains("TPM2_Shutdown(STATE) sent, response code 0x0"),
         "{log}"
     );
     assert!(log.contains("shut down (CMD_SHUTDOWN)"), "{log}");
     // The orderly end shut swtpm down (it exits, as under QEMU), storing
-    // nothing volatile: a new swtpm on the same state is a cold boot, PCR
-    // 16 starts from zero, and its start follows an orderly shutdown (the
-    // probe sent none; kiln-vmm did).
+    // nothing volatile; the TPM's Shutdown(STATE) saved PCRs 0-15 in its
+    // NV, so a resume (tpm2_startup without -c) on the same state reads
+    // the probe's extend in PCR 8, and starts after an orderly shutdown
+    // (the probe sent none; kiln-vmm did).
     assert!(swtpm.exited(Duration::from_secs(5)), "swtpm still running");
     assert!(!state.join(VOLATILE).exists(), "volatile state stored");
     let outs = tpm_tools(
         &state,
         dir.path(),
+        Startup::State,
         &[
-            &["tpm2_pcrread", "sha256:16"],
+            &["tpm2_pcrread", &format!("sha256:{PROBE_PCR}")],
             &["tpm2_getcap", "properties-variable"],
         ],
     );
-    assert_eq!(pcrs(&outs[0]), vec![(16, ZERO_DIGEST.into())]);
+    assert_eq!(pcrs(&outs[0]), vec![(PROBE_PCR, probe_extended())]);
     assert!(orderly(&outs[1]), "{}", outs[1]);
+    // The next boot is a cold one: its Startup(CLEAR) (a TPM Restart
+    // after a Shutdown(STATE)) succeeds and PCR 8 reads zero before the
+    // extend (`reset`: read, extend, read, then the guest resets).
+    let swtpm = Swtpm::start(&state, &dir.path().join("ctrl.sock"));
+    let spec = tpm_spec(probe("tpm"), &swtpm.ctrl).cmdline("reset");
+    let mut vm = Vm::start(&spec);
+    assert_eq!(vm.wait_exit_code(Duration::from_secs(60)), 10);
+    let out = vm.serial();
+    let ctx = vm.describe();
+    assert_eq!(
+        probe_response(&out, "startup", 0),
+        "80010000000a00000000",
+        "{ctx}"
+    );
+    assert!(
+        probe_response(&out, "pcrread", 0).ends_with(ZERO_DIGEST),
+        "{ctx}"
+    );
+    assert!(
+        probe_response(&out, "pcrread", 1).ends_with(&probe_extended()),
+        "{ctx}"
+    );
 }
 
 #[test]
@@ -193,9 +224,14 @@ fn a_tpm_made_by_swtpm_setup_keeps_its_ek_certificate() {
         "{}",
         vm.describe()
     );
-    assert!(probe_response(&out, "pcrread", 0).ends_with(PCR16_EXTENDED));
+    assert!(probe_response(&out, "pcrread", 0).ends_with(&probe_extended()));
     // The RSA and ECC EK certificates' NV indices are still defined.
-    let text = &tpm_tools(&state, dir.path(), &[&["tpm2_nvreadpublic"]])[0];
+    let text = &tpm_tools(
+        &state,
+        dir.path(),
+        Startup::Clear,
+        &[&["tpm2_nvreadpublic"]],
+    )[0];
     assert!(
         text.contains("0x1c00002:") && text.contains("0x1c00016:"),
         "{text}"
@@ -221,7 +257,7 @@ fn a_guest_reset_reinitialises_the_tpm() {
         let ctx = vm.describe();
         assert_eq!(code, 10, "boot {boot}: {ctx}");
         // Startup(CLEAR) succeeds (a TPM not re-initialised answers
-        // TPM_RC_INITIALIZE), and PCR 16 starts from zero.
+        // TPM_RC_INITIALIZE), and PCR 8 starts from zero.
         assert_eq!(
             probe_response(&out, "startup", 0),
             "80010000000a00000000",
@@ -232,7 +268,7 @@ fn a_guest_reset_reinitialises_the_tpm() {
             "{ctx}"
         );
         assert!(
-            probe_response(&out, "pcrread", 1).ends_with(PCR16_EXTENDED),
+            probe_response(&out, "pcrread", 1).ends_with(&probe_extended()),
             "{ctx}"
         );
         let log = vm.vmm_log();
@@ -245,6 +281,12 @@ fn a_guest_reset_reinitialises_the_tpm() {
         );
         assert!(!swtpm.exited(Duration::ZERO), "boot {boot}: swtpm ended");
     }
+    // A reboot is a TPM Reset: after the reset's Shutdown(CLEAR) there is
+    // no saved state to resume (TPM_RC_VALUE for Startup(STATE)'s
+    // parameter).
+    drop(swtpm);
+    let err = tpm_resume_refused(&state, dir.path());
+    assert!(err.to_ascii_lowercase().contains("0x1c4"), "{err}");
 }
 
 #[test]
@@ -262,7 +304,7 @@ fn a_reset_through_the_api_reinitialises_the_tpm_in_the_reexecuted_vmm() {
     assert_eq!(vm.put("reset").unwrap(), 204);
     // kiln-vmm re-executes itself, under the filters it already has, and
     // connects to swtpm again: the second boot's Startup(CLEAR) succeeds
-    // and its one extend of PCR 16 starts from zero.
+    // and its one extend of PCR 8 starts from zero.
     let deadline = Instant::now() + Duration::from_secs(30);
     while vm.serial().matches("tpm: holding").count() < 2 {
         assert!(
@@ -284,7 +326,7 @@ fn a_reset_through_the_api_reinitialises_the_tpm_in_the_reexecuted_vmm() {
             "{ctx}"
         );
         assert!(
-            probe_response(&out, "pcrread", boot).ends_with(PCR16_EXTENDED),
+            probe_response(&out, "pcrread", boot).ends_with(&probe_extended()),
             "{ctx}"
         );
     }
@@ -324,9 +366,9 @@ fn seabios_finds_the_tpm_and_measures_the_boot() {
     vm.put("kill").expect("kill through the control API");
     vm.wait_exit(Duration::from_secs(10));
     assert!(swtpm.exited(Duration::from_secs(5)), "swtpm still running");
-    // PCRs are volatile, so the TPM's own log shows the measurements:
-    // each of PCRs 0-7 extended with success (the separators), and PCR 4
-    // (boot manager code) before its separator too.
+    // The TPM's own log shows the measurements: each of PCRs 0-7
+    // extended with success (the separators), and PCR 4 (boot manager
+    // code) before its separator too.
     let log = std::fs::read_to_string(&swtpm_log).unwrap();
     let extended = extended_pcrs(&log);
     eprintln!("SeaBIOS extended PCRs {extended:?}");
@@ -339,6 +381,24 @@ fn seabios_finds_the_tpm_and_measures_the_boot() {
     let pcr4 = extended.iter().filter(|&&p| p == 4).count();
     assert!(pcr4 >= 2, "{extended:?}");
     assert!(!state.join(VOLATILE).exists(), "volatile state stored");
+    // kiln-vmm's Shutdown(STATE) kept them: a resume reads PCRs 0-7, none
+    // zero.
+    let log = vm.vmm_log();
+    assert!(
+        log.contains("TPM2_Shutdown(STATE) sent, response code 0x0"),
+        "{log}"
+    );
+    let outs = tpm_tools(
+        &state,
+        dir.path(),
+        Startup::State,
+        &[&["tpm2_pcrread", "sha256:0,1,2,3,4,5,6,7"]],
+    );
+    let read = pcrs(&outs[0]);
+    assert_eq!(read.len(), 8, "{}", outs[0]);
+    for (pcr, value) in read {
+        assert_ne!(value, ZERO_DIGEST, "PCR {pcr} is zero");
+    }
 }
 
 #[test]

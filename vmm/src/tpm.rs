@@ -14,28 +14,39 @@
 //! socket, and it is how QEMU and libvirt run swtpm, so the same swtpm
 //! command line serves both.
 //!
-//! Every start is a cold boot, so nothing volatile is ever kept: the
-//! PCRs, sessions and loaded objects die with the VMM, as on a real
-//! machine's power-off, and only the permanent state (NV indices, keys,
-//! hierarchies, the EK and its certificate) stays in swtpm's state
-//! directory. kiln-vmm never sends `CMD_STORE_VOLATILE`: swtpm's
-//! `CMD_INIT` loads a `tpm2-00.volatilestate` it finds *before* honouring
+//! Nothing volatile is ever stored: kiln-vmm never sends
+//! `CMD_STORE_VOLATILE`, because swtpm's `CMD_INIT` loads a
+//! `tpm2-00.volatilestate` it finds *before* honouring
 //! `PTM_INIT_FLAG_DELETE_VOLATILE` (the flag deletes the file after the
 //! load; it is meant for a migration's incoming state), so a stored one
-//! would resume the last run's PCRs and started TPM at the next boot,
-//! whose `TPM2_Startup(CLEAR)` then fails with `TPM_RC_INITIALIZE`. The
-//! flag stays, so that a file from elsewhere is resumed at most once.
+//! would resume the last run's started TPM at the next boot, whose
+//! `TPM2_Startup(CLEAR)` then fails with `TPM_RC_INITIALIZE`. The flag
+//! stays, so that a file from elsewhere is resumed at most once.
 //!
-//! At an orderly end ([`Swtpm::shutdown`]) and before a reset's
-//! re-execution ([`Swtpm::stop`]) kiln-vmm sends `TPM2_Shutdown(CLEAR)`
-//! on the data channel unless the guest's last command was one (as
-//! swtpm 0.8 and later do themselves, and as an OS does before it powers
-//! off: the TPM saves its orderly state, so the next boot is not counted
-//! as a dirty one), then `CMD_SHUTDOWN` (swtpm exits, as under QEMU) or
-//! `CMD_STOP`. Commands run on the vCPU thread that wrote CTRL_START,
-//! with read(2)/write(2) on the socket pair: nothing beyond the vCPU
-//! seccomp list; the sockets' time-outs are set here, so a stalled swtpm
-//! fails the command instead of hanging the vCPU.
+//! The TPM ends with its own orderly shutdown instead, sent on the data
+//! channel unless the guest sent no command (its TPM was never started)
+//! or its last command was a `TPM2_Shutdown` (the guest chose):
+//! - At an orderly end ([`Swtpm::shutdown`]), `TPM2_Shutdown(STATE)`, as
+//!   swtpm 0.8 and later send themselves at `CMD_SHUTDOWN`, falling back
+//!   to CLEAR if the TPM refuses it. The TPM writes its orderly state to
+//!   its NV, which swtpm keeps in `tpm2-00.permall`, including the PCRs
+//!   with the stateSave attribute (libtpms' `s_initAttributes`, the PC
+//!   Client profile: PCRs 0-15; 16-23 are not saved). A later
+//!   `TPM2_Startup(STATE)` (a resume; `tpm2_startup` without `-c` on the
+//!   stopped state) reads the PCR values the guest left; the next boot's
+//!   `TPM2_Startup(CLEAR)` is a TPM Restart (libtpms `SU_RESTART`): every
+//!   PCR starts fresh, restartCount rather than resetCount counts it.
+//! - Before a reset's re-execution ([`Swtpm::stop`]),
+//!   `TPM2_Shutdown(CLEAR)`, as an OS sends before it reboots: a reboot
+//!   is a TPM Reset (resetCount counts it; the previous boot's saved
+//!   contexts die), nothing reads the state in between, and an orderly
+//!   shutdown rather than none spares the next boot a disorderly start.
+//!
+//! Then `CMD_SHUTDOWN` (swtpm exits, as under QEMU) or `CMD_STOP`.
+//! Commands run on the vCPU thread that wrote CTRL_START, with
+//! read(2)/write(2) on the socket pair: nothing beyond the vCPU seccomp
+//! list; the sockets' time-outs are set here, so a stalled swtpm fails
+//! the command instead of hanging the vCPU.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -73,8 +84,23 @@ const INIT_FLAG_DELETE_VOLATILE: u32 = 1;
 
 /// `TPM2_CC_Shutdown`.
 const CC_SHUTDOWN: u32 = 0x145;
-/// `TPM2_Shutdown(TPM_SU_CLEAR)`: tag `TPM_ST_NO_SESSIONS`, size 12.
-const SHUTDOWN_CLEAR: [u8; 12] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x45, 0, 0];
+/// `TPM_SU_CLEAR` and `TPM_SU_STATE`, `TPM2_Shutdown`'s parameter.
+const SU_CLEAR: u16 = 0;
+const SU_STATE: u16 = 1;
+
+/// `TPM2_Shutdown(su)`: tag `TPM_ST_NO_SESSIONS`, size 12.
+fn shutdown_command(su: u16) -> [u8; 12] {
+    let [hi, lo] = su.to_be_bytes();
+    [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x45, hi, lo]
+}
+
+fn su_name(su: u16) -> &'static str {
+    if su == SU_STATE {
+        "STATE"
+    } else {
+        "CLEAR"
+    }
+}
 
 /// The largest oversized response read off the channel and dropped.
 const MAX_DRAIN: usize = 1 << 16;
@@ -114,28 +140,43 @@ struct Channels {
 }
 
 impl Channels {
-    /// `TPM2_Shutdown(CLEAR)`, unless the guest sent no command (its TPM
-    /// was never started) or its last was a `TPM2_Shutdown`. Errors are
-    /// logged: the TPM ends either way.
-    fn orderly_shutdown(&mut self) {
+    /// `TPM2_Shutdown(su)`, unless the guest sent no command (its TPM
+    /// was never started) or its last was a `TPM2_Shutdown`; a refused
+    /// STATE falls back to CLEAR (libtpms refuses STATE after a PCR
+    /// allocation change). Errors are logged: the TPM ends either way.
+    fn orderly_shutdown(&mut self, su: u16) {
         match self.last_command {
             None | Some(CC_SHUTDOWN) => return,
             Some(_) => {}
         }
+        self.last_command = Some(CC_SHUTDOWN);
+        if matches!(self.send_shutdown(su), Some(rc) if rc != 0 && su == SU_STATE) {
+            self.send_shutdown(SU_CLEAR);
+        }
+    }
+
+    /// One `TPM2_Shutdown(su)` on the data channel; its response code
+    /// (None: swtpm did not answer).
+    fn send_shutdown(&mut self, su: u16) -> Option<u32> {
+        let name = su_name(su);
         let mut resp = [0u8; HEADER_LEN];
         let r = self
             .data
-            .write_all(&SHUTDOWN_CLEAR)
+            .write_all(&shutdown_command(su))
             .and_then(|()| self.data.read_exact(&mut resp));
-        self.last_command = Some(CC_SHUTDOWN);
         match r {
             Ok(()) => {
+                // A response to it is a bare header, success or error,
+                // so the channel stays in step for a CLEAR after a
+                // refused STATE.
                 let rc = u32::from_be_bytes(resp[6..10].try_into().expect("4 bytes"));
-                info!("tpm: TPM2_Shutdown(CLEAR) sent, response code {rc:#x}");
-                // A longer (error) response would not fit; nothing reads
-                // the channel after this.
+                info!("tpm: TPM2_Shutdown({name}) sent, response code {rc:#x}");
+                Some(rc)
             }
-            Err(e) => warn!("tpm: TPM2_Shutdown(CLEAR): {e}"),
+            Err(e) => {
+                warn!("tpm: TPM2_Shutdown({name}): {e}");
+                None
+            }
         }
     }
 }
@@ -257,23 +298,24 @@ impl Swtpm {
         })
     }
 
-    /// The orderly end: the TPM's own orderly shutdown, then swtpm's
-    /// (it exits). Nothing volatile is stored. Errors are logged: the VM
-    /// has ended either way.
+    /// The orderly end: the TPM's own `TPM2_Shutdown(STATE)` (its PCRs
+    /// 0-15 kept for a resume), then swtpm's (it exits). Nothing volatile
+    /// is stored. Errors are logged: the VM has ended either way.
     pub fn shutdown(&self) {
         let mut ch = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        ch.orderly_shutdown();
+        ch.orderly_shutdown(SU_STATE);
         match control_rc(&mut ch.ctrl, "CMD_SHUTDOWN", CMD_SHUTDOWN, &[]) {
             Ok(()) => info!("tpm: swtpm at {} shut down (CMD_SHUTDOWN)", self.path),
             Err(e) => warn!("tpm: {e}"),
         }
     }
 
-    /// Before a reset's re-execution: stop the TPM (swtpm stays up; the
-    /// new process initialises it again).
+    /// Before a reset's re-execution: `TPM2_Shutdown(CLEAR)` (a reboot is
+    /// a TPM Reset), then stop the TPM (swtpm stays up; the new process
+    /// initialises it again).
     pub fn stop(&self) {
         let mut ch = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        ch.orderly_shutdown();
+        ch.orderly_shutdown(SU_CLEAR);
         match control_rc(&mut ch.ctrl, "CMD_STOP", CMD_STOP, &[]) {
             Ok(()) => info!("tpm: swtpm stopped for the reset (CMD_STOP)"),
             Err(e) => warn!("tpm: {e}"),
@@ -320,5 +362,127 @@ impl TpmBackend for Swtpm {
         resp[..HEADER_LEN].copy_from_slice(&header);
         ch.data.read_exact(&mut resp[HEADER_LEN..size])?;
         Ok(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+
+    #[test]
+    fn shutdown_commands_carry_their_type() {
+        let state = shutdown_command(SU_STATE);
+        assert_eq!(tpm::header_size(&state[..HEADER_LEN]), Some(12));
+        assert_eq!(
+            u32::from_be_bytes(state[6..10].try_into().unwrap()),
+            CC_SHUTDOWN
+        );
+        assert_eq!(&state[10..], &[0, 1]);
+        assert_eq!(&shutdown_command(SU_CLEAR)[10..], &[0, 0]);
+        assert_eq!((su_name(SU_STATE), su_name(SU_CLEAR)), ("STATE", "CLEAR"));
+    }
+
+    /// A real swtpm (Debian's, as kilnd starts it: control socket only)
+    /// on `dir/state`; killed when dropped.
+    struct Tpm {
+        child: Child,
+        ctrl: String,
+    }
+
+    impl Tpm {
+        fn start(dir: &Path) -> Tpm {
+            let state = dir.join("state");
+            std::fs::create_dir_all(&state).unwrap();
+            let ctrl = dir.join("ctrl.sock");
+            let _ = std::fs::remove_file(&ctrl);
+            let child = Command::new("swtpm")
+                .args(["socket", "--tpm2", "--ctrl"])
+                .arg(format!("type=unixio,path={}", ctrl.display()))
+                .arg("--tpmstate")
+                .arg(format!("dir={}", state.display()))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("swtpm (scripts/setup.sh installs it)");
+            let t0 = std::time::Instant::now();
+            while !ctrl.exists() {
+                assert!(t0.elapsed() < Duration::from_secs(10), "no {ctrl:?}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Tpm {
+                child,
+                ctrl: ctrl.display().to_string(),
+            }
+        }
+    }
+
+    impl Drop for Tpm {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Runs `cmd` on `tpm` as the CRB device would (locality 0): the
+    /// response's code and bytes.
+    fn run(tpm: &mut Swtpm, cmd: &[u8]) -> (u32, Vec<u8>) {
+        let mut resp = vec![0u8; BUFFER_SIZE];
+        let n = tpm.execute(0, cmd, &mut resp).expect("a response");
+        resp.truncate(n);
+        (u32::from_be_bytes(resp[6..10].try_into().unwrap()), resp)
+    }
+
+    const STARTUP_CLEAR: [u8; 12] = [0x80, 1, 0, 0, 0, 12, 0, 0, 1, 0x44, 0, 0];
+    const STARTUP_STATE: [u8; 12] = [0x80, 1, 0, 0, 0, 12, 0, 0, 1, 0x44, 0, 1];
+    /// TPM2_GetCapability(TPM_CAP_TPM_PROPERTIES, TPM_PT_STARTUP_CLEAR, 1).
+    const GET_STARTUP_CLEAR: [u8; 22] = [
+        0x80, 1, 0, 0, 0, 22, 0, 0, 1, 0x7a, 0, 0, 0, 6, 0, 0, 2, 1, 0, 0, 0, 1,
+    ];
+    /// TPM2_PCR_Allocate(TPM_RH_PLATFORM, empty password; SHA-256: all 24).
+    const PCR_ALLOCATE: [u8; 37] = [
+        0x80, 2, 0, 0, 0, 37, 0, 0, 1, 0x2b, 0x40, 0, 0, 0x0c, 0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0,
+        0, 0, 0, 0, 0, 1, 0, 0x0b, 3, 0xff, 0xff, 0xff,
+    ];
+
+    /// One boot of the TPM at `dir`: Startup(CLEAR), `cmds`, then
+    /// kiln-vmm's orderly end; then, on a new swtpm, whether a resume
+    /// (Startup(STATE)) succeeds and, after Startup(CLEAR) if it did not,
+    /// whether the TPM's start followed an orderly shutdown.
+    fn boot_then_next(dir: &Path, cmds: &[&[u8]]) -> (u32, bool) {
+        let tpm = Tpm::start(dir);
+        let mut sw = Swtpm::connect(&tpm.ctrl).unwrap();
+        assert_eq!(run(&mut sw, &STARTUP_CLEAR).0, 0);
+        for cmd in cmds {
+            assert_eq!(run(&mut sw, cmd).0, 0, "{cmd:02x?}");
+        }
+        sw.shutdown();
+        drop(tpm);
+        let tpm = Tpm::start(dir);
+        let mut sw = Swtpm::connect(&tpm.ctrl).unwrap();
+        let resume = run(&mut sw, &STARTUP_STATE).0;
+        if resume != 0 {
+            assert_eq!(run(&mut sw, &STARTUP_CLEAR).0, 0);
+        }
+        let (rc, resp) = run(&mut sw, &GET_STARTUP_CLEAR);
+        assert_eq!(rc, 0);
+        // moreData, capability, count, then the property and its value.
+        assert_eq!(&resp[15..23], &[0, 0, 0, 1, 0, 0, 2, 1], "{resp:02x?}");
+        let orderly = resp[23] & 0x80 != 0;
+        sw.shutdown();
+        (resume, orderly)
+    }
+
+    #[test]
+    fn a_refused_state_shutdown_falls_back_to_clear_on_a_real_swtpm() {
+        let dir = std::env::temp_dir().join(format!("kiln-swtpm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Shutdown(STATE) saved the TPM's state: the resume succeeds.
+        assert_eq!(boot_then_next(&dir, &[]), (0, true));
+        // After TPM2_PCR_Allocate the TPM refuses STATE (TPM_RC_TYPE);
+        // kiln-vmm's CLEAR still makes the end orderly: no resume
+        // (TPM_RC_VALUE for the parameter), but an orderly start.
+        assert_eq!(boot_then_next(&dir, &[&PCR_ALLOCATE]), (0x1c4, true));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

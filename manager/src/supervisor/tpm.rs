@@ -17,7 +17,8 @@
 //!   which drops the data channel, and swtpm must stay. Its pid is
 //!   recorded with the server (`tpm_pid`).
 //! - End: kiln-vmm's orderly end (exit 0 or 13) shuts swtpm down itself
-//!   (`TPM2_Shutdown(CLEAR)`, then CMD_SHUTDOWN); whatever ended the
+//!   (`TPM2_Shutdown(STATE)`, which keeps PCRs 0-15 for a resume by
+//!   tools on the stopped state, then CMD_SHUTDOWN); whatever ended the
 //!   VMM, kilnd then ends a swtpm still there (SIGTERM, then SIGKILL), so
 //!   none outlives its VMM. Re-adoption ([`super::adopt`]) keeps the swtpm
 //!   of a VMM it re-adopts and ends every other one found under
