@@ -13,6 +13,7 @@ pub mod error;
 mod identity;
 mod image;
 mod network;
+mod network_ports;
 
 use std::sync::Arc;
 

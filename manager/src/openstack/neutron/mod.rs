@@ -1,9 +1,13 @@
 //! Neutron v2.0's view of Kiln's networks: each network, and its subnet
 //! when it has a `cidr` (one per network, with an id derived from the
-//! network's). Kiln's isolation is one default security group; nothing
-//! here pretends to more.
+//! network's); its servers' NICs as ports and Kiln's isolation as the one
+//! `default` security group (`ports.rs`, nothing there pretends to
+//! more); Neutron's create bodies as Kiln's requests (`requests.rs`).
 
-use kiln_api::compute::Network;
+pub mod ports;
+pub mod requests;
+
+use kiln_api::compute::{Network, NetworkMode};
 use serde_json::{json, Value};
 
 /// The id of a network's subnet.
@@ -23,7 +27,10 @@ pub fn network(n: &Network, project_id: &str) -> Value {
         "tenant_id": project_id,
         "project_id": project_id,
         "mtu": n.mtu,
-        "router:external": false,
+        // Kiln's `nat` networks are the ones that reach out (through the
+        // host); `isolated` and `bridged` ones are tenant and provider
+        // networks.
+        "router:external": n.mode == NetworkMode::Nat,
         "port_security_enabled": true,
         "provider:network_type": "flat",
         "provider:physical_network": n.bridge,
@@ -40,12 +47,13 @@ pub fn network(n: &Network, project_id: &str) -> Value {
     })
 }
 
-/// The subnet of a network with a `cidr`.
-pub fn subnet(n: &Network, project_id: &str) -> Option<Value> {
+/// The subnet of a network with a `cidr`, named `name` (Neutron's
+/// name for it) or else as its network.
+pub fn subnet(n: &Network, project_id: &str, name: Option<&str>) -> Option<Value> {
     let cidr = n.cidr.as_ref()?;
     Some(json!({
         "id": subnet_id(&n.id),
-        "name": n.name,
+        "name": name.unwrap_or(&n.name),
         "network_id": n.id,
         "tenant_id": project_id,
         "project_id": project_id,
