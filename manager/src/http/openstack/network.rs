@@ -33,7 +33,44 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/network/v2.0/subnets/{id}",
             get(subnet).delete(subnet_delete),
         )
+        .route("/network/v2.0/extensions", get(extensions))
+        .route("/network/v2.0/extensions/{alias}", get(extension))
         .merge(super::network_ports::routes())
+}
+
+/// The Neutron extensions whose attributes Kiln's answers carry (and
+/// honour as `manager/README.md` says): clients ask before some calls.
+const EXTENSIONS: [(&str, &str); 9] = [
+    ("binding", "Port Binding"),
+    ("external-net", "Neutron external network"),
+    ("network-mtu", "Network MTU"),
+    ("port-security", "Port Security"),
+    ("provider", "Provider Network"),
+    ("security-group", "security-group"),
+    ("standard-attr-description", "standard-attr-description"),
+    ("standard-attr-revisions", "Resource revision numbers"),
+    ("standard-attr-timestamp", "Resource timestamps"),
+];
+
+fn extension_view(alias: &str, name: &str) -> Value {
+    json!({"alias": alias, "name": name, "description": name,
+           "updated": "2026-12-01T00:00:00-00:00", "links": []})
+}
+
+async fn extensions() -> Json<Value> {
+    let list: Vec<Value> = EXTENSIONS
+        .iter()
+        .map(|(a, n)| extension_view(a, n))
+        .collect();
+    Json(json!({ "extensions": list }))
+}
+
+async fn extension(Path(alias): Path<String>) -> Result<Json<Value>, OsError> {
+    EXTENSIONS
+        .iter()
+        .find(|(a, _)| *a == alias)
+        .map(|(a, n)| Json(json!({"extension": extension_view(a, n)})))
+        .ok_or_else(|| not_found("Extension", &alias))
 }
 
 pub(super) async fn versions(Base(base): Base) -> Response {
