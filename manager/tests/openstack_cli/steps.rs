@@ -92,11 +92,8 @@ pub fn network(cli: &Cli, k: &Kilnd, ns: &NetNs) -> String {
         (&Value::from(net_id.as_str()), &1500.into()),
         "{show}"
     );
-    let subs = cli.json(&["subnet", "list", "--network", "lan"]);
-    assert_eq!(rows(&subs, "Name", "lan-v4").len(), 1, "{subs}");
-    assert_eq!(subs.as_array().unwrap().len(), 1, "{subs}");
-
-    // What a Kiln network cannot be is refused, and nothing changes.
+    // A second subnet is refused (openstack_http.rs checks the other
+    // refusals).
     refused(
         cli,
         &[
@@ -109,32 +106,6 @@ pub fn network(cli: &Cli, k: &Kilnd, ns: &NetNs) -> String {
             "second",
         ],
         "already has subnet 10.61.0.0/24",
-    );
-    refused(
-        cli,
-        &[
-            "subnet",
-            "create",
-            "--network",
-            "lan",
-            "--ip-version",
-            "6",
-            "--subnet-range",
-            "fd00::/64",
-            "v6",
-        ],
-        "IPv4",
-    );
-    refused(
-        cli,
-        &[
-            "network",
-            "create",
-            "--provider-network-type",
-            "vxlan",
-            "overlay",
-        ],
-        "vxlan",
     );
     assert_eq!(
         k.json("GET", "/v1/networks/lan", None)["cidr"],
@@ -162,15 +133,8 @@ pub fn ports(cli: &Cli, k: &Kilnd, server: &str) {
     let link =
         |k: &Kilnd| k.json("GET", &format!("/v1/servers/{server}/nics/0"), None)["link"].clone();
     assert_eq!(link(k), "down");
-    assert_eq!(cli.json(&["port", "show", port])["status"], "DOWN");
     cli.run(&["port", "set", "--enable", port]);
     assert_eq!(link(k), "up");
-    refused(cli, &["port", "delete", port], "cannot unplug");
-    refused(
-        cli,
-        &["port", "create", "--network", "lan", "p1"],
-        "cannot make a port alone",
-    );
 
     let groups = cli.json(&["security", "group", "list"]);
     let groups = groups.as_array().unwrap();
@@ -182,11 +146,6 @@ pub fn ports(cli: &Cli, k: &Kilnd, server: &str) {
             .unwrap()
             .contains("not editable"),
         "{groups:?}"
-    );
-    refused(
-        cli,
-        &["security", "group", "create", "web"],
-        "one security group",
     );
     refused(cli, &["network", "delete", "lan"], "in use by");
 }
@@ -219,17 +178,6 @@ pub fn flavors(cli: &Cli, k: &Kilnd) {
         v1["extra_specs"]["quota:disk_total_iops_sec"], "500",
         "{v1}"
     );
-    refused(
-        cli,
-        &[
-            "flavor",
-            "set",
-            "--property",
-            "hw:cpu_policy=dedicated",
-            "fw.small",
-        ],
-        "hw:cpu_policy",
-    );
     cli.run(&[
         "flavor",
         "unset",
@@ -242,13 +190,6 @@ pub fn flavors(cli: &Cli, k: &Kilnd) {
         v1.get("extra_specs")
             .is_none_or(|e| e == &serde_json::json!({})),
         "{v1}"
-    );
-    refused(
-        cli,
-        &[
-            "flavor", "create", "--vcpus", "1", "--ram", "64", "--swap", "512", "f.swap",
-        ],
-        "swap",
     );
     // A page: `limit` after `marker`, in the list's order.
     let all = cli.json(&["flavor", "list"]);
