@@ -92,7 +92,7 @@ pub fn network(cli: &Cli, k: &Kilnd, ns: &NetNs) -> String {
         (&Value::from(net_id.as_str()), &1500.into()),
         "{show}"
     );
-    // A second subnet is refused (openstack_http.rs checks the other
+    // A second subnet is refused (openstack_neutron.rs checks the other
     // refusals).
     refused(
         cli,
