@@ -156,6 +156,10 @@ fn neutron_networks_subnets_ports() {
         "{s}"
     );
     let sid = s["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s["allocation_pools"],
+        json!([{"start": "10.71.0.2", "end": "10.71.0.254"}])
+    );
     assert!(ns
         .ip(&["-4", "addr", "show", "dev", &bridge])
         .contains("10.71.0.1/24"));
@@ -305,6 +309,22 @@ fn neutron_networks_subnets_ports() {
         409,
         "in use by",
     );
+    // Nova's changes-since: servers updated at or after it.
+    let since = |t: &str| {
+        os.call(
+            "GET",
+            &format!("/compute/v2.1/servers?changes-since={t}"),
+            None,
+        )
+    };
+    assert_eq!(
+        since("2000-01-01T00:00:00Z").1["servers"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(since("2999-01-01T00:00:00Z").1["servers"], json!([]));
+    assert_eq!(since("soon").0, 400);
     k.delete_server(srv);
 
     // The one security group.

@@ -62,7 +62,7 @@ pub fn subnet(n: &Network, project_id: &str, name: Option<&str>) -> Option<Value
         "gateway_ip": n.gateway,
         "enable_dhcp": n.dhcp,
         "dns_nameservers": n.dns_nameservers,
-        "allocation_pools": [],
+        "allocation_pools": allocation_pools(cidr, n.gateway.as_deref()),
         "host_routes": [],
         "ipv6_address_mode": null,
         "ipv6_ra_mode": null,
@@ -73,6 +73,36 @@ pub fn subnet(n: &Network, project_id: &str, name: Option<&str>) -> Option<Value
         "updated_at": n.created_at,
         "revision_number": 0,
     }))
+}
+
+/// The addresses Kiln gives NICs of a subnet: every host address but
+/// the gateway, as Neutron's pools (one or two ranges).
+pub fn allocation_pools(cidr: &str, gateway: Option<&str>) -> Value {
+    use std::net::Ipv4Addr;
+    let Ok(sub) = crate::ipam::Subnet::parse(cidr) else {
+        return json!([]);
+    };
+    let first = u32::from(sub.first_host());
+    let last = first + sub.pool_size();
+    let gw = gateway
+        .and_then(|g| g.parse::<Ipv4Addr>().ok())
+        .map(u32::from)
+        .filter(|g| (first..=last).contains(g));
+    let ranges: Vec<(u32, u32)> = match gw {
+        None => vec![(first, last)],
+        Some(g) => [
+            (g > first).then(|| (first, g - 1)),
+            (g < last).then(|| (g + 1, last)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    };
+    json!(ranges
+        .iter()
+        .map(|(a, b)| json!({"start": Ipv4Addr::from(*a).to_string(),
+                             "end": Ipv4Addr::from(*b).to_string()}))
+        .collect::<Vec<_>>())
 }
 
 /// Whether a Neutron list entry passes the query's filters: every filter
@@ -88,4 +118,31 @@ pub fn matches(v: &Value, filters: &[(String, String)]) -> bool {
         Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(want.as_str())),
         Some(_) => true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn pools_are_the_hosts_but_the_gateway() {
+        let pools = super::allocation_pools;
+        assert_eq!(
+            pools("10.1.0.0/24", Some("10.1.0.1")),
+            json!([{"start": "10.1.0.2", "end": "10.1.0.254"}])
+        );
+        assert_eq!(
+            pools("10.1.0.0/24", Some("10.1.0.254")),
+            json!([{"start": "10.1.0.1", "end": "10.1.0.253"}])
+        );
+        assert_eq!(
+            pools("10.1.0.0/24", Some("10.1.0.9")),
+            json!([{"start": "10.1.0.1", "end": "10.1.0.8"},
+                   {"start": "10.1.0.10", "end": "10.1.0.254"}])
+        );
+        assert_eq!(
+            pools("10.1.0.0/30", Some("10.1.0.1")),
+            json!([{"start": "10.1.0.2", "end": "10.1.0.2"}])
+        );
+    }
 }
