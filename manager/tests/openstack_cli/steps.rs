@@ -6,8 +6,10 @@
 
 use serde_json::Value;
 
+use super::common::vm::T;
 use super::common::Kilnd;
 use super::{curl, Cli};
+use kiln_api::compute::ServerStatus;
 use kiln_tests::netns::NetNs;
 
 /// The rows of a list whose `key` is `want`.
@@ -207,11 +209,11 @@ pub fn console(cli: &Cli, k: &Kilnd, ns: &NetNs) {
     let disk = kiln_tests::disk::vga_probe_disk(k.dir.path());
     k.import_disk_with("vga", &disk, "raw", r#","firmware":"bios","display":"vga""#);
     let s = cli.json(&[
-        "server", "create", "--flavor", "fw.small", "--image", "vga", "--nic", "none", "--wait",
-        "screen",
+        "server", "create", "--flavor", "fw.small", "--image", "vga", "--nic", "none", "screen",
     ]);
-    assert_eq!(s["status"], "ACTIVE", "{s}");
     let id = s["id"].as_str().unwrap().to_owned();
+    // Polled here: `--wait` polls every 5 s.
+    k.wait_status(&id, ServerStatus::Active, T);
     let c = cli.json(&["console", "url", "show", "--novnc", "screen"]);
     assert_eq!(
         (&c["protocol"], &c["type"]),
@@ -249,7 +251,10 @@ pub fn console(cli: &Cli, k: &Kilnd, ns: &NetNs) {
     ]);
     assert!(old["url"].as_str().unwrap().starts_with(&prefix), "{old}");
     assert_ne!(old["url"], c["url"]);
-    cli.run(&["server", "delete", "--wait", "screen"]);
+    cli.run(&["server", "delete", "screen"]);
+    super::common::vm::wait_until("screen deleted", T, || {
+        k.req("GET", &format!("/v1/servers/{id}"), None).status == 404
+    });
 }
 
 /// The first message of the websocket at `url`, or the HTTP status that
