@@ -69,7 +69,6 @@ pub fn network_create(
             | "provider:physical_network"
             | "project_id"
             | "tenant_id"
-            | "description"
             | "shared" => true,
             "admin_state_up" | "port_security_enabled" => v.as_bool() != Some(false),
             "provider:network_type" => v.is_null() || v.as_str() == Some("flat"),
@@ -79,10 +78,14 @@ pub fn network_create(
             _ => is_nothing(v),
         };
         if !ok {
-            return Err(format!(
-                "{k} {v} is not supported by Kiln: its networks are flat bridges, always \
-                 up, with port security on every port"
-            ));
+            let why = match k.as_str() {
+                "description" => "Kiln's networks have no description",
+                _ => {
+                    "its networks are flat bridges, always up, with port security on every \
+                     port, in one project"
+                }
+            };
+            return Err(format!("{k} {v} is not supported by Kiln: {why}"));
         }
     }
     let name = string(m, "name")?
@@ -124,7 +127,7 @@ pub fn subnet_create(
     for (k, v) in m {
         let ok = match k.as_str() {
             "name" | "network_id" | "cidr" | "gateway_ip" | "enable_dhcp" | "dns_nameservers"
-            | "project_id" | "tenant_id" | "description" => true,
+            | "project_id" | "tenant_id" => true,
             "ip_version" => v.as_u64() == Some(4) || v.as_str() == Some("4"),
             _ => is_nothing(v),
         };
@@ -135,6 +138,7 @@ pub fn subnet_create(
                 "subnetpool_id" | "use_default_subnet_pool" | "prefixlen" => {
                     "Kiln has no subnet pools: give the cidr"
                 }
+                "description" => "Kiln's subnets have no description",
                 _ => "Kiln's subnets have a cidr, a gateway, DHCP and name servers only",
             };
             return Err(format!("{k} {v} is not supported: {why}"));
@@ -220,6 +224,7 @@ mod tests {
             ),
             (json!({"name": "a", "project_id": "q"}), "one project"),
             (json!({"name": "a", "qos_policy_id": "x"}), "qos_policy_id"),
+            (json!({"name": "a", "description": "d"}), "description"),
             (json!({"admin_state_up": true}), "name"),
         ] {
             let e = network_create(&obj(body.clone()), "p", "0a").unwrap_err();
