@@ -3,12 +3,17 @@
 //! `cache/venv-openstack`): a kilnd in a network namespace of its own with
 //! its TCP listener on that namespace's loopback, the CLI pointed at it by
 //! the `clouds.yaml` that `kilnd --print-clouds-yaml` prints, a disk image
-//! uploaded, and a probe server booted, listed, stopped, started, rebooted
-//! and deleted through it; every command's JSON output checked. Then the
+//! uploaded, a flavor made and given properties, a network and its subnet
+//! made, and a probe server booted on it, listed, its port shown and set,
+//! stopped, started, rebooted and deleted through it, a server with a
+//! screen shown through `console url show` (`steps.rs`); every command's
+//! JSON output checked. Then the
 //! tokens: none, a wrong password, a revoked token and another kilnd's
 //! token are refused with 401 and change nothing.
 
 mod common;
+#[path = "openstack_cli/steps.rs"]
+mod steps;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -117,15 +122,17 @@ impl Cli {
 fn openstack_cli_session() {
     let ns = NetNs::with_peer("osc");
     let pre = tempfile::tempdir().unwrap();
-    let k = start_kilnd_in(Some(ns.name()), &tcp_config(pre.path(), "127.0.0.1:18774"));
-    register(&k, "hold", "hello", "hold");
-    let r = k.req(
-        "POST",
-        "/v1/networks",
-        Some(r#"{"name":"lan","cidr":"10.61.0.0/24","mode":"isolated"}"#),
+    let k = start_kilnd_in(
+        Some(ns.name()),
+        &format!(
+            "{}{}",
+            tcp_config(pre.path(), "127.0.0.1:18774"),
+            common::firmware::firmware_config()
+        ),
     );
-    assert_eq!(r.status, 201, "{}", r.text());
+    register(&k, "hold", "hello", "hold");
     let cli = Cli::new(&k, ns.name());
+    let net_id = steps::network(&cli, &k, &ns);
 
     let token = cli.json(&["token", "issue"]);
     assert_eq!(token["id"].as_str().unwrap().len(), 64, "{token}");
@@ -143,6 +150,7 @@ fn openstack_cli_session() {
         (probe["RAM"].as_u64(), probe["VCPUs"].as_u64()),
         (Some(64), Some(1))
     );
+    steps::flavors(&cli, &k);
 
     // A disk image uploaded through Glance: stored as Kiln's, hash and all.
     let disk = k.dir.path().join("d.qcow2");
@@ -245,6 +253,9 @@ fn openstack_cli_session() {
         "{show}"
     );
 
+    steps::ports(&cli, &k, &id);
+    steps::console(&cli, &k, &ns);
+
     let log = cli.run(&["console", "log", "show", "s1"]);
     assert!(log.contains("hello from a kiln probe"), "{log}");
     let tail = cli.run(&["console", "log", "show", "--lines", "1", "s1"]);
@@ -274,6 +285,23 @@ fn openstack_cli_session() {
     assert_eq!(k.req("GET", &format!("/v1/servers/{id}"), None).status, 404);
     cli.run(&["keypair", "delete", "k1"]);
     assert_eq!(k.req("GET", "/v1/keypairs/k1", None).status, 404);
+
+    // Unused now: the subnet, the network (its bridge with it), the flavor.
+    let bridge = k.json("GET", "/v1/networks/lan", None)["bridge"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cli.run(&["subnet", "delete", "lan-v4"]);
+    let l2 = k.json("GET", "/v1/networks/lan", None);
+    assert!(l2.get("cidr").is_none(), "{l2}");
+    cli.run(&["network", "delete", "lan"]);
+    assert_eq!(
+        k.req("GET", &format!("/v1/networks/{net_id}"), None).status,
+        404
+    );
+    assert!(ns.link(&bridge).is_none(), "{bridge} is gone");
+    cli.run(&["flavor", "delete", "fw.small"]);
+    assert_eq!(k.req("GET", "/v1/flavors/fw.small", None).status, 404);
 }
 
 /// `curl` in the namespace: (status, headers and body).
@@ -415,6 +443,26 @@ fn tokens_are_checked() {
             .contains("openstack-api-version: compute 2.47"),
         "{body}"
     );
+    // Pages: a next link while there is more, with the marker of the
+    // page's last entry.
+    let (code, body) = curl(
+        n,
+        &["-H", &h, &format!("{url_a}/compute/v2.1/flavors?limit=2")],
+    );
+    assert_eq!(code, 200, "{body}");
+    let page: Value = serde_json::from_str(body.rsplit_once("\r\n\r\n").unwrap().1).unwrap();
+    let last = page["flavors"][1]["id"].as_str().unwrap();
+    let next = page["flavors_links"][0]["href"].as_str().unwrap();
+    assert_eq!(
+        next,
+        format!("{url_a}/compute/v2.1/flavors?limit=2&marker={last}")
+    );
+    let (code, body) = curl(n, &["-H", &h, next]);
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains(&format!("\"id\":\"{last}\"")), "{body}");
+    let (code, body) = curl(n, &["-H", &h, &format!("{servers}?marker=nope")]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("marker [nope] not found"), "{body}");
     // A bad create is a 400 that makes nothing.
     let (code, body) = curl(n, &[&json[..], &["-H", &h, "-d", bad, &servers]].concat());
     assert_eq!(code, 400, "{body}");

@@ -1,6 +1,7 @@
 //! Flavors: the rules a new flavor keeps (name, sizes, extra specs that
 //! kiln honours) before the store records it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kiln_api::compute::{Flavor, FlavorCreate};
@@ -41,4 +42,34 @@ fn check(req: &FlavorCreate) -> Result<(), FlavorError> {
     crate::qos::Qos::from_specs(&req.extra_specs)
         .map_err(|e| FlavorError::Invalid(e.to_string()))?;
     Ok(())
+}
+
+/// Sets the extra specs in `set` and removes those in `unset` of flavor
+/// `key` (id or name), checked as a create's (a key kiln does not honour
+/// or a bad value is [`FlavorError::Invalid`], and nothing changes);
+/// removing a key the flavor lacks is a not-found. Servers keep the specs
+/// they were made with.
+pub async fn update_extra_specs(
+    store: &Arc<Store>,
+    key: String,
+    set: BTreeMap<String, String>,
+    unset: Vec<String>,
+) -> Result<Flavor, FlavorError> {
+    store
+        .call(move |s| {
+            let f = s.get_flavor(&key)?;
+            let mut specs = f.extra_specs.clone();
+            for k in &unset {
+                if specs.remove(k).is_none() {
+                    return Err(FlavorError::Store(StoreError::NotFound {
+                        kind: "extra spec",
+                        id: format!("{k} of flavor {}", f.name),
+                    }));
+                }
+            }
+            specs.extend(set);
+            crate::qos::Qos::from_specs(&specs).map_err(|e| FlavorError::Invalid(e.to_string()))?;
+            Ok(s.set_flavor_extra_specs(&f.id, &specs)?)
+        })
+        .await
 }

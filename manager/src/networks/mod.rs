@@ -26,6 +26,7 @@
 pub mod default_network;
 pub mod firewall;
 mod services;
+pub mod subnet;
 
 pub use services::{host_addresses, MetadataSpawner, Services, METADATA_IP};
 

@@ -36,6 +36,23 @@ pub(super) fn copy_to_server(
 }
 
 impl Store {
+    /// Replaces flavor `id`'s extra specs (checked by the caller,
+    /// `crate::flavors::update_extra_specs`).
+    pub fn set_flavor_extra_specs(
+        &self,
+        id: &str,
+        specs: &BTreeMap<String, String>,
+    ) -> Result<kiln_api::compute::Flavor, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE flavors SET extra_specs = ?2 WHERE id = ?1",
+            params![id, to_json(specs)],
+        )?;
+        if n == 0 {
+            return Err(not_found("flavor", id));
+        }
+        self.get_flavor(id)
+    }
+
     /// The extra specs of the flavor a server was made from, as they were
     /// when it was made.
     pub fn server_extra_specs(&self, id: &str) -> Result<BTreeMap<String, String>, StoreError> {

@@ -131,6 +131,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
          revoked INTEGER NOT NULL DEFAULT 0
      );
      CREATE INDEX os_tokens_expiry ON os_tokens(expires_at);",
+    // 20 (os-net: Neutron subnets): the name a network's subnet was
+    // given through Neutron (NULL: the network's own).
+    "ALTER TABLE networks ADD COLUMN subnet_name TEXT;",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,

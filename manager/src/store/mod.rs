@@ -32,6 +32,7 @@ mod migrations;
 mod networks;
 mod os_tokens;
 mod servers;
+mod subnets;
 mod tpm;
 
 pub use addresses::DhcpPort;

@@ -431,7 +431,7 @@ fn users(conn: &Connection, network_id: &str) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
-fn user_names(conn: &Connection, network_id: &str) -> rusqlite::Result<Vec<String>> {
+pub(super) fn user_names(conn: &Connection, network_id: &str) -> rusqlite::Result<Vec<String>> {
     let mut st = conn.prepare_cached(
         "SELECT DISTINCT s.name FROM nics n JOIN servers s ON s.id = n.server_id
          WHERE n.network_id = ?1 AND s.status != 'DELETED' ORDER BY s.name",

@@ -1,4 +1,4 @@
-//! Nova v2.1 but servers: version documents, flavors, `os-keypairs`,
+//! Nova v2.1 but servers and flavors: version documents, `os-keypairs`,
 //! `limits`, `os-hypervisors`, `os-availability-zone`.
 
 use std::sync::Arc;
@@ -23,13 +23,6 @@ const NOVA: Service = Service::Compute;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/compute/v2.1/flavors", get(flavors))
-        .route("/compute/v2.1/flavors/detail", get(flavors_detail))
-        .route("/compute/v2.1/flavors/{id}", get(flavor))
-        .route(
-            "/compute/v2.1/flavors/{id}/os-extra_specs",
-            get(extra_specs),
-        )
         .route(
             "/compute/v2.1/os-keypairs",
             get(keypairs).post(keypair_create),
@@ -82,48 +75,6 @@ pub(super) fn view<'a>(s: &'a AppState, base: &'a str, mv: Microversion) -> View
 
 pub(super) fn endpoint(base: &str) -> String {
     format!("{base}/compute/v2.1")
-}
-
-async fn flavors(State(s): St, Base(b): Base, Mv(mv): Mv) -> Result<Json<Value>, OsError> {
-    let list = s.store.call(|s| s.list_flavors()).await.map_err(nova)?;
-    let e = endpoint(&b);
-    let v = view(&s, &e, mv);
-    Ok(Json(
-        json!({"flavors": list.iter().map(|f| v.flavor_brief(f)).collect::<Vec<_>>()}),
-    ))
-}
-
-async fn flavors_detail(State(s): St, Base(b): Base, Mv(mv): Mv) -> Result<Json<Value>, OsError> {
-    let list = s.store.call(|s| s.list_flavors()).await.map_err(nova)?;
-    let e = endpoint(&b);
-    let v = view(&s, &e, mv);
-    Ok(Json(
-        json!({"flavors": list.iter().map(|f| v.flavor(f)).collect::<Vec<_>>()}),
-    ))
-}
-
-async fn flavor(
-    State(s): St,
-    Base(b): Base,
-    Mv(mv): Mv,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, OsError> {
-    let f = s
-        .store
-        .call(move |s| s.get_flavor(&id))
-        .await
-        .map_err(nova)?;
-    let e = endpoint(&b);
-    Ok(Json(json!({"flavor": view(&s, &e, mv).flavor(&f)})))
-}
-
-async fn extra_specs(State(s): St, Path(id): Path<String>) -> Result<Json<Value>, OsError> {
-    let f = s
-        .store
-        .call(move |s| s.get_flavor(&id))
-        .await
-        .map_err(nova)?;
-    Ok(Json(json!({"extra_specs": f.extra_specs})))
 }
 
 async fn keypairs(State(s): St, Base(b): Base, Mv(mv): Mv) -> Result<Json<Value>, OsError> {

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::compute::{endpoint, view};
 use super::error::{nova, OsError, Service};
-use super::{parse, Base, Mv};
+use super::{paging, parse, Base, Mv};
 use crate::http::state::{AppState, St};
 use crate::openstack::nova::{self, Action, CreateBody};
 
@@ -37,9 +37,15 @@ pub(super) fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// The servers a list's `name` and `status` filters keep (other filters
-/// Nova has are not applied; `manager/README.md`).
-async fn filtered(s: &AppState, uri: &Uri) -> Result<Vec<Server>, OsError> {
+/// The servers a list's `name`, `status` and `changes-since` filters
+/// keep (other filters Nova has are not applied; `manager/README.md`),
+/// then the page `limit` and `marker` ask for, with its `servers_links`
+/// (under `path`).
+async fn filtered(
+    s: &AppState,
+    uri: &Uri,
+    path: String,
+) -> Result<(Vec<Server>, Option<Value>), OsError> {
     let pairs = query_pairs(uri);
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let status = match get("status") {
@@ -49,20 +55,46 @@ async fn filtered(s: &AppState, uri: &Uri) -> Result<Vec<Server>, OsError> {
                 .ok_or_else(|| OsError::bad(NOVA, format!("Invalid status value {st:?}")))?,
         ),
     };
+    let since = match get("changes-since") {
+        None => None,
+        Some(t) => Some(nova::parse_time(&t).ok_or_else(|| {
+            OsError::bad(
+                NOVA,
+                format!("Invalid changes-since value {t:?}: an ISO 8601 time is expected"),
+            )
+        })?),
+    };
     let name = get("name");
-    s.store
+    let mut servers = s
+        .store
         .call(move |s| s.list_servers(status, name.as_deref()))
         .await
-        .map_err(nova)
+        .map_err(nova)?;
+    if let Some(since) = since {
+        servers.retain(|x| nova::parse_time(&x.updated_at).is_some_and(|u| u >= since));
+    }
+    let (servers, next) = paging::page(NOVA, &pairs, servers, |x| x.id.as_str())?;
+    let links =
+        next.map(|m| json!([{"rel": "next", "href": paging::next_href(&path, &pairs, &m)}]));
+    Ok((servers, links))
+}
+
+/// A list answer: `{key: list}` and, when there is a next page,
+/// `{key}_links`.
+pub(super) fn listed(key: &str, list: Vec<Value>, links: Option<Value>) -> Json<Value> {
+    let mut v = json!({ key: list });
+    if let Some(l) = links {
+        v[format!("{key}_links")] = l;
+    }
+    Json(v)
 }
 
 async fn list(State(s): St, Base(b): Base, Mv(mv): Mv, uri: Uri) -> Result<Json<Value>, OsError> {
-    let servers = filtered(&s, &uri).await?;
     let e = endpoint(&b);
+    let (servers, links) = filtered(&s, &uri, format!("{e}/servers")).await?;
     let v = view(&s, &e, mv);
-    Ok(Json(
-        json!({"servers": servers.iter().map(|x| v.server_brief(x)).collect::<Vec<_>>()}),
-    ))
+    let list = servers.iter().map(|x| v.server_brief(x)).collect();
+    Ok(listed("servers", list, links))
 }
 
 async fn flavors(s: &AppState) -> Result<Vec<Flavor>, OsError> {
@@ -70,15 +102,15 @@ async fn flavors(s: &AppState) -> Result<Vec<Flavor>, OsError> {
 }
 
 async fn detail(State(s): St, Base(b): Base, Mv(mv): Mv, uri: Uri) -> Result<Json<Value>, OsError> {
-    let servers = filtered(&s, &uri).await?;
-    let flavors = flavors(&s).await?;
     let e = endpoint(&b);
+    let (servers, links) = filtered(&s, &uri, format!("{e}/servers/detail")).await?;
+    let flavors = flavors(&s).await?;
     let v = view(&s, &e, mv);
     let list: Vec<Value> = servers
         .iter()
         .map(|x| v.server(x, flavors.iter().find(|f| f.id == x.flavor_id)))
         .collect();
-    Ok(Json(json!({"servers": list})))
+    Ok(listed("servers", list, links))
 }
 
 async fn one(s: &AppState, id: String) -> Result<Server, OsError> {
@@ -132,7 +164,7 @@ async fn delete(State(s): St, Path(id): Path<String>) -> Result<StatusCode, OsEr
 }
 
 /// `POST /servers/{id}/action`: 202 for the power actions, 200 and the
-/// log for `os-getConsoleOutput`.
+/// log for `os-getConsoleOutput`, 200 and a URL for `os-getVNCConsole`.
 async fn action(State(s): St, Path(id): Path<String>, body: Bytes) -> Result<Response, OsError> {
     let body: Map<String, Value> = parse(NOVA, &body)?;
     let act = nova::action(&body).map_err(|m| OsError::bad(NOVA, m))?;
@@ -147,6 +179,14 @@ async fn action(State(s): St, Path(id): Path<String>, body: Bytes) -> Result<Res
                 .await
                 .map_err(nova)?;
             Ok(Json(json!({ "output": output })).into_response())
+        }
+        Action::VncConsole(kind) => {
+            let req = kiln_api::compute::RemoteConsoleRequest {
+                protocol: "vnc".into(),
+                kind,
+            };
+            let c = super::compute_server_io::console(&s, &id, req).await?;
+            Ok(Json(json!({"console": {"type": c.kind, "url": c.url}})).into_response())
         }
     }
 }

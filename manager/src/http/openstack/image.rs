@@ -56,9 +56,14 @@ async fn list(State(s): St, uri: Uri) -> Result<Json<Value>, OsError> {
         .map(|i| glance::image(i, owner))
         .filter(|v| glance::matches(v, &filters))
         .collect();
-    Ok(Json(
-        json!({"images": list, "first": "/v2/images", "schema": "/v2/schemas/images"}),
-    ))
+    let (list, next) = super::paging::page(GLANCE, &filters, list, |v| {
+        v["id"].as_str().unwrap_or_default()
+    })?;
+    let mut out = json!({"images": list, "first": "/v2/images", "schema": "/v2/schemas/images"});
+    if let Some(m) = next {
+        out["next"] = json!(super::paging::next_href("/v2/images", &filters, &m));
+    }
+    Ok(Json(out))
 }
 
 /// `GET /image/v2/images/{id}`: by id only (a name is a 404, as Glance).

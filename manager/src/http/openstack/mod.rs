@@ -8,11 +8,15 @@
 //! tokens, microversions) is `crate::openstack`.
 
 mod compute;
+mod compute_flavors;
+mod compute_server_io;
 mod compute_servers;
 pub mod error;
 mod identity;
 mod image;
 mod network;
+mod network_ports;
+mod paging;
 
 use std::sync::Arc;
 
@@ -69,6 +73,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/image/{*rest}", any(|| not_found(Service::Image)))
         .route("/network/{*rest}", any(|| not_found(Service::Network)));
     let nova = compute::routes()
+        .merge(compute_flavors::routes())
+        .merge(compute_server_io::routes())
         .merge(compute_servers::routes())
         .route_layer(from_fn(nova_version))
         .route_layer(auth.clone());

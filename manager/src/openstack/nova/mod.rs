@@ -14,6 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::microversion::Microversion;
 
+pub mod flavors;
+
 /// Where links point: the compute endpoint (`http://h/compute/v2.1`) and
 /// the request's microversion.
 pub struct View<'a> {
@@ -270,6 +272,24 @@ fn launched_at(s: &Server) -> Value {
     }
 }
 
+/// An ISO 8601 time as Nova's `changes-since` takes it (RFC 3339, or
+/// without an offset: UTC; seconds may be left out).
+pub fn parse_time(t: &str) -> Option<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    let t = t.trim();
+    if let Ok(v) = time::OffsetDateTime::parse(t, &Rfc3339) {
+        return Some(v);
+    }
+    let (date, clock) = t.split_once(['T', ' '])?;
+    let clock = clock.trim_end_matches('Z');
+    let clock = if clock.len() == 5 {
+        format!("{clock}:00")
+    } else {
+        clock.to_owned()
+    };
+    time::OffsetDateTime::parse(&format!("{date}T{clock}Z"), &Rfc3339).ok()
+}
+
 /// `POST /servers`'s body.
 #[derive(Debug, Deserialize)]
 pub struct CreateBody {
@@ -452,6 +472,8 @@ pub enum Action {
     Kiln(ServerAction),
     /// `os-getConsoleOutput`, with its `length` (lines from the end).
     ConsoleOutput(Option<usize>),
+    /// `os-getVNCConsole`, with its `type` (`novnc`).
+    VncConsole(String),
 }
 
 /// The one action of an action body (`{"os-start": null}`, `{"reboot":
@@ -492,6 +514,12 @@ pub fn action(body: &Map<String, Value>) -> Result<Action, String> {
             };
             Action::ConsoleOutput(length)
         }
+        "os-getVNCConsole" => Action::VncConsole(
+            arg.get("type")
+                .and_then(Value::as_str)
+                .ok_or("os-getVNCConsole needs a type (novnc)")?
+                .to_owned(),
+        ),
         other => return Err(format!("Kiln does not support the server action {other:?}")),
     })
 }

@@ -96,3 +96,26 @@ fn actions() {
     assert!(a(json!({"shelve": null})).unwrap_err().contains("shelve"));
     assert!(a(json!({})).is_err());
 }
+
+#[test]
+fn changes_since_times() {
+    let t = |s: &str| parse_time(s).map(|t| t.unix_timestamp());
+    assert_eq!(t("2026-12-07T23:00:00Z"), Some(1_796_684_400));
+    assert_eq!(t("2026-12-07T23:00:00+01:00"), Some(1_796_680_800));
+    assert_eq!(t("2026-12-07T23:00:00"), Some(1_796_684_400));
+    assert_eq!(t("2026-12-07T23:00"), Some(1_796_684_400));
+    assert_eq!(t("2026-12-07 23:00:00"), Some(1_796_684_400));
+    assert_eq!(t("yesterday"), None);
+    assert_eq!(t("2026-13-07T23:00:00Z"), None);
+}
+
+#[test]
+fn vnc_console_action() {
+    let body = |v: Value| v.as_object().unwrap().clone();
+    match action(&body(json!({"os-getVNCConsole": {"type": "novnc"}}))) {
+        Ok(Action::VncConsole(t)) => assert_eq!(t, "novnc"),
+        other => panic!("{other:?}"),
+    }
+    let e = action(&body(json!({"os-getVNCConsole": {}}))).unwrap_err();
+    assert!(e.contains("needs a type"), "{e}");
+}
