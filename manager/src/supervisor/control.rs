@@ -1,14 +1,52 @@
 //! Talking to a running VMM over its control socket, and ending it in an
-//! orderly way.
+//! orderly way; the last screenshot kilnd takes before it ends a VMM
+//! itself (a TTL, a time-out).
 
 use std::time::Duration;
 
 use kiln_api::client;
 use kiln_api::control::{Request, VmInfo};
 
-use super::{ControlError, Supervisor, Vm, VMM_END_GRACE};
+use super::{ControlError, Supervisor, Vm, LAST_SCREENSHOT, VMM_END_GRACE};
 
 impl Supervisor {
+    /// Keeps the screen of server `id`'s running VMM as its last screenshot
+    /// (`last-screenshot.png`, written whole or not at all), before kilnd
+    /// ends that VMM itself (`why`, for the log): afterwards nobody can
+    /// ask. Waits at most `t` for the picture; a VMM that does not answer
+    /// leaves nothing (logged). Only for servers with a display.
+    pub async fn keep_screenshot(&self, id: &str, why: &str, t: Duration) -> bool {
+        let png = match self.control(id, Request::Screenshot, t).await {
+            Ok(png) => png,
+            Err(e) => {
+                tracing::warn!(
+                    server = id,
+                    error = crate::util::error_chain(&e),
+                    "no last screenshot ({why}): the VMM did not answer"
+                );
+                return false;
+            }
+        };
+        let path = self.server_dir(id).join(LAST_SCREENSHOT);
+        let tmp = path.with_extension("png.tmp");
+        let written = tokio::fs::write(&tmp, &png).await;
+        match written.and(tokio::fs::rename(&tmp, &path).await) {
+            Ok(()) => {
+                tracing::info!(
+                    server = id,
+                    bytes = png.len(),
+                    "last screenshot kept ({why})"
+                );
+                true
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                tracing::warn!(server = id, error = %e, "cannot keep the last screenshot");
+                false
+            }
+        }
+    }
+
     /// `GET /v1/vm` on the server's control socket.
     pub async fn vm_info(&self, id: &str) -> Result<VmInfo, ControlError> {
         let r = self

@@ -137,7 +137,9 @@ pub struct Supervisor {
     pub agents: crate::agent::Agents,
 }
 
-/// A server's last picture, kept in its directory when its TTL ended.
+/// A server's last picture, kept in its directory: by kiln-vmm when it
+/// ends on a guest fault (`DisplayConfig::last_screenshot`), by kilnd
+/// before it ends a VMM itself (its TTL, the boot, ready or stop time-out).
 pub const LAST_SCREENSHOT: &str = "last-screenshot.png";
 
 impl Supervisor {

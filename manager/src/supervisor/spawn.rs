@@ -10,11 +10,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_api::compute::{Server, ServerStatus};
+use kiln_api::compute::{Display, Server, ServerStatus, TaskState};
 use kiln_api::control::VmState;
 
 use super::{sys, tpm, Intent, NicNetworkError, NotReady, SpawnError, Supervisor, Vm, EXIT_FILE};
 use crate::store::Store;
+
+/// How long kilnd waits for a last screenshot before it ends a VMM.
+pub(super) const SCREENSHOT_TIME: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     /// Starts the server's VMM and waits until it answers on its control
@@ -183,7 +186,9 @@ impl Supervisor {
 
     /// Records when the current boot meets the server's readiness
     /// condition: a regex on the console, or a debug-port code. Without a
-    /// condition it is ready now (its VMM answers).
+    /// condition it is ready now (its VMM answers). A condition not met
+    /// within its `timeout_s` of `started` ends the boot
+    /// ([`Supervisor::ready_timed_out`]).
     pub(super) fn watch_readiness(
         self: &Arc<Self>,
         server: &Server,
@@ -202,10 +207,17 @@ impl Supervisor {
             .and_then(|p| crate::util::console_regex(p).ok());
         let this = self.clone();
         let vm = vm.clone();
+        let server = server.clone();
         let id = server.id.clone();
         let log = self.server_dir(&id).join("serial.log");
+        let deadline = cond.timeout_s.map(|t| started + Duration::from_secs(t));
         tokio::spawn(async move {
             while !vm.has_exited() {
+                if deadline.is_some_and(|d| Instant::now() >= d)
+                    && this.ready_timed_out(&server, &vm).await
+                {
+                    return;
+                }
                 let met = match (&regex, cond.debug_code) {
                     (Some(re), _) => {
                         let log = log.clone();
@@ -249,7 +261,51 @@ impl Supervisor {
             .await;
     }
 
+    /// The server was not ready within its `ready.timeout_s`: its last
+    /// screenshot kept (with a display), its VMM ended (in an orderly way),
+    /// the server in ERROR. False, to try again shortly, while an action
+    /// holds the server's lock (a stop, a reboot: they decide its end).
+    async fn ready_timed_out(self: &Arc<Self>, server: &Server, vm: &Arc<Vm>) -> bool {
+        let id = &server.id;
+        let Ok(_g) = self.lock_of(id).try_lock_owned() else {
+            return false;
+        };
+        if vm.has_exited() {
+            return true;
+        }
+        let secs = server
+            .ready_condition
+            .as_ref()
+            .and_then(|c| c.timeout_s)
+            .unwrap_or_default();
+        tracing::warn!(server = id, secs, "not ready in time: ending its VMM");
+        if server.display != Display::None {
+            self.keep_screenshot(id, "not ready in time", SCREENSHOT_TIME)
+                .await;
+        }
+        // Its status is set here, not by the exit watcher.
+        vm.set_intent(Intent::Delete);
+        self.kill(id, vm).await;
+        let shot = match server.display {
+            Display::None => String::new(),
+            _ => format!(" (its last screenshot: GET /v1/servers/{id}/screenshot?last=true)"),
+        };
+        let fault = format!(
+            "not ready within {secs} s of its start (ready.timeout_s): kilnd ended its \
+             kiln-vmm{shot}; see the console"
+        );
+        let _ = self
+            .store_call(id, move |s, id| match s.get_server(id) {
+                Ok(cur) if cur.task_state != Some(TaskState::Deleting) => s.set_error(id, &fault),
+                _ => Ok(()),
+            })
+            .await;
+        true
+    }
+
     /// Waits until the VMM answers `GET /v1/vm`, up to the boot timeout.
+    /// A VMM that never answered has no picture to keep: it serves its
+    /// control socket from the moment its vCPUs start.
     async fn wait_ready(&self, id: &str, vm: &Arc<Vm>) -> Result<(), NotReady> {
         let deadline = Instant::now() + Duration::from_secs(self.config.vmm.boot_timeout_s);
         loop {

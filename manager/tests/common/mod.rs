@@ -5,6 +5,7 @@
 pub mod api;
 pub mod firmware;
 pub mod guest_net;
+pub mod screen;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

@@ -51,6 +51,10 @@ pub(crate) enum ServerCmd {
         /// Ready when the guest agent answers guest-ping (needs an agent).
         #[arg(long)]
         ready_agent: bool,
+        /// Seconds the server has to become ready (with a --ready-*
+        /// condition): past them it goes to ERROR, its last screenshot kept.
+        #[arg(long)]
+        ready_timeout: Option<u64>,
         /// Delete the server automatically after this many seconds.
         #[arg(long)]
         ttl: Option<u64>,
@@ -254,6 +258,7 @@ pub(crate) fn server_cmd(
             ready_console,
             ready_code,
             ready_agent,
+            ready_timeout,
             ttl,
             networks,
             key_name,
@@ -279,14 +284,16 @@ pub(crate) fn server_cmd(
                     Some(line.trim_end_matches(['\n', '\r']).to_string())
                 }
             };
-            let ready =
-                (ready_console.is_some() || ready_code.is_some() || *ready_agent).then(|| {
-                    ReadyCondition {
-                        console: ready_console.clone(),
-                        debug_code: *ready_code,
-                        agent: *ready_agent,
-                    }
-                });
+            let ready = (ready_console.is_some()
+                || ready_code.is_some()
+                || *ready_agent
+                || ready_timeout.is_some())
+            .then(|| ReadyCondition {
+                console: ready_console.clone(),
+                debug_code: *ready_code,
+                agent: *ready_agent,
+                timeout_s: *ready_timeout,
+            });
             let req = ServerCreate {
                 name: name.clone(),
                 flavor: flavor.clone(),
