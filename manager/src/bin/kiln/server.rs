@@ -133,7 +133,7 @@ pub(crate) enum ServerCmd {
         tail: Option<usize>,
     },
     /// The display's picture as PNG, to stdout (not a terminal); `--last`:
-    /// the one kept when its TTL ended.
+    /// the one kept when it last ended on a fault, a time-out or its TTL.
     Screenshot {
         server: String,
         #[arg(long)]
