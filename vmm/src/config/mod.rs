@@ -419,6 +419,24 @@ pub fn check_host(cfg: &VmConfig) -> Result<(), ConfigError> {
             return Err(bad("not a file".into()));
         }
     }
+    // Written only at a fault, long after start: its folder must be there
+    // now, so a typo fails here rather than losing the picture then.
+    if let Some(last) = cfg
+        .display
+        .as_ref()
+        .and_then(|d| d.last_screenshot.as_ref())
+    {
+        let dir = std::path::Path::new(last)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(ConfigError::Invalid(format!(
+                "display: last screenshot {last}: {} is not a directory",
+                dir.display()
+            )));
+        }
+    }
     if let Some(t) = &cfg.tpm {
         let bad = |why: String| {
             ConfigError::Invalid(format!("tpm: swtpm control socket {}: {why}", t.socket))
