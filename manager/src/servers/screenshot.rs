@@ -52,8 +52,8 @@ pub async fn screenshot(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(ServerError::NotFound(format!(
                     "server {id:?} has no kept screenshot (one is kept when it ends on a guest \
-                     fault, when kilnd ends it on a boot, ready or stop time-out, or when its \
-                     TTL ends)"
+                     fault, when kilnd ends it on a ready or stop time-out, or when its TTL \
+                     ends)"
                 )))
             }
             Err(e) => Err(ServerError::Internal(format!("{}: {e}", path.display()))),

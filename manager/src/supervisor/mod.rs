@@ -139,7 +139,7 @@ pub struct Supervisor {
 
 /// A server's last picture, kept in its directory: by kiln-vmm when it
 /// ends on a guest fault (`DisplayConfig::last_screenshot`), by kilnd
-/// before it ends a VMM itself (its TTL, the boot, ready or stop time-out).
+/// before it ends a VMM itself (its TTL, the ready or stop time-out).
 pub const LAST_SCREENSHOT: &str = "last-screenshot.png";
 
 impl Supervisor {
