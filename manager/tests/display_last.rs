@@ -136,6 +136,20 @@ fn servers_that_end_badly_keep_their_last_screenshot() {
         assert_eq!(r.status, 400, "{body}: {}", r.text());
         assert!(r.text().contains(says), "{body}: {}", r.text());
     }
+    let (ok, _, err) = k.cli(&[
+        "server",
+        "create",
+        "bad",
+        "--flavor",
+        "fw.small",
+        "--image",
+        "draw",
+        "--ready-console",
+        "x",
+        "--ready-timeout",
+        "0",
+    ]);
+    assert!(!ok && err.contains("ready.timeout_s"), "{err}");
     assert_eq!(
         k.json("GET", "/v1/servers", None)["servers"]
             .as_array()
