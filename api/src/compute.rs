@@ -561,7 +561,8 @@ pub struct Server {
     pub agent: bool,
 }
 
-/// When a server counts as ready. Exactly one field is set.
+/// When a server counts as ready. Exactly one of `console`, `debug_code`
+/// and `agent` is set; `timeout_s` bounds the wait.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadyCondition {
@@ -575,6 +576,11 @@ pub struct ReadyCondition {
     /// server needs `agent`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub agent: bool,
+    /// Seconds from each start of its VMM (1 to 86400): a server not ready
+    /// by then goes to ERROR; kilnd keeps its last screenshot (with a
+    /// display) and ends its VMM. None: no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
 }
 
 /// `POST /v1/servers`.

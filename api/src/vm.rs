@@ -101,6 +101,12 @@ pub struct DisplayConfig {
     /// so that a viewer's cursor and the guest's agree. On by default.
     #[serde(default = "default_true")]
     pub tablet: bool,
+    /// Where to write the screen as a PNG when the VM ends on a fault (a
+    /// triple fault, an emulation failure, a host error), not on a power
+    /// off, a reboot or a kill: the picture a supervisor cannot ask for
+    /// afterwards. Written to `PATH.tmp`, then renamed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_screenshot: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -114,6 +120,7 @@ impl Default for DisplayConfig {
             rom: None,
             vnc: None,
             tablet: true,
+            last_screenshot: None,
         }
     }
 }

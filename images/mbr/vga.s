@@ -8,7 +8,9 @@
  *     registers (ports 0x1CE/0x1CF), finds the framebuffer (BAR 0 of PCI
  *     1234:1111 on bus 0) and, in unreal mode, draws: pixel (x, y) for
  *     x, y < 256 is red x, green y, blue 0x80; rows 400-409 are red.
- *     Then prints `KILNVGA VBE` on COM1 and halts (the test kills it).
+ *     Then prints `KILNVGA VBE` on COM1 and halts (the test kills it),
+ *     or, when `DIE!` follows `GO!!`, prints `KILNVGA DIE` and
+ *     triple-faults (manager/tests/display_last.rs).
  *  `KILNVGA FAIL` on COM1: no 1234:1111 device.
  * Assembled with GNU as --32, linked flat at 0x7c00.
  */
@@ -123,6 +125,20 @@ _start:
 
         mov $vbe_msg, %si
         PRINT_SI
+        /* `DIE!` after GO!!: triple-fault, as a crashing guest (kilnd
+         * keeps its last picture): protected mode, an empty IDT and a
+         * selector past the GDT limit (#GP, no handler: #DF, shutdown). */
+        cmpl $0x21454944, 0x7e04        /* "DIE!" */
+        jne halt
+        mov $die_msg, %si
+        PRINT_SI
+        cli
+        lidt null_idtr
+        mov %cr0, %eax
+        or $1, %al
+        mov %eax, %cr0
+        mov $0xfff8, %ax
+        mov %ax, %ds
 halt:   cli
 9:      hlt
         jmp 9b
@@ -132,10 +148,13 @@ gdt:    .quad 0
         .quad 0x00cf92000000ffff        /* flat 4 GiB data */
 gdtr:   .word 15
         .long gdt
+null_idtr:  .word 0
+        .long 0
 drive:      .byte 0x80
 screen_msg: .asciz "KILN VGA PROBE"
 text_msg:   .asciz "\nKILNVGA TEXT\n"
 vbe_msg:    .asciz "\nKILNVGA VBE\n"
 fail_msg:   .asciz "\nKILNVGA FAIL\n"
+die_msg:    .asciz "KILNVGA DIE\n"
         .org 510
         .word 0xaa55

@@ -18,13 +18,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
 use common::firmware::{import_disk_fw, start_fw_kilnd};
+use common::screen::{assert_pattern, get_raw};
 use common::vm::{console, wait_until};
 use common::Kilnd;
 use kiln_api::compute::{Display, ServerStatus};
@@ -36,47 +35,12 @@ use kiln_tests::{cache_dir, guest_file};
 /// SeaBIOS and the probe take a few seconds here; much more under load.
 const BOOT: Duration = Duration::from_secs(180);
 
-/// `GET path` on kilnd's socket: (status, content type, body).
-fn get_raw(k: &Kilnd, path: &str) -> (u16, String, Vec<u8>) {
-    let mut s = UnixStream::connect(&k.socket).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap();
-    let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
-    let head = String::from_utf8_lossy(&all[..end]).to_lowercase();
-    let status = head[9..12].parse().unwrap();
-    let ctype = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-type: "))
-        .unwrap_or_default()
-        .to_string();
-    (status, ctype, all[end + 4..].to_vec())
-}
-
 fn screenshot(k: &Kilnd, id: &str) -> (Vec<u8>, Shot) {
     let (status, ctype, body) = get_raw(k, &format!("/v1/servers/{id}/screenshot"));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(ctype, "image/png");
     let shot = decode_png(&body);
     (body, shot)
-}
-
-/// The probe's 1024x768 pattern (see images/mbr/vga.s).
-fn assert_pattern(shot: &Shot) {
-    assert_eq!((shot.width, shot.height), (1024, 768));
-    for (x, y) in [(0, 0), (255, 0), (0, 255), (17, 200), (255, 255)] {
-        assert_eq!(shot.pixel(x, y), [x as u8, y as u8, 0x80], "({x}, {y})");
-    }
-    for (x, y) in [(0, 400), (1023, 409)] {
-        assert_eq!(shot.pixel(x, y), [0xff, 0, 0], "({x}, {y})");
-    }
-    for (x, y) in [(256, 0), (1023, 767), (600, 399)] {
-        assert_eq!(shot.pixel(x, y), [0, 0, 0], "({x}, {y})");
-    }
 }
 
 #[test]
@@ -144,6 +108,9 @@ fn a_vga_server_shows_its_screen_and_keeps_the_last_one() {
     assert_eq!(d.rom.as_deref(), Some(rom.as_str()));
     let vnc = k.state_path(&format!("servers/{}/vnc.sock", s.id));
     assert_eq!(d.vnc.as_deref(), Some(vnc.to_str().unwrap()));
+    // Where kiln-vmm writes the screen if it ends on a guest fault.
+    let last = k.state_path(&format!("servers/{}/last-screenshot.png", s.id));
+    assert_eq!(d.last_screenshot.as_deref(), Some(last.to_str().unwrap()));
 
     // Text mode: SeaBIOS's banner row is lit, row 20 blank.
     wait_until("the probe's text line", BOOT, || {

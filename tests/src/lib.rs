@@ -70,13 +70,17 @@ pub fn kvm_available(test: &str) -> bool {
 }
 
 /// The cargo target directory and profile directory this test binary was
-/// built in: `<target>/<profile>/deps/<test exe>`.
+/// built in: `<target>/<profile>/deps/<test exe>`, or for a benchmark
+/// (a `[[bin]]`) `<target>/<profile>/<exe>`.
 fn target_dirs() -> (PathBuf, String) {
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in <target>/<profile>/deps");
+    let dir = exe.parent().expect("the binary's folder");
+    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent()
+            .expect("test binary lives in <target>/<profile>/deps")
+    } else {
+        dir
+    };
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())

@@ -469,7 +469,8 @@ fn bad_sata_disks_and_cdroms_fail_before_kvm() {
 /// masked as in `bad_disks_and_nics_fail_before_kvm`), with a message
 /// that names the problem: a display flag without a display, an unknown
 /// display, huge pages with the VGA window, a VGA BIOS that is missing
-/// or no option ROM, a VNC socket that cannot be bound.
+/// or no option ROM, a VNC socket that cannot be bound, a last screenshot
+/// path that is empty or whose folder is missing.
 #[test]
 fn bad_display_options_fail_before_kvm() {
     // SAFETY: geteuid has no preconditions.
@@ -499,8 +500,21 @@ fn bad_display_options_fail_before_kvm() {
     let missing = missing.to_str().unwrap();
     let no_dir = dir.path().join("no/such/dir/vnc.sock");
     let no_dir = no_dir.to_str().unwrap();
+    let no_dir_png = dir.path().join("no/such/dir/last.png");
+    let no_dir_png = no_dir_png.to_str().unwrap();
     for (args, code, want) in [
         (&["--vnc", "/tmp/x.sock"][..], 2, "--display"),
+        (&["--last-screenshot", "/tmp/x.png"][..], 2, "--display"),
+        (
+            &["--display", "vga", "--last-screenshot", ""][..],
+            2,
+            "last_screenshot is empty",
+        ),
+        (
+            &["--display", "vga", "--last-screenshot", no_dir_png][..],
+            2,
+            "is not a directory",
+        ),
         (&["--vga-rom", small][..], 2, "--display"),
         (
             &["--display", "cirrus"][..],

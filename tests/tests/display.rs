@@ -6,7 +6,8 @@
 //! int 10h, then switches to a 1024x768x32 VBE mode and draws a pattern.
 //! The control API's `GET /v1/vm/screen` gives text mode's characters
 //! and `GET /v1/vm/screenshot` a PNG, which the test decodes and checks
-//! pixel by pixel.
+//! pixel by pixel. `--last-screenshot` keeps the picture of a VM that
+//! ends on a guest fault, and only then.
 
 use std::time::Duration;
 
@@ -106,4 +107,56 @@ fn no_display_no_screenshot() {
         let (status, _) = api::request(&sock, "PUT", path).unwrap();
         assert_eq!(status, 405);
     }
+}
+
+/// `--last-screenshot PATH`: the screen when the VM ends on a guest fault
+/// (the probe draws its pattern, then triple-faults: `DIE!` after `GO!!`),
+/// written under the default seccomp filters from the main thread; a
+/// guest that powers off leaves none.
+#[test]
+fn a_fault_keeps_the_last_screenshot_a_power_off_does_not() {
+    if !kvm_available("a_fault_keeps_the_last_screenshot_a_power_off_does_not") {
+        return;
+    }
+    let dir = ScratchDir::new("display-last").unwrap();
+    let img = vga_probe_disk(dir.path());
+    std::os::unix::fs::FileExt::write_all_at(
+        &std::fs::OpenOptions::new().write(true).open(&img).unwrap(),
+        b"GO!!DIE!",
+        512,
+    )
+    .unwrap();
+    let last = dir.path().join("last.png");
+    let with_last = |disk: &std::path::Path| {
+        VmSpec::seabios().args([
+            "--display".to_string(),
+            "vga".to_string(),
+            "--last-screenshot".to_string(),
+            last.display().to_string(),
+            "--disk".to_string(),
+            format!("path={},format=raw", disk.display()),
+        ])
+    };
+    let mut vm = Vm::start(&with_last(&img));
+    let code = vm.wait_exit_code(Duration::from_secs(180));
+    // A triple fault, or an emulation failure on a nested KVM whose
+    // emulator lacks what the fault needs.
+    assert!(code == 11 || code == 12, "exit {code}\n{}", vm.describe());
+    let shot = kiln_tests::screen::decode_png(&std::fs::read(&last).unwrap());
+    assert_eq!((shot.width, shot.height), (1024, 768));
+    for (x, y) in [(0, 0), (255, 0), (17, 200), (255, 255)] {
+        assert_eq!(shot.pixel(x, y), [x as u8, y as u8, 0x80], "({x}, {y})");
+    }
+    assert_eq!(shot.pixel(0, 400), [0xff, 0, 0]);
+    assert!(!dir.path().join("last.png.tmp").exists());
+
+    std::fs::remove_file(&last).unwrap();
+    let mut vm = Vm::start(&with_last(&kiln_tests::disk::mbr_disk(dir.path())));
+    assert_eq!(
+        vm.wait_exit_code(Duration::from_secs(120)),
+        0,
+        "{}",
+        vm.describe()
+    );
+    assert!(!last.exists(), "no picture after a power off");
 }

@@ -74,6 +74,43 @@ fn write_exit_record(path: &str, code: i32, reason: ExitReason) {
     }
 }
 
+/// The screen when the VM ends on a fault (a triple fault, an emulation
+/// failure, a host error), to `display.last_screenshot`: after the exit
+/// nobody can ask for it. Not on a power off, a reboot or a kill (whoever
+/// ends a VMM on purpose asks first if it wants the picture).
+fn keep_last_screenshot(ctl: &Controller, config: &kiln_api::vm::VmConfig, reason: &ExitReason) {
+    use kiln_vmm::control::ControlTarget;
+    let Some(path) = config
+        .display
+        .as_ref()
+        .and_then(|d| d.last_screenshot.as_deref())
+    else {
+        return;
+    };
+    let fault = matches!(
+        reason,
+        ExitReason::TripleFault { .. }
+            | ExitReason::EmulationFailure { .. }
+            | ExitReason::HostError { .. }
+    );
+    if !fault {
+        return;
+    }
+    let t = Instant::now();
+    let kept = ctl.screenshot().map_err(|e| e.to_string()).and_then(|png| {
+        kiln_vmm::screen::keep(path, &png)
+            .map(|()| png.len())
+            .map_err(|e| format!("{path}: {e}"))
+    });
+    match kept {
+        Ok(n) => info!(
+            "last screenshot: {n} bytes to {path} in {} µs",
+            t.elapsed().as_micros()
+        ),
+        Err(e) => error!("cannot keep the last screenshot: {e}"),
+    }
+}
+
 fn main() {
     let start = Instant::now();
     let args = Args::parse();
@@ -191,6 +228,7 @@ fn main() {
                 }
                 ExitReason::HostError { message } => error!("host error: {message}"),
             }
+            keep_last_screenshot(&ctl, &config, &reason);
             close_disks();
             // A guest reboot ends this VMM and its supervisor starts the
             // next one, which initialises the TPM again: swtpm stays up.

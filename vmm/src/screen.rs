@@ -55,6 +55,18 @@ pub fn info(vga: &std::sync::Mutex<Vga>) -> ScreenInfo {
     }
 }
 
+/// Writes `png` to `path` through `PATH.tmp` and a rename, so that a
+/// reader sees the whole picture or none (the last screenshot of a VM that
+/// ends on a fault, from the main thread, whose filter allows `openat` and
+/// `rename`).
+pub fn keep(path: &str, png: &[u8]) -> std::io::Result<()> {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, png)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 /// `frame` as a PNG (8-bit RGB, default compression).
 pub fn png(frame: &Frame) -> Result<Vec<u8>, png::EncodingError> {
     let mut out = Vec::with_capacity(frame.rgb.len() / 8 + 1024);

@@ -352,6 +352,11 @@ fn check_extras(req: &ServerCreate) -> Result<(), ServerError> {
                 ))
             }
         }
+        if r.timeout_s.is_some_and(|t| !(1..=86400).contains(&t)) {
+            return Err(ServerError::Invalid(
+                "ready.timeout_s must be 1 to 86400 seconds".into(),
+            ));
+        }
     }
     Ok(())
 }

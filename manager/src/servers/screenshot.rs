@@ -1,7 +1,9 @@
 //! A server's screen: the display's picture now (the VMM's
-//! `GET /v1/vm/screenshot`, a PNG), and the last one kept when its TTL
-//! ended (`last-screenshot.png` in its directory, moved beside its archived
-//! console log, `ID.png`, when its files go: kept as long as that log).
+//! `GET /v1/vm/screenshot`, a PNG), and the last one kept when it ended
+//! on a guest fault (written by kiln-vmm), when kilnd ended it on a
+//! time-out or when its TTL ended (`last-screenshot.png` in its directory,
+//! moved beside its archived console log, `ID.png`, when its files go:
+//! kept as long as that log).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,8 +21,8 @@ use crate::supervisor::LAST_SCREENSHOT as LAST;
 /// How long a picture may take (the VMM encodes it on its control thread).
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The PNG the server's display shows now; `last`: the one kept when its
-/// TTL ended, also after it is deleted.
+/// The PNG the server's display shows now; `last`: the one kept when it
+/// last ended on a fault, a time-out or its TTL, also after it is deleted.
 pub async fn screenshot(
     store: &Arc<Store>,
     sup: &Supervisor,
@@ -34,15 +36,26 @@ pub async fn screenshot(
         Err(e) => return Err(e.into()),
     };
     if last {
+        if let Some(s) = server.as_ref().filter(|s| s.display == Display::None) {
+            return Err(ServerError::Conflict(format!(
+                "server {id:?} has no display (display \"none\"): no screenshot is kept of it; \
+                 its console log is GET /v1/servers/{}/console",
+                s.id
+            )));
+        }
         let path = match &server {
             Some(_) => sup.server_dir(&id).join(LAST),
             None => archived(sup, &id),
         };
         return match tokio::fs::read(&path).await {
             Ok(b) => Ok(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ServerError::NotFound(
-                format!("server {id:?} has no kept screenshot (one is kept when its TTL ends)"),
-            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ServerError::NotFound(format!(
+                    "server {id:?} has no kept screenshot (one is kept when it ends on a guest \
+                     fault, when kilnd ends it on a ready or stop time-out, or when its TTL \
+                     ends)"
+                )))
+            }
             Err(e) => Err(ServerError::Internal(format!("{}: {e}", path.display()))),
         };
     }
@@ -81,19 +94,7 @@ pub async fn keep_last(store: &Arc<Store>, sup: &Supervisor, id: &str) {
     if server.display == Display::None || sup.vm(id).is_none() {
         return;
     }
-    match sup.control(id, Request::Screenshot, TIMEOUT).await {
-        Ok(png) => {
-            let path = sup.server_dir(id).join(LAST);
-            if let Err(e) = tokio::fs::write(&path, png).await {
-                tracing::warn!(server = id, error = %e, "cannot keep the last screenshot");
-            }
-        }
-        Err(e) => tracing::warn!(
-            server = id,
-            error = crate::util::error_chain(&e),
-            "no last screenshot: the VMM did not answer"
-        ),
-    }
+    sup.keep_screenshot(id, "its TTL ended", TIMEOUT).await;
 }
 
 /// Where a deleted server's kept picture is: beside its console log.

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_api::compute::{RebootType, Server, ServerAction, ServerStatus, TaskState};
+use kiln_api::compute::{Display, RebootType, Server, ServerAction, ServerStatus, TaskState};
 use kiln_api::control::Request;
 use thiserror::Error;
 use tokio::sync::OwnedMutexGuard;
@@ -175,8 +175,8 @@ impl Supervisor {
                     Some(vm) => {
                         vm.set_intent(Intent::Stop);
                         let graceful = server.status != ServerStatus::Paused;
-                        self.shut_down(id, &vm, graceful, graceful && server.agent)
-                            .await;
+                        let agent = graceful && server.agent;
+                        self.shut_down(id, &vm, graceful, agent, &server).await;
                     }
                     None => {
                         let _ = self
@@ -198,7 +198,8 @@ impl Supervisor {
                 if let Some(vm) = vm {
                     vm.set_intent(Intent::Restart);
                     let soft = kind == RebootType::Soft;
-                    self.shut_down(id, &vm, soft, soft && server.agent).await;
+                    self.shut_down(id, &vm, soft, soft && server.agent, &server)
+                        .await;
                 }
                 self.boot(&server, &[ServerStatus::Reboot], task).await;
             }
@@ -258,8 +259,9 @@ impl Supervisor {
     /// Ends a VMM: when `graceful`, the guest agent's `guest-shutdown`
     /// first (with `agent`: when it answers `guest-ping` at once; the
     /// guest then has half the stop timeout), then the ACPI power button;
-    /// the kill once the stop timeout is over.
-    async fn shut_down(&self, id: &str, vm: &Vm, graceful: bool, agent: bool) {
+    /// the kill once the stop timeout is over (keeping the last screenshot
+    /// of a `server` with a display first: the guest ignored the button).
+    async fn shut_down(&self, id: &str, vm: &Vm, graceful: bool, agent: bool, server: &Server) {
         if graceful {
             let t = Duration::from_secs(self.config.vmm.stop_timeout_s);
             let deadline = tokio::time::Instant::now() + t;
@@ -273,6 +275,10 @@ impl Supervisor {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if pressed && vm.wait_exit(left).await.is_some() {
                 return;
+            }
+            if server.display != Display::None && !vm.has_exited() {
+                self.keep_screenshot(id, "the stop timed out", super::spawn::SCREENSHOT_TIME)
+                    .await;
             }
         }
         self.kill(id, vm).await;

@@ -243,6 +243,8 @@ impl Supervisor {
                     ),
                     vnc: Some(dir.join(VNC_SOCKET).display().to_string()),
                     tablet: true,
+                    // Written by kiln-vmm when it ends on a guest fault.
+                    last_screenshot: Some(dir.join(super::LAST_SCREENSHOT).display().to_string()),
                 }),
             },
             ..Default::default()

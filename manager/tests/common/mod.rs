@@ -6,6 +6,7 @@ pub mod api;
 pub mod firmware;
 pub mod guest_net;
 pub mod openstack;
+pub mod screen;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

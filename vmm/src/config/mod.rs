@@ -112,6 +112,9 @@ pub struct Args {
     /// No virtio-input tablet beside the display (the PS/2 mouse stays).
     #[arg(long, requires = "display")]
     pub no_tablet: bool,
+    /// Write the screen as a PNG to this file when the VM ends on a fault (triple fault, emulation failure, host error).
+    #[arg(long, requires = "display", value_name = "PATH")]
+    pub last_screenshot: Option<String>,
     /// Seccomp filters on every thread: kill (a forbidden system call kills the VMM), log, off.
     #[arg(long, default_value = "kill", value_parser = crate::seccomp::parse_mode)]
     pub seccomp: crate::seccomp::SeccompMode,
@@ -226,6 +229,7 @@ impl Args {
                     rom: self.vga_rom.clone(),
                     vnc: self.vnc.clone(),
                     tablet: !self.no_tablet,
+                    last_screenshot: self.last_screenshot.clone(),
                 }),
                 tpm: self.tpm.clone(),
                 agent: self
@@ -263,6 +267,14 @@ pub fn validate(cfg: &VmConfig) -> Result<(), ConfigError> {
         return bad(
             "a display needs guest RAM without huge pages (the VGA window splits low RAM)".into(),
         );
+    }
+    if cfg
+        .display
+        .as_ref()
+        .and_then(|d| d.last_screenshot.as_deref())
+        .is_some_and(str::is_empty)
+    {
+        return bad("display.last_screenshot is empty: give a file path".into());
     }
     if cfg.rng_transitional && !cfg.rng {
         return bad("rng_transitional needs rng".into());
@@ -405,6 +417,24 @@ pub fn check_host(cfg: &VmConfig) -> Result<(), ConfigError> {
         let meta = std::fs::metadata(rom).map_err(|e| bad(e.to_string()))?;
         if !meta.is_file() {
             return Err(bad("not a file".into()));
+        }
+    }
+    // Written only at a fault, long after start: its folder must be there
+    // now, so a typo fails here rather than losing the picture then.
+    if let Some(last) = cfg
+        .display
+        .as_ref()
+        .and_then(|d| d.last_screenshot.as_ref())
+    {
+        let dir = std::path::Path::new(last)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(ConfigError::Invalid(format!(
+                "display: last screenshot {last}: {} is not a directory",
+                dir.display()
+            )));
         }
     }
     if let Some(t) = &cfg.tpm {

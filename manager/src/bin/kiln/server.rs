@@ -51,6 +51,10 @@ pub(crate) enum ServerCmd {
         /// Ready when the guest agent answers guest-ping (needs an agent).
         #[arg(long)]
         ready_agent: bool,
+        /// Seconds the server has to become ready (with a --ready-*
+        /// condition): past them it goes to ERROR, its last screenshot kept.
+        #[arg(long)]
+        ready_timeout: Option<u64>,
         /// Delete the server automatically after this many seconds.
         #[arg(long)]
         ttl: Option<u64>,
@@ -134,7 +138,7 @@ pub(crate) enum ServerCmd {
         tail: Option<usize>,
     },
     /// The display's picture as PNG, to stdout (not a terminal); `--last`:
-    /// the one kept when its TTL ended.
+    /// the one kept when it last ended on a fault, a time-out or its TTL.
     Screenshot {
         server: String,
         #[arg(long)]
@@ -259,6 +263,7 @@ pub(crate) fn server_cmd(
             ready_console,
             ready_code,
             ready_agent,
+            ready_timeout,
             ttl,
             networks,
             key_name,
@@ -284,14 +289,16 @@ pub(crate) fn server_cmd(
                     Some(line.trim_end_matches(['\n', '\r']).to_string())
                 }
             };
-            let ready =
-                (ready_console.is_some() || ready_code.is_some() || *ready_agent).then(|| {
-                    ReadyCondition {
-                        console: ready_console.clone(),
-                        debug_code: *ready_code,
-                        agent: *ready_agent,
-                    }
-                });
+            let ready = (ready_console.is_some()
+                || ready_code.is_some()
+                || *ready_agent
+                || ready_timeout.is_some())
+            .then(|| ReadyCondition {
+                console: ready_console.clone(),
+                debug_code: *ready_code,
+                agent: *ready_agent,
+                timeout_s: *ready_timeout,
+            });
             let req = ServerCreate {
                 name: name.clone(),
                 flavor: flavor.clone(),
