@@ -84,23 +84,7 @@ fn token(k: &Kilnd, id: &str) -> (String, String) {
 
 /// `GET path` on the TCP listener without a bearer token: (status, type, body).
 fn tcp_get(path: &str) -> (u16, String, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(ADDR).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap();
-    let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
-    let head = String::from_utf8_lossy(&all[..end]).to_lowercase();
-    let ctype = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-type: "))
-        .unwrap_or_default()
-        .to_string();
-    (head[9..12].parse().unwrap(), ctype, all[end + 4..].to_vec())
+    common::screen::get_on(std::net::TcpStream::connect(ADDR).unwrap(), path)
 }
 
 /// Opens kilnd's websocket for `server` with `token`: the upgrade's

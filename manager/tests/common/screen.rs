@@ -12,7 +12,12 @@ use super::Kilnd;
 
 /// `GET path` on kilnd's socket: (status, content type, body).
 pub fn get_raw(k: &Kilnd, path: &str) -> (u16, String, Vec<u8>) {
-    let mut s = UnixStream::connect(&k.socket).unwrap();
+    get_on(UnixStream::connect(&k.socket).unwrap(), path)
+}
+
+/// `GET path` on an open connection (unix or TCP), no headers but Host:
+/// (status, content type, body).
+pub fn get_on(mut s: impl Read + Write, path: &str) -> (u16, String, Vec<u8>) {
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

@@ -19,6 +19,7 @@ use super::compute_servers::{listed, query_pairs};
 use super::error::{nova, OsError, Service};
 use super::{paging, parse, Base, Mv};
 use crate::http::state::{AppState, St};
+use crate::openstack::nova::View;
 
 const NOVA: Service = Service::Compute;
 
@@ -53,34 +54,29 @@ async fn page(
     Ok((list, links))
 }
 
-async fn flavors(
-    State(s): St,
-    Base(b): Base,
-    Mv(mv): Mv,
-    uri: Uri,
-) -> Result<Json<Value>, OsError> {
-    let e = endpoint(&b);
-    let (list, links) = page(&s, &uri, format!("{e}/flavors")).await?;
-    let v = view(&s, &e, mv);
-    Ok(listed(
-        "flavors",
-        list.iter().map(|f| v.flavor_brief(f)).collect(),
-        links,
-    ))
+async fn flavors(st: St, b: Base, mv: Mv, uri: Uri) -> Result<Json<Value>, OsError> {
+    listing(st, b, mv, uri, "flavors", |v, f| v.flavor_brief(f)).await
 }
 
-async fn flavors_detail(
+async fn flavors_detail(st: St, b: Base, mv: Mv, uri: Uri) -> Result<Json<Value>, OsError> {
+    listing(st, b, mv, uri, "flavors/detail", |v, f| v.flavor(f)).await
+}
+
+/// A page of flavors at `path`, each shown by `show`.
+async fn listing(
     State(s): St,
     Base(b): Base,
     Mv(mv): Mv,
     uri: Uri,
+    path: &str,
+    show: impl Fn(&View<'_>, &kiln_api::compute::Flavor) -> Value,
 ) -> Result<Json<Value>, OsError> {
     let e = endpoint(&b);
-    let (list, links) = page(&s, &uri, format!("{e}/flavors/detail")).await?;
+    let (list, links) = page(&s, &uri, format!("{e}/{path}")).await?;
     let v = view(&s, &e, mv);
     Ok(listed(
         "flavors",
-        list.iter().map(|f| v.flavor(f)).collect(),
+        list.iter().map(|f| show(&v, f)).collect(),
         links,
     ))
 }
