@@ -309,6 +309,45 @@ fn neutron_networks_subnets_ports() {
         409,
         "in use by",
     );
+    // Nova's detail view (typed, openstack/nova/server_view.rs) at the
+    // oldest and newest microversions: what each adds, and the address.
+    let (c, old) = os.get_at("2.1", "/compute/v2.1/servers/detail");
+    assert_eq!(c, 200, "{old}");
+    let s1 = &old["servers"][0];
+    assert_eq!(s1["id"], json!(srv));
+    assert_eq!(s1["flavor"]["id"], json!("k1.probe"), "{s1}");
+    assert!(s1["flavor"]["links"][0]["href"]
+        .as_str()
+        .unwrap()
+        .ends_with("/flavors/k1.probe"));
+    assert!(
+        s1.get("OS-EXT-SRV-ATTR:hostname").is_none() && s1.get("locked").is_none(),
+        "{s1}"
+    );
+    let addrs = s1["addresses"].as_object().unwrap();
+    let addr = &addrs.values().next().unwrap()[0];
+    assert_eq!(
+        (&addr["addr"], &addr["version"]),
+        (&json!("10.71.0.7"), &json!(4)),
+        "{s1}"
+    );
+    assert_eq!(s1["os-extended-volumes:volumes_attached"], json!([]));
+    assert_eq!(s1["security_groups"], json!([{"name": "default"}]));
+    let (c, new) = os.get_at("2.100", "/compute/v2.1/servers/detail");
+    assert_eq!(c, 200, "{new}");
+    let s2 = &new["servers"][0];
+    assert_eq!(s2["flavor"]["original_name"], json!("k1.probe"), "{s2}");
+    assert_eq!(s2["flavor"]["vcpus"], json!(1));
+    assert_eq!(
+        (&s2["locked"], &s2["description"], &s2["tags"]),
+        (&json!(false), &Value::Null, &json!([]))
+    );
+    assert!(
+        s2.as_object().unwrap().contains_key("description"),
+        "present and null: {s2}"
+    );
+    assert_eq!(s2["scheduler_hints"], json!({}));
+    assert!(s2["OS-EXT-SRV-ATTR:hostname"].is_string(), "{s2}");
     // Nova's changes-since: servers updated at or after it.
     let since = |t: &str| {
         os.call(

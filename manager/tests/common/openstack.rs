@@ -43,6 +43,23 @@ impl Os {
 
     /// (status, headers, body as JSON or Null).
     pub fn raw(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String, Value) {
+        self.raw_with(&[], method, path, body)
+    }
+
+    /// `GET path` at compute microversion `mv`: (status, body).
+    pub fn get_at(&self, mv: &str, path: &str) -> (u16, Value) {
+        let h = format!("OpenStack-API-Version: compute {mv}");
+        let (c, _, v) = self.raw_with(&[&h], "GET", path, None);
+        (c, v)
+    }
+
+    fn raw_with(
+        &self,
+        headers: &[&str],
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, String, Value) {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns, "curl", "-s", "-i", "-X", method]);
         cmd.args([
@@ -53,6 +70,9 @@ impl Os {
         ]);
         if !self.token.is_empty() {
             cmd.args(["-H", &format!("X-Auth-Token: {}", self.token)]);
+        }
+        for h in headers {
+            cmd.args(["-H", h]);
         }
         if let Some(b) = body {
             cmd.args(["-d", &b.to_string()]);

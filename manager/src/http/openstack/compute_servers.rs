@@ -17,7 +17,7 @@ use super::compute::{endpoint, view};
 use super::error::{nova, OsError, Service};
 use super::{paging, parse, Base, Mv};
 use crate::http::state::{AppState, St};
-use crate::openstack::nova::{self, Action, CreateBody};
+use crate::openstack::nova::{self, Action, CreateBody, ServerView};
 
 const NOVA: Service = Service::Compute;
 
@@ -101,16 +101,28 @@ async fn flavors(s: &AppState) -> Result<Vec<Flavor>, OsError> {
     s.store.call(|s| s.list_flavors()).await.map_err(nova)
 }
 
-async fn detail(State(s): St, Base(b): Base, Mv(mv): Mv, uri: Uri) -> Result<Json<Value>, OsError> {
+/// `GET /servers/detail`: typed views serialized straight to the body
+/// (no `Value` per server: see `openstack::nova::server_view`).
+async fn detail(State(s): St, Base(b): Base, Mv(mv): Mv, uri: Uri) -> Result<Response, OsError> {
+    #[derive(serde::Serialize)]
+    struct Detail<'a> {
+        servers: Vec<ServerView<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        servers_links: Option<Value>,
+    }
     let e = endpoint(&b);
     let (servers, links) = filtered(&s, &uri, format!("{e}/servers/detail")).await?;
     let flavors = flavors(&s).await?;
     let v = view(&s, &e, mv);
-    let list: Vec<Value> = servers
+    let servers = servers
         .iter()
-        .map(|x| v.server(x, flavors.iter().find(|f| f.id == x.flavor_id)))
+        .map(|x| v.server_view(x, flavors.iter().find(|f| f.id == x.flavor_id)))
         .collect();
-    Ok(listed("servers", list, links))
+    Ok(Json(Detail {
+        servers,
+        servers_links: links,
+    })
+    .into_response())
 }
 
 async fn one(s: &AppState, id: String) -> Result<Server, OsError> {

@@ -15,6 +15,9 @@ use serde_json::{json, Map, Value};
 use super::microversion::Microversion;
 
 pub mod flavors;
+mod server_view;
+
+pub use server_view::ServerView;
 
 /// Where links point: the compute endpoint (`http://h/compute/v2.1`) and
 /// the request's microversion.
@@ -39,94 +42,9 @@ impl View<'_> {
         json!({"id": s.id, "name": s.name, "links": self.links("servers", &s.id)})
     }
 
-    /// `GET /servers/{id}` and `/servers/detail` entries.
+    /// `GET /servers/{id}` and `/servers/detail` entries, as JSON.
     pub fn server(&self, s: &Server, flavor: Option<&Flavor>) -> Value {
-        let mv = self.mv.0;
-        let mut addresses: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-        for n in &s.nics {
-            let list = addresses.entry(n.network.as_str()).or_default();
-            if let Some(ip) = &n.ip {
-                list.push(json!({"version": 4, "addr": ip, "OS-EXT-IPS:type": "fixed",
-                                 "OS-EXT-IPS-MAC:mac_addr": n.mac}));
-            }
-        }
-        let flavor_v = if mv >= 47 {
-            match flavor {
-                Some(f) => json!({"vcpus": f.vcpus, "ram": f.ram_mb, "disk": f.disk_gb,
-                    "ephemeral": 0, "swap": 0, "original_name": f.name,
-                    "extra_specs": f.extra_specs}),
-                None => json!({"vcpus": s.vcpus, "ram": s.ram_mb, "disk": s.disk_gb,
-                    "ephemeral": 0, "swap": 0, "original_name": s.flavor_id,
-                    "extra_specs": {}}),
-            }
-        } else {
-            json!({"id": s.flavor_id, "links": self.links("flavors", &s.flavor_id)})
-        };
-        let instance_name = format!("instance-{}", &s.id[..8.min(s.id.len())]);
-        let mut v = json!({
-            "id": s.id,
-            "name": s.name,
-            "status": status(s),
-            "tenant_id": self.project_id,
-            "user_id": self.user_id,
-            "metadata": s.metadata,
-            "hostId": super::derived_id(&format!("{}{}", self.project_id, self.host)).replace('-', ""),
-            "image": {"id": s.image_id, "links": self.links("images", &s.image_id)},
-            "flavor": flavor_v,
-            "created": s.created_at,
-            "updated": s.updated_at,
-            "addresses": addresses,
-            "accessIPv4": "",
-            "accessIPv6": "",
-            "links": self.links("servers", &s.id),
-            "OS-DCF:diskConfig": "MANUAL",
-            "progress": 0,
-            "OS-EXT-AZ:availability_zone": "nova",
-            "config_drive": if s.config_drive { "True" } else { "" },
-            "key_name": s.key_name,
-            "OS-SRV-USG:launched_at": launched_at(s),
-            "OS-SRV-USG:terminated_at": null,
-            "OS-EXT-SRV-ATTR:host": self.host,
-            "OS-EXT-SRV-ATTR:instance_name": instance_name,
-            "OS-EXT-SRV-ATTR:hypervisor_hostname": self.host,
-            "OS-EXT-STS:task_state": s.task_state.map(TaskState::as_str),
-            "OS-EXT-STS:vm_state": vm_state(s.status),
-            "OS-EXT-STS:power_state": power_state(s),
-            "os-extended-volumes:volumes_attached": [],
-            "security_groups": [{"name": "default"}],
-        });
-        let o = v.as_object_mut().expect("an object");
-        if let Some(f) = &s.fault {
-            o.insert(
-                "fault".into(),
-                json!({"code": 500, "message": f.message, "created": f.created}),
-            );
-        }
-        let gated: [(u32, &str, Value); 10] = [
-            (
-                3,
-                "OS-EXT-SRV-ATTR:hostname",
-                json!(crate::util::hostname(&s.name, &s.id)),
-            ),
-            (3, "OS-EXT-SRV-ATTR:reservation_id", json!("")),
-            (3, "OS-EXT-SRV-ATTR:launch_index", json!(0)),
-            (3, "OS-EXT-SRV-ATTR:root_device_name", json!("/dev/vda")),
-            (9, "locked", json!(false)),
-            (16, "host_status", json!("UP")),
-            (19, "description", Value::Null),
-            (26, "tags", json!([])),
-            (73, "locked_reason", Value::Null),
-            (96, "pinned_availability_zone", Value::Null),
-        ];
-        for (min, k, val) in gated {
-            if mv >= min {
-                o.insert(k.into(), val);
-            }
-        }
-        if mv >= 100 {
-            o.insert("scheduler_hints".into(), json!({}));
-        }
-        v
+        serde_json::to_value(self.server_view(s, flavor)).expect("a server view serializes")
     }
 
     pub fn flavor_brief(&self, f: &Flavor) -> Value {
@@ -262,13 +180,6 @@ pub fn power_state(s: &Server) -> u8 {
         ServerStatus::Shutoff | ServerStatus::Deleted => 4,
         _ if s.pid.is_some() => 1,
         _ => 0,
-    }
-}
-
-fn launched_at(s: &Server) -> Value {
-    match s.status {
-        ServerStatus::Build | ServerStatus::Error if s.pid.is_none() => Value::Null,
-        _ => json!(s.created_at.trim_end_matches('Z').to_owned() + ".000000"),
     }
 }
 
