@@ -293,7 +293,7 @@ impl Identity {
         }})
     }
 
-    /// The service catalog: compute, image, network and identity, each
+    /// The service catalog: compute, image, network, placement and identity, each
     /// endpoint on every interface.
     pub fn catalog(&self, base: &str) -> Value {
         let services = [
@@ -301,6 +301,7 @@ impl Identity {
             ("compute", "nova", format!("{base}/compute/v2.1")),
             ("image", "glance", format!("{base}/image")),
             ("network", "neutron", format!("{base}/network")),
+            ("placement", "placement", format!("{base}/placement")),
         ];
         let list: Vec<Value> = services
             .iter()

@@ -3,7 +3,8 @@
 //! `crate::store`), and Nova's, Glance's and Neutron's views of Kiln's
 //! servers, flavors, key pairs, images and networks (`nova.rs`,
 //! `glance.rs`, `neutron.rs`), with Nova's microversions
-//! (`microversion.rs`). Every rule stays in the domain modules these call
+//! (`microversion.rs`), and Placement's read-only view of this host
+//! (`placement.rs`). Every rule stays in the domain modules these call
 //! (`crate::servers`, `crate::keypairs`, ...); this only translates. Its
 //! HTTP side is `crate::http::openstack`.
 
@@ -12,6 +13,7 @@ pub mod identity;
 pub mod microversion;
 pub mod neutron;
 pub mod nova;
+pub mod placement;
 
 /// A UUID-shaped id (8-4-4-4-12 hex) derived from `seed`: stable ids for
 /// things Kiln has one of (the admin user and project, a network's

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod firmware;
 pub mod guest_net;
+pub mod osc;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

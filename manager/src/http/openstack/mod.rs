@@ -1,6 +1,6 @@
 //! The OpenStack-compatible API's HTTP side: Keystone under `/identity`,
-//! Nova under `/compute`, Glance under `/image`, Neutron under `/network`
-//! (the prefixes the catalog publishes), on the unix socket and the TCP
+//! Nova under `/compute`, Glance under `/image`, Neutron under `/network`,
+//! Placement under `/placement` (the prefixes the catalog publishes), on the unix socket and the TCP
 //! listener. The version documents and `POST /identity/v3/auth/tokens`
 //! are open; every other route needs a valid Keystone token in
 //! `X-Auth-Token` ([`require_keystone`]). Nova's routes negotiate a
@@ -13,6 +13,7 @@ pub mod error;
 mod identity;
 mod image;
 mod network;
+mod placement;
 
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ use crate::openstack::microversion::{self, Microversion, VersionError};
 use error::{OsError, Service};
 
 /// The path prefixes of the OpenStack API.
-pub const PREFIXES: [&str; 4] = ["/identity", "/compute", "/image", "/network"];
+pub const PREFIXES: [&str; 5] = ["/identity", "/compute", "/image", "/network", "/placement"];
 
 /// Whether `path` is under one of [`PREFIXES`] (these check
 /// `X-Auth-Token`, not the TCP listener's bearer token).
@@ -57,6 +58,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/image/versions", get(image::versions))
         .route("/network", get(network::versions))
         .route("/network/", get(network::versions))
+        .route("/placement", get(placement::root))
+        .route("/placement/", get(placement::root))
         .route(
             "/identity/v3/auth/tokens",
             axum::routing::post(identity::issue)
@@ -67,13 +70,17 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/identity/{*rest}", any(|| not_found(Service::Identity)))
         .route("/compute/{*rest}", any(|| not_found(Service::Compute)))
         .route("/image/{*rest}", any(|| not_found(Service::Image)))
-        .route("/network/{*rest}", any(|| not_found(Service::Network)));
+        .route("/network/{*rest}", any(|| not_found(Service::Network)))
+        .route("/placement/{*rest}", any(|| not_found(Service::Placement)));
     let nova = compute::routes()
         .merge(compute_servers::routes())
         .route_layer(from_fn(nova_version))
         .route_layer(auth.clone());
+    let placement = placement::routes()
+        .route_layer(from_fn(placement::placement_version))
+        .route_layer(auth.clone());
     let others = image::routes().merge(network::routes()).route_layer(auth);
-    open.merge(nova).merge(others)
+    open.merge(nova).merge(placement).merge(others)
 }
 
 async fn not_found(service: Service) -> OsError {
@@ -86,6 +93,7 @@ fn service_of(path: &str) -> Service {
         Some("compute") => Service::Compute,
         Some("image") => Service::Image,
         Some("network") => Service::Network,
+        Some("placement") => Service::Placement,
         _ => Service::Identity,
     }
 }
