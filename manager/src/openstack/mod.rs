@@ -1,6 +1,6 @@
 //! The OpenStack-compatible API's domain: Keystone's users, projects,
 //! tokens and catalog (`identity.rs`, with the token rows in
-//! `crate::store`), and Nova's, Glance's and Neutron's views of Kiln's
+//! `crate::store`) and application credentials (`app_creds.rs`), and Nova's, Glance's and Neutron's views of Kiln's
 //! servers, flavors, key pairs, images and networks (`nova.rs`,
 //! `glance.rs`, `neutron.rs`), with Nova's microversions
 //! (`microversion.rs`), and Placement's read-only view of this host
@@ -8,6 +8,7 @@
 //! (`crate::servers`, `crate::keypairs`, ...); this only translates. Its
 //! HTTP side is `crate::http::openstack`.
 
+pub mod app_creds;
 pub mod glance;
 pub mod identity;
 pub mod microversion;

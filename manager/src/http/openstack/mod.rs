@@ -7,6 +7,7 @@
 //! microversion first ([`nova_version`]). The domain side (views,
 //! tokens, microversions) is `crate::openstack`.
 
+mod app_creds;
 mod compute;
 mod compute_servers;
 pub mod error;
@@ -79,7 +80,10 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let placement = placement::routes()
         .route_layer(from_fn(placement::placement_version))
         .route_layer(auth.clone());
-    let others = image::routes().merge(network::routes()).route_layer(auth);
+    let others = image::routes()
+        .merge(network::routes())
+        .merge(app_creds::routes())
+        .route_layer(auth);
     open.merge(nova).merge(placement).merge(others)
 }
 
@@ -99,8 +103,13 @@ fn service_of(path: &str) -> Service {
 }
 
 /// Refuses a request without a valid `X-Auth-Token` (401, Keystone's
-/// shape), before its handler runs.
-async fn require_keystone(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// shape), before its handler runs; the handler gets the token's row
+/// (`Extension<TokenRow>`).
+async fn require_keystone(
+    State(s): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let service = service_of(req.uri().path());
     let Some(token) = header_str(req.headers(), "x-auth-token") else {
         return OsError::new(
@@ -112,7 +121,10 @@ async fn require_keystone(State(s): State<Arc<AppState>>, req: Request, next: Ne
     };
     let token = token.to_owned();
     match s.identity.validate(&s.store, &token).await {
-        Ok(_) => next.run(req).await,
+        Ok(row) => {
+            req.extensions_mut().insert(row);
+            next.run(req).await
+        }
         Err(e) => OsError::auth(service, e).into_response(),
     }
 }
