@@ -2,7 +2,8 @@
 //! tokens and catalog (`identity.rs`, with the token rows in
 //! `crate::store`) and application credentials (`app_creds.rs`), and Nova's, Glance's and Neutron's views of Kiln's
 //! servers, flavors, key pairs, images and networks (`nova.rs`,
-//! `glance.rs`, `neutron.rs`), with Nova's microversions
+//! `glance.rs` with its free-form properties in `glance_props.rs`,
+//! `neutron.rs`), with Nova's microversions
 //! (`microversion.rs`), and Placement's read-only view of this host
 //! (`placement.rs`). Every rule stays in the domain modules these call
 //! (`crate::servers`, `crate::keypairs`, ...); this only translates. Its
@@ -10,6 +11,7 @@
 
 pub mod app_creds;
 pub mod glance;
+pub mod glance_props;
 pub mod identity;
 pub mod microversion;
 pub mod neutron;

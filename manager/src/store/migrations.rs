@@ -153,6 +153,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
      );
      ALTER TABLE os_tokens ADD COLUMN app_cred_id TEXT;
      CREATE INDEX os_tokens_app_cred ON os_tokens(app_cred_id);",
+    // 21 (os-more: Glance properties): each image's free-form string
+    // properties (a JSON object), as Glance's API sets and shows them.
+    "ALTER TABLE images ADD COLUMN os_properties TEXT NOT NULL DEFAULT '{}';",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,

@@ -31,6 +31,7 @@ mod metadata;
 mod migrations;
 mod networks;
 mod os_app_creds;
+mod os_image_props;
 mod os_tokens;
 mod servers;
 mod tpm;
