@@ -199,14 +199,26 @@ fn role_name(r: &RoleRef) -> Result<String, AppCredError> {
     })
 }
 
-/// The credential an `application_credential` auth names, if its secret
-/// is right and it has not expired (401 otherwise, the same for every
-/// reason).
+/// The credential an `application_credential` auth (`m`, the body's
+/// member) names, if its secret is right and it has not expired (401
+/// otherwise, the same for every reason); its token has the
+/// credential's project, so a `scope` too is refused.
 pub async fn authenticate(
     idn: &Identity,
     store: &Arc<Store>,
-    m: &AppCredMethod,
+    m: Option<&AppCredMethod>,
+    scoped: bool,
 ) -> Result<AppCredRow, AuthError> {
+    let m = m.ok_or_else(|| {
+        AuthError::Invalid(
+            "method application_credential needs auth.identity.application_credential".into(),
+        )
+    })?;
+    if scoped {
+        return Err(AuthError::Unauthorized(
+            "an application credential's token has its project: no scope".into(),
+        ));
+    }
     let found = match (&m.id, &m.name) {
         (Some(id), _) => {
             let id = id.clone();

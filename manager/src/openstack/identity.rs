@@ -169,19 +169,10 @@ impl Identity {
                     cred = cred.or(old.app_cred_id);
                 }
                 "application_credential" => {
-                    let a = id.application_credential.as_ref().ok_or_else(|| {
-                        AuthError::Invalid(
-                            "method application_credential needs auth.identity.application_credential"
-                                .into(),
-                        )
-                    })?;
-                    let c = app_creds::authenticate(self, store, a).await?;
+                    let a = id.application_credential.as_ref();
+                    let scoped = body.auth.scope.is_some();
+                    let c = app_creds::authenticate(self, store, a, scoped).await?;
                     expires = expires.min(c.expires_at.unwrap_or(u64::MAX));
-                    if body.auth.scope.is_some() {
-                        return Err(AuthError::Unauthorized(
-                            "an application credential's token has its project: no scope".into(),
-                        ));
-                    }
                     cred = Some(c.id);
                 }
                 other => {
