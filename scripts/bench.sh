@@ -3,7 +3,8 @@
 # release mode, then runs each program in benches/src/bin (NAME.rs or
 # NAME/main.rs) with quick settings (or its own defaults with --full) and
 # prints its output. Each benchmark runs its peer (QEMU, qemu-img, fio,
-# a direct tap, dnsmasq, nginx) in the same run and prints ratios.
+# a direct tap, dnsmasq, nginx; openstack_bench the `openstack` CLI beside
+# `kiln`) in the same run and prints ratios.
 #
 # Usage: scripts/bench.sh [--full] [NAME...]   (NAME: e.g. virtio_blk_bench)
 # Needs root, /dev/kvm, /dev/net/tun, fio, qemu-img, qemu-system-x86_64, dnsmasq
@@ -43,6 +44,7 @@ quick_args() {
         dhcp_bench) echo "--quick" ;;
         display_bench) echo "--rounds 3" ;;
         metadata_bench) echo "--quick" ;;
+        openstack_bench) echo "--runs 3 --records 300 --seconds 2" ;;
         *) echo "" ;;
     esac
 }
@@ -50,7 +52,7 @@ quick_args() {
 printf '== build (release)\n'
 cargo build --release --quiet -p kiln-benches --bins
 cargo build --release --quiet -p kiln-vmm --bin kiln-vmm
-cargo build --release --quiet -p kiln-manager --bin kilnd
+cargo build --release --quiet -p kiln-manager --bin kilnd --bin kiln
 target=${CARGO_TARGET_DIR:-$root/target}
 
 failed=()
