@@ -101,7 +101,7 @@ fn application_credentials() {
     }
     assert_eq!(ci["Unrestricted"], false, "{ci}");
     // A reader-only one with a chosen secret, unrestricted, expiring.
-    let expiry = kiln_manager_time(3600);
+    let expiry = utc_in(3600);
     let ro = cli.json(&[
         "application",
         "credential",
@@ -244,6 +244,27 @@ fn application_credentials() {
     assert!(!ok);
     let list = cli.json(&["application", "credential", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    // An expired credential grants nothing, and its token ends with it.
+    let short = cli.json(&[
+        "application",
+        "credential",
+        "create",
+        "--expiration",
+        &utc_in(3),
+        "short",
+    ]);
+    let short = cred_auth(
+        short["ID"].as_str().unwrap(),
+        short["Secret"].as_str().unwrap(),
+    );
+    let (code, body) = auth(n, &short);
+    assert_eq!(code, 201, "{body}");
+    let h = format!("X-Auth-Token: {}", common::osc::subject_token(&body));
+    assert_eq!(curl(n, &["-H", &h, &servers]).0, 200);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let (code, body) = auth(n, &short);
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(curl(n, &["-H", &h, &servers]).0, 401);
     // Another user's path is a 404.
     let (_, body) = auth(n, &cred_auth(&ro_id, "chosen-secret-1"));
     let h = format!("X-Auth-Token: {}", common::osc::subject_token(&body));
@@ -260,7 +281,7 @@ fn application_credentials() {
 
 /// `now + secs` as osc's `--expiration` takes it (`%Y-%m-%dT%H:%M:%S`,
 /// UTC).
-fn kiln_manager_time(secs: u64) -> String {
+fn utc_in(secs: u64) -> String {
     let out = Command::new("date")
         .args([
             "-u",
