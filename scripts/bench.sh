@@ -3,7 +3,8 @@
 # release mode, then runs each program in benches/src/bin (NAME.rs or
 # NAME/main.rs) with quick settings (or its own defaults with --full) and
 # prints its output. Each benchmark runs its peer (QEMU, qemu-img, fio,
-# a direct tap, dnsmasq, nginx) in the same run and prints ratios.
+# a direct tap, dnsmasq, nginx; openstack_bench the `openstack` CLI beside
+# `kiln`) in the same run and prints ratios.
 #
 # Usage: scripts/bench.sh [--full] [NAME...]   (NAME: e.g. virtio_blk_bench)
 # Needs root, /dev/kvm, /dev/net/tun, fio, qemu-img, qemu-system-x86_64, dnsmasq

@@ -65,11 +65,14 @@ if [ ! -e "$sb_vars" ]; then
 fi
 
 # The real `openstack` CLI (python-openstackclient, pinned with the SDK it
-# drives) for manager/tests/openstack_cli.rs, in a virtualenv of its own so
-# that its pins and schemathesis's never meet.
+# drives, and osc-placement, its `resource provider` commands) for
+# manager/tests/openstack_*.rs, in a virtualenv of its own so that its pins
+# and schemathesis's never meet.
 osc_venv=$root/cache/venv-openstack
-osc_pins=(python-openstackclient==10.5.0 openstacksdk==4.22.0 keystoneauth1==5.18.1)
-if ! "$osc_venv/bin/pip" freeze 2>/dev/null | grep -qx 'python-openstackclient==10.5.0'; then
+osc_pins=(python-openstackclient==10.5.0 openstacksdk==4.22.0 keystoneauth1==5.18.1
+    osc-placement==4.9.1)
+if ! "$osc_venv/bin/pip" freeze 2>/dev/null | grep -qx 'python-openstackclient==10.5.0' ||
+    ! "$osc_venv/bin/pip" freeze 2>/dev/null | grep -qx 'osc-placement==4.9.1'; then
     [ -x "$osc_venv/bin/pip" ] || python3 -m venv "$osc_venv"
     "$osc_venv/bin/pip" install --quiet --disable-pip-version-check "${osc_pins[@]}"
 fi

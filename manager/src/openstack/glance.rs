@@ -7,6 +7,7 @@ use kiln_api::compute::{
     DiskBus, DiskSource, Firmware, Image, ImageCreate, ImageFormat, ImageKind, ImageStatus, OsType,
 };
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 /// Glance's status of a Kiln image.
 pub fn status(s: ImageStatus) -> &'static str {
@@ -18,8 +19,9 @@ pub fn status(s: ImageStatus) -> &'static str {
     }
 }
 
-/// `GET /v2/images/{id}` and the list's entries.
-pub fn image(i: &Image, owner: &str) -> Value {
+/// `GET /v2/images/{id}` and the list's entries, with the image's
+/// free-form `properties` (`glance_props.rs`).
+pub fn image(i: &Image, owner: &str, properties: Option<&BTreeMap<String, String>>) -> Value {
     let (disk_format, container_format, size, hash) = match &i.kind {
         ImageKind::Disk {
             format,
@@ -70,6 +72,9 @@ pub fn image(i: &Image, owner: &str) -> Value {
     if i.tpm {
         o.insert("hw_tpm_version".into(), json!("2.0"));
     }
+    for (k, val) in properties.into_iter().flatten() {
+        o.entry(k.clone()).or_insert_with(|| json!(val));
+    }
     v
 }
 
@@ -77,7 +82,7 @@ pub fn image(i: &Image, owner: &str) -> Value {
 /// `qcow2` disk image in a `bare` container whose bytes come by `PUT
 /// .../file`; `hw_firmware_type`, `os_type` and `hw_tpm_version` are
 /// Kiln's image settings; other string properties (openstacksdk's
-/// `owner_specified.openstack.*`) are accepted and not kept.
+/// `owner_specified.openstack.*`) are kept beside (`glance_props.rs`).
 pub fn to_kiln(body: &Map<String, Value>) -> Result<ImageCreate, String> {
     let s = |k: &str| body.get(k).and_then(Value::as_str);
     let name = s("name").ok_or("name is required: Kiln images have names")?;

@@ -1,5 +1,6 @@
 //! Keystone v3's subset: one user and one project (both `admin`, in
-//! domain `default`), the `password` and `token` auth methods, tokens
+//! domain `default`), the `password`, `token` and `application_credential`
+//! (`app_creds.rs`) auth methods, tokens
 //! (random, stored by their SHA-256 with the kilnd that issued them,
 //! expiring, revocable) and the service catalog.
 
@@ -12,8 +13,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Digest;
 
+use super::app_creds::{self, AppCredMethod};
 use crate::config::Config;
-use crate::store::{Store, StoreError, TokenRow};
+use crate::store::{AppCredRow, Store, StoreError, TokenRow};
 
 pub const USER: &str = "admin";
 pub const PROJECT: &str = "admin";
@@ -70,6 +72,8 @@ pub struct AuthIdentity {
     pub password: Option<PasswordMethod>,
     #[serde(default)]
     pub token: Option<TokenMethod>,
+    #[serde(default)]
+    pub application_credential: Option<AppCredMethod>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +148,9 @@ impl Identity {
             ));
         }
         let mut expires = crate::util::now_secs() + self.ttl_s;
+        // The credential the token is issued through (its roles, and it
+        // revokes the token when deleted).
+        let mut cred: Option<String> = None;
         for m in &id.methods {
             match m.as_str() {
                 "password" => {
@@ -159,10 +166,18 @@ impl Identity {
                     let old = self.validate(store, &t.id).await?;
                     // A token made from a token lives no longer than it.
                     expires = expires.min(old.expires_at);
+                    cred = cred.or(old.app_cred_id);
+                }
+                "application_credential" => {
+                    let a = id.application_credential.as_ref();
+                    let scoped = body.auth.scope.is_some();
+                    let c = app_creds::authenticate(self, store, a, scoped).await?;
+                    expires = expires.min(c.expires_at.unwrap_or(u64::MAX));
+                    cred = Some(c.id);
                 }
                 other => {
                     return Err(AuthError::Unauthorized(format!(
-                        "auth method {other:?} is not supported; use password or token"
+                        "auth method {other:?} is not supported; use password, token or application_credential"
                     )))
                 }
             }
@@ -180,6 +195,7 @@ impl Identity {
             issued_at: now,
             expires_at: expires,
             revoked: false,
+            app_cred_id: cred,
         };
         let r = row.clone();
         store.call(move |s| s.insert_token(&r)).await?;
@@ -273,11 +289,14 @@ impl Identity {
         }
     }
 
-    /// The body of a token answer (`{"token": {...}}`), with the catalog
-    /// when it is scoped.
-    pub fn token_body(&self, row: &TokenRow, base: &str) -> Value {
+    /// The body of a token answer (`{"token": {...}}`) with the catalog;
+    /// `cred` is the application credential it was issued through (its
+    /// roles, not all the user's).
+    pub fn token_body(&self, row: &TokenRow, base: &str, cred: Option<&AppCredRow>) -> Value {
         let domain = json!({"id": DOMAIN_ID, "name": DOMAIN_NAME});
-        json!({"token": {
+        let all: Vec<String> = app_creds::ROLES.iter().map(|r| r.to_string()).collect();
+        let roles = app_creds::roles_view(cred.map_or(&all, |c| &c.roles));
+        let mut body = json!({"token": {
             "methods": row.methods.split(',').collect::<Vec<_>>(),
             "user": {"id": row.user_id, "name": USER, "domain": domain,
                      "password_expires_at": null},
@@ -286,14 +305,17 @@ impl Identity {
             "expires_at": keystone_time(row.expires_at),
             "project": {"id": row.project_id, "name": PROJECT, "domain": domain},
             "is_domain": false,
-            "roles": [{"id": super::derived_id("role:admin").replace('-', ""), "name": "admin"},
-                      {"id": super::derived_id("role:member").replace('-', ""), "name": "member"},
-                      {"id": super::derived_id("role:reader").replace('-', ""), "name": "reader"}],
+            "roles": roles,
             "catalog": self.catalog(base),
-        }})
+        }});
+        if let Some(c) = cred {
+            body["token"]["application_credential"] =
+                json!({"id": c.id, "name": c.name, "restricted": !c.unrestricted});
+        }
+        body
     }
 
-    /// The service catalog: compute, image, network and identity, each
+    /// The service catalog: compute, image, network, placement and identity, each
     /// endpoint on every interface.
     pub fn catalog(&self, base: &str) -> Value {
         let services = [
@@ -301,6 +323,7 @@ impl Identity {
             ("compute", "nova", format!("{base}/compute/v2.1")),
             ("image", "glance", format!("{base}/image")),
             ("network", "neutron", format!("{base}/network")),
+            ("placement", "placement", format!("{base}/placement")),
         ];
         let list: Vec<Value> = services
             .iter()

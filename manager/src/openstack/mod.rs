@@ -1,17 +1,22 @@
 //! The OpenStack-compatible API's domain: Keystone's users, projects,
 //! tokens and catalog (`identity.rs`, with the token rows in
-//! `crate::store`), and Nova's, Glance's and Neutron's views of Kiln's
+//! `crate::store`) and application credentials (`app_creds.rs`), and Nova's, Glance's and Neutron's views of Kiln's
 //! servers, flavors, key pairs, images and networks (`nova.rs`,
-//! `glance.rs`, `neutron.rs`), with Nova's microversions
-//! (`microversion.rs`). Every rule stays in the domain modules these call
+//! `glance.rs` with its free-form properties in `glance_props.rs`,
+//! `neutron.rs`), with Nova's microversions
+//! (`microversion.rs`), and Placement's read-only view of this host
+//! (`placement.rs`). Every rule stays in the domain modules these call
 //! (`crate::servers`, `crate::keypairs`, ...); this only translates. Its
 //! HTTP side is `crate::http::openstack`.
 
+pub mod app_creds;
 pub mod glance;
+pub mod glance_props;
 pub mod identity;
 pub mod microversion;
 pub mod neutron;
 pub mod nova;
+pub mod placement;
 
 /// A UUID-shaped id (8-4-4-4-12 hex) derived from `seed`: stable ids for
 /// things Kiln has one of (the admin user and project, a network's

@@ -134,6 +134,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 20 (os-net: Neutron subnets): the name a network's subnet was
     // given through Neutron (NULL: the network's own).
     "ALTER TABLE networks ADD COLUMN subnet_name TEXT;",
+    // 21 (os-more: Keystone application credentials): each by id, the
+    // kilnd, user and project it belongs to, its name (unique per user),
+    // description, the PBKDF2 hash of its secret (never the secret), role
+    // names (JSON array), whether it is unrestricted, expiry (unix
+    // seconds; NULL: never) and creation time; a token issued through one
+    // names it, so that deleting it revokes them.
+    "CREATE TABLE os_app_creds (
+         id TEXT PRIMARY KEY,
+         instance TEXT NOT NULL,
+         user_id TEXT NOT NULL,
+         project_id TEXT NOT NULL,
+         name TEXT NOT NULL,
+         description TEXT,
+         secret_hash TEXT NOT NULL,
+         roles TEXT NOT NULL,
+         unrestricted INTEGER NOT NULL DEFAULT 0,
+         expires_at INTEGER,
+         created_at INTEGER NOT NULL,
+         UNIQUE (user_id, name)
+     );
+     ALTER TABLE os_tokens ADD COLUMN app_cred_id TEXT;
+     CREATE INDEX os_tokens_app_cred ON os_tokens(app_cred_id);",
+    // 22 (os-more: Glance properties): each image's free-form string
+    // properties (a JSON object), as Glance's API sets and shows them.
+    "ALTER TABLE images ADD COLUMN os_properties TEXT NOT NULL DEFAULT '{}';",
 ];
 
 /// 11 (ipam: subnets): a network's IPv4 subnet (NULL: L2 only), gateway,

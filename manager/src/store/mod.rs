@@ -30,6 +30,8 @@ mod keypairs;
 mod metadata;
 mod migrations;
 mod networks;
+mod os_app_creds;
+mod os_image_props;
 mod os_tokens;
 mod servers;
 mod subnets;
@@ -38,6 +40,7 @@ mod tpm;
 pub use addresses::DhcpPort;
 pub use metadata::MAX_PASSWORD;
 pub use networks::{NetworkSpec, NewNic};
+pub use os_app_creds::AppCredRow;
 pub use os_tokens::TokenRow;
 /// Test helpers (a new server, a placement) for other modules' tests.
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Keystone token rows (migration 19): insert, look up by hash, revoke,
+//! Keystone token rows (migrations 19 and 20): insert, look up by hash, revoke,
 //! and purge the expired. The SQL only; what a token means is
 //! `crate::openstack::tokens`.
 
@@ -20,14 +20,17 @@ pub struct TokenRow {
     pub issued_at: u64,
     pub expires_at: u64,
     pub revoked: bool,
+    /// The application credential it was issued through (migration 21),
+    /// directly or from a token that was.
+    pub app_cred_id: Option<String>,
 }
 
 impl Store {
     pub fn insert_token(&self, t: &TokenRow) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO os_tokens (hash, instance, user_id, project_id, methods, audit_id,
-                                    issued_at, expires_at, revoked)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                    issued_at, expires_at, revoked, app_cred_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 t.hash,
                 t.instance,
@@ -37,7 +40,8 @@ impl Store {
                 t.audit_id,
                 t.issued_at as i64,
                 t.expires_at as i64,
-                t.revoked
+                t.revoked,
+                t.app_cred_id
             ],
         )?;
         Ok(())
@@ -49,7 +53,7 @@ impl Store {
             .conn()
             .query_row(
                 "SELECT hash, instance, user_id, project_id, methods, audit_id,
-                        issued_at, expires_at, revoked
+                        issued_at, expires_at, revoked, app_cred_id
                  FROM os_tokens WHERE hash = ?1",
                 [hash],
                 |r| {
@@ -63,6 +67,7 @@ impl Store {
                         issued_at: r.get::<_, i64>(6)? as u64,
                         expires_at: r.get::<_, i64>(7)? as u64,
                         revoked: r.get(8)?,
+                        app_cred_id: r.get(9)?,
                     })
                 },
             )
@@ -105,6 +110,7 @@ mod tests {
             issued_at: 10,
             expires_at: 20,
             revoked: false,
+            app_cred_id: None,
         };
         s.insert_token(&t).unwrap();
         assert_eq!(s.get_token("h").unwrap(), Some(t.clone()));

@@ -7,6 +7,7 @@ pub mod firmware;
 pub mod guest_net;
 pub mod openstack;
 pub mod screen;
+pub mod osc;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

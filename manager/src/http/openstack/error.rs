@@ -2,7 +2,8 @@
 //! 401 of every service, as keystonemiddleware answers it) `{"error":
 //! {"code", "title", "message"}}`, Nova's `{"itemNotFound": {"code",
 //! "message"}}`, Glance's `{"code", "title", "message"}`... and Neutron's
-//! `{"NeutronError": {"type", "message", "detail"}}`. The message is the
+//! `{"NeutronError": {"type", "message", "detail"}}`, Placement's
+//! `{"errors": [{"status", "title", "detail", "code"}]}`. The message is the
 //! one `/v1` gives for the same error (`crate::http::error`).
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -19,6 +20,7 @@ pub enum Service {
     Compute,
     Image,
     Network,
+    Placement,
 }
 
 #[derive(Debug)]
@@ -90,6 +92,8 @@ impl IntoResponse for OsError {
             (Service::Network, _) => json!({"NeutronError": {
                 "type": format!("HTTP{}", title.replace(' ', "")),
                 "message": self.message, "detail": ""}}),
+            (Service::Placement, _) => json!({"errors": [{"status": code, "title": title,
+                "detail": self.message, "code": "placement.undefined_code"}]}),
         };
         let mut r = (self.status, Json(body)).into_response();
         if code == 401 {

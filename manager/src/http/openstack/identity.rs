@@ -1,5 +1,5 @@
 //! Keystone v3: version documents and `/v3/auth/tokens` (issue, check,
-//! revoke).
+//! revoke); application credentials are `app_creds.rs`.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -12,6 +12,7 @@ use super::error::{OsError, Service};
 use super::{doc, header_str, parse, version_entry, Base};
 use crate::http::state::{AppState, St};
 use crate::openstack::identity::AuthBody;
+use crate::store::{AppCredRow, TokenRow};
 
 const ID: Service = Service::Identity;
 
@@ -49,14 +50,26 @@ pub(super) async fn issue(
         .authenticate(&s.store, req)
         .await
         .map_err(|e| OsError::auth(ID, e))?;
+    let cred = cred_of(&s, &issued.row).await?;
     let mut r = (
         StatusCode::CREATED,
-        Json(s.identity.token_body(&issued.row, &base)),
+        Json(s.identity.token_body(&issued.row, &base, cred.as_ref())),
     )
         .into_response();
     let v = HeaderValue::from_str(&issued.token).expect("hex is a header value");
     r.headers_mut().insert("x-subject-token", v);
     Ok(r)
+}
+
+/// The application credential `row` was issued through, if any.
+async fn cred_of(s: &AppState, row: &TokenRow) -> Result<Option<AppCredRow>, OsError> {
+    let Some(id) = row.app_cred_id.clone() else {
+        return Ok(None);
+    };
+    s.store
+        .call(move |s| s.get_app_cred(&id))
+        .await
+        .map_err(|e| OsError::from_api(ID, e))
 }
 
 /// The caller's token (`X-Auth-Token`), which must be valid, and the one
@@ -96,7 +109,8 @@ pub(super) async fn check(
     let mut r = if method == Method::HEAD {
         StatusCode::OK.into_response()
     } else {
-        Json(s.identity.token_body(&row, &base)).into_response()
+        let cred = cred_of(s, &row).await?;
+        Json(s.identity.token_body(&row, &base, cred.as_ref())).into_response()
     };
     let v = HeaderValue::from_str(&subject).map_err(|_| OsError::bad(ID, "bad X-Subject-Token"))?;
     r.headers_mut().insert("x-subject-token", v);

@@ -1,5 +1,6 @@
-//! Glance v2: version documents, images list, show, create, upload
-//! (`PUT .../file`, streamed as `/v1`'s upload) and delete, and the image
+//! Glance v2: version documents, images list, show, create (free-form
+//! properties kept), update (`PATCH`, a JSON patch), upload (`PUT
+//! .../file`, streamed as `/v1`'s upload) and delete, and the image
 //! schema openstackclient reads.
 
 use std::sync::Arc;
@@ -17,13 +18,17 @@ use super::error::{OsError, Service};
 use super::{doc, parse, version_entry, Base};
 use crate::http::state::{AppState, St};
 use crate::openstack::glance;
+use crate::openstack::glance_props::{self, PropError};
 
 const GLANCE: Service = Service::Image;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/image/v2/images", get(list).post(create))
-        .route("/image/v2/images/{id}", get(show).delete(delete))
+        .route(
+            "/image/v2/images/{id}",
+            get(show).delete(delete).patch(update),
+        )
         // Streamed to disk: images.max_upload_bytes, not max_body_bytes.
         .route(
             "/image/v2/images/{id}/file",
@@ -49,11 +54,16 @@ async fn list(State(s): St, uri: Uri) -> Result<Json<Value>, OsError> {
         .call(|s| s.list_images())
         .await
         .map_err(|e| OsError::from_api(GLANCE, e))?;
+    let props = s
+        .store
+        .call(|s| s.all_image_properties())
+        .await
+        .map_err(|e| OsError::from_api(GLANCE, e))?;
     let filters = query_pairs(&uri);
     let owner = &s.identity.project_id;
     let list: Vec<Value> = images
         .iter()
-        .map(|i| glance::image(i, owner))
+        .map(|i| glance::image(i, owner, props.get(&i.id)))
         .filter(|v| glance::matches(v, &filters))
         .collect();
     let (list, next) = super::paging::page(GLANCE, &filters, list, |v| {
@@ -69,17 +79,88 @@ async fn list(State(s): St, uri: Uri) -> Result<Json<Value>, OsError> {
 /// `GET /image/v2/images/{id}`: by id only (a name is a 404, as Glance).
 async fn show(State(s): St, Path(id): Path<String>) -> Result<Json<Value>, OsError> {
     let img = by_id(&s, &id).await?;
-    Ok(Json(glance::image(&img, &s.identity.project_id)))
+    view(&s, &img).await.map(Json)
+}
+
+/// An image's Glance view with its properties.
+async fn view(s: &AppState, img: &kiln_api::compute::Image) -> Result<Value, OsError> {
+    let id = img.id.clone();
+    let props = s
+        .store
+        .call(move |s| s.image_properties(&id))
+        .await
+        .map_err(|e| OsError::from_api(GLANCE, e))?;
+    Ok(glance::image(img, &s.identity.project_id, Some(&props)))
+}
+
+fn prop_err(e: PropError) -> OsError {
+    let status = match e {
+        PropError::Bad(_) => StatusCode::BAD_REQUEST,
+        PropError::ReadOnly(_) => StatusCode::FORBIDDEN,
+        PropError::Conflict(_) => StatusCode::CONFLICT,
+    };
+    OsError::new(GLANCE, status, e.to_string())
+}
+
+/// `PATCH /image/v2/images/{id}`: a JSON patch
+/// (`application/openstack-images-v2.1-json-patch`) of its name and
+/// properties, all or nothing (`crate::openstack::glance_props`); 200
+/// and the image.
+async fn update(
+    State(s): St,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, OsError> {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/openstack-images-v2.1-json-patch")
+        && !ct.starts_with("application/openstack-images-v2.0-json-patch")
+    {
+        return Err(OsError::new(
+            GLANCE,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type {ct:?}: use application/openstack-images-v2.1-json-patch"),
+        ));
+    }
+    let img = by_id(&s, &id).await?;
+    let ops: Value = parse(GLANCE, &body)?;
+    let key = id.clone();
+    let now = s
+        .store
+        .call(move |s| s.image_properties(&key))
+        .await
+        .map_err(|e| OsError::from_api(GLANCE, e))?;
+    let p = glance_props::apply(&ops, &img.name, &now).map_err(prop_err)?;
+    if let Some(n) = &p.name {
+        crate::util::check_name("image", n).map_err(|e| OsError::bad(GLANCE, e.to_string()))?;
+    }
+    s.store
+        .call(move |s| s.set_image_properties(&id, p.name.as_deref(), &p.properties))
+        .await
+        .map_err(|e| OsError::from_api(GLANCE, e))?;
+    let img = by_id(&s, &img.id).await?;
+    view(&s, &img).await.map(Json)
 }
 
 /// `POST /image/v2/images`: 201 and the queued image.
 async fn create(State(s): St, body: Bytes) -> Result<Response, OsError> {
     let body: serde_json::Map<String, Value> = parse(GLANCE, &body)?;
     let req = glance::to_kiln(&body).map_err(|m| OsError::bad(GLANCE, m))?;
+    let props = glance_props::from_create(&body).map_err(prop_err)?;
     let (img, _) = crate::images::create(&s.store, &s.config, req)
         .await
         .map_err(|e| OsError::from_api(GLANCE, e))?;
-    let v = glance::image(&img, &s.identity.project_id);
+    if !props.is_empty() {
+        let (id, p) = (img.id.clone(), props.clone());
+        s.store
+            .call(move |s| s.set_image_properties(&id, None, &p))
+            .await
+            .map_err(|e| OsError::from_api(GLANCE, e))?;
+    }
+    let v = glance::image(&img, &s.identity.project_id, Some(&props));
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 

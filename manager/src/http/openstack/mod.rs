@@ -1,12 +1,13 @@
 //! The OpenStack-compatible API's HTTP side: Keystone under `/identity`,
-//! Nova under `/compute`, Glance under `/image`, Neutron under `/network`
-//! (the prefixes the catalog publishes), on the unix socket and the TCP
+//! Nova under `/compute`, Glance under `/image`, Neutron under `/network`,
+//! Placement under `/placement` (the prefixes the catalog publishes), on the unix socket and the TCP
 //! listener. The version documents and `POST /identity/v3/auth/tokens`
 //! are open; every other route needs a valid Keystone token in
 //! `X-Auth-Token` ([`require_keystone`]). Nova's routes negotiate a
 //! microversion first ([`nova_version`]). The domain side (views,
 //! tokens, microversions) is `crate::openstack`.
 
+mod app_creds;
 mod compute;
 mod compute_flavors;
 mod compute_server_io;
@@ -17,6 +18,7 @@ mod image;
 mod network;
 mod network_ports;
 mod paging;
+mod placement;
 
 use std::sync::Arc;
 
@@ -34,7 +36,7 @@ use crate::openstack::microversion::{self, Microversion, VersionError};
 use error::{OsError, Service};
 
 /// The path prefixes of the OpenStack API.
-pub const PREFIXES: [&str; 4] = ["/identity", "/compute", "/image", "/network"];
+pub const PREFIXES: [&str; 5] = ["/identity", "/compute", "/image", "/network", "/placement"];
 
 /// Whether `path` is under one of [`PREFIXES`] (these check
 /// `X-Auth-Token`, not the TCP listener's bearer token).
@@ -61,6 +63,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/image/versions", get(image::versions))
         .route("/network", get(network::versions))
         .route("/network/", get(network::versions))
+        .route("/placement", get(placement::root))
+        .route("/placement/", get(placement::root))
         .route(
             "/identity/v3/auth/tokens",
             axum::routing::post(identity::issue)
@@ -71,15 +75,22 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/identity/{*rest}", any(|| not_found(Service::Identity)))
         .route("/compute/{*rest}", any(|| not_found(Service::Compute)))
         .route("/image/{*rest}", any(|| not_found(Service::Image)))
-        .route("/network/{*rest}", any(|| not_found(Service::Network)));
+        .route("/network/{*rest}", any(|| not_found(Service::Network)))
+        .route("/placement/{*rest}", any(|| not_found(Service::Placement)));
     let nova = compute::routes()
         .merge(compute_flavors::routes())
         .merge(compute_server_io::routes())
         .merge(compute_servers::routes())
         .route_layer(from_fn(nova_version))
         .route_layer(auth.clone());
-    let others = image::routes().merge(network::routes()).route_layer(auth);
-    open.merge(nova).merge(others)
+    let placement = placement::routes()
+        .route_layer(from_fn(placement::placement_version))
+        .route_layer(auth.clone());
+    let others = image::routes()
+        .merge(network::routes())
+        .merge(app_creds::routes())
+        .route_layer(auth);
+    open.merge(nova).merge(placement).merge(others)
 }
 
 async fn not_found(service: Service) -> OsError {
@@ -92,13 +103,19 @@ fn service_of(path: &str) -> Service {
         Some("compute") => Service::Compute,
         Some("image") => Service::Image,
         Some("network") => Service::Network,
+        Some("placement") => Service::Placement,
         _ => Service::Identity,
     }
 }
 
 /// Refuses a request without a valid `X-Auth-Token` (401, Keystone's
-/// shape), before its handler runs.
-async fn require_keystone(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// shape), before its handler runs; the handler gets the token's row
+/// (`Extension<TokenRow>`).
+async fn require_keystone(
+    State(s): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let service = service_of(req.uri().path());
     let Some(token) = header_str(req.headers(), "x-auth-token") else {
         return OsError::new(
@@ -110,7 +127,10 @@ async fn require_keystone(State(s): State<Arc<AppState>>, req: Request, next: Ne
     };
     let token = token.to_owned();
     match s.identity.validate(&s.store, &token).await {
-        Ok(_) => next.run(req).await,
+        Ok(row) => {
+            req.extensions_mut().insert(row);
+            next.run(req).await
+        }
         Err(e) => OsError::auth(service, e).into_response(),
     }
 }
