@@ -293,7 +293,7 @@ fn bench_detail(bin: &Path, probe: &Path, a: &Args) -> Result<(), String> {
     let token = keystone_token(&d.socket, &auth.to_string())?;
     // /v1/servers answers from a cache kept per store change; with a
     // filter it reads the store each time, as Nova's views always do.
-    let mut rate = |path: &str| throughput(&d.socket, path, &token, a.clients, a.seconds);
+    let rate = |path: &str| throughput(&d.socket, path, &token, a.clients, a.seconds);
     let detail = rate("/compute/v2.1/servers/detail")?;
     let brief = rate("/compute/v2.1/servers")?;
     let v1_cached = rate("/v1/servers")?;

@@ -6,8 +6,8 @@ pub mod api;
 pub mod firmware;
 pub mod guest_net;
 pub mod openstack;
-pub mod screen;
 pub mod osc;
+pub mod screen;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
