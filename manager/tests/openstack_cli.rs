@@ -15,106 +15,26 @@ mod common;
 #[path = "openstack_cli/steps.rs"]
 mod steps;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::api::NO_VMM;
+use common::osc::{curl, tcp_config, Cli};
 use common::vm::{register, start_kilnd_in, T};
 use common::Kilnd;
 use kiln_api::compute::ServerStatus;
 use kiln_tests::netns::NetNs;
 use serde_json::Value;
 
-fn openstack_bin() -> PathBuf {
-    let bin = kiln_tests::cache_dir().join("venv-openstack/bin/openstack");
-    assert!(
-        bin.exists(),
-        "{} missing: run scripts/setup.sh",
-        bin.display()
-    );
-    bin
-}
-
-/// `[tcp]` on `addr` of the namespace's loopback, with a bearer token for
-/// `/v1`.
-fn tcp_config(k_dir: &std::path::Path, addr: &str) -> String {
-    let token = k_dir.join("api-token");
-    std::fs::write(&token, "v1-bearer-token-0123456789\n").unwrap();
-    format!(
-        "[tcp]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\n",
-        token.display()
-    )
-}
-
-/// The `openstack` CLI in the namespace, on the clouds.yaml kilnd printed.
-struct Cli {
-    ns: String,
-    clouds: PathBuf,
-}
-
-impl Cli {
-    fn new(k: &Kilnd, ns: &str) -> Cli {
-        let out = Command::new(common::kilnd_bin())
-            .arg("--config")
-            .arg(&k.config)
-            .arg("--state-dir")
-            .arg(&k.state)
-            .arg("--print-clouds-yaml")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let yaml = String::from_utf8(out.stdout).unwrap();
-        assert!(yaml.contains("/identity/v3"), "{yaml}");
-        let clouds = k.dir.path().join("clouds.yaml");
-        std::fs::write(&clouds, yaml).unwrap();
-        Cli {
-            ns: ns.to_owned(),
-            clouds,
+/// Polls `server show` until the server's status is `status`.
+fn wait_status(cli: &Cli, name: &str, status: &str) -> Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let s = cli.json(&["server", "show", name]);
+        if s["status"] == status && s["OS-EXT-STS:task_state"].is_null() {
+            return s;
         }
-    }
-
-    fn try_run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .arg(openstack_bin())
-            .args(args)
-            .env("OS_CLIENT_CONFIG_FILE", &self.clouds)
-            .env("OS_CLOUD", "kiln")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.try_run(args);
-        assert!(ok, "openstack {args:?} failed:\n{out}\n{err}");
-        out
-    }
-
-    /// Runs with `-f json` and parses the output.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-f", "json"]);
-        let out = self.run(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-    }
-
-    /// Polls `server show` until the server's status is `status`.
-    fn wait_status(&self, name: &str, status: &str) -> Value {
-        let deadline = Instant::now() + T;
-        loop {
-            let s = self.json(&["server", "show", name]);
-            if s["status"] == status && s["OS-EXT-STS:task_state"].is_null() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "{name} not {status}: {s}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        assert!(Instant::now() < deadline, "{name} not {status}: {s}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -262,18 +182,18 @@ fn openstack_cli_session() {
     assert_eq!(tail.trim_end().lines().count(), 1, "{tail}");
 
     cli.run(&["server", "stop", "s1"]);
-    let s = cli.wait_status("s1", "SHUTOFF");
+    let s = wait_status(&cli, "s1", "SHUTOFF");
     assert_eq!(s["OS-EXT-STS:power_state"], 4, "{s}");
     assert_eq!(k.server(&id).status, ServerStatus::Shutoff);
     cli.run(&["server", "start", "s1"]);
-    cli.wait_status("s1", "ACTIVE");
+    wait_status(&cli, "s1", "ACTIVE");
     assert!(k.server(&id).pid.is_some());
     let pid = k.server(&id).pid;
     cli.run(&["server", "reboot", "--hard", "--wait", "s1"]);
     let after = k.wait_status(&id, ServerStatus::Active, T);
     assert_ne!(after.pid, pid, "a hard reboot starts a new VMM");
     cli.run(&["server", "reboot", "--wait", "s1"]);
-    cli.wait_status("s1", "ACTIVE");
+    wait_status(&cli, "s1", "ACTIVE");
 
     // An unknown name is a clean miss, not a crash.
     let (ok, _, err) = cli.try_run(&["server", "show", "nope"]);
@@ -302,27 +222,6 @@ fn openstack_cli_session() {
     assert!(ns.link(&bridge).is_none(), "{bridge} is gone");
     cli.run(&["flavor", "delete", "fw.small"]);
     assert_eq!(k.req("GET", "/v1/flavors/fw.small", None).status, 404);
-}
-
-/// `curl` in the namespace: (status, headers and body).
-fn curl(ns: &str, args: &[&str]) -> (u16, String) {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-s",
-            "-i",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), body.to_owned())
 }
 
 fn subject_token(resp: &str) -> String {

@@ -6,9 +6,9 @@
 
 use serde_json::Value;
 
+use super::common::osc::{curl, Cli};
 use super::common::vm::T;
 use super::common::Kilnd;
-use super::{curl, Cli};
 use kiln_api::compute::ServerStatus;
 use kiln_tests::netns::NetNs;
 
