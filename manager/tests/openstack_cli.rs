@@ -17,6 +17,7 @@ mod steps;
 
 use std::time::{Duration, Instant};
 
+use base64ct::Encoding;
 use common::api::NO_VMM;
 use common::osc::{curl, tcp_config, Cli};
 use common::vm::{register, start_kilnd_in, T};
@@ -121,6 +122,8 @@ fn openstack_cli_session() {
     let pem = std::fs::read_to_string(&key_file).unwrap();
     assert!(pem.starts_with("-----BEGIN"), "{pem}");
 
+    let user_data = k.dir.path().join("user-data");
+    std::fs::write(&user_data, "#cloud-config\nhostname: from-osc\n").unwrap();
     let created = cli.json(&[
         "server",
         "create",
@@ -132,6 +135,8 @@ fn openstack_cli_session() {
         "lan",
         "--key-name",
         "k1",
+        "--user-data",
+        user_data.to_str().unwrap(),
         "--wait",
         "s1",
     ]);
@@ -164,6 +169,15 @@ fn openstack_cli_session() {
     assert_eq!(list[0]["Networks"]["lan"][0], ip.as_str(), "{list:?}");
 
     let show = cli.json(&["server", "show", "s1"]);
+    // The user data osc sent (base64), as Nova shows it from 2.3 on.
+    let ud = show["OS-EXT-SRV-ATTR:user_data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{show}"));
+    assert_eq!(
+        base64ct::Base64::decode_vec(ud).unwrap(),
+        b"#cloud-config\nhostname: from-osc\n",
+        "{show}"
+    );
     assert_eq!(show["id"], id.as_str());
     assert_eq!(show["flavor"]["original_name"], "k1.probe", "{show}");
     assert_eq!(show["OS-EXT-STS:vm_state"], "active");

@@ -89,6 +89,19 @@ impl Store {
             .optional()?
             .ok_or_else(|| not_found("server", id))
     }
+
+    /// Every server's user data (base64) that has some, by server id: one
+    /// query for Nova's `servers/detail`.
+    pub fn servers_user_data(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT id, user_data FROM servers WHERE user_data IS NOT NULL AND status != 'DELETED'",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
 fn keypair_row(r: &Row<'_>) -> rusqlite::Result<Keypair> {

@@ -113,10 +113,18 @@ async fn detail(State(s): St, Base(b): Base, Mv(mv): Mv, uri: Uri) -> Result<Res
     let e = endpoint(&b);
     let (servers, links) = filtered(&s, &uri, format!("{e}/servers/detail")).await?;
     let flavors = flavors(&s).await?;
+    let user_data = s
+        .store
+        .call(|s| s.servers_user_data())
+        .await
+        .map_err(nova)?;
     let v = view(&s, &e, mv);
     let servers = servers
         .iter()
-        .map(|x| v.server_view(x, flavors.iter().find(|f| f.id == x.flavor_id)))
+        .map(|x| {
+            let f = flavors.iter().find(|f| f.id == x.flavor_id);
+            v.server_view(x, f, user_data.get(&x.id).map(String::as_str))
+        })
         .collect();
     Ok(Json(Detail {
         servers,
@@ -137,9 +145,18 @@ async fn show(
 ) -> Result<Json<Value>, OsError> {
     let server = one(&s, id).await?;
     let flavors = flavors(&s).await?;
+    let key = server.id.clone();
+    let user_data = s
+        .store
+        .call(move |s| s.server_user_data(&key))
+        .await
+        .map_err(nova)?;
     let e = endpoint(&b);
     let f = flavors.iter().find(|f| f.id == server.flavor_id);
-    Ok(Json(json!({"server": view(&s, &e, mv).server(&server, f)})))
+    let v = view(&s, &e, mv);
+    Ok(Json(
+        json!({"server": v.server(&server, f, user_data.as_deref())}),
+    ))
 }
 
 /// `POST /servers`: 202 with the new server's id, links and `adminPass`

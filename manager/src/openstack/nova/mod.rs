@@ -43,8 +43,9 @@ impl View<'_> {
     }
 
     /// `GET /servers/{id}` and `/servers/detail` entries, as JSON.
-    pub fn server(&self, s: &Server, flavor: Option<&Flavor>) -> Value {
-        serde_json::to_value(self.server_view(s, flavor)).expect("a server view serializes")
+    pub fn server(&self, s: &Server, flavor: Option<&Flavor>, user_data: Option<&str>) -> Value {
+        serde_json::to_value(self.server_view(s, flavor, user_data))
+            .expect("a server view serializes")
     }
 
     pub fn flavor_brief(&self, f: &Flavor) -> Value {

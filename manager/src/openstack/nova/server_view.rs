@@ -136,6 +136,11 @@ pub struct ServerView<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     root_device_name: Option<&'static str>,
+    #[serde(
+        rename = "OS-EXT-SRV-ATTR:user_data",
+        skip_serializing_if = "Option::is_none"
+    )]
+    user_data: Option<Option<&'a str>>,
     // 2.9, 2.16, 2.19, 2.26, 2.73, 2.96, 2.100
     #[serde(skip_serializing_if = "Option::is_none")]
     locked: Option<bool>,
@@ -168,8 +173,14 @@ impl View<'_> {
         ]
     }
 
-    /// The server as Nova shows it at this view's microversion.
-    pub fn server_view<'a>(&'a self, s: &'a Server, flavor: Option<&'a Flavor>) -> ServerView<'a> {
+    /// The server as Nova shows it at this view's microversion, with its
+    /// user data (base64) as the store has it.
+    pub fn server_view<'a>(
+        &'a self,
+        s: &'a Server,
+        flavor: Option<&'a Flavor>,
+        user_data: Option<&'a str>,
+    ) -> ServerView<'a> {
         let mv = self.mv.0;
         let at = |min: u32| mv >= min;
         let mut addresses: BTreeMap<&str, Vec<Address>> = BTreeMap::new();
@@ -256,6 +267,7 @@ impl View<'_> {
             reservation_id: at(3).then_some(""),
             launch_index: at(3).then_some(0),
             root_device_name: at(3).then_some("/dev/vda"),
+            user_data: at(3).then_some(user_data),
             locked: at(9).then_some(false),
             host_status: at(16).then_some("UP"),
             description: at(19).then_some(None),
