@@ -151,9 +151,9 @@ fn a_stalled_head_or_body_is_closed_and_a_listener_full_of_busy_connections_answ
     fifth
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    fifth
-        .write_all(b"GET /v1/host HTTP/1.1\r\nhost: kiln\r\n\r\n")
-        .unwrap();
+    // kilnd may answer and close before the request is sent: a write error
+    // is fine, the answer is what counts.
+    let _ = fifth.write_all(b"GET /v1/host HTTP/1.1\r\nhost: kiln\r\n\r\n");
     let mut answer = String::new();
     let _ = fifth.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");

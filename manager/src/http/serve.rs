@@ -32,7 +32,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::Router;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tower::ServiceExt;
 
@@ -341,8 +341,11 @@ impl Drop for Busy {
     }
 }
 
-/// Answers a connection that could not be admitted, then closes it.
-async fn refuse<I: AsyncWrite + Unpin>(mut io: I, full: Full, limits: Limits) {
+/// Answers a connection that could not be admitted, then closes it: the
+/// answer first (the request is not read), then the write side, then what
+/// the peer still sends is drained for up to a second, so that closing
+/// with unread bytes does not reset a TCP connection and lose the answer.
+async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, full: Full, limits: Limits) {
     let (status, body) = match full {
         Full::Listener => (
             "503 Service Unavailable",
@@ -366,7 +369,10 @@ async fn refuse<I: AsyncWrite + Unpin>(mut io: I, full: Full, limits: Limits) {
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         io.write_all(resp.as_bytes()).await?;
-        io.shutdown().await
+        io.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while io.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
     })
     .await;
 }
