@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use base64ct::Encoding;
 use common::api::NO_VMM;
-use common::osc::{curl, tcp_config, Cli};
+use common::osc::{curl, password_auth, subject_token, tcp_config, Cli};
 use common::vm::{register, start_kilnd_in, T};
 use common::Kilnd;
 use kiln_api::compute::ServerStatus;
@@ -238,22 +238,6 @@ fn openstack_cli_session() {
     assert_eq!(k.req("GET", "/v1/flavors/fw.small", None).status, 404);
 }
 
-fn subject_token(resp: &str) -> String {
-    resp.lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("x-subject-token:")
-                .then(|| l.split_once(':').unwrap().1.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no X-Subject-Token in {resp}"))
-}
-
-fn auth_body(password: &str) -> String {
-    format!(
-        r#"{{"auth":{{"identity":{{"methods":["password"],"password":{{"user":{{"name":"admin","domain":{{"name":"Default"}},"password":"{password}"}}}}}},"scope":{{"project":{{"name":"admin","domain":{{"id":"default"}}}}}}}}}}"#
-    )
-}
-
 #[test]
 fn tokens_are_checked() {
     let ns = NetNs::with_peer("ostok");
@@ -299,7 +283,7 @@ fn tokens_are_checked() {
     let tokens = format!("{url_a}/identity/v3/auth/tokens");
     let (code, body) = curl(
         n,
-        &[&json[..], &["-d", &auth_body("wrong-pw"), &tokens]].concat(),
+        &[&json[..], &["-d", &password_auth("wrong-pw"), &tokens]].concat(),
     );
     assert_eq!(code, 401, "{body}");
     assert!(
@@ -310,7 +294,7 @@ fn tokens_are_checked() {
     // The right one: 201, a token, the catalog.
     let (code, body) = curl(
         n,
-        &[&json[..], &["-d", &auth_body("secret-pw-a"), &tokens]].concat(),
+        &[&json[..], &["-d", &password_auth("secret-pw-a"), &tokens]].concat(),
     );
     assert_eq!(code, 201, "{body}");
     assert!(body.contains(r#""type":"compute""#), "{body}");
