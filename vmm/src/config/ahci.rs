@@ -105,6 +105,28 @@ mod tests {
     }
 
     #[test]
+    fn a_cdrom_cannot_be_made_writable() {
+        // A CD-ROM is opened read-only and has only a path: a config that
+        // asks for a writable one is refused, naming the field.
+        let good = config(&["--cdrom", "x.iso"]).unwrap();
+        let mut v = serde_json::to_value(&good).unwrap();
+        v["cdroms"][0]["readonly"] = serde_json::json!(false);
+        let e = serde_json::from_value::<VmConfig>(v)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `readonly`") && e.contains("`path`"),
+            "{e}"
+        );
+        let e = config(&["--cdrom", "x.iso,readonly=off"]);
+        assert_eq!(
+            e.unwrap().cdroms[0].path,
+            "x.iso,readonly=off",
+            "a path, never options"
+        );
+    }
+
+    #[test]
     fn cdrom_images_must_be_iso_9660() {
         let dir = std::env::temp_dir().join(format!("kiln-iso-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
