@@ -81,11 +81,13 @@ pub(super) async fn versions(Base(base): Base) -> Response {
     )
 }
 
-fn err(e: impl Into<crate::http::ApiError>) -> OsError {
+/// A domain or store error in Neutron's shape.
+pub(super) fn err(e: impl Into<crate::http::ApiError>) -> OsError {
     OsError::from_api(NEUTRON, e)
 }
 
-fn not_found(what: &str, id: &str) -> OsError {
+/// Neutron's 404 for `what` `id`.
+pub(super) fn not_found(what: &str, id: &str) -> OsError {
     OsError::new(
         NEUTRON,
         StatusCode::NOT_FOUND,

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::compute_servers::query_pairs;
 use super::error::{OsError, Service};
+use super::network::{err, not_found};
 use super::parse;
 use crate::http::state::{AppState, St};
 use crate::openstack::neutron::{self, ports};
@@ -44,18 +45,6 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/network/v2.0/security-group-rules/{id}",
             get(rule).delete(group_create),
         )
-}
-
-fn err(e: impl Into<crate::http::ApiError>) -> OsError {
-    OsError::from_api(NEUTRON, e)
-}
-
-fn not_found(what: &str, id: &str) -> OsError {
-    OsError::new(
-        NEUTRON,
-        StatusCode::NOT_FOUND,
-        format!("{what} {id} could not be found."),
-    )
 }
 
 async fn servers(s: &AppState) -> Result<Vec<Server>, OsError> {
