@@ -110,13 +110,31 @@ pub fn code(config: &FirmwareConfig, fw: Firmware, needs: Needs) -> Result<PathB
     Ok(path)
 }
 
-/// The variable store template a UEFI server's NVRAM is copied from: with
-/// Secure Boot, one with keys enrolled and Secure Boot on.
-pub fn vars_template(config: &FirmwareConfig, secure_boot: bool) -> (&'static str, PathBuf) {
-    if secure_boot {
-        (SECBOOT_TEMPLATE_KEY, config.uefi_vars_secboot_template())
+/// The variable store template a UEFI server's NVRAM is copied from.
+#[derive(Clone, Debug)]
+pub struct VarsTemplate {
+    /// Its config key, for errors.
+    pub key: &'static str,
+    pub path: PathBuf,
+    /// The Secure Boot one: keys enrolled and Secure Boot on, which a
+    /// store made from it must still have whenever it is booted.
+    pub secure_boot: bool,
+}
+
+/// The template for a server with or without Secure Boot.
+pub fn vars_template(config: &FirmwareConfig, secure_boot: bool) -> VarsTemplate {
+    let (key, path) = if secure_boot {
+        (
+            "uefi_vars_secboot_template",
+            config.uefi_vars_secboot_template(),
+        )
     } else {
         ("uefi_vars_template", config.uefi_vars_template.clone())
+    };
+    VarsTemplate {
+        key,
+        path,
+        secure_boot,
     }
 }
 
@@ -143,8 +161,8 @@ pub fn check_host_files(
 ) -> Result<(), FirmwareError> {
     code(config, fw, needs)?;
     if fw == Firmware::Uefi {
-        let (key, template) = vars_template(config, needs.secure_boot);
-        check_file(key, &template, "ovmf")?;
+        let t = vars_template(config, needs.secure_boot);
+        check_file(t.key, &t.path, "ovmf")?;
     }
     Ok(())
 }
@@ -153,19 +171,13 @@ pub fn check_host_files(
 /// is kept as it is). Atomic: copied to `NAME.partial`, synced, renamed.
 /// A store made from the Secure Boot template must still have Secure Boot
 /// on ([`check_secure_boot`]) whenever it is about to be booted.
-pub fn ensure_nvram(
-    nvram: &Path,
-    (key, template): (&'static str, &Path),
-) -> Result<(), FirmwareError> {
-    copy_nvram(nvram, (key, template))?;
-    if key == SECBOOT_TEMPLATE_KEY {
+pub fn ensure_nvram(nvram: &Path, template: &VarsTemplate) -> Result<(), FirmwareError> {
+    copy_nvram(nvram, (template.key, &template.path))?;
+    if template.secure_boot {
         check_secure_boot(nvram)?;
     }
     Ok(())
 }
-
-/// The Secure Boot template's config key ([`vars_template`]).
-const SECBOOT_TEMPLATE_KEY: &str = "uefi_vars_secboot_template";
 
 /// Reads `nvram` and fails unless Secure Boot is on in it: a platform key
 /// enrolled, `SecureBootEnable` not 0, not in custom mode.
@@ -292,22 +304,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let template = dir.path().join("VARS.fd");
         std::fs::write(&template, [0x5a; 8192]).unwrap();
+        let plain = VarsTemplate {
+            key: "uefi_vars_template",
+            path: template.clone(),
+            secure_boot: false,
+        };
         let nvram = dir.path().join(NVRAM);
         // A leftover partial copy from a crash is replaced.
         std::fs::write(dir.path().join("nvram.fd.partial"), b"junk").unwrap();
-        ensure_nvram(&nvram, ("uefi_vars_template", &template)).unwrap();
+        ensure_nvram(&nvram, &plain).unwrap();
         assert_eq!(std::fs::read(&nvram).unwrap(), [0x5a; 8192]);
         assert!(!dir.path().join("nvram.fd.partial").exists());
         // What the guest wrote stays, even if the template changes or goes.
         std::fs::write(&nvram, [1; 8192]).unwrap();
         std::fs::remove_file(&template).unwrap();
-        ensure_nvram(&nvram, ("uefi_vars_template", &template)).unwrap();
+        ensure_nvram(&nvram, &plain).unwrap();
         assert_eq!(std::fs::read(&nvram).unwrap(), [1; 8192]);
         // No template and no NVRAM: a clear error, nothing left behind.
         std::fs::remove_file(&nvram).unwrap();
-        let e = ensure_nvram(&nvram, ("uefi_vars_template", &template))
-            .unwrap_err()
-            .to_string();
+        let e = ensure_nvram(&nvram, &plain).unwrap_err().to_string();
         assert!(e.contains("uefi_vars_template"), "{e}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

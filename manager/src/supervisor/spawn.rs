@@ -102,7 +102,7 @@ impl Supervisor {
                     backend.ensure_root_disk(&server_id, &dir, img, disk_gb)?;
                 }
                 if let Some((nvram, template)) = &nvram {
-                    crate::firmware::ensure_nvram(nvram, (template.0, &template.1))?;
+                    crate::firmware::ensure_nvram(nvram, template)?;
                 }
                 if let Some((store, server)) = &config_drive {
                     crate::config_drive::build_for(store, server, &dir)?;
