@@ -32,9 +32,7 @@ pub struct View<'a> {
 
 impl View<'_> {
     fn links(&self, kind: &str, id: &str) -> Value {
-        let bookmark = self.base.trim_end_matches("/v2.1");
-        json!([{"rel": "self", "href": format!("{}/{kind}/{id}", self.base)},
-               {"rel": "bookmark", "href": format!("{bookmark}/{kind}/{id}")}])
+        json!(self.typed_links(kind, id))
     }
 
     /// `GET /servers` entries.
