@@ -382,7 +382,10 @@ async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, full: Full, limits
 struct IdleBody {
     inner: Body,
     idle: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// When the last frame came (or the body began).
+    since: tokio::time::Instant,
+    /// Made only once the body has to wait: most bodies never do.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl IdleBody {
@@ -390,7 +393,8 @@ impl IdleBody {
         IdleBody {
             inner,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            since: tokio::time::Instant::now(),
+            sleep: None,
         }
     }
 }
@@ -406,17 +410,23 @@ impl HttpBody for IdleBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
-                let deadline = tokio::time::Instant::now() + this.idle;
-                this.sleep.as_mut().reset(deadline);
+                this.since = tokio::time::Instant::now();
+                this.sleep = None;
                 Poll::Ready(r)
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(format!(
-                    "the request body paused for more than {} s (http.body_idle_timeout_s)",
-                    this.idle.as_secs()
-                ))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let deadline = this.since + this.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(format!(
+                        "the request body paused for more than {} s (http.body_idle_timeout_s)",
+                        this.idle.as_secs()
+                    ))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
